@@ -1,0 +1,51 @@
+//===- ModelBuilder.h - spec AST -> graph dialect ---------------------------===//
+//
+// Gives the language its meaning: evaluates hyperparameters, checks them (with
+// Megatron-style messages naming the values), and emits one `func.func @forward`
+// of graph ops whose parameters carry logical names. See docs/language.md.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HEIRETSU_COMPILER_FRONTEND_MODELBUILDER_H
+#define HEIRETSU_COMPILER_FRONTEND_MODELBUILDER_H
+
+#include "compiler/frontend/AST.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include <string>
+#include <vector>
+
+namespace heiretsu::frontend {
+
+struct BuildOptions {
+  int64_t batch = 1; // sequences per microbatch on one rank
+  int64_t seq = 0;   // tokens per sequence; 0 = the model's context
+};
+
+struct ParamSummary {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t numel = 0;
+};
+
+struct ModelSummary {
+  std::string name;
+  int64_t layers = 0;
+  int64_t batch = 0, seq = 0;
+  int64_t paramCount = 0;
+  std::vector<std::pair<std::string, std::string>> hyperparameters; // name, value
+  std::vector<ParamSummary> params;
+};
+
+/// Builds the graph module for `spec`. `file` names the spec in op locations.
+/// Returns the first error; on success `module` and `summary` are filled.
+std::optional<Error> buildModel(mlir::MLIRContext &ctx, const std::string &file,
+                                const Spec &spec, const BuildOptions &options,
+                                mlir::OwningOpRef<mlir::ModuleOp> &module,
+                                ModelSummary &summary);
+
+} // namespace heiretsu::frontend
+
+#endif // HEIRETSU_COMPILER_FRONTEND_MODELBUILDER_H

@@ -1,0 +1,289 @@
+//===- GraphDialect.cpp - graph dialect registration and verifiers --------===//
+//
+// Every verifier below cites the constraint number from the op's description in
+// GraphOps.td; the `_invalid` lit tests are written against these messages.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/graph/GraphDialect.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace heiretsu::graph;
+
+#include "dialects/graph/GraphDialect.cpp.inc"
+#include "dialects/graph/GraphEnums.cpp.inc"
+
+#define GET_OP_CLASSES
+#include "dialects/graph/GraphOps.cpp.inc"
+
+void GraphDialect::initialize() {
+  addOperations<
+#define GET_OP_LIST
+#include "dialects/graph/GraphOps.cpp.inc"
+      >();
+}
+
+/// `graph.model` on a module: a dictionary with a string `name`; every
+/// `graph.param` in the module has a distinct name.
+LogicalResult GraphDialect::verifyOperationAttribute(Operation *op,
+                                                     NamedAttribute attr) {
+  if (attr.getName() != kModelAttrName)
+    return op->emitError() << "unknown graph dialect attribute '"
+                           << attr.getName() << "'";
+  if (!isa<ModuleOp>(op))
+    return op->emitError() << "'" << kModelAttrName
+                           << "' is only valid on a module";
+  auto dict = dyn_cast<DictionaryAttr>(attr.getValue());
+  if (!dict || !isa_and_nonnull<StringAttr>(dict.get("name")))
+    return op->emitError() << "'" << kModelAttrName
+                           << "' must be a dictionary with a string 'name'";
+  llvm::StringMap<ParamOp> seen;
+  WalkResult result = op->walk([&](ParamOp param) {
+    auto [it, inserted] = seen.try_emplace(param.getName(), param);
+    if (inserted)
+      return WalkResult::advance();
+    InFlightDiagnostic diag = param.emitOpError()
+                              << "duplicate parameter name '"
+                              << param.getName() << "'";
+    diag.attachNote(it->second.getLoc()) << "first defined here";
+    return WalkResult::interrupt();
+  });
+  return failure(result.wasInterrupted());
+}
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+static RankedTensorType tensorType(Value v) {
+  return cast<RankedTensorType>(v.getType());
+}
+
+static std::string shapeStr(ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i)
+      s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+static bool positiveFinite(double x) { return std::isfinite(x) && x > 0; }
+
+//===----------------------------------------------------------------------===//
+// ParamOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ParamOp::verify() {
+  StringRef name = getName();
+  // param_c1
+  if (name.empty())
+    return emitOpError("(C1) name must not be empty");
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'))
+      return emitOpError("(C1) name '")
+             << name << "' may contain only letters, digits, '_' and '.'";
+  // param_c2
+  for (int64_t d : tensorType(getResult()).getShape())
+    if (d <= 0)
+      return emitOpError("(C2) every dimension must be positive, got ")
+             << shapeStr(tensorType(getResult()).getShape());
+  // param_c3
+  bool normal = getInit() == InitKind::normal;
+  if (normal != getStd().has_value())
+    return emitOpError("(C3) 'std' is required for init 'normal' and only for it");
+  if (normal && !positiveFinite(getStd()->convertToDouble()))
+    return emitOpError("(C3) std must be finite and > 0, got ")
+           << getStd()->convertToDouble();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// EmbeddingOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::verify() {
+  auto table = tensorType(getTable()), ids = tensorType(getIds());
+  auto result = tensorType(getResult());
+  if (table.getRank() != 2 || ids.getRank() != 2)
+    return emitOpError("(C1) expects table [V, D] and ids [B, T], got ")
+           << shapeStr(table.getShape()) << " and " << shapeStr(ids.getShape());
+  SmallVector<int64_t> expected = {ids.getDimSize(0), ids.getDimSize(1),
+                                   table.getDimSize(1)};
+  if (result.getShape() != ArrayRef<int64_t>(expected))
+    return emitOpError("(C2) result must be ")
+           << shapeStr(expected) << ", got " << shapeStr(result.getShape());
+  if (Value pos = getPositions()) {
+    auto p = tensorType(pos);
+    if (p.getRank() != 2 || p.getDimSize(1) != table.getDimSize(1) ||
+        p.getDimSize(0) < ids.getDimSize(1))
+      return emitOpError("(C3) positions must be [C, ")
+             << table.getDimSize(1) << "] with C >= " << ids.getDimSize(1)
+             << ", got " << shapeStr(p.getShape());
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LinearOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearOp::verify() {
+  auto in = tensorType(getInput()), w = tensorType(getWeight());
+  auto result = tensorType(getResult());
+  if (in.getRank() < 2)
+    return emitOpError("(C1) input must have rank >= 2, got ")
+           << shapeStr(in.getShape());
+  int64_t k = in.getShape().back();
+  if (w.getRank() != 2 || w.getDimSize(1) != k)
+    return emitOpError("(C2) weight must be [N, ")
+           << k << "], got " << shapeStr(w.getShape());
+  int64_t n = w.getDimSize(0);
+  if (Value b = getBias()) {
+    auto bt = tensorType(b);
+    if (bt.getRank() != 1 || bt.getDimSize(0) != n)
+      return emitOpError("(C3) bias must be [")
+             << n << "], got " << shapeStr(bt.getShape());
+  }
+  SmallVector<int64_t> expected(in.getShape());
+  expected.back() = n;
+  if (result.getShape() != ArrayRef<int64_t>(expected))
+    return emitOpError("(C4) result must be ")
+           << shapeStr(expected) << ", got " << shapeStr(result.getShape());
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Norms
+//===----------------------------------------------------------------------===//
+
+static LogicalResult verifyNormVector(Operation *op, Value v, int64_t d,
+                                      StringRef what) {
+  auto t = tensorType(v);
+  if (t.getRank() != 1 || t.getDimSize(0) != d)
+    return op->emitOpError("(C1) ")
+           << what << " must be [" << d << "], got " << shapeStr(t.getShape());
+  return success();
+}
+
+LogicalResult LayerNormOp::verify() {
+  int64_t d = tensorType(getInput()).getShape().back();
+  if (failed(verifyNormVector(*this, getWeight(), d, "weight")) ||
+      failed(verifyNormVector(*this, getBias(), d, "bias")))
+    return failure();
+  if (!positiveFinite(getEps().convertToDouble()))
+    return emitOpError("(C2) eps must be finite and > 0, got ")
+           << getEps().convertToDouble();
+  return success();
+}
+
+LogicalResult RMSNormOp::verify() {
+  int64_t d = tensorType(getInput()).getShape().back();
+  if (failed(verifyNormVector(*this, getWeight(), d, "weight")))
+    return failure();
+  if (!positiveFinite(getEps().convertToDouble()))
+    return emitOpError("(C2) eps must be finite and > 0, got ")
+           << getEps().convertToDouble();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// AttentionOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult AttentionOp::verify() {
+  int64_t heads = getHeads(), kvHeads = getKvHeads();
+  // attention_c2 first: C1 divides by these.
+  if (heads < 1 || kvHeads < 1 || heads % kvHeads != 0)
+    return emitOpError("(C2) kv_heads (")
+           << kvHeads << ") must be >= 1 and divide heads (" << heads << ")";
+  auto q = tensorType(getQuery()), k = tensorType(getKey());
+  if (q.getRank() != 3 || k.getRank() != 3)
+    return emitOpError("(C1) query and key must be [B, T, C], got ")
+           << shapeStr(q.getShape()) << " and " << shapeStr(k.getShape());
+  if (q.getDimSize(0) != k.getDimSize(0) || q.getDimSize(1) != k.getDimSize(1))
+    return emitOpError("(C1) query and key must agree on [B, T], got ")
+           << shapeStr(q.getShape()) << " and " << shapeStr(k.getShape());
+  int64_t qc = q.getDimSize(2), kc = k.getDimSize(2);
+  if (qc % heads != 0)
+    return emitOpError("(C1) query width ")
+           << qc << " is not divisible by heads (" << heads << ")";
+  int64_t hd = qc / heads;
+  if (kc != kvHeads * hd)
+    return emitOpError("(C1) key width must be kv_heads * head_dim = ")
+           << kvHeads << " * " << hd << " = " << kvHeads * hd << ", got " << kc;
+  if (std::optional<APFloat> theta = getRope()) {
+    if (!positiveFinite(theta->convertToDouble()))
+      return emitOpError("(C3) rope theta must be finite and > 0, got ")
+             << theta->convertToDouble();
+    if (hd % 2 != 0)
+      return emitOpError("(C3) rope needs an even head dimension, got ") << hd;
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// MoEOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult MoEOp::verify() {
+  int64_t e = getExperts();
+  auto in = tensorType(getInput());
+  int64_t d = in.getShape().back();
+  auto router = tensorType(getRouter());
+  if (e < 1 || router.getRank() != 2 || router.getDimSize(0) != e ||
+      router.getDimSize(1) != d)
+    return emitOpError("(C1) router must be [experts, D] = [")
+           << e << ", " << d << "], got " << shapeStr(router.getShape());
+  auto wIn = tensorType(getWIn()), wOut = tensorType(getWOut());
+  if (wIn.getRank() != 3 || wIn.getDimSize(0) != e || wIn.getDimSize(2) != d)
+    return emitOpError("(C2) w_in must be [")
+           << e << ", F, " << d << "], got " << shapeStr(wIn.getShape());
+  int64_t f = wIn.getDimSize(1);
+  SmallVector<int64_t> outShape = {e, d, f};
+  if (wOut.getShape() != ArrayRef<int64_t>(outShape))
+    return emitOpError("(C2) w_out must be ")
+           << shapeStr(outShape) << ", got " << shapeStr(wOut.getShape());
+  bool swiglu = getAct() == Activation::swiglu;
+  if (swiglu != static_cast<bool>(getWGate()))
+    return emitOpError("(C3) w_gate is required for act = swiglu and only for it");
+  if (Value g = getWGate())
+    if (tensorType(g).getShape() != wIn.getShape())
+      return emitOpError("(C3) w_gate must be ")
+             << shapeStr(wIn.getShape()) << ", got "
+             << shapeStr(tensorType(g).getShape());
+  if (getTopK() < 1 || getTopK() > e)
+    return emitOpError("(C4) top_k must be in [1, ")
+           << e << "], got " << getTopK();
+  if (!positiveFinite(getCapacity().convertToDouble()))
+    return emitOpError("(C5) capacity must be finite and > 0, got ")
+           << getCapacity().convertToDouble();
+  for (auto [name, v] : {std::pair<StringRef, double>{"aux_coef", getAuxCoef().convertToDouble()},
+                         {"z_coef", getZCoef().convertToDouble()}})
+    if (!std::isfinite(v) || v < 0)
+      return emitOpError("(C5) ") << name << " must be finite and >= 0, got " << v;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// CrossEntropyOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult CrossEntropyOp::verify() {
+  auto logits = tensorType(getLogits()), targets = tensorType(getTargets());
+  if (logits.getRank() < 2 ||
+      targets.getShape() != logits.getShape().drop_back())
+    return emitOpError("(C1) targets must be ")
+           << shapeStr(logits.getShape().drop_back()) << ", got "
+           << shapeStr(targets.getShape());
+  return success();
+}

@@ -1,0 +1,181 @@
+// Parsing and validation of `heiretsu compile` options.
+#include "runtime/cli/CompileOptions.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace heiretsu::cli {
+namespace {
+
+struct FlagSpec {
+  const char* name;
+  bool takes_value;
+};
+
+constexpr FlagSpec kFlags[] = {
+    {"--dp", true},          {"--tp", true},
+    {"--pp", true},          {"--ep", true},
+    {"--micro-batch-size", true}, {"--seq", true},
+    {"--microbatches", true}, {"--global-batch", true},
+    {"--schedule", true},    {"--zero", true},
+    {"--precision", true},   {"--recompute", true},
+    {"--sequence-parallel", false}, {"--emit", true},
+    {"-o", true},
+};
+
+constexpr int64_t kMaxCount = (int64_t{1} << 31) - 1;
+
+// Parses a positive decimal integer no larger than kMaxCount.
+std::optional<std::string> ParsePositive(const std::string& flag, const std::string& text,
+                                         int64_t* out) {
+  const std::string bad = flag + ": expected a positive integer, got '" + text + "'";
+  if (text.empty() || text.size() > 19) return bad;
+  for (char c : text)
+    if (c < '0' || c > '9') return bad;
+  errno = 0;
+  long long v = std::strtoll(text.c_str(), nullptr, 10);
+  if (errno == ERANGE || v <= 0) return bad;
+  if (v > kMaxCount)
+    return flag + ": " + text + " is larger than the limit " + std::to_string(kMaxCount);
+  *out = v;
+  return std::nullopt;
+}
+
+std::optional<std::string> ParseChoice(const std::string& flag, const std::string& text,
+                                       std::initializer_list<const char*> choices,
+                                       std::string* out) {
+  std::string list;
+  for (const char* c : choices) {
+    if (text == c) {
+      *out = text;
+      return std::nullopt;
+    }
+    list += std::string(list.empty() ? "" : "|") + c;
+  }
+  return flag + ": expected " + list + ", got '" + text + "'";
+}
+
+bool IsCompileFlag(const std::string& flag, bool* takes_value) {
+  for (const FlagSpec& f : kFlags) {
+    if (flag == f.name) {
+      *takes_value = f.takes_value;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+const char* CompileUsage() {
+  return "usage: heiretsu compile SPEC [--dp N] [--tp N] [--pp N] [--ep N]\n"
+         "           [--micro-batch-size B] [--seq T] [--microbatches M] [--global-batch G]\n"
+         "           [--schedule gpipe|1f1b|interleaved|zb-h1] [--zero 0|1]\n"
+         "           [--precision fp32|bf16|fp16] [--recompute none|selective|full]\n"
+         "           [--sequence-parallel] [--emit mlir|plan-text|plan|summary] [-o OUT]\n";
+}
+
+std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& args,
+                                               CompileOptions* out) {
+  std::optional<int64_t> batch, micro, global;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    bool takes_value = false;
+    if (!IsCompileFlag(a, &takes_value)) {
+      if (!a.empty() && a[0] == '-') return "unknown flag '" + a + "'";
+      if (!out->spec.empty())
+        return "more than one spec given: '" + out->spec + "' and '" + a + "'";
+      out->spec = a;
+      continue;
+    }
+    if (!takes_value) {
+      out->sequence_parallel = true;
+      continue;
+    }
+    if (i + 1 >= args.size()) return a + ": missing value";
+    const std::string& v = args[++i];
+    std::optional<std::string> err;
+    int64_t n = 0;
+    if (a == "--dp") {
+      err = ParsePositive(a, v, &out->dp);
+    } else if (a == "--tp") {
+      err = ParsePositive(a, v, &out->tp);
+    } else if (a == "--pp") {
+      err = ParsePositive(a, v, &out->pp);
+    } else if (a == "--ep") {
+      err = ParsePositive(a, v, &out->ep);
+    } else if (a == "--micro-batch-size") {
+      if (!(err = ParsePositive(a, v, &n))) batch = n;
+    } else if (a == "--microbatches") {
+      if (!(err = ParsePositive(a, v, &n))) micro = n;
+    } else if (a == "--global-batch") {
+      if (!(err = ParsePositive(a, v, &n))) global = n;
+    } else if (a == "--seq") {
+      err = ParsePositive(a, v, &out->seq);
+    } else if (a == "--schedule") {
+      err = ParseChoice(a, v, {"gpipe", "1f1b", "interleaved", "zb-h1"}, &out->schedule);
+    } else if (a == "--zero") {
+      std::string z;
+      if (!(err = ParseChoice(a, v, {"0", "1"}, &z))) out->zero = z == "1";
+    } else if (a == "--precision") {
+      err = ParseChoice(a, v, {"fp32", "bf16", "fp16"}, &out->precision);
+    } else if (a == "--recompute") {
+      err = ParseChoice(a, v, {"none", "selective", "full"}, &out->recompute);
+    } else if (a == "--emit") {
+      err = ParseChoice(a, v, {"mlir", "plan-text", "plan", "summary"}, &out->emit);
+    } else if (a == "-o") {
+      if (v.empty()) err = std::string("-o: empty path");
+      out->output = v;
+    }
+    if (err) return err;
+  }
+  if (out->spec.empty()) return std::string("no model spec given");
+
+  int64_t world = 1;
+  for (int64_t d : {out->dp, out->tp, out->pp, out->ep}) {
+    if (__builtin_mul_overflow(world, d, &world) || world > kMaxCount)
+      return "world size dp*tp*pp*ep = " + std::to_string(out->dp) + "*" +
+             std::to_string(out->tp) + "*" + std::to_string(out->pp) + "*" +
+             std::to_string(out->ep) + " is too large";
+  }
+
+  // G = B * M * dp: any two determine the third; defaults B = 1, M = 1.
+  const int64_t dp = out->dp;
+  auto product = [&](int64_t b, int64_t m, int64_t* g) {
+    return !__builtin_mul_overflow(b, m, g) && !__builtin_mul_overflow(*g, dp, g) &&
+           *g <= kMaxCount;
+  };
+  int64_t b = batch.value_or(1), m = micro.value_or(1), g = 0;
+  if (global) {
+    g = *global;
+    if (batch && micro) {
+      int64_t want = 0;
+      if (!product(b, m, &want) || want != g)
+        return "--global-batch " + std::to_string(g) + " must equal --micro-batch-size " +
+               std::to_string(b) + " x --microbatches " + std::to_string(m) + " x --dp " +
+               std::to_string(dp);
+    } else if (micro) {
+      if (g % (m * dp) != 0)
+        return "--global-batch " + std::to_string(g) + " is not divisible by --microbatches " +
+               std::to_string(m) + " x --dp " + std::to_string(dp);
+      b = g / (m * dp);
+    } else {
+      if (g % (b * dp) != 0)
+        return "--global-batch " + std::to_string(g) + " is not divisible by --dp " +
+               std::to_string(dp) + " x --micro-batch-size " + std::to_string(b);
+      m = g / (b * dp);
+    }
+  } else if (!product(b, m, &g)) {
+    return "global batch --micro-batch-size " + std::to_string(b) + " x --microbatches " +
+           std::to_string(m) + " x --dp " + std::to_string(dp) + " is too large";
+  }
+  out->micro_batch_size = b;
+  out->microbatches = m;
+  out->global_batch = g;
+  if (out->emit == "plan" && out->output.empty())
+    return std::string("--emit plan needs -o PLAN_DIR");
+  return std::nullopt;
+}
+
+}  // namespace heiretsu::cli

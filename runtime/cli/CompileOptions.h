@@ -1,0 +1,42 @@
+// Options of `heiretsu compile` (DESIGN.md §1), parsed and validated without MLIR so
+// the driver and the compiler agree on them. Every refusal names the flag and value.
+#ifndef HEIRETSU_RUNTIME_CLI_COMPILEOPTIONS_H_
+#define HEIRETSU_RUNTIME_CLI_COMPILEOPTIONS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace heiretsu::cli {
+
+struct CompileOptions {
+  std::string spec;  // path of the model spec
+  int64_t dp = 1, tp = 1, pp = 1, ep = 1;
+  // Batch geometry: global_batch = micro_batch_size * microbatches * dp.
+  int64_t micro_batch_size = 1;
+  int64_t microbatches = 1;
+  int64_t global_batch = 1;
+  int64_t seq = 0;  // 0 = the model's context
+  std::string schedule = "1f1b";
+  int zero = 0;
+  std::string precision = "fp32";
+  std::string recompute = "none";
+  bool sequence_parallel = false;
+  std::string emit = "mlir";  // mlir | plan-text | plan | summary
+  std::string output;         // -o; empty = stdout (mlir, plan-text, summary)
+
+  int64_t world_size() const { return dp * tp * pp * ep; }
+};
+
+// Parses `args` (the words after `compile`). On a bad flag or value returns the
+// message (the caller prints it and exits 2).
+std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& args,
+                                               CompileOptions* out);
+
+// The usage text of `heiretsu compile`.
+const char* CompileUsage();
+
+}  // namespace heiretsu::cli
+
+#endif  // HEIRETSU_RUNTIME_CLI_COMPILEOPTIONS_H_
