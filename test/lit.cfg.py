@@ -15,10 +15,12 @@ config.test_exec_root = os.path.join(config.heiretsu_obj_root, "test")
 
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
-llvm_config.with_environment("PATH", config.heiretsu_tools_dir, append_path=False)
+llvm_config.with_environment("PATH", config.heiretsu_tools_dir, append_path=True)
 
 config.substitutions.append(("%examples", os.path.join(config.heiretsu_src_root, "examples")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "inputs")))
 # `%expect_exit N cmd...` runs cmd and fails unless it exits with status N.
 config.substitutions.append(
     ("%expect_exit", os.path.join(config.test_source_root, "expect_exit.sh")))
+config.substitutions.append(
+    ("%heiretsu_bin", os.path.join(config.heiretsu_tools_dir, "heiretsu")))

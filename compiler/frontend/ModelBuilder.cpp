@@ -31,6 +31,9 @@ namespace {
 /// Largest single dimension and largest element count of any tensor.
 constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
 constexpr int64_t kMaxNumel = int64_t{1} << 40;
+/// Bounds the size of the graph (and the time to build it); the deepest
+/// published GPTs have ~130 layers.
+constexpr int64_t kMaxLayers = 1024;
 
 struct Val {
   enum class Kind { Int, Float, Bool, Str, Choice, Tensor };
@@ -184,10 +187,21 @@ public:
     attrs.push_back(b.getNamedAttr("name", b.getStringAttr(spec.name)));
     attrs.push_back(b.getNamedAttr("batch", b.getI64IntegerAttr(batch)));
     attrs.push_back(b.getNamedAttr("seq", b.getI64IntegerAttr(seq)));
+    // Defaults the spec did not write are recorded resolved.
+    auto setDefault = [&](const char *name, Val v) {
+      if (!env.count(name))
+        env[name] = Binding{v, modelLoc};
+    };
+    setDefault("kv_heads", Val::ofInt(kvHeads, modelLoc));
+    setDefault("head_dim", Val::ofInt(headDim, modelLoc));
+    setDefault("eps", Val::ofFloat(eps, modelLoc));
+    setDefault("init_std", Val::ofFloat(initStd, modelLoc));
+    Val biasVal;
+    biasVal.kind = Val::Kind::Bool;
+    biasVal.b = useBias;
+    setDefault("bias", biasVal);
     for (const auto &[name, binding] : env) {
       const Val &v = binding.val;
-      if (name == "name" || name == "batch" || name == "seq")
-        continue;
       if (v.kind == Val::Kind::Int)
         attrs.push_back(b.getNamedAttr(name, b.getI64IntegerAttr(v.i)));
       else if (v.kind == Val::Kind::Float)
@@ -247,8 +261,10 @@ private:
   }
 
   void assign(const Stmt &stmt) {
-    static const char *reserved[] = {"tokens", "targets", "true", "false",
-                                     "none", "model", "block", "every", "else"};
+    // `name`, `batch` and `seq` are keys of the graph.model attribute.
+    static const char *reserved[] = {"tokens", "targets", "true",  "false",
+                                     "none",   "model",   "block", "every",
+                                     "else",   "name",    "batch", "seq"};
     for (const char *r : reserved)
       if (stmt.name == r)
         fail(stmt.nameLoc, "'" + stmt.name + "' is reserved and cannot be assigned");
@@ -263,15 +279,15 @@ private:
         fail(stmt.nameLoc, "'" + stmt.name + "' is already defined at " +
                                std::to_string(it->second.defLoc.line) + ":" +
                                std::to_string(it->second.defLoc.col));
-      if (v.t.getType() != it->second.val.t.getType() && stmt.name == "x")
-        fail(stmt.value->loc, "'x' changes shape from " + typeStr(it->second.val.t) +
-                                  " to " + typeStr(v.t));
       it->second.val = v;
       return;
     }
     if (v.kind != Val::Kind::Tensor && func)
       fail(stmt.nameLoc, "hyperparameter '" + stmt.name +
-                             "' must be defined before the model's layers");
+                             "' is defined after the graph began at " +
+                             std::to_string(graphLoc.line) + ":" +
+                             std::to_string(graphLoc.col) +
+                             "; define hyperparameters first");
     env[stmt.name] = Binding{v, stmt.nameLoc};
   }
 
@@ -454,7 +470,9 @@ private:
   int64_t requiredInt(const char *name, Loc useLoc) {
     const Binding *bnd = lookup(name);
     if (!bnd)
-      fail(useLoc, std::string("missing hyperparameter '") + name + "'");
+      fail(useLoc, std::string("missing hyperparameter '") + name +
+                       "' (vocab, context, d_model, layers and heads must be "
+                       "defined before the model's layers)");
     Val v = bnd->val;
     v.loc = bnd->defLoc;
     return positiveInt(v, name);
@@ -465,10 +483,14 @@ private:
   void ensureGraph(Loc useLoc) {
     if (func)
       return;
+    graphLoc = useLoc;
     vocab = requiredInt("vocab", useLoc);
     context = requiredInt("context", useLoc);
     dModel = requiredInt("d_model", useLoc);
     layers = requiredInt("layers", useLoc);
+    if (layers > kMaxLayers)
+      fail(lookup("layers")->defLoc, "'layers' is " + std::to_string(layers) +
+                                         "; the limit is " + std::to_string(kMaxLayers));
     heads = requiredInt("heads", useLoc);
     kvHeads = lookup("kv_heads") ? requiredInt("kv_heads", useLoc) : heads;
     if (const Binding *hd = lookup("head_dim")) {
@@ -585,6 +607,12 @@ private:
   Value normalParam(const std::string &name, ArrayRef<int64_t> shape, Loc at,
                     double stdDev) {
     return param(name, shape, graph::InitKind::normal, at, stdDev);
+  }
+
+  /// Norms are `layers.<i>.norm<k>` in the block, `embed_norm` before it and
+  /// `final_norm` after it.
+  std::string normRole() const {
+    return layer >= 0 ? "norm" : blockDone ? "final_norm" : "embed_norm";
   }
 
   /// Residual output projections get GPT-2's 1/sqrt(2 * layers) scaled init.
@@ -711,6 +739,12 @@ private:
     requireNumber(y, f);
     if (f == "round_up") {
       int64_t m = positiveInt(y, "round_up multiple");
+      if (x.kind == Val::Kind::Int) {
+        int64_t q = x.i / m + (x.i % m > 0 ? 1 : 0), out;
+        if (__builtin_mul_overflow(q, m, &out))
+          fail(args.call.loc, "result of round_up is out of range");
+        return Val::ofInt(out, args.call.loc);
+      }
       double q = std::ceil(x.asDouble() / static_cast<double>(m));
       if (!(std::fabs(q * m) < 9e15))
         fail(args.call.loc, "result of round_up is out of range");
@@ -745,7 +779,7 @@ private:
     args.expectSignature(1, {"eps", "name"});
     Value x = args.tensorAt(0, "the activations").t;
     int64_t d = cast<RankedTensorType>(x.getType()).getShape().back();
-    std::string p = prefix(args, layer >= 0 ? "norm" : "final_norm");
+    std::string p = prefix(args, normRole());
     Loc at = args.call.loc;
     Value g = param(p + ".weight", {d}, graph::InitKind::ones, at);
     Value bias = param(p + ".bias", {d}, graph::InitKind::zeros, at);
@@ -757,7 +791,7 @@ private:
     args.expectSignature(1, {"eps", "name"});
     Value x = args.tensorAt(0, "the activations").t;
     int64_t d = cast<RankedTensorType>(x.getType()).getShape().back();
-    std::string p = prefix(args, layer >= 0 ? "norm" : "final_norm");
+    std::string p = prefix(args, normRole());
     Loc at = args.call.loc;
     Value g = param(p + ".weight", {d}, graph::InitKind::ones, at);
     return graph::RMSNormOp::create(b, loc(at), x, g,
@@ -784,7 +818,9 @@ private:
                std::to_string(kv) + ")");
     FloatAttr rope;
     if (const Val *r = args.keyword("rope")) {
-      if (!(r->kind == Val::Kind::Choice && r->s == "none")) {
+      bool none = (r->kind == Val::Kind::Choice || r->kind == Val::Kind::Str) &&
+                  r->s == "none";
+      if (!none) {
         double theta = positiveFloat(*r, "rope");
         if (hd % 2 != 0)
           fail(r->loc, "rope needs an even head dimension, got " + std::to_string(hd));
@@ -850,12 +886,12 @@ private:
     double z = zv ? nonNegativeFloat(*zv, "z_loss") : 0.0;
     size_t act = choiceArg(args, "act", {"gelu", "swiglu"}, 0);
     std::string p = prefix(args, "moe");
-    Value router = normalParam(p + ".router", {experts, dModel}, at, initStd);
-    Value wIn = normalParam(p + ".w_up", {experts, hidden, dModel}, at, initStd);
+    Value router = normalParam(p + ".router.weight", {experts, dModel}, at, initStd);
+    Value wIn = normalParam(p + ".w_up.weight", {experts, hidden, dModel}, at, initStd);
     Value wGate;
     if (act == 1)
-      wGate = normalParam(p + ".w_gate", {experts, hidden, dModel}, at, initStd);
-    Value wOut = normalParam(p + ".w_down", {experts, dModel, hidden}, at, residualStd());
+      wGate = normalParam(p + ".w_gate.weight", {experts, hidden, dModel}, at, initStd);
+    Value wOut = normalParam(p + ".w_down.weight", {experts, dModel, hidden}, at, residualStd());
     auto op = graph::MoEOp::create(
         b, loc(at), x.getType(), RankedTensorType::get({}, b.getF32Type()), x,
         router, wIn, wOut, wGate, b.getI64IntegerAttr(experts),
@@ -876,6 +912,8 @@ private:
     bool bias = args.keyword("bias") ? boolean(*args.keyword("bias"), "bias") : false;
     if (tied && bias)
       fail(args.keyword("bias")->loc, "a tied head has no bias");
+    if (tied && args.keyword("name"))
+      fail(args.keyword("name")->loc, "a tied head has no parameters to name");
     if (!tied) {
       std::string p = args.keyword("name") ? prefix(args, "head") : "lm_head";
       return linear(x, p, vocab, bias, at, initStd);
@@ -913,6 +951,7 @@ private:
   ModuleOp moduleOp;
   func::FuncOp func;
   Loc modelLoc;
+  Loc graphLoc; // the first use of the graph (tokens or a graph builtin)
 
   std::map<std::string, Binding> env;
   std::set<std::string> paramNames;

@@ -197,21 +197,29 @@ private:
     }
   }
 
+  /// Unary minus is a loop, not recursion: a run of '-' costs no parser frames,
+  /// only tree height.
   std::optional<Error> unary(ExprPtr &out) {
-    Nest nest(*this);
-    if (auto err = checkDepth())
+    std::vector<Loc> minus;
+    while (peek().kind == Tok::Minus) {
+      minus.push_back(next().loc);
+      if (static_cast<int>(minus.size()) > kMaxNesting)
+        return Error{minus.back(), "expression nested deeper than " +
+                                       std::to_string(kMaxNesting) + " levels"};
+    }
+    if (auto err = primary(out))
       return err;
-    if (peek().kind == Tok::Minus) {
+    for (auto it = minus.rbegin(); it != minus.rend(); ++it) {
       auto e = std::make_unique<Expr>();
       e->kind = Expr::Kind::Neg;
-      e->loc = next().loc;
-      if (auto err = unary(e->lhs))
-        return err;
-      e->height = e->lhs->height + 1;
+      e->loc = *it;
+      e->height = out->height + 1;
+      e->lhs = std::move(out);
       out = std::move(e);
-      return checkHeight(*out);
+      if (auto err = checkHeight(*out))
+        return err;
     }
-    return primary(out);
+    return std::nullopt;
   }
 
   std::optional<Error> primary(ExprPtr &out) {

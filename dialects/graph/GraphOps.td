@@ -76,7 +76,7 @@ def Graph_ParamOp : Graph_Op<"param", [Pure]> {
 
     Example:
     ```mlir
-    %w = graph.param "layers.0.attn.wq" normal std = 2.0e-02 : tensor<128x128xf32>
+    %w = graph.param "layers.0.attn.wq.weight" normal std = 2.0e-02 : tensor<128x128xf32>
     ```
   }];
   let arguments = (ins StrAttr:$name, Graph_InitKindAttr:$init,
