@@ -1,0 +1,101 @@
+// Unit tests of `heiretsu compile` option parsing: the batch identity
+// G = B x M x dp, defaults, and refusals naming the flag and value.
+#include "runtime/cli/CompileOptions.h"
+
+#include <gtest/gtest.h>
+
+namespace heiretsu::cli {
+namespace {
+
+std::optional<std::string> Parse(std::vector<std::string> args, CompileOptions* out) {
+  args.insert(args.begin(), "spec.hr");
+  return ParseCompileOptions(args, out);
+}
+
+TEST(CompileOptions, DefaultsAreOneSequencePerRank) {
+  CompileOptions o;
+  ASSERT_EQ(Parse({"--dp", "4"}, &o), std::nullopt);
+  EXPECT_EQ(o.micro_batch_size, 1);
+  EXPECT_EQ(o.microbatches, 1);
+  EXPECT_EQ(o.global_batch, 4);
+  EXPECT_EQ(o.world_size(), 4);
+}
+
+TEST(CompileOptions, AnyTwoOfBatchMicrobatchesGlobalGiveTheThird) {
+  CompileOptions a;
+  ASSERT_EQ(Parse({"--dp", "2", "--micro-batch-size", "4", "--microbatches", "3"}, &a),
+            std::nullopt);
+  EXPECT_EQ(a.global_batch, 24);
+
+  CompileOptions b;
+  ASSERT_EQ(Parse({"--dp", "2", "--global-batch", "24", "--microbatches", "3"}, &b),
+            std::nullopt);
+  EXPECT_EQ(b.micro_batch_size, 4);
+
+  CompileOptions c;
+  ASSERT_EQ(Parse({"--dp", "2", "--global-batch", "24", "--micro-batch-size", "4"}, &c),
+            std::nullopt);
+  EXPECT_EQ(c.microbatches, 3);
+
+  CompileOptions d;
+  ASSERT_EQ(Parse({"--dp", "2", "--global-batch", "24", "--micro-batch-size", "4",
+                   "--microbatches", "3"},
+                  &d),
+            std::nullopt);
+  EXPECT_EQ(d.global_batch, 24);
+}
+
+TEST(CompileOptions, InconsistentBatchIsRefusedWithTheValues) {
+  CompileOptions o;
+  auto err = Parse({"--dp", "2", "--global-batch", "25", "--microbatches", "3"}, &o);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(*err, "--global-batch 25 is not divisible by --microbatches 3 x --dp 2");
+}
+
+TEST(CompileOptions, MeshProductOverflowIsRefused) {
+  CompileOptions o;
+  auto err = Parse({"--dp", "2147483647", "--tp", "2147483647", "--pp", "2147483647",
+                    "--ep", "2147483647"},
+                   &o);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_NE(err->find("is too large"), std::string::npos) << *err;
+}
+
+TEST(CompileOptions, GlobalBatchOverflowIsRefused) {
+  CompileOptions o;
+  auto err = Parse({"--dp", "65536", "--micro-batch-size", "65536"}, &o);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_NE(err->find("is too large"), std::string::npos) << *err;
+}
+
+TEST(CompileOptions, NumbersMustBePlainPositiveDecimals) {
+  for (const char* bad : {"0", "-1", "+1", "1e3", "0x10", "", " 1", "1.0", "3000000000"}) {
+    CompileOptions o;
+    auto err = Parse({"--tp", bad}, &o);
+    EXPECT_TRUE(err.has_value()) << "accepted --tp '" << bad << "'";
+  }
+}
+
+TEST(CompileOptions, ChoicesAndFlags) {
+  CompileOptions o;
+  ASSERT_EQ(Parse({"--schedule", "zb-h1", "--zero", "1", "--precision", "bf16", "--recompute",
+                   "selective", "--sequence-parallel", "--emit", "plan", "-o", "out"},
+                  &o),
+            std::nullopt);
+  EXPECT_EQ(o.schedule, "zb-h1");
+  EXPECT_EQ(o.zero, 1);
+  EXPECT_EQ(o.precision, "bf16");
+  EXPECT_EQ(o.recompute, "selective");
+  EXPECT_TRUE(o.sequence_parallel);
+  EXPECT_EQ(o.output, "out");
+}
+
+TEST(CompileOptions, TwoSpecsAreRefused) {
+  CompileOptions o;
+  auto err = Parse({"other.hr"}, &o);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(*err, "more than one spec given: 'spec.hr' and 'other.hr'");
+}
+
+}  // namespace
+}  // namespace heiretsu::cli
