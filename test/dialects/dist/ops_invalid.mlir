@@ -129,3 +129,13 @@ func.func @sharding_axis() -> tensor<4xf32> {
   %0 = graph.param "w" zeros {dist.sharding = #dist.sharding<[zz]>} : tensor<4xf32>
   return %0 : tensor<4xf32>
 }
+
+// -----
+
+// Tests that all_reduce keeps its operand's type.
+dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
+func.func @all_reduce_type(%x: tensor<8xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'dist.all_reduce' op failed to verify that all of {input, result} have same type}}
+  %0 = "dist.all_reduce"(%x) {mesh = @world, axis = 2 : i32, reduce = 0 : i32} : (tensor<8xf32>) -> tensor<4xf32>
+  return %0 : tensor<4xf32>
+}

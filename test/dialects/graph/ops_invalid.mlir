@@ -297,3 +297,21 @@ func.func @cross_entropy_c1(%l: tensor<2x4x16xf32>, %t: tensor<2x5xi32>) -> tens
   %0 = graph.cross_entropy %l, %t : tensor<2x4x16xf32>, tensor<2x5xi32>
   return %0 : tensor<f32>
 }
+
+// -----
+
+// Tests that gelu keeps its operand's type.
+func.func @gelu_type(%x: tensor<2x4xf32>) -> tensor<2x5xf32> {
+  // expected-error @+1 {{'graph.gelu' op requires the same type for all operands and results}}
+  %0 = "graph.gelu"(%x) : (tensor<2x4xf32>) -> tensor<2x5xf32>
+  return %0 : tensor<2x5xf32>
+}
+
+// -----
+
+// Tests that swiglu's gate and up have one type.
+func.func @swiglu_type(%g: tensor<2x4xf32>, %u: tensor<2x8xf32>) -> tensor<2x4xf32> {
+  // expected-error @+1 {{'graph.swiglu' op requires the same type for all operands and results}}
+  %0 = "graph.swiglu"(%g, %u) : (tensor<2x4xf32>, tensor<2x8xf32>) -> tensor<2x4xf32>
+  return %0 : tensor<2x4xf32>
+}
