@@ -1,0 +1,485 @@
+// CPU kernels (see kernels.h for the conventions). GEMMs go to OpenBLAS; the rest
+// are plain loops parallelized with OpenMP over independent rows or heads, so that
+// each output is produced by exactly one thread and results do not depend on the
+// thread count.
+#include "runtime/cpu/kernels.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace heiretsu::cpu {
+namespace {
+
+// Rows handled per parallel task in row-wise kernels.
+constexpr int64_t kGrain = 16;
+// Fixed chunk size of ordered reductions (independent of the thread count).
+constexpr int64_t kReduceChunk = 1 << 16;
+
+void BlasGemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+              const float* b, float beta, float* c) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
+              static_cast<int>(ta ? m : k), b, static_cast<int>(tb ? k : n), beta, c,
+              static_cast<int>(n));
+}
+
+void BlasGemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+              const double* b, double beta, double* c) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
+              static_cast<int>(ta ? m : k), b, static_cast<int>(tb ? k : n), beta, c,
+              static_cast<int>(n));
+}
+
+template <typename T>
+inline void Store(T* dst, T value, bool accumulate) {
+  *dst = accumulate ? *dst + value : value;
+}
+
+constexpr double kGeluScale = 0.7978845608028654;  // sqrt(2 / pi)
+constexpr double kGeluCubic = 0.044715;
+
+}  // namespace
+
+template <typename T>
+void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+          const T* b, T beta, T* c) {
+  BlasGemm(trans_a, trans_b, m, n, k, alpha, a, b, beta, c);
+}
+
+template <typename T>
+void LinearForward(const T* x, const T* w, const T* bias, T* y, int64_t rows, int64_t in,
+                   int64_t out) {
+  Gemm<T>(false, true, rows, out, in, T(1), x, w, T(0), y);
+  if (!bias) return;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < out; ++o) y[r * out + o] += bias[o];
+}
+
+template <typename T>
+void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_grad,
+                    int64_t rows, int64_t in, int64_t out, bool accumulate_dx) {
+  Gemm<T>(false, false, rows, in, out, T(1), dy, w, accumulate_dx ? T(1) : T(0), dx);
+  Gemm<T>(true, false, out, in, rows, T(1), dy, x, T(1), dw);
+  if (!bias_grad) return;
+#pragma omp parallel for schedule(static)
+  for (int64_t o = 0; o < out; ++o) {
+    T sum = 0;
+    for (int64_t r = 0; r < rows; ++r) sum += dy[r * out + o];
+    bias_grad[o] += sum;
+  }
+}
+
+template <typename T>
+int64_t EmbeddingForward(const int32_t* ids, const T* table, const T* positions, T* out,
+                         int64_t rows, int64_t seq, int64_t vocab, int64_t c) {
+  for (int64_t r = 0; r < rows; ++r)
+    if (ids[r] < 0 || ids[r] >= vocab) return r;
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = table + static_cast<int64_t>(ids[r]) * c;
+    const T* pos = positions ? positions + (r % seq) * c : nullptr;
+    for (int64_t i = 0; i < c; ++i) out[r * c + i] = row[i] + (pos ? pos[i] : T(0));
+  }
+  return -1;
+}
+
+template <typename T>
+void EmbeddingBackward(const int32_t* ids, const T* dout, T* dtable, T* dpositions, int64_t rows,
+                       int64_t seq, int64_t c) {
+  // Scatter-add: rows with equal ids hit the same table row, so columns are split
+  // across threads instead and each thread walks every row in order.
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < c; ++i) {
+    for (int64_t r = 0; r < rows; ++r) {
+      dtable[static_cast<int64_t>(ids[r]) * c + i] += dout[r * c + i];
+      if (dpositions) dpositions[(r % seq) * c + i] += dout[r * c + i];
+    }
+  }
+}
+
+template <typename T>
+void LayerNormForward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t rows,
+                      int64_t c, double eps) {
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * c;
+    double mu = 0;
+    for (int64_t i = 0; i < c; ++i) mu += xr[i];
+    mu /= c;
+    double var = 0;
+    for (int64_t i = 0; i < c; ++i) var += (xr[i] - mu) * (xr[i] - mu);
+    var /= c;
+    double rs = 1.0 / std::sqrt(var + eps);
+    for (int64_t i = 0; i < c; ++i) y[r * c + i] = static_cast<T>((xr[i] - mu) * rs * w[i] + b[i]);
+    mean[r] = static_cast<T>(mu);
+    rstd[r] = static_cast<T>(rs);
+  }
+}
+
+template <typename T>
+void LayerNormBackward(const T* dy, const T* x, const T* w, const T* mean, const T* rstd, T* dx,
+                       T* dw, T* db, int64_t rows, int64_t c, bool accumulate_dx) {
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * c;
+    const T* dyr = dy + r * c;
+    double mean_g = 0, mean_gx = 0;
+    for (int64_t i = 0; i < c; ++i) {
+      double xhat = (xr[i] - mean[r]) * rstd[r];
+      double g = static_cast<double>(dyr[i]) * w[i];
+      mean_g += g;
+      mean_gx += g * xhat;
+    }
+    mean_g /= c;
+    mean_gx /= c;
+    for (int64_t i = 0; i < c; ++i) {
+      double xhat = (xr[i] - mean[r]) * rstd[r];
+      double g = static_cast<double>(dyr[i]) * w[i];
+      Store(&dx[r * c + i], static_cast<T>(rstd[r] * (g - mean_g - xhat * mean_gx)),
+            accumulate_dx);
+    }
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < c; ++i) {
+    T sw = 0, sb = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      T d = dy[r * c + i];
+      sw += d * (x[r * c + i] - mean[r]) * rstd[r];
+      sb += d;
+    }
+    dw[i] += sw;
+    db[i] += sb;
+  }
+}
+
+template <typename T>
+void RMSNormForward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t c, double eps) {
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * c;
+    double ms = 0;
+    for (int64_t i = 0; i < c; ++i) ms += static_cast<double>(xr[i]) * xr[i];
+    double rs = 1.0 / std::sqrt(ms / c + eps);
+    for (int64_t i = 0; i < c; ++i) y[r * c + i] = static_cast<T>(xr[i] * rs * w[i]);
+    rstd[r] = static_cast<T>(rs);
+  }
+}
+
+template <typename T>
+void RMSNormBackward(const T* dy, const T* x, const T* w, const T* rstd, T* dx, T* dw,
+                     int64_t rows, int64_t c, bool accumulate_dx) {
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * c;
+    const T* dyr = dy + r * c;
+    double rs = rstd[r];
+    double dot = 0;
+    for (int64_t i = 0; i < c; ++i) dot += static_cast<double>(dyr[i]) * w[i] * xr[i];
+    double k = rs * rs * rs * dot / c;
+    for (int64_t i = 0; i < c; ++i)
+      Store(&dx[r * c + i], static_cast<T>(rs * dyr[i] * w[i] - xr[i] * k), accumulate_dx);
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < c; ++i) {
+    T s = 0;
+    for (int64_t r = 0; r < rows; ++r) s += dy[r * c + i] * x[r * c + i] * rstd[r];
+    dw[i] += s;
+  }
+}
+
+template <typename T>
+void GeluForward(const T* x, T* y, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    T v = x[i];
+    T u = static_cast<T>(kGeluScale) * (v + static_cast<T>(kGeluCubic) * v * v * v);
+    y[i] = T(0.5) * v * (T(1) + std::tanh(u));
+  }
+}
+
+template <typename T>
+void GeluBackward(const T* dy, const T* x, T* dx, int64_t n, bool accumulate_dx) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    T v = x[i];
+    T u = static_cast<T>(kGeluScale) * (v + static_cast<T>(kGeluCubic) * v * v * v);
+    T th = std::tanh(u);
+    T du = static_cast<T>(kGeluScale) * (T(1) + T(3) * static_cast<T>(kGeluCubic) * v * v);
+    T grad = T(0.5) * (T(1) + th) + T(0.5) * v * (T(1) - th * th) * du;
+    Store(&dx[i], dy[i] * grad, accumulate_dx);
+  }
+}
+
+template <typename T>
+void SwigluForward(const T* gate, const T* up, T* y, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    T g = gate[i];
+    y[i] = g / (T(1) + std::exp(-g)) * up[i];
+  }
+}
+
+template <typename T>
+void SwigluBackward(const T* dy, const T* gate, const T* up, T* dgate, T* dup, int64_t n,
+                    bool accumulate_dx) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    T g = gate[i];
+    T sig = T(1) / (T(1) + std::exp(-g));
+    T silu = g * sig;
+    Store(&dgate[i], dy[i] * up[i] * sig * (T(1) + g * (T(1) - sig)), accumulate_dx);
+    Store(&dup[i], dy[i] * silu, accumulate_dx);
+  }
+}
+
+template <typename T>
+void AddForward(const T* a, const T* b, T* y, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+namespace {
+// Rotates (or, with sign = -1, rotates back) each pair of every head.
+template <typename T>
+void Rope(const T* x, T* y, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+          double theta, double sign, bool accumulate) {
+  const int64_t width = heads * head_dim;
+#pragma omp parallel for schedule(static)
+  for (int64_t bt = 0; bt < batch * seq; ++bt) {
+    const int64_t t = bt % seq;
+    for (int64_t i = 0; i < head_dim / 2; ++i) {
+      double freq = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+      double angle = static_cast<double>(t) * freq;
+      T cs = static_cast<T>(std::cos(angle)), sn = static_cast<T>(sign * std::sin(angle));
+      for (int64_t h = 0; h < heads; ++h) {
+        int64_t at = bt * width + h * head_dim + 2 * i;
+        T x0 = x[at], x1 = x[at + 1];
+        Store(&y[at], x0 * cs - x1 * sn, accumulate);
+        Store(&y[at + 1], x0 * sn + x1 * cs, accumulate);
+      }
+    }
+  }
+}
+}  // namespace
+
+template <typename T>
+void RopeForward(const T* x, T* y, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+                 double theta) {
+  Rope(x, y, batch, seq, heads, head_dim, theta, 1.0, false);
+}
+
+template <typename T>
+void RopeBackward(const T* dy, T* dx, int64_t batch, int64_t seq, int64_t heads,
+                  int64_t head_dim, double theta, bool accumulate_dx) {
+  Rope(dy, dx, batch, seq, heads, head_dim, theta, -1.0, accumulate_dx);
+}
+
+template <typename T>
+void AttentionForward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t batch,
+                      int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim) {
+  const int64_t group = heads / kv_heads;
+  const int64_t qw = heads * head_dim, kw = kv_heads * head_dim;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+#pragma omp parallel
+  {
+    std::vector<T> p(seq);
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t kh = h / group;
+        for (int64_t t = 0; t < seq; ++t) {
+          const T* qt = q + (b * seq + t) * qw + h * head_dim;
+          T mx = -std::numeric_limits<T>::infinity();
+          for (int64_t j = 0; j <= t; ++j) {
+            const T* kj = k + (b * seq + j) * kw + kh * head_dim;
+            T s = 0;
+            for (int64_t d = 0; d < head_dim; ++d) s += qt[d] * kj[d];
+            p[j] = s * scale;
+            mx = std::max(mx, p[j]);
+          }
+          T sum = 0;
+          for (int64_t j = 0; j <= t; ++j) {
+            p[j] = std::exp(p[j] - mx);
+            sum += p[j];
+          }
+          T* ot = out + (b * seq + t) * qw + h * head_dim;
+          std::fill(ot, ot + head_dim, T(0));
+          for (int64_t j = 0; j <= t; ++j) {
+            const T* vj = v + (b * seq + j) * kw + kh * head_dim;
+            T pj = p[j] / sum;
+            for (int64_t d = 0; d < head_dim; ++d) ot[d] += pj * vj[d];
+          }
+          lse[(b * heads + h) * seq + t] = mx + std::log(sum);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const T* out,
+                       const T* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,
+                       int64_t heads, int64_t kv_heads, int64_t head_dim, bool accumulate_dx) {
+  const int64_t group = heads / kv_heads;
+  const int64_t qw = heads * head_dim, kw = kv_heads * head_dim;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  // One task per (batch, KV head): it owns dk and dv of that head and dq of the
+  // query heads in its group, so no two threads write the same element.
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t kh = 0; kh < kv_heads; ++kh) {
+      if (!accumulate_dx) {
+        for (int64_t t = 0; t < seq; ++t) {
+          std::fill_n(dk + (b * seq + t) * kw + kh * head_dim, head_dim, T(0));
+          std::fill_n(dv + (b * seq + t) * kw + kh * head_dim, head_dim, T(0));
+          for (int64_t h = kh * group; h < (kh + 1) * group; ++h)
+            std::fill_n(dq + (b * seq + t) * qw + h * head_dim, head_dim, T(0));
+        }
+      }
+      for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
+        for (int64_t t = 0; t < seq; ++t) {
+          const T* qt = q + (b * seq + t) * qw + h * head_dim;
+          const T* dot = dout + (b * seq + t) * qw + h * head_dim;
+          const T* ot = out + (b * seq + t) * qw + h * head_dim;
+          T* dqt = dq + (b * seq + t) * qw + h * head_dim;
+          const T row_lse = lse[(b * heads + h) * seq + t];
+          T delta = 0;  // sum_j p_j dp_j = dout . out
+          for (int64_t d = 0; d < head_dim; ++d) delta += dot[d] * ot[d];
+          for (int64_t j = 0; j <= t; ++j) {
+            const T* kj = k + (b * seq + j) * kw + kh * head_dim;
+            const T* vj = v + (b * seq + j) * kw + kh * head_dim;
+            T s = 0, dp = 0;
+            for (int64_t d = 0; d < head_dim; ++d) {
+              s += qt[d] * kj[d];
+              dp += dot[d] * vj[d];
+            }
+            T p = std::exp(s * scale - row_lse);
+            T ds = p * (dp - delta) * scale;
+            T* dkj = dk + (b * seq + j) * kw + kh * head_dim;
+            T* dvj = dv + (b * seq + j) * kw + kh * head_dim;
+            for (int64_t d = 0; d < head_dim; ++d) {
+              dvj[d] += p * dot[d];
+              dqt[d] += ds * kj[d];
+              dkj[d] += ds * qt[d];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+int64_t CrossEntropyForward(const T* logits, const int32_t* targets, T* loss, T* lse,
+                            int64_t rows, int64_t vocab) {
+  for (int64_t r = 0; r < rows; ++r)
+    if (targets[r] < 0 || targets[r] >= vocab) return r;
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* lr = logits + r * vocab;
+    T mx = *std::max_element(lr, lr + vocab);
+    double sum = 0;
+    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(lr[i] - mx));
+    lse[r] = static_cast<T>(mx + std::log(sum));
+  }
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    total += static_cast<double>(lse[r]) - logits[r * vocab + targets[r]];
+  *loss = static_cast<T>(total / static_cast<double>(rows));
+  return -1;
+}
+
+template <typename T>
+void CrossEntropyBackward(const T* logits, const int32_t* targets, const T* lse, T dloss,
+                          T* dlogits, int64_t rows, int64_t vocab, bool accumulate_dx) {
+  const T scale = dloss / static_cast<T>(rows);
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < vocab; ++i) {
+      T p = std::exp(logits[r * vocab + i] - lse[r]);
+      T g = scale * (p - (i == targets[r] ? T(1) : T(0)));
+      Store(&dlogits[r * vocab + i], g, accumulate_dx);
+    }
+  }
+}
+
+template <typename T>
+double SumSquares(const T* x, int64_t n) {
+  const int64_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
+  std::vector<double> partial(chunks, 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    double s = 0;
+    for (int64_t i = ch * kReduceChunk; i < std::min(n, (ch + 1) * kReduceChunk); ++i)
+      s += static_cast<double>(x[i]) * x[i];
+    partial[ch] = s;
+  }
+  double total = 0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+template <typename T>
+void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2,
+           double eps, double weight_decay, int64_t step, double grad_scale) {
+  const double c1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  const double c2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    double g = static_cast<double>(grad[i]) * grad_scale;
+    double mi = beta1 * m[i] + (1.0 - beta1) * g;
+    double vi = beta2 * v[i] + (1.0 - beta2) * g * g;
+    m[i] = static_cast<T>(mi);
+    v[i] = static_cast<T>(vi);
+    double update = (mi / c1) / (std::sqrt(vi / c2) + eps) + weight_decay * param[i];
+    param[i] = static_cast<T>(param[i] - lr * update);
+  }
+}
+
+#define HEIRETSU_INSTANTIATE(T)                                                                 \
+  template void Gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, const T*, T, T*);  \
+  template void LinearForward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t); \
+  template void LinearBackward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t,  \
+                                  int64_t, bool);                                               \
+  template int64_t EmbeddingForward<T>(const int32_t*, const T*, const T*, T*, int64_t,        \
+                                       int64_t, int64_t, int64_t);                              \
+  template void EmbeddingBackward<T>(const int32_t*, const T*, T*, T*, int64_t, int64_t,       \
+                                     int64_t);                                                  \
+  template void LayerNormForward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t,         \
+                                    int64_t, double);                                           \
+  template void LayerNormBackward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, \
+                                     T*, int64_t, int64_t, bool);                               \
+  template void RMSNormForward<T>(const T*, const T*, T*, T*, int64_t, int64_t, double);       \
+  template void RMSNormBackward<T>(const T*, const T*, const T*, const T*, T*, T*, int64_t,    \
+                                   int64_t, bool);                                              \
+  template void GeluForward<T>(const T*, T*, int64_t);                                          \
+  template void GeluBackward<T>(const T*, const T*, T*, int64_t, bool);                         \
+  template void SwigluForward<T>(const T*, const T*, T*, int64_t);                              \
+  template void SwigluBackward<T>(const T*, const T*, const T*, T*, T*, int64_t, bool);         \
+  template void AddForward<T>(const T*, const T*, T*, int64_t);                                 \
+  template void RopeForward<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, double);      \
+  template void RopeBackward<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, double,      \
+                                bool);                                                          \
+  template void AttentionForward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t,    \
+                                    int64_t, int64_t, int64_t);                                 \
+  template void AttentionBackward<T>(const T*, const T*, const T*, const T*, const T*,         \
+                                     const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
+                                     int64_t, bool);                                            \
+  template int64_t CrossEntropyForward<T>(const T*, const int32_t*, T*, T*, int64_t, int64_t); \
+  template void CrossEntropyBackward<T>(const T*, const int32_t*, const T*, T, T*, int64_t,    \
+                                        int64_t, bool);                                         \
+  template double SumSquares<T>(const T*, int64_t);                                             \
+  template void AdamW<T>(T*, const T*, T*, T*, int64_t, double, double, double, double,        \
+                         double, int64_t, double);
+
+HEIRETSU_INSTANTIATE(float)
+HEIRETSU_INSTANTIATE(double)
+#undef HEIRETSU_INSTANTIATE
+
+}  // namespace heiretsu::cpu

@@ -1,0 +1,123 @@
+// CPU kernels: forward and backward of every graph op the training step needs,
+// on plain row-major arrays. They are templates instantiated for float (the
+// runtime) and double (the finite-difference tests, which need the precision).
+//
+// Conventions, shared by every kernel:
+//   - Activations are [rows, C] row-major, rows = B * T; attention tensors are
+//     [B, T, heads * head_dim].
+//   - Linear weights are stored [out, in] (graph.linear): y = x W^T + b.
+//   - Backward kernels write input gradients (dx...) and *accumulate* (+=) into
+//     parameter gradients (dw, db, dtable...): a parameter used twice, like the tied
+//     embedding, sums its uses, and the step zeroes parameter gradients once.
+//     `accumulate_dx` makes a kernel add into dx instead (a value with several uses).
+//   - Results do not depend on the number of threads: every output element, and
+//     every reduction, is computed by one thread in a fixed order.
+#ifndef HEIRETSU_RUNTIME_CPU_KERNELS_H_
+#define HEIRETSU_RUNTIME_CPU_KERNELS_H_
+
+#include <cstdint>
+
+namespace heiretsu::cpu {
+
+// C[M,N] = alpha * op(A) op(B) + beta * C, row-major, through OpenBLAS.
+template <typename T>
+void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+          const T* b, T beta, T* c);
+
+// y[rows, out] = x[rows, in] W[out, in]^T (+ bias[out]).
+template <typename T>
+void LinearForward(const T* x, const T* w, const T* bias, T* y, int64_t rows, int64_t in,
+                   int64_t out);
+// dx = dy W; dw += dy^T x; dbias += sum_rows dy. `bias_grad` may be null.
+template <typename T>
+void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_grad,
+                    int64_t rows, int64_t in, int64_t out, bool accumulate_dx);
+
+// out[r, :] = table[ids[r], :] (+ positions[r % seq, :]). Returns -1 when every id
+// is in [0, vocab), else the index r of the first id that is not.
+template <typename T>
+int64_t EmbeddingForward(const int32_t* ids, const T* table, const T* positions, T* out,
+                         int64_t rows, int64_t seq, int64_t vocab, int64_t c);
+// dtable[ids[r]] += dout[r]; dpositions[r % seq] += dout[r] (if non-null).
+template <typename T>
+void EmbeddingBackward(const int32_t* ids, const T* dout, T* dtable, T* dpositions, int64_t rows,
+                       int64_t seq, int64_t c);
+
+// Layer norm over the last dimension; saves mean and 1/std per row for backward.
+template <typename T>
+void LayerNormForward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t rows,
+                      int64_t c, double eps);
+template <typename T>
+void LayerNormBackward(const T* dy, const T* x, const T* w, const T* mean, const T* rstd, T* dx,
+                       T* dw, T* db, int64_t rows, int64_t c, bool accumulate_dx);
+
+// RMS norm over the last dimension; saves 1/rms per row.
+template <typename T>
+void RMSNormForward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t c, double eps);
+template <typename T>
+void RMSNormBackward(const T* dy, const T* x, const T* w, const T* rstd, T* dx, T* dw,
+                     int64_t rows, int64_t c, bool accumulate_dx);
+
+// GELU, tanh approximation (GPT-2).
+template <typename T>
+void GeluForward(const T* x, T* y, int64_t n);
+template <typename T>
+void GeluBackward(const T* dy, const T* x, T* dx, int64_t n, bool accumulate_dx);
+
+// y = silu(gate) * up.
+template <typename T>
+void SwigluForward(const T* gate, const T* up, T* y, int64_t n);
+template <typename T>
+void SwigluBackward(const T* dy, const T* gate, const T* up, T* dgate, T* dup, int64_t n,
+                    bool accumulate_dx);
+
+// y = a + b.
+template <typename T>
+void AddForward(const T* a, const T* b, T* y, int64_t n);
+
+// Rotary position embedding on x[B, T, heads * head_dim]: each pair (2i, 2i+1) of a
+// head at position t rotates by t * theta^(-2i / head_dim). Backward rotates back.
+template <typename T>
+void RopeForward(const T* x, T* y, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+                 double theta);
+template <typename T>
+void RopeBackward(const T* dy, T* dx, int64_t batch, int64_t seq, int64_t heads,
+                  int64_t head_dim, double theta, bool accumulate_dx);
+
+// Causal attention, grouped-query: q is [B, T, H * hd], k and v [B, T, KV * hd];
+// query head h reads KV head h / (H / KV). Saves lse[B, H, T] (log-sum-exp of each
+// row of scores) so backward recomputes probabilities without an S x S buffer.
+template <typename T>
+void AttentionForward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t batch,
+                      int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim);
+template <typename T>
+void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const T* out,
+                       const T* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,
+                       int64_t heads, int64_t kv_heads, int64_t head_dim, bool accumulate_dx);
+
+// Mean softmax cross-entropy over rows; saves lse per row. Returns -1 when every
+// target is in [0, vocab), else the first row whose target is not (loss untouched).
+template <typename T>
+int64_t CrossEntropyForward(const T* logits, const int32_t* targets, T* loss, T* lse,
+                            int64_t rows, int64_t vocab);
+// dlogits = dloss * (softmax(logits) - onehot(targets)) / rows.
+template <typename T>
+void CrossEntropyBackward(const T* logits, const int32_t* targets, const T* lse, T dloss,
+                          T* dlogits, int64_t rows, int64_t vocab, bool accumulate_dx);
+
+// Sum of squares in double, in a fixed order (global gradient norm).
+template <typename T>
+double SumSquares(const T* x, int64_t n);
+
+// One AdamW step (decoupled weight decay, bias-corrected moments) on n elements:
+//   g = grad * grad_scale            (grad_scale carries global-norm clipping)
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//   p -= lr * (m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps) + weight_decay * p)
+// `step` t counts from 1.
+template <typename T>
+void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2,
+           double eps, double weight_decay, int64_t step, double grad_scale);
+
+}  // namespace heiretsu::cpu
+
+#endif  // HEIRETSU_RUNTIME_CPU_KERNELS_H_

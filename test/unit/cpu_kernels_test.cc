@@ -1,0 +1,482 @@
+// CPU kernels against references:
+//   - forward (float) against naive float64 implementations written here, on
+//     random inputs: max |kernel - reference| / max |reference| <= 1e-5;
+//   - backward (the double instantiation) against central finite differences of the
+//     double forward, through L = sum(r * y) with random r: max error / max |grad|
+//     <= 1e-6.
+#include "runtime/cpu/kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+namespace heiretsu::cpu {
+namespace {
+
+using Vec = std::vector<double>;
+
+Vec Random(size_t n, uint32_t seed, double scale = 1.0) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> dist(0.0, scale);
+  Vec v(n);
+  for (double& x : v) x = dist(gen);
+  return v;
+}
+
+std::vector<float> ToFloat(const Vec& v) { return std::vector<float>(v.begin(), v.end()); }
+
+// max |a - b| / max |b|.
+double RelDiff(const std::vector<float>& a, const Vec& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    num = std::max(num, std::fabs(a[i] - b[i]));
+    den = std::max(den, std::fabs(b[i]));
+  }
+  return num / std::max(den, 1e-30);
+}
+
+double Dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Central finite differences of `loss` with respect to every element of `x`,
+// compared with `analytic`: returns max error / max |analytic|.
+double FiniteDiffError(Vec& x, const Vec& analytic, const std::function<double()>& loss) {
+  const double h = 1e-5;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    double saved = x[i];
+    x[i] = saved + h;
+    double lp = loss();
+    x[i] = saved - h;
+    double lm = loss();
+    x[i] = saved;
+    double fd = (lp - lm) / (2 * h);
+    num = std::max(num, std::fabs(fd - analytic[i]));
+    den = std::max(den, std::fabs(analytic[i]));
+  }
+  EXPECT_GT(den, 0.0) << "gradient is identically zero: the check would prove nothing";
+  return num / std::max(den, 1e-30);
+}
+
+constexpr double kForwardTol = 1e-5;
+constexpr double kGradTol = 1e-6;
+
+//===----------------------------------------------------------------------===//
+// Linear
+//===----------------------------------------------------------------------===//
+
+TEST(CpuKernels, LinearForwardMatchesReference) {
+  const int64_t rows = 37, in = 48, out = 29;
+  Vec x = Random(rows * in, 1), w = Random(out * in, 2), b = Random(out, 3);
+  Vec ref(rows * out);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < out; ++o) {
+      double s = b[o];
+      for (int64_t i = 0; i < in; ++i) s += x[r * in + i] * w[o * in + i];
+      ref[r * out + o] = s;
+    }
+  auto xf = ToFloat(x), wf = ToFloat(w), bf = ToFloat(b);
+  std::vector<float> y(rows * out, NAN);
+  LinearForward(xf.data(), wf.data(), bf.data(), y.data(), rows, in, out);
+  EXPECT_LE(RelDiff(y, ref), kForwardTol);
+}
+
+TEST(CpuKernels, LinearBackwardMatchesFiniteDifferences) {
+  const int64_t rows = 6, in = 5, out = 4;
+  Vec x = Random(rows * in, 4), w = Random(out * in, 5), b = Random(out, 6);
+  Vec r = Random(rows * out, 7);
+  auto loss = [&] {
+    Vec y(rows * out);
+    LinearForward(x.data(), w.data(), b.data(), y.data(), rows, in, out);
+    return Dot(y, r);
+  };
+  Vec dx(rows * in), dw(out * in, 0.0), db(out, 0.0);
+  LinearBackward(r.data(), x.data(), w.data(), dx.data(), dw.data(), db.data(), rows, in, out,
+                 false);
+  EXPECT_LE(FiniteDiffError(x, dx, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(w, dw, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(b, db, loss), kGradTol);
+}
+
+TEST(CpuKernels, LinearBackwardAccumulates) {
+  const int64_t rows = 3, in = 2, out = 2;
+  Vec x = Random(rows * in, 8), w = Random(out * in, 9), dy = Random(rows * out, 10);
+  Vec dx1(rows * in), dw1(out * in, 0.0);
+  LinearBackward(dy.data(), x.data(), w.data(), dx1.data(), dw1.data(), (double*)nullptr, rows,
+                 in, out, false);
+  Vec dx2 = dx1, dw2 = dw1;
+  LinearBackward(dy.data(), x.data(), w.data(), dx2.data(), dw2.data(), (double*)nullptr, rows,
+                 in, out, true);
+  for (size_t i = 0; i < dx1.size(); ++i) EXPECT_DOUBLE_EQ(dx2[i], 2 * dx1[i]);
+  for (size_t i = 0; i < dw1.size(); ++i) EXPECT_DOUBLE_EQ(dw2[i], 2 * dw1[i]);
+}
+
+//===----------------------------------------------------------------------===//
+// Embedding
+//===----------------------------------------------------------------------===//
+
+TEST(CpuKernels, EmbeddingForwardAndBackward) {
+  const int64_t vocab = 11, c = 7, seq = 5, rows = 10;
+  Vec table = Random(vocab * c, 11), pos = Random(seq * c, 12);
+  std::vector<int32_t> ids = {3, 0, 10, 3, 3, 7, 1, 2, 9, 3};  // repeats exercise the scatter
+  auto tf = ToFloat(table), pf = ToFloat(pos);
+  std::vector<float> out(rows * c, NAN);
+  ASSERT_EQ(EmbeddingForward(ids.data(), tf.data(), pf.data(), out.data(), rows, seq, vocab, c),
+            -1);
+  Vec ref(rows * c);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < c; ++i) ref[r * c + i] = table[ids[r] * c + i] + pos[(r % seq) * c + i];
+  EXPECT_LE(RelDiff(out, ref), kForwardTol);
+
+  Vec rr = Random(rows * c, 13);
+  auto loss = [&] {
+    Vec y(rows * c);
+    EmbeddingForward(ids.data(), table.data(), pos.data(), y.data(), rows, seq, vocab, c);
+    return Dot(y, rr);
+  };
+  Vec dtable(vocab * c, 0.0), dpos(seq * c, 0.0);
+  EmbeddingBackward(ids.data(), rr.data(), dtable.data(), dpos.data(), rows, seq, c);
+  EXPECT_LE(FiniteDiffError(table, dtable, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(pos, dpos, loss), kGradTol);
+}
+
+TEST(CpuKernels, EmbeddingRejectsOutOfRangeIds) {
+  std::vector<int32_t> ids = {1, 2, 5, -1};
+  std::vector<float> table(4 * 2, 0.f), out(4 * 2);
+  EXPECT_EQ(EmbeddingForward(ids.data(), table.data(), (float*)nullptr, out.data(), 4, 4, 4, 2),
+            2);
+}
+
+//===----------------------------------------------------------------------===//
+// Norms
+//===----------------------------------------------------------------------===//
+
+TEST(CpuKernels, LayerNormForwardMatchesReference) {
+  const int64_t rows = 19, c = 64;
+  Vec x = Random(rows * c, 14, 3.0), w = Random(c, 15), b = Random(c, 16);
+  Vec ref(rows * c);
+  for (int64_t r = 0; r < rows; ++r) {
+    double mu = 0, var = 0;
+    for (int64_t i = 0; i < c; ++i) mu += x[r * c + i] / c;
+    for (int64_t i = 0; i < c; ++i) var += (x[r * c + i] - mu) * (x[r * c + i] - mu) / c;
+    for (int64_t i = 0; i < c; ++i)
+      ref[r * c + i] = (x[r * c + i] - mu) / std::sqrt(var + 1e-5) * w[i] + b[i];
+  }
+  auto xf = ToFloat(x), wf = ToFloat(w), bf = ToFloat(b);
+  std::vector<float> y(rows * c, NAN), mean(rows), rstd(rows);
+  LayerNormForward(xf.data(), wf.data(), bf.data(), y.data(), mean.data(), rstd.data(), rows, c,
+                   1e-5);
+  EXPECT_LE(RelDiff(y, ref), kForwardTol);
+}
+
+TEST(CpuKernels, LayerNormBackwardMatchesFiniteDifferences) {
+  const int64_t rows = 4, c = 6;
+  Vec x = Random(rows * c, 17), w = Random(c, 18), b = Random(c, 19), r = Random(rows * c, 20);
+  auto loss = [&] {
+    Vec y(rows * c), mean(rows), rstd(rows);
+    LayerNormForward(x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, c,
+                     1e-5);
+    return Dot(y, r);
+  };
+  Vec y(rows * c), mean(rows), rstd(rows);
+  LayerNormForward(x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, c,
+                   1e-5);
+  Vec dx(rows * c), dw(c, 0.0), db(c, 0.0);
+  LayerNormBackward(r.data(), x.data(), w.data(), mean.data(), rstd.data(), dx.data(), dw.data(),
+                    db.data(), rows, c, false);
+  EXPECT_LE(FiniteDiffError(x, dx, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(w, dw, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(b, db, loss), kGradTol);
+}
+
+TEST(CpuKernels, RMSNormForwardMatchesReference) {
+  const int64_t rows = 13, c = 48;
+  Vec x = Random(rows * c, 21, 2.0), w = Random(c, 22);
+  Vec ref(rows * c);
+  for (int64_t r = 0; r < rows; ++r) {
+    double ms = 0;
+    for (int64_t i = 0; i < c; ++i) ms += x[r * c + i] * x[r * c + i] / c;
+    for (int64_t i = 0; i < c; ++i) ref[r * c + i] = x[r * c + i] / std::sqrt(ms + 1e-6) * w[i];
+  }
+  auto xf = ToFloat(x), wf = ToFloat(w);
+  std::vector<float> y(rows * c, NAN), rstd(rows);
+  RMSNormForward(xf.data(), wf.data(), y.data(), rstd.data(), rows, c, 1e-6);
+  EXPECT_LE(RelDiff(y, ref), kForwardTol);
+}
+
+TEST(CpuKernels, RMSNormBackwardMatchesFiniteDifferences) {
+  const int64_t rows = 3, c = 8;
+  Vec x = Random(rows * c, 23), w = Random(c, 24), r = Random(rows * c, 25);
+  auto loss = [&] {
+    Vec y(rows * c), rstd(rows);
+    RMSNormForward(x.data(), w.data(), y.data(), rstd.data(), rows, c, 1e-6);
+    return Dot(y, r);
+  };
+  Vec y(rows * c), rstd(rows);
+  RMSNormForward(x.data(), w.data(), y.data(), rstd.data(), rows, c, 1e-6);
+  Vec dx(rows * c), dw(c, 0.0);
+  RMSNormBackward(r.data(), x.data(), w.data(), rstd.data(), dx.data(), dw.data(), rows, c, false);
+  EXPECT_LE(FiniteDiffError(x, dx, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(w, dw, loss), kGradTol);
+}
+
+//===----------------------------------------------------------------------===//
+// Activations
+//===----------------------------------------------------------------------===//
+
+TEST(CpuKernels, GeluForwardAndBackward) {
+  const int64_t n = 200;
+  Vec x = Random(n, 26, 2.0);
+  Vec ref(n);
+  for (int64_t i = 0; i < n; ++i) {
+    double v = x[i];
+    ref[i] = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+  }
+  auto xf = ToFloat(x);
+  std::vector<float> y(n, NAN);
+  GeluForward(xf.data(), y.data(), n);
+  EXPECT_LE(RelDiff(y, ref), kForwardTol);
+
+  Vec r = Random(n, 27);
+  auto loss = [&] {
+    Vec yy(n);
+    GeluForward(x.data(), yy.data(), n);
+    return Dot(yy, r);
+  };
+  Vec dx(n);
+  GeluBackward(r.data(), x.data(), dx.data(), n, false);
+  EXPECT_LE(FiniteDiffError(x, dx, loss), kGradTol);
+}
+
+TEST(CpuKernels, SwigluForwardAndBackward) {
+  const int64_t n = 150;
+  Vec g = Random(n, 28, 2.0), u = Random(n, 29);
+  Vec ref(n);
+  for (int64_t i = 0; i < n; ++i) ref[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
+  auto gf = ToFloat(g), uf = ToFloat(u);
+  std::vector<float> y(n, NAN);
+  SwigluForward(gf.data(), uf.data(), y.data(), n);
+  EXPECT_LE(RelDiff(y, ref), kForwardTol);
+
+  Vec r = Random(n, 30);
+  auto loss = [&] {
+    Vec yy(n);
+    SwigluForward(g.data(), u.data(), yy.data(), n);
+    return Dot(yy, r);
+  };
+  Vec dg(n), du(n);
+  SwigluBackward(r.data(), g.data(), u.data(), dg.data(), du.data(), n, false);
+  EXPECT_LE(FiniteDiffError(g, dg, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(u, du, loss), kGradTol);
+}
+
+//===----------------------------------------------------------------------===//
+// RoPE and attention
+//===----------------------------------------------------------------------===//
+
+TEST(CpuKernels, RopeForwardAndBackward) {
+  const int64_t batch = 2, seq = 5, heads = 3, hd = 8;
+  const double theta = 10000.0;
+  const int64_t n = batch * seq * heads * hd;
+  Vec x = Random(n, 31);
+  Vec ref(n);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq; ++t)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t i = 0; i < hd / 2; ++i) {
+          int64_t at = ((b * seq + t) * heads + h) * hd + 2 * i;
+          double a = t * std::pow(theta, -2.0 * i / hd);
+          ref[at] = x[at] * std::cos(a) - x[at + 1] * std::sin(a);
+          ref[at + 1] = x[at] * std::sin(a) + x[at + 1] * std::cos(a);
+        }
+  auto xf = ToFloat(x);
+  std::vector<float> y(n, NAN);
+  RopeForward(xf.data(), y.data(), batch, seq, heads, hd, theta);
+  EXPECT_LE(RelDiff(y, ref), kForwardTol);
+
+  Vec r = Random(n, 32);
+  auto loss = [&] {
+    Vec yy(n);
+    RopeForward(x.data(), yy.data(), batch, seq, heads, hd, theta);
+    return Dot(yy, r);
+  };
+  Vec dx(n);
+  RopeBackward(r.data(), dx.data(), batch, seq, heads, hd, theta, false);
+  EXPECT_LE(FiniteDiffError(x, dx, loss), kGradTol);
+}
+
+// Naive causal attention in double with the full score matrix.
+Vec ReferenceAttention(const Vec& q, const Vec& k, const Vec& v, int64_t batch, int64_t seq,
+                       int64_t heads, int64_t kv_heads, int64_t hd) {
+  Vec out(batch * seq * heads * hd, 0.0);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h) {
+      int64_t kh = h / (heads / kv_heads);
+      for (int64_t t = 0; t < seq; ++t) {
+        std::vector<double> s(seq, -INFINITY);
+        double mx = -INFINITY;
+        for (int64_t j = 0; j <= t; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < hd; ++d)
+            dot += q[((b * seq + t) * heads + h) * hd + d] *
+                   k[((b * seq + j) * kv_heads + kh) * hd + d];
+          s[j] = dot / std::sqrt(static_cast<double>(hd));
+          mx = std::max(mx, s[j]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j <= t; ++j) sum += std::exp(s[j] - mx);
+        for (int64_t j = 0; j <= t; ++j)
+          for (int64_t d = 0; d < hd; ++d)
+            out[((b * seq + t) * heads + h) * hd + d] +=
+                std::exp(s[j] - mx) / sum * v[((b * seq + j) * kv_heads + kh) * hd + d];
+      }
+    }
+  return out;
+}
+
+struct AttnShape {
+  int64_t batch, seq, heads, kv_heads, hd;
+};
+
+class AttentionTest : public ::testing::TestWithParam<AttnShape> {};
+
+TEST_P(AttentionTest, ForwardMatchesReference) {
+  const AttnShape s = GetParam();
+  Vec q = Random(s.batch * s.seq * s.heads * s.hd, 33);
+  Vec k = Random(s.batch * s.seq * s.kv_heads * s.hd, 34);
+  Vec v = Random(s.batch * s.seq * s.kv_heads * s.hd, 35);
+  Vec ref = ReferenceAttention(q, k, v, s.batch, s.seq, s.heads, s.kv_heads, s.hd);
+  auto qf = ToFloat(q), kf = ToFloat(k), vf = ToFloat(v);
+  std::vector<float> out(q.size(), NAN), lse(s.batch * s.heads * s.seq);
+  AttentionForward(qf.data(), kf.data(), vf.data(), out.data(), lse.data(), s.batch, s.seq,
+                   s.heads, s.kv_heads, s.hd);
+  EXPECT_LE(RelDiff(out, ref), kForwardTol);
+}
+
+TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
+  const AttnShape s = GetParam();
+  Vec q = Random(s.batch * s.seq * s.heads * s.hd, 36);
+  Vec k = Random(s.batch * s.seq * s.kv_heads * s.hd, 37);
+  Vec v = Random(s.batch * s.seq * s.kv_heads * s.hd, 38);
+  Vec r = Random(q.size(), 39);
+  Vec out(q.size()), lse(s.batch * s.heads * s.seq);
+  auto forward = [&] {
+    AttentionForward(q.data(), k.data(), v.data(), out.data(), lse.data(), s.batch, s.seq,
+                     s.heads, s.kv_heads, s.hd);
+  };
+  auto loss = [&] {
+    forward();
+    return Dot(out, r);
+  };
+  forward();
+  Vec dq(q.size()), dk(k.size()), dv(v.size());
+  AttentionBackward(r.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), dq.data(),
+                    dk.data(), dv.data(), s.batch, s.seq, s.heads, s.kv_heads, s.hd, false);
+  EXPECT_LE(FiniteDiffError(q, dq, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(k, dk, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(v, dv, loss), kGradTol);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
+                         ::testing::Values(AttnShape{2, 5, 2, 2, 4},   // multi-head
+                                           AttnShape{1, 6, 4, 2, 4},   // GQA, 2 per group
+                                           AttnShape{2, 4, 3, 1, 2})); // multi-query
+
+//===----------------------------------------------------------------------===//
+// Loss, norm, optimizer
+//===----------------------------------------------------------------------===//
+
+TEST(CpuKernels, CrossEntropyForwardAndBackward) {
+  const int64_t rows = 7, vocab = 13;
+  Vec logits = Random(rows * vocab, 40, 3.0);
+  std::vector<int32_t> targets = {0, 12, 5, 5, 7, 1, 3};
+  double ref = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0;
+    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(logits[r * vocab + i]);
+    ref += (std::log(sum) - logits[r * vocab + targets[r]]) / rows;
+  }
+  auto lf = ToFloat(logits);
+  std::vector<float> lse(rows);
+  float loss = NAN;
+  ASSERT_EQ(CrossEntropyForward(lf.data(), targets.data(), &loss, lse.data(), rows, vocab), -1);
+  EXPECT_NEAR(loss, ref, kForwardTol * std::fabs(ref));
+
+  auto lossFn = [&] {
+    Vec l(rows);
+    double out = 0;
+    CrossEntropyForward(logits.data(), targets.data(), &out, l.data(), rows, vocab);
+    return 2.5 * out;
+  };
+  Vec l(rows), dlogits(rows * vocab);
+  double out = 0;
+  CrossEntropyForward(logits.data(), targets.data(), &out, l.data(), rows, vocab);
+  CrossEntropyBackward(logits.data(), targets.data(), l.data(), 2.5, dlogits.data(), rows, vocab,
+                       false);
+  EXPECT_LE(FiniteDiffError(logits, dlogits, lossFn), kGradTol);
+}
+
+TEST(CpuKernels, CrossEntropyRejectsOutOfRangeTargets) {
+  std::vector<float> logits(3 * 4, 0.f), lse(3);
+  std::vector<int32_t> targets = {0, 4, 1};
+  float loss = 7.f;
+  EXPECT_EQ(CrossEntropyForward(logits.data(), targets.data(), &loss, lse.data(), 3, 4), 1);
+  EXPECT_EQ(loss, 7.f);
+}
+
+TEST(CpuKernels, SumSquaresIsExactAcrossChunks) {
+  const int64_t n = (1 << 16) * 3 + 17;  // several reduction chunks and a tail
+  std::vector<float> x(n);
+  double ref = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = static_cast<float>((i % 7) - 3) * 0.5f;
+    ref += static_cast<double>(x[i]) * x[i];
+  }
+  EXPECT_DOUBLE_EQ(SumSquares(x.data(), n), ref);
+}
+
+TEST(CpuKernels, AdamWFirstStepIsSignedLearningRate) {
+  // At step 1 the bias-corrected moments are g and g^2, so the update is
+  // lr * (g / (|g| + eps) + wd * p).
+  std::vector<float> p = {1.0f, -2.0f, 0.5f}, g = {0.3f, -4.0f, 0.0f};
+  std::vector<float> m(3, 0.f), v(3, 0.f);
+  const double lr = 0.1, wd = 0.01, eps = 1e-8;
+  std::vector<double> expect(3);
+  for (int i = 0; i < 3; ++i)
+    expect[i] = p[i] - lr * (g[i] / (std::fabs(g[i]) + eps) + wd * p[i]);
+  AdamW(p.data(), g.data(), m.data(), v.data(), 3, lr, 0.9, 0.95, eps, wd, 1, 1.0);
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(p[i], expect[i], 1e-6);
+  EXPECT_NEAR(m[1], 0.1 * -4.0, 1e-6);
+  EXPECT_NEAR(v[1], 0.05 * 16.0, 1e-5);
+}
+
+TEST(CpuKernels, AdamWMatchesTwoStepReference) {
+  const int64_t n = 64;
+  Vec p0 = Random(n, 41), g1 = Random(n, 42), g2 = Random(n, 43);
+  const double lr = 3e-4, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1, scale = 0.5;
+  Vec p = p0, m(n, 0.0), v(n, 0.0);
+  for (int step = 1; step <= 2; ++step) {
+    const Vec& g = step == 1 ? g1 : g2;
+    for (int64_t i = 0; i < n; ++i) {
+      double gi = g[i] * scale;
+      m[i] = b1 * m[i] + (1 - b1) * gi;
+      v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+      double mh = m[i] / (1 - std::pow(b1, step)), vh = v[i] / (1 - std::pow(b2, step));
+      p[i] -= lr * (mh / (std::sqrt(vh) + eps) + wd * p[i]);
+    }
+  }
+  auto pf = ToFloat(p0), g1f = ToFloat(g1), g2f = ToFloat(g2);
+  std::vector<float> mf(n, 0.f), vf(n, 0.f);
+  AdamW(pf.data(), g1f.data(), mf.data(), vf.data(), n, lr, b1, b2, eps, wd, 1, scale);
+  AdamW(pf.data(), g2f.data(), mf.data(), vf.data(), n, lr, b1, b2, eps, wd, 2, scale);
+  EXPECT_LE(RelDiff(pf, p), kForwardTol);
+}
+
+}  // namespace
+}  // namespace heiretsu::cpu
