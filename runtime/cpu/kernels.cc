@@ -64,7 +64,7 @@ void LinearForward(const T* x, const T* w, const T* bias, T* y, int64_t rows, in
 template <typename T>
 void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_grad,
                     int64_t rows, int64_t in, int64_t out, bool accumulate_dx) {
-  Gemm<T>(false, false, rows, in, out, T(1), dy, w, accumulate_dx ? T(1) : T(0), dx);
+  if (dx) Gemm<T>(false, false, rows, in, out, T(1), dy, w, accumulate_dx ? T(1) : T(0), dx);
   Gemm<T>(true, false, out, in, rows, T(1), dy, x, T(1), dw);
   if (!bias_grad) return;
 #pragma omp parallel for schedule(static)

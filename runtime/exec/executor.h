@@ -1,0 +1,70 @@
+// The executor of one rank program, in the three phases of DESIGN.md §2:
+//   prepare     allocate the arena the plan sized and resolve every buffer;
+//   initialize  fill parameters from (seed, name, index), zero optimizer state;
+//   execute     one optimizer step: zero gradients, run the microbatch stream once
+//               per microbatch (its inputs supplied by the caller), then the update
+//               stream (gradient norm, clipping, AdamW).
+// It allocates nothing after prepare.
+#ifndef HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_
+#define HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/plan/plan.h"
+
+namespace heiretsu::exec {
+
+struct StepOptions {
+  double lr = 0;
+  double weight_decay = 0;
+  double grad_clip = 0;  // <= 0: no clipping
+  int64_t step = 1;      // optimizer step number, from 1 (bias correction)
+};
+
+struct StepResult {
+  double loss = 0;       // mean over microbatches
+  double grad_norm = 0;  // global L2 norm before clipping
+};
+
+// Fills the token and target ids (micro_batch_size x seq each) of microbatch `m`.
+using FillMicrobatch = std::function<void(int64_t m, int32_t* tokens, int32_t* targets)>;
+
+class Executor {
+ public:
+  // Prepare: allocates the arena. `plan` must outlive the executor.
+  explicit Executor(const plan::LoadedPlan& plan);
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // Initialize: parameters from `seed`, gradients and optimizer state zero.
+  void InitializeParameters(uint64_t seed);
+
+  // Execute one optimizer step. Returns an error message for bad data (a token id
+  // outside the vocabulary) or a non-finite loss.
+  std::optional<std::string> Step(const FillMicrobatch& fill, const StepOptions& options,
+                                  StepResult* result);
+
+  // Direct access to a buffer's storage (tests, checkpoints).
+  float* F32(uint32_t buffer);
+  int32_t* I32(uint32_t buffer);
+  const plan::fb::Plan& plan() const { return *plan_.plan; }
+
+ private:
+  std::optional<std::string> Run(const plan::fb::Instr& instr, const StepOptions& options);
+
+  const plan::LoadedPlan& plan_;
+  uint8_t* arena_ = nullptr;
+  double grad_norm_sq_ = 0;
+  double clip_scale_ = 1;
+  bool clip_ready_ = false;
+};
+
+}  // namespace heiretsu::exec
+
+#endif  // HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_

@@ -1,0 +1,253 @@
+// The opcode table; see ops.h. Comments give each kernel's formula's home:
+// runtime/cpu/kernels.h.
+#include "runtime/plan/ops.h"
+
+namespace heiretsu::plan {
+namespace {
+
+constexpr fb::DType F32 = fb::DType_F32;
+constexpr fb::DType I32 = fb::DType_I32;
+
+int64_t At(const std::vector<int64_t>& v, size_t i) { return i < v.size() ? v[i] : 0; }
+
+// Product of sizes, saturating at INT64_MAX so hostile attributes cannot overflow
+// (the verifier then reports a size mismatch).
+int64_t N(std::initializer_list<int64_t> factors) {
+  __int128 p = 1;
+  for (int64_t f : factors) {
+    p *= f;
+    if (p > INT64_MAX || p < 0) return INT64_MAX;
+  }
+  return static_cast<int64_t>(p);
+}
+
+}  // namespace
+
+Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
+  switch (op) {
+    case fb::Op_Zero:
+      return {"zero", {{"buffer", F32, false, -1}}, false, {}, {}};
+    case fb::Op_Embedding: {
+      int64_t rows = At(a, 0), seq = At(a, 1), vocab = At(a, 2), c = At(a, 3);
+      return {"embedding",
+              {{"ids", I32, false, rows},
+               {"table", F32, false, N({vocab, c})},
+               {"positions", F32, true, N({seq, c})},
+               {"out", F32, false, N({rows, c})}},
+              false,
+              {"rows", "seq", "vocab", "c"},
+              {}};
+    }
+    case fb::Op_EmbeddingGrad: {
+      int64_t rows = At(a, 0), seq = At(a, 1), vocab = At(a, 2), c = At(a, 3);
+      return {"embedding_grad",
+              {{"ids", I32, false, rows},
+               {"dout", F32, false, N({rows, c})},
+               {"dtable", F32, false, N({vocab, c})},
+               {"dpositions", F32, true, N({seq, c})}},
+              false,
+              {"rows", "seq", "vocab", "c"},
+              {}};
+    }
+    case fb::Op_Linear: {
+      int64_t rows = At(a, 0), in = At(a, 1), out = At(a, 2);
+      return {"linear",
+              {{"x", F32, false, N({rows, in})},
+               {"w", F32, false, N({out, in})},
+               {"bias", F32, true, out},
+               {"y", F32, false, N({rows, out})}},
+              false,
+              {"rows", "in", "out"},
+              {}};
+    }
+    case fb::Op_LinearGrad: {
+      int64_t rows = At(a, 0), in = At(a, 1), out = At(a, 2);
+      return {"linear_grad",
+              {{"dy", F32, false, N({rows, out})},
+               {"x", F32, false, N({rows, in})},
+               {"w", F32, false, N({out, in})},
+               {"dx", F32, true, N({rows, in})},
+               {"dw", F32, false, N({out, in})},
+               {"dbias", F32, true, out}},
+              false,
+              {"rows", "in", "out", "accumulate_dx"},
+              {}};
+    }
+    case fb::Op_LayerNorm: {
+      int64_t rows = At(a, 0), c = At(a, 1);
+      return {"layernorm",
+              {{"x", F32, false, N({rows, c})},
+               {"w", F32, false, c},
+               {"b", F32, false, c},
+               {"y", F32, false, N({rows, c})},
+               {"mean", F32, false, rows},
+               {"rstd", F32, false, rows}},
+              false,
+              {"rows", "c"},
+              {"eps"}};
+    }
+    case fb::Op_LayerNormGrad: {
+      int64_t rows = At(a, 0), c = At(a, 1);
+      return {"layernorm_grad",
+              {{"dy", F32, false, N({rows, c})},
+               {"x", F32, false, N({rows, c})},
+               {"w", F32, false, c},
+               {"mean", F32, false, rows},
+               {"rstd", F32, false, rows},
+               {"dx", F32, false, N({rows, c})},
+               {"dw", F32, false, c},
+               {"db", F32, false, c}},
+              false,
+              {"rows", "c", "accumulate_dx"},
+              {}};
+    }
+    case fb::Op_RMSNorm: {
+      int64_t rows = At(a, 0), c = At(a, 1);
+      return {"rmsnorm",
+              {{"x", F32, false, N({rows, c})},
+               {"w", F32, false, c},
+               {"y", F32, false, N({rows, c})},
+               {"rstd", F32, false, rows}},
+              false,
+              {"rows", "c"},
+              {"eps"}};
+    }
+    case fb::Op_RMSNormGrad: {
+      int64_t rows = At(a, 0), c = At(a, 1);
+      return {"rmsnorm_grad",
+              {{"dy", F32, false, N({rows, c})},
+               {"x", F32, false, N({rows, c})},
+               {"w", F32, false, c},
+               {"rstd", F32, false, rows},
+               {"dx", F32, false, N({rows, c})},
+               {"dw", F32, false, c}},
+              false,
+              {"rows", "c", "accumulate_dx"},
+              {}};
+    }
+    case fb::Op_Gelu: {
+      int64_t n = At(a, 0);
+      return {"gelu", {{"x", F32, false, n}, {"y", F32, false, n}}, false, {"n"}, {}};
+    }
+    case fb::Op_GeluGrad: {
+      int64_t n = At(a, 0);
+      return {"gelu_grad",
+              {{"dy", F32, false, n}, {"x", F32, false, n}, {"dx", F32, false, n}},
+              false,
+              {"n", "accumulate_dx"},
+              {}};
+    }
+    case fb::Op_Swiglu: {
+      int64_t n = At(a, 0);
+      return {"swiglu",
+              {{"gate", F32, false, n}, {"up", F32, false, n}, {"y", F32, false, n}},
+              false,
+              {"n"},
+              {}};
+    }
+    case fb::Op_SwigluGrad: {
+      int64_t n = At(a, 0);
+      return {"swiglu_grad",
+              {{"dy", F32, false, n},
+               {"gate", F32, false, n},
+               {"up", F32, false, n},
+               {"dgate", F32, false, n},
+               {"dup", F32, false, n}},
+              false,
+              {"n", "accumulate_dx"},
+              {}};
+    }
+    case fb::Op_Add: {
+      int64_t n = At(a, 0);
+      return {"add",
+              {{"a", F32, false, n}, {"b", F32, false, n}, {"y", F32, false, n}},
+              false,
+              {"n"},
+              {}};
+    }
+    case fb::Op_Rope: {
+      int64_t n = N({At(a, 0), At(a, 1), At(a, 2), At(a, 3)});
+      return {"rope",
+              {{"x", F32, false, n}, {"y", F32, false, n}},
+              false,
+              {"batch", "seq", "heads", "head_dim"},
+              {"theta"}};
+    }
+    case fb::Op_RopeGrad: {
+      int64_t n = N({At(a, 0), At(a, 1), At(a, 2), At(a, 3)});
+      return {"rope_grad",
+              {{"dy", F32, false, n}, {"dx", F32, false, n}},
+              false,
+              {"batch", "seq", "heads", "head_dim", "accumulate_dx"},
+              {"theta"}};
+    }
+    case fb::Op_Attention: {
+      int64_t b = At(a, 0), t = At(a, 1), h = At(a, 2), kv = At(a, 3), hd = At(a, 4);
+      return {"attention",
+              {{"q", F32, false, N({b, t, h, hd})},
+               {"k", F32, false, N({b, t, kv, hd})},
+               {"v", F32, false, N({b, t, kv, hd})},
+               {"out", F32, false, N({b, t, h, hd})},
+               {"lse", F32, false, N({b, h, t})}},
+              false,
+              {"batch", "seq", "heads", "kv_heads", "head_dim"},
+              {}};
+    }
+    case fb::Op_AttentionGrad: {
+      int64_t b = At(a, 0), t = At(a, 1), h = At(a, 2), kv = At(a, 3), hd = At(a, 4);
+      return {"attention_grad",
+              {{"dout", F32, false, N({b, t, h, hd})},
+               {"q", F32, false, N({b, t, h, hd})},
+               {"k", F32, false, N({b, t, kv, hd})},
+               {"v", F32, false, N({b, t, kv, hd})},
+               {"out", F32, false, N({b, t, h, hd})},
+               {"lse", F32, false, N({b, h, t})},
+               {"dq", F32, false, N({b, t, h, hd})},
+               {"dk", F32, false, N({b, t, kv, hd})},
+               {"dv", F32, false, N({b, t, kv, hd})}},
+              false,
+              {"batch", "seq", "heads", "kv_heads", "head_dim", "accumulate_dx"},
+              {}};
+    }
+    case fb::Op_CrossEntropy: {
+      int64_t rows = At(a, 0), vocab = At(a, 1);
+      return {"cross_entropy",
+              {{"logits", F32, false, N({rows, vocab})},
+               {"targets", I32, false, rows},
+               {"loss", F32, false, 1},
+               {"lse", F32, false, rows}},
+              false,
+              {"rows", "vocab"},
+              {}};
+    }
+    case fb::Op_CrossEntropyGrad: {
+      int64_t rows = At(a, 0), vocab = At(a, 1);
+      return {"cross_entropy_grad",
+              {{"logits", F32, false, N({rows, vocab})},
+               {"targets", I32, false, rows},
+               {"lse", F32, false, rows},
+               {"dlogits", F32, false, N({rows, vocab})}},
+              false,
+              {"rows", "vocab", "accumulate_dx"},
+              {"dloss"}};
+    }
+    case fb::Op_GradNormSq:
+      return {"grad_norm_sq", {}, true, {}, {}};
+    case fb::Op_ClipAndAdamW: {
+      int64_t n = At(a, 0);
+      return {"clip_adamw",
+              {{"param", F32, false, n},
+               {"grad", F32, false, n},
+               {"exp_avg", F32, false, n},
+               {"exp_avg_sq", F32, false, n}},
+              false,
+              {"n", "weight_decay"},
+              {}};
+    }
+  }
+  return {nullptr, {}, false, {}, {}};
+}
+
+size_t IntCount(fb::Op op) { return OpSignature(op, {}).ints.size(); }
+
+}  // namespace heiretsu::plan

@@ -1,0 +1,45 @@
+// The instruction set of a plan: for every opcode of plan.fbs, the buffers it
+// takes (in order, with dtype and element count as a function of its integer
+// attributes), its integer and float attributes. The verifier checks every
+// instruction against this table, so the executor can trust what it reads; the
+// compiler's emitter writes instructions in this order.
+#ifndef HEIRETSU_RUNTIME_PLAN_OPS_H_
+#define HEIRETSU_RUNTIME_PLAN_OPS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/plan/plan_generated.h"
+
+namespace heiretsu::plan {
+
+// An absent optional buffer.
+inline constexpr uint32_t kNoBuffer = 0xFFFFFFFFu;
+
+struct BufferSlot {
+  const char* name;
+  fb::DType dtype;
+  bool optional;
+  // Element count the buffer must have, from the instruction's ints; -1 = any.
+  int64_t numel;
+};
+
+struct Signature {
+  const char* name;
+  std::vector<BufferSlot> buffers;  // empty + variadic = any number of F32 buffers
+  bool variadic = false;
+  std::vector<const char*> ints;
+  std::vector<const char*> floats;
+};
+
+// The signature of `op` given the instruction's integer attributes (which must
+// number at least Signature(op, {}).ints.size(); sizes read from them).
+Signature OpSignature(fb::Op op, const std::vector<int64_t>& ints);
+
+// Number of integer attributes `op` takes.
+size_t IntCount(fb::Op op);
+
+}  // namespace heiretsu::plan
+
+#endif  // HEIRETSU_RUNTIME_PLAN_OPS_H_

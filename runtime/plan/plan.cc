@@ -1,0 +1,227 @@
+// Plan loading and verification; see plan.h. The checks follow the schema's
+// structure: FlatBuffers' own verifier first (every offset inside the file), then
+// the header, the buffers against the arena, the parameters, and every instruction
+// against its opcode signature (runtime/plan/ops.h).
+#include "runtime/plan/plan.h"
+
+#include <sys/stat.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "runtime/plan/ops.h"
+
+namespace heiretsu::plan {
+namespace {
+
+// Largest arena a plan may ask for (1 TiB) and largest attribute value.
+constexpr uint64_t kMaxArenaBytes = uint64_t{1} << 40;
+constexpr int64_t kMaxAttribute = (int64_t{1} << 31) - 1;
+
+class Checker {
+ public:
+  Checker(const std::string& path, const fb::Plan& plan) : path_(path), plan_(plan) {}
+
+  std::optional<std::string> Run() {
+    if (plan_.version() != kPlanVersion)
+      return Fail("plan version " + std::to_string(plan_.version()) +
+                  ", this runtime reads version " + std::to_string(kPlanVersion) +
+                  " (recompile the spec)");
+    const fb::Mesh* mesh = plan_.mesh();
+    if (!mesh || mesh->dp() < 1 || mesh->pp() < 1 || mesh->tp() < 1 || mesh->ep() < 1)
+      return Fail("missing or invalid mesh");
+    if (plan_.micro_batch_size() < 1 || plan_.microbatches() < 1 || plan_.seq() < 1 ||
+        plan_.vocab() < 1)
+      return Fail("micro_batch_size, microbatches, seq and vocab must be positive");
+    if (plan_.arena_bytes() > kMaxArenaBytes)
+      return Fail("arena of " + std::to_string(plan_.arena_bytes()) + " bytes exceeds 1 TiB");
+    if (!plan_.buffers() || !plan_.params() || !plan_.microbatch() || !plan_.update())
+      return Fail("missing buffers, params or instructions");
+    if (auto err = CheckBuffers()) return err;
+    if (auto err = CheckParams()) return err;
+    if (auto err = CheckIo()) return err;
+    if (auto err = CheckInstrs(*plan_.microbatch(), "microbatch")) return err;
+    return CheckInstrs(*plan_.update(), "update");
+  }
+
+ private:
+  std::optional<std::string> Fail(const std::string& message) const {
+    return path_ + ": invalid plan: " + message;
+  }
+
+  std::string BufferName(uint32_t index) const {
+    const fb::Buffer* b = plan_.buffers()->Get(index);
+    return "#" + std::to_string(index) + (b->name() ? " '" + b->name()->str() + "'" : "");
+  }
+
+  std::optional<std::string> CheckBuffers() {
+    for (uint32_t i = 0; i < plan_.buffers()->size(); ++i) {
+      const fb::Buffer* b = plan_.buffers()->Get(i);
+      if (!b->shape()) return Fail("buffer #" + std::to_string(i) + " has no shape");
+      if (b->dtype() != fb::DType_F32 && b->dtype() != fb::DType_I32)
+        return Fail("buffer " + BufferName(i) + " has unknown dtype " +
+                    std::to_string(b->dtype()));
+      int64_t n = NumElements(*b);
+      if (n < 0) return Fail("buffer " + BufferName(i) + " has an invalid shape");
+      uint64_t bytes = static_cast<uint64_t>(n) * DTypeSize(b->dtype());
+      if (b->offset() % 4 != 0 || b->offset() > plan_.arena_bytes() ||
+          bytes > plan_.arena_bytes() - b->offset())
+        return Fail("buffer " + BufferName(i) + " [" + std::to_string(b->offset()) + ", +" +
+                    std::to_string(bytes) + ") is not inside the arena of " +
+                    std::to_string(plan_.arena_bytes()) + " bytes");
+    }
+    return std::nullopt;
+  }
+
+  std::optional<std::string> CheckBufferRef(uint32_t index, fb::DType dtype, int64_t numel,
+                                            const std::string& what) {
+    if (index >= plan_.buffers()->size())
+      return Fail(what + " refers to buffer #" + std::to_string(index) + " of " +
+                  std::to_string(plan_.buffers()->size()));
+    const fb::Buffer* b = plan_.buffers()->Get(index);
+    if (b->dtype() != dtype)
+      return Fail(what + ": buffer " + BufferName(index) + " has dtype " +
+                  fb::EnumNameDType(b->dtype()) + ", expected " + fb::EnumNameDType(dtype));
+    if (numel >= 0 && NumElements(*b) != numel)
+      return Fail(what + ": buffer " + BufferName(index) + " has " +
+                  std::to_string(NumElements(*b)) + " elements, expected " +
+                  std::to_string(numel));
+    return std::nullopt;
+  }
+
+  std::optional<std::string> CheckParams() {
+    for (uint32_t i = 0; i < plan_.params()->size(); ++i) {
+      const fb::Param* p = plan_.params()->Get(i);
+      if (!p->name() || !p->shape())
+        return Fail("parameter #" + std::to_string(i) + " has no name or shape");
+      int64_t numel = 1;
+      for (int64_t d : *p->shape())
+        if (d < 1 || d > kMaxAttribute || __builtin_mul_overflow(numel, d, &numel))
+          return Fail("parameter '" + p->name()->str() + "' has an invalid shape");
+      if (p->init() > fb::Init_MAX)
+        return Fail("parameter '" + p->name()->str() + "' has unknown init");
+      if (p->init() == fb::Init_Normal && !(p->std() > 0))
+        return Fail("parameter '" + p->name()->str() + "' has std " + std::to_string(p->std()));
+      const std::string what = "parameter '" + p->name()->str() + "'";
+      for (uint32_t b : {p->value(), p->grad(), p->exp_avg(), p->exp_avg_sq()})
+        if (auto err = CheckBufferRef(b, fb::DType_F32, numel, what)) return err;
+    }
+    return std::nullopt;
+  }
+
+  std::optional<std::string> CheckIo() {
+    const int64_t tokens = plan_.micro_batch_size() * plan_.seq();
+    if (auto err = CheckBufferRef(plan_.tokens(), fb::DType_I32, tokens, "tokens")) return err;
+    if (auto err = CheckBufferRef(plan_.targets(), fb::DType_I32, tokens, "targets")) return err;
+    return CheckBufferRef(plan_.loss(), fb::DType_F32, 1, "loss");
+  }
+
+  std::optional<std::string> CheckInstrs(const flatbuffers::Vector<flatbuffers::Offset<fb::Instr>>& list,
+                                         const char* stream) {
+    for (uint32_t i = 0; i < list.size(); ++i) {
+      const fb::Instr* in = list.Get(i);
+      std::string what = std::string(stream) + " instruction " + std::to_string(i);
+      if (in->op() > fb::Op_MAX) return Fail(what + " has unknown opcode " + std::to_string(in->op()));
+      std::vector<int64_t> ints;
+      if (in->ints()) ints.assign(in->ints()->begin(), in->ints()->end());
+      Signature sig = OpSignature(in->op(), ints);
+      what += " (" + std::string(sig.name) + ")";
+      if (ints.size() != sig.ints.size())
+        return Fail(what + " has " + std::to_string(ints.size()) + " integer attributes, expected " +
+                    std::to_string(sig.ints.size()));
+      for (size_t k = 0; k < ints.size(); ++k) {
+        bool flag = std::strncmp(sig.ints[k], "accumulate", 10) == 0 ||
+                    std::strcmp(sig.ints[k], "weight_decay") == 0;
+        if (ints[k] < 0 || ints[k] > (flag ? 1 : kMaxAttribute))
+          return Fail(what + ": " + sig.ints[k] + " = " + std::to_string(ints[k]) +
+                      " is out of range");
+      }
+      size_t floats = in->floats() ? in->floats()->size() : 0;
+      if (floats != sig.floats.size())
+        return Fail(what + " has " + std::to_string(floats) + " float attributes, expected " +
+                    std::to_string(sig.floats.size()));
+      size_t nbuf = in->buffers() ? in->buffers()->size() : 0;
+      if (sig.variadic) {
+        if (nbuf == 0) return Fail(what + " has no buffers");
+        for (uint32_t b : *in->buffers())
+          if (auto err = CheckBufferRef(b, fb::DType_F32, -1, what)) return err;
+        continue;
+      }
+      if (nbuf != sig.buffers.size())
+        return Fail(what + " has " + std::to_string(nbuf) + " buffers, expected " +
+                    std::to_string(sig.buffers.size()));
+      for (size_t k = 0; k < nbuf; ++k) {
+        const BufferSlot& slot = sig.buffers[k];
+        uint32_t b = in->buffers()->Get(k);
+        if (b == kNoBuffer) {
+          if (!slot.optional) return Fail(what + ": required buffer '" + slot.name + "' is absent");
+          continue;
+        }
+        if (auto err = CheckBufferRef(b, slot.dtype, slot.numel, what + " '" + slot.name + "'"))
+          return err;
+      }
+    }
+    return std::nullopt;
+  }
+
+  const std::string& path_;
+  const fb::Plan& plan_;
+};
+
+}  // namespace
+
+std::string ProgramFileName(int program) {
+  return "program-" + std::to_string(program) + ".hplan";
+}
+
+int64_t DTypeSize(fb::DType dtype) {
+  switch (dtype) {
+    case fb::DType_F32:
+    case fb::DType_I32:
+      return 4;
+  }
+  return 0;
+}
+
+int64_t NumElements(const fb::Buffer& buffer) {
+  int64_t n = 1;
+  if (!buffer.shape()) return -1;
+  for (int64_t d : *buffer.shape())
+    if (d < 0 || d > kMaxAttribute || __builtin_mul_overflow(n, d, &n)) return -1;
+  return n;
+}
+
+std::optional<std::string> VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes) {
+  // Layout: a 4-byte little-endian length, then the FlatBuffer, whose identifier
+  // "HRPL" (the magic) sits at byte 8.
+  if (bytes.size() < 12) return path + ": not a heiretsu plan (only " + std::to_string(bytes.size()) + " bytes)";
+  if (!flatbuffers::BufferHasIdentifier(bytes.data(), fb::PlanIdentifier(), true))
+    return path + ": not a heiretsu plan (bad magic; expected \"HRPL\" at byte 8)";
+  uint64_t length = flatbuffers::ReadScalar<uint32_t>(bytes.data());
+  if (length + 4 != bytes.size())
+    return path + ": truncated or padded plan: it declares " + std::to_string(length + 4) +
+           " bytes, the file has " + std::to_string(bytes.size());
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size());
+  if (!fb::VerifySizePrefixedPlanBuffer(verifier))
+    return path + ": corrupt plan (the FlatBuffers structure does not verify)";
+  return Checker(path, *fb::GetSizePrefixedPlan(bytes.data())).Run();
+}
+
+std::optional<std::string> LoadPlan(const std::string& path, LoadedPlan* out) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return path + ": cannot open plan: " + std::strerror(errno);
+  if (!S_ISREG(st.st_mode)) return path + ": not a regular file";
+  if (static_cast<uint64_t>(st.st_size) >= (uint64_t{1} << 31))
+    return path + ": plan file of " + std::to_string(st.st_size) + " bytes is too large";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return path + ": cannot open plan: " + std::strerror(errno);
+  out->bytes.resize(static_cast<size_t>(st.st_size));
+  in.read(reinterpret_cast<char*>(out->bytes.data()), st.st_size);
+  if (in.gcount() != st.st_size) return path + ": short read";
+  if (auto err = VerifyPlan(path, out->bytes)) return err;
+  out->path = path;
+  out->plan = fb::GetSizePrefixedPlan(out->bytes.data());
+  return std::nullopt;
+}
+
+}  // namespace heiretsu::plan

@@ -1,0 +1,45 @@
+// Loading and verifying plan files. A plan that is truncated, corrupted, of another
+// version or inconsistent (a buffer outside the arena, an instruction whose buffers
+// do not match its opcode's signature) is refused with a message naming the file
+// and what is wrong, before anything runs.
+#ifndef HEIRETSU_RUNTIME_PLAN_PLAN_H_
+#define HEIRETSU_RUNTIME_PLAN_PLAN_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/plan/plan_generated.h"
+
+namespace heiretsu::plan {
+
+// Bumped whenever plan.fbs changes meaning.
+inline constexpr uint32_t kPlanVersion = 1;
+
+// File name of rank program `program` inside a plan directory.
+std::string ProgramFileName(int program);
+
+// A plan file is a size-prefixed FlatBuffer (FinishSizePrefixedPlanBuffer), so a
+// truncated file is recognized as such.
+struct LoadedPlan {
+  std::string path;
+  std::vector<uint8_t> bytes;  // owns the buffer `plan` points into
+  const fb::Plan* plan = nullptr;
+};
+
+// Reads `path` and verifies it. On failure returns the message (naming the file).
+std::optional<std::string> LoadPlan(const std::string& path, LoadedPlan* out);
+
+// The verification alone, for a plan already in memory.
+std::optional<std::string> VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes);
+
+// Bytes per element of `dtype`.
+int64_t DTypeSize(fb::DType dtype);
+
+// Number of elements of a buffer (product of its shape), or -1 if that overflows.
+int64_t NumElements(const fb::Buffer& buffer);
+
+}  // namespace heiretsu::plan
+
+#endif  // HEIRETSU_RUNTIME_PLAN_PLAN_H_
