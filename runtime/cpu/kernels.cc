@@ -244,6 +244,12 @@ void AddForward(const T* a, const T* b, T* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
 }
 
+template <typename T>
+void AccumulateForward(const T* src, T* dst, int64_t n, bool accumulate) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) Store(&dst[i], src[i], accumulate);
+}
+
 namespace {
 // Rotates (or, with sign = -1, rotates back) each pair of every head.
 template <typename T>
@@ -463,6 +469,7 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void SwigluForward<T>(const T*, const T*, T*, int64_t);                              \
   template void SwigluBackward<T>(const T*, const T*, const T*, T*, T*, int64_t, bool);         \
   template void AddForward<T>(const T*, const T*, T*, int64_t);                                 \
+  template void AccumulateForward<T>(const T*, T*, int64_t, bool);                              \
   template void RopeForward<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, double);      \
   template void RopeBackward<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, double,      \
                                 bool);                                                          \

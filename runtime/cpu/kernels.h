@@ -75,6 +75,11 @@ void SwigluBackward(const T* dy, const T* gate, const T* up, T* dgate, T* dup, i
 template <typename T>
 void AddForward(const T* a, const T* b, T* y, int64_t n);
 
+// dst = src (or dst += src with `accumulate`): a gradient reaching a value that
+// has several uses.
+template <typename T>
+void AccumulateForward(const T* src, T* dst, int64_t n, bool accumulate);
+
 // Rotary position embedding on x[B, T, heads * head_dim]: each pair (2i, 2i+1) of a
 // head at position t rotates by t * theta^(-2i / head_dim). Backward rotates back.
 template <typename T>

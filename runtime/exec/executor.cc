@@ -157,6 +157,9 @@ std::optional<std::string> Executor::Run(const fb::Instr& in, const StepOptions&
       k::CrossEntropyBackward(f(0), ids(1), f(2), static_cast<float>(x(0)), f(3), a(0), a(1),
                               a(2) != 0);
       break;
+    case fb::Op_Accumulate:
+      k::AccumulateForward(f(0), f(1), a(0), a(1) != 0);
+      break;
     case fb::Op_GradNormSq:
       for (uint32_t b : *in.buffers())
         grad_norm_sq_ += k::SumSquares(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)));

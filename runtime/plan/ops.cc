@@ -244,6 +244,14 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
               {"n", "weight_decay"},
               {}};
     }
+    case fb::Op_Accumulate: {
+      int64_t n = At(a, 0);
+      return {"accumulate",
+              {{"src", F32, false, n}, {"dst", F32, false, n}},
+              false,
+              {"n", "accumulate_dx"},
+              {}};
+    }
   }
   return {nullptr, {}, false, {}, {}};
 }
