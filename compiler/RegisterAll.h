@@ -13,7 +13,8 @@ class DialectRegistry;
 } // namespace mlir
 
 namespace heiretsu {
-/// Adds the graph and dist dialects and the upstream dialects they build on (func).
+/// Adds the graph, dist and plan dialects and the upstream dialects they build on
+/// (func).
 void registerAllDialects(mlir::DialectRegistry &registry);
 /// Registers every heiretsu pass with the global pass registry (for heiretsu-opt).
 void registerAllPasses();

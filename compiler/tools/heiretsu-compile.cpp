@@ -7,6 +7,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/RegisterAll.h"
+#include "compiler/emit/PlanEmitter.h"
+#include "compiler/transforms/Passes.h"
+#include "runtime/plan/plan.h"
 #include "compiler/frontend/ModelBuilder.h"
 #include "compiler/frontend/Parser.h"
 #include "runtime/cli/CompileOptions.h"
@@ -14,6 +17,7 @@
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
@@ -86,6 +90,66 @@ void printSummary(llvm::raw_ostream &os, const frontend::ModelSummary &s,
        << ", shaped like layer 0's)\n";
 }
 
+/// Lowers the graph to a memory-planned plan.program and writes it: as IR
+/// (plan-text) or as the runtime's plan file in the -o directory (plan).
+int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
+  std::string unsupported;
+  if (opts.world_size() > 1)
+    unsupported = "layouts of more than one rank (dp*tp*pp*ep = " +
+                  std::to_string(opts.world_size()) + ") are not built yet";
+  else if (opts.precision != "fp32")
+    unsupported = "--precision " + opts.precision + " needs the CUDA backend, not built yet";
+  else if (opts.recompute != "none")
+    unsupported = "--recompute " + opts.recompute + " is not built yet";
+  if (!unsupported.empty()) {
+    std::fprintf(stderr, "heiretsu compile: error: --emit %s: %s\n", opts.emit.c_str(),
+                 unsupported.c_str());
+    return kExitFailure;
+  }
+  mlir::PassManager pm(module.getContext());
+  LowerToPlanPassOptions lowerOptions;
+  lowerOptions.microbatches = opts.microbatches;
+  pm.addPass(createLowerToPlanPass(lowerOptions));
+  mlir::OpPassManager &program = pm.nest<plan_ir::ProgramOp>();
+  program.addPass(createAutodiffPass());
+  program.addPass(createOptimizerPass());
+  program.addPass(createPlanMemoryPass());
+  if (mlir::failed(pm.run(module)))
+    return kExitFailure; // the diagnostic names the op and the reason
+  auto programs = module.getOps<plan_ir::ProgramOp>();
+  plan_ir::ProgramOp programOp = *programs.begin();
+  if (opts.emit == "plan-text") {
+    std::string outPath = opts.output.empty() ? "-" : opts.output;
+    std::error_code ec;
+    llvm::ToolOutputFile out(outPath, ec, llvm::sys::fs::OF_TextWithCRLF);
+    if (ec) {
+      std::fprintf(stderr, "heiretsu compile: error: cannot write '%s': %s\n",
+                   outPath.c_str(), ec.message().c_str());
+      return kExitBadInput;
+    }
+    out.os() << module << "\n\n";
+    out.keep();
+    return 0;
+  }
+  EmitOptions emit;
+  emit.mesh = {static_cast<int32_t>(opts.dp), static_cast<int32_t>(opts.pp),
+               static_cast<int32_t>(opts.tp), static_cast<int32_t>(opts.ep)};
+  std::vector<uint8_t> bytes;
+  if (mlir::failed(emitPlan(programOp, emit, bytes)))
+    return kExitFailure;
+  if (auto err = writePlanFile(opts.output, 0, bytes)) {
+    std::fprintf(stderr, "heiretsu compile: error: %s\n", err->c_str());
+    return kExitFailure;
+  }
+  std::printf("wrote %s/%s: %zu bytes; arena %lld bytes (parameters and optimizer state "
+              "%lld, activations peak %lld)\n",
+              opts.output.c_str(), plan::ProgramFileName(0).c_str(), bytes.size(),
+              static_cast<long long>(*programOp.getArenaBytes()),
+              static_cast<long long>(*programOp.getParamBytes()),
+              static_cast<long long>(*programOp.getActivationBytes()));
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -132,14 +196,8 @@ int main(int argc, char **argv) {
     return kExitFailure;
   }
 
-  if (opts.emit == "plan" || opts.emit == "plan-text") {
-    std::fprintf(stderr,
-                 "heiretsu compile: error: --emit %s: plan emission is not built yet "
-                 "(autodiff, optimizer and the plan layer come next); use --emit "
-                 "mlir or summary\n",
-                 opts.emit.c_str());
-    return kExitFailure;
-  }
+  if (opts.emit == "plan" || opts.emit == "plan-text")
+    return emitPlanOutputs(*module, opts);
 
   std::string outPath = opts.output.empty() ? "-" : opts.output;
   std::error_code ec;

@@ -56,6 +56,8 @@ std::optional<std::string> ParseChoice(const std::string& flag, const std::strin
   return flag + ": expected " + list + ", got '" + text + "'";
 }
 
+}  // namespace
+
 bool IsCompileFlag(const std::string& flag, bool* takes_value) {
   for (const FlagSpec& f : kFlags) {
     if (flag == f.name) {
@@ -65,8 +67,6 @@ bool IsCompileFlag(const std::string& flag, bool* takes_value) {
   }
   return false;
 }
-
-}  // namespace
 
 const char* CompileUsage() {
   return "usage: heiretsu compile SPEC [--dp N] [--tp N] [--pp N] [--ep N]\n"

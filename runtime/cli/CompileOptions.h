@@ -34,6 +34,10 @@ struct CompileOptions {
 std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& args,
                                                CompileOptions* out);
 
+// Whether `flag` is one of `heiretsu compile`'s flags (`heiretsu train` splits its
+// arguments with it); `*takes_value` says whether a value follows it.
+bool IsCompileFlag(const std::string& flag, bool* takes_value);
+
 // The usage text of `heiretsu compile`.
 const char* CompileUsage();
 

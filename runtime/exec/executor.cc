@@ -53,8 +53,7 @@ void Executor::InitializeParameters(uint64_t seed) {
   }
 }
 
-std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
-                                          StepResult* result) {
+std::optional<std::string> Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
   const fb::Plan& p = *plan_.plan;
   for (const fb::Param* param : *p.params())
     std::fill_n(F32(param->grad()), plan::NumElements(*p.buffers()->Get(param->grad())), 0.f);
@@ -62,15 +61,21 @@ std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const Step
   for (int64_t m = 0; m < p.microbatches(); ++m) {
     fill(m, I32(p.tokens()), I32(p.targets()));
     for (const fb::Instr* instr : *p.microbatch())
-      if (auto err = Run(*instr, options)) return err;
+      if (auto err = Run(*instr, StepOptions{})) return err;
     loss_sum += *F32(p.loss());
   }
-  result->loss = loss_sum / static_cast<double>(p.microbatches());
+  *loss = loss_sum / static_cast<double>(p.microbatches());
+  return std::nullopt;
+}
+
+std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
+                                          StepResult* result) {
+  if (auto err = ComputeGradients(fill, &result->loss)) return err;
   if (!std::isfinite(result->loss))
     return "loss is " + std::to_string(result->loss) + " at step " + std::to_string(options.step);
   grad_norm_sq_ = 0;
   clip_ready_ = false;
-  for (const fb::Instr* instr : *p.update())
+  for (const fb::Instr* instr : *plan_.plan->update())
     if (auto err = Run(*instr, options)) return err;
   result->grad_norm = std::sqrt(grad_norm_sq_);
   return std::nullopt;

@@ -50,6 +50,10 @@ class Executor {
   std::optional<std::string> Step(const FillMicrobatch& fill, const StepOptions& options,
                                   StepResult* result);
 
+  // The first half of Step: zero the gradients and run the microbatch stream for
+  // every microbatch, leaving the gradients of the mean loss in the grad buffers.
+  std::optional<std::string> ComputeGradients(const FillMicrobatch& fill, double* loss);
+
   // Direct access to a buffer's storage (tests, checkpoints).
   float* F32(uint32_t buffer);
   int32_t* I32(uint32_t buffer);

@@ -28,26 +28,30 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
     case fb::Op_Zero:
       return {"zero", {{"buffer", F32, false, -1}}, false, {}, {}};
     case fb::Op_Embedding: {
-      int64_t rows = At(a, 0), seq = At(a, 1), vocab = At(a, 2), c = At(a, 3);
+      // Learned positions: the table has `context` rows, of which the first `seq`
+      // are read.
+      int64_t rows = At(a, 0), seq = At(a, 1), vocab = At(a, 2), c = At(a, 3), ctx = At(a, 4);
       return {"embedding",
               {{"ids", I32, false, rows},
                {"table", F32, false, N({vocab, c})},
-               {"positions", F32, true, N({seq, c})},
+               {"positions", F32, true, N({ctx, c})},
                {"out", F32, false, N({rows, c})}},
               false,
-              {"rows", "seq", "vocab", "c"},
-              {}};
+              {"rows", "seq", "vocab", "c", "context"},
+              {},
+              {{1, 4}}};
     }
     case fb::Op_EmbeddingGrad: {
-      int64_t rows = At(a, 0), seq = At(a, 1), vocab = At(a, 2), c = At(a, 3);
+      int64_t rows = At(a, 0), seq = At(a, 1), vocab = At(a, 2), c = At(a, 3), ctx = At(a, 4);
       return {"embedding_grad",
               {{"ids", I32, false, rows},
                {"dout", F32, false, N({rows, c})},
                {"dtable", F32, false, N({vocab, c})},
-               {"dpositions", F32, true, N({seq, c})}},
+               {"dpositions", F32, true, N({ctx, c})}},
               false,
-              {"rows", "seq", "vocab", "c"},
-              {}};
+              {"rows", "seq", "vocab", "c", "context"},
+              {},
+              {{1, 4}}};
     }
     case fb::Op_Linear: {
       int64_t rows = At(a, 0), in = At(a, 1), out = At(a, 2);

@@ -31,6 +31,8 @@ struct Signature {
   bool variadic = false;
   std::vector<const char*> ints;
   std::vector<const char*> floats;
+  // Pairs (a, b) of integer attribute positions with ints[a] <= ints[b] required.
+  std::vector<std::pair<size_t, size_t>> at_most = {};
 };
 
 // The signature of `op` given the instruction's integer attributes (which must

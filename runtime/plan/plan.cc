@@ -136,6 +136,10 @@ class Checker {
           return Fail(what + ": " + sig.ints[k] + " = " + std::to_string(ints[k]) +
                       " is out of range");
       }
+      for (auto [lo, hi] : sig.at_most)
+        if (ints[lo] > ints[hi])
+          return Fail(what + ": " + sig.ints[lo] + " = " + std::to_string(ints[lo]) +
+                      " exceeds " + sig.ints[hi] + " = " + std::to_string(ints[hi]));
       size_t floats = in->floats() ? in->floats()->size() : 0;
       if (floats != sig.floats.size())
         return Fail(what + " has " + std::to_string(floats) + " float attributes, expected " +

@@ -34,7 +34,7 @@ std::vector<uint8_t> BuildBigram(int64_t microbatches, uint32_t version = plan::
   uint32_t loss = b.Buffer("loss", {1});
   uint32_t dlogits = b.Buffer("dlogits", {kRows, kVocab}), dh = b.Buffer("dh", {kRows, kC});
   uint32_t dx = b.Buffer("dx", {kRows, kC});
-  b.Micro(fb::Op_Embedding, {tokens, wte, plan::kNoBuffer, x}, {kRows, kSeq, kVocab, kC});
+  b.Micro(fb::Op_Embedding, {tokens, wte, plan::kNoBuffer, x}, {kRows, kSeq, kVocab, kC, kSeq});
   b.Micro(fb::Op_LayerNorm, {x, g, beta, h, mean, rstd}, {kRows, kC}, {1e-5});
   b.Micro(fb::Op_Linear, {h, head, plan::kNoBuffer, logits}, {kRows, kC, kVocab});
   b.Micro(fb::Op_CrossEntropy, {logits, targets, loss, lse}, {kRows, kVocab});
@@ -42,7 +42,7 @@ std::vector<uint8_t> BuildBigram(int64_t microbatches, uint32_t version = plan::
           {1.0 / microbatches});
   b.Micro(fb::Op_LinearGrad, {dlogits, h, head, dh, dhead, plan::kNoBuffer}, {kRows, kC, kVocab, 0});
   b.Micro(fb::Op_LayerNormGrad, {dh, x, g, mean, rstd, dx, dg, dbeta}, {kRows, kC, 0});
-  b.Micro(fb::Op_EmbeddingGrad, {tokens, dx, dwte, plan::kNoBuffer}, {kRows, kSeq, kVocab, kC});
+  b.Micro(fb::Op_EmbeddingGrad, {tokens, dx, dwte, plan::kNoBuffer}, {kRows, kSeq, kVocab, kC, kSeq});
   return b.Finish(kBatch, kSeq, kVocab, microbatches, tokens, targets, loss, version);
 }
 

@@ -1,0 +1,34 @@
+//===- PlanEmitter.h - plan.program -> plan file ---------------------------===//
+
+#ifndef HEIRETSU_COMPILER_EMIT_PLANEMITTER_H
+#define HEIRETSU_COMPILER_EMIT_PLANEMITTER_H
+
+#include "dialects/plan/PlanDialect.h"
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace heiretsu {
+
+struct EmitOptions {
+  std::array<int32_t, 4> mesh = {1, 1, 1, 1}; // dp, pp, tp, ep
+  int32_t program = 0;
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+};
+
+/// Serializes a memory-planned program into the runtime's plan format (a
+/// size-prefixed FlatBuffer). Fails (with a diagnostic) on a program without
+/// offsets.
+mlir::LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
+                             std::vector<uint8_t> &bytes);
+
+/// Writes `bytes` as program `program` of plan directory `dir` (created if needed),
+/// through a temporary file and a rename. Returns an error message on failure.
+std::optional<std::string> writePlanFile(const std::string &dir, int32_t program,
+                                         const std::vector<uint8_t> &bytes);
+
+} // namespace heiretsu
+
+#endif // HEIRETSU_COMPILER_EMIT_PLANEMITTER_H

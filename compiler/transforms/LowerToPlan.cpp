@@ -1,0 +1,217 @@
+//===- LowerToPlan.cpp - graph forward -> plan.program kernels ------------===//
+//
+// One lowering rule per graph op; see Passes.td for the contract. Buffers keep the
+// graph tensor's shape (kernels only check element counts); a kernel's `rows` is
+// the number of vectors of its last dimension.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/transforms/Passes.h"
+#include "compiler/transforms/PlanUtils.h"
+
+#include "dialects/graph/GraphDialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+using namespace mlir;
+
+namespace heiretsu {
+#define GEN_PASS_DEF_LOWERTOPLANPASS
+#include "compiler/transforms/Passes.h.inc"
+
+namespace {
+
+struct Lowering {
+  plan_ir::ProgramOp program;
+  OpBuilder b; // inside plan.microbatch
+  DenseMap<Value, Value> buffers; // graph tensor -> plan buffer
+  int64_t temps = 0;
+
+  MemRefType memref(Value tensor) {
+    auto t = cast<RankedTensorType>(tensor.getType());
+    return MemRefType::get(t.getShape(), t.getElementType());
+  }
+  MemRefType memref(ArrayRef<int64_t> shape) {
+    return MemRefType::get(shape, b.getF32Type());
+  }
+  /// A fresh buffer for graph value `v`, named after its position in the graph.
+  Value define(Value v, Location loc, StringRef hint) {
+    Value buf = createBuffer(program, loc, (hint + "." + std::to_string(temps++)).str(), memref(v));
+    buffers[v] = buf;
+    return buf;
+  }
+  Value temp(Location loc, StringRef hint, ArrayRef<int64_t> shape) {
+    return createBuffer(program, loc, (hint + "." + std::to_string(temps++)).str(), memref(shape));
+  }
+  Value get(Value v) { return v ? buffers.lookup(v) : Value(); }
+
+  static int64_t lastDim(Value v) {
+    return cast<RankedTensorType>(v.getType()).getShape().back();
+  }
+  static int64_t numel(Value v) {
+    return cast<RankedTensorType>(v.getType()).getNumElements();
+  }
+
+  LogicalResult lower(Operation &op, int64_t microbatches) {
+    Location loc = op.getLoc();
+    if (auto p = dyn_cast<graph::ParamOp>(op)) {
+      OpBuilder pb(program.getContext());
+      pb.setInsertionPoint(&*llvm::find_if(program.getBody().front(), [](Operation &o) {
+        return isa<plan_ir::MicrobatchOp>(o);
+      }));
+      MemRefType type = memref(p.getResult());
+      FloatAttr std;
+      if (p.getStd())
+        std = pb.getF64FloatAttr(p.getStd()->convertToDouble());
+      // Matrices and embeddings are decayed; norms and biases (rank 1) are not.
+      bool decay = type.getRank() >= 2;
+      auto param = plan_ir::ParamOp::create(
+          pb, loc, type, type, type, type, p.getNameAttr(),
+          plan_ir::InitKindAttr::get(pb.getContext(),
+                                     static_cast<plan_ir::InitKind>(p.getInit())),
+          std, decay ? pb.getUnitAttr() : UnitAttr(), DenseI64ArrayAttr());
+      buffers[p.getResult()] = param.getValue();
+      return success();
+    }
+    if (auto e = dyn_cast<graph::EmbeddingOp>(op)) {
+      int64_t rows = numel(e.getIds()), c = lastDim(e.getResult());
+      int64_t seq = cast<RankedTensorType>(e.getIds().getType()).getShape().back();
+      int64_t vocab = cast<RankedTensorType>(e.getTable().getType()).getShape()[0];
+      Value out = define(e.getResult(), loc, "embed");
+      int64_t context = e.getPositions()
+                            ? cast<RankedTensorType>(e.getPositions().getType()).getShape()[0]
+                            : seq;
+      createKernel(b, loc, "embedding", {get(e.getIds()), get(e.getTable()), get(e.getPositions()), out},
+                   {rows, seq, vocab, c, context});
+      return success();
+    }
+    if (auto l = dyn_cast<graph::LinearOp>(op)) {
+      int64_t in = lastDim(l.getInput()), out = lastDim(l.getResult());
+      int64_t rows = numel(l.getInput()) / in;
+      Value y = define(l.getResult(), loc, "linear");
+      createKernel(b, loc, "linear", {get(l.getInput()), get(l.getWeight()), get(l.getBias()), y},
+                   {rows, in, out});
+      return success();
+    }
+    if (auto n = dyn_cast<graph::LayerNormOp>(op)) {
+      int64_t c = lastDim(n.getInput()), rows = numel(n.getInput()) / c;
+      Value y = define(n.getResult(), loc, "layernorm");
+      Value mean = temp(loc, "layernorm.mean", {rows}), rstd = temp(loc, "layernorm.rstd", {rows});
+      createKernel(b, loc, "layernorm",
+                   {get(n.getInput()), get(n.getWeight()), get(n.getBias()), y, mean, rstd},
+                   {rows, c}, {n.getEps().convertToDouble()});
+      return success();
+    }
+    if (auto n = dyn_cast<graph::RMSNormOp>(op)) {
+      int64_t c = lastDim(n.getInput()), rows = numel(n.getInput()) / c;
+      Value y = define(n.getResult(), loc, "rmsnorm");
+      Value rstd = temp(loc, "rmsnorm.rstd", {rows});
+      createKernel(b, loc, "rmsnorm", {get(n.getInput()), get(n.getWeight()), y, rstd}, {rows, c},
+                   {n.getEps().convertToDouble()});
+      return success();
+    }
+    if (auto a = dyn_cast<graph::AttentionOp>(op)) {
+      auto qt = cast<RankedTensorType>(a.getQuery().getType());
+      int64_t batch = qt.getShape()[0], seq = qt.getShape()[1];
+      int64_t heads = a.getHeads(), kv = a.getKvHeads(), hd = qt.getShape()[2] / heads;
+      Value q = get(a.getQuery()), k = get(a.getKey());
+      if (std::optional<APFloat> theta = a.getRope()) {
+        double th = theta->convertToDouble();
+        Value qr = temp(loc, "rope.q", qt.getShape());
+        Value kr = temp(loc, "rope.k", cast<RankedTensorType>(a.getKey().getType()).getShape());
+        createKernel(b, loc, "rope", {q, qr}, {batch, seq, heads, hd}, {th});
+        createKernel(b, loc, "rope", {k, kr}, {batch, seq, kv, hd}, {th});
+        q = qr;
+        k = kr;
+      }
+      Value out = define(a.getResult(), loc, "attention");
+      Value lse = temp(loc, "attention.lse", {batch, heads, seq});
+      createKernel(b, loc, "attention", {q, k, get(a.getValue()), out, lse},
+                   {batch, seq, heads, kv, hd});
+      return success();
+    }
+    if (auto g = dyn_cast<graph::GeluOp>(op)) {
+      Value y = define(g.getResult(), loc, "gelu");
+      createKernel(b, loc, "gelu", {get(g.getInput()), y}, {numel(g.getInput())});
+      return success();
+    }
+    if (auto s = dyn_cast<graph::SwigluOp>(op)) {
+      Value y = define(s.getResult(), loc, "swiglu");
+      createKernel(b, loc, "swiglu", {get(s.getGate()), get(s.getUp()), y}, {numel(s.getGate())});
+      return success();
+    }
+    if (auto a = dyn_cast<graph::AddOp>(op)) {
+      Value y = define(a.getResult(), loc, "add");
+      createKernel(b, loc, "add", {get(a.getLhs()), get(a.getRhs()), y}, {numel(a.getLhs())});
+      return success();
+    }
+    if (auto ce = dyn_cast<graph::CrossEntropyOp>(op)) {
+      int64_t vocab = lastDim(ce.getLogits()), rows = numel(ce.getLogits()) / vocab;
+      Value loss = createBuffer(program, loc, "loss", MemRefType::get({}, b.getF32Type()), "loss");
+      buffers[ce.getLoss()] = loss;
+      Value lse = temp(loc, "cross_entropy.lse", {rows});
+      createKernel(b, loc, "cross_entropy", {get(ce.getLogits()), get(ce.getTargets()), loss, lse},
+                   {rows, vocab});
+      return success();
+    }
+    if (isa<graph::MoEOp>(op))
+      return op.emitError("graph.moe cannot be lowered to the plan yet: MoE dispatch "
+                          "and its kernels are not built");
+    if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      Value loss = ret.getNumOperands() == 1 ? get(ret.getOperand(0)) : Value();
+      auto def = loss ? loss.getDefiningOp<plan_ir::BufferOp>() : nullptr;
+      if (!def || def.getIo() != "loss")
+        return op.emitError("the forward function must return the cross-entropy loss");
+      return success();
+    }
+    return op.emitError("no plan lowering for '") << op.getName() << "'";
+  }
+};
+
+struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
+  using LowerToPlanPassBase::LowerToPlanPassBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto model = module->getAttrOfType<DictionaryAttr>(graph::kModelAttrName);
+    auto forward = module.lookupSymbol<func::FuncOp>("forward");
+    if (!model || !forward || forward.getNumArguments() != 2) {
+      module.emitError("expected a graph.model module with func.func @forward(tokens, targets)");
+      return signalPassFailure();
+    }
+    auto ids = cast<RankedTensorType>(forward.getArgument(0).getType());
+    auto vocab = model.getAs<IntegerAttr>("vocab");
+    if (!vocab) {
+      module.emitError("graph.model has no 'vocab'");
+      return signalPassFailure();
+    }
+    OpBuilder mb(module.getBodyRegion());
+    mb.setInsertionPointToEnd(module.getBody());
+    auto program = plan_ir::ProgramOp::create(
+        mb, forward.getLoc(), model.getAs<StringAttr>("name"),
+        mb.getI64IntegerAttr(ids.getShape()[0]), mb.getI64IntegerAttr(microbatches),
+        mb.getI64IntegerAttr(ids.getShape()[1]), vocab, IntegerAttr(), IntegerAttr(),
+        IntegerAttr());
+    Block *body = new Block();
+    program.getBody().push_back(body);
+    OpBuilder pb = OpBuilder::atBlockEnd(body);
+    auto micro = plan_ir::MicrobatchOp::create(pb, forward.getLoc());
+    micro.getBody().push_back(new Block());
+    auto update = plan_ir::UpdateOp::create(pb, forward.getLoc());
+    update.getBody().push_back(new Block());
+
+    Lowering lowering{program, OpBuilder::atBlockEnd(&micro.getBody().front()), {}, 0};
+    auto idType = MemRefType::get(ids.getShape(), ids.getElementType());
+    lowering.buffers[forward.getArgument(0)] =
+        createBuffer(program, forward.getLoc(), "tokens", idType, "tokens");
+    lowering.buffers[forward.getArgument(1)] =
+        createBuffer(program, forward.getLoc(), "targets", idType, "targets");
+    for (Operation &op : forward.getBody().front())
+      if (failed(lowering.lower(op, microbatches)))
+        return signalPassFailure();
+    forward.erase();
+  }
+};
+
+} // namespace
+} // namespace heiretsu

@@ -1,0 +1,70 @@
+//===- Passes.td - heiretsu compiler passes --------------------------------===//
+
+#ifndef HEIRETSU_PASSES
+#define HEIRETSU_PASSES
+
+include "mlir/Pass/PassBase.td"
+
+def LowerToPlanPass : Pass<"heiretsu-lower-to-plan", "::mlir::ModuleOp"> {
+  let summary = "Lower the graph forward function to a plan.program of kernels";
+  let description = [{
+    Turns `func.func @forward` of graph ops into a `plan.program`: every graph
+    tensor becomes a `plan.buffer`, every `graph.param` a `plan.param`, and every
+    graph op one or more forward `plan.kernel`s in `plan.microbatch` (attention
+    with RoPE becomes two `rope` kernels and an `attention` kernel). Kernels that
+    the backward pass needs save their statistics in buffers of their own (norm
+    mean/rstd, attention and cross-entropy log-sum-exp).
+
+    Preconditions: the module has a `graph.model` attribute and one @forward.
+    Postconditions: the function is gone; `plan.update` is empty; no buffer has an
+    offset.
+  }];
+  let dependentDialects = ["::heiretsu::plan_ir::PlanDialect"];
+  let options = [
+    Option<"microbatches", "microbatches", "int64_t", "1",
+           "gradient-accumulation microbatches per optimizer step">,
+  ];
+}
+
+def AutodiffPass : Pass<"heiretsu-autodiff", "::heiretsu::plan_ir::ProgramOp"> {
+  let summary = "Append the reverse-mode backward pass to plan.microbatch";
+  let description = [{
+    Walks the forward kernels in reverse and emits, for each kernel whose outputs
+    receive a gradient, its gradient kernels (one rule per opcode). The loss is
+    seeded with 1/microbatches so the accumulated gradients are those of the mean
+    loss over the step. A value with several uses gets its gradient from the first
+    contribution (written) and the others (accumulated); parameter gradients are
+    always accumulated into the parameter's grad buffer, which the runtime zeroes
+    once per step, so a tied embedding sums its two uses.
+
+    Before:
+      plan.kernel "linear"(%x, %w, %y) ...
+    After (appended in reverse order):
+      plan.kernel "linear_grad"(%dy, %x, %w, %dx, %w_grad) ...
+  }];
+}
+
+def OptimizerPass : Pass<"heiretsu-optimizer", "::heiretsu::plan_ir::ProgramOp"> {
+  let summary = "Fill plan.update with global-norm clipping and AdamW";
+  let description = [{
+    Emits one `grad_norm_sq` over every parameter gradient, then one `clip_adamw`
+    per parameter. Weight decay applies to matrices and embeddings (rank >= 2)
+    and not to norms and biases (rank 1). The learning rate, weight decay value and
+    clip threshold are runtime inputs.
+  }];
+}
+
+def PlanMemoryPass : Pass<"heiretsu-plan-memory", "::heiretsu::plan_ir::ProgramOp"> {
+  let summary = "Assign arena offsets by liveness; record the peak";
+  let description = [{
+    Parameters, their gradients and moments live for the whole program and are
+    laid out first. Every other buffer lives from the first to the last kernel
+    that touches it (the microbatch inputs and the loss for the whole stream) and
+    is placed, largest first, at the lowest 64-byte-aligned offset that overlaps
+    no buffer alive at the same time, so dead buffers' space is reused. Sets
+    `offset` on buffers, `offsets` on parameters, and `arena_bytes`,
+    `param_bytes` and `activation_bytes` on the program.
+  }];
+}
+
+#endif // HEIRETSU_PASSES

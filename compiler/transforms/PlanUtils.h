@@ -1,0 +1,79 @@
+//===- PlanUtils.h - building plan programs ---------------------------------===//
+//
+// Shared by the passes that create plan ops: buffers go into the program's body
+// before its instruction streams; a kernel takes its signature's buffers in order,
+// with a null Value for an absent optional one.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HEIRETSU_COMPILER_TRANSFORMS_PLANUTILS_H
+#define HEIRETSU_COMPILER_TRANSFORMS_PLANUTILS_H
+
+#include "dialects/plan/PlanDialect.h"
+
+#include "mlir/IR/Builders.h"
+
+namespace heiretsu {
+
+/// A new buffer of `type` named `name`, placed after the program's other buffers.
+inline mlir::Value createBuffer(plan_ir::ProgramOp program, mlir::Location loc,
+                                llvm::StringRef name, mlir::MemRefType type,
+                                llvm::StringRef io = "") {
+  mlir::Block &body = program.getBody().front();
+  mlir::OpBuilder b(program.getContext());
+  mlir::Operation *firstStream = nullptr;
+  for (mlir::Operation &op : body)
+    if (mlir::isa<plan_ir::MicrobatchOp, plan_ir::UpdateOp>(op)) {
+      firstStream = &op;
+      break;
+    }
+  if (firstStream)
+    b.setInsertionPoint(firstStream);
+  else
+    b.setInsertionPointToEnd(&body);
+  auto buffer = plan_ir::BufferOp::create(b, loc, type, b.getStringAttr(name),
+                                          io.empty() ? mlir::StringAttr() : b.getStringAttr(io),
+                                          mlir::IntegerAttr());
+  return buffer.getBuffer();
+}
+
+/// Appends kernel `name` at `b`'s insertion point. Null entries of `buffers` are
+/// absent optional buffers.
+inline plan_ir::KernelOp createKernel(mlir::OpBuilder &b, mlir::Location loc,
+                                      llvm::StringRef name,
+                                      llvm::ArrayRef<mlir::Value> buffers,
+                                      llvm::ArrayRef<int64_t> ints,
+                                      llvm::ArrayRef<double> floats = {}) {
+  llvm::SmallVector<mlir::Value> present;
+  llvm::SmallVector<int64_t> absent;
+  for (auto [i, v] : llvm::enumerate(buffers)) {
+    if (v)
+      present.push_back(v);
+    else
+      absent.push_back(static_cast<int64_t>(i));
+  }
+  return plan_ir::KernelOp::create(b, loc, b.getStringAttr(name), present,
+                                   b.getDenseI64ArrayAttr(ints),
+                                   b.getDenseF64ArrayAttr(floats),
+                                   b.getDenseI64ArrayAttr(absent));
+}
+
+/// The buffer's name (plan.buffer or the parameter's name with a suffix).
+inline std::string bufferName(mlir::Value buffer) {
+  if (auto op = buffer.getDefiningOp<plan_ir::BufferOp>())
+    return op.getName().str();
+  if (auto param = buffer.getDefiningOp<plan_ir::ParamOp>()) {
+    static const char *suffix[] = {"", ".grad", ".exp_avg", ".exp_avg_sq"};
+    return param.getName().str() +
+           suffix[llvm::cast<mlir::OpResult>(buffer).getResultNumber()];
+  }
+  return "?";
+}
+
+inline int64_t numElements(mlir::Value buffer) {
+  return llvm::cast<mlir::MemRefType>(buffer.getType()).getNumElements();
+}
+
+} // namespace heiretsu
+
+#endif // HEIRETSU_COMPILER_TRANSFORMS_PLANUTILS_H

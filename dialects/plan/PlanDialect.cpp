@@ -1,0 +1,188 @@
+//===- PlanDialect.cpp - plan dialect registration and verifiers ----------===//
+//
+// plan.kernel is verified against the runtime's opcode table (runtime/plan/ops.h),
+// the same table the runtime's plan verifier uses.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/plan/PlanDialect.h"
+
+#include "runtime/plan/ops.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/StringSet.h"
+
+#include <cstring>
+
+using namespace mlir;
+using namespace heiretsu::plan_ir;
+namespace rt = heiretsu::plan;
+
+#include "dialects/plan/PlanDialect.cpp.inc"
+#include "dialects/plan/PlanEnums.cpp.inc"
+
+#define GET_OP_CLASSES
+#include "dialects/plan/PlanOps.cpp.inc"
+
+void PlanDialect::initialize() {
+  addOperations<
+#define GET_OP_LIST
+#include "dialects/plan/PlanOps.cpp.inc"
+      >();
+}
+
+static int64_t numElements(Value v) {
+  return cast<MemRefType>(v.getType()).getNumElements();
+}
+
+//===----------------------------------------------------------------------===//
+// ProgramOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ProgramOp::verify() {
+  if (getMicroBatchSize() < 1 || getMicrobatches() < 1 || getSeq() < 1 || getVocab() < 1)
+    return emitOpError("(C3) micro_batch_size, microbatches, seq and vocab must be positive");
+  int stage = 0; // 0: buffers, 1: after microbatch, 2: after update
+  llvm::StringSet<> io;
+  std::optional<int64_t> arena = getArenaBytes();
+  for (Operation &op : getBody().front()) {
+    if (auto buffer = dyn_cast<BufferOp>(op)) {
+      if (stage != 0)
+        return op.emitOpError("(C1) buffers must precede the instruction streams");
+      if (std::optional<StringRef> role = buffer.getIo())
+        if (!io.insert(*role).second)
+          return op.emitOpError("(C2) more than one buffer has io = \"") << *role << "\"";
+      if (arena) {
+        std::optional<int64_t> offset = buffer.getOffset();
+        int64_t bytes = numElements(buffer) * 4;
+        if (!offset || *offset < 0 || *offset + bytes > *arena)
+          return op.emitOpError("(C4) buffer must have an offset inside the arena of ")
+                 << *arena << " bytes";
+      }
+    } else if (auto param = dyn_cast<ParamOp>(op)) {
+      if (stage != 0)
+        return op.emitOpError("(C1) parameters must precede the instruction streams");
+      if (arena) {
+        std::optional<ArrayRef<int64_t>> offsets = param.getOffsets();
+        int64_t bytes = numElements(param.getValue()) * 4;
+        if (!offsets)
+          return op.emitOpError("(C4) parameter has no offsets after memory planning");
+        for (int64_t o : *offsets)
+          if (o < 0 || o + bytes > *arena)
+            return op.emitOpError("(C4) parameter buffer at ")
+                   << o << " is outside the arena of " << *arena << " bytes";
+      }
+    } else if (isa<MicrobatchOp>(op)) {
+      if (stage != 0)
+        return op.emitOpError("(C1) expected one plan.microbatch before plan.update");
+      stage = 1;
+    } else if (isa<UpdateOp>(op)) {
+      if (stage != 1)
+        return op.emitOpError("(C1) expected plan.update after plan.microbatch");
+      stage = 2;
+    } else {
+      return op.emitOpError("(C1) is not allowed directly in a plan.program");
+    }
+  }
+  if (stage != 2)
+    return emitOpError("(C1) needs a plan.microbatch and a plan.update");
+  for (const char *role : {"tokens", "targets", "loss"})
+    if (!io.contains(role))
+      return emitOpError("(C2) no buffer has io = \"") << role << "\"";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// BufferOp and ParamOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult BufferOp::verify() {
+  std::optional<StringRef> role = getIo();
+  if (!role)
+    return success();
+  auto type = cast<MemRefType>(getBuffer().getType());
+  bool isInt = type.getElementType().isInteger(32);
+  if ((*role == "tokens" || *role == "targets") && isInt)
+    return success();
+  if (*role == "loss" && !isInt && type.getNumElements() == 1)
+    return success();
+  return emitOpError("(C1) io = \"")
+         << *role << "\" needs tokens/targets of i32 or a one-element f32 loss, got "
+         << type;
+}
+
+LogicalResult ParamOp::verify() {
+  if (!cast<MemRefType>(getValue().getType()).getElementType().isF32())
+    return emitOpError("(C1) parameter buffers must be f32");
+  bool normal = getInit() == InitKind::normal;
+  if (normal != getStd().has_value() || (normal && !(getStd()->convertToDouble() > 0)))
+    return emitOpError("(C2) init 'normal' needs std > 0, and only it takes std");
+  if (std::optional<ArrayRef<int64_t>> o = getOffsets(); o && o->size() != 4)
+    return emitOpError("(C3) offsets must have 4 entries");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// KernelOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult KernelOp::verify() {
+  std::optional<rt::fb::Op> opcode;
+  for (int i = rt::fb::Op_MIN; i <= rt::fb::Op_MAX; ++i) {
+    auto op = static_cast<rt::fb::Op>(i);
+    if (getName() == rt::OpSignature(op, {}).name)
+      opcode = op;
+  }
+  if (!opcode) // kernel_c1
+    return emitOpError("(C1) unknown opcode '") << getName() << "'";
+  std::vector<int64_t> ints(getInts().begin(), getInts().end());
+  rt::Signature sig = rt::OpSignature(*opcode, ints);
+  if (ints.size() != sig.ints.size() || getFloats().size() != sig.floats.size())
+    return emitOpError("(C2) '") << getName() << "' takes " << sig.ints.size()
+                                 << " ints and " << sig.floats.size()
+                                 << " floats, got " << ints.size() << " and "
+                                 << getFloats().size();
+  for (size_t k = 0; k < ints.size(); ++k) {
+    bool flag = std::strncmp(sig.ints[k], "accumulate", 10) == 0 ||
+                std::strcmp(sig.ints[k], "weight_decay") == 0;
+    if (ints[k] < 0 || (flag && ints[k] > 1))
+      return emitOpError("(C2) ") << sig.ints[k] << " = " << ints[k] << " is out of range";
+  }
+  for (auto [lo, hi] : sig.at_most)
+    if (ints[lo] > ints[hi])
+      return emitOpError("(C2) ") << sig.ints[lo] << " = " << ints[lo] << " exceeds "
+                                  << sig.ints[hi] << " = " << ints[hi];
+  if (sig.variadic) {
+    for (Value b : getBuffers())
+      if (!cast<MemRefType>(b.getType()).getElementType().isF32())
+        return emitOpError("(C3) '") << getName() << "' takes f32 buffers";
+    return success();
+  }
+  ArrayRef<int64_t> absent = getAbsent();
+  size_t next = 0;
+  for (size_t slot = 0; slot < sig.buffers.size(); ++slot) {
+    const rt::BufferSlot &s = sig.buffers[slot];
+    if (llvm::is_contained(absent, static_cast<int64_t>(slot))) {
+      if (!s.optional)
+        return emitOpError("(C3) buffer '") << s.name << "' of '" << getName()
+                                            << "' is required";
+      continue;
+    }
+    if (next >= getBuffers().size())
+      return emitOpError("(C3) '") << getName() << "' needs buffer '" << s.name << "'";
+    Value b = getBuffers()[next++];
+    auto type = cast<MemRefType>(b.getType());
+    bool wantInt = s.dtype == rt::fb::DType_I32;
+    if (type.getElementType().isInteger(32) != wantInt)
+      return emitOpError("(C3) buffer '") << s.name << "' must be "
+                                          << (wantInt ? "i32" : "f32") << ", got " << type;
+    if (s.numel >= 0 && type.getNumElements() != s.numel)
+      return emitOpError("(C3) buffer '") << s.name << "' has " << type.getNumElements()
+                                          << " elements, expected " << s.numel;
+  }
+  if (next != getBuffers().size())
+    return emitOpError("(C3) '") << getName() << "' takes " << next << " buffers, got "
+                                 << getBuffers().size();
+  return success();
+}

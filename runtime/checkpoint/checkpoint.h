@@ -1,0 +1,105 @@
+// Checkpoints of the training state (DESIGN.md §3): every parameter's value and AdamW
+// moments, stored as logical tensors by name with their global shape, so that any
+// layout can load what any other layout saved.
+//
+// A checkpoint is a directory ROOT/step_NNNNNNNN (the step, at least 8 digits) holding
+//  - tensors.bin: the tensors as raw little-endian float32, each starting at a multiple
+//    of 64 bytes (zero padding between them), and
+//  - manifest.txt: text, one item per line:
+//        heiretsu-checkpoint 1
+//        model NAME
+//        step S                 optimizer steps done
+//        data_position P        the step the next run starts at (S + 1)
+//        seed N                 of parameter initialization and the data order
+//        global_batch G         sequences per step
+//        seq T                  tokens per sequence
+//        bytes B                size of tensors.bin
+//        checksum fnv1a64w HEX  of tensors.bin, see below
+//        tensors K
+//        tensor NAME KIND f32 [D0,D1,...] OFFSET LENGTH    (K lines; KIND is value,
+//                                                          exp_avg or exp_avg_sq)
+// The checksum is 64-bit FNV-1a (offset basis 0xcbf29ce484222325, prime
+// 0x100000001b3) taken over the file's 8-byte little-endian words rather than its
+// bytes, which is 8 times faster and still changes with any change of one word; a
+// last partial word is zero-padded (the size is checked on its own).
+//
+// Saving writes tensors.bin under a temporary name, syncs it and renames it, then does
+// the same with the manifest: the manifest's rename commits the checkpoint. A directory
+// without manifest.txt, or whose tensors.bin does not match the manifest's size and
+// checksum, is never loaded.
+//
+// Errors are returned, never printed, as data::DataError: kBadInput (a missing, corrupt
+// or mismatched checkpoint: exit 2) or kFailure (the system failed a write: exit 1).
+#ifndef HEIRETSU_RUNTIME_CHECKPOINT_CHECKPOINT_H_
+#define HEIRETSU_RUNTIME_CHECKPOINT_CHECKPOINT_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/data/shards.h"
+#include "runtime/exec/executor.h"
+
+namespace heiretsu::checkpoint {
+
+inline constexpr int kFormatVersion = 1;
+inline constexpr char kManifestName[] = "manifest.txt";
+inline constexpr char kTensorsName[] = "tensors.bin";
+
+enum class TensorKind { kValue, kExpAvg, kExpAvgSq };
+
+// "value", "exp_avg" or "exp_avg_sq", as the manifest spells them.
+const char* TensorKindName(TensorKind kind);
+
+// One logical tensor of the training state and the memory that holds it on this rank.
+struct Tensor {
+  std::string name;            // the parameter's logical name
+  TensorKind kind;
+  std::vector<int64_t> shape;  // global shape
+  float* data;                 // numel(shape) floats
+};
+
+// The tensors a checkpoint of `executor`'s single-rank plan holds: for each parameter in
+// plan order, its value, exp_avg and exp_avg_sq.
+std::vector<Tensor> TrainingState(exec::Executor* executor);
+
+// What a checkpoint says about the run besides its tensors.
+struct Header {
+  std::string model;
+  int64_t step = 0;  // optimizer steps done; the next run starts at step + 1
+  uint64_t seed = 0;
+  int64_t global_batch = 0;
+  int64_t seq = 0;
+};
+
+// "step_" and `step` in at least 8 digits.
+std::string CheckpointDirName(int64_t step);
+
+// Writes the checkpoint of `header.step` under `root` (creating directories as needed)
+// and sets `*dir` to its directory. A complete checkpoint of the same step already there
+// is replaced; its manifest goes first, so a crash midway leaves it incomplete rather
+// than mixed.
+std::optional<data::DataError> SaveCheckpoint(const std::string& root, const Header& header,
+                                              const std::vector<Tensor>& tensors,
+                                              std::string* dir);
+
+// Sets `*dir` to the newest complete checkpoint under `root` (its manifest parses, its
+// tensors.bin has the size and checksum the manifest says); `root` may also be a
+// checkpoint directory itself. Each newer one skipped (incomplete, corrupt) adds a line
+// to `*warnings` saying why. Fails when `root` is unreadable or holds no complete one.
+std::optional<data::DataError> FindLatestCheckpoint(const std::string& root, std::string* dir,
+                                                    std::vector<std::string>* warnings);
+
+// Reads the checkpoint in `dir` into `tensors` and sets `*header`. Before reading any
+// tensor it checks that the model is `model`, that the checkpoint holds exactly these
+// tensors (by name and kind, in any order) with these shapes, and the file's size; the
+// checksum is checked as the data streams in, so after a checksum error the tensors'
+// contents are unspecified.
+std::optional<data::DataError> LoadCheckpoint(const std::string& dir, const std::string& model,
+                                              const std::vector<Tensor>& tensors,
+                                              Header* header);
+
+}  // namespace heiretsu::checkpoint
+
+#endif  // HEIRETSU_RUNTIME_CHECKPOINT_CHECKPOINT_H_

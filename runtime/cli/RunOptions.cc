@@ -1,0 +1,168 @@
+// Parsing and validation of `heiretsu run` options.
+#include "runtime/cli/RunOptions.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+namespace heiretsu::cli {
+namespace {
+
+constexpr const char* kFlags[] = {
+    "--data",      "--steps",    "--lr",         "--min-lr",    "--warmup",
+    "--weight-decay", "--grad-clip", "--seed",    "--backend",   "--metrics",
+    "--save-dir",  "--save-every", "--resume",   "--log-every", "--cache-dir",
+};
+
+constexpr int64_t kMaxCount = (int64_t{1} << 31) - 1;
+
+bool AllDigits(const std::string& text) {
+  if (text.empty()) return false;
+  for (char c : text)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+// A decimal integer in [min, kMaxCount].
+std::optional<std::string> ParseCount(const std::string& flag, const std::string& text,
+                                      int64_t min, int64_t* out) {
+  const std::string bad = flag + ": expected " +
+                          (min > 0 ? "a positive integer" : "a non-negative integer") +
+                          ", got '" + text + "'";
+  if (!AllDigits(text) || text.size() > 19) return bad;
+  errno = 0;
+  const long long v = std::strtoll(text.c_str(), nullptr, 10);
+  if (errno == ERANGE || v < min) return bad;
+  if (v > kMaxCount)
+    return flag + ": " + text + " is larger than the limit " + std::to_string(kMaxCount);
+  *out = v;
+  return std::nullopt;
+}
+
+std::optional<std::string> ParseSeed(const std::string& text, uint64_t* out) {
+  const std::string bad = "--seed: expected an integer in [0, 2^64), got '" + text + "'";
+  if (!AllDigits(text) || text.size() > 20) return bad;
+  errno = 0;
+  const unsigned long long v = std::strtoull(text.c_str(), nullptr, 10);
+  if (errno == ERANGE) return bad;
+  *out = v;
+  return std::nullopt;
+}
+
+// A finite decimal number, > 0 when `positive`, else >= 0. strtod alone would also take
+// "inf", "nan", hexadecimal and leading blanks; a number a user types starts with a
+// digit or a point.
+std::optional<std::string> ParseNumber(const std::string& flag, const std::string& text,
+                                       bool positive, double* out) {
+  const std::string bad = flag + ": expected " +
+                          (positive ? "a positive number" : "a non-negative number") +
+                          ", got '" + text + "'";
+  if (text.empty() || !((text[0] >= '0' && text[0] <= '9') || text[0] == '.')) return bad;
+  if (text.find_first_of("xXpP") != std::string::npos) return bad;
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(text.c_str(), &end);
+  if (*end != '\0' || errno == ERANGE || !std::isfinite(v) || (positive && !(v > 0)))
+    return bad;
+  *out = v;
+  return std::nullopt;
+}
+
+std::string Number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+}  // namespace
+
+bool IsRunFlag(const std::string& flag) {
+  for (const char* f : kFlags)
+    if (flag == f) return true;
+  return false;
+}
+
+const char* RunUsage() {
+  return "usage: heiretsu run PLAN_DIR [--data PATH] [--steps N] [--lr X] [--min-lr X]\n"
+         "           [--warmup N] [--weight-decay X] [--grad-clip X] [--seed S]\n"
+         "           [--backend cpu|cuda] [--metrics FILE.jsonl] [--save-dir DIR]\n"
+         "           [--save-every N] [--resume DIR] [--log-every N] [--cache-dir DIR]\n"
+         "\n"
+         "  --data PATH        a token shard or a directory of shards (*.bin, llm.c format);\n"
+         "                     default: the byte-tokenized licence texts, cached\n"
+         "  --steps N          the step the run ends at (default 100)\n"
+         "  --lr X             peak learning rate after linear warmup (default 1e-3)\n"
+         "  --min-lr X         reached by cosine decay at the last step (default lr/10)\n"
+         "  --warmup N         warmup steps (default 10)\n"
+         "  --weight-decay X   AdamW decoupled weight decay (default 0.1)\n"
+         "  --grad-clip X      clip the global gradient norm to X; 0: off (default 1.0)\n"
+         "  --seed S           parameter initialization and data order (default 1337)\n"
+         "  --metrics FILE     one JSON object per step (appended to when resuming)\n"
+         "  --save-dir DIR     write checkpoints DIR/step_NNNNNNNN at the end of the run\n"
+         "  --save-every N     ... and every N steps\n"
+         "  --resume DIR       continue from the newest complete checkpoint in DIR\n"
+         "  --log-every N      print a progress line every N steps (default 10)\n"
+         "  --cache-dir DIR    cache of the default corpus (default $XDG_CACHE_HOME/heiretsu\n"
+         "                     or ~/.cache/heiretsu)\n";
+}
+
+std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
+                                           RunOptions* out) {
+  bool min_lr_given = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (!IsRunFlag(a)) {
+      if (!a.empty() && a[0] == '-') return "unknown flag '" + a + "'";
+      if (!out->plan_dir.empty())
+        return "more than one plan directory given: '" + out->plan_dir + "' and '" + a + "'";
+      out->plan_dir = a;
+      continue;
+    }
+    if (i + 1 >= args.size()) return a + ": missing value";
+    const std::string& v = args[++i];
+    std::optional<std::string> err;
+    if (a == "--steps") {
+      err = ParseCount(a, v, 1, &out->steps);
+    } else if (a == "--lr") {
+      err = ParseNumber(a, v, true, &out->lr);
+    } else if (a == "--min-lr") {
+      err = ParseNumber(a, v, false, &out->min_lr);
+      min_lr_given = true;
+    } else if (a == "--warmup") {
+      err = ParseCount(a, v, 0, &out->warmup);
+    } else if (a == "--weight-decay") {
+      err = ParseNumber(a, v, false, &out->weight_decay);
+    } else if (a == "--grad-clip") {
+      err = ParseNumber(a, v, false, &out->grad_clip);
+    } else if (a == "--seed") {
+      err = ParseSeed(v, &out->seed);
+      out->seed_given = true;
+    } else if (a == "--backend") {
+      if (v != "cpu" && v != "cuda") err = "--backend: expected cpu|cuda, got '" + v + "'";
+      out->backend = v;
+    } else if (a == "--save-every") {
+      err = ParseCount(a, v, 1, &out->save_every);
+    } else if (a == "--log-every") {
+      err = ParseCount(a, v, 1, &out->log_every);
+    } else {
+      if (v.empty()) err = a + ": empty path";
+      std::string* path = a == "--data"       ? &out->data
+                          : a == "--metrics"  ? &out->metrics
+                          : a == "--save-dir" ? &out->save_dir
+                          : a == "--resume"   ? &out->resume
+                                              : &out->cache_dir;
+      *path = v;
+    }
+    if (err) return err;
+  }
+  if (out->plan_dir.empty()) return std::string("no plan directory given");
+  if (!min_lr_given) out->min_lr = out->lr / 10;
+  if (out->min_lr > out->lr)
+    return "--min-lr " + Number(out->min_lr) + " is larger than --lr " + Number(out->lr);
+  if (out->save_every > 0 && out->save_dir.empty())
+    return std::string("--save-every needs --save-dir DIR");
+  return std::nullopt;
+}
+
+}  // namespace heiretsu::cli
