@@ -14,6 +14,7 @@
 #include "compiler/frontend/Parser.h"
 #include "runtime/cli/CompileOptions.h"
 
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
@@ -180,6 +181,19 @@ int main(int argc, char **argv) {
   registerAllDialects(registry);
   mlir::MLIRContext ctx(registry);
   ctx.disableMultithreading();
+  // Diagnostics from passes point at the spec: print them as file:line:col.
+  mlir::ScopedDiagnosticHandler diagnostics(&ctx, [](mlir::Diagnostic &diag) {
+    std::string where;
+    if (auto loc = llvm::dyn_cast<mlir::FileLineColLoc>(diag.getLocation()))
+      where = (loc.getFilename().str() + ":" + std::to_string(loc.getLine()) + ":" +
+               std::to_string(loc.getColumn()) + ": ");
+    const char *kind = diag.getSeverity() == mlir::DiagnosticSeverity::Error ? "error"
+                       : diag.getSeverity() == mlir::DiagnosticSeverity::Warning
+                           ? "warning"
+                           : "note";
+    llvm::errs() << where << kind << ": " << diag.str() << "\n";
+    return mlir::success();
+  });
   mlir::OwningOpRef<mlir::ModuleOp> module;
   frontend::ModelSummary summary;
   frontend::BuildOptions build;

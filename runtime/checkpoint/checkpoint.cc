@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -33,6 +35,7 @@ constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
 constexpr int64_t kMaxManifestBytes = int64_t{64} << 20;
 constexpr int64_t kChunkBytes = int64_t{1} << 20;
 constexpr char kChecksumName[] = "fnv1a64w";
+constexpr char kManifestChecksumKey[] = "manifest_checksum";
 
 DataError BadInput(std::string message) {
   return DataError{DataError::Kind::kBadInput, std::move(message)};
@@ -48,8 +51,7 @@ std::string Join(const std::string& dir, const char* name) {
 
 std::string ShapeText(const std::vector<int64_t>& shape) {
   std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    text += (i ? "," : "") + std::to_string(shape[i]);
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? "," : "") + std::to_string(shape[i]);
   return text + "]";
 }
 
@@ -186,13 +188,22 @@ bool ParseShape(const std::string& text, std::vector<int64_t>* shape, int64_t* n
     const size_t comma = inner.find(',', begin);
     uint64_t d;
     if (!ParseInt(inner.substr(begin, comma - begin), kMaxDim, &d) || d == 0) return false;
-    if (__builtin_mul_overflow(*numel, static_cast<int64_t>(d), numel) ||
-        *numel > INT64_MAX / 4)
+    if (__builtin_mul_overflow(*numel, static_cast<int64_t>(d), numel) || *numel > INT64_MAX / 4)
       return false;
     shape->push_back(static_cast<int64_t>(d));
     if (comma == std::string::npos) return true;
     begin = comma + 1;
   }
+}
+
+// `prefix` followed by 16 lowercase hex digits.
+bool ParseHexLine(const std::string& line, const std::string& prefix, uint64_t* out) {
+  if (line.compare(0, prefix.size(), prefix) != 0) return false;
+  const std::string hex = line.substr(prefix.size());
+  if (hex.size() != 16 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
+    return false;
+  *out = std::strtoull(hex.c_str(), nullptr, 16);
+  return true;
 }
 
 std::vector<std::string> Split(const std::string& line) {
@@ -235,11 +246,27 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
   if (auto err = ReadManifestText(m->path, &text)) return err;
   if (text.empty() || text.back() != '\n')
     return BadInput(m->path + ": truncated (does not end with a newline)");
+  // The last line checks all the others, before anything in them is believed.
+  const size_t newline = text.size() < 2 ? std::string::npos : text.rfind('\n', text.size() - 2);
+  const size_t last = newline == std::string::npos ? 0 : newline + 1;
+  const std::string body = text.substr(0, last);
+  const std::string last_line = text.substr(last, text.size() - 1 - last);
+  const std::string checksum_prefix = std::string(kManifestChecksumKey) + " " + kChecksumName + " ";
+  uint64_t stated = 0;
+  if (!ParseHexLine(last_line, checksum_prefix, &stated))
+    return BadInput(m->path + ": last line is not '" + checksum_prefix +
+                    "HEX' (truncated or not a checkpoint manifest)");
+  Checksum body_sum;
+  body_sum.Update(body.data(), static_cast<int64_t>(body.size()));
+  const uint64_t computed = body_sum.Finish();
+  if (computed != stated)
+    return BadInput(m->path + ": checksum " + Hex(computed) + " of its lines does not match " +
+                    Hex(stated) + " on its last line (the manifest is corrupt or was edited)");
 
   std::vector<std::string> lines;
-  for (size_t begin = 0; begin < text.size();) {
-    const size_t nl = text.find('\n', begin);
-    lines.push_back(text.substr(begin, nl - begin));
+  for (size_t begin = 0; begin < body.size();) {
+    const size_t nl = body.find('\n', begin);
+    lines.push_back(body.substr(begin, nl - begin));
     begin = nl + 1;
   }
   size_t at = 0;
@@ -277,8 +304,8 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
   int64_t data_position = 0;
   if (auto err = int_field("data_position", &data_position)) return err;
   if (m->header.step == INT64_MAX || data_position != m->header.step + 1)
-    return fail("data_position " + std::to_string(data_position) + " is not step + 1 = " +
-                std::to_string(m->header.step) + " + 1");
+    return fail("data_position " + std::to_string(data_position) +
+                " is not step + 1 = " + std::to_string(m->header.step) + " + 1");
   if (auto err = field("seed", &v)) return err;
   if (!ParseInt(v, UINT64_MAX, &m->header.seed))
     return fail("seed: expected an integer in [0, 2^64), got '" + v + "'");
@@ -287,10 +314,8 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
   if (auto err = int_field("bytes", &m->bytes)) return err;
   if (auto err = field("checksum", &v)) return err;
   const std::string algo = std::string(kChecksumName) + " ";
-  const std::string hex = v.compare(0, algo.size(), algo) == 0 ? v.substr(algo.size()) : "";
-  if (hex.size() != 16 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
+  if (!ParseHexLine(v, algo, &m->checksum))
     return fail("checksum: expected '" + algo + "' and 16 hex digits, got '" + v + "'");
-  m->checksum = std::strtoull(hex.c_str(), nullptr, 16);
   int64_t count = 0;
   if (auto err = int_field("tensors", &count)) return err;
   if (count != static_cast<int64_t>(lines.size() - at))
@@ -304,8 +329,8 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
     e.line = static_cast<int>(at);
     int64_t numel = 0;
     if (w.size() != 7 || w[0] != "tensor")
-      return fail("expected 'tensor NAME KIND f32 [SHAPE] OFFSET LENGTH', got '" +
-                  lines[at - 1] + "'");
+      return fail("expected 'tensor NAME KIND f32 [SHAPE] OFFSET LENGTH', got '" + lines[at - 1] +
+                  "'");
     e.name = w[1];
     if (!ParseKind(w[2], &e.kind))
       return fail("tensor '" + e.name + "': unknown kind '" + w[2] +
@@ -314,16 +339,14 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
     if (!ParseShape(w[4], &e.shape, &numel))
       return fail("tensor '" + e.name + "': invalid shape '" + w[4] + "'");
     if (!ParseI64(w[5], &e.offset) || !ParseI64(w[6], &e.length))
-      return fail("tensor '" + e.name + "': invalid offset or length '" + w[5] + " " + w[6] +
-                  "'");
+      return fail("tensor '" + e.name + "': invalid offset or length '" + w[5] + " " + w[6] + "'");
     if (e.length != 4 * numel)
       return fail("tensor '" + e.name + "' (" + w[2] + "): length " + w[6] +
                   " does not match shape " + w[4] + " of f32 (" + std::to_string(4 * numel) +
                   " bytes)");
     if (e.offset > m->bytes || e.length > m->bytes - e.offset)
       return fail("tensor '" + e.name + "' (" + w[2] + "): bytes [" + w[5] + ", +" + w[6] +
-                  ") lie outside " + kTensorsName + " of " + std::to_string(m->bytes) +
-                  " bytes");
+                  ") lie outside " + kTensorsName + " of " + std::to_string(m->bytes) + " bytes");
     if (!seen.emplace(std::make_pair(e.name, e.kind), e.line).second)
       return fail("tensor '" + e.name + "' (" + w[2] + ") listed twice");
     m->entries.push_back(std::move(e));
@@ -346,8 +369,8 @@ std::optional<DataError> OpenTensors(const std::string& dir, const Manifest& m,
   const std::string path = Join(dir, kTensorsName);
   if (auto err = in->Open(path)) return err;
   if (in->size() != m.bytes)
-    return BadInput(path + ": " + std::to_string(in->size()) + " bytes, but " + m.path +
-                    " says " + std::to_string(m.bytes));
+    return BadInput(path + ": " + std::to_string(in->size()) + " bytes, but " + m.path + " says " +
+                    std::to_string(m.bytes));
   return std::nullopt;
 }
 
@@ -362,8 +385,7 @@ std::optional<DataError> ReadExactly(data::InputFile* in, const std::string& pat
   return std::nullopt;
 }
 
-std::optional<DataError> CheckSum(const std::string& path, const Manifest& m,
-                                  Checksum* sum) {
+std::optional<DataError> CheckSum(const std::string& path, const Manifest& m, Checksum* sum) {
   const uint64_t got = sum->Finish();
   if (got != m.checksum)
     return BadInput(path + ": checksum " + Hex(got) + " does not match " + Hex(m.checksum) +
@@ -394,11 +416,9 @@ std::optional<DataError> VerifyComplete(const std::string& dir, int64_t dir_step
 // The step of a directory named "step_" + at least 8 digits, or -1.
 int64_t StepOfName(const std::string& name) {
   const std::string prefix = "step_";
-  if (name.size() < prefix.size() + 8 || name.compare(0, prefix.size(), prefix) != 0)
-    return -1;
+  if (name.size() < prefix.size() + 8 || name.compare(0, prefix.size(), prefix) != 0) return -1;
   int64_t step;
-  return ParseI64(name.substr(prefix.size()), &step) && CheckpointDirName(step) == name ? step
-                                                                                       : -1;
+  return ParseI64(name.substr(prefix.size()), &step) && CheckpointDirName(step) == name ? step : -1;
 }
 
 }  // namespace
@@ -420,8 +440,7 @@ std::vector<Tensor> TrainingState(exec::Executor* executor) {
   for (const fb::Param* p : *executor->plan().params()) {
     std::vector<int64_t> shape(p->shape()->begin(), p->shape()->end());
     tensors.push_back({p->name()->str(), TensorKind::kValue, shape, executor->F32(p->value())});
-    tensors.push_back(
-        {p->name()->str(), TensorKind::kExpAvg, shape, executor->F32(p->exp_avg())});
+    tensors.push_back({p->name()->str(), TensorKind::kExpAvg, shape, executor->F32(p->exp_avg())});
     tensors.push_back(
         {p->name()->str(), TensorKind::kExpAvgSq, shape, executor->F32(p->exp_avg_sq())});
   }
@@ -474,14 +493,17 @@ std::optional<DataError> SaveCheckpoint(const std::string& root, const Header& h
   }
   if (auto err = bin.Commit()) return err;
 
-  const std::string text =
-      "heiretsu-checkpoint " + std::to_string(kFormatVersion) + "\nmodel " + header.model +
-      "\nstep " + std::to_string(header.step) + "\ndata_position " +
-      std::to_string(header.step + 1) + "\nseed " + std::to_string(header.seed) +
-      "\nglobal_batch " + std::to_string(header.global_batch) + "\nseq " +
-      std::to_string(header.seq) + "\nbytes " + std::to_string(offset) + "\nchecksum " +
-      kChecksumName + " " + Hex(sum.Finish()) + "\ntensors " + std::to_string(tensors.size()) +
-      "\n" + lines;
+  std::string text = "heiretsu-checkpoint " + std::to_string(kFormatVersion) + "\nmodel " +
+                     header.model + "\nstep " + std::to_string(header.step) + "\ndata_position " +
+                     std::to_string(header.step + 1) + "\nseed " + std::to_string(header.seed) +
+                     "\nglobal_batch " + std::to_string(header.global_batch) + "\nseq " +
+                     std::to_string(header.seq) + "\nbytes " + std::to_string(offset) +
+                     "\nchecksum " + kChecksumName + " " + Hex(sum.Finish()) + "\ntensors " +
+                     std::to_string(tensors.size()) + "\n" + lines;
+  Checksum text_sum;
+  text_sum.Update(text.data(), static_cast<int64_t>(text.size()));
+  text +=
+      std::string(kManifestChecksumKey) + " " + kChecksumName + " " + Hex(text_sum.Finish()) + "\n";
   data::AtomicFile manifest;
   if (auto err = manifest.Open(manifest_path)) return err;
   if (auto err = manifest.Write(text.data(), static_cast<int64_t>(text.size()))) return err;
@@ -532,8 +554,8 @@ std::optional<DataError> LoadCheckpoint(const std::string& dir, const std::strin
   Manifest m;
   if (auto err = ReadManifest(dir, &m)) return err;
   if (m.header.model != model)
-    return BadInput(m.path + ": model '" + m.header.model + "', but the plan's model is '" +
-                    model + "'");
+    return BadInput(m.path + ": model '" + m.header.model + "', but the plan's model is '" + model +
+                    "'");
   std::map<std::pair<std::string, TensorKind>, const Tensor*> wanted;
   for (const Tensor& t : tensors) wanted[{t.name, t.kind}] = &t;
   std::vector<const Tensor*> destination;  // per manifest entry

@@ -18,15 +18,16 @@
 //        tensors K
 //        tensor NAME KIND f32 [D0,D1,...] OFFSET LENGTH    (K lines; KIND is value,
 //                                                          exp_avg or exp_avg_sq)
-// The checksum is 64-bit FNV-1a (offset basis 0xcbf29ce484222325, prime
-// 0x100000001b3) taken over the file's 8-byte little-endian words rather than its
-// bytes, which is 8 times faster and still changes with any change of one word; a
-// last partial word is zero-padded (the size is checked on its own).
+//        manifest_checksum fnv1a64w HEX   of all the lines above it
+// Both checksums are 64-bit FNV-1a (offset basis 0xcbf29ce484222325, prime
+// 0x100000001b3) taken over 8-byte little-endian words rather than bytes, which is 8
+// times faster and still changes with any change of one word; a last partial word is
+// zero-padded (sizes are checked on their own). The manifest has its own so that a
+// damaged offset or shape cannot make a checkpoint load the wrong bytes.
 //
 // Saving writes tensors.bin under a temporary name, syncs it and renames it, then does
 // the same with the manifest: the manifest's rename commits the checkpoint. A directory
-// without manifest.txt, or whose tensors.bin does not match the manifest's size and
-// checksum, is never loaded.
+// without manifest.txt, or whose files do not match their checksums, is never loaded.
 //
 // Errors are returned, never printed, as data::DataError: kBadInput (a missing, corrupt
 // or mismatched checkpoint: exit 2) or kFailure (the system failed a write: exit 1).
@@ -54,7 +55,7 @@ const char* TensorKindName(TensorKind kind);
 
 // One logical tensor of the training state and the memory that holds it on this rank.
 struct Tensor {
-  std::string name;            // the parameter's logical name
+  std::string name;  // the parameter's logical name
   TensorKind kind;
   std::vector<int64_t> shape;  // global shape
   float* data;                 // numel(shape) floats
@@ -81,8 +82,7 @@ std::string CheckpointDirName(int64_t step);
 // is replaced; its manifest goes first, so a crash midway leaves it incomplete rather
 // than mixed.
 std::optional<data::DataError> SaveCheckpoint(const std::string& root, const Header& header,
-                                              const std::vector<Tensor>& tensors,
-                                              std::string* dir);
+                                              const std::vector<Tensor>& tensors, std::string* dir);
 
 // Sets `*dir` to the newest complete checkpoint under `root` (its manifest parses, its
 // tensors.bin has the size and checksum the manifest says); `root` may also be a
@@ -97,8 +97,7 @@ std::optional<data::DataError> FindLatestCheckpoint(const std::string& root, std
 // checksum is checked as the data streams in, so after a checksum error the tensors'
 // contents are unspecified.
 std::optional<data::DataError> LoadCheckpoint(const std::string& dir, const std::string& model,
-                                              const std::vector<Tensor>& tensors,
-                                              Header* header);
+                                              const std::vector<Tensor>& tensors, Header* header);
 
 }  // namespace heiretsu::checkpoint
 

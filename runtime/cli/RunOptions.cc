@@ -10,9 +10,9 @@ namespace heiretsu::cli {
 namespace {
 
 constexpr const char* kFlags[] = {
-    "--data",      "--steps",    "--lr",         "--min-lr",    "--warmup",
-    "--weight-decay", "--grad-clip", "--seed",    "--backend",   "--metrics",
-    "--save-dir",  "--save-every", "--resume",   "--log-every", "--cache-dir",
+    "--data",         "--steps",      "--lr",     "--min-lr",    "--warmup",
+    "--weight-decay", "--grad-clip",  "--seed",   "--backend",   "--metrics",
+    "--save-dir",     "--save-every", "--resume", "--log-every", "--cache-dir",
 };
 
 constexpr int64_t kMaxCount = (int64_t{1} << 31) - 1;
@@ -25,11 +25,11 @@ bool AllDigits(const std::string& text) {
 }
 
 // A decimal integer in [min, kMaxCount].
-std::optional<std::string> ParseCount(const std::string& flag, const std::string& text,
-                                      int64_t min, int64_t* out) {
+std::optional<std::string> ParseCount(const std::string& flag, const std::string& text, int64_t min,
+                                      int64_t* out) {
   const std::string bad = flag + ": expected " +
-                          (min > 0 ? "a positive integer" : "a non-negative integer") +
-                          ", got '" + text + "'";
+                          (min > 0 ? "a positive integer" : "a non-negative integer") + ", got '" +
+                          text + "'";
   if (!AllDigits(text) || text.size() > 19) return bad;
   errno = 0;
   const long long v = std::strtoll(text.c_str(), nullptr, 10);
@@ -56,15 +56,14 @@ std::optional<std::string> ParseSeed(const std::string& text, uint64_t* out) {
 std::optional<std::string> ParseNumber(const std::string& flag, const std::string& text,
                                        bool positive, double* out) {
   const std::string bad = flag + ": expected " +
-                          (positive ? "a positive number" : "a non-negative number") +
-                          ", got '" + text + "'";
+                          (positive ? "a positive number" : "a non-negative number") + ", got '" +
+                          text + "'";
   if (text.empty() || !((text[0] >= '0' && text[0] <= '9') || text[0] == '.')) return bad;
   if (text.find_first_of("xXpP") != std::string::npos) return bad;
   char* end = nullptr;
   errno = 0;
   const double v = std::strtod(text.c_str(), &end);
-  if (*end != '\0' || errno == ERANGE || !std::isfinite(v) || (positive && !(v > 0)))
-    return bad;
+  if (*end != '\0' || errno == ERANGE || !std::isfinite(v) || (positive && !(v > 0))) return bad;
   *out = v;
   return std::nullopt;
 }
@@ -103,12 +102,11 @@ const char* RunUsage() {
          "  --save-every N     ... and every N steps\n"
          "  --resume DIR       continue from the newest complete checkpoint in DIR\n"
          "  --log-every N      print a progress line every N steps (default 10)\n"
-         "  --cache-dir DIR    cache of the default corpus (default $XDG_CACHE_HOME/heiretsu\n"
-         "                     or ~/.cache/heiretsu)\n";
+         "  --cache-dir DIR    heiretsu's cache; the default corpus goes to DIR/corpus-byte\n"
+         "                     (default $XDG_CACHE_HOME/heiretsu or ~/.cache/heiretsu)\n";
 }
 
-std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
-                                           RunOptions* out) {
+std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args, RunOptions* out) {
   bool min_lr_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];

@@ -14,28 +14,27 @@ namespace heiretsu::cli {
 
 struct RunOptions {
   std::string plan_dir;
-  std::string data;       // a shard file or a directory of shards; empty: default corpus
-  int64_t steps = 100;    // the step the run ends at (steps count from 1)
-  double lr = 1e-3;       // peak learning rate, reached at the end of warmup
-  double min_lr = 1e-4;   // reached at the last step; lr / 10 unless given
-  int64_t warmup = 10;    // steps of linear warmup; 0: none
+  std::string data;      // a shard file or a directory of shards; empty: default corpus
+  int64_t steps = 100;   // the step the run ends at (steps count from 1)
+  double lr = 1e-3;      // peak learning rate, reached at the end of warmup
+  double min_lr = 1e-4;  // reached at the last step; lr / 10 unless given
+  int64_t warmup = 10;   // steps of linear warmup; 0: none
   double weight_decay = 0.1;
   double grad_clip = 1.0;  // 0: no clipping
   uint64_t seed = 1337;
   bool seed_given = false;  // a resumed run takes the checkpoint's seed unless given
   std::string backend = "cpu";
-  std::string metrics;    // JSON lines, one per step; empty: none
-  std::string save_dir;   // checkpoints; empty: none
+  std::string metrics;     // JSON lines, one per step; empty: none
+  std::string save_dir;    // checkpoints; empty: none
   int64_t save_every = 0;  // 0: only at the end
-  std::string resume;     // a checkpoint directory to continue from; empty: start fresh
+  std::string resume;      // a checkpoint directory to continue from; empty: start fresh
   int64_t log_every = 10;
   std::string cache_dir;  // where the default corpus is prepared; empty: the user's cache
 };
 
 // Parses `args` (the words after `run`: PLAN_DIR and flags). On a bad flag or value
 // returns the message (the caller prints it and exits 2).
-std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
-                                           RunOptions* out);
+std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args, RunOptions* out);
 
 // Whether `flag` is one of the run flags. Every run flag takes a value.
 bool IsRunFlag(const std::string& flag);

@@ -1,0 +1,71 @@
+// RUN: heiretsu-opt %s --split-input-file --pass-pipeline='builtin.module(plan.program(heiretsu-autodiff))' | FileCheck %s
+
+// Tests the backward pass of x = emb(tokens); y = x + gelu(x); loss = CE(y W^T)
+// with W tied to the embedding, over 2 microbatches:
+//  - the loss seed is 1/2;
+//  - the tied table's grad receives both linear_grad (dw) and embedding_grad;
+//  - the residual add copies dy into d(rhs) and hands dy itself to x (no copy),
+//    so gelu_grad then accumulates into it (flag 1) before embedding_grad reads it.
+// CHECK-LABEL: plan.program "tied"
+// CHECK: %[[W:.*]], %[[DW:.*]], %{{.*}}, %{{.*}} = plan.param "wte"
+// CHECK-DAG: %[[DLOGITS:.*]] = plan.buffer "dlogits" : memref<8x16xf32>
+// CHECK-DAG: %[[DY:.*]] = plan.buffer "dy" : memref<8x8xf32>
+// CHECK-DAG: %[[DG:.*]] = plan.buffer "dg" : memref<8x8xf32>
+// CHECK: plan.kernel "cross_entropy"(
+// CHECK-NEXT: plan.kernel "cross_entropy_grad"(%[[LOGITS:.*]], %[[TGT:.*]], %[[LSE:.*]], %[[DLOGITS]]) ints = [8, 16, 0] floats = [5.000000e-01]
+// CHECK-NEXT: plan.kernel "linear_grad"(%[[DLOGITS]], %[[Y:.*]], %[[W]], %[[DY]], %[[DW]]) ints = [8, 8, 16, 0] floats = [] absent = [5]
+// CHECK-NEXT: plan.kernel "accumulate"(%[[DY]], %[[DG]]) ints = [64, 0]
+// CHECK-NEXT: plan.kernel "gelu_grad"(%[[DG]], %[[X:.*]], %[[DY]]) ints = [64, 1]
+// CHECK-NEXT: plan.kernel "embedding_grad"(%{{.*}}, %[[DY]], %[[DW]]) ints = [8, 4, 16, 8, 4] floats = [] absent = [3]
+// CHECK-NEXT: }
+plan.program "tied" attributes {micro_batch_size = 2 : i64, microbatches = 2 : i64, seq = 4 : i64, vocab = 16 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<2x4xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<2x4xi32>
+  %w, %dw, %m, %v = plan.param "wte" normal std = 0.02 decay : memref<16x8xf32>
+  %x = plan.buffer "x" : memref<8x8xf32>
+  %g = plan.buffer "g" : memref<8x8xf32>
+  %y = plan.buffer "y" : memref<8x8xf32>
+  %logits = plan.buffer "logits" : memref<8x16xf32>
+  %lse = plan.buffer "lse" : memref<8xf32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.microbatch {
+    plan.kernel "embedding"(%tok, %w, %x) ints = [8, 4, 16, 8, 4] floats = [] absent = [2] : memref<2x4xi32>, memref<16x8xf32>, memref<8x8xf32>
+    plan.kernel "gelu"(%x, %g) ints = [64] floats = [] absent = [] : memref<8x8xf32>, memref<8x8xf32>
+    plan.kernel "add"(%x, %g, %y) ints = [64] floats = [] absent = [] : memref<8x8xf32>, memref<8x8xf32>, memref<8x8xf32>
+    plan.kernel "linear"(%y, %w, %logits) ints = [8, 8, 16] floats = [] absent = [2] : memref<8x8xf32>, memref<16x8xf32>, memref<8x16xf32>
+    plan.kernel "cross_entropy"(%logits, %tgt, %loss, %lse) ints = [8, 16] floats = [] absent = [] : memref<8x16xf32>, memref<2x4xi32>, memref<f32>, memref<8xf32>
+  }
+  plan.update {
+  }
+}
+
+// -----
+
+// Tests that a value used twice gets its gradient written by the first
+// contribution in reverse order and accumulated by the second (x feeds both
+// linears).
+// CHECK-LABEL: plan.program "fanout"
+// CHECK: plan.kernel "linear_grad"(%{{.*}}, %[[X:.*]], %{{.*}}, %[[DX:.*]], %{{.*}}) ints = [4, 8, 8, 0]
+// CHECK: plan.kernel "linear_grad"(%{{.*}}, %[[X]], %{{.*}}, %[[DX]], %{{.*}}) ints = [4, 8, 8, 1]
+plan.program "fanout" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, vocab = 8 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x4xi32>
+  %e, %de, %m0, %v0 = plan.param "wte" normal std = 0.02 decay : memref<8x8xf32>
+  %a, %da, %m1, %v1 = plan.param "a" normal std = 0.02 decay : memref<8x8xf32>
+  %b, %db, %m2, %v2 = plan.param "b" normal std = 0.02 decay : memref<8x8xf32>
+  %x = plan.buffer "x" : memref<4x8xf32>
+  %p = plan.buffer "p" : memref<4x8xf32>
+  %q = plan.buffer "q" : memref<4x8xf32>
+  %s = plan.buffer "s" : memref<4x8xf32>
+  %lse = plan.buffer "lse" : memref<4xf32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.microbatch {
+    plan.kernel "embedding"(%tok, %e, %x) ints = [4, 4, 8, 8, 4] floats = [] absent = [2] : memref<1x4xi32>, memref<8x8xf32>, memref<4x8xf32>
+    plan.kernel "linear"(%x, %a, %p) ints = [4, 8, 8] floats = [] absent = [2] : memref<4x8xf32>, memref<8x8xf32>, memref<4x8xf32>
+    plan.kernel "linear"(%x, %b, %q) ints = [4, 8, 8] floats = [] absent = [2] : memref<4x8xf32>, memref<8x8xf32>, memref<4x8xf32>
+    plan.kernel "add"(%p, %q, %s) ints = [32] floats = [] absent = [] : memref<4x8xf32>, memref<4x8xf32>, memref<4x8xf32>
+    plan.kernel "cross_entropy"(%s, %tgt, %loss, %lse) ints = [4, 8] floats = [] absent = [] : memref<4x8xf32>, memref<1x4xi32>, memref<f32>, memref<4xf32>
+  }
+  plan.update {
+  }
+}

@@ -1,0 +1,54 @@
+// RUN: heiretsu-opt %s --split-input-file --heiretsu-lower-to-plan | FileCheck %s
+
+// Tests lowering a tied-embedding bigram model: parameters become plan.param (with
+// weight decay on the matrix only), tensors become buffers, each graph op one
+// forward kernel with its sizes; the tokens, targets and loss buffers are marked.
+// CHECK-LABEL: plan.program "bigram"
+// CHECK-SAME: microbatches = 1 : i64, seq = 4 : i64, vocab = 16 : i64
+// CHECK-DAG: %[[TOK:.*]] = plan.buffer "tokens" {io = "tokens"} : memref<2x4xi32>
+// CHECK-DAG: %[[TGT:.*]] = plan.buffer "targets" {io = "targets"} : memref<2x4xi32>
+// CHECK-DAG: %[[WTE:.*]], %{{.*}}, %{{.*}}, %{{.*}} = plan.param "wte" normal std = 2.000000e-02 decay : memref<16x8xf32>
+// CHECK-DAG: %[[G:.*]], %{{.*}}, %{{.*}}, %{{.*}} = plan.param "ln.weight" ones : memref<8xf32>
+// CHECK-DAG: %[[X:.*]] = plan.buffer "embed.0" : memref<2x4x8xf32>
+// CHECK-DAG: %[[LOSS:.*]] = plan.buffer "loss" {io = "loss"} : memref<f32>
+// CHECK: plan.microbatch {
+// CHECK-NEXT: plan.kernel "embedding"(%[[TOK]], %[[WTE]], %[[X]]) ints = [8, 4, 16, 8, 4] floats = [] absent = [2]
+// CHECK-NEXT: plan.kernel "rmsnorm"(%[[X]], %[[G]], %[[H:.*]], %{{.*}}) ints = [8, 8] floats = [1.000000e-05] absent = []
+// CHECK-NEXT: plan.kernel "linear"(%[[H]], %[[WTE]], %[[LOGITS:.*]]) ints = [8, 8, 16] floats = [] absent = [2]
+// CHECK-NEXT: plan.kernel "cross_entropy"(%[[LOGITS]], %[[TGT]], %[[LOSS]], %{{.*}}) ints = [8, 16]
+// CHECK-NEXT: }
+// CHECK-NEXT: plan.update {
+// CHECK-NEXT: }
+// CHECK-NOT: func.func
+module attributes {graph.model = {name = "bigram", vocab = 16 : i64}} {
+  func.func @forward(%tok: tensor<2x4xi32>, %tgt: tensor<2x4xi32>) -> tensor<f32> {
+    %wte = graph.param "wte" normal std = 0.02 : tensor<16x8xf32>
+    %x = graph.embedding %wte[%tok] : tensor<16x8xf32>, tensor<2x4xi32> -> tensor<2x4x8xf32>
+    %g = graph.param "ln.weight" ones : tensor<8xf32>
+    %h = graph.rmsnorm %x, %g eps = 1.0e-5 : tensor<2x4x8xf32>, tensor<8xf32>
+    %logits = graph.linear %h, %wte : tensor<2x4x8xf32>, tensor<16x8xf32> -> tensor<2x4x16xf32>
+    %loss = graph.cross_entropy %logits, %tgt : tensor<2x4x16xf32>, tensor<2x4xi32>
+    return %loss : tensor<f32>
+  }
+}
+
+// -----
+
+// Tests that attention with RoPE becomes two rope kernels (queries over 4 heads,
+// keys over 2 KV heads) feeding the attention kernel, which saves its lse.
+// CHECK-LABEL: plan.program "rope"
+// CHECK: plan.kernel "rope"(%[[Q:.*]], %[[QR:.*]]) ints = [1, 4, 4, 2] floats = [1.000000e+04]
+// CHECK-NEXT: plan.kernel "rope"(%[[K:.*]], %[[KR:.*]]) ints = [1, 4, 2, 2] floats = [1.000000e+04]
+// CHECK-NEXT: plan.kernel "attention"(%[[QR]], %[[KR]], %{{.*}}, %{{.*}}, %{{.*}}) ints = [1, 4, 4, 2, 2]
+module attributes {graph.model = {name = "rope", vocab = 16 : i64}} {
+  func.func @forward(%tok: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
+    %wte = graph.param "wte" normal std = 0.02 : tensor<16x8xf32>
+    %x = graph.embedding %wte[%tok] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
+    %wk = graph.param "wk" normal std = 0.02 : tensor<4x8xf32>
+    %k = graph.linear %x, %wk : tensor<1x4x8xf32>, tensor<4x8xf32> -> tensor<1x4x4xf32>
+    %o = graph.attention %x, %k, %k heads = 4 kv_heads = 2 rope = 10000.0 : tensor<1x4x8xf32>, tensor<1x4x4xf32>
+    %logits = graph.linear %o, %wte : tensor<1x4x8xf32>, tensor<16x8xf32> -> tensor<1x4x16xf32>
+    %loss = graph.cross_entropy %logits, %tgt : tensor<1x4x16xf32>, tensor<1x4xi32>
+    return %loss : tensor<f32>
+  }
+}
