@@ -5,7 +5,7 @@
 // the same run on the model's own GEMM shapes.
 //
 // usage: heiretsu-bench-cpu PLAN_FILE --layers L --heads H --head-dim Q
-//                           [--steps N] [--warmup W]
+//                           [--steps N] [--warmup W] [--profile 1]
 // Prints one JSON object.
 #include <algorithm>
 #include <chrono>
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu/threading.h"
 #include "runtime/exec/executor.h"
 
 using namespace heiretsu;
@@ -45,12 +46,14 @@ double SgemmGflops(int64_t m, int64_t n, int64_t k) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cpu::EnsurePassiveOpenMP(argv);
   if (argc < 2) {
     std::fprintf(stderr, "usage: heiretsu-bench-cpu PLAN_FILE --layers L --heads H --head-dim Q "
                          "[--steps N] [--warmup W]\n");
     return 2;
   }
   int64_t layers = 0, heads = 0, head_dim = 0, steps = 10, warmup = 2;
+  bool profile = false;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     int64_t v = std::atoll(argv[i + 1]);
@@ -59,6 +62,7 @@ int main(int argc, char** argv) {
     else if (f == "--head-dim") head_dim = v;
     else if (f == "--steps") steps = v;
     else if (f == "--warmup") warmup = v;
+    else if (f == "--profile") profile = v != 0;
     else {
       std::fprintf(stderr, "unknown flag %s\n", f.c_str());
       return 2;
@@ -83,6 +87,7 @@ int main(int argc, char** argv) {
       y[i] = static_cast<int32_t>(gen() % p.vocab());
     }
   };
+  ex.set_profiling(profile);
   std::vector<double> times;
   for (int64_t s = 1; s <= warmup + steps; ++s) {
     exec::StepOptions o;
@@ -112,5 +117,6 @@ int main(int argc, char** argv) {
               static_cast<long long>(p.micro_batch_size()), static_cast<long long>(seq),
               step_s * 1e3, tok_s, gflops, sgemm_dd, sgemm_up,
               gflops / std::max(sgemm_dd, sgemm_up));
+  if (profile) std::fprintf(stderr, "time by kernel:\n%s", ex.ProfileReport().c_str());
   return 0;
 }

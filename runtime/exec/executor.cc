@@ -3,6 +3,8 @@
 // the verifier has checked, so no bounds are re-checked here.
 #include "runtime/exec/executor.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -81,7 +83,33 @@ std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const Step
   return std::nullopt;
 }
 
-std::optional<std::string> Executor::Run(const fb::Instr& in, const StepOptions& options) {
+std::optional<std::string> Executor::Run(const fb::Instr& instr, const StepOptions& options) {
+  if (!profiling_) return Dispatch(instr, options);
+  auto t0 = std::chrono::steady_clock::now();
+  auto err = Dispatch(instr, options);
+  op_seconds_[instr.op()] +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return err;
+}
+
+std::string Executor::ProfileReport() const {
+  double total = 0;
+  for (double s : op_seconds_) total += s;
+  std::vector<std::pair<double, int>> order;
+  for (int op = 0; op <= fb::Op_MAX; ++op)
+    if (op_seconds_[op] > 0) order.push_back({op_seconds_[op], op});
+  std::sort(order.rbegin(), order.rend());
+  std::string out;
+  char line[128];
+  for (auto [secs, op] : order) {
+    std::snprintf(line, sizeof line, "  %-20s %9.3f s  %5.1f%%\n",
+                  plan::OpSignature(static_cast<fb::Op>(op), {}).name, secs, 100 * secs / total);
+    out += line;
+  }
+  return out;
+}
+
+std::optional<std::string> Executor::Dispatch(const fb::Instr& in, const StepOptions& options) {
   auto buf = [&](size_t i) -> uint32_t { return in.buffers()->Get(i); };
   auto f = [&](size_t i) -> float* {
     uint32_t b = buf(i);

@@ -54,6 +54,11 @@ class Executor {
   // every microbatch, leaving the gradients of the mean loss in the grad buffers.
   std::optional<std::string> ComputeGradients(const FillMicrobatch& fill, double* loss);
 
+  // Per-opcode wall time, accumulated while profiling is on (off by default; it
+  // costs two clock reads per instruction).
+  void set_profiling(bool on) { profiling_ = on; }
+  std::string ProfileReport() const;
+
   // Direct access to a buffer's storage (tests, checkpoints).
   float* F32(uint32_t buffer);
   int32_t* I32(uint32_t buffer);
@@ -62,7 +67,12 @@ class Executor {
  private:
   std::optional<std::string> Run(const plan::fb::Instr& instr, const StepOptions& options);
 
+  std::optional<std::string> Dispatch(const plan::fb::Instr& instr, const StepOptions& options);
+
   const plan::LoadedPlan& plan_;
+  bool profiling_ = false;
+  std::vector<double> op_seconds_ = std::vector<double>(plan::fb::Op_MAX + 1, 0.0);
+  double zero_seconds_ = 0;
   uint8_t* arena_ = nullptr;
   double grad_norm_sq_ = 0;
   double clip_scale_ = 1;

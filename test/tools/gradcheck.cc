@@ -13,11 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "runtime/cpu/threading.h"
 #include "runtime/exec/executor.h"
 
 using namespace heiretsu;
 
 int main(int argc, char** argv) {
+  cpu::EnsurePassiveOpenMP(argv);
   if (argc < 2) {
     std::fprintf(stderr, "usage: heiretsu-gradcheck PLAN_FILE [directions] [tolerance]\n");
     return 2;
