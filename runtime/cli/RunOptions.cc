@@ -76,6 +76,14 @@ std::string Number(double v) {
 
 }  // namespace
 
+double LearningRate(const RunOptions& o, int64_t step) {
+  if (step <= o.warmup) return o.lr * static_cast<double>(step) / static_cast<double>(o.warmup);
+  constexpr double kPi = 3.14159265358979323846;
+  const double progress =
+      static_cast<double>(step - o.warmup) / static_cast<double>(o.steps - o.warmup);
+  return o.min_lr + (o.lr - o.min_lr) * (1 + std::cos(kPi * progress)) / 2;
+}
+
 bool IsRunFlag(const std::string& flag) {
   for (const char* f : kFlags)
     if (flag == f) return true;

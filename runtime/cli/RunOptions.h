@@ -29,12 +29,22 @@ struct RunOptions {
   int64_t save_every = 0;  // 0: only at the end
   std::string resume;      // a checkpoint directory to continue from; empty: start fresh
   int64_t log_every = 10;
-  std::string cache_dir;  // where the default corpus is prepared; empty: the user's cache
+  // heiretsu's cache (the default corpus goes to DIR/corpus-byte); empty:
+  // $XDG_CACHE_HOME/heiretsu or ~/.cache/heiretsu.
+  std::string cache_dir;
 };
 
 // Parses `args` (the words after `run`: PLAN_DIR and flags). On a bad flag or value
 // returns the message (the caller prints it and exits 2).
 std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args, RunOptions* out);
+
+// The learning rate of step s (from 1), for peak lr, floor min_lr, W = warmup and
+// N = steps:
+//   s <= W:  lr * s / W                                                  linear warmup
+//   s >  W:  min_lr + (lr - min_lr) * (1 + cos(pi * (s - W) / (N - W))) / 2    cosine
+// It reaches lr at step W and min_lr at step N, and depends on nothing but s and the
+// options, so a resumed run follows the same schedule.
+double LearningRate(const RunOptions& options, int64_t step);
 
 // Whether `flag` is one of the run flags. Every run flag takes a value.
 bool IsRunFlag(const std::string& flag);

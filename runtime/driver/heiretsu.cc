@@ -1,15 +1,24 @@
 // heiretsu: the user's driver (DESIGN.md §1). Links no MLIR: `compile` runs the
-// compiler binary heiretsu-compile that sits beside this one. Commands whose layers
-// are not built yet say so and exit 1.
+// compiler binary heiretsu-compile that sits beside this one, `run` the per-rank worker
+// heiretsu-rank (one rank for now; the launcher of many comes with the communication
+// layer), `train` both in turn; `data prepare` tokenizes in this process. Commands
+// whose layers are not built yet say so and exit 1.
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
+
+#include "runtime/cli/CompileOptions.h"
+#include "runtime/cli/RunOptions.h"
+#include "runtime/data/prepare.h"
 
 namespace {
 
@@ -21,10 +30,28 @@ const char kUsage[] =
     "\n"
     "commands:\n"
     "  compile SPEC [flags] -o PLAN_DIR   compile a model spec (see 'heiretsu compile --help')\n"
-    "  run PLAN_DIR [flags]               run a compiled plan on every rank\n"
-    "  train SPEC [flags]                 compile, then run\n"
+    "  run PLAN_DIR [flags]               train with a compiled plan (see 'heiretsu run --help')\n"
+    "  train SPEC [compile flags] [run flags]   compile, then run\n"
     "  explain PLAN_DIR                   per-rank memory, communication, schedule\n"
     "  data prepare --tokenizer byte|gpt2 FILES... -o DIR\n";
+
+const char kTrainUsage[] =
+    "usage: heiretsu train SPEC [compile flags] [run flags] [-o PLAN_DIR]\n"
+    "\n"
+    "Compiles SPEC into a plan (in PLAN_DIR, or a temporary directory removed afterwards)\n"
+    "and runs it. The compile flags are those of 'heiretsu compile --help' but --emit; the\n"
+    "run flags those of 'heiretsu run --help'.\n";
+
+const char kDataUsage[] =
+    "usage: heiretsu data prepare --tokenizer byte|gpt2 FILES... -o DIR\n"
+    "\n"
+    "Tokenizes FILES (concatenated in the order given) into llm.c token shards\n"
+    "DIR/train_NNNNNN.bin for 'heiretsu run --data DIR'.\n";
+
+int BadInput(const std::string& message) {
+  std::fprintf(stderr, "heiretsu: %s\n", message.c_str());
+  return kExitBadInput;
+}
 
 // Directory holding this executable, so sibling binaries are found wherever the
 // build or install tree lives.
@@ -38,32 +65,155 @@ std::string SelfDir() {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
+// Runs a sibling binary and returns its exit status. Like system(3), the driver ignores
+// SIGINT and SIGQUIT while it waits: Ctrl-C reaches the child (same process group), and
+// the driver lives on to clean up (train's temporary plan) and report.
 int RunSibling(const std::string& tool, const std::vector<std::string>& args) {
   std::string path = SelfDir() + "/" + tool;
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(path.c_str()));
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  struct sigaction ignore = {}, old_int, old_quit;
+  ignore.sa_handler = SIG_IGN;
+  sigaction(SIGINT, &ignore, &old_int);
+  sigaction(SIGQUIT, &ignore, &old_quit);
   pid_t pid = fork();
-  if (pid < 0) {
-    std::perror("heiretsu: fork");
-    return kExitFailure;
-  }
   if (pid == 0) {
+    // An ignored signal stays ignored across exec; the child gets the defaults back.
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGQUIT, &old_quit, nullptr);
     execv(path.c_str(), argv.data());
     std::fprintf(stderr, "heiretsu: cannot run %s: %s\n", path.c_str(), std::strerror(errno));
     _exit(kExitFailure);
   }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
+  int result = kExitFailure;
+  if (pid < 0) {
+    std::perror("heiretsu: fork");
+  } else {
+    int status = 0;
+    pid_t waited;
+    while ((waited = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
+    }
+    if (waited < 0) {
       std::perror("heiretsu: waitpid");
-      return kExitFailure;
+    } else if (WIFEXITED(status)) {
+      result = WEXITSTATUS(status);
+    } else {
+      std::fprintf(stderr, "heiretsu: %s died with signal %d\n", tool.c_str(), WTERMSIG(status));
     }
   }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  std::fprintf(stderr, "heiretsu: %s died with signal %d\n", tool.c_str(), WTERMSIG(status));
-  return kExitFailure;
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGQUIT, &old_quit, nullptr);
+  return result;
+}
+
+// `heiretsu train`: splits the arguments into compile and run flags, checks both sets
+// before anything runs (a typo in a run flag should not cost a compile), compiles to a
+// plan directory and runs it.
+int Train(const std::vector<std::string>& args) {
+  std::vector<std::string> compile_args, run_args;
+  std::string plan_dir;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    bool takes_value = false;
+    if (a == "-h" || a == "--help") {
+      std::fputs(kTrainUsage, stdout);
+      return 0;
+    }
+    if (a == "--emit") return BadInput("train: --emit: train always compiles to a plan");
+    const bool compile_flag = heiretsu::cli::IsCompileFlag(a, &takes_value);
+    const bool run_flag = heiretsu::cli::IsRunFlag(a);  // every run flag takes a value
+    if (!compile_flag && !run_flag) {
+      if (!a.empty() && a[0] == '-') return BadInput("train: unknown flag '" + a + "'");
+      compile_args.push_back(a);  // the spec (heiretsu-compile refuses a second one)
+      continue;
+    }
+    if ((run_flag || takes_value) && i + 1 >= args.size())
+      return BadInput("train: " + a + ": missing value");
+    if (a == "-o") {
+      plan_dir = args[++i];
+      if (plan_dir.empty()) return BadInput("train: -o: empty path");
+      continue;
+    }
+    std::vector<std::string>& to = compile_flag ? compile_args : run_args;
+    to.push_back(a);
+    if (run_flag || takes_value) to.push_back(args[++i]);
+  }
+
+  std::vector<std::string> check = compile_args;
+  check.insert(check.end(), {"--emit", "plan", "-o", plan_dir.empty() ? "PLAN_DIR" : plan_dir});
+  heiretsu::cli::CompileOptions compile_options;
+  if (auto err = heiretsu::cli::ParseCompileOptions(check, &compile_options))
+    return BadInput("train: " + *err);
+  check = run_args;
+  check.insert(check.begin(), "PLAN_DIR");
+  heiretsu::cli::RunOptions run_options;
+  if (auto err = heiretsu::cli::ParseRunOptions(check, &run_options))
+    return BadInput("train: " + *err);
+
+  const bool temporary = plan_dir.empty();
+  if (temporary) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp && tmp[0] ? tmp : "/tmp") + "/heiretsu-plan-XXXXXX";
+    if (!mkdtemp(tmpl.data())) {
+      std::fprintf(stderr, "heiretsu: train: cannot create a temporary plan directory %s: %s\n",
+                   tmpl.c_str(), std::strerror(errno));
+      return kExitFailure;
+    }
+    plan_dir = tmpl;
+  }
+  compile_args.insert(compile_args.end(), {"--emit", "plan", "-o", plan_dir});
+  run_args.insert(run_args.begin(), plan_dir);
+  int rc = RunSibling("heiretsu-compile", compile_args);
+  if (rc == 0) rc = RunSibling("heiretsu-rank", run_args);
+  if (temporary) {
+    std::error_code ec;
+    std::filesystem::remove_all(plan_dir, ec);
+  }
+  return rc;
+}
+
+// `heiretsu data prepare --tokenizer byte|gpt2 FILES... -o DIR`.
+int Data(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "-h" || args[0] == "--help") {
+    std::fputs(kDataUsage, args.empty() ? stderr : stdout);
+    return args.empty() ? kExitBadInput : 0;
+  }
+  if (args[0] != "prepare")
+    return BadInput("data: unknown subcommand '" + args[0] + "' (expected 'prepare')");
+  std::string tokenizer, out_dir;
+  std::vector<std::string> files;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kDataUsage, stdout);
+      return 0;
+    }
+    if (a == "--tokenizer" || a == "-o") {
+      if (i + 1 >= args.size()) return BadInput("data prepare: " + a + ": missing value");
+      std::string& value = a == "-o" ? out_dir : tokenizer;
+      value = args[++i];
+      if (value.empty()) return BadInput("data prepare: " + a + ": empty value");
+    } else if (!a.empty() && a[0] == '-') {
+      return BadInput("data prepare: unknown flag '" + a + "'");
+    } else {
+      files.push_back(a);
+    }
+  }
+  if (tokenizer.empty()) return BadInput("data prepare: --tokenizer byte|gpt2 is required");
+  if (out_dir.empty()) return BadInput("data prepare: -o DIR is required");
+  heiretsu::data::PrepareSummary summary;
+  if (auto err = heiretsu::data::PrepareShards(files, tokenizer, out_dir,
+                                               heiretsu::data::kDefaultShardTokens, &summary)) {
+    std::fprintf(stderr, "heiretsu: data prepare: %s\n", err->message.c_str());
+    return err->kind == heiretsu::data::DataError::Kind::kBadInput ? kExitBadInput : kExitFailure;
+  }
+  std::printf("prepared %lld tokens (%s tokenizer) from %lld files into %zu shard(s) in %s:\n",
+              static_cast<long long>(summary.tokens), tokenizer.c_str(),
+              static_cast<long long>(summary.files), summary.shards.size(), out_dir.c_str());
+  for (const std::string& shard : summary.shards) std::printf("  %s\n", shard.c_str());
+  return 0;
 }
 
 }  // namespace
@@ -80,11 +230,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "compile") return RunSibling("heiretsu-compile", rest);
-  if (cmd == "run" || cmd == "train" || cmd == "explain" || cmd == "data") {
+  if (cmd == "run") return RunSibling("heiretsu-rank", rest);
+  if (cmd == "train") return Train(rest);
+  if (cmd == "data") return Data(rest);
+  if (cmd == "explain") {
     std::fprintf(stderr,
-                 "heiretsu %s: not built yet: the runtime (plans, executor, data, "
-                 "launcher) is the next milestone; see the status table in README.md\n",
-                 cmd.c_str());
+                 "heiretsu explain: not built yet: it arrives with the multi-rank plans it "
+                 "explains; see the status table in README.md\n");
     return kExitFailure;
   }
   std::fprintf(stderr, "heiretsu: unknown command '%s'\n%s", cmd.c_str(), kUsage);

@@ -18,12 +18,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/cli/RunOptions.h"
+#include "runtime/cpu/threading.h"
 #include "runtime/data/prepare.h"
 #include "runtime/data/shards.h"
 #include "runtime/exec/executor.h"
@@ -34,7 +36,6 @@ namespace {
 
 constexpr int kExitBadInput = 2;
 constexpr int kExitFailure = 1;
-constexpr double kPi = 3.14159265358979323846;
 
 int Fail(int code, const std::string& message) {
   std::fprintf(stderr, "heiretsu-rank: %s\n", message.c_str());
@@ -44,19 +45,6 @@ int Fail(int code, const std::string& message) {
 int Fail(const data::DataError& err) {
   return Fail(err.kind == data::DataError::Kind::kBadInput ? kExitBadInput : kExitFailure,
               err.message);
-}
-
-// The learning rate of step s (from 1), for peak lr, floor min_lr, W = --warmup and
-// N = --steps:
-//   s <= W:  lr * s / W                                                  linear warmup
-//   s >  W:  min_lr + (lr - min_lr) * (1 + cos(pi * (s - W) / (N - W))) / 2    cosine
-// It reaches lr at step W and min_lr at step N, and depends on nothing but s and the
-// flags, so a resumed run follows the same schedule.
-double LearningRate(const cli::RunOptions& o, int64_t s) {
-  if (s <= o.warmup) return o.lr * static_cast<double>(s) / static_cast<double>(o.warmup);
-  const double progress =
-      static_cast<double>(s - o.warmup) / static_cast<double>(o.steps - o.warmup);
-  return o.min_lr + (o.lr - o.min_lr) * (1 + std::cos(kPi * progress)) / 2;
 }
 
 // heiretsu's cache: --cache-dir, else $XDG_CACHE_HOME/heiretsu, else ~/.cache/heiretsu.
@@ -171,6 +159,16 @@ int Run(const cli::RunOptions& o) {
               static_cast<long long>(global_batch), static_cast<long long>(seq),
               static_cast<long long>(p.microbatches()), static_cast<long long>(batch));
 
+  std::unique_ptr<FILE, int (*)(FILE*)> metrics(nullptr, &std::fclose);
+  if (!o.metrics.empty()) {
+    // Opened before the slow work, so a wrong path is reported at once. A resumed run
+    // appends, so the file holds the whole run; steps after the checkpoint that an
+    // interrupted run had already logged appear again, the later line winning.
+    metrics.reset(std::fopen(o.metrics.c_str(), o.resume.empty() ? "w" : "a"));
+    if (!metrics)
+      return Fail(kExitBadInput, o.metrics + ": cannot open metrics file: " + std::strerror(errno));
+  }
+
   data::Dataset dataset;
   if (int code = LoadData(o, p.vocab(), &dataset)) return code;
 
@@ -219,25 +217,10 @@ int Run(const cli::RunOptions& o) {
   std::optional<data::Sampler> sampler;
   if (auto err = data::Sampler::Create(dataset, seed, seq, &sampler)) return Fail(*err);
 
-  FILE* metrics = nullptr;
-  if (!o.metrics.empty()) {
-    // A resumed run appends, so the file holds the whole run; steps after the checkpoint
-    // that an interrupted run had already logged appear again, the later line winning.
-    metrics = std::fopen(o.metrics.c_str(), o.resume.empty() ? "w" : "a");
-    if (!metrics)
-      return Fail(kExitBadInput, o.metrics + ": cannot open metrics file: " + std::strerror(errno));
-  }
-  struct Closer {
-    FILE* f;
-    ~Closer() {
-      if (f) std::fclose(f);
-    }
-  } closer{metrics};
-
   const int width = static_cast<int>(std::to_string(o.steps).size());
   for (int64_t step = first_step; step <= o.steps; ++step) {
     exec::StepOptions options;
-    options.lr = LearningRate(o, step);
+    options.lr = cli::LearningRate(o, step);
     options.weight_decay = o.weight_decay;
     options.grad_clip = o.grad_clip;
     options.step = step;
@@ -257,7 +240,7 @@ int Run(const cli::RunOptions& o) {
     if (metrics) {
       char loss_hex[40];
       std::snprintf(loss_hex, sizeof loss_hex, "%a", result.loss);
-      std::fprintf(metrics,
+      std::fprintf(metrics.get(),
                    "{\"step\":%lld,\"loss\":%s,\"loss_hex\":\"%s\",\"lr\":%s,\"grad_norm\":%s,"
                    "\"tokens_per_s\":%s,\"step_ms\":%s}\n",
                    static_cast<long long>(step), JsonNumber(result.loss, "%.17g").c_str(), loss_hex,
@@ -265,14 +248,13 @@ int Run(const cli::RunOptions& o) {
                    JsonNumber(result.grad_norm, "%.9g").c_str(),
                    JsonNumber(tokens_per_s, "%.6g").c_str(), JsonNumber(step_ms, "%.6g").c_str());
       // Flushed per line so that a crash leaves only whole lines behind.
-      if (std::fflush(metrics) != 0 || std::ferror(metrics))
+      if (std::fflush(metrics.get()) != 0 || std::ferror(metrics.get()))
         return Fail(kExitFailure, o.metrics + ": cannot write: " + std::strerror(errno));
     }
     if (step % o.log_every == 0 || step == o.steps || step == first_step) {
       std::printf("step %*lld/%lld | loss %.4f | lr %.2e | grad norm %.4f | %s tok/s | %.1f ms\n",
                   width, static_cast<long long>(step), static_cast<long long>(o.steps), result.loss,
                   options.lr, result.grad_norm, Throughput(tokens_per_s).c_str(), step_ms);
-      std::fflush(stdout);
     }
     if (!o.save_dir.empty() &&
         ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps)) {
@@ -285,7 +267,6 @@ int Run(const cli::RunOptions& o) {
       std::string dir;
       if (auto err = checkpoint::SaveCheckpoint(o.save_dir, header, state, &dir)) return Fail(*err);
       std::printf("checkpoint: %s\n", dir.c_str());
-      std::fflush(stdout);
     }
   }
   return 0;
@@ -295,6 +276,10 @@ int Run(const cli::RunOptions& o) {
 }  // namespace heiretsu
 
 int main(int argc, char** argv) {
+  heiretsu::cpu::EnsurePassiveOpenMP(argv);
+  // Line-buffered even into a pipe or a file, so progress shows as it happens and
+  // interleaves with the messages on stderr in order.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   std::vector<std::string> args(argv + 1, argv + argc);
   for (const std::string& a : args) {
     if (a == "-h" || a == "--help") {

@@ -1,0 +1,430 @@
+// Checkpoints (runtime/checkpoint) on a hand-built bigram plan: a save/load round trip
+// restores the training state bit for bit; a run stopped, saved and resumed in a fresh
+// executor logs the same losses, bit for bit, as a run never interrupted; incomplete,
+// corrupt and mismatched checkpoints are refused with messages naming the file and the
+// value; FindLatestCheckpoint skips what it cannot trust.
+#include "runtime/checkpoint/checkpoint.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "runtime/data/shards.h"
+#include "runtime/exec/executor.h"
+#include "test/unit/plan_builder.h"
+
+namespace heiretsu {
+namespace {
+
+namespace fs = std::filesystem;
+namespace fb = plan::fb;
+using checkpoint::Header;
+using checkpoint::Tensor;
+
+constexpr int64_t kVocab = 16, kBatch = 2, kSeq = 8, kRows = kBatch * kSeq;
+constexpr int64_t kMicrobatches = 2, kGlobalBatch = kBatch * kMicrobatches;
+
+struct Variant {
+  int64_t c = 8;
+  std::string head = "lm_head.weight";
+  bool extra_param = false;  // a parameter no instruction reads
+};
+
+// embedding -> layernorm -> linear head -> cross-entropy, with its backward pass and
+// AdamW, as in executor_test.cc.
+std::vector<uint8_t> BuildBigram(const Variant& v) {
+  const int64_t c = v.c;
+  testing::PlanBuilder b;
+  uint32_t tokens = b.Buffer("tokens", {kBatch, kSeq}, fb::DType_I32);
+  uint32_t targets = b.Buffer("targets", {kBatch, kSeq}, fb::DType_I32);
+  auto [wte, dwte] = b.Param("wte", {kVocab, c}, fb::Init_Normal, 0.02, true);
+  auto [g, dg] = b.Param("norm.weight", {c}, fb::Init_Ones, 0, false);
+  auto [beta, dbeta] = b.Param("norm.bias", {c}, fb::Init_Zeros, 0, false);
+  auto [head, dhead] = b.Param(v.head, {kVocab, c}, fb::Init_Normal, 0.02, true);
+  if (v.extra_param) b.Param("extra", {3}, fb::Init_Zeros, 0, false);
+  uint32_t x = b.Buffer("x", {kRows, c}), h = b.Buffer("h", {kRows, c});
+  uint32_t mean = b.Buffer("mean", {kRows}), rstd = b.Buffer("rstd", {kRows});
+  uint32_t logits = b.Buffer("logits", {kRows, kVocab}), lse = b.Buffer("lse", {kRows});
+  uint32_t loss = b.Buffer("loss", {1});
+  uint32_t dlogits = b.Buffer("dlogits", {kRows, kVocab}), dh = b.Buffer("dh", {kRows, c});
+  uint32_t dx = b.Buffer("dx", {kRows, c});
+  b.Micro(fb::Op_Embedding, {tokens, wte, plan::kNoBuffer, x}, {kRows, kSeq, kVocab, c, kSeq});
+  b.Micro(fb::Op_LayerNorm, {x, g, beta, h, mean, rstd}, {kRows, c}, {1e-5});
+  b.Micro(fb::Op_Linear, {h, head, plan::kNoBuffer, logits}, {kRows, c, kVocab});
+  b.Micro(fb::Op_CrossEntropy, {logits, targets, loss, lse}, {kRows, kVocab});
+  b.Micro(fb::Op_CrossEntropyGrad, {logits, targets, lse, dlogits}, {kRows, kVocab, 0},
+          {1.0 / kMicrobatches});
+  b.Micro(fb::Op_LinearGrad, {dlogits, h, head, dh, dhead, plan::kNoBuffer}, {kRows, c, kVocab, 0});
+  b.Micro(fb::Op_LayerNormGrad, {dh, x, g, mean, rstd, dx, dg, dbeta}, {kRows, c, 0});
+  b.Micro(fb::Op_EmbeddingGrad, {tokens, dx, dwte, plan::kNoBuffer},
+          {kRows, kSeq, kVocab, c, kSeq});
+  return b.Finish(kBatch, kSeq, kVocab, kMicrobatches, tokens, targets, loss);
+}
+
+// A verified plan and an executor of it; the executor points into the plan, so both
+// live (and move) together.
+struct Model {
+  explicit Model(const Variant& v = Variant()) {
+    plan.path = "bigram.hplan";
+    plan.bytes = BuildBigram(v);
+    auto err = plan::VerifyPlan(plan.path, plan.bytes);
+    EXPECT_FALSE(err.has_value()) << *err;
+    plan.plan = fb::GetSizePrefixedPlan(plan.bytes.data());
+    executor = std::make_unique<exec::Executor>(plan);
+  }
+  std::vector<Tensor> State() { return checkpoint::TrainingState(executor.get()); }
+
+  plan::LoadedPlan plan;
+  std::unique_ptr<exec::Executor> executor;
+};
+
+std::string Message(const std::optional<data::DataError>& err) { return err ? err->message : ""; }
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteAll(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// The checksum of checkpoint.h, written independently of the code under test.
+uint64_t ReferenceChecksum(std::string bytes) {
+  bytes.resize((bytes.size() + 7) / 8 * 8, '\0');
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < bytes.size(); i += 8) {
+    uint64_t word = 0;
+    for (int k = 0; k < 8; ++k)
+      word |= uint64_t{static_cast<unsigned char>(bytes[i + k])} << (8 * k);
+    h = (h ^ word) * 0x100000001b3ull;
+  }
+  return h;
+}
+
+std::string Hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, v);
+  return buf;
+}
+
+std::string TensorBytes(const Tensor& t) {
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  return std::string(reinterpret_cast<const char*>(t.data), 4 * n);
+}
+
+// A learning rate that changes every step, so that a resumed run would diverge if it
+// restarted any schedule.
+double Lr(int64_t step) { return 1e-3 + 0.02 * (1 + std::cos(3.14159 * step / 20.0)) / 2; }
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "heiretsu_checkpoint_XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    root_ = dir_ + "/ckpt";
+    // A token stream that mostly follows next = (3t + 1) mod 16, with noise, so the model
+    // keeps learning and every step's loss differs.
+    std::vector<uint16_t> tokens(3000);
+    uint32_t lcg = 12345, t = 0;
+    for (uint16_t& token : tokens) {
+      lcg = lcg * 1664525u + 1013904223u;
+      t = (lcg >> 28) < 3 ? (lcg >> 20) % kVocab : (3 * t + 1) % kVocab;
+      token = static_cast<uint16_t>(t);
+    }
+    const std::string shard = dir_ + "/train_000000.bin";
+    ASSERT_EQ(Message(data::WriteShard(shard, tokens)), "");
+    ASSERT_EQ(Message(data::LoadDataset({shard}, kVocab, &dataset_)), "");
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  // Steps [first, last] of a run with `seed`, on `model`, with a sampler created here:
+  // nothing but the step number and the checkpointed state may carry over.
+  std::vector<exec::StepResult> Train(Model* model, uint64_t seed, int64_t first, int64_t last) {
+    std::optional<data::Sampler> sampler;
+    EXPECT_EQ(Message(data::Sampler::Create(dataset_, seed, kSeq, &sampler)), "");
+    std::vector<exec::StepResult> results;
+    for (int64_t step = first; step <= last; ++step) {
+      exec::StepOptions o;
+      o.lr = Lr(step);
+      o.weight_decay = 0.1;
+      o.grad_clip = 1.0;
+      o.step = step;
+      exec::StepResult r;
+      auto err = model->executor->Step(
+          [&](int64_t m, int32_t* t, int32_t* y) {
+            sampler->FillBatchRows(step - 1, kGlobalBatch, m * kBatch, (m + 1) * kBatch, t, y);
+          },
+          o, &r);
+      EXPECT_FALSE(err.has_value()) << *err;
+      results.push_back(r);
+    }
+    return results;
+  }
+
+  Header At(int64_t step, uint64_t seed = 1337) {
+    Header h;
+    h.model = "test";
+    h.step = step;
+    h.seed = seed;
+    h.global_batch = kGlobalBatch;
+    h.seq = kSeq;
+    return h;
+  }
+
+  // Trains `model` for `steps` steps from seed 1337 and saves it as step `steps`.
+  std::string TrainAndSave(Model* model, int64_t steps) {
+    model->executor->InitializeParameters(1337);
+    Train(model, 1337, 1, steps);
+    std::string dir;
+    EXPECT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(steps), model->State(), &dir)), "");
+    return dir;
+  }
+
+  std::string dir_, root_;
+  data::Dataset dataset_;
+};
+
+TEST_F(CheckpointTest, RoundTripRestoresTheStateBitForBit) {
+  Model a;
+  const std::string dir = TrainAndSave(&a, 3);
+  EXPECT_EQ(dir, root_ + "/step_00000003");
+
+  Model b;
+  b.executor->InitializeParameters(99);  // another init, to be overwritten
+  Header h;
+  ASSERT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)), "");
+  EXPECT_EQ(h.model, "test");
+  EXPECT_EQ(h.step, 3);
+  EXPECT_EQ(h.seed, 1337u);
+  EXPECT_EQ(h.global_batch, kGlobalBatch);
+  EXPECT_EQ(h.seq, kSeq);
+  const std::vector<Tensor> sa = a.State(), sb = b.State();
+  ASSERT_EQ(sa.size(), 12u);  // 4 parameters x (value, exp_avg, exp_avg_sq)
+  bool moments_nonzero = false;
+  for (size_t i = 0; i < sa.size(); ++i) {
+    EXPECT_EQ(TensorBytes(sa[i]), TensorBytes(sb[i]))
+        << sa[i].name << " " << checkpoint::TensorKindName(sa[i].kind);
+    if (sa[i].kind == checkpoint::TensorKind::kExpAvgSq && sa[i].data[0] != 0)
+      moments_nonzero = true;
+  }
+  EXPECT_TRUE(moments_nonzero);
+
+  // The files are what checkpoint.h describes.
+  const std::string manifest = ReadAll(dir + "/manifest.txt");
+  const std::string tensors = ReadAll(dir + "/tensors.bin");
+  const size_t last = manifest.rfind('\n', manifest.size() - 2) + 1;
+  EXPECT_EQ(manifest.substr(last), "manifest_checksum fnv1a64w " +
+                                       Hex(ReferenceChecksum(manifest.substr(0, last))) + "\n");
+  const std::string head =
+      "heiretsu-checkpoint 1\nmodel test\nstep 3\ndata_position 4\nseed 1337\nglobal_batch 4\n"
+      "seq 8\nbytes " +
+      std::to_string(tensors.size()) + "\nchecksum fnv1a64w " + Hex(ReferenceChecksum(tensors)) +
+      "\ntensors 12\n"
+      "tensor wte value f32 [16,8] 0 512\n"
+      "tensor wte exp_avg f32 [16,8] 512 512\n"
+      "tensor wte exp_avg_sq f32 [16,8] 1024 512\n"
+      "tensor norm.weight value f32 [8] 1536 32\n"
+      "tensor norm.weight exp_avg f32 [8] 1600 32\n";
+  EXPECT_EQ(manifest.substr(0, head.size()), head);
+  EXPECT_EQ(tensors.substr(1536, 32), TensorBytes(sa[3]));
+  EXPECT_EQ(tensors.substr(1568, 32), std::string(32, '\0'));  // padding to 64 bytes
+}
+
+TEST_F(CheckpointTest, ResumedRunLogsBitIdenticalLosses) {
+  Model whole;
+  whole.executor->InitializeParameters(1337);
+  const std::vector<exec::StepResult> expected = Train(&whole, 1337, 1, 20);
+
+  Model first;
+  const std::string dir = TrainAndSave(&first, 10);
+  first.executor.reset();  // nothing of the first run survives but the files
+
+  Model second;
+  std::string found;
+  std::vector<std::string> warnings;
+  ASSERT_EQ(Message(checkpoint::FindLatestCheckpoint(root_, &found, &warnings)), "");
+  EXPECT_EQ(found, dir);
+  EXPECT_TRUE(warnings.empty());
+  Header h;
+  ASSERT_EQ(Message(checkpoint::LoadCheckpoint(found, "test", second.State(), &h)), "");
+  const std::vector<exec::StepResult> resumed = Train(&second, h.seed, h.step + 1, 20);
+
+  ASSERT_EQ(resumed.size(), 10u);
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    EXPECT_EQ(resumed[i].loss, expected[10 + i].loss) << "step " << 11 + i;
+    EXPECT_EQ(resumed[i].grad_norm, expected[10 + i].grad_norm) << "step " << 11 + i;
+  }
+  EXPECT_NE(expected[10].loss, expected[19].loss);
+  const std::vector<Tensor> sw = whole.State(), ss = second.State();
+  for (size_t i = 0; i < sw.size(); ++i) EXPECT_EQ(TensorBytes(sw[i]), TensorBytes(ss[i]));
+}
+
+TEST_F(CheckpointTest, CorruptTensorsAreRefused) {
+  Model a;
+  const std::string dir = TrainAndSave(&a, 2);
+  const std::string good = ReadAll(dir + "/tensors.bin");
+  std::string bad = good;
+  bad[100] ^= 0x10;
+  WriteAll(dir + "/tensors.bin", bad);
+
+  Model b;
+  Header h;
+  const std::string message = dir + "/tensors.bin: checksum " + Hex(ReferenceChecksum(bad)) +
+                              " does not match " + Hex(ReferenceChecksum(good)) + " in " + dir +
+                              "/manifest.txt (the checkpoint is corrupt)";
+  auto err = checkpoint::LoadCheckpoint(dir, "test", b.State(), &h);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->kind, data::DataError::Kind::kBadInput);
+  EXPECT_EQ(err->message, message);
+
+  std::string found;
+  std::vector<std::string> warnings;
+  EXPECT_EQ(Message(checkpoint::FindLatestCheckpoint(root_, &found, &warnings)),
+            root_ + ": no complete checkpoint in it (1 incomplete or corrupt)");
+  EXPECT_EQ(warnings, std::vector<std::string>{"skipping " + message});
+
+  WriteAll(dir + "/tensors.bin", good.substr(0, good.size() - 4));
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
+            dir + "/tensors.bin: " + std::to_string(good.size() - 4) + " bytes, but " + dir +
+                "/manifest.txt says " + std::to_string(good.size()));
+}
+
+TEST_F(CheckpointTest, MissingOrEditedManifestIsRefused) {
+  Model a;
+  const std::string dir = TrainAndSave(&a, 2);
+  const std::string manifest = ReadAll(dir + "/manifest.txt");
+  Header h;
+
+  // Pretend the tensor data starts elsewhere: the manifest's own checksum catches it.
+  std::string edited = manifest;
+  const size_t at = edited.find(" 512 512\n");
+  ASSERT_NE(at, std::string::npos);
+  edited.replace(at, 4, " 516");
+  WriteAll(dir + "/manifest.txt", edited);
+  const size_t last = edited.rfind('\n', edited.size() - 2) + 1;
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", a.State(), &h)),
+            dir + "/manifest.txt: checksum " + Hex(ReferenceChecksum(edited.substr(0, last))) +
+                " of its lines does not match " + Hex(ReferenceChecksum(manifest.substr(0, last))) +
+                " on its last line (the manifest is corrupt or was edited)");
+
+  WriteAll(dir + "/manifest.txt", manifest.substr(0, last));
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", a.State(), &h)),
+            dir +
+                "/manifest.txt: last line is not 'manifest_checksum fnv1a64w HEX' (truncated "
+                "or not a checkpoint manifest)");
+
+  ASSERT_EQ(::unlink((dir + "/manifest.txt").c_str()), 0);
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", a.State(), &h)),
+            dir + ": no manifest.txt: an incomplete checkpoint (its save did not finish)");
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir_ + "/absent", "test", a.State(), &h)),
+            dir_ + "/absent: cannot open checkpoint directory: No such file or directory");
+}
+
+TEST_F(CheckpointTest, AnotherModelIsRefused) {
+  Model a;
+  const std::string dir = TrainAndSave(&a, 1);
+  Header h;
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "other", a.State(), &h)),
+            dir + "/manifest.txt: model 'test', but the plan's model is 'other'");
+
+  Variant renamed;
+  renamed.head = "head.weight";
+  Model b(renamed);
+  // Tensor lines start at line 11, in plan order: wte, norm.weight, norm.bias x 3 kinds.
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
+            dir +
+                "/manifest.txt:20: tensor 'lm_head.weight' (value) is not in the plan "
+                "(model 'test')");
+
+  Variant narrower;
+  narrower.c = 4;
+  Model c(narrower);
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", c.State(), &h)),
+            dir + "/manifest.txt:11: tensor 'wte' (value) has shape [16,8], the plan's is [16,4]");
+
+  Variant larger;
+  larger.extra_param = true;
+  Model d(larger);
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", d.State(), &h)),
+            dir + "/manifest.txt: has no tensor 'extra' (value), which the plan needs");
+}
+
+TEST_F(CheckpointTest, FindLatestSkipsIncompleteAndCorruptNewerOnes) {
+  Model a;
+  a.executor->InitializeParameters(1337);
+  std::string dir10, dir20, dir30;
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(10), a.State(), &dir10)), "");
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(20), a.State(), &dir20)), "");
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(30), a.State(), &dir30)), "");
+  // step 30: its save "crashed" before the manifest; step 20: a flipped bit.
+  ASSERT_EQ(::unlink((dir30 + "/manifest.txt").c_str()), 0);
+  std::string bytes = ReadAll(dir20 + "/tensors.bin");
+  bytes[7] ^= 1;
+  WriteAll(dir20 + "/tensors.bin", bytes);
+  // Names that are not checkpoints are ignored.
+  fs::create_directories(root_ + "/step_99");
+  fs::create_directories(root_ + "/notes");
+
+  std::string found;
+  std::vector<std::string> warnings;
+  ASSERT_EQ(Message(checkpoint::FindLatestCheckpoint(root_, &found, &warnings)), "");
+  EXPECT_EQ(found, dir10);
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_EQ(warnings[0], "skipping " + dir30 +
+                             ": no manifest.txt: an incomplete checkpoint (its save did not "
+                             "finish)");
+  EXPECT_EQ(warnings[1].substr(0, 9 + dir20.size() + 22),
+            "skipping " + dir20 + "/tensors.bin: checksum");
+
+  // A checkpoint directory itself may be given.
+  warnings.clear();
+  ASSERT_EQ(Message(checkpoint::FindLatestCheckpoint(dir10, &found, &warnings)), "");
+  EXPECT_EQ(found, dir10);
+
+  EXPECT_EQ(Message(checkpoint::FindLatestCheckpoint(dir_ + "/absent", &found, &warnings)),
+            dir_ + "/absent: cannot open checkpoint directory: No such file or directory");
+  fs::create_directories(dir_ + "/empty");
+  EXPECT_EQ(Message(checkpoint::FindLatestCheckpoint(dir_ + "/empty", &found, &warnings)),
+            dir_ + "/empty: no checkpoint in it (no step_NNNNNNNN directory)");
+}
+
+TEST_F(CheckpointTest, SavingAStepAgainReplacesIt) {
+  Model a;
+  a.executor->InitializeParameters(1337);
+  std::string dir;
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(5), a.State(), &dir)), "");
+  Train(&a, 1337, 1, 1);  // changes the state
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(5), a.State(), &dir)), "");
+  Model b;
+  Header h;
+  ASSERT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)), "");
+  const std::vector<Tensor> sa = a.State(), sb = b.State();
+  for (size_t i = 0; i < sa.size(); ++i) EXPECT_EQ(TensorBytes(sa[i]), TensorBytes(sb[i]));
+}
+
+TEST(Checkpoint, DirectoryNames) {
+  EXPECT_EQ(checkpoint::CheckpointDirName(0), "step_00000000");
+  EXPECT_EQ(checkpoint::CheckpointDirName(1234), "step_00001234");
+  EXPECT_EQ(checkpoint::CheckpointDirName(123456789), "step_123456789");
+}
+
+}  // namespace
+}  // namespace heiretsu

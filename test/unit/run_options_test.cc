@@ -1,0 +1,103 @@
+// Unit tests of `heiretsu run` option parsing (defaults, refusals naming the flag and
+// value) and of the learning-rate schedule that resumption depends on.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "runtime/cli/RunOptions.h"
+
+namespace heiretsu::cli {
+namespace {
+
+std::string Error(std::vector<std::string> args) {
+  args.insert(args.begin(), "plan");
+  RunOptions o;
+  auto err = ParseRunOptions(args, &o);
+  return err ? *err : "";
+}
+
+TEST(RunOptions, Defaults) {
+  RunOptions o;
+  ASSERT_EQ(ParseRunOptions({"plan"}, &o), std::nullopt);
+  EXPECT_EQ(o.plan_dir, "plan");
+  EXPECT_EQ(o.steps, 100);
+  EXPECT_EQ(o.lr, 1e-3);
+  EXPECT_EQ(o.min_lr, 1e-3 / 10);
+  EXPECT_EQ(o.warmup, 10);
+  EXPECT_EQ(o.weight_decay, 0.1);
+  EXPECT_EQ(o.grad_clip, 1.0);
+  EXPECT_EQ(o.seed, 1337u);
+  EXPECT_FALSE(o.seed_given);
+  EXPECT_EQ(o.log_every, 10);
+  EXPECT_EQ(o.save_every, 0);
+}
+
+TEST(RunOptions, MinLrFollowsLrUnlessGiven) {
+  RunOptions a;
+  ASSERT_EQ(ParseRunOptions({"plan", "--lr", "6e-4"}, &a), std::nullopt);
+  EXPECT_EQ(a.min_lr, 6e-4 / 10);
+  RunOptions b;
+  ASSERT_EQ(ParseRunOptions({"--min-lr", "0", "plan", "--lr", "6e-4", "--seed", "0"}, &b),
+            std::nullopt);
+  EXPECT_EQ(b.min_lr, 0.0);
+  EXPECT_TRUE(b.seed_given);
+  EXPECT_EQ(b.seed, 0u);
+}
+
+TEST(RunOptions, RefusalsNameTheFlagAndValue) {
+  EXPECT_EQ(Error({"--lr", "abc"}), "--lr: expected a positive number, got 'abc'");
+  EXPECT_EQ(Error({"--lr", "-1e-3"}), "--lr: expected a positive number, got '-1e-3'");
+  EXPECT_EQ(Error({"--lr", "0"}), "--lr: expected a positive number, got '0'");
+  EXPECT_EQ(Error({"--lr", "nan"}), "--lr: expected a positive number, got 'nan'");
+  EXPECT_EQ(Error({"--lr", "1e999"}), "--lr: expected a positive number, got '1e999'");
+  EXPECT_EQ(Error({"--lr", "0x1p-3"}), "--lr: expected a positive number, got '0x1p-3'");
+  EXPECT_EQ(Error({"--weight-decay", "-0.1"}),
+            "--weight-decay: expected a non-negative number, got '-0.1'");
+  EXPECT_EQ(Error({"--steps", "0"}), "--steps: expected a positive integer, got '0'");
+  EXPECT_EQ(Error({"--steps", "1.5"}), "--steps: expected a positive integer, got '1.5'");
+  EXPECT_EQ(Error({"--steps", "4294967296"}),
+            "--steps: 4294967296 is larger than the limit 2147483647");
+  EXPECT_EQ(Error({"--warmup", "-1"}), "--warmup: expected a non-negative integer, got '-1'");
+  EXPECT_EQ(Error({"--seed", "18446744073709551616"}),
+            "--seed: expected an integer in [0, 2^64), got '18446744073709551616'");
+  EXPECT_EQ(Error({"--min-lr", "0.01", "--lr", "0.001"}),
+            "--min-lr 0.01 is larger than --lr 0.001");
+  EXPECT_EQ(Error({"--backend", "tpu"}), "--backend: expected cpu|cuda, got 'tpu'");
+  EXPECT_EQ(Error({"--save-every", "10"}), "--save-every needs --save-dir DIR");
+  EXPECT_EQ(Error({"--metrics", ""}), "--metrics: empty path");
+  EXPECT_EQ(Error({"--steps"}), "--steps: missing value");
+  EXPECT_EQ(Error({"--stepz", "3"}), "unknown flag '--stepz'");
+  EXPECT_EQ(Error({"other"}), "more than one plan directory given: 'plan' and 'other'");
+  RunOptions o;
+  EXPECT_EQ(ParseRunOptions({"--steps", "3"}, &o), "no plan directory given");
+}
+
+TEST(RunOptions, LearningRateWarmsUpThenDecaysToMinLr) {
+  RunOptions o;
+  o.lr = 1e-3;
+  o.min_lr = 1e-4;
+  o.warmup = 10;
+  o.steps = 110;
+  EXPECT_DOUBLE_EQ(LearningRate(o, 1), 1e-4);
+  EXPECT_DOUBLE_EQ(LearningRate(o, 5), 5e-4);
+  EXPECT_DOUBLE_EQ(LearningRate(o, 10), 1e-3);
+  EXPECT_DOUBLE_EQ(LearningRate(o, 60), (1e-3 + 1e-4) / 2);  // halfway through the cosine
+  EXPECT_DOUBLE_EQ(LearningRate(o, 110), 1e-4);
+  for (int64_t s = 11; s <= 110; ++s) EXPECT_LT(LearningRate(o, s), LearningRate(o, s - 1));
+  o.warmup = 0;  // no warmup: the cosine starts at once
+  EXPECT_DOUBLE_EQ(LearningRate(o, 110), 1e-4);
+  EXPECT_LT(LearningRate(o, 1), 1e-3);
+  EXPECT_GT(LearningRate(o, 1), 0.999e-3);
+}
+
+TEST(RunOptions, EveryRunFlagIsKnown) {
+  for (const char* flag : {"--data", "--steps", "--lr", "--min-lr", "--warmup", "--weight-decay",
+                           "--grad-clip", "--seed", "--backend", "--metrics", "--save-dir",
+                           "--save-every", "--resume", "--log-every", "--cache-dir"})
+    EXPECT_TRUE(IsRunFlag(flag)) << flag;
+  EXPECT_FALSE(IsRunFlag("--dp"));
+  EXPECT_FALSE(IsRunFlag("-o"));
+}
+
+}  // namespace
+}  // namespace heiretsu::cli
