@@ -33,12 +33,15 @@ public:
     return {g, first ? 0 : 1};
   }
 
+  /// Seeds the loss: its gradient is the constant `scale`.
+  void seedLoss(Value loss, double scale) { constGrads[loss] = scale; }
+
   /// The finished gradient of forward output `v`, or null if nothing reached it.
   Value source(Value v) { return written.contains(v) ? grads.lookup(v) : Value(); }
 
   static bool isParam(Value v) { return v && v.getDefiningOp<plan_ir::ParamOp>(); }
 
-  LogicalResult rule(plan_ir::KernelOp k, double lossScale) {
+  LogicalResult rule(plan_ir::KernelOp k) {
     Location loc = k.getLoc();
     StringRef name = k.getName();
     ArrayRef<int64_t> ints = k.getInts();
@@ -52,10 +55,42 @@ public:
         s.push_back(llvm::is_contained(absent, static_cast<int64_t>(i)) ? Value() : *it++);
     }
     if (name == "cross_entropy") {
-      // The loss is the seed: d(loss) = lossScale.
+      // Scalar losses have gradients known at compile time (the loss is their
+      // sum); the kernel takes it as its dloss attribute.
+      auto seed = constGrads.find(s[2]);
+      if (seed == constGrads.end())
+        return success();
       auto [dlogits, acc] = sink(s[0], loc);
       createKernel(b, loc, "cross_entropy_grad", {s[0], s[1], s[3], dlogits},
-                   {ints[0], ints[1], acc}, {lossScale});
+                   {ints[0], ints[1], acc}, {seed->second});
+      return success();
+    }
+    if (name == "moe") {
+      Value dy = source(s[5]);
+      auto seed = constGrads.find(s[6]);
+      double daux = seed == constGrads.end() ? 0.0 : seed->second;
+      if (!dy)
+        return k.emitError("a moe output without a gradient is not supported");
+      for (int slot : {1, 2, 3, 4})
+        if (s[slot] && !isParam(s[slot]))
+          return k.emitError("moe router and expert weights must be parameters");
+      Value dgate = s[4] ? sink(s[4], loc).first : Value();
+      Value drouter = sink(s[1], loc).first, dwIn = sink(s[2], loc).first;
+      Value dwOut = sink(s[3], loc).first;
+      auto [dx, acc] = sink(s[0], loc);
+      SmallVector<int64_t> gradInts(ints.begin(), ints.end());
+      gradInts.push_back(acc);
+      createKernel(b, loc, "moe_grad",
+                   {dy, s[0], s[1], s[2], s[3], s[4], s[7], s[8], s[9], s[10], s[11], s[12], s[13],
+                    dx, drouter, dwIn, dwOut, dgate},
+                   gradInts, {k.getFloats()[0], k.getFloats()[1], daux});
+      return success();
+    }
+    if (name == "add" && numElements(s[2]) == 1 && constGrads.count(s[2])) {
+      // A sum of scalar losses: both terms get the same constant gradient.
+      double g = constGrads[s[2]];
+      constGrads[s[0]] += g;
+      constGrads[s[1]] += g;
       return success();
     }
     // Every other rule starts from the gradient of its (first) output.
@@ -171,6 +206,7 @@ private:
   OpBuilder b;
   DenseMap<Value, Value> grads;
   DenseSet<Value> written;
+  DenseMap<Value, double> constGrads; // scalar losses: gradient known statically
 };
 
 struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
@@ -191,8 +227,11 @@ struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
     Differentiator diff(program, OpBuilder::atBlockEnd(&body));
     // Gradients are of the mean loss over the step's microbatches.
     double lossScale = 1.0 / static_cast<double>(program.getMicrobatches());
+    for (Operation &op : program.getBody().front())
+      if (auto buf = dyn_cast<plan_ir::BufferOp>(op); buf && buf.getIo() == "loss")
+        diff.seedLoss(buf.getBuffer(), lossScale);
     for (plan_ir::KernelOp k : llvm::reverse(forward))
-      if (failed(diff.rule(k, lossScale)))
+      if (failed(diff.rule(k)))
         return signalPassFailure();
   }
 };

@@ -13,6 +13,8 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 
+#include <cmath>
+
 using namespace mlir;
 
 namespace heiretsu {
@@ -147,21 +149,46 @@ struct Lowering {
     }
     if (auto ce = dyn_cast<graph::CrossEntropyOp>(op)) {
       int64_t vocab = lastDim(ce.getLogits()), rows = numel(ce.getLogits()) / vocab;
-      Value loss = createBuffer(program, loc, "loss", MemRefType::get({}, b.getF32Type()), "loss");
-      buffers[ce.getLoss()] = loss;
+      Value loss = define(ce.getLoss(), loc, "cross_entropy.loss");
       Value lse = temp(loc, "cross_entropy.lse", {rows});
       createKernel(b, loc, "cross_entropy", {get(ce.getLogits()), get(ce.getTargets()), loss, lse},
                    {rows, vocab});
       return success();
     }
-    if (isa<graph::MoEOp>(op))
-      return op.emitError("graph.moe cannot be lowered to the plan yet: MoE dispatch "
-                          "and its kernels are not built");
+    if (auto m = dyn_cast<graph::MoEOp>(op)) {
+      int64_t d = lastDim(m.getInput()), rows = numel(m.getInput()) / d;
+      int64_t f = cast<RankedTensorType>(m.getWIn().getType()).getShape()[1];
+      int64_t experts = m.getExperts(), k = m.getTopK();
+      // Each expert keeps at most ceil(capacity * slots / experts) of the slots.
+      int64_t capacity = static_cast<int64_t>(std::ceil(
+          m.getCapacity().convertToDouble() * static_cast<double>(rows * k) /
+          static_cast<double>(experts)));
+      bool swiglu = m.getAct() == graph::Activation::swiglu;
+      Value y = define(m.getResult(), loc, "moe");
+      Value aux = define(m.getAuxLoss(), loc, "moe.aux");
+      Value probs = temp(loc, "moe.probs", {rows, experts});
+      Value lse = temp(loc, "moe.lse", {rows});
+      Value expert = createBuffer(program, loc, ("moe.slot_expert." + std::to_string(temps++)),
+                                  MemRefType::get({rows * k}, b.getI32Type()));
+      Value weight = temp(loc, "moe.slot_weight", {rows * k});
+      Value pre = temp(loc, "moe.pre", {rows * k, f});
+      Value gatePre = swiglu ? temp(loc, "moe.gate_pre", {rows * k, f}) : Value();
+      Value act = temp(loc, "moe.act", {rows * k, f});
+      createKernel(b, loc, "moe",
+                   {get(m.getInput()), get(m.getRouter()), get(m.getWIn()), get(m.getWOut()),
+                    get(m.getWGate()), y, aux, probs, lse, expert, weight, pre, gatePre, act},
+                   {rows, d, f, experts, k, capacity, swiglu ? 1 : 0},
+                   {m.getAuxCoef().convertToDouble(), m.getZCoef().convertToDouble()});
+      return success();
+    }
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      // The returned scalar (cross-entropy plus any MoE auxiliary losses) is the
+      // buffer the runtime reads as the step's loss.
       Value loss = ret.getNumOperands() == 1 ? get(ret.getOperand(0)) : Value();
       auto def = loss ? loss.getDefiningOp<plan_ir::BufferOp>() : nullptr;
-      if (!def || def.getIo() != "loss")
-        return op.emitError("the forward function must return the cross-entropy loss");
+      if (!def || numElements(loss) != 1)
+        return op.emitError("the forward function must return the scalar loss");
+      def.setIoAttr(b.getStringAttr("loss"));
       return success();
     }
     return op.emitError("no plan lowering for '") << op.getName() << "'";

@@ -144,9 +144,7 @@ LogicalResult KernelOp::verify() {
                                  << " floats, got " << ints.size() << " and "
                                  << getFloats().size();
   for (size_t k = 0; k < ints.size(); ++k) {
-    bool flag = std::strncmp(sig.ints[k], "accumulate", 10) == 0 ||
-                std::strcmp(sig.ints[k], "weight_decay") == 0;
-    if (ints[k] < 0 || (flag && ints[k] > 1))
+    if (ints[k] < 0 || (rt::IsFlag(sig.ints[k]) && ints[k] > 1))
       return emitOpError("(C2) ") << sig.ints[k] << " = " << ints[k] << " is out of range";
   }
   for (auto [lo, hi] : sig.at_most)
@@ -181,6 +179,11 @@ LogicalResult KernelOp::verify() {
       return emitOpError("(C3) buffer '") << s.name << "' has " << type.getNumElements()
                                           << " elements, expected " << s.numel;
   }
+  for (auto [slot, flag] : sig.present_iff)
+    if (llvm::is_contained(absent, static_cast<int64_t>(slot)) == (ints[flag] == 1))
+      return emitOpError("(C3) buffer '") << sig.buffers[slot].name
+                                          << "' must be present exactly when "
+                                          << sig.ints[flag] << " = 1";
   if (next != getBuffers().size())
     return emitOpError("(C3) '") << getName() << "' takes " << next << " buffers, got "
                                  << getBuffers().size();

@@ -415,6 +415,207 @@ void CrossEntropyBackward(const T* logits, const int32_t* targets, const T* lse,
   }
 }
 
+
+namespace {
+template <typename T>
+T Gelu(T v) {
+  T u = static_cast<T>(kGeluScale) * (v + static_cast<T>(kGeluCubic) * v * v * v);
+  return T(0.5) * v * (T(1) + std::tanh(u));
+}
+template <typename T>
+T GeluGrad(T v) {
+  T u = static_cast<T>(kGeluScale) * (v + static_cast<T>(kGeluCubic) * v * v * v);
+  T th = std::tanh(u);
+  T du = static_cast<T>(kGeluScale) * (T(1) + T(3) * static_cast<T>(kGeluCubic) * v * v);
+  return T(0.5) * (T(1) + th) + T(0.5) * v * (T(1) - th * th) * du;
+}
+// y[n] = W[n, k] x[k] (+ into y when accumulate).
+template <typename T>
+void MatVec(const T* w, const T* x, T* y, int64_t n, int64_t k, bool accumulate) {
+  for (int64_t i = 0; i < n; ++i) {
+    T s = 0;
+    for (int64_t j = 0; j < k; ++j) s += w[i * k + j] * x[j];
+    y[i] = accumulate ? y[i] + s : s;
+  }
+}
+// x[k] += W[n, k]^T y[n].
+template <typename T>
+void MatTVec(const T* w, const T* y, T* x, int64_t n, int64_t k) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j) x[j] += w[i * k + j] * y[i];
+}
+// W[n, k] += y[n] x[k]^T.
+template <typename T>
+void Outer(const T* y, const T* x, T* w, int64_t n, int64_t k) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j) w[i * k + j] += y[i] * x[j];
+}
+}  // namespace
+
+// The expert computations run slot by slot as matrix-vector products: clear and
+// exact, and fast enough for the CPU test models; grouping slots per expert into
+// GEMMs is the performance version (the CUDA backend will need it).
+template <typename T>
+void MoeForward(const MoeShape& s, const T* x, const T* router, const T* w_in, const T* w_out,
+                const T* w_gate, double aux_coef, double z_coef, T* y, T* aux, T* probs, T* lse,
+                int32_t* slot_expert, T* slot_weight, T* pre, T* gate_pre, T* act) {
+  const int64_t E = s.experts, K = s.top_k;
+  // Routing: probabilities, log-sum-exp, top-k with renormalized weights.
+  Gemm<T>(false, true, s.rows, E, s.d, T(1), x, router, T(0), probs);
+  std::vector<int64_t> routed(E, 0), kept(E, 0);
+  for (int64_t r = 0; r < s.rows; ++r) {
+    T* pr = probs + r * E;
+    T mx = *std::max_element(pr, pr + E);
+    double sum = 0;
+    for (int64_t e = 0; e < E; ++e) sum += std::exp(static_cast<double>(pr[e] - mx));
+    lse[r] = static_cast<T>(mx + std::log(sum));
+    for (int64_t e = 0; e < E; ++e) pr[e] = std::exp(pr[e] - lse[r]);
+    std::vector<bool> taken(E, false);
+    T total = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < E; ++e)
+        if (!taken[e] && (best < 0 || pr[e] > pr[best])) best = e;
+      taken[best] = true;
+      slot_expert[r * K + j] = static_cast<int32_t>(best);
+      slot_weight[r * K + j] = pr[best];
+      total += pr[best];
+      ++routed[best];
+    }
+    for (int64_t j = 0; j < K; ++j) slot_weight[r * K + j] /= total;
+  }
+  // Capacity, in slot order.
+  for (int64_t slot = 0; slot < s.rows * K; ++slot) {
+    int32_t& e = slot_expert[slot];
+    if (kept[e] >= s.capacity)
+      e = -1;
+    else
+      ++kept[e];
+  }
+  std::fill_n(y, s.rows * s.d, T(0));
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < s.rows; ++r) {
+    std::vector<T> out(s.d);
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t slot = r * K + j;
+      const int32_t e = slot_expert[slot];
+      T* p = pre + slot * s.f;
+      T* a = act + slot * s.f;
+      if (e < 0) {
+        std::fill_n(p, s.f, T(0));
+        std::fill_n(a, s.f, T(0));
+        if (gate_pre) std::fill_n(gate_pre + slot * s.f, s.f, T(0));
+        continue;
+      }
+      MatVec(w_in + e * s.f * s.d, x + r * s.d, p, s.f, s.d, false);
+      if (s.swiglu) {
+        T* g = gate_pre + slot * s.f;
+        MatVec(w_gate + e * s.f * s.d, x + r * s.d, g, s.f, s.d, false);
+        for (int64_t i = 0; i < s.f; ++i) a[i] = g[i] / (T(1) + std::exp(-g[i])) * p[i];
+      } else {
+        for (int64_t i = 0; i < s.f; ++i) a[i] = Gelu(p[i]);
+      }
+      MatVec(w_out + e * s.d * s.f, a, out.data(), s.d, s.f, false);
+      for (int64_t i = 0; i < s.d; ++i) y[r * s.d + i] += slot_weight[slot] * out[i];
+    }
+  }
+  double balance = 0, z = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    double mean_p = 0;
+    for (int64_t r = 0; r < s.rows; ++r) mean_p += probs[r * E + e];
+    balance += static_cast<double>(routed[e]) / static_cast<double>(s.rows * K) *
+               (mean_p / static_cast<double>(s.rows));
+  }
+  for (int64_t r = 0; r < s.rows; ++r) z += static_cast<double>(lse[r]) * lse[r];
+  *aux = static_cast<T>(aux_coef * static_cast<double>(E) * balance +
+                        z_coef * z / static_cast<double>(s.rows));
+}
+
+template <typename T>
+void MoeBackward(const MoeShape& s, const T* dy, double daux, const T* x, const T* router,
+                 const T* w_in, const T* w_out, const T* w_gate, double aux_coef, double z_coef,
+                 const T* probs, const T* lse, const int32_t* slot_expert, const T* slot_weight,
+                 const T* pre, const T* gate_pre, const T* act, T* dx, T* drouter, T* dw_in,
+                 T* dw_out, T* dw_gate, bool accumulate_dx) {
+  const int64_t E = s.experts, K = s.top_k;
+  if (!accumulate_dx) std::fill_n(dx, s.rows * s.d, T(0));
+  // Fraction of slots routed to each expert, before capacity (the saved experts
+  // are -1 where dropped, so recount from the top-k choice: the k largest probs).
+  std::vector<double> frac(E, 0.0);
+  std::vector<int64_t> choice(s.rows * K);
+  for (int64_t r = 0; r < s.rows; ++r) {
+    std::vector<bool> taken(E, false);
+    for (int64_t j = 0; j < K; ++j) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < E; ++e)
+        if (!taken[e] && (best < 0 || probs[r * E + e] > probs[r * E + best])) best = e;
+      taken[best] = true;
+      choice[r * K + j] = best;
+      frac[best] += 1.0 / static_cast<double>(s.rows * K);
+    }
+  }
+  std::vector<T> dlogits(s.rows * E);
+  // Expert weights are shared across rows: this loop runs in row order on one
+  // thread so the accumulation order is fixed.
+  std::vector<T> dout(s.d), da(s.f), dp(s.f), dg(s.f), dprob(E);
+  for (int64_t r = 0; r < s.rows; ++r) {
+    const T* pr = probs + r * E;
+    std::fill(dprob.begin(), dprob.end(), T(0));
+    // Gradient of each combine weight, then through the renormalization.
+    std::vector<T> dw(K, T(0));
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t slot = r * K + j;
+      const int32_t e = slot_expert[slot];
+      if (e < 0) continue;
+      const T w = slot_weight[slot];
+      const T* a = act + slot * s.f;
+      // out = w_out[e] a; dw_j = dy . out.
+      std::vector<T> out(s.d);
+      MatVec(w_out + e * s.d * s.f, a, out.data(), s.d, s.f, false);
+      for (int64_t i = 0; i < s.d; ++i) {
+        dw[j] += dy[r * s.d + i] * out[i];
+        dout[i] = w * dy[r * s.d + i];
+      }
+      Outer(dout.data(), a, dw_out + e * s.d * s.f, s.d, s.f);
+      std::fill(da.begin(), da.end(), T(0));
+      MatTVec(w_out + e * s.d * s.f, dout.data(), da.data(), s.d, s.f);
+      const T* p = pre + slot * s.f;
+      if (s.swiglu) {
+        const T* g = gate_pre + slot * s.f;
+        for (int64_t i = 0; i < s.f; ++i) {
+          T sig = T(1) / (T(1) + std::exp(-g[i]));
+          dp[i] = da[i] * g[i] * sig;
+          dg[i] = da[i] * p[i] * sig * (T(1) + g[i] * (T(1) - sig));
+        }
+        Outer(dg.data(), x + r * s.d, dw_gate + e * s.f * s.d, s.f, s.d);
+        MatTVec(w_gate + e * s.f * s.d, dg.data(), dx + r * s.d, s.f, s.d);
+      } else {
+        for (int64_t i = 0; i < s.f; ++i) dp[i] = da[i] * GeluGrad(p[i]);
+      }
+      Outer(dp.data(), x + r * s.d, dw_in + e * s.f * s.d, s.f, s.d);
+      MatTVec(w_in + e * s.f * s.d, dp.data(), dx + r * s.d, s.f, s.d);
+    }
+    // w_j = p_{c_j} / S over the k choices: dp_{c_i} = (dw_i - sum_j dw_j w_j) / S.
+    T total = 0, dot = 0;
+    for (int64_t j = 0; j < K; ++j) total += pr[choice[r * K + j]];
+    for (int64_t j = 0; j < K; ++j) dot += dw[j] * pr[choice[r * K + j]] / total;
+    for (int64_t j = 0; j < K; ++j) dprob[choice[r * K + j]] += (dw[j] - dot) / total;
+    // Load balance: d/dp_{r,e} of aux_coef * E * sum_e f_e mean_r p_{r,e}.
+    for (int64_t e = 0; e < E; ++e)
+      dprob[e] += static_cast<T>(daux * aux_coef * static_cast<double>(E) * frac[e] /
+                                 static_cast<double>(s.rows));
+    // Softmax backward, plus the z-loss: d/dlogit of z_coef * mean lse^2.
+    T sum = 0;
+    for (int64_t e = 0; e < E; ++e) sum += dprob[e] * pr[e];
+    const T zscale = static_cast<T>(daux * z_coef * 2.0 / static_cast<double>(s.rows)) * lse[r];
+    for (int64_t e = 0; e < E; ++e)
+      dlogits[r * E + e] = pr[e] * (dprob[e] - sum) + zscale * pr[e];
+  }
+  // logits = x Wr^T: drouter += dlogits^T x; dx += dlogits Wr.
+  Gemm<T>(true, false, E, s.d, s.rows, T(1), dlogits.data(), x, T(1), drouter);
+  Gemm<T>(false, false, s.rows, s.d, E, T(1), dlogits.data(), router, T(1), dx);
+}
+
 template <typename T>
 double SumSquares(const T* x, int64_t n) {
   const int64_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
@@ -493,6 +694,12 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void CrossEntropyBackward<T>(const T*, const int32_t*, const T*, T, T*, int64_t,    \
                                         int64_t, bool);                                         \
   template double SumSquares<T>(const T*, int64_t);                                             \
+  template void MoeForward<T>(const MoeShape&, const T*, const T*, const T*, const T*, const T*, \
+                              double, double, T*, T*, T*, T*, int32_t*, T*, T*, T*, T*);        \
+  template void MoeBackward<T>(const MoeShape&, const T*, double, const T*, const T*, const T*, \
+                               const T*, const T*, double, double, const T*, const T*,         \
+                               const int32_t*, const T*, const T*, const T*, const T*, T*, T*, \
+                               T*, T*, T*, bool);                                               \
   template void AdamW<T>(T*, const T*, T*, T*, int64_t, double, double, double, double,        \
                          double, int64_t, double);
 

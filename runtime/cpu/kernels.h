@@ -110,6 +110,36 @@ template <typename T>
 void CrossEntropyBackward(const T* logits, const int32_t* targets, const T* lse, T dloss,
                           T* dlogits, int64_t rows, int64_t vocab, bool accumulate_dx);
 
+// Mixture of experts over rows of x[rows, d] (graph.moe):
+//   logits = x Wr^T [rows, E]; p = softmax(logits); each row picks its top_k experts
+//   by p (lower index on ties) with weights p renormalized over the k; slot (r, j)
+//   goes to expert e = choice; an expert keeps at most `capacity` slots, in slot
+//   order (r major), and drops the rest (a dropped slot contributes nothing);
+//   expert e maps a row through h = act(w_in[e] x) (SwiGLU: silu(w_gate[e] x) *
+//   (w_in[e] x)) and w_out[e] h, and y[r] = sum over kept slots of weight * out.
+//   aux = aux_coef * E * sum_e f_e P_e + z_coef * mean_r lse_r^2, where f_e is the
+//   fraction of the rows*k slots routed to e (before dropping) and P_e the mean
+//   router probability of e.
+// Saved for backward: probs [rows, E], lse [rows], slot_expert [rows*k] (i32, -1 =
+// dropped), slot_weight [rows*k], pre [rows*k, f] (the w_in product), gate_pre
+// [rows*k, f] (SwiGLU only, else null) and act [rows*k, f].
+struct MoeShape {
+  int64_t rows, d, f, experts, top_k, capacity;
+  bool swiglu;
+};
+template <typename T>
+void MoeForward(const MoeShape& s, const T* x, const T* router, const T* w_in, const T* w_out,
+                const T* w_gate, double aux_coef, double z_coef, T* y, T* aux, T* probs, T* lse,
+                int32_t* slot_expert, T* slot_weight, T* pre, T* gate_pre, T* act);
+// Gradients for dy and a gradient `daux` of the aux output; accumulates into the
+// weight gradients, writes (or accumulates into) dx.
+template <typename T>
+void MoeBackward(const MoeShape& s, const T* dy, double daux, const T* x, const T* router,
+                 const T* w_in, const T* w_out, const T* w_gate, double aux_coef, double z_coef,
+                 const T* probs, const T* lse, const int32_t* slot_expert, const T* slot_weight,
+                 const T* pre, const T* gate_pre, const T* act, T* dx, T* drouter, T* dw_in,
+                 T* dw_out, T* dw_gate, bool accumulate_dx);
+
 // Sum of squares in double, in a fixed order (global gradient norm).
 template <typename T>
 double SumSquares(const T* x, int64_t n);

@@ -190,6 +190,19 @@ std::optional<std::string> Executor::Dispatch(const fb::Instr& in, const StepOpt
       k::CrossEntropyBackward(f(0), ids(1), f(2), static_cast<float>(x(0)), f(3), a(0), a(1),
                               a(2) != 0);
       break;
+    case fb::Op_Moe: {
+      k::MoeShape shape{a(0), a(1), a(2), a(3), a(4), a(5), a(6) != 0};
+      k::MoeForward(shape, f(0), f(1), f(2), f(3), f(4), x(0), x(1), f(5), f(6), f(7), f(8),
+                    I32(buf(9)), f(10), f(11), f(12), f(13));
+      break;
+    }
+    case fb::Op_MoeGrad: {
+      k::MoeShape shape{a(0), a(1), a(2), a(3), a(4), a(5), a(6) != 0};
+      k::MoeBackward(shape, f(0), x(2), f(1), f(2), f(3), f(4), f(5), x(0), x(1), f(6), f(7),
+                     I32(buf(8)), f(9), f(10), f(11), f(12), f(13), f(14), f(15), f(16), f(17),
+                     a(7) != 0);
+      break;
+    }
     case fb::Op_Accumulate:
       k::AccumulateForward(f(0), f(1), a(0), a(1) != 0);
       break;

@@ -2,6 +2,8 @@
 // runtime/cpu/kernels.h.
 #include "runtime/plan/ops.h"
 
+#include <cstring>
+
 namespace heiretsu::plan {
 namespace {
 
@@ -248,6 +250,43 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
               {"n", "weight_decay"},
               {}};
     }
+    case fb::Op_Moe:
+    case fb::Op_MoeGrad: {
+      // Slots are (row, choice) pairs: rows * top_k of them.
+      int64_t rows = At(a, 0), d = At(a, 1), f = At(a, 2), e = At(a, 3), k = At(a, 4);
+      int64_t slots = N({rows, k});
+      std::vector<BufferSlot> weights = {{"x", F32, false, N({rows, d})},
+                                         {"router", F32, false, N({e, d})},
+                                         {"w_in", F32, false, N({e, f, d})},
+                                         {"w_out", F32, false, N({e, d, f})},
+                                         {"w_gate", F32, true, N({e, f, d})}};
+      std::vector<BufferSlot> saved = {{"probs", F32, false, N({rows, e})},
+                                       {"lse", F32, false, rows},
+                                       {"slot_expert", I32, false, slots},
+                                       {"slot_weight", F32, false, slots},
+                                       {"pre", F32, false, N({slots, f})},
+                                       {"gate_pre", F32, true, N({slots, f})},
+                                       {"act", F32, false, N({slots, f})}};
+      std::vector<const char*> ints = {"rows", "d", "f", "experts", "top_k", "capacity", "swiglu"};
+      if (op == fb::Op_Moe) {
+        std::vector<BufferSlot> b = weights;
+        b.push_back({"y", F32, false, N({rows, d})});
+        b.push_back({"aux", F32, false, 1});
+        b.insert(b.end(), saved.begin(), saved.end());
+        return {"moe", b, false, ints, {"aux_coef", "z_coef"}, {{4, 3}}, {{4, 6}, {12, 6}}};
+      }
+      std::vector<BufferSlot> b = {{"dy", F32, false, N({rows, d})}};
+      b.insert(b.end(), weights.begin(), weights.end());
+      b.insert(b.end(), saved.begin(), saved.end());
+      b.push_back({"dx", F32, false, N({rows, d})});
+      b.push_back({"drouter", F32, false, N({e, d})});
+      b.push_back({"dw_in", F32, false, N({e, f, d})});
+      b.push_back({"dw_out", F32, false, N({e, d, f})});
+      b.push_back({"dw_gate", F32, true, N({e, f, d})});
+      ints.push_back("accumulate_dx");
+      return {"moe_grad", b, false, ints, {"aux_coef", "z_coef", "daux"}, {{4, 3}},
+              {{5, 6}, {11, 6}, {17, 6}}};
+    }
     case fb::Op_Accumulate: {
       int64_t n = At(a, 0);
       return {"accumulate",
@@ -261,5 +300,10 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
 }
 
 size_t IntCount(fb::Op op) { return OpSignature(op, {}).ints.size(); }
+
+bool IsFlag(const char* name) {
+  return std::strncmp(name, "accumulate", 10) == 0 || std::strcmp(name, "weight_decay") == 0 ||
+         std::strcmp(name, "swiglu") == 0;
+}
 
 }  // namespace heiretsu::plan

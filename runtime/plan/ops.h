@@ -33,11 +33,18 @@ struct Signature {
   std::vector<const char*> floats;
   // Pairs (a, b) of integer attribute positions with ints[a] <= ints[b] required.
   std::vector<std::pair<size_t, size_t>> at_most = {};
+  // Pairs (buffer slot, integer attribute position): the optional buffer is present
+  // exactly when that 0/1 flag is 1 (MoE's gate buffers and `swiglu`).
+  std::vector<std::pair<size_t, size_t>> present_iff = {};
 };
 
 // The signature of `op` given the instruction's integer attributes (which must
 // number at least Signature(op, {}).ints.size(); sizes read from them).
 Signature OpSignature(fb::Op op, const std::vector<int64_t>& ints);
+
+// Whether integer attribute `name` is a 0/1 flag (accumulate_dx, weight_decay,
+// swiglu) rather than a size.
+bool IsFlag(const char* name);
 
 // Number of integer attributes `op` takes.
 size_t IntCount(fb::Op op);

@@ -130,9 +130,7 @@ class Checker {
         return Fail(what + " has " + std::to_string(ints.size()) + " integer attributes, expected " +
                     std::to_string(sig.ints.size()));
       for (size_t k = 0; k < ints.size(); ++k) {
-        bool flag = std::strncmp(sig.ints[k], "accumulate", 10) == 0 ||
-                    std::strcmp(sig.ints[k], "weight_decay") == 0;
-        if (ints[k] < 0 || ints[k] > (flag ? 1 : kMaxAttribute))
+        if (ints[k] < 0 || ints[k] > (IsFlag(sig.ints[k]) ? 1 : kMaxAttribute))
           return Fail(what + ": " + sig.ints[k] + " = " + std::to_string(ints[k]) +
                       " is out of range");
       }
@@ -154,6 +152,10 @@ class Checker {
       if (nbuf != sig.buffers.size())
         return Fail(what + " has " + std::to_string(nbuf) + " buffers, expected " +
                     std::to_string(sig.buffers.size()));
+      for (auto [slot, flag] : sig.present_iff)
+        if ((in->buffers()->Get(slot) != kNoBuffer) != (ints[flag] == 1))
+          return Fail(what + ": buffer '" + sig.buffers[slot].name + "' must be present exactly when " +
+                      sig.ints[flag] + " = 1");
       for (size_t k = 0; k < nbuf; ++k) {
         const BufferSlot& slot = sig.buffers[k];
         uint32_t b = in->buffers()->Get(k);

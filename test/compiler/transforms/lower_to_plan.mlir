@@ -10,7 +10,7 @@
 // CHECK-DAG: %[[WTE:.*]], %{{.*}}, %{{.*}}, %{{.*}} = plan.param "wte" normal std = 2.000000e-02 decay : memref<16x8xf32>
 // CHECK-DAG: %[[G:.*]], %{{.*}}, %{{.*}}, %{{.*}} = plan.param "ln.weight" ones : memref<8xf32>
 // CHECK-DAG: %[[X:.*]] = plan.buffer "embed.0" : memref<2x4x8xf32>
-// CHECK-DAG: %[[LOSS:.*]] = plan.buffer "loss" {io = "loss"} : memref<f32>
+// CHECK-DAG: %[[LOSS:.*]] = plan.buffer "cross_entropy.loss.{{[0-9]+}}" {io = "loss"} : memref<f32>
 // CHECK: plan.microbatch {
 // CHECK-NEXT: plan.kernel "embedding"(%[[TOK]], %[[WTE]], %[[X]]) ints = [8, 4, 16, 8, 4] floats = [] absent = [2]
 // CHECK-NEXT: plan.kernel "rmsnorm"(%[[X]], %[[G]], %[[H:.*]], %{{.*}}) ints = [8, 8] floats = [1.000000e-05] absent = []
@@ -49,6 +49,34 @@ module attributes {graph.model = {name = "rope", vocab = 16 : i64}} {
     %o = graph.attention %x, %k, %k heads = 4 kv_heads = 2 rope = 10000.0 : tensor<1x4x8xf32>, tensor<1x4x4xf32>
     %logits = graph.linear %o, %wte : tensor<1x4x8xf32>, tensor<16x8xf32> -> tensor<1x4x16xf32>
     %loss = graph.cross_entropy %logits, %tgt : tensor<1x4x16xf32>, tensor<1x4xi32>
+    return %loss : tensor<f32>
+  }
+}
+
+// -----
+
+// Tests MoE lowering: one moe kernel with its saved routing state (probabilities,
+// log-sum-exp, i32 slot experts, slot weights, pre-activations, gate
+// pre-activations for SwiGLU, activations), capacity ceil(1.5 * 8 slots / 4
+// experts) = 3, and the returned sum of the cross-entropy and the aux loss marked
+// as the program's loss.
+// CHECK-LABEL: plan.program "moe"
+// CHECK: %[[EXPERT:.*]] = plan.buffer "moe.slot_expert.{{[0-9]+}}" : memref<8xi32>
+// CHECK: %[[TOTAL:.*]] = plan.buffer "add.{{[0-9]+}}" {io = "loss"} : memref<f32>
+// CHECK: plan.kernel "moe"(%{{.*}}, %[[EXPERT]], %{{.*}}) ints = [4, 8, 6, 4, 2, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = []
+// CHECK: plan.kernel "add"(%{{.*}}, %{{.*}}, %[[TOTAL]]) ints = [1]
+module attributes {graph.model = {name = "moe", vocab = 16 : i64}} {
+  func.func @forward(%tok: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
+    %wte = graph.param "wte" normal std = 0.02 : tensor<16x8xf32>
+    %x = graph.embedding %wte[%tok] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
+    %r = graph.param "r" normal std = 0.02 : tensor<4x8xf32>
+    %w1 = graph.param "w1" normal std = 0.02 : tensor<4x6x8xf32>
+    %w2 = graph.param "w2" normal std = 0.02 : tensor<4x8x6xf32>
+    %w3 = graph.param "w3" normal std = 0.02 : tensor<4x6x8xf32>
+    %y, %aux = graph.moe %x, %r, %w1, %w2 gate %w3 : tensor<4x6x8xf32> experts = 4 top_k = 2 capacity = 1.5 aux_coef = 0.01 z_coef = 0.001 act = swiglu : tensor<1x4x8xf32>, tensor<4x8xf32>, tensor<4x6x8xf32>, tensor<4x8x6xf32>
+    %logits = graph.linear %y, %wte : tensor<1x4x8xf32>, tensor<16x8xf32> -> tensor<1x4x16xf32>
+    %ce = graph.cross_entropy %logits, %tgt : tensor<1x4x16xf32>, tensor<1x4xi32>
+    %loss = graph.add %ce, %aux : tensor<f32>
     return %loss : tensor<f32>
   }
 }
