@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/exec/backend.h"
 #include "runtime/plan/plan.h"
 
 namespace heiretsu::exec {
@@ -36,8 +37,9 @@ using FillMicrobatch = std::function<void(int64_t m, int32_t* tokens, int32_t* t
 
 class Executor {
  public:
-  // Prepare: allocates the arena. `plan` must outlive the executor.
-  explicit Executor(const plan::LoadedPlan& plan);
+  // Prepare: allocates the arena on `backend` (the CPU backend when null).
+  // `plan` must outlive the executor.
+  explicit Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backend = nullptr);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -65,18 +67,14 @@ class Executor {
   const plan::fb::Plan& plan() const { return *plan_.plan; }
 
  private:
-  std::optional<std::string> Run(const plan::fb::Instr& instr, const StepOptions& options);
-
-  std::optional<std::string> Dispatch(const plan::fb::Instr& instr, const StepOptions& options);
+  std::optional<std::string> Run(const plan::fb::Instr& instr, StepScalars& scalars);
 
   const plan::LoadedPlan& plan_;
+  std::unique_ptr<Backend> backend_;
+  StepScalars scalars_;
   bool profiling_ = false;
   std::vector<double> op_seconds_ = std::vector<double>(plan::fb::Op_MAX + 1, 0.0);
-  double zero_seconds_ = 0;
   uint8_t* arena_ = nullptr;
-  double grad_norm_sq_ = 0;
-  double clip_scale_ = 1;
-  bool clip_ready_ = false;
 };
 
 }  // namespace heiretsu::exec

@@ -1,0 +1,51 @@
+// The interface between the executor and a device (DESIGN.md §2): memory for the
+// arena, and the execution of one verified instruction on it. The executor owns
+// the phases and the step's control flow; a backend owns how each instruction
+// runs. The CPU backend (cpu_backend.cc) is the reference; the CUDA backend
+// implements the same interface.
+#ifndef HEIRETSU_RUNTIME_EXEC_BACKEND_H_
+#define HEIRETSU_RUNTIME_EXEC_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "runtime/plan/plan_generated.h"
+
+namespace heiretsu::exec {
+
+// The scalar state of one optimizer step that instructions read and update.
+struct StepScalars {
+  double lr = 0;
+  double weight_decay = 0;
+  double grad_clip = 0;  // <= 0: no clipping
+  int64_t step = 1;
+  double grad_norm_sq = 0;  // accumulated by grad_norm_sq instructions
+  double clip_scale = 1;    // fixed by the first clip_adamw of the step
+  bool clip_ready = false;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  // Whether the arena is host memory the executor may read and write directly
+  // (parameter initialization, microbatch inputs, checkpoints). A device backend
+  // that says no gets staged copies instead.
+  virtual bool host_visible() const = 0;
+  // Prepare: `bytes` of zeroed arena memory, 64-byte aligned; null on failure.
+  virtual uint8_t* AllocateArena(uint64_t bytes) = 0;
+  virtual void FreeArena(uint8_t* arena) = 0;
+  // Execute one instruction of a verified plan. Returns an error for bad data
+  // (a token outside the vocabulary).
+  virtual std::optional<std::string> Run(const plan::fb::Plan& plan, const plan::fb::Instr& instr,
+                                         uint8_t* arena, StepScalars& scalars) = 0;
+};
+
+// OpenBLAS GEMMs and OpenMP kernels (runtime/cpu/kernels.h).
+std::unique_ptr<Backend> MakeCpuBackend();
+
+}  // namespace heiretsu::exec
+
+#endif  // HEIRETSU_RUNTIME_EXEC_BACKEND_H_
