@@ -21,15 +21,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-DataError BadInput(std::string message) {
-  return DataError{DataError::Kind::kBadInput, std::move(message)};
-}
-
-DataError Failure(std::string message) {
-  return DataError{DataError::Kind::kFailure, std::move(message)};
-}
-
-std::string Errno(int err) { return std::strerror(err); }
+// Local spellings of the two error kinds and of errno's text.
+constexpr auto BadInput = DataError::BadInput;
+constexpr auto Failure = DataError::Failure;
+inline std::string Errno(int err) { return std::strerror(err); }
 
 // Byte-wise so the on-disk format is little-endian whatever the host.
 int32_t LoadLe32(const unsigned char* p) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace heiretsu::data {
@@ -28,6 +29,9 @@ struct DataError {
   };
   Kind kind;
   std::string message;
+
+  static DataError BadInput(std::string message) { return {Kind::kBadInput, std::move(message)}; }
+  static DataError Failure(std::string message) { return {Kind::kFailure, std::move(message)}; }
 };
 
 // A regular file opened for reading. Open refuses directories, FIFOs and devices, so a

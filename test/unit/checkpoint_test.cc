@@ -42,35 +42,16 @@ struct Variant {
   bool extra_param = false;  // a parameter no instruction reads
 };
 
-// embedding -> layernorm -> linear head -> cross-entropy, with its backward pass and
-// AdamW, as in executor_test.cc.
 std::vector<uint8_t> BuildBigram(const Variant& v) {
-  const int64_t c = v.c;
-  testing::PlanBuilder b;
-  uint32_t tokens = b.Buffer("tokens", {kBatch, kSeq}, fb::DType_I32);
-  uint32_t targets = b.Buffer("targets", {kBatch, kSeq}, fb::DType_I32);
-  auto [wte, dwte] = b.Param("wte", {kVocab, c}, fb::Init_Normal, 0.02, true);
-  auto [g, dg] = b.Param("norm.weight", {c}, fb::Init_Ones, 0, false);
-  auto [beta, dbeta] = b.Param("norm.bias", {c}, fb::Init_Zeros, 0, false);
-  auto [head, dhead] = b.Param(v.head, {kVocab, c}, fb::Init_Normal, 0.02, true);
-  if (v.extra_param) b.Param("extra", {3}, fb::Init_Zeros, 0, false);
-  uint32_t x = b.Buffer("x", {kRows, c}), h = b.Buffer("h", {kRows, c});
-  uint32_t mean = b.Buffer("mean", {kRows}), rstd = b.Buffer("rstd", {kRows});
-  uint32_t logits = b.Buffer("logits", {kRows, kVocab}), lse = b.Buffer("lse", {kRows});
-  uint32_t loss = b.Buffer("loss", {1});
-  uint32_t dlogits = b.Buffer("dlogits", {kRows, kVocab}), dh = b.Buffer("dh", {kRows, c});
-  uint32_t dx = b.Buffer("dx", {kRows, c});
-  b.Micro(fb::Op_Embedding, {tokens, wte, plan::kNoBuffer, x}, {kRows, kSeq, kVocab, c, kSeq});
-  b.Micro(fb::Op_LayerNorm, {x, g, beta, h, mean, rstd}, {kRows, c}, {1e-5});
-  b.Micro(fb::Op_Linear, {h, head, plan::kNoBuffer, logits}, {kRows, c, kVocab});
-  b.Micro(fb::Op_CrossEntropy, {logits, targets, loss, lse}, {kRows, kVocab});
-  b.Micro(fb::Op_CrossEntropyGrad, {logits, targets, lse, dlogits}, {kRows, kVocab, 0},
-          {1.0 / kMicrobatches});
-  b.Micro(fb::Op_LinearGrad, {dlogits, h, head, dh, dhead, plan::kNoBuffer}, {kRows, c, kVocab, 0});
-  b.Micro(fb::Op_LayerNormGrad, {dh, x, g, mean, rstd, dx, dg, dbeta}, {kRows, c, 0});
-  b.Micro(fb::Op_EmbeddingGrad, {tokens, dx, dwte, plan::kNoBuffer},
-          {kRows, kSeq, kVocab, c, kSeq});
-  return b.Finish(kBatch, kSeq, kVocab, kMicrobatches, tokens, targets, loss);
+  testing::BigramOptions o;
+  o.vocab = kVocab;
+  o.batch = kBatch;
+  o.seq = kSeq;
+  o.c = v.c;
+  o.microbatches = kMicrobatches;
+  o.head = v.head;
+  o.extra_param = v.extra_param;
+  return testing::BuildBigram(o);
 }
 
 // A verified plan and an executor of it; the executor points into the plan, so both

@@ -16,34 +16,15 @@ namespace {
 namespace fb = plan::fb;
 constexpr int64_t kVocab = 16, kC = 8, kBatch = 4, kSeq = 8, kRows = kBatch * kSeq;
 
-struct Bigram {
-  std::vector<uint8_t> bytes;
-};
-
 std::vector<uint8_t> BuildBigram(int64_t microbatches, uint32_t version = plan::kPlanVersion) {
-  testing::PlanBuilder b;
-  uint32_t tokens = b.Buffer("tokens", {kBatch, kSeq}, fb::DType_I32);
-  uint32_t targets = b.Buffer("targets", {kBatch, kSeq}, fb::DType_I32);
-  auto [wte, dwte] = b.Param("wte", {kVocab, kC}, fb::Init_Normal, 0.02, true);
-  auto [g, dg] = b.Param("norm.weight", {kC}, fb::Init_Ones, 0, false);
-  auto [beta, dbeta] = b.Param("norm.bias", {kC}, fb::Init_Zeros, 0, false);
-  auto [head, dhead] = b.Param("lm_head.weight", {kVocab, kC}, fb::Init_Normal, 0.02, true);
-  uint32_t x = b.Buffer("x", {kRows, kC}), h = b.Buffer("h", {kRows, kC});
-  uint32_t mean = b.Buffer("mean", {kRows}), rstd = b.Buffer("rstd", {kRows});
-  uint32_t logits = b.Buffer("logits", {kRows, kVocab}), lse = b.Buffer("lse", {kRows});
-  uint32_t loss = b.Buffer("loss", {1});
-  uint32_t dlogits = b.Buffer("dlogits", {kRows, kVocab}), dh = b.Buffer("dh", {kRows, kC});
-  uint32_t dx = b.Buffer("dx", {kRows, kC});
-  b.Micro(fb::Op_Embedding, {tokens, wte, plan::kNoBuffer, x}, {kRows, kSeq, kVocab, kC, kSeq});
-  b.Micro(fb::Op_LayerNorm, {x, g, beta, h, mean, rstd}, {kRows, kC}, {1e-5});
-  b.Micro(fb::Op_Linear, {h, head, plan::kNoBuffer, logits}, {kRows, kC, kVocab});
-  b.Micro(fb::Op_CrossEntropy, {logits, targets, loss, lse}, {kRows, kVocab});
-  b.Micro(fb::Op_CrossEntropyGrad, {logits, targets, lse, dlogits}, {kRows, kVocab, 0},
-          {1.0 / microbatches});
-  b.Micro(fb::Op_LinearGrad, {dlogits, h, head, dh, dhead, plan::kNoBuffer}, {kRows, kC, kVocab, 0});
-  b.Micro(fb::Op_LayerNormGrad, {dh, x, g, mean, rstd, dx, dg, dbeta}, {kRows, kC, 0});
-  b.Micro(fb::Op_EmbeddingGrad, {tokens, dx, dwte, plan::kNoBuffer}, {kRows, kSeq, kVocab, kC, kSeq});
-  return b.Finish(kBatch, kSeq, kVocab, microbatches, tokens, targets, loss, version);
+  testing::BigramOptions o;
+  o.vocab = kVocab;
+  o.batch = kBatch;
+  o.seq = kSeq;
+  o.c = kC;
+  o.microbatches = microbatches;
+  o.version = version;
+  return testing::BuildBigram(o);
 }
 
 plan::LoadedPlan Load(std::vector<uint8_t> bytes) {

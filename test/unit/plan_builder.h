@@ -75,6 +75,44 @@ class PlanBuilder {
   std::vector<uint32_t> grads_;
 };
 
+// A bigram model (embedding -> layernorm -> linear head -> cross-entropy) with its
+// backward pass and AdamW, the small model the executor and checkpoint tests train.
+struct BigramOptions {
+  int64_t vocab = 16, batch = 4, seq = 8, c = 8, microbatches = 1;
+  std::string head = "lm_head.weight";
+  bool extra_param = false;  // a parameter no instruction reads
+  uint32_t version = plan::kPlanVersion;
+};
+
+inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
+  namespace fb = plan::fb;
+  const int64_t rows = o.batch * o.seq, c = o.c, v = o.vocab;
+  PlanBuilder b;
+  uint32_t tokens = b.Buffer("tokens", {o.batch, o.seq}, fb::DType_I32);
+  uint32_t targets = b.Buffer("targets", {o.batch, o.seq}, fb::DType_I32);
+  auto [wte, dwte] = b.Param("wte", {v, c}, fb::Init_Normal, 0.02, true);
+  auto [g, dg] = b.Param("norm.weight", {c}, fb::Init_Ones, 0, false);
+  auto [beta, dbeta] = b.Param("norm.bias", {c}, fb::Init_Zeros, 0, false);
+  auto [head, dhead] = b.Param(o.head, {v, c}, fb::Init_Normal, 0.02, true);
+  if (o.extra_param) b.Param("extra", {3}, fb::Init_Zeros, 0, false);
+  uint32_t x = b.Buffer("x", {rows, c}), h = b.Buffer("h", {rows, c});
+  uint32_t mean = b.Buffer("mean", {rows}), rstd = b.Buffer("rstd", {rows});
+  uint32_t logits = b.Buffer("logits", {rows, v}), lse = b.Buffer("lse", {rows});
+  uint32_t loss = b.Buffer("loss", {1});
+  uint32_t dlogits = b.Buffer("dlogits", {rows, v}), dh = b.Buffer("dh", {rows, c});
+  uint32_t dx = b.Buffer("dx", {rows, c});
+  b.Micro(fb::Op_Embedding, {tokens, wte, plan::kNoBuffer, x}, {rows, o.seq, v, c, o.seq});
+  b.Micro(fb::Op_LayerNorm, {x, g, beta, h, mean, rstd}, {rows, c}, {1e-5});
+  b.Micro(fb::Op_Linear, {h, head, plan::kNoBuffer, logits}, {rows, c, v});
+  b.Micro(fb::Op_CrossEntropy, {logits, targets, loss, lse}, {rows, v});
+  b.Micro(fb::Op_CrossEntropyGrad, {logits, targets, lse, dlogits}, {rows, v, 0},
+          {1.0 / static_cast<double>(o.microbatches)});
+  b.Micro(fb::Op_LinearGrad, {dlogits, h, head, dh, dhead, plan::kNoBuffer}, {rows, c, v, 0});
+  b.Micro(fb::Op_LayerNormGrad, {dh, x, g, mean, rstd, dx, dg, dbeta}, {rows, c, 0});
+  b.Micro(fb::Op_EmbeddingGrad, {tokens, dx, dwte, plan::kNoBuffer}, {rows, o.seq, v, c, o.seq});
+  return b.Finish(o.batch, o.seq, v, o.microbatches, tokens, targets, loss, o.version);
+}
+
 }  // namespace heiretsu::testing
 
 #endif  // HEIRETSU_TEST_UNIT_PLAN_BUILDER_H_
