@@ -91,6 +91,22 @@ void printSummary(llvm::raw_ostream &os, const frontend::ModelSummary &s,
        << ", shaped like layer 0's)\n";
 }
 
+/// Writes text output to -o (stdout without it).
+int writeText(const cli::CompileOptions &opts,
+              llvm::function_ref<void(llvm::raw_ostream &)> write) {
+  std::string outPath = opts.output.empty() ? "-" : opts.output;
+  std::error_code ec;
+  llvm::ToolOutputFile out(outPath, ec, llvm::sys::fs::OF_TextWithCRLF);
+  if (ec) {
+    std::fprintf(stderr, "heiretsu compile: error: cannot write '%s': %s\n",
+                 outPath.c_str(), ec.message().c_str());
+    return kExitBadInput;
+  }
+  write(out.os());
+  out.keep();
+  return 0;
+}
+
 /// Lowers the graph to a memory-planned plan.program and writes it: as IR
 /// (plan-text) or as the runtime's plan file in the -o directory (plan).
 int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
@@ -119,19 +135,8 @@ int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
     return kExitFailure; // the diagnostic names the op and the reason
   auto programs = module.getOps<plan_ir::ProgramOp>();
   plan_ir::ProgramOp programOp = *programs.begin();
-  if (opts.emit == "plan-text") {
-    std::string outPath = opts.output.empty() ? "-" : opts.output;
-    std::error_code ec;
-    llvm::ToolOutputFile out(outPath, ec, llvm::sys::fs::OF_TextWithCRLF);
-    if (ec) {
-      std::fprintf(stderr, "heiretsu compile: error: cannot write '%s': %s\n",
-                   outPath.c_str(), ec.message().c_str());
-      return kExitBadInput;
-    }
-    out.os() << module << "\n\n";
-    out.keep();
-    return 0;
-  }
+  if (opts.emit == "plan-text")
+    return writeText(opts, [&](llvm::raw_ostream &os) { os << module << "\n\n"; });
   EmitOptions emit;
   emit.mesh = {static_cast<int32_t>(opts.dp), static_cast<int32_t>(opts.pp),
                static_cast<int32_t>(opts.tp), static_cast<int32_t>(opts.ep)};
@@ -213,18 +218,10 @@ int main(int argc, char **argv) {
   if (opts.emit == "plan" || opts.emit == "plan-text")
     return emitPlanOutputs(*module, opts);
 
-  std::string outPath = opts.output.empty() ? "-" : opts.output;
-  std::error_code ec;
-  llvm::ToolOutputFile out(outPath, ec, llvm::sys::fs::OF_TextWithCRLF);
-  if (ec) {
-    std::fprintf(stderr, "heiretsu compile: error: cannot write '%s': %s\n",
-                 outPath.c_str(), ec.message().c_str());
-    return kExitBadInput;
-  }
-  if (opts.emit == "summary")
-    printSummary(out.os(), summary, opts);
-  else
-    out.os() << *module << "\n\n"; // byte-identical to heiretsu-opt output
-  out.keep();
-  return 0;
+  return writeText(opts, [&](llvm::raw_ostream &os) {
+    if (opts.emit == "summary")
+      printSummary(os, summary, opts);
+    else
+      os << *module << "\n\n"; // byte-identical to heiretsu-opt output
+  });
 }
