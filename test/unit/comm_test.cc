@@ -1,0 +1,134 @@
+// The Gloo communicator, with real processes: each test forks `world` children
+// that rendezvous through a fresh file store, run collectives and exit 0 only if
+// every result is right; a child that crashes, hangs past the test's alarm or
+// computes a wrong value fails the test.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/comm/comm.h"
+
+namespace heiretsu::comm {
+namespace {
+
+std::string FreshDir() {
+  char tmpl[] = "/tmp/heiretsu-comm-XXXXXX";
+  return mkdtemp(tmpl);
+}
+
+// Runs `body(rank, comm)` in `world` child processes; returns their exit codes.
+std::vector<int> RunRanks(int world, std::chrono::milliseconds timeout,
+                          const std::function<int(int, Communicator&)>& body) {
+  const std::string store = FreshDir();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < world; ++r) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      alarm(60);  // a hang fails the test instead of blocking it
+      GlooOptions o;
+      o.store_dir = store;
+      o.group = "test";
+      o.rank = r;
+      o.size = world;
+      o.timeout = timeout;
+      std::string error;
+      auto comm = ConnectGloo(o, &error);
+      if (!comm) {
+        std::fprintf(stderr, "rank %d: %s\n", r, error.c_str());
+        _exit(10);
+      }
+      _exit(body(r, *comm));
+    }
+    pids.push_back(pid);
+  }
+  std::vector<int> codes;
+  for (pid_t pid : pids) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    codes.push_back(WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status));
+  }
+  std::filesystem::remove_all(store);
+  return codes;
+}
+
+TEST(GlooComm, CollectivesComputeTheRightValues) {
+  const int world = 3;
+  auto codes = RunRanks(world, std::chrono::seconds(30), [&](int r, Communicator& c) {
+    if (c.rank() != r || c.size() != world) return 1;
+    // all_reduce sum, max, avg.
+    std::vector<float> v = {float(r), float(10 * r + 1)};
+    if (c.AllReduce(v.data(), 2, ReduceOp::kSum) || v[0] != 3 || v[1] != 33) return 2;
+    std::vector<float> m = {float(r)};
+    if (c.AllReduce(m.data(), 1, ReduceOp::kMax) || m[0] != 2) return 3;
+    std::vector<float> a = {float(3 * r)};
+    if (c.AllReduce(a.data(), 1, ReduceOp::kAvg) || a[0] != 3) return 4;
+    // all_gather: rank r contributes {r, r}.
+    std::vector<float> in = {float(r), float(r)}, out(2 * world);
+    if (c.AllGather(in.data(), out.data(), 2)) return 5;
+    for (int k = 0; k < world; ++k)
+      if (out[2 * k] != k || out[2 * k + 1] != k) return 6;
+    // reduce_scatter: block b of rank r holds r + b; rank r gets sum over ranks.
+    std::vector<float> blocks(world), mine(1);
+    for (int b = 0; b < world; ++b) blocks[b] = float(r + 100 * b);
+    if (c.ReduceScatter(blocks.data(), mine.data(), 1)) return 7;
+    if (mine[0] != 0 + 1 + 2 + 300 * r) return 8;
+    // all_to_all: rank r sends 10 r + b to rank b.
+    std::vector<float> send(world), recv(world);
+    for (int b = 0; b < world; ++b) send[b] = float(10 * r + b);
+    if (c.AllToAll(send.data(), recv.data(), 1)) return 9;
+    for (int b = 0; b < world; ++b)
+      if (recv[b] != 10 * b + r) return 10;
+    // send / recv around a ring.
+    std::vector<float> token = {float(r)}, got(1);
+    int next = (r + 1) % world, prev = (r + world - 1) % world;
+    if (r % 2 == 0) {
+      if (c.Send(token.data(), 1, next) || c.Recv(got.data(), 1, prev)) return 11;
+    } else {
+      if (c.Recv(got.data(), 1, prev) || c.Send(token.data(), 1, next)) return 12;
+    }
+    if (got[0] != prev) return 13;
+    return c.Barrier() ? 14 : 0;
+  });
+  for (int r = 0; r < world; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
+}
+
+TEST(GlooComm, ASilentPeerIsATimeoutErrorNotAHang) {
+  auto start = std::chrono::steady_clock::now();
+  auto codes = RunRanks(2, std::chrono::milliseconds(1500), [](int r, Communicator& c) {
+    if (r == 1) {
+      sleep(3);  // never joins the collective, stays alive
+      return 0;
+    }
+    std::vector<float> v(4, 1.f);
+    auto err = c.AllReduce(v.data(), v.size(), ReduceOp::kSum);
+    if (!err) return 1;
+    std::fprintf(stderr, "rank 0 saw: %s\n", err->c_str());
+    return err->find("all_reduce in group 'test' failed") == 0 ? 42 : 2;
+  });
+  double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(codes[0], 42);
+  EXPECT_LT(secs, 30.0);
+}
+
+TEST(GlooComm, AnInvalidRankIsRefused) {
+  GlooOptions o;
+  o.store_dir = FreshDir();
+  o.group = "g";
+  o.rank = 2;
+  o.size = 2;
+  std::string error;
+  EXPECT_EQ(ConnectGloo(o, &error), nullptr);
+  EXPECT_EQ(error, "group 'g': rank 2 is not in [0, 2)");
+  std::filesystem::remove_all(o.store_dir);
+}
+
+}  // namespace
+}  // namespace heiretsu::comm
