@@ -111,9 +111,11 @@ int writeText(const cli::CompileOptions &opts,
 /// (plan-text) or as the runtime's plan file in the -o directory (plan).
 int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
   std::string unsupported;
-  if (opts.world_size() > 1)
-    unsupported = "layouts of more than one rank (dp*tp*pp*ep = " +
-                  std::to_string(opts.world_size()) + ") are not built yet";
+  if (opts.tp > 1 || opts.pp > 1 || opts.ep > 1)
+    unsupported = "tensor, pipeline and expert parallelism (tp, pp, ep > 1) are not "
+                  "built yet; data parallelism (--dp) is";
+  else if (opts.zero != 0)
+    unsupported = "--zero 1 is not built yet";
   else if (opts.precision != "fp32")
     unsupported = "--precision " + opts.precision + " needs the CUDA backend, not built yet";
   else if (opts.recompute != "none")
@@ -130,6 +132,8 @@ int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
   mlir::OpPassManager &program = pm.nest<plan_ir::ProgramOp>();
   program.addPass(createAutodiffPass());
   program.addPass(createOptimizerPass());
+  if (opts.dp > 1)
+    program.addPass(createDataParallelPass());
   program.addPass(createPlanMemoryPass());
   if (mlir::failed(pm.run(module)))
     return kExitFailure; // the diagnostic names the op and the reason

@@ -67,4 +67,19 @@ def PlanMemoryPass : Pass<"heiretsu-plan-memory", "::heiretsu::plan_ir::ProgramO
   }];
 }
 
+def DataParallelPass : Pass<"heiretsu-dp-grad-reduce", "::heiretsu::plan_ir::ProgramOp"> {
+  let summary = "Average parameter gradients over the data-parallel group";
+  let description = [{
+    Every dp rank runs the same program on its own slice of the global batch, so
+    after the microbatch stream each holds the gradient of its local mean loss.
+    This pass starts `plan.update` with one `all_reduce` (axis dp, average) over
+    every parameter gradient, before the gradient norm, so the norm, clipping and
+    AdamW see the gradient of the global mean loss on every rank and the replicas
+    stay identical. (One bucket holding all gradients; overlapping the reduction
+    with the backward pass comes with bucketing.)
+
+    Preconditions: the optimizer pass has filled plan.update.
+  }];
+}
+
 #endif // HEIRETSU_PASSES

@@ -147,6 +147,10 @@ LogicalResult KernelOp::verify() {
     if (ints[k] < 0 || (rt::IsFlag(sig.ints[k]) && ints[k] > 1))
       return emitOpError("(C2) ") << sig.ints[k] << " = " << ints[k] << " is out of range";
   }
+  for (auto [k, top] : sig.max_value)
+    if (ints[k] > top)
+      return emitOpError("(C2) ") << sig.ints[k] << " = " << ints[k] << " is out of range [0, "
+                                  << top << "]";
   for (auto [lo, hi] : sig.at_most)
     if (ints[lo] > ints[hi])
       return emitOpError("(C2) ") << sig.ints[lo] << " = " << ints[lo] << " exceeds "

@@ -73,6 +73,12 @@ std::optional<std::string> Executor::ComputeGradients(const FillMicrobatch& fill
 std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
                                           StepResult* result) {
   if (auto err = ComputeGradients(fill, &result->loss)) return err;
+  // The reported loss is the mean over the whole global batch.
+  if (comm::Communicator* dp = comms_[plan::kAxisDp]; dp && dp->size() > 1) {
+    float loss = static_cast<float>(result->loss);
+    if (auto err = dp->AllReduce(&loss, 1, comm::ReduceOp::kAvg)) return err;
+    result->loss = loss;
+  }
   if (!std::isfinite(result->loss))
     return "loss is " + std::to_string(result->loss) + " at step " + std::to_string(options.step);
   scalars_ = StepScalars{options.lr, options.weight_decay, options.grad_clip, options.step};
@@ -83,6 +89,19 @@ std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const Step
 }
 
 std::optional<std::string> Executor::Run(const fb::Instr& instr, StepScalars& scalars) {
+  // Collectives are the executor's, not the backend's: they need the job's
+  // communicators (Gloo on CPU; NCCL will serve device memory).
+  if (instr.op() == fb::Op_AllReduce) {
+    const int axis = static_cast<int>(instr.ints()->Get(0));
+    comm::Communicator* c = comms_[axis];
+    if (!c) return "all_reduce over mesh axis " + std::to_string(axis) + " has no communicator";
+    const auto reduce = static_cast<comm::ReduceOp>(instr.ints()->Get(1));
+    for (uint32_t b : *instr.buffers())
+      if (auto err = c->AllReduce(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)),
+                                  reduce))
+        return err;
+    return std::nullopt;
+  }
   if (!profiling_) return backend_->Run(*plan_.plan, instr, arena_, scalars);
   auto t0 = std::chrono::steady_clock::now();
   auto err = backend_->Run(*plan_.plan, instr, arena_, scalars);

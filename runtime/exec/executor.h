@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/comm/comm.h"
 #include "runtime/exec/backend.h"
 #include "runtime/plan/plan.h"
 
@@ -28,7 +29,7 @@ struct StepOptions {
 };
 
 struct StepResult {
-  double loss = 0;       // mean over microbatches
+  double loss = 0;       // mean over microbatches (and data-parallel ranks)
   double grad_norm = 0;  // global L2 norm before clipping
 };
 
@@ -52,6 +53,12 @@ class Executor {
   std::optional<std::string> Step(const FillMicrobatch& fill, const StepOptions& options,
                                   StepResult* result);
 
+  // The communicator of mesh axis `axis` (plan::MeshAxis) for this rank's group on
+  // it. Needed for every axis of size > 1 the plan's collectives use.
+  void set_communicator(int axis, comm::Communicator* communicator) {
+    comms_[axis] = communicator;
+  }
+
   // The first half of Step: zero the gradients and run the microbatch stream for
   // every microbatch, leaving the gradients of the mean loss in the grad buffers.
   std::optional<std::string> ComputeGradients(const FillMicrobatch& fill, double* loss);
@@ -71,6 +78,7 @@ class Executor {
 
   const plan::LoadedPlan& plan_;
   std::unique_ptr<Backend> backend_;
+  comm::Communicator* comms_[4] = {nullptr, nullptr, nullptr, nullptr};
   StepScalars scalars_;
   bool profiling_ = false;
   std::vector<double> op_seconds_ = std::vector<double>(plan::fb::Op_MAX + 1, 0.0);

@@ -287,6 +287,9 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
       return {"moe_grad", b, false, ints, {"aux_coef", "z_coef", "daux"}, {{4, 3}},
               {{5, 6}, {11, 6}, {17, 6}}};
     }
+    case fb::Op_AllReduce:
+      // In place on each buffer, over the group of ranks that differ only in `axis`.
+      return {"all_reduce", {}, true, {"axis", "reduce"}, {}, {}, {}, {{0, 3}, {1, 2}}};
     case fb::Op_Accumulate: {
       int64_t n = At(a, 0);
       return {"accumulate",

@@ -36,7 +36,14 @@ struct Signature {
   // Pairs (buffer slot, integer attribute position): the optional buffer is present
   // exactly when that 0/1 flag is 1 (MoE's gate buffers and `swiglu`).
   std::vector<std::pair<size_t, size_t>> present_iff = {};
+  // Pairs (integer attribute position, largest value): enumerations such as a
+  // mesh axis (0-3) or a reduction (0-2).
+  std::vector<std::pair<size_t, int64_t>> max_value = {};
 };
+
+// Mesh axes and reductions as collectives' integer attributes encode them.
+enum MeshAxis : int64_t { kAxisDp = 0, kAxisPp = 1, kAxisTp = 2, kAxisEp = 3 };
+enum Reduction : int64_t { kReduceSum = 0, kReduceMax = 1, kReduceAvg = 2 };
 
 // The signature of `op` given the instruction's integer attributes (which must
 // number at least Signature(op, {}).ints.size(); sizes read from them).

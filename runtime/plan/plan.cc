@@ -134,6 +134,10 @@ class Checker {
           return Fail(what + ": " + sig.ints[k] + " = " + std::to_string(ints[k]) +
                       " is out of range");
       }
+      for (auto [k, top] : sig.max_value)
+        if (ints[k] > top)
+          return Fail(what + ": " + sig.ints[k] + " = " + std::to_string(ints[k]) +
+                      " is out of range [0, " + std::to_string(top) + "]");
       for (auto [lo, hi] : sig.at_most)
         if (ints[lo] > ints[hi])
           return Fail(what + ": " + sig.ints[lo] + " = " + std::to_string(ints[lo]) +

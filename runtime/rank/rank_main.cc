@@ -25,6 +25,8 @@
 
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/cli/RunOptions.h"
+#include "runtime/comm/comm.h"
+#include "runtime/plan/ops.h"
 #include "runtime/cpu/threading.h"
 #include "runtime/data/prepare.h"
 #include "runtime/data/shards.h"
@@ -90,11 +92,28 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, data::Dataset* dataset) {
 
 // Refuses to be one of several processes of a job (mpirun, torchrun and the like), which
 // would otherwise each train alone and write the same files.
-std::optional<std::string> LaunchedAsManyRanks() {
-  for (const char* var : {"WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
-    const char* v = std::getenv(var);
-    if (v && std::strcmp(v, "1") != 0 && v[0] != '\0') return std::string(var) + "=" + v;
-  }
+// This worker's place in the job: rank and world size from the launcher's
+// environment (RANK, WORLD_SIZE), 0 of 1 when started alone.
+struct RankInfo {
+  int rank = 0;
+  int world = 1;
+};
+
+std::optional<std::string> ReadRank(RankInfo* info) {
+  const char* rank = std::getenv("RANK");
+  const char* world = std::getenv("WORLD_SIZE");
+  if (!rank && !world) return std::nullopt;
+  if (!rank || !world) return std::string("RANK and WORLD_SIZE must be set together");
+  char* end = nullptr;
+  long r = std::strtol(rank, &end, 10);
+  bool bad = *rank == '\0' || *end != '\0';
+  long w = std::strtol(world, &end, 10);
+  bad = bad || *world == '\0' || *end != '\0';
+  if (bad || w < 1 || r < 0 || r >= w || w > 1 << 20)
+    return std::string("RANK=") + rank + " WORLD_SIZE=" + world +
+           ": expected 0 <= RANK < WORLD_SIZE";
+  info->rank = static_cast<int>(r);
+  info->world = static_cast<int>(w);
   return std::nullopt;
 }
 
@@ -121,9 +140,9 @@ std::string Throughput(double tokens_per_s) {
 int Run(const cli::RunOptions& o) {
   if (o.backend == "cuda")
     return Fail(kExitFailure, "--backend cuda: the CUDA backend is not built yet; use cpu");
-  if (std::optional<std::string> var = LaunchedAsManyRanks())
-    return Fail(kExitFailure, "started as one of several ranks (" + *var +
-                                  "): multi-rank runs are not built yet");
+  RankInfo me;
+  if (auto err = ReadRank(&me)) return Fail(kExitBadInput, *err);
+  const bool leader = me.rank == 0;  // logs, metrics and checkpoints
 
   struct stat st;
   if (::stat(o.plan_dir.c_str(), &st) != 0)
@@ -139,28 +158,39 @@ int Run(const cli::RunOptions& o) {
   const plan::fb::Plan& p = *loaded.plan;
   const plan::fb::Mesh& mesh = *p.mesh();
   const int64_t world = int64_t{mesh.dp()} * mesh.tp() * mesh.pp() * mesh.ep();
-  if (world > 1)
-    return Fail(kExitFailure, loaded.path + ": a plan for " + std::to_string(world) +
-                                  " ranks (dp " + std::to_string(mesh.dp()) + ", tp " +
-                                  std::to_string(mesh.tp()) + ", pp " + std::to_string(mesh.pp()) +
-                                  ", ep " + std::to_string(mesh.ep()) +
-                                  "): multi-rank runs are not built yet; compile for one rank");
+  if (world != me.world)
+    return Fail(kExitBadInput, loaded.path + ": a plan for " + std::to_string(world) +
+                                   " ranks (dp " + std::to_string(mesh.dp()) + ", tp " +
+                                   std::to_string(mesh.tp()) + ", pp " +
+                                   std::to_string(mesh.pp()) + ", ep " +
+                                   std::to_string(mesh.ep()) + ") started as " +
+                                   std::to_string(me.world) +
+                                   (me.world == 1 ? " rank (use heiretsu run)" : " ranks"));
+  if (mesh.tp() > 1 || mesh.pp() > 1 || mesh.ep() > 1)
+    return Fail(kExitFailure, loaded.path + ": tensor, pipeline and expert parallelism are not "
+                                            "built yet");
   const std::string model = p.model() ? p.model()->str() : "";
-  // dp = 1: this rank's microbatches are the whole global batch.
+  // Data parallelism: rank r's microbatches are rows [r B M, (r + 1) B M) of the
+  // global batch, so the same global batch trains the same model on any dp.
   const int64_t batch = p.micro_batch_size(), seq = p.seq();
-  const int64_t global_batch = batch * p.microbatches();
+  const int64_t per_rank = batch * p.microbatches();
+  const int64_t global_batch = per_rank * mesh.dp();
   const int64_t tokens_per_step = global_batch * seq;
   int64_t num_values = 0;
   for (const plan::fb::Param* param : *p.params())
     num_values += plan::NumElements(*p.buffers()->Get(param->value()));
-  std::printf("plan: %s: model '%s', %u parameter tensors, %lld parameters\n", loaded.path.c_str(),
-              model.c_str(), p.params()->size(), static_cast<long long>(num_values));
-  std::printf("batch: %lld sequences of %lld tokens per step (%lld microbatches of %lld)\n",
-              static_cast<long long>(global_batch), static_cast<long long>(seq),
-              static_cast<long long>(p.microbatches()), static_cast<long long>(batch));
+  if (leader) {
+    std::printf("plan: %s: model '%s', %u parameter tensors, %lld parameters\n",
+                loaded.path.c_str(), model.c_str(), p.params()->size(),
+                static_cast<long long>(num_values));
+    std::printf("batch: %lld sequences of %lld tokens per step (dp %d x %lld microbatches of "
+                "%lld)\n",
+                static_cast<long long>(global_batch), static_cast<long long>(seq), mesh.dp(),
+                static_cast<long long>(p.microbatches()), static_cast<long long>(batch));
+  }
 
   std::unique_ptr<FILE, int (*)(FILE*)> metrics(nullptr, &std::fclose);
-  if (!o.metrics.empty()) {
+  if (!o.metrics.empty() && leader) {
     // Opened before the slow work, so a wrong path is reported at once. A resumed run
     // appends, so the file holds the whole run; steps after the checkpoint that an
     // interrupted run had already logged appear again, the later line winning.
@@ -173,6 +203,24 @@ int Run(const cli::RunOptions& o) {
   if (int code = LoadData(o, p.vocab(), &dataset)) return code;
 
   exec::Executor executor(loaded);
+  std::unique_ptr<comm::Communicator> dp_group;
+  if (me.world > 1) {
+    const char* store = std::getenv("HEIRETSU_STORE");
+    if (!store || !*store)
+      return Fail(kExitBadInput, "a multi-rank run needs HEIRETSU_STORE, a directory shared by "
+                                 "the ranks for rendezvous ('heiretsu run' sets it)");
+    comm::GlooOptions g;
+    g.store_dir = store;
+    g.group = "dp";
+    g.rank = me.rank;
+    g.size = me.world;
+    if (const char* t = std::getenv("HEIRETSU_COMM_TIMEOUT_MS"))
+      g.timeout = std::chrono::milliseconds(std::max(1L, std::atol(t)));
+    std::string error;
+    dp_group = comm::ConnectGloo(g, &error);
+    if (!dp_group) return Fail(kExitFailure, error);
+    executor.set_communicator(plan::kAxisDp, dp_group.get());
+  }
   const std::vector<checkpoint::Tensor> state = checkpoint::TrainingState(&executor);
   uint64_t seed = o.seed;
   int64_t first_step = 1;
@@ -203,8 +251,9 @@ int Run(const cli::RunOptions& o) {
                                      std::to_string(o.steps));
     seed = header.seed;
     first_step = header.step + 1;
-    std::printf("resumed: %s (step %lld, seed %llu)\n", dir.c_str(),
-                static_cast<long long>(header.step), static_cast<unsigned long long>(seed));
+    if (leader)
+      std::printf("resumed: %s (step %lld, seed %llu)\n", dir.c_str(),
+                  static_cast<long long>(header.step), static_cast<unsigned long long>(seed));
     if (header.step == o.steps) {
       std::printf("nothing to do: the checkpoint is at --steps %lld\n",
                   static_cast<long long>(o.steps));
@@ -227,7 +276,8 @@ int Run(const cli::RunOptions& o) {
     // The sampler numbers steps from 0: user step s takes the global batch of sampler
     // step s - 1, and microbatch m its rows [m * B, (m + 1) * B).
     auto fill = [&](int64_t m, int32_t* tokens, int32_t* targets) {
-      sampler->FillBatchRows(step - 1, global_batch, m * batch, (m + 1) * batch, tokens, targets);
+      const int64_t row = me.rank * per_rank + m * batch;
+      sampler->FillBatchRows(step - 1, global_batch, row, row + batch, tokens, targets);
     };
     exec::StepResult result;
     const auto start = std::chrono::steady_clock::now();
@@ -251,12 +301,13 @@ int Run(const cli::RunOptions& o) {
       if (std::fflush(metrics.get()) != 0 || std::ferror(metrics.get()))
         return Fail(kExitFailure, o.metrics + ": cannot write: " + std::strerror(errno));
     }
-    if (step % o.log_every == 0 || step == o.steps || step == first_step) {
+    if (leader && (step % o.log_every == 0 || step == o.steps || step == first_step)) {
       std::printf("step %*lld/%lld | loss %.4f | lr %.2e | grad norm %.4f | %s tok/s | %.1f ms\n",
                   width, static_cast<long long>(step), static_cast<long long>(o.steps), result.loss,
                   options.lr, result.grad_norm, Throughput(tokens_per_s).c_str(), step_ms);
     }
-    if (!o.save_dir.empty() &&
+    // Replicas are identical, so rank 0's state is the whole model.
+    if (leader && !o.save_dir.empty() &&
         ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps)) {
       checkpoint::Header header;
       header.model = model;

@@ -151,3 +151,18 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   plan.update {
   }
 }
+
+// -----
+
+// Tests a collective's enumerated attributes: mesh axis 0-3, reduction 0-2.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.microbatch {
+  }
+  plan.update {
+    // expected-error @+1 {{(C2) axis = 4 is out of range [0, 3]}}
+    plan.kernel "all_reduce"(%loss) ints = [4, 0] floats = [] absent = [] : memref<f32>
+  }
+}
