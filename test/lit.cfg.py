@@ -24,3 +24,4 @@ config.substitutions.append(
     ("%expect_exit", os.path.join(config.test_source_root, "expect_exit.sh")))
 config.substitutions.append(
     ("%heiretsu_bin", os.path.join(config.heiretsu_tools_dir, "heiretsu")))
+config.substitutions.append(("%heiretsu_dir", config.heiretsu_tools_dir))

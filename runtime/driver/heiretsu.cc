@@ -1,8 +1,8 @@
 // heiretsu: the user's driver (DESIGN.md §1). Links no MLIR: `compile` runs the
 // compiler binary heiretsu-compile that sits beside this one, `run` the per-rank worker
-// heiretsu-rank (one rank for now; the launcher of many comes with the communication
-// layer), `train` both in turn; `data prepare` tokenizes in this process. Commands
-// whose layers are not built yet say so and exit 1.
+// heiretsu-rank (once, or one per rank through the launcher when the plan's mesh has
+// more than one rank), `train` both in turn; `data prepare` tokenizes in this process.
+// Commands whose layers are not built yet say so and exit 1.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +18,8 @@
 
 #include "runtime/cli/CompileOptions.h"
 #include "runtime/cli/RunOptions.h"
+#include "runtime/launch/launcher.h"
+#include "runtime/plan/plan.h"
 #include "runtime/data/prepare.h"
 
 namespace {
@@ -111,6 +113,25 @@ int RunSibling(const std::string& tool, const std::vector<std::string>& args) {
 // `heiretsu train`: splits the arguments into compile and run flags, checks both sets
 // before anything runs (a typo in a run flag should not cost a compile), compiles to a
 // plan directory and runs it.
+// `run`: one heiretsu-rank for a single-rank plan, else the launcher starts one per
+// rank. A plan that does not load is left to heiretsu-rank to report.
+int RunPlan(const std::vector<std::string>& run_args) {
+  heiretsu::cli::RunOptions options;
+  if (heiretsu::cli::ParseRunOptions(run_args, &options)) return RunSibling("heiretsu-rank", run_args);
+  heiretsu::plan::LoadedPlan loaded;
+  if (heiretsu::plan::LoadPlan(options.plan_dir + "/" + heiretsu::plan::ProgramFileName(0),
+                               &loaded))
+    return RunSibling("heiretsu-rank", run_args);
+  const auto& mesh = *loaded.plan->mesh();
+  const int world = mesh.dp() * mesh.tp() * mesh.pp() * mesh.ep();
+  if (world == 1) return RunSibling("heiretsu-rank", run_args);
+  heiretsu::launch::LaunchSpec spec;
+  spec.program = SelfDir() + "/heiretsu-rank";
+  spec.args = run_args;
+  spec.world_size = world;
+  return heiretsu::launch::LaunchJob(spec);
+}
+
 int Train(const std::vector<std::string>& args) {
   std::vector<std::string> compile_args, run_args;
   std::string plan_dir;
@@ -166,7 +187,7 @@ int Train(const std::vector<std::string>& args) {
   compile_args.insert(compile_args.end(), {"--emit", "plan", "-o", plan_dir});
   run_args.insert(run_args.begin(), plan_dir);
   int rc = RunSibling("heiretsu-compile", compile_args);
-  if (rc == 0) rc = RunSibling("heiretsu-rank", run_args);
+  if (rc == 0) rc = RunPlan(run_args);
   if (temporary) {
     std::error_code ec;
     std::filesystem::remove_all(plan_dir, ec);
@@ -230,7 +251,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "compile") return RunSibling("heiretsu-compile", rest);
-  if (cmd == "run") return RunSibling("heiretsu-rank", rest);
+  if (cmd == "run") return RunPlan(rest);
   if (cmd == "train") return Train(rest);
   if (cmd == "data") return Data(rest);
   if (cmd == "explain") {

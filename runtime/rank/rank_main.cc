@@ -31,6 +31,7 @@
 #include "runtime/data/prepare.h"
 #include "runtime/data/shards.h"
 #include "runtime/exec/executor.h"
+#include "runtime/launch/launcher.h"
 #include "runtime/plan/plan.h"
 
 namespace heiretsu {
@@ -92,31 +93,6 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, data::Dataset* dataset) {
 
 // Refuses to be one of several processes of a job (mpirun, torchrun and the like), which
 // would otherwise each train alone and write the same files.
-// This worker's place in the job: rank and world size from the launcher's
-// environment (RANK, WORLD_SIZE), 0 of 1 when started alone.
-struct RankInfo {
-  int rank = 0;
-  int world = 1;
-};
-
-std::optional<std::string> ReadRank(RankInfo* info) {
-  const char* rank = std::getenv("RANK");
-  const char* world = std::getenv("WORLD_SIZE");
-  if (!rank && !world) return std::nullopt;
-  if (!rank || !world) return std::string("RANK and WORLD_SIZE must be set together");
-  char* end = nullptr;
-  long r = std::strtol(rank, &end, 10);
-  bool bad = *rank == '\0' || *end != '\0';
-  long w = std::strtol(world, &end, 10);
-  bad = bad || *world == '\0' || *end != '\0';
-  if (bad || w < 1 || r < 0 || r >= w || w > 1 << 20)
-    return std::string("RANK=") + rank + " WORLD_SIZE=" + world +
-           ": expected 0 <= RANK < WORLD_SIZE";
-  info->rank = static_cast<int>(r);
-  info->world = static_cast<int>(w);
-  return std::nullopt;
-}
-
 // JSON has no NaN or infinity; a gradient norm can overflow.
 std::string JsonNumber(double v, const char* format) {
   if (!std::isfinite(v)) return "null";
@@ -140,8 +116,14 @@ std::string Throughput(double tokens_per_s) {
 int Run(const cli::RunOptions& o) {
   if (o.backend == "cuda")
     return Fail(kExitFailure, "--backend cuda: the CUDA backend is not built yet; use cpu");
-  RankInfo me;
-  if (auto err = ReadRank(&me)) return Fail(kExitBadInput, *err);
+  // This worker's place in the job: from heiretsu run, mpirun, srun or torchrun.
+  launch::RankEnv me;
+  {
+    std::string error;
+    std::optional<launch::RankEnv> env = launch::RankFromEnvironment(&error);
+    if (!error.empty()) return Fail(kExitBadInput, error);
+    if (env) me = *env;
+  }
   const bool leader = me.rank == 0;  // logs, metrics and checkpoints
 
   struct stat st;
@@ -158,14 +140,14 @@ int Run(const cli::RunOptions& o) {
   const plan::fb::Plan& p = *loaded.plan;
   const plan::fb::Mesh& mesh = *p.mesh();
   const int64_t world = int64_t{mesh.dp()} * mesh.tp() * mesh.pp() * mesh.ep();
-  if (world != me.world)
+  if (world != me.world_size)
     return Fail(kExitBadInput, loaded.path + ": a plan for " + std::to_string(world) +
                                    " ranks (dp " + std::to_string(mesh.dp()) + ", tp " +
                                    std::to_string(mesh.tp()) + ", pp " +
                                    std::to_string(mesh.pp()) + ", ep " +
                                    std::to_string(mesh.ep()) + ") started as " +
-                                   std::to_string(me.world) +
-                                   (me.world == 1 ? " rank (use heiretsu run)" : " ranks"));
+                                   std::to_string(me.world_size) +
+                                   (me.world_size == 1 ? " rank (use heiretsu run)" : " ranks"));
   if (mesh.tp() > 1 || mesh.pp() > 1 || mesh.ep() > 1)
     return Fail(kExitFailure, loaded.path + ": tensor, pipeline and expert parallelism are not "
                                             "built yet");
@@ -204,7 +186,7 @@ int Run(const cli::RunOptions& o) {
 
   exec::Executor executor(loaded);
   std::unique_ptr<comm::Communicator> dp_group;
-  if (me.world > 1) {
+  if (me.world_size > 1) {
     const char* store = std::getenv("HEIRETSU_STORE");
     if (!store || !*store)
       return Fail(kExitBadInput, "a multi-rank run needs HEIRETSU_STORE, a directory shared by "
@@ -213,7 +195,7 @@ int Run(const cli::RunOptions& o) {
     g.store_dir = store;
     g.group = "dp";
     g.rank = me.rank;
-    g.size = me.world;
+    g.size = me.world_size;
     if (const char* t = std::getenv("HEIRETSU_COMM_TIMEOUT_MS"))
       g.timeout = std::chrono::milliseconds(std::max(1L, std::atol(t)));
     std::string error;

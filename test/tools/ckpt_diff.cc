@@ -1,8 +1,12 @@
-// heiretsu-ckpt-diff A B: compares the tensors of two checkpoints of the same
-// model tensor by tensor (the manifest lines "tensor NAME KIND f32 [SHAPE] OFFSET
-// BYTES") and prints the largest relative difference, max |a - b| / max |b| per
-// tensor, over parameter values only or (with --all) moments too. Exit 1 if the
-// manifests list different tensors.
+// heiretsu-ckpt-diff A B: compares two checkpoints of the same model (the manifest
+// lines "tensor NAME KIND f32 [SHAPE] OFFSET BYTES"). It prints the relative
+// difference of all parameter values taken as one vector, |a - b| / |b| (L2) — the
+// parity metric — and, for information, the tensor with the largest elementwise
+// relative difference max |a - b| / max |b|. That per-tensor figure is not a parity
+// criterion: AdamW turns rounding noise in a gradient that is zero in exact
+// arithmetic (the key bias: softmax ignores a per-query constant) into updates of
+// the learning rate's size, so such a tensor holds amplified noise on any layout.
+// --all adds the AdamW moments. Exit 1 if the manifests list different tensors.
 #include <cmath>
 #include <cstring>
 #include <cstdio>
@@ -62,7 +66,7 @@ int main(int argc, char** argv) {
   }
   std::vector<float> a = ReadAll(std::string(argv[1]) + "/tensors.bin");
   std::vector<float> b = ReadAll(std::string(argv[2]) + "/tensors.bin");
-  double worst = 0;
+  double worst = 0, diff_sq = 0, ref_sq = 0;
   std::string worst_name;
   size_t compared = 0;
   for (size_t i = 0; i < ea.size(); ++i) {
@@ -77,6 +81,8 @@ int main(int argc, char** argv) {
       double x = a[ea[i].offset / 4 + k], y = b[eb[i].offset / 4 + k];
       num = std::max(num, std::fabs(x - y));
       den = std::max(den, std::fabs(y));
+      diff_sq += (x - y) * (x - y);
+      ref_sq += y * y;
     }
     double rel = den > 0 ? num / den : num;
     if (rel >= worst) {
@@ -85,6 +91,8 @@ int main(int argc, char** argv) {
     }
     ++compared;
   }
-  std::printf("%zu tensors, max rel diff %.3g (%s)\n", compared, worst, worst_name.c_str());
+  std::printf("%zu tensors, rel diff %.3g (largest per tensor: %.3g, %s)\n", compared,
+              ref_sq > 0 ? std::sqrt(diff_sq / ref_sq) : std::sqrt(diff_sq), worst,
+              worst_name.c_str());
   return 0;
 }
