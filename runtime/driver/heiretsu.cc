@@ -19,6 +19,7 @@
 #include "runtime/cli/CompileOptions.h"
 #include "runtime/cli/RunOptions.h"
 #include "runtime/launch/launcher.h"
+#include "runtime/plan/explain.h"
 #include "runtime/plan/plan.h"
 #include "runtime/data/prepare.h"
 
@@ -255,10 +256,13 @@ int main(int argc, char** argv) {
   if (cmd == "train") return Train(rest);
   if (cmd == "data") return Data(rest);
   if (cmd == "explain") {
-    std::fprintf(stderr,
-                 "heiretsu explain: not built yet: it arrives with the multi-rank plans it "
-                 "explains; see the status table in README.md\n");
-    return kExitFailure;
+    if (rest.size() != 1) return BadInput("usage: heiretsu explain PLAN_DIR");
+    heiretsu::plan::LoadedPlan loaded;
+    if (auto err = heiretsu::plan::LoadPlan(rest[0] + "/" + heiretsu::plan::ProgramFileName(0),
+                                            &loaded))
+      return BadInput(*err);
+    std::fputs(heiretsu::plan::Explain(loaded).c_str(), stdout);
+    return 0;
   }
   std::fprintf(stderr, "heiretsu: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return kExitBadInput;

@@ -202,6 +202,9 @@ struct ChildSetup {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
+  // The parent-death signal fires when the forking thread ends; that thread stays in
+  // LaunchJob until every worker is reaped, so it fires only if the launcher dies. A
+  // launcher that died before this line would never see the report anyway.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid() != c.parent) _exit(kExitCannotRun);
   if (setpgid(0, c.pgid) == 0 && dup2(c.stdin_fd, STDIN_FILENO) >= 0 &&
       dup2(c.stdout_fd, STDOUT_FILENO) >= 0 && dup2(c.stderr_fd, STDERR_FILENO) >= 0) {

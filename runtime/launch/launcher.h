@@ -6,7 +6,8 @@
 // Workers run in one process group of their own, so a Ctrl-C at the terminal reaches the
 // launcher alone and each worker sees the forwarded signal exactly once; signals go to
 // the whole group, which takes down what a worker started too. Each worker also dies
-// with SIGKILL if the launcher itself dies (PR_SET_PDEATHSIG), so no rank outlives it.
+// with SIGKILL if the launcher itself is killed (PR_SET_PDEATHSIG), so no rank outlives
+// it; what a worker started is then the worker's to stop.
 //
 // Exit code of LaunchJob:
 //   0        every rank exited with code 0;

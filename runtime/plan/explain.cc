@@ -1,0 +1,94 @@
+// The explain report; see explain.h. Communication volume counts, for each
+// collective of one optimizer step, the bytes it reduces and the bytes each rank
+// sends with a ring algorithm (2 (n - 1) / n of the buffer for all_reduce).
+#include "runtime/plan/explain.h"
+
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+
+#include "runtime/plan/ops.h"
+
+namespace heiretsu::plan {
+namespace {
+
+std::string Bytes(uint64_t b) {
+  char buf[64];
+  if (b >= (uint64_t{1} << 30))
+    std::snprintf(buf, sizeof buf, "%" PRIu64 " (%.2f GiB)", b, b / 1073741824.0);
+  else if (b >= (uint64_t{1} << 20))
+    std::snprintf(buf, sizeof buf, "%" PRIu64 " (%.2f MiB)", b, b / 1048576.0);
+  else
+    std::snprintf(buf, sizeof buf, "%" PRIu64 " (%.1f KiB)", b, b / 1024.0);
+  return buf;
+}
+
+int AxisSize(const fb::Mesh& mesh, int64_t axis) {
+  switch (axis) {
+    case kAxisDp: return mesh.dp();
+    case kAxisPp: return mesh.pp();
+    case kAxisTp: return mesh.tp();
+    default: return mesh.ep();
+  }
+}
+
+}  // namespace
+
+std::string Explain(const LoadedPlan& loaded) {
+  const fb::Plan& p = *loaded.plan;
+  const fb::Mesh& mesh = *p.mesh();
+  const int world = mesh.dp() * mesh.pp() * mesh.tp() * mesh.ep();
+  uint64_t params = 0, values = 0, grads = 0, moments = 0;
+  for (const fb::Param* param : *p.params()) {
+    uint64_t n = static_cast<uint64_t>(NumElements(*p.buffers()->Get(param->value())));
+    params += n;
+    values += 4 * n;
+    grads += 4 * n;
+    moments += 8 * n;
+  }
+  std::string out;
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "plan %s: model '%s', mesh dp=%d pp=%d tp=%d ep=%d (%d ranks), program %d run "
+                "by ranks 0-%d\n",
+                loaded.path.c_str(), p.model() ? p.model()->c_str() : "", mesh.dp(), mesh.pp(),
+                mesh.tp(), mesh.ep(), world, p.program(), world - 1);
+  out += line;
+  std::snprintf(line, sizeof line,
+                "schedule: %" PRId64 " microbatches of %" PRId64 " x %" PRId64
+                " tokens per rank per step; %u + %u instructions\n",
+                p.microbatches(), p.micro_batch_size(), p.seq(), p.microbatch()->size(),
+                p.update()->size());
+  out += line;
+  std::snprintf(line, sizeof line, "memory per rank (the arena, known before launch):\n");
+  out += line;
+  out += "  parameters        " + std::to_string(params) + " values, " + Bytes(values) + "\n";
+  out += "  gradients         " + Bytes(grads) + "\n";
+  out += "  optimizer state   " + Bytes(moments) + " (AdamW moments)\n";
+  out += "  activations peak  " + Bytes(p.activation_bytes()) + "\n";
+  out += "  arena             " + Bytes(p.arena_bytes()) + "\n";
+
+  // Communication per step by group: (axis) -> bytes reduced, bytes sent per rank.
+  std::map<int64_t, std::pair<uint64_t, double>> comm;
+  for (const fb::Instr* in : *p.update()) {
+    if (in->op() != fb::Op_AllReduce) continue;
+    int64_t axis = in->ints()->Get(0);
+    uint64_t bytes = 0;
+    for (uint32_t b : *in->buffers()) bytes += 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(b)));
+    int n = AxisSize(mesh, axis);
+    comm[axis].first += bytes;
+    comm[axis].second += n > 1 ? 2.0 * (n - 1) / n * static_cast<double>(bytes) : 0.0;
+  }
+  out += "communication per step:\n";
+  if (comm.empty()) out += "  none\n";
+  static const char* kAxisNames[] = {"dp", "pp", "tp", "ep"};
+  for (const auto& [axis, v] : comm) {
+    std::snprintf(line, sizeof line, "  %s group of %d: all_reduce of %s, %s sent per rank (ring)\n",
+                  kAxisNames[axis], AxisSize(mesh, axis), Bytes(v.first).c_str(),
+                  Bytes(static_cast<uint64_t>(v.second)).c_str());
+    out += line;
+  }
+  return out;
+}
+
+}  // namespace heiretsu::plan
