@@ -196,6 +196,8 @@ int Run(const cli::RunOptions& o) {
     g.group = "dp";
     g.rank = me.rank;
     g.size = me.world_size;
+    // The address this rank listens on: loopback unless the job spans machines.
+    if (const char* addr = std::getenv("HEIRETSU_ADDR"); addr && *addr) g.hostname = addr;
     if (const char* t = std::getenv("HEIRETSU_COMM_TIMEOUT_MS"))
       g.timeout = std::chrono::milliseconds(std::max(1L, std::atol(t)));
     std::string error;
