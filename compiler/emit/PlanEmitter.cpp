@@ -63,9 +63,13 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
       auto type = cast<MemRefType>(p.getValue().getType());
       std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
       double std = p.getStd() ? p.getStd()->convertToDouble() : 0.0;
+      int64_t moments = numElements(p.getExpAvg());
+      int64_t shard = moments == numElements(p.getValue()) && p.getExpAvg().getType() == type
+                          ? 0
+                          : moments;
       params.push_back(fb::CreateParamDirect(fbb, p.getName().str().c_str(), &shape,
                                              static_cast<fb::Init>(p.getInit()), std,
-                                             p.getDecay(), ids[0], ids[1], ids[2], ids[3]));
+                                             p.getDecay(), ids[0], ids[1], ids[2], ids[3], shard));
     }
   }
 

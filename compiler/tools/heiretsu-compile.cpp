@@ -114,8 +114,6 @@ int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
   if (opts.tp > 1 || opts.pp > 1 || opts.ep > 1)
     unsupported = "tensor, pipeline and expert parallelism (tp, pp, ep > 1) are not "
                   "built yet; data parallelism (--dp) is";
-  else if (opts.zero != 0)
-    unsupported = "--zero 1 is not built yet";
   else if (opts.precision != "fp32")
     unsupported = "--precision " + opts.precision + " needs the CUDA backend, not built yet";
   else if (opts.recompute != "none")
@@ -132,8 +130,13 @@ int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
   mlir::OpPassManager &program = pm.nest<plan_ir::ProgramOp>();
   program.addPass(createAutodiffPass());
   program.addPass(createOptimizerPass());
-  if (opts.dp > 1)
+  if (opts.dp > 1 && opts.zero == 1) {
+    Zero1PassOptions zero;
+    zero.dp = opts.dp;
+    program.addPass(createZero1Pass(zero));
+  } else if (opts.dp > 1) {
     program.addPass(createDataParallelPass());
+  }
   program.addPass(createPlanMemoryPass());
   if (mlir::failed(pm.run(module)))
     return kExitFailure; // the diagnostic names the op and the reason

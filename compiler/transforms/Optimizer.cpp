@@ -35,11 +35,11 @@ struct OptimizerPass : impl::OptimizerPassBase<OptimizerPass> {
     SmallVector<Value> grads;
     for (plan_ir::ParamOp p : params)
       grads.push_back(p.getGrad());
-    createKernel(b, program.getLoc(), "grad_norm_sq", grads, {});
+    createKernel(b, program.getLoc(), "grad_norm_sq", grads, {/*sharded=*/0});
     for (plan_ir::ParamOp p : params)
       createKernel(b, p.getLoc(), "clip_adamw",
                    {p.getValue(), p.getGrad(), p.getExpAvg(), p.getExpAvgSq()},
-                   {numElements(p.getValue()), p.getDecay() ? 1 : 0});
+                   {numElements(p.getValue()), p.getDecay() ? 1 : 0, /*shard=*/0});
   }
 };
 

@@ -82,4 +82,22 @@ def DataParallelPass : Pass<"heiretsu-dp-grad-reduce", "::heiretsu::plan_ir::Pro
   }];
 }
 
+def Zero1Pass : Pass<"heiretsu-zero1", "::heiretsu::plan_ir::ProgramOp"> {
+  let summary = "ZeRO-1: shard AdamW state over dp; reduce-scatter grads, all-gather params";
+  let description = [{
+    Instead of every dp rank updating the whole model, rank r updates its shard of
+    each flattened parameter, [r s, (r + 1) s) with s = ceil(n / dp), and keeps AdamW
+    moments for that shard only (optimizer memory / dp). The update stream becomes:
+    `reduce_scatter` (average over dp) of every gradient, a `grad_norm_sq` over the
+    shards summed over dp, one `clip_adamw` per parameter on its shard, and an
+    `all_gather` of every parameter so all ranks hold the updated model.
+
+    Preconditions: the optimizer pass has filled plan.update (it is rebuilt); use
+    instead of heiretsu-dp-grad-reduce.
+  }];
+  let options = [
+    Option<"dp", "dp", "int64_t", "2", "data-parallel degree">,
+  ];
+}
+
 #endif // HEIRETSU_PASSES

@@ -22,6 +22,20 @@ namespace rt = heiretsu::plan;
 #include "dialects/plan/PlanDialect.cpp.inc"
 #include "dialects/plan/PlanEnums.cpp.inc"
 
+/// `: memref<...>` then, only when the moments differ from the value (ZeRO-1),
+/// `, moments memref<...>`.
+static ParseResult parseMomentType(OpAsmParser &parser, Type valueType, Type &moment) {
+  moment = valueType;
+  if (failed(parser.parseOptionalComma()))
+    return success();
+  return failure(parser.parseKeyword("moments") || parser.parseType(moment));
+}
+
+static void printMomentType(OpAsmPrinter &printer, Operation *, Type valueType, Type moment) {
+  if (moment != valueType)
+    printer << ", moments " << moment;
+}
+
 #define GET_OP_CLASSES
 #include "dialects/plan/PlanOps.cpp.inc"
 
@@ -113,8 +127,13 @@ LogicalResult BufferOp::verify() {
 }
 
 LogicalResult ParamOp::verify() {
-  if (!cast<MemRefType>(getValue().getType()).getElementType().isF32())
+  auto value = cast<MemRefType>(getValue().getType());
+  auto moment = cast<MemRefType>(getExpAvg().getType());
+  if (!value.getElementType().isF32() || !moment.getElementType().isF32())
     return emitOpError("(C1) parameter buffers must be f32");
+  if (moment != value && (moment.getRank() != 1 || moment.getNumElements() > value.getNumElements()))
+    return emitOpError("(C1) moments must have the value's type or be a 1-D shard of it, got ")
+           << moment;
   bool normal = getInit() == InitKind::normal;
   if (normal != getStd().has_value() || (normal && !(getStd()->convertToDouble() > 0)))
     return emitOpError("(C2) init 'normal' needs std > 0, and only it takes std");

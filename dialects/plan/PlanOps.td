@@ -76,11 +76,16 @@ def Plan_BufferOp : Plan_Op<"buffer"> {
   let hasVerifier = 1;
 }
 
-def Plan_ParamOp : Plan_Op<"param", [AllTypesMatch<["value", "grad", "exp_avg", "exp_avg_sq"]>]> {
+def Plan_ParamOp : Plan_Op<"param", [AllTypesMatch<["value", "grad"]>,
+    AllTypesMatch<["exp_avg", "exp_avg_sq"]>]> {
   let summary = "a parameter: its value, gradient and AdamW moments";
   let description = [{
+    The moments have the value's type, or (ZeRO-1) are the one-dimensional shard
+    of the flattened parameter this rank updates.
+
     Constraints:
-    - (C1) the buffers are f32.
+    - (C1) the buffers are f32; the moments have the value's type or are 1-D with
+      at most as many elements.
     - (C2) `std` is present if and only if `init` is `normal`, and is > 0.
     - (C3) `offsets`, set by memory planning, has four entries.
   }];
@@ -91,6 +96,7 @@ def Plan_ParamOp : Plan_Op<"param", [AllTypesMatch<["value", "grad", "exp_avg", 
                       Plan_BufferType:$exp_avg, Plan_BufferType:$exp_avg_sq);
   let assemblyFormat = [{
     $name $init (`std` `=` $std^)? (`decay` $decay^)? attr-dict `:` type($value)
+    `` custom<MomentType>(ref(type($value)), type($exp_avg))
   }];
   let hasVerifier = 1;
 }

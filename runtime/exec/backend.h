@@ -24,6 +24,8 @@ struct StepScalars {
   double grad_norm_sq = 0;  // accumulated by grad_norm_sq instructions
   double clip_scale = 1;    // fixed by the first clip_adamw of the step
   bool clip_ready = false;
+  int dp_rank = 0;  // this rank's place in its data-parallel group (ZeRO-1 shards)
+  int dp_size = 1;
 };
 
 class Backend {

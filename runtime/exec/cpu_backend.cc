@@ -137,8 +137,15 @@ class CpuBackend final : public Backend {
         k::AccumulateForward(f(0), f(1), a(0), a(1) != 0);
         break;
       case fb::Op_GradNormSq:
-        for (uint32_t b : *in.buffers())
-          s.grad_norm_sq += k::SumSquares(F32(b), plan::NumElements(*plan.buffers()->Get(b)));
+        for (uint32_t b : *in.buffers()) {
+          const int64_t n = plan::NumElements(*plan.buffers()->Get(b));
+          if (a(0)) {  // sharded: this rank's dp shard only
+            const plan::Shard sh = plan::ShardOf(n, s.dp_rank, s.dp_size);
+            s.grad_norm_sq += k::SumSquares(F32(b) + sh.begin, sh.size);
+          } else {
+            s.grad_norm_sq += k::SumSquares(F32(b), n);
+          }
+        }
         break;
       case fb::Op_ClipAndAdamW: {
         if (!s.clip_ready) {  // the norm is complete once the first update runs
@@ -149,13 +156,14 @@ class CpuBackend final : public Backend {
         const fb::Optimizer* opt = plan.optimizer();
         double b1 = opt ? opt->beta1() : 0.9, b2 = opt ? opt->beta2() : 0.95;
         double eps = opt ? opt->eps() : 1e-8;
-        k::AdamW(f(0), f(1), f(2), f(3), a(0), s.lr, b1, b2, eps, a(1) ? s.weight_decay : 0.0,
-                 s.step, s.clip_scale);
+        // ZeRO-1 (shard > 0): this rank updates its shard; its moments hold only that.
+        const plan::Shard sh =
+            a(2) ? plan::ShardOf(a(0), s.dp_rank, s.dp_size) : plan::Shard{0, a(0)};
+        k::AdamW(f(0) + sh.begin, f(1) + sh.begin, f(2), f(3), sh.size, s.lr, b1, b2, eps,
+                 a(1) ? s.weight_decay : 0.0, s.step, s.clip_scale);
         break;
       }
     }
-    return std::nullopt;
-
     return std::nullopt;
   }
 };

@@ -51,7 +51,8 @@ void Executor::InitializeParameters(uint64_t seed) {
         init::FillNormal(seed, p->name()->str(), p->std(), 0, n, value);
         break;
     }
-    for (uint32_t b : {p->grad(), p->exp_avg(), p->exp_avg_sq()}) std::fill_n(F32(b), n, 0.f);
+    for (uint32_t b : {p->grad(), p->exp_avg(), p->exp_avg_sq()})
+      std::fill_n(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)), 0.f);
   }
 }
 
@@ -82,6 +83,10 @@ std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const Step
   if (!std::isfinite(result->loss))
     return "loss is " + std::to_string(result->loss) + " at step " + std::to_string(options.step);
   scalars_ = StepScalars{options.lr, options.weight_decay, options.grad_clip, options.step};
+  if (comm::Communicator* dp = comms_[plan::kAxisDp]) {
+    scalars_.dp_rank = dp->rank();
+    scalars_.dp_size = dp->size();
+  }
   for (const fb::Instr* instr : *plan_.plan->update())
     if (auto err = Run(*instr, scalars_)) return err;
   result->grad_norm = std::sqrt(scalars_.grad_norm_sq);
@@ -91,6 +96,8 @@ std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const Step
 std::optional<std::string> Executor::Run(const fb::Instr& instr, StepScalars& scalars) {
   // Collectives are the executor's, not the backend's: they need the job's
   // communicators (Gloo on CPU; NCCL will serve device memory).
+  if (instr.op() == fb::Op_ReduceScatter || instr.op() == fb::Op_AllGather)
+    return ShardCollective(instr);
   if (instr.op() == fb::Op_AllReduce) {
     const int axis = static_cast<int>(instr.ints()->Get(0));
     comm::Communicator* c = comms_[axis];
@@ -102,12 +109,55 @@ std::optional<std::string> Executor::Run(const fb::Instr& instr, StepScalars& sc
         return err;
     return std::nullopt;
   }
-  if (!profiling_) return backend_->Run(*plan_.plan, instr, arena_, scalars);
   auto t0 = std::chrono::steady_clock::now();
   auto err = backend_->Run(*plan_.plan, instr, arena_, scalars);
-  op_seconds_[instr.op()] +=
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!err && instr.op() == fb::Op_GradNormSq && instr.ints()->Get(0) == 1) {
+    // ZeRO-1: each rank summed its own shards; the norm is over all of them.
+    if (comm::Communicator* dp = comms_[plan::kAxisDp]; dp && dp->size() > 1) {
+      float local = static_cast<float>(scalars.grad_norm_sq);
+      err = dp->AllReduce(&local, 1, comm::ReduceOp::kSum);
+      scalars.grad_norm_sq = local;
+    }
+  }
+  if (profiling_)
+    op_seconds_[instr.op()] +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return err;
+}
+
+// reduce_scatter / all_gather on whole buffers: each buffer is padded to
+// group-size blocks of ceil(n / size) in a scratch vector (sized once, on first
+// use), exchanged, and this rank's block is written back in place.
+std::optional<std::string> Executor::ShardCollective(const fb::Instr& instr) {
+  const int axis = static_cast<int>(instr.ints()->Get(0));
+  comm::Communicator* c = comms_[axis];
+  if (!c) return std::string(instr.op() == fb::Op_AllGather ? "all_gather" : "reduce_scatter") +
+                " over mesh axis " + std::to_string(axis) + " has no communicator";
+  const int parts = c->size();
+  for (uint32_t b : *instr.buffers()) {
+    float* data = F32(b);
+    const int64_t n = plan::NumElements(*plan_.plan->buffers()->Get(b));
+    const int64_t s = plan::ShardSize(n, parts);
+    const plan::Shard mine = plan::ShardOf(n, c->rank(), parts);
+    scratch_.assign(static_cast<size_t>(s * parts), 0.f);
+    if (instr.op() == fb::Op_ReduceScatter) {
+      std::copy(data, data + n, scratch_.begin());
+      std::vector<float>& out = scratch_out_;
+      out.assign(static_cast<size_t>(s), 0.f);
+      if (auto err = c->ReduceScatter(scratch_.data(), out.data(), static_cast<size_t>(s)))
+        return err;
+      const float scale =
+          instr.ints()->Get(1) == plan::kReduceAvg ? 1.0f / static_cast<float>(parts) : 1.0f;
+      for (int64_t i = 0; i < mine.size; ++i) data[mine.begin + i] = out[i] * scale;
+    } else {
+      scratch_out_.assign(static_cast<size_t>(s), 0.f);
+      std::copy(data + mine.begin, data + mine.begin + mine.size, scratch_out_.begin());
+      if (auto err = c->AllGather(scratch_out_.data(), scratch_.data(), static_cast<size_t>(s)))
+        return err;
+      std::copy(scratch_.begin(), scratch_.begin() + n, data);
+    }
+  }
+  return std::nullopt;
 }
 
 std::string Executor::ProfileReport() const {

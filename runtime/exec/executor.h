@@ -75,10 +75,12 @@ class Executor {
 
  private:
   std::optional<std::string> Run(const plan::fb::Instr& instr, StepScalars& scalars);
+  std::optional<std::string> ShardCollective(const plan::fb::Instr& instr);
 
   const plan::LoadedPlan& plan_;
   std::unique_ptr<Backend> backend_;
   comm::Communicator* comms_[4] = {nullptr, nullptr, nullptr, nullptr};
+  std::vector<float> scratch_, scratch_out_;  // reduce_scatter / all_gather staging
   StepScalars scalars_;
   bool profiling_ = false;
   std::vector<double> op_seconds_ = std::vector<double>(plan::fb::Op_MAX + 1, 0.0);

@@ -44,7 +44,8 @@ std::string Explain(const LoadedPlan& loaded) {
     params += n;
     values += 4 * n;
     grads += 4 * n;
-    moments += 8 * n;
+    // ZeRO-1 moments are this rank's shard only.
+    moments += 8 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(param->exp_avg())));
   }
   std::string out;
   char line[256];
@@ -68,24 +69,33 @@ std::string Explain(const LoadedPlan& loaded) {
   out += "  activations peak  " + Bytes(p.activation_bytes()) + "\n";
   out += "  arena             " + Bytes(p.arena_bytes()) + "\n";
 
-  // Communication per step by group: (axis) -> bytes reduced, bytes sent per rank.
-  std::map<int64_t, std::pair<uint64_t, double>> comm;
+  // Communication per step by (group, collective): bytes, bytes sent per rank.
+  // all_reduce sends 2 (n - 1) / n of the buffer per rank in a ring; reduce_scatter
+  // and all_gather (n - 1) / n each.
+  std::map<std::pair<int64_t, std::string>, std::pair<uint64_t, double>> comm;
   for (const fb::Instr* in : *p.update()) {
-    if (in->op() != fb::Op_AllReduce) continue;
+    const char* name = in->op() == fb::Op_AllReduce       ? "all_reduce"
+                       : in->op() == fb::Op_ReduceScatter ? "reduce_scatter"
+                       : in->op() == fb::Op_AllGather     ? "all_gather"
+                                                          : nullptr;
+    if (!name) continue;
     int64_t axis = in->ints()->Get(0);
     uint64_t bytes = 0;
-    for (uint32_t b : *in->buffers()) bytes += 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(b)));
+    for (uint32_t b : *in->buffers())
+      bytes += 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(b)));
     int n = AxisSize(mesh, axis);
-    comm[axis].first += bytes;
-    comm[axis].second += n > 1 ? 2.0 * (n - 1) / n * static_cast<double>(bytes) : 0.0;
+    double factor = n > 1 ? (in->op() == fb::Op_AllReduce ? 2.0 : 1.0) * (n - 1) / n : 0.0;
+    auto& entry = comm[{axis, name}];
+    entry.first += bytes;
+    entry.second += factor * static_cast<double>(bytes);
   }
   out += "communication per step:\n";
   if (comm.empty()) out += "  none\n";
   static const char* kAxisNames[] = {"dp", "pp", "tp", "ep"};
-  for (const auto& [axis, v] : comm) {
-    std::snprintf(line, sizeof line, "  %s group of %d: all_reduce of %s, %s sent per rank (ring)\n",
-                  kAxisNames[axis], AxisSize(mesh, axis), Bytes(v.first).c_str(),
-                  Bytes(static_cast<uint64_t>(v.second)).c_str());
+  for (const auto& [key, v] : comm) {
+    std::snprintf(line, sizeof line, "  %s group of %d: %s of %s, %s sent per rank (ring)\n",
+                  kAxisNames[key.first], AxisSize(mesh, key.first), key.second.c_str(),
+                  Bytes(v.first).c_str(), Bytes(static_cast<uint64_t>(v.second)).c_str());
     out += line;
   }
   return out;

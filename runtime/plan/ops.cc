@@ -238,17 +238,23 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
               {"dloss"}};
     }
     case fb::Op_GradNormSq:
-      return {"grad_norm_sq", {}, true, {}, {}};
+      // With `sharded` (ZeRO-1) only this rank's dp shard of each buffer counts and
+      // the sum of squares is then summed over the dp group.
+      return {"grad_norm_sq", {}, true, {"sharded"}, {}};
     case fb::Op_ClipAndAdamW: {
-      int64_t n = At(a, 0);
+      // With shard > 0 (ZeRO-1) the update covers this rank's dp shard of the
+      // parameter, [rank * shard, min(n, (rank + 1) * shard)), and the moments hold
+      // just that shard.
+      int64_t n = At(a, 0), shard = At(a, 2);
       return {"clip_adamw",
               {{"param", F32, false, n},
                {"grad", F32, false, n},
-               {"exp_avg", F32, false, n},
-               {"exp_avg_sq", F32, false, n}},
+               {"exp_avg", F32, false, shard ? shard : n},
+               {"exp_avg_sq", F32, false, shard ? shard : n}},
               false,
-              {"n", "weight_decay"},
-              {}};
+              {"n", "weight_decay", "shard"},
+              {},
+              {{2, 0}}};
     }
     case fb::Op_Moe:
     case fb::Op_MoeGrad: {
@@ -287,6 +293,14 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
       return {"moe_grad", b, false, ints, {"aux_coef", "z_coef", "daux"}, {{4, 3}},
               {{5, 6}, {11, 6}, {17, 6}}};
     }
+    case fb::Op_ReduceScatter:
+      // Each buffer (n elements) is reduced over the group and this rank keeps its
+      // shard, [rank * s, min(n, (rank + 1) * s)) with s = ceil(n / group size), in
+      // place; the rest of the buffer is left stale.
+      return {"reduce_scatter", {}, true, {"axis", "reduce"}, {}, {}, {}, {{0, 3}, {1, 2}}};
+    case fb::Op_AllGather:
+      // The inverse layout: each rank's shard of each buffer, gathered in place.
+      return {"all_gather", {}, true, {"axis"}, {}, {}, {}, {{0, 3}}};
     case fb::Op_AllReduce:
       // In place on each buffer, over the group of ranks that differ only in `axis`.
       return {"all_reduce", {}, true, {"axis", "reduce"}, {}, {}, {}, {{0, 3}, {1, 2}}};
@@ -306,7 +320,7 @@ size_t IntCount(fb::Op op) { return OpSignature(op, {}).ints.size(); }
 
 bool IsFlag(const char* name) {
   return std::strncmp(name, "accumulate", 10) == 0 || std::strcmp(name, "weight_decay") == 0 ||
-         std::strcmp(name, "swiglu") == 0;
+         std::strcmp(name, "swiglu") == 0 || std::strcmp(name, "sharded") == 0;
 }
 
 }  // namespace heiretsu::plan

@@ -50,8 +50,22 @@ enum Reduction : int64_t { kReduceSum = 0, kReduceMax = 1, kReduceAvg = 2 };
 Signature OpSignature(fb::Op op, const std::vector<int64_t>& ints);
 
 // Whether integer attribute `name` is a 0/1 flag (accumulate_dx, weight_decay,
-// swiglu) rather than a size.
+// swiglu, sharded) rather than a size.
 bool IsFlag(const char* name);
+
+// Rank `rank`'s piece of a flattened tensor of n elements cut into `parts` pieces
+// of ceil(n / parts) (the last ones shorter or empty): ZeRO-1 shards and the blocks
+// of reduce_scatter / all_gather.
+struct Shard {
+  int64_t begin = 0, size = 0;
+};
+inline int64_t ShardSize(int64_t n, int64_t parts) { return (n + parts - 1) / parts; }
+inline Shard ShardOf(int64_t n, int64_t rank, int64_t parts) {
+  const int64_t s = ShardSize(n, parts);
+  const int64_t begin = rank * s < n ? rank * s : n;
+  const int64_t end = (rank + 1) * s < n ? (rank + 1) * s : n;
+  return {begin, end - begin};
+}
 
 // Number of integer attributes `op` takes.
 size_t IntCount(fb::Op op);

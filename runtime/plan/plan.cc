@@ -103,8 +103,13 @@ class Checker {
       if (p->init() == fb::Init_Normal && !(p->std() > 0))
         return Fail("parameter '" + p->name()->str() + "' has std " + std::to_string(p->std()));
       const std::string what = "parameter '" + p->name()->str() + "'";
-      for (uint32_t b : {p->value(), p->grad(), p->exp_avg(), p->exp_avg_sq()})
+      if (p->shard() < 0 || p->shard() > numel)
+        return Fail(what + " has shard " + std::to_string(p->shard()));
+      const int64_t moments = p->shard() ? p->shard() : numel;
+      for (uint32_t b : {p->value(), p->grad()})
         if (auto err = CheckBufferRef(b, fb::DType_F32, numel, what)) return err;
+      for (uint32_t b : {p->exp_avg(), p->exp_avg_sq()})
+        if (auto err = CheckBufferRef(b, fb::DType_F32, moments, what)) return err;
     }
     return std::nullopt;
   }

@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "runtime/checkpoint/checkpoint.h"
@@ -93,6 +94,70 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, data::Dataset* dataset) {
 
 // Refuses to be one of several processes of a job (mpirun, torchrun and the like), which
 // would otherwise each train alone and write the same files.
+// Whole-tensor host copies of ZeRO-1-sharded AdamW moments, for checkpoints.
+class ShardedMoments {
+ public:
+  ShardedMoments(const plan::fb::Plan& plan, exec::Executor* executor, comm::Communicator* dp)
+      : plan_(plan), executor_(executor), dp_(dp) {
+    if (!dp_) return;  // sharded moments exist only in plans for several dp ranks
+    for (const plan::fb::Param* p : *plan.params())
+      if (p->shard() > 0)
+        full_.emplace_back(p, std::vector<float>(plan::NumElements(*plan.buffers()->Get(p->value()))),
+                           std::vector<float>(plan::NumElements(*plan.buffers()->Get(p->value()))));
+  }
+
+  // Points the checkpoint entries of sharded moments at the host copies.
+  void Redirect(std::vector<checkpoint::Tensor>* state) {
+    for (auto& [param, m, v] : full_)
+      for (checkpoint::Tensor& t : *state)
+        if (t.name == param->name()->str()) {
+          if (t.kind == checkpoint::TensorKind::kExpAvg) t.data = m.data();
+          if (t.kind == checkpoint::TensorKind::kExpAvgSq) t.data = v.data();
+        }
+  }
+
+  // Every rank takes part: all_gather of each shard into the host copies.
+  std::optional<std::string> Gather() {
+    for (auto& [param, m, v] : full_) {
+      if (auto err = GatherOne(param->exp_avg(), &m)) return err;
+      if (auto err = GatherOne(param->exp_avg_sq(), &v)) return err;
+    }
+    return std::nullopt;
+  }
+
+  // After a load: each rank copies its shard out of the host copies.
+  void Scatter() {
+    for (auto& [param, m, v] : full_) {
+      ScatterOne(m, param->exp_avg());
+      ScatterOne(v, param->exp_avg_sq());
+    }
+  }
+
+ private:
+  std::optional<std::string> GatherOne(uint32_t buffer, std::vector<float>* full) {
+    const int64_t n = static_cast<int64_t>(full->size()), parts = dp_->size();
+    const int64_t s = plan::ShardSize(n, parts);
+    std::vector<float> all(static_cast<size_t>(s * parts));
+    if (auto err = dp_->AllGather(executor_->F32(buffer), all.data(), static_cast<size_t>(s)))
+      return err;
+    std::copy(all.begin(), all.begin() + n, full->begin());
+    return std::nullopt;
+  }
+
+  void ScatterOne(const std::vector<float>& full, uint32_t buffer) {
+    const plan::Shard mine =
+        plan::ShardOf(static_cast<int64_t>(full.size()), dp_->rank(), dp_->size());
+    float* out = executor_->F32(buffer);
+    std::fill_n(out, plan::NumElements(*plan_.buffers()->Get(buffer)), 0.f);
+    std::copy(full.begin() + mine.begin, full.begin() + mine.begin + mine.size, out);
+  }
+
+  const plan::fb::Plan& plan_;
+  exec::Executor* executor_;
+  comm::Communicator* dp_;
+  std::vector<std::tuple<const plan::fb::Param*, std::vector<float>, std::vector<float>>> full_;
+};
+
 // JSON has no NaN or infinity; a gradient norm can overflow.
 std::string JsonNumber(double v, const char* format) {
   if (!std::isfinite(v)) return "null";
@@ -205,7 +270,12 @@ int Run(const cli::RunOptions& o) {
     if (!dp_group) return Fail(kExitFailure, error);
     executor.set_communicator(plan::kAxisDp, dp_group.get());
   }
-  const std::vector<checkpoint::Tensor> state = checkpoint::TrainingState(&executor);
+  std::vector<checkpoint::Tensor> state = checkpoint::TrainingState(&executor);
+  // ZeRO-1 moments hold this rank's dp shard only, while a checkpoint holds logical
+  // tensors: those entries point at whole-tensor host copies instead, gathered from
+  // every rank before a save and sharded out again after a load.
+  ShardedMoments sharded(p, &executor, dp_group.get());
+  sharded.Redirect(&state);
   uint64_t seed = o.seed;
   int64_t first_step = 1;
   if (!o.resume.empty()) {
@@ -219,6 +289,7 @@ int Run(const cli::RunOptions& o) {
     checkpoint::Header header;
     if (auto load_err = checkpoint::LoadCheckpoint(dir, model, state, &header))
       return Fail(*load_err);
+    sharded.Scatter();
     if (o.seed_given && o.seed != header.seed)
       return Fail(kExitBadInput, "--seed " + std::to_string(o.seed) + " differs from the seed " +
                                      std::to_string(header.seed) + " of checkpoint " + dir +
@@ -290,9 +361,13 @@ int Run(const cli::RunOptions& o) {
                   width, static_cast<long long>(step), static_cast<long long>(o.steps), result.loss,
                   options.lr, result.grad_norm, Throughput(tokens_per_s).c_str(), step_ms);
     }
-    // Replicas are identical, so rank 0's state is the whole model.
-    if (leader && !o.save_dir.empty() &&
-        ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps)) {
+    // Replicas are identical, so rank 0's state is the whole model (with ZeRO-1,
+    // once every rank has contributed its moments).
+    const bool save = !o.save_dir.empty() &&
+                      ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps);
+    if (save)
+      if (auto err = sharded.Gather()) return Fail(kExitFailure, *err);
+    if (leader && save) {
       checkpoint::Header header;
       header.model = model;
       header.step = step;

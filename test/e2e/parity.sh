@@ -44,5 +44,7 @@ run_layout() { # label, compile flags...
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0" --dp 2 --micro-batch-size 2
 run_layout "dp=4 tp=1 pp=1 ep=1 zero=0 sp=0" --dp 4 --micro-batch-size 1
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0 microbatches=2" --dp 2 --micro-batch-size 1 --microbatches 2
-echo "parity: $pass passed, $fail failed (tolerance $tol; tp, pp, ep and zero=1 are not built yet)"
+run_layout "dp=2 tp=1 pp=1 ep=1 zero=1 sp=0" --dp 2 --micro-batch-size 2 --zero 1
+run_layout "dp=4 tp=1 pp=1 ep=1 zero=1 sp=0" --dp 4 --micro-batch-size 1 --zero 1
+echo "parity: $pass passed, $fail failed (tolerance $tol; tp, pp and ep are not built yet)"
 [ "$fail" -eq 0 ]

@@ -206,3 +206,26 @@ TEST(PlanVerifier, RandomByteCorruptionNeverCrashes) {
 
 }  // namespace
 }  // namespace heiretsu
+
+namespace heiretsu {
+namespace {
+
+TEST(Shards, CoverTheTensorOnceInRankOrder) {
+  // 10 elements over 4 ranks: pieces of 3, 3, 3, 1; 2 elements over 4: 1, 1, 0, 0.
+  const int64_t sizes[][3] = {{10, 4, 3}, {2, 4, 1}, {8, 2, 4}, {7, 1, 7}};
+  for (const auto& c : sizes) {
+    EXPECT_EQ(plan::ShardSize(c[0], c[1]), c[2]);
+    int64_t next = 0;
+    for (int64_t r = 0; r < c[1]; ++r) {
+      plan::Shard s = plan::ShardOf(c[0], r, c[1]);
+      EXPECT_EQ(s.begin, next);
+      EXPECT_LE(s.size, c[2]);
+      EXPECT_GE(s.size, 0);
+      next = s.begin + s.size;
+    }
+    EXPECT_EQ(next, c[0]);
+  }
+}
+
+}  // namespace
+}  // namespace heiretsu

@@ -33,7 +33,8 @@ class PlanBuilder {
                                                   value, grad, m, v));
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
-    update_.push_back(Instr(plan::fb::Op_ClipAndAdamW, {value, grad, m, v}, {n, decay ? 1 : 0}));
+    update_.push_back(
+        Instr(plan::fb::Op_ClipAndAdamW, {value, grad, m, v}, {n, decay ? 1 : 0, 0}));
     grads_.push_back(grad);
     return {value, grad};
   }
@@ -54,7 +55,7 @@ class PlanBuilder {
                               uint32_t tokens, uint32_t targets, uint32_t loss,
                               uint32_t version = plan::kPlanVersion) {
     std::vector<flatbuffers::Offset<plan::fb::Instr>> update;
-    update.push_back(Instr(plan::fb::Op_GradNormSq, grads_, {}));
+    update.push_back(Instr(plan::fb::Op_GradNormSq, grads_, {0}));
     update.insert(update.end(), update_.begin(), update_.end());
     plan::fb::Mesh mesh(1, 1, 1, 1);
     auto opt = plan::fb::CreateOptimizer(fbb_);
