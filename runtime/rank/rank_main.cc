@@ -3,8 +3,10 @@
 // optimizer step per step number, a JSON metrics line per step, a human progress line
 // per log interval, checkpoints on request.
 //
-// Only single-rank plans run so far: a plan of more than one rank, or a launcher that
-// starts more than one process, is refused until the communication layer exists.
+// A data-parallel plan runs as one such worker per rank (started by `heiretsu run`,
+// mpirun, srun or torchrun): the ranks connect over Gloo through HEIRETSU_STORE, each
+// trains on its rows of the global batch, and rank 0 alone logs and checkpoints.
+// Plans with tensor, pipeline or expert parallelism are refused until those exist.
 //
 // Bit-identical resumption (DESIGN.md §3) rests on three facts kept here: the data of
 // step s depends only on (dataset, seed, s), the learning rate only on s and the
@@ -27,12 +29,12 @@
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/cli/RunOptions.h"
 #include "runtime/comm/comm.h"
-#include "runtime/plan/ops.h"
 #include "runtime/cpu/threading.h"
 #include "runtime/data/prepare.h"
 #include "runtime/data/shards.h"
 #include "runtime/exec/executor.h"
 #include "runtime/launch/launcher.h"
+#include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
 
 namespace heiretsu {
@@ -64,7 +66,7 @@ std::optional<std::string> CacheRoot(const cli::RunOptions& o) {
 
 // The dataset of --data, or the default corpus (byte-tokenized, so only for a
 // vocabulary of at least 256), with a line saying which.
-int LoadData(const cli::RunOptions& o, int64_t vocab, data::Dataset* dataset) {
+int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Dataset* dataset) {
   std::vector<std::string> files;
   if (!o.data.empty()) {
     if (auto err = data::ListShardFiles(o.data, &files)) return Fail(*err);
@@ -81,19 +83,19 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, data::Dataset* dataset) {
     const std::string dir = *root + "/corpus-byte";
     data::PrepareSummary summary;
     if (auto err = data::EnsureDefaultCorpus(dir, &summary)) return Fail(*err);
-    std::printf("data: default corpus (%lld licence texts, byte-tokenized), %s %s\n",
-                static_cast<long long>(summary.files), summary.reused ? "cached in" : "prepared in",
-                dir.c_str());
+    if (verbose)
+      std::printf("data: default corpus (%lld licence texts, byte-tokenized), %s %s\n",
+                  static_cast<long long>(summary.files),
+                  summary.reused ? "cached in" : "prepared in", dir.c_str());
     files = summary.shards;
   }
   if (auto err = data::LoadDataset(files, vocab, dataset)) return Fail(*err);
-  std::printf("data: %s: %lld tokens\n", dataset->Describe().c_str(),
-              static_cast<long long>(dataset->num_tokens()));
+  if (verbose)
+    std::printf("data: %s: %lld tokens\n", dataset->Describe().c_str(),
+                static_cast<long long>(dataset->num_tokens()));
   return 0;
 }
 
-// Refuses to be one of several processes of a job (mpirun, torchrun and the like), which
-// would otherwise each train alone and write the same files.
 // Whole-tensor host copies of ZeRO-1-sharded AdamW moments, for checkpoints.
 class ShardedMoments {
  public:
@@ -102,7 +104,8 @@ class ShardedMoments {
     if (!dp_) return;  // sharded moments exist only in plans for several dp ranks
     for (const plan::fb::Param* p : *plan.params())
       if (p->shard() > 0)
-        full_.emplace_back(p, std::vector<float>(plan::NumElements(*plan.buffers()->Get(p->value()))),
+        full_.emplace_back(p,
+                           std::vector<float>(plan::NumElements(*plan.buffers()->Get(p->value()))),
                            std::vector<float>(plan::NumElements(*plan.buffers()->Get(p->value()))));
   }
 
@@ -208,14 +211,14 @@ int Run(const cli::RunOptions& o) {
   if (world != me.world_size)
     return Fail(kExitBadInput, loaded.path + ": a plan for " + std::to_string(world) +
                                    " ranks (dp " + std::to_string(mesh.dp()) + ", tp " +
-                                   std::to_string(mesh.tp()) + ", pp " +
-                                   std::to_string(mesh.pp()) + ", ep " +
-                                   std::to_string(mesh.ep()) + ") started as " +
+                                   std::to_string(mesh.tp()) + ", pp " + std::to_string(mesh.pp()) +
+                                   ", ep " + std::to_string(mesh.ep()) + ") started as " +
                                    std::to_string(me.world_size) +
                                    (me.world_size == 1 ? " rank (use heiretsu run)" : " ranks"));
   if (mesh.tp() > 1 || mesh.pp() > 1 || mesh.ep() > 1)
-    return Fail(kExitFailure, loaded.path + ": tensor, pipeline and expert parallelism are not "
-                                            "built yet");
+    return Fail(kExitFailure, loaded.path +
+                                  ": tensor, pipeline and expert parallelism are not "
+                                  "built yet");
   const std::string model = p.model() ? p.model()->str() : "";
   // Data parallelism: rank r's microbatches are rows [r B M, (r + 1) B M) of the
   // global batch, so the same global batch trains the same model on any dp.
@@ -230,10 +233,11 @@ int Run(const cli::RunOptions& o) {
     std::printf("plan: %s: model '%s', %u parameter tensors, %lld parameters\n",
                 loaded.path.c_str(), model.c_str(), p.params()->size(),
                 static_cast<long long>(num_values));
-    std::printf("batch: %lld sequences of %lld tokens per step (dp %d x %lld microbatches of "
-                "%lld)\n",
-                static_cast<long long>(global_batch), static_cast<long long>(seq), mesh.dp(),
-                static_cast<long long>(p.microbatches()), static_cast<long long>(batch));
+    std::printf(
+        "batch: %lld sequences of %lld tokens per step (dp %d x %lld microbatches of "
+        "%lld)\n",
+        static_cast<long long>(global_batch), static_cast<long long>(seq), mesh.dp(),
+        static_cast<long long>(p.microbatches()), static_cast<long long>(batch));
   }
 
   std::unique_ptr<FILE, int (*)(FILE*)> metrics(nullptr, &std::fclose);
@@ -247,15 +251,16 @@ int Run(const cli::RunOptions& o) {
   }
 
   data::Dataset dataset;
-  if (int code = LoadData(o, p.vocab(), &dataset)) return code;
+  if (int code = LoadData(o, p.vocab(), leader, &dataset)) return code;
 
   exec::Executor executor(loaded);
   std::unique_ptr<comm::Communicator> dp_group;
   if (me.world_size > 1) {
     const char* store = std::getenv("HEIRETSU_STORE");
     if (!store || !*store)
-      return Fail(kExitBadInput, "a multi-rank run needs HEIRETSU_STORE, a directory shared by "
-                                 "the ranks for rendezvous ('heiretsu run' sets it)");
+      return Fail(kExitBadInput,
+                  "a multi-rank run needs HEIRETSU_STORE, a directory shared by "
+                  "the ranks for rendezvous ('heiretsu run' sets it)");
     comm::GlooOptions g;
     g.store_dir = store;
     g.group = "dp";
@@ -363,8 +368,8 @@ int Run(const cli::RunOptions& o) {
     }
     // Replicas are identical, so rank 0's state is the whole model (with ZeRO-1,
     // once every rank has contributed its moments).
-    const bool save = !o.save_dir.empty() &&
-                      ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps);
+    const bool save =
+        !o.save_dir.empty() && ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps);
     if (save)
       if (auto err = sharded.Gather()) return Fail(kExitFailure, *err);
     if (leader && save) {
