@@ -16,14 +16,10 @@ namespace {
 struct DataParallelPass : impl::DataParallelPassBase<DataParallelPass> {
   void runOnOperation() override {
     plan_ir::ProgramOp program = getOperation();
+    auto [params, update] = paramsAndUpdate(program);
     SmallVector<Value> grads;
-    plan_ir::UpdateOp update;
-    for (Operation &op : program.getBody().front()) {
-      if (auto p = dyn_cast<plan_ir::ParamOp>(op))
-        grads.push_back(p.getGrad());
-      if (auto u = dyn_cast<plan_ir::UpdateOp>(op))
-        update = u;
-    }
+    for (plan_ir::ParamOp p : params)
+      grads.push_back(p.getGrad());
     Block &body = update.getBody().front();
     if (body.empty()) {
       program.emitError("plan.update is empty: run heiretsu-optimizer first");

@@ -14,14 +14,7 @@ namespace {
 struct OptimizerPass : impl::OptimizerPassBase<OptimizerPass> {
   void runOnOperation() override {
     plan_ir::ProgramOp program = getOperation();
-    SmallVector<plan_ir::ParamOp> params;
-    plan_ir::UpdateOp update;
-    for (Operation &op : program.getBody().front()) {
-      if (auto p = dyn_cast<plan_ir::ParamOp>(op))
-        params.push_back(p);
-      if (auto u = dyn_cast<plan_ir::UpdateOp>(op))
-        update = u;
-    }
+    auto [params, update] = paramsAndUpdate(program);
     if (params.empty()) {
       program.emitError("the program has no parameters to optimize");
       return signalPassFailure();

@@ -70,6 +70,20 @@ inline std::string bufferName(mlir::Value buffer) {
   return "?";
 }
 
+/// The program's parameters, in order, and its update stream.
+inline std::pair<llvm::SmallVector<plan_ir::ParamOp>, plan_ir::UpdateOp>
+paramsAndUpdate(plan_ir::ProgramOp program) {
+  llvm::SmallVector<plan_ir::ParamOp> params;
+  plan_ir::UpdateOp update;
+  for (mlir::Operation &op : program.getBody().front()) {
+    if (auto p = mlir::dyn_cast<plan_ir::ParamOp>(op))
+      params.push_back(p);
+    if (auto u = mlir::dyn_cast<plan_ir::UpdateOp>(op))
+      update = u;
+  }
+  return {params, update};
+}
+
 inline int64_t numElements(mlir::Value buffer) {
   return llvm::cast<mlir::MemRefType>(buffer.getType()).getNumElements();
 }

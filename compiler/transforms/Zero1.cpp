@@ -22,14 +22,7 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
       program.emitError("heiretsu-zero1 needs dp >= 2, got ") << static_cast<int64_t>(dp);
       return signalPassFailure();
     }
-    SmallVector<plan_ir::ParamOp> params;
-    plan_ir::UpdateOp update;
-    for (Operation &op : program.getBody().front()) {
-      if (auto p = dyn_cast<plan_ir::ParamOp>(op))
-        params.push_back(p);
-      if (auto u = dyn_cast<plan_ir::UpdateOp>(op))
-        update = u;
-    }
+    auto [params, update] = paramsAndUpdate(program);
     // Moments become this rank's shard of the flattened parameter.
     SmallVector<plan_ir::ParamOp> sharded;
     for (plan_ir::ParamOp p : params) {
