@@ -170,6 +170,8 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
     return "global batch --micro-batch-size " + std::to_string(b) + " x --microbatches " +
            std::to_string(m) + " x --dp " + std::to_string(dp) + " is too large";
   }
+  if (m > 65536)  // plan::kMaxMicrobatches; the runtime refuses more
+    return "--microbatches " + std::to_string(m) + " is more than the limit 65536";
   out->micro_batch_size = b;
   out->microbatches = m;
   out->global_batch = g;

@@ -6,6 +6,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -33,11 +34,19 @@ class Checker {
     if (plan_.micro_batch_size() < 1 || plan_.microbatches() < 1 || plan_.seq() < 1 ||
         plan_.vocab() < 1)
       return Fail("micro_batch_size, microbatches, seq and vocab must be positive");
+    if (plan_.microbatches() > kMaxMicrobatches)
+      return Fail(std::to_string(plan_.microbatches()) + " microbatches per step; the limit is " +
+                  std::to_string(kMaxMicrobatches));
     if (plan_.arena_bytes() > kMaxArenaBytes)
       return Fail("arena of " + std::to_string(plan_.arena_bytes()) + " bytes exceeds 1 TiB");
     if (!plan_.buffers() || !plan_.params() || !plan_.microbatch() || !plan_.update())
       return Fail("missing buffers, params or instructions");
     if (auto err = CheckBuffers()) return err;
+    // The arena is what the memory plan placed, no more: a corrupt size must not
+    // make the runtime allocate (and clear) memory nobody uses.
+    if (plan_.arena_bytes() > (max_end_ + 63) / 64 * 64)
+      return Fail("arena of " + std::to_string(plan_.arena_bytes()) +
+                  " bytes is larger than its buffers need (" + std::to_string(max_end_) + ")");
     if (auto err = CheckParams()) return err;
     if (auto err = CheckIo()) return err;
     if (auto err = CheckInstrs(*plan_.microbatch(), "microbatch")) return err;
@@ -69,6 +78,7 @@ class Checker {
         return Fail("buffer " + BufferName(i) + " [" + std::to_string(b->offset()) + ", +" +
                     std::to_string(bytes) + ") is not inside the arena of " +
                     std::to_string(plan_.arena_bytes()) + " bytes");
+      max_end_ = std::max(max_end_, b->offset() + bytes);
     }
     return std::nullopt;
   }
@@ -181,6 +191,7 @@ class Checker {
 
   const std::string& path_;
   const fb::Plan& plan_;
+  uint64_t max_end_ = 0;  // the end of the last byte any buffer uses
 };
 
 }  // namespace

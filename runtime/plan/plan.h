@@ -17,6 +17,10 @@ namespace heiretsu::plan {
 // Bumped whenever plan.fbs changes meaning.
 inline constexpr uint32_t kPlanVersion = 1;
 
+// Most microbatches per step a plan may ask for: the bound keeps a corrupt count
+// from turning one step into an endless loop.
+inline constexpr int64_t kMaxMicrobatches = 65536;
+
 // File name of rank program `program` inside a plan directory.
 std::string ProgramFileName(int program);
 
