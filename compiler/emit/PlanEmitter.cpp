@@ -73,12 +73,6 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
     }
   }
 
-  auto opcode = [](StringRef name) -> std::optional<fb::Op> {
-    for (int i = fb::Op_MIN; i <= fb::Op_MAX; ++i)
-      if (name == plan::OpSignature(static_cast<fb::Op>(i), {}).name)
-        return static_cast<fb::Op>(i);
-    return std::nullopt;
-  };
   auto stream = [&](Region &region) {
     std::vector<flatbuffers::Offset<fb::Instr>> instrs;
     for (Operation &op : region.front()) {
@@ -92,7 +86,7 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
                                                                            : index[*it++]);
       std::vector<int64_t> ints(k.getInts().begin(), k.getInts().end());
       std::vector<double> floats(k.getFloats().begin(), k.getFloats().end());
-      instrs.push_back(fb::CreateInstrDirect(fbb, *opcode(k.getName()), &bufs, &ints, &floats));
+      instrs.push_back(fb::CreateInstrDirect(fbb, *plan::OpFromName(k.getName().str()), &bufs, &ints, &floats));
     }
     return instrs;
   };

@@ -147,12 +147,7 @@ LogicalResult ParamOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult KernelOp::verify() {
-  std::optional<rt::fb::Op> opcode;
-  for (int i = rt::fb::Op_MIN; i <= rt::fb::Op_MAX; ++i) {
-    auto op = static_cast<rt::fb::Op>(i);
-    if (getName() == rt::OpSignature(op, {}).name)
-      opcode = op;
-  }
+  std::optional<rt::fb::Op> opcode = rt::OpFromName(getName().str());
   if (!opcode) // kernel_c1
     return emitOpError("(C1) unknown opcode '") << getName() << "'";
   std::vector<int64_t> ints(getInts().begin(), getInts().end());

@@ -316,7 +316,11 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
   return {nullptr, {}, false, {}, {}};
 }
 
-size_t IntCount(fb::Op op) { return OpSignature(op, {}).ints.size(); }
+std::optional<fb::Op> OpFromName(const std::string& name) {
+  for (int i = fb::Op_MIN; i <= fb::Op_MAX; ++i)
+    if (name == OpSignature(static_cast<fb::Op>(i), {}).name) return static_cast<fb::Op>(i);
+  return std::nullopt;
+}
 
 bool IsFlag(const char* name) {
   return std::strncmp(name, "accumulate", 10) == 0 || std::strcmp(name, "weight_decay") == 0 ||

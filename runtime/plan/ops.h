@@ -7,6 +7,7 @@
 #define HEIRETSU_RUNTIME_PLAN_OPS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,8 +68,8 @@ inline Shard ShardOf(int64_t n, int64_t rank, int64_t parts) {
   return {begin, end - begin};
 }
 
-// Number of integer attributes `op` takes.
-size_t IntCount(fb::Op op);
+// The opcode whose signature is named `name` ("linear", "attention_grad"...).
+std::optional<fb::Op> OpFromName(const std::string& name);
 
 }  // namespace heiretsu::plan
 
