@@ -61,7 +61,9 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
       for (int k = 0; k < 4; ++k)
         ids[k] = addBuffer(p->getResult(k), bufferName(p->getResult(k)), offsets[k]);
       auto type = cast<MemRefType>(p.getValue().getType());
-      std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+      // The logical shape: a tp block's global_shape, else the value's.
+      ArrayRef<int64_t> logical = p.getGlobalShape().value_or(type.getShape());
+      std::vector<int64_t> shape(logical.begin(), logical.end());
       double std = p.getStd() ? p.getStd()->convertToDouble() : 0.0;
       int64_t moments = numElements(p.getExpAvg());
       int64_t shard = moments == numElements(p.getValue()) && p.getExpAvg().getType() == type
@@ -69,7 +71,9 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
                           : moments;
       params.push_back(fb::CreateParamDirect(fbb, p.getName().str().c_str(), &shape,
                                              static_cast<fb::Init>(p.getInit()), std,
-                                             p.getDecay(), ids[0], ids[1], ids[2], ids[3], shard));
+                                             p.getDecay(), ids[0], ids[1], ids[2], ids[3], shard,
+                                             p.getTpDim() ? static_cast<int32_t>(*p.getTpDim())
+                                                          : -1));
     }
   }
 

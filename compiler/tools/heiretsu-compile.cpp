@@ -111,9 +111,11 @@ int writeText(const cli::CompileOptions &opts,
 /// (plan-text) or as the runtime's plan file in the -o directory (plan).
 int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
   std::string unsupported;
-  if (opts.tp > 1 || opts.pp > 1 || opts.ep > 1)
-    unsupported = "tensor, pipeline and expert parallelism (tp, pp, ep > 1) are not "
-                  "built yet; data parallelism (--dp) is";
+  if (opts.pp > 1 || opts.ep > 1)
+    unsupported = "pipeline and expert parallelism (pp, ep > 1) are not built yet; "
+                  "data and tensor parallelism (--dp, --tp) are";
+  else if (opts.sequence_parallel)
+    unsupported = "--sequence-parallel is not built yet";
   else if (opts.precision != "fp32")
     unsupported = "--precision " + opts.precision + " needs the CUDA backend, not built yet";
   else if (opts.recompute != "none")
@@ -220,6 +222,23 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "%s: internal error: the graph built for this spec does "
                          "not verify (diagnostic above)\n", path.c_str());
     return kExitFailure;
+  }
+
+  if (opts.tp > 1) {
+    // Tensor parallelism: shardings and their collectives on the graph. A model
+    // that does not split over this tp is refused here, naming the value.
+    mlir::PassManager pm(&ctx);
+    ShardPropagationPassOptions shard;
+    shard.tp = opts.tp;
+    shard.dp = opts.dp;
+    pm.addPass(createShardPropagationPass(shard));
+    pm.addPass(createInsertCollectivesPass());
+    if (mlir::failed(pm.run(*module))) {
+      std::fprintf(stderr, "%s: error: this model cannot be split over --tp %lld "
+                           "(diagnostic above)\n", path.c_str(),
+                   static_cast<long long>(opts.tp));
+      return kExitBadInput;
+    }
   }
 
   if (opts.emit == "plan" || opts.emit == "plan-text")

@@ -8,6 +8,7 @@
 
 #include "compiler/transforms/Passes.h"
 #include "compiler/transforms/PlanUtils.h"
+#include "runtime/plan/ops.h"
 
 using namespace mlir;
 
@@ -37,7 +38,24 @@ public:
   void seedLoss(Value loss, double scale) { constGrads[loss] = scale; }
 
   /// The finished gradient of forward output `v`, or null if nothing reached it.
-  Value source(Value v) { return written.contains(v) ? grads.lookup(v) : Value(); }
+  /// A value that entered a tensor-parallel region (grad_reduce) has a partial
+  /// gradient on each tp rank: it is all-reduced here, once, before first use.
+  Value source(Value v) {
+    if (!written.contains(v))
+      return Value();
+    Value g = grads.lookup(v);
+    auto def = v.getDefiningOp<plan_ir::BufferOp>();
+    if (def && def.getGradReduce() && reduced.insert(v).second)
+      createKernel(b, v.getLoc(), "all_reduce", {g}, {plan::kAxisTp, plan::kReduceSum});
+    return g;
+  }
+
+  /// Records, for each buffer, the first forward kernel that touches it: the one
+  /// that computes it (buffers are defined before they are read).
+  void noteWriter(plan_ir::KernelOp k) {
+    for (Value v : k.getBuffers())
+      writer.try_emplace(v, k);
+  }
 
   static bool isParam(Value v) { return v && v.getDefiningOp<plan_ir::ParamOp>(); }
 
@@ -62,7 +80,25 @@ public:
         return success();
       auto [dlogits, acc] = sink(s[0], loc);
       createKernel(b, loc, "cross_entropy_grad", {s[0], s[1], s[3], dlogits},
-                   {ints[0], ints[1], acc}, {seed->second});
+                   {ints[0], ints[1], acc, 0}, {seed->second});
+      return success();
+    }
+    // Forward collectives are their own transposes' partners: the gradient of a
+    // tp all_reduce's result is already the gradient of each rank's partial sum.
+    // The vocabulary-parallel loss differentiates as one unit, at vocab_loss.
+    if (name == "all_reduce" || name == "vocab_max" || name == "vocab_sum_exp")
+      return success();
+    if (name == "vocab_loss") {
+      auto seed = constGrads.find(s[3]);
+      if (seed == constGrads.end())
+        return success();
+      plan_ir::KernelOp max = writer.lookup(s[0]), sumExp = writer.lookup(s[1]);
+      if (!max || max.getName() != "vocab_max" || !sumExp || sumExp.getName() != "vocab_sum_exp")
+        return k.emitError("vocab_loss must follow vocab_max and vocab_sum_exp");
+      Value logits = max.getBuffers()[0], targets = sumExp.getBuffers()[1];
+      auto [dlogits, acc] = sink(logits, loc);
+      createKernel(b, loc, "cross_entropy_grad", {logits, targets, s[4], dlogits},
+                   {max.getInts()[0], max.getInts()[1], acc, 1}, {seed->second});
       return success();
     }
     if (name == "moe") {
@@ -207,6 +243,8 @@ private:
   DenseMap<Value, Value> grads;
   DenseSet<Value> written;
   DenseMap<Value, double> constGrads; // scalar losses: gradient known statically
+  DenseSet<Value> reduced;             // grad_reduce values whose gradient is reduced
+  DenseMap<Value, plan_ir::KernelOp> writer;
 };
 
 struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
@@ -220,7 +258,9 @@ struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
     SmallVector<plan_ir::KernelOp> forward;
     for (Operation &op : body)
       forward.push_back(cast<plan_ir::KernelOp>(op));
-    if (llvm::none_of(forward, [](plan_ir::KernelOp k) { return k.getName() == "cross_entropy"; })) {
+    if (llvm::none_of(forward, [](plan_ir::KernelOp k) {
+          return k.getName() == "cross_entropy" || k.getName() == "vocab_loss";
+        })) {
       program.emitError("autodiff needs a cross_entropy kernel producing the loss");
       return signalPassFailure();
     }
@@ -230,6 +270,8 @@ struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
     for (Operation &op : program.getBody().front())
       if (auto buf = dyn_cast<plan_ir::BufferOp>(op); buf && buf.getIo() == "loss")
         diff.seedLoss(buf.getBuffer(), lossScale);
+    for (plan_ir::KernelOp k : forward)
+      diff.noteWriter(k);
     for (plan_ir::KernelOp k : llvm::reverse(forward))
       if (failed(diff.rule(k)))
         return signalPassFailure();

@@ -9,7 +9,9 @@
 #include "compiler/transforms/Passes.h"
 #include "compiler/transforms/PlanUtils.h"
 
+#include "dialects/dist/DistDialect.h"
 #include "dialects/graph/GraphDialect.h"
+#include "runtime/plan/ops.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 
@@ -28,10 +30,30 @@ struct Lowering {
   OpBuilder b; // inside plan.microbatch
   DenseMap<Value, Value> buffers; // graph tensor -> plan buffer
   int64_t temps = 0;
+  int64_t tp = 1; // the mesh's tp size (dist.sharding attributes refer to it)
 
+  /// The dimension of `v` split over tp (-1: none), from its producer's sharding.
+  static int64_t splitDim(Value v) {
+    Operation *def = v.getDefiningOp();
+    auto s = def ? def->getAttrOfType<dist::ShardingAttr>(dist::kShardingAttrName) : nullptr;
+    if (!s)
+      return -1;
+    for (auto [d, axis] : llvm::enumerate(s.getDims()))
+      if (axis == static_cast<int32_t>(dist::Axis::tp))
+        return static_cast<int64_t>(d);
+    return -1;
+  }
+  /// This rank's shape of graph value `v`: its tp-split dimension divided by tp.
+  SmallVector<int64_t> localShape(Value v) {
+    auto t = cast<RankedTensorType>(v.getType());
+    SmallVector<int64_t> shape(t.getShape());
+    if (int64_t d = splitDim(v); d >= 0)
+      shape[d] /= tp;
+    return shape;
+  }
   MemRefType memref(Value tensor) {
     auto t = cast<RankedTensorType>(tensor.getType());
-    return MemRefType::get(t.getShape(), t.getElementType());
+    return MemRefType::get(localShape(tensor), t.getElementType());
   }
   MemRefType memref(ArrayRef<int64_t> shape) {
     return MemRefType::get(shape, b.getF32Type());
@@ -47,11 +69,12 @@ struct Lowering {
   }
   Value get(Value v) { return v ? buffers.lookup(v) : Value(); }
 
-  static int64_t lastDim(Value v) {
-    return cast<RankedTensorType>(v.getType()).getShape().back();
-  }
-  static int64_t numel(Value v) {
-    return cast<RankedTensorType>(v.getType()).getNumElements();
+  int64_t lastDim(Value v) { return localShape(v).back(); }
+  int64_t numel(Value v) {
+    int64_t n = 1;
+    for (int64_t d : localShape(v))
+      n *= d;
+    return n;
   }
 
   LogicalResult lower(Operation &op, int64_t microbatches) {
@@ -67,24 +90,28 @@ struct Lowering {
         std = pb.getF64FloatAttr(p.getStd()->convertToDouble());
       // Matrices and embeddings are decayed; norms and biases (rank 1) are not.
       bool decay = type.getRank() >= 2;
+      int64_t dim = splitDim(p.getResult());
+      auto global = cast<RankedTensorType>(p.getType()).getShape();
       auto param = plan_ir::ParamOp::create(
           pb, loc, type, type, type, type, p.getNameAttr(),
           plan_ir::InitKindAttr::get(pb.getContext(),
                                      static_cast<plan_ir::InitKind>(p.getInit())),
-          std, decay ? pb.getUnitAttr() : UnitAttr(), DenseI64ArrayAttr());
+          std, decay ? pb.getUnitAttr() : UnitAttr(), DenseI64ArrayAttr(),
+          dim >= 0 ? pb.getI64IntegerAttr(dim) : IntegerAttr(),
+          dim >= 0 ? pb.getDenseI64ArrayAttr(global) : DenseI64ArrayAttr());
       buffers[p.getResult()] = param.getValue();
       return success();
     }
     if (auto e = dyn_cast<graph::EmbeddingOp>(op)) {
       int64_t rows = numel(e.getIds()), c = lastDim(e.getResult());
       int64_t seq = cast<RankedTensorType>(e.getIds().getType()).getShape().back();
-      int64_t vocab = cast<RankedTensorType>(e.getTable().getType()).getShape()[0];
+      int64_t vocab = localShape(e.getTable())[0];
       Value out = define(e.getResult(), loc, "embed");
       int64_t context = e.getPositions()
                             ? cast<RankedTensorType>(e.getPositions().getType()).getShape()[0]
                             : seq;
       createKernel(b, loc, "embedding", {get(e.getIds()), get(e.getTable()), get(e.getPositions()), out},
-                   {rows, seq, vocab, c, context});
+                   {rows, seq, vocab, c, context, splitDim(e.getTable()) == 0 ? 1 : 0});
       return success();
     }
     if (auto l = dyn_cast<graph::LinearOp>(op)) {
@@ -92,7 +119,7 @@ struct Lowering {
       int64_t rows = numel(l.getInput()) / in;
       Value y = define(l.getResult(), loc, "linear");
       createKernel(b, loc, "linear", {get(l.getInput()), get(l.getWeight()), get(l.getBias()), y},
-                   {rows, in, out});
+                   {rows, in, out, splitDim(l.getWeight()) == 1 ? 1 : 0});
       return success();
     }
     if (auto n = dyn_cast<graph::LayerNormOp>(op)) {
@@ -115,12 +142,15 @@ struct Lowering {
     if (auto a = dyn_cast<graph::AttentionOp>(op)) {
       auto qt = cast<RankedTensorType>(a.getQuery().getType());
       int64_t batch = qt.getShape()[0], seq = qt.getShape()[1];
-      int64_t heads = a.getHeads(), kv = a.getKvHeads(), hd = qt.getShape()[2] / heads;
+      // Split over tp, each rank has its block of heads and kv heads.
+      int64_t parts = splitDim(a.getQuery()) >= 0 ? tp : 1;
+      int64_t heads = a.getHeads() / parts, kv = a.getKvHeads() / parts;
+      int64_t hd = qt.getShape()[2] / a.getHeads();
       Value q = get(a.getQuery()), k = get(a.getKey());
       if (std::optional<APFloat> theta = a.getRope()) {
         double th = theta->convertToDouble();
-        Value qr = temp(loc, "rope.q", qt.getShape());
-        Value kr = temp(loc, "rope.k", cast<RankedTensorType>(a.getKey().getType()).getShape());
+        Value qr = temp(loc, "rope.q", localShape(a.getQuery()));
+        Value kr = temp(loc, "rope.k", localShape(a.getKey()));
         createKernel(b, loc, "rope", {q, qr}, {batch, seq, heads, hd}, {th});
         createKernel(b, loc, "rope", {k, kr}, {batch, seq, kv, hd}, {th});
         q = qr;
@@ -151,6 +181,20 @@ struct Lowering {
       int64_t vocab = lastDim(ce.getLogits()), rows = numel(ce.getLogits()) / vocab;
       Value loss = define(ce.getLoss(), loc, "cross_entropy.loss");
       Value lse = temp(loc, "cross_entropy.lse", {rows});
+      if (splitDim(ce.getLogits()) >= 0) {
+        // Vocabulary-parallel: no rank holds a row's logits whole. The row max, then
+        // the sum of exponentials and the target's logit, are reduced over tp.
+        Value logits = get(ce.getLogits()), targets = get(ce.getTargets());
+        Value max = temp(loc, "cross_entropy.max", {rows});
+        Value sum = temp(loc, "cross_entropy.sum_exp", {rows});
+        Value target = temp(loc, "cross_entropy.target_logit", {rows});
+        createKernel(b, loc, "vocab_max", {logits, max}, {rows, vocab});
+        createKernel(b, loc, "all_reduce", {max}, {plan::kAxisTp, plan::kReduceMax});
+        createKernel(b, loc, "vocab_sum_exp", {logits, targets, max, sum, target}, {rows, vocab});
+        createKernel(b, loc, "all_reduce", {sum, target}, {plan::kAxisTp, plan::kReduceSum});
+        createKernel(b, loc, "vocab_loss", {max, sum, target, loss, lse}, {rows});
+        return success();
+      }
       createKernel(b, loc, "cross_entropy", {get(ce.getLogits()), get(ce.getTargets()), loss, lse},
                    {rows, vocab});
       return success();
@@ -179,6 +223,25 @@ struct Lowering {
                     get(m.getWGate()), y, aux, probs, lse, expert, weight, pre, gatePre, act},
                    {rows, d, f, experts, k, capacity, swiglu ? 1 : 0},
                    {m.getAuxCoef().convertToDouble(), m.getZCoef().convertToDouble()});
+      return success();
+    }
+    if (auto r = dyn_cast<dist::AllReduceOp>(op)) {
+      // In place: the partial sums' buffer becomes the reduced value's.
+      Value buf = get(r.getInput());
+      buffers[r.getResult()] = buf;
+      createKernel(b, loc, "all_reduce", {buf},
+                   {static_cast<int64_t>(r.getAxis()), static_cast<int64_t>(r.getReduce())});
+      return success();
+    }
+    if (auto c = dyn_cast<dist::CopyOp>(op)) {
+      // The identity: the result is the input's buffer, marked so that autodiff
+      // all-reduces its gradient. That gradient must be the copy's alone.
+      Value buf = get(c.getInput());
+      auto def = buf.getDefiningOp<plan_ir::BufferOp>();
+      if (!def || !c.getInput().hasOneUse())
+        return op.emitError("dist.copy of a value with other uses is not supported");
+      def.setGradReduceAttr(b.getStringAttr(dist::stringifyAxis(c.getAxis())));
+      buffers[c.getResult()] = buf;
       return success();
     }
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {
@@ -227,7 +290,9 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
     auto update = plan_ir::UpdateOp::create(pb, forward.getLoc());
     update.getBody().push_back(new Block());
 
-    Lowering lowering{program, OpBuilder::atBlockEnd(&micro.getBody().front()), {}, 0};
+    Lowering lowering{program, OpBuilder::atBlockEnd(&micro.getBody().front()), {}, 0, 1};
+    if (auto mesh = module.lookupSymbol<dist::MeshOp>("world"))
+      lowering.tp = mesh.getTp();
     auto idType = MemRefType::get(ids.getShape(), ids.getElementType());
     lowering.buffers[forward.getArgument(0)] =
         createBuffer(program, forward.getLoc(), "tokens", idType, "tokens");

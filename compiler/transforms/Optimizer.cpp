@@ -25,10 +25,7 @@ struct OptimizerPass : impl::OptimizerPassBase<OptimizerPass> {
       return signalPassFailure();
     }
     OpBuilder b = OpBuilder::atBlockEnd(&body);
-    SmallVector<Value> grads;
-    for (plan_ir::ParamOp p : params)
-      grads.push_back(p.getGrad());
-    createKernel(b, program.getLoc(), "grad_norm_sq", grads, {/*sharded=*/0});
+    createGradNorm(b, program.getLoc(), params, /*sharded=*/false);
     for (plan_ir::ParamOp p : params)
       createKernel(b, p.getLoc(), "clip_adamw",
                    {p.getValue(), p.getGrad(), p.getExpAvg(), p.getExpAvgSq()},

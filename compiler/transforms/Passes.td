@@ -5,6 +5,55 @@
 
 include "mlir/Pass/PassBase.td"
 
+def ShardPropagationPass : Pass<"heiretsu-shard-propagation", "::mlir::ModuleOp"> {
+  let summary = "Annotate the forward graph with Megatron-style tensor-parallel shardings";
+  let description = [{
+    Declares `dist.mesh @world` and gives every op of @forward a `dist.sharding`
+    (its result's layout over the tp axis), walking the graph in order:
+    - a `linear` whose input is whole (or a partial sum, which collective
+      insertion reduces first) is column-parallel: weight `[tp, _]`, bias `[tp]`,
+      result split on its last dimension; a `linear` whose input is split on its
+      last dimension is row-parallel: weight `[_, tp]`, bias whole, result a
+      partial sum over tp. So QKV, the MLP up projection and the SwiGLU gate are
+      column-parallel, the attention output and MLP down projections row-parallel,
+      and the head is vocabulary-parallel;
+    - `embedding` is vocabulary-parallel: table `[tp, _]`, result a partial sum;
+    - `attention` needs q, k and v split (heads and kv_heads over tp); `gelu`,
+      `swiglu` and `add` keep their operands' common layout; norms produce whole
+      values; `cross_entropy` of split logits is the vocabulary-parallel loss;
+    - a `graph.param` takes the sharding its uses ask for (a tied embedding is
+      `[tp, _]` for both uses).
+    The batch is split over dp by the data loader; tensors carry no dp sharding.
+
+    Errors name the value that does not divide: heads, kv_heads, a linear's
+    output (d_model, MLP hidden) or the vocabulary not divisible by tp; a split
+    value reaching an op that needs it whole; a `moe` layer (tp > 1 with MoE is not
+    supported); a parameter asked for two different shardings.
+  }];
+  let dependentDialects = ["::heiretsu::dist::DistDialect"];
+  let options = [
+    Option<"tp", "tp", "int64_t", "2", "tensor-parallel degree">,
+    Option<"dp", "dp", "int64_t", "1", "data-parallel degree (recorded in the mesh)">,
+  ];
+}
+
+def InsertCollectivesPass : Pass<"heiretsu-insert-collectives", "::mlir::ModuleOp"> {
+  let summary = "Insert the tensor-parallel collectives the shardings imply";
+  let description = [{
+    After heiretsu-shard-propagation: a value that is a partial sum over tp gets
+    one `dist.all_reduce` (sum) right after its producer, and all its uses read the
+    reduced value (Megatron's `g` after row-parallel layers and the embedding); a
+    whole value feeding column-parallel linears gets one `dist.copy` (Megatron's
+    `f`: identity forward, all_reduce of the gradient backward) that those linears
+    read. The vocabulary-parallel cross-entropy's reductions are made when it is
+    lowered to plan kernels.
+
+    Preconditions: every op of @forward has a `dist.sharding`; `dist.mesh @world`
+    exists.
+  }];
+  let dependentDialects = ["::heiretsu::dist::DistDialect"];
+}
+
 def LowerToPlanPass : Pass<"heiretsu-lower-to-plan", "::mlir::ModuleOp"> {
   let summary = "Lower the graph forward function to a plan.program of kernels";
   let description = [{

@@ -33,7 +33,7 @@ inline mlir::Value createBuffer(plan_ir::ProgramOp program, mlir::Location loc,
     b.setInsertionPointToEnd(&body);
   auto buffer = plan_ir::BufferOp::create(b, loc, type, b.getStringAttr(name),
                                           io.empty() ? mlir::StringAttr() : b.getStringAttr(io),
-                                          mlir::IntegerAttr());
+                                          mlir::IntegerAttr(), mlir::StringAttr());
   return buffer.getBuffer();
 }
 
@@ -82,6 +82,20 @@ paramsAndUpdate(plan_ir::ProgramOp program) {
       update = u;
   }
   return {params, update};
+}
+
+/// The gradient-norm instructions of the update stream: one over the gradients
+/// of whole parameters, one (tp_sharded) over those of tp blocks, whose sum of
+/// squares the runtime sums over tp. `sharded`: ZeRO-1 dp shards.
+inline void createGradNorm(mlir::OpBuilder &b, mlir::Location loc,
+                           llvm::ArrayRef<plan_ir::ParamOp> params, bool sharded) {
+  llvm::SmallVector<mlir::Value> whole, blocks;
+  for (plan_ir::ParamOp p : params)
+    (p.getTpDim() ? blocks : whole).push_back(p.getGrad());
+  if (!whole.empty())
+    createKernel(b, loc, "grad_norm_sq", whole, {sharded ? 1 : 0, /*tp_sharded=*/0});
+  if (!blocks.empty())
+    createKernel(b, loc, "grad_norm_sq", blocks, {sharded ? 1 : 0, /*tp_sharded=*/1});
 }
 
 inline int64_t numElements(mlir::Value buffer) {

@@ -32,7 +32,8 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
       auto moment = MemRefType::get({plan::ShardSize(n, dp)}, value.getElementType());
       auto q = plan_ir::ParamOp::create(b, p.getLoc(), value, value, moment, moment,
                                         p.getNameAttr(), p.getInitAttr(), p.getStdAttr(),
-                                        p.getDecayAttr(), DenseI64ArrayAttr());
+                                        p.getDecayAttr(), DenseI64ArrayAttr(),
+                                        p.getTpDimAttr(), p.getGlobalShapeAttr());
       p.getValue().replaceAllUsesWith(q.getValue());
       p.getGrad().replaceAllUsesWith(q.getGrad());
       sharded.push_back(q);
@@ -51,7 +52,7 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
     }
     Location loc = program.getLoc();
     createKernel(b, loc, "reduce_scatter", grads, {plan::kAxisDp, plan::kReduceAvg});
-    createKernel(b, loc, "grad_norm_sq", grads, {/*sharded=*/1});
+    createGradNorm(b, loc, sharded, /*sharded=*/true);
     for (plan_ir::ParamOp q : sharded)
       createKernel(b, q.getLoc(), "clip_adamw",
                    {q.getValue(), q.getGrad(), q.getExpAvg(), q.getExpAvgSq()},

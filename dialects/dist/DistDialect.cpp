@@ -220,6 +220,10 @@ LogicalResult AllReduceOp::verifySymbolUses(SymbolTableCollection &tables) {
   return success(resolveMesh(*this, getMeshAttr(), tables) != nullptr);
 }
 
+LogicalResult CopyOp::verifySymbolUses(SymbolTableCollection &tables) {
+  return success(resolveMesh(*this, getMeshAttr(), tables) != nullptr);
+}
+
 LogicalResult AllGatherOp::verifySymbolUses(SymbolTableCollection &tables) {
   MeshOp mesh = resolveMesh(*this, getMeshAttr(), tables);
   if (!mesh)

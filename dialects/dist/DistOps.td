@@ -141,6 +141,33 @@ def Dist_AllReduceOp : Dist_CollectiveOp<"all_reduce",
   }];
 }
 
+def Dist_CopyOp : Dist_CollectiveOp<"copy",
+    [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "enter a parallel region: identity forward, all_reduce of the gradient";
+  let description = [{
+    The value, held whole by every rank of the group, feeds computations split
+    over the axis (Megatron's `f` before column-parallel layers). The forward pass
+    is the identity; each rank's gradient of the result is a partial sum over the
+    group, so the gradient of the input is its all_reduce: `copy` is the
+    transpose of `all_reduce`.
+
+    Constraints:
+    - (C1) `mesh` names a `dist.mesh`.
+    - (C2) the result has the input's type.
+
+    Example:
+    ```mlir
+    %y = dist.copy %x on @world over tp : tensor<4x64xf32>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$input, FlatSymbolRefAttr:$mesh,
+                       Dist_AxisAttr:$axis);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = [{
+    $input `on` $mesh `over` $axis attr-dict `:` type($input)
+  }];
+}
+
 def Dist_AllGatherOp : Dist_CollectiveOp<"all_gather", [Pure]> {
   let summary = "concatenate each rank's block along one dimension";
   let description = [{

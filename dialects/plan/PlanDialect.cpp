@@ -112,6 +112,8 @@ LogicalResult ProgramOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult BufferOp::verify() {
+  if (std::optional<StringRef> r = getGradReduce(); r && *r != "tp")
+    return emitOpError("(C2) grad_reduce must be \"tp\", got \"") << *r << "\"";
   std::optional<StringRef> role = getIo();
   if (!role)
     return success();
@@ -139,6 +141,20 @@ LogicalResult ParamOp::verify() {
     return emitOpError("(C2) init 'normal' needs std > 0, and only it takes std");
   if (std::optional<ArrayRef<int64_t>> o = getOffsets(); o && o->size() != 4)
     return emitOpError("(C3) offsets must have 4 entries");
+  std::optional<uint64_t> dim = getTpDim();
+  std::optional<ArrayRef<int64_t>> global = getGlobalShape();
+  if (dim.has_value() != global.has_value())
+    return emitOpError("(C4) tp_dim and global_shape go together");
+  if (dim) {
+    ArrayRef<int64_t> local = value.getShape();
+    bool ok = *dim < local.size() && global->size() == local.size();
+    for (size_t d = 0; ok && d < local.size(); ++d)
+      ok = d == *dim ? (*global)[d] % local[d] == 0 : (*global)[d] == local[d];
+    if (!ok)
+      return emitOpError("(C4) global_shape [")
+             << *global << "] is not a split of "
+             << value << " along tp_dim " << *dim;
+  }
   return success();
 }
 

@@ -65,12 +65,18 @@ def Plan_BufferOp : Plan_Op<"buffer"> {
     `io` marks the microbatch inputs ("tokens", "targets") and the loss ("loss").
     `offset` (bytes, a multiple of 64) is set by memory planning.
 
+    `grad_reduce = "tp"` marks a value that enters a tensor-parallel region
+    (lowered from `dist.copy`): the backward pass all-reduces its gradient over tp
+    before using it.
+
     Constraints:
     - (C1) `io`, when present, is "tokens" or "targets" (i32) or "loss" (f32, one
       element).
+    - (C2) `grad_reduce`, when present, is "tp".
   }];
   let arguments = (ins StrAttr:$name, OptionalAttr<StrAttr>:$io,
-                       OptionalAttr<I64Attr>:$offset);
+                       OptionalAttr<I64Attr>:$offset,
+                       OptionalAttr<StrAttr>:$grad_reduce);
   let results = (outs Plan_BufferType:$buffer);
   let assemblyFormat = "$name attr-dict `:` type($buffer)";
   let hasVerifier = 1;
@@ -88,10 +94,15 @@ def Plan_ParamOp : Plan_Op<"param", [AllTypesMatch<["value", "grad"]>,
       at most as many elements.
     - (C2) `std` is present if and only if `init` is `normal`, and is > 0.
     - (C3) `offsets`, set by memory planning, has four entries.
+    - (C4) `tp_dim`, when present, is a dimension of the value: the buffers hold
+      this rank's block of it (tensor parallelism); `global_shape` is then the
+      logical shape, that dimension a multiple of the value's.
   }];
   let arguments = (ins StrAttr:$name, Plan_InitKindAttr:$init,
                        OptionalAttr<F64Attr>:$std, UnitAttr:$decay,
-                       OptionalAttr<DenseI64ArrayAttr>:$offsets);
+                       OptionalAttr<DenseI64ArrayAttr>:$offsets,
+                       OptionalAttr<I64Attr>:$tp_dim,
+                       OptionalAttr<DenseI64ArrayAttr>:$global_shape);
   let results = (outs Plan_BufferType:$value, Plan_BufferType:$grad,
                       Plan_BufferType:$exp_avg, Plan_BufferType:$exp_avg_sq);
   let assemblyFormat = [{

@@ -77,27 +77,31 @@ void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_g
 
 template <typename T>
 int64_t EmbeddingForward(const int32_t* ids, const T* table, const T* positions, T* out,
-                         int64_t rows, int64_t seq, int64_t vocab, int64_t c) {
+                         int64_t rows, int64_t seq, int64_t vocab, int64_t c, int64_t vocab_begin,
+                         int64_t vocab_total) {
+  if (vocab_total < 0) vocab_total = vocab;
   for (int64_t r = 0; r < rows; ++r)
-    if (ids[r] < 0 || ids[r] >= vocab) return r;
+    if (ids[r] < 0 || ids[r] >= vocab_total) return r;
 #pragma omp parallel for schedule(static, kGrain)
   for (int64_t r = 0; r < rows; ++r) {
-    const T* row = table + static_cast<int64_t>(ids[r]) * c;
+    const int64_t id = static_cast<int64_t>(ids[r]) - vocab_begin;
+    const T* row = id >= 0 && id < vocab ? table + id * c : nullptr;
     const T* pos = positions ? positions + (r % seq) * c : nullptr;
-    for (int64_t i = 0; i < c; ++i) out[r * c + i] = row[i] + (pos ? pos[i] : T(0));
+    for (int64_t i = 0; i < c; ++i) out[r * c + i] = (row ? row[i] : T(0)) + (pos ? pos[i] : T(0));
   }
   return -1;
 }
 
 template <typename T>
 void EmbeddingBackward(const int32_t* ids, const T* dout, T* dtable, T* dpositions, int64_t rows,
-                       int64_t seq, int64_t c) {
+                       int64_t seq, int64_t c, int64_t vocab_begin, int64_t vocab) {
   // Scatter-add: rows with equal ids hit the same table row, so columns are split
   // across threads instead and each thread walks every row in order.
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < c; ++i) {
     for (int64_t r = 0; r < rows; ++r) {
-      dtable[static_cast<int64_t>(ids[r]) * c + i] += dout[r * c + i];
+      const int64_t id = static_cast<int64_t>(ids[r]) - vocab_begin;
+      if (vocab < 0 || (id >= 0 && id < vocab)) dtable[id * c + i] += dout[r * c + i];
       if (dpositions) dpositions[(r % seq) * c + i] += dout[r * c + i];
     }
   }
@@ -406,18 +410,53 @@ int64_t CrossEntropyForward(const T* logits, const int32_t* targets, T* loss, T*
 
 template <typename T>
 void CrossEntropyBackward(const T* logits, const int32_t* targets, const T* lse, T dloss,
-                          T* dlogits, int64_t rows, int64_t vocab, bool accumulate_dx) {
+                          T* dlogits, int64_t rows, int64_t vocab, bool accumulate_dx,
+                          int64_t vocab_begin) {
   const T scale = dloss / static_cast<T>(rows);
 #pragma omp parallel for schedule(static, kGrain)
   for (int64_t r = 0; r < rows; ++r) {
+    const int64_t target = static_cast<int64_t>(targets[r]) - vocab_begin;
     for (int64_t i = 0; i < vocab; ++i) {
       T p = std::exp(logits[r * vocab + i] - lse[r]);
-      T g = scale * (p - (i == targets[r] ? T(1) : T(0)));
+      T g = scale * (p - (i == target ? T(1) : T(0)));
       Store(&dlogits[r * vocab + i], g, accumulate_dx);
     }
   }
 }
 
+template <typename T>
+void VocabMax(const T* logits, T* max, int64_t rows, int64_t vocab) {
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < rows; ++r)
+    max[r] = *std::max_element(logits + r * vocab, logits + (r + 1) * vocab);
+}
+
+template <typename T>
+int64_t VocabSumExp(const T* logits, const int32_t* targets, const T* max, T* sum, T* target,
+                    int64_t rows, int64_t vocab, int64_t vocab_begin, int64_t vocab_total) {
+  for (int64_t r = 0; r < rows; ++r)
+    if (targets[r] < 0 || targets[r] >= vocab_total) return r;
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* lr = logits + r * vocab;
+    double s = 0;
+    for (int64_t i = 0; i < vocab; ++i) s += std::exp(static_cast<double>(lr[i] - max[r]));
+    sum[r] = static_cast<T>(s);
+    const int64_t t = static_cast<int64_t>(targets[r]) - vocab_begin;
+    target[r] = t >= 0 && t < vocab ? lr[t] : T(0);
+  }
+  return -1;
+}
+
+template <typename T>
+void VocabLoss(const T* max, const T* sum, const T* target, T* loss, T* lse, int64_t rows) {
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    lse[r] = static_cast<T>(max[r] + std::log(static_cast<double>(sum[r])));
+    total += static_cast<double>(lse[r]) - target[r];
+  }
+  *loss = static_cast<T>(total / static_cast<double>(rows));
+}
 
 namespace {
 template <typename T>
@@ -669,9 +708,13 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void LinearBackward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t,  \
                                   int64_t, bool);                                               \
   template int64_t EmbeddingForward<T>(const int32_t*, const T*, const T*, T*, int64_t,        \
-                                       int64_t, int64_t, int64_t);                              \
+                                       int64_t, int64_t, int64_t, int64_t, int64_t);            \
   template void EmbeddingBackward<T>(const int32_t*, const T*, T*, T*, int64_t, int64_t,       \
-                                     int64_t);                                                  \
+                                     int64_t, int64_t, int64_t);                                \
+  template void VocabMax<T>(const T*, T*, int64_t, int64_t);                                    \
+  template int64_t VocabSumExp<T>(const T*, const int32_t*, const T*, T*, T*, int64_t, int64_t, \
+                                  int64_t, int64_t);                                            \
+  template void VocabLoss<T>(const T*, const T*, const T*, T*, T*, int64_t);                    \
   template void LayerNormForward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t,         \
                                     int64_t, double);                                           \
   template void LayerNormBackward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, \
@@ -695,7 +738,7 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
                                      int64_t, bool);                                            \
   template int64_t CrossEntropyForward<T>(const T*, const int32_t*, T*, T*, int64_t, int64_t); \
   template void CrossEntropyBackward<T>(const T*, const int32_t*, const T*, T, T*, int64_t,    \
-                                        int64_t, bool);                                         \
+                                        int64_t, bool, int64_t);                                \
   template double SumSquares<T>(const T*, int64_t);                                             \
   template void MoeForward<T>(const MoeShape&, const T*, const T*, const T*, const T*, const T*, \
                               double, double, T*, T*, T*, T*, int32_t*, T*, T*, T*, T*);        \

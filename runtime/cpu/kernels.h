@@ -34,14 +34,18 @@ void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_g
                     int64_t rows, int64_t in, int64_t out, bool accumulate_dx);
 
 // out[r, :] = table[ids[r], :] (+ positions[r % seq, :]). Returns -1 when every id
-// is in [0, vocab), else the index r of the first id that is not.
+// is in [0, vocab_total), else the index r of the first id that is not. The table
+// holds the `vocab` rows from `vocab_begin` of the logical table (vocabulary
+// parallelism); ids outside them give zero rows. vocab_total < 0 means `vocab`.
 template <typename T>
 int64_t EmbeddingForward(const int32_t* ids, const T* table, const T* positions, T* out,
-                         int64_t rows, int64_t seq, int64_t vocab, int64_t c);
-// dtable[ids[r]] += dout[r]; dpositions[r % seq] += dout[r] (if non-null).
+                         int64_t rows, int64_t seq, int64_t vocab, int64_t c,
+                         int64_t vocab_begin = 0, int64_t vocab_total = -1);
+// dtable[ids[r] - vocab_begin] += dout[r] for ids in the table's block;
+// dpositions[r % seq] += dout[r] (if non-null) for every row.
 template <typename T>
 void EmbeddingBackward(const int32_t* ids, const T* dout, T* dtable, T* dpositions, int64_t rows,
-                       int64_t seq, int64_t c);
+                       int64_t seq, int64_t c, int64_t vocab_begin = 0, int64_t vocab = -1);
 
 // Layer norm over the last dimension; saves mean and 1/std per row for backward.
 template <typename T>
@@ -106,9 +110,25 @@ template <typename T>
 int64_t CrossEntropyForward(const T* logits, const int32_t* targets, T* loss, T* lse,
                             int64_t rows, int64_t vocab);
 // dlogits = dloss * (softmax(logits) - onehot(targets)) / rows.
+// With vocab_begin (vocabulary parallelism) the logits are columns [vocab_begin,
+// vocab_begin + vocab) of the logical ones.
 template <typename T>
 void CrossEntropyBackward(const T* logits, const int32_t* targets, const T* lse, T dloss,
-                          T* dlogits, int64_t rows, int64_t vocab, bool accumulate_dx);
+                          T* dlogits, int64_t rows, int64_t vocab, bool accumulate_dx,
+                          int64_t vocab_begin = 0);
+
+// The vocabulary-parallel cross-entropy in three steps, with all_reduces between
+// them (ops.h): the row max of this block of logits; then the sum of
+// exp(logit - max) and the target's logit (0 when the target is outside the
+// block; returns the first row whose target is outside [0, vocab_total), else
+// -1); then lse = max + log(sum) and loss = mean(lse - target).
+template <typename T>
+void VocabMax(const T* logits, T* max, int64_t rows, int64_t vocab);
+template <typename T>
+int64_t VocabSumExp(const T* logits, const int32_t* targets, const T* max, T* sum, T* target,
+                    int64_t rows, int64_t vocab, int64_t vocab_begin, int64_t vocab_total);
+template <typename T>
+void VocabLoss(const T* max, const T* sum, const T* target, T* loss, T* lse, int64_t rows);
 
 // Mixture of experts over rows of x[rows, d] (graph.moe):
 //   logits = x Wr^T [rows, E]; p = softmax(logits); each row picks its top_k experts

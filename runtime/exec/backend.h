@@ -26,6 +26,8 @@ struct StepScalars {
   bool clip_ready = false;
   int dp_rank = 0;  // this rank's place in its data-parallel group (ZeRO-1 shards)
   int dp_size = 1;
+  int tp_rank = 0;  // and in its tensor-parallel group (vocabulary blocks, biases)
+  int tp_size = 1;
 };
 
 class Backend {

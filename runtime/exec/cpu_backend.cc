@@ -53,17 +53,26 @@ class CpuBackend final : public Backend {
         std::fill_n(f(0), plan::NumElements(*plan.buffers()->Get(buf(0))), 0.f);
         break;
       case fb::Op_Embedding: {
-        int64_t bad = k::EmbeddingForward(ids(0), f(1), f(2), f(3), a(0), a(1), a(2), a(3));
+        // Vocabulary parallelism: this tp rank's block of the table; rank 0 alone
+        // adds the positions (the all_reduce that follows sums the blocks).
+        const bool vp = a(5) != 0;
+        const int64_t total = vp ? a(2) * s.tp_size : a(2);
+        int64_t bad = k::EmbeddingForward(ids(0), f(1), vp && s.tp_rank != 0 ? nullptr : f(2),
+                                          f(3), a(0), a(1), a(2), a(3),
+                                          vp ? a(2) * s.tp_rank : 0, total);
         if (bad >= 0)
           return "token id " + std::to_string(ids(0)[bad]) + " at position " + std::to_string(bad) +
-                 " is outside the vocabulary [0, " + std::to_string(a(2)) + ")";
+                 " is outside the vocabulary [0, " + std::to_string(total) + ")";
         break;
       }
       case fb::Op_EmbeddingGrad:
-        k::EmbeddingBackward(ids(0), f(1), f(2), f(3), a(0), a(1), a(3));
+        k::EmbeddingBackward(ids(0), f(1), f(2), f(3), a(0), a(1), a(3),
+                             a(5) ? a(2) * s.tp_rank : 0, a(5) ? a(2) : -1);
         break;
       case fb::Op_Linear:
-        k::LinearForward(f(0), f(1), f(2), f(3), a(0), a(1), a(2));
+        // Row parallelism: y is a partial sum over tp; rank 0 alone adds the bias.
+        k::LinearForward(f(0), f(1), a(3) && s.tp_rank != 0 ? nullptr : f(2), f(3), a(0), a(1),
+                         a(2));
         break;
       case fb::Op_LinearGrad:
         k::LinearBackward(f(0), f(1), f(2), f(3), f(4), f(5), a(0), a(1), a(2), a(3) != 0);
@@ -118,7 +127,23 @@ class CpuBackend final : public Backend {
       }
       case fb::Op_CrossEntropyGrad:
         k::CrossEntropyBackward(f(0), ids(1), f(2), static_cast<float>(x(0)), f(3), a(0), a(1),
-                                a(2) != 0);
+                                a(2) != 0, a(3) ? a(1) * s.tp_rank : 0);
+        break;
+      case fb::Op_VocabMax:
+        k::VocabMax(f(0), f(1), a(0), a(1));
+        break;
+      case fb::Op_VocabSumExp: {
+        const int64_t total = a(1) * s.tp_size;
+        int64_t bad = k::VocabSumExp(f(0), ids(1), f(2), f(3), f(4), a(0), a(1), a(1) * s.tp_rank,
+                                     total);
+        if (bad >= 0)
+          return "target id " + std::to_string(ids(1)[bad]) + " at position " +
+                 std::to_string(bad) + " is outside the vocabulary [0, " + std::to_string(total) +
+                 ")";
+        break;
+      }
+      case fb::Op_VocabLoss:
+        k::VocabLoss(f(0), f(1), f(2), f(3), f(4), a(0));
         break;
       case fb::Op_Moe: {
         k::MoeShape shape{a(0), a(1), a(2), a(3), a(4), a(5), a(6) != 0};

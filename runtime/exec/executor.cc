@@ -36,6 +36,44 @@ int32_t* Executor::I32(uint32_t buffer) {
   return reinterpret_cast<int32_t*>(arena_ + plan_.plan->buffers()->Get(buffer)->offset());
 }
 
+namespace {
+
+// Parameter `p`'s values on this rank from the logical tensor's generator: all of
+// it, or (tensor parallelism) block `coord` of `parts` along p.tp_dim, which is
+// `outer` runs of `run` contiguous elements of the logical tensor.
+void FillNormalBlock(uint64_t seed, const fb::Param& p, int coord, int parts, float* out) {
+  const std::string name = p.name()->str();
+  int64_t outer = 1, inner = 1, dim = 1;
+  const int tp_dim = p.tp_dim();
+  for (int d = 0; d < static_cast<int>(p.shape()->size()); ++d) {
+    const int64_t size = p.shape()->Get(d);
+    if (tp_dim < 0 || d > tp_dim)
+      inner *= size;
+    else if (d < tp_dim)
+      outer *= size;
+    else
+      dim = size;
+  }
+  if (tp_dim < 0) {
+    init::FillNormal(seed, name, p.std(), 0, inner, out);
+    return;
+  }
+  const int64_t block = dim / parts, run = block * inner;
+  for (int64_t o = 0; o < outer; ++o) {
+    const int64_t begin = (o * dim + coord * block) * inner;
+    init::FillNormal(seed, name, p.std(), begin, begin + run, out + o * run);
+  }
+}
+
+}  // namespace
+
+void Executor::SetCoordinates(StepScalars& s) const {
+  s.dp_rank = coord_[plan::kAxisDp];
+  s.dp_size = size_[plan::kAxisDp];
+  s.tp_rank = coord_[plan::kAxisTp];
+  s.tp_size = size_[plan::kAxisTp];
+}
+
 void Executor::InitializeParameters(uint64_t seed) {
   for (const fb::Param* p : *plan_.plan->params()) {
     int64_t n = plan::NumElements(*plan_.plan->buffers()->Get(p->value()));
@@ -48,7 +86,7 @@ void Executor::InitializeParameters(uint64_t seed) {
         std::fill_n(value, n, 1.f);
         break;
       case fb::Init_Normal:
-        init::FillNormal(seed, p->name()->str(), p->std(), 0, n, value);
+        FillNormalBlock(seed, *p, coord_[plan::kAxisTp], size_[plan::kAxisTp], value);
         break;
     }
     for (uint32_t b : {p->grad(), p->exp_avg(), p->exp_avg_sq()})
@@ -83,10 +121,7 @@ std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const Step
   if (!std::isfinite(result->loss))
     return "loss is " + std::to_string(result->loss) + " at step " + std::to_string(options.step);
   scalars_ = StepScalars{options.lr, options.weight_decay, options.grad_clip, options.step};
-  if (comm::Communicator* dp = comms_[plan::kAxisDp]) {
-    scalars_.dp_rank = dp->rank();
-    scalars_.dp_size = dp->size();
-  }
+  SetCoordinates(scalars_);
   for (const fb::Instr* instr : *plan_.plan->update())
     if (auto err = Run(*instr, scalars_)) return err;
   result->grad_norm = std::sqrt(scalars_.grad_norm_sq);
@@ -112,13 +147,17 @@ std::optional<std::string> Executor::Run(const fb::Instr& instr, StepScalars& sc
   // The clock is read only while profiling: this runs for every instruction.
   const auto t0 = profiling_ ? std::chrono::steady_clock::now()
                              : std::chrono::steady_clock::time_point();
+  const double norm_before = scalars.grad_norm_sq;
   auto err = backend_->Run(*plan_.plan, instr, arena_, scalars);
-  if (!err && instr.op() == fb::Op_GradNormSq && instr.ints()->Get(0) == 1) {
-    // ZeRO-1: each rank summed its own shards; the norm is over all of them.
-    if (comm::Communicator* dp = comms_[plan::kAxisDp]; dp && dp->size() > 1) {
-      float local = static_cast<float>(scalars.grad_norm_sq);
-      err = dp->AllReduce(&local, 1, comm::ReduceOp::kSum);
-      scalars.grad_norm_sq = local;
+  if (!err && instr.op() == fb::Op_GradNormSq) {
+    // This instruction's sum of squares covers this rank's ZeRO-1 shards (sharded)
+    // or tp blocks (tp_sharded): the norm is over every rank's.
+    for (auto [flag, axis] : {std::pair{0, plan::kAxisDp}, std::pair{1, plan::kAxisTp}}) {
+      comm::Communicator* c = comms_[axis];
+      if (err || instr.ints()->Get(flag) != 1 || !c || c->size() == 1) continue;
+      float part = static_cast<float>(scalars.grad_norm_sq - norm_before);
+      err = c->AllReduce(&part, 1, comm::ReduceOp::kSum);
+      scalars.grad_norm_sq = norm_before + part;
     }
   }
   if (profiling_)

@@ -55,8 +55,12 @@ class Executor {
 
   // The communicator of mesh axis `axis` (plan::MeshAxis) for this rank's group on
   // it. Needed for every axis of size > 1 the plan's collectives use.
+  // The communicator's rank and size are this rank's mesh coordinate on the axis.
   void set_communicator(int axis, comm::Communicator* communicator) {
     comms_[axis] = communicator;
+    coord_[axis] = communicator ? communicator->rank() : 0;
+    size_[axis] = communicator ? communicator->size() : 1;
+    SetCoordinates(scalars_);
   }
 
   // The first half of Step: zero the gradients and run the microbatch stream for
@@ -76,10 +80,12 @@ class Executor {
  private:
   std::optional<std::string> Run(const plan::fb::Instr& instr, StepScalars& scalars);
   std::optional<std::string> ShardCollective(const plan::fb::Instr& instr);
+  void SetCoordinates(StepScalars& s) const;
 
   const plan::LoadedPlan& plan_;
   std::unique_ptr<Backend> backend_;
   comm::Communicator* comms_[4] = {nullptr, nullptr, nullptr, nullptr};
+  int coord_[4] = {0, 0, 0, 0}, size_[4] = {1, 1, 1, 1};  // by plan::MeshAxis
   std::vector<float> scratch_, scratch_out_;  // reduce_scatter / all_gather staging
   StepScalars scalars_;
   bool profiling_ = false;

@@ -33,13 +33,16 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
       // Learned positions: the table has `context` rows, of which the first `seq`
       // are read.
       int64_t rows = At(a, 0), seq = At(a, 1), vocab = At(a, 2), c = At(a, 3), ctx = At(a, 4);
+      // vocab_parallel: the table is this tp rank's block of `vocab` rows of the
+      // logical table (ids outside it contribute zeros) and tp rank 0 alone adds the
+      // positions, so the all_reduce over tp that follows yields the embedding.
       return {"embedding",
               {{"ids", I32, false, rows},
                {"table", F32, false, N({vocab, c})},
                {"positions", F32, true, N({ctx, c})},
                {"out", F32, false, N({rows, c})}},
               false,
-              {"rows", "seq", "vocab", "c", "context"},
+              {"rows", "seq", "vocab", "c", "context", "vocab_parallel"},
               {},
               {{1, 4}}};
     }
@@ -51,7 +54,7 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
                {"dtable", F32, false, N({vocab, c})},
                {"dpositions", F32, true, N({ctx, c})}},
               false,
-              {"rows", "seq", "vocab", "c", "context"},
+              {"rows", "seq", "vocab", "c", "context", "vocab_parallel"},
               {},
               {{1, 4}}};
     }
@@ -63,7 +66,9 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
                {"bias", F32, true, out},
                {"y", F32, false, N({rows, out})}},
               false,
-              {"rows", "in", "out"},
+              // row_parallel: x and w are tp blocks of the inner dimension, y is a
+              // partial sum over tp, and tp rank 0 alone adds the bias.
+              {"rows", "in", "out", "row_parallel"},
               {}};
     }
     case fb::Op_LinearGrad: {
@@ -234,13 +239,55 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
                {"lse", F32, false, rows},
                {"dlogits", F32, false, N({rows, vocab})}},
               false,
-              {"rows", "vocab", "accumulate_dx"},
+              // vocab_parallel: the logits are this tp rank's block of the
+              // vocabulary and lse comes from vocab_loss.
+              {"rows", "vocab", "accumulate_dx", "vocab_parallel"},
               {"dloss"}};
+    }
+    // The vocabulary-parallel cross-entropy: each tp rank holds a block of `vocab`
+    // logits per row; vocab_max, an all_reduce(max), vocab_sum_exp, an
+    // all_reduce(sum) of both its outputs, then vocab_loss.
+    case fb::Op_VocabMax: {
+      int64_t rows = At(a, 0), vocab = At(a, 1);
+      return {"vocab_max",
+              {{"logits", F32, false, N({rows, vocab})}, {"max", F32, false, rows}},
+              false,
+              {"rows", "vocab"},
+              {}};
+    }
+    case fb::Op_VocabSumExp: {
+      // sum = sum exp(logits - max); target = the target's logit when it is in this
+      // rank's block, else 0.
+      int64_t rows = At(a, 0), vocab = At(a, 1);
+      return {"vocab_sum_exp",
+              {{"logits", F32, false, N({rows, vocab})},
+               {"targets", I32, false, rows},
+               {"max", F32, false, rows},
+               {"sum", F32, false, rows},
+               {"target", F32, false, rows}},
+              false,
+              {"rows", "vocab"},
+              {}};
+    }
+    case fb::Op_VocabLoss: {
+      // lse = max + log(sum); loss = mean(lse - target).
+      int64_t rows = At(a, 0);
+      return {"vocab_loss",
+              {{"max", F32, false, rows},
+               {"sum", F32, false, rows},
+               {"target", F32, false, rows},
+               {"loss", F32, false, 1},
+               {"lse", F32, false, rows}},
+              false,
+              {"rows"},
+              {}};
     }
     case fb::Op_GradNormSq:
       // With `sharded` (ZeRO-1) only this rank's dp shard of each buffer counts and
       // the sum of squares is then summed over the dp group.
-      return {"grad_norm_sq", {}, true, {"sharded"}, {}};
+      // With `tp_sharded` the buffers are tp blocks of their parameters and the sum
+      // of squares is summed over the tp group too.
+      return {"grad_norm_sq", {}, true, {"sharded", "tp_sharded"}, {}};
     case fb::Op_ClipAndAdamW: {
       // With shard > 0 (ZeRO-1) the update covers this rank's dp shard of the
       // parameter, [rank * shard, min(n, (rank + 1) * shard)), and the moments hold
@@ -324,7 +371,9 @@ std::optional<fb::Op> OpFromName(const std::string& name) {
 
 bool IsFlag(const char* name) {
   return std::strncmp(name, "accumulate", 10) == 0 || std::strcmp(name, "weight_decay") == 0 ||
-         std::strcmp(name, "swiglu") == 0 || std::strcmp(name, "sharded") == 0;
+         std::strcmp(name, "swiglu") == 0 || std::strcmp(name, "sharded") == 0 ||
+         std::strcmp(name, "tp_sharded") == 0 || std::strcmp(name, "vocab_parallel") == 0 ||
+         std::strcmp(name, "row_parallel") == 0;
 }
 
 }  // namespace heiretsu::plan

@@ -113,6 +113,17 @@ class Checker {
       if (p->init() == fb::Init_Normal && !(p->std() > 0))
         return Fail("parameter '" + p->name()->str() + "' has std " + std::to_string(p->std()));
       const std::string what = "parameter '" + p->name()->str() + "'";
+      // Tensor parallelism: the buffers hold this rank's block of dimension tp_dim.
+      const int tp = plan_.mesh() ? std::max(1, plan_.mesh()->tp()) : 1;
+      if (p->tp_dim() >= 0) {
+        if (p->tp_dim() >= static_cast<int>(p->shape()->size()) ||
+            p->shape()->Get(p->tp_dim()) % tp != 0)
+          return Fail(what + " has tp_dim " + std::to_string(p->tp_dim()) +
+                      ", which does not split its shape over tp " + std::to_string(tp));
+        numel /= tp;
+      } else if (p->tp_dim() != -1) {
+        return Fail(what + " has tp_dim " + std::to_string(p->tp_dim()));
+      }
       if (p->shard() < 0 || p->shard() > numel)
         return Fail(what + " has shard " + std::to_string(p->shard()));
       const int64_t moments = p->shard() ? p->shard() : numel;
@@ -248,6 +259,34 @@ std::optional<std::string> LoadPlan(const std::string& path, LoadedPlan* out) {
   out->path = path;
   out->plan = fb::GetSizePrefixedPlan(out->bytes.data());
   return std::nullopt;
+}
+
+MeshCoordinates CoordinatesOf(const fb::Mesh& mesh, int rank) {
+  MeshCoordinates c;
+  c.size[kAxisDp] = std::max(1, mesh.dp());
+  c.size[kAxisPp] = std::max(1, mesh.pp());
+  c.size[kAxisTp] = std::max(1, mesh.tp());
+  c.size[kAxisEp] = std::max(1, mesh.ep());
+  for (int axis : {kAxisTp, kAxisEp, kAxisDp, kAxisPp}) {
+    c.coord[axis] = rank % c.size[axis];
+    rank /= c.size[axis];
+  }
+  return c;
+}
+
+int RankAt(const MeshCoordinates& c) {
+  return ((c.coord[kAxisPp] * c.size[kAxisDp] + c.coord[kAxisDp]) * c.size[kAxisEp] +
+          c.coord[kAxisEp]) * c.size[kAxisTp] + c.coord[kAxisTp];
+}
+
+std::vector<int> GroupOf(const fb::Mesh& mesh, int rank, int axis) {
+  MeshCoordinates c = CoordinatesOf(mesh, rank);
+  std::vector<int> group;
+  for (int i = 0; i < c.size[axis]; ++i) {
+    c.coord[axis] = i;
+    group.push_back(RankAt(c));
+  }
+  return group;
 }
 
 }  // namespace heiretsu::plan

@@ -15,7 +15,7 @@
 namespace heiretsu::plan {
 
 // Bumped whenever plan.fbs changes meaning.
-inline constexpr uint32_t kPlanVersion = 1;
+inline constexpr uint32_t kPlanVersion = 2;
 
 // Most microbatches per step a plan may ask for: the bound keeps a corrupt count
 // from turning one step into an endless loop.
@@ -37,6 +37,19 @@ std::optional<std::string> LoadPlan(const std::string& path, LoadedPlan* out);
 
 // The verification alone, for a plan already in memory.
 std::optional<std::string> VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes);
+
+// A rank's coordinate on each mesh axis (indexed by MeshAxis: dp, pp, tp, ep) and
+// the size of each axis, by the rule of plan.fbs: tp fastest, then ep, dp, pp.
+struct MeshCoordinates {
+  int coord[4] = {0, 0, 0, 0};
+  int size[4] = {1, 1, 1, 1};
+};
+MeshCoordinates CoordinatesOf(const fb::Mesh& mesh, int rank);
+// The global rank at `c` (the inverse of CoordinatesOf).
+int RankAt(const MeshCoordinates& c);
+// The ranks of `rank`'s group over `axis` (those sharing its other coordinates), in
+// axis order, so a rank's place in its group is its coordinate on the axis.
+std::vector<int> GroupOf(const fb::Mesh& mesh, int rank, int axis);
 
 // Bytes per element of `dtype`.
 int64_t DTypeSize(fb::DType dtype);

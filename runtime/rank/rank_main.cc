@@ -3,10 +3,11 @@
 // optimizer step per step number, a JSON metrics line per step, a human progress line
 // per log interval, checkpoints on request.
 //
-// A data-parallel plan runs as one such worker per rank (started by `heiretsu run`,
-// mpirun, srun or torchrun): the ranks connect over Gloo through HEIRETSU_STORE, each
-// trains on its rows of the global batch, and rank 0 alone logs and checkpoints.
-// Plans with tensor, pipeline or expert parallelism are refused until those exist.
+// A plan for several ranks runs as one such worker per rank (started by `heiretsu run`,
+// mpirun, srun or torchrun): the ranks connect over Gloo through HEIRETSU_STORE, one
+// group per mesh axis; each dp coordinate trains on its rows of the global batch, the
+// tp ranks of one dp coordinate on the same rows; rank 0 alone logs and checkpoints.
+// Plans with pipeline or expert parallelism are refused until those exist.
 //
 // Bit-identical resumption (DESIGN.md §3) rests on three facts kept here: the data of
 // step s depends only on (dataset, seed, s), the learning rate only on s and the
@@ -96,69 +97,135 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Datase
   return 0;
 }
 
-// Whole-tensor host copies of ZeRO-1-sharded AdamW moments, for checkpoints.
-class ShardedMoments {
+// Logical tensors for checkpoints of a rank whose training state is split: a
+// parameter's values and moments may be a tp block (tensor parallelism, along the
+// parameter's tp_dim) and its moments a ZeRO-1 dp shard of that block. For each such
+// tensor a host copy of the logical tensor stands in the checkpoint's entry;
+// Gather fills the copies from every rank's piece before a save (all ranks take
+// part), Scatter cuts this rank's pieces out of them after a load.
+class LogicalState {
  public:
-  ShardedMoments(const plan::fb::Plan& plan, exec::Executor* executor, comm::Communicator* dp)
-      : plan_(plan), executor_(executor), dp_(dp) {
-    if (!dp_) return;  // sharded moments exist only in plans for several dp ranks
-    for (const plan::fb::Param* p : *plan.params())
-      if (p->shard() > 0)
-        full_.emplace_back(p,
-                           std::vector<float>(plan::NumElements(*plan.buffers()->Get(p->value()))),
-                           std::vector<float>(plan::NumElements(*plan.buffers()->Get(p->value()))));
+  LogicalState(const plan::fb::Plan& plan, exec::Executor* executor, comm::Communicator* dp,
+               comm::Communicator* tp)
+      : plan_(plan), executor_(executor), dp_(dp), tp_(tp) {
+    for (const plan::fb::Param* p : *plan.params()) {
+      const bool tp_block = p->tp_dim() >= 0 && tp_ && tp_->size() > 1;
+      const bool dp_shard = p->shard() > 0 && dp_ && dp_->size() > 1;
+      if (!tp_block && !dp_shard) continue;
+      int64_t n = 1;
+      for (int64_t d : *p->shape()) n *= d;
+      Entry e{p, tp_block, dp_shard, {}, {}, {}};
+      if (tp_block) e.value.resize(static_cast<size_t>(n));
+      e.m.resize(static_cast<size_t>(n));
+      e.v.resize(static_cast<size_t>(n));
+      entries_.push_back(std::move(e));
+    }
   }
 
-  // Points the checkpoint entries of sharded moments at the host copies.
+  // Points the checkpoint entries of split tensors at the host copies.
   void Redirect(std::vector<checkpoint::Tensor>* state) {
-    for (auto& [param, m, v] : full_)
-      for (checkpoint::Tensor& t : *state)
-        if (t.name == param->name()->str()) {
-          if (t.kind == checkpoint::TensorKind::kExpAvg) t.data = m.data();
-          if (t.kind == checkpoint::TensorKind::kExpAvgSq) t.data = v.data();
-        }
+    for (Entry& e : entries_)
+      for (checkpoint::Tensor& t : *state) {
+        if (t.name != e.param->name()->str()) continue;
+        if (t.kind == checkpoint::TensorKind::kValue && e.tp_block) t.data = e.value.data();
+        if (t.kind == checkpoint::TensorKind::kExpAvg) t.data = e.m.data();
+        if (t.kind == checkpoint::TensorKind::kExpAvgSq) t.data = e.v.data();
+      }
   }
 
-  // Every rank takes part: all_gather of each shard into the host copies.
   std::optional<std::string> Gather() {
-    for (auto& [param, m, v] : full_) {
-      if (auto err = GatherOne(param->exp_avg(), &m)) return err;
-      if (auto err = GatherOne(param->exp_avg_sq(), &v)) return err;
+    for (Entry& e : entries_) {
+      if (e.tp_block)
+        if (auto err = GatherOne(e, executor_->F32(e.param->value()), false, &e.value)) return err;
+      if (auto err = GatherOne(e, executor_->F32(e.param->exp_avg()), e.dp_shard, &e.m))
+        return err;
+      if (auto err = GatherOne(e, executor_->F32(e.param->exp_avg_sq()), e.dp_shard, &e.v))
+        return err;
     }
     return std::nullopt;
   }
 
-  // After a load: each rank copies its shard out of the host copies.
   void Scatter() {
-    for (auto& [param, m, v] : full_) {
-      ScatterOne(m, param->exp_avg());
-      ScatterOne(v, param->exp_avg_sq());
+    for (Entry& e : entries_) {
+      if (e.tp_block) ScatterOne(e, e.value, false, executor_->F32(e.param->value()));
+      ScatterOne(e, e.m, e.dp_shard, executor_->F32(e.param->exp_avg()));
+      ScatterOne(e, e.v, e.dp_shard, executor_->F32(e.param->exp_avg_sq()));
     }
   }
 
  private:
-  std::optional<std::string> GatherOne(uint32_t buffer, std::vector<float>* full) {
-    const int64_t n = static_cast<int64_t>(full->size()), parts = dp_->size();
-    const int64_t s = plan::ShardSize(n, parts);
-    std::vector<float> all(static_cast<size_t>(s * parts));
-    if (auto err = dp_->AllGather(executor_->F32(buffer), all.data(), static_cast<size_t>(s)))
-      return err;
-    std::copy(all.begin(), all.begin() + n, full->begin());
+  struct Entry {
+    const plan::fb::Param* param;
+    bool tp_block, dp_shard;
+    std::vector<float> value, m, v;  // logical tensors
+  };
+
+  // The tp block of parameter `p` is `outer` runs of `run` elements; run o of the
+  // block of tp coordinate r starts at (o * parts + r) * run in the logical tensor.
+  static void BlockGeometry(const plan::fb::Param& p, int parts, int64_t* outer, int64_t* run) {
+    *outer = 1;
+    *run = 1;
+    for (int d = 0; d < static_cast<int>(p.shape()->size()); ++d) {
+      if (d < p.tp_dim()) *outer *= p.shape()->Get(d);
+      if (d > p.tp_dim()) *run *= p.shape()->Get(d);
+    }
+    *run *= p.shape()->Get(p.tp_dim()) / parts;
+  }
+
+  int64_t LocalSize(const Entry& e) const {
+    return static_cast<int64_t>(e.m.size()) / (e.tp_block ? tp_->size() : 1);
+  }
+
+  // `local` is this rank's block (or, dp_shard, its ZeRO-1 shard of that block).
+  std::optional<std::string> GatherOne(const Entry& e, const float* local, bool dp_shard,
+                                       std::vector<float>* logical) {
+    const int64_t n = LocalSize(e);
+    std::vector<float> block(local, local + (dp_shard ? 0 : n));
+    if (dp_shard) {
+      const int64_t s = plan::ShardSize(n, dp_->size());
+      std::vector<float> all(static_cast<size_t>(s * dp_->size()));
+      if (auto err = dp_->AllGather(local, all.data(), static_cast<size_t>(s))) return err;
+      block.assign(all.begin(), all.begin() + n);
+    }
+    if (!e.tp_block) {  // copied in place: the checkpoint entries point at *logical
+      std::copy(block.begin(), block.end(), logical->begin());
+      return std::nullopt;
+    }
+    const int parts = tp_->size();
+    std::vector<float> all(static_cast<size_t>(n * parts));
+    if (auto err = tp_->AllGather(block.data(), all.data(), static_cast<size_t>(n))) return err;
+    int64_t outer, run;
+    BlockGeometry(*e.param, parts, &outer, &run);
+    for (int r = 0; r < parts; ++r)
+      for (int64_t o = 0; o < outer; ++o)
+        std::copy_n(all.data() + r * n + o * run, run, logical->data() + (o * parts + r) * run);
     return std::nullopt;
   }
 
-  void ScatterOne(const std::vector<float>& full, uint32_t buffer) {
-    const plan::Shard mine =
-        plan::ShardOf(static_cast<int64_t>(full.size()), dp_->rank(), dp_->size());
-    float* out = executor_->F32(buffer);
-    std::fill_n(out, plan::NumElements(*plan_.buffers()->Get(buffer)), 0.f);
-    std::copy(full.begin() + mine.begin, full.begin() + mine.begin + mine.size, out);
+  void ScatterOne(const Entry& e, const std::vector<float>& logical, bool dp_shard, float* local) {
+    const int64_t n = LocalSize(e);
+    std::vector<float> block(logical);
+    if (e.tp_block) {
+      int64_t outer, run;
+      BlockGeometry(*e.param, tp_->size(), &outer, &run);
+      block.resize(static_cast<size_t>(n));
+      for (int64_t o = 0; o < outer; ++o)
+        std::copy_n(logical.data() + (o * tp_->size() + tp_->rank()) * run, run,
+                    block.data() + o * run);
+    }
+    if (!dp_shard) {
+      std::copy(block.begin(), block.end(), local);
+      return;
+    }
+    const plan::Shard mine = plan::ShardOf(n, dp_->rank(), dp_->size());
+    std::copy_n(block.begin() + mine.begin, mine.size, local);
   }
 
   const plan::fb::Plan& plan_;
   exec::Executor* executor_;
   comm::Communicator* dp_;
-  std::vector<std::tuple<const plan::fb::Param*, std::vector<float>, std::vector<float>>> full_;
+  comm::Communicator* tp_;
+  std::vector<Entry> entries_;
 };
 
 // JSON has no NaN or infinity; a gradient norm can overflow.
@@ -215,10 +282,10 @@ int Run(const cli::RunOptions& o) {
                                    ", ep " + std::to_string(mesh.ep()) + ") started as " +
                                    std::to_string(me.world_size) +
                                    (me.world_size == 1 ? " rank (use heiretsu run)" : " ranks"));
-  if (mesh.tp() > 1 || mesh.pp() > 1 || mesh.ep() > 1)
+  if (mesh.pp() > 1 || mesh.ep() > 1)
     return Fail(kExitFailure, loaded.path +
-                                  ": tensor, pipeline and expert parallelism are not "
-                                  "built yet");
+                                  ": pipeline and expert parallelism are not built yet");
+  const plan::MeshCoordinates coords = plan::CoordinatesOf(mesh, me.rank);
   const std::string model = p.model() ? p.model()->str() : "";
   // Data parallelism: rank r's microbatches are rows [r B M, (r + 1) B M) of the
   // global batch, so the same global batch trains the same model on any dp.
@@ -254,33 +321,41 @@ int Run(const cli::RunOptions& o) {
   if (int code = LoadData(o, p.vocab(), leader, &dataset)) return code;
 
   exec::Executor executor(loaded);
-  std::unique_ptr<comm::Communicator> dp_group;
+  // One communicator per mesh axis of size > 1: the ranks sharing this rank's other
+  // coordinates (plan.fbs gives the rule), connected in axis order on every rank.
+  std::unique_ptr<comm::Communicator> groups[4];
   if (me.world_size > 1) {
     const char* store = std::getenv("HEIRETSU_STORE");
     if (!store || !*store)
       return Fail(kExitBadInput,
                   "a multi-rank run needs HEIRETSU_STORE, a directory shared by "
                   "the ranks for rendezvous ('heiretsu run' sets it)");
-    comm::GlooOptions g;
-    g.store_dir = store;
-    g.group = "dp";
-    g.rank = me.rank;
-    g.size = me.world_size;
-    // The address this rank listens on: loopback unless the job spans machines.
-    if (const char* addr = std::getenv("HEIRETSU_ADDR"); addr && *addr) g.hostname = addr;
-    if (const char* t = std::getenv("HEIRETSU_COMM_TIMEOUT_MS"))
-      g.timeout = std::chrono::milliseconds(std::max(1L, std::atol(t)));
-    std::string error;
-    dp_group = comm::ConnectGloo(g, &error);
-    if (!dp_group) return Fail(kExitFailure, error);
-    executor.set_communicator(plan::kAxisDp, dp_group.get());
+    static const char* kAxisName[4] = {"dp", "pp", "tp", "ep"};
+    for (int axis : {plan::kAxisDp, plan::kAxisTp}) {
+      if (coords.size[axis] == 1) continue;
+      const std::vector<int> members = plan::GroupOf(mesh, me.rank, axis);
+      comm::GlooOptions g;
+      g.store_dir = store;
+      // Named by axis and first member: unique within the job.
+      g.group = std::string(kAxisName[axis]) + "." + std::to_string(members[0]);
+      g.rank = coords.coord[axis];
+      g.size = coords.size[axis];
+      // The address this rank listens on: loopback unless the job spans machines.
+      if (const char* addr = std::getenv("HEIRETSU_ADDR"); addr && *addr) g.hostname = addr;
+      if (const char* t = std::getenv("HEIRETSU_COMM_TIMEOUT_MS"))
+        g.timeout = std::chrono::milliseconds(std::max(1L, std::atol(t)));
+      std::string error;
+      groups[axis] = comm::ConnectGloo(g, &error);
+      if (!groups[axis]) return Fail(kExitFailure, error);
+      executor.set_communicator(axis, groups[axis].get());
+    }
   }
   std::vector<checkpoint::Tensor> state = checkpoint::TrainingState(&executor);
-  // ZeRO-1 moments hold this rank's dp shard only, while a checkpoint holds logical
-  // tensors: those entries point at whole-tensor host copies instead, gathered from
-  // every rank before a save and sharded out again after a load.
-  ShardedMoments sharded(p, &executor, dp_group.get());
-  sharded.Redirect(&state);
+  // Split tensors (tp blocks, ZeRO-1 moment shards) are saved and loaded as logical
+  // tensors through host copies, gathered from every rank before a save and cut out
+  // again after a load.
+  LogicalState logical(p, &executor, groups[plan::kAxisDp].get(), groups[plan::kAxisTp].get());
+  logical.Redirect(&state);
   uint64_t seed = o.seed;
   int64_t first_step = 1;
   if (!o.resume.empty()) {
@@ -294,7 +369,7 @@ int Run(const cli::RunOptions& o) {
     checkpoint::Header header;
     if (auto load_err = checkpoint::LoadCheckpoint(dir, model, state, &header))
       return Fail(*load_err);
-    sharded.Scatter();
+    logical.Scatter();
     if (o.seed_given && o.seed != header.seed)
       return Fail(kExitBadInput, "--seed " + std::to_string(o.seed) + " differs from the seed " +
                                      std::to_string(header.seed) + " of checkpoint " + dir +
@@ -336,7 +411,7 @@ int Run(const cli::RunOptions& o) {
     // The sampler numbers steps from 0: user step s takes the global batch of sampler
     // step s - 1, and microbatch m its rows [m * B, (m + 1) * B).
     auto fill = [&](int64_t m, int32_t* tokens, int32_t* targets) {
-      const int64_t row = me.rank * per_rank + m * batch;
+      const int64_t row = coords.coord[plan::kAxisDp] * per_rank + m * batch;
       sampler->FillBatchRows(step - 1, global_batch, row, row + batch, tokens, targets);
     };
     exec::StepResult result;
@@ -371,7 +446,7 @@ int Run(const cli::RunOptions& o) {
     const bool save =
         !o.save_dir.empty() && ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps);
     if (save)
-      if (auto err = sharded.Gather()) return Fail(kExitFailure, *err);
+      if (auto err = logical.Gather()) return Fail(kExitFailure, *err);
     if (leader && save) {
       checkpoint::Header header;
       header.model = model;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The parity suite (DESIGN.md §3): trains gpt-tiny for 10 steps at global batch 4
-# on one rank and on each layout below, then compares every step's loss and the
+# The parity suite (DESIGN.md §3): trains gpt-tiny (and llama-tiny) for 10 steps at
+# global batch 4 on one rank and on each layout below, then compares every step's loss and the
 # final parameters with the single-rank run. Both must agree within 1e-5 relative:
 # losses step by step (|a - b| / |b|), parameters as one vector (L2, see
 # heiretsu-ckpt-diff). Prints one line per layout and a summary; exits 1 on a FAIL.
@@ -11,7 +11,7 @@ tol=1e-5
 mkdir -p "$work"
 spec=$(dirname "$0")/../../examples/gpt-tiny.hr
 
-train() { # name, compile flags...
+train() { # name, compile flags... (the model: $spec)
   local name=$1; shift
   "$bin/heiretsu" compile "$spec" --emit plan -o "$work/$name.plan" --seq 32 "$@" > /dev/null &&
   "$bin/heiretsu" run "$work/$name.plan" --steps 10 --lr 3e-3 --warmup 2 --cache-dir "$cache" \
@@ -21,17 +21,18 @@ losses() { sed -n 's/.*"loss":\([0-9.e+-]*\),.*/\1/p' "$1"; }
 
 train single --micro-batch-size 4 || { echo "FAIL single-rank baseline"; exit 1; }
 pass=0 fail=0
-run_layout() { # label, compile flags...
+base=single
+run_layout() { # label, compile flags... (compared with the run named $base)
   local label=$1; shift
   local name=${label// /_}; name=${name//=/}
   if ! train "$name" "$@"; then
     echo "FAIL $label (the run failed: see $work/$name.log)"; fail=$((fail + 1)); return
   fi
   local loss_diff param_line param_diff
-  loss_diff=$(paste <(losses "$work/single.jsonl") <(losses "$work/$name.jsonl") |
+  loss_diff=$(paste <(losses "$work/$base.jsonl") <(losses "$work/$name.jsonl") |
     awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > m) m = r}
          END {if (NR != 10) m = 1; printf "%.3g", m}')
-  param_line=$("$bin/heiretsu-ckpt-diff" "$work/single.ckpt/step_00000010" "$work/$name.ckpt/step_00000010")
+  param_line=$("$bin/heiretsu-ckpt-diff" "$work/$base.ckpt/step_00000010" "$work/$name.ckpt/step_00000010")
   param_diff=$(echo "$param_line" | sed -n 's/.*rel diff \([0-9.e+-]*\) .*/\1/p')
   local worst
   worst=$(awk -v a="$loss_diff" -v b="$param_diff" 'BEGIN {printf "%.2g", (a > b ? a : b)}')
@@ -46,5 +47,16 @@ run_layout "dp=4 tp=1 pp=1 ep=1 zero=0 sp=0" --dp 4 --micro-batch-size 1
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0 microbatches=2" --dp 2 --micro-batch-size 1 --microbatches 2
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=1 sp=0" --dp 2 --micro-batch-size 2 --zero 1
 run_layout "dp=4 tp=1 pp=1 ep=1 zero=1 sp=0" --dp 4 --micro-batch-size 1 --zero 1
-echo "parity: $pass passed, $fail failed (tolerance $tol; tp, pp and ep are not built yet)"
+run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=0" --tp 2 --micro-batch-size 4
+run_layout "dp=1 tp=4 pp=1 ep=1 zero=0 sp=0" --tp 4 --micro-batch-size 4
+run_layout "dp=2 tp=2 pp=1 ep=1 zero=0 sp=0" --dp 2 --tp 2 --micro-batch-size 2
+run_layout "dp=2 tp=2 pp=1 ep=1 zero=1 sp=0" --dp 2 --tp 2 --micro-batch-size 2 --zero 1
+# The Llama-style model: RoPE, grouped-query attention (8 heads, 2 kv heads),
+# RMSNorm, SwiGLU and an untied head, against its own single-rank run.
+spec=$(dirname "$0")/../../examples/llama-tiny.hr
+train llama-single --micro-batch-size 4 || { echo "FAIL llama single-rank baseline"; exit 1; }
+base=llama-single
+run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=0 model=llama-tiny" --tp 2 --micro-batch-size 4
+run_layout "dp=2 tp=2 pp=1 ep=1 zero=1 sp=0 model=llama-tiny" --dp 2 --tp 2 --micro-batch-size 2 --zero 1
+echo "parity: $pass passed, $fail failed (tolerance $tol; pp and ep are not built yet)"
 [ "$fail" -eq 0 ]

@@ -430,6 +430,79 @@ TEST(CpuKernels, CrossEntropyRejectsOutOfRangeTargets) {
   EXPECT_EQ(loss, 7.f);
 }
 
+// The vocabulary-parallel pieces, run on `parts` blocks of the vocabulary with the
+// all_reduces done by hand, against the fused kernels on the whole vocabulary.
+TEST(CpuKernels, VocabParallelCrossEntropyMatchesFused) {
+  const int64_t rows = 6, vocab = 12;
+  std::vector<float> logits = ToFloat(Random(rows * vocab, 41, 3.0));
+  std::vector<int32_t> targets = {0, 11, 5, 6, 3, 8};
+  float loss = 0;
+  std::vector<float> lse(rows), dlogits(rows * vocab);
+  ASSERT_EQ(CrossEntropyForward(logits.data(), targets.data(), &loss, lse.data(), rows, vocab), -1);
+  CrossEntropyBackward(logits.data(), targets.data(), lse.data(), 0.5f, dlogits.data(), rows, vocab,
+                       false);
+  for (int64_t parts : {2, 3, 4}) {
+    const int64_t v = vocab / parts;
+    std::vector<std::vector<float>> block(parts, std::vector<float>(rows * v));
+    for (int64_t p = 0; p < parts; ++p)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < v; ++i) block[p][r * v + i] = logits[r * vocab + p * v + i];
+    std::vector<float> max(rows, -INFINITY), sum(rows, 0), target(rows, 0);
+    for (int64_t p = 0; p < parts; ++p) {  // all_reduce(max)
+      std::vector<float> m(rows);
+      VocabMax(block[p].data(), m.data(), rows, v);
+      for (int64_t r = 0; r < rows; ++r) max[r] = std::max(max[r], m[r]);
+    }
+    for (int64_t p = 0; p < parts; ++p) {  // all_reduce(sum) of both outputs
+      std::vector<float> s(rows), t(rows);
+      ASSERT_EQ(VocabSumExp(block[p].data(), targets.data(), max.data(), s.data(), t.data(), rows,
+                            v, p * v, vocab),
+                -1);
+      for (int64_t r = 0; r < rows; ++r) sum[r] += s[r], target[r] += t[r];
+    }
+    float vloss = 0;
+    std::vector<float> vlse(rows);
+    VocabLoss(max.data(), sum.data(), target.data(), &vloss, vlse.data(), rows);
+    EXPECT_NEAR(vloss, loss, 1e-6 * std::fabs(loss)) << parts << " parts";
+    for (int64_t r = 0; r < rows; ++r) EXPECT_NEAR(vlse[r], lse[r], 1e-5) << parts;
+    for (int64_t p = 0; p < parts; ++p) {
+      std::vector<float> d(rows * v, NAN);
+      CrossEntropyBackward(block[p].data(), targets.data(), vlse.data(), 0.5f, d.data(), rows, v,
+                           false, p * v);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < v; ++i)
+          EXPECT_NEAR(d[r * v + i], dlogits[r * vocab + p * v + i], 1e-6) << parts;
+    }
+  }
+  std::vector<float> s(rows), t(rows);
+  EXPECT_EQ(VocabSumExp(logits.data(), targets.data(), lse.data(), s.data(), t.data(), rows, 6, 6,
+                        11),
+            1);  // target 11 is outside a vocabulary of 11
+}
+
+// A vocabulary-parallel embedding: each block's rows (positions added by block 0
+// only) sum to the whole embedding; each block's gradient is its rows of the whole.
+TEST(CpuKernels, VocabParallelEmbeddingSumsToWhole) {
+  const int64_t rows = 8, seq = 4, vocab = 8, c = 3, parts = 2, v = vocab / parts;
+  std::vector<int32_t> ids = {0, 7, 3, 4, 4, 1, 6, 2};
+  std::vector<float> table = ToFloat(Random(vocab * c, 43)), pos = ToFloat(Random(seq * c, 44));
+  std::vector<float> whole(rows * c), sum(rows * c, 0);
+  ASSERT_EQ(EmbeddingForward(ids.data(), table.data(), pos.data(), whole.data(), rows, seq, vocab, c),
+            -1);
+  std::vector<float> dout = ToFloat(Random(rows * c, 45)), dtable(vocab * c, 0);
+  EmbeddingBackward(ids.data(), dout.data(), dtable.data(), (float*)nullptr, rows, seq, c);
+  for (int64_t p = 0; p < parts; ++p) {
+    std::vector<float> out(rows * c, NAN), dblock(v * c, 0);
+    ASSERT_EQ(EmbeddingForward(ids.data(), table.data() + p * v * c, p == 0 ? pos.data() : nullptr,
+                               out.data(), rows, seq, v, c, p * v, vocab),
+              -1);
+    for (int64_t i = 0; i < rows * c; ++i) sum[i] += out[i];
+    EmbeddingBackward(ids.data(), dout.data(), dblock.data(), (float*)nullptr, rows, seq, c, p * v, v);
+    for (int64_t i = 0; i < v * c; ++i) EXPECT_EQ(dblock[i], dtable[p * v * c + i]);
+  }
+  for (int64_t i = 0; i < rows * c; ++i) EXPECT_EQ(sum[i], whole[i]);
+}
+
 TEST(CpuKernels, SumSquaresIsExactAcrossChunks) {
   const int64_t n = (1 << 16) * 3 + 17;  // several reduction chunks and a tail
   std::vector<float> x(n);

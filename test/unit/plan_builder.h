@@ -55,7 +55,7 @@ class PlanBuilder {
                               uint32_t tokens, uint32_t targets, uint32_t loss,
                               uint32_t version = plan::kPlanVersion) {
     std::vector<flatbuffers::Offset<plan::fb::Instr>> update;
-    update.push_back(Instr(plan::fb::Op_GradNormSq, grads_, {0}));
+    update.push_back(Instr(plan::fb::Op_GradNormSq, grads_, {0, 0}));
     update.insert(update.end(), update_.begin(), update_.end());
     plan::fb::Mesh mesh(1, 1, 1, 1);
     auto opt = plan::fb::CreateOptimizer(fbb_);
@@ -102,15 +102,15 @@ inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
   uint32_t loss = b.Buffer("loss", {1});
   uint32_t dlogits = b.Buffer("dlogits", {rows, v}), dh = b.Buffer("dh", {rows, c});
   uint32_t dx = b.Buffer("dx", {rows, c});
-  b.Micro(fb::Op_Embedding, {tokens, wte, plan::kNoBuffer, x}, {rows, o.seq, v, c, o.seq});
+  b.Micro(fb::Op_Embedding, {tokens, wte, plan::kNoBuffer, x}, {rows, o.seq, v, c, o.seq, 0});
   b.Micro(fb::Op_LayerNorm, {x, g, beta, h, mean, rstd}, {rows, c}, {1e-5});
-  b.Micro(fb::Op_Linear, {h, head, plan::kNoBuffer, logits}, {rows, c, v});
+  b.Micro(fb::Op_Linear, {h, head, plan::kNoBuffer, logits}, {rows, c, v, 0});
   b.Micro(fb::Op_CrossEntropy, {logits, targets, loss, lse}, {rows, v});
-  b.Micro(fb::Op_CrossEntropyGrad, {logits, targets, lse, dlogits}, {rows, v, 0},
+  b.Micro(fb::Op_CrossEntropyGrad, {logits, targets, lse, dlogits}, {rows, v, 0, 0},
           {1.0 / static_cast<double>(o.microbatches)});
   b.Micro(fb::Op_LinearGrad, {dlogits, h, head, dh, dhead, plan::kNoBuffer}, {rows, c, v, 0});
   b.Micro(fb::Op_LayerNormGrad, {dh, x, g, mean, rstd, dx, dg, dbeta}, {rows, c, 0});
-  b.Micro(fb::Op_EmbeddingGrad, {tokens, dx, dwte, plan::kNoBuffer}, {rows, o.seq, v, c, o.seq});
+  b.Micro(fb::Op_EmbeddingGrad, {tokens, dx, dwte, plan::kNoBuffer}, {rows, o.seq, v, c, o.seq, 0});
   return b.Finish(o.batch, o.seq, v, o.microbatches, tokens, targets, loss, o.version);
 }
 

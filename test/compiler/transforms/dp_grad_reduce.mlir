@@ -17,6 +17,6 @@ plan.program "dp" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64
   plan.microbatch {
   }
   plan.update {
-    plan.kernel "grad_norm_sq"(%dw, %dg) ints = [0] floats = [] absent = [] : memref<4x8xf32>, memref<8xf32>
+    plan.kernel "grad_norm_sq"(%dw, %dg) ints = [0, 0] floats = [] absent = [] : memref<4x8xf32>, memref<8xf32>
   }
 }

@@ -12,9 +12,9 @@
 // CHECK-DAG: %[[X:.*]] = plan.buffer "embed.0" : memref<2x4x8xf32>
 // CHECK-DAG: %[[LOSS:.*]] = plan.buffer "cross_entropy.loss.{{[0-9]+}}" {io = "loss"} : memref<f32>
 // CHECK: plan.microbatch {
-// CHECK-NEXT: plan.kernel "embedding"(%[[TOK]], %[[WTE]], %[[X]]) ints = [8, 4, 16, 8, 4] floats = [] absent = [2]
+// CHECK-NEXT: plan.kernel "embedding"(%[[TOK]], %[[WTE]], %[[X]]) ints = [8, 4, 16, 8, 4, 0] floats = [] absent = [2]
 // CHECK-NEXT: plan.kernel "rmsnorm"(%[[X]], %[[G]], %[[H:.*]], %{{.*}}) ints = [8, 8] floats = [1.000000e-05] absent = []
-// CHECK-NEXT: plan.kernel "linear"(%[[H]], %[[WTE]], %[[LOGITS:.*]]) ints = [8, 8, 16] floats = [] absent = [2]
+// CHECK-NEXT: plan.kernel "linear"(%[[H]], %[[WTE]], %[[LOGITS:.*]]) ints = [8, 8, 16, 0] floats = [] absent = [2]
 // CHECK-NEXT: plan.kernel "cross_entropy"(%[[LOGITS]], %[[TGT]], %[[LOSS]], %{{.*}}) ints = [8, 16]
 // CHECK-NEXT: }
 // CHECK-NEXT: plan.update {

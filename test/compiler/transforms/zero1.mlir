@@ -10,7 +10,7 @@
 // CHECK: %[[G:.*]], %[[DG:.*]], %[[MG:.*]], %[[VG:.*]] = plan.param "g" ones : memref<6xf32>, moments memref<2xf32>
 // CHECK: plan.update {
 // CHECK-NEXT: plan.kernel "reduce_scatter"(%[[DW]], %[[DG]]) ints = [0, 2]
-// CHECK-NEXT: plan.kernel "grad_norm_sq"(%[[DW]], %[[DG]]) ints = [1]
+// CHECK-NEXT: plan.kernel "grad_norm_sq"(%[[DW]], %[[DG]]) ints = [1, 0]
 // CHECK-NEXT: plan.kernel "clip_adamw"(%[[W]], %[[DW]], %[[MW]], %[[VW]]) ints = [20, 1, 5]
 // CHECK-NEXT: plan.kernel "clip_adamw"(%[[G]], %[[DG]], %[[MG]], %[[VG]]) ints = [6, 0, 2]
 // CHECK-NEXT: plan.kernel "all_gather"(%[[W]], %[[G]]) ints = [0]
@@ -24,7 +24,7 @@ plan.program "z" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   plan.microbatch {
   }
   plan.update {
-    plan.kernel "grad_norm_sq"(%dw, %dg) ints = [0] floats = [] absent = [] : memref<4x5xf32>, memref<6xf32>
+    plan.kernel "grad_norm_sq"(%dw, %dg) ints = [0, 0] floats = [] absent = [] : memref<4x5xf32>, memref<6xf32>
     plan.kernel "clip_adamw"(%w, %dw, %mw, %vw) ints = [20, 1, 0] floats = [] absent = [] : memref<4x5xf32>, memref<4x5xf32>, memref<4x5xf32>, memref<4x5xf32>
     plan.kernel "clip_adamw"(%g, %dg, %mg, %vg) ints = [6, 0, 0] floats = [] absent = [] : memref<6xf32>, memref<6xf32>, memref<6xf32>, memref<6xf32>
   }

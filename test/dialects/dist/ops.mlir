@@ -41,3 +41,14 @@ func.func @sharding(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>) -> tensor<4x16xf3
   %1 = graph.linear %x, %w {dist.sharding = #dist.sharding<[dp, _], partial = [tp]>} : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
   return %1 : tensor<4x16xf32>
 }
+
+// -----
+
+// Tests dist.copy, the identity whose gradient is all-reduced (Megatron's f).
+dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
+// CHECK-LABEL: func.func @copy
+func.func @copy(%x: tensor<8x16xf32>) -> tensor<8x16xf32> {
+  // CHECK: dist.copy %{{.*}} on @world over tp : tensor<8x16xf32>
+  %0 = dist.copy %x on @world over tp : tensor<8x16xf32>
+  return %0 : tensor<8x16xf32>
+}

@@ -139,3 +139,12 @@ func.func @all_reduce_type(%x: tensor<8xf32>) -> tensor<4xf32> {
   %0 = "dist.all_reduce"(%x) {mesh = @world, axis = 2 : i32, reduce = 0 : i32} : (tensor<8xf32>) -> tensor<4xf32>
   return %0 : tensor<4xf32>
 }
+
+// -----
+
+// Tests that dist.copy names a mesh.
+func.func @copy_no_mesh(%x: tensor<8x16xf32>) -> tensor<8x16xf32> {
+  // expected-error @+1 {{'nowhere'}}
+  %0 = dist.copy %x on @nowhere over tp : tensor<8x16xf32>
+  return %0 : tensor<8x16xf32>
+}

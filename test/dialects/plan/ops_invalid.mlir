@@ -55,7 +55,7 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   %y = plan.buffer "y" : memref<4x4xf32>
   plan.microbatch {
     // expected-error @+1 {{(C3) buffer 'y' has 16 elements, expected 32}}
-    plan.kernel "linear"(%x, %w, %y) ints = [4, 8, 8] floats = [] absent = [2] : memref<4x8xf32>, memref<8x8xf32>, memref<4x4xf32>
+    plan.kernel "linear"(%x, %w, %y) ints = [4, 8, 8, 0] floats = [] absent = [2] : memref<4x8xf32>, memref<8x8xf32>, memref<4x4xf32>
   }
   plan.update {
   }
@@ -86,7 +86,7 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   %x = plan.buffer "x" : memref<4xf32>
   plan.microbatch {
     // expected-error @+1 {{(C3) buffer 'ids' must be i32, got 'memref<4xf32>'}}
-    plan.kernel "embedding"(%x, %x, %x) ints = [4, 4, 1, 1, 4] floats = [] absent = [2] : memref<4xf32>, memref<4xf32>, memref<4xf32>
+    plan.kernel "embedding"(%x, %x, %x) ints = [4, 4, 1, 1, 4, 0] floats = [] absent = [2] : memref<4xf32>, memref<4xf32>, memref<4xf32>
   }
   plan.update {
   }
@@ -105,7 +105,7 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   %o = plan.buffer "o" : memref<8x2xf32>
   plan.microbatch {
     // expected-error @+1 {{(C2) seq = 8 exceeds context = 4}}
-    plan.kernel "embedding"(%ids, %t, %p, %o) ints = [8, 8, 4, 2, 4] floats = [] absent = [] : memref<8xi32>, memref<4x2xf32>, memref<4x2xf32>, memref<8x2xf32>
+    plan.kernel "embedding"(%ids, %t, %p, %o) ints = [8, 8, 4, 2, 4, 0] floats = [] absent = [] : memref<8xi32>, memref<4x2xf32>, memref<4x2xf32>, memref<8x2xf32>
   }
   plan.update {
   }
@@ -164,5 +164,49 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   plan.update {
     // expected-error @+1 {{(C2) axis = 4 is out of range [0, 3]}}
     plan.kernel "all_reduce"(%loss) ints = [4, 0] floats = [] absent = [] : memref<f32>
+  }
+}
+
+// -----
+
+// Tests that grad_reduce names the tp axis.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C2) grad_reduce must be "tp", got "dp"}}
+  %x = plan.buffer "x" {grad_reduce = "dp"} : memref<4xf32>
+  plan.microbatch {
+  }
+  plan.update {
+  }
+}
+
+// -----
+
+// Tests that a tp block's global shape splits its value along tp_dim.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C4) global_shape [16, 9] is not a split of 'memref<8x8xf32>' along tp_dim 0}}
+  %v, %g, %m, %s = plan.param "w" zeros {global_shape = array<i64: 16, 9>, tp_dim = 0 : i64} : memref<8x8xf32>
+  plan.microbatch {
+  }
+  plan.update {
+  }
+}
+
+// -----
+
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C4) tp_dim and global_shape go together}}
+  %v, %g, %m, %s = plan.param "w" zeros {tp_dim = 0 : i64} : memref<8x8xf32>
+  plan.microbatch {
+  }
+  plan.update {
   }
 }

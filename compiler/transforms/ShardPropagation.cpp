@@ -1,0 +1,179 @@
+//===- ShardPropagation.cpp - Megatron-style tp shardings on the graph ----===//
+//
+// One forward walk over @forward (see Passes.td). Each value's layout over tp is
+// one of: whole (every tp rank holds all of it), split on its last dimension, or
+// a partial sum. Parameters get theirs from their uses.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/transforms/Passes.h"
+
+#include "dialects/dist/DistDialect.h"
+#include "dialects/graph/GraphDialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+using namespace mlir;
+
+namespace heiretsu {
+#define GEN_PASS_DEF_SHARDPROPAGATIONPASS
+#include "compiler/transforms/Passes.h.inc"
+
+namespace {
+
+constexpr int32_t kTp = static_cast<int32_t>(dist::Axis::tp);
+
+enum class Layout { Whole, SplitLast, Partial };
+
+struct Propagation {
+  int64_t tp;
+  MLIRContext *ctx;
+  DenseMap<Value, Layout> layouts;
+  // Parameters: which dimension is split (-1: none), and the op that decided it.
+  DenseMap<Value, std::pair<int64_t, Operation *>> paramDims;
+
+  Layout layout(Value v) { return layouts.lookup(v); } // block arguments: Whole
+
+  static int64_t rank(Value v) { return cast<RankedTensorType>(v.getType()).getRank(); }
+  static int64_t dimSize(Value v, int64_t d) {
+    return cast<RankedTensorType>(v.getType()).getShape()[d];
+  }
+
+  dist::ShardingAttr attr(int64_t rank, int64_t splitDim, bool partial) {
+    SmallVector<int32_t> dims(rank, -1);
+    if (splitDim >= 0)
+      dims[splitDim] = kTp;
+    SmallVector<int32_t> parts;
+    if (partial)
+      parts.push_back(kTp);
+    return dist::ShardingAttr::get(ctx, dims, parts);
+  }
+
+  /// Asks parameter `p` to be split along `dim` (-1: whole) by `user`.
+  LogicalResult requireParam(Value p, int64_t dim, Operation *user, StringRef what) {
+    auto param = p.getDefiningOp<graph::ParamOp>();
+    if (!param)
+      return user->emitError() << what << " must be a graph.param under tensor parallelism";
+    if (dim >= 0 && dimSize(p, dim) % tp != 0)
+      return user->emitError() << what << " '" << param.getName() << "' has "
+                               << dimSize(p, dim) << " rows along its split dimension " << dim
+                               << ", not divisible by tp = " << tp;
+    auto [it, fresh] = paramDims.try_emplace(p, dim, user);
+    if (!fresh && it->second.first != dim)
+      return user->emitError() << "parameter '" << param.getName()
+                               << "' is asked to be split along dimension " << dim
+                               << " here but along " << it->second.first << " by an earlier use";
+    return success();
+  }
+
+  LogicalResult needWhole(Operation *op, Value v, StringRef what) {
+    if (layout(v) == Layout::SplitLast)
+      return op->emitError() << what << " is split over tp here but '" << op->getName()
+                             << "' needs it whole (no all_gather is inserted for it)";
+    return success();
+  }
+
+  LogicalResult visit(Operation &op) {
+    Layout result = Layout::Whole;
+    if (isa<graph::ParamOp, func::ReturnOp>(op)) {
+      return success(); // parameters are annotated once their uses are known
+    } else if (auto e = dyn_cast<graph::EmbeddingOp>(op)) {
+      if (failed(requireParam(e.getTable(), 0, &op, "the embedding table")))
+        return failure();
+      if (e.getPositions() && failed(requireParam(e.getPositions(), -1, &op, "positions")))
+        return failure();
+      result = Layout::Partial; // vocabulary-parallel: each rank adds its block's rows
+    } else if (auto l = dyn_cast<graph::LinearOp>(op)) {
+      bool row = layout(l.getInput()) == Layout::SplitLast;
+      if (failed(requireParam(l.getWeight(), row ? 1 : 0, &op, "the linear weight")))
+        return failure();
+      if (l.getBias() && failed(requireParam(l.getBias(), row ? -1 : 0, &op, "the linear bias")))
+        return failure();
+      result = row ? Layout::Partial : Layout::SplitLast;
+    } else if (auto n = dyn_cast<graph::LayerNormOp>(op)) {
+      if (failed(needWhole(&op, n.getInput(), "the norm's input")) ||
+          failed(requireParam(n.getWeight(), -1, &op, "the norm weight")) ||
+          failed(requireParam(n.getBias(), -1, &op, "the norm bias")))
+        return failure();
+    } else if (auto n = dyn_cast<graph::RMSNormOp>(op)) {
+      if (failed(needWhole(&op, n.getInput(), "the norm's input")) ||
+          failed(requireParam(n.getWeight(), -1, &op, "the norm weight")))
+        return failure();
+    } else if (auto a = dyn_cast<graph::AttentionOp>(op)) {
+      for (Value v : {a.getQuery(), a.getKey(), a.getValue()})
+        if (layout(v) != Layout::SplitLast)
+          return op.emitError("attention under tensor parallelism needs q, k and v from "
+                              "column-parallel projections (split over heads)");
+      if (a.getHeads() % tp != 0)
+        return op.emitError() << "heads = " << a.getHeads() << " is not divisible by tp = " << tp;
+      if (a.getKvHeads() % tp != 0)
+        return op.emitError() << "kv_heads = " << a.getKvHeads()
+                              << " is not divisible by tp = " << tp;
+      result = Layout::SplitLast;
+    } else if (auto g = dyn_cast<graph::GeluOp>(op)) {
+      result = layout(g.getInput()) == Layout::SplitLast ? Layout::SplitLast : Layout::Whole;
+    } else if (isa<graph::SwigluOp, graph::AddOp>(op)) {
+      bool lhs = layout(op.getOperand(0)) == Layout::SplitLast;
+      bool rhs = layout(op.getOperand(1)) == Layout::SplitLast;
+      if (lhs != rhs)
+        return op.emitError() << "'" << op.getName()
+                              << "' of a value split over tp and a whole one";
+      result = lhs ? Layout::SplitLast : Layout::Whole;
+    } else if (auto ce = dyn_cast<graph::CrossEntropyOp>(op)) {
+      if (layout(ce.getLogits()) == Layout::SplitLast &&
+          dimSize(ce.getLogits(), rank(ce.getLogits()) - 1) % tp != 0)
+        return op.emitError() << "the vocabulary (" << dimSize(ce.getLogits(), rank(ce.getLogits()) - 1)
+                              << ") is not divisible by tp = " << tp;
+    } else if (isa<graph::MoEOp>(op)) {
+      return op.emitError() << "moe layers are not supported with tp = " << tp
+                            << " (tensor parallelism covers dense models)";
+    } else {
+      return op.emitError("no sharding rule for '") << op.getName() << "'";
+    }
+    Value v = op.getResult(0);
+    layouts[v] = result;
+    op.setAttr(dist::kShardingAttrName,
+               attr(rank(v), result == Layout::SplitLast ? rank(v) - 1 : -1,
+                    result == Layout::Partial));
+    return success();
+  }
+};
+
+struct ShardPropagationPass : impl::ShardPropagationPassBase<ShardPropagationPass> {
+  using ShardPropagationPassBase::ShardPropagationPassBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto forward = module.lookupSymbol<func::FuncOp>("forward");
+    if (!forward) {
+      module.emitError("expected func.func @forward");
+      return signalPassFailure();
+    }
+    if (tp < 1 || dp < 1) {
+      module.emitError() << "tp and dp must be >= 1, got tp = " << static_cast<int64_t>(tp)
+                         << ", dp = " << static_cast<int64_t>(dp);
+      return signalPassFailure();
+    }
+    if (module.lookupSymbol("world")) {
+      module.emitError("the module already has a mesh @world: shardings were already propagated");
+      return signalPassFailure();
+    }
+    OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
+    dist::MeshOp::create(b, module.getLoc(), b.getStringAttr("world"), b.getI64IntegerAttr(dp),
+                         b.getI64IntegerAttr(1), b.getI64IntegerAttr(tp), b.getI64IntegerAttr(1));
+    Propagation prop{tp, module.getContext(), {}, {}};
+    for (Operation &op : forward.getBody().front())
+      if (failed(prop.visit(op)))
+        return signalPassFailure();
+    for (auto param : forward.getBody().front().getOps<graph::ParamOp>()) {
+      int64_t dim = prop.paramDims.lookup(param.getResult()).first;
+      if (!prop.paramDims.count(param.getResult()))
+        dim = -1;
+      param->setAttr(dist::kShardingAttrName,
+                     prop.attr(Propagation::rank(param.getResult()), dim, false));
+    }
+  }
+};
+
+} // namespace
+} // namespace heiretsu
