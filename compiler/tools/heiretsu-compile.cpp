@@ -114,8 +114,7 @@ int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
   if (opts.pp > 1 || opts.ep > 1)
     unsupported = "pipeline and expert parallelism (pp, ep > 1) are not built yet; "
                   "data and tensor parallelism (--dp, --tp) are";
-  else if (opts.sequence_parallel)
-    unsupported = "--sequence-parallel is not built yet";
+
   else if (opts.precision != "fp32")
     unsupported = "--precision " + opts.precision + " needs the CUDA backend, not built yet";
   else if (opts.recompute != "none")
@@ -231,8 +230,11 @@ int main(int argc, char **argv) {
     ShardPropagationPassOptions shard;
     shard.tp = opts.tp;
     shard.dp = opts.dp;
+    shard.sequenceParallel = opts.sequence_parallel;
     pm.addPass(createShardPropagationPass(shard));
-    pm.addPass(createInsertCollectivesPass());
+    InsertCollectivesPassOptions insert;
+    insert.sequenceParallel = opts.sequence_parallel;
+    pm.addPass(createInsertCollectivesPass(insert));
     if (mlir::failed(pm.run(*module))) {
       std::fprintf(stderr, "%s: error: this model cannot be split over --tp %lld "
                            "(diagnostic above)\n", path.c_str(),

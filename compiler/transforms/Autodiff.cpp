@@ -88,6 +88,16 @@ public:
     // The vocabulary-parallel loss differentiates as one unit, at vocab_loss.
     if (name == "all_reduce" || name == "vocab_max" || name == "vocab_sum_exp")
       return success();
+    if (name == "all_gather_into" || name == "reduce_scatter_into") {
+      // Each is the other's transpose (sequence parallelism).
+      Value ddst = source(s[1]);
+      if (!ddst)
+        return success();
+      auto [dsrc, acc] = sink(s[0], loc);
+      createKernel(b, loc, name == "all_gather_into" ? "reduce_scatter_into" : "all_gather_into",
+                   {ddst, dsrc}, {ints[0], ints[1], ints[2], ints[3], acc});
+      return success();
+    }
     if (name == "vocab_loss") {
       auto seed = constGrads.find(s[3]);
       if (seed == constGrads.end())

@@ -36,7 +36,13 @@ bool isColumnParallel(Operation *op) {
   return s && !s.getDims().empty() && s.getDims()[0] >= 0;
 }
 
+bool isSeqSplit(dist::ShardingAttr s) {
+  return s && s.getDims().size() >= 2 && s.getDims()[1] == static_cast<int32_t>(dist::Axis::tp);
+}
+
 struct InsertCollectivesPass : impl::InsertCollectivesPassBase<InsertCollectivesPass> {
+  using InsertCollectivesPassBase::InsertCollectivesPassBase;
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
     auto forward = module.lookupSymbol<func::FuncOp>("forward");
@@ -48,10 +54,13 @@ struct InsertCollectivesPass : impl::InsertCollectivesPassBase<InsertCollectives
     }
     MLIRContext *ctx = module.getContext();
     auto meshRef = FlatSymbolRefAttr::get(ctx, "world");
-    auto whole = [&](Value v) {
+    auto whole = [&](Value v, bool seqSplit = false) {
       SmallVector<int32_t> dims(cast<RankedTensorType>(v.getType()).getRank(), -1);
+      if (seqSplit)
+        dims[1] = static_cast<int32_t>(dist::Axis::tp);
       return dist::ShardingAttr::get(ctx, dims, {});
     };
+    auto tpAttr = dist::AxisAttr::get(ctx, dist::Axis::tp);
     SmallVector<Operation *> ops;
     for (Operation &op : forward.getBody().front())
       ops.push_back(&op);
@@ -66,22 +75,35 @@ struct InsertCollectivesPass : impl::InsertCollectivesPassBase<InsertCollectives
       Value v = op->getResult(0);
       OpBuilder b(ctx);
       b.setInsertionPointAfter(op);
+      auto sum = dist::ReduceKindAttr::get(ctx, dist::ReduceKind::sum);
+      bool seqSplit = isSeqSplit(s);
       if (isPartial(s)) {
-        auto reduce = dist::AllReduceOp::create(
-            b, op->getLoc(), v.getType(), v, meshRef, dist::AxisAttr::get(ctx, dist::Axis::tp),
-            dist::ReduceKindAttr::get(ctx, dist::ReduceKind::sum));
-        reduce->setAttr(dist::kShardingAttrName, whole(v));
-        v.replaceAllUsesExcept(reduce.getResult(), reduce);
-        v = reduce.getResult();
+        Operation *reduce;
+        if (sequenceParallel) { // to this rank's tokens
+          reduce = dist::ReduceScatterOp::create(b, op->getLoc(), v.getType(), v, meshRef,
+                                                 tpAttr, b.getI64IntegerAttr(1), sum);
+          seqSplit = true;
+        } else {
+          reduce = dist::AllReduceOp::create(b, op->getLoc(), v.getType(), v, meshRef, tpAttr, sum);
+        }
+        reduce->setAttr(dist::kShardingAttrName, whole(v, seqSplit));
+        v.replaceAllUsesExcept(reduce->getResult(0), reduce);
+        v = reduce->getResult(0);
         b.setInsertionPointAfter(reduce);
       }
       if (isa<graph::ParamOp>(op) || !llvm::any_of(v.getUsers(), isColumnParallel))
         continue;
-      auto copy = dist::CopyOp::create(b, op->getLoc(), v.getType(), v, meshRef,
-                                       dist::AxisAttr::get(ctx, dist::Axis::tp));
-      copy->setAttr(dist::kShardingAttrName, whole(v));
-      v.replaceUsesWithIf(copy.getResult(), [&](OpOperand &use) {
-        return use.getOwner() != copy && isColumnParallel(use.getOwner()) &&
+      // Megatron's f: a copy of a whole value, or (sequence parallelism) the
+      // gather of a sequence-split one.
+      Operation *enter =
+          seqSplit ? dist::AllGatherOp::create(b, op->getLoc(), v.getType(), v, meshRef, tpAttr,
+                                               b.getI64IntegerAttr(1))
+                         .getOperation()
+                   : dist::CopyOp::create(b, op->getLoc(), v.getType(), v, meshRef, tpAttr)
+                         .getOperation();
+      enter->setAttr(dist::kShardingAttrName, whole(v));
+      v.replaceUsesWithIf(enter->getResult(0), [&](OpOperand &use) {
+        return use.getOwner() != enter && isColumnParallel(use.getOwner()) &&
                use.getOperandNumber() == 0;
       });
     }

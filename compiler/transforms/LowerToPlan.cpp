@@ -69,6 +69,16 @@ struct Lowering {
   }
   Value get(Value v) { return v ? buffers.lookup(v) : Value(); }
 
+  /// A norm over this rank's tokens only (sequence parallelism): each tp rank's
+  /// gradient of its whole weights is a partial sum, all-reduced in the update.
+  void markPartialGrads(Value input, std::initializer_list<Value> weights) {
+    if (splitDim(input) != 1)
+      return;
+    for (Value w : weights)
+      if (auto p = get(w).getDefiningOp<plan_ir::ParamOp>())
+        p.setGradReduceAttr(b.getStringAttr("tp"));
+  }
+
   int64_t lastDim(Value v) { return localShape(v).back(); }
   int64_t numel(Value v) {
     int64_t n = 1;
@@ -98,7 +108,7 @@ struct Lowering {
                                      static_cast<plan_ir::InitKind>(p.getInit())),
           std, decay ? pb.getUnitAttr() : UnitAttr(), DenseI64ArrayAttr(),
           dim >= 0 ? pb.getI64IntegerAttr(dim) : IntegerAttr(),
-          dim >= 0 ? pb.getDenseI64ArrayAttr(global) : DenseI64ArrayAttr());
+          dim >= 0 ? pb.getDenseI64ArrayAttr(global) : DenseI64ArrayAttr(), StringAttr());
       buffers[p.getResult()] = param.getValue();
       return success();
     }
@@ -124,6 +134,7 @@ struct Lowering {
     }
     if (auto n = dyn_cast<graph::LayerNormOp>(op)) {
       int64_t c = lastDim(n.getInput()), rows = numel(n.getInput()) / c;
+      markPartialGrads(n.getInput(), {n.getWeight(), n.getBias()});
       Value y = define(n.getResult(), loc, "layernorm");
       Value mean = temp(loc, "layernorm.mean", {rows}), rstd = temp(loc, "layernorm.rstd", {rows});
       createKernel(b, loc, "layernorm",
@@ -133,6 +144,7 @@ struct Lowering {
     }
     if (auto n = dyn_cast<graph::RMSNormOp>(op)) {
       int64_t c = lastDim(n.getInput()), rows = numel(n.getInput()) / c;
+      markPartialGrads(n.getInput(), {n.getWeight()});
       Value y = define(n.getResult(), loc, "rmsnorm");
       Value rstd = temp(loc, "rmsnorm.rstd", {rows});
       createKernel(b, loc, "rmsnorm", {get(n.getInput()), get(n.getWeight()), y, rstd}, {rows, c},
@@ -231,6 +243,25 @@ struct Lowering {
       buffers[r.getResult()] = buf;
       createKernel(b, loc, "all_reduce", {buf},
                    {static_cast<int64_t>(r.getAxis()), static_cast<int64_t>(r.getReduce())});
+      return success();
+    }
+    if (isa<dist::AllGatherOp, dist::ReduceScatterOp>(op)) {
+      // Sequence parallelism (global view): between a tensor split along `dim`
+      // and the whole one. Runs of `inner` elements, `outer` of them per rank.
+      bool gather = isa<dist::AllGatherOp>(op);
+      int64_t dim = gather ? cast<dist::AllGatherOp>(op).getDim()
+                           : cast<dist::ReduceScatterOp>(op).getDim();
+      Value split = gather ? op.getOperand(0) : op.getResult(0);
+      if (splitDim(split) != dim)
+        return op.emitError("expected the split side's dist.sharding to split dimension ") << dim;
+      SmallVector<int64_t> local = localShape(split);
+      int64_t outer = 1, inner = 1;
+      for (int64_t d = 0; d < static_cast<int64_t>(local.size()); ++d)
+        (d < dim ? outer : inner) *= local[d];
+      Value src = get(op.getOperand(0));
+      Value dst = define(op.getResult(0), loc, gather ? "all_gather" : "reduce_scatter");
+      createKernel(b, loc, gather ? "all_gather_into" : "reduce_scatter_into", {src, dst},
+                   {plan::kAxisTp, outer, tp, inner, 0});
       return success();
     }
     if (auto c = dyn_cast<dist::CopyOp>(op)) {

@@ -25,6 +25,7 @@ struct OptimizerPass : impl::OptimizerPassBase<OptimizerPass> {
       return signalPassFailure();
     }
     OpBuilder b = OpBuilder::atBlockEnd(&body);
+    createPartialGradReduce(b, program.getLoc(), params);
     createGradNorm(b, program.getLoc(), params, /*sharded=*/false);
     for (plan_ir::ParamOp p : params)
       createKernel(b, p.getLoc(), "clip_adamw",

@@ -25,6 +25,11 @@ def ShardPropagationPass : Pass<"heiretsu-shard-propagation", "::mlir::ModuleOp"
       `[tp, _]` for both uses).
     The batch is split over dp by the data loader; tensors carry no dp sharding.
 
+    With `sequence-parallel`, the values that would be whole between the
+    tensor-parallel regions (the residual stream, the norms, the embedding) are
+    split along the sequence instead (`[_, tp, _]`): partial sums are reduced to
+    that split, and norms and adds keep it. The sequence must divide by tp.
+
     Errors name the value that does not divide: heads, kv_heads, a linear's
     output (d_model, MLP hidden) or the vocabulary not divisible by tp; a split
     value reaching an op that needs it whole; a `moe` layer (tp > 1 with MoE is not
@@ -34,6 +39,8 @@ def ShardPropagationPass : Pass<"heiretsu-shard-propagation", "::mlir::ModuleOp"
   let options = [
     Option<"tp", "tp", "int64_t", "2", "tensor-parallel degree">,
     Option<"dp", "dp", "int64_t", "1", "data-parallel degree (recorded in the mesh)">,
+    Option<"sequenceParallel", "sequence-parallel", "bool", "false",
+           "split the norms' and residual stream's tokens over tp">,
   ];
 }
 
@@ -48,10 +55,20 @@ def InsertCollectivesPass : Pass<"heiretsu-insert-collectives", "::mlir::ModuleO
     read. The vocabulary-parallel cross-entropy's reductions are made when it is
     lowered to plan kernels.
 
+    With `sequence-parallel`, partial sums get a `dist.reduce_scatter` along the
+    sequence instead, and the sequence-split inputs of column-parallel linears a
+    `dist.all_gather` along it (both in the global view: logical types, layouts
+    in `dist.sharding`), so the norms and the residual stream hold 1/tp of the
+    tokens.
+
     Preconditions: every op of @forward has a `dist.sharding`; `dist.mesh @world`
     exists.
   }];
   let dependentDialects = ["::heiretsu::dist::DistDialect"];
+  let options = [
+    Option<"sequenceParallel", "sequence-parallel", "bool", "false",
+           "reduce-scatter and all-gather along the sequence (see the description)">,
+  ];
 }
 
 def LowerToPlanPass : Pass<"heiretsu-lower-to-plan", "::mlir::ModuleOp"> {

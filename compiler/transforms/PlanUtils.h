@@ -98,6 +98,18 @@ inline void createGradNorm(mlir::OpBuilder &b, mlir::Location loc,
     createKernel(b, loc, "grad_norm_sq", blocks, {sharded ? 1 : 0, /*tp_sharded=*/1});
 }
 
+/// The all_reduce over tp of the gradients that are partial sums on each tp rank
+/// (parameters marked grad_reduce = "tp"), if any: the update stream's first step.
+inline void createPartialGradReduce(mlir::OpBuilder &b, mlir::Location loc,
+                                    llvm::ArrayRef<plan_ir::ParamOp> params) {
+  llvm::SmallVector<mlir::Value> partial;
+  for (plan_ir::ParamOp p : params)
+    if (p.getGradReduce())
+      partial.push_back(p.getGrad());
+  if (!partial.empty())
+    createKernel(b, loc, "all_reduce", partial, {/*tp=*/2, /*sum=*/0});
+}
+
 inline int64_t numElements(mlir::Value buffer) {
   return llvm::cast<mlir::MemRefType>(buffer.getType()).getNumElements();
 }

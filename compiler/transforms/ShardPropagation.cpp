@@ -23,16 +23,27 @@ namespace {
 
 constexpr int32_t kTp = static_cast<int32_t>(dist::Axis::tp);
 
-enum class Layout { Whole, SplitLast, Partial };
+// SplitSeq: split along the sequence (dimension 1 of [batch, seq, ...]); only
+// with sequence parallelism.
+enum class Layout { Whole, SplitLast, Partial, SplitSeq };
 
 struct Propagation {
   int64_t tp;
+  bool sequenceParallel;
   MLIRContext *ctx;
   DenseMap<Value, Layout> layouts;
   // Parameters: which dimension is split (-1: none), and the op that decided it.
   DenseMap<Value, std::pair<int64_t, Operation *>> paramDims;
 
   Layout layout(Value v) { return layouts.lookup(v); } // block arguments: Whole
+  /// The layout a consumer sees: partial sums are reduced first (collective
+  /// insertion), to whole values or, with sequence parallelism, split ones.
+  Layout seen(Value v) {
+    Layout l = layout(v);
+    if (l == Layout::Partial)
+      return sequenceParallel ? Layout::SplitSeq : Layout::Whole;
+    return l;
+  }
 
   static int64_t rank(Value v) { return cast<RankedTensorType>(v.getType()).getRank(); }
   static int64_t dimSize(Value v, int64_t d) {
@@ -66,7 +77,9 @@ struct Propagation {
     return success();
   }
 
-  LogicalResult needWhole(Operation *op, Value v, StringRef what) {
+  /// Norms and residual adds work token by token: on whole values, or on the
+  /// sequence-split ones of sequence parallelism.
+  LogicalResult needTokens(Operation *op, Value v, StringRef what) {
     if (layout(v) == Layout::SplitLast)
       return op->emitError() << what << " is split over tp here but '" << op->getName()
                              << "' needs it whole (no all_gather is inserted for it)";
@@ -83,6 +96,10 @@ struct Propagation {
       if (e.getPositions() && failed(requireParam(e.getPositions(), -1, &op, "positions")))
         return failure();
       result = Layout::Partial; // vocabulary-parallel: each rank adds its block's rows
+      if (sequenceParallel && dimSize(e.getResult(), 1) % tp != 0)
+        return op.emitError() << "seq = " << dimSize(e.getResult(), 1)
+                              << " is not divisible by tp = " << tp
+                              << " (sequence parallelism splits the sequence)";
     } else if (auto l = dyn_cast<graph::LinearOp>(op)) {
       bool row = layout(l.getInput()) == Layout::SplitLast;
       if (failed(requireParam(l.getWeight(), row ? 1 : 0, &op, "the linear weight")))
@@ -91,14 +108,16 @@ struct Propagation {
         return failure();
       result = row ? Layout::Partial : Layout::SplitLast;
     } else if (auto n = dyn_cast<graph::LayerNormOp>(op)) {
-      if (failed(needWhole(&op, n.getInput(), "the norm's input")) ||
+      if (failed(needTokens(&op, n.getInput(), "the norm's input")) ||
           failed(requireParam(n.getWeight(), -1, &op, "the norm weight")) ||
           failed(requireParam(n.getBias(), -1, &op, "the norm bias")))
         return failure();
+      result = seen(n.getInput());
     } else if (auto n = dyn_cast<graph::RMSNormOp>(op)) {
-      if (failed(needWhole(&op, n.getInput(), "the norm's input")) ||
+      if (failed(needTokens(&op, n.getInput(), "the norm's input")) ||
           failed(requireParam(n.getWeight(), -1, &op, "the norm weight")))
         return failure();
+      result = seen(n.getInput());
     } else if (auto a = dyn_cast<graph::AttentionOp>(op)) {
       for (Value v : {a.getQuery(), a.getKey(), a.getValue()})
         if (layout(v) != Layout::SplitLast)
@@ -113,13 +132,14 @@ struct Propagation {
     } else if (auto g = dyn_cast<graph::GeluOp>(op)) {
       result = layout(g.getInput()) == Layout::SplitLast ? Layout::SplitLast : Layout::Whole;
     } else if (isa<graph::SwigluOp, graph::AddOp>(op)) {
-      bool lhs = layout(op.getOperand(0)) == Layout::SplitLast;
-      bool rhs = layout(op.getOperand(1)) == Layout::SplitLast;
+      Layout lhs = seen(op.getOperand(0)), rhs = seen(op.getOperand(1));
       if (lhs != rhs)
         return op.emitError() << "'" << op.getName()
-                              << "' of a value split over tp and a whole one";
-      result = lhs ? Layout::SplitLast : Layout::Whole;
+                              << "' of operands with different layouts over tp";
+      result = lhs;
     } else if (auto ce = dyn_cast<graph::CrossEntropyOp>(op)) {
+      if (seen(ce.getLogits()) == Layout::SplitSeq)
+        return op.emitError("cross_entropy of logits split along the sequence");
       if (layout(ce.getLogits()) == Layout::SplitLast &&
           dimSize(ce.getLogits(), rank(ce.getLogits()) - 1) % tp != 0)
         return op.emitError() << "the vocabulary (" << dimSize(ce.getLogits(), rank(ce.getLogits()) - 1)
@@ -132,9 +152,10 @@ struct Propagation {
     }
     Value v = op.getResult(0);
     layouts[v] = result;
-    op.setAttr(dist::kShardingAttrName,
-               attr(rank(v), result == Layout::SplitLast ? rank(v) - 1 : -1,
-                    result == Layout::Partial));
+    int64_t split = result == Layout::SplitLast ? rank(v) - 1
+                    : result == Layout::SplitSeq ? 1
+                                                 : -1;
+    op.setAttr(dist::kShardingAttrName, attr(rank(v), split, result == Layout::Partial));
     return success();
   }
 };
@@ -161,7 +182,7 @@ struct ShardPropagationPass : impl::ShardPropagationPassBase<ShardPropagationPas
     OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
     dist::MeshOp::create(b, module.getLoc(), b.getStringAttr("world"), b.getI64IntegerAttr(dp),
                          b.getI64IntegerAttr(1), b.getI64IntegerAttr(tp), b.getI64IntegerAttr(1));
-    Propagation prop{tp, module.getContext(), {}, {}};
+    Propagation prop{tp, sequenceParallel, module.getContext(), {}, {}};
     for (Operation &op : forward.getBody().front())
       if (failed(prop.visit(op)))
         return signalPassFailure();

@@ -33,7 +33,8 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
       auto q = plan_ir::ParamOp::create(b, p.getLoc(), value, value, moment, moment,
                                         p.getNameAttr(), p.getInitAttr(), p.getStdAttr(),
                                         p.getDecayAttr(), DenseI64ArrayAttr(),
-                                        p.getTpDimAttr(), p.getGlobalShapeAttr());
+                                        p.getTpDimAttr(), p.getGlobalShapeAttr(),
+                                        p.getGradReduceAttr());
       p.getValue().replaceAllUsesWith(q.getValue());
       p.getGrad().replaceAllUsesWith(q.getGrad());
       sharded.push_back(q);
@@ -51,6 +52,7 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
       values.push_back(q.getValue());
     }
     Location loc = program.getLoc();
+    createPartialGradReduce(b, loc, sharded);
     createKernel(b, loc, "reduce_scatter", grads, {plan::kAxisDp, plan::kReduceAvg});
     createGradNorm(b, loc, sharded, /*sharded=*/true);
     for (plan_ir::ParamOp q : sharded)

@@ -220,6 +220,21 @@ LogicalResult AllReduceOp::verifySymbolUses(SymbolTableCollection &tables) {
   return success(resolveMesh(*this, getMeshAttr(), tables) != nullptr);
 }
 
+/// all_gather / reduce_scatter in the global view (input and result of one
+/// logical type): `dim` must exist and divide by the axis size.
+static LogicalResult verifyGlobalView(Operation *op, Value input, Value result, int64_t dim,
+                                      int64_t n) {
+  if (input.getType() != result.getType())
+    return success();
+  auto t = cast<RankedTensorType>(input.getType());
+  if (dim < 0 || dim >= t.getRank())
+    return op->emitOpError("(C2) dim ") << dim << " is out of range for rank " << t.getRank();
+  if (t.getDimSize(dim) % n != 0)
+    return op->emitOpError("(C3) dimension ")
+           << dim << " of " << typeStr(t) << " is not divisible by the axis size " << n;
+  return success();
+}
+
 LogicalResult CopyOp::verifySymbolUses(SymbolTableCollection &tables) {
   return success(resolveMesh(*this, getMeshAttr(), tables) != nullptr);
 }
@@ -228,6 +243,10 @@ LogicalResult AllGatherOp::verifySymbolUses(SymbolTableCollection &tables) {
   MeshOp mesh = resolveMesh(*this, getMeshAttr(), tables);
   if (!mesh)
     return failure();
+  if (failed(verifyGlobalView(*this, getInput(), getResult(), getDim(), mesh.axisSize(getAxis()))))
+    return failure();
+  if (getInput().getType() == getResult().getType())
+    return success();
   return verifyScaledDim(*this, getInput(), getResult(), getDim(),
                          mesh.axisSize(getAxis()), 1, "(C3)");
 }
@@ -236,6 +255,10 @@ LogicalResult ReduceScatterOp::verifySymbolUses(SymbolTableCollection &tables) {
   MeshOp mesh = resolveMesh(*this, getMeshAttr(), tables);
   if (!mesh)
     return failure();
+  if (failed(verifyGlobalView(*this, getInput(), getResult(), getDim(), mesh.axisSize(getAxis()))))
+    return failure();
+  if (getInput().getType() == getResult().getType())
+    return success();
   return verifyScaledDim(*this, getInput(), getResult(), getDim(), 1,
                          mesh.axisSize(getAxis()), "(C3)");
 }

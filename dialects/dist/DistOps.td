@@ -175,7 +175,10 @@ def Dist_AllGatherOp : Dist_CollectiveOp<"all_gather", [Pure]> {
     - (C1) `mesh` names a `dist.mesh`.
     - (C2) `0 <= dim < rank`.
     - (C3) result[dim] = input[dim] * size(axis); other dimensions and the element
-      type are equal.
+      type are equal. Or, in the global view of a sharded graph (types are logical,
+      layouts are `dist.sharding` attributes), result and input have the same type,
+      whose `dim` is divisible by size(axis): the input split along `dim`, the
+      result whole (sequence parallelism's gather before column-parallel layers).
 
     Example:
     ```mlir
@@ -197,7 +200,10 @@ def Dist_ReduceScatterOp : Dist_CollectiveOp<"reduce_scatter", [Pure]> {
     - (C1) `mesh` names a `dist.mesh`.
     - (C2) `0 <= dim < rank`.
     - (C3) input[dim] is divisible by size(axis) and result[dim] = input[dim] /
-      size(axis); other dimensions and the element type are equal.
+      size(axis); other dimensions and the element type are equal. Or, in the
+      global view, result and input have the same type, whose `dim` is divisible
+      by size(axis): the input a partial sum, the result split along `dim`
+      (sequence parallelism's reduction after row-parallel layers).
 
     Example:
     ```mlir

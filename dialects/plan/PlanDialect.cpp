@@ -141,6 +141,8 @@ LogicalResult ParamOp::verify() {
     return emitOpError("(C2) init 'normal' needs std > 0, and only it takes std");
   if (std::optional<ArrayRef<int64_t>> o = getOffsets(); o && o->size() != 4)
     return emitOpError("(C3) offsets must have 4 entries");
+  if (std::optional<StringRef> r = getGradReduce(); r && *r != "tp")
+    return emitOpError("(C5) grad_reduce must be \"tp\", got \"") << *r << "\"";
   std::optional<uint64_t> dim = getTpDim();
   std::optional<ArrayRef<int64_t>> global = getGlobalShape();
   if (dim.has_value() != global.has_value())

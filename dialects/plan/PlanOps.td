@@ -97,12 +97,17 @@ def Plan_ParamOp : Plan_Op<"param", [AllTypesMatch<["value", "grad"]>,
     - (C4) `tp_dim`, when present, is a dimension of the value: the buffers hold
       this rank's block of it (tensor parallelism); `global_shape` is then the
       logical shape, that dimension a multiple of the value's.
+    - (C5) `grad_reduce`, when present, is "tp": the parameter is whole on every
+      tp rank but each computes a partial sum of its gradient (norms under
+      sequence parallelism see only their rank's tokens); the update stream
+      all-reduces it first.
   }];
   let arguments = (ins StrAttr:$name, Plan_InitKindAttr:$init,
                        OptionalAttr<F64Attr>:$std, UnitAttr:$decay,
                        OptionalAttr<DenseI64ArrayAttr>:$offsets,
                        OptionalAttr<I64Attr>:$tp_dim,
-                       OptionalAttr<DenseI64ArrayAttr>:$global_shape);
+                       OptionalAttr<DenseI64ArrayAttr>:$global_shape,
+                       OptionalAttr<StrAttr>:$grad_reduce);
   let results = (outs Plan_BufferType:$value, Plan_BufferType:$grad,
                       Plan_BufferType:$exp_avg, Plan_BufferType:$exp_avg_sq);
   let assemblyFormat = [{

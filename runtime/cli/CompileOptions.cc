@@ -175,6 +175,8 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
   out->micro_batch_size = b;
   out->microbatches = m;
   out->global_batch = g;
+  if (out->sequence_parallel && out->tp == 1)
+    return std::string("--sequence-parallel splits tokens over tensor-parallel ranks: it needs --tp > 1");
   if (out->emit == "plan" && out->output.empty())
     return std::string("--emit plan needs -o PLAN_DIR");
   return std::nullopt;

@@ -133,6 +133,8 @@ std::optional<std::string> Executor::Run(const fb::Instr& instr, StepScalars& sc
   // communicators (Gloo on CPU; NCCL will serve device memory).
   if (instr.op() == fb::Op_ReduceScatter || instr.op() == fb::Op_AllGather)
     return ShardCollective(instr);
+  if (instr.op() == fb::Op_AllGatherInto || instr.op() == fb::Op_ReduceScatterInto)
+    return BlockCollective(instr);
   if (instr.op() == fb::Op_AllReduce) {
     const int axis = static_cast<int>(instr.ints()->Get(0));
     comm::Communicator* c = comms_[axis];
@@ -198,6 +200,43 @@ std::optional<std::string> Executor::ShardCollective(const fb::Instr& instr) {
       std::copy(scratch_.begin(), scratch_.begin() + n, data);
     }
   }
+  return std::nullopt;
+}
+
+// all_gather_into / reduce_scatter_into (ops.h): the blocks are staged in
+// rank-major order, [rank][outer][inner], which is what Gloo's collectives
+// exchange, and rearranged to [outer][rank][inner] on the way in or out.
+std::optional<std::string> Executor::BlockCollective(const fb::Instr& instr) {
+  const bool gather = instr.op() == fb::Op_AllGatherInto;
+  const int axis = static_cast<int>(instr.ints()->Get(0));
+  const int64_t outer = instr.ints()->Get(1), parts = instr.ints()->Get(2);
+  const int64_t inner = instr.ints()->Get(3);
+  const bool accumulate = instr.ints()->Get(4) != 0;
+  const char* name = gather ? "all_gather_into" : "reduce_scatter_into";
+  comm::Communicator* c = comms_[axis];
+  if (!c || c->size() != parts)
+    return std::string(name) + " over mesh axis " + std::to_string(axis) + " expects a group of " +
+           std::to_string(parts) + " ranks, this rank's has " + std::to_string(c ? c->size() : 1);
+  const float* src = F32(instr.buffers()->Get(0));
+  float* dst = F32(instr.buffers()->Get(1));
+  const int64_t block = outer * inner;
+  scratch_.resize(static_cast<size_t>(block * parts));
+  scratch_out_.resize(static_cast<size_t>(block));
+  auto store = [&](float* to, float v) { *to = accumulate ? *to + v : v; };
+  if (gather) {
+    if (auto err = c->AllGather(src, scratch_.data(), static_cast<size_t>(block))) return err;
+    for (int64_t r = 0; r < parts; ++r)
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t i = 0; i < inner; ++i)
+          store(dst + (o * parts + r) * inner + i, scratch_[(r * outer + o) * inner + i]);
+    return std::nullopt;
+  }
+  for (int64_t r = 0; r < parts; ++r)
+    for (int64_t o = 0; o < outer; ++o)
+      std::copy_n(src + (o * parts + r) * inner, inner, scratch_.data() + (r * outer + o) * inner);
+  if (auto err = c->ReduceScatter(scratch_.data(), scratch_out_.data(), static_cast<size_t>(block)))
+    return err;
+  for (int64_t k = 0; k < block; ++k) store(dst + k, scratch_out_[k]);
   return std::nullopt;
 }
 

@@ -80,6 +80,7 @@ class Executor {
  private:
   std::optional<std::string> Run(const plan::fb::Instr& instr, StepScalars& scalars);
   std::optional<std::string> ShardCollective(const plan::fb::Instr& instr);
+  std::optional<std::string> BlockCollective(const plan::fb::Instr& instr);
   void SetCoordinates(StepScalars& s) const;
 
   const plan::LoadedPlan& plan_;

@@ -71,24 +71,37 @@ std::string Explain(const LoadedPlan& loaded) {
 
   // Communication per step by (group, collective): bytes, bytes sent per rank.
   // all_reduce sends 2 (n - 1) / n of the buffer per rank in a ring; reduce_scatter
-  // and all_gather (n - 1) / n each.
+  // and all_gather (n - 1) / n of the whole. The microbatch stream's collectives
+  // (tensor parallelism) count once per microbatch.
   std::map<std::pair<int64_t, std::string>, std::pair<uint64_t, double>> comm;
-  for (const fb::Instr* in : *p.update()) {
-    const char* name = in->op() == fb::Op_AllReduce       ? "all_reduce"
-                       : in->op() == fb::Op_ReduceScatter ? "reduce_scatter"
-                       : in->op() == fb::Op_AllGather     ? "all_gather"
-                                                          : nullptr;
-    if (!name) continue;
+  auto count = [&](const fb::Instr* in, int64_t times) {
+    const char* name = nullptr;
+    switch (in->op()) {
+      case fb::Op_AllReduce: name = "all_reduce"; break;
+      case fb::Op_ReduceScatter: name = "reduce_scatter"; break;
+      case fb::Op_AllGather: name = "all_gather"; break;
+      case fb::Op_AllGatherInto: name = "all_gather"; break;
+      case fb::Op_ReduceScatterInto: name = "reduce_scatter"; break;
+      default: return;
+    }
     int64_t axis = in->ints()->Get(0);
     uint64_t bytes = 0;
-    for (uint32_t b : *in->buffers())
-      bytes += 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(b)));
+    if (in->op() == fb::Op_AllGatherInto)  // the whole tensor is the gathered one
+      bytes = 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(in->buffers()->Get(1))));
+    else if (in->op() == fb::Op_ReduceScatterInto)
+      bytes = 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(in->buffers()->Get(0))));
+    else
+      for (uint32_t b : *in->buffers())
+        bytes += 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(b)));
+    bytes *= static_cast<uint64_t>(times);
     int n = AxisSize(mesh, axis);
     double factor = n > 1 ? (in->op() == fb::Op_AllReduce ? 2.0 : 1.0) * (n - 1) / n : 0.0;
     auto& entry = comm[{axis, name}];
     entry.first += bytes;
     entry.second += factor * static_cast<double>(bytes);
-  }
+  };
+  for (const fb::Instr* in : *p.microbatch()) count(in, p.microbatches());
+  for (const fb::Instr* in : *p.update()) count(in, 1);
   out += "communication per step:\n";
   if (comm.empty()) out += "  none\n";
   static const char* kAxisNames[] = {"dp", "pp", "tp", "ep"};

@@ -351,6 +351,26 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
     case fb::Op_AllReduce:
       // In place on each buffer, over the group of ranks that differ only in `axis`.
       return {"all_reduce", {}, true, {"axis", "reduce"}, {}, {}, {}, {{0, 3}, {1, 2}}};
+    case fb::Op_AllGatherInto:
+    case fb::Op_ReduceScatterInto: {
+      // Sequence parallelism: a tensor whole on every rank is `outer` runs of
+      // `parts` blocks of `inner` elements, rank r holding block r of each run
+      // (a split of dimension d: outer = the dimensions before it). all_gather_into
+      // gathers the blocks (src: this rank's outer x inner) into the whole (dst);
+      // reduce_scatter_into sums the wholes over the group and keeps this rank's
+      // blocks. `parts` is the group's size; accumulate_dx adds into dst.
+      int64_t outer = At(a, 1), parts = At(a, 2), inner = At(a, 3);
+      const bool gather = op == fb::Op_AllGatherInto;
+      return {gather ? "all_gather_into" : "reduce_scatter_into",
+              {{"src", F32, false, gather ? N({outer, inner}) : N({outer, parts, inner})},
+               {"dst", F32, false, gather ? N({outer, parts, inner}) : N({outer, inner})}},
+              false,
+              {"axis", "outer", "parts", "inner", "accumulate_dx"},
+              {},
+              {},
+              {},
+              {{0, 3}}};
+    }
     case fb::Op_Accumulate: {
       int64_t n = At(a, 0);
       return {"accumulate",

@@ -48,15 +48,17 @@ run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0 microbatches=2" --dp 2 --micro-batch
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=1 sp=0" --dp 2 --micro-batch-size 2 --zero 1
 run_layout "dp=4 tp=1 pp=1 ep=1 zero=1 sp=0" --dp 4 --micro-batch-size 1 --zero 1
 run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=0" --tp 2 --micro-batch-size 4
+run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=1" --tp 2 --micro-batch-size 4 --sequence-parallel
 run_layout "dp=1 tp=4 pp=1 ep=1 zero=0 sp=0" --tp 4 --micro-batch-size 4
+run_layout "dp=1 tp=4 pp=1 ep=1 zero=0 sp=1" --tp 4 --micro-batch-size 4 --sequence-parallel
 run_layout "dp=2 tp=2 pp=1 ep=1 zero=0 sp=0" --dp 2 --tp 2 --micro-batch-size 2
-run_layout "dp=2 tp=2 pp=1 ep=1 zero=1 sp=0" --dp 2 --tp 2 --micro-batch-size 2 --zero 1
+run_layout "dp=2 tp=2 pp=1 ep=1 zero=1 sp=1" --dp 2 --tp 2 --micro-batch-size 2 --zero 1 --sequence-parallel
 # The Llama-style model: RoPE, grouped-query attention (8 heads, 2 kv heads),
 # RMSNorm, SwiGLU and an untied head, against its own single-rank run.
 spec=$(dirname "$0")/../../examples/llama-tiny.hr
 train llama-single --micro-batch-size 4 || { echo "FAIL llama single-rank baseline"; exit 1; }
 base=llama-single
-run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=0 model=llama-tiny" --tp 2 --micro-batch-size 4
-run_layout "dp=2 tp=2 pp=1 ep=1 zero=1 sp=0 model=llama-tiny" --dp 2 --tp 2 --micro-batch-size 2 --zero 1
+run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=1 model=llama-tiny" --tp 2 --micro-batch-size 4 --sequence-parallel
+run_layout "dp=2 tp=2 pp=1 ep=1 zero=1 sp=1 model=llama-tiny" --dp 2 --tp 2 --micro-batch-size 2 --zero 1 --sequence-parallel
 echo "parity: $pass passed, $fail failed (tolerance $tol; pp and ep are not built yet)"
 [ "$fail" -eq 0 ]
