@@ -79,7 +79,7 @@ TEST(CompileOptions, NumbersMustBePlainPositiveDecimals) {
 TEST(CompileOptions, ChoicesAndFlags) {
   CompileOptions o;
   ASSERT_EQ(Parse({"--schedule", "zb-h1", "--zero", "1", "--precision", "bf16", "--recompute",
-                   "selective", "--sequence-parallel", "--emit", "plan", "-o", "out"},
+                   "selective", "--sequence-parallel", "--tp", "2", "--emit", "plan", "-o", "out"},
                   &o),
             std::nullopt);
   EXPECT_EQ(o.schedule, "zb-h1");
