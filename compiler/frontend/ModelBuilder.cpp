@@ -485,6 +485,14 @@ private:
       return;
     graphLoc = useLoc;
     vocab = requiredInt("vocab", useLoc);
+    paddedVocab = vocab;
+    if (lookup("padded_vocab")) {
+      paddedVocab = requiredInt("padded_vocab", useLoc);
+      if (paddedVocab < vocab)
+        fail(lookup("padded_vocab")->defLoc,
+             "padded_vocab (" + std::to_string(paddedVocab) + ") must be at least vocab (" +
+                 std::to_string(vocab) + ")");
+    }
     context = requiredInt("context", useLoc);
     dModel = requiredInt("d_model", useLoc);
     layers = requiredInt("layers", useLoc);
@@ -765,7 +773,7 @@ private:
     size_t pos = choiceArg(args, "positions", {"learned", "none"}, 1);
     Loc at = args.call.loc;
     Value table = normalParam(args.keyword("name") ? p + ".tokens" : "wte",
-                              {vocab, dModel}, at, initStd);
+                              {paddedVocab, dModel}, at, initStd);
     tokenTable = table;
     Value positions;
     if (pos == 0)
@@ -916,11 +924,11 @@ private:
       fail(args.keyword("name")->loc, "a tied head has no parameters to name");
     if (!tied) {
       std::string p = args.keyword("name") ? prefix(args, "head") : "lm_head";
-      return linear(x, p, vocab, bias, at, initStd);
+      return linear(x, p, paddedVocab, bias, at, initStd);
     }
     if (!tokenTable)
       fail(at, "a tied head needs 'embedding(tokens)' before it");
-    return graph::LinearOp::create(b, loc(at), f32({batch, seq, vocab}, at), x,
+    return graph::LinearOp::create(b, loc(at), f32({batch, seq, paddedVocab}, at), x,
                                    tokenTable, Value());
   }
 
@@ -931,12 +939,15 @@ private:
     if (targets != func.getArgument(1))
       fail(args.positional[1].loc, "cross_entropy takes 'targets' as its second argument");
     auto lt = cast<RankedTensorType>(logits.getType());
-    if (lt.getRank() != 3 || lt.getShape().back() != vocab)
+    if (lt.getRank() != 3 || lt.getShape().back() != paddedVocab)
       fail(args.positional[0].loc, "cross_entropy expects logits of shape [" +
                                        std::to_string(batch) + ", " + std::to_string(seq) +
-                                       ", " + std::to_string(vocab) + "], got " +
+                                       ", " + std::to_string(paddedVocab) + "], got " +
                                        typeStr(logits));
-    return graph::CrossEntropyOp::create(b, loc(args.call.loc), logits, targets);
+    // Padding columns are not classes: the loss ignores them.
+    return graph::CrossEntropyOp::create(
+        b, loc(args.call.loc), logits, targets,
+        paddedVocab != vocab ? b.getI64IntegerAttr(vocab) : IntegerAttr());
   }
 
   Location loc(Loc l) {
@@ -963,6 +974,7 @@ private:
 
   // Resolved model-wide hyperparameters (valid once `func` exists).
   int64_t vocab = 0, context = 0, dModel = 0, layers = 0, heads = 0, kvHeads = 0;
+  int64_t paddedVocab = 0; // rows of the token table and head: vocab, or padded_vocab
   int64_t headDim = 0, batch = 0, seq = 0;
   double eps = 1e-5, initStd = 0.02;
   bool useBias = false;

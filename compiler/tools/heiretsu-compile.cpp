@@ -139,6 +139,13 @@ int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
     program.addPass(createDataParallelPass());
   }
   program.addPass(createPlanMemoryPass());
+  // Every rank's collectives must match before anything runs.
+  CheckCollectivesPassOptions check;
+  check.dp = opts.dp;
+  check.tp = opts.tp;
+  check.pp = opts.pp;
+  check.ep = opts.ep;
+  pm.addPass(createCheckCollectivesPass(check));
   if (mlir::failed(pm.run(module)))
     return kExitFailure; // the diagnostic names the op and the reason
   auto programs = module.getOps<plan_ir::ProgramOp>();

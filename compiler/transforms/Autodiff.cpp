@@ -80,7 +80,7 @@ public:
         return success();
       auto [dlogits, acc] = sink(s[0], loc);
       createKernel(b, loc, "cross_entropy_grad", {s[0], s[1], s[3], dlogits},
-                   {ints[0], ints[1], acc, 0}, {seed->second});
+                   {ints[0], ints[1], acc, 0, ints[2]}, {seed->second});
       return success();
     }
     // Forward collectives are their own transposes' partners: the gradient of a
@@ -108,7 +108,8 @@ public:
       Value logits = max.getBuffers()[0], targets = sumExp.getBuffers()[1];
       auto [dlogits, acc] = sink(logits, loc);
       createKernel(b, loc, "cross_entropy_grad", {logits, targets, s[4], dlogits},
-                   {max.getInts()[0], max.getInts()[1], acc, 1}, {seed->second});
+                   {max.getInts()[0], max.getInts()[1], acc, 1, max.getInts()[2]},
+                   {seed->second});
       return success();
     }
     if (name == "moe") {

@@ -191,6 +191,9 @@ struct Lowering {
     }
     if (auto ce = dyn_cast<graph::CrossEntropyOp>(op)) {
       int64_t vocab = lastDim(ce.getLogits()), rows = numel(ce.getLogits()) / vocab;
+      // The logical columns that are classes (the rest: vocabulary padding).
+      int64_t valid = ce.getValid() ? static_cast<int64_t>(*ce.getValid())
+                                    : cast<RankedTensorType>(ce.getLogits().getType()).getShape().back();
       Value loss = define(ce.getLoss(), loc, "cross_entropy.loss");
       Value lse = temp(loc, "cross_entropy.lse", {rows});
       if (splitDim(ce.getLogits()) >= 0) {
@@ -200,15 +203,16 @@ struct Lowering {
         Value max = temp(loc, "cross_entropy.max", {rows});
         Value sum = temp(loc, "cross_entropy.sum_exp", {rows});
         Value target = temp(loc, "cross_entropy.target_logit", {rows});
-        createKernel(b, loc, "vocab_max", {logits, max}, {rows, vocab});
+        createKernel(b, loc, "vocab_max", {logits, max}, {rows, vocab, valid});
         createKernel(b, loc, "all_reduce", {max}, {plan::kAxisTp, plan::kReduceMax});
-        createKernel(b, loc, "vocab_sum_exp", {logits, targets, max, sum, target}, {rows, vocab});
+        createKernel(b, loc, "vocab_sum_exp", {logits, targets, max, sum, target},
+                     {rows, vocab, valid});
         createKernel(b, loc, "all_reduce", {sum, target}, {plan::kAxisTp, plan::kReduceSum});
         createKernel(b, loc, "vocab_loss", {max, sum, target, loss, lse}, {rows});
         return success();
       }
       createKernel(b, loc, "cross_entropy", {get(ce.getLogits()), get(ce.getTargets()), loss, lse},
-                   {rows, vocab});
+                   {rows, vocab, valid});
       return success();
     }
     if (auto m = dyn_cast<graph::MoEOp>(op)) {

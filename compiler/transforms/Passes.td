@@ -71,6 +71,31 @@ def InsertCollectivesPass : Pass<"heiretsu-insert-collectives", "::mlir::ModuleO
   ];
 }
 
+def CheckCollectivesPass : Pass<"heiretsu-check-collectives", "::mlir::ModuleOp"> {
+  let summary = "Check that every rank's collectives match, before anything runs";
+  let description = [{
+    Builds, for every rank of the mesh, the sequence of collectives its program
+    issues in one step (the microbatch stream once per microbatch, then the
+    update stream), and checks that the ranks of every group (those sharing all
+    mesh coordinates but one) issue the same collectives over that axis in the
+    same order, with the same reduction, element counts and dtype. A mismatch
+    would hang or corrupt the job at run time; here it is a compile error at the
+    first differing op, naming the two ranks, their programs and what each does.
+    Also checks each collective against the mesh: a block collective's `parts`
+    must be its group's size.
+
+    Rank r runs the plan.program whose `stage` attribute (default 0) is its pp
+    coordinate; rank coordinates follow the plan format's rule (tp fastest, then
+    ep, dp, pp).
+  }];
+  let options = [
+    Option<"dp", "dp", "int64_t", "1", "data-parallel degree">,
+    Option<"tp", "tp", "int64_t", "1", "tensor-parallel degree">,
+    Option<"pp", "pp", "int64_t", "1", "pipeline-parallel degree">,
+    Option<"ep", "ep", "int64_t", "1", "expert-parallel degree">,
+  ];
+}
+
 def LowerToPlanPass : Pass<"heiretsu-lower-to-plan", "::mlir::ModuleOp"> {
   let summary = "Lower the graph forward function to a plan.program of kernels";
   let description = [{

@@ -91,6 +91,12 @@ struct Propagation {
     if (isa<graph::ParamOp, func::ReturnOp>(op)) {
       return success(); // parameters are annotated once their uses are known
     } else if (auto e = dyn_cast<graph::EmbeddingOp>(op)) {
+      if (dimSize(e.getTable(), 0) % tp != 0)
+        return op.emitError() << "the vocabulary (" << dimSize(e.getTable(), 0)
+                              << " rows of the token table) is not divisible by tp = " << tp
+                              << "; pad it in the spec with padded_vocab = "
+                              << (dimSize(e.getTable(), 0) + 128 * tp - 1) / (128 * tp) * (128 * tp)
+                              << " (a multiple of 128 x tp; padding rows are not classes)";
       if (failed(requireParam(e.getTable(), 0, &op, "the embedding table")))
         return failure();
       if (e.getPositions() && failed(requireParam(e.getPositions(), -1, &op, "positions")))

@@ -285,5 +285,9 @@ LogicalResult CrossEntropyOp::verify() {
     return emitOpError("(C1) targets must be ")
            << shapeStr(logits.getShape().drop_back()) << ", got "
            << shapeStr(targets.getShape());
+  if (std::optional<uint64_t> v = getValid();
+      v && (*v < 1 || static_cast<int64_t>(*v) > logits.getShape().back()))
+    return emitOpError("(C3) valid = ") << *v << " is outside [1, " << logits.getShape().back()
+                                        << "]";
   return success();
 }

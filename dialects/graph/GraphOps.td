@@ -298,21 +298,26 @@ def Graph_CrossEntropyOp : Graph_Op<"cross_entropy", [Pure]> {
   let summary = "mean softmax cross-entropy over all positions";
   let description = [{
     `loss = mean over (b, t) of logsumexp(logits[b, t, :]) - logits[b, t, targets[b, t]]`.
+    With `valid = V`, only the first V logits of each row are classes (the rest
+    are vocabulary padding): the log-sum-exp runs over them alone and the others
+    get no gradient.
 
     Constraints:
     - (C1) `logits` has rank >= 2; `targets` has the shape of `logits` without its
       last dimension.
     - (C2) the result is a scalar.
+    - (C3) `valid`, when present, is in [1, logits' last dimension].
 
     Example:
     ```mlir
     %loss = graph.cross_entropy %logits, %targets : tensor<4x128x256xf32>, tensor<4x128xi32>
     ```
   }];
-  let arguments = (ins Graph_F32Tensor:$logits, Graph_IdTensor:$targets);
+  let arguments = (ins Graph_F32Tensor:$logits, Graph_IdTensor:$targets,
+                       OptionalAttr<I64Attr>:$valid);
   let results = (outs Graph_F32Scalar:$loss);
   let assemblyFormat = [{
-    $logits `,` $targets attr-dict `:` type($logits) `,` type($targets)
+    $logits `,` $targets (`valid` `=` $valid^)? attr-dict `:` type($logits) `,` type($targets)
   }];
   let hasVerifier = 1;
 }

@@ -390,15 +390,16 @@ void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const 
 
 template <typename T>
 int64_t CrossEntropyForward(const T* logits, const int32_t* targets, T* loss, T* lse,
-                            int64_t rows, int64_t vocab) {
+                            int64_t rows, int64_t vocab, int64_t valid) {
+  const int64_t classes = valid < 0 ? vocab : valid;
   for (int64_t r = 0; r < rows; ++r)
-    if (targets[r] < 0 || targets[r] >= vocab) return r;
+    if (targets[r] < 0 || targets[r] >= classes) return r;
 #pragma omp parallel for schedule(static, kGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const T* lr = logits + r * vocab;
-    T mx = *std::max_element(lr, lr + vocab);
+    T mx = *std::max_element(lr, lr + classes);
     double sum = 0;
-    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(lr[i] - mx));
+    for (int64_t i = 0; i < classes; ++i) sum += std::exp(static_cast<double>(lr[i] - mx));
     lse[r] = static_cast<T>(mx + std::log(sum));
   }
   double total = 0;
@@ -411,36 +412,53 @@ int64_t CrossEntropyForward(const T* logits, const int32_t* targets, T* loss, T*
 template <typename T>
 void CrossEntropyBackward(const T* logits, const int32_t* targets, const T* lse, T dloss,
                           T* dlogits, int64_t rows, int64_t vocab, bool accumulate_dx,
-                          int64_t vocab_begin) {
+                          int64_t vocab_begin, int64_t valid) {
   const T scale = dloss / static_cast<T>(rows);
+  // Columns [0, classes) of this block are classes; the rest are padding.
+  const int64_t classes =
+      valid < 0 ? vocab : std::max<int64_t>(0, std::min(vocab, valid - vocab_begin));
 #pragma omp parallel for schedule(static, kGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t target = static_cast<int64_t>(targets[r]) - vocab_begin;
     for (int64_t i = 0; i < vocab; ++i) {
-      T p = std::exp(logits[r * vocab + i] - lse[r]);
+      T p = i < classes ? std::exp(logits[r * vocab + i] - lse[r]) : T(0);
       T g = scale * (p - (i == target ? T(1) : T(0)));
       Store(&dlogits[r * vocab + i], g, accumulate_dx);
     }
   }
 }
 
+namespace {
+// The number of columns of a block starting at logical column `begin` that are
+// classes rather than padding.
+int64_t ClassesIn(int64_t vocab, int64_t begin, int64_t valid) {
+  return valid < 0 ? vocab : std::max<int64_t>(0, std::min(vocab, valid - begin));
+}
+}  // namespace
+
 template <typename T>
-void VocabMax(const T* logits, T* max, int64_t rows, int64_t vocab) {
+void VocabMax(const T* logits, T* max, int64_t rows, int64_t vocab, int64_t vocab_begin,
+              int64_t valid) {
+  const int64_t classes = ClassesIn(vocab, vocab_begin, valid);
 #pragma omp parallel for schedule(static, kGrain)
   for (int64_t r = 0; r < rows; ++r)
-    max[r] = *std::max_element(logits + r * vocab, logits + (r + 1) * vocab);
+    max[r] = classes ? *std::max_element(logits + r * vocab, logits + r * vocab + classes)
+                     : -std::numeric_limits<T>::infinity();
 }
 
 template <typename T>
 int64_t VocabSumExp(const T* logits, const int32_t* targets, const T* max, T* sum, T* target,
-                    int64_t rows, int64_t vocab, int64_t vocab_begin, int64_t vocab_total) {
+                    int64_t rows, int64_t vocab, int64_t vocab_begin, int64_t vocab_total,
+                    int64_t valid) {
+  const int64_t limit = valid < 0 ? vocab_total : valid;
   for (int64_t r = 0; r < rows; ++r)
-    if (targets[r] < 0 || targets[r] >= vocab_total) return r;
+    if (targets[r] < 0 || targets[r] >= limit) return r;
+  const int64_t classes = ClassesIn(vocab, vocab_begin, valid);
 #pragma omp parallel for schedule(static, kGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const T* lr = logits + r * vocab;
     double s = 0;
-    for (int64_t i = 0; i < vocab; ++i) s += std::exp(static_cast<double>(lr[i] - max[r]));
+    for (int64_t i = 0; i < classes; ++i) s += std::exp(static_cast<double>(lr[i] - max[r]));
     sum[r] = static_cast<T>(s);
     const int64_t t = static_cast<int64_t>(targets[r]) - vocab_begin;
     target[r] = t >= 0 && t < vocab ? lr[t] : T(0);
@@ -711,9 +729,9 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
                                        int64_t, int64_t, int64_t, int64_t, int64_t);            \
   template void EmbeddingBackward<T>(const int32_t*, const T*, T*, T*, int64_t, int64_t,       \
                                      int64_t, int64_t, int64_t);                                \
-  template void VocabMax<T>(const T*, T*, int64_t, int64_t);                                    \
+  template void VocabMax<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t);                  \
   template int64_t VocabSumExp<T>(const T*, const int32_t*, const T*, T*, T*, int64_t, int64_t, \
-                                  int64_t, int64_t);                                            \
+                                  int64_t, int64_t, int64_t);                                   \
   template void VocabLoss<T>(const T*, const T*, const T*, T*, T*, int64_t);                    \
   template void LayerNormForward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t,         \
                                     int64_t, double);                                           \
@@ -736,9 +754,10 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void AttentionBackward<T>(const T*, const T*, const T*, const T*, const T*,         \
                                      const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
                                      int64_t, bool);                                            \
-  template int64_t CrossEntropyForward<T>(const T*, const int32_t*, T*, T*, int64_t, int64_t); \
+  template int64_t CrossEntropyForward<T>(const T*, const int32_t*, T*, T*, int64_t, int64_t,  \
+                                          int64_t);                                             \
   template void CrossEntropyBackward<T>(const T*, const int32_t*, const T*, T, T*, int64_t,    \
-                                        int64_t, bool, int64_t);                                \
+                                        int64_t, bool, int64_t, int64_t);                       \
   template double SumSquares<T>(const T*, int64_t);                                             \
   template void MoeForward<T>(const MoeShape&, const T*, const T*, const T*, const T*, const T*, \
                               double, double, T*, T*, T*, T*, int32_t*, T*, T*, T*, T*);        \

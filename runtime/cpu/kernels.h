@@ -106,27 +106,33 @@ void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const 
 
 // Mean softmax cross-entropy over rows; saves lse per row. Returns -1 when every
 // target is in [0, vocab), else the first row whose target is not (loss untouched).
+// Columns from `valid` on (vocabulary padding; valid < 0: none) are not classes:
+// they are left out of the softmax and get zero gradient.
 template <typename T>
 int64_t CrossEntropyForward(const T* logits, const int32_t* targets, T* loss, T* lse,
-                            int64_t rows, int64_t vocab);
+                            int64_t rows, int64_t vocab, int64_t valid = -1);
 // dlogits = dloss * (softmax(logits) - onehot(targets)) / rows.
 // With vocab_begin (vocabulary parallelism) the logits are columns [vocab_begin,
 // vocab_begin + vocab) of the logical ones.
 template <typename T>
 void CrossEntropyBackward(const T* logits, const int32_t* targets, const T* lse, T dloss,
                           T* dlogits, int64_t rows, int64_t vocab, bool accumulate_dx,
-                          int64_t vocab_begin = 0);
+                          int64_t vocab_begin = 0, int64_t valid = -1);
 
 // The vocabulary-parallel cross-entropy in three steps, with all_reduces between
 // them (ops.h): the row max of this block of logits; then the sum of
 // exp(logit - max) and the target's logit (0 when the target is outside the
 // block; returns the first row whose target is outside [0, vocab_total), else
 // -1); then lse = max + log(sum) and loss = mean(lse - target).
+// Columns whose logical index is `valid` or more are padding and left out (a
+// block of padding only has max -inf).
 template <typename T>
-void VocabMax(const T* logits, T* max, int64_t rows, int64_t vocab);
+void VocabMax(const T* logits, T* max, int64_t rows, int64_t vocab, int64_t vocab_begin = 0,
+              int64_t valid = -1);
 template <typename T>
 int64_t VocabSumExp(const T* logits, const int32_t* targets, const T* max, T* sum, T* target,
-                    int64_t rows, int64_t vocab, int64_t vocab_begin, int64_t vocab_total);
+                    int64_t rows, int64_t vocab, int64_t vocab_begin, int64_t vocab_total,
+                    int64_t valid = -1);
 template <typename T>
 void VocabLoss(const T* max, const T* sum, const T* target, T* loss, T* lse, int64_t rows);
 

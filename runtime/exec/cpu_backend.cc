@@ -118,28 +118,28 @@ class CpuBackend final : public Backend {
                              a(3), a(4), a(5) != 0);
         break;
       case fb::Op_CrossEntropy: {
-        int64_t bad = k::CrossEntropyForward(f(0), ids(1), f(2), f(3), a(0), a(1));
+        int64_t bad = k::CrossEntropyForward(f(0), ids(1), f(2), f(3), a(0), a(1), a(2));
         if (bad >= 0)
           return "target id " + std::to_string(ids(1)[bad]) + " at position " +
-                 std::to_string(bad) + " is outside the vocabulary [0, " + std::to_string(a(1)) +
+                 std::to_string(bad) + " is outside the vocabulary [0, " + std::to_string(a(2)) +
                  ")";
         break;
       }
       case fb::Op_CrossEntropyGrad:
         k::CrossEntropyBackward(f(0), ids(1), f(2), static_cast<float>(x(0)), f(3), a(0), a(1),
-                                a(2) != 0, a(3) ? a(1) * s.tp_rank : 0);
+                                a(2) != 0, a(3) ? a(1) * s.tp_rank : 0, a(4));
         break;
       case fb::Op_VocabMax:
-        k::VocabMax(f(0), f(1), a(0), a(1));
+        k::VocabMax(f(0), f(1), a(0), a(1), a(1) * s.tp_rank, a(2));
         break;
       case fb::Op_VocabSumExp: {
         const int64_t total = a(1) * s.tp_size;
         int64_t bad = k::VocabSumExp(f(0), ids(1), f(2), f(3), f(4), a(0), a(1), a(1) * s.tp_rank,
-                                     total);
+                                     total, a(2));
         if (bad >= 0)
           return "target id " + std::to_string(ids(1)[bad]) + " at position " +
-                 std::to_string(bad) + " is outside the vocabulary [0, " + std::to_string(total) +
-                 ")";
+                 std::to_string(bad) + " is outside the vocabulary [0, " +
+                 std::to_string(std::min(total, a(2))) + ")";
         break;
       }
       case fb::Op_VocabLoss:

@@ -222,14 +222,16 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
     }
     case fb::Op_CrossEntropy: {
       int64_t rows = At(a, 0), vocab = At(a, 1);
+      // Columns from `valid` on are vocabulary padding, not classes.
       return {"cross_entropy",
               {{"logits", F32, false, N({rows, vocab})},
                {"targets", I32, false, rows},
                {"loss", F32, false, 1},
                {"lse", F32, false, rows}},
               false,
-              {"rows", "vocab"},
-              {}};
+              {"rows", "vocab", "valid"},
+              {},
+              {{2, 1}}};
     }
     case fb::Op_CrossEntropyGrad: {
       int64_t rows = At(a, 0), vocab = At(a, 1);
@@ -241,18 +243,19 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
               false,
               // vocab_parallel: the logits are this tp rank's block of the
               // vocabulary and lse comes from vocab_loss.
-              {"rows", "vocab", "accumulate_dx", "vocab_parallel"},
+              {"rows", "vocab", "accumulate_dx", "vocab_parallel", "valid"},
               {"dloss"}};
     }
     // The vocabulary-parallel cross-entropy: each tp rank holds a block of `vocab`
-    // logits per row; vocab_max, an all_reduce(max), vocab_sum_exp, an
+    // logits per row (`valid`: the logical columns that are classes, the rest
+    // being vocabulary padding); vocab_max, an all_reduce(max), vocab_sum_exp, an
     // all_reduce(sum) of both its outputs, then vocab_loss.
     case fb::Op_VocabMax: {
       int64_t rows = At(a, 0), vocab = At(a, 1);
       return {"vocab_max",
               {{"logits", F32, false, N({rows, vocab})}, {"max", F32, false, rows}},
               false,
-              {"rows", "vocab"},
+              {"rows", "vocab", "valid"},
               {}};
     }
     case fb::Op_VocabSumExp: {
@@ -266,7 +269,7 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
                {"sum", F32, false, rows},
                {"target", F32, false, rows}},
               false,
-              {"rows", "vocab"},
+              {"rows", "vocab", "valid"},
               {}};
     }
     case fb::Op_VocabLoss: {

@@ -60,5 +60,11 @@ train llama-single --micro-batch-size 4 || { echo "FAIL llama single-rank baseli
 base=llama-single
 run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=1 model=llama-tiny" --tp 2 --micro-batch-size 4 --sequence-parallel
 run_layout "dp=2 tp=2 pp=1 ep=1 zero=1 sp=1 model=llama-tiny" --dp 2 --tp 2 --micro-batch-size 2 --zero 1 --sequence-parallel
+# A padded vocabulary (256 classes in 384 rows; with tp = 4 the last block is all
+# padding), against its own single-rank run.
+spec=$(dirname "$0")/inputs/gpt-tiny-padded.hr
+train padded-single --micro-batch-size 4 || { echo "FAIL padded single-rank baseline"; exit 1; }
+base=padded-single
+run_layout "dp=1 tp=4 pp=1 ep=1 zero=0 sp=1 model=gpt-tiny-padded" --tp 4 --micro-batch-size 4 --sequence-parallel
 echo "parity: $pass passed, $fail failed (tolerance $tol; pp and ep are not built yet)"
 [ "$fail" -eq 0 ]

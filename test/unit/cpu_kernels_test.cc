@@ -480,6 +480,33 @@ TEST(CpuKernels, VocabParallelCrossEntropyMatchesFused) {
             1);  // target 11 is outside a vocabulary of 11
 }
 
+// Vocabulary padding: logits from column `valid` on are not classes. The loss and
+// lse equal those of the unpadded logits, and padding columns get zero gradient.
+TEST(CpuKernels, CrossEntropyIgnoresPaddingColumns) {
+  const int64_t rows = 5, vocab = 7, padded = 10;
+  Vec x = Random(rows * padded, 47, 2.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = vocab; i < padded; ++i) x[r * padded + i] = 50.0;  // would dominate
+  std::vector<float> p = ToFloat(x), u(rows * vocab);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < vocab; ++i) u[r * vocab + i] = p[r * padded + i];
+  std::vector<int32_t> targets = {0, 6, 3, 2, 5};
+  float lp = 0, lu = 0;
+  std::vector<float> lsep(rows), lseu(rows), dp(rows * padded, NAN), du(rows * vocab);
+  ASSERT_EQ(CrossEntropyForward(p.data(), targets.data(), &lp, lsep.data(), rows, padded, vocab), -1);
+  ASSERT_EQ(CrossEntropyForward(u.data(), targets.data(), &lu, lseu.data(), rows, vocab), -1);
+  EXPECT_EQ(lp, lu);
+  CrossEntropyBackward(p.data(), targets.data(), lsep.data(), 1.0f, dp.data(), rows, padded, false,
+                       0, vocab);
+  CrossEntropyBackward(u.data(), targets.data(), lseu.data(), 1.0f, du.data(), rows, vocab, false);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < padded; ++i)
+      EXPECT_EQ(dp[r * padded + i], i < vocab ? du[r * vocab + i] : 0.f);
+  // A target in the padding is out of range.
+  targets[1] = 8;
+  EXPECT_EQ(CrossEntropyForward(p.data(), targets.data(), &lp, lsep.data(), rows, padded, vocab), 1);
+}
+
 // A vocabulary-parallel embedding: each block's rows (positions added by block 0
 // only) sum to the whole embedding; each block's gradient is its rows of the whole.
 TEST(CpuKernels, VocabParallelEmbeddingSumsToWhole) {

@@ -105,8 +105,8 @@ inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
   b.Micro(fb::Op_Embedding, {tokens, wte, plan::kNoBuffer, x}, {rows, o.seq, v, c, o.seq, 0});
   b.Micro(fb::Op_LayerNorm, {x, g, beta, h, mean, rstd}, {rows, c}, {1e-5});
   b.Micro(fb::Op_Linear, {h, head, plan::kNoBuffer, logits}, {rows, c, v, 0});
-  b.Micro(fb::Op_CrossEntropy, {logits, targets, loss, lse}, {rows, v});
-  b.Micro(fb::Op_CrossEntropyGrad, {logits, targets, lse, dlogits}, {rows, v, 0, 0},
+  b.Micro(fb::Op_CrossEntropy, {logits, targets, loss, lse}, {rows, v, v});
+  b.Micro(fb::Op_CrossEntropyGrad, {logits, targets, lse, dlogits}, {rows, v, 0, 0, v},
           {1.0 / static_cast<double>(o.microbatches)});
   b.Micro(fb::Op_LinearGrad, {dlogits, h, head, dh, dhead, plan::kNoBuffer}, {rows, c, v, 0});
   b.Micro(fb::Op_LayerNormGrad, {dh, x, g, mean, rstd, dx, dg, dbeta}, {rows, c, 0});

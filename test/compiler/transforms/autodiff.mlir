@@ -12,7 +12,7 @@
 // CHECK-DAG: %[[DY:.*]] = plan.buffer "dy" : memref<8x8xf32>
 // CHECK-DAG: %[[DG:.*]] = plan.buffer "dg" : memref<8x8xf32>
 // CHECK: plan.kernel "cross_entropy"(
-// CHECK-NEXT: plan.kernel "cross_entropy_grad"(%[[LOGITS:.*]], %[[TGT:.*]], %[[LSE:.*]], %[[DLOGITS]]) ints = [8, 16, 0, 0] floats = [5.000000e-01]
+// CHECK-NEXT: plan.kernel "cross_entropy_grad"(%[[LOGITS:.*]], %[[TGT:.*]], %[[LSE:.*]], %[[DLOGITS]]) ints = [8, 16, 0, 0, 16] floats = [5.000000e-01]
 // CHECK-NEXT: plan.kernel "linear_grad"(%[[DLOGITS]], %[[Y:.*]], %[[W]], %[[DY]], %[[DW]]) ints = [8, 8, 16, 0] floats = [] absent = [5]
 // CHECK-NEXT: plan.kernel "accumulate"(%[[DY]], %[[DG]]) ints = [64, 0]
 // CHECK-NEXT: plan.kernel "gelu_grad"(%[[DG]], %[[X:.*]], %[[DY]]) ints = [64, 1]
@@ -33,7 +33,7 @@ plan.program "tied" attributes {micro_batch_size = 2 : i64, microbatches = 2 : i
     plan.kernel "gelu"(%x, %g) ints = [64] floats = [] absent = [] : memref<8x8xf32>, memref<8x8xf32>
     plan.kernel "add"(%x, %g, %y) ints = [64] floats = [] absent = [] : memref<8x8xf32>, memref<8x8xf32>, memref<8x8xf32>
     plan.kernel "linear"(%y, %w, %logits) ints = [8, 8, 16, 0] floats = [] absent = [2] : memref<8x8xf32>, memref<16x8xf32>, memref<8x16xf32>
-    plan.kernel "cross_entropy"(%logits, %tgt, %loss, %lse) ints = [8, 16] floats = [] absent = [] : memref<8x16xf32>, memref<2x4xi32>, memref<f32>, memref<8xf32>
+    plan.kernel "cross_entropy"(%logits, %tgt, %loss, %lse) ints = [8, 16, 16] floats = [] absent = [] : memref<8x16xf32>, memref<2x4xi32>, memref<f32>, memref<8xf32>
   }
   plan.update {
   }
@@ -64,7 +64,7 @@ plan.program "fanout" attributes {micro_batch_size = 1 : i64, microbatches = 1 :
     plan.kernel "linear"(%x, %a, %p) ints = [4, 8, 8, 0] floats = [] absent = [2] : memref<4x8xf32>, memref<8x8xf32>, memref<4x8xf32>
     plan.kernel "linear"(%x, %b, %q) ints = [4, 8, 8, 0] floats = [] absent = [2] : memref<4x8xf32>, memref<8x8xf32>, memref<4x8xf32>
     plan.kernel "add"(%p, %q, %s) ints = [32] floats = [] absent = [] : memref<4x8xf32>, memref<4x8xf32>, memref<4x8xf32>
-    plan.kernel "cross_entropy"(%s, %tgt, %loss, %lse) ints = [4, 8] floats = [] absent = [] : memref<4x8xf32>, memref<1x4xi32>, memref<f32>, memref<4xf32>
+    plan.kernel "cross_entropy"(%s, %tgt, %loss, %lse) ints = [4, 8, 8] floats = [] absent = [] : memref<4x8xf32>, memref<1x4xi32>, memref<f32>, memref<4xf32>
   }
   plan.update {
   }
@@ -77,7 +77,7 @@ plan.program "fanout" attributes {micro_batch_size = 1 : i64, microbatches = 1 :
 // cross_entropy_grad takes dloss = 1, moe_grad takes daux = 1 (its third float)
 // and writes the embedding's gradient (flag 0), which embedding_grad then reads.
 // CHECK-LABEL: plan.program "moe"
-// CHECK: plan.kernel "cross_entropy_grad"({{.*}}) ints = [4, 16, 0, 0] floats = [1.000000e+00]
+// CHECK: plan.kernel "cross_entropy_grad"({{.*}}) ints = [4, 16, 0, 0, 16] floats = [1.000000e+00]
 // CHECK-NEXT: plan.kernel "linear_grad"
 // CHECK-NEXT: plan.kernel "moe_grad"({{.*}}, %[[DX:[^,]*]], %grad_1, %grad_5, %grad_9, %grad_13) ints = [4, 8, 6, 4, 2, 3, 1, 0] floats = [1.000000e-02, 1.000000e-03, 1.000000e+00]
 // CHECK-NEXT: plan.kernel "embedding_grad"(%{{.*}}, %[[DX]], %grad)
@@ -108,7 +108,7 @@ plan.program "moe" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i6
     plan.kernel "embedding"(%0, %value, %2) ints = [4, 4, 16, 8, 4, 0] floats = [] absent = [2] : memref<1x4xi32>, memref<16x8xf32>, memref<1x4x8xf32>
     plan.kernel "moe"(%2, %value_0, %value_4, %value_8, %value_12, %3, %4, %5, %6, %7, %8, %9, %10, %11) ints = [4, 8, 6, 4, 2, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = [] : memref<1x4x8xf32>, memref<4x8xf32>, memref<4x6x8xf32>, memref<4x8x6xf32>, memref<4x6x8xf32>, memref<1x4x8xf32>, memref<f32>, memref<4x4xf32>, memref<4xf32>, memref<8xi32>, memref<8xf32>, memref<8x6xf32>, memref<8x6xf32>, memref<8x6xf32>
     plan.kernel "linear"(%3, %value, %12) ints = [4, 8, 16, 0] floats = [] absent = [2] : memref<1x4x8xf32>, memref<16x8xf32>, memref<1x4x16xf32>
-    plan.kernel "cross_entropy"(%12, %1, %13, %14) ints = [4, 16] floats = [] absent = [] : memref<1x4x16xf32>, memref<1x4xi32>, memref<f32>, memref<4xf32>
+    plan.kernel "cross_entropy"(%12, %1, %13, %14) ints = [4, 16, 16] floats = [] absent = [] : memref<1x4x16xf32>, memref<1x4xi32>, memref<f32>, memref<4xf32>
     plan.kernel "add"(%13, %4, %15) ints = [1] floats = [] absent = [] : memref<f32>, memref<f32>, memref<f32>
   }
   plan.update {

@@ -29,7 +29,7 @@ plan.program "actweight" attributes {micro_batch_size = 1 : i64, microbatches = 
   plan.microbatch {
     // expected-error @+1 {{linear weights and biases must be parameters}}
     plan.kernel "linear"(%x, %w, %l) ints = [2, 2, 2, 0] floats = [] absent = [2] : memref<2x2xf32>, memref<2x2xf32>, memref<2x2xf32>
-    plan.kernel "cross_entropy"(%l, %tgt, %loss, %lse) ints = [2, 2] floats = [] absent = [] : memref<2x2xf32>, memref<1x2xi32>, memref<f32>, memref<2xf32>
+    plan.kernel "cross_entropy"(%l, %tgt, %loss, %lse) ints = [2, 2, 2] floats = [] absent = [] : memref<2x2xf32>, memref<1x2xi32>, memref<f32>, memref<2xf32>
   }
   plan.update {
   }

@@ -15,7 +15,7 @@
 // CHECK-NEXT: plan.kernel "embedding"(%[[TOK]], %[[WTE]], %[[X]]) ints = [8, 4, 16, 8, 4, 0] floats = [] absent = [2]
 // CHECK-NEXT: plan.kernel "rmsnorm"(%[[X]], %[[G]], %[[H:.*]], %{{.*}}) ints = [8, 8] floats = [1.000000e-05] absent = []
 // CHECK-NEXT: plan.kernel "linear"(%[[H]], %[[WTE]], %[[LOGITS:.*]]) ints = [8, 8, 16, 0] floats = [] absent = [2]
-// CHECK-NEXT: plan.kernel "cross_entropy"(%[[LOGITS]], %[[TGT]], %[[LOSS]], %{{.*}}) ints = [8, 16]
+// CHECK-NEXT: plan.kernel "cross_entropy"(%[[LOGITS]], %[[TGT]], %[[LOSS]], %{{.*}}) ints = [8, 16, 16]
 // CHECK-NEXT: }
 // CHECK-NEXT: plan.update {
 // CHECK-NEXT: }

@@ -21,9 +21,9 @@
 // CHECK-NEXT: plan.kernel "linear"(%[[U]], %{{.*}}, %{{.*}}, %[[D:.*]]) ints = [4, 6, 8, 1]
 // CHECK-NEXT: plan.kernel "all_reduce"(%[[D]]) ints = [2, 0]
 // CHECK-NEXT: plan.kernel "linear"(%[[D]], %[[WTE]], %[[L:.*]]) ints = [4, 8, 8, 0] {{.*}} memref<1x4x8xf32>
-// CHECK-NEXT: plan.kernel "vocab_max"(%[[L]], %[[MAX:.*]]) ints = [4, 8]
+// CHECK-NEXT: plan.kernel "vocab_max"(%[[L]], %[[MAX:.*]]) ints = [4, 8, 16]
 // CHECK-NEXT: plan.kernel "all_reduce"(%[[MAX]]) ints = [2, 1]
-// CHECK-NEXT: plan.kernel "vocab_sum_exp"(%[[L]], %{{.*}}, %[[MAX]], %[[SUM:.*]], %[[T:.*]]) ints = [4, 8]
+// CHECK-NEXT: plan.kernel "vocab_sum_exp"(%[[L]], %{{.*}}, %[[MAX]], %[[SUM:.*]], %[[T:.*]]) ints = [4, 8, 16]
 // CHECK-NEXT: plan.kernel "all_reduce"(%[[SUM]], %[[T]]) ints = [2, 0]
 // CHECK-NEXT: plan.kernel "vocab_loss"(%[[MAX]], %[[SUM]], %[[T]], %{{.*}}, %{{.*}}) ints = [4]
 // CHECK-NEXT: }
@@ -34,7 +34,7 @@
 // gradient is all-reduced over tp before its producer's rule reads it; the norm
 // of the tp-split gradients is a separate grad_norm_sq with tp_sharded = 1.
 // GRAD: plan.kernel "vocab_loss"
-// GRAD-NEXT: plan.kernel "cross_entropy_grad"({{.*}}) ints = [4, 8, 0, 1] floats = [1.000000e+00]
+// GRAD-NEXT: plan.kernel "cross_entropy_grad"({{.*}}) ints = [4, 8, 0, 1, 16] floats = [1.000000e+00]
 // GRAD-NEXT: plan.kernel "linear_grad"({{.*}}) ints = [4, 8, 8, 0]
 // GRAD-NEXT: plan.kernel "all_reduce"(%[[DD:.*]]) ints = [2, 0]
 // GRAD-NEXT: plan.kernel "linear_grad"(%[[DD]], {{.*}}) ints = [4, 6, 8, 0]

@@ -38,7 +38,7 @@ module attributes {graph.model = {name = "kv", vocab = 16 : i64}} {
 module attributes {graph.model = {name = "v", vocab = 15 : i64}} {
   func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %e = graph.param "e" normal std = 2.000000e-02 : tensor<15x8xf32>
-    // expected-error @+1 {{the embedding table 'e' has 15 rows along its split dimension 0, not divisible by tp = 2}}
+    // expected-error @+1 {{the vocabulary (15 rows of the token table) is not divisible by tp = 2; pad it in the spec with padded_vocab = 256}}
     %x = graph.embedding %e[%ids] : tensor<15x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
     %l = graph.cross_entropy %x, %tgt : tensor<1x4x8xf32>, tensor<1x4xi32>
     return %l : tensor<f32>

@@ -1,0 +1,30 @@
+// RUN: heiretsu-opt %s --heiretsu-check-collectives='tp=2 dp=2 pp=2' | FileCheck %s --check-prefix=STAGES
+
+// Tests two pipeline stages whose collectives over pp (a tied weight's gradient
+// all_reduce between them) match in order, reduction and size.
+// STAGES: plan.program "s0"
+// STAGES: plan.program "s1"
+module {
+  plan.program "s0" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, vocab = 4 : i64, stage = 0 : i64} {
+    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+    %tgt = plan.buffer "targets" {io = "targets"} : memref<1x4xi32>
+    %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+    %g = plan.buffer "tied.grad" : memref<4x8xf32>
+    plan.microbatch {
+    }
+    plan.update {
+      plan.kernel "all_reduce"(%g) ints = [1, 0] floats = [] absent = [] : memref<4x8xf32>
+    }
+  }
+  plan.program "s1" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, vocab = 4 : i64, stage = 1 : i64} {
+    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+    %tgt = plan.buffer "targets" {io = "targets"} : memref<1x4xi32>
+    %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+    %g = plan.buffer "tied.grad" : memref<32xf32>
+    plan.microbatch {
+    }
+    plan.update {
+      plan.kernel "all_reduce"(%g) ints = [1, 0] floats = [] absent = [] : memref<32xf32>
+    }
+  }
+}
