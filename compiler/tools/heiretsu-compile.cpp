@@ -136,7 +136,9 @@ int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
     zero.dp = opts.dp;
     program.addPass(createZero1Pass(zero));
   } else if (opts.dp > 1) {
-    program.addPass(createDataParallelPass());
+    DataParallelPassOptions buckets;
+    buckets.bucketBytes = opts.bucket_mb << 20;
+    program.addPass(createDataParallelPass(buckets));
   }
   program.addPass(createPlanMemoryPass());
   // Every rank's collectives must match before anything runs.

@@ -159,18 +159,26 @@ def PlanMemoryPass : Pass<"heiretsu-plan-memory", "::heiretsu::plan_ir::ProgramO
 }
 
 def DataParallelPass : Pass<"heiretsu-dp-grad-reduce", "::heiretsu::plan_ir::ProgramOp"> {
-  let summary = "Average parameter gradients over the data-parallel group";
+  let summary = "Average parameter gradients over the data-parallel group, in buckets";
   let description = [{
     Every dp rank runs the same program on its own slice of the global batch, so
     after the microbatch stream each holds the gradient of its local mean loss.
-    This pass starts `plan.update` with one `all_reduce` (axis dp, average) over
-    every parameter gradient, before the gradient norm, so the norm, clipping and
-    AdamW see the gradient of the global mean loss on every rank and the replicas
-    stay identical. (One bucket holding all gradients; overlapping the reduction
-    with the backward pass comes with bucketing.)
+    This pass averages them over dp in buckets that overlap the backward pass:
+    gradients are ordered by where the backward pass finishes them (the last
+    microbatch kernel that touches each), cut into buckets of at most
+    `bucket-bytes` (a larger gradient is a bucket of its own), and each bucket
+    gets a `bucket_all_reduce` (axis dp, average) right after the kernel that
+    finishes its last gradient. The runtime runs those once per step, in the last
+    microbatch, in the background while the backward pass goes on, and waits for
+    them before the update stream: the norm, clipping and AdamW see the gradient
+    of the global mean loss on every rank and the replicas stay identical.
 
     Preconditions: the optimizer pass has filled plan.update.
   }];
+  let options = [
+    Option<"bucketBytes", "bucket-bytes", "int64_t", "26214400",
+           "most gradient bytes per bucket (default 25 MiB)">,
+  ];
 }
 
 def Zero1Pass : Pass<"heiretsu-zero1", "::heiretsu::plan_ir::ProgramOp"> {

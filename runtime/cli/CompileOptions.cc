@@ -20,7 +20,7 @@ constexpr FlagSpec kFlags[] = {
     {"--microbatches", true}, {"--global-batch", true},
     {"--schedule", true},    {"--zero", true},
     {"--precision", true},   {"--recompute", true},
-    {"--sequence-parallel", false}, {"--emit", true},
+    {"--sequence-parallel", false}, {"--emit", true}, {"--bucket-mb", true},
     {"-o", true},
 };
 
@@ -73,7 +73,8 @@ const char* CompileUsage() {
          "           [--micro-batch-size B] [--seq T] [--microbatches M] [--global-batch G]\n"
          "           [--schedule gpipe|1f1b|interleaved|zb-h1] [--zero 0|1]\n"
          "           [--precision fp32|bf16|fp16] [--recompute none|selective|full]\n"
-         "           [--sequence-parallel] [--emit mlir|plan-text|plan|summary] [-o OUT]\n";
+         "           [--sequence-parallel] [--bucket-mb MB]\n"
+         "           [--emit mlir|plan-text|plan|summary] [-o OUT]\n";
 }
 
 std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& args,
@@ -111,6 +112,8 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
       if (!(err = ParsePositive(a, v, &n))) micro = n;
     } else if (a == "--global-batch") {
       if (!(err = ParsePositive(a, v, &n))) global = n;
+    } else if (a == "--bucket-mb") {
+      err = ParsePositive(a, v, &out->bucket_mb);
     } else if (a == "--seq") {
       err = ParsePositive(a, v, &out->seq);
     } else if (a == "--schedule") {

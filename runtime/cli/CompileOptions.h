@@ -23,6 +23,9 @@ struct CompileOptions {
   std::string precision = "fp32";
   std::string recompute = "none";
   bool sequence_parallel = false;
+  // Data-parallel gradient buckets: each is all-reduced as soon as the backward
+  // pass has finished its gradients (PyTorch DDP's default size).
+  int64_t bucket_mb = 25;
   std::string emit = "mlir";  // mlir | plan-text | plan | summary
   std::string output;         // -o; empty = stdout (mlir, plan-text, summary)
 

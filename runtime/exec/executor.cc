@@ -101,10 +101,20 @@ std::optional<std::string> Executor::ComputeGradients(const FillMicrobatch& fill
   double loss_sum = 0;
   for (int64_t m = 0; m < p.microbatches(); ++m) {
     fill(m, I32(p.tokens()), I32(p.targets()));
-    for (const fb::Instr* instr : *p.microbatch())
-      if (auto err = Run(*instr, scalars_)) return err;
+    const bool last = m + 1 == p.microbatches();
+    for (const fb::Instr* instr : *p.microbatch()) {
+      if (instr->op() == fb::Op_BucketAllReduce) {
+        if (last) StartBucket(*instr);  // the gradients are complete only now
+        continue;
+      }
+      if (auto err = Run(*instr, scalars_)) {
+        FinishBuckets();
+        return err;
+      }
+    }
     loss_sum += *F32(p.loss());
   }
+  if (auto err = FinishBuckets()) return err;
   *loss = loss_sum / static_cast<double>(p.microbatches());
   return std::nullopt;
 }
@@ -201,6 +211,32 @@ std::optional<std::string> Executor::ShardCollective(const fb::Instr& instr) {
     }
   }
   return std::nullopt;
+}
+
+void Executor::StartBucket(const fb::Instr& instr) {
+  const int axis = static_cast<int>(instr.ints()->Get(0));
+  const auto reduce = static_cast<comm::ReduceOp>(instr.ints()->Get(1));
+  std::vector<std::pair<float*, int64_t>> bufs;
+  for (uint32_t b : *instr.buffers())
+    bufs.push_back({F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b))});
+  comm::Communicator* c = comms_[axis];
+  buckets_ = std::async(std::launch::async,
+                        [c, axis, reduce, bufs = std::move(bufs),
+                         before = std::move(buckets_)]() mutable -> std::optional<std::string> {
+                          if (before.valid())
+                            if (auto err = before.get()) return err;
+                          if (!c)
+                            return "bucket_all_reduce over mesh axis " + std::to_string(axis) +
+                                   " has no communicator";
+                          for (auto [data, n] : bufs)
+                            if (auto err = c->AllReduce(data, n, reduce)) return err;
+                          return std::nullopt;
+                        });
+}
+
+std::optional<std::string> Executor::FinishBuckets() {
+  if (!buckets_.valid()) return std::nullopt;
+  return buckets_.get();
 }
 
 // all_gather_into / reduce_scatter_into (ops.h): the blocks are staged in

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -81,6 +82,9 @@ class Executor {
   std::optional<std::string> Run(const plan::fb::Instr& instr, StepScalars& scalars);
   std::optional<std::string> ShardCollective(const plan::fb::Instr& instr);
   std::optional<std::string> BlockCollective(const plan::fb::Instr& instr);
+  // bucket_all_reduce: queued behind the previous bucket on a background thread.
+  void StartBucket(const plan::fb::Instr& instr);
+  std::optional<std::string> FinishBuckets();
   void SetCoordinates(StepScalars& s) const;
 
   const plan::LoadedPlan& plan_;
@@ -88,6 +92,9 @@ class Executor {
   comm::Communicator* comms_[4] = {nullptr, nullptr, nullptr, nullptr};
   int coord_[4] = {0, 0, 0, 0}, size_[4] = {1, 1, 1, 1};  // by plan::MeshAxis
   std::vector<float> scratch_, scratch_out_;  // reduce_scatter / all_gather staging
+  // The step's gradient buckets in flight, each waiting for the one before it (a
+  // communicator runs one collective at a time, in the same order on every rank).
+  std::future<std::optional<std::string>> buckets_;
   StepScalars scalars_;
   bool profiling_ = false;
   std::vector<double> op_seconds_ = std::vector<double>(plan::fb::Op_MAX + 1, 0.0);

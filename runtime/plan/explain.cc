@@ -78,6 +78,7 @@ std::string Explain(const LoadedPlan& loaded) {
     const char* name = nullptr;
     switch (in->op()) {
       case fb::Op_AllReduce: name = "all_reduce"; break;
+      case fb::Op_BucketAllReduce: name = "all_reduce"; break;
       case fb::Op_ReduceScatter: name = "reduce_scatter"; break;
       case fb::Op_AllGather: name = "all_gather"; break;
       case fb::Op_AllGatherInto: name = "all_gather"; break;
@@ -95,12 +96,14 @@ std::string Explain(const LoadedPlan& loaded) {
         bytes += 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(b)));
     bytes *= static_cast<uint64_t>(times);
     int n = AxisSize(mesh, axis);
-    double factor = n > 1 ? (in->op() == fb::Op_AllReduce ? 2.0 : 1.0) * (n - 1) / n : 0.0;
+    const bool reduce = in->op() == fb::Op_AllReduce || in->op() == fb::Op_BucketAllReduce;
+    double factor = n > 1 ? (reduce ? 2.0 : 1.0) * (n - 1) / n : 0.0;
     auto& entry = comm[{axis, name}];
     entry.first += bytes;
     entry.second += factor * static_cast<double>(bytes);
   };
-  for (const fb::Instr* in : *p.microbatch()) count(in, p.microbatches());
+  for (const fb::Instr* in : *p.microbatch())  // gradient buckets: once per step
+    count(in, in->op() == fb::Op_BucketAllReduce ? 1 : p.microbatches());
   for (const fb::Instr* in : *p.update()) count(in, 1);
   out += "communication per step:\n";
   if (comm.empty()) out += "  none\n";

@@ -351,6 +351,12 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& a) {
     case fb::Op_AllGather:
       // The inverse layout: each rank's shard of each buffer, gathered in place.
       return {"all_gather", {}, true, {"axis"}, {}, {}, {}, {{0, 3}}};
+    case fb::Op_BucketAllReduce:
+      // A bucket of data-parallel gradients, issued from the microbatch stream
+      // where the backward pass has finished them: it runs once per step, in the
+      // last microbatch, in the background (the rest of the backward pass goes
+      // on), and is complete before the update stream.
+      return {"bucket_all_reduce", {}, true, {"axis", "reduce"}, {}, {}, {}, {{0, 3}, {1, 2}}};
     case fb::Op_AllReduce:
       // In place on each buffer, over the group of ranks that differ only in `axis`.
       return {"all_reduce", {}, true, {"axis", "reduce"}, {}, {}, {}, {{0, 3}, {1, 2}}};

@@ -44,14 +44,16 @@ run_layout() { # label, compile flags... (compared with the run named $base)
 }
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0" --dp 2 --micro-batch-size 2
 run_layout "dp=4 tp=1 pp=1 ep=1 zero=0 sp=0" --dp 4 --micro-batch-size 1
-run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0 microbatches=2" --dp 2 --micro-batch-size 1 --microbatches 2
+# Several gradient buckets (1 MiB of gpt-tiny's 3.2 MiB each), reduced in the
+# background during the last microbatch's backward pass.
+run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0 microbatches=2 buckets=1MiB" --dp 2 --micro-batch-size 1 --microbatches 2 --bucket-mb 1
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=1 sp=0" --dp 2 --micro-batch-size 2 --zero 1
 run_layout "dp=4 tp=1 pp=1 ep=1 zero=1 sp=0" --dp 4 --micro-batch-size 1 --zero 1
 run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=0" --tp 2 --micro-batch-size 4
 run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=1" --tp 2 --micro-batch-size 4 --sequence-parallel
 run_layout "dp=1 tp=4 pp=1 ep=1 zero=0 sp=0" --tp 4 --micro-batch-size 4
 run_layout "dp=1 tp=4 pp=1 ep=1 zero=0 sp=1" --tp 4 --micro-batch-size 4 --sequence-parallel
-run_layout "dp=2 tp=2 pp=1 ep=1 zero=0 sp=0" --dp 2 --tp 2 --micro-batch-size 2
+run_layout "dp=2 tp=2 pp=1 ep=1 zero=0 sp=0 buckets=1MiB" --dp 2 --tp 2 --micro-batch-size 2 --bucket-mb 1
 run_layout "dp=2 tp=2 pp=1 ep=1 zero=1 sp=1" --dp 2 --tp 2 --micro-batch-size 2 --zero 1 --sequence-parallel
 # The Llama-style model: RoPE, grouped-query attention (8 heads, 2 kv heads),
 # RMSNorm, SwiGLU and an untied head, against its own single-rank run.

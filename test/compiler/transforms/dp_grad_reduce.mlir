@@ -1,22 +1,49 @@
-// RUN: heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-dp-grad-reduce))' | FileCheck %s
+// RUN: heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-dp-grad-reduce{bucket-bytes=160}))' | FileCheck %s
+// RUN: heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-dp-grad-reduce))' | FileCheck %s --check-prefix=ONE
 
-// Tests that the update stream starts with one all_reduce (axis dp = 0, average =
-// 2) over every parameter gradient, before the gradient norm.
+// Tests gradient buckets (axis dp = 0, average = 2) that overlap the backward
+// pass: gradients in the order the backward pass finishes them (dc, db, da; du,
+// never touched, last), buckets of at most 160 bytes (dc 128 + db 32, then da 128
+// with du 32), each right after the kernel that finishes its last gradient; the
+// update stream is left alone.
 // CHECK-LABEL: plan.program "dp"
-// CHECK: %[[W:.*]], %[[DW:.*]], %{{.*}}, %{{.*}} = plan.param "w"
-// CHECK: %[[G:.*]], %[[DG:.*]], %{{.*}}, %{{.*}} = plan.param "g"
-// CHECK: plan.update {
-// CHECK-NEXT: plan.kernel "all_reduce"(%[[DW]], %[[DG]]) ints = [0, 2] floats = []
+// CHECK: %{{.*}}, %[[DA:.*]], %{{.*}}, %{{.*}} = plan.param "a"
+// CHECK: %{{.*}}, %[[DB:.*]], %{{.*}}, %{{.*}} = plan.param "b"
+// CHECK: %{{.*}}, %[[DC:.*]], %{{.*}}, %{{.*}} = plan.param "c"
+// CHECK: %{{.*}}, %[[DU:.*]], %{{.*}}, %{{.*}} = plan.param "u"
+// CHECK: plan.microbatch {
+// CHECK-NEXT: plan.kernel "accumulate"(%{{.*}}, %[[DC]])
+// CHECK-NEXT: plan.kernel "accumulate"(%{{.*}}, %[[DB]])
+// CHECK-NEXT: plan.kernel "bucket_all_reduce"(%[[DC]], %[[DB]]) ints = [0, 2]
+// CHECK-NEXT: plan.kernel "accumulate"(%{{.*}}, %[[DA]])
+// CHECK-NEXT: plan.kernel "bucket_all_reduce"(%[[DA]], %[[DU]]) ints = [0, 2]
+// CHECK-NEXT: }
+// CHECK-NEXT: plan.update {
 // CHECK-NEXT: plan.kernel "grad_norm_sq"
-plan.program "dp" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+
+// With the default 25 MiB, one bucket after the backward pass's last kernel.
+// ONE: plan.microbatch {
+// ONE-NEXT: plan.kernel "accumulate"
+// ONE-NEXT: plan.kernel "accumulate"
+// ONE-NEXT: plan.kernel "accumulate"
+// ONE-NEXT: plan.kernel "bucket_all_reduce"(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) ints = [0, 2]
+// ONE-NEXT: }
+plan.program "dp" attributes {micro_batch_size = 1 : i64, microbatches = 2 : i64, seq = 1 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  %w, %dw, %mw, %vw = plan.param "w" normal std = 0.02 decay : memref<4x8xf32>
-  %g, %dg, %mg, %vg = plan.param "g" ones : memref<8xf32>
+  %x = plan.buffer "x" : memref<4x8xf32>
+  %y = plan.buffer "y" : memref<8xf32>
+  %a, %da, %ma, %va = plan.param "a" normal std = 0.02 decay : memref<4x8xf32>
+  %b, %db, %mb, %vb = plan.param "b" ones : memref<8xf32>
+  %c, %dc, %mc, %vc = plan.param "c" normal std = 0.02 decay : memref<4x8xf32>
+  %u, %du, %mu, %vu = plan.param "u" ones : memref<8xf32>
   plan.microbatch {
+    plan.kernel "accumulate"(%x, %dc) ints = [32, 1] floats = [] absent = [] : memref<4x8xf32>, memref<4x8xf32>
+    plan.kernel "accumulate"(%y, %db) ints = [8, 1] floats = [] absent = [] : memref<8xf32>, memref<8xf32>
+    plan.kernel "accumulate"(%x, %da) ints = [32, 1] floats = [] absent = [] : memref<4x8xf32>, memref<4x8xf32>
   }
   plan.update {
-    plan.kernel "grad_norm_sq"(%dw, %dg) ints = [0, 0] floats = [] absent = [] : memref<4x8xf32>, memref<8xf32>
+    plan.kernel "grad_norm_sq"(%da, %db, %dc, %du) ints = [0, 0] floats = [] absent = [] : memref<4x8xf32>, memref<8xf32>, memref<4x8xf32>, memref<8xf32>
   }
 }
