@@ -55,6 +55,40 @@ run_layout "dp=1 tp=4 pp=1 ep=1 zero=0 sp=0" --tp 4 --micro-batch-size 4
 run_layout "dp=1 tp=4 pp=1 ep=1 zero=0 sp=1" --tp 4 --micro-batch-size 4 --sequence-parallel
 run_layout "dp=2 tp=2 pp=1 ep=1 zero=0 sp=0 buckets=1MiB" --dp 2 --tp 2 --micro-batch-size 2 --bucket-mb 1
 run_layout "dp=2 tp=2 pp=1 ep=1 zero=1 sp=1" --dp 2 --tp 2 --micro-batch-size 2 --zero 1 --sequence-parallel
+# Checkpoints load on any layout: a tp=2 run saves at step 5; dp=2 with ZeRO-1 and
+# tp=4 with sequence parallelism each resume it to step 10 and must match the
+# single-rank run (steps 6-10 and the final parameters).
+resume_layout() { # label, compile flags...
+  local label=$1; shift
+  local name=resume_${label// /_}; name=${name//=/}; name=${name//>/}
+  rm -rf "$work/$name.ckpt"
+  if ! "$bin/heiretsu" compile "$spec" --emit plan -o "$work/$name.plan" --seq 32 "$@" > /dev/null ||
+     ! "$bin/heiretsu" run "$work/$name.plan" --steps 10 --lr 3e-3 --warmup 2 --cache-dir "$cache" \
+         --resume "$work/saved.ckpt/step_00000005" --metrics "$work/$name.jsonl" \
+         --save-dir "$work/$name.ckpt" > "$work/$name.log" 2>&1; then
+    echo "FAIL resume $label (see $work/$name.log)"; fail=$((fail + 1)); return
+  fi
+  local loss_diff param_diff
+  loss_diff=$(paste <(losses "$work/single.jsonl" | tail -5) <(losses "$work/$name.jsonl") |
+    awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > m) m = r}
+         END {if (NR != 5) m = 1; printf "%.3g", m}')
+  param_diff=$("$bin/heiretsu-ckpt-diff" "$work/single.ckpt/step_00000010" "$work/$name.ckpt/step_00000010" |
+    sed -n 's/.*rel diff \([0-9.e+-]*\) .*/\1/p')
+  if awk -v a="$loss_diff" -v b="${param_diff:-1}" -v t=$tol 'BEGIN {exit !(a <= t && b <= t)}'; then
+    echo "PASS resume $label (losses $loss_diff, parameters $param_diff)"; pass=$((pass + 1))
+  else
+    echo "FAIL resume $label (losses $loss_diff, parameters $param_diff)"; fail=$((fail + 1))
+  fi
+}
+rm -rf "$work/saved.ckpt"
+if "$bin/heiretsu" run "$work/dp1_tp2_pp1_ep1_zero0_sp0.plan" --steps 10 --lr 3e-3 --warmup 2 \
+     --cache-dir "$cache" --save-dir "$work/saved.ckpt" --save-every 5 > "$work/saved.log" 2>&1; then
+  resume_layout "tp=2 -> dp=2 zero=1" --dp 2 --micro-batch-size 2 --zero 1
+  resume_layout "tp=2 -> tp=4 sp=1" --tp 4 --micro-batch-size 4 --sequence-parallel
+else
+  echo "FAIL resume: the tp=2 run that saves did not finish (see $work/saved.log)"; fail=$((fail + 1))
+fi
+
 # The Llama-style model: RoPE, grouped-query attention (8 heads, 2 kv heads),
 # RMSNorm, SwiGLU and an untied head, against its own single-rank run.
 spec=$(dirname "$0")/../../examples/llama-tiny.hr
