@@ -7,6 +7,7 @@
 #define HEIRETSU_RUNTIME_EXEC_BACKEND_H_
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,8 +36,10 @@ class Backend {
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
   // Whether the arena is host memory the executor may read and write directly
-  // (parameter initialization, microbatch inputs, checkpoints). A device backend
-  // that says no gets staged copies instead.
+  // (parameter initialization, microbatch inputs, collectives, checkpoints). For a
+  // backend that says no, the executor keeps a host copy of the arena and moves
+  // buffers with CopyToHost / CopyToArena around each of those (collectives over
+  // Gloo are then staged through host memory).
   virtual bool host_visible() const = 0;
   // Prepare: `bytes` of zeroed arena memory, 64-byte aligned; null on failure.
   virtual uint8_t* AllocateArena(uint64_t bytes) = 0;
@@ -45,6 +48,18 @@ class Backend {
   // (a token outside the vocabulary).
   virtual std::optional<std::string> Run(const plan::fb::Plan& plan, const plan::fb::Instr& instr,
                                          uint8_t* arena, StepScalars& scalars) = 0;
+  // Copies between host memory and the arena, complete when they return (a
+  // device backend waits for its queued work first). The defaults are for a
+  // host-visible arena.
+  virtual void CopyToHost(const uint8_t* arena, uint64_t offset, void* dst, uint64_t bytes) {
+    std::memcpy(dst, arena + offset, bytes);
+  }
+  virtual void CopyToArena(uint8_t* arena, uint64_t offset, const void* src, uint64_t bytes) {
+    std::memcpy(arena + offset, src, bytes);
+  }
+  virtual void Zero(uint8_t* arena, uint64_t offset, uint64_t bytes) {
+    std::memset(arena + offset, 0, bytes);
+  }
 };
 
 // OpenBLAS GEMMs and OpenMP kernels (runtime/cpu/kernels.h).

@@ -19,21 +19,51 @@ namespace fb = plan::fb;
 
 Executor::Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backend)
     : plan_(plan), backend_(backend ? std::move(backend) : MakeCpuBackend()) {
-  // The executor reads and writes parameters and inputs in place; a device
-  // backend needs the staged path, which comes with it.
-  if (!backend_->host_visible()) throw std::invalid_argument("backend arena is not host-visible");
   arena_ = backend_->AllocateArena(plan_.plan->arena_bytes());
   if (!arena_) throw std::bad_alloc();
+  view_ = arena_;
+  if (!backend_->host_visible()) {  // staged through a host copy of the arena
+    host_.assign(plan_.plan->arena_bytes(), 0);
+    view_ = host_.data();
+  }
 }
 
 Executor::~Executor() { backend_->FreeArena(arena_); }
 
 float* Executor::F32(uint32_t buffer) {
-  return reinterpret_cast<float*>(arena_ + plan_.plan->buffers()->Get(buffer)->offset());
+  return reinterpret_cast<float*>(view_ + plan_.plan->buffers()->Get(buffer)->offset());
 }
 
 int32_t* Executor::I32(uint32_t buffer) {
-  return reinterpret_cast<int32_t*>(arena_ + plan_.plan->buffers()->Get(buffer)->offset());
+  return reinterpret_cast<int32_t*>(view_ + plan_.plan->buffers()->Get(buffer)->offset());
+}
+
+namespace {
+uint64_t BufferBytes(const fb::Buffer& b) {
+  return static_cast<uint64_t>(plan::NumElements(b)) * plan::DTypeSize(b.dtype());
+}
+}  // namespace
+
+void Executor::Pull(uint32_t buffer) {
+  if (view_ == arena_) return;
+  const fb::Buffer& b = *plan_.plan->buffers()->Get(buffer);
+  backend_->CopyToHost(arena_, b.offset(), view_ + b.offset(), BufferBytes(b));
+}
+
+void Executor::Push(uint32_t buffer) {
+  if (view_ == arena_) return;
+  const fb::Buffer& b = *plan_.plan->buffers()->Get(buffer);
+  backend_->CopyToArena(arena_, b.offset(), view_ + b.offset(), BufferBytes(b));
+}
+
+void Executor::PullState() {
+  for (const fb::Param* p : *plan_.plan->params())
+    for (uint32_t b : {p->value(), p->grad(), p->exp_avg(), p->exp_avg_sq()}) Pull(b);
+}
+
+void Executor::PushState() {
+  for (const fb::Param* p : *plan_.plan->params())
+    for (uint32_t b : {p->value(), p->grad(), p->exp_avg(), p->exp_avg_sq()}) Push(b);
 }
 
 namespace {
@@ -92,15 +122,20 @@ void Executor::InitializeParameters(uint64_t seed) {
     for (uint32_t b : {p->grad(), p->exp_avg(), p->exp_avg_sq()})
       std::fill_n(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)), 0.f);
   }
+  PushState();
 }
 
 std::optional<std::string> Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
   const fb::Plan& p = *plan_.plan;
-  for (const fb::Param* param : *p.params())
-    std::fill_n(F32(param->grad()), plan::NumElements(*p.buffers()->Get(param->grad())), 0.f);
+  for (const fb::Param* param : *p.params()) {
+    const fb::Buffer& g = *p.buffers()->Get(param->grad());
+    backend_->Zero(arena_, g.offset(), BufferBytes(g));
+  }
   double loss_sum = 0;
   for (int64_t m = 0; m < p.microbatches(); ++m) {
     fill(m, I32(p.tokens()), I32(p.targets()));
+    Push(p.tokens());
+    Push(p.targets());
     const bool last = m + 1 == p.microbatches();
     for (const fb::Instr* instr : *p.microbatch()) {
       if (instr->op() == fb::Op_BucketAllReduce) {
@@ -112,6 +147,7 @@ std::optional<std::string> Executor::ComputeGradients(const FillMicrobatch& fill
         return err;
       }
     }
+    Pull(p.loss());
     loss_sum += *F32(p.loss());
   }
   if (auto err = FinishBuckets()) return err;
@@ -150,10 +186,13 @@ std::optional<std::string> Executor::Run(const fb::Instr& instr, StepScalars& sc
     comm::Communicator* c = comms_[axis];
     if (!c) return "all_reduce over mesh axis " + std::to_string(axis) + " has no communicator";
     const auto reduce = static_cast<comm::ReduceOp>(instr.ints()->Get(1));
-    for (uint32_t b : *instr.buffers())
+    for (uint32_t b : *instr.buffers()) {
+      Pull(b);
       if (auto err = c->AllReduce(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)),
                                   reduce))
         return err;
+      Push(b);
+    }
     return std::nullopt;
   }
   // The clock is read only while profiling: this runs for every instruction.
@@ -188,6 +227,7 @@ std::optional<std::string> Executor::ShardCollective(const fb::Instr& instr) {
                 " over mesh axis " + std::to_string(axis) + " has no communicator";
   const int parts = c->size();
   for (uint32_t b : *instr.buffers()) {
+    Pull(b);
     float* data = F32(b);
     const int64_t n = plan::NumElements(*plan_.plan->buffers()->Get(b));
     const int64_t s = plan::ShardSize(n, parts);
@@ -209,6 +249,7 @@ std::optional<std::string> Executor::ShardCollective(const fb::Instr& instr) {
         return err;
       std::copy(scratch_.begin(), scratch_.begin() + n, data);
     }
+    Push(b);
   }
   return std::nullopt;
 }
@@ -216,6 +257,25 @@ std::optional<std::string> Executor::ShardCollective(const fb::Instr& instr) {
 void Executor::StartBucket(const fb::Instr& instr) {
   const int axis = static_cast<int>(instr.ints()->Get(0));
   const auto reduce = static_cast<comm::ReduceOp>(instr.ints()->Get(1));
+  if (view_ != arena_) {
+    // Staged through host memory: in order, now (a device backend overlaps with
+    // its own communicator instead).
+    if (auto err = FinishBuckets()) {
+      buckets_ = std::async(std::launch::deferred, [err] { return err; });
+      return;
+    }
+    comm::Communicator* c = comms_[axis];
+    std::optional<std::string> err;
+    if (!c) err = "bucket_all_reduce over mesh axis " + std::to_string(axis) + " has no communicator";
+    for (uint32_t b : *instr.buffers()) {
+      if (err) break;
+      Pull(b);
+      err = c->AllReduce(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)), reduce);
+      Push(b);
+    }
+    buckets_ = std::async(std::launch::deferred, [err] { return err; });
+    return;
+  }
   std::vector<std::pair<float*, int64_t>> bufs;
   for (uint32_t b : *instr.buffers())
     bufs.push_back({F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b))});
@@ -253,6 +313,8 @@ std::optional<std::string> Executor::BlockCollective(const fb::Instr& instr) {
   if (!c || c->size() != parts)
     return std::string(name) + " over mesh axis " + std::to_string(axis) + " expects a group of " +
            std::to_string(parts) + " ranks, this rank's has " + std::to_string(c ? c->size() : 1);
+  Pull(instr.buffers()->Get(0));
+  if (accumulate) Pull(instr.buffers()->Get(1));
   const float* src = F32(instr.buffers()->Get(0));
   float* dst = F32(instr.buffers()->Get(1));
   const int64_t block = outer * inner;
@@ -265,6 +327,7 @@ std::optional<std::string> Executor::BlockCollective(const fb::Instr& instr) {
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t i = 0; i < inner; ++i)
           store(dst + (o * parts + r) * inner + i, scratch_[(r * outer + o) * inner + i]);
+    Push(instr.buffers()->Get(1));
     return std::nullopt;
   }
   for (int64_t r = 0; r < parts; ++r)
@@ -273,6 +336,7 @@ std::optional<std::string> Executor::BlockCollective(const fb::Instr& instr) {
   if (auto err = c->ReduceScatter(scratch_.data(), scratch_out_.data(), static_cast<size_t>(block)))
     return err;
   for (int64_t k = 0; k < block; ++k) store(dst + k, scratch_out_[k]);
+  Push(instr.buffers()->Get(1));
   return std::nullopt;
 }
 

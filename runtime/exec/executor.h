@@ -73,9 +73,16 @@ class Executor {
   void set_profiling(bool on) { profiling_ = on; }
   std::string ProfileReport() const;
 
-  // Direct access to a buffer's storage (tests, checkpoints).
+  // A buffer's host view (tests, checkpoints): the arena itself when the backend
+  // is host-visible, else the executor's host copy, which Pull fills from the
+  // arena and Push writes back (both no-ops for a host-visible backend).
   float* F32(uint32_t buffer);
   int32_t* I32(uint32_t buffer);
+  void Pull(uint32_t buffer);
+  void Push(uint32_t buffer);
+  // Pull / Push of every parameter's value, gradient and moments.
+  void PullState();
+  void PushState();
   const plan::fb::Plan& plan() const { return *plan_.plan; }
 
  private:
@@ -99,6 +106,8 @@ class Executor {
   bool profiling_ = false;
   std::vector<double> op_seconds_ = std::vector<double>(plan::fb::Op_MAX + 1, 0.0);
   uint8_t* arena_ = nullptr;
+  std::vector<uint8_t> host_;  // the host copy of the arena (device backends only)
+  uint8_t* view_ = nullptr;    // what F32 / I32 point into: arena_ or host_
 };
 
 }  // namespace heiretsu::exec

@@ -370,6 +370,7 @@ int Run(const cli::RunOptions& o) {
     if (auto load_err = checkpoint::LoadCheckpoint(dir, model, state, &header))
       return Fail(*load_err);
     logical.Scatter();
+    executor.PushState();  // to the backend's arena (a no-op on the CPU)
     if (o.seed_given && o.seed != header.seed)
       return Fail(kExitBadInput, "--seed " + std::to_string(o.seed) + " differs from the seed " +
                                      std::to_string(header.seed) + " of checkpoint " + dir +
@@ -445,8 +446,10 @@ int Run(const cli::RunOptions& o) {
     // once every rank has contributed its moments).
     const bool save =
         !o.save_dir.empty() && ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps);
-    if (save)
+    if (save) {
+      executor.PullState();  // from the backend's arena (a no-op on the CPU)
       if (auto err = logical.Gather()) return Fail(kExitFailure, *err);
+    }
     if (leader && save) {
       checkpoint::Header header;
       header.model = model;
