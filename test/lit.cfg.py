@@ -25,3 +25,8 @@ config.substitutions.append(
 config.substitutions.append(
     ("%heiretsu_bin", os.path.join(config.heiretsu_tools_dir, "heiretsu")))
 config.substitutions.append(("%heiretsu_dir", config.heiretsu_tools_dir))
+
+# CUDA tests need the CUDA build (heiretsu-cuda-check); without a GPU they run and
+# report "skipped: no GPU".
+if os.path.exists(os.path.join(config.heiretsu_tools_dir, "heiretsu-cuda-check")):
+    config.available_features.add("cuda")

@@ -31,6 +31,9 @@
 #include "runtime/cli/RunOptions.h"
 #include "runtime/comm/comm.h"
 #include "runtime/cpu/threading.h"
+#ifdef HEIRETSU_HAVE_CUDA
+#include "runtime/cuda/cuda_backend.h"
+#endif
 #include "runtime/data/prepare.h"
 #include "runtime/data/shards.h"
 #include "runtime/exec/executor.h"
@@ -249,8 +252,12 @@ std::string Throughput(double tokens_per_s) {
 }
 
 int Run(const cli::RunOptions& o) {
+#ifndef HEIRETSU_HAVE_CUDA
   if (o.backend == "cuda")
-    return Fail(kExitFailure, "--backend cuda: the CUDA backend is not built yet; use cpu");
+    return Fail(kExitFailure,
+                "--backend cuda: this build has no CUDA backend (no CUDA toolkit was found "
+                "when it was built); use --backend cpu");
+#endif
   // This worker's place in the job: from heiretsu run, mpirun, srun or torchrun.
   launch::RankEnv me;
   {
@@ -320,7 +327,20 @@ int Run(const cli::RunOptions& o) {
   data::Dataset dataset;
   if (int code = LoadData(o, p.vocab(), leader, &dataset)) return code;
 
-  exec::Executor executor(loaded);
+  std::unique_ptr<exec::Backend> backend;  // null: the CPU backend
+#ifdef HEIRETSU_HAVE_CUDA
+  if (o.backend == "cuda") {
+    // One GPU per rank on this machine by local rank (ranks beyond the GPU count
+    // share them; their collectives are staged through host memory over Gloo).
+    const int devices = cuda::DeviceCount();
+    if (devices == 0)
+      return Fail(kExitFailure, "--backend cuda: this process sees no CUDA device");
+    std::string error;
+    backend = cuda::MakeCudaBackend(me.local_rank % devices, &error);
+    if (!backend) return Fail(kExitFailure, error);
+  }
+#endif
+  exec::Executor executor(loaded, std::move(backend));
   // One communicator per mesh axis of size > 1: the ranks sharing this rank's other
   // coordinates (plan.fbs gives the rule), connected in axis order on every rank.
   std::unique_ptr<comm::Communicator> groups[4];

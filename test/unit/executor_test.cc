@@ -236,7 +236,7 @@ TEST(PlanVerifier, RefusesATruncatedPlan) {
 
 TEST(PlanVerifier, RefusesAnotherVersion) {
   EXPECT_EQ(VerifyError(BuildBigram(1, 7)),
-            "p.hplan: invalid plan: plan version 7, this runtime reads version 2 (recompile the spec)");
+            "p.hplan: invalid plan: plan version 7, this runtime reads version 3 (recompile the spec)");
 }
 
 TEST(PlanVerifier, RefusesAnInstructionWhoseBufferHasTheWrongSize) {

@@ -1,0 +1,856 @@
+// The CUDA backend, fp32 reference slice; see cuda_backend.h. Each opcode's formula
+// is the CPU kernel's (runtime/cpu/kernels.h); where the CPU sums in double so does
+// this. Reductions run in a fixed order (block trees, one thread per column for
+// column sums), so results do not change from run to run.
+#include "runtime/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "runtime/plan/ops.h"
+#include "runtime/plan/plan.h"
+
+namespace heiretsu::cuda {
+namespace {
+
+namespace fb = plan::fb;
+
+constexpr int kThreads = 256;
+constexpr int kPartials = 256;  // blocks of the sum-of-squares pass
+
+unsigned Blocks(int64_t n, int threads = kThreads) {
+  int64_t b = (n + threads - 1) / threads;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(b, 65535 * 16)));
+}
+
+#define GRID_STRIDE(i, n)                                                                 \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+__device__ inline void Store(float* dst, float v, bool accumulate) {
+  *dst = accumulate ? *dst + v : v;
+}
+
+// Block-wide sum / max in a fixed order (warp shuffles, then the warps' results).
+template <typename T>
+__device__ T BlockSum(T v) {
+  __shared__ T warp[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+  __syncthreads();
+  if (lane == 0) warp[w] = v;
+  __syncthreads();
+  T total = 0;
+  if (threadIdx.x == 0)
+    for (int i = 0; i < (blockDim.x + 31) / 32; ++i) total += warp[i];
+  __shared__ T result;
+  if (threadIdx.x == 0) result = total;
+  __syncthreads();
+  return result;
+}
+
+__device__ float BlockMax(float v) {
+  __shared__ float warp[32];
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+  __syncthreads();
+  if (lane == 0) warp[w] = v;
+  __syncthreads();
+  __shared__ float result;
+  if (threadIdx.x == 0) {
+    float m = -INFINITY;
+    for (int i = 0; i < (blockDim.x + 31) / 32; ++i) m = fmaxf(m, warp[i]);
+    result = m;
+  }
+  __syncthreads();
+  return result;
+}
+
+__device__ inline float WarpSum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// ---------------------------------------------------------------- elementwise
+
+constexpr float kGeluScale = 0.7978845608028654f, kGeluCubic = 0.044715f;
+
+__global__ void GeluFwd(const float* x, float* y, int64_t n) {
+  GRID_STRIDE(i, n) {
+    float v = x[i], u = kGeluScale * (v + kGeluCubic * v * v * v);
+    y[i] = v / (1.f + expf(-2.f * u));
+  }
+}
+
+__global__ void GeluBwd(const float* dy, const float* x, float* dx, int64_t n, bool acc) {
+  GRID_STRIDE(i, n) {
+    float v = x[i], u = kGeluScale * (v + kGeluCubic * v * v * v);
+    float sig = 1.f / (1.f + expf(-2.f * u));
+    float du = kGeluScale * (1.f + 3.f * kGeluCubic * v * v);
+    Store(&dx[i], dy[i] * (sig + v * sig * (1.f - sig) * 2.f * du), acc);
+  }
+}
+
+__global__ void SwigluFwd(const float* gate, const float* up, float* y, int64_t n) {
+  GRID_STRIDE(i, n) {
+    float g = gate[i];
+    y[i] = g / (1.f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void SwigluBwd(const float* dy, const float* gate, const float* up, float* dgate,
+                          float* dup, int64_t n, bool acc) {
+  GRID_STRIDE(i, n) {
+    float g = gate[i], sig = 1.f / (1.f + expf(-g));
+    Store(&dgate[i], dy[i] * up[i] * sig * (1.f + g * (1.f - sig)), acc);
+    Store(&dup[i], dy[i] * g * sig, acc);
+  }
+}
+
+__global__ void AddFwd(const float* a, const float* b, float* y, int64_t n) {
+  GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+
+__global__ void AccumulateKernel(const float* src, float* dst, int64_t n, bool acc) {
+  GRID_STRIDE(i, n) Store(&dst[i], src[i], acc);
+}
+
+// The first index r with ids[r] outside [0, limit), via atomicMin (the minimum
+// does not depend on the order).
+__global__ void CheckIds(const int32_t* ids, int64_t n, int64_t limit, int* bad) {
+  GRID_STRIDE(i, n) {
+    if (ids[i] < 0 || ids[i] >= limit) atomicMin(bad, static_cast<int>(i));
+  }
+}
+
+// ---------------------------------------------------------------- embedding
+
+__global__ void EmbeddingFwd(const int32_t* ids, const float* table, const float* pos, float* out,
+                             int64_t rows, int64_t seq, int64_t vocab, int64_t c,
+                             int64_t begin) {
+  GRID_STRIDE(k, rows * c) {
+    const int64_t r = k / c, i = k % c, id = static_cast<int64_t>(ids[r]) - begin;
+    float v = id >= 0 && id < vocab ? table[id * c + i] : 0.f;
+    if (pos) v += pos[(r % seq) * c + i];
+    out[k] = v;
+  }
+}
+
+// One thread per column walks every row in order: deterministic scatter-add.
+__global__ void EmbeddingBwd(const int32_t* ids, const float* dout, float* dtable, float* dpos,
+                             int64_t rows, int64_t seq, int64_t vocab, int64_t c,
+                             int64_t begin) {
+  GRID_STRIDE(i, c) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t id = static_cast<int64_t>(ids[r]) - begin;
+      const float g = dout[r * c + i];
+      if (id >= 0 && id < vocab) dtable[id * c + i] += g;
+      if (dpos) dpos[(r % seq) * c + i] += g;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- linear
+
+__global__ void BiasAdd(float* y, const float* bias, int64_t rows, int64_t out) {
+  GRID_STRIDE(k, rows * out) y[k] += bias[k % out];
+}
+
+__global__ void ColumnSum(const float* dy, float* db, int64_t rows, int64_t out) {
+  GRID_STRIDE(o, out) {
+    float s = 0;
+    for (int64_t r = 0; r < rows; ++r) s += dy[r * out + o];
+    db[o] += s;
+  }
+}
+
+// ---------------------------------------------------------------- norms
+
+// One block per row. mean/rstd as the CPU computes them (double sums).
+__global__ void LayerNormFwd(const float* x, const float* w, const float* b, float* y,
+                             float* mean, float* rstd, int64_t c, double eps) {
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * c;
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) s += xr[i];
+  const double mu = BlockSum(s) / c;
+  double v = 0;
+  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) v += (xr[i] - mu) * (xr[i] - mu);
+  const double rs = 1.0 / sqrt(BlockSum(v) / c + eps);
+  for (int64_t i = threadIdx.x; i < c; i += blockDim.x)
+    y[r * c + i] = static_cast<float>((xr[i] - mu) * rs * w[i] + b[i]);
+  if (threadIdx.x == 0) {
+    mean[r] = static_cast<float>(mu);
+    rstd[r] = static_cast<float>(rs);
+  }
+}
+
+// dx for one row per block; `mean` null for RMSNorm (xhat = x * rstd).
+__global__ void NormBwdRows(const float* dy, const float* x, const float* w, const float* mean,
+                            const float* rstd, float* dx, int64_t c, bool acc) {
+  const int64_t r = blockIdx.x;
+  const float mu = mean ? mean[r] : 0.f, rs = rstd[r];
+  double s1 = 0, s2 = 0;
+  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+    const float xhat = (x[r * c + i] - mu) * rs, g = dy[r * c + i] * w[i];
+    s1 += g;
+    s2 += static_cast<double>(g) * xhat;
+  }
+  const float m1 = mean ? static_cast<float>(BlockSum(s1) / c) : 0.f;
+  const float m2 = static_cast<float>(BlockSum(s2) / c);
+  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+    const float xhat = (x[r * c + i] - mu) * rs, g = dy[r * c + i] * w[i];
+    Store(&dx[r * c + i], rs * (g - m1 - xhat * m2), acc);
+  }
+}
+
+// dw (and db) += column sums over rows: one thread per column.
+__global__ void NormParamGrad(const float* dy, const float* x, const float* mean,
+                              const float* rstd, float* dw, float* db, int64_t rows, int64_t c) {
+  GRID_STRIDE(i, c) {
+    float sw = 0, sb = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float xhat = (x[r * c + i] - (mean ? mean[r] : 0.f)) * rstd[r];
+      sw += dy[r * c + i] * xhat;
+      sb += dy[r * c + i];
+    }
+    dw[i] += sw;
+    if (db) db[i] += sb;
+  }
+}
+
+__global__ void RMSNormFwd(const float* x, const float* w, float* y, float* rstd, int64_t c,
+                           double eps) {
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * c;
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) s += static_cast<double>(xr[i]) * xr[i];
+  const double rs = 1.0 / sqrt(BlockSum(s) / c + eps);
+  for (int64_t i = threadIdx.x; i < c; i += blockDim.x)
+    y[r * c + i] = static_cast<float>(xr[i] * rs * w[i]);
+  if (threadIdx.x == 0) rstd[r] = static_cast<float>(rs);
+}
+
+// ---------------------------------------------------------------- rope
+
+__global__ void Rope(const float* x, float* y, int64_t bt_count, int64_t seq, int64_t heads,
+                     int64_t hd, double theta, double sign, bool acc) {
+  const int64_t half = hd / 2;
+  GRID_STRIDE(k, bt_count * half * heads) {
+    const int64_t h = k % heads, i = (k / heads) % half, bt = k / (heads * half);
+    const double freq = pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(hd));
+    const double angle = static_cast<double>(bt % seq) * freq;
+    const float cs = static_cast<float>(cos(angle)), sn = static_cast<float>(sign * sin(angle));
+    const int64_t at = bt * heads * hd + h * hd + 2 * i;
+    const float x0 = x[at], x1 = x[at + 1];
+    Store(&y[at], x0 * cs - x1 * sn, acc);
+    Store(&y[at + 1], x0 * sn + x1 * cs, acc);
+  }
+}
+
+// ---------------------------------------------------------------- attention
+
+constexpr int kMaxHeadDim = 256;
+constexpr int kPerLane = kMaxHeadDim / 32;
+
+// One warp per (b, h, t) query: an online softmax over keys j <= t, the output
+// accumulated in registers (lane l holds dimensions l, l + 32, ...).
+__global__ void AttentionFwd(const float* q, const float* k, const float* v, float* out,
+                             float* lse, int64_t batch, int64_t seq, int64_t heads,
+                             int64_t kv_heads, int64_t hd, float scale) {
+  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= batch * heads * seq) return;
+  const int64_t t = warp % seq, h = (warp / seq) % heads, b = warp / (seq * heads);
+  const int64_t kh = h / (heads / kv_heads), qw = heads * hd, kw = kv_heads * hd;
+  const float* qt = q + (b * seq + t) * qw + h * hd;
+  float qr[kPerLane], acc[kPerLane];
+  for (int u = 0; u < kPerLane; ++u) {
+    const int64_t d = lane + 32 * u;
+    qr[u] = d < hd ? qt[d] : 0.f;
+    acc[u] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  for (int64_t j = 0; j <= t; ++j) {
+    const float* kj = k + (b * seq + j) * kw + kh * hd;
+    const float* vj = v + (b * seq + j) * kw + kh * hd;
+    float s = 0;
+    for (int u = 0; u < kPerLane; ++u) {
+      const int64_t d = lane + 32 * u;
+      if (d < hd) s += qr[u] * kj[d];
+    }
+    s = WarpSum(s) * scale;
+    const float m_new = fmaxf(m, s), corr = expf(m - m_new), p = expf(s - m_new);
+    l = l * corr + p;
+    for (int u = 0; u < kPerLane; ++u) {
+      const int64_t d = lane + 32 * u;
+      if (d < hd) acc[u] = acc[u] * corr + p * vj[d];
+    }
+    m = m_new;
+  }
+  float* ot = out + (b * seq + t) * qw + h * hd;
+  for (int u = 0; u < kPerLane; ++u) {
+    const int64_t d = lane + 32 * u;
+    if (d < hd) ot[d] = acc[u] / l;
+  }
+  if (lane == 0) lse[(b * heads + h) * seq + t] = m + logf(l);
+}
+
+// dq: one warp per query. P = exp(s - lse), dP = dout . v_j, D = dout . out,
+// dq = scale * sum_j P (dP - D) k_j.
+__global__ void AttentionBwdQ(const float* dout, const float* q, const float* k, const float* v,
+                              const float* out, const float* lse, float* dq, int64_t batch,
+                              int64_t seq, int64_t heads, int64_t kv_heads, int64_t hd,
+                              float scale, bool acc) {
+  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= batch * heads * seq) return;
+  const int64_t t = warp % seq, h = (warp / seq) % heads, b = warp / (seq * heads);
+  const int64_t kh = h / (heads / kv_heads), qw = heads * hd, kw = kv_heads * hd;
+  const int64_t qo = (b * seq + t) * qw + h * hd;
+  float qr[kPerLane], dor[kPerLane], g[kPerLane];
+  float dd = 0;
+  for (int u = 0; u < kPerLane; ++u) {
+    const int64_t d = lane + 32 * u;
+    qr[u] = d < hd ? q[qo + d] : 0.f;
+    dor[u] = d < hd ? dout[qo + d] : 0.f;
+    dd += d < hd ? dor[u] * out[qo + d] : 0.f;
+    g[u] = 0.f;
+  }
+  dd = WarpSum(dd);
+  const float l = lse[(b * heads + h) * seq + t];
+  for (int64_t j = 0; j <= t; ++j) {
+    const float* kj = k + (b * seq + j) * kw + kh * hd;
+    const float* vj = v + (b * seq + j) * kw + kh * hd;
+    float s = 0, dp = 0;
+    for (int u = 0; u < kPerLane; ++u) {
+      const int64_t d = lane + 32 * u;
+      if (d < hd) {
+        s += qr[u] * kj[d];
+        dp += dor[u] * vj[d];
+      }
+    }
+    s = WarpSum(s);
+    dp = WarpSum(dp);
+    const float p = expf(s * scale - l), ds = p * (dp - dd) * scale;
+    for (int u = 0; u < kPerLane; ++u) {
+      const int64_t d = lane + 32 * u;
+      if (d < hd) g[u] += ds * kj[d];
+    }
+  }
+  for (int u = 0; u < kPerLane; ++u) {
+    const int64_t d = lane + 32 * u;
+    if (d < hd) Store(&dq[qo + d], g[u], acc);
+  }
+}
+
+// dk, dv: one warp per (b, kv head, key j), over the query heads of its group and
+// the queries t >= j.
+__global__ void AttentionBwdKV(const float* dout, const float* q, const float* k, const float* v,
+                               const float* out, const float* lse, float* dk, float* dv,
+                               int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
+                               int64_t hd, float scale, bool acc) {
+  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= batch * kv_heads * seq) return;
+  const int64_t j = warp % seq, kh = (warp / seq) % kv_heads, b = warp / (seq * kv_heads);
+  const int64_t group = heads / kv_heads, qw = heads * hd, kw = kv_heads * hd;
+  const int64_t ko = (b * seq + j) * kw + kh * hd;
+  float kr[kPerLane], vr[kPerLane], gk[kPerLane], gv[kPerLane];
+  for (int u = 0; u < kPerLane; ++u) {
+    const int64_t d = lane + 32 * u;
+    kr[u] = d < hd ? k[ko + d] : 0.f;
+    vr[u] = d < hd ? v[ko + d] : 0.f;
+    gk[u] = gv[u] = 0.f;
+  }
+  for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
+    for (int64_t t = j; t < seq; ++t) {
+      const int64_t qo = (b * seq + t) * qw + h * hd;
+      float s = 0, dp = 0, dd = 0;
+      for (int u = 0; u < kPerLane; ++u) {
+        const int64_t d = lane + 32 * u;
+        if (d < hd) {
+          s += q[qo + d] * kr[u];
+          dp += dout[qo + d] * vr[u];
+          dd += dout[qo + d] * out[qo + d];
+        }
+      }
+      s = WarpSum(s);
+      dp = WarpSum(dp);
+      dd = WarpSum(dd);
+      const float p = expf(s * scale - lse[(b * heads + h) * seq + t]);
+      const float ds = p * (dp - dd) * scale;
+      for (int u = 0; u < kPerLane; ++u) {
+        const int64_t d = lane + 32 * u;
+        if (d < hd) {
+          gv[u] += p * dout[qo + d];
+          gk[u] += ds * q[qo + d];
+        }
+      }
+    }
+  }
+  for (int u = 0; u < kPerLane; ++u) {
+    const int64_t d = lane + 32 * u;
+    if (d < hd) {
+      Store(&dk[ko + d], gk[u], acc);
+      Store(&dv[ko + d], gv[u], acc);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- cross-entropy
+
+// One block per row: lse over the row's classes, and the row's loss term.
+__global__ void CrossEntropyRows(const float* logits, const int32_t* targets, float* lse,
+                                 float* term, int64_t vocab, int64_t classes) {
+  const int64_t r = blockIdx.x;
+  const float* lr = logits + r * vocab;
+  float m = -INFINITY;
+  for (int64_t i = threadIdx.x; i < classes; i += blockDim.x) m = fmaxf(m, lr[i]);
+  m = BlockMax(m);
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < classes; i += blockDim.x) s += exp(static_cast<double>(lr[i] - m));
+  s = BlockSum(s);
+  if (threadIdx.x == 0) {
+    lse[r] = static_cast<float>(m + log(s));
+    term[r] = lse[r] - lr[targets[r]];
+  }
+}
+
+// loss = mean of the rows' terms, summed in row order by one block.
+__global__ void MeanOfRows(const float* term, float* loss, int64_t rows) {
+  double s = 0;
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) s += term[r];
+  s = BlockSum(s);
+  if (threadIdx.x == 0) *loss = static_cast<float>(s / static_cast<double>(rows));
+}
+
+__global__ void CrossEntropyBwd(const float* logits, const int32_t* targets, const float* lse,
+                                float scale, float* dlogits, int64_t rows, int64_t vocab,
+                                int64_t begin, int64_t classes, bool acc) {
+  GRID_STRIDE(k, rows * vocab) {
+    const int64_t r = k / vocab, i = k % vocab;
+    const float p = i < classes ? expf(logits[k] - lse[r]) : 0.f;
+    const float onehot = i == static_cast<int64_t>(targets[r]) - begin ? 1.f : 0.f;
+    Store(&dlogits[k], scale * (p - onehot), acc);
+  }
+}
+
+__global__ void VocabMaxRows(const float* logits, float* max, int64_t vocab, int64_t classes) {
+  const int64_t r = blockIdx.x;
+  float m = -INFINITY;
+  for (int64_t i = threadIdx.x; i < classes; i += blockDim.x) m = fmaxf(m, logits[r * vocab + i]);
+  m = BlockMax(m);
+  if (threadIdx.x == 0) max[r] = m;
+}
+
+__global__ void VocabSumExpRows(const float* logits, const int32_t* targets, const float* max,
+                                float* sum, float* target, int64_t vocab, int64_t begin,
+                                int64_t classes) {
+  const int64_t r = blockIdx.x;
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < classes; i += blockDim.x)
+    s += exp(static_cast<double>(logits[r * vocab + i] - max[r]));
+  s = BlockSum(s);
+  if (threadIdx.x == 0) {
+    sum[r] = static_cast<float>(s);
+    const int64_t t = static_cast<int64_t>(targets[r]) - begin;
+    target[r] = t >= 0 && t < vocab ? logits[r * vocab + t] : 0.f;
+  }
+}
+
+__global__ void VocabLossKernel(const float* max, const float* sum, const float* target,
+                                float* loss, float* lse, int64_t rows) {
+  double s = 0;
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
+    lse[r] = static_cast<float>(max[r] + log(static_cast<double>(sum[r])));
+    s += static_cast<double>(lse[r]) - target[r];
+  }
+  s = BlockSum(s);
+  if (threadIdx.x == 0) *loss = static_cast<float>(s / static_cast<double>(rows));
+}
+
+// ---------------------------------------------------------------- optimizer
+
+__global__ void SumSquaresPartial(const float* x, int64_t n, double* partial) {
+  double s = 0;
+  GRID_STRIDE(i, n) s += static_cast<double>(x[i]) * x[i];
+  s = BlockSum(s);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+__global__ void AddPartials(const double* partial, int count, double* total) {
+  double s = 0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
+  s = BlockSum(s);
+  if (threadIdx.x == 0) *total += s;
+}
+
+__global__ void AdamWKernel(float* param, const float* grad, float* m, float* v, int64_t n,
+                            float b1, float b2, float one_b1, float one_b2, float scale,
+                            float step_size, float inv_c2, float decay, float eps) {
+  GRID_STRIDE(i, n) {
+    const float g = grad[i] * scale;
+    const float mi = b1 * m[i] + one_b1 * g, vi = b2 * v[i] + one_b2 * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    param[i] -= step_size * mi / (sqrtf(vi * inv_c2) + eps) + decay * param[i];
+  }
+}
+
+// ---------------------------------------------------------------- the backend
+
+std::string CudaError(const char* what, cudaError_t e) {
+  return std::string("CUDA: ") + what + ": " + cudaGetErrorString(e);
+}
+
+class CudaBackend final : public exec::Backend {
+ public:
+  CudaBackend(int device) : device_(device) {}
+  ~CudaBackend() override {
+    cudaSetDevice(device_);
+    if (blas_) cublasDestroy(blas_);
+    if (scratch_) cudaFree(scratch_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  std::optional<std::string> Init() {
+    if (auto e = cudaSetDevice(device_); e != cudaSuccess) return CudaError("cudaSetDevice", e);
+    if (auto e = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking); e != cudaSuccess)
+      return CudaError("cudaStreamCreate", e);
+    if (cublasCreate(&blas_) != CUBLAS_STATUS_SUCCESS) return std::string("cuBLAS: cublasCreate failed");
+    cublasSetStream(blas_, stream_);
+    // Plain fp32 GEMMs (no TF32): the reference slice matches the CPU backend.
+    cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH);
+    return std::nullopt;
+  }
+
+  const char* name() const override { return "cuda"; }
+  bool host_visible() const override { return false; }
+
+  uint8_t* AllocateArena(uint64_t bytes) override {
+    cudaSetDevice(device_);
+    void* p = nullptr;
+    if (cudaMalloc(&p, std::max<uint64_t>(bytes, 64)) != cudaSuccess) return nullptr;
+    cudaMemset(p, 0, std::max<uint64_t>(bytes, 64));
+    cudaDeviceSynchronize();
+    return static_cast<uint8_t*>(p);
+  }
+  void FreeArena(uint8_t* arena) override { cudaFree(arena); }
+
+  void CopyToHost(const uint8_t* arena, uint64_t offset, void* dst, uint64_t bytes) override {
+    cudaMemcpyAsync(dst, arena + offset, bytes, cudaMemcpyDeviceToHost, stream_);
+    cudaStreamSynchronize(stream_);
+  }
+  void CopyToArena(uint8_t* arena, uint64_t offset, const void* src, uint64_t bytes) override {
+    cudaMemcpyAsync(arena + offset, src, bytes, cudaMemcpyHostToDevice, stream_);
+    cudaStreamSynchronize(stream_);  // `src` may change as soon as this returns
+  }
+  void Zero(uint8_t* arena, uint64_t offset, uint64_t bytes) override {
+    cudaMemsetAsync(arena + offset, 0, bytes, stream_);
+  }
+
+  std::optional<std::string> Run(const fb::Plan& plan, const fb::Instr& in, uint8_t* arena,
+                                 exec::StepScalars& s) override;
+
+ private:
+  // Device scratch, grown on first need: the sum-of-squares partials and total,
+  // the bad-id flag, per-row loss terms.
+  std::optional<std::string> Scratch(uint64_t row_bytes) {
+    const uint64_t want = 4096 + row_bytes;
+    if (want <= scratch_bytes_) return std::nullopt;
+    if (scratch_) cudaFree(scratch_);
+    if (auto e = cudaMalloc(&scratch_, want); e != cudaSuccess) return CudaError("cudaMalloc", e);
+    scratch_bytes_ = want;
+    return std::nullopt;
+  }
+  double* Partials() { return reinterpret_cast<double*>(scratch_); }
+  double* Total() { return reinterpret_cast<double*>(scratch_) + kPartials; }
+  int* Bad() { return reinterpret_cast<int*>(reinterpret_cast<double*>(scratch_) + kPartials + 1); }
+  float* Rows() { return reinterpret_cast<float*>(static_cast<uint8_t*>(scratch_) + 4096); }
+
+  // Runs CheckIds and returns the first bad index, or -1 (waits for the stream).
+  std::optional<std::string> FirstBadId(const int32_t* ids, int64_t n, int64_t limit,
+                                        int64_t* bad) {
+    if (auto err = Scratch(0)) return err;
+    const int big = INT_MAX;
+    cudaMemcpyAsync(Bad(), &big, sizeof big, cudaMemcpyHostToDevice, stream_);
+    CheckIds<<<Blocks(n), kThreads, 0, stream_>>>(ids, n, limit, Bad());
+    int host = INT_MAX;
+    cudaMemcpyAsync(&host, Bad(), sizeof host, cudaMemcpyDeviceToHost, stream_);
+    if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess) return CudaError("kernel", e);
+    *bad = host == INT_MAX ? -1 : host;
+    return std::nullopt;
+  }
+
+  std::optional<std::string> Gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda,
+                                  const float* b, int ldb, float beta, float* c, int ldc) {
+    const float one = 1.f;
+    if (cublasSgemm(blas_, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
+                    k, &one, a, lda, b, ldb, &beta, c, ldc) != CUBLAS_STATUS_SUCCESS)
+      return std::string("cuBLAS: sgemm failed");
+    return std::nullopt;
+  }
+
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  void* scratch_ = nullptr;
+  uint64_t scratch_bytes_ = 0;
+};
+
+std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const fb::Instr& in,
+                                            uint8_t* arena, exec::StepScalars& s) {
+  auto buf = [&](size_t i) -> uint32_t { return in.buffers()->Get(i); };
+  auto f = [&](size_t i) -> float* {
+    const uint32_t b = buf(i);
+    return b == plan::kNoBuffer ? nullptr
+                                : reinterpret_cast<float*>(arena + plan.buffers()->Get(b)->offset());
+  };
+  auto ids = [&](size_t i) -> const int32_t* {
+    return reinterpret_cast<const int32_t*>(arena + plan.buffers()->Get(buf(i))->offset());
+  };
+  auto a = [&](size_t i) -> int64_t { return in.ints()->Get(i); };
+  auto x = [&](size_t i) -> double { return in.floats()->Get(i); };
+  std::optional<std::string> err;
+  switch (in.op()) {
+    case fb::Op_Zero:
+      cudaMemsetAsync(f(0), 0, 4 * plan::NumElements(*plan.buffers()->Get(buf(0))), stream_);
+      break;
+    case fb::Op_Embedding: {
+      const bool vp = a(5) != 0;
+      const int64_t total = vp ? a(2) * s.tp_size : a(2);
+      int64_t bad = -1;
+      if ((err = FirstBadId(ids(0), a(0), total, &bad))) return err;
+      if (bad >= 0) {
+        int32_t id = 0;
+        cudaMemcpy(&id, ids(0) + bad, sizeof id, cudaMemcpyDeviceToHost);
+        return "token id " + std::to_string(id) + " at position " + std::to_string(bad) +
+               " is outside the vocabulary [0, " + std::to_string(total) + ")";
+      }
+      EmbeddingFwd<<<Blocks(a(0) * a(3)), kThreads, 0, stream_>>>(
+          ids(0), f(1), vp && s.tp_rank != 0 ? nullptr : f(2), f(3), a(0), a(1), a(2), a(3),
+          vp ? a(2) * s.tp_rank : 0);
+      break;
+    }
+    case fb::Op_EmbeddingGrad:
+      EmbeddingBwd<<<Blocks(a(3)), kThreads, 0, stream_>>>(
+          ids(0), f(1), f(2), f(3), a(0), a(1), a(5) ? a(2) : INT64_MAX / 2, a(3),
+          a(5) ? a(2) * s.tp_rank : 0);
+      break;
+    case fb::Op_Linear: {
+      const int rows = static_cast<int>(a(0)), inw = static_cast<int>(a(1)),
+                out = static_cast<int>(a(2));
+      // Row-major y = x W^T is column-major y^T = W x^T (see the file comment).
+      if ((err = Gemm(true, false, out, rows, inw, f(1), inw, f(0), inw, 0.f, f(3), out))) return err;
+      const float* bias = a(3) && s.tp_rank != 0 ? nullptr : f(2);
+      if (bias) BiasAdd<<<Blocks(a(0) * a(2)), kThreads, 0, stream_>>>(f(3), bias, a(0), a(2));
+      break;
+    }
+    case fb::Op_LinearGrad: {
+      const int rows = static_cast<int>(a(0)), inw = static_cast<int>(a(1)),
+                out = static_cast<int>(a(2));
+      if (f(3) && (err = Gemm(false, false, inw, rows, out, f(2), inw, f(0), out,
+                              a(3) ? 1.f : 0.f, f(3), inw)))
+        return err;
+      if ((err = Gemm(false, true, inw, out, rows, f(1), inw, f(0), out, 1.f, f(4), inw))) return err;
+      if (f(5)) ColumnSum<<<Blocks(a(2)), kThreads, 0, stream_>>>(f(0), f(5), a(0), a(2));
+      break;
+    }
+    case fb::Op_LayerNorm:
+      LayerNormFwd<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), f(3),
+                                                                          f(4), f(5), a(1), x(0));
+      break;
+    case fb::Op_LayerNormGrad:
+      NormBwdRows<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(
+          f(0), f(1), f(2), f(3), f(4), f(5), a(1), a(2) != 0);
+      NormParamGrad<<<Blocks(a(1)), kThreads, 0, stream_>>>(f(0), f(1), f(3), f(4), f(6), f(7),
+                                                            a(0), a(1));
+      break;
+    case fb::Op_RMSNorm:
+      RMSNormFwd<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), f(3),
+                                                                        a(1), x(0));
+      break;
+    case fb::Op_RMSNormGrad:
+      NormBwdRows<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(
+          f(0), f(1), f(2), nullptr, f(3), f(4), a(1), a(2) != 0);
+      NormParamGrad<<<Blocks(a(1)), kThreads, 0, stream_>>>(f(0), f(1), nullptr, f(3), f(5),
+                                                            nullptr, a(0), a(1));
+      break;
+    case fb::Op_Gelu:
+      GeluFwd<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), a(0));
+      break;
+    case fb::Op_GeluGrad:
+      GeluBwd<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), a(0), a(1) != 0);
+      break;
+    case fb::Op_Swiglu:
+      SwigluFwd<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), a(0));
+      break;
+    case fb::Op_SwigluGrad:
+      SwigluBwd<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), f(3), f(4), a(0),
+                                                        a(1) != 0);
+      break;
+    case fb::Op_Add:
+      AddFwd<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), a(0));
+      break;
+    case fb::Op_Accumulate:
+      AccumulateKernel<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), a(0), a(1) != 0);
+      break;
+    case fb::Op_Rope:
+      Rope<<<Blocks(a(0) * a(1) * a(2) * (a(3) / 2)), kThreads, 0, stream_>>>(
+          f(0), f(1), a(0) * a(1), a(1), a(2), a(3), x(0), 1.0, false);
+      break;
+    case fb::Op_RopeGrad:
+      Rope<<<Blocks(a(0) * a(1) * a(2) * (a(3) / 2)), kThreads, 0, stream_>>>(
+          f(0), f(1), a(0) * a(1), a(1), a(2), a(3), x(0), -1.0, a(4) != 0);
+      break;
+    case fb::Op_Attention:
+    case fb::Op_AttentionGrad: {
+      const int64_t b = a(0), t = a(1), h = a(2), kv = a(3), hd = a(4);
+      if (hd > kMaxHeadDim)
+        return "attention: head_dim " + std::to_string(hd) + " is above the CUDA kernel's " +
+               std::to_string(kMaxHeadDim);
+      const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+      const int warps_per_block = kThreads / 32;
+      if (in.op() == fb::Op_Attention) {
+        AttentionFwd<<<Blocks(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
+            f(0), f(1), f(2), f(3), f(4), b, t, h, kv, hd, scale);
+      } else {
+        const bool acc = a(5) != 0;
+        AttentionBwdQ<<<Blocks(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
+            f(0), f(1), f(2), f(3), f(4), f(5), f(6), b, t, h, kv, hd, scale, acc);
+        AttentionBwdKV<<<Blocks(b * kv * t, warps_per_block), kThreads, 0, stream_>>>(
+            f(0), f(1), f(2), f(3), f(4), f(5), f(7), f(8), b, t, h, kv, hd, scale, acc);
+      }
+      break;
+    }
+    case fb::Op_CrossEntropy: {
+      const int64_t rows = a(0), vocab = a(1), classes = a(2);
+      int64_t bad = -1;
+      if ((err = FirstBadId(ids(1), rows, classes, &bad))) return err;
+      if (bad >= 0) {
+        int32_t id = 0;
+        cudaMemcpy(&id, ids(1) + bad, sizeof id, cudaMemcpyDeviceToHost);
+        return "target id " + std::to_string(id) + " at position " + std::to_string(bad) +
+               " is outside the vocabulary [0, " + std::to_string(classes) + ")";
+      }
+      if ((err = Scratch(4 * static_cast<uint64_t>(rows)))) return err;
+      CrossEntropyRows<<<static_cast<unsigned>(rows), kThreads, 0, stream_>>>(
+          f(0), ids(1), f(3), Rows(), vocab, classes);
+      MeanOfRows<<<1, kThreads, 0, stream_>>>(Rows(), f(2), rows);
+      break;
+    }
+    case fb::Op_CrossEntropyGrad: {
+      const int64_t begin = a(3) ? a(1) * s.tp_rank : 0;
+      const int64_t classes = std::max<int64_t>(0, std::min(a(1), a(4) - begin));
+      CrossEntropyBwd<<<Blocks(a(0) * a(1)), kThreads, 0, stream_>>>(
+          f(0), ids(1), f(2), static_cast<float>(x(0)) / static_cast<float>(a(0)), f(3), a(0),
+          a(1), begin, classes, a(2) != 0);
+      break;
+    }
+    case fb::Op_VocabMax: {
+      const int64_t begin = a(1) * s.tp_rank;
+      const int64_t classes = std::max<int64_t>(0, std::min(a(1), a(2) - begin));
+      VocabMaxRows<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(f(0), f(1), a(1), classes);
+      break;
+    }
+    case fb::Op_VocabSumExp: {
+      const int64_t begin = a(1) * s.tp_rank, total = a(1) * s.tp_size;
+      const int64_t limit = std::min(total, a(2));
+      int64_t bad = -1;
+      if ((err = FirstBadId(ids(1), a(0), limit, &bad))) return err;
+      if (bad >= 0) {
+        int32_t id = 0;
+        cudaMemcpy(&id, ids(1) + bad, sizeof id, cudaMemcpyDeviceToHost);
+        return "target id " + std::to_string(id) + " at position " + std::to_string(bad) +
+               " is outside the vocabulary [0, " + std::to_string(limit) + ")";
+      }
+      const int64_t classes = std::max<int64_t>(0, std::min(a(1), a(2) - begin));
+      VocabSumExpRows<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(
+          f(0), ids(1), f(2), f(3), f(4), a(1), begin, classes);
+      break;
+    }
+    case fb::Op_VocabLoss:
+      VocabLossKernel<<<1, kThreads, 0, stream_>>>(f(0), f(1), f(2), f(3), f(4), a(0));
+      break;
+    case fb::Op_GradNormSq: {
+      if ((err = Scratch(0))) return err;
+      cudaMemsetAsync(Total(), 0, sizeof(double), stream_);
+      for (uint32_t b : *in.buffers()) {
+        const int64_t n = plan::NumElements(*plan.buffers()->Get(b));
+        const plan::Shard sh =
+            a(0) ? plan::ShardOf(n, s.dp_rank, s.dp_size) : plan::Shard{0, n};
+        const float* data = reinterpret_cast<const float*>(arena + plan.buffers()->Get(b)->offset());
+        SumSquaresPartial<<<kPartials, kThreads, 0, stream_>>>(data + sh.begin, sh.size, Partials());
+        AddPartials<<<1, kThreads, 0, stream_>>>(Partials(), kPartials, Total());
+      }
+      double total = 0;
+      cudaMemcpyAsync(&total, Total(), sizeof total, cudaMemcpyDeviceToHost, stream_);
+      if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess) return CudaError("kernel", e);
+      s.grad_norm_sq += total;
+      break;
+    }
+    case fb::Op_ClipAndAdamW: {
+      if (!s.clip_ready) {
+        const double norm = std::sqrt(s.grad_norm_sq);
+        s.clip_scale = s.grad_clip > 0 && norm > s.grad_clip ? s.grad_clip / (norm + 1e-6) : 1.0;
+        s.clip_ready = true;
+      }
+      const fb::Optimizer* opt = plan.optimizer();
+      const double b1 = opt ? opt->beta1() : 0.9, b2 = opt ? opt->beta2() : 0.95;
+      const double eps = opt ? opt->eps() : 1e-8;
+      const plan::Shard sh =
+          a(2) ? plan::ShardOf(a(0), s.dp_rank, s.dp_size) : plan::Shard{0, a(0)};
+      const double step = static_cast<double>(s.step);
+      AdamWKernel<<<Blocks(sh.size), kThreads, 0, stream_>>>(
+          f(0) + sh.begin, f(1) + sh.begin, f(2), f(3), sh.size, static_cast<float>(b1),
+          static_cast<float>(b2), static_cast<float>(1.0 - b1), static_cast<float>(1.0 - b2),
+          static_cast<float>(s.clip_scale),
+          static_cast<float>(s.lr / (1.0 - std::pow(b1, step))),
+          static_cast<float>(1.0 / (1.0 - std::pow(b2, step))),
+          static_cast<float>(s.lr * (a(1) ? s.weight_decay : 0.0)), static_cast<float>(eps));
+      break;
+    }
+    case fb::Op_Moe:
+    case fb::Op_MoeGrad:
+      return std::string("the CUDA backend has no MoE kernel yet: run MoE models with "
+                         "--backend cpu");
+    default:
+      return std::string("the CUDA backend cannot run '") +
+             plan::OpSignature(in.op(), {}).name + "' (collectives belong to the executor)";
+  }
+  if (auto e = cudaGetLastError(); e != cudaSuccess)
+    return CudaError(plan::OpSignature(in.op(), {}).name, e);
+  return std::nullopt;
+}
+
+}  // namespace
+
+int DeviceCount() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) return 0;
+  return count;
+}
+
+std::unique_ptr<exec::Backend> MakeCudaBackend(int device, std::string* error) {
+  const int count = DeviceCount();
+  if (device < 0 || device >= count) {
+    *error = "--backend cuda: no CUDA device " + std::to_string(device) + " (this process sees " +
+             std::to_string(count) + ")";
+    return nullptr;
+  }
+  auto backend = std::make_unique<CudaBackend>(device);
+  if (auto err = backend->Init()) {
+    *error = *err;
+    return nullptr;
+  }
+  return backend;
+}
+
+}  // namespace heiretsu::cuda
