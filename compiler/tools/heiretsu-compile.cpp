@@ -114,7 +114,6 @@ int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
   if (opts.pp > 1 || opts.ep > 1)
     unsupported = "pipeline and expert parallelism (pp, ep > 1) are not built yet; "
                   "data and tensor parallelism (--dp, --tp) are";
-
   else if (opts.precision != "fp32")
     unsupported = "--precision " + opts.precision + " needs the CUDA backend, not built yet";
   else if (opts.recompute != "none")

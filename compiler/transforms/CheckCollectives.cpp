@@ -11,6 +11,7 @@
 #include "compiler/transforms/PlanUtils.h"
 
 #include "runtime/plan/ops.h"
+#include "runtime/plan/plan.h"
 
 #include <map>
 
@@ -21,8 +22,6 @@ namespace heiretsu {
 #include "compiler/transforms/Passes.h.inc"
 
 namespace {
-
-constexpr const char *kAxisNames[] = {"dp", "pp", "tp", "ep"};
 
 bool isCollective(StringRef name) {
   return name == "all_reduce" || name == "reduce_scatter" || name == "all_gather" ||
@@ -52,7 +51,6 @@ std::string describe(plan_ir::KernelOp k) {
 
 struct Program {
   plan_ir::ProgramOp op;
-  int64_t microbatches = 1;
   // Per axis: the collectives over it in one step, in order.
   std::vector<plan_ir::KernelOp> byAxis[4];
 };
@@ -65,7 +63,7 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
     int64_t size[4] = {dp, pp, tp, ep};
     for (int a = 0; a < 4; ++a)
       if (size[a] < 1) {
-        module.emitError() << kAxisNames[a] << " must be >= 1, got " << size[a];
+        module.emitError() << plan::AxisName(a) << " must be >= 1, got " << size[a];
         return signalPassFailure();
       }
     // Programs by stage.
@@ -80,11 +78,10 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
       }
       Program &p = programs[stage];
       p.op = program;
-      p.microbatches = program.getMicrobatches();
       for (Operation &op : program.getBody().front()) {
         if (!isa<plan_ir::MicrobatchOp, plan_ir::UpdateOp>(op))
           continue;
-        int64_t times = isa<plan_ir::MicrobatchOp>(op) ? p.microbatches : 1;
+        int64_t times = isa<plan_ir::MicrobatchOp>(op) ? program.getMicrobatches() : 1;
         for (int64_t t = 0; t < times; ++t)
           for (Operation &inner : op.getRegion(0).front()) {
             auto k = dyn_cast<plan_ir::KernelOp>(inner);
@@ -100,7 +97,7 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
             if ((k.getName() == "all_gather_into" || k.getName() == "reduce_scatter_into") &&
                 k.getInts()[2] != size[axis]) {
               k.emitError() << k.getName() << " expects a group of " << k.getInts()[2]
-                            << " ranks but its group over " << kAxisNames[axis] << " has "
+                            << " ranks but its group over " << plan::AxisName(axis) << " has "
                             << size[axis];
               return signalPassFailure();
             }
@@ -115,14 +112,17 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
       }
     if (programs.size() == 1)
       return; // one program for every rank: every group runs the same sequence
-    // Only groups over pp mix programs (the other axes keep the pp coordinate);
-    // the ranks of one pp group are stage 0's rank and its counterparts. Rank
-    // numbering (plan.fbs): r = ((pp_i * dp + dp_i) * ep + ep_i) * tp + tp_i, so
-    // stage s's first rank is s * dp * ep * tp.
-    int64_t perStage = size[0] * size[2] * size[3];
-    for (int64_t stage = 1; stage < size[1]; ++stage)
-      if (failed(compare(programs[0], 0, programs[stage], stage * perStage, /*pp=*/1)))
+    // Only groups over pp mix programs (the other axes keep the pp coordinate):
+    // stage 0's first rank against its counterpart on every other stage.
+    plan::MeshCoordinates c = plan::CoordinatesOf(
+        plan::fb::Mesh(static_cast<int32_t>(size[0]), static_cast<int32_t>(size[1]),
+                       static_cast<int32_t>(size[2]), static_cast<int32_t>(size[3])),
+        0);
+    for (int64_t stage = 1; stage < size[1]; ++stage) {
+      c.coord[plan::kAxisPp] = static_cast<int>(stage);
+      if (failed(compare(programs[0], 0, programs[stage], plan::RankAt(c), plan::kAxisPp)))
         return signalPassFailure();
+    }
   }
 
   LogicalResult compare(Program &a, int64_t rankA, Program &b, int64_t rankB, int axis) {
@@ -132,7 +132,7 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
       if (dx == dy)
         continue;
       InFlightDiagnostic d = x[i].emitError()
-                             << "collective #" << i + 1 << " over " << kAxisNames[axis]
+                             << "collective #" << i + 1 << " over " << plan::AxisName(axis)
                              << " does not match: rank " << rankA << " does " << dx
                              << ", rank " << rankB << " does " << dy;
       d.attachNote(y[i].getLoc()) << "rank " << rankB << "'s collective is here";
@@ -140,7 +140,7 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
     }
     if (x.size() != y.size()) {
       plan_ir::ProgramOp where = x.size() > y.size() ? a.op : b.op;
-      where.emitError() << "ranks of one group over " << kAxisNames[axis]
+      where.emitError() << "ranks of one group over " << plan::AxisName(axis)
                         << " issue different numbers of collectives per step: rank " << rankA
                         << " issues " << x.size() << ", rank " << rankB << " issues "
                         << y.size();

@@ -54,43 +54,29 @@ struct DataParallelPass : impl::DataParallelPassBase<DataParallelPass> {
     }
     llvm::stable_sort(order, [](auto &a, auto &b) { return a.first < b.first; });
     // Buckets of at most bucket-bytes (a larger gradient is a bucket of its own),
-    // each issued after the kernel that finishes its last gradient.
-    SmallVector<Value> bucket;
-    int64_t bytes = 0, lastPos = -1;
-    Block &microBody = micro.getBody().front();
-    auto flush = [&]() {
-      if (bucket.empty())
-        return;
-      OpBuilder b(program.getContext());
-      if (lastPos >= index)
-        b.setInsertionPointToEnd(&microBody);
-      else
-        b.setInsertionPointAfter(&*std::next(microBody.begin(), lastPos));
-      createKernel(b, program.getLoc(), "bucket_all_reduce", bucket,
-                   {plan::kAxisDp, plan::kReduceAvg});
-      bucket.clear();
-      bytes = 0;
-    };
-    // Insert from the back so earlier positions stay valid.
+    // each with the position of the kernel that finishes its last gradient.
     SmallVector<std::pair<SmallVector<Value>, int64_t>> buckets;
+    int64_t bytes = 0;
     for (auto [pos, grad] : order) {
       int64_t size = 4 * numElements(grad);
-      if (!bucket.empty() && bytes + size > bucketBytes) {
-        buckets.push_back({bucket, lastPos});
-        bucket.clear();
+      if (buckets.empty() || bytes + size > bucketBytes) {
+        buckets.push_back({{}, pos});
         bytes = 0;
       }
-      bucket.push_back(grad);
+      buckets.back().first.push_back(grad);
+      buckets.back().second = pos;
       bytes += size;
-      lastPos = pos;
     }
-    if (!bucket.empty())
-      buckets.push_back({bucket, lastPos});
-    bucket.clear();
+    // Inserted from the back, so the positions of earlier kernels stay valid.
+    Block &microBody = micro.getBody().front();
     for (auto &[grads, pos] : llvm::reverse(buckets)) {
-      bucket = grads;
-      lastPos = pos;
-      flush();
+      OpBuilder b(program.getContext());
+      if (pos >= index)
+        b.setInsertionPointToEnd(&microBody);
+      else
+        b.setInsertionPointAfter(&*std::next(microBody.begin(), pos));
+      createKernel(b, program.getLoc(), "bucket_all_reduce", grads,
+                   {plan::kAxisDp, plan::kReduceAvg});
     }
   }
 };

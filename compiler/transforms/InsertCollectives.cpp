@@ -61,6 +61,7 @@ struct InsertCollectivesPass : impl::InsertCollectivesPassBase<InsertCollectives
       return dist::ShardingAttr::get(ctx, dims, {});
     };
     auto tpAttr = dist::AxisAttr::get(ctx, dist::Axis::tp);
+    auto sum = dist::ReduceKindAttr::get(ctx, dist::ReduceKind::sum);
     SmallVector<Operation *> ops;
     for (Operation &op : forward.getBody().front())
       ops.push_back(&op);
@@ -75,7 +76,6 @@ struct InsertCollectivesPass : impl::InsertCollectivesPassBase<InsertCollectives
       Value v = op->getResult(0);
       OpBuilder b(ctx);
       b.setInsertionPointAfter(op);
-      auto sum = dist::ReduceKindAttr::get(ctx, dist::ReduceKind::sum);
       bool seqSplit = isSeqSplit(s);
       if (isPartial(s)) {
         Operation *reduce;

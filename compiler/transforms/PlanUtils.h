@@ -10,6 +10,7 @@
 #define HEIRETSU_COMPILER_TRANSFORMS_PLANUTILS_H
 
 #include "dialects/plan/PlanDialect.h"
+#include "runtime/plan/ops.h"
 
 #include "mlir/IR/Builders.h"
 
@@ -107,7 +108,7 @@ inline void createPartialGradReduce(mlir::OpBuilder &b, mlir::Location loc,
     if (p.getGradReduce())
       partial.push_back(p.getGrad());
   if (!partial.empty())
-    createKernel(b, loc, "all_reduce", partial, {/*tp=*/2, /*sum=*/0});
+    createKernel(b, loc, "all_reduce", partial, {plan::kAxisTp, plan::kReduceSum});
 }
 
 inline int64_t numElements(mlir::Value buffer) {

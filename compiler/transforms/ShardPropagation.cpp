@@ -32,8 +32,8 @@ struct Propagation {
   bool sequenceParallel;
   MLIRContext *ctx;
   DenseMap<Value, Layout> layouts;
-  // Parameters: which dimension is split (-1: none), and the op that decided it.
-  DenseMap<Value, std::pair<int64_t, Operation *>> paramDims;
+  // Parameters: which dimension is split (-1: none), as their first use asked.
+  DenseMap<Value, int64_t> paramDims;
 
   Layout layout(Value v) { return layouts.lookup(v); } // block arguments: Whole
   /// The layout a consumer sees: partial sums are reduced first (collective
@@ -69,11 +69,11 @@ struct Propagation {
       return user->emitError() << what << " '" << param.getName() << "' has "
                                << dimSize(p, dim) << " rows along its split dimension " << dim
                                << ", not divisible by tp = " << tp;
-    auto [it, fresh] = paramDims.try_emplace(p, dim, user);
-    if (!fresh && it->second.first != dim)
+    auto [it, fresh] = paramDims.try_emplace(p, dim);
+    if (!fresh && it->second != dim)
       return user->emitError() << "parameter '" << param.getName()
                                << "' is asked to be split along dimension " << dim
-                               << " here but along " << it->second.first << " by an earlier use";
+                               << " here but along " << it->second << " by an earlier use";
     return success();
   }
 
@@ -193,9 +193,8 @@ struct ShardPropagationPass : impl::ShardPropagationPassBase<ShardPropagationPas
       if (failed(prop.visit(op)))
         return signalPassFailure();
     for (auto param : forward.getBody().front().getOps<graph::ParamOp>()) {
-      int64_t dim = prop.paramDims.lookup(param.getResult()).first;
-      if (!prop.paramDims.count(param.getResult()))
-        dim = -1;
+      auto it = prop.paramDims.find(param.getResult());
+      int64_t dim = it == prop.paramDims.end() ? -1 : it->second;
       param->setAttr(dist::kShardingAttrName,
                      prop.attr(Propagation::rank(param.getResult()), dim, false));
     }

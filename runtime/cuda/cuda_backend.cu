@@ -506,6 +506,12 @@ __global__ void AdamWKernel(float* param, const float* grad, float* m, float* v,
 
 // ---------------------------------------------------------------- the backend
 
+// Of a block of `vocab` logits starting at logical column `begin`, how many are
+// classes when the first `valid` logical columns are (the rest: vocabulary padding).
+int64_t ClassesIn(int64_t vocab, int64_t begin, int64_t valid) {
+  return std::max<int64_t>(0, std::min(vocab, valid - begin));
+}
+
 std::string CudaError(const char* what, cudaError_t e) {
   return std::string("CUDA: ") + what + ": " + cudaGetErrorString(e);
 }
@@ -748,7 +754,7 @@ std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const fb::Inst
     }
     case fb::Op_CrossEntropyGrad: {
       const int64_t begin = a(3) ? a(1) * s.tp_rank : 0;
-      const int64_t classes = std::max<int64_t>(0, std::min(a(1), a(4) - begin));
+      const int64_t classes = ClassesIn(a(1), begin, a(4));
       CrossEntropyBwd<<<Blocks(a(0) * a(1)), kThreads, 0, stream_>>>(
           f(0), ids(1), f(2), static_cast<float>(x(0)) / static_cast<float>(a(0)), f(3), a(0),
           a(1), begin, classes, a(2) != 0);
@@ -756,7 +762,7 @@ std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const fb::Inst
     }
     case fb::Op_VocabMax: {
       const int64_t begin = a(1) * s.tp_rank;
-      const int64_t classes = std::max<int64_t>(0, std::min(a(1), a(2) - begin));
+      const int64_t classes = ClassesIn(a(1), begin, a(2));
       VocabMaxRows<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(f(0), f(1), a(1), classes);
       break;
     }
@@ -771,7 +777,7 @@ std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const fb::Inst
         return "target id " + std::to_string(id) + " at position " + std::to_string(bad) +
                " is outside the vocabulary [0, " + std::to_string(limit) + ")";
       }
-      const int64_t classes = std::max<int64_t>(0, std::min(a(1), a(2) - begin));
+      const int64_t classes = ClassesIn(a(1), begin, a(2));
       VocabSumExpRows<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(
           f(0), ids(1), f(2), f(3), f(4), a(1), begin, classes);
       break;

@@ -68,40 +68,26 @@ void Executor::PushState() {
 
 namespace {
 
-// Parameter `p`'s values on this rank from the logical tensor's generator: all of
-// it, or (tensor parallelism) block `coord` of `parts` along p.tp_dim, which is
-// `outer` runs of `run` contiguous elements of the logical tensor.
+// Parameter `p`'s values on this rank from the logical tensor's generator: its
+// tensor-parallel block (all of it without tp_dim), run by run.
 void FillNormalBlock(uint64_t seed, const fb::Param& p, int coord, int parts, float* out) {
-  const std::string name = p.name()->str();
-  int64_t outer = 1, inner = 1, dim = 1;
-  const int tp_dim = p.tp_dim();
-  for (int d = 0; d < static_cast<int>(p.shape()->size()); ++d) {
-    const int64_t size = p.shape()->Get(d);
-    if (tp_dim < 0 || d > tp_dim)
-      inner *= size;
-    else if (d < tp_dim)
-      outer *= size;
-    else
-      dim = size;
-  }
-  if (tp_dim < 0) {
-    init::FillNormal(seed, name, p.std(), 0, inner, out);
-    return;
-  }
-  const int64_t block = dim / parts, run = block * inner;
-  for (int64_t o = 0; o < outer; ++o) {
-    const int64_t begin = (o * dim + coord * block) * inner;
-    init::FillNormal(seed, name, p.std(), begin, begin + run, out + o * run);
+  if (p.tp_dim() < 0) coord = 0, parts = 1;  // whole on every tp rank
+  const plan::TpBlock block = plan::TpBlockOf(p, parts);
+  for (int64_t o = 0; o < block.outer; ++o) {
+    const int64_t begin = block.Begin(o, coord, parts);
+    init::FillNormal(seed, p.name()->str(), p.std(), begin, begin + block.run, out + o * block.run);
   }
 }
 
 }  // namespace
 
 void Executor::SetCoordinates(StepScalars& s) const {
-  s.dp_rank = coord_[plan::kAxisDp];
-  s.dp_size = size_[plan::kAxisDp];
-  s.tp_rank = coord_[plan::kAxisTp];
-  s.tp_size = size_[plan::kAxisTp];
+  const comm::Communicator* dp = comms_[plan::kAxisDp];
+  const comm::Communicator* tp = comms_[plan::kAxisTp];
+  s.dp_rank = dp ? dp->rank() : 0;
+  s.dp_size = dp ? dp->size() : 1;
+  s.tp_rank = tp ? tp->rank() : 0;
+  s.tp_size = tp ? tp->size() : 1;
 }
 
 void Executor::InitializeParameters(uint64_t seed) {
@@ -116,7 +102,7 @@ void Executor::InitializeParameters(uint64_t seed) {
         std::fill_n(value, n, 1.f);
         break;
       case fb::Init_Normal:
-        FillNormalBlock(seed, *p, coord_[plan::kAxisTp], size_[plan::kAxisTp], value);
+        FillNormalBlock(seed, *p, scalars_.tp_rank, scalars_.tp_size, value);
         break;
     }
     for (uint32_t b : {p->grad(), p->exp_avg(), p->exp_avg_sq()})
@@ -181,20 +167,7 @@ std::optional<std::string> Executor::Run(const fb::Instr& instr, StepScalars& sc
     return ShardCollective(instr);
   if (instr.op() == fb::Op_AllGatherInto || instr.op() == fb::Op_ReduceScatterInto)
     return BlockCollective(instr);
-  if (instr.op() == fb::Op_AllReduce) {
-    const int axis = static_cast<int>(instr.ints()->Get(0));
-    comm::Communicator* c = comms_[axis];
-    if (!c) return "all_reduce over mesh axis " + std::to_string(axis) + " has no communicator";
-    const auto reduce = static_cast<comm::ReduceOp>(instr.ints()->Get(1));
-    for (uint32_t b : *instr.buffers()) {
-      Pull(b);
-      if (auto err = c->AllReduce(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)),
-                                  reduce))
-        return err;
-      Push(b);
-    }
-    return std::nullopt;
-  }
+  if (instr.op() == fb::Op_AllReduce) return AllReduce(instr);
   // The clock is read only while profiling: this runs for every instruction.
   const auto t0 = profiling_ ? std::chrono::steady_clock::now()
                              : std::chrono::steady_clock::time_point();
@@ -254,43 +227,40 @@ std::optional<std::string> Executor::ShardCollective(const fb::Instr& instr) {
   return std::nullopt;
 }
 
-void Executor::StartBucket(const fb::Instr& instr) {
+// all_reduce and bucket_all_reduce: in place on each buffer, over the group of
+// ranks that differ only in the instruction's axis.
+std::optional<std::string> Executor::AllReduce(const fb::Instr& instr) {
   const int axis = static_cast<int>(instr.ints()->Get(0));
+  comm::Communicator* c = comms_[axis];
+  if (!c)
+    return std::string(plan::OpSignature(instr.op(), {}).name) + " over mesh axis " +
+           std::to_string(axis) + " has no communicator";
   const auto reduce = static_cast<comm::ReduceOp>(instr.ints()->Get(1));
+  for (uint32_t b : *instr.buffers()) {
+    Pull(b);
+    if (auto err = c->AllReduce(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)), reduce))
+      return err;
+    Push(b);
+  }
+  return std::nullopt;
+}
+
+void Executor::StartBucket(const fb::Instr& instr) {
   if (view_ != arena_) {
     // Staged through host memory: in order, now (a device backend overlaps with
     // its own communicator instead).
-    if (auto err = FinishBuckets()) {
-      buckets_ = std::async(std::launch::deferred, [err] { return err; });
-      return;
-    }
-    comm::Communicator* c = comms_[axis];
-    std::optional<std::string> err;
-    if (!c) err = "bucket_all_reduce over mesh axis " + std::to_string(axis) + " has no communicator";
-    for (uint32_t b : *instr.buffers()) {
-      if (err) break;
-      Pull(b);
-      err = c->AllReduce(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)), reduce);
-      Push(b);
-    }
+    std::optional<std::string> err = FinishBuckets();
+    if (!err) err = AllReduce(instr);
     buckets_ = std::async(std::launch::deferred, [err] { return err; });
     return;
   }
-  std::vector<std::pair<float*, int64_t>> bufs;
-  for (uint32_t b : *instr.buffers())
-    bufs.push_back({F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b))});
-  comm::Communicator* c = comms_[axis];
+  // On the arena itself, in the background, after the bucket before it. The
+  // gradients are not touched again before FinishBuckets.
   buckets_ = std::async(std::launch::async,
-                        [c, axis, reduce, bufs = std::move(bufs),
-                         before = std::move(buckets_)]() mutable -> std::optional<std::string> {
+                        [this, &instr, before = std::move(buckets_)]() mutable {
                           if (before.valid())
                             if (auto err = before.get()) return err;
-                          if (!c)
-                            return "bucket_all_reduce over mesh axis " + std::to_string(axis) +
-                                   " has no communicator";
-                          for (auto [data, n] : bufs)
-                            if (auto err = c->AllReduce(data, n, reduce)) return err;
-                          return std::nullopt;
+                          return AllReduce(instr);
                         });
 }
 

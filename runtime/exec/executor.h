@@ -59,8 +59,6 @@ class Executor {
   // The communicator's rank and size are this rank's mesh coordinate on the axis.
   void set_communicator(int axis, comm::Communicator* communicator) {
     comms_[axis] = communicator;
-    coord_[axis] = communicator ? communicator->rank() : 0;
-    size_[axis] = communicator ? communicator->size() : 1;
     SetCoordinates(scalars_);
   }
 
@@ -89,6 +87,7 @@ class Executor {
   std::optional<std::string> Run(const plan::fb::Instr& instr, StepScalars& scalars);
   std::optional<std::string> ShardCollective(const plan::fb::Instr& instr);
   std::optional<std::string> BlockCollective(const plan::fb::Instr& instr);
+  std::optional<std::string> AllReduce(const plan::fb::Instr& instr);
   // bucket_all_reduce: queued behind the previous bucket on a background thread.
   void StartBucket(const plan::fb::Instr& instr);
   std::optional<std::string> FinishBuckets();
@@ -97,7 +96,6 @@ class Executor {
   const plan::LoadedPlan& plan_;
   std::unique_ptr<Backend> backend_;
   comm::Communicator* comms_[4] = {nullptr, nullptr, nullptr, nullptr};
-  int coord_[4] = {0, 0, 0, 0}, size_[4] = {1, 1, 1, 1};  // by plan::MeshAxis
   std::vector<float> scratch_, scratch_out_;  // reduce_scatter / all_gather staging
   // The step's gradient buckets in flight, each waiting for the one before it (a
   // communicator runs one collective at a time, in the same order on every rank).

@@ -107,10 +107,9 @@ std::string Explain(const LoadedPlan& loaded) {
   for (const fb::Instr* in : *p.update()) count(in, 1);
   out += "communication per step:\n";
   if (comm.empty()) out += "  none\n";
-  static const char* kAxisNames[] = {"dp", "pp", "tp", "ep"};
   for (const auto& [key, v] : comm) {
     std::snprintf(line, sizeof line, "  %s group of %d: %s of %s, %s sent per rank (ring)\n",
-                  kAxisNames[key.first], AxisSize(mesh, key.first), key.second.c_str(),
+                  AxisName(key.first), AxisSize(mesh, key.first), key.second.c_str(),
                   Bytes(v.first).c_str(), Bytes(static_cast<uint64_t>(v.second)).c_str());
     out += line;
   }

@@ -46,6 +46,12 @@ struct Signature {
 enum MeshAxis : int64_t { kAxisDp = 0, kAxisPp = 1, kAxisTp = 2, kAxisEp = 3 };
 enum Reduction : int64_t { kReduceSum = 0, kReduceMax = 1, kReduceAvg = 2 };
 
+// "dp", "pp", "tp" or "ep"; "?" for anything else.
+inline const char* AxisName(int64_t axis) {
+  static const char* kNames[] = {"dp", "pp", "tp", "ep"};
+  return axis >= 0 && axis < 4 ? kNames[axis] : "?";
+}
+
 // The signature of `op` given the instruction's integer attributes (which must
 // number at least Signature(op, {}).ints.size(); sizes read from them).
 Signature OpSignature(fb::Op op, const std::vector<int64_t>& ints);

@@ -261,6 +261,21 @@ std::optional<std::string> LoadPlan(const std::string& path, LoadedPlan* out) {
   return std::nullopt;
 }
 
+TpBlock TpBlockOf(const fb::Param& p, int parts) {
+  TpBlock b;
+  const int dim = p.tp_dim();
+  for (int d = 0; d < static_cast<int>(p.shape()->size()); ++d) {
+    const int64_t size = p.shape()->Get(d);
+    if (dim >= 0 && d < dim)
+      b.outer *= size;
+    else if (d == dim)
+      b.run *= size / parts;
+    else
+      b.run *= size;
+  }
+  return b;
+}
+
 MeshCoordinates CoordinatesOf(const fb::Mesh& mesh, int rank) {
   MeshCoordinates c;
   c.size[kAxisDp] = std::max(1, mesh.dp());

@@ -51,6 +51,16 @@ int RankAt(const MeshCoordinates& c);
 // axis order, so a rank's place in its group is its coordinate on the axis.
 std::vector<int> GroupOf(const fb::Mesh& mesh, int rank, int axis);
 
+// Where a rank's tensor-parallel block of parameter `p` (block `coord` of `parts`
+// along p.tp_dim) lies in the flattened logical tensor: `outer` runs of `run`
+// elements, run o starting at (o * parts + coord) * run. A parameter without
+// tp_dim is one run of all its elements.
+struct TpBlock {
+  int64_t outer = 1, run = 1;
+  int64_t Begin(int64_t o, int64_t coord, int64_t parts) const { return (o * parts + coord) * run; }
+};
+TpBlock TpBlockOf(const fb::Param& p, int parts);
+
 // Bytes per element of `dtype`.
 int64_t DTypeSize(fb::DType dtype);
 

@@ -110,7 +110,7 @@ class LogicalState {
  public:
   LogicalState(const plan::fb::Plan& plan, exec::Executor* executor, comm::Communicator* dp,
                comm::Communicator* tp)
-      : plan_(plan), executor_(executor), dp_(dp), tp_(tp) {
+      : executor_(executor), dp_(dp), tp_(tp) {
     for (const plan::fb::Param* p : *plan.params()) {
       const bool tp_block = p->tp_dim() >= 0 && tp_ && tp_->size() > 1;
       const bool dp_shard = p->shard() > 0 && dp_ && dp_->size() > 1;
@@ -163,18 +163,6 @@ class LogicalState {
     std::vector<float> value, m, v;  // logical tensors
   };
 
-  // The tp block of parameter `p` is `outer` runs of `run` elements; run o of the
-  // block of tp coordinate r starts at (o * parts + r) * run in the logical tensor.
-  static void BlockGeometry(const plan::fb::Param& p, int parts, int64_t* outer, int64_t* run) {
-    *outer = 1;
-    *run = 1;
-    for (int d = 0; d < static_cast<int>(p.shape()->size()); ++d) {
-      if (d < p.tp_dim()) *outer *= p.shape()->Get(d);
-      if (d > p.tp_dim()) *run *= p.shape()->Get(d);
-    }
-    *run *= p.shape()->Get(p.tp_dim()) / parts;
-  }
-
   int64_t LocalSize(const Entry& e) const {
     return static_cast<int64_t>(e.m.size()) / (e.tp_block ? tp_->size() : 1);
   }
@@ -197,11 +185,11 @@ class LogicalState {
     const int parts = tp_->size();
     std::vector<float> all(static_cast<size_t>(n * parts));
     if (auto err = tp_->AllGather(block.data(), all.data(), static_cast<size_t>(n))) return err;
-    int64_t outer, run;
-    BlockGeometry(*e.param, parts, &outer, &run);
+    const plan::TpBlock geometry = plan::TpBlockOf(*e.param, parts);
     for (int r = 0; r < parts; ++r)
-      for (int64_t o = 0; o < outer; ++o)
-        std::copy_n(all.data() + r * n + o * run, run, logical->data() + (o * parts + r) * run);
+      for (int64_t o = 0; o < geometry.outer; ++o)
+        std::copy_n(all.data() + r * n + o * geometry.run, geometry.run,
+                    logical->data() + geometry.Begin(o, r, parts));
     return std::nullopt;
   }
 
@@ -209,12 +197,11 @@ class LogicalState {
     const int64_t n = LocalSize(e);
     std::vector<float> block(logical);
     if (e.tp_block) {
-      int64_t outer, run;
-      BlockGeometry(*e.param, tp_->size(), &outer, &run);
+      const plan::TpBlock geometry = plan::TpBlockOf(*e.param, tp_->size());
       block.resize(static_cast<size_t>(n));
-      for (int64_t o = 0; o < outer; ++o)
-        std::copy_n(logical.data() + (o * tp_->size() + tp_->rank()) * run, run,
-                    block.data() + o * run);
+      for (int64_t o = 0; o < geometry.outer; ++o)
+        std::copy_n(logical.data() + geometry.Begin(o, tp_->rank(), tp_->size()), geometry.run,
+                    block.data() + o * geometry.run);
     }
     if (!dp_shard) {
       std::copy(block.begin(), block.end(), local);
@@ -224,7 +211,6 @@ class LogicalState {
     std::copy_n(block.begin() + mine.begin, mine.size, local);
   }
 
-  const plan::fb::Plan& plan_;
   exec::Executor* executor_;
   comm::Communicator* dp_;
   comm::Communicator* tp_;
@@ -350,14 +336,13 @@ int Run(const cli::RunOptions& o) {
       return Fail(kExitBadInput,
                   "a multi-rank run needs HEIRETSU_STORE, a directory shared by "
                   "the ranks for rendezvous ('heiretsu run' sets it)");
-    static const char* kAxisName[4] = {"dp", "pp", "tp", "ep"};
     for (int axis : {plan::kAxisDp, plan::kAxisTp}) {
       if (coords.size[axis] == 1) continue;
       const std::vector<int> members = plan::GroupOf(mesh, me.rank, axis);
       comm::GlooOptions g;
       g.store_dir = store;
       // Named by axis and first member: unique within the job.
-      g.group = std::string(kAxisName[axis]) + "." + std::to_string(members[0]);
+      g.group = std::string(plan::AxisName(axis)) + "." + std::to_string(members[0]);
       g.rank = coords.coord[axis];
       g.size = coords.size[axis];
       // The address this rank listens on: loopback unless the job spans machines.
