@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/base/error.h"
+
 namespace heiretsu::data {
 
 // The llm.c shard format: a header of 256 little-endian int32 (magic, version, token
@@ -22,17 +24,8 @@ inline constexpr int32_t kShardMagic = 20240520;
 inline constexpr int32_t kShardVersion = 1;  // llm.c's version 2 holds uint32 tokens
 inline constexpr int64_t kShardHeaderBytes = 256 * 4;
 
-struct DataError {
-  enum class Kind {
-    kBadInput,  // the user's files, flags or data are wrong: the driver exits 2
-    kFailure,   // the system failed us (a write, a rename, a full disk): exit 1
-  };
-  Kind kind;
-  std::string message;
-
-  static DataError BadInput(std::string message) { return {Kind::kBadInput, std::move(message)}; }
-  static DataError Failure(std::string message) { return {Kind::kFailure, std::move(message)}; }
-};
+// The runtime's one error type (runtime/base/error.h), under the name data code uses.
+using DataError = ::heiretsu::Error;
 
 // A regular file opened for reading. Open refuses directories, FIFOs and devices, so a
 // wrong path is a clear error and never a hang.
