@@ -20,6 +20,7 @@ namespace heiretsu::cuda {
 namespace {
 
 namespace fb = plan::fb;
+namespace op = plan::op;
 
 constexpr int kThreads = 256;
 constexpr int kPartials = 256;  // blocks of the sum-of-squares pass
@@ -562,8 +563,8 @@ class CudaBackend final : public exec::Backend {
     cudaMemsetAsync(arena + offset, 0, bytes, stream_);
   }
 
-  std::optional<std::string> Run(const fb::Plan& plan, const fb::Instr& in, uint8_t* arena,
-                                 exec::StepScalars& s) override;
+  std::optional<std::string> Run(const fb::Plan& plan, const plan::Instruction& in,
+                                 uint8_t* arena, exec::StepScalars& s) override;
 
  private:
   // Device scratch, grown on first need: the sum-of-squares partials and total,
@@ -611,189 +612,224 @@ class CudaBackend final : public exec::Backend {
   uint64_t scratch_bytes_ = 0;
 };
 
-std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const fb::Instr& in,
+std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in,
                                             uint8_t* arena, exec::StepScalars& s) {
-  auto buf = [&](size_t i) -> uint32_t { return in.buffers()->Get(i); };
-  auto f = [&](size_t i) -> float* {
-    const uint32_t b = buf(i);
+  // A buffer's floats, null for an absent one.
+  auto f = [&](uint32_t b) -> float* {
     return b == plan::kNoBuffer ? nullptr
                                 : reinterpret_cast<float*>(arena + plan.buffers()->Get(b)->offset());
   };
-  auto ids = [&](size_t i) -> const int32_t* {
-    return reinterpret_cast<const int32_t*>(arena + plan.buffers()->Get(buf(i))->offset());
+  auto ids = [&](uint32_t b) -> const int32_t* {
+    return reinterpret_cast<const int32_t*>(arena + plan.buffers()->Get(b)->offset());
   };
-  auto a = [&](size_t i) -> int64_t { return in.ints()->Get(i); };
-  auto x = [&](size_t i) -> double { return in.floats()->Get(i); };
   std::optional<std::string> err;
-  switch (in.op()) {
-    case fb::Op_Zero:
-      cudaMemsetAsync(f(0), 0, 4 * plan::NumElements(*plan.buffers()->Get(buf(0))), stream_);
-      break;
-    case fb::Op_Embedding: {
-      const bool vp = a(5) != 0;
-      const int64_t total = vp ? a(2) * s.tp_size : a(2);
-      int64_t bad = -1;
-      if ((err = FirstBadId(ids(0), a(0), total, &bad))) return err;
-      if (bad >= 0) {
-        int32_t id = 0;
-        cudaMemcpy(&id, ids(0) + bad, sizeof id, cudaMemcpyDeviceToHost);
-        return "token id " + std::to_string(id) + " at position " + std::to_string(bad) +
-               " is outside the vocabulary [0, " + std::to_string(total) + ")";
-      }
-      EmbeddingFwd<<<Blocks(a(0) * a(3)), kThreads, 0, stream_>>>(
-          ids(0), f(1), vp && s.tp_rank != 0 ? nullptr : f(2), f(3), a(0), a(1), a(2), a(3),
-          vp ? a(2) * s.tp_rank : 0);
+  // The first id of `n` outside [0, limit), as a message; nullopt when all are in.
+  auto check_ids = [&](const char* what, const int32_t* id, int64_t n,
+                       int64_t limit) -> std::optional<std::string> {
+    int64_t bad = -1;
+    if (auto e = FirstBadId(id, n, limit, &bad)) return e;
+    if (bad < 0) return std::nullopt;
+    int32_t value = 0;
+    cudaMemcpy(&value, id + bad, sizeof value, cudaMemcpyDeviceToHost);
+    return std::string(what) + " id " + std::to_string(value) + " at position " +
+           std::to_string(bad) + " is outside the vocabulary [0, " + std::to_string(limit) + ")";
+  };
+  switch (in.op) {
+    case fb::Op_Zero: {
+      const auto z = plan::Read<op::Zero<uint32_t>>(in);
+      cudaMemsetAsync(f(z.buffer), 0, 4 * plan::NumElements(*plan.buffers()->Get(z.buffer)),
+                      stream_);
       break;
     }
-    case fb::Op_EmbeddingGrad:
-      EmbeddingBwd<<<Blocks(a(3)), kThreads, 0, stream_>>>(
-          ids(0), f(1), f(2), f(3), a(0), a(1), a(5) ? a(2) : INT64_MAX / 2, a(3),
-          a(5) ? a(2) * s.tp_rank : 0);
+    case fb::Op_Embedding: {
+      const auto e = plan::Read<op::Embedding<uint32_t>>(in);
+      if ((err = check_ids("token", ids(e.ids), e.rows, e.vocab_total))) return err;
+      EmbeddingFwd<<<Blocks(e.rows * e.c), kThreads, 0, stream_>>>(
+          ids(e.ids), f(e.table), f(e.positions), f(e.out), e.rows, e.seq, e.vocab, e.c,
+          e.vocab_begin);
       break;
+    }
+    case fb::Op_EmbeddingGrad: {
+      const auto e = plan::Read<op::EmbeddingGrad<uint32_t>>(in);
+      EmbeddingBwd<<<Blocks(e.c), kThreads, 0, stream_>>>(
+          ids(e.ids), f(e.dout), f(e.dtable), f(e.dpositions), e.rows, e.seq,
+          e.vocab_rows < 0 ? INT64_MAX / 2 : e.vocab_rows, e.c, e.vocab_begin);
+      break;
+    }
     case fb::Op_Linear: {
-      const int rows = static_cast<int>(a(0)), inw = static_cast<int>(a(1)),
-                out = static_cast<int>(a(2));
+      const auto l = plan::Read<op::Linear<uint32_t>>(in);
+      const int rows = static_cast<int>(l.rows), inw = static_cast<int>(l.in),
+                out = static_cast<int>(l.out);
       // Row-major y = x W^T is column-major y^T = W x^T (see the file comment).
-      if ((err = Gemm(true, false, out, rows, inw, f(1), inw, f(0), inw, 0.f, f(3), out))) return err;
-      const float* bias = a(3) && s.tp_rank != 0 ? nullptr : f(2);
-      if (bias) BiasAdd<<<Blocks(a(0) * a(2)), kThreads, 0, stream_>>>(f(3), bias, a(0), a(2));
+      if ((err = Gemm(true, false, out, rows, inw, f(l.w), inw, f(l.x), inw, 0.f, f(l.y), out)))
+        return err;
+      if (f(l.bias))
+        BiasAdd<<<Blocks(l.rows * l.out), kThreads, 0, stream_>>>(f(l.y), f(l.bias), l.rows, l.out);
       break;
     }
     case fb::Op_LinearGrad: {
-      const int rows = static_cast<int>(a(0)), inw = static_cast<int>(a(1)),
-                out = static_cast<int>(a(2));
-      if (f(3) && (err = Gemm(false, false, inw, rows, out, f(2), inw, f(0), out,
-                              a(3) ? 1.f : 0.f, f(3), inw)))
+      const auto l = plan::Read<op::LinearGrad<uint32_t>>(in);
+      const int rows = static_cast<int>(l.rows), inw = static_cast<int>(l.in),
+                out = static_cast<int>(l.out);
+      if (f(l.dx) && (err = Gemm(false, false, inw, rows, out, f(l.w), inw, f(l.dy), out,
+                                 l.accumulate_dx ? 1.f : 0.f, f(l.dx), inw)))
         return err;
-      if ((err = Gemm(false, true, inw, out, rows, f(1), inw, f(0), out, 1.f, f(4), inw))) return err;
-      if (f(5)) ColumnSum<<<Blocks(a(2)), kThreads, 0, stream_>>>(f(0), f(5), a(0), a(2));
+      if ((err = Gemm(false, true, inw, out, rows, f(l.x), inw, f(l.dy), out, 1.f, f(l.dw), inw)))
+        return err;
+      if (f(l.dbias))
+        ColumnSum<<<Blocks(l.out), kThreads, 0, stream_>>>(f(l.dy), f(l.dbias), l.rows, l.out);
       break;
     }
-    case fb::Op_LayerNorm:
-      LayerNormFwd<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), f(3),
-                                                                          f(4), f(5), a(1), x(0));
+    case fb::Op_LayerNorm: {
+      const auto n = plan::Read<op::LayerNorm<uint32_t>>(in);
+      LayerNormFwd<<<static_cast<unsigned>(n.rows), kThreads, 0, stream_>>>(
+          f(n.x), f(n.w), f(n.b), f(n.y), f(n.mean), f(n.rstd), n.c, n.eps);
       break;
-    case fb::Op_LayerNormGrad:
-      NormBwdRows<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(
-          f(0), f(1), f(2), f(3), f(4), f(5), a(1), a(2) != 0);
-      NormParamGrad<<<Blocks(a(1)), kThreads, 0, stream_>>>(f(0), f(1), f(3), f(4), f(6), f(7),
-                                                            a(0), a(1));
+    }
+    case fb::Op_LayerNormGrad: {
+      const auto n = plan::Read<op::LayerNormGrad<uint32_t>>(in);
+      NormBwdRows<<<static_cast<unsigned>(n.rows), kThreads, 0, stream_>>>(
+          f(n.dy), f(n.x), f(n.w), f(n.mean), f(n.rstd), f(n.dx), n.c, n.accumulate_dx != 0);
+      NormParamGrad<<<Blocks(n.c), kThreads, 0, stream_>>>(f(n.dy), f(n.x), f(n.mean), f(n.rstd),
+                                                           f(n.dw), f(n.db), n.rows, n.c);
       break;
-    case fb::Op_RMSNorm:
-      RMSNormFwd<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), f(3),
-                                                                        a(1), x(0));
+    }
+    case fb::Op_RMSNorm: {
+      const auto n = plan::Read<op::RMSNorm<uint32_t>>(in);
+      RMSNormFwd<<<static_cast<unsigned>(n.rows), kThreads, 0, stream_>>>(f(n.x), f(n.w), f(n.y),
+                                                                          f(n.rstd), n.c, n.eps);
       break;
-    case fb::Op_RMSNormGrad:
-      NormBwdRows<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(
-          f(0), f(1), f(2), nullptr, f(3), f(4), a(1), a(2) != 0);
-      NormParamGrad<<<Blocks(a(1)), kThreads, 0, stream_>>>(f(0), f(1), nullptr, f(3), f(5),
-                                                            nullptr, a(0), a(1));
+    }
+    case fb::Op_RMSNormGrad: {
+      const auto n = plan::Read<op::RMSNormGrad<uint32_t>>(in);
+      NormBwdRows<<<static_cast<unsigned>(n.rows), kThreads, 0, stream_>>>(
+          f(n.dy), f(n.x), f(n.w), nullptr, f(n.rstd), f(n.dx), n.c, n.accumulate_dx != 0);
+      NormParamGrad<<<Blocks(n.c), kThreads, 0, stream_>>>(f(n.dy), f(n.x), nullptr, f(n.rstd),
+                                                           f(n.dw), nullptr, n.rows, n.c);
       break;
-    case fb::Op_Gelu:
-      GeluFwd<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), a(0));
+    }
+    case fb::Op_Gelu: {
+      const auto g = plan::Read<op::Gelu<uint32_t>>(in);
+      GeluFwd<<<Blocks(g.n), kThreads, 0, stream_>>>(f(g.x), f(g.y), g.n);
       break;
-    case fb::Op_GeluGrad:
-      GeluBwd<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), a(0), a(1) != 0);
+    }
+    case fb::Op_GeluGrad: {
+      const auto g = plan::Read<op::GeluGrad<uint32_t>>(in);
+      GeluBwd<<<Blocks(g.n), kThreads, 0, stream_>>>(f(g.dy), f(g.x), f(g.dx), g.n,
+                                                     g.accumulate_dx != 0);
       break;
-    case fb::Op_Swiglu:
-      SwigluFwd<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), a(0));
+    }
+    case fb::Op_Swiglu: {
+      const auto g = plan::Read<op::Swiglu<uint32_t>>(in);
+      SwigluFwd<<<Blocks(g.n), kThreads, 0, stream_>>>(f(g.gate), f(g.up), f(g.y), g.n);
       break;
-    case fb::Op_SwigluGrad:
-      SwigluBwd<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), f(3), f(4), a(0),
-                                                        a(1) != 0);
+    }
+    case fb::Op_SwigluGrad: {
+      const auto g = plan::Read<op::SwigluGrad<uint32_t>>(in);
+      SwigluBwd<<<Blocks(g.n), kThreads, 0, stream_>>>(f(g.dy), f(g.gate), f(g.up), f(g.dgate),
+                                                       f(g.dup), g.n, g.accumulate_dx != 0);
       break;
-    case fb::Op_Add:
-      AddFwd<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), f(2), a(0));
+    }
+    case fb::Op_Add: {
+      const auto a = plan::Read<op::Add<uint32_t>>(in);
+      AddFwd<<<Blocks(a.n), kThreads, 0, stream_>>>(f(a.a), f(a.b), f(a.y), a.n);
       break;
-    case fb::Op_Accumulate:
-      AccumulateKernel<<<Blocks(a(0)), kThreads, 0, stream_>>>(f(0), f(1), a(0), a(1) != 0);
+    }
+    case fb::Op_Accumulate: {
+      const auto a = plan::Read<op::Accumulate<uint32_t>>(in);
+      AccumulateKernel<<<Blocks(a.n), kThreads, 0, stream_>>>(f(a.src), f(a.dst), a.n,
+                                                              a.accumulate_dx != 0);
       break;
-    case fb::Op_Rope:
-      Rope<<<Blocks(a(0) * a(1) * a(2) * (a(3) / 2)), kThreads, 0, stream_>>>(
-          f(0), f(1), a(0) * a(1), a(1), a(2), a(3), x(0), 1.0, false);
+    }
+    case fb::Op_Rope: {
+      const auto r = plan::Read<op::Rope<uint32_t>>(in);
+      Rope<<<Blocks(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
+          f(r.x), f(r.y), r.batch * r.seq, r.seq, r.heads, r.head_dim, r.theta, 1.0, false);
       break;
-    case fb::Op_RopeGrad:
-      Rope<<<Blocks(a(0) * a(1) * a(2) * (a(3) / 2)), kThreads, 0, stream_>>>(
-          f(0), f(1), a(0) * a(1), a(1), a(2), a(3), x(0), -1.0, a(4) != 0);
+    }
+    case fb::Op_RopeGrad: {
+      const auto r = plan::Read<op::RopeGrad<uint32_t>>(in);
+      Rope<<<Blocks(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
+          f(r.dy), f(r.dx), r.batch * r.seq, r.seq, r.heads, r.head_dim, r.theta, -1.0,
+          r.accumulate_dx != 0);
       break;
+    }
     case fb::Op_Attention:
     case fb::Op_AttentionGrad: {
-      const int64_t b = a(0), t = a(1), h = a(2), kv = a(3), hd = a(4);
+      // The backward's first operands are the forward's, named alike.
+      const bool forward = in.op == fb::Op_Attention;
+      const auto fw = forward ? plan::Read<op::Attention<uint32_t>>(in) : op::Attention<uint32_t>{};
+      const auto bw = forward ? op::AttentionGrad<uint32_t>{} : plan::Read<op::AttentionGrad<uint32_t>>(in);
+      const int64_t b = forward ? fw.batch : bw.batch, t = forward ? fw.seq : bw.seq;
+      const int64_t h = forward ? fw.heads : bw.heads, kv = forward ? fw.kv_heads : bw.kv_heads;
+      const int64_t hd = forward ? fw.head_dim : bw.head_dim;
       if (hd > kMaxHeadDim)
         return "attention: head_dim " + std::to_string(hd) + " is above the CUDA kernel's " +
                std::to_string(kMaxHeadDim);
       const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
       const int warps_per_block = kThreads / 32;
-      if (in.op() == fb::Op_Attention) {
+      if (forward) {
         AttentionFwd<<<Blocks(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
-            f(0), f(1), f(2), f(3), f(4), b, t, h, kv, hd, scale);
+            f(fw.q), f(fw.k), f(fw.v), f(fw.out), f(fw.lse), b, t, h, kv, hd, scale);
       } else {
-        const bool acc = a(5) != 0;
+        const bool acc = bw.accumulate_dx != 0;
         AttentionBwdQ<<<Blocks(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
-            f(0), f(1), f(2), f(3), f(4), f(5), f(6), b, t, h, kv, hd, scale, acc);
+            f(bw.dout), f(bw.q), f(bw.k), f(bw.v), f(bw.out), f(bw.lse), f(bw.dq), b, t, h, kv,
+            hd, scale, acc);
         AttentionBwdKV<<<Blocks(b * kv * t, warps_per_block), kThreads, 0, stream_>>>(
-            f(0), f(1), f(2), f(3), f(4), f(5), f(7), f(8), b, t, h, kv, hd, scale, acc);
+            f(bw.dout), f(bw.q), f(bw.k), f(bw.v), f(bw.out), f(bw.lse), f(bw.dk), f(bw.dv), b, t,
+            h, kv, hd, scale, acc);
       }
       break;
     }
     case fb::Op_CrossEntropy: {
-      const int64_t rows = a(0), vocab = a(1), classes = a(2);
-      int64_t bad = -1;
-      if ((err = FirstBadId(ids(1), rows, classes, &bad))) return err;
-      if (bad >= 0) {
-        int32_t id = 0;
-        cudaMemcpy(&id, ids(1) + bad, sizeof id, cudaMemcpyDeviceToHost);
-        return "target id " + std::to_string(id) + " at position " + std::to_string(bad) +
-               " is outside the vocabulary [0, " + std::to_string(classes) + ")";
-      }
-      if ((err = Scratch(4 * static_cast<uint64_t>(rows)))) return err;
-      CrossEntropyRows<<<static_cast<unsigned>(rows), kThreads, 0, stream_>>>(
-          f(0), ids(1), f(3), Rows(), vocab, classes);
-      MeanOfRows<<<1, kThreads, 0, stream_>>>(Rows(), f(2), rows);
+      const auto ce = plan::Read<op::CrossEntropy<uint32_t>>(in);
+      if ((err = check_ids("target", ids(ce.targets), ce.rows, ce.valid))) return err;
+      if ((err = Scratch(4 * static_cast<uint64_t>(ce.rows)))) return err;
+      CrossEntropyRows<<<static_cast<unsigned>(ce.rows), kThreads, 0, stream_>>>(
+          f(ce.logits), ids(ce.targets), f(ce.lse), Rows(), ce.vocab, ce.valid);
+      MeanOfRows<<<1, kThreads, 0, stream_>>>(Rows(), f(ce.loss), ce.rows);
       break;
     }
     case fb::Op_CrossEntropyGrad: {
-      const int64_t begin = a(3) ? a(1) * s.tp_rank : 0;
-      const int64_t classes = ClassesIn(a(1), begin, a(4));
-      CrossEntropyBwd<<<Blocks(a(0) * a(1)), kThreads, 0, stream_>>>(
-          f(0), ids(1), f(2), static_cast<float>(x(0)) / static_cast<float>(a(0)), f(3), a(0),
-          a(1), begin, classes, a(2) != 0);
+      const auto ce = plan::Read<op::CrossEntropyGrad<uint32_t>>(in);
+      const int64_t classes = ClassesIn(ce.vocab, ce.vocab_begin, ce.valid);
+      CrossEntropyBwd<<<Blocks(ce.rows * ce.vocab), kThreads, 0, stream_>>>(
+          f(ce.logits), ids(ce.targets), f(ce.lse),
+          static_cast<float>(ce.dloss) / static_cast<float>(ce.rows), f(ce.dlogits), ce.rows,
+          ce.vocab, ce.vocab_begin, classes, ce.accumulate_dx != 0);
       break;
     }
     case fb::Op_VocabMax: {
-      const int64_t begin = a(1) * s.tp_rank;
-      const int64_t classes = ClassesIn(a(1), begin, a(2));
-      VocabMaxRows<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(f(0), f(1), a(1), classes);
+      const auto v = plan::Read<op::VocabMax<uint32_t>>(in);
+      const int64_t classes = ClassesIn(v.vocab, v.vocab_begin, v.valid);
+      VocabMaxRows<<<static_cast<unsigned>(v.rows), kThreads, 0, stream_>>>(f(v.logits), f(v.max),
+                                                                            v.vocab, classes);
       break;
     }
     case fb::Op_VocabSumExp: {
-      const int64_t begin = a(1) * s.tp_rank, total = a(1) * s.tp_size;
-      const int64_t limit = std::min(total, a(2));
-      int64_t bad = -1;
-      if ((err = FirstBadId(ids(1), a(0), limit, &bad))) return err;
-      if (bad >= 0) {
-        int32_t id = 0;
-        cudaMemcpy(&id, ids(1) + bad, sizeof id, cudaMemcpyDeviceToHost);
-        return "target id " + std::to_string(id) + " at position " + std::to_string(bad) +
-               " is outside the vocabulary [0, " + std::to_string(limit) + ")";
-      }
-      const int64_t classes = ClassesIn(a(1), begin, a(2));
-      VocabSumExpRows<<<static_cast<unsigned>(a(0)), kThreads, 0, stream_>>>(
-          f(0), ids(1), f(2), f(3), f(4), a(1), begin, classes);
+      const auto v = plan::Read<op::VocabSumExp<uint32_t>>(in);
+      if ((err = check_ids("target", ids(v.targets), v.rows, std::min(v.vocab_total, v.valid))))
+        return err;
+      const int64_t classes = ClassesIn(v.vocab, v.vocab_begin, v.valid);
+      VocabSumExpRows<<<static_cast<unsigned>(v.rows), kThreads, 0, stream_>>>(
+          f(v.logits), ids(v.targets), f(v.max), f(v.sum), f(v.target), v.vocab, v.vocab_begin,
+          classes);
       break;
     }
-    case fb::Op_VocabLoss:
-      VocabLossKernel<<<1, kThreads, 0, stream_>>>(f(0), f(1), f(2), f(3), f(4), a(0));
+    case fb::Op_VocabLoss: {
+      const auto v = plan::Read<op::VocabLoss<uint32_t>>(in);
+      VocabLossKernel<<<1, kThreads, 0, stream_>>>(f(v.max), f(v.sum), f(v.target), f(v.loss),
+                                                   f(v.lse), v.rows);
       break;
+    }
     case fb::Op_GradNormSq: {
       if ((err = Scratch(0))) return err;
       cudaMemsetAsync(Total(), 0, sizeof(double), stream_);
-      for (uint32_t b : *in.buffers()) {
-        const int64_t n = plan::NumElements(*plan.buffers()->Get(b));
-        const plan::Shard sh =
-            a(0) ? plan::ShardOf(n, s.dp_rank, s.dp_size) : plan::Shard{0, n};
-        const float* data = reinterpret_cast<const float*>(arena + plan.buffers()->Get(b)->offset());
-        SumSquaresPartial<<<kPartials, kThreads, 0, stream_>>>(data + sh.begin, sh.size, Partials());
+      // Each buffer's range: all of it, or this rank's ZeRO-1 shard (prepared).
+      for (size_t i = 0; i < in.buffers.size(); ++i) {
+        SumSquaresPartial<<<kPartials, kThreads, 0, stream_>>>(
+            f(in.buffers[i]) + in.ranges[i].begin, in.ranges[i].size, Partials());
         AddPartials<<<1, kThreads, 0, stream_>>>(Partials(), kPartials, Total());
       }
       double total = 0;
@@ -803,6 +839,7 @@ std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const fb::Inst
       break;
     }
     case fb::Op_ClipAndAdamW: {
+      const auto u = plan::Read<op::ClipAndAdamW<uint32_t>>(in);
       if (!s.clip_ready) {
         const double norm = std::sqrt(s.grad_norm_sq);
         s.clip_scale = s.grad_clip > 0 && norm > s.grad_clip ? s.grad_clip / (norm + 1e-6) : 1.0;
@@ -811,16 +848,16 @@ std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const fb::Inst
       const fb::Optimizer* opt = plan.optimizer();
       const double b1 = opt ? opt->beta1() : 0.9, b2 = opt ? opt->beta2() : 0.95;
       const double eps = opt ? opt->eps() : 1e-8;
-      const plan::Shard sh =
-          a(2) ? plan::ShardOf(a(0), s.dp_rank, s.dp_size) : plan::Shard{0, a(0)};
       const double step = static_cast<double>(s.step);
-      AdamWKernel<<<Blocks(sh.size), kThreads, 0, stream_>>>(
-          f(0) + sh.begin, f(1) + sh.begin, f(2), f(3), sh.size, static_cast<float>(b1),
-          static_cast<float>(b2), static_cast<float>(1.0 - b1), static_cast<float>(1.0 - b2),
-          static_cast<float>(s.clip_scale),
+      // [begin, begin + size): all of the parameter or this rank's ZeRO-1 shard.
+      AdamWKernel<<<Blocks(u.size), kThreads, 0, stream_>>>(
+          f(u.param) + u.begin, f(u.grad) + u.begin, f(u.exp_avg), f(u.exp_avg_sq), u.size,
+          static_cast<float>(b1), static_cast<float>(b2), static_cast<float>(1.0 - b1),
+          static_cast<float>(1.0 - b2), static_cast<float>(s.clip_scale),
           static_cast<float>(s.lr / (1.0 - std::pow(b1, step))),
           static_cast<float>(1.0 / (1.0 - std::pow(b2, step))),
-          static_cast<float>(s.lr * (a(1) ? s.weight_decay : 0.0)), static_cast<float>(eps));
+          static_cast<float>(s.lr * (u.weight_decay ? s.weight_decay : 0.0)),
+          static_cast<float>(eps));
       break;
     }
     case fb::Op_Moe:
@@ -828,11 +865,10 @@ std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const fb::Inst
       return std::string("the CUDA backend has no MoE kernel yet: run MoE models with "
                          "--backend cpu");
     default:
-      return std::string("the CUDA backend cannot run '") +
-             plan::OpSignature(in.op(), {}).name + "' (collectives belong to the executor)";
+      return std::string("the CUDA backend cannot run '") + plan::OpName(in.op) +
+             "' (collectives belong to the executor)";
   }
-  if (auto e = cudaGetLastError(); e != cudaSuccess)
-    return CudaError(plan::OpSignature(in.op(), {}).name, e);
+  if (auto e = cudaGetLastError(); e != cudaSuccess) return CudaError(plan::OpName(in.op), e);
   return std::nullopt;
 }
 

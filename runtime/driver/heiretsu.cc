@@ -119,12 +119,10 @@ int RunSibling(const std::string& tool, const std::vector<std::string>& args) {
 int RunPlan(const std::vector<std::string>& run_args) {
   heiretsu::cli::RunOptions options;
   if (heiretsu::cli::ParseRunOptions(run_args, &options)) return RunSibling("heiretsu-rank", run_args);
-  heiretsu::plan::LoadedPlan loaded;
-  if (heiretsu::plan::LoadPlan(options.plan_dir + "/" + heiretsu::plan::ProgramFileName(0),
-                               &loaded))
+  std::vector<heiretsu::plan::LoadedPlan> programs;
+  if (heiretsu::plan::LoadPlanDirectory(options.plan_dir, &programs))
     return RunSibling("heiretsu-rank", run_args);
-  const auto& mesh = *loaded.plan->mesh();
-  const int world = mesh.dp() * mesh.tp() * mesh.pp() * mesh.ep();
+  const int world = static_cast<int>(heiretsu::plan::WorldSize(*programs[0].plan->mesh()));
   if (world == 1) return RunSibling("heiretsu-rank", run_args);
   heiretsu::launch::LaunchSpec spec;
   spec.program = SelfDir() + "/heiretsu-rank";
@@ -257,11 +255,9 @@ int main(int argc, char** argv) {
   if (cmd == "data") return Data(rest);
   if (cmd == "explain") {
     if (rest.size() != 1) return BadInput("usage: heiretsu explain PLAN_DIR");
-    heiretsu::plan::LoadedPlan loaded;
-    if (auto err = heiretsu::plan::LoadPlan(rest[0] + "/" + heiretsu::plan::ProgramFileName(0),
-                                            &loaded))
-      return BadInput(*err);
-    std::fputs(heiretsu::plan::Explain(loaded).c_str(), stdout);
+    std::vector<heiretsu::plan::LoadedPlan> programs;
+    if (auto err = heiretsu::plan::LoadPlanDirectory(rest[0], &programs)) return BadInput(*err);
+    std::fputs(heiretsu::plan::Explain(programs).c_str(), stdout);
     return 0;
   }
   std::fprintf(stderr, "heiretsu: unknown command '%s'\n%s", cmd.c_str(), kUsage);

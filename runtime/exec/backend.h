@@ -12,7 +12,7 @@
 #include <optional>
 #include <string>
 
-#include "runtime/plan/plan_generated.h"
+#include "runtime/plan/prepare.h"
 
 namespace heiretsu::exec {
 
@@ -25,10 +25,6 @@ struct StepScalars {
   double grad_norm_sq = 0;  // accumulated by grad_norm_sq instructions
   double clip_scale = 1;    // fixed by the first clip_adamw of the step
   bool clip_ready = false;
-  int dp_rank = 0;  // this rank's place in its data-parallel group (ZeRO-1 shards)
-  int dp_size = 1;
-  int tp_rank = 0;  // and in its tensor-parallel group (vocabulary blocks, biases)
-  int tp_size = 1;
 };
 
 class Backend {
@@ -44,9 +40,10 @@ class Backend {
   // Prepare: `bytes` of zeroed arena memory, 64-byte aligned; null on failure.
   virtual uint8_t* AllocateArena(uint64_t bytes) = 0;
   virtual void FreeArena(uint8_t* arena) = 0;
-  // Execute one instruction of a verified plan. Returns an error for bad data
-  // (a token outside the vocabulary).
-  virtual std::optional<std::string> Run(const plan::fb::Plan& plan, const plan::fb::Instr& instr,
+  // Execute one instruction of a verified plan, prepared for this rank (its
+  // rank-dependent operands resolved: runtime/plan/prepare.h). Returns an error
+  // for bad data (a token outside the vocabulary).
+  virtual std::optional<std::string> Run(const plan::fb::Plan& plan, const plan::Instruction& instr,
                                          uint8_t* arena, StepScalars& scalars) = 0;
   // Copies between host memory and the arena, complete when they return (a
   // device backend waits for its queued work first). The defaults are for a

@@ -1,6 +1,7 @@
-// The CPU backend: every opcode of runtime/plan/ops.h mapped to its kernel in
-// runtime/cpu/kernels.h. Each case reads the buffers and attributes in the order
-// ops.h defines, which the plan verifier has checked, so no bounds are re-checked.
+// The CPU backend: every compute opcode of runtime/plan/op_table.h mapped to its
+// kernel in runtime/cpu/kernels.h. Each case reads its instruction's operands by
+// name (ops.h), already checked by the plan verifier and resolved for this rank
+// (prepare.h), so nothing is re-checked or re-derived here.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -16,6 +17,7 @@ namespace {
 
 namespace fb = plan::fb;
 namespace k = cpu;
+namespace op = plan::op;
 
 class CpuBackend final : public Backend {
  public:
@@ -31,148 +33,187 @@ class CpuBackend final : public Backend {
 
   void FreeArena(uint8_t* arena) override { std::free(arena); }
 
-  std::optional<std::string> Run(const fb::Plan& plan, const fb::Instr& in, uint8_t* arena,
-                                 StepScalars& s) override {
-    auto F32 = [&](uint32_t b) {
-      return reinterpret_cast<float*>(arena + plan.buffers()->Get(b)->offset());
+  std::optional<std::string> Run(const fb::Plan& plan, const plan::Instruction& in,
+                                 uint8_t* arena, StepScalars& s) override {
+    // A buffer's floats, null for an absent one.
+    auto f = [&](uint32_t b) -> float* {
+      return b == plan::kNoBuffer
+                 ? nullptr
+                 : reinterpret_cast<float*>(arena + plan.buffers()->Get(b)->offset());
     };
-    auto I32 = [&](uint32_t b) {
-      return reinterpret_cast<int32_t*>(arena + plan.buffers()->Get(b)->offset());
+    auto ids = [&](uint32_t b) {
+      return reinterpret_cast<const int32_t*>(arena + plan.buffers()->Get(b)->offset());
     };
-
-    auto buf = [&](size_t i) -> uint32_t { return in.buffers()->Get(i); };
-    auto f = [&](size_t i) -> float* {
-      uint32_t b = buf(i);
-      return b == plan::kNoBuffer ? nullptr : F32(b);
+    auto outside = [&](const char* what, const int32_t* id, int64_t at, int64_t limit) {
+      return std::string(what) + " id " + std::to_string(id[at]) + " at position " +
+             std::to_string(at) + " is outside the vocabulary [0, " + std::to_string(limit) + ")";
     };
-    auto ids = [&](size_t i) -> const int32_t* { return I32(buf(i)); };
-    auto a = [&](size_t i) -> int64_t { return in.ints()->Get(i); };
-    auto x = [&](size_t i) -> double { return in.floats()->Get(i); };
-    switch (in.op()) {
-      case fb::Op_Zero:
-        std::fill_n(f(0), plan::NumElements(*plan.buffers()->Get(buf(0))), 0.f);
+    switch (in.op) {
+      case fb::Op_Zero: {
+        const auto z = plan::Read<op::Zero<uint32_t>>(in);
+        std::fill_n(f(z.buffer), plan::NumElements(*plan.buffers()->Get(z.buffer)), 0.f);
         break;
+      }
       case fb::Op_Embedding: {
-        // Vocabulary parallelism: this tp rank's block of the table; rank 0 alone
-        // adds the positions (the all_reduce that follows sums the blocks).
-        const bool vp = a(5) != 0;
-        const int64_t total = vp ? a(2) * s.tp_size : a(2);
-        int64_t bad = k::EmbeddingForward(ids(0), f(1), vp && s.tp_rank != 0 ? nullptr : f(2),
-                                          f(3), a(0), a(1), a(2), a(3),
-                                          vp ? a(2) * s.tp_rank : 0, total);
-        if (bad >= 0)
-          return "token id " + std::to_string(ids(0)[bad]) + " at position " + std::to_string(bad) +
-                 " is outside the vocabulary [0, " + std::to_string(total) + ")";
+        const auto e = plan::Read<op::Embedding<uint32_t>>(in);
+        int64_t bad = k::EmbeddingForward(ids(e.ids), f(e.table), f(e.positions), f(e.out), e.rows,
+                                          e.seq, e.vocab, e.c, e.vocab_begin, e.vocab_total);
+        if (bad >= 0) return outside("token", ids(e.ids), bad, e.vocab_total);
         break;
       }
-      case fb::Op_EmbeddingGrad:
-        k::EmbeddingBackward(ids(0), f(1), f(2), f(3), a(0), a(1), a(3),
-                             a(5) ? a(2) * s.tp_rank : 0, a(5) ? a(2) : -1);
+      case fb::Op_EmbeddingGrad: {
+        const auto e = plan::Read<op::EmbeddingGrad<uint32_t>>(in);
+        k::EmbeddingBackward(ids(e.ids), f(e.dout), f(e.dtable), f(e.dpositions), e.rows, e.seq,
+                             e.c, e.vocab_begin, e.vocab_rows);
         break;
-      case fb::Op_Linear:
-        // Row parallelism: y is a partial sum over tp; rank 0 alone adds the bias.
-        k::LinearForward(f(0), f(1), a(3) && s.tp_rank != 0 ? nullptr : f(2), f(3), a(0), a(1),
-                         a(2));
+      }
+      case fb::Op_Linear: {
+        const auto l = plan::Read<op::Linear<uint32_t>>(in);
+        k::LinearForward(f(l.x), f(l.w), f(l.bias), f(l.y), l.rows, l.in, l.out);
         break;
-      case fb::Op_LinearGrad:
-        k::LinearBackward(f(0), f(1), f(2), f(3), f(4), f(5), a(0), a(1), a(2), a(3) != 0);
+      }
+      case fb::Op_LinearGrad: {
+        const auto l = plan::Read<op::LinearGrad<uint32_t>>(in);
+        k::LinearBackward(f(l.dy), f(l.x), f(l.w), f(l.dx), f(l.dw), f(l.dbias), l.rows, l.in,
+                          l.out, l.accumulate_dx != 0);
         break;
-      case fb::Op_LayerNorm:
-        k::LayerNormForward(f(0), f(1), f(2), f(3), f(4), f(5), a(0), a(1), x(0));
+      }
+      case fb::Op_LayerNorm: {
+        const auto n = plan::Read<op::LayerNorm<uint32_t>>(in);
+        k::LayerNormForward(f(n.x), f(n.w), f(n.b), f(n.y), f(n.mean), f(n.rstd), n.rows, n.c,
+                            n.eps);
         break;
-      case fb::Op_LayerNormGrad:
-        k::LayerNormBackward(f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), a(0), a(1), a(2) != 0);
+      }
+      case fb::Op_LayerNormGrad: {
+        const auto n = plan::Read<op::LayerNormGrad<uint32_t>>(in);
+        k::LayerNormBackward(f(n.dy), f(n.x), f(n.w), f(n.mean), f(n.rstd), f(n.dx), f(n.dw),
+                             f(n.db), n.rows, n.c, n.accumulate_dx != 0);
         break;
-      case fb::Op_RMSNorm:
-        k::RMSNormForward(f(0), f(1), f(2), f(3), a(0), a(1), x(0));
+      }
+      case fb::Op_RMSNorm: {
+        const auto n = plan::Read<op::RMSNorm<uint32_t>>(in);
+        k::RMSNormForward(f(n.x), f(n.w), f(n.y), f(n.rstd), n.rows, n.c, n.eps);
         break;
-      case fb::Op_RMSNormGrad:
-        k::RMSNormBackward(f(0), f(1), f(2), f(3), f(4), f(5), a(0), a(1), a(2) != 0);
+      }
+      case fb::Op_RMSNormGrad: {
+        const auto n = plan::Read<op::RMSNormGrad<uint32_t>>(in);
+        k::RMSNormBackward(f(n.dy), f(n.x), f(n.w), f(n.rstd), f(n.dx), f(n.dw), n.rows, n.c,
+                           n.accumulate_dx != 0);
         break;
-      case fb::Op_Gelu:
-        k::GeluForward(f(0), f(1), a(0));
+      }
+      case fb::Op_Gelu: {
+        const auto g = plan::Read<op::Gelu<uint32_t>>(in);
+        k::GeluForward(f(g.x), f(g.y), g.n);
         break;
-      case fb::Op_GeluGrad:
-        k::GeluBackward(f(0), f(1), f(2), a(0), a(1) != 0);
+      }
+      case fb::Op_GeluGrad: {
+        const auto g = plan::Read<op::GeluGrad<uint32_t>>(in);
+        k::GeluBackward(f(g.dy), f(g.x), f(g.dx), g.n, g.accumulate_dx != 0);
         break;
-      case fb::Op_Swiglu:
-        k::SwigluForward(f(0), f(1), f(2), a(0));
+      }
+      case fb::Op_Swiglu: {
+        const auto g = plan::Read<op::Swiglu<uint32_t>>(in);
+        k::SwigluForward(f(g.gate), f(g.up), f(g.y), g.n);
         break;
-      case fb::Op_SwigluGrad:
-        k::SwigluBackward(f(0), f(1), f(2), f(3), f(4), a(0), a(1) != 0);
+      }
+      case fb::Op_SwigluGrad: {
+        const auto g = plan::Read<op::SwigluGrad<uint32_t>>(in);
+        k::SwigluBackward(f(g.dy), f(g.gate), f(g.up), f(g.dgate), f(g.dup), g.n,
+                          g.accumulate_dx != 0);
         break;
-      case fb::Op_Add:
-        k::AddForward(f(0), f(1), f(2), a(0));
+      }
+      case fb::Op_Add: {
+        const auto a = plan::Read<op::Add<uint32_t>>(in);
+        k::AddForward(f(a.a), f(a.b), f(a.y), a.n);
         break;
-      case fb::Op_Rope:
-        k::RopeForward(f(0), f(1), a(0), a(1), a(2), a(3), x(0));
+      }
+      case fb::Op_Rope: {
+        const auto r = plan::Read<op::Rope<uint32_t>>(in);
+        k::RopeForward(f(r.x), f(r.y), r.batch, r.seq, r.heads, r.head_dim, r.theta);
         break;
-      case fb::Op_RopeGrad:
-        k::RopeBackward(f(0), f(1), a(0), a(1), a(2), a(3), x(0), a(4) != 0);
+      }
+      case fb::Op_RopeGrad: {
+        const auto r = plan::Read<op::RopeGrad<uint32_t>>(in);
+        k::RopeBackward(f(r.dy), f(r.dx), r.batch, r.seq, r.heads, r.head_dim, r.theta,
+                        r.accumulate_dx != 0);
         break;
-      case fb::Op_Attention:
-        k::AttentionForward(f(0), f(1), f(2), f(3), f(4), a(0), a(1), a(2), a(3), a(4));
+      }
+      case fb::Op_Attention: {
+        const auto a = plan::Read<op::Attention<uint32_t>>(in);
+        k::AttentionForward(f(a.q), f(a.k), f(a.v), f(a.out), f(a.lse), a.batch, a.seq, a.heads,
+                            a.kv_heads, a.head_dim);
         break;
-      case fb::Op_AttentionGrad:
-        k::AttentionBackward(f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), a(0), a(1), a(2),
-                             a(3), a(4), a(5) != 0);
+      }
+      case fb::Op_AttentionGrad: {
+        const auto a = plan::Read<op::AttentionGrad<uint32_t>>(in);
+        k::AttentionBackward(f(a.dout), f(a.q), f(a.k), f(a.v), f(a.out), f(a.lse), f(a.dq),
+                             f(a.dk), f(a.dv), a.batch, a.seq, a.heads, a.kv_heads, a.head_dim,
+                             a.accumulate_dx != 0);
         break;
+      }
       case fb::Op_CrossEntropy: {
-        int64_t bad = k::CrossEntropyForward(f(0), ids(1), f(2), f(3), a(0), a(1), a(2));
-        if (bad >= 0)
-          return "target id " + std::to_string(ids(1)[bad]) + " at position " +
-                 std::to_string(bad) + " is outside the vocabulary [0, " + std::to_string(a(2)) +
-                 ")";
+        const auto ce = plan::Read<op::CrossEntropy<uint32_t>>(in);
+        int64_t bad = k::CrossEntropyForward(f(ce.logits), ids(ce.targets), f(ce.loss), f(ce.lse),
+                                             ce.rows, ce.vocab, ce.valid);
+        if (bad >= 0) return outside("target", ids(ce.targets), bad, ce.valid);
         break;
       }
-      case fb::Op_CrossEntropyGrad:
-        k::CrossEntropyBackward(f(0), ids(1), f(2), static_cast<float>(x(0)), f(3), a(0), a(1),
-                                a(2) != 0, a(3) ? a(1) * s.tp_rank : 0, a(4));
+      case fb::Op_CrossEntropyGrad: {
+        const auto ce = plan::Read<op::CrossEntropyGrad<uint32_t>>(in);
+        k::CrossEntropyBackward(f(ce.logits), ids(ce.targets), f(ce.lse),
+                                static_cast<float>(ce.dloss), f(ce.dlogits), ce.rows, ce.vocab,
+                                ce.accumulate_dx != 0, ce.vocab_begin, ce.valid);
         break;
-      case fb::Op_VocabMax:
-        k::VocabMax(f(0), f(1), a(0), a(1), a(1) * s.tp_rank, a(2));
+      }
+      case fb::Op_VocabMax: {
+        const auto v = plan::Read<op::VocabMax<uint32_t>>(in);
+        k::VocabMax(f(v.logits), f(v.max), v.rows, v.vocab, v.vocab_begin, v.valid);
         break;
+      }
       case fb::Op_VocabSumExp: {
-        const int64_t total = a(1) * s.tp_size;
-        int64_t bad = k::VocabSumExp(f(0), ids(1), f(2), f(3), f(4), a(0), a(1), a(1) * s.tp_rank,
-                                     total, a(2));
+        const auto v = plan::Read<op::VocabSumExp<uint32_t>>(in);
+        int64_t bad = k::VocabSumExp(f(v.logits), ids(v.targets), f(v.max), f(v.sum), f(v.target),
+                                     v.rows, v.vocab, v.vocab_begin, v.vocab_total, v.valid);
         if (bad >= 0)
-          return "target id " + std::to_string(ids(1)[bad]) + " at position " +
-                 std::to_string(bad) + " is outside the vocabulary [0, " +
-                 std::to_string(std::min(total, a(2))) + ")";
+          return outside("target", ids(v.targets), bad, std::min(v.vocab_total, v.valid));
         break;
       }
-      case fb::Op_VocabLoss:
-        k::VocabLoss(f(0), f(1), f(2), f(3), f(4), a(0));
+      case fb::Op_VocabLoss: {
+        const auto v = plan::Read<op::VocabLoss<uint32_t>>(in);
+        k::VocabLoss(f(v.max), f(v.sum), f(v.target), f(v.loss), f(v.lse), v.rows);
         break;
+      }
       case fb::Op_Moe: {
-        k::MoeShape shape{a(0), a(1), a(2), a(3), a(4), a(5), a(6) != 0};
-        k::MoeForward(shape, f(0), f(1), f(2), f(3), f(4), x(0), x(1), f(5), f(6), f(7), f(8),
-                      I32(buf(9)), f(10), f(11), f(12), f(13));
+        const auto m = plan::Read<op::Moe<uint32_t>>(in);
+        k::MoeShape shape{m.rows, m.d, m.f, m.experts, m.top_k, m.capacity, m.swiglu != 0};
+        k::MoeForward(shape, f(m.x), f(m.router), f(m.w_in), f(m.w_out), f(m.w_gate), m.aux_coef,
+                      m.z_coef, f(m.y), f(m.aux), f(m.probs), f(m.lse),
+                      const_cast<int32_t*>(ids(m.slot_expert)), f(m.slot_weight), f(m.pre),
+                      f(m.gate_pre), f(m.act));
         break;
       }
       case fb::Op_MoeGrad: {
-        k::MoeShape shape{a(0), a(1), a(2), a(3), a(4), a(5), a(6) != 0};
-        k::MoeBackward(shape, f(0), x(2), f(1), f(2), f(3), f(4), f(5), x(0), x(1), f(6), f(7),
-                       I32(buf(8)), f(9), f(10), f(11), f(12), f(13), f(14), f(15), f(16), f(17),
-                       a(7) != 0);
+        const auto m = plan::Read<op::MoeGrad<uint32_t>>(in);
+        k::MoeShape shape{m.rows, m.d, m.f, m.experts, m.top_k, m.capacity, m.swiglu != 0};
+        k::MoeBackward(shape, f(m.dy), m.daux, f(m.x), f(m.router), f(m.w_in), f(m.w_out),
+                       f(m.w_gate), m.aux_coef, m.z_coef, f(m.probs), f(m.lse),
+                       ids(m.slot_expert), f(m.slot_weight), f(m.pre),
+                       f(m.gate_pre), f(m.act), f(m.dx), f(m.drouter), f(m.dw_in), f(m.dw_out),
+                       f(m.dw_gate), m.accumulate_dx != 0);
         break;
       }
-      case fb::Op_Accumulate:
-        k::AccumulateForward(f(0), f(1), a(0), a(1) != 0);
+      case fb::Op_Accumulate: {
+        const auto a = plan::Read<op::Accumulate<uint32_t>>(in);
+        k::AccumulateForward(f(a.src), f(a.dst), a.n, a.accumulate_dx != 0);
         break;
+      }
       case fb::Op_GradNormSq:
-        for (uint32_t b : *in.buffers()) {
-          const int64_t n = plan::NumElements(*plan.buffers()->Get(b));
-          if (a(0)) {  // sharded: this rank's dp shard only
-            const plan::Shard sh = plan::ShardOf(n, s.dp_rank, s.dp_size);
-            s.grad_norm_sq += k::SumSquares(F32(b) + sh.begin, sh.size);
-          } else {
-            s.grad_norm_sq += k::SumSquares(F32(b), n);
-          }
-        }
+        // Each buffer's range: all of it, or this rank's ZeRO-1 shard (prepared).
+        for (size_t i = 0; i < in.buffers.size(); ++i)
+          s.grad_norm_sq += k::SumSquares(f(in.buffers[i]) + in.ranges[i].begin, in.ranges[i].size);
         break;
       case fb::Op_ClipAndAdamW: {
+        const auto u = plan::Read<op::ClipAndAdamW<uint32_t>>(in);
         if (!s.clip_ready) {  // the norm is complete once the first update runs
           double norm = std::sqrt(s.grad_norm_sq);
           s.clip_scale = s.grad_clip > 0 && norm > s.grad_clip ? s.grad_clip / (norm + 1e-6) : 1.0;
@@ -181,13 +222,15 @@ class CpuBackend final : public Backend {
         const fb::Optimizer* opt = plan.optimizer();
         double b1 = opt ? opt->beta1() : 0.9, b2 = opt ? opt->beta2() : 0.95;
         double eps = opt ? opt->eps() : 1e-8;
-        // ZeRO-1 (shard > 0): this rank updates its shard; its moments hold only that.
-        const plan::Shard sh =
-            a(2) ? plan::ShardOf(a(0), s.dp_rank, s.dp_size) : plan::Shard{0, a(0)};
-        k::AdamW(f(0) + sh.begin, f(1) + sh.begin, f(2), f(3), sh.size, s.lr, b1, b2, eps,
-                 a(1) ? s.weight_decay : 0.0, s.step, s.clip_scale);
+        // [begin, begin + size): all of the parameter, or this rank's ZeRO-1 shard,
+        // whose moments hold only that.
+        k::AdamW(f(u.param) + u.begin, f(u.grad) + u.begin, f(u.exp_avg), f(u.exp_avg_sq), u.size,
+                 s.lr, b1, b2, eps, u.weight_decay ? s.weight_decay : 0.0, s.step, s.clip_scale);
         break;
       }
+      default:
+        return std::string("the cpu backend does not run ") + plan::OpName(in.op) +
+               " (the executor runs collectives)";
     }
     return std::nullopt;
   }

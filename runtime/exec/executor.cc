@@ -1,5 +1,6 @@
 // Executor of a verified plan; see executor.h. The instructions themselves run on
-// the backend (backend.h).
+// the backend (backend.h); collectives and point-to-point transfers are the
+// executor's (they need the job's communicators).
 #include "runtime/exec/executor.h"
 
 #include <algorithm>
@@ -11,14 +12,20 @@
 #include <stdexcept>
 
 #include "runtime/init/init.h"
+#include "runtime/plan/layout.h"
 #include "runtime/plan/ops.h"
 
 namespace heiretsu::exec {
 
 namespace fb = plan::fb;
+namespace op = plan::op;
 
-Executor::Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backend)
-    : plan_(plan), backend_(backend ? std::move(backend) : MakeCpuBackend()) {
+Executor::Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backend, int rank)
+    : plan_(plan),
+      backend_(backend ? std::move(backend) : MakeCpuBackend()),
+      coords_(plan::CoordinatesOf(*plan.plan, rank)),
+      schedule_(plan::ScheduleOf(*plan.plan)),
+      units_(plan::PrepareUnits(*plan.plan, coords_)) {
   arena_ = backend_->AllocateArena(plan_.plan->arena_bytes());
   if (!arena_) throw std::bad_alloc();
   view_ = arena_;
@@ -66,30 +73,6 @@ void Executor::PushState() {
     for (uint32_t b : {p->value(), p->grad(), p->exp_avg(), p->exp_avg_sq()}) Push(b);
 }
 
-namespace {
-
-// Parameter `p`'s values on this rank from the logical tensor's generator: its
-// tensor-parallel block (all of it without tp_dim), run by run.
-void FillNormalBlock(uint64_t seed, const fb::Param& p, int coord, int parts, float* out) {
-  if (p.tp_dim() < 0) coord = 0, parts = 1;  // whole on every tp rank
-  const plan::TpBlock block = plan::TpBlockOf(p, parts);
-  for (int64_t o = 0; o < block.outer; ++o) {
-    const int64_t begin = block.Begin(o, coord, parts);
-    init::FillNormal(seed, p.name()->str(), p.std(), begin, begin + block.run, out + o * block.run);
-  }
-}
-
-}  // namespace
-
-void Executor::SetCoordinates(StepScalars& s) const {
-  const comm::Communicator* dp = comms_[plan::kAxisDp];
-  const comm::Communicator* tp = comms_[plan::kAxisTp];
-  s.dp_rank = dp ? dp->rank() : 0;
-  s.dp_size = dp ? dp->size() : 1;
-  s.tp_rank = tp ? tp->rank() : 0;
-  s.tp_size = tp ? tp->size() : 1;
-}
-
 void Executor::InitializeParameters(uint64_t seed) {
   for (const fb::Param* p : *plan_.plan->params()) {
     int64_t n = plan::NumElements(*plan_.plan->buffers()->Get(p->value()));
@@ -102,13 +85,44 @@ void Executor::InitializeParameters(uint64_t seed) {
         std::fill_n(value, n, 1.f);
         break;
       case fb::Init_Normal:
-        FillNormalBlock(seed, *p, scalars_.tp_rank, scalars_.tp_size, value);
+        // This rank's block, each value from its logical index.
+        plan::ForEachRun(plan::BlockOf(*p, coords_), [&](int64_t logical, int64_t local, int64_t len) {
+          init::FillNormal(seed, p->name()->str(), p->std(), logical, logical + len, value + local);
+        });
         break;
     }
     for (uint32_t b : {p->grad(), p->exp_avg(), p->exp_avg_sq()})
       std::fill_n(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)), 0.f);
   }
   PushState();
+}
+
+std::optional<std::string> Executor::RunUnit(const plan::ScheduledRun& run,
+                                             const FillMicrobatch* fill, double* loss_sum) {
+  const fb::Plan& p = *plan_.plan;
+  const bool forward = run.unit->kind() == fb::UnitKind_Forward;
+  if (forward && fill) {
+    int32_t* tokens = plan::Has(p.tokens()) ? I32(p.tokens()) : nullptr;
+    int32_t* targets = plan::Has(p.targets()) ? I32(p.targets()) : nullptr;
+    (*fill)(run.run->microbatch(), tokens, targets);
+    if (tokens) Push(p.tokens());
+    if (targets) Push(p.targets());
+  }
+  for (const plan::Instruction& instr : units_[run.run->unit()]) {
+    if (instr.op == fb::Op_BucketAllReduce) {
+      if (run.last) StartBucket(instr);  // the gradients are complete only now
+      continue;
+    }
+    if (auto err = Run(instr, scalars_)) {
+      FinishBuckets();
+      return err;
+    }
+  }
+  if (forward && plan::Has(p.loss())) {
+    Pull(p.loss());
+    *loss_sum += *F32(p.loss());
+  }
+  return std::nullopt;
 }
 
 std::optional<std::string> Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
@@ -118,23 +132,9 @@ std::optional<std::string> Executor::ComputeGradients(const FillMicrobatch& fill
     backend_->Zero(arena_, g.offset(), BufferBytes(g));
   }
   double loss_sum = 0;
-  for (int64_t m = 0; m < p.microbatches(); ++m) {
-    fill(m, I32(p.tokens()), I32(p.targets()));
-    Push(p.tokens());
-    Push(p.targets());
-    const bool last = m + 1 == p.microbatches();
-    for (const fb::Instr* instr : *p.microbatch()) {
-      if (instr->op() == fb::Op_BucketAllReduce) {
-        if (last) StartBucket(*instr);  // the gradients are complete only now
-        continue;
-      }
-      if (auto err = Run(*instr, scalars_)) {
-        FinishBuckets();
-        return err;
-      }
-    }
-    Pull(p.loss());
-    loss_sum += *F32(p.loss());
+  for (const plan::ScheduledRun& run : schedule_) {
+    if (!plan::PerMicrobatch(run.unit->kind())) break;
+    if (auto err = RunUnit(run, &fill, &loss_sum)) return err;
   }
   if (auto err = FinishBuckets()) return err;
   *loss = loss_sum / static_cast<double>(p.microbatches());
@@ -144,76 +144,107 @@ std::optional<std::string> Executor::ComputeGradients(const FillMicrobatch& fill
 std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
                                           StepResult* result) {
   if (auto err = ComputeGradients(fill, &result->loss)) return err;
-  // The reported loss is the mean over the whole global batch.
+  // The reported loss is the mean over the whole global batch, from the stage that
+  // computes it.
   if (comm::Communicator* dp = comms_[plan::kAxisDp]; dp && dp->size() > 1) {
     float loss = static_cast<float>(result->loss);
     if (auto err = dp->AllReduce(&loss, 1, comm::ReduceOp::kAvg)) return err;
     result->loss = loss;
   }
+  if (comm::Communicator* pp = comms_[plan::kAxisPp]; pp && pp->size() > 1) {
+    float loss = static_cast<float>(result->loss);
+    if (auto err = pp->AllReduce(&loss, 1, comm::ReduceOp::kSum)) return err;
+    result->loss = loss;
+  }
   if (!std::isfinite(result->loss))
     return "loss is " + std::to_string(result->loss) + " at step " + std::to_string(options.step);
   scalars_ = StepScalars{options.lr, options.weight_decay, options.grad_clip, options.step};
-  SetCoordinates(scalars_);
-  for (const fb::Instr* instr : *plan_.plan->update())
-    if (auto err = Run(*instr, scalars_)) return err;
+  double unused = 0;
+  for (const plan::ScheduledRun& run : schedule_)
+    if (!plan::PerMicrobatch(run.unit->kind()))
+      if (auto err = RunUnit(run, nullptr, &unused)) return err;
   result->grad_norm = std::sqrt(scalars_.grad_norm_sq);
   return std::nullopt;
 }
 
-std::optional<std::string> Executor::Run(const fb::Instr& instr, StepScalars& scalars) {
+std::optional<std::string> Executor::Run(const plan::Instruction& instr, StepScalars& scalars) {
   // Collectives are the executor's, not the backend's: they need the job's
   // communicators (Gloo on CPU; NCCL will serve device memory).
-  if (instr.op() == fb::Op_ReduceScatter || instr.op() == fb::Op_AllGather)
-    return ShardCollective(instr);
-  if (instr.op() == fb::Op_AllGatherInto || instr.op() == fb::Op_ReduceScatterInto)
-    return BlockCollective(instr);
-  if (instr.op() == fb::Op_AllReduce) return AllReduce(instr);
+  switch (instr.op) {
+    case fb::Op_ReduceScatter:
+    case fb::Op_AllGather:
+      return ShardCollective(instr);
+    case fb::Op_AllGatherInto:
+    case fb::Op_ReduceScatterInto:
+      return BlockCollective(instr);
+    case fb::Op_AllReduce:
+      return AllReduce(instr);
+    case fb::Op_Send:
+    case fb::Op_Recv:
+      return PointToPoint(instr);
+    default:
+      break;
+  }
   // The clock is read only while profiling: this runs for every instruction.
   const auto t0 = profiling_ ? std::chrono::steady_clock::now()
                              : std::chrono::steady_clock::time_point();
   const double norm_before = scalars.grad_norm_sq;
   auto err = backend_->Run(*plan_.plan, instr, arena_, scalars);
-  if (!err && instr.op() == fb::Op_GradNormSq) {
+  if (!err && instr.op == fb::Op_GradNormSq) {
     // This instruction's sum of squares covers this rank's ZeRO-1 shards (sharded)
     // or tp blocks (tp_sharded): the norm is over every rank's.
-    for (auto [flag, axis] : {std::pair{0, plan::kAxisDp}, std::pair{1, plan::kAxisTp}}) {
+    const auto norm = plan::Read<op::GradNormSq<uint32_t>>(instr);
+    for (auto [flag, axis] : {std::pair{norm.sharded, plan::kAxisDp},
+                              std::pair{norm.tp_sharded, plan::kAxisTp}}) {
       comm::Communicator* c = comms_[axis];
-      if (err || instr.ints()->Get(flag) != 1 || !c || c->size() == 1) continue;
+      if (err || flag != 1 || !c || c->size() == 1) continue;
       float part = static_cast<float>(scalars.grad_norm_sq - norm_before);
       err = c->AllReduce(&part, 1, comm::ReduceOp::kSum);
       scalars.grad_norm_sq = norm_before + part;
     }
   }
   if (profiling_)
-    op_seconds_[instr.op()] +=
+    op_seconds_[instr.op] +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return err;
+}
+
+comm::Communicator* Executor::Comm(int64_t axis, const char* what, std::string* error) const {
+  comm::Communicator* c = comms_[axis];
+  if (!c)
+    *error = std::string(what) + " over " + plan::AxisName(axis) +
+             " has no communicator (the group of this rank over " + plan::AxisName(axis) +
+             " was not connected)";
+  return c;
 }
 
 // reduce_scatter / all_gather on whole buffers: each buffer is padded to
 // group-size blocks of ceil(n / size) in a scratch vector (sized once, on first
 // use), exchanged, and this rank's block is written back in place.
-std::optional<std::string> Executor::ShardCollective(const fb::Instr& instr) {
-  const int axis = static_cast<int>(instr.ints()->Get(0));
-  comm::Communicator* c = comms_[axis];
-  if (!c) return std::string(instr.op() == fb::Op_AllGather ? "all_gather" : "reduce_scatter") +
-                " over mesh axis " + std::to_string(axis) + " has no communicator";
+std::optional<std::string> Executor::ShardCollective(const plan::Instruction& instr) {
+  const bool gather = instr.op == fb::Op_AllGather;
+  // reduce_scatter's operands are all_gather's and a reduction.
+  const auto rs = gather ? op::ReduceScatter<uint32_t>{} : plan::Read<op::ReduceScatter<uint32_t>>(instr);
+  const auto ag = gather ? plan::Read<op::AllGather<uint32_t>>(instr) : op::AllGather<uint32_t>{};
+  const int64_t axis = gather ? ag.axis : rs.axis;
+  std::string error;
+  comm::Communicator* c = Comm(axis, plan::OpName(instr.op), &error);
+  if (!c) return error;
   const int parts = c->size();
-  for (uint32_t b : *instr.buffers()) {
+  for (uint32_t b : gather ? ag.buffers : rs.buffers) {
     Pull(b);
     float* data = F32(b);
     const int64_t n = plan::NumElements(*plan_.plan->buffers()->Get(b));
     const int64_t s = plan::ShardSize(n, parts);
     const plan::Shard mine = plan::ShardOf(n, c->rank(), parts);
     scratch_.assign(static_cast<size_t>(s * parts), 0.f);
-    if (instr.op() == fb::Op_ReduceScatter) {
+    if (!gather) {
       std::copy(data, data + n, scratch_.begin());
       std::vector<float>& out = scratch_out_;
       out.assign(static_cast<size_t>(s), 0.f);
       if (auto err = c->ReduceScatter(scratch_.data(), out.data(), static_cast<size_t>(s)))
         return err;
-      const float scale =
-          instr.ints()->Get(1) == plan::kReduceAvg ? 1.0f / static_cast<float>(parts) : 1.0f;
+      const float scale = rs.reduce == plan::kReduceAvg ? 1.0f / static_cast<float>(parts) : 1.0f;
       for (int64_t i = 0; i < mine.size; ++i) data[mine.begin + i] = out[i] * scale;
     } else {
       scratch_out_.assign(static_cast<size_t>(s), 0.f);
@@ -227,16 +258,15 @@ std::optional<std::string> Executor::ShardCollective(const fb::Instr& instr) {
   return std::nullopt;
 }
 
-// all_reduce and bucket_all_reduce: in place on each buffer, over the group of
-// ranks that differ only in the instruction's axis.
-std::optional<std::string> Executor::AllReduce(const fb::Instr& instr) {
-  const int axis = static_cast<int>(instr.ints()->Get(0));
-  comm::Communicator* c = comms_[axis];
-  if (!c)
-    return std::string(plan::OpSignature(instr.op(), {}).name) + " over mesh axis " +
-           std::to_string(axis) + " has no communicator";
-  const auto reduce = static_cast<comm::ReduceOp>(instr.ints()->Get(1));
-  for (uint32_t b : *instr.buffers()) {
+// all_reduce and bucket_all_reduce (the same operands): in place on each buffer,
+// over the group of ranks that differ only in the instruction's axis.
+std::optional<std::string> Executor::AllReduce(const plan::Instruction& instr) {
+  const auto ar = plan::Read<op::AllReduce<uint32_t>>(instr);
+  std::string error;
+  comm::Communicator* c = Comm(ar.axis, plan::OpName(instr.op), &error);
+  if (!c) return error;
+  const auto reduce = static_cast<comm::ReduceOp>(ar.reduce);
+  for (uint32_t b : ar.buffers) {
     Pull(b);
     if (auto err = c->AllReduce(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)), reduce))
       return err;
@@ -245,7 +275,24 @@ std::optional<std::string> Executor::AllReduce(const fb::Instr& instr) {
   return std::nullopt;
 }
 
-void Executor::StartBucket(const fb::Instr& instr) {
+// send / recv (the same operands): blocking, whole buffer, to or from the group
+// member at coordinate `peer`.
+std::optional<std::string> Executor::PointToPoint(const plan::Instruction& instr) {
+  const auto p2p = plan::Read<op::Send<uint32_t>>(instr);
+  std::string error;
+  comm::Communicator* c = Comm(p2p.axis, plan::OpName(instr.op), &error);
+  if (!c) return error;
+  const size_t n = static_cast<size_t>(plan::NumElements(*plan_.plan->buffers()->Get(p2p.x)));
+  if (instr.op == fb::Op_Send) {
+    Pull(p2p.x);
+    return c->Send(F32(p2p.x), n, static_cast<int>(p2p.peer));
+  }
+  if (auto err = c->Recv(F32(p2p.x), n, static_cast<int>(p2p.peer))) return err;
+  Push(p2p.x);
+  return std::nullopt;
+}
+
+void Executor::StartBucket(const plan::Instruction& instr) {
   if (view_ != arena_) {
     // Staged through host memory: in order, now (a device backend overlaps with
     // its own communicator instead).
@@ -269,24 +316,24 @@ std::optional<std::string> Executor::FinishBuckets() {
   return buckets_.get();
 }
 
-// all_gather_into / reduce_scatter_into (ops.h): the blocks are staged in
+// all_gather_into / reduce_scatter_into (op_table.h): the blocks are staged in
 // rank-major order, [rank][outer][inner], which is what Gloo's collectives
 // exchange, and rearranged to [outer][rank][inner] on the way in or out.
-std::optional<std::string> Executor::BlockCollective(const fb::Instr& instr) {
-  const bool gather = instr.op() == fb::Op_AllGatherInto;
-  const int axis = static_cast<int>(instr.ints()->Get(0));
-  const int64_t outer = instr.ints()->Get(1), parts = instr.ints()->Get(2);
-  const int64_t inner = instr.ints()->Get(3);
-  const bool accumulate = instr.ints()->Get(4) != 0;
-  const char* name = gather ? "all_gather_into" : "reduce_scatter_into";
-  comm::Communicator* c = comms_[axis];
-  if (!c || c->size() != parts)
-    return std::string(name) + " over mesh axis " + std::to_string(axis) + " expects a group of " +
-           std::to_string(parts) + " ranks, this rank's has " + std::to_string(c ? c->size() : 1);
-  Pull(instr.buffers()->Get(0));
-  if (accumulate) Pull(instr.buffers()->Get(1));
-  const float* src = F32(instr.buffers()->Get(0));
-  float* dst = F32(instr.buffers()->Get(1));
+std::optional<std::string> Executor::BlockCollective(const plan::Instruction& instr) {
+  const bool gather = instr.op == fb::Op_AllGatherInto;
+  // The two opcodes have the same operands.
+  const auto bc = plan::Read<op::AllGatherInto<uint32_t>>(instr);
+  const bool accumulate = bc.accumulate_dx != 0;
+  comm::Communicator* c = comms_[bc.axis];
+  if (!c || c->size() != bc.parts)
+    return std::string(plan::OpName(instr.op)) + " over " + plan::AxisName(bc.axis) +
+           " expects a group of " + std::to_string(bc.parts) + " ranks, this rank's has " +
+           std::to_string(c ? c->size() : 1);
+  Pull(bc.src);
+  if (accumulate) Pull(bc.dst);
+  const float* src = F32(bc.src);
+  float* dst = F32(bc.dst);
+  const int64_t outer = bc.outer, parts = bc.parts, inner = bc.inner;
   const int64_t block = outer * inner;
   scratch_.resize(static_cast<size_t>(block * parts));
   scratch_out_.resize(static_cast<size_t>(block));
@@ -297,7 +344,7 @@ std::optional<std::string> Executor::BlockCollective(const fb::Instr& instr) {
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t i = 0; i < inner; ++i)
           store(dst + (o * parts + r) * inner + i, scratch_[(r * outer + o) * inner + i]);
-    Push(instr.buffers()->Get(1));
+    Push(bc.dst);
     return std::nullopt;
   }
   for (int64_t r = 0; r < parts; ++r)
@@ -306,7 +353,7 @@ std::optional<std::string> Executor::BlockCollective(const fb::Instr& instr) {
   if (auto err = c->ReduceScatter(scratch_.data(), scratch_out_.data(), static_cast<size_t>(block)))
     return err;
   for (int64_t k = 0; k < block; ++k) store(dst + k, scratch_out_[k]);
-  Push(instr.buffers()->Get(1));
+  Push(bc.dst);
   return std::nullopt;
 }
 
@@ -321,7 +368,7 @@ std::string Executor::ProfileReport() const {
   char line[128];
   for (auto [secs, op] : order) {
     std::snprintf(line, sizeof line, "  %-20s %9.3f s  %5.1f%%\n",
-                  plan::OpSignature(static_cast<fb::Op>(op), {}).name, secs, 100 * secs / total);
+                  plan::OpName(static_cast<fb::Op>(op)), secs, 100 * secs / total);
     out += line;
   }
   return out;

@@ -1,9 +1,15 @@
-// The executor of one rank program, in the three phases of DESIGN.md §2:
-//   prepare     allocate the arena the plan sized and resolve every buffer;
-//   initialize  fill parameters from (seed, name, index), zero optimizer state;
-//   execute     one optimizer step: zero gradients, run the microbatch stream once
-//               per microbatch (its inputs supplied by the caller), then the update
-//               stream (gradient norm, clipping, AdamW).
+// The executor of one rank program, in the three phases of docs/architecture.md:
+//   prepare     allocate the arena the plan sized, resolve every buffer, and
+//               prepare every instruction for this rank's mesh coordinates
+//               (runtime/plan/prepare.h);
+//   initialize  fill parameters from (seed, name, logical index), zero optimizer
+//               state;
+//   execute     one optimizer step: zero gradients, then run the program's
+//               schedule, the ordered (unit, microbatch) list of plan.fbs, exactly:
+//               each forward run takes its microbatch's inputs from the caller;
+//               before the first unit that is not a microbatch's (comm, update) the
+//               background gradient buckets are joined and the loss is averaged
+//               over the data ranks (and taken from the stage that has it).
 // It allocates nothing after prepare.
 #ifndef HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_
 #define HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_
@@ -19,6 +25,7 @@
 #include "runtime/comm/comm.h"
 #include "runtime/exec/backend.h"
 #include "runtime/plan/plan.h"
+#include "runtime/plan/prepare.h"
 
 namespace heiretsu::exec {
 
@@ -34,14 +41,17 @@ struct StepResult {
   double grad_norm = 0;  // global L2 norm before clipping
 };
 
-// Fills the token and target ids (micro_batch_size x seq each) of microbatch `m`.
+// Fills the token and target ids (micro_batch_size x seq each) of microbatch `m`;
+// either pointer is null where the program has no such input (a pipeline stage
+// without the embedding has no tokens, one without the loss no targets).
 using FillMicrobatch = std::function<void(int64_t m, int32_t* tokens, int32_t* targets)>;
 
 class Executor {
  public:
-  // Prepare: allocates the arena on `backend` (the CPU backend when null).
-  // `plan` must outlive the executor.
-  explicit Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backend = nullptr);
+  // Prepare: allocates the arena on `backend` (the CPU backend when null) for the
+  // rank `rank` of the plan's mesh. `plan` must outlive the executor.
+  explicit Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backend = nullptr,
+                    int rank = 0);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -55,15 +65,13 @@ class Executor {
                                   StepResult* result);
 
   // The communicator of mesh axis `axis` (plan::MeshAxis) for this rank's group on
-  // it. Needed for every axis of size > 1 the plan's collectives use.
-  // The communicator's rank and size are this rank's mesh coordinate on the axis.
-  void set_communicator(int axis, comm::Communicator* communicator) {
-    comms_[axis] = communicator;
-    SetCoordinates(scalars_);
-  }
+  // it, whose rank and size are this rank's coordinate on the axis and the axis'
+  // size. Needed for every axis of size > 1 the plan's instructions use.
+  void set_communicator(int axis, comm::Communicator* communicator) { comms_[axis] = communicator; }
 
-  // The first half of Step: zero the gradients and run the microbatch stream for
-  // every microbatch, leaving the gradients of the mean loss in the grad buffers.
+  // The first half of Step: zero the gradients and run the schedule's microbatch
+  // units, leaving the gradients of the mean loss in the grad buffers; `*loss` is
+  // this rank's mean loss (0 on a stage without the loss).
   std::optional<std::string> ComputeGradients(const FillMicrobatch& fill, double* loss);
 
   // Per-opcode wall time, accumulated while profiling is on (off by default; it
@@ -82,20 +90,29 @@ class Executor {
   void PullState();
   void PushState();
   const plan::fb::Plan& plan() const { return *plan_.plan; }
+  const plan::MeshCoordinates& coordinates() const { return coords_; }
 
  private:
-  std::optional<std::string> Run(const plan::fb::Instr& instr, StepScalars& scalars);
-  std::optional<std::string> ShardCollective(const plan::fb::Instr& instr);
-  std::optional<std::string> BlockCollective(const plan::fb::Instr& instr);
-  std::optional<std::string> AllReduce(const plan::fb::Instr& instr);
+  // Runs the instructions of schedule entry `run` (bucket_all_reduce only in its
+  // unit's last run).
+  std::optional<std::string> RunUnit(const plan::ScheduledRun& run, const FillMicrobatch* fill,
+                                     double* loss_sum);
+  std::optional<std::string> Run(const plan::Instruction& instr, StepScalars& scalars);
+  comm::Communicator* Comm(int64_t axis, const char* what, std::string* error) const;
+  std::optional<std::string> ShardCollective(const plan::Instruction& instr);
+  std::optional<std::string> BlockCollective(const plan::Instruction& instr);
+  std::optional<std::string> AllReduce(const plan::Instruction& instr);
+  std::optional<std::string> PointToPoint(const plan::Instruction& instr);
   // bucket_all_reduce: queued behind the previous bucket on a background thread.
-  void StartBucket(const plan::fb::Instr& instr);
+  void StartBucket(const plan::Instruction& instr);
   std::optional<std::string> FinishBuckets();
-  void SetCoordinates(StepScalars& s) const;
 
   const plan::LoadedPlan& plan_;
   std::unique_ptr<Backend> backend_;
-  comm::Communicator* comms_[4] = {nullptr, nullptr, nullptr, nullptr};
+  plan::MeshCoordinates coords_;
+  std::vector<plan::ScheduledRun> schedule_;
+  std::vector<std::vector<plan::Instruction>> units_;  // prepared, like plan.units()
+  comm::Communicator* comms_[plan::kNumAxes] = {nullptr, nullptr, nullptr, nullptr};
   std::vector<float> scratch_, scratch_out_;  // reduce_scatter / all_gather staging
   // The step's gradient buckets in flight, each waiting for the one before it (a
   // communicator runs one collective at a time, in the same order on every rank).

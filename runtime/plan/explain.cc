@@ -32,12 +32,32 @@ int AxisSize(const fb::Mesh& mesh, int64_t axis) {
   }
 }
 
-}  // namespace
+// The ranks running stage `stage`, as "a-b" when contiguous.
+std::string RanksOf(const fb::Mesh& mesh, int stage) {
+  const int64_t per_stage = WorldSize(mesh) / mesh.pp();
+  const int64_t first = stage * per_stage, last = first + per_stage - 1;
+  return first == last ? std::to_string(first) : std::to_string(first) + "-" + std::to_string(last);
+}
 
-std::string Explain(const LoadedPlan& loaded) {
+// "forward(0) backward(0) ... update", with long schedules shortened.
+std::string ScheduleLine(const fb::Plan& p) {
+  std::string out;
+  const std::vector<ScheduledRun> runs = ScheduleOf(p);
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (runs.size() > 24 && i == 12) {
+      out += " ... (" + std::to_string(runs.size() - 18) + " more)";
+      i = runs.size() - 6;
+    }
+    const ScheduledRun& r = runs[i];
+    out += (out.empty() ? "" : " ") + (r.unit->name() ? r.unit->name()->str() : "?");
+    if (r.run->microbatch() >= 0) out += "(" + std::to_string(r.run->microbatch()) + ")";
+  }
+  return out;
+}
+
+std::string ExplainProgram(const LoadedPlan& loaded) {
   const fb::Plan& p = *loaded.plan;
   const fb::Mesh& mesh = *p.mesh();
-  const int world = mesh.dp() * mesh.pp() * mesh.tp() * mesh.ep();
   uint64_t params = 0, values = 0, grads = 0, moments = 0;
   for (const fb::Param* param : *p.params()) {
     uint64_t n = static_cast<uint64_t>(NumElements(*p.buffers()->Get(param->value())));
@@ -48,19 +68,23 @@ std::string Explain(const LoadedPlan& loaded) {
     moments += 8 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(param->exp_avg())));
   }
   std::string out;
-  char line[256];
-  std::snprintf(line, sizeof line,
-                "plan %s: model '%s', mesh dp=%d pp=%d tp=%d ep=%d (%d ranks), program %d run "
-                "by ranks 0-%d\n",
-                loaded.path.c_str(), p.model() ? p.model()->c_str() : "", mesh.dp(), mesh.pp(),
-                mesh.tp(), mesh.ep(), world, p.program(), world - 1);
+  char line[512];
+  std::string io;
+  if (Has(p.tokens())) io += "takes tokens";
+  if (Has(p.targets())) io += std::string(io.empty() ? "" : ", ") + "takes targets";
+  if (Has(p.loss())) io += std::string(io.empty() ? "" : ", ") + "produces the loss";
+  std::snprintf(line, sizeof line, "program %d (%s), run by ranks %s: %s\n", p.stage(),
+                loaded.path.c_str(), RanksOf(mesh, p.stage()).c_str(),
+                io.empty() ? "no inputs of its own" : io.c_str());
   out += line;
+  size_t instrs = 0;
+  for (const fb::Unit* u : *p.units()) instrs += u->instrs()->size();
   std::snprintf(line, sizeof line,
                 "schedule: %" PRId64 " microbatches of %" PRId64 " x %" PRId64
-                " tokens per rank per step; %u + %u instructions\n",
-                p.microbatches(), p.micro_batch_size(), p.seq(), p.microbatch()->size(),
-                p.update()->size());
-  out += line;
+                " tokens per rank per step; %u units, %zu instructions; %u runs:\n  ",
+                p.microbatches(), p.micro_batch_size(), p.seq(), p.units()->size(), instrs,
+                p.schedule()->size());
+  out += line + ScheduleLine(p) + "\n";
   std::snprintf(line, sizeof line, "memory per rank (the arena, known before launch):\n");
   out += line;
   out += "  parameters        " + std::to_string(params) + " values, " + Bytes(values) + "\n";
@@ -69,50 +93,105 @@ std::string Explain(const LoadedPlan& loaded) {
   out += "  activations peak  " + Bytes(p.activation_bytes()) + "\n";
   out += "  arena             " + Bytes(p.arena_bytes()) + "\n";
 
-  // Communication per step by (group, collective): bytes, bytes sent per rank.
-  // all_reduce sends 2 (n - 1) / n of the buffer per rank in a ring; reduce_scatter
-  // and all_gather (n - 1) / n of the whole. The microbatch stream's collectives
-  // (tensor parallelism) count once per microbatch.
+  // Communication per step by (group, collective): bytes, bytes sent per rank,
+  // counting each instruction once per run of its unit in the schedule (a gradient
+  // bucket once per step, in its unit's last run). all_reduce sends 2 (n - 1) / n of
+  // the buffer per rank in a ring; reduce_scatter and all_gather (n - 1) / n of the
+  // whole; send the whole buffer.
   std::map<std::pair<int64_t, std::string>, std::pair<uint64_t, double>> comm;
-  auto count = [&](const fb::Instr* in, int64_t times) {
-    const char* name = nullptr;
-    switch (in->op()) {
-      case fb::Op_AllReduce: name = "all_reduce"; break;
-      case fb::Op_BucketAllReduce: name = "all_reduce"; break;
-      case fb::Op_ReduceScatter: name = "reduce_scatter"; break;
-      case fb::Op_AllGather: name = "all_gather"; break;
-      case fb::Op_AllGatherInto: name = "all_gather"; break;
-      case fb::Op_ReduceScatterInto: name = "reduce_scatter"; break;
-      default: return;
-    }
-    int64_t axis = in->ints()->Get(0);
+  auto bytes_of = [&](uint32_t b) {
+    return 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(b)));
+  };
+  auto count = [&](const fb::Instr& in) {
+    std::string name;
+    int64_t axis = 0;
     uint64_t bytes = 0;
-    if (in->op() == fb::Op_AllGatherInto)  // the whole tensor is the gathered one
-      bytes = 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(in->buffers()->Get(1))));
-    else if (in->op() == fb::Op_ReduceScatterInto)
-      bytes = 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(in->buffers()->Get(0))));
-    else
-      for (uint32_t b : *in->buffers())
-        bytes += 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(b)));
-    bytes *= static_cast<uint64_t>(times);
-    int n = AxisSize(mesh, axis);
-    const bool reduce = in->op() == fb::Op_AllReduce || in->op() == fb::Op_BucketAllReduce;
-    double factor = n > 1 ? (reduce ? 2.0 : 1.0) * (n - 1) / n : 0.0;
+    double factor = 0;
+    auto ring = [&](int64_t a, double per) {
+      axis = a;
+      const int n = AxisSize(mesh, a);
+      factor = n > 1 ? per * (n - 1) / n : 0.0;
+    };
+    switch (in.op()) {
+      case fb::Op_AllReduce:
+      case fb::Op_BucketAllReduce: {
+        const auto c = plan::Read<op::AllReduce<uint32_t>>(in);  // the same operands
+        for (uint32_t b : c.buffers) bytes += bytes_of(b);
+        name = "all_reduce";
+        ring(c.axis, 2.0);
+        break;
+      }
+      case fb::Op_ReduceScatter: {
+        const auto c = plan::Read<op::ReduceScatter<uint32_t>>(in);
+        for (uint32_t b : c.buffers) bytes += bytes_of(b);
+        name = "reduce_scatter";
+        ring(c.axis, 1.0);
+        break;
+      }
+      case fb::Op_AllGather: {
+        const auto c = plan::Read<op::AllGather<uint32_t>>(in);
+        for (uint32_t b : c.buffers) bytes += bytes_of(b);
+        name = "all_gather";
+        ring(c.axis, 1.0);
+        break;
+      }
+      case fb::Op_AllGatherInto: {  // the whole tensor is the gathered one
+        const auto c = plan::Read<op::AllGatherInto<uint32_t>>(in);
+        bytes = bytes_of(c.dst);
+        name = "all_gather";
+        ring(c.axis, 1.0);
+        break;
+      }
+      case fb::Op_ReduceScatterInto: {
+        const auto c = plan::Read<op::ReduceScatterInto<uint32_t>>(in);
+        bytes = bytes_of(c.src);
+        name = "reduce_scatter";
+        ring(c.axis, 1.0);
+        break;
+      }
+      case fb::Op_Send: {
+        const auto c = plan::Read<op::Send<uint32_t>>(in);
+        bytes = bytes_of(c.x);
+        name = "send";
+        axis = c.axis;
+        factor = 1.0;
+        break;
+      }
+      default:
+        return;
+    }
     auto& entry = comm[{axis, name}];
     entry.first += bytes;
     entry.second += factor * static_cast<double>(bytes);
   };
-  for (const fb::Instr* in : *p.microbatch())  // gradient buckets: once per step
-    count(in, in->op() == fb::Op_BucketAllReduce ? 1 : p.microbatches());
-  for (const fb::Instr* in : *p.update()) count(in, 1);
+  for (const ScheduledRun& r : ScheduleOf(p))
+    for (const fb::Instr* in : *r.unit->instrs())
+      if (in->op() != fb::Op_BucketAllReduce || r.last) count(*in);
   out += "communication per step:\n";
   if (comm.empty()) out += "  none\n";
   for (const auto& [key, v] : comm) {
-    std::snprintf(line, sizeof line, "  %s group of %d: %s of %s, %s sent per rank (ring)\n",
+    std::snprintf(line, sizeof line, "  %s group of %d: %s of %s, %s sent per rank%s\n",
                   AxisName(key.first), AxisSize(mesh, key.first), key.second.c_str(),
-                  Bytes(v.first).c_str(), Bytes(static_cast<uint64_t>(v.second)).c_str());
+                  Bytes(v.first).c_str(), Bytes(static_cast<uint64_t>(v.second)).c_str(),
+                  key.second == "send" ? "" : " (ring)");
     out += line;
   }
+  return out;
+}
+
+}  // namespace
+
+std::string Explain(const std::vector<LoadedPlan>& programs) {
+  const fb::Plan& first = *programs.front().plan;
+  const fb::Mesh& mesh = *first.mesh();
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "plan: model '%s', mesh dp=%d pp=%d tp=%d ep=%d (%lld ranks), %zu program%s\n",
+                first.model() ? first.model()->c_str() : "", mesh.dp(), mesh.pp(), mesh.tp(),
+                mesh.ep(), static_cast<long long>(WorldSize(mesh)), programs.size(),
+                programs.size() == 1 ? "" : "s");
+  std::string out = line;
+  for (const LoadedPlan& lp : programs) out += ExplainProgram(lp);
   return out;
 }
 

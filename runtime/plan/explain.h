@@ -1,16 +1,19 @@
 // `heiretsu explain PLAN_DIR`: what a compiled job will use, per rank, before it
-// runs: memory by kind (from the memory plan) and communication per step by group.
+// runs: for each program (pipeline stage) the ranks that run it, its inputs, its
+// schedule, memory by kind (from the memory plan) and communication per step by
+// group, all read from the plan's units and schedule.
 #ifndef HEIRETSU_RUNTIME_PLAN_EXPLAIN_H_
 #define HEIRETSU_RUNTIME_PLAN_EXPLAIN_H_
 
 #include <string>
+#include <vector>
 
 #include "runtime/plan/plan.h"
 
 namespace heiretsu::plan {
 
-// The report for one loaded program (all ranks that run it share the numbers).
-std::string Explain(const LoadedPlan& plan);
+// The report for a loaded plan directory (LoadPlanDirectory), indexed by stage.
+std::string Explain(const std::vector<LoadedPlan>& programs);
 
 }  // namespace heiretsu::plan
 

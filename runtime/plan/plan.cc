@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "runtime/plan/layout.h"
 #include "runtime/plan/ops.h"
 
 namespace heiretsu::plan {
@@ -18,6 +19,8 @@ namespace {
 // Largest arena a plan may ask for (1 TiB) and largest attribute value.
 constexpr uint64_t kMaxArenaBytes = uint64_t{1} << 40;
 constexpr int64_t kMaxAttribute = (int64_t{1} << 31) - 1;
+// Most virtual chunks a program may hold.
+constexpr int kMaxChunks = 64;
 
 class Checker {
  public:
@@ -29,8 +32,15 @@ class Checker {
                   ", this runtime reads version " + std::to_string(kPlanVersion) +
                   " (recompile the spec)");
     const fb::Mesh* mesh = plan_.mesh();
-    if (!mesh || mesh->dp() < 1 || mesh->pp() < 1 || mesh->tp() < 1 || mesh->ep() < 1)
+    if (!mesh || mesh->dp() < 1 || mesh->pp() < 1 || mesh->tp() < 1 || mesh->ep() < 1 ||
+        WorldSize(*mesh) > kMaxAttribute)
       return Fail("missing or invalid mesh");
+    if (plan_.programs() != mesh->pp())
+      return Fail("the plan says its directory holds " + std::to_string(plan_.programs()) +
+                  " programs, its mesh has pp = " + std::to_string(mesh->pp()));
+    if (plan_.stage() < 0 || plan_.stage() >= mesh->pp())
+      return Fail("stage " + std::to_string(plan_.stage()) + " is outside [0, pp = " +
+                  std::to_string(mesh->pp()) + ")");
     if (plan_.micro_batch_size() < 1 || plan_.microbatches() < 1 || plan_.seq() < 1 ||
         plan_.vocab() < 1)
       return Fail("micro_batch_size, microbatches, seq and vocab must be positive");
@@ -39,8 +49,8 @@ class Checker {
                   std::to_string(kMaxMicrobatches));
     if (plan_.arena_bytes() > kMaxArenaBytes)
       return Fail("arena of " + std::to_string(plan_.arena_bytes()) + " bytes exceeds 1 TiB");
-    if (!plan_.buffers() || !plan_.params() || !plan_.microbatch() || !plan_.update())
-      return Fail("missing buffers, params or instructions");
+    if (!plan_.buffers() || !plan_.params() || !plan_.units() || !plan_.schedule())
+      return Fail("missing buffers, params, units or schedule");
     if (auto err = CheckBuffers()) return err;
     // The arena is what the memory plan placed, no more: a corrupt size must not
     // make the runtime allocate (and clear) memory nobody uses.
@@ -49,8 +59,15 @@ class Checker {
                   " bytes is larger than its buffers need (" + std::to_string(max_end_) + ")");
     if (auto err = CheckParams()) return err;
     if (auto err = CheckIo()) return err;
-    if (auto err = CheckInstrs(*plan_.microbatch(), "microbatch")) return err;
-    return CheckInstrs(*plan_.update(), "update");
+    for (uint32_t u = 0; u < plan_.units()->size(); ++u) {
+      const fb::Unit* unit = plan_.units()->Get(u);
+      if (unit->kind() > fb::UnitKind_MAX)
+        return Fail("unit " + std::to_string(u) + " has unknown kind " +
+                    std::to_string(unit->kind()));
+      if (!unit->instrs()) return Fail("unit " + std::to_string(u) + " has no instruction list");
+      if (auto err = CheckInstrs(*unit->instrs(), UnitName(u))) return err;
+    }
+    return CheckSchedule();
   }
 
  private:
@@ -113,17 +130,11 @@ class Checker {
       if (p->init() == fb::Init_Normal && !(p->std() > 0))
         return Fail("parameter '" + p->name()->str() + "' has std " + std::to_string(p->std()));
       const std::string what = "parameter '" + p->name()->str() + "'";
-      // Tensor parallelism: the buffers hold this rank's block of dimension tp_dim.
-      const int tp = plan_.mesh() ? std::max(1, plan_.mesh()->tp()) : 1;
-      if (p->tp_dim() >= 0) {
-        if (p->tp_dim() >= static_cast<int>(p->shape()->size()) ||
-            p->shape()->Get(p->tp_dim()) % tp != 0)
-          return Fail(what + " has tp_dim " + std::to_string(p->tp_dim()) +
-                      ", which does not split its shape over tp " + std::to_string(tp));
-        numel /= tp;
-      } else if (p->tp_dim() != -1) {
-        return Fail(what + " has tp_dim " + std::to_string(p->tp_dim()));
-      }
+      // The buffers hold this rank's block of the logical tensor (layout.h).
+      if (auto err = CheckSplits(*p, *plan_.mesh())) return Fail(what + ": " + *err);
+      if (p->splits())
+        for (const fb::Split* split : *p->splits())
+          numel /= CoordinatesOf(*plan_.mesh(), 0).size[split->axis()];
       if (p->shard() < 0 || p->shard() > numel)
         return Fail(what + " has shard " + std::to_string(p->shard()));
       const int64_t moments = p->shard() ? p->shard() : numel;
@@ -135,18 +146,87 @@ class Checker {
     return std::nullopt;
   }
 
+  // A program has tokens where it has the embedding, targets and a loss where it
+  // has the loss; a loss needs its targets.
   std::optional<std::string> CheckIo() {
     const int64_t tokens = plan_.micro_batch_size() * plan_.seq();
-    if (auto err = CheckBufferRef(plan_.tokens(), fb::DType_I32, tokens, "tokens")) return err;
-    if (auto err = CheckBufferRef(plan_.targets(), fb::DType_I32, tokens, "targets")) return err;
-    return CheckBufferRef(plan_.loss(), fb::DType_F32, 1, "loss");
+    if (Has(plan_.tokens()))
+      if (auto err = CheckBufferRef(plan_.tokens(), fb::DType_I32, tokens, "tokens")) return err;
+    if (Has(plan_.targets()))
+      if (auto err = CheckBufferRef(plan_.targets(), fb::DType_I32, tokens, "targets")) return err;
+    if (Has(plan_.loss()) != Has(plan_.targets()))
+      return Fail("a program has targets exactly when it has a loss");
+    if (Has(plan_.loss())) return CheckBufferRef(plan_.loss(), fb::DType_F32, 1, "loss");
+    return std::nullopt;
+  }
+
+  std::string UnitName(uint32_t u) const {
+    const fb::Unit* unit = plan_.units()->Get(u);
+    return "unit " + std::to_string(u) + (unit->name() ? " '" + unit->name()->str() + "'" : "");
+  }
+
+  // Every microbatch unit runs once for every microbatch of every chunk it runs
+  // for, after that microbatch's forward; step units (comm, update) once at most,
+  // update exactly once.
+  std::optional<std::string> CheckSchedule() {
+    const auto& schedule = *plan_.schedule();
+    const uint32_t units = plan_.units()->size();
+    const int64_t m = plan_.microbatches();
+    if (schedule.size() > static_cast<uint64_t>(units) * (m + 1) * kMaxChunks)
+      return Fail("a schedule of " + std::to_string(schedule.size()) + " runs for " +
+                  std::to_string(units) + " units");
+    std::vector<std::vector<int64_t>> runs(units);  // per unit: (chunk, microbatch) keys
+    std::vector<bool> forward_done;
+    int updates = 0;
+    for (uint32_t i = 0; i < schedule.size(); ++i) {
+      const fb::Run* r = schedule.Get(i);
+      const std::string what = "schedule entry " + std::to_string(i);
+      if (r->unit() >= units)
+        return Fail(what + " runs unit " + std::to_string(r->unit()) + " of " +
+                    std::to_string(units));
+      const fb::Unit* unit = plan_.units()->Get(r->unit());
+      if (r->chunk() < 0 || r->chunk() >= kMaxChunks)
+        return Fail(what + " has chunk " + std::to_string(r->chunk()));
+      if (PerMicrobatch(unit->kind())) {
+        if (r->microbatch() < 0 || r->microbatch() >= m)
+          return Fail(what + " (" + UnitName(r->unit()) + ") runs microbatch " +
+                      std::to_string(r->microbatch()) + " of " + std::to_string(m));
+      } else if (r->microbatch() != -1) {
+        return Fail(what + " (" + UnitName(r->unit()) + ") is a unit of the step, not of "
+                    "microbatch " + std::to_string(r->microbatch()));
+      }
+      const int64_t key = int64_t{r->chunk()} * (m + 1) + r->microbatch() + 1;
+      for (int64_t k : runs[r->unit()])
+        if (k == key) return Fail(what + " runs " + UnitName(r->unit()) + " a second time");
+      runs[r->unit()].push_back(key);
+      if (unit->kind() == fb::UnitKind_Update) ++updates;
+      if (unit->kind() == fb::UnitKind_Forward) {
+        if (forward_done.size() <= static_cast<size_t>(key)) forward_done.resize(key + 1);
+        forward_done[key] = true;
+      } else if (PerMicrobatch(unit->kind()) &&
+                 (forward_done.size() <= static_cast<size_t>(key) || !forward_done[key])) {
+        return Fail(what + " runs " + UnitName(r->unit()) + " of microbatch " +
+                    std::to_string(r->microbatch()) + " before its forward");
+      }
+    }
+    for (uint32_t u = 0; u < units; ++u) {
+      const fb::Unit* unit = plan_.units()->Get(u);
+      if (PerMicrobatch(unit->kind()) && runs[u].size() % m != 0)
+        return Fail("the schedule runs " + UnitName(u) + " " + std::to_string(runs[u].size()) +
+                    " times, not once per microbatch (" + std::to_string(m) + ")");
+    }
+    if (updates != 1)
+      return Fail("the schedule runs " + std::to_string(updates) +
+                  " update units; a step has exactly one");
+    return std::nullopt;
   }
 
   std::optional<std::string> CheckInstrs(const flatbuffers::Vector<flatbuffers::Offset<fb::Instr>>& list,
-                                         const char* stream) {
+                                         const std::string& unit) {
+    const MeshCoordinates mesh = CoordinatesOf(*plan_.mesh(), 0);
     for (uint32_t i = 0; i < list.size(); ++i) {
       const fb::Instr* in = list.Get(i);
-      std::string what = std::string(stream) + " instruction " + std::to_string(i);
+      std::string what = unit + " instruction " + std::to_string(i);
       if (in->op() > fb::Op_MAX) return Fail(what + " has unknown opcode " + std::to_string(in->op()));
       std::vector<int64_t> ints;
       if (in->ints()) ints.assign(in->ints()->begin(), in->ints()->end());
@@ -156,27 +236,31 @@ class Checker {
         return Fail(what + " has " + std::to_string(ints.size()) + " integer attributes, expected " +
                     std::to_string(sig.ints.size()));
       for (size_t k = 0; k < ints.size(); ++k) {
-        if (ints[k] < 0 || ints[k] > (IsFlag(sig.ints[k]) ? 1 : kMaxAttribute))
-          return Fail(what + ": " + sig.ints[k] + " = " + std::to_string(ints[k]) +
-                      " is out of range");
+        if (ints[k] < 0 || ints[k] > MaxValue(sig.ints[k].kind))
+          return Fail(what + ": " + sig.ints[k].name + " = " + std::to_string(ints[k]) +
+                      " is out of range [0, " + std::to_string(MaxValue(sig.ints[k].kind)) + "]");
       }
-      for (auto [k, top] : sig.max_value)
-        if (ints[k] > top)
-          return Fail(what + ": " + sig.ints[k] + " = " + std::to_string(ints[k]) +
-                      " is out of range [0, " + std::to_string(top) + "]");
       for (auto [lo, hi] : sig.at_most)
         if (ints[lo] > ints[hi])
-          return Fail(what + ": " + sig.ints[lo] + " = " + std::to_string(ints[lo]) +
-                      " exceeds " + sig.ints[hi] + " = " + std::to_string(ints[hi]));
+          return Fail(what + ": " + sig.ints[lo].name + " = " + std::to_string(ints[lo]) +
+                      " exceeds " + sig.ints[hi].name + " = " + std::to_string(ints[hi]));
       size_t floats = in->floats() ? in->floats()->size() : 0;
       if (floats != sig.floats.size())
         return Fail(what + " has " + std::to_string(floats) + " float attributes, expected " +
                     std::to_string(sig.floats.size()));
+      if (in->op() == fb::Op_Send || in->op() == fb::Op_Recv) {
+        const auto p2p = plan::Read<op::Send<uint32_t>>(*in);  // send and recv: the same operands
+        if (p2p.peer >= mesh.size[p2p.axis] ||
+            (p2p.axis == kAxisPp && p2p.peer == plan_.stage()))
+          return Fail(what + ": peer " + std::to_string(p2p.peer) + " on " +
+                      AxisName(p2p.axis) + " (size " + std::to_string(mesh.size[p2p.axis]) +
+                      ") is not another rank of the group");
+      }
       size_t nbuf = in->buffers() ? in->buffers()->size() : 0;
       if (sig.variadic) {
         if (nbuf == 0) return Fail(what + " has no buffers");
         for (uint32_t b : *in->buffers())
-          if (auto err = CheckBufferRef(b, fb::DType_F32, -1, what)) return err;
+          if (auto err = CheckBufferRef(b, sig.variadic_dtype, -1, what)) return err;
         continue;
       }
       if (nbuf != sig.buffers.size())
@@ -185,12 +269,12 @@ class Checker {
       for (auto [slot, flag] : sig.present_iff)
         if ((in->buffers()->Get(slot) != kNoBuffer) != (ints[flag] == 1))
           return Fail(what + ": buffer '" + sig.buffers[slot].name + "' must be present exactly when " +
-                      sig.ints[flag] + " = 1");
+                      sig.ints[flag].name + " = 1");
       for (size_t k = 0; k < nbuf; ++k) {
         const BufferSlot& slot = sig.buffers[k];
         uint32_t b = in->buffers()->Get(k);
         if (b == kNoBuffer) {
-          if (!slot.optional) return Fail(what + ": required buffer '" + slot.name + "' is absent");
+          if (!slot.optional()) return Fail(what + ": required buffer '" + slot.name + "' is absent");
           continue;
         }
         if (auto err = CheckBufferRef(b, slot.dtype, slot.numel, what + " '" + slot.name + "'"))
@@ -207,8 +291,8 @@ class Checker {
 
 }  // namespace
 
-std::string ProgramFileName(int program) {
-  return "program-" + std::to_string(program) + ".hplan";
+std::string ProgramFileName(int stage) {
+  return "program-" + std::to_string(stage) + ".hplan";
 }
 
 int64_t DTypeSize(fb::DType dtype) {
@@ -261,19 +345,72 @@ std::optional<std::string> LoadPlan(const std::string& path, LoadedPlan* out) {
   return std::nullopt;
 }
 
-TpBlock TpBlockOf(const fb::Param& p, int parts) {
-  TpBlock b;
-  const int dim = p.tp_dim();
-  for (int d = 0; d < static_cast<int>(p.shape()->size()); ++d) {
-    const int64_t size = p.shape()->Get(d);
-    if (dim >= 0 && d < dim)
-      b.outer *= size;
-    else if (d == dim)
-      b.run *= size / parts;
-    else
-      b.run *= size;
+std::vector<ScheduledRun> ScheduleOf(const fb::Plan& plan) {
+  std::vector<ScheduledRun> out;
+  std::vector<size_t> last(plan.units()->size(), 0);
+  for (const fb::Run* r : *plan.schedule()) {
+    last[r->unit()] = out.size();
+    out.push_back({r, plan.units()->Get(r->unit()), false});
   }
-  return b;
+  for (size_t u = 0; u < last.size(); ++u)
+    if (!out.empty() && out[last[u]].run->unit() == u) out[last[u]].last = true;
+  return out;
+}
+
+bool PerMicrobatch(fb::UnitKind kind) {
+  return kind == fb::UnitKind_Forward || kind == fb::UnitKind_Backward ||
+         kind == fb::UnitKind_BackwardInput || kind == fb::UnitKind_BackwardWeight;
+}
+
+int64_t WorldSize(const fb::Mesh& mesh) {
+  return int64_t{mesh.dp()} * mesh.pp() * mesh.tp() * mesh.ep();
+}
+
+std::optional<std::string> LoadPlanDirectory(const std::string& dir, std::vector<LoadedPlan>* out) {
+  out->clear();
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0) return dir + ": cannot open plan directory: " + std::strerror(errno);
+  if (!S_ISDIR(st.st_mode))
+    return dir + ": not a directory (give the plan directory that 'heiretsu compile SPEC -o "
+                 "PLAN_DIR' wrote)";
+  // Moved-from LoadedPlans keep their bytes' heap buffer, so plan pointers stay valid.
+  out->emplace_back();
+  if (auto err = LoadPlan(dir + "/" + ProgramFileName(0), &out->back())) return err;
+  const int programs = out->back().plan->programs();
+  for (int s = 0; s < programs; ++s) {
+    if (s > 0) {
+      out->emplace_back();
+      if (auto err = LoadPlan(dir + "/" + ProgramFileName(s), &out->back())) return err;
+    }
+    const LoadedPlan& lp = (*out)[static_cast<size_t>(s)];
+    const fb::Plan& first = *(*out)[0].plan;
+    const fb::Plan& p = *lp.plan;
+    auto differs = [&](const std::string& what) {
+      return lp.path + ": does not belong with " + (*out)[0].path + ": its " + what + " differs";
+    };
+    if (p.stage() != s)
+      return lp.path + ": holds the program of stage " + std::to_string(p.stage()) +
+             ", expected stage " + std::to_string(s);
+    const fb::Mesh &a = *p.mesh(), &b = *first.mesh();
+    if (a.dp() != b.dp() || a.pp() != b.pp() || a.tp() != b.tp() || a.ep() != b.ep())
+      return differs("mesh");
+    if ((p.model() ? p.model()->str() : "") != (first.model() ? first.model()->str() : ""))
+      return differs("model");
+    if (p.micro_batch_size() != first.micro_batch_size() ||
+        p.microbatches() != first.microbatches() || p.seq() != first.seq() ||
+        p.vocab() != first.vocab())
+      return differs("batch geometry or vocabulary");
+  }
+  // Exactly one program takes the tokens and one produces the loss.
+  int losses = 0, tokens = 0;
+  for (const LoadedPlan& lp : *out) {
+    losses += Has(lp.plan->loss());
+    tokens += Has(lp.plan->tokens());
+  }
+  if (losses != 1 || tokens != 1)
+    return dir + ": " + std::to_string(tokens) + " programs take tokens and " +
+           std::to_string(losses) + " produce the loss; a plan needs exactly one of each";
+  return std::nullopt;
 }
 
 MeshCoordinates CoordinatesOf(const fb::Mesh& mesh, int rank) {

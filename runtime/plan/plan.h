@@ -15,14 +15,29 @@
 namespace heiretsu::plan {
 
 // Bumped whenever plan.fbs changes meaning.
-inline constexpr uint32_t kPlanVersion = 3;
+inline constexpr uint32_t kPlanVersion = 4;
 
 // Most microbatches per step a plan may ask for: the bound keeps a corrupt count
 // from turning one step into an endless loop.
 inline constexpr int64_t kMaxMicrobatches = 65536;
 
-// File name of rank program `program` inside a plan directory.
-std::string ProgramFileName(int program);
+// File name of the program of pipeline stage `stage` inside a plan directory.
+std::string ProgramFileName(int stage);
+
+// One entry of a program's schedule with what it runs. `last`: this is the unit's
+// last run of the step (its bucket_all_reduce instructions run then).
+struct ScheduledRun {
+  const fb::Run* run;
+  const fb::Unit* unit;
+  bool last;
+};
+// The schedule of a verified program, in order: what the executor runs in one
+// optimizer step and what the collective check and explain count.
+std::vector<ScheduledRun> ScheduleOf(const fb::Plan& plan);
+
+// Whether units of `kind` run once per microbatch (forward and backward kinds) rather
+// than once per step (comm, update).
+bool PerMicrobatch(fb::UnitKind kind);
 
 // A plan file is a size-prefixed FlatBuffer (FinishSizePrefixedPlanBuffer), so a
 // truncated file is recognized as such.
@@ -34,6 +49,15 @@ struct LoadedPlan {
 
 // Reads `path` and verifies it. On failure returns the message (naming the file).
 std::optional<std::string> LoadPlan(const std::string& path, LoadedPlan* out);
+
+// Loads every program of a plan directory (program-0.hplan .. program-(P-1).hplan,
+// P = the plans' `programs`) and checks they belong together: the same model,
+// mesh, batch geometry and vocabulary, program S at stage S. `out` is indexed by
+// stage. On failure returns the message naming the file (or the directory).
+std::optional<std::string> LoadPlanDirectory(const std::string& dir, std::vector<LoadedPlan>* out);
+
+// Whether a program has this input or output (plan.fbs: tokens, targets, loss).
+inline bool Has(uint32_t buffer) { return buffer != 0xFFFFFFFFu; }
 
 // The verification alone, for a plan already in memory.
 std::optional<std::string> VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes);
@@ -51,15 +75,13 @@ int RankAt(const MeshCoordinates& c);
 // axis order, so a rank's place in its group is its coordinate on the axis.
 std::vector<int> GroupOf(const fb::Mesh& mesh, int rank, int axis);
 
-// Where a rank's tensor-parallel block of parameter `p` (block `coord` of `parts`
-// along p.tp_dim) lies in the flattened logical tensor: `outer` runs of `run`
-// elements, run o starting at (o * parts + coord) * run. A parameter without
-// tp_dim is one run of all its elements.
-struct TpBlock {
-  int64_t outer = 1, run = 1;
-  int64_t Begin(int64_t o, int64_t coord, int64_t parts) const { return (o * parts + coord) * run; }
-};
-TpBlock TpBlockOf(const fb::Param& p, int parts);
+
+// The coordinates of a plan's rank: the mesh as plan.fbs states it.
+inline MeshCoordinates CoordinatesOf(const fb::Plan& plan, int rank) {
+  return CoordinatesOf(*plan.mesh(), rank);
+}
+// Number of ranks of the mesh.
+int64_t WorldSize(const fb::Mesh& mesh);
 
 // Bytes per element of `dtype`.
 int64_t DTypeSize(fb::DType dtype);

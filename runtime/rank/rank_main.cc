@@ -40,21 +40,22 @@
 #include "runtime/launch/launcher.h"
 #include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
+#include "runtime/rank/data_rows.h"
+#include "runtime/rank/groups.h"
+#include "runtime/rank/logical_state.h"
+#include "runtime/rank/metrics.h"
 
 namespace heiretsu {
 namespace {
 
-constexpr int kExitBadInput = 2;
-constexpr int kExitFailure = 1;
-
-int Fail(int code, const std::string& message) {
-  std::fprintf(stderr, "heiretsu-rank: %s\n", message.c_str());
-  return code;
+// The one place where an error becomes a message and an exit code.
+int Fail(const Error& err) {
+  std::fprintf(stderr, "heiretsu-rank: %s\n", err.message.c_str());
+  return err.exit_code();
 }
 
-int Fail(const data::DataError& err) {
-  return Fail(err.kind == data::DataError::Kind::kBadInput ? kExitBadInput : kExitFailure,
-              err.message);
+int Fail(int code, const std::string& message) {
+  return Fail(code == kExitBadInput ? Error::BadInput(message) : Error::Failure(message));
 }
 
 // heiretsu's cache: --cache-dir, else $XDG_CACHE_HOME/heiretsu, else ~/.cache/heiretsu.
@@ -100,143 +101,6 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Datase
   return 0;
 }
 
-// Logical tensors for checkpoints of a rank whose training state is split: a
-// parameter's values and moments may be a tp block (tensor parallelism, along the
-// parameter's tp_dim) and its moments a ZeRO-1 dp shard of that block. For each such
-// tensor a host copy of the logical tensor stands in the checkpoint's entry;
-// Gather fills the copies from every rank's piece before a save (all ranks take
-// part), Scatter cuts this rank's pieces out of them after a load.
-class LogicalState {
- public:
-  LogicalState(const plan::fb::Plan& plan, exec::Executor* executor, comm::Communicator* dp,
-               comm::Communicator* tp)
-      : executor_(executor), dp_(dp), tp_(tp) {
-    for (const plan::fb::Param* p : *plan.params()) {
-      const bool tp_block = p->tp_dim() >= 0 && tp_ && tp_->size() > 1;
-      const bool dp_shard = p->shard() > 0 && dp_ && dp_->size() > 1;
-      if (!tp_block && !dp_shard) continue;
-      int64_t n = 1;
-      for (int64_t d : *p->shape()) n *= d;
-      Entry e{p, tp_block, dp_shard, {}, {}, {}};
-      if (tp_block) e.value.resize(static_cast<size_t>(n));
-      e.m.resize(static_cast<size_t>(n));
-      e.v.resize(static_cast<size_t>(n));
-      entries_.push_back(std::move(e));
-    }
-  }
-
-  // Points the checkpoint entries of split tensors at the host copies.
-  void Redirect(std::vector<checkpoint::Tensor>* state) {
-    for (Entry& e : entries_)
-      for (checkpoint::Tensor& t : *state) {
-        if (t.name != e.param->name()->str()) continue;
-        if (t.kind == checkpoint::TensorKind::kValue && e.tp_block) t.data = e.value.data();
-        if (t.kind == checkpoint::TensorKind::kExpAvg) t.data = e.m.data();
-        if (t.kind == checkpoint::TensorKind::kExpAvgSq) t.data = e.v.data();
-      }
-  }
-
-  std::optional<std::string> Gather() {
-    for (Entry& e : entries_) {
-      if (e.tp_block)
-        if (auto err = GatherOne(e, executor_->F32(e.param->value()), false, &e.value)) return err;
-      if (auto err = GatherOne(e, executor_->F32(e.param->exp_avg()), e.dp_shard, &e.m))
-        return err;
-      if (auto err = GatherOne(e, executor_->F32(e.param->exp_avg_sq()), e.dp_shard, &e.v))
-        return err;
-    }
-    return std::nullopt;
-  }
-
-  void Scatter() {
-    for (Entry& e : entries_) {
-      if (e.tp_block) ScatterOne(e, e.value, false, executor_->F32(e.param->value()));
-      ScatterOne(e, e.m, e.dp_shard, executor_->F32(e.param->exp_avg()));
-      ScatterOne(e, e.v, e.dp_shard, executor_->F32(e.param->exp_avg_sq()));
-    }
-  }
-
- private:
-  struct Entry {
-    const plan::fb::Param* param;
-    bool tp_block, dp_shard;
-    std::vector<float> value, m, v;  // logical tensors
-  };
-
-  int64_t LocalSize(const Entry& e) const {
-    return static_cast<int64_t>(e.m.size()) / (e.tp_block ? tp_->size() : 1);
-  }
-
-  // `local` is this rank's block (or, dp_shard, its ZeRO-1 shard of that block).
-  std::optional<std::string> GatherOne(const Entry& e, const float* local, bool dp_shard,
-                                       std::vector<float>* logical) {
-    const int64_t n = LocalSize(e);
-    std::vector<float> block(local, local + (dp_shard ? 0 : n));
-    if (dp_shard) {
-      const int64_t s = plan::ShardSize(n, dp_->size());
-      std::vector<float> all(static_cast<size_t>(s * dp_->size()));
-      if (auto err = dp_->AllGather(local, all.data(), static_cast<size_t>(s))) return err;
-      block.assign(all.begin(), all.begin() + n);
-    }
-    if (!e.tp_block) {  // copied in place: the checkpoint entries point at *logical
-      std::copy(block.begin(), block.end(), logical->begin());
-      return std::nullopt;
-    }
-    const int parts = tp_->size();
-    std::vector<float> all(static_cast<size_t>(n * parts));
-    if (auto err = tp_->AllGather(block.data(), all.data(), static_cast<size_t>(n))) return err;
-    const plan::TpBlock geometry = plan::TpBlockOf(*e.param, parts);
-    for (int r = 0; r < parts; ++r)
-      for (int64_t o = 0; o < geometry.outer; ++o)
-        std::copy_n(all.data() + r * n + o * geometry.run, geometry.run,
-                    logical->data() + geometry.Begin(o, r, parts));
-    return std::nullopt;
-  }
-
-  void ScatterOne(const Entry& e, const std::vector<float>& logical, bool dp_shard, float* local) {
-    const int64_t n = LocalSize(e);
-    std::vector<float> block(logical);
-    if (e.tp_block) {
-      const plan::TpBlock geometry = plan::TpBlockOf(*e.param, tp_->size());
-      block.resize(static_cast<size_t>(n));
-      for (int64_t o = 0; o < geometry.outer; ++o)
-        std::copy_n(logical.data() + geometry.Begin(o, tp_->rank(), tp_->size()), geometry.run,
-                    block.data() + o * geometry.run);
-    }
-    if (!dp_shard) {
-      std::copy(block.begin(), block.end(), local);
-      return;
-    }
-    const plan::Shard mine = plan::ShardOf(n, dp_->rank(), dp_->size());
-    std::copy_n(block.begin() + mine.begin, mine.size, local);
-  }
-
-  exec::Executor* executor_;
-  comm::Communicator* dp_;
-  comm::Communicator* tp_;
-  std::vector<Entry> entries_;
-};
-
-// JSON has no NaN or infinity; a gradient norm can overflow.
-std::string JsonNumber(double v, const char* format) {
-  if (!std::isfinite(v)) return "null";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
-}
-
-std::string Throughput(double tokens_per_s) {
-  char buf[32];
-  if (tokens_per_s >= 1e6) {
-    std::snprintf(buf, sizeof buf, "%.2fM", tokens_per_s / 1e6);
-  } else if (tokens_per_s >= 1e3) {
-    std::snprintf(buf, sizeof buf, "%.1fk", tokens_per_s / 1e3);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.0f", tokens_per_s);
-  }
-  return buf;
-}
-
 int Run(const cli::RunOptions& o) {
 #ifndef HEIRETSU_HAVE_CUDA
   if (o.backend == "cuda")
@@ -254,61 +118,52 @@ int Run(const cli::RunOptions& o) {
   }
   const bool leader = me.rank == 0;  // logs, metrics and checkpoints
 
-  struct stat st;
-  if (::stat(o.plan_dir.c_str(), &st) != 0)
-    return Fail(kExitBadInput,
-                o.plan_dir + ": cannot open plan directory: " + std::strerror(errno));
-  if (!S_ISDIR(st.st_mode))
-    return Fail(kExitBadInput, o.plan_dir +
-                                   ": not a directory (give the plan directory that "
-                                   "'heiretsu compile --emit plan -o PLAN_DIR' wrote)");
-  plan::LoadedPlan loaded;
-  if (auto err = plan::LoadPlan(o.plan_dir + "/" + plan::ProgramFileName(0), &loaded))
-    return Fail(kExitBadInput, *err);
-  const plan::fb::Plan& p = *loaded.plan;
-  const plan::fb::Mesh& mesh = *p.mesh();
-  const int64_t world = int64_t{mesh.dp()} * mesh.tp() * mesh.pp() * mesh.ep();
+  // Every program of the plan directory; this rank runs the one of its stage.
+  std::vector<plan::LoadedPlan> programs;
+  if (auto err = plan::LoadPlanDirectory(o.plan_dir, &programs)) return Fail(kExitBadInput, *err);
+  const plan::fb::Mesh& mesh = *programs[0].plan->mesh();
+  const int64_t world = plan::WorldSize(mesh);
   if (world != me.world_size)
-    return Fail(kExitBadInput, loaded.path + ": a plan for " + std::to_string(world) +
+    return Fail(kExitBadInput, o.plan_dir + ": a plan for " + std::to_string(world) +
                                    " ranks (dp " + std::to_string(mesh.dp()) + ", tp " +
                                    std::to_string(mesh.tp()) + ", pp " + std::to_string(mesh.pp()) +
                                    ", ep " + std::to_string(mesh.ep()) + ") started as " +
                                    std::to_string(me.world_size) +
                                    (me.world_size == 1 ? " rank (use heiretsu run)" : " ranks"));
-  if (mesh.pp() > 1 || mesh.ep() > 1)
-    return Fail(kExitFailure, loaded.path +
-                                  ": pipeline and expert parallelism are not built yet");
   const plan::MeshCoordinates coords = plan::CoordinatesOf(mesh, me.rank);
+  const plan::LoadedPlan& loaded = programs[static_cast<size_t>(coords.coord[plan::kAxisPp])];
+  const plan::fb::Plan& p = *loaded.plan;
   const std::string model = p.model() ? p.model()->str() : "";
-  // Data parallelism: rank r's microbatches are rows [r B M, (r + 1) B M) of the
-  // global batch, so the same global batch trains the same model on any dp.
+  const rank::DataRows rows(p, coords);
   const int64_t batch = p.micro_batch_size(), seq = p.seq();
-  const int64_t per_rank = batch * p.microbatches();
-  const int64_t global_batch = per_rank * mesh.dp();
+  const int64_t global_batch = rows.global_batch();
   const int64_t tokens_per_step = global_batch * seq;
-  int64_t num_values = 0;
-  for (const plan::fb::Param* param : *p.params())
-    num_values += plan::NumElements(*p.buffers()->Get(param->value()));
   if (leader) {
-    std::printf("plan: %s: model '%s', %u parameter tensors, %lld parameters\n",
-                loaded.path.c_str(), model.c_str(), p.params()->size(),
-                static_cast<long long>(num_values));
+    int64_t num_values = 0;
+    size_t tensors = 0;
+    for (const plan::LoadedPlan& program : programs)
+      for (const plan::fb::Param* param : *program.plan->params()) {
+        num_values += plan::NumElements(*program.plan->buffers()->Get(param->value()));
+        ++tensors;
+      }
+    std::printf("plan: %s: model '%s', %zu program%s, %zu parameter tensors, %lld parameters\n",
+                o.plan_dir.c_str(), model.c_str(), programs.size(),
+                programs.size() == 1 ? "" : "s", tensors, static_cast<long long>(num_values));
     std::printf(
-        "batch: %lld sequences of %lld tokens per step (dp %d x %lld microbatches of "
+        "batch: %lld sequences of %lld tokens per step (dp %d x ep %d x %lld microbatches of "
         "%lld)\n",
-        static_cast<long long>(global_batch), static_cast<long long>(seq), mesh.dp(),
+        static_cast<long long>(global_batch), static_cast<long long>(seq), mesh.dp(), mesh.ep(),
         static_cast<long long>(p.microbatches()), static_cast<long long>(batch));
   }
 
-  std::unique_ptr<FILE, int (*)(FILE*)> metrics(nullptr, &std::fclose);
-  if (!o.metrics.empty() && leader) {
-    // Opened before the slow work, so a wrong path is reported at once. A resumed run
-    // appends, so the file holds the whole run; steps after the checkpoint that an
-    // interrupted run had already logged appear again, the later line winning.
-    metrics.reset(std::fopen(o.metrics.c_str(), o.resume.empty() ? "w" : "a"));
-    if (!metrics)
-      return Fail(kExitBadInput, o.metrics + ": cannot open metrics file: " + std::strerror(errno));
-  }
+  if (mesh.pp() > 1 && (!o.save_dir.empty() || !o.resume.empty()))
+    return Fail(kExitBadInput, o.plan_dir + ": a plan of " + std::to_string(mesh.pp()) +
+                                   " pipeline stages: checkpoints written by each stage's "
+                                   "owner are not built yet (leave out --save-dir and --resume)");
+  // Opened before the slow work, so a wrong path is reported at once.
+  rank::MetricsWriter metrics;
+  if (leader)
+    if (auto err = metrics.Open(o.metrics, !o.resume.empty())) return Fail(*err);
 
   data::Dataset dataset;
   if (int code = LoadData(o, p.vocab(), leader, &dataset)) return code;
@@ -326,40 +181,14 @@ int Run(const cli::RunOptions& o) {
     if (!backend) return Fail(kExitFailure, error);
   }
 #endif
-  exec::Executor executor(loaded, std::move(backend));
-  // One communicator per mesh axis of size > 1: the ranks sharing this rank's other
-  // coordinates (plan.fbs gives the rule), connected in axis order on every rank.
-  std::unique_ptr<comm::Communicator> groups[4];
-  if (me.world_size > 1) {
-    const char* store = std::getenv("HEIRETSU_STORE");
-    if (!store || !*store)
-      return Fail(kExitBadInput,
-                  "a multi-rank run needs HEIRETSU_STORE, a directory shared by "
-                  "the ranks for rendezvous ('heiretsu run' sets it)");
-    for (int axis : {plan::kAxisDp, plan::kAxisTp}) {
-      if (coords.size[axis] == 1) continue;
-      const std::vector<int> members = plan::GroupOf(mesh, me.rank, axis);
-      comm::GlooOptions g;
-      g.store_dir = store;
-      // Named by axis and first member: unique within the job.
-      g.group = std::string(plan::AxisName(axis)) + "." + std::to_string(members[0]);
-      g.rank = coords.coord[axis];
-      g.size = coords.size[axis];
-      // The address this rank listens on: loopback unless the job spans machines.
-      if (const char* addr = std::getenv("HEIRETSU_ADDR"); addr && *addr) g.hostname = addr;
-      if (const char* t = std::getenv("HEIRETSU_COMM_TIMEOUT_MS"))
-        g.timeout = std::chrono::milliseconds(std::max(1L, std::atol(t)));
-      std::string error;
-      groups[axis] = comm::ConnectGloo(g, &error);
-      if (!groups[axis]) return Fail(kExitFailure, error);
-      executor.set_communicator(axis, groups[axis].get());
-    }
-  }
+  exec::Executor executor(loaded, std::move(backend), me.rank);
+  rank::Groups groups;
+  if (auto err = rank::ConnectGroups(mesh, me.rank, &executor, &groups)) return Fail(*err);
   std::vector<checkpoint::Tensor> state = checkpoint::TrainingState(&executor);
-  // Split tensors (tp blocks, ZeRO-1 moment shards) are saved and loaded as logical
-  // tensors through host copies, gathered from every rank before a save and cut out
-  // again after a load.
-  LogicalState logical(p, &executor, groups[plan::kAxisDp].get(), groups[plan::kAxisTp].get());
+  // Split tensors (blocks over mesh axes, ZeRO-1 moment shards) are saved and loaded
+  // as logical tensors through host copies, gathered from every rank before a save
+  // and cut out again after a load.
+  rank::LogicalState logical(p, &executor, groups);
   logical.Redirect(&state);
   uint64_t seed = o.seed;
   int64_t first_step = 1;
@@ -407,7 +236,7 @@ int Run(const cli::RunOptions& o) {
   std::optional<data::Sampler> sampler;
   if (auto err = data::Sampler::Create(dataset, seed, seq, &sampler)) return Fail(*err);
 
-  const int width = static_cast<int>(std::to_string(o.steps).size());
+  std::vector<int32_t> unused_ids(static_cast<size_t>(2 * batch * seq));
   for (int64_t step = first_step; step <= o.steps; ++step) {
     exec::StepOptions options;
     options.lr = cli::LearningRate(o, step);
@@ -415,38 +244,25 @@ int Run(const cli::RunOptions& o) {
     options.grad_clip = o.grad_clip;
     options.step = step;
     // The sampler numbers steps from 0: user step s takes the global batch of sampler
-    // step s - 1, and microbatch m its rows [m * B, (m + 1) * B).
+    // step s - 1; microbatch m the rows of data_rows.h.
     auto fill = [&](int64_t m, int32_t* tokens, int32_t* targets) {
-      const int64_t row = coords.coord[plan::kAxisDp] * per_rank + m * batch;
-      sampler->FillBatchRows(step - 1, global_batch, row, row + batch, tokens, targets);
+      const int64_t row = rows.FirstRow(m);
+      // A stage without the embedding (or the loss) has no tokens (targets).
+      sampler->FillBatchRows(step - 1, global_batch, row, row + batch,
+                             tokens ? tokens : unused_ids.data(),
+                             targets ? targets : unused_ids.data() + batch * seq);
     };
     exec::StepResult result;
     const auto start = std::chrono::steady_clock::now();
     if (auto err = executor.Step(fill, options, &result)) return Fail(kExitFailure, *err);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double step_ms = seconds * 1e3;
-    const double tokens_per_s = static_cast<double>(tokens_per_step) / seconds;
-
-    if (metrics) {
-      char loss_hex[40];
-      std::snprintf(loss_hex, sizeof loss_hex, "%a", result.loss);
-      std::fprintf(metrics.get(),
-                   "{\"step\":%lld,\"loss\":%s,\"loss_hex\":\"%s\",\"lr\":%s,\"grad_norm\":%s,"
-                   "\"tokens_per_s\":%s,\"step_ms\":%s}\n",
-                   static_cast<long long>(step), JsonNumber(result.loss, "%.17g").c_str(), loss_hex,
-                   JsonNumber(options.lr, "%.9g").c_str(),
-                   JsonNumber(result.grad_norm, "%.9g").c_str(),
-                   JsonNumber(tokens_per_s, "%.6g").c_str(), JsonNumber(step_ms, "%.6g").c_str());
-      // Flushed per line so that a crash leaves only whole lines behind.
-      if (std::fflush(metrics.get()) != 0 || std::ferror(metrics.get()))
-        return Fail(kExitFailure, o.metrics + ": cannot write: " + std::strerror(errno));
-    }
-    if (leader && (step % o.log_every == 0 || step == o.steps || step == first_step)) {
-      std::printf("step %*lld/%lld | loss %.4f | lr %.2e | grad norm %.4f | %s tok/s | %.1f ms\n",
-                  width, static_cast<long long>(step), static_cast<long long>(o.steps), result.loss,
-                  options.lr, result.grad_norm, Throughput(tokens_per_s).c_str(), step_ms);
-    }
+    rank::StepMetrics line{step, result.loss, options.lr, result.grad_norm,
+                           static_cast<double>(tokens_per_step) / seconds, seconds * 1e3};
+    if (leader)
+      if (auto err = metrics.Write(line)) return Fail(*err);
+    if (leader && (step % o.log_every == 0 || step == o.steps || step == first_step))
+      std::printf("%s\n", rank::ProgressLine(line, o.steps).c_str());
     // Replicas are identical, so rank 0's state is the whole model (with ZeRO-1,
     // once every rank has contributed its moments).
     const bool save =

@@ -1,0 +1,85 @@
+// Preparing instructions for a rank; see prepare.h. Each case writes the RES
+// values op_table.h declares for its opcode, in table order.
+#include "runtime/plan/prepare.h"
+
+namespace heiretsu::plan {
+
+Instruction Prepare(const fb::Plan& plan, const fb::Instr& instr, const MeshCoordinates& c) {
+  Instruction out;
+  out.op = instr.op();
+  if (instr.buffers()) out.buffers.assign(instr.buffers()->begin(), instr.buffers()->end());
+  if (instr.ints()) out.ints.assign(instr.ints()->begin(), instr.ints()->end());
+  if (instr.floats()) out.floats.assign(instr.floats()->begin(), instr.floats()->end());
+  const int64_t tp = c.coord[kAxisTp], tp_size = c.size[kAxisTp];
+  const int64_t dp = c.coord[kAxisDp], dp_size = c.size[kAxisDp];
+  const Signature sig = OpSignature(instr.op(), out.ints);
+  // The slot of buffer `name`, for dropping it on this rank.
+  auto slot = [&](const char* name) {
+    for (size_t i = 0; i < sig.buffers.size(); ++i)
+      if (std::string(sig.buffers[i].name) == name) return i;
+    return sig.buffers.size();
+  };
+  switch (instr.op()) {
+    case fb::Op_Embedding: {
+      const auto e = plan::Read<op::Embedding<uint32_t>>(instr);
+      const bool vp = e.vocab_parallel != 0;
+      out.resolved = {vp ? e.vocab * tp : 0, vp ? e.vocab * tp_size : e.vocab};
+      if (vp && tp != 0) out.buffers[slot("positions")] = kNoBuffer;
+      break;
+    }
+    case fb::Op_EmbeddingGrad: {
+      const auto e = plan::Read<op::EmbeddingGrad<uint32_t>>(instr);
+      const bool vp = e.vocab_parallel != 0;
+      out.resolved = {vp ? e.vocab * tp : 0, vp ? e.vocab : -1};
+      break;
+    }
+    case fb::Op_Linear:
+      if (plan::Read<op::Linear<uint32_t>>(instr).row_parallel && tp != 0)
+        out.buffers[slot("bias")] = kNoBuffer;
+      break;
+    case fb::Op_CrossEntropyGrad: {
+      const auto ce = plan::Read<op::CrossEntropyGrad<uint32_t>>(instr);
+      out.resolved = {ce.vocab_parallel ? ce.vocab * tp : 0};
+      break;
+    }
+    case fb::Op_VocabMax:
+      out.resolved = {plan::Read<op::VocabMax<uint32_t>>(instr).vocab * tp};
+      break;
+    case fb::Op_VocabSumExp: {
+      const int64_t vocab = plan::Read<op::VocabSumExp<uint32_t>>(instr).vocab;
+      out.resolved = {vocab * tp, vocab * tp_size};
+      break;
+    }
+    case fb::Op_ClipAndAdamW: {
+      const auto u = plan::Read<op::ClipAndAdamW<uint32_t>>(instr);
+      const Shard s = u.shard ? ShardOf(u.n, dp, dp_size) : Shard{0, u.n};
+      out.resolved = {s.begin, s.size};
+      break;
+    }
+    case fb::Op_GradNormSq: {
+      const bool sharded = plan::Read<op::GradNormSq<uint32_t>>(instr).sharded != 0;
+      for (uint32_t b : out.buffers) {
+        const int64_t n = NumElements(*plan.buffers()->Get(b));
+        out.ranges.push_back(sharded ? ShardOf(n, dp, dp_size) : Shard{0, n});
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  if (sig.variadic && out.ranges.empty())
+    for (uint32_t b : out.buffers) out.ranges.push_back({0, NumElements(*plan.buffers()->Get(b))});
+  return out;
+}
+
+std::vector<std::vector<Instruction>> PrepareUnits(const fb::Plan& plan,
+                                                   const MeshCoordinates& coords) {
+  std::vector<std::vector<Instruction>> units;
+  for (const fb::Unit* unit : *plan.units()) {
+    units.emplace_back();
+    for (const fb::Instr* in : *unit->instrs()) units.back().push_back(Prepare(plan, *in, coords));
+  }
+  return units;
+}
+
+}  // namespace heiretsu::plan

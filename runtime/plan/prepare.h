@@ -1,0 +1,54 @@
+// A plan prepared for one rank: every choice that depends on the rank's mesh
+// coordinates is made here, once, before the first step, so that backends read
+// only resolved operands (op_table.h's RES values) and never re-derive them:
+//   - linear, row-parallel: tp rank 0 alone adds the bias (others see no bias);
+//   - embedding, vocabulary-parallel: the rank's block of vocabulary rows, and tp
+//     rank 0 alone adds the positions;
+//   - the vocabulary-parallel loss: the logical column of the rank's first logit;
+//   - ZeRO-1: the elements of each parameter (clip_adamw) and gradient
+//     (grad_norm_sq) this rank's dp shard covers.
+#ifndef HEIRETSU_RUNTIME_PLAN_PREPARE_H_
+#define HEIRETSU_RUNTIME_PLAN_PREPARE_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/plan/ops.h"
+#include "runtime/plan/plan.h"
+
+namespace heiretsu::plan {
+
+// One instruction of a verified plan, prepared for a rank. It is a Read source of
+// ops.h (op::Linear<uint32_t>::Read(instruction)).
+struct Instruction {
+  fb::Op op = fb::Op_Zero;
+  std::vector<uint32_t> buffers;  // the plan's; kNoBuffer where this rank skips one
+  std::vector<int64_t> ints;      // the plan's
+  std::vector<double> floats;     // the plan's
+  std::vector<int64_t> resolved;  // op_table.h's RES values, in table order
+  // For variadic opcodes: the elements of each buffer this rank works on (all of
+  // it unless a ZeRO-1 shard).
+  std::vector<Shard> ranges;
+
+  uint32_t Buffer(size_t i) const { return buffers[i]; }
+  std::vector<uint32_t> Buffers() const { return buffers; }
+  int64_t Int(size_t i) const { return ints[i]; }
+  double Float(size_t i) const { return floats[i]; }
+  int64_t Resolved(size_t i) const { return resolved[i]; }
+};
+
+template <class Op>
+Op Read(const Instruction& in) {
+  return Op::Read(in);
+}
+
+// `instr` of `plan` prepared for the rank at `coords`.
+Instruction Prepare(const fb::Plan& plan, const fb::Instr& instr, const MeshCoordinates& coords);
+
+// Every unit's instructions prepared, indexed like plan.units().
+std::vector<std::vector<Instruction>> PrepareUnits(const fb::Plan& plan,
+                                                   const MeshCoordinates& coords);
+
+}  // namespace heiretsu::plan
+
+#endif  // HEIRETSU_RUNTIME_PLAN_PREPARE_H_

@@ -1,0 +1,29 @@
+// The communicators of a rank: one Gloo group per mesh axis of size > 1 (the ranks
+// that share this rank's other coordinates, by plan.fbs's rule), connected through
+// the job's rendezvous store in axis order on every rank, and handed to the
+// executor.
+#ifndef HEIRETSU_RUNTIME_RANK_GROUPS_H_
+#define HEIRETSU_RUNTIME_RANK_GROUPS_H_
+
+#include <memory>
+
+#include "runtime/base/error.h"
+#include "runtime/comm/comm.h"
+#include "runtime/exec/executor.h"
+#include "runtime/plan/ops.h"
+
+namespace heiretsu::rank {
+
+struct Groups {
+  std::unique_ptr<comm::Communicator> axis[plan::kNumAxes];
+  comm::Communicator* get(int a) const { return axis[a].get(); }
+};
+
+// Connects every group of `rank` in `mesh` (nothing for a world of one) and sets
+// them on `executor`. Reads HEIRETSU_STORE (required for more than one rank),
+// HEIRETSU_ADDR and HEIRETSU_COMM_TIMEOUT_MS.
+Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, exec::Executor* executor, Groups* out);
+
+}  // namespace heiretsu::rank
+
+#endif  // HEIRETSU_RUNTIME_RANK_GROUPS_H_

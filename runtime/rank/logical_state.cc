@@ -1,0 +1,113 @@
+// Logical checkpoint tensors; see logical_state.h.
+#include "runtime/rank/logical_state.h"
+
+#include <algorithm>
+
+namespace heiretsu::rank {
+
+LogicalState::LogicalState(const plan::fb::Plan& plan, exec::Executor* executor,
+                           const Groups& groups)
+    : executor_(executor), groups_(groups) {
+  for (const plan::fb::Param* p : *plan.params()) {
+    plan::Block block = plan::BlockOf(*p, executor->coordinates());
+    const bool split = !block.whole();
+    comm::Communicator* dp = groups_.get(plan::kAxisDp);
+    const bool dp_shard = p->shard() > 0 && dp && dp->size() > 1;
+    if (!split && !dp_shard) continue;
+    const size_t n = static_cast<size_t>(block.global_numel());
+    Entry e{p, std::move(block), split, dp_shard, {}, {}, {}};
+    if (split) e.value.resize(n);
+    e.m.resize(n);
+    e.v.resize(n);
+    entries_.push_back(std::move(e));
+  }
+}
+
+void LogicalState::Redirect(std::vector<checkpoint::Tensor>* state) {
+  for (Entry& e : entries_)
+    for (checkpoint::Tensor& t : *state) {
+      if (t.name != e.param->name()->str()) continue;
+      if (t.kind == checkpoint::TensorKind::kValue && e.split) t.data = e.value.data();
+      if (t.kind == checkpoint::TensorKind::kExpAvg) t.data = e.m.data();
+      if (t.kind == checkpoint::TensorKind::kExpAvgSq) t.data = e.v.data();
+    }
+}
+
+std::optional<std::string> LogicalState::Gather() {
+  for (Entry& e : entries_) {
+    if (e.split)
+      if (auto err = GatherOne(e, executor_->F32(e.param->value()), false, &e.value)) return err;
+    if (auto err = GatherOne(e, executor_->F32(e.param->exp_avg()), e.dp_shard, &e.m)) return err;
+    if (auto err = GatherOne(e, executor_->F32(e.param->exp_avg_sq()), e.dp_shard, &e.v))
+      return err;
+  }
+  return std::nullopt;
+}
+
+void LogicalState::Scatter() {
+  for (Entry& e : entries_) {
+    if (e.split) ScatterOne(e, e.value, false, executor_->F32(e.param->value()));
+    ScatterOne(e, e.m, e.dp_shard, executor_->F32(e.param->exp_avg()));
+    ScatterOne(e, e.v, e.dp_shard, executor_->F32(e.param->exp_avg_sq()));
+  }
+}
+
+// `local` is this rank's block (or, dp_shard, its ZeRO-1 shard of that block). The
+// block is gathered over each splitting axis in turn: every member of the group
+// contributes an equal block, placed at its coordinate along the split dimension.
+std::optional<std::string> LogicalState::GatherOne(const Entry& e, const float* local,
+                                                   bool dp_shard, std::vector<float>* logical) {
+  const int64_t n = e.block.local_numel();
+  std::vector<float> block(local, local + (dp_shard ? 0 : n));
+  if (dp_shard) {
+    comm::Communicator* dp = groups_.get(plan::kAxisDp);
+    const int64_t s = plan::ShardSize(n, dp->size());
+    std::vector<float> all(static_cast<size_t>(s * dp->size()));
+    if (auto err = dp->AllGather(local, all.data(), static_cast<size_t>(s))) return err;
+    block.assign(all.begin(), all.begin() + n);
+  }
+  std::vector<int64_t> shape = e.block.local;  // of `block`, growing as axes are gathered
+  if (e.param->splits())
+    for (const plan::fb::Split* split : *e.param->splits()) {
+      comm::Communicator* c = groups_.get(split->axis());
+      if (!c) continue;  // an axis of size 1
+      const int parts = c->size();
+      const int64_t have = static_cast<int64_t>(block.size());
+      std::vector<float> all(static_cast<size_t>(have * parts));
+      if (auto err = c->AllGather(block.data(), all.data(), static_cast<size_t>(have))) return err;
+      plan::Block part;  // member r's block inside the gathered one
+      part.local = shape;
+      part.global = shape;
+      part.global[split->dim()] *= parts;
+      part.offset.assign(shape.size(), 0);
+      block.assign(static_cast<size_t>(have * parts), 0.f);
+      for (int r = 0; r < parts; ++r) {
+        part.offset[split->dim()] = shape[split->dim()] * r;
+        const float* from = all.data() + r * have;
+        plan::ForEachRun(part, [&](int64_t to, int64_t at, int64_t len) {
+          std::copy_n(from + at, len, block.data() + to);
+        });
+      }
+      shape = part.global;
+    }
+  std::copy(block.begin(), block.end(), logical->begin());
+  return std::nullopt;
+}
+
+void LogicalState::ScatterOne(const Entry& e, const std::vector<float>& logical, bool dp_shard,
+                              float* local) {
+  const int64_t n = e.block.local_numel();
+  std::vector<float> block(static_cast<size_t>(n));
+  plan::ForEachRun(e.block, [&](int64_t from, int64_t at, int64_t len) {
+    std::copy_n(logical.data() + from, len, block.data() + at);
+  });
+  if (!dp_shard) {
+    std::copy(block.begin(), block.end(), local);
+    return;
+  }
+  comm::Communicator* dp = groups_.get(plan::kAxisDp);
+  const plan::Shard mine = plan::ShardOf(n, dp->rank(), dp->size());
+  std::copy_n(block.begin() + mine.begin, mine.size, local);
+}
+
+}  // namespace heiretsu::rank

@@ -1,0 +1,49 @@
+// Logical tensors for checkpoints of a rank whose training state is split: a
+// parameter's value and moments may be a block of the logical tensor (split over
+// mesh axes: runtime/plan/layout.h) and its moments a ZeRO-1 dp shard of that
+// block. For each such tensor a host copy of the logical tensor stands in the
+// checkpoint's entry; Gather fills the copies from every rank's piece before a save
+// (every rank takes part), Scatter cuts this rank's pieces out of them after a load.
+#ifndef HEIRETSU_RUNTIME_RANK_LOGICAL_STATE_H_
+#define HEIRETSU_RUNTIME_RANK_LOGICAL_STATE_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/exec/executor.h"
+#include "runtime/plan/layout.h"
+#include "runtime/rank/groups.h"
+
+namespace heiretsu::rank {
+
+class LogicalState {
+ public:
+  LogicalState(const plan::fb::Plan& plan, exec::Executor* executor, const Groups& groups);
+
+  // Points the checkpoint entries of split tensors at the host copies.
+  void Redirect(std::vector<checkpoint::Tensor>* state);
+  std::optional<std::string> Gather();
+  void Scatter();
+
+ private:
+  struct Entry {
+    const plan::fb::Param* param;
+    plan::Block block;         // this rank's block of the logical tensor
+    bool split, dp_shard;      // value a block; moments a ZeRO-1 shard of it
+    std::vector<float> value, m, v;  // logical tensors
+  };
+
+  std::optional<std::string> GatherOne(const Entry& e, const float* local, bool dp_shard,
+                                       std::vector<float>* logical);
+  void ScatterOne(const Entry& e, const std::vector<float>& logical, bool dp_shard, float* local);
+
+  exec::Executor* executor_;
+  const Groups& groups_;
+  std::vector<Entry> entries_;
+};
+
+}  // namespace heiretsu::rank
+
+#endif  // HEIRETSU_RUNTIME_RANK_LOGICAL_STATE_H_

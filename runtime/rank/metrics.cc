@@ -1,0 +1,67 @@
+// Metrics lines; see metrics.h.
+#include "runtime/rank/metrics.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+namespace heiretsu::rank {
+namespace {
+
+// JSON has no NaN or infinity; a gradient norm can overflow.
+std::string JsonNumber(double v, const char* format) {
+  if (!std::isfinite(v)) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+std::string Throughput(double tokens_per_s) {
+  char buf[32];
+  if (tokens_per_s >= 1e6) {
+    std::snprintf(buf, sizeof buf, "%.2fM", tokens_per_s / 1e6);
+  } else if (tokens_per_s >= 1e3) {
+    std::snprintf(buf, sizeof buf, "%.1fk", tokens_per_s / 1e3);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.0f", tokens_per_s);
+  }
+  return buf;
+}
+
+}  // namespace
+
+Status MetricsWriter::Open(const std::string& path, bool append) {
+  path_ = path;
+  if (path.empty()) return std::nullopt;
+  file_.reset(std::fopen(path.c_str(), append ? "a" : "w"));
+  if (!file_)
+    return Error::BadInput(path + ": cannot open metrics file: " + std::strerror(errno));
+  return std::nullopt;
+}
+
+Status MetricsWriter::Write(const StepMetrics& m) {
+  if (!file_) return std::nullopt;
+  char loss_hex[40];
+  std::snprintf(loss_hex, sizeof loss_hex, "%a", m.loss);
+  std::fprintf(file_.get(),
+               "{\"step\":%lld,\"loss\":%s,\"loss_hex\":\"%s\",\"lr\":%s,\"grad_norm\":%s,"
+               "\"tokens_per_s\":%s,\"step_ms\":%s}\n",
+               static_cast<long long>(m.step), JsonNumber(m.loss, "%.17g").c_str(), loss_hex,
+               JsonNumber(m.lr, "%.9g").c_str(), JsonNumber(m.grad_norm, "%.9g").c_str(),
+               JsonNumber(m.tokens_per_s, "%.6g").c_str(), JsonNumber(m.step_ms, "%.6g").c_str());
+  if (std::fflush(file_.get()) != 0 || std::ferror(file_.get()))
+    return Error::Failure(path_ + ": cannot write: " + std::strerror(errno));
+  return std::nullopt;
+}
+
+std::string ProgressLine(const StepMetrics& m, int64_t steps) {
+  const int width = static_cast<int>(std::to_string(steps).size());
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "step %*lld/%lld | loss %.4f | lr %.2e | grad norm %.4f | %s tok/s | %.1f ms",
+                width, static_cast<long long>(m.step), static_cast<long long>(steps), m.loss, m.lr,
+                m.grad_norm, Throughput(m.tokens_per_s).c_str(), m.step_ms);
+  return line;
+}
+
+}  // namespace heiretsu::rank

@@ -1,0 +1,44 @@
+// The metrics of a run (docs/architecture.md): one JSON object per step, written by
+// rank 0, with step, loss, loss_hex (the loss's exact bits, for bit-identity
+// checks), lr, grad_norm, tokens_per_s and step_ms; and the human progress line.
+#ifndef HEIRETSU_RUNTIME_RANK_METRICS_H_
+#define HEIRETSU_RUNTIME_RANK_METRICS_H_
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "runtime/base/error.h"
+
+namespace heiretsu::rank {
+
+struct StepMetrics {
+  int64_t step = 0;
+  double loss = 0;
+  double lr = 0;
+  double grad_norm = 0;
+  double tokens_per_s = 0;
+  double step_ms = 0;
+};
+
+class MetricsWriter {
+ public:
+  // Opens `path` (truncating, or appending for a resumed run, so the file holds the
+  // whole run; steps an interrupted run had logged after its checkpoint appear
+  // again, the later line winning). An empty path writes nothing.
+  Status Open(const std::string& path, bool append);
+  // Writes one line and flushes it, so a crash leaves only whole lines behind.
+  Status Write(const StepMetrics& m);
+
+ private:
+  std::string path_;
+  std::unique_ptr<FILE, int (*)(FILE*)> file_{nullptr, &std::fclose};
+};
+
+// "step  3/10 | loss 4.1234 | lr 3.00e-03 | grad norm 1.2345 | 5.8k tok/s | 22.0 ms"
+std::string ProgressLine(const StepMetrics& m, int64_t steps);
+
+}  // namespace heiretsu::rank
+
+#endif  // HEIRETSU_RUNTIME_RANK_METRICS_H_
