@@ -18,7 +18,8 @@ constexpr FlagSpec kFlags[] = {
     {"--pp", true},          {"--ep", true},
     {"--micro-batch-size", true}, {"--seq", true},
     {"--microbatches", true}, {"--global-batch", true},
-    {"--schedule", true},    {"--zero", true},
+    {"--schedule", true},    {"--virtual-stages", true},
+    {"--stage-layers", true}, {"--zero", true},
     {"--precision", true},   {"--recompute", true},
     {"--sequence-parallel", false}, {"--emit", true}, {"--bucket-mb", true},
     {"-o", true},
@@ -71,7 +72,8 @@ bool IsCompileFlag(const std::string& flag, bool* takes_value) {
 const char* CompileUsage() {
   return "usage: heiretsu compile SPEC [--dp N] [--tp N] [--pp N] [--ep N]\n"
          "           [--micro-batch-size B] [--seq T] [--microbatches M] [--global-batch G]\n"
-         "           [--schedule gpipe|1f1b|interleaved|zb-h1] [--zero 0|1]\n"
+         "           [--schedule gpipe|1f1b|interleaved|zb-h1] [--virtual-stages V]\n"
+         "           [--stage-layers N,N,...] [--zero 0|1]\n"
          "           [--precision fp32|bf16|fp16] [--recompute none|selective|full]\n"
          "           [--sequence-parallel] [--bucket-mb MB]\n"
          "           [--emit mlir|plan-text|plan|summary] [-o OUT]\n";
@@ -80,6 +82,7 @@ const char* CompileUsage() {
 std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& args,
                                                CompileOptions* out) {
   std::optional<int64_t> batch, micro, global;
+  bool emit_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     bool takes_value = false;
@@ -116,6 +119,20 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
       err = ParsePositive(a, v, &out->bucket_mb);
     } else if (a == "--seq") {
       err = ParsePositive(a, v, &out->seq);
+    } else if (a == "--virtual-stages") {
+      err = ParsePositive(a, v, &out->virtual_stages);
+    } else if (a == "--stage-layers") {
+      out->stage_layers.clear();
+      size_t begin = 0;
+      while (!err) {
+        size_t comma = v.find(',', begin);
+        std::string part = v.substr(begin, comma == std::string::npos ? std::string::npos
+                                                                       : comma - begin);
+        if (!(err = ParsePositive(a, part, &n))) out->stage_layers.push_back(n);
+        if (comma == std::string::npos) break;
+        begin = comma + 1;
+      }
+      if (err) err = a + ": expected layer counts N,N,... (positive integers), got '" + v + "'";
     } else if (a == "--schedule") {
       err = ParseChoice(a, v, {"gpipe", "1f1b", "interleaved", "zb-h1"}, &out->schedule);
     } else if (a == "--zero") {
@@ -127,6 +144,7 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
       err = ParseChoice(a, v, {"none", "selective", "full"}, &out->recompute);
     } else if (a == "--emit") {
       err = ParseChoice(a, v, {"mlir", "plan-text", "plan", "summary"}, &out->emit);
+      emit_given = true;
     } else if (a == "-o") {
       if (v.empty()) err = std::string("-o: empty path");
       out->output = v;
@@ -180,8 +198,37 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
   out->global_batch = g;
   if (out->sequence_parallel && out->tp == 1)
     return std::string("--sequence-parallel splits tokens over tensor-parallel ranks: it needs --tp > 1");
+  if (!emit_given) out->emit = out->output.empty() ? "mlir" : "plan";
+  if (!out->stage_layers.empty() && static_cast<int64_t>(out->stage_layers.size()) != out->pp)
+    return "--stage-layers gives " + std::to_string(out->stage_layers.size()) +
+           " stages but --pp is " + std::to_string(out->pp) + ": give one layer count per stage";
   if (out->emit == "plan" && out->output.empty())
     return std::string("--emit plan needs -o PLAN_DIR");
+  return std::nullopt;
+}
+
+std::optional<std::string> CheckBuilt(const CompileOptions& o) {
+  const std::string built = " is not built yet";
+  if (o.pp > 1)
+    return "--pp " + std::to_string(o.pp) + built +
+           " (pipeline parallelism); data and tensor parallelism (--dp, --tp) are";
+  if (o.ep > 1)
+    return "--ep " + std::to_string(o.ep) + built +
+           " (expert parallelism); data and tensor parallelism (--dp, --tp) are";
+  if (o.schedule != "1f1b")
+    return "--schedule " + o.schedule + built + " (with one pipeline stage the schedule is 1f1b)";
+  if (o.virtual_stages > 1)
+    return "--virtual-stages " + std::to_string(o.virtual_stages) + built +
+           " (interleaved pipeline schedules)";
+  if (!o.stage_layers.empty()) {
+    std::string list;
+    for (int64_t n : o.stage_layers) list += (list.empty() ? "" : ",") + std::to_string(n);
+    return "--stage-layers " + list + built + " (pipeline stages)";
+  }
+  if (o.precision != "fp32")
+    return "--precision " + o.precision + built + " (mixed precision needs the CUDA backend's "
+           "bf16/fp16 kernels); fp32 is";
+  if (o.recompute != "none") return "--recompute " + o.recompute + built + "; none is";
   return std::nullopt;
 }
 

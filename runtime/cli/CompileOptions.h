@@ -19,6 +19,8 @@ struct CompileOptions {
   int64_t global_batch = 1;
   int64_t seq = 0;  // 0 = the model's context
   std::string schedule = "1f1b";
+  int64_t virtual_stages = 1;
+  std::vector<int64_t> stage_layers;  // --stage-layers N,N,...; empty = balanced
   int zero = 0;
   std::string precision = "fp32";
   std::string recompute = "none";
@@ -26,8 +28,11 @@ struct CompileOptions {
   // Data-parallel gradient buckets: each is all-reduced as soon as the backward
   // pass has finished its gradients (PyTorch DDP's default size).
   int64_t bucket_mb = 25;
-  std::string emit = "mlir";  // mlir | plan-text | plan | summary
-  std::string output;         // -o; empty = stdout (mlir, plan-text, summary)
+  // mlir | plan-text | plan | summary. Without --emit: plan when -o is given (the
+  // plan directory `heiretsu run` takes), else mlir on stdout.
+  std::string emit = "mlir";
+  // -o: the plan directory (plan) or the file for the others; empty = stdout.
+  std::string output;
 
   int64_t world_size() const { return dp * tp * pp * ep; }
 };
@@ -36,6 +41,12 @@ struct CompileOptions {
 // message (the caller prints it and exits 2).
 std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& args,
                                                CompileOptions* out);
+
+// Refuses what is parsed but not built yet (pipeline and expert parallelism, a
+// --schedule other than the default, virtual stages, --stage-layers, bf16/fp16,
+// recompute): the message names the flag and value. `heiretsu compile` calls it at
+// every --emit, after the model's own checks (a --pp above its layer count).
+std::optional<std::string> CheckBuilt(const CompileOptions& options);
 
 // Whether `flag` is one of `heiretsu compile`'s flags (`heiretsu train` splits its
 // arguments with it); `*takes_value` says whether a value follows it.

@@ -185,6 +185,15 @@ std::optional<std::string> Executor::Run(const plan::Instruction& instr, StepSca
     default:
       break;
   }
+  if (instr.op == fb::Op_ClipAndAdamW && !scalars.clip_ready) {
+    // Each pipeline stage's grad_norm_sq instructions summed its own parameters'
+    // gradients: the global norm, and so the clipping, sums over pp first.
+    if (comm::Communicator* pp = comms_[plan::kAxisPp]; pp && pp->size() > 1) {
+      float part = static_cast<float>(scalars.grad_norm_sq);
+      if (auto err = pp->AllReduce(&part, 1, comm::ReduceOp::kSum)) return err;
+      scalars.grad_norm_sq = part;
+    }
+  }
   // The clock is read only while profiling: this runs for every instruction.
   const auto t0 = profiling_ ? std::chrono::steady_clock::now()
                              : std::chrono::steady_clock::time_point();

@@ -73,8 +73,9 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
   if (Has(p.tokens())) io += "takes tokens";
   if (Has(p.targets())) io += std::string(io.empty() ? "" : ", ") + "takes targets";
   if (Has(p.loss())) io += std::string(io.empty() ? "" : ", ") + "produces the loss";
-  std::snprintf(line, sizeof line, "program %d (%s), run by ranks %s: %s\n", p.stage(),
-                loaded.path.c_str(), RanksOf(mesh, p.stage()).c_str(),
+  const std::string ranks = RanksOf(mesh, p.stage());
+  std::snprintf(line, sizeof line, "program %d (%s), run by rank%s %s: %s\n", p.stage(),
+                loaded.path.c_str(), ranks.find('-') == std::string::npos ? "" : "s", ranks.c_str(),
                 io.empty() ? "no inputs of its own" : io.c_str());
   out += line;
   size_t instrs = 0;

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -109,22 +110,32 @@ inline Shard ShardOf(int64_t n, int64_t rank, int64_t parts) {
 // written: they are not part of a plan).
 namespace op {
 
+// What a buffer field holds when not set: an absent buffer (kNoBuffer for buffer
+// indices, a null value for the compiler's mlir::Value).
+template <class B>
+B Absent() {
+  if constexpr (std::is_same_v<B, uint32_t>)
+    return kNoBuffer;
+  else
+    return B();
+}
+
 #define HEIRETSU_IGNORE_(...)
-#define HEIRETSU_FIELD_BUF_(name, ...) B name = B();
+#define HEIRETSU_FIELD_BUF_(name, ...) B name = Absent<B>();
 #define HEIRETSU_FIELD_VAR_(dtype) std::vector<B> buffers;
 #define HEIRETSU_FIELD_INT_(name, kind) int64_t name = 0;
 #define HEIRETSU_FIELD_FLT_(name) double name = 0;
 #define HEIRETSU_FIELD_RES_(name) int64_t name = 0;
-#define HEIRETSU_READ_BUF_(name, ...) r.name = s.Buffer(nb++);
-#define HEIRETSU_READ_VAR_(dtype) r.buffers = s.Buffers();
-#define HEIRETSU_READ_INT_(name, kind) r.name = s.Int(ni++);
-#define HEIRETSU_READ_FLT_(name) r.name = s.Float(nf++);
-#define HEIRETSU_READ_RES_(name) r.name = s.Resolved(nr++);
-#define HEIRETSU_WRITE_BUF_(name, ...) w.Buffer(name);
+#define HEIRETSU_READ_BUF_(name, ...) out_.name = src_.Buffer(nb_++);
+#define HEIRETSU_READ_VAR_(dtype) out_.buffers = src_.Buffers();
+#define HEIRETSU_READ_INT_(name, kind) out_.name = src_.Int(ni_++);
+#define HEIRETSU_READ_FLT_(name) out_.name = src_.Float(nf_++);
+#define HEIRETSU_READ_RES_(name) out_.name = src_.Resolved(nr_++);
+#define HEIRETSU_WRITE_BUF_(name, ...) sink_.Buffer(name);
 #define HEIRETSU_WRITE_VAR_(dtype) \
-  for (const B& b : buffers) w.Buffer(b);
-#define HEIRETSU_WRITE_INT_(name, kind) w.Int(name);
-#define HEIRETSU_WRITE_FLT_(name) w.Float(name);
+  for (const B& buffer_ : buffers) sink_.Buffer(buffer_);
+#define HEIRETSU_WRITE_INT_(name, kind) sink_.Int(name);
+#define HEIRETSU_WRITE_FLT_(name) sink_.Float(name);
 #define HEIRETSU_DEFINE_OP_(Enum, text)                                                      \
   template <class B>                                                                         \
   struct Enum {                                                                              \
@@ -139,15 +150,15 @@ namespace op {
     HEIRETSU_OP_##Enum(HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_,                 \
                        HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_FIELD_RES_)              \
     template <class Src>                                                                     \
-    static Enum Read(const Src& s) {                                                         \
-      Enum r;                                                                                \
-      [[maybe_unused]] size_t nb = 0, ni = 0, nf = 0, nr = 0;                                \
+    static Enum Read(const Src& src_) {                                                      \
+      Enum out_;                                                                             \
+      [[maybe_unused]] size_t nb_ = 0, ni_ = 0, nf_ = 0, nr_ = 0;                            \
       HEIRETSU_OP_##Enum(HEIRETSU_READ_BUF_, HEIRETSU_READ_VAR_, HEIRETSU_READ_INT_,         \
                          HEIRETSU_READ_FLT_, HEIRETSU_IGNORE_, HEIRETSU_READ_RES_)           \
-      return r;                                                                              \
+      return out_;                                                                           \
     }                                                                                        \
     template <class Sink>                                                                    \
-    void Write(Sink& w) const {                                                              \
+    void Write(Sink& sink_) const {                                                          \
       HEIRETSU_OP_##Enum(HEIRETSU_WRITE_BUF_, HEIRETSU_WRITE_VAR_, HEIRETSU_IGNORE_,         \
                          HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_)               \
       HEIRETSU_OP_##Enum(HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_WRITE_INT_,            \

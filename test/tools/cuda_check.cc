@@ -84,15 +84,18 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, double tol) {
   auto cpu = exec::MakeCpuBackend();
   std::map<std::string, double> worst;
   int failures = 0;
-  std::vector<const fb::Instr*> all;
-  for (const fb::Instr* in : *p.microbatch()) all.push_back(in);
-  for (const fb::Instr* in : *p.update()) all.push_back(in);
+  // Every unit's instructions, prepared for rank 0.
+  std::vector<const plan::Instruction*> all;
+  const auto units = plan::PrepareUnits(p, plan::CoordinatesOf(p, 0));
+  for (const auto& unit : units)
+    for (const plan::Instruction& in : unit) all.push_back(&in);
   uint32_t seed = 1;
-  for (const fb::Instr* in : all) {
-    const char* name = plan::OpSignature(in->op(), {}).name;
-    const fb::Op op = in->op();
+  for (const plan::Instruction* in : all) {
+    const char* name = plan::OpName(in->op);
+    const fb::Op op = in->op;
     if (op == fb::Op_AllReduce || op == fb::Op_ReduceScatter || op == fb::Op_AllGather ||
-        op == fb::Op_AllGatherInto || op == fb::Op_ReduceScatterInto || op == fb::Op_BucketAllReduce)
+        op == fb::Op_AllGatherInto || op == fb::Op_ReduceScatterInto ||
+        op == fb::Op_BucketAllReduce || op == fb::Op_Send || op == fb::Op_Recv)
       continue;  // the executor's, not a backend's
     const std::vector<uint8_t> start = RandomArena(p, seed++);
     std::vector<uint8_t> ref = start;

@@ -124,8 +124,8 @@ class FakeDeviceBackend final : public exec::Backend {
     munmap(arena, it->second.second);
     arenas_.erase(it);
   }
-  std::optional<std::string> Run(const fb::Plan& plan, const fb::Instr& instr, uint8_t* arena,
-                                 exec::StepScalars& scalars) override {
+  std::optional<std::string> Run(const fb::Plan& plan, const plan::Instruction& instr,
+                                 uint8_t* arena, exec::StepScalars& scalars) override {
     ++runs;
     return cpu_->Run(plan, instr, Real(arena), scalars);
   }
@@ -236,7 +236,7 @@ TEST(PlanVerifier, RefusesATruncatedPlan) {
 
 TEST(PlanVerifier, RefusesAnotherVersion) {
   EXPECT_EQ(VerifyError(BuildBigram(1, 7)),
-            "p.hplan: invalid plan: plan version 7, this runtime reads version 3 (recompile the spec)");
+            "p.hplan: invalid plan: plan version 7, this runtime reads version 4 (recompile the spec)");
 }
 
 TEST(PlanVerifier, RefusesAnInstructionWhoseBufferHasTheWrongSize) {
@@ -244,9 +244,9 @@ TEST(PlanVerifier, RefusesAnInstructionWhoseBufferHasTheWrongSize) {
   uint32_t t = b.Buffer("tokens", {2, 2}, fb::DType_I32), y = b.Buffer("targets", {2, 2}, fb::DType_I32);
   uint32_t loss = b.Buffer("loss", {1});
   uint32_t xa = b.Buffer("a", {4, 3}), xb = b.Buffer("b", {4, 3}), out = b.Buffer("out", {4, 2});
-  b.Micro(fb::Op_Add, {xa, xb, out}, {12});
+  b.RawForward(fb::Op_Add, {xa, xb, out}, {12});
   EXPECT_EQ(VerifyError(b.Finish(2, 2, 4, 1, t, y, loss)),
-            "p.hplan: invalid plan: microbatch instruction 0 (add) 'y': buffer #5 'out' has 8 "
+            "p.hplan: invalid plan: unit 0 'forward' instruction 0 (add) 'y': buffer #5 'out' has 8 "
             "elements, expected 12");
 }
 
@@ -255,16 +255,16 @@ TEST(PlanVerifier, RefusesADanglingBufferIndexAndHostileAttributes) {
     testing::PlanBuilder b;
     uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
     uint32_t loss = b.Buffer("loss", {1});
-    b.Micro(fb::Op_Gelu, {loss, 42}, {1});
+    b.RawForward(fb::Op_Gelu, {loss, 42}, {1});
     EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
-              "p.hplan: invalid plan: microbatch instruction 0 (gelu) 'y' refers to buffer #42 of 3");
+              "p.hplan: invalid plan: unit 0 'forward' instruction 0 (gelu) 'y' refers to buffer #42 of 3");
   }
   {
     testing::PlanBuilder b;
     uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
     uint32_t loss = b.Buffer("loss", {1});
     // Sizes whose product overflows int64 must not wrap around to a match.
-    b.Micro(fb::Op_Rope, {loss, loss}, {2147483647, 2147483647, 2147483647, 2147483647}, {1e4});
+    b.RawForward(fb::Op_Rope, {loss, loss}, {2147483647, 2147483647, 2147483647, 2147483647}, {1e4});
     EXPECT_NE(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)).find("has 1 elements, expected"),
               std::string::npos);
   }
@@ -272,10 +272,10 @@ TEST(PlanVerifier, RefusesADanglingBufferIndexAndHostileAttributes) {
     testing::PlanBuilder b;
     uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
     uint32_t loss = b.Buffer("loss", {1});
-    b.Micro(fb::Op_GeluGrad, {loss, loss, loss}, {1, 2});
+    b.RawForward(fb::Op_GeluGrad, {loss, loss, loss}, {1, 2});
     EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
-              "p.hplan: invalid plan: microbatch instruction 0 (gelu_grad): accumulate_dx = 2 is "
-              "out of range");
+              "p.hplan: invalid plan: unit 0 'forward' instruction 0 (gelu_grad): accumulate_dx = 2 "
+              "is out of range [0, 1]");
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <string>
 #include <vector>
+#include <tuple>
 
 #include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
@@ -30,38 +31,70 @@ class PlanBuilder {
     uint32_t value = Buffer(name, shape), grad = Buffer(name + ".grad", shape);
     uint32_t m = Buffer(name + ".exp_avg", shape), v = Buffer(name + ".exp_avg_sq", shape);
     params_.push_back(plan::fb::CreateParamDirect(fbb_, name.c_str(), &shape, init, std, decay,
-                                                  value, grad, m, v));
+                                                  value, grad, m, v, 0, nullptr));
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
-    update_.push_back(
-        Instr(plan::fb::Op_ClipAndAdamW, {value, grad, m, v}, {n, decay ? 1 : 0, 0}));
+    update_.push_back(Instr(plan::op::ClipAndAdamW<uint32_t>{
+        .param = value, .grad = grad, .exp_avg = m, .exp_avg_sq = v, .n = n,
+        .weight_decay = decay ? 1 : 0}));
     grads_.push_back(grad);
     return {value, grad};
   }
 
-  flatbuffers::Offset<plan::fb::Instr> Instr(plan::fb::Op op, std::vector<uint32_t> buffers,
-                                             std::vector<int64_t> ints,
-                                             std::vector<double> floats = {}) {
+  // An instruction from its named operands (ops.h).
+  template <class Op>
+  flatbuffers::Offset<plan::fb::Instr> Instr(const Op& op) {
+    plan::InstrSink sink;
+    op.Write(sink);
+    return plan::fb::CreateInstrDirect(fbb_, Op::kOp, &sink.buffers, &sink.ints, &sink.floats);
+  }
+  // An instruction from raw operand lists: only for building malformed plans that
+  // the verifier must refuse.
+  flatbuffers::Offset<plan::fb::Instr> RawInstr(plan::fb::Op op, std::vector<uint32_t> buffers,
+                                                std::vector<int64_t> ints,
+                                                std::vector<double> floats = {}) {
     return plan::fb::CreateInstrDirect(fbb_, op, &buffers, &ints, &floats);
   }
 
-  void Micro(plan::fb::Op op, std::vector<uint32_t> buffers, std::vector<int64_t> ints,
-             std::vector<double> floats = {}) {
-    microbatch_.push_back(Instr(op, std::move(buffers), std::move(ints), std::move(floats)));
+  // The forward and backward units run once per microbatch, in that order.
+  template <class Op>
+  void Forward(const Op& op) { forward_.push_back(Instr(op)); }
+  template <class Op>
+  void Backward(const Op& op) { backward_.push_back(Instr(op)); }
+  void RawForward(plan::fb::Op op, std::vector<uint32_t> buffers, std::vector<int64_t> ints,
+                  std::vector<double> floats = {}) {
+    forward_.push_back(RawInstr(op, std::move(buffers), std::move(ints), std::move(floats)));
   }
 
-  // Finishes the plan: the update stream is the gradient norm, then AdamW per param.
+  // The mesh and this program's stage (default: one rank).
+  void SetMesh(int dp, int pp, int tp, int ep, int stage = 0) {
+    mesh_ = plan::fb::Mesh(dp, pp, tp, ep);
+    stage_ = stage;
+  }
+
+  // Finishes the plan: units forward, backward and update (the gradient norm, then
+  // AdamW per parameter), scheduled forward(m), backward(m) for every microbatch,
+  // then update. Absent tokens / targets / loss are kNoBuffer.
   std::vector<uint8_t> Finish(int64_t batch, int64_t seq, int64_t vocab, int64_t microbatches,
                               uint32_t tokens, uint32_t targets, uint32_t loss,
                               uint32_t version = plan::kPlanVersion) {
     std::vector<flatbuffers::Offset<plan::fb::Instr>> update;
-    update.push_back(Instr(plan::fb::Op_GradNormSq, grads_, {0, 0}));
+    update.push_back(Instr(plan::op::GradNormSq<uint32_t>{.buffers = grads_}));
     update.insert(update.end(), update_.begin(), update_.end());
-    plan::fb::Mesh mesh(1, 1, 1, 1);
     auto opt = plan::fb::CreateOptimizer(fbb_);
-    auto root = plan::fb::CreatePlanDirect(fbb_, version, "test", &mesh, 0, batch, microbatches,
-                                           seq, vocab, arena_, 0, 0, &buffers_, &params_, tokens,
-                                           targets, loss, &microbatch_, &update, opt);
+    std::vector<flatbuffers::Offset<plan::fb::Unit>> units = {
+        plan::fb::CreateUnitDirect(fbb_, "forward", plan::fb::UnitKind_Forward, &forward_),
+        plan::fb::CreateUnitDirect(fbb_, "backward", plan::fb::UnitKind_Backward, &backward_),
+        plan::fb::CreateUnitDirect(fbb_, "update", plan::fb::UnitKind_Update, &update)};
+    std::vector<plan::fb::Run> schedule;
+    for (int m = 0; m < microbatches; ++m) {
+      schedule.emplace_back(0, m, 0);
+      schedule.emplace_back(1, m, 0);
+    }
+    schedule.emplace_back(2, -1, 0);
+    auto root = plan::fb::CreatePlanDirect(fbb_, version, "test", &mesh_, stage_, mesh_.pp(), batch,
+                                           microbatches, seq, vocab, arena_, 0, 0, &buffers_,
+                                           &params_, tokens, targets, loss, &units, &schedule, opt);
     plan::fb::FinishSizePrefixedPlanBuffer(fbb_, root);
     return std::vector<uint8_t>(fbb_.GetBufferPointer(),
                                 fbb_.GetBufferPointer() + fbb_.GetSize());
@@ -72,8 +105,10 @@ class PlanBuilder {
   uint64_t arena_ = 0;
   std::vector<flatbuffers::Offset<plan::fb::Buffer>> buffers_;
   std::vector<flatbuffers::Offset<plan::fb::Param>> params_;
-  std::vector<flatbuffers::Offset<plan::fb::Instr>> microbatch_, update_;
+  std::vector<flatbuffers::Offset<plan::fb::Instr>> forward_, backward_, update_;
   std::vector<uint32_t> grads_;
+  plan::fb::Mesh mesh_{1, 1, 1, 1};
+  int stage_ = 0;
 };
 
 // A bigram model (embedding -> layernorm -> linear head -> cross-entropy) with its
@@ -102,15 +137,24 @@ inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
   uint32_t loss = b.Buffer("loss", {1});
   uint32_t dlogits = b.Buffer("dlogits", {rows, v}), dh = b.Buffer("dh", {rows, c});
   uint32_t dx = b.Buffer("dx", {rows, c});
-  b.Micro(fb::Op_Embedding, {tokens, wte, plan::kNoBuffer, x}, {rows, o.seq, v, c, o.seq, 0});
-  b.Micro(fb::Op_LayerNorm, {x, g, beta, h, mean, rstd}, {rows, c}, {1e-5});
-  b.Micro(fb::Op_Linear, {h, head, plan::kNoBuffer, logits}, {rows, c, v, 0});
-  b.Micro(fb::Op_CrossEntropy, {logits, targets, loss, lse}, {rows, v, v});
-  b.Micro(fb::Op_CrossEntropyGrad, {logits, targets, lse, dlogits}, {rows, v, 0, 0, v},
-          {1.0 / static_cast<double>(o.microbatches)});
-  b.Micro(fb::Op_LinearGrad, {dlogits, h, head, dh, dhead, plan::kNoBuffer}, {rows, c, v, 0});
-  b.Micro(fb::Op_LayerNormGrad, {dh, x, g, mean, rstd, dx, dg, dbeta}, {rows, c, 0});
-  b.Micro(fb::Op_EmbeddingGrad, {tokens, dx, dwte, plan::kNoBuffer}, {rows, o.seq, v, c, o.seq, 0});
+  namespace op = plan::op;
+  using B = uint32_t;
+  b.Forward(op::Embedding<B>{.ids = tokens, .table = wte, .out = x, .rows = rows, .seq = o.seq,
+                             .vocab = v, .c = c, .context = o.seq});
+  b.Forward(op::LayerNorm<B>{.x = x, .w = g, .b = beta, .y = h, .mean = mean, .rstd = rstd,
+                             .rows = rows, .c = c, .eps = 1e-5});
+  b.Forward(op::Linear<B>{.x = h, .w = head, .y = logits, .rows = rows, .in = c, .out = v});
+  b.Forward(op::CrossEntropy<B>{.logits = logits, .targets = targets, .loss = loss, .lse = lse,
+                                .rows = rows, .vocab = v, .valid = v});
+  b.Backward(op::CrossEntropyGrad<B>{.logits = logits, .targets = targets, .lse = lse,
+                                     .dlogits = dlogits, .rows = rows, .vocab = v, .valid = v,
+                                     .dloss = 1.0 / static_cast<double>(o.microbatches)});
+  b.Backward(op::LinearGrad<B>{.dy = dlogits, .x = h, .w = head, .dx = dh, .dw = dhead,
+                               .rows = rows, .in = c, .out = v});
+  b.Backward(op::LayerNormGrad<B>{.dy = dh, .x = x, .w = g, .mean = mean, .rstd = rstd, .dx = dx,
+                                  .dw = dg, .db = dbeta, .rows = rows, .c = c});
+  b.Backward(op::EmbeddingGrad<B>{.ids = tokens, .dout = dx, .dtable = dwte, .rows = rows,
+                                  .seq = o.seq, .vocab = v, .c = c, .context = o.seq});
   return b.Finish(o.batch, o.seq, v, o.microbatches, tokens, targets, loss, o.version);
 }
 
