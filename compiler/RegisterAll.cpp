@@ -2,6 +2,7 @@
 
 #include "compiler/RegisterAll.h"
 #include "compiler/transforms/Passes.h"
+#include "compiler/transforms/Pipeline.h"
 
 #include "dialects/dist/DistDialect.h"
 #include "dialects/graph/GraphDialect.h"
@@ -21,4 +22,5 @@ void heiretsu::registerAllPasses() {
   mlir::registerCanonicalizerPass();
   mlir::registerCSEPass();
   heiretsu::registerHeiretsuPasses();
+  heiretsu::registerCompilePipeline();
 }

@@ -16,7 +16,8 @@ namespace heiretsu {
 /// Adds the graph, dist and plan dialects and the upstream dialects they build on
 /// (func).
 void registerAllDialects(mlir::DialectRegistry &registry);
-/// Registers every heiretsu pass with the global pass registry (for heiretsu-opt).
+/// Registers every heiretsu pass and the compile pipeline
+/// (heiretsu-compile-pipeline) with the global pass registry (for heiretsu-opt).
 void registerAllPasses();
 } // namespace heiretsu
 

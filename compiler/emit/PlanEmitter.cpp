@@ -1,9 +1,11 @@
 //===- PlanEmitter.cpp - plan.program -> FlatBuffers plan file ------------===//
 //
 // Uses the runtime's generated builder: the schema (runtime/plan/plan.fbs) is
-// described once. Buffers are numbered in program order, each parameter's four
-// buffers after the plain buffers; kernels become instructions with their absent
-// optional buffers as kNoBuffer.
+// described once. Buffers are numbered in program order (a parameter's four
+// buffers where the parameter is); units keep program order and the schedule
+// names them by index; each kernel becomes an instruction through its opcode's
+// typed operands (plan::op), an absent optional buffer as kNoBuffer; inputs and
+// outputs a program does not have are kNoBuffer too.
 //
 //===----------------------------------------------------------------------===//
 
@@ -24,15 +26,37 @@ namespace fb = heiretsu::plan::fb;
 
 namespace heiretsu {
 
+namespace {
+
+/// Collects an instruction's operands from a kernel's typed struct (op::X::Write):
+/// buffers as plan buffer indices, an absent one as kNoBuffer.
+struct InstrSink {
+  const DenseMap<Value, uint32_t> &index;
+  std::vector<uint32_t> buffers;
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  void Buffer(const Value &v) { buffers.push_back(v ? index.lookup(v) : plan::kNoBuffer); }
+  void Int(int64_t v) { ints.push_back(v); }
+  void Float(double v) { floats.push_back(v); }
+};
+
+} // namespace
+
 LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
                        std::vector<uint8_t> &bytes) {
   if (!program.getArenaBytes())
     return program.emitError("the program has no memory plan (run heiretsu-plan-memory)");
+  dist::MeshOp meshOp = requireMesh(program, "the plan emitter");
+  if (!meshOp)
+    return failure();
+  auto schedules = program.getBody().front().getOps<plan_ir::ScheduleOp>();
+  if (schedules.empty())
+    return program.emitError("the program has no plan.schedule (run heiretsu-schedule)");
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
   DenseMap<Value, uint32_t> index;
   std::vector<flatbuffers::Offset<fb::Buffer>> buffers;
   std::vector<flatbuffers::Offset<fb::Param>> params;
-  uint32_t tokens = 0, targets = 0, loss = 0;
+  uint32_t tokens = plan::kNoBuffer, targets = plan::kNoBuffer, loss = plan::kNoBuffer;
 
   auto addBuffer = [&](Value v, const std::string &name, int64_t offset) {
     auto type = cast<MemRefType>(v.getType());
@@ -61,9 +85,14 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
       for (int k = 0; k < 4; ++k)
         ids[k] = addBuffer(p->getResult(k), bufferName(p->getResult(k)), offsets[k]);
       auto type = cast<MemRefType>(p.getValue().getType());
-      // The logical shape: a tp block's global_shape, else the value's.
+      // The logical shape: a split parameter's global_shape, else the value's.
       ArrayRef<int64_t> logical = p.getGlobalShape().value_or(type.getShape());
       std::vector<int64_t> shape(logical.begin(), logical.end());
+      std::vector<fb::Split> splits;
+      if (std::optional<ArrayRef<int64_t>> axes = p.getSplitAxes())
+        for (auto [dim, axis] : llvm::enumerate(*axes))
+          if (axis >= 0)
+            splits.emplace_back(static_cast<int32_t>(dim), static_cast<int32_t>(axis));
       double std = p.getStd() ? p.getStd()->convertToDouble() : 0.0;
       int64_t moments = numElements(p.getExpAvg());
       int64_t shard = moments == numElements(p.getValue()) && p.getExpAvg().getType() == type
@@ -72,45 +101,46 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
       params.push_back(fb::CreateParamDirect(fbb, p.getName().str().c_str(), &shape,
                                              static_cast<fb::Init>(p.getInit()), std,
                                              p.getDecay(), ids[0], ids[1], ids[2], ids[3], shard,
-                                             p.getTpDim() ? static_cast<int32_t>(*p.getTpDim())
-                                                          : -1));
+                                             &splits));
     }
   }
 
-  auto stream = [&](Region &region) {
+  // Units, in program order; each kernel through its opcode's typed operands.
+  std::vector<flatbuffers::Offset<fb::Unit>> units;
+  llvm::StringMap<uint32_t> unitIndex;
+  for (auto unit : program.getBody().front().getOps<plan_ir::UnitOp>()) {
     std::vector<flatbuffers::Offset<fb::Instr>> instrs;
-    for (Operation &op : region.front()) {
-      auto k = cast<plan_ir::KernelOp>(op);
-      std::vector<uint32_t> bufs;
-      ArrayRef<int64_t> absent = k.getAbsent();
-      auto it = k.getBuffers().begin();
-      size_t slots = k.getBuffers().size() + absent.size();
-      for (size_t s = 0; s < slots; ++s)
-        bufs.push_back(llvm::is_contained(absent, static_cast<int64_t>(s)) ? plan::kNoBuffer
-                                                                           : index[*it++]);
-      std::vector<int64_t> ints(k.getInts().begin(), k.getInts().end());
-      std::vector<double> floats(k.getFloats().begin(), k.getFloats().end());
-      instrs.push_back(fb::CreateInstrDirect(fbb, *plan::OpFromName(k.getName().str()), &bufs, &ints, &floats));
+    for (auto k : unit.getBody().front().getOps<plan_ir::KernelOp>()) {
+      std::optional<fb::Op> code = plan::OpFromName(k.getName().str());
+      if (!code)
+        return k.emitError("internal error: unknown opcode '") << k.getName() << "'";
+      InstrSink sink{index, {}, {}, {}};
+      plan::VisitOp<Value>(
+          *code, [&](auto tag) { readKernel<decltype(tag)>(k).Write(sink); }, [] {});
+      instrs.push_back(
+          fb::CreateInstrDirect(fbb, *code, &sink.buffers, &sink.ints, &sink.floats));
     }
-    return instrs;
-  };
-  std::vector<flatbuffers::Offset<fb::Instr>> micro, update;
-  for (Operation &op : program.getBody().front()) {
-    if (auto m = dyn_cast<plan_ir::MicrobatchOp>(op))
-      micro = stream(m.getBody());
-    if (auto u = dyn_cast<plan_ir::UpdateOp>(op))
-      update = stream(u.getBody());
+    unitIndex[unit.getName()] = static_cast<uint32_t>(units.size());
+    units.push_back(fb::CreateUnitDirect(fbb, unit.getName().str().c_str(),
+                                         static_cast<fb::UnitKind>(unit.getKind()), &instrs));
   }
+  std::vector<fb::Run> schedule;
+  for (auto run : (*schedules.begin()).getBody().front().getOps<plan_ir::RunOp>())
+    schedule.emplace_back(unitIndex.lookup(run.getUnit()),
+                          static_cast<int32_t>(run.getMicrobatch().value_or(-1)),
+                          static_cast<int32_t>(run.getChunk().value_or(0)));
 
-  fb::Mesh mesh(options.mesh[0], options.mesh[1], options.mesh[2], options.mesh[3]);
+  fb::Mesh mesh(static_cast<int32_t>(meshOp.getDp()), static_cast<int32_t>(meshOp.getPp()),
+                static_cast<int32_t>(meshOp.getTp()), static_cast<int32_t>(meshOp.getEp()));
   auto optimizer = fb::CreateOptimizer(fbb, options.beta1, options.beta2, options.eps);
   auto root = fb::CreatePlanDirect(
-      fbb, plan::kPlanVersion, program.getModel().str().c_str(), &mesh, options.program,
+      fbb, plan::kPlanVersion, program.getModel().str().c_str(), &mesh,
+      static_cast<int32_t>(program.getStage()), static_cast<int32_t>(meshOp.getPp()),
       program.getMicroBatchSize(), program.getMicrobatches(), program.getSeq(),
       program.getVocab(), static_cast<uint64_t>(*program.getArenaBytes()),
       static_cast<uint64_t>(program.getParamBytes().value_or(0)),
       static_cast<uint64_t>(program.getActivationBytes().value_or(0)), &buffers, &params,
-      tokens, targets, loss, &micro, &update, optimizer);
+      tokens, targets, loss, &units, &schedule, optimizer);
   fb::FinishSizePrefixedPlanBuffer(fbb, root);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   // The emitter must produce what the runtime accepts: verify with its verifier.

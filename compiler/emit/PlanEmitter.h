@@ -5,7 +5,6 @@
 
 #include "dialects/plan/PlanDialect.h"
 
-#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -13,14 +12,14 @@
 namespace heiretsu {
 
 struct EmitOptions {
-  std::array<int32_t, 4> mesh = {1, 1, 1, 1}; // dp, pp, tp, ep
-  int32_t program = 0;
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
 };
 
-/// Serializes a memory-planned program into the runtime's plan format (a
-/// size-prefixed FlatBuffer). Fails (with a diagnostic) on a program without
-/// offsets.
+/// Serializes a memory-planned, scheduled program into the runtime's plan format
+/// (a size-prefixed FlatBuffer): its stage, the mesh of its module's
+/// `dist.mesh @world` (programs = pp), buffers, parameters with their splits,
+/// units and schedule. Fails (with a diagnostic) on a program without offsets, a
+/// schedule or a mesh, and on one the runtime's verifier refuses.
 mlir::LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
                              std::vector<uint8_t> &bytes);
 

@@ -14,6 +14,7 @@
 
 #include "compiler/frontend/ModelBuilder.h"
 
+#include "dialects/dist/DistDialect.h"
 #include "dialects/graph/GraphDialect.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -164,6 +165,10 @@ public:
     modelLoc = spec.nameLoc;
     module = ModuleOp::create(loc(spec.nameLoc));
     moduleOp = *module;
+    b.setInsertionPointToEnd(moduleOp.getBody());
+    dist::MeshOp::create(b, loc(spec.nameLoc), b.getStringAttr("world"),
+                         b.getI64IntegerAttr(options.dp), b.getI64IntegerAttr(options.pp),
+                         b.getI64IntegerAttr(options.tp), b.getI64IntegerAttr(options.ep));
     run(spec.body);
     if (!func)
       fail(spec.nameLoc, "model '" + spec.name +
@@ -986,7 +991,7 @@ std::optional<Error> buildModel(MLIRContext &ctx, const std::string &file,
                                 const Spec &spec, const BuildOptions &options,
                                 OwningOpRef<ModuleOp> &module,
                                 ModelSummary &summary) {
-  ctx.loadDialect<graph::GraphDialect, func::FuncDialect>();
+  ctx.loadDialect<graph::GraphDialect, dist::DistDialect, func::FuncDialect>();
   try {
     Builder(ctx, file, options).build(spec, module, summary);
   } catch (const BuildError &e) {

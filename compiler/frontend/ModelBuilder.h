@@ -2,7 +2,9 @@
 //
 // Gives the language its meaning: evaluates hyperparameters, checks them (with
 // Megatron-style messages naming the values), and emits one `func.func @forward`
-// of graph ops whose parameters carry logical names. See docs/language.md.
+// of graph ops whose parameters carry logical names, and the module's
+// `dist.mesh @world` (from BuildOptions, also when every axis is 1). See
+// docs/language.md.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,6 +24,9 @@ namespace heiretsu::frontend {
 struct BuildOptions {
   int64_t batch = 1; // sequences per microbatch on one rank
   int64_t seq = 0;   // tokens per sequence; 0 = the model's context
+  // The device mesh, declared once as the module's `dist.mesh @world`, which
+  // every pass reads.
+  int64_t dp = 1, pp = 1, tp = 1, ep = 1;
 };
 
 struct ParamSummary {

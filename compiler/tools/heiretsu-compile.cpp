@@ -1,14 +1,20 @@
 //===- heiretsu-compile.cpp - the compiler behind `heiretsu compile` ------===//
 //
-// Reads a model spec, builds the graph dialect and emits what --emit asks for.
-// Exit codes follow DESIGN.md §1: 2 for bad input (spec, flags) with one message
-// naming the file, line and column; 1 for anything else.
+// Reads a model spec, builds the graph dialect (with the mesh of --dp/--pp/--tp/--ep
+// as `dist.mesh @world`), runs the compile pipeline (compiler/transforms/Pipeline.h,
+// at every --emit) and emits what --emit asks for: the plan directory (one
+// program-<stage>.hplan per plan.program; the default with -o), or the frontend's
+// module (mlir), the compiled module (plan-text) or a summary, to -o or stdout.
+// Exit codes: 2 for bad input (spec, flags, a model that does not split, flag
+// values not built yet) with one message naming the file, line and column or the
+// value; 1 for anything else.
 //
 //===----------------------------------------------------------------------===//
 
 #include "compiler/RegisterAll.h"
 #include "compiler/emit/PlanEmitter.h"
 #include "compiler/transforms/Passes.h"
+#include "compiler/transforms/Pipeline.h"
 #include "runtime/plan/plan.h"
 #include "compiler/frontend/ModelBuilder.h"
 #include "compiler/frontend/Parser.h"
@@ -18,6 +24,7 @@
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/Pass/PassInstrumentation.h"
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -107,68 +114,58 @@ int writeText(const cli::CompileOptions &opts,
   return 0;
 }
 
-/// Lowers the graph to a memory-planned plan.program and writes it: as IR
-/// (plan-text) or as the runtime's plan file in the -o directory (plan).
-int emitPlanOutputs(mlir::ModuleOp module, const cli::CompileOptions &opts) {
-  std::string unsupported;
-  if (opts.pp > 1 || opts.ep > 1)
-    unsupported = "pipeline and expert parallelism (pp, ep > 1) are not built yet; "
-                  "data and tensor parallelism (--dp, --tp) are";
-  else if (opts.precision != "fp32")
-    unsupported = "--precision " + opts.precision + " needs the CUDA backend, not built yet";
-  else if (opts.recompute != "none")
-    unsupported = "--recompute " + opts.recompute + " is not built yet";
-  if (!unsupported.empty()) {
-    std::fprintf(stderr, "heiretsu compile: error: --emit %s: %s\n", opts.emit.c_str(),
-                 unsupported.c_str());
-    return kExitFailure;
-  }
+/// Runs the compile pipeline (compiler/transforms/Pipeline.h, the one
+/// heiretsu-opt's --heiretsu-compile-pipeline runs) on `module`. A model that does
+/// not split over the mesh's tp fails in the sharding passes: bad input (exit 2).
+int runPipeline(mlir::ModuleOp module, const cli::CompileOptions &opts,
+                const std::string &path) {
   mlir::PassManager pm(module.getContext());
-  LowerToPlanPassOptions lowerOptions;
-  lowerOptions.microbatches = opts.microbatches;
-  pm.addPass(createLowerToPlanPass(lowerOptions));
-  mlir::OpPassManager &program = pm.nest<plan_ir::ProgramOp>();
-  program.addPass(createAutodiffPass());
-  program.addPass(createOptimizerPass());
-  if (opts.dp > 1 && opts.zero == 1) {
-    Zero1PassOptions zero;
-    zero.dp = opts.dp;
-    program.addPass(createZero1Pass(zero));
-  } else if (opts.dp > 1) {
-    DataParallelPassOptions buckets;
-    buckets.bucketBytes = opts.bucket_mb << 20;
-    program.addPass(createDataParallelPass(buckets));
+  CompilePipelineOptions pipeline;
+  pipeline.sequenceParallel = opts.sequence_parallel;
+  pipeline.zero = opts.zero;
+  pipeline.bucketBytes = opts.bucket_mb << 20;
+  pipeline.microbatches = opts.microbatches;
+  pipeline.schedule = opts.schedule;
+  buildCompilePipeline(pm, pipeline);
+  struct FailedPass : mlir::PassInstrumentation {
+    std::string *name;
+    explicit FailedPass(std::string *name) : name(name) {}
+    void runAfterPassFailed(mlir::Pass *pass, mlir::Operation *) override {
+      if (name->empty())
+        *name = pass->getArgument().str();
+    }
+  };
+  std::string failed;
+  pm.addInstrumentation(std::make_unique<FailedPass>(&failed));
+  if (mlir::succeeded(pm.run(module)))
+    return 0;
+  if (failed == "heiretsu-shard-propagation" || failed == "heiretsu-insert-collectives") {
+    std::fprintf(stderr, "%s: error: this model cannot be split over --tp %lld "
+                         "(diagnostic above)\n", path.c_str(), static_cast<long long>(opts.tp));
+    return kExitBadInput;
   }
-  program.addPass(createPlanMemoryPass());
-  // Every rank's collectives must match before anything runs.
-  CheckCollectivesPassOptions check;
-  check.dp = opts.dp;
-  check.tp = opts.tp;
-  check.pp = opts.pp;
-  check.ep = opts.ep;
-  pm.addPass(createCheckCollectivesPass(check));
-  if (mlir::failed(pm.run(module)))
-    return kExitFailure; // the diagnostic names the op and the reason
-  auto programs = module.getOps<plan_ir::ProgramOp>();
-  plan_ir::ProgramOp programOp = *programs.begin();
-  if (opts.emit == "plan-text")
-    return writeText(opts, [&](llvm::raw_ostream &os) { os << module << "\n\n"; });
-  EmitOptions emit;
-  emit.mesh = {static_cast<int32_t>(opts.dp), static_cast<int32_t>(opts.pp),
-               static_cast<int32_t>(opts.tp), static_cast<int32_t>(opts.ep)};
-  std::vector<uint8_t> bytes;
-  if (mlir::failed(emitPlan(programOp, emit, bytes)))
-    return kExitFailure;
-  if (auto err = writePlanFile(opts.output, 0, bytes)) {
-    std::fprintf(stderr, "heiretsu compile: error: %s\n", err->c_str());
-    return kExitFailure;
+  return kExitFailure; // the diagnostic names the op and the reason
+}
+
+/// Writes every plan.program of the compiled module as program-<stage>.hplan of
+/// the -o directory.
+int writePlanDirectory(mlir::ModuleOp module, const cli::CompileOptions &opts) {
+  for (plan_ir::ProgramOp programOp : module.getOps<plan_ir::ProgramOp>()) {
+    std::vector<uint8_t> bytes;
+    if (mlir::failed(emitPlan(programOp, EmitOptions(), bytes)))
+      return kExitFailure;
+    int32_t stage = static_cast<int32_t>(programOp.getStage());
+    if (auto err = writePlanFile(opts.output, stage, bytes)) {
+      std::fprintf(stderr, "heiretsu compile: error: %s\n", err->c_str());
+      return kExitFailure;
+    }
+    std::printf("wrote %s/%s: %zu bytes; arena %lld bytes (parameters and optimizer state "
+                "%lld, activations peak %lld)\n",
+                opts.output.c_str(), plan::ProgramFileName(stage).c_str(), bytes.size(),
+                static_cast<long long>(*programOp.getArenaBytes()),
+                static_cast<long long>(*programOp.getParamBytes()),
+                static_cast<long long>(*programOp.getActivationBytes()));
   }
-  std::printf("wrote %s/%s: %zu bytes; arena %lld bytes (parameters and optimizer state "
-              "%lld, activations peak %lld)\n",
-              opts.output.c_str(), plan::ProgramFileName(0).c_str(), bytes.size(),
-              static_cast<long long>(*programOp.getArenaBytes()),
-              static_cast<long long>(*programOp.getParamBytes()),
-              static_cast<long long>(*programOp.getActivationBytes()));
   return 0;
 }
 
@@ -220,6 +217,10 @@ int main(int argc, char **argv) {
   frontend::BuildOptions build;
   build.batch = opts.micro_batch_size;
   build.seq = opts.seq;
+  build.dp = opts.dp;
+  build.pp = opts.pp;
+  build.tp = opts.tp;
+  build.ep = opts.ep;
   if (auto err = frontend::buildModel(ctx, path, spec, build, module, summary)) {
     std::fprintf(stderr, "%s\n", frontend::formatError(path, *err).c_str());
     return kExitBadInput;
@@ -230,34 +231,41 @@ int main(int argc, char **argv) {
                          "not verify (diagnostic above)\n", path.c_str());
     return kExitFailure;
   }
-
-  if (opts.tp > 1) {
-    // Tensor parallelism: shardings and their collectives on the graph. A model
-    // that does not split over this tp is refused here, naming the value.
-    mlir::PassManager pm(&ctx);
-    ShardPropagationPassOptions shard;
-    shard.tp = opts.tp;
-    shard.dp = opts.dp;
-    shard.sequenceParallel = opts.sequence_parallel;
-    pm.addPass(createShardPropagationPass(shard));
-    InsertCollectivesPassOptions insert;
-    insert.sequenceParallel = opts.sequence_parallel;
-    pm.addPass(createInsertCollectivesPass(insert));
-    if (mlir::failed(pm.run(*module))) {
-      std::fprintf(stderr, "%s: error: this model cannot be split over --tp %lld "
-                           "(diagnostic above)\n", path.c_str(),
-                   static_cast<long long>(opts.tp));
-      return kExitBadInput;
-    }
+  // Requests the model cannot take, then what is parsed but not built: refused at
+  // every --emit, naming the value.
+  if (opts.pp > summary.layers) {
+    std::fprintf(stderr, "heiretsu compile: error: --pp %lld is more pipeline stages than "
+                         "the %lld layers of model '%s': use --pp %lld or fewer\n",
+                 static_cast<long long>(opts.pp), static_cast<long long>(summary.layers),
+                 summary.name.c_str(), static_cast<long long>(summary.layers));
+    return kExitBadInput;
+  }
+  int64_t stageLayers = 0;
+  for (int64_t n : opts.stage_layers)
+    stageLayers += n;
+  if (!opts.stage_layers.empty() && stageLayers != summary.layers) {
+    std::fprintf(stderr, "heiretsu compile: error: --stage-layers covers %lld layers but "
+                         "model '%s' has %lld\n", static_cast<long long>(stageLayers),
+                 summary.name.c_str(), static_cast<long long>(summary.layers));
+    return kExitBadInput;
+  }
+  if (auto err = cli::CheckBuilt(opts)) {
+    std::fprintf(stderr, "heiretsu compile: error: %s\n", err->c_str());
+    return kExitBadInput;
   }
 
-  if (opts.emit == "plan" || opts.emit == "plan-text")
-    return emitPlanOutputs(*module, opts);
-
+  // The whole pipeline runs at every --emit, so each refuses what the plan would.
+  // --emit mlir and summary show the frontend's module (the pipeline's input).
+  bool lowered = opts.emit == "plan" || opts.emit == "plan-text";
+  mlir::OwningOpRef<mlir::ModuleOp> compiled = lowered ? module.release() : (*module).clone();
+  if (int rc = runPipeline(*compiled, opts, path))
+    return rc;
+  if (opts.emit == "plan")
+    return writePlanDirectory(*compiled, opts);
   return writeText(opts, [&](llvm::raw_ostream &os) {
     if (opts.emit == "summary")
       printSummary(os, summary, opts);
-    else
-      os << *module << "\n\n"; // byte-identical to heiretsu-opt output
+    else // byte-identical to heiretsu-opt output
+      os << (lowered ? *compiled : *module) << "\n\n";
   });
 }

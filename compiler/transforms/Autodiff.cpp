@@ -1,6 +1,7 @@
 //===- Autodiff.cpp - reverse-mode backward pass over plan kernels --------===//
 //
-// One gradient rule per forward opcode (see Passes.td). Gradients of activations
+// One gradient rule per forward opcode (see Passes.td), reading the forward
+// kernel's operands and writing its gradient kernels' by name (plan::op). Gradients of activations
 // live in buffers named "d<name>"; `written` tracks which have received their
 // first contribution, which decides each gradient kernel's accumulate flag.
 //
@@ -9,6 +10,8 @@
 #include "compiler/transforms/Passes.h"
 #include "compiler/transforms/PlanUtils.h"
 #include "runtime/plan/ops.h"
+
+#include <tuple>
 
 using namespace mlir;
 
@@ -46,7 +49,7 @@ public:
     Value g = grads.lookup(v);
     auto def = v.getDefiningOp<plan_ir::BufferOp>();
     if (def && def.getGradReduce() && reduced.insert(v).second)
-      createKernel(b, v.getLoc(), "all_reduce", {g}, {plan::kAxisTp, plan::kReduceSum});
+      allReduceOverTp(g, v.getLoc());
     return g;
   }
 
@@ -59,193 +62,301 @@ public:
 
   static bool isParam(Value v) { return v && v.getDefiningOp<plan_ir::ParamOp>(); }
 
+  /// The tp all_reduce of a gradient that is a partial sum on each tp rank.
+  void allReduceOverTp(Value g, Location loc) {
+    plan::op::AllReduce<Value> r;
+    r.buffers = {g};
+    r.axis = plan::kAxisTp;
+    r.reduce = plan::kReduceSum;
+    createKernel(b, loc, r);
+  }
+
   LogicalResult rule(plan_ir::KernelOp k) {
     Location loc = k.getLoc();
-    StringRef name = k.getName();
-    ArrayRef<int64_t> ints = k.getInts();
-    // Buffers by signature slot (absent optional ones are null).
-    SmallVector<Value> s;
-    {
-      ArrayRef<int64_t> absent = k.getAbsent();
-      auto it = k.getBuffers().begin();
-      size_t slots = k.getBuffers().size() + absent.size();
-      for (size_t i = 0; i < slots; ++i)
-        s.push_back(llvm::is_contained(absent, static_cast<int64_t>(i)) ? Value() : *it++);
-    }
-    if (name == "cross_entropy") {
+    using namespace plan::op;
+    if (auto f = kernelAs<CrossEntropy<Value>>(k)) {
       // Scalar losses have gradients known at compile time (the loss is their
       // sum); the kernel takes it as its dloss attribute.
-      auto seed = constGrads.find(s[2]);
+      auto seed = constGrads.find(f->loss);
       if (seed == constGrads.end())
         return success();
-      auto [dlogits, acc] = sink(s[0], loc);
-      createKernel(b, loc, "cross_entropy_grad", {s[0], s[1], s[3], dlogits},
-                   {ints[0], ints[1], acc, 0, ints[2]}, {seed->second});
+      CrossEntropyGrad<Value> g;
+      g.logits = f->logits;
+      g.targets = f->targets;
+      g.lse = f->lse;
+      std::tie(g.dlogits, g.accumulate_dx) = sink(f->logits, loc);
+      g.rows = f->rows;
+      g.vocab = f->vocab;
+      g.vocab_parallel = 0;
+      g.valid = f->valid;
+      g.dloss = seed->second;
+      createKernel(b, loc, g);
       return success();
     }
     // Forward collectives are their own transposes' partners: the gradient of a
     // tp all_reduce's result is already the gradient of each rank's partial sum.
     // The vocabulary-parallel loss differentiates as one unit, at vocab_loss.
-    if (name == "all_reduce" || name == "vocab_max" || name == "vocab_sum_exp")
+    if (kernelAs<AllReduce<Value>>(k) || kernelAs<VocabMax<Value>>(k) ||
+        kernelAs<VocabSumExp<Value>>(k))
       return success();
-    if (name == "all_gather_into" || name == "reduce_scatter_into") {
-      // Each is the other's transpose (sequence parallelism).
-      Value ddst = source(s[1]);
+    // all_gather_into and reduce_scatter_into are each other's transpose
+    // (sequence parallelism).
+    auto transpose = [&](auto f, auto g) -> LogicalResult {
+      Value ddst = source(f.dst);
       if (!ddst)
         return success();
-      auto [dsrc, acc] = sink(s[0], loc);
-      createKernel(b, loc, name == "all_gather_into" ? "reduce_scatter_into" : "all_gather_into",
-                   {ddst, dsrc}, {ints[0], ints[1], ints[2], ints[3], acc});
+      g.src = ddst;
+      std::tie(g.dst, g.accumulate_dx) = sink(f.src, loc);
+      g.axis = f.axis;
+      g.outer = f.outer;
+      g.parts = f.parts;
+      g.inner = f.inner;
+      createKernel(b, loc, g);
       return success();
-    }
-    if (name == "vocab_loss") {
-      auto seed = constGrads.find(s[3]);
+    };
+    if (auto f = kernelAs<AllGatherInto<Value>>(k))
+      return transpose(*f, ReduceScatterInto<Value>());
+    if (auto f = kernelAs<ReduceScatterInto<Value>>(k))
+      return transpose(*f, AllGatherInto<Value>());
+    if (auto f = kernelAs<VocabLoss<Value>>(k)) {
+      auto seed = constGrads.find(f->loss);
       if (seed == constGrads.end())
         return success();
-      plan_ir::KernelOp max = writer.lookup(s[0]), sumExp = writer.lookup(s[1]);
-      if (!max || max.getName() != "vocab_max" || !sumExp || sumExp.getName() != "vocab_sum_exp")
+      plan_ir::KernelOp maxOp = writer.lookup(f->max), sumOp = writer.lookup(f->sum);
+      std::optional<VocabMax<Value>> max = maxOp ? kernelAs<VocabMax<Value>>(maxOp) : std::nullopt;
+      std::optional<VocabSumExp<Value>> sumExp =
+          sumOp ? kernelAs<VocabSumExp<Value>>(sumOp) : std::nullopt;
+      if (!max || !sumExp)
         return k.emitError("vocab_loss must follow vocab_max and vocab_sum_exp");
-      Value logits = max.getBuffers()[0], targets = sumExp.getBuffers()[1];
-      auto [dlogits, acc] = sink(logits, loc);
-      createKernel(b, loc, "cross_entropy_grad", {logits, targets, s[4], dlogits},
-                   {max.getInts()[0], max.getInts()[1], acc, 1, max.getInts()[2]},
-                   {seed->second});
+      CrossEntropyGrad<Value> g;
+      g.logits = max->logits;
+      g.targets = sumExp->targets;
+      g.lse = f->lse;
+      std::tie(g.dlogits, g.accumulate_dx) = sink(max->logits, loc);
+      g.rows = max->rows;
+      g.vocab = max->vocab;
+      g.vocab_parallel = 1;
+      g.valid = max->valid;
+      g.dloss = seed->second;
+      createKernel(b, loc, g);
       return success();
     }
-    if (name == "moe") {
-      Value dy = source(s[5]);
-      auto seed = constGrads.find(s[6]);
+    if (auto f = kernelAs<Moe<Value>>(k)) {
+      Value dy = source(f->y);
+      auto seed = constGrads.find(f->aux);
       double daux = seed == constGrads.end() ? 0.0 : seed->second;
       if (!dy)
         return k.emitError("a moe output without a gradient is not supported");
-      for (int slot : {1, 2, 3, 4})
-        if (s[slot] && !isParam(s[slot]))
+      for (Value w : {f->router, f->w_in, f->w_out, f->w_gate})
+        if (w && !isParam(w))
           return k.emitError("moe router and expert weights must be parameters");
-      Value dgate = s[4] ? sink(s[4], loc).first : Value();
-      Value drouter = sink(s[1], loc).first, dwIn = sink(s[2], loc).first;
-      Value dwOut = sink(s[3], loc).first;
-      auto [dx, acc] = sink(s[0], loc);
-      SmallVector<int64_t> gradInts(ints.begin(), ints.end());
-      gradInts.push_back(acc);
-      createKernel(b, loc, "moe_grad",
-                   {dy, s[0], s[1], s[2], s[3], s[4], s[7], s[8], s[9], s[10], s[11], s[12], s[13],
-                    dx, drouter, dwIn, dwOut, dgate},
-                   gradInts, {k.getFloats()[0], k.getFloats()[1], daux});
+      MoeGrad<Value> g;
+      g.dy = dy;
+      g.x = f->x;
+      g.router = f->router;
+      g.w_in = f->w_in;
+      g.w_out = f->w_out;
+      g.w_gate = f->w_gate;
+      g.probs = f->probs;
+      g.lse = f->lse;
+      g.slot_expert = f->slot_expert;
+      g.slot_weight = f->slot_weight;
+      g.pre = f->pre;
+      g.gate_pre = f->gate_pre;
+      g.act = f->act;
+      g.dw_gate = f->w_gate ? sink(f->w_gate, loc).first : Value();
+      g.drouter = sink(f->router, loc).first;
+      g.dw_in = sink(f->w_in, loc).first;
+      g.dw_out = sink(f->w_out, loc).first;
+      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
+      g.rows = f->rows;
+      g.d = f->d;
+      g.f = f->f;
+      g.experts = f->experts;
+      g.top_k = f->top_k;
+      g.capacity = f->capacity;
+      g.swiglu = f->swiglu;
+      g.aux_coef = f->aux_coef;
+      g.z_coef = f->z_coef;
+      g.daux = daux;
+      createKernel(b, loc, g);
       return success();
     }
-    if (name == "add" && numElements(s[2]) == 1 && constGrads.count(s[2])) {
+    if (auto f = kernelAs<Add<Value>>(k); f && numElements(f->y) == 1 && constGrads.count(f->y)) {
       // A sum of scalar losses: both terms get the same constant gradient.
-      double g = constGrads[s[2]];
-      constGrads[s[0]] += g;
-      constGrads[s[1]] += g;
+      double g = constGrads[f->y];
+      constGrads[f->a] += g;
+      constGrads[f->b] += g;
       return success();
     }
     // Every other rule starts from the gradient of its (first) output.
-    if (name == "embedding") {
-      Value dout = source(s[3]);
+    if (auto f = kernelAs<Embedding<Value>>(k)) {
+      Value dout = source(f->out);
       if (!dout)
         return success();
-      if (!isParam(s[1]) || (s[2] && !isParam(s[2])))
+      if (!isParam(f->table) || (f->positions && !isParam(f->positions)))
         return k.emitError("embedding tables must be parameters");
-      Value dtable = sink(s[1], loc).first;
-      Value dpos = s[2] ? sink(s[2], loc).first : Value();
-      createKernel(b, loc, "embedding_grad", {s[0], dout, dtable, dpos}, ints);
+      EmbeddingGrad<Value> g;
+      g.ids = f->ids;
+      g.dout = dout;
+      g.dtable = sink(f->table, loc).first;
+      g.dpositions = f->positions ? sink(f->positions, loc).first : Value();
+      g.rows = f->rows;
+      g.seq = f->seq;
+      g.vocab = f->vocab;
+      g.c = f->c;
+      g.context = f->context;
+      g.vocab_parallel = f->vocab_parallel;
+      createKernel(b, loc, g);
       return success();
     }
-    if (name == "linear") {
-      Value dy = source(s[3]);
+    if (auto f = kernelAs<Linear<Value>>(k)) {
+      Value dy = source(f->y);
       if (!dy)
         return success();
-      if (!isParam(s[1]) || (s[2] && !isParam(s[2])))
+      if (!isParam(f->w) || (f->bias && !isParam(f->bias)))
         return k.emitError("linear weights and biases must be parameters");
-      Value dw = sink(s[1], loc).first;
-      Value db = s[2] ? sink(s[2], loc).first : Value();
-      auto [dx, acc] = sink(s[0], loc);
-      createKernel(b, loc, "linear_grad", {dy, s[0], s[1], dx, dw, db},
-                   {ints[0], ints[1], ints[2], acc});
+      LinearGrad<Value> g;
+      g.dy = dy;
+      g.x = f->x;
+      g.w = f->w;
+      g.dw = sink(f->w, loc).first;
+      g.dbias = f->bias ? sink(f->bias, loc).first : Value();
+      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
+      g.rows = f->rows;
+      g.in = f->in;
+      g.out = f->out;
+      createKernel(b, loc, g);
       return success();
     }
-    if (name == "layernorm") {
-      Value dy = source(s[3]);
+    if (auto f = kernelAs<LayerNorm<Value>>(k)) {
+      Value dy = source(f->y);
       if (!dy)
         return success();
-      Value dw = sink(s[1], loc).first, db = sink(s[2], loc).first;
-      auto [dx, acc] = sink(s[0], loc);
-      createKernel(b, loc, "layernorm_grad", {dy, s[0], s[1], s[4], s[5], dx, dw, db},
-                   {ints[0], ints[1], acc});
+      LayerNormGrad<Value> g;
+      g.dy = dy;
+      g.x = f->x;
+      g.w = f->w;
+      g.mean = f->mean;
+      g.rstd = f->rstd;
+      g.dw = sink(f->w, loc).first;
+      g.db = sink(f->b, loc).first;
+      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
+      g.rows = f->rows;
+      g.c = f->c;
+      createKernel(b, loc, g);
       return success();
     }
-    if (name == "rmsnorm") {
-      Value dy = source(s[2]);
+    if (auto f = kernelAs<RMSNorm<Value>>(k)) {
+      Value dy = source(f->y);
       if (!dy)
         return success();
-      Value dw = sink(s[1], loc).first;
-      auto [dx, acc] = sink(s[0], loc);
-      createKernel(b, loc, "rmsnorm_grad", {dy, s[0], s[1], s[3], dx, dw},
-                   {ints[0], ints[1], acc});
+      RMSNormGrad<Value> g;
+      g.dy = dy;
+      g.x = f->x;
+      g.w = f->w;
+      g.rstd = f->rstd;
+      g.dw = sink(f->w, loc).first;
+      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
+      g.rows = f->rows;
+      g.c = f->c;
+      createKernel(b, loc, g);
       return success();
     }
-    if (name == "gelu") {
-      Value dy = source(s[1]);
+    if (auto f = kernelAs<Gelu<Value>>(k)) {
+      Value dy = source(f->y);
       if (!dy)
         return success();
-      auto [dx, acc] = sink(s[0], loc);
-      createKernel(b, loc, "gelu_grad", {dy, s[0], dx}, {ints[0], acc});
+      GeluGrad<Value> g;
+      g.dy = dy;
+      g.x = f->x;
+      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
+      g.n = f->n;
+      createKernel(b, loc, g);
       return success();
     }
-    if (name == "swiglu") {
-      Value dy = source(s[2]);
+    if (auto f = kernelAs<Swiglu<Value>>(k)) {
+      Value dy = source(f->y);
       if (!dy)
         return success();
-      auto [dgate, accGate] = sink(s[0], loc);
-      auto [dup, accUp] = sink(s[1], loc);
-      if (accGate != accUp)
+      SwigluGrad<Value> g;
+      g.dy = dy;
+      g.gate = f->gate;
+      g.up = f->up;
+      int64_t accUp;
+      std::tie(g.dgate, g.accumulate_dx) = sink(f->gate, loc);
+      std::tie(g.dup, accUp) = sink(f->up, loc);
+      if (g.accumulate_dx != accUp)
         return k.emitError("swiglu inputs with different gradient histories are not supported");
-      createKernel(b, loc, "swiglu_grad", {dy, s[0], s[1], dgate, dup}, {ints[0], accGate});
+      g.n = f->n;
+      createKernel(b, loc, g);
       return success();
     }
-    if (name == "add") {
-      Value dy = source(s[2]);
+    if (auto f = kernelAs<Add<Value>>(k)) {
+      Value dy = source(f->y);
       if (!dy)
         return success();
-      // d(rhs) gets a copy (or an accumulation); d(lhs) can simply *be* dy when it
-      // has no gradient yet: dy is complete and is not read again after the rhs
+      // d(b) gets a copy (or an accumulation); d(a) can simply *be* dy when it
+      // has no gradient yet: dy is complete and is not read again after the b
       // copy, which comes first. This keeps the residual stream's gradient in one
       // buffer instead of copying it at every layer.
-      auto [drhs, accRhs] = sink(s[1], loc);
-      createKernel(b, loc, "accumulate", {dy, drhs}, {ints[0], accRhs});
-      if (!isParam(s[0]) && !written.contains(s[0])) {
-        grads[s[0]] = dy;
-        written.insert(s[0]);
+      auto accumulate = [&](Value into) {
+        Accumulate<Value> g;
+        g.src = dy;
+        std::tie(g.dst, g.accumulate_dx) = sink(into, loc);
+        g.n = f->n;
+        createKernel(b, loc, g);
+      };
+      accumulate(f->b);
+      if (!isParam(f->a) && !written.contains(f->a)) {
+        grads[f->a] = dy;
+        written.insert(f->a);
         return success();
       }
-      auto [dlhs, accLhs] = sink(s[0], loc);
-      createKernel(b, loc, "accumulate", {dy, dlhs}, {ints[0], accLhs});
+      accumulate(f->a);
       return success();
     }
-    if (name == "rope") {
-      Value dy = source(s[1]);
+    if (auto f = kernelAs<Rope<Value>>(k)) {
+      Value dy = source(f->y);
       if (!dy)
         return success();
-      auto [dx, acc] = sink(s[0], loc);
-      createKernel(b, loc, "rope_grad", {dy, dx}, {ints[0], ints[1], ints[2], ints[3], acc},
-                   {k.getFloats()[0]});
+      RopeGrad<Value> g;
+      g.dy = dy;
+      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
+      g.batch = f->batch;
+      g.seq = f->seq;
+      g.heads = f->heads;
+      g.head_dim = f->head_dim;
+      g.theta = f->theta;
+      createKernel(b, loc, g);
       return success();
     }
-    if (name == "attention") {
-      Value dout = source(s[3]);
+    if (auto f = kernelAs<Attention<Value>>(k)) {
+      Value dout = source(f->out);
       if (!dout)
         return success();
-      auto [dq, accQ] = sink(s[0], loc);
-      auto [dk, accK] = sink(s[1], loc);
-      auto [dv, accV] = sink(s[2], loc);
-      if (accQ != accK || accK != accV)
+      AttentionGrad<Value> g;
+      g.dout = dout;
+      g.q = f->q;
+      g.k = f->k;
+      g.v = f->v;
+      g.out = f->out;
+      g.lse = f->lse;
+      int64_t accK, accV;
+      std::tie(g.dq, g.accumulate_dx) = sink(f->q, loc);
+      std::tie(g.dk, accK) = sink(f->k, loc);
+      std::tie(g.dv, accV) = sink(f->v, loc);
+      if (g.accumulate_dx != accK || accK != accV)
         return k.emitError("attention inputs with different gradient histories are not supported");
-      createKernel(b, loc, "attention_grad", {dout, s[0], s[1], s[2], s[3], s[4], dq, dk, dv},
-                   {ints[0], ints[1], ints[2], ints[3], ints[4], accQ});
+      g.batch = f->batch;
+      g.seq = f->seq;
+      g.heads = f->heads;
+      g.kv_heads = f->kv_heads;
+      g.head_dim = f->head_dim;
+      createKernel(b, loc, g);
       return success();
     }
-    return k.emitError("no gradient rule for kernel '") << name << "'";
+    return k.emitError("no gradient rule for kernel '") << k.getName() << "'";
   }
 
 private:
@@ -261,13 +372,17 @@ private:
 struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
   void runOnOperation() override {
     plan_ir::ProgramOp program = getOperation();
-    plan_ir::MicrobatchOp micro;
-    for (Operation &op : program.getBody().front())
-      if (auto m = dyn_cast<plan_ir::MicrobatchOp>(op))
-        micro = m;
-    Block &body = micro.getBody().front();
+    plan_ir::UnitOp fwd = requireUnit(program, plan_ir::UnitKind::forward, "heiretsu-autodiff");
+    plan_ir::UnitOp bwd =
+        fwd ? requireUnit(program, plan_ir::UnitKind::backward, "heiretsu-autodiff") : nullptr;
+    if (!bwd)
+      return signalPassFailure();
+    if (!bwd.getBody().front().empty()) {
+      bwd.emitError("the backward unit is not empty: autodiff already ran");
+      return signalPassFailure();
+    }
     SmallVector<plan_ir::KernelOp> forward;
-    for (Operation &op : body)
+    for (Operation &op : fwd.getBody().front())
       forward.push_back(cast<plan_ir::KernelOp>(op));
     if (llvm::none_of(forward, [](plan_ir::KernelOp k) {
           return k.getName() == "cross_entropy" || k.getName() == "vocab_loss";
@@ -275,7 +390,7 @@ struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
       program.emitError("autodiff needs a cross_entropy kernel producing the loss");
       return signalPassFailure();
     }
-    Differentiator diff(program, OpBuilder::atBlockEnd(&body));
+    Differentiator diff(program, OpBuilder::atBlockEnd(&bwd.getBody().front()));
     // Gradients are of the mean loss over the step's microbatches.
     double lossScale = 1.0 / static_cast<double>(program.getMicrobatches());
     for (Operation &op : program.getBody().front())

@@ -1,6 +1,7 @@
 //===- CheckCollectives.cpp - static matching of every rank's collectives -===//
 //
-// See Passes.td. Each program's collectives are listed once per axis; a group
+// See Passes.td. Each program's collectives are listed once per axis, from its
+// schedule (a unit's collectives per run of the unit); a group
 // whose ranks run the same program matches trivially, so programs are compared
 // pairwise only where a group mixes them, which keeps the check linear in the
 // number of ranks.
@@ -14,6 +15,7 @@
 #include "runtime/plan/plan.h"
 
 #include <map>
+#include <type_traits>
 
 using namespace mlir;
 
@@ -23,93 +25,192 @@ namespace heiretsu {
 
 namespace {
 
-bool isCollective(StringRef name) {
-  return name == "all_reduce" || name == "reduce_scatter" || name == "all_gather" ||
-         name == "all_gather_into" || name == "reduce_scatter_into" ||
-         name == "bucket_all_reduce";
-}
+/// A collective instruction as the matching sees it: its axis, what it exchanges
+/// (name, reduction, buffers' element counts and dtypes: two ranks' collectives
+/// match when these are equal) and, for the block collectives, the group size it
+/// assumes (`parts`, else -1).
+struct Collective {
+  plan_ir::KernelOp k;
+  int64_t axis = 0;
+  int64_t parts = -1;
+  std::string what;
+};
 
-/// What a collective exchanges: its name, reduction and buffers' element counts
-/// and dtypes. Two ranks' collectives match when these are equal.
-std::string describe(plan_ir::KernelOp k) {
+std::string buffersOf(llvm::ArrayRef<Value> buffers) {
   std::string s;
   llvm::raw_string_ostream os(s);
-  StringRef name = k.getName();
-  os << name;
-  if (name == "all_reduce" || name == "reduce_scatter" || name == "bucket_all_reduce") {
-    static const char *kReduce[] = {"sum", "max", "avg"};
-    int64_t r = k.getInts()[1];
-    os << "(" << (r >= 0 && r <= 2 ? kReduce[r] : "?") << ")";
-  }
   os << " of";
-  for (Value b : k.getBuffers()) {
+  for (Value b : buffers) {
     auto t = cast<MemRefType>(b.getType());
     os << " " << t.getNumElements() << " x " << t.getElementType();
   }
   return s;
 }
 
+std::optional<Collective> collectiveOf(plan_ir::KernelOp k) {
+  using namespace plan::op;
+  auto reduced = [&](const auto &op) {
+    return Collective{k, op.axis, -1,
+                      std::string(std::decay_t<decltype(op)>::kName) + "(" + plan::ReductionName(op.reduce) +
+                          ")" + buffersOf(op.buffers)};
+  };
+  auto block = [&](const auto &op) {
+    return Collective{k, op.axis, op.parts,
+                      std::string(std::decay_t<decltype(op)>::kName) + buffersOf({op.src, op.dst})};
+  };
+  if (auto op = kernelAs<AllReduce<Value>>(k))
+    return reduced(*op);
+  if (auto op = kernelAs<ReduceScatter<Value>>(k))
+    return reduced(*op);
+  if (auto op = kernelAs<BucketAllReduce<Value>>(k))
+    return reduced(*op);
+  if (auto op = kernelAs<AllGather<Value>>(k))
+    return Collective{k, op->axis, -1, std::string(AllGather<Value>::kName) + buffersOf(op->buffers)};
+  if (auto op = kernelAs<AllGatherInto<Value>>(k))
+    return block(*op);
+  if (auto op = kernelAs<ReduceScatterInto<Value>>(k))
+    return block(*op);
+  return std::nullopt;
+}
+
+/// A send or recv between two pipeline stages.
+struct PointToPoint {
+  mutable plan_ir::KernelOp k; // emitError is not const
+  bool send;
+  int64_t peer;
+  int64_t numel;
+};
+
 struct Program {
   plan_ir::ProgramOp op;
+  int64_t stage = 0;
   // Per axis: the collectives over it in one step, in order.
-  std::vector<plan_ir::KernelOp> byAxis[4];
+  std::vector<Collective> byAxis[plan::kNumAxes];
+  // The sends and recvs of one step, in order.
+  std::vector<PointToPoint> p2p;
 };
 
 struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPass> {
   using CheckCollectivesPassBase::CheckCollectivesPassBase;
 
+  /// Lists `program`'s collectives and sends/recvs of one step: its schedule's
+  /// runs in order, each unit's kernels per run, a bucket_all_reduce only in its
+  /// unit's last run of the step.
+  LogicalResult expand(plan_ir::ProgramOp program, const int64_t size[], Program &p) {
+    auto schedules = program.getBody().front().getOps<plan_ir::ScheduleOp>();
+    if (schedules.empty())
+      return program.emitError("the program has no plan.schedule (run heiretsu-schedule "
+                               "first): its collectives are those of its schedule's runs");
+    llvm::StringMap<plan_ir::UnitOp> units;
+    for (auto unit : program.getBody().front().getOps<plan_ir::UnitOp>())
+      units[unit.getName()] = unit;
+    SmallVector<plan_ir::UnitOp> runs;
+    for (auto run : (*schedules.begin()).getBody().front().getOps<plan_ir::RunOp>())
+      runs.push_back(units.lookup(run.getUnit()));
+    DenseMap<Operation *, size_t> lastRun;
+    for (auto [i, unit] : llvm::enumerate(runs))
+      lastRun[unit] = i;
+    for (auto [i, unit] : llvm::enumerate(runs)) {
+      for (auto k : unit.getBody().front().getOps<plan_ir::KernelOp>()) {
+        if (auto op = kernelAs<plan::op::Send<Value>>(k)) {
+          p.p2p.push_back({k, true, op->peer, numElements(op->x)});
+          if (op->axis != plan::kAxisPp)
+            return k.emitError() << "send over " << plan::AxisName(op->axis)
+                                 << ": only sends between pipeline stages (axis pp) are built";
+          continue;
+        }
+        if (auto op = kernelAs<plan::op::Recv<Value>>(k)) {
+          p.p2p.push_back({k, false, op->peer, numElements(op->x)});
+          if (op->axis != plan::kAxisPp)
+            return k.emitError() << "recv over " << plan::AxisName(op->axis)
+                                 << ": only recvs between pipeline stages (axis pp) are built";
+          continue;
+        }
+        std::optional<Collective> c = collectiveOf(k);
+        if (!c)
+          continue;
+        if (k.getName() == plan::op::BucketAllReduce<Value>::kName && i != lastRun[unit])
+          continue; // once per step, in its unit's last run
+        if (c->parts >= 0 && c->parts != size[c->axis])
+          return k.emitError() << k.getName() << " expects a group of " << c->parts
+                               << " ranks but its group over " << plan::AxisName(c->axis)
+                               << " has " << size[c->axis];
+        p.byAxis[c->axis].push_back(*c);
+      }
+    }
+    for (const PointToPoint &x : p.p2p)
+      if (x.peer >= size[plan::kAxisPp] || x.peer == p.stage)
+        return x.k.emitError() << (x.send ? "send to" : "recv from") << " stage " << x.peer
+                               << " of stage " << p.stage << ": the peer must be another of the "
+                               << size[plan::kAxisPp] << " stages (pp)";
+    return success();
+  }
+
+  /// Every send from stage a to stage b has its recv on b from a, in the same order
+  /// and of the same element count, and the other way round.
+  LogicalResult matchPointToPoint(std::map<int64_t, Program> &programs) {
+    for (auto &[from, a] : programs)
+      for (auto &[to, b] : programs) {
+        if (from == to)
+          continue;
+        SmallVector<const PointToPoint *> sends, recvs;
+        for (const PointToPoint &x : a.p2p)
+          if (x.send && x.peer == to)
+            sends.push_back(&x);
+        for (const PointToPoint &x : b.p2p)
+          if (!x.send && x.peer == from)
+            recvs.push_back(&x);
+        for (size_t i = 0; i < std::min(sends.size(), recvs.size()); ++i)
+          if (sends[i]->numel != recvs[i]->numel) {
+            InFlightDiagnostic d = sends[i]->k.emitError()
+                                   << "send #" << i + 1 << " from stage " << from << " to stage "
+                                   << to << " has " << sends[i]->numel
+                                   << " elements but its recv on stage " << to << " has "
+                                   << recvs[i]->numel;
+            d.attachNote(recvs[i]->k.getLoc()) << "the recv is here";
+            return failure();
+          }
+        if (sends.size() != recvs.size()) {
+          plan_ir::ProgramOp where = sends.size() > recvs.size() ? a.op : b.op;
+          return where.emitError() << "stage " << from << " sends " << sends.size()
+                                   << " buffers per step to stage " << to << ", which receives "
+                                   << recvs.size() << " from it";
+        }
+      }
+    return success();
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    int64_t size[4] = {dp, pp, tp, ep};
-    for (int a = 0; a < 4; ++a)
-      if (size[a] < 1) {
-        module.emitError() << plan::AxisName(a) << " must be >= 1, got " << size[a];
-        return signalPassFailure();
-      }
+    dist::MeshOp mesh = requireMesh(module, "heiretsu-check-collectives");
+    if (!mesh)
+      return signalPassFailure();
+    const int64_t size[plan::kNumAxes] = {
+        static_cast<int64_t>(mesh.getDp()), static_cast<int64_t>(mesh.getPp()),
+        static_cast<int64_t>(mesh.getTp()), static_cast<int64_t>(mesh.getEp())};
     // Programs by stage.
     std::map<int64_t, Program> programs;
     for (auto program : module.getOps<plan_ir::ProgramOp>()) {
-      auto stageAttr = program->getAttrOfType<IntegerAttr>("stage");
-      int64_t stage = stageAttr ? stageAttr.getInt() : 0;
-      if (stage < 0 || stage >= size[1] || programs.count(stage)) {
-        program.emitError() << "stage " << stage << " is outside [0, " << size[1]
+      int64_t stage = program.getStage();
+      if (stage < 0 || stage >= size[plan::kAxisPp] || programs.count(stage)) {
+        program.emitError() << "stage " << stage << " is outside [0, " << size[plan::kAxisPp]
                             << ") or has two programs";
         return signalPassFailure();
       }
       Program &p = programs[stage];
       p.op = program;
-      for (Operation &op : program.getBody().front()) {
-        if (!isa<plan_ir::MicrobatchOp, plan_ir::UpdateOp>(op))
-          continue;
-        int64_t times = isa<plan_ir::MicrobatchOp>(op) ? program.getMicrobatches() : 1;
-        for (int64_t t = 0; t < times; ++t)
-          for (Operation &inner : op.getRegion(0).front()) {
-            auto k = dyn_cast<plan_ir::KernelOp>(inner);
-            if (!k || !isCollective(k.getName()))
-              continue;
-            if (k.getName() == "bucket_all_reduce" && t + 1 < times)
-              continue; // once per step, in the last microbatch
-            int64_t axis = k.getInts()[0];
-            if (axis < 0 || axis > 3) {
-              k.emitError() << "collective over unknown mesh axis " << axis;
-              return signalPassFailure();
-            }
-            if ((k.getName() == "all_gather_into" || k.getName() == "reduce_scatter_into") &&
-                k.getInts()[2] != size[axis]) {
-              k.emitError() << k.getName() << " expects a group of " << k.getInts()[2]
-                            << " ranks but its group over " << plan::AxisName(axis) << " has "
-                            << size[axis];
-              return signalPassFailure();
-            }
-            p.byAxis[axis].push_back(k);
-          }
-      }
+      p.stage = stage;
+      if (failed(expand(program, size, p)))
+        return signalPassFailure();
     }
-    for (int64_t stage = 0; stage < size[1]; ++stage)
+    for (int64_t stage = 0; stage < size[plan::kAxisPp]; ++stage)
       if (!programs.count(stage)) {
-        module.emitError() << "no plan.program for stage " << stage << " of pp = " << size[1];
+        module.emitError() << "no plan.program for stage " << stage << " of pp = "
+                           << size[plan::kAxisPp];
         return signalPassFailure();
       }
+    if (failed(matchPointToPoint(programs)))
+      return signalPassFailure();
     if (programs.size() == 1)
       return; // one program for every rank: every group runs the same sequence
     // Only groups over pp mix programs (the other axes keep the pp coordinate):
@@ -118,7 +219,7 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
         plan::fb::Mesh(static_cast<int32_t>(size[0]), static_cast<int32_t>(size[1]),
                        static_cast<int32_t>(size[2]), static_cast<int32_t>(size[3])),
         0);
-    for (int64_t stage = 1; stage < size[1]; ++stage) {
+    for (int64_t stage = 1; stage < size[plan::kAxisPp]; ++stage) {
       c.coord[plan::kAxisPp] = static_cast<int>(stage);
       if (failed(compare(programs[0], 0, programs[stage], plan::RankAt(c), plan::kAxisPp)))
         return signalPassFailure();
@@ -128,14 +229,14 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
   LogicalResult compare(Program &a, int64_t rankA, Program &b, int64_t rankB, int axis) {
     auto &x = a.byAxis[axis], &y = b.byAxis[axis];
     for (size_t i = 0; i < std::min(x.size(), y.size()); ++i) {
-      std::string dx = describe(x[i]), dy = describe(y[i]);
+      const std::string &dx = x[i].what, &dy = y[i].what;
       if (dx == dy)
         continue;
-      InFlightDiagnostic d = x[i].emitError()
+      InFlightDiagnostic d = x[i].k.emitError()
                              << "collective #" << i + 1 << " over " << plan::AxisName(axis)
                              << " does not match: rank " << rankA << " does " << dx
                              << ", rank " << rankB << " does " << dy;
-      d.attachNote(y[i].getLoc()) << "rank " << rankB << "'s collective is here";
+      d.attachNote(y[i].k.getLoc()) << "rank " << rankB << "'s collective is here";
       return failure();
     }
     if (x.size() != y.size()) {

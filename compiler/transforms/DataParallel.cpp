@@ -1,7 +1,7 @@
 //===- DataParallel.cpp - bucketed data-parallel gradient averaging -------===//
 //
-// See Passes.td. A gradient is final once the last kernel of the microbatch
-// stream that touches it has run; buckets gather gradients in that order and each
+// See Passes.td. A gradient is final once the last kernel of the backward unit
+// that touches it has run; buckets gather gradients in that order and each
 // is reduced right after its last gradient is final.
 //
 //===----------------------------------------------------------------------===//
@@ -24,31 +24,37 @@ struct DataParallelPass : impl::DataParallelPassBase<DataParallelPass> {
 
   void runOnOperation() override {
     plan_ir::ProgramOp program = getOperation();
-    auto [params, update] = paramsAndUpdate(program);
-    Block &body = update.getBody().front();
-    if (body.empty()) {
-      program.emitError("plan.update is empty: run heiretsu-optimizer first");
+    dist::MeshOp mesh = requireMesh(program, "heiretsu-dp-grad-reduce");
+    plan_ir::UnitOp update =
+        mesh ? requireUnit(program, plan_ir::UnitKind::update, "heiretsu-dp-grad-reduce")
+             : nullptr;
+    plan_ir::UnitOp backward =
+        update ? requireUnit(program, plan_ir::UnitKind::backward, "heiretsu-dp-grad-reduce")
+               : nullptr;
+    if (!backward)
+      return signalPassFailure();
+    if (update.getBody().front().empty()) {
+      program.emitError("the update unit is empty: run heiretsu-optimizer first");
       return signalPassFailure();
     }
     if (bucketBytes < 1) {
       program.emitError() << "bucket-bytes must be >= 1, got " << static_cast<int64_t>(bucketBytes);
       return signalPassFailure();
     }
-    plan_ir::MicrobatchOp micro;
-    for (Operation &op : program.getBody().front())
-      if (auto m = dyn_cast<plan_ir::MicrobatchOp>(op))
-        micro = m;
-    // Where each gradient becomes final: the last microbatch kernel touching it.
+    if (mesh.getDp() == 1)
+      return; // one data rank: its gradients are already the step's
+    // Where each gradient becomes final: the last backward kernel touching it.
+    Block &body = backward.getBody().front();
     DenseMap<Value, Operation *> lastUse;
     DenseMap<Operation *, int64_t> position;
     int64_t index = 0;
-    for (Operation &op : micro.getBody().front()) {
+    for (Operation &op : body) {
       position[&op] = index++;
       for (Value v : op.getOperands())
         lastUse[v] = &op;
     }
     SmallVector<std::pair<int64_t, Value>> order; // (position, grad); unused grads last
-    for (plan_ir::ParamOp p : params) {
+    for (plan_ir::ParamOp p : paramsOf(program)) {
       Operation *last = lastUse.lookup(p.getGrad());
       order.push_back({last ? position[last] : index, p.getGrad()});
     }
@@ -68,15 +74,17 @@ struct DataParallelPass : impl::DataParallelPassBase<DataParallelPass> {
       bytes += size;
     }
     // Inserted from the back, so the positions of earlier kernels stay valid.
-    Block &microBody = micro.getBody().front();
     for (auto &[grads, pos] : llvm::reverse(buckets)) {
       OpBuilder b(program.getContext());
       if (pos >= index)
-        b.setInsertionPointToEnd(&microBody);
+        b.setInsertionPointToEnd(&body);
       else
-        b.setInsertionPointAfter(&*std::next(microBody.begin(), pos));
-      createKernel(b, program.getLoc(), "bucket_all_reduce", grads,
-                   {plan::kAxisDp, plan::kReduceAvg});
+        b.setInsertionPointAfter(&*std::next(body.begin(), pos));
+      plan::op::BucketAllReduce<Value> bucket;
+      bucket.buffers.assign(grads.begin(), grads.end());
+      bucket.axis = plan::kAxisDp;
+      bucket.reduce = plan::kReduceAvg;
+      createKernel(b, program.getLoc(), bucket);
     }
   }
 };

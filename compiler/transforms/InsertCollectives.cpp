@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/transforms/Passes.h"
+#include "compiler/transforms/PlanUtils.h"
 
 #include "dialects/dist/DistDialect.h"
 #include "dialects/graph/GraphDialect.h"
@@ -46,12 +47,15 @@ struct InsertCollectivesPass : impl::InsertCollectivesPassBase<InsertCollectives
   void runOnOperation() override {
     ModuleOp module = getOperation();
     auto forward = module.lookupSymbol<func::FuncOp>("forward");
-    auto mesh = module.lookupSymbol<dist::MeshOp>("world");
-    if (!forward || !mesh) {
-      module.emitError("expected func.func @forward and dist.mesh @world "
-                       "(run heiretsu-shard-propagation first)");
+    if (!forward) {
+      module.emitError("expected func.func @forward");
       return signalPassFailure();
     }
+    dist::MeshOp mesh = requireMesh(module, "heiretsu-insert-collectives");
+    if (!mesh)
+      return signalPassFailure();
+    if (mesh.getTp() == 1)
+      return; // nothing is split over tp: no collectives to insert
     MLIRContext *ctx = module.getContext();
     auto meshRef = FlatSymbolRefAttr::get(ctx, "world");
     auto whole = [&](Value v, bool seqSplit = false) {

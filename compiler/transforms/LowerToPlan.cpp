@@ -27,7 +27,7 @@ namespace {
 
 struct Lowering {
   plan_ir::ProgramOp program;
-  OpBuilder b; // inside plan.microbatch
+  OpBuilder b; // inside the "forward" unit
   DenseMap<Value, Value> buffers; // graph tensor -> plan buffer
   int64_t temps = 0;
   int64_t tp = 1; // the mesh's tp size (dist.sharding attributes refer to it)
@@ -79,6 +79,14 @@ struct Lowering {
         p.setGradReduceAttr(b.getStringAttr("tp"));
   }
 
+  static plan::op::AllReduce<Value> tpAllReduce(std::vector<Value> buffers, int64_t reduce) {
+    plan::op::AllReduce<Value> k;
+    k.buffers = std::move(buffers);
+    k.axis = plan::kAxisTp;
+    k.reduce = reduce;
+    return k;
+  }
+
   int64_t lastDim(Value v) { return localShape(v).back(); }
   int64_t numel(Value v) {
     int64_t n = 1;
@@ -92,7 +100,7 @@ struct Lowering {
     if (auto p = dyn_cast<graph::ParamOp>(op)) {
       OpBuilder pb(program.getContext());
       pb.setInsertionPoint(&*llvm::find_if(program.getBody().front(), [](Operation &o) {
-        return isa<plan_ir::MicrobatchOp>(o);
+        return isa<plan_ir::UnitOp>(o);
       }));
       MemRefType type = memref(p.getResult());
       FloatAttr std;
@@ -102,12 +110,15 @@ struct Lowering {
       bool decay = type.getRank() >= 2;
       int64_t dim = splitDim(p.getResult());
       auto global = cast<RankedTensorType>(p.getType()).getShape();
+      SmallVector<int64_t> axes(global.size(), -1);
+      if (dim >= 0)
+        axes[dim] = plan::kAxisTp;
       auto param = plan_ir::ParamOp::create(
           pb, loc, type, type, type, type, p.getNameAttr(),
           plan_ir::InitKindAttr::get(pb.getContext(),
                                      static_cast<plan_ir::InitKind>(p.getInit())),
           std, decay ? pb.getUnitAttr() : UnitAttr(), DenseI64ArrayAttr(),
-          dim >= 0 ? pb.getI64IntegerAttr(dim) : IntegerAttr(),
+          dim >= 0 ? pb.getDenseI64ArrayAttr(axes) : DenseI64ArrayAttr(),
           dim >= 0 ? pb.getDenseI64ArrayAttr(global) : DenseI64ArrayAttr(), StringAttr());
       buffers[p.getResult()] = param.getValue();
       return success();
@@ -120,16 +131,34 @@ struct Lowering {
       int64_t context = e.getPositions()
                             ? cast<RankedTensorType>(e.getPositions().getType()).getShape()[0]
                             : seq;
-      createKernel(b, loc, "embedding", {get(e.getIds()), get(e.getTable()), get(e.getPositions()), out},
-                   {rows, seq, vocab, c, context, splitDim(e.getTable()) == 0 ? 1 : 0});
+      plan::op::Embedding<Value> k;
+      k.ids = get(e.getIds());
+      k.table = get(e.getTable());
+      k.positions = get(e.getPositions());
+      k.out = out;
+      k.rows = rows;
+      k.seq = seq;
+      k.vocab = vocab;
+      k.c = c;
+      k.context = context;
+      k.vocab_parallel = splitDim(e.getTable()) == 0 ? 1 : 0;
+      createKernel(b, loc, k);
       return success();
     }
     if (auto l = dyn_cast<graph::LinearOp>(op)) {
       int64_t in = lastDim(l.getInput()), out = lastDim(l.getResult());
       int64_t rows = numel(l.getInput()) / in;
       Value y = define(l.getResult(), loc, "linear");
-      createKernel(b, loc, "linear", {get(l.getInput()), get(l.getWeight()), get(l.getBias()), y},
-                   {rows, in, out, splitDim(l.getWeight()) == 1 ? 1 : 0});
+      plan::op::Linear<Value> k;
+      k.x = get(l.getInput());
+      k.w = get(l.getWeight());
+      k.bias = get(l.getBias());
+      k.y = y;
+      k.rows = rows;
+      k.in = in;
+      k.out = out;
+      k.row_parallel = splitDim(l.getWeight()) == 1 ? 1 : 0;
+      createKernel(b, loc, k);
       return success();
     }
     if (auto n = dyn_cast<graph::LayerNormOp>(op)) {
@@ -137,9 +166,17 @@ struct Lowering {
       markPartialGrads(n.getInput(), {n.getWeight(), n.getBias()});
       Value y = define(n.getResult(), loc, "layernorm");
       Value mean = temp(loc, "layernorm.mean", {rows}), rstd = temp(loc, "layernorm.rstd", {rows});
-      createKernel(b, loc, "layernorm",
-                   {get(n.getInput()), get(n.getWeight()), get(n.getBias()), y, mean, rstd},
-                   {rows, c}, {n.getEps().convertToDouble()});
+      plan::op::LayerNorm<Value> k;
+      k.x = get(n.getInput());
+      k.w = get(n.getWeight());
+      k.b = get(n.getBias());
+      k.y = y;
+      k.mean = mean;
+      k.rstd = rstd;
+      k.rows = rows;
+      k.c = c;
+      k.eps = n.getEps().convertToDouble();
+      createKernel(b, loc, k);
       return success();
     }
     if (auto n = dyn_cast<graph::RMSNormOp>(op)) {
@@ -147,8 +184,15 @@ struct Lowering {
       markPartialGrads(n.getInput(), {n.getWeight()});
       Value y = define(n.getResult(), loc, "rmsnorm");
       Value rstd = temp(loc, "rmsnorm.rstd", {rows});
-      createKernel(b, loc, "rmsnorm", {get(n.getInput()), get(n.getWeight()), y, rstd}, {rows, c},
-                   {n.getEps().convertToDouble()});
+      plan::op::RMSNorm<Value> k;
+      k.x = get(n.getInput());
+      k.w = get(n.getWeight());
+      k.y = y;
+      k.rstd = rstd;
+      k.rows = rows;
+      k.c = c;
+      k.eps = n.getEps().convertToDouble();
+      createKernel(b, loc, k);
       return success();
     }
     if (auto a = dyn_cast<graph::AttentionOp>(op)) {
@@ -163,30 +207,65 @@ struct Lowering {
         double th = theta->convertToDouble();
         Value qr = temp(loc, "rope.q", localShape(a.getQuery()));
         Value kr = temp(loc, "rope.k", localShape(a.getKey()));
-        createKernel(b, loc, "rope", {q, qr}, {batch, seq, heads, hd}, {th});
-        createKernel(b, loc, "rope", {k, kr}, {batch, seq, kv, hd}, {th});
+        auto rope = [&](Value x, Value y, int64_t h) {
+          plan::op::Rope<Value> r;
+          r.x = x;
+          r.y = y;
+          r.batch = batch;
+          r.seq = seq;
+          r.heads = h;
+          r.head_dim = hd;
+          r.theta = th;
+          createKernel(b, loc, r);
+        };
+        rope(q, qr, heads);
+        rope(k, kr, kv);
         q = qr;
         k = kr;
       }
       Value out = define(a.getResult(), loc, "attention");
       Value lse = temp(loc, "attention.lse", {batch, heads, seq});
-      createKernel(b, loc, "attention", {q, k, get(a.getValue()), out, lse},
-                   {batch, seq, heads, kv, hd});
+      plan::op::Attention<Value> att;
+      att.q = q;
+      att.k = k;
+      att.v = get(a.getValue());
+      att.out = out;
+      att.lse = lse;
+      att.batch = batch;
+      att.seq = seq;
+      att.heads = heads;
+      att.kv_heads = kv;
+      att.head_dim = hd;
+      createKernel(b, loc, att);
       return success();
     }
     if (auto g = dyn_cast<graph::GeluOp>(op)) {
       Value y = define(g.getResult(), loc, "gelu");
-      createKernel(b, loc, "gelu", {get(g.getInput()), y}, {numel(g.getInput())});
+      plan::op::Gelu<Value> k;
+      k.x = get(g.getInput());
+      k.y = y;
+      k.n = numel(g.getInput());
+      createKernel(b, loc, k);
       return success();
     }
     if (auto s = dyn_cast<graph::SwigluOp>(op)) {
       Value y = define(s.getResult(), loc, "swiglu");
-      createKernel(b, loc, "swiglu", {get(s.getGate()), get(s.getUp()), y}, {numel(s.getGate())});
+      plan::op::Swiglu<Value> k;
+      k.gate = get(s.getGate());
+      k.up = get(s.getUp());
+      k.y = y;
+      k.n = numel(s.getGate());
+      createKernel(b, loc, k);
       return success();
     }
     if (auto a = dyn_cast<graph::AddOp>(op)) {
       Value y = define(a.getResult(), loc, "add");
-      createKernel(b, loc, "add", {get(a.getLhs()), get(a.getRhs()), y}, {numel(a.getLhs())});
+      plan::op::Add<Value> k;
+      k.a = get(a.getLhs());
+      k.b = get(a.getRhs());
+      k.y = y;
+      k.n = numel(a.getLhs());
+      createKernel(b, loc, k);
       return success();
     }
     if (auto ce = dyn_cast<graph::CrossEntropyOp>(op)) {
@@ -203,16 +282,44 @@ struct Lowering {
         Value max = temp(loc, "cross_entropy.max", {rows});
         Value sum = temp(loc, "cross_entropy.sum_exp", {rows});
         Value target = temp(loc, "cross_entropy.target_logit", {rows});
-        createKernel(b, loc, "vocab_max", {logits, max}, {rows, vocab, valid});
-        createKernel(b, loc, "all_reduce", {max}, {plan::kAxisTp, plan::kReduceMax});
-        createKernel(b, loc, "vocab_sum_exp", {logits, targets, max, sum, target},
-                     {rows, vocab, valid});
-        createKernel(b, loc, "all_reduce", {sum, target}, {plan::kAxisTp, plan::kReduceSum});
-        createKernel(b, loc, "vocab_loss", {max, sum, target, loss, lse}, {rows});
+        plan::op::VocabMax<Value> vmax;
+        vmax.logits = logits;
+        vmax.max = max;
+        vmax.rows = rows;
+        vmax.vocab = vocab;
+        vmax.valid = valid;
+        createKernel(b, loc, vmax);
+        createKernel(b, loc, tpAllReduce({max}, plan::kReduceMax));
+        plan::op::VocabSumExp<Value> vsum;
+        vsum.logits = logits;
+        vsum.targets = targets;
+        vsum.max = max;
+        vsum.sum = sum;
+        vsum.target = target;
+        vsum.rows = rows;
+        vsum.vocab = vocab;
+        vsum.valid = valid;
+        createKernel(b, loc, vsum);
+        createKernel(b, loc, tpAllReduce({sum, target}, plan::kReduceSum));
+        plan::op::VocabLoss<Value> vloss;
+        vloss.max = max;
+        vloss.sum = sum;
+        vloss.target = target;
+        vloss.loss = loss;
+        vloss.lse = lse;
+        vloss.rows = rows;
+        createKernel(b, loc, vloss);
         return success();
       }
-      createKernel(b, loc, "cross_entropy", {get(ce.getLogits()), get(ce.getTargets()), loss, lse},
-                   {rows, vocab, valid});
+      plan::op::CrossEntropy<Value> k;
+      k.logits = get(ce.getLogits());
+      k.targets = get(ce.getTargets());
+      k.loss = loss;
+      k.lse = lse;
+      k.rows = rows;
+      k.vocab = vocab;
+      k.valid = valid;
+      createKernel(b, loc, k);
       return success();
     }
     if (auto m = dyn_cast<graph::MoEOp>(op)) {
@@ -234,19 +341,42 @@ struct Lowering {
       Value pre = temp(loc, "moe.pre", {rows * k, f});
       Value gatePre = swiglu ? temp(loc, "moe.gate_pre", {rows * k, f}) : Value();
       Value act = temp(loc, "moe.act", {rows * k, f});
-      createKernel(b, loc, "moe",
-                   {get(m.getInput()), get(m.getRouter()), get(m.getWIn()), get(m.getWOut()),
-                    get(m.getWGate()), y, aux, probs, lse, expert, weight, pre, gatePre, act},
-                   {rows, d, f, experts, k, capacity, swiglu ? 1 : 0},
-                   {m.getAuxCoef().convertToDouble(), m.getZCoef().convertToDouble()});
+      plan::op::Moe<Value> moe;
+      moe.x = get(m.getInput());
+      moe.router = get(m.getRouter());
+      moe.w_in = get(m.getWIn());
+      moe.w_out = get(m.getWOut());
+      moe.w_gate = get(m.getWGate());
+      moe.y = y;
+      moe.aux = aux;
+      moe.probs = probs;
+      moe.lse = lse;
+      moe.slot_expert = expert;
+      moe.slot_weight = weight;
+      moe.pre = pre;
+      moe.gate_pre = gatePre;
+      moe.act = act;
+      moe.rows = rows;
+      moe.d = d;
+      moe.f = f;
+      moe.experts = experts;
+      moe.top_k = k;
+      moe.capacity = capacity;
+      moe.swiglu = swiglu ? 1 : 0;
+      moe.aux_coef = m.getAuxCoef().convertToDouble();
+      moe.z_coef = m.getZCoef().convertToDouble();
+      createKernel(b, loc, moe);
       return success();
     }
     if (auto r = dyn_cast<dist::AllReduceOp>(op)) {
       // In place: the partial sums' buffer becomes the reduced value's.
       Value buf = get(r.getInput());
       buffers[r.getResult()] = buf;
-      createKernel(b, loc, "all_reduce", {buf},
-                   {static_cast<int64_t>(r.getAxis()), static_cast<int64_t>(r.getReduce())});
+      plan::op::AllReduce<Value> k;
+      k.buffers = {buf};
+      k.axis = static_cast<int64_t>(r.getAxis());
+      k.reduce = static_cast<int64_t>(r.getReduce());
+      createKernel(b, loc, k);
       return success();
     }
     if (isa<dist::AllGatherOp, dist::ReduceScatterOp>(op)) {
@@ -264,8 +394,20 @@ struct Lowering {
         (d < dim ? outer : inner) *= local[d];
       Value src = get(op.getOperand(0));
       Value dst = define(op.getResult(0), loc, gather ? "all_gather" : "reduce_scatter");
-      createKernel(b, loc, gather ? "all_gather_into" : "reduce_scatter_into", {src, dst},
-                   {plan::kAxisTp, outer, tp, inner, 0});
+      auto fill = [&](auto k) {
+        k.src = src;
+        k.dst = dst;
+        k.axis = plan::kAxisTp;
+        k.outer = outer;
+        k.parts = tp;
+        k.inner = inner;
+        k.accumulate_dx = 0;
+        createKernel(b, loc, k);
+      };
+      if (gather)
+        fill(plan::op::AllGatherInto<Value>());
+      else
+        fill(plan::op::ReduceScatterInto<Value>());
       return success();
     }
     if (auto c = dyn_cast<dist::CopyOp>(op)) {
@@ -310,24 +452,35 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
       module.emitError("graph.model has no 'vocab'");
       return signalPassFailure();
     }
+    dist::MeshOp mesh = requireMesh(module, "heiretsu-lower-to-plan");
+    if (!mesh)
+      return signalPassFailure();
+    if (microbatches < 1) {
+      module.emitError() << "microbatches must be >= 1, got " << static_cast<int64_t>(microbatches);
+      return signalPassFailure();
+    }
     OpBuilder mb(module.getBodyRegion());
     mb.setInsertionPointToEnd(module.getBody());
     auto program = plan_ir::ProgramOp::create(
-        mb, forward.getLoc(), model.getAs<StringAttr>("name"),
+        mb, forward.getLoc(), model.getAs<StringAttr>("name"), mb.getI64IntegerAttr(0),
         mb.getI64IntegerAttr(ids.getShape()[0]), mb.getI64IntegerAttr(microbatches),
         mb.getI64IntegerAttr(ids.getShape()[1]), vocab, IntegerAttr(), IntegerAttr(),
         IntegerAttr());
     Block *body = new Block();
     program.getBody().push_back(body);
     OpBuilder pb = OpBuilder::atBlockEnd(body);
-    auto micro = plan_ir::MicrobatchOp::create(pb, forward.getLoc());
-    micro.getBody().push_back(new Block());
-    auto update = plan_ir::UpdateOp::create(pb, forward.getLoc());
-    update.getBody().push_back(new Block());
+    auto unit = [&](StringRef name, plan_ir::UnitKind kind) {
+      auto u = plan_ir::UnitOp::create(pb, forward.getLoc(), pb.getStringAttr(name),
+                                       plan_ir::UnitKindAttr::get(pb.getContext(), kind));
+      u.getBody().push_back(new Block());
+      return u;
+    };
+    plan_ir::UnitOp fwd = unit("forward", plan_ir::UnitKind::forward);
+    unit("backward", plan_ir::UnitKind::backward);
+    unit("update", plan_ir::UnitKind::update);
 
-    Lowering lowering{program, OpBuilder::atBlockEnd(&micro.getBody().front()), {}, 0, 1};
-    if (auto mesh = module.lookupSymbol<dist::MeshOp>("world"))
-      lowering.tp = mesh.getTp();
+    Lowering lowering{program, OpBuilder::atBlockEnd(&fwd.getBody().front()), {}, 0,
+                      static_cast<int64_t>(mesh.getTp())};
     auto idType = MemRefType::get(ids.getShape(), ids.getElementType());
     lowering.buffers[forward.getArgument(0)] =
         createBuffer(program, forward.getLoc(), "tokens", idType, "tokens");

@@ -8,8 +8,9 @@ include "mlir/Pass/PassBase.td"
 def ShardPropagationPass : Pass<"heiretsu-shard-propagation", "::mlir::ModuleOp"> {
   let summary = "Annotate the forward graph with Megatron-style tensor-parallel shardings";
   let description = [{
-    Declares `dist.mesh @world` and gives every op of @forward a `dist.sharding`
-    (its result's layout over the tp axis), walking the graph in order:
+    Reads tp from the module's `dist.mesh @world` and gives every op of @forward a
+    `dist.sharding` (its result's layout over the tp axis), walking the graph in
+    order (with tp = 1 there is nothing to split: the module is left unchanged):
     - a `linear` whose input is whole (or a partial sum, which collective
       insertion reduces first) is column-parallel: weight `[tp, _]`, bias `[tp]`,
       result split on its last dimension; a `linear` whose input is split on its
@@ -33,12 +34,11 @@ def ShardPropagationPass : Pass<"heiretsu-shard-propagation", "::mlir::ModuleOp"
     Errors name the value that does not divide: heads, kv_heads, a linear's
     output (d_model, MLP hidden) or the vocabulary not divisible by tp; a split
     value reaching an op that needs it whole; a `moe` layer (tp > 1 with MoE is not
-    supported); a parameter asked for two different shardings.
+    supported); a parameter asked for two different shardings; a module without
+    the mesh, or whose shardings were already propagated.
   }];
   let dependentDialects = ["::heiretsu::dist::DistDialect"];
   let options = [
-    Option<"tp", "tp", "int64_t", "2", "tensor-parallel degree">,
-    Option<"dp", "dp", "int64_t", "1", "data-parallel degree (recorded in the mesh)">,
     Option<"sequenceParallel", "sequence-parallel", "bool", "false",
            "split the norms' and residual stream's tokens over tp">,
   ];
@@ -61,8 +61,8 @@ def InsertCollectivesPass : Pass<"heiretsu-insert-collectives", "::mlir::ModuleO
     in `dist.sharding`), so the norms and the residual stream hold 1/tp of the
     tokens.
 
-    Preconditions: every op of @forward has a `dist.sharding`; `dist.mesh @world`
-    exists.
+    Preconditions: `dist.mesh @world` exists; with its tp > 1, every op of
+    @forward has a `dist.sharding` (with tp = 1 the module is left unchanged).
   }];
   let dependentDialects = ["::heiretsu::dist::DistDialect"];
   let options = [
@@ -74,41 +74,43 @@ def InsertCollectivesPass : Pass<"heiretsu-insert-collectives", "::mlir::ModuleO
 def CheckCollectivesPass : Pass<"heiretsu-check-collectives", "::mlir::ModuleOp"> {
   let summary = "Check that every rank's collectives match, before anything runs";
   let description = [{
-    Builds, for every rank of the mesh, the sequence of collectives its program
-    issues in one step (the microbatch stream once per microbatch, then the
-    update stream), and checks that the ranks of every group (those sharing all
+    Builds, for every rank of the module's `dist.mesh @world`, the sequence of
+    collectives its program issues in one step (the program's `plan.schedule`
+    expanded: each run's unit's collectives, a `bucket_all_reduce` only in its
+    unit's last run of the step), and checks that the ranks of every group (those sharing all
     mesh coordinates but one) issue the same collectives over that axis in the
     same order, with the same reduction, element counts and dtype. A mismatch
     would hang or corrupt the job at run time; here it is a compile error at the
     first differing op, naming the two ranks, their programs and what each does.
     Also checks each collective against the mesh: a block collective's `parts`
-    must be its group's size.
+    must be its group's size. Sends and recvs (between pipeline stages, axis pp)
+    must pair up: for every two stages a and b, the sends of a to b and the recvs
+    of b from a come in the same number and order with the same element counts;
+    a peer is another stage of the mesh.
 
-    Rank r runs the plan.program whose `stage` attribute (default 0) is its pp
-    coordinate; rank coordinates follow the plan format's rule (tp fastest, then
-    ep, dp, pp).
+    Rank r runs the plan.program whose `stage` is its pp coordinate (every stage
+    needs one, and only one); rank coordinates follow the plan format's rule (tp
+    fastest, then ep, dp, pp). Errors: no mesh, a program without a schedule.
   }];
-  let options = [
-    Option<"dp", "dp", "int64_t", "1", "data-parallel degree">,
-    Option<"tp", "tp", "int64_t", "1", "tensor-parallel degree">,
-    Option<"pp", "pp", "int64_t", "1", "pipeline-parallel degree">,
-    Option<"ep", "ep", "int64_t", "1", "expert-parallel degree">,
-  ];
 }
 
 def LowerToPlanPass : Pass<"heiretsu-lower-to-plan", "::mlir::ModuleOp"> {
   let summary = "Lower the graph forward function to a plan.program of kernels";
   let description = [{
-    Turns `func.func @forward` of graph ops into a `plan.program`: every graph
-    tensor becomes a `plan.buffer`, every `graph.param` a `plan.param`, and every
-    graph op one or more forward `plan.kernel`s in `plan.microbatch` (attention
-    with RoPE becomes two `rope` kernels and an `attention` kernel). Kernels that
+    Turns `func.func @forward` of graph ops into a `plan.program` of stage 0:
+    every graph tensor becomes a `plan.buffer`, every `graph.param` a
+    `plan.param` (a tp-sharded one with `split_axes` and `global_shape`), and
+    every graph op one or more forward `plan.kernel`s in the unit "forward"
+    (attention with RoPE becomes two `rope` kernels and an `attention` kernel).
+    Local shapes divide the tp-split dimensions by the tp of `dist.mesh @world`. Kernels that
     the backward pass needs save their statistics in buffers of their own (norm
     mean/rstd, attention and cross-entropy log-sum-exp).
 
-    Preconditions: the module has a `graph.model` attribute and one @forward.
-    Postconditions: the function is gone; `plan.update` is empty; no buffer has an
-    offset.
+    Preconditions: the module has a `graph.model` attribute, one @forward and
+    `dist.mesh @world`.
+    Postconditions: the function is gone; the program has the units "forward"
+    (the kernels), "backward" and "update" (both empty), and no schedule; no buffer
+    has an offset.
   }];
   let dependentDialects = ["::heiretsu::plan_ir::PlanDialect"];
   let options = [
@@ -118,10 +120,11 @@ def LowerToPlanPass : Pass<"heiretsu-lower-to-plan", "::mlir::ModuleOp"> {
 }
 
 def AutodiffPass : Pass<"heiretsu-autodiff", "::heiretsu::plan_ir::ProgramOp"> {
-  let summary = "Append the reverse-mode backward pass to plan.microbatch";
+  let summary = "Fill the backward unit with the reverse-mode backward pass";
   let description = [{
-    Walks the forward kernels in reverse and emits, for each kernel whose outputs
-    receive a gradient, its gradient kernels (one rule per opcode). The loss is
+    Walks the forward unit's kernels in reverse and emits into the (empty)
+    backward unit, for each kernel whose outputs receive a gradient, its gradient
+    kernels (one rule per opcode). The loss is
     seeded with 1/microbatches so the accumulated gradients are those of the mean
     loss over the step. A value with several uses gets its gradient from the first
     contribution (written) and the others (accumulated); parameter gradients are
@@ -129,19 +132,23 @@ def AutodiffPass : Pass<"heiretsu-autodiff", "::heiretsu::plan_ir::ProgramOp"> {
     once per step, so a tied embedding sums its two uses.
 
     Before:
-      plan.kernel "linear"(%x, %w, %y) ...
-    After (appended in reverse order):
-      plan.kernel "linear_grad"(%dy, %x, %w, %dx, %w_grad) ...
+      plan.unit "forward" forward { plan.kernel "linear"(%x, %w, %y) ... }
+      plan.unit "backward" backward { }
+    After:
+      plan.unit "backward" backward {
+        ... plan.kernel "linear_grad"(%dy, %x, %w, %dx, %w_grad) ... }
   }];
 }
 
 def OptimizerPass : Pass<"heiretsu-optimizer", "::heiretsu::plan_ir::ProgramOp"> {
-  let summary = "Fill plan.update with global-norm clipping and AdamW";
+  let summary = "Fill the update unit with global-norm clipping and AdamW";
   let description = [{
     Emits one `grad_norm_sq` over every parameter gradient, then one `clip_adamw`
     per parameter. Weight decay applies to matrices and embeddings (rank >= 2)
     and not to norms and biases (rank 1). The learning rate, weight decay value and
-    clip threshold are runtime inputs.
+    clip threshold are runtime inputs. Gradients that are partial sums over tp
+    (`grad_reduce`) are all-reduced first. Errors: no update unit, or one that is
+    not empty.
   }];
 }
 
@@ -150,7 +157,9 @@ def PlanMemoryPass : Pass<"heiretsu-plan-memory", "::heiretsu::plan_ir::ProgramO
   let description = [{
     Parameters, their gradients and moments live for the whole program and are
     laid out first. Every other buffer lives from the first to the last kernel
-    that touches it (the microbatch inputs and the loss for the whole stream) and
+    that touches it, positions counting over the units in program order (forward,
+    backward, update: one microbatch's, as every run reuses the same buffers; the
+    microbatch inputs and the loss for the whole step) and
     is placed, largest first, at the lowest 64-byte-aligned offset that overlaps
     no buffer alive at the same time, so dead buffers' space is reused. Sets
     `offset` on buffers, `offsets` on parameters, and `arena_bytes`,
@@ -162,18 +171,20 @@ def DataParallelPass : Pass<"heiretsu-dp-grad-reduce", "::heiretsu::plan_ir::Pro
   let summary = "Average parameter gradients over the data-parallel group, in buckets";
   let description = [{
     Every dp rank runs the same program on its own slice of the global batch, so
-    after the microbatch stream each holds the gradient of its local mean loss.
-    This pass averages them over dp in buckets that overlap the backward pass:
-    gradients are ordered by where the backward pass finishes them (the last
-    microbatch kernel that touches each), cut into buckets of at most
-    `bucket-bytes` (a larger gradient is a bucket of its own), and each bucket
-    gets a `bucket_all_reduce` (axis dp, average) right after the kernel that
-    finishes its last gradient. The runtime runs those once per step, in the last
-    microbatch, in the background while the backward pass goes on, and waits for
-    them before the update stream: the norm, clipping and AdamW see the gradient
-    of the global mean loss on every rank and the replicas stay identical.
+    after the last microbatch's backward each holds the gradient of its local
+    mean loss. This pass averages them over the dp of `dist.mesh @world` in
+    buckets that overlap the backward pass: gradients are ordered by where the
+    backward unit finishes them (the last kernel that touches each), cut into
+    buckets of at most `bucket-bytes` (a larger gradient is a bucket of its own),
+    and each bucket gets a `bucket_all_reduce` (axis dp, average) in the backward
+    unit right after the kernel that finishes its last gradient. The runtime runs
+    those once per step, in the backward unit's last run, in the background while
+    the backward pass goes on, and waits for them before the first unit that is
+    not a microbatch's: the norm, clipping and AdamW see the gradient of the
+    global mean loss on every rank and the replicas stay identical. With dp = 1
+    the program is left unchanged.
 
-    Preconditions: the optimizer pass has filled plan.update.
+    Preconditions: the mesh exists; the optimizer pass has filled the update unit.
   }];
   let options = [
     Option<"bucketBytes", "bucket-bytes", "int64_t", "26214400",
@@ -185,17 +196,45 @@ def Zero1Pass : Pass<"heiretsu-zero1", "::heiretsu::plan_ir::ProgramOp"> {
   let summary = "ZeRO-1: shard AdamW state over dp; reduce-scatter grads, all-gather params";
   let description = [{
     Instead of every dp rank updating the whole model, rank r updates its shard of
-    each flattened parameter, [r s, (r + 1) s) with s = ceil(n / dp), and keeps AdamW
-    moments for that shard only (optimizer memory / dp). The update stream becomes:
+    each flattened parameter, [r s, (r + 1) s) with s = ceil(n / dp) (dp: the
+    module's `dist.mesh @world`), and keeps AdamW moments for that shard only
+    (optimizer memory / dp). The update unit becomes:
     `reduce_scatter` (average over dp) of every gradient, a `grad_norm_sq` over the
     shards summed over dp, one `clip_adamw` per parameter on its shard, and an
     `all_gather` of every parameter so all ranks hold the updated model.
 
-    Preconditions: the optimizer pass has filled plan.update (it is rebuilt); use
-    instead of heiretsu-dp-grad-reduce.
+    With dp = 1 there is nothing to shard: the program is left unchanged.
+
+    Preconditions: the mesh exists; the optimizer pass has filled the update unit
+    (it is rebuilt); use instead of heiretsu-dp-grad-reduce.
+  }];
+}
+
+def SchedulePass : Pass<"heiretsu-schedule", "::heiretsu::plan_ir::ProgramOp"> {
+  let summary = "Write the program's plan.schedule: the order of a step's units";
+  let description = [{
+    Orders the runs of the program's units in one optimizer step: for every
+    microbatch m in 0 .. microbatches - 1, its per-microbatch units (forward,
+    then backward) in program order, each `plan.run "<unit>" microbatch m`; then
+    the units of the step (comm, update) in program order, once each. With one
+    pipeline stage (pp = 1 in `dist.mesh @world`) this is 1F1B: each
+    microbatch's backward follows its forward, there is no bubble, and the memory
+    plan holds one microbatch's activations.
+
+    After:
+      plan.schedule {
+        plan.run "forward" microbatch 0
+        plan.run "backward" microbatch 0
+        ...
+        plan.run "update"
+      }
+
+    Errors: no mesh; pp > 1 or a `schedule` other than 1f1b (not built yet); a
+    program that already has a schedule or has no forward or backward unit.
   }];
   let options = [
-    Option<"dp", "dp", "int64_t", "2", "data-parallel degree">,
+    Option<"schedule", "schedule", "std::string", "\"1f1b\"",
+           "the pipeline schedule: 1f1b (gpipe, interleaved, zb-h1: not built yet)">,
   ];
 }
 

@@ -1,20 +1,97 @@
-//===- PlanUtils.h - building plan programs ---------------------------------===//
+//===- PlanUtils.h - building and reading plan programs ---------------------===//
 //
-// Shared by the passes that create plan ops: buffers go into the program's body
-// before its instruction streams; a kernel takes its signature's buffers in order,
-// with a null Value for an absent optional one.
+// Shared by the passes that create or read plan ops and by the emitter:
+//   - kernels are built from and read into the runtime's typed operand structs
+//     (plan::op::Linear<mlir::Value>...), generated from runtime/plan/op_table.h,
+//     so no compiler code names an operand by its position. A null Value is an
+//     absent optional buffer, both ways;
+//   - buffers go into the program's body before its units;
+//   - the units of a program are found by kind; the mesh is the module's
+//     `dist.mesh @world`.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef HEIRETSU_COMPILER_TRANSFORMS_PLANUTILS_H
 #define HEIRETSU_COMPILER_TRANSFORMS_PLANUTILS_H
 
+#include "dialects/dist/DistDialect.h"
 #include "dialects/plan/PlanDialect.h"
 #include "runtime/plan/ops.h"
 
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <optional>
+#include <vector>
 
 namespace heiretsu {
+
+//===----------------------------------------------------------------------===//
+// Kernels <-> typed operands
+//===----------------------------------------------------------------------===//
+
+/// Appends the kernel `op` describes (its opcode is the struct's) at `b`'s
+/// insertion point. Null buffers are absent optional slots.
+template <class Op>
+plan_ir::KernelOp createKernel(mlir::OpBuilder &b, mlir::Location loc, const Op &op) {
+  struct Sink {
+    llvm::SmallVector<mlir::Value> present;
+    llvm::SmallVector<int64_t> absent, ints;
+    llvm::SmallVector<double> floats;
+    int64_t slot = 0;
+    void Buffer(const mlir::Value &v) {
+      if (v)
+        present.push_back(v);
+      else
+        absent.push_back(slot);
+      ++slot;
+    }
+    void Int(int64_t v) { ints.push_back(v); }
+    void Float(double v) { floats.push_back(v); }
+  } sink;
+  op.Write(sink);
+  return plan_ir::KernelOp::create(b, loc, b.getStringAttr(Op::kName), sink.present,
+                                   b.getDenseI64ArrayAttr(sink.ints),
+                                   b.getDenseF64ArrayAttr(sink.floats),
+                                   b.getDenseI64ArrayAttr(sink.absent));
+}
+
+/// The kernel's operands as the struct of its opcode; absent slots read as null
+/// Values. `k` must be a kernel of that opcode (see kernelAs).
+template <class Op>
+Op readKernel(plan_ir::KernelOp k) {
+  struct Source {
+    llvm::SmallVector<mlir::Value> slots; // absent ones null
+    llvm::ArrayRef<int64_t> ints;
+    llvm::ArrayRef<double> floats;
+    mlir::Value Buffer(size_t i) const { return i < slots.size() ? slots[i] : mlir::Value(); }
+    std::vector<mlir::Value> Buffers() const { return {slots.begin(), slots.end()}; }
+    int64_t Int(size_t i) const { return i < ints.size() ? ints[i] : 0; }
+    double Float(size_t i) const { return i < floats.size() ? floats[i] : 0.0; }
+    int64_t Resolved(size_t) const { return 0; } // the runtime's, per rank
+  } src;
+  llvm::ArrayRef<int64_t> absent = k.getAbsent();
+  auto next = k.getBuffers().begin(), end = k.getBuffers().end();
+  for (size_t slot = 0; next != end; ++slot)
+    src.slots.push_back(llvm::is_contained(absent, static_cast<int64_t>(slot)) ? mlir::Value()
+                                                                               : *next++);
+  src.slots.resize(k.getBuffers().size() + absent.size());
+  src.ints = k.getInts();
+  src.floats = k.getFloats();
+  return Op::Read(src);
+}
+
+/// `k`'s operands when it is a kernel of Op's opcode, else nothing.
+template <class Op>
+std::optional<Op> kernelAs(plan_ir::KernelOp k) {
+  if (k.getName() != Op::kName)
+    return std::nullopt;
+  return readKernel<Op>(k);
+}
+
+//===----------------------------------------------------------------------===//
+// Buffers, units, the mesh
+//===----------------------------------------------------------------------===//
 
 /// A new buffer of `type` named `name`, placed after the program's other buffers.
 inline mlir::Value createBuffer(plan_ir::ProgramOp program, mlir::Location loc,
@@ -22,14 +99,14 @@ inline mlir::Value createBuffer(plan_ir::ProgramOp program, mlir::Location loc,
                                 llvm::StringRef io = "") {
   mlir::Block &body = program.getBody().front();
   mlir::OpBuilder b(program.getContext());
-  mlir::Operation *firstStream = nullptr;
+  mlir::Operation *firstUnit = nullptr;
   for (mlir::Operation &op : body)
-    if (mlir::isa<plan_ir::MicrobatchOp, plan_ir::UpdateOp>(op)) {
-      firstStream = &op;
+    if (mlir::isa<plan_ir::UnitOp, plan_ir::ScheduleOp>(op)) {
+      firstUnit = &op;
       break;
     }
-  if (firstStream)
-    b.setInsertionPoint(firstStream);
+  if (firstUnit)
+    b.setInsertionPoint(firstUnit);
   else
     b.setInsertionPointToEnd(&body);
   auto buffer = plan_ir::BufferOp::create(b, loc, type, b.getStringAttr(name),
@@ -38,25 +115,44 @@ inline mlir::Value createBuffer(plan_ir::ProgramOp program, mlir::Location loc,
   return buffer.getBuffer();
 }
 
-/// Appends kernel `name` at `b`'s insertion point. Null entries of `buffers` are
-/// absent optional buffers.
-inline plan_ir::KernelOp createKernel(mlir::OpBuilder &b, mlir::Location loc,
-                                      llvm::StringRef name,
-                                      llvm::ArrayRef<mlir::Value> buffers,
-                                      llvm::ArrayRef<int64_t> ints,
-                                      llvm::ArrayRef<double> floats = {}) {
-  llvm::SmallVector<mlir::Value> present;
-  llvm::SmallVector<int64_t> absent;
-  for (auto [i, v] : llvm::enumerate(buffers)) {
-    if (v)
-      present.push_back(v);
-    else
-      absent.push_back(static_cast<int64_t>(i));
-  }
-  return plan_ir::KernelOp::create(b, loc, b.getStringAttr(name), present,
-                                   b.getDenseI64ArrayAttr(ints),
-                                   b.getDenseF64ArrayAttr(floats),
-                                   b.getDenseI64ArrayAttr(absent));
+/// The program's first unit of `kind`, or null.
+inline plan_ir::UnitOp findUnit(plan_ir::ProgramOp program, plan_ir::UnitKind kind) {
+  for (auto unit : program.getBody().front().getOps<plan_ir::UnitOp>())
+    if (unit.getKind() == kind)
+      return unit;
+  return nullptr;
+}
+
+/// The program's first unit of `kind`; when it has none, emits an error naming the
+/// pass that creates it (`pass`) and returns null.
+inline plan_ir::UnitOp requireUnit(plan_ir::ProgramOp program, plan_ir::UnitKind kind,
+                                   llvm::StringRef needer) {
+  plan_ir::UnitOp unit = findUnit(program, kind);
+  if (!unit)
+    program.emitError() << needer << " needs a plan.unit of kind "
+                        << plan_ir::stringifyUnitKind(kind)
+                        << " (heiretsu-lower-to-plan creates \"forward\", \"backward\" and "
+                           "\"update\")";
+  return unit;
+}
+
+/// The mesh of the module that holds `op` (`dist.mesh @world`); when there is
+/// none, emits an error saying `needer` needs it and returns null.
+inline dist::MeshOp requireMesh(mlir::Operation *op, llvm::StringRef needer) {
+  auto module = llvm::isa<mlir::ModuleOp>(op) ? llvm::cast<mlir::ModuleOp>(op)
+                                              : op->getParentOfType<mlir::ModuleOp>();
+  dist::MeshOp mesh =
+      module ? module.lookupSymbol<dist::MeshOp>("world") : dist::MeshOp();
+  if (!mesh)
+    op->emitError() << needer
+                    << " reads the mesh from the module's dist.mesh @world, and there is none "
+                       "(the frontend declares it: dist.mesh @world dp = 1 pp = 1 tp = 1 "
+                       "ep = 1)";
+  return mesh;
+}
+
+inline int64_t numElements(mlir::Value buffer) {
+  return llvm::cast<mlir::MemRefType>(buffer.getType()).getNumElements();
 }
 
 /// The buffer's name (plan.buffer or the parameter's name with a suffix).
@@ -71,48 +167,53 @@ inline std::string bufferName(mlir::Value buffer) {
   return "?";
 }
 
-/// The program's parameters, in order, and its update stream.
-inline std::pair<llvm::SmallVector<plan_ir::ParamOp>, plan_ir::UpdateOp>
-paramsAndUpdate(plan_ir::ProgramOp program) {
-  llvm::SmallVector<plan_ir::ParamOp> params;
-  plan_ir::UpdateOp update;
-  for (mlir::Operation &op : program.getBody().front()) {
-    if (auto p = mlir::dyn_cast<plan_ir::ParamOp>(op))
-      params.push_back(p);
-    if (auto u = mlir::dyn_cast<plan_ir::UpdateOp>(op))
-      update = u;
-  }
-  return {params, update};
+/// The program's parameters, in order.
+inline llvm::SmallVector<plan_ir::ParamOp> paramsOf(plan_ir::ProgramOp program) {
+  return llvm::to_vector(program.getBody().front().getOps<plan_ir::ParamOp>());
 }
 
-/// The gradient-norm instructions of the update stream: one over the gradients
+/// The gradient-norm instructions of the update unit: one over the gradients
 /// of whole parameters, one (tp_sharded) over those of tp blocks, whose sum of
 /// squares the runtime sums over tp. `sharded`: ZeRO-1 dp shards.
 inline void createGradNorm(mlir::OpBuilder &b, mlir::Location loc,
                            llvm::ArrayRef<plan_ir::ParamOp> params, bool sharded) {
-  llvm::SmallVector<mlir::Value> whole, blocks;
+  plan::op::GradNormSq<mlir::Value> whole, blocks;
   for (plan_ir::ParamOp p : params)
-    (p.getTpDim() ? blocks : whole).push_back(p.getGrad());
-  if (!whole.empty())
-    createKernel(b, loc, "grad_norm_sq", whole, {sharded ? 1 : 0, /*tp_sharded=*/0});
-  if (!blocks.empty())
-    createKernel(b, loc, "grad_norm_sq", blocks, {sharded ? 1 : 0, /*tp_sharded=*/1});
+    (p.isSplitOver(plan::kAxisTp) ? blocks : whole).buffers.push_back(p.getGrad());
+  whole.sharded = blocks.sharded = sharded ? 1 : 0;
+  blocks.tp_sharded = 1;
+  if (!whole.buffers.empty())
+    createKernel(b, loc, whole);
+  if (!blocks.buffers.empty())
+    createKernel(b, loc, blocks);
 }
 
 /// The all_reduce over tp of the gradients that are partial sums on each tp rank
-/// (parameters marked grad_reduce = "tp"), if any: the update stream's first step.
+/// (parameters marked grad_reduce = "tp"), if any: the update unit's first step.
 inline void createPartialGradReduce(mlir::OpBuilder &b, mlir::Location loc,
                                     llvm::ArrayRef<plan_ir::ParamOp> params) {
-  llvm::SmallVector<mlir::Value> partial;
+  plan::op::AllReduce<mlir::Value> reduce;
   for (plan_ir::ParamOp p : params)
     if (p.getGradReduce())
-      partial.push_back(p.getGrad());
-  if (!partial.empty())
-    createKernel(b, loc, "all_reduce", partial, {plan::kAxisTp, plan::kReduceSum});
+      reduce.buffers.push_back(p.getGrad());
+  reduce.axis = plan::kAxisTp;
+  reduce.reduce = plan::kReduceSum;
+  if (!reduce.buffers.empty())
+    createKernel(b, loc, reduce);
 }
 
-inline int64_t numElements(mlir::Value buffer) {
-  return llvm::cast<mlir::MemRefType>(buffer.getType()).getNumElements();
+
+/// Clipping and AdamW of parameter `p` (shard: ZeRO-1's moment shard, 0 = whole).
+inline void createAdamW(mlir::OpBuilder &b, plan_ir::ParamOp p, int64_t shard) {
+  plan::op::ClipAndAdamW<mlir::Value> k;
+  k.param = p.getValue();
+  k.grad = p.getGrad();
+  k.exp_avg = p.getExpAvg();
+  k.exp_avg_sq = p.getExpAvgSq();
+  k.n = numElements(p.getValue());
+  k.weight_decay = p.getDecay() ? 1 : 0;
+  k.shard = shard;
+  createKernel(b, p.getLoc(), k);
 }
 
 } // namespace heiretsu

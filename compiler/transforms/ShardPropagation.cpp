@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/transforms/Passes.h"
+#include "compiler/transforms/PlanUtils.h"
 
 #include "dialects/dist/DistDialect.h"
 #include "dialects/graph/GraphDialect.h"
@@ -176,18 +177,17 @@ struct ShardPropagationPass : impl::ShardPropagationPassBase<ShardPropagationPas
       module.emitError("expected func.func @forward");
       return signalPassFailure();
     }
-    if (tp < 1 || dp < 1) {
-      module.emitError() << "tp and dp must be >= 1, got tp = " << static_cast<int64_t>(tp)
-                         << ", dp = " << static_cast<int64_t>(dp);
+    dist::MeshOp mesh = requireMesh(module, "heiretsu-shard-propagation");
+    if (!mesh)
       return signalPassFailure();
-    }
-    if (module.lookupSymbol("world")) {
-      module.emitError("the module already has a mesh @world: shardings were already propagated");
-      return signalPassFailure();
-    }
-    OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
-    dist::MeshOp::create(b, module.getLoc(), b.getStringAttr("world"), b.getI64IntegerAttr(dp),
-                         b.getI64IntegerAttr(1), b.getI64IntegerAttr(tp), b.getI64IntegerAttr(1));
+    const int64_t tp = mesh.getTp();
+    if (tp == 1)
+      return; // nothing to split
+    for (Operation &op : forward.getBody().front())
+      if (op.hasAttr(dist::kShardingAttrName)) {
+        op.emitError("already has a dist.sharding: shardings were already propagated");
+        return signalPassFailure();
+      }
     Propagation prop{tp, sequenceParallel, module.getContext(), {}, {}};
     for (Operation &op : forward.getBody().front())
       if (failed(prop.visit(op)))

@@ -18,11 +18,20 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
 
   void runOnOperation() override {
     plan_ir::ProgramOp program = getOperation();
-    if (dp < 2) {
-      program.emitError("heiretsu-zero1 needs dp >= 2, got ") << static_cast<int64_t>(dp);
+    dist::MeshOp mesh = requireMesh(program, "heiretsu-zero1");
+    plan_ir::UnitOp update =
+        mesh ? requireUnit(program, plan_ir::UnitKind::update, "heiretsu-zero1") : nullptr;
+    if (!update)
+      return signalPassFailure();
+    const int64_t dp = mesh.getDp();
+    if (dp == 1)
+      return; // one data rank: nothing to shard, the optimizer's update stays
+    SmallVector<plan_ir::ParamOp> params = paramsOf(program);
+    Block &body = update.getBody().front();
+    if (body.empty()) {
+      program.emitError("the update unit is empty: run heiretsu-optimizer first");
       return signalPassFailure();
     }
-    auto [params, update] = paramsAndUpdate(program);
     // Moments become this rank's shard of the flattened parameter.
     SmallVector<plan_ir::ParamOp> sharded;
     for (plan_ir::ParamOp p : params) {
@@ -33,34 +42,33 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
       auto q = plan_ir::ParamOp::create(b, p.getLoc(), value, value, moment, moment,
                                         p.getNameAttr(), p.getInitAttr(), p.getStdAttr(),
                                         p.getDecayAttr(), DenseI64ArrayAttr(),
-                                        p.getTpDimAttr(), p.getGlobalShapeAttr(),
+                                        p.getSplitAxesAttr(), p.getGlobalShapeAttr(),
                                         p.getGradReduceAttr());
       p.getValue().replaceAllUsesWith(q.getValue());
       p.getGrad().replaceAllUsesWith(q.getGrad());
       sharded.push_back(q);
     }
-    // The update stream is rebuilt: the moments' old uses go with it.
-    Block &body = update.getBody().front();
+    // The update unit is rebuilt: the moments' old uses go with it.
     while (!body.empty())
       body.back().erase();
     for (plan_ir::ParamOp p : params)
       p.erase();
     OpBuilder b = OpBuilder::atBlockEnd(&body);
-    SmallVector<Value> grads, values;
+    plan::op::ReduceScatter<Value> scatter;
+    plan::op::AllGather<Value> gather;
     for (plan_ir::ParamOp q : sharded) {
-      grads.push_back(q.getGrad());
-      values.push_back(q.getValue());
+      scatter.buffers.push_back(q.getGrad());
+      gather.buffers.push_back(q.getValue());
     }
+    scatter.axis = gather.axis = plan::kAxisDp;
+    scatter.reduce = plan::kReduceAvg;
     Location loc = program.getLoc();
     createPartialGradReduce(b, loc, sharded);
-    createKernel(b, loc, "reduce_scatter", grads, {plan::kAxisDp, plan::kReduceAvg});
+    createKernel(b, loc, scatter);
     createGradNorm(b, loc, sharded, /*sharded=*/true);
     for (plan_ir::ParamOp q : sharded)
-      createKernel(b, q.getLoc(), "clip_adamw",
-                   {q.getValue(), q.getGrad(), q.getExpAvg(), q.getExpAvgSq()},
-                   {numElements(q.getValue()), q.getDecay() ? 1 : 0,
-                    numElements(q.getExpAvg())});
-    createKernel(b, loc, "all_gather", values, {plan::kAxisDp});
+      createAdamW(b, q, numElements(q.getExpAvg()));
+    createKernel(b, loc, gather);
   }
 };
 

@@ -1,7 +1,8 @@
 //===- PlanDialect.cpp - plan dialect registration and verifiers ----------===//
 //
-// plan.kernel is verified against the runtime's opcode table (runtime/plan/ops.h),
-// the same table the runtime's plan verifier uses.
+// plan.kernel is verified against the runtime's opcode table (runtime/plan/op_table.h
+// through ops.h's Signature), the same table the runtime's plan verifier uses; the
+// verifier is generic over the signature. Constraint numbers (Cn) are PlanOps.td's.
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,9 +12,15 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/SymbolTable.h"
 
 #include <cstring>
+#include <map>
+#include <set>
+#include <utility>
 
 using namespace mlir;
 using namespace heiretsu::plan_ir;
@@ -51,59 +58,168 @@ static int64_t numElements(Value v) {
 }
 
 //===----------------------------------------------------------------------===//
-// ProgramOp
+// ProgramOp, UnitOp, ScheduleOp, RunOp
 //===----------------------------------------------------------------------===//
 
 LogicalResult ProgramOp::verify() {
-  if (getMicroBatchSize() < 1 || getMicrobatches() < 1 || getSeq() < 1 || getVocab() < 1)
-    return emitOpError("(C3) micro_batch_size, microbatches, seq and vocab must be positive");
-  int stage = 0; // 0: buffers, 1: after microbatch, 2: after update
-  llvm::StringSet<> io;
+  if (getMicroBatchSizeAttr().getInt() < 1 || getMicrobatchesAttr().getInt() < 1 ||
+      getSeqAttr().getInt() < 1 || getVocabAttr().getInt() < 1)
+    return emitOpError("(C4) micro_batch_size, microbatches, seq and vocab must be positive");
+  const int64_t stage = getStageAttr().getInt();
+  if (stage < 0)
+    return emitOpError("(C6) stage must be >= 0, got ") << stage;
+  // The module's mesh, read generically (the plan dialect does not depend on dist).
+  if (auto module = (*this)->getParentOfType<ModuleOp>())
+    if (Operation *mesh = SymbolTable::lookupSymbolIn(module, "world"))
+      if (auto pp = mesh->getAttrOfType<IntegerAttr>("pp"); pp && stage >= pp.getInt())
+        return emitOpError("(C6) stage ")
+               << stage << " is outside the mesh's pp = " << pp.getInt()
+               << " stages (0.." << pp.getInt() - 1 << ")";
+  int part = 0; // 0: buffers, 1: units, 2: after the schedule
+  llvm::StringMap<Operation *> io;
+  llvm::StringSet<> units;
   std::optional<int64_t> arena = getArenaBytes();
   for (Operation &op : getBody().front()) {
     if (auto buffer = dyn_cast<BufferOp>(op)) {
-      if (stage != 0)
-        return op.emitOpError("(C1) buffers must precede the instruction streams");
+      if (part != 0)
+        return op.emitOpError("(C1) buffers must precede the units");
       if (std::optional<StringRef> role = buffer.getIo())
-        if (!io.insert(*role).second)
+        if (!io.try_emplace(*role, &op).second)
           return op.emitOpError("(C2) more than one buffer has io = \"") << *role << "\"";
       if (arena) {
         std::optional<int64_t> offset = buffer.getOffset();
         int64_t bytes = numElements(buffer) * 4;
         if (!offset || *offset < 0 || *offset + bytes > *arena)
-          return op.emitOpError("(C4) buffer must have an offset inside the arena of ")
+          return op.emitOpError("(C5) buffer must have an offset inside the arena of ")
                  << *arena << " bytes";
       }
     } else if (auto param = dyn_cast<ParamOp>(op)) {
-      if (stage != 0)
-        return op.emitOpError("(C1) parameters must precede the instruction streams");
+      if (part != 0)
+        return op.emitOpError("(C1) parameters must precede the units");
       if (arena) {
         std::optional<ArrayRef<int64_t>> offsets = param.getOffsets();
         int64_t bytes = numElements(param.getValue()) * 4;
         if (!offsets)
-          return op.emitOpError("(C4) parameter has no offsets after memory planning");
+          return op.emitOpError("(C5) parameter has no offsets after memory planning");
         for (int64_t o : *offsets)
           if (o < 0 || o + bytes > *arena)
-            return op.emitOpError("(C4) parameter buffer at ")
+            return op.emitOpError("(C5) parameter buffer at ")
                    << o << " is outside the arena of " << *arena << " bytes";
       }
-    } else if (isa<MicrobatchOp>(op)) {
-      if (stage != 0)
-        return op.emitOpError("(C1) expected one plan.microbatch before plan.update");
-      stage = 1;
-    } else if (isa<UpdateOp>(op)) {
-      if (stage != 1)
-        return op.emitOpError("(C1) expected plan.update after plan.microbatch");
-      stage = 2;
+    } else if (auto unit = dyn_cast<UnitOp>(op)) {
+      if (part > 1)
+        return op.emitOpError("(C1) units must precede the plan.schedule");
+      if (!units.insert(unit.getName()).second)
+        return op.emitOpError("(C7) a second unit named \"") << unit.getName() << "\"";
+      part = 1;
+    } else if (isa<ScheduleOp>(op)) {
+      if (part != 1)
+        return op.emitOpError(part == 0 ? "(C1) plan.schedule must follow the units"
+                                        : "(C1) a program has at most one plan.schedule");
+      part = 2;
     } else {
       return op.emitOpError("(C1) is not allowed directly in a plan.program");
     }
   }
-  if (stage != 2)
-    return emitOpError("(C1) needs a plan.microbatch and a plan.update");
-  for (const char *role : {"tokens", "targets", "loss"})
-    if (!io.contains(role))
-      return emitOpError("(C2) no buffer has io = \"") << role << "\"";
+  if (part == 0)
+    return emitOpError("(C1) needs at least one plan.unit");
+  if (io.count("targets") != io.count("loss"))
+    return emitOpError("(C3) a program with a loss needs its targets and one with targets "
+                       "its loss; this one has only io = \"")
+           << (io.count("loss") ? "loss" : "targets") << "\"";
+  return success();
+}
+
+LogicalResult UnitOp::verify() {
+  for (Operation &op : getBody().front())
+    if (!isa<KernelOp>(op))
+      return op.emitOpError("(C1) is not allowed in a plan.unit (only plan.kernel)");
+  return success();
+}
+
+/// The unit of `program` named `name`, or null.
+static UnitOp findUnit(ProgramOp program, StringRef name) {
+  for (auto unit : program.getBody().front().getOps<UnitOp>())
+    if (unit.getName() == name)
+      return unit;
+  return nullptr;
+}
+
+LogicalResult ScheduleOp::verifyRegions() {
+  auto program = cast<ProgramOp>((*this)->getParentOp());
+  const int64_t microbatches = program.getMicrobatchesAttr().getInt();
+  // Runs per unit: per (chunk, microbatch) for microbatch units, in total for others.
+  llvm::DenseMap<Operation *, std::map<std::pair<int64_t, int64_t>, int64_t>> runs;
+  // Per (chunk, microbatch): how many forward units have run.
+  std::map<std::pair<int64_t, int64_t>, size_t> forwards;
+  size_t forwardUnits = 0;
+  for (auto unit : program.getBody().front().getOps<UnitOp>())
+    forwardUnits += unit.getKind() == UnitKind::forward;
+  for (Operation &op : getBody().front()) {
+    auto run = dyn_cast<RunOp>(op);
+    if (!run)
+      return op.emitOpError("(C1) is not allowed in a plan.schedule (only plan.run)");
+    UnitOp unit = findUnit(program, run.getUnit());
+    if (!unit)
+      return success(); // RunOp's own verifier reports it
+    std::pair<int64_t, int64_t> key{run.getChunk() ? run.getChunkAttr().getInt() : 0,
+                                    run.getMicrobatch() ? run.getMicrobatchAttr().getInt() : -1};
+    int64_t count = ++runs[unit][key];
+    if (count > 1)
+      return run.emitOpError("(C2) unit \"")
+             << unit.getName() << "\" runs twice"
+             << (unit.isPerMicrobatch()
+                     ? " for microbatch " + std::to_string(key.second) + " of chunk " +
+                           std::to_string(key.first)
+                     : std::string(" in a step"));
+    if (unit.getKind() == UnitKind::forward) {
+      ++forwards[key];
+    } else if (unit.isPerMicrobatch() && forwards[key] < forwardUnits) {
+      return run.emitOpError("(C3) unit \"")
+             << unit.getName() << "\" of microbatch " << key.second
+             << " runs before that microbatch's forward units";
+    }
+  }
+  for (auto unit : program.getBody().front().getOps<UnitOp>()) {
+    auto &mine = runs[unit];
+    if (!unit.isPerMicrobatch()) {
+      if (mine.empty())
+        return emitOpError("(C2) unit \"") << unit.getName() << "\" never runs";
+      continue;
+    }
+    std::set<int64_t> chunks = {0};
+    for (auto &[key, n] : mine)
+      chunks.insert(key.first);
+    for (int64_t c : chunks)
+      for (int64_t m = 0; m < microbatches; ++m)
+        if (!mine.count({c, m}))
+          return emitOpError("(C2) unit \"")
+                 << unit.getName() << "\" does not run for microbatch " << m << " of chunk "
+                 << c << " (the program has " << microbatches << " microbatches)";
+  }
+  return success();
+}
+
+LogicalResult RunOp::verify() {
+  auto program = cast<ProgramOp>((*this)->getParentOp()->getParentOp());
+  UnitOp unit = findUnit(program, getUnit());
+  if (!unit)
+    return emitOpError("(C1) the program has no unit named \"") << getUnit() << "\"";
+  std::optional<int64_t> m, c;
+  if (IntegerAttr attr = getMicrobatchAttr())
+    m = attr.getInt();
+  if (IntegerAttr attr = getChunkAttr())
+    c = attr.getInt();
+  if (unit.isPerMicrobatch() != m.has_value())
+    return emitOpError("(C2) unit \"")
+           << getUnit() << "\" of kind " << stringifyUnitKind(unit.getKind())
+           << (m ? " runs once per step and takes no microbatch"
+                 : " runs per microbatch and needs one");
+  if (m && (*m < 0 || *m >= program.getMicrobatchesAttr().getInt()))
+    return emitOpError("(C2) microbatch ")
+           << *m << " is outside [0, " << program.getMicrobatches() << ")";
+  if (c && *c < 0)
+    return emitOpError("(C3) chunk must be >= 0, got ") << *c;
   return success();
 }
 
@@ -143,21 +259,40 @@ LogicalResult ParamOp::verify() {
     return emitOpError("(C3) offsets must have 4 entries");
   if (std::optional<StringRef> r = getGradReduce(); r && *r != "tp")
     return emitOpError("(C5) grad_reduce must be \"tp\", got \"") << *r << "\"";
-  std::optional<uint64_t> dim = getTpDim();
+  std::optional<ArrayRef<int64_t>> axes = getSplitAxes();
   std::optional<ArrayRef<int64_t>> global = getGlobalShape();
-  if (dim.has_value() != global.has_value())
-    return emitOpError("(C4) tp_dim and global_shape go together");
-  if (dim) {
-    ArrayRef<int64_t> local = value.getShape();
-    bool ok = *dim < local.size() && global->size() == local.size();
-    for (size_t d = 0; ok && d < local.size(); ++d)
-      ok = d == *dim ? (*global)[d] % local[d] == 0 : (*global)[d] == local[d];
+  if (axes.has_value() != global.has_value())
+    return emitOpError("(C4) split_axes and global_shape go together");
+  if (!axes)
+    return success();
+  ArrayRef<int64_t> local = value.getShape();
+  if (axes->size() != local.size() || global->size() != local.size())
+    return emitOpError("(C4) split_axes [")
+           << *axes << "] and global_shape [" << *global << "] need one entry per dimension of "
+           << value;
+  bool seen[rt::kNumAxes] = {};
+  for (size_t d = 0; d < local.size(); ++d) {
+    int64_t axis = (*axes)[d];
+    if (axis < -1 || axis >= rt::kNumAxes)
+      return emitOpError("(C4) split_axes entry ")
+             << axis << " of dimension " << d << " is neither -1 (whole) nor a mesh axis 0.."
+             << rt::kNumAxes - 1;
+    if (axis >= 0 && std::exchange(seen[axis], true))
+      return emitOpError("(C4) two dimensions are split over mesh axis ")
+             << rt::AxisName(axis);
+    bool ok = axis >= 0 ? local[d] > 0 && (*global)[d] % local[d] == 0
+                        : (*global)[d] == local[d];
     if (!ok)
       return emitOpError("(C4) global_shape [")
-             << *global << "] is not a split of "
-             << value << " along tp_dim " << *dim;
+             << *global << "] is not a split of " << value << " by split_axes [" << *axes
+             << "] (dimension " << d << ")";
   }
   return success();
+}
+
+bool ParamOp::isSplitOver(int64_t axis) {
+  std::optional<ArrayRef<int64_t>> axes = getSplitAxes();
+  return axes && llvm::is_contained(*axes, axis);
 }
 
 //===----------------------------------------------------------------------===//
@@ -175,30 +310,36 @@ LogicalResult KernelOp::verify() {
                                  << " ints and " << sig.floats.size()
                                  << " floats, got " << ints.size() << " and "
                                  << getFloats().size();
-  for (size_t k = 0; k < ints.size(); ++k) {
-    if (ints[k] < 0 || (rt::IsFlag(sig.ints[k]) && ints[k] > 1))
-      return emitOpError("(C2) ") << sig.ints[k] << " = " << ints[k] << " is out of range";
-  }
-  for (auto [k, top] : sig.max_value)
-    if (ints[k] > top)
-      return emitOpError("(C2) ") << sig.ints[k] << " = " << ints[k] << " is out of range [0, "
-                                  << top << "]";
+  for (auto [value, slot] : llvm::zip(ints, sig.ints))
+    if (value < 0 || value > rt::MaxValue(slot.kind))
+      return emitOpError("(C2) ") << slot.name << " = " << value << " is out of range [0, "
+                                  << rt::MaxValue(slot.kind) << "]";
   for (auto [lo, hi] : sig.at_most)
     if (ints[lo] > ints[hi])
-      return emitOpError("(C2) ") << sig.ints[lo] << " = " << ints[lo] << " exceeds "
-                                  << sig.ints[hi] << " = " << ints[hi];
+      return emitOpError("(C2) ") << sig.ints[lo].name << " = " << ints[lo] << " exceeds "
+                                  << sig.ints[hi].name << " = " << ints[hi];
   if (sig.variadic) {
+    if (getBuffers().empty() || !getAbsent().empty())
+      return emitOpError("(C3) '") << getName() << "' takes one or more buffers and none absent";
+    bool wantInt = sig.variadic_dtype == rt::fb::DType_I32;
     for (Value b : getBuffers())
-      if (!cast<MemRefType>(b.getType()).getElementType().isF32())
-        return emitOpError("(C3) '") << getName() << "' takes f32 buffers";
+      if (cast<MemRefType>(b.getType()).getElementType().isInteger(32) != wantInt)
+        return emitOpError("(C3) '") << getName() << "' takes " << (wantInt ? "i32" : "f32")
+                                     << " buffers";
     return success();
   }
   ArrayRef<int64_t> absent = getAbsent();
+  for (auto [i, slot] : llvm::enumerate(absent))
+    if (slot < 0 || slot >= static_cast<int64_t>(sig.buffers.size()) ||
+        (i > 0 && slot <= absent[i - 1]))
+      return emitOpError("(C3) absent = [")
+             << absent << "] must list distinct slots of '" << getName() << "' (0.."
+             << sig.buffers.size() - 1 << ") in increasing order";
   size_t next = 0;
   for (size_t slot = 0; slot < sig.buffers.size(); ++slot) {
     const rt::BufferSlot &s = sig.buffers[slot];
     if (llvm::is_contained(absent, static_cast<int64_t>(slot))) {
-      if (!s.optional)
+      if (!s.optional())
         return emitOpError("(C3) buffer '") << s.name << "' of '" << getName()
                                             << "' is required";
       continue;
@@ -219,7 +360,7 @@ LogicalResult KernelOp::verify() {
     if (llvm::is_contained(absent, static_cast<int64_t>(slot)) == (ints[flag] == 1))
       return emitOpError("(C3) buffer '") << sig.buffers[slot].name
                                           << "' must be present exactly when "
-                                          << sig.ints[flag] << " = 1";
+                                          << sig.ints[flag].name << " = 1";
   if (next != getBuffers().size())
     return emitOpError("(C3) '") << getName() << "' takes " << next << " buffers, got "
                                  << getBuffers().size();

@@ -1,6 +1,6 @@
 // RUN: heiretsu-opt %s --split-input-file --pass-pipeline='builtin.module(plan.program(heiretsu-autodiff))' | FileCheck %s
 
-// Tests the backward pass of x = emb(tokens); y = x + gelu(x); loss = CE(y W^T)
+// Tests the backward pass (into the unit "backward") of x = emb(tokens); y = x + gelu(x); loss = CE(y W^T)
 // with W tied to the embedding, over 2 microbatches:
 //  - the loss seed is 1/2;
 //  - the tied table's grad receives both linear_grad (dw) and embedding_grad;
@@ -12,13 +12,15 @@
 // CHECK-DAG: %[[DY:.*]] = plan.buffer "dy" : memref<8x8xf32>
 // CHECK-DAG: %[[DG:.*]] = plan.buffer "dg" : memref<8x8xf32>
 // CHECK: plan.kernel "cross_entropy"(
+// CHECK-NEXT: }
+// CHECK-NEXT: plan.unit "backward" backward {
 // CHECK-NEXT: plan.kernel "cross_entropy_grad"(%[[LOGITS:.*]], %[[TGT:.*]], %[[LSE:.*]], %[[DLOGITS]]) ints = [8, 16, 0, 0, 16] floats = [5.000000e-01]
 // CHECK-NEXT: plan.kernel "linear_grad"(%[[DLOGITS]], %[[Y:.*]], %[[W]], %[[DY]], %[[DW]]) ints = [8, 8, 16, 0] floats = [] absent = [5]
 // CHECK-NEXT: plan.kernel "accumulate"(%[[DY]], %[[DG]]) ints = [64, 0]
 // CHECK-NEXT: plan.kernel "gelu_grad"(%[[DG]], %[[X:.*]], %[[DY]]) ints = [64, 1]
 // CHECK-NEXT: plan.kernel "embedding_grad"(%{{.*}}, %[[DY]], %[[DW]]) ints = [8, 4, 16, 8, 4, 0] floats = [] absent = [3]
 // CHECK-NEXT: }
-plan.program "tied" attributes {micro_batch_size = 2 : i64, microbatches = 2 : i64, seq = 4 : i64, vocab = 16 : i64} {
+plan.program "tied" attributes {stage = 0 : i64, micro_batch_size = 2 : i64, microbatches = 2 : i64, seq = 4 : i64, vocab = 16 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<2x4xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<2x4xi32>
   %w, %dw, %m, %v = plan.param "wte" normal std = 0.02 decay : memref<16x8xf32>
@@ -28,14 +30,16 @@ plan.program "tied" attributes {micro_batch_size = 2 : i64, microbatches = 2 : i
   %logits = plan.buffer "logits" : memref<8x16xf32>
   %lse = plan.buffer "lse" : memref<8xf32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  plan.microbatch {
+  plan.unit "forward" forward {
     plan.kernel "embedding"(%tok, %w, %x) ints = [8, 4, 16, 8, 4, 0] floats = [] absent = [2] : memref<2x4xi32>, memref<16x8xf32>, memref<8x8xf32>
     plan.kernel "gelu"(%x, %g) ints = [64] floats = [] absent = [] : memref<8x8xf32>, memref<8x8xf32>
     plan.kernel "add"(%x, %g, %y) ints = [64] floats = [] absent = [] : memref<8x8xf32>, memref<8x8xf32>, memref<8x8xf32>
     plan.kernel "linear"(%y, %w, %logits) ints = [8, 8, 16, 0] floats = [] absent = [2] : memref<8x8xf32>, memref<16x8xf32>, memref<8x16xf32>
     plan.kernel "cross_entropy"(%logits, %tgt, %loss, %lse) ints = [8, 16, 16] floats = [] absent = [] : memref<8x16xf32>, memref<2x4xi32>, memref<f32>, memref<8xf32>
   }
-  plan.update {
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
   }
 }
 
@@ -47,7 +51,7 @@ plan.program "tied" attributes {micro_batch_size = 2 : i64, microbatches = 2 : i
 // CHECK-LABEL: plan.program "fanout"
 // CHECK: plan.kernel "linear_grad"(%{{.*}}, %[[X:.*]], %{{.*}}, %[[DX:.*]], %{{.*}}) ints = [4, 8, 8, 0]
 // CHECK: plan.kernel "linear_grad"(%{{.*}}, %[[X]], %{{.*}}, %[[DX]], %{{.*}}) ints = [4, 8, 8, 1]
-plan.program "fanout" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, vocab = 8 : i64} {
+plan.program "fanout" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, vocab = 8 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x4xi32>
   %e, %de, %m0, %v0 = plan.param "wte" normal std = 0.02 decay : memref<8x8xf32>
@@ -59,14 +63,16 @@ plan.program "fanout" attributes {micro_batch_size = 1 : i64, microbatches = 1 :
   %s = plan.buffer "s" : memref<4x8xf32>
   %lse = plan.buffer "lse" : memref<4xf32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  plan.microbatch {
+  plan.unit "forward" forward {
     plan.kernel "embedding"(%tok, %e, %x) ints = [4, 4, 8, 8, 4, 0] floats = [] absent = [2] : memref<1x4xi32>, memref<8x8xf32>, memref<4x8xf32>
     plan.kernel "linear"(%x, %a, %p) ints = [4, 8, 8, 0] floats = [] absent = [2] : memref<4x8xf32>, memref<8x8xf32>, memref<4x8xf32>
     plan.kernel "linear"(%x, %b, %q) ints = [4, 8, 8, 0] floats = [] absent = [2] : memref<4x8xf32>, memref<8x8xf32>, memref<4x8xf32>
     plan.kernel "add"(%p, %q, %s) ints = [32] floats = [] absent = [] : memref<4x8xf32>, memref<4x8xf32>, memref<4x8xf32>
     plan.kernel "cross_entropy"(%s, %tgt, %loss, %lse) ints = [4, 8, 8] floats = [] absent = [] : memref<4x8xf32>, memref<1x4xi32>, memref<f32>, memref<4xf32>
   }
-  plan.update {
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
   }
 }
 
@@ -82,7 +88,7 @@ plan.program "fanout" attributes {micro_batch_size = 1 : i64, microbatches = 1 :
 // CHECK-NEXT: plan.kernel "moe_grad"({{.*}}, %[[DX:[^,]*]], %grad_1, %grad_5, %grad_9, %grad_13) ints = [4, 8, 6, 4, 2, 3, 1, 0] floats = [1.000000e-02, 1.000000e-03, 1.000000e+00]
 // CHECK-NEXT: plan.kernel "embedding_grad"(%{{.*}}, %[[DX]], %grad)
 // CHECK-NOT: plan.kernel "add"(
-plan.program "moe" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, vocab = 16 : i64} {
+plan.program "moe" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, vocab = 16 : i64} {
   %0 = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
   %1 = plan.buffer "targets" {io = "targets"} : memref<1x4xi32>
   %value, %grad, %exp_avg, %exp_avg_sq = plan.param "wte" normal std = 2.000000e-02 decay : memref<16x8xf32>
@@ -104,13 +110,15 @@ plan.program "moe" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i6
   %13 = plan.buffer "cross_entropy.loss.11" : memref<f32>
   %14 = plan.buffer "cross_entropy.lse.12" : memref<4xf32>
   %15 = plan.buffer "add.13" {io = "loss"} : memref<f32>
-  plan.microbatch {
+  plan.unit "forward" forward {
     plan.kernel "embedding"(%0, %value, %2) ints = [4, 4, 16, 8, 4, 0] floats = [] absent = [2] : memref<1x4xi32>, memref<16x8xf32>, memref<1x4x8xf32>
     plan.kernel "moe"(%2, %value_0, %value_4, %value_8, %value_12, %3, %4, %5, %6, %7, %8, %9, %10, %11) ints = [4, 8, 6, 4, 2, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = [] : memref<1x4x8xf32>, memref<4x8xf32>, memref<4x6x8xf32>, memref<4x8x6xf32>, memref<4x6x8xf32>, memref<1x4x8xf32>, memref<f32>, memref<4x4xf32>, memref<4xf32>, memref<8xi32>, memref<8xf32>, memref<8x6xf32>, memref<8x6xf32>, memref<8x6xf32>
     plan.kernel "linear"(%3, %value, %12) ints = [4, 8, 16, 0] floats = [] absent = [2] : memref<1x4x8xf32>, memref<16x8xf32>, memref<1x4x16xf32>
     plan.kernel "cross_entropy"(%12, %1, %13, %14) ints = [4, 16, 16] floats = [] absent = [] : memref<1x4x16xf32>, memref<1x4xi32>, memref<f32>, memref<4xf32>
     plan.kernel "add"(%13, %4, %15) ints = [1] floats = [] absent = [] : memref<f32>, memref<f32>, memref<f32>
   }
-  plan.update {
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
   }
 }

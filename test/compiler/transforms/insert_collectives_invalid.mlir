@@ -1,7 +1,7 @@
 // RUN: heiretsu-opt %s --heiretsu-insert-collectives --split-input-file --verify-diagnostics
 
 // Tests that collective insertion needs the mesh shardings refer to.
-// expected-error @+1 {{expected func.func @forward and dist.mesh @world (run heiretsu-shard-propagation first)}}
+// expected-error @+1 {{heiretsu-insert-collectives reads the mesh from the module's dist.mesh @world, and there is none}}
 module attributes {graph.model = {name = "nomesh", vocab = 16 : i64}} {
   func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %e = graph.param "e" normal std = 2.000000e-02 : tensor<16x8xf32>

@@ -2,25 +2,31 @@
 
 // Tests lowering a tied-embedding bigram model: parameters become plan.param (with
 // weight decay on the matrix only), tensors become buffers, each graph op one
-// forward kernel with its sizes; the tokens, targets and loss buffers are marked.
+// forward kernel with its sizes in the unit "forward", followed by the empty
+// units "backward" and "update" and no schedule; the program is stage 0; the
+// tokens, targets and loss buffers are marked.
 // CHECK-LABEL: plan.program "bigram"
-// CHECK-SAME: microbatches = 1 : i64, seq = 4 : i64, vocab = 16 : i64
+// CHECK-SAME: microbatches = 1 : i64, seq = 4 : i64, stage = 0 : i64, vocab = 16 : i64
 // CHECK-DAG: %[[TOK:.*]] = plan.buffer "tokens" {io = "tokens"} : memref<2x4xi32>
 // CHECK-DAG: %[[TGT:.*]] = plan.buffer "targets" {io = "targets"} : memref<2x4xi32>
 // CHECK-DAG: %[[WTE:.*]], %{{.*}}, %{{.*}}, %{{.*}} = plan.param "wte" normal std = 2.000000e-02 decay : memref<16x8xf32>
 // CHECK-DAG: %[[G:.*]], %{{.*}}, %{{.*}}, %{{.*}} = plan.param "ln.weight" ones : memref<8xf32>
 // CHECK-DAG: %[[X:.*]] = plan.buffer "embed.0" : memref<2x4x8xf32>
 // CHECK-DAG: %[[LOSS:.*]] = plan.buffer "cross_entropy.loss.{{[0-9]+}}" {io = "loss"} : memref<f32>
-// CHECK: plan.microbatch {
+// CHECK: plan.unit "forward" forward {
 // CHECK-NEXT: plan.kernel "embedding"(%[[TOK]], %[[WTE]], %[[X]]) ints = [8, 4, 16, 8, 4, 0] floats = [] absent = [2]
 // CHECK-NEXT: plan.kernel "rmsnorm"(%[[X]], %[[G]], %[[H:.*]], %{{.*}}) ints = [8, 8] floats = [1.000000e-05] absent = []
 // CHECK-NEXT: plan.kernel "linear"(%[[H]], %[[WTE]], %[[LOGITS:.*]]) ints = [8, 8, 16, 0] floats = [] absent = [2]
 // CHECK-NEXT: plan.kernel "cross_entropy"(%[[LOGITS]], %[[TGT]], %[[LOSS]], %{{.*}}) ints = [8, 16, 16]
 // CHECK-NEXT: }
-// CHECK-NEXT: plan.update {
+// CHECK-NEXT: plan.unit "backward" backward {
+// CHECK-NEXT: }
+// CHECK-NEXT: plan.unit "update" update {
+// CHECK-NEXT: }
 // CHECK-NEXT: }
 // CHECK-NOT: func.func
 module attributes {graph.model = {name = "bigram", vocab = 16 : i64}} {
+  dist.mesh @world dp = 1 pp = 1 tp = 1 ep = 1
   func.func @forward(%tok: tensor<2x4xi32>, %tgt: tensor<2x4xi32>) -> tensor<f32> {
     %wte = graph.param "wte" normal std = 0.02 : tensor<16x8xf32>
     %x = graph.embedding %wte[%tok] : tensor<16x8xf32>, tensor<2x4xi32> -> tensor<2x4x8xf32>
@@ -41,6 +47,7 @@ module attributes {graph.model = {name = "bigram", vocab = 16 : i64}} {
 // CHECK-NEXT: plan.kernel "rope"(%[[K:.*]], %[[KR:.*]]) ints = [1, 4, 2, 2] floats = [1.000000e+04]
 // CHECK-NEXT: plan.kernel "attention"(%[[QR]], %[[KR]], %{{.*}}, %{{.*}}, %{{.*}}) ints = [1, 4, 4, 2, 2]
 module attributes {graph.model = {name = "rope", vocab = 16 : i64}} {
+  dist.mesh @world dp = 1 pp = 1 tp = 1 ep = 1
   func.func @forward(%tok: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %wte = graph.param "wte" normal std = 0.02 : tensor<16x8xf32>
     %x = graph.embedding %wte[%tok] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
@@ -66,6 +73,7 @@ module attributes {graph.model = {name = "rope", vocab = 16 : i64}} {
 // CHECK: plan.kernel "moe"(%{{.*}}, %[[EXPERT]], %{{.*}}) ints = [4, 8, 6, 4, 2, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = []
 // CHECK: plan.kernel "add"(%{{.*}}, %{{.*}}, %[[TOTAL]]) ints = [1]
 module attributes {graph.model = {name = "moe", vocab = 16 : i64}} {
+  dist.mesh @world dp = 1 pp = 1 tp = 1 ep = 1
   func.func @forward(%tok: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %wte = graph.param "wte" normal std = 0.02 : tensor<16x8xf32>
     %x = graph.embedding %wte[%tok] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>

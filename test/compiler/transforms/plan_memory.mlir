@@ -20,7 +20,7 @@
 // CHECK: plan.buffer "b" {offset = 4352 : i64}
 // CHECK: plan.buffer "c" {offset = 256 : i64}
 // CHECK: plan.buffer "d" {offset = 4352 : i64}
-plan.program "chain" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+plan.program "chain" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
@@ -29,12 +29,14 @@ plan.program "chain" attributes {micro_batch_size = 1 : i64, microbatches = 1 : 
   %b = plan.buffer "b" : memref<1024xf32>
   %c = plan.buffer "c" : memref<1024xf32>
   %d = plan.buffer "d" : memref<1024xf32>
-  plan.microbatch {
+  plan.unit "forward" forward {
     plan.kernel "zero"(%a) ints = [] floats = [] absent = [] : memref<1024xf32>
     plan.kernel "gelu"(%a, %b) ints = [1024] floats = [] absent = [] : memref<1024xf32>, memref<1024xf32>
     plan.kernel "gelu"(%b, %c) ints = [1024] floats = [] absent = [] : memref<1024xf32>, memref<1024xf32>
     plan.kernel "gelu"(%c, %d) ints = [1024] floats = [] absent = [] : memref<1024xf32>, memref<1024xf32>
   }
-  plan.update {
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
   }
 }

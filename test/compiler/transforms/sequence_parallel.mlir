@@ -1,6 +1,6 @@
-// RUN: heiretsu-opt %s --heiretsu-shard-propagation='tp=2 sequence-parallel=true' | FileCheck %s --check-prefix=SHARD
-// RUN: heiretsu-opt %s --heiretsu-shard-propagation='tp=2 sequence-parallel=true' --heiretsu-insert-collectives='sequence-parallel=true' | FileCheck %s --check-prefix=INSERT
-// RUN: heiretsu-opt %s --pass-pipeline='builtin.module(heiretsu-shard-propagation{tp=2 sequence-parallel=true}, heiretsu-insert-collectives{sequence-parallel=true}, heiretsu-lower-to-plan, plan.program(heiretsu-autodiff, heiretsu-optimizer))' | FileCheck %s --check-prefix=PLAN
+// RUN: heiretsu-opt %s --heiretsu-shard-propagation='sequence-parallel=true' | FileCheck %s --check-prefix=SHARD
+// RUN: heiretsu-opt %s --heiretsu-shard-propagation='sequence-parallel=true' --heiretsu-insert-collectives='sequence-parallel=true' | FileCheck %s --check-prefix=INSERT
+// RUN: heiretsu-opt %s --heiretsu-compile-pipeline='sequence-parallel=true' | FileCheck %s --check-prefix=PLAN
 
 // Tests sequence parallelism on a one-layer GPT over tp = 2. Propagation: the
 // embedding stays a partial sum; norms and residual adds hold the sequence split
@@ -29,9 +29,9 @@
 // 4); all_gather_into / reduce_scatter_into with outer = batch (1), parts = 2,
 // inner = 2 tokens x 8; each the other's transpose in the backward pass; the
 // norm weights' gradients (partial sums: each rank saw its tokens) are all-reduced
-// over tp first thing in the update stream.
-// PLAN: plan.param "layers.0.norm1.weight" ones {grad_reduce = "tp"}
-// PLAN: plan.param "layers.0.norm1.bias" zeros {grad_reduce = "tp"}
+// over tp first thing in the update unit.
+// PLAN: plan.param "layers.0.norm1.weight" ones {grad_reduce = "tp",
+// PLAN: plan.param "layers.0.norm1.bias" zeros {grad_reduce = "tp",
 // PLAN: plan.kernel "reduce_scatter_into"({{.*}}) ints = [2, 1, 2, 16, 0] {{.*}} : memref<1x4x8xf32>, memref<1x2x8xf32>
 // PLAN-NEXT: plan.kernel "layernorm"({{.*}}) ints = [2, 8]
 // PLAN-NEXT: plan.kernel "all_gather_into"({{.*}}) ints = [2, 1, 2, 16, 0] {{.*}} : memref<1x2x8xf32>, memref<1x4x8xf32>
@@ -44,9 +44,10 @@
 // PLAN-NEXT: plan.kernel "layernorm_grad"({{.*}}) ints = [2, 8, 1]
 // PLAN-NEXT: plan.kernel "all_gather_into"({{.*}}) ints = [2, 1, 2, 16, 0]
 // PLAN-NEXT: plan.kernel "embedding_grad"({{.*}}) ints = [4, 4, 8, 8, 4, 1]
-// PLAN: plan.update {
+// PLAN: plan.unit "update" update {
 // PLAN-NEXT: plan.kernel "all_reduce"({{.*}}) ints = [2, 0] {{.*}} : memref<8xf32>, memref<8xf32>, memref<8xf32>, memref<8xf32>, memref<8xf32>, memref<8xf32>
 module attributes {graph.model = {name = "small", vocab = 16 : i64}} {
+  dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
   func.func @forward(%arg0: tensor<1x4xi32>, %arg1: tensor<1x4xi32>) -> tensor<f32> {
     %0 = graph.param "wte" normal std = 2.000000e-02 : tensor<16x8xf32>
     %1 = graph.param "wpe" normal std = 2.000000e-02 : tensor<4x8xf32>

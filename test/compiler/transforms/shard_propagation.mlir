@@ -1,6 +1,11 @@
-// RUN: heiretsu-opt %s --heiretsu-shard-propagation='tp=2 dp=3' --split-input-file | FileCheck %s
+// RUN: heiretsu-opt %s --heiretsu-shard-propagation --split-input-file | FileCheck %s
+// RUN: sed 's/tp = 2 ep/tp = 1 ep/' %s | heiretsu-opt --heiretsu-shard-propagation --split-input-file | FileCheck %s --check-prefix=TP1
 
-// Tests the Megatron defaults on a one-layer GPT: the mesh is declared; the tied
+// With tp = 1 in the mesh there is nothing to split: no op gets a sharding.
+// TP1-NOT: dist.sharding
+
+// Tests the Megatron defaults on a one-layer GPT (tp = 2 from the module's mesh,
+// which the pass keeps); the tied
 // embedding table is split over its vocabulary ([tp, _]) for both its uses; QKV
 // and the MLP up projection are column-parallel ([tp, _] weights, split results),
 // the attention output and MLP down projections row-parallel ([_, tp] weights,
@@ -27,6 +32,7 @@
 // CHECK: %[[LOGITS:.*]] = graph.linear %{{.*}}, %0 {dist.sharding = #dist.sharding<[_, _, tp]>}
 // CHECK: graph.cross_entropy %[[LOGITS]], %arg1 {dist.sharding = #dist.sharding<[]>}
 module attributes {graph.model = {name = "small", vocab = 16 : i64}} {
+  dist.mesh @world dp = 3 pp = 1 tp = 2 ep = 1
   func.func @forward(%arg0: tensor<1x4xi32>, %arg1: tensor<1x4xi32>) -> tensor<f32> {
     %0 = graph.param "wte" normal std = 2.000000e-02 : tensor<16x8xf32>
     %1 = graph.param "wpe" normal std = 2.000000e-02 : tensor<4x8xf32>
@@ -79,6 +85,7 @@ module attributes {graph.model = {name = "small", vocab = 16 : i64}} {
 // CHECK: graph.swiglu {{.*}}#dist.sharding<[_, _, tp]>
 // CHECK: graph.param "d" {{.*}}#dist.sharding<[_, tp]>
 module attributes {graph.model = {name = "gqa", vocab = 16 : i64}} {
+  dist.mesh @world dp = 3 pp = 1 tp = 2 ep = 1
   func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %e = graph.param "e" normal std = 2.000000e-02 : tensor<16x8xf32>
     %x = graph.embedding %e[%ids] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>

@@ -1,7 +1,8 @@
-// RUN: heiretsu-opt %s --heiretsu-shard-propagation='tp=2' --split-input-file --verify-diagnostics
+// RUN: heiretsu-opt %s --heiretsu-shard-propagation --split-input-file --verify-diagnostics
 
 // Tests that heads must divide by tp (and so must the q projection's rows).
 module attributes {graph.model = {name = "h", vocab = 16 : i64}} {
+  dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
   func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %e = graph.param "e" normal std = 2.000000e-02 : tensor<16x6xf32>
     %x = graph.embedding %e[%ids] : tensor<16x6xf32>, tensor<1x4xi32> -> tensor<1x4x6xf32>
@@ -18,6 +19,7 @@ module attributes {graph.model = {name = "h", vocab = 16 : i64}} {
 
 // Tests that kv_heads must divide by tp.
 module attributes {graph.model = {name = "kv", vocab = 16 : i64}} {
+  dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
   func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %e = graph.param "e" normal std = 2.000000e-02 : tensor<16x8xf32>
     %x = graph.embedding %e[%ids] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
@@ -36,6 +38,7 @@ module attributes {graph.model = {name = "kv", vocab = 16 : i64}} {
 
 // Tests that the vocabulary (the embedding table's rows) must divide by tp.
 module attributes {graph.model = {name = "v", vocab = 15 : i64}} {
+  dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
   func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %e = graph.param "e" normal std = 2.000000e-02 : tensor<15x8xf32>
     // expected-error @+1 {{the vocabulary (15 rows of the token table) is not divisible by tp = 2; pad it in the spec with padded_vocab = 256}}
@@ -49,6 +52,7 @@ module attributes {graph.model = {name = "v", vocab = 15 : i64}} {
 
 // Tests that a value split over tp cannot reach an op that needs it whole.
 module attributes {graph.model = {name = "n", vocab = 16 : i64}} {
+  dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
   func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %e = graph.param "e" normal std = 2.000000e-02 : tensor<16x8xf32>
     %x = graph.embedding %e[%ids] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
@@ -67,6 +71,7 @@ module attributes {graph.model = {name = "n", vocab = 16 : i64}} {
 // Tests that one parameter cannot be split two ways: as a column-parallel weight
 // ([tp, _]) and then as a row-parallel one ([_, tp]).
 module attributes {graph.model = {name = "p", vocab = 16 : i64}} {
+  dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
   func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %e = graph.param "e" normal std = 2.000000e-02 : tensor<16x8xf32>
     %x = graph.embedding %e[%ids] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
@@ -83,6 +88,7 @@ module attributes {graph.model = {name = "p", vocab = 16 : i64}} {
 
 // Tests that MoE layers are refused under tensor parallelism.
 module attributes {graph.model = {name = "m", vocab = 16 : i64}} {
+  dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
   func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %e = graph.param "e" normal std = 2.000000e-02 : tensor<16x8xf32>
     %x = graph.embedding %e[%ids] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
@@ -99,9 +105,23 @@ module attributes {graph.model = {name = "m", vocab = 16 : i64}} {
 // -----
 
 // Tests that shardings are propagated once.
-// expected-error @+1 {{the module already has a mesh @world: shardings were already propagated}}
 module attributes {graph.model = {name = "twice", vocab = 16 : i64}} {
   dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
+  func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
+    // expected-error @+1 {{already has a dist.sharding: shardings were already propagated}}
+    %e = graph.param "e" normal std = 2.000000e-02 {dist.sharding = #dist.sharding<[tp, _]>} : tensor<16x8xf32>
+    %x = graph.embedding %e[%ids] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
+    %l = graph.cross_entropy %x, %tgt : tensor<1x4x8xf32>, tensor<1x4xi32>
+    return %l : tensor<f32>
+  }
+}
+
+// -----
+
+// Tests that the pass reads tp from the module's mesh, and refuses a module
+// without one.
+// expected-error @+1 {{heiretsu-shard-propagation reads the mesh from the module's dist.mesh @world, and there is none}}
+module attributes {graph.model = {name = "nomesh", vocab = 16 : i64}} {
   func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %e = graph.param "e" normal std = 2.000000e-02 : tensor<16x8xf32>
     %x = graph.embedding %e[%ids] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>

@@ -1,13 +1,33 @@
-// RUN: heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-zero1{dp=1}))' --verify-diagnostics
+// RUN: heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-zero1))' --split-input-file --verify-diagnostics
 
-// Tests that ZeRO-1 needs at least two data-parallel ranks to shard over.
-// expected-error @+1 {{heiretsu-zero1 needs dp >= 2, got 1}}
-plan.program "z" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+// Tests that ZeRO-1 reads dp from the module's mesh, and refuses a module without one.
+// expected-error @+1 {{heiretsu-zero1 reads the mesh from the module's dist.mesh @world, and there is none}}
+plan.program "z" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  plan.microbatch {
+  plan.unit "forward" forward {
   }
-  plan.update {
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
+  }
+}
+
+// -----
+
+// Tests that ZeRO-1 rebuilds the optimizer's update: it must have run first.
+dist.mesh @world dp = 2 pp = 1 tp = 1 ep = 1
+// expected-error @+1 {{the update unit is empty: run heiretsu-optimizer first}}
+plan.program "z" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  %g, %dg, %mg, %vg = plan.param "g" ones : memref<8xf32>
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
   }
 }

@@ -1,212 +1,715 @@
 // RUN: heiretsu-opt %s --split-input-file --verify-diagnostics
 
+// Every numbered constraint of the plan dialect (PlanOps.td), failing once each.
+
 // Tests kernel_c1: an opcode the runtime does not have.
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  plan.microbatch {
+  plan.unit "f" forward {
     // expected-error @+1 {{(C1) unknown opcode 'relu'}}
     plan.kernel "relu"(%loss) ints = [1] floats = [] absent = [] : memref<f32>
-  }
-  plan.update {
   }
 }
 
 // -----
 
 // Tests kernel_c2: the wrong number of attributes.
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  plan.microbatch {
+  plan.unit "f" forward {
     // expected-error @+1 {{(C2) 'gelu' takes 1 ints and 0 floats, got 2 and 0}}
     plan.kernel "gelu"(%loss, %loss) ints = [1, 1] floats = [] absent = [] : memref<f32>, memref<f32>
-  }
-  plan.update {
   }
 }
 
 // -----
 
 // Tests kernel_c2: an accumulate flag that is not 0 or 1.
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  plan.microbatch {
-    // expected-error @+1 {{(C2) accumulate_dx = 3 is out of range}}
+  plan.unit "f" forward {
+    // expected-error @+1 {{(C2) accumulate_dx = 3 is out of range [0, 1]}}
     plan.kernel "gelu_grad"(%loss, %loss, %loss) ints = [1, 3] floats = [] absent = [] : memref<f32>, memref<f32>, memref<f32>
   }
-  plan.update {
+}
+
+// -----
+
+// Tests kernel_c2: a collective's mesh axis is 0-3.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  %x = plan.buffer "x" : memref<4xf32>
+  plan.unit "f" forward {
+    // expected-error @+1 {{(C2) axis = 4 is out of range [0, 3]}}
+    plan.kernel "all_reduce"(%x) ints = [4, 0] floats = [] absent = [] : memref<4xf32>
+  }
+}
+
+// -----
+
+// Tests kernel_c2: a collective's reduction is 0-2.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  %x = plan.buffer "x" : memref<4xf32>
+  plan.unit "f" forward {
+    // expected-error @+1 {{(C2) reduce = 3 is out of range [0, 2]}}
+    plan.kernel "all_reduce"(%x) ints = [2, 3] floats = [] absent = [] : memref<4xf32>
+  }
+}
+
+// -----
+
+// Tests kernel_c2: embedding's seq <= context rule (learned positions are read by position).
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  %ids = plan.buffer "ids" : memref<8xi32>
+  %t = plan.buffer "t" : memref<4x2xf32>
+  %q = plan.buffer "q" : memref<4x2xf32>
+  %o = plan.buffer "o" : memref<8x2xf32>
+  plan.unit "f" forward {
+    // expected-error @+1 {{(C2) seq = 8 exceeds context = 4}}
+    plan.kernel "embedding"(%ids, %t, %q, %o) ints = [8, 8, 4, 2, 4, 0] floats = [] absent = [] : memref<8xi32>, memref<4x2xf32>, memref<4x2xf32>, memref<8x2xf32>
   }
 }
 
 // -----
 
 // Tests kernel_c3: a buffer with the wrong element count for the sizes given.
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
   %x = plan.buffer "x" : memref<4x8xf32>
   %w = plan.buffer "w" : memref<8x8xf32>
   %y = plan.buffer "y" : memref<4x4xf32>
-  plan.microbatch {
+  plan.unit "f" forward {
     // expected-error @+1 {{(C3) buffer 'y' has 16 elements, expected 32}}
     plan.kernel "linear"(%x, %w, %y) ints = [4, 8, 8, 0] floats = [] absent = [2] : memref<4x8xf32>, memref<8x8xf32>, memref<4x4xf32>
   }
-  plan.update {
-  }
 }
 
 // -----
 
-// Tests kernel_c3: a required buffer marked absent, and a wrong element type.
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+// Tests kernel_c3: a required buffer marked absent.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
   %x = plan.buffer "x" : memref<4xf32>
-  plan.microbatch {
+  plan.unit "f" forward {
     // expected-error @+1 {{(C3) buffer 'x' of 'gelu' is required}}
     plan.kernel "gelu"(%x) ints = [4] floats = [] absent = [0] : memref<4xf32>
   }
-  plan.update {
-  }
 }
 
 // -----
 
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+// Tests kernel_c3: a wrong element type.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
   %x = plan.buffer "x" : memref<4xf32>
-  plan.microbatch {
+  plan.unit "f" forward {
     // expected-error @+1 {{(C3) buffer 'ids' must be i32, got 'memref<4xf32>'}}
     plan.kernel "embedding"(%x, %x, %x) ints = [4, 4, 1, 1, 4, 0] floats = [] absent = [2] : memref<4xf32>, memref<4xf32>, memref<4xf32>
   }
-  plan.update {
-  }
 }
 
 // -----
 
-// Tests embedding's seq <= context rule (learned positions are read by position).
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+// Tests kernel_c3: absent names a slot the opcode does not have.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  %ids = plan.buffer "ids" : memref<8xi32>
-  %t = plan.buffer "t" : memref<4x2xf32>
-  %p = plan.buffer "p" : memref<4x2xf32>
-  %o = plan.buffer "o" : memref<8x2xf32>
-  plan.microbatch {
-    // expected-error @+1 {{(C2) seq = 8 exceeds context = 4}}
-    plan.kernel "embedding"(%ids, %t, %p, %o) ints = [8, 8, 4, 2, 4, 0] floats = [] absent = [] : memref<8xi32>, memref<4x2xf32>, memref<4x2xf32>, memref<8x2xf32>
-  }
-  plan.update {
+  %x = plan.buffer "x" : memref<4xf32>
+  plan.unit "f" forward {
+    // expected-error @+1 {{(C3) absent = [5] must list distinct slots of 'gelu' (0..1) in increasing order}}
+    plan.kernel "gelu"(%x, %x) ints = [4] floats = [] absent = [5] : memref<4xf32>, memref<4xf32>
   }
 }
 
 // -----
 
-// Tests program_c2: a program needs its loss buffer.
-// expected-error @+1 {{(C2) no buffer has io = "loss"}}
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+// Tests kernel_c3: a buffer present exactly when its flag is 1 (moe's w_gate, swiglu = 0).
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
-  plan.microbatch {
-  }
-  plan.update {
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  %x = plan.buffer "x" : memref<4x2xf32>
+  %r = plan.buffer "r" : memref<2x2xf32>
+  %wi = plan.buffer "wi" : memref<2x3x2xf32>
+  %wo = plan.buffer "wo" : memref<2x2x3xf32>
+  %a = plan.buffer "a" : memref<1xf32>
+  %pr = plan.buffer "pr" : memref<4x2xf32>
+  %l = plan.buffer "l" : memref<4xf32>
+  %se = plan.buffer "se" : memref<4xi32>
+  %sw = plan.buffer "sw" : memref<4xf32>
+  %pre = plan.buffer "pre" : memref<4x3xf32>
+  plan.unit "f" forward {
+    // expected-error @+1 {{(C3) buffer 'w_gate' must be present exactly when swiglu = 1}}
+    plan.kernel "moe"(%x, %r, %wi, %wo, %wi, %x, %a, %pr, %l, %se, %sw, %pre, %pre) ints = [4, 2, 3, 2, 1, 4, 0] floats = [0.0, 0.0] absent = [12] : memref<4x2xf32>, memref<2x2xf32>, memref<2x3x2xf32>, memref<2x2x3xf32>, memref<2x3x2xf32>, memref<4x2xf32>, memref<1xf32>, memref<4x2xf32>, memref<4xf32>, memref<4xi32>, memref<4xf32>, memref<4x3xf32>, memref<4x3xf32>
   }
 }
 
 // -----
 
-// Tests program_c4: after memory planning every buffer fits in the arena.
-plan.program "p" attributes {arena_bytes = 64 : i64, micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+// Tests kernel_c3: a variadic opcode takes one or more buffers.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "f" forward {
+    // expected-error @+1 {{(C3) 'all_reduce' takes one or more buffers and none absent}}
+    plan.kernel "all_reduce"(%loss) ints = [2, 0] floats = [] absent = [0] : memref<f32>
+  }
+}
+
+// -----
+
+// Tests program_c1: a buffer after the units.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  // expected-error @+1 {{(C1) buffers must precede the units}}
+  %x = plan.buffer "x" : memref<4xf32>
+}
+
+// -----
+
+// Tests program_c1: a plan.schedule before the units.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C1) plan.schedule must follow the units}}
+  plan.schedule {
+  }
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests program_c1: two schedules.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  plan.schedule {
+    plan.run "forward" microbatch 0
+  }
+  // expected-error @+1 {{(C1) a program has at most one plan.schedule}}
+  plan.schedule {
+    plan.run "forward" microbatch 0
+  }
+}
+
+// -----
+
+// Tests program_c1: a program without units.
+// expected-error @+1 {{(C1) needs at least one plan.unit}}
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+}
+
+// -----
+
+// Tests program_c2: two buffers with the same io.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C2) more than one buffer has io = "tokens"}}
+  %tok2 = plan.buffer "tokens2" {io = "tokens"} : memref<1x1xi32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests program_c3: targets without a loss.
+// expected-error @+1 {{(C3) a program with a loss needs its targets and one with targets its loss; this one has only io = "targets"}}
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests program_c3: a loss without targets.
+// expected-error @+1 {{(C3) a program with a loss needs its targets and one with targets its loss; this one has only io = "loss"}}
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests program_c4: the batch geometry is positive.
+// expected-error @+1 {{(C4) micro_batch_size, microbatches, seq and vocab must be positive}}
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 0 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests program_c5: after memory planning every buffer fits in the arena.
+plan.program "p" attributes {arena_bytes = 64 : i64, micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens", offset = 0 : i64} : memref<1x1xi32>
-  // expected-error @+1 {{(C4) buffer must have an offset inside the arena of 64 bytes}}
+  // expected-error @+1 {{(C5) buffer must have an offset inside the arena of 64 bytes}}
   %tgt = plan.buffer "targets" {io = "targets", offset = 64 : i64} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss", offset = 0 : i64} : memref<f32>
-  plan.microbatch {
+  plan.unit "forward" forward {
   }
-  plan.update {
+}
+
+// -----
+
+// Tests program_c5: after memory planning every parameter has its offsets.
+plan.program "p" attributes {arena_bytes = 1024 : i64, micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens", offset = 0 : i64} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets", offset = 64 : i64} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss", offset = 128 : i64} : memref<f32>
+  // expected-error @+1 {{(C5) parameter has no offsets after memory planning}}
+  %w, %dw, %mw, %vw = plan.param "w" ones : memref<4xf32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests program_c6: a negative stage.
+// expected-error @+1 {{(C6) stage must be >= 0, got -1}}
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = -1 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests program_c6: a stage beyond the mesh's pp.
+module {
+  dist.mesh @world dp = 1 pp = 2 tp = 1 ep = 1
+// expected-error @+1 {{(C6) stage 2 is outside the mesh's pp = 2 stages (0..1)}}
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 2 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+}
+}
+
+// -----
+
+// Tests program_c7: two units with one name.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  // expected-error @+1 {{(C7) a second unit named "forward"}}
+  plan.unit "forward" backward {
   }
 }
 
 // -----
 
 // Tests buffer_c1: the loss is a single f32.
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   // expected-error @+1 {{(C1) io = "loss" needs tokens/targets of i32 or a one-element f32 loss, got 'memref<2xf32>'}}
   %loss = plan.buffer "loss" {io = "loss"} : memref<2xf32>
-  plan.microbatch {
-  }
-  plan.update {
+  plan.unit "forward" forward {
   }
 }
 
 // -----
 
-// Tests a collective's enumerated attributes: mesh axis 0-3, reduction 0-2.
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
-  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
-  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
-  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  plan.microbatch {
-  }
-  plan.update {
-    // expected-error @+1 {{(C2) axis = 4 is out of range [0, 3]}}
-    plan.kernel "all_reduce"(%loss) ints = [4, 0] floats = [] absent = [] : memref<f32>
-  }
-}
-
-// -----
-
-// Tests that grad_reduce names the tp axis.
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+// Tests buffer_c2: grad_reduce names the tp axis.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
   // expected-error @+1 {{(C2) grad_reduce must be "tp", got "dp"}}
   %x = plan.buffer "x" {grad_reduce = "dp"} : memref<4xf32>
-  plan.microbatch {
-  }
-  plan.update {
+  plan.unit "forward" forward {
   }
 }
 
 // -----
 
-// Tests that a tp block's global shape splits its value along tp_dim.
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+// Tests param_c1: the moments are the value's type or a 1-D shard of it.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  // expected-error @+1 {{(C4) global_shape [16, 9] is not a split of 'memref<8x8xf32>' along tp_dim 0}}
-  %v, %g, %m, %s = plan.param "w" zeros {global_shape = array<i64: 16, 9>, tp_dim = 0 : i64} : memref<8x8xf32>
-  plan.microbatch {
-  }
-  plan.update {
+  // expected-error @+1 {{(C1) moments must have the value's type or be a 1-D shard of it, got 'memref<8xf32>'}}
+  %w, %dw, %mw, %vw = plan.param "w" ones : memref<4xf32>, moments memref<8xf32>
+  plan.unit "forward" forward {
   }
 }
 
 // -----
 
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+// Tests param_c2: std goes with init normal.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  // expected-error @+1 {{(C4) tp_dim and global_shape go together}}
-  %v, %g, %m, %s = plan.param "w" zeros {tp_dim = 0 : i64} : memref<8x8xf32>
-  plan.microbatch {
+  // expected-error @+1 {{(C2) init 'normal' needs std > 0, and only it takes std}}
+  %w, %dw, %mw, %vw = plan.param "w" ones std = 0.02 : memref<4xf32>
+  plan.unit "forward" forward {
   }
-  plan.update {
+}
+
+// -----
+
+// Tests param_c3: four offsets.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C3) offsets must have 4 entries}}
+  %w, %dw, %mw, %vw = plan.param "w" ones {offsets = array<i64: 0, 64>} : memref<4xf32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests param_c4: split_axes and global_shape go together.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C4) split_axes and global_shape go together}}
+  %w, %dw, %mw, %vw = plan.param "w" ones {split_axes = array<i64: 2>} : memref<4xf32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests param_c4: one split_axes entry per dimension.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C4) split_axes [2, -1] and global_shape [8] need one entry per dimension of 'memref<4xf32>'}}
+  %w, %dw, %mw, %vw = plan.param "w" ones {global_shape = array<i64: 8>, split_axes = array<i64: 2, -1>} : memref<4xf32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests param_c4: an entry that is not a mesh axis.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C4) split_axes entry 7 of dimension 0 is neither -1 (whole) nor a mesh axis 0..3}}
+  %w, %dw, %mw, %vw = plan.param "w" ones {global_shape = array<i64: 8>, split_axes = array<i64: 7>} : memref<4xf32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests param_c4: one axis splitting two dimensions.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C4) two dimensions are split over mesh axis tp}}
+  %w, %dw, %mw, %vw = plan.param "w" ones {global_shape = array<i64: 8, 8>, split_axes = array<i64: 2, 2>} : memref<4x4xf32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests param_c4: a global shape that is not a split of the value.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C4) global_shape [16, 9] is not a split of 'memref<8x8xf32>' by split_axes [2, -1] (dimension 1)}}
+  %w, %dw, %mw, %vw = plan.param "w" ones {global_shape = array<i64: 16, 9>, split_axes = array<i64: 2, -1>} : memref<8x8xf32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests param_c5: grad_reduce names the tp axis.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  // expected-error @+1 {{(C5) grad_reduce must be "tp", got "ep"}}
+  %w, %dw, %mw, %vw = plan.param "w" ones {grad_reduce = "ep"} : memref<4xf32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests unit_c1: a unit holds only kernels.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+    // expected-error @+1 {{(C1) is not allowed in a plan.unit (only plan.kernel)}}
+    %x = plan.buffer "x" : memref<4xf32>
+  }
+}
+
+// -----
+
+// Tests schedule_c1: a schedule holds only runs.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  plan.schedule {
+    // expected-error @+1 {{(C1) is not allowed in a plan.schedule (only plan.run)}}
+    plan.kernel "zero"(%loss) ints = [] floats = [] absent = [] : memref<f32>
+  }
+}
+
+// -----
+
+// Tests schedule_c2: a unit that runs twice for one microbatch.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
+  }
+  plan.schedule {
+    plan.run "forward" microbatch 0
+    plan.run "backward" microbatch 0
+    // expected-error @+1 {{(C2) unit "forward" runs twice for microbatch 0 of chunk 0}}
+    plan.run "forward" microbatch 0
+    plan.run "update"
+  }
+}
+
+// -----
+
+// Tests schedule_c2: a step unit that runs twice.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
+  }
+  plan.schedule {
+    plan.run "forward" microbatch 0
+    plan.run "backward" microbatch 0
+    plan.run "update"
+    // expected-error @+1 {{(C2) unit "update" runs twice in a step}}
+    plan.run "update"
+  }
+}
+
+// -----
+
+// Tests schedule_c2: a unit that never runs.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
+  }
+  // expected-error @+1 {{(C2) unit "update" never runs}}
+  plan.schedule {
+    plan.run "forward" microbatch 0
+    plan.run "backward" microbatch 0
+  }
+}
+
+// -----
+
+// Tests schedule_c2: a microbatch unit that misses a microbatch.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 2 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  // expected-error @+1 {{(C2) unit "forward" does not run for microbatch 1 of chunk 0 (the program has 2 microbatches)}}
+  plan.schedule {
+    plan.run "forward" microbatch 0
+  }
+}
+
+// -----
+
+// Tests schedule_c3: a microbatch's backward before its forward.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
+  }
+  plan.schedule {
+    // expected-error @+1 {{(C3) unit "backward" of microbatch 0 runs before that microbatch's forward units}}
+    plan.run "backward" microbatch 0
+    plan.run "forward" microbatch 0
+    plan.run "update"
+  }
+}
+
+// -----
+
+// Tests run_c1: a run of a unit the program does not have.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
+  }
+  plan.schedule {
+    plan.run "forward" microbatch 0
+    plan.run "backward" microbatch 0
+    plan.run "update"
+    // expected-error @+1 {{(C1) the program has no unit named "optimizer"}}
+    plan.run "optimizer"
+  }
+}
+
+// -----
+
+// Tests run_c2: a step unit run for a microbatch.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
+  }
+  plan.schedule {
+    plan.run "forward" microbatch 0
+    plan.run "backward" microbatch 0
+    // expected-error @+1 {{(C2) unit "update" of kind update runs once per step and takes no microbatch}}
+    plan.run "update" microbatch 0
+  }
+}
+
+// -----
+
+// Tests run_c2: a microbatch unit run without a microbatch.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
+  }
+  plan.schedule {
+    // expected-error @+1 {{(C2) unit "forward" of kind forward runs per microbatch and needs one}}
+    plan.run "forward"
+  }
+}
+
+// -----
+
+// Tests run_c2: a microbatch beyond the program's.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
+  }
+  plan.schedule {
+    // expected-error @+1 {{(C2) microbatch 1 is outside [0, 1)}}
+    plan.run "forward" microbatch 1
+  }
+}
+
+// -----
+
+// Tests run_c3: a negative chunk.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+  %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
+  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
+  }
+  plan.schedule {
+    // expected-error @+1 {{(C3) chunk must be >= 0, got -1}}
+    plan.run "forward" microbatch 0 chunk -1
   }
 }

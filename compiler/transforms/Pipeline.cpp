@@ -1,0 +1,46 @@
+//===- Pipeline.cpp - the compile pipeline --------------------------------===//
+
+#include "compiler/transforms/Pipeline.h"
+#include "compiler/transforms/Passes.h"
+
+#include "mlir/Pass/PassRegistry.h"
+
+namespace heiretsu {
+
+void buildCompilePipeline(mlir::OpPassManager &pm, const CompilePipelineOptions &options) {
+  ShardPropagationPassOptions shard;
+  shard.sequenceParallel = options.sequenceParallel;
+  pm.addPass(createShardPropagationPass(shard));
+  InsertCollectivesPassOptions insert;
+  insert.sequenceParallel = options.sequenceParallel;
+  pm.addPass(createInsertCollectivesPass(insert));
+  LowerToPlanPassOptions lower;
+  lower.microbatches = options.microbatches;
+  pm.addPass(createLowerToPlanPass(lower));
+  mlir::OpPassManager &program = pm.nest<plan_ir::ProgramOp>();
+  program.addPass(createAutodiffPass());
+  program.addPass(createOptimizerPass());
+  if (options.zero == 1) {
+    program.addPass(createZero1Pass());
+  } else {
+    DataParallelPassOptions buckets;
+    buckets.bucketBytes = options.bucketBytes;
+    program.addPass(createDataParallelPass(buckets));
+  }
+  program.addPass(createPlanMemoryPass());
+  SchedulePassOptions schedule;
+  schedule.schedule = options.schedule;
+  program.addPass(createSchedulePass(schedule));
+  // Every rank's collectives must match before anything runs.
+  pm.addPass(createCheckCollectivesPass());
+}
+
+void registerCompilePipeline() {
+  mlir::PassPipelineRegistration<CompilePipelineOptions>(
+      "heiretsu-compile-pipeline",
+      "What `heiretsu compile` runs: graph module (with dist.mesh @world) -> "
+      "memory-planned, scheduled, checked plan.programs",
+      buildCompilePipeline);
+}
+
+} // namespace heiretsu
