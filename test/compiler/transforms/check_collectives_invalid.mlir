@@ -185,3 +185,187 @@ module {
     }
   }
 }
+
+// -----
+
+// Tests that a stage sending more per step than its peer receives is caught.
+module {
+  dist.mesh @world dp = 1 pp = 2 tp = 1 ep = 1
+  // expected-error @+1 {{stage 0 sends 2 buffers per step to stage 1, which receives 1 from it}}
+  plan.program "first" attributes {micro_batch_size = 1 : i64, microbatches = 2 : i64, seq = 4 : i64, stage = 0 : i64, vocab = 4 : i64} {
+    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+    %x = plan.buffer "x" : memref<8xf32>
+    plan.unit "forward" forward {
+      plan.kernel "send"(%x) ints = [1, 1] floats = [] absent = [] : memref<8xf32>
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "forward" microbatch 1
+      plan.run "backward" microbatch 1
+      plan.run "update"
+    }
+  }
+  plan.program "last" attributes {micro_batch_size = 1 : i64, microbatches = 2 : i64, seq = 4 : i64, stage = 1 : i64, vocab = 4 : i64} {
+    %x = plan.buffer "x" : memref<8xf32>
+    plan.unit "forward" forward {
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+      plan.kernel "recv"(%x) ints = [1, 0] floats = [] absent = [] : memref<8xf32>
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "forward" microbatch 1
+      plan.run "backward" microbatch 1
+      plan.run "update"
+    }
+  }
+}
+
+// -----
+
+// Tests that a send and its recv must have the same element count.
+module {
+  dist.mesh @world dp = 1 pp = 2 tp = 1 ep = 1
+  plan.program "first" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, stage = 0 : i64, vocab = 4 : i64} {
+    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+    %x = plan.buffer "x" : memref<8xf32>
+    plan.unit "forward" forward {
+      // expected-error @+1 {{send #1 from stage 0 to stage 1 has 8 elements but its recv on stage 1 has 4}}
+      plan.kernel "send"(%x) ints = [1, 1] floats = [] absent = [] : memref<8xf32>
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "update"
+    }
+  }
+  plan.program "last" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, stage = 1 : i64, vocab = 4 : i64} {
+    %y = plan.buffer "y" : memref<4xf32>
+    plan.unit "forward" forward {
+      // expected-note @+1 {{the recv is here}}
+      plan.kernel "recv"(%y) ints = [1, 0] floats = [] absent = [] : memref<4xf32>
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "update"
+    }
+  }
+}
+
+// -----
+
+// Tests that a peer is another stage of the mesh.
+module {
+  dist.mesh @world dp = 1 pp = 2 tp = 1 ep = 1
+  plan.program "first" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, stage = 0 : i64, vocab = 4 : i64} {
+    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+    %x = plan.buffer "x" : memref<8xf32>
+    plan.unit "forward" forward {
+      // expected-error @+1 {{send to stage 0 of stage 0: the peer must be another of the 2 stages (pp)}}
+      plan.kernel "send"(%x) ints = [1, 0] floats = [] absent = [] : memref<8xf32>
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "update"
+    }
+  }
+  plan.program "last" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, stage = 1 : i64, vocab = 4 : i64} {
+    %x = plan.buffer "x" : memref<8xf32>
+    plan.unit "forward" forward {
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "update"
+    }
+  }
+}
+
+// -----
+
+// Tests that point-to-point transfers go between pipeline stages only.
+module {
+  dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
+  plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, stage = 0 : i64, vocab = 4 : i64} {
+    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+    %x = plan.buffer "x" : memref<8xf32>
+    plan.unit "forward" forward {
+      // expected-error @+1 {{send over tp: only sends between pipeline stages (axis pp) are built}}
+      plan.kernel "send"(%x) ints = [2, 1] floats = [] absent = [] : memref<8xf32>
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "update"
+    }
+  }
+}
+
+// -----
+
+// Tests that the collectives are those of the schedule: a program needs one.
+module {
+  dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
+  // expected-error @+1 {{the program has no plan.schedule (run heiretsu-schedule first)}}
+  plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, stage = 0 : i64, vocab = 4 : i64} {
+    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+    plan.unit "forward" forward {
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+  }
+}
+
+// -----
+
+// Tests that the check reads the mesh from the module, and refuses a module
+// without one.
+// expected-error @+1 {{heiretsu-check-collectives reads the mesh from the module's dist.mesh @world, and there is none}}
+module {
+  plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, stage = 0 : i64, vocab = 4 : i64} {
+    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+    plan.unit "forward" forward {
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "update"
+    }
+  }
+}
