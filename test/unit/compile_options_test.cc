@@ -97,5 +97,62 @@ TEST(CompileOptions, TwoSpecsAreRefused) {
   EXPECT_EQ(*err, "more than one spec given: 'spec.hr' and 'other.hr'");
 }
 
+TEST(CompileOptions, OutputWithoutEmitIsThePlanDirectory) {
+  CompileOptions dir;
+  ASSERT_EQ(Parse({"-o", "plans"}, &dir), std::nullopt);
+  EXPECT_EQ(dir.emit, "plan");
+  CompileOptions text;
+  ASSERT_EQ(Parse({}, &text), std::nullopt);
+  EXPECT_EQ(text.emit, "mlir");
+  CompileOptions file;
+  ASSERT_EQ(Parse({"--emit", "summary", "-o", "s.txt"}, &file), std::nullopt);
+  EXPECT_EQ(file.emit, "summary");
+}
+
+TEST(CompileOptions, StageLayersAndVirtualStages) {
+  CompileOptions o;
+  ASSERT_EQ(Parse({"--pp", "3", "--stage-layers", "2,1,3", "--virtual-stages", "2"}, &o),
+            std::nullopt);
+  EXPECT_EQ(o.stage_layers, (std::vector<int64_t>{2, 1, 3}));
+  EXPECT_EQ(o.virtual_stages, 2);
+  CompileOptions count;
+  EXPECT_EQ(Parse({"--pp", "2", "--stage-layers", "4"}, &count),
+            "--stage-layers gives 1 stages but --pp is 2: give one layer count per stage");
+  for (const char* bad : {"", "1,", ",1", "1,,2", "0,2", "a"}) {
+    CompileOptions b;
+    EXPECT_EQ(Parse({"--pp", "2", "--stage-layers", bad}, &b),
+              std::string("--stage-layers: expected layer counts N,N,... (positive integers), "
+                          "got '") + bad + "'");
+  }
+}
+
+TEST(CompileOptions, WhatIsNotBuiltIsRefusedByName) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string starts;
+  };
+  const Case cases[] = {
+      {{"--pp", "2"}, "--pp 2 is not built yet"},
+      {{"--ep", "4"}, "--ep 4 is not built yet"},
+      {{"--schedule", "gpipe"}, "--schedule gpipe is not built yet"},
+      {{"--schedule", "interleaved"}, "--schedule interleaved is not built yet"},
+      {{"--virtual-stages", "2"}, "--virtual-stages 2 is not built yet"},
+      {{"--stage-layers", "4"}, "--stage-layers 4 is not built yet"},
+      {{"--precision", "bf16"}, "--precision bf16 is not built yet"},
+      {{"--recompute", "full"}, "--recompute full is not built yet"},
+  };
+  for (const Case& c : cases) {
+    CompileOptions o;
+    ASSERT_EQ(Parse(c.args, &o), std::nullopt) << c.args[0];
+    std::optional<std::string> err = CheckBuilt(o);
+    ASSERT_TRUE(err.has_value()) << c.args[0];
+    EXPECT_EQ(err->rfind(c.starts, 0), 0u) << *err;
+  }
+  CompileOptions built;
+  ASSERT_EQ(Parse({"--dp", "2", "--tp", "2", "--sequence-parallel", "--zero", "1"}, &built),
+            std::nullopt);
+  EXPECT_EQ(CheckBuilt(built), std::nullopt);
+}
+
 }  // namespace
 }  // namespace heiretsu::cli
