@@ -150,12 +150,25 @@ std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const Step
     if (auto err = dp->AllReduce(&loss, 1, comm::ReduceOp::kAvg)) return err;
     result->loss = loss;
   }
-  if (!std::isfinite(result->loss))
-    return "loss is " + std::to_string(result->loss) + " at step " + std::to_string(options.step);
+  result->nonfinite = false;
+  result->grad_norm = std::nan("");
+  if (!std::isfinite(result->loss)) {
+    result->nonfinite = true;
+    return std::nullopt;
+  }
   scalars_ = StepScalars{options.lr, options.weight_decay, options.grad_clip, options.step};
   SetCoordinates(scalars_);
-  for (const fb::Instr* instr : *plan_.plan->update())
+  for (const fb::Instr* instr : *plan_.plan->update()) {
+    // The norm is complete (and global) before the first update: nothing is applied
+    // from a non-finite one.
+    if (instr->op() == fb::Op_ClipAndAdamW && !scalars_.clip_ready &&
+        !std::isfinite(scalars_.grad_norm_sq)) {
+      result->grad_norm = std::sqrt(scalars_.grad_norm_sq);
+      result->nonfinite = true;
+      return std::nullopt;
+    }
     if (auto err = Run(*instr, scalars_)) return err;
+  }
   result->grad_norm = std::sqrt(scalars_.grad_norm_sq);
   return std::nullopt;
 }

@@ -37,6 +37,7 @@
 #include "runtime/data/prepare.h"
 #include "runtime/data/shards.h"
 #include "runtime/exec/executor.h"
+#include "runtime/exec/nonfinite.h"
 #include "runtime/launch/launcher.h"
 #include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
@@ -364,28 +365,29 @@ int Run(const cli::RunOptions& o) {
   uint64_t seed = o.seed;
   int64_t first_step = 1;
   if (!o.resume.empty()) {
+    // One rule (README, "Reliability"): the newest checkpoint this run can resume is
+    // loaded; newer ones, damaged or mismatched alike, are skipped and named.
     std::string dir;
-    std::vector<std::string> warnings;
-    std::optional<data::DataError> err =
-        checkpoint::FindLatestCheckpoint(o.resume, &dir, &warnings);
-    for (const std::string& w : warnings)
-      std::fprintf(stderr, "heiretsu-rank: warning: %s\n", w.c_str());
-    if (err) return Fail(*err);
+    std::vector<std::string> skipped;
     checkpoint::Header header;
-    if (auto load_err = checkpoint::LoadCheckpoint(dir, model, state, &header))
-      return Fail(*load_err);
+    auto same_batch = [&](const std::string& d, const checkpoint::Header& h) -> Status {
+      if (h.global_batch == global_batch && h.seq == seq) return std::nullopt;
+      return Error::BadInput(d + ": comes from a run of global batch " +
+                             std::to_string(h.global_batch) + " x seq " + std::to_string(h.seq) +
+                             ", this plan has " + std::to_string(global_batch) + " x " +
+                             std::to_string(seq) + ": its data position would not carry over");
+    };
+    Status err =
+        checkpoint::ResumeNewest(o.resume, model, state, same_batch, &dir, &header, &skipped);
+    for (const std::string& w : skipped)
+      if (leader) std::fprintf(stderr, "heiretsu-rank: warning: %s\n", w.c_str());
+    if (err) return Fail(*err);
     logical.Scatter();
     executor.PushState();  // to the backend's arena (a no-op on the CPU)
     if (o.seed_given && o.seed != header.seed)
       return Fail(kExitBadInput, "--seed " + std::to_string(o.seed) + " differs from the seed " +
                                      std::to_string(header.seed) + " of checkpoint " + dir +
                                      " (leave --seed out to continue its run)");
-    if (header.global_batch != global_batch || header.seq != seq)
-      return Fail(kExitBadInput, "checkpoint " + dir + " comes from a run of global batch " +
-                                     std::to_string(header.global_batch) + " x seq " +
-                                     std::to_string(header.seq) + ", this plan has " +
-                                     std::to_string(global_batch) + " x " + std::to_string(seq) +
-                                     ": its data position would not carry over");
     if (header.step > o.steps)
       return Fail(kExitBadInput, "checkpoint " + dir + " is at step " +
                                      std::to_string(header.step) + ", past --steps " +
@@ -393,8 +395,10 @@ int Run(const cli::RunOptions& o) {
     seed = header.seed;
     first_step = header.step + 1;
     if (leader)
-      std::printf("resumed: %s (step %lld, seed %llu)\n", dir.c_str(),
-                  static_cast<long long>(header.step), static_cast<unsigned long long>(seed));
+      std::printf("resumed: %s (step %lld, seed %llu; the newest resumable checkpoint%s)\n",
+                  dir.c_str(), static_cast<long long>(header.step),
+                  static_cast<unsigned long long>(seed),
+                  skipped.empty() ? "" : ", newer ones skipped as said above");
     if (header.step == o.steps) {
       std::printf("nothing to do: the checkpoint is at --steps %lld\n",
                   static_cast<long long>(o.steps));
@@ -408,6 +412,7 @@ int Run(const cli::RunOptions& o) {
   if (auto err = data::Sampler::Create(dataset, seed, seq, &sampler)) return Fail(*err);
 
   const int width = static_cast<int>(std::to_string(o.steps).size());
+  exec::NonfinitePolicy nonfinite(o.on_nonfinite == "skip", o.max_consecutive_skips);
   for (int64_t step = first_step; step <= o.steps; ++step) {
     exec::StepOptions options;
     options.lr = cli::LearningRate(o, step);
@@ -427,22 +432,31 @@ int Run(const cli::RunOptions& o) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double step_ms = seconds * 1e3;
     const double tokens_per_s = static_cast<double>(tokens_per_step) / seconds;
+    // Not applied when not finite (every rank alike); the policy says whether to go on.
+    if (auto err = nonfinite.Observe(step, result)) return Fail(*err);
+    if (result.nonfinite && leader)
+      std::printf("%s: skipped, the model is unchanged (%lld in a row, %lld in all)\n",
+                  exec::NonfinitePolicy::Describe(step, result).c_str(),
+                  static_cast<long long>(nonfinite.consecutive()),
+                  static_cast<long long>(nonfinite.skipped()));
 
     if (metrics) {
       char loss_hex[40];
       std::snprintf(loss_hex, sizeof loss_hex, "%a", result.loss);
       std::fprintf(metrics.get(),
                    "{\"step\":%lld,\"loss\":%s,\"loss_hex\":\"%s\",\"lr\":%s,\"grad_norm\":%s,"
-                   "\"tokens_per_s\":%s,\"step_ms\":%s}\n",
+                   "\"tokens_per_s\":%s,\"step_ms\":%s%s}\n",
                    static_cast<long long>(step), JsonNumber(result.loss, "%.17g").c_str(), loss_hex,
                    JsonNumber(options.lr, "%.9g").c_str(),
                    JsonNumber(result.grad_norm, "%.9g").c_str(),
-                   JsonNumber(tokens_per_s, "%.6g").c_str(), JsonNumber(step_ms, "%.6g").c_str());
+                   JsonNumber(tokens_per_s, "%.6g").c_str(), JsonNumber(step_ms, "%.6g").c_str(),
+                   result.nonfinite ? ",\"skipped\":true" : "");
       // Flushed per line so that a crash leaves only whole lines behind.
       if (std::fflush(metrics.get()) != 0 || std::ferror(metrics.get()))
         return Fail(kExitFailure, o.metrics + ": cannot write: " + std::strerror(errno));
     }
-    if (leader && (step % o.log_every == 0 || step == o.steps || step == first_step)) {
+    if (leader && !result.nonfinite &&
+        (step % o.log_every == 0 || step == o.steps || step == first_step)) {
       std::printf("step %*lld/%lld | loss %.4f | lr %.2e | grad norm %.4f | %s tok/s | %.1f ms\n",
                   width, static_cast<long long>(step), static_cast<long long>(o.steps), result.loss,
                   options.lr, result.grad_norm, Throughput(tokens_per_s).c_str(), step_ms);
@@ -467,6 +481,10 @@ int Run(const cli::RunOptions& o) {
       std::printf("checkpoint: %s\n", dir.c_str());
     }
   }
+  if (leader && nonfinite.skipped() > 0)
+    std::printf("skipped steps: %lld of %lld had a non-finite loss or gradient norm\n",
+                static_cast<long long>(nonfinite.skipped()),
+                static_cast<long long>(o.steps - first_step + 1));
   return 0;
 }
 

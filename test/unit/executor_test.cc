@@ -12,6 +12,7 @@
 #include <map>
 
 #include "runtime/exec/executor.h"
+#include "runtime/exec/nonfinite.h"
 #include "test/unit/plan_builder.h"
 
 namespace heiretsu {
@@ -187,6 +188,79 @@ TEST(Executor, StagedBackendTrainsBitIdenticallyToTheHostArena) {
   ASSERT_FALSE(host.Step(Fill, o, &a).has_value());
   ASSERT_FALSE(staged.Step(Fill, o, &b).has_value());
   EXPECT_EQ(a.loss, b.loss);
+}
+
+TEST(Executor, NonFiniteGradientNormIsCaughtBeforeTheUpdate) {
+  // A loss gradient of 1e39 (infinite in float32) makes every gradient, and so the
+  // norm, non-finite while the loss is fine: nothing may be updated.
+  testing::BigramOptions o;
+  o.vocab = kVocab;
+  o.batch = kBatch;
+  o.seq = kSeq;
+  o.c = kC;
+  o.grad_scale = 1e39;
+  plan::LoadedPlan p = Load(testing::BuildBigram(o));
+  exec::Executor ex(p);
+  ex.InitializeParameters(1);
+  std::vector<std::vector<float>> before;
+  for (const fb::Param* param : *p.plan->params())
+    for (uint32_t b : {param->value(), param->exp_avg(), param->exp_avg_sq()}) {
+      const float* data = ex.F32(b);
+      before.emplace_back(data, data + plan::NumElements(*p.plan->buffers()->Get(b)));
+    }
+  exec::StepOptions so;
+  so.lr = 1e-2;
+  exec::StepResult r;
+  ASSERT_FALSE(ex.Step(Fill, so, &r).has_value());
+  EXPECT_TRUE(r.nonfinite);
+  EXPECT_TRUE(std::isfinite(r.loss));
+  EXPECT_FALSE(std::isfinite(r.grad_norm));
+  size_t i = 0;
+  for (const fb::Param* param : *p.plan->params())
+    for (uint32_t b : {param->value(), param->exp_avg(), param->exp_avg_sq()}) {
+      const float* data = ex.F32(b);
+      EXPECT_EQ(std::vector<float>(data, data + before[i].size()), before[i])
+          << param->name()->str();
+      ++i;
+    }
+  // A NaN loss is caught as well; a good step after it is applied.
+  ex.F32(p.plan->params()->Get(0)->value())[0] = std::nanf("");
+  ASSERT_FALSE(ex.Step(Fill, so, &r).has_value());
+  EXPECT_TRUE(r.nonfinite);
+  EXPECT_FALSE(std::isfinite(r.loss));
+  plan::LoadedPlan good = Load(BuildBigram(1));
+  exec::Executor ok(good);
+  ok.InitializeParameters(1);
+  ASSERT_FALSE(ok.Step(Fill, so, &r).has_value());
+  EXPECT_FALSE(r.nonfinite);
+}
+
+TEST(NonfinitePolicy, FailStopsAtOnceSkipCountsUpToItsLimit) {
+  exec::StepResult bad, good;
+  bad.nonfinite = true;
+  bad.loss = 2.5;
+  bad.grad_norm = INFINITY;
+  exec::NonfinitePolicy fail(false, 5);
+  EXPECT_FALSE(fail.Observe(1, good).has_value());
+  auto err = fail.Observe(2, bad);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->exit_code(), kExitFailure);
+  EXPECT_EQ(err->message,
+            "step 2: the gradient norm is inf (loss 2.5000): the update was not applied and no "
+            "checkpoint is written from it (lower --lr, or give --on-nonfinite skip to skip such "
+            "steps)");
+  exec::NonfinitePolicy skip(true, 2);
+  EXPECT_FALSE(skip.Observe(1, bad).has_value());
+  EXPECT_FALSE(skip.Observe(2, bad).has_value());
+  EXPECT_FALSE(skip.Observe(3, good).has_value());  // a good step resets the run
+  EXPECT_FALSE(skip.Observe(4, bad).has_value());
+  EXPECT_FALSE(skip.Observe(5, bad).has_value());
+  EXPECT_EQ(skip.skipped(), 4);
+  err = skip.Observe(6, bad);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->message,
+            "step 6: the gradient norm is inf (loss 2.5000): 3 steps in a row were not finite, "
+            "more than --max-consecutive-skips 2; the training has diverged (lower --lr)");
 }
 
 TEST(Executor, OutOfVocabularyTokenIsAnError) {

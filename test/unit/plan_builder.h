@@ -83,6 +83,9 @@ struct BigramOptions {
   std::string head = "lm_head.weight";
   bool extra_param = false;  // a parameter no instruction reads
   uint32_t version = plan::kPlanVersion;
+  // Scales the loss gradient (not the loss): a huge one makes the gradients, and so
+  // the gradient norm, overflow while the loss stays finite.
+  double grad_scale = 1.0;
 };
 
 inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
@@ -107,7 +110,7 @@ inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
   b.Micro(fb::Op_Linear, {h, head, plan::kNoBuffer, logits}, {rows, c, v, 0});
   b.Micro(fb::Op_CrossEntropy, {logits, targets, loss, lse}, {rows, v, v});
   b.Micro(fb::Op_CrossEntropyGrad, {logits, targets, lse, dlogits}, {rows, v, 0, 0, v},
-          {1.0 / static_cast<double>(o.microbatches)});
+          {o.grad_scale / static_cast<double>(o.microbatches)});
   b.Micro(fb::Op_LinearGrad, {dlogits, h, head, dh, dhead, plan::kNoBuffer}, {rows, c, v, 0});
   b.Micro(fb::Op_LayerNormGrad, {dh, x, g, mean, rstd, dx, dg, dbeta}, {rows, c, 0});
   b.Micro(fb::Op_EmbeddingGrad, {tokens, dx, dwte, plan::kNoBuffer}, {rows, o.seq, v, c, o.seq, 0});
