@@ -19,8 +19,9 @@ struct EmitOptions {
 };
 
 /// Serializes a memory-planned program into the runtime's plan format (a
-/// size-prefixed FlatBuffer). Fails (with a diagnostic) on a program without
-/// offsets.
+/// size-prefixed FlatBuffer and its checksum trailer, runtime/plan/plan.h), and
+/// re-verifies it with the runtime's verifier. Fails (with a diagnostic) on a
+/// program without offsets.
 mlir::LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
                              std::vector<uint8_t> &bytes);
 

@@ -63,8 +63,9 @@ class PlanBuilder {
                                            seq, vocab, arena_, 0, 0, &buffers_, &params_, tokens,
                                            targets, loss, &microbatch_, &update, opt);
     plan::fb::FinishSizePrefixedPlanBuffer(fbb_, root);
-    return std::vector<uint8_t>(fbb_.GetBufferPointer(),
-                                fbb_.GetBufferPointer() + fbb_.GetSize());
+    std::vector<uint8_t> bytes(fbb_.GetBufferPointer(), fbb_.GetBufferPointer() + fbb_.GetSize());
+    plan::SealPlan(&bytes);
+    return bytes;
   }
 
  private:
