@@ -30,6 +30,7 @@
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/cli/RunOptions.h"
 #include "runtime/comm/comm.h"
+#include "runtime/comm/job_identity.h"
 #include "runtime/cpu/threading.h"
 #ifdef HEIRETSU_HAVE_CUDA
 #include "runtime/cuda/cuda_backend.h"
@@ -238,6 +239,37 @@ std::string Throughput(double tokens_per_s) {
   return buf;
 }
 
+// What every rank of a job must agree on (comm::AgreeOnJob): the plan, by a hash of
+// its bytes and the values a message should name, and the run flags that shape the
+// training or the collectives (the save steps gather on every rank).
+comm::JobIdentity JobIdentityOf(const plan::LoadedPlan& loaded, const cli::RunOptions& o,
+                                const data::Dataset& dataset) {
+  const plan::fb::Plan& p = *loaded.plan;
+  char hash[24], lr[96];
+  std::snprintf(hash, sizeof hash, "%016llx",
+                static_cast<unsigned long long>(plan::Fnv1a64(loaded.bytes.data(), loaded.bytes.size())));
+  std::snprintf(lr, sizeof lr, "%.9g..%.9g warmup %lld decay %.9g clip %.9g", o.lr, o.min_lr,
+                static_cast<long long>(o.warmup), o.weight_decay, o.grad_clip);
+  const plan::fb::Mesh& m = *p.mesh();
+  return {
+      {"plan", std::string("fingerprint ") + hash},
+      {"model", "'" + (p.model() ? p.model()->str() : std::string()) + "'"},
+      {"mesh", "dp " + std::to_string(m.dp()) + " tp " + std::to_string(m.tp()) + " pp " +
+                   std::to_string(m.pp()) + " ep " + std::to_string(m.ep())},
+      {"micro-batch", std::to_string(p.micro_batch_size()) + " x " +
+                          std::to_string(p.microbatches()) + " microbatches"},
+      {"seq", std::to_string(p.seq())},
+      {"--seed", std::to_string(o.seed)},
+      {"--steps", std::to_string(o.steps)},
+      {"learning rate", lr},
+      {"data", std::to_string(dataset.num_tokens()) + " tokens in " +
+                   std::to_string(dataset.names().size()) + " shard(s)"},
+      {"checkpoints", o.save_dir.empty() ? "none" : "every " + std::to_string(o.save_every)},
+      {"--resume", o.resume.empty() ? "no" : "yes"},
+      {"--on-nonfinite", o.on_nonfinite + " (" + std::to_string(o.max_consecutive_skips) + ")"},
+  };
+}
+
 int Run(const cli::RunOptions& o) {
 #ifndef HEIRETSU_HAVE_CUDA
   if (o.backend == "cuda")
@@ -254,6 +286,8 @@ int Run(const cli::RunOptions& o) {
     if (env) me = *env;
   }
   const bool leader = me.rank == 0;  // logs, metrics and checkpoints
+  comm::JobEnvironment job_env;  // HEIRETSU_* variables, validated like flags
+  if (auto err = comm::ReadJobEnvironment(me.world_size > 1, &job_env)) return Fail(*err);
 
   struct stat st;
   if (::stat(o.plan_dir.c_str(), &st) != 0)
@@ -332,24 +366,24 @@ int Run(const cli::RunOptions& o) {
   // coordinates (plan.fbs gives the rule), connected in axis order on every rank.
   std::unique_ptr<comm::Communicator> groups[4];
   if (me.world_size > 1) {
-    const char* store = std::getenv("HEIRETSU_STORE");
-    if (!store || !*store)
-      return Fail(kExitBadInput,
-                  "a multi-rank run needs HEIRETSU_STORE, a directory shared by "
-                  "the ranks for rendezvous ('heiretsu run' sets it)");
+    // Every rank runs the same plan with the same flags, or none starts.
+    if (auto err = comm::AgreeOnJob(job_env, me.rank, me.world_size,
+                                    JobIdentityOf(loaded, o, dataset), [](const std::string& m) {
+                                      std::fprintf(stderr, "heiretsu-rank: %s\n", m.c_str());
+                                    }))
+      return Fail(*err);
     for (int axis : {plan::kAxisDp, plan::kAxisTp}) {
       if (coords.size[axis] == 1) continue;
       const std::vector<int> members = plan::GroupOf(mesh, me.rank, axis);
       comm::GlooOptions g;
-      g.store_dir = store;
+      g.store_dir = job_env.store;
       // Named by axis and first member: unique within the job.
       g.group = std::string(plan::AxisName(axis)) + "." + std::to_string(members[0]);
       g.rank = coords.coord[axis];
       g.size = coords.size[axis];
       // The address this rank listens on: loopback unless the job spans machines.
-      if (const char* addr = std::getenv("HEIRETSU_ADDR"); addr && *addr) g.hostname = addr;
-      if (const char* t = std::getenv("HEIRETSU_COMM_TIMEOUT_MS"))
-        g.timeout = std::chrono::milliseconds(std::max(1L, std::atol(t)));
+      g.hostname = job_env.address;
+      g.timeout = job_env.timeout;
       std::string error;
       groups[axis] = comm::ConnectGloo(g, &error);
       if (!groups[axis]) return Fail(kExitFailure, error);
