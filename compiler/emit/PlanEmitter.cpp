@@ -143,6 +143,7 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
       tokens, targets, loss, &units, &schedule, optimizer);
   fb::FinishSizePrefixedPlanBuffer(fbb, root);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  plan::SealPlan(&bytes); // the checksum trailer (runtime/plan/plan.h)
   // The emitter must produce what the runtime accepts: verify with its verifier.
   if (auto err = plan::VerifyPlan("<emitted plan>", bytes))
     return program.emitError("internal error: emitted plan does not verify: ") << *err;

@@ -18,7 +18,7 @@ struct EmitOptions {
 /// Serializes a memory-planned, scheduled program into the runtime's plan format
 /// (a size-prefixed FlatBuffer): its stage, the mesh of its module's
 /// `dist.mesh @world` (programs = pp), buffers, parameters with their splits,
-/// units and schedule. Fails (with a diagnostic) on a program without offsets, a
+/// units and schedule, then its checksum trailer (runtime/plan/plan.h). Fails (with a diagnostic) on a program without offsets, a
 /// schedule or a mesh, and on one the runtime's verifier refuses.
 mlir::LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
                              std::vector<uint8_t> &bytes);

@@ -30,6 +30,7 @@
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <csignal>
 #include <cstdio>
 #include <sys/stat.h>
 
@@ -110,6 +111,13 @@ int writeText(const cli::CompileOptions &opts,
     return kExitBadInput;
   }
   write(out.os());
+  out.os().flush();
+  // A reader that closed the pipe early (`| head`) wanted no more: not an error.
+  if (out.os().has_error() && out.os().error() == std::errc::broken_pipe) {
+    out.os().clear_error();
+    out.keep();
+    return 0;
+  }
   out.keep();
   return 0;
 }
@@ -177,11 +185,26 @@ int main(int argc, char **argv) {
     std::fputs(cli::CompileUsage(), stdout);
     return 0;
   }
+  // Writes to a closed pipe fail with EPIPE (handled where output is written)
+  // instead of killing the compiler with SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
   cli::CompileOptions opts;
   if (auto err = cli::ParseCompileOptions(args, &opts)) {
     std::fprintf(stderr, "heiretsu compile: error: %s\n%s", err->c_str(),
                  cli::CompileUsage());
     return kExitBadInput;
+  }
+  // The plan directory: a path that exists must be a directory (checked before the
+  // slow part, and a user's mistake, so exit 2).
+  if (opts.emit == "plan") {
+    struct stat st;
+    if (stat(opts.output.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+      std::fprintf(stderr,
+                   "heiretsu compile: error: -o %s: exists and is not a directory (--emit "
+                   "plan writes a plan directory; give a new path or a directory)\n",
+                   opts.output.c_str());
+      return kExitBadInput;
+    }
   }
   std::string path = resolveSpecPath(opts.spec);
   std::string text;

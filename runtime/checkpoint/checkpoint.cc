@@ -3,6 +3,7 @@
 #include "runtime/checkpoint/checkpoint.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,6 +63,21 @@ std::string Hex(uint64_t v) {
 }
 
 int64_t RoundUp(int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// How many of `n` floats are NaN or infinite; `*first` is the index of the first one.
+// Exponent bits all ones is exactly "not finite"; the loop vectorizes.
+int64_t CountNonFinite(const float* data, int64_t n, int64_t* first) {
+  int64_t count = 0;
+  *first = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, data + i, 4);
+    const bool bad = (bits & 0x7f800000u) == 0x7f800000u;
+    if (bad && *first < 0) *first = i;
+    count += bad;
+  }
+  return count;
+}
 
 // The streaming form of the checksum in checkpoint.h. Updates may split words anywhere;
 // the bytes of an incomplete word wait in `carry_`.
@@ -403,14 +419,24 @@ std::optional<DataError> VerifyComplete(const std::string& dir, int64_t dir_step
   data::InputFile in;
   if (auto err = OpenTensors(dir, m, &in)) return err;
   const std::string path = Join(dir, kTensorsName);
-  std::vector<unsigned char> buf(std::min(kChunkBytes, std::max<int64_t>(m.bytes, 1)));
+  // float-aligned chunks: every tensor starts at a multiple of 64 and the padding
+  // between them is zeros, so the whole file reads as floats for the finite check.
+  std::vector<float> buf(std::min(kChunkBytes, std::max<int64_t>(m.bytes, 4)) / 4);
   Checksum sum;
+  int64_t nonfinite = 0;
   for (int64_t done = 0; done < m.bytes;) {
-    const int64_t n = std::min<int64_t>(buf.size(), m.bytes - done);
+    const int64_t n = std::min<int64_t>(buf.size() * 4, m.bytes - done);
     if (auto err = ReadExactly(&in, path, buf.data(), n, &sum)) return err;
+    int64_t first;
+    nonfinite += CountNonFinite(buf.data(), n / 4, &first);
     done += n;
   }
-  return CheckSum(path, m, &sum);
+  if (auto err = CheckSum(path, m, &sum)) return err;
+  if (nonfinite > 0)
+    return BadInput(path + ": " + std::to_string(nonfinite) +
+                    " of its values are not finite (NaN or infinity): the checkpoint of a diverged "
+                    "run is never resumed");
+  return std::nullopt;
 }
 
 // The step of a directory named "step_" + at least 8 digits, or -1.
@@ -421,7 +447,36 @@ int64_t StepOfName(const std::string& name) {
   return ParseI64(name.substr(prefix.size()), &step) && CheckpointDirName(step) == name ? step : -1;
 }
 
+// The pid of a writer's temporary file NAME.tmp.PID.N (data::AtomicFile), or -1.
+pid_t TemporaryOwner(const std::string& name) {
+  const size_t tmp = name.rfind(".tmp.");
+  if (tmp == std::string::npos) return -1;
+  const std::string rest = name.substr(tmp + 5);
+  const size_t dot = rest.find('.');
+  int64_t pid, n;
+  if (dot == std::string::npos || !ParseI64(rest.substr(0, dot), &pid) ||
+      !ParseI64(rest.substr(dot + 1), &n) || pid < 1 || pid > INT32_MAX)
+    return -1;
+  return static_cast<pid_t>(pid);
+}
+
+bool ProcessAlive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+
 }  // namespace
+
+void RemoveStaleTemporaries(const std::string& root) {
+  std::error_code ec;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code dir_ec;
+    if (StepOfName(it->path().filename().string()) < 0 || !it->is_directory(dir_ec)) continue;
+    for (fs::directory_iterator f(it->path(), dir_ec), fend; !dir_ec && f != fend;
+         f.increment(dir_ec)) {
+      const pid_t owner = TemporaryOwner(f->path().filename().string());
+      if (owner > 0 && !ProcessAlive(owner)) ::unlink(f->path().c_str());
+    }
+    ::rmdir(it->path().c_str());  // only if nothing is left in it
+  }
+}
 
 const char* TensorKindName(TensorKind kind) {
   switch (kind) {
@@ -462,14 +517,22 @@ std::optional<DataError> SaveCheckpoint(const std::string& root, const Header& h
       return BadInput("parameter name '" + t.name +
                       "' cannot be stored in a checkpoint (it is empty or has blanks)");
   *dir = (fs::path(root) / CheckpointDirName(header.step)).string();
+  // Nothing is written from non-finite state: not even a directory, and an older
+  // checkpoint of this step stays as it is.
+  for (const Tensor& t : tensors) {
+    int64_t numel = 1, first;
+    for (int64_t d : t.shape) numel *= d;
+    if (const int64_t bad = CountNonFinite(t.data, numel, &first))
+      return Failure("not saving checkpoint " + *dir + ": tensor '" + t.name + "' (" +
+                     TensorKindName(t.kind) + ") holds " + std::to_string(bad) +
+                     " values that are not finite (the first at index " + std::to_string(first) +
+                     "); a checkpoint is never written from non-finite state");
+  }
+  RemoveStaleTemporaries(root);
   std::error_code ec;
   fs::create_directories(*dir, ec);
   if (ec) return Failure(*dir + ": cannot create directory: " + ec.message());
-  // An older checkpoint of this step loses its manifest before its tensors change, so
-  // that no crash can leave an old manifest beside new tensors.
   const std::string manifest_path = Join(*dir, kManifestName);
-  if (::unlink(manifest_path.c_str()) != 0 && errno != ENOENT)
-    return Failure(manifest_path + ": cannot replace: " + std::strerror(errno));
 
   data::AtomicFile bin;
   if (auto err = bin.Open(Join(*dir, kTensorsName))) return err;
@@ -487,10 +550,15 @@ std::optional<DataError> SaveCheckpoint(const std::string& root, const Header& h
     offset += pad;
     if (auto err = bin.Write(t.data, length)) return err;
     sum.Update(t.data, length);
+
     lines += "tensor " + t.name + " " + TensorKindName(t.kind) + " f32 " + ShapeText(t.shape) +
              " " + std::to_string(offset) + " " + std::to_string(length) + "\n";
     offset += length;
   }
+  // An older checkpoint of this step loses its manifest before its tensors change, so
+  // that no crash can leave an old manifest beside new tensors.
+  if (::unlink(manifest_path.c_str()) != 0 && errno != ENOENT)
+    return Failure(manifest_path + ": cannot replace: " + std::strerror(errno));
   if (auto err = bin.Commit()) return err;
 
   std::string text = "heiretsu-checkpoint " + std::to_string(kFormatVersion) + "\nmodel " +
@@ -514,27 +582,48 @@ std::optional<DataError> SaveCheckpoint(const std::string& root, const Header& h
   return SyncDir(root);
 }
 
-std::optional<DataError> FindLatestCheckpoint(const std::string& root, std::string* dir,
-                                              std::vector<std::string>* warnings) {
+namespace {
+
+// The checkpoints `root` names, newest first: `root` itself when it holds a manifest or
+// is named like one (step_NNNNNNNN), else its step_NNNNNNNN subdirectories. Each comes
+// with the step its name says (-1 for a root of another name).
+std::optional<DataError> Candidates(const std::string& root,
+                                    std::vector<std::pair<int64_t, std::string>>* out) {
   struct stat st;
-  if (::stat(Join(root, kManifestName).c_str(), &st) == 0) {
-    if (auto err = VerifyComplete(root, -1)) return err;
-    *dir = root;
-    return std::nullopt;
-  }
+  fs::path name = fs::path(root).lexically_normal();
+  if (name.filename().empty()) name = name.parent_path();  // "ROOT/step_N/"
+  const int64_t root_step = StepOfName(name.filename().string());
+  const bool has_manifest = ::stat(Join(root, kManifestName).c_str(), &st) == 0;
   if (::stat(root.c_str(), &st) != 0)
     return BadInput(root + ": cannot open checkpoint directory: " + std::strerror(errno));
   if (!S_ISDIR(st.st_mode)) return BadInput(root + ": not a directory");
-
-  std::vector<std::pair<int64_t, std::string>> candidates;
+  if (has_manifest || root_step >= 0) {
+    out->emplace_back(root_step, root);
+    return std::nullopt;
+  }
   std::error_code ec;
   for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
     const int64_t step = StepOfName(it->path().filename().string());
     std::error_code dir_ec;
-    if (step >= 0 && it->is_directory(dir_ec)) candidates.emplace_back(step, it->path().string());
+    if (step >= 0 && it->is_directory(dir_ec)) out->emplace_back(step, it->path().string());
   }
   if (ec) return BadInput(root + ": cannot list: " + ec.message());
-  std::sort(candidates.rbegin(), candidates.rend());
+  if (out->empty()) return BadInput(root + ": no checkpoint in it (no step_NNNNNNNN directory)");
+  std::sort(out->rbegin(), out->rend());
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<DataError> FindLatestCheckpoint(const std::string& root, std::string* dir,
+                                              std::vector<std::string>* warnings) {
+  std::vector<std::pair<int64_t, std::string>> candidates;
+  if (auto err = Candidates(root, &candidates)) return err;
+  if (candidates.size() == 1 && candidates[0].second == root) {
+    if (auto err = VerifyComplete(root, candidates[0].first)) return err;
+    *dir = root;
+    return std::nullopt;
+  }
   for (const auto& [step, path] : candidates) {
     std::optional<DataError> err = VerifyComplete(path, step);
     if (!err) {
@@ -543,10 +632,29 @@ std::optional<DataError> FindLatestCheckpoint(const std::string& root, std::stri
     }
     warnings->push_back("skipping " + err->message);
   }
-  if (candidates.empty())
-    return BadInput(root + ": no checkpoint in it (no step_NNNNNNNN directory)");
   return BadInput(root + ": no complete checkpoint in it (" + std::to_string(candidates.size()) +
                   " incomplete or corrupt)");
+}
+
+Status ResumeNewest(const std::string& root, const std::string& model,
+                    const std::vector<Tensor>& tensors, const AcceptCheckpoint& accept,
+                    std::string* dir, Header* header, std::vector<std::string>* skipped) {
+  std::vector<std::pair<int64_t, std::string>> candidates;
+  if (auto err = Candidates(root, &candidates)) return err;
+  for (const auto& [step, path] : candidates) {
+    Status err = VerifyComplete(path, step);
+    if (!err) err = LoadCheckpoint(path, model, tensors, header);
+    if (!err && accept) err = accept(path, *header);
+    if (!err) {
+      *dir = path;
+      return std::nullopt;
+    }
+    if (candidates.size() == 1 && path == root) return err;  // the one named: its reason
+    skipped->push_back("skipping " + err->message);
+  }
+  return BadInput(root + ": none of its " + std::to_string(candidates.size()) +
+                  " checkpoints can be resumed by this run (each is named above with the "
+                  "reason)");
 }
 
 std::optional<DataError> LoadCheckpoint(const std::string& dir, const std::string& model,
@@ -598,6 +706,12 @@ std::optional<DataError> LoadCheckpoint(const std::string& dir, const std::strin
     if (auto err = skip_to(e.offset)) return err;
     if (auto err = ReadExactly(&in, path, destination[i]->data, e.length, &sum)) return err;
     done += e.length;
+    int64_t first;
+    if (const int64_t bad = CountNonFinite(destination[i]->data, e.length / 4, &first))
+      return BadInput(path + ": tensor '" + e.name + "' (" + TensorKindName(e.kind) + ") holds " +
+                      std::to_string(bad) + " values that are not finite (the first at index " +
+                      std::to_string(first) + "): the checkpoint of a diverged run is never "
+                      "resumed");
   }
   if (auto err = skip_to(m.bytes)) return err;
   if (auto err = CheckSum(path, m, &sum)) return err;

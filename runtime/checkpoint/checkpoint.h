@@ -27,7 +27,9 @@
 //
 // Saving writes tensors.bin under a temporary name, syncs it and renames it, then does
 // the same with the manifest: the manifest's rename commits the checkpoint. A directory
-// without manifest.txt, or whose files do not match their checksums, is never loaded.
+// without manifest.txt, whose files do not match their checksums, or whose tensors
+// hold a NaN or an infinity (checked as the checksum is), is never loaded; state that
+// is not finite is never saved.
 //
 // Errors are returned, never printed, as data::DataError: kBadInput (a missing, corrupt
 // or mismatched checkpoint: exit 2) or kFailure (the system failed a write: exit 1).
@@ -35,10 +37,12 @@
 #define HEIRETSU_RUNTIME_CHECKPOINT_CHECKPOINT_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "runtime/base/error.h"
 #include "runtime/data/shards.h"
 #include "runtime/exec/executor.h"
 
@@ -80,9 +84,16 @@ std::string CheckpointDirName(int64_t step);
 // Writes the checkpoint of `header.step` under `root` (creating directories as needed)
 // and sets `*dir` to its directory. A complete checkpoint of the same step already there
 // is replaced; its manifest goes first, so a crash midway leaves it incomplete rather
-// than mixed.
+// than mixed. Refuses (kFailure, before anything is written) when any tensor holds a
+// NaN or an infinity: a checkpoint is never written from non-finite state.
 std::optional<data::DataError> SaveCheckpoint(const std::string& root, const Header& header,
                                               const std::vector<Tensor>& tensors, std::string* dir);
+
+// Removes what writers that died left under `root`: in every step_NNNNNNNN directory,
+// the temporary files NAME.tmp.PID.N of processes that no longer exist, then the
+// directory itself if that leaves it empty. SaveCheckpoint calls it before each save;
+// files of live writers are never touched.
+void RemoveStaleTemporaries(const std::string& root);
 
 // Sets `*dir` to the newest complete checkpoint under `root` (its manifest parses, its
 // tensors.bin has the size and checksum the manifest says); `root` may also be a
@@ -90,6 +101,23 @@ std::optional<data::DataError> SaveCheckpoint(const std::string& root, const Hea
 // to `*warnings` saying why. Fails when `root` is unreadable or holds no complete one.
 std::optional<data::DataError> FindLatestCheckpoint(const std::string& root, std::string* dir,
                                                     std::vector<std::string>* warnings);
+
+// Whether the run can continue from checkpoint `dir` with `header` (the run's global
+// batch and sequence length, say); nullopt: it can.
+using AcceptCheckpoint = std::function<Status(const std::string& dir, const Header& header)>;
+
+// Resume's one rule: loads into `tensors` the newest checkpoint under `root` that this
+// run can resume, i.e. complete (its manifest is there), intact (sizes and checksums),
+// finite (no NaN or infinity), matching the plan (model, tensors and shapes, as
+// LoadCheckpoint checks) and accepted by `accept` (may be empty). Every newer one is
+// skipped, with a line in `*skipped` saying why; so damaged and mismatched checkpoints
+// are treated alike: passed over for an older one. `root` may be one checkpoint
+// (holding a manifest, or named step_NNNNNNNN): then it is the only candidate and its
+// own error is returned. Sets `*dir` and `*header`; fails (kBadInput) when nothing
+// under `root` can be resumed.
+Status ResumeNewest(const std::string& root, const std::string& model,
+                    const std::vector<Tensor>& tensors, const AcceptCheckpoint& accept,
+                    std::string* dir, Header* header, std::vector<std::string>* skipped);
 
 // Reads the checkpoint in `dir` into `tensors` and sets `*header`. Before reading any
 // tensor it checks that the model is `model`, that the checkpoint holds exactly these

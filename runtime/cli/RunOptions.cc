@@ -13,6 +13,7 @@ constexpr const char* kFlags[] = {
     "--data",         "--steps",      "--lr",     "--min-lr",    "--warmup",
     "--weight-decay", "--grad-clip",  "--seed",   "--backend",   "--metrics",
     "--save-dir",     "--save-every", "--resume", "--log-every", "--cache-dir",
+    "--on-nonfinite", "--max-consecutive-skips",
 };
 
 constexpr int64_t kMaxCount = (int64_t{1} << 31) - 1;
@@ -95,6 +96,7 @@ const char* RunUsage() {
          "           [--warmup N] [--weight-decay X] [--grad-clip X] [--seed S]\n"
          "           [--backend cpu|cuda] [--metrics FILE.jsonl] [--save-dir DIR]\n"
          "           [--save-every N] [--resume DIR] [--log-every N] [--cache-dir DIR]\n"
+         "           [--on-nonfinite fail|skip] [--max-consecutive-skips N]\n"
          "\n"
          "  --data PATH        a token shard or a directory of shards (*.bin, llm.c format);\n"
          "                     default: the byte-tokenized licence texts, cached\n"
@@ -111,7 +113,14 @@ const char* RunUsage() {
          "  --resume DIR       continue from the newest complete checkpoint in DIR\n"
          "  --log-every N      print a progress line every N steps (default 10)\n"
          "  --cache-dir DIR    heiretsu's cache; the default corpus goes to DIR/corpus-byte\n"
-         "                     (default $XDG_CACHE_HOME/heiretsu or ~/.cache/heiretsu)\n";
+         "                     (default $XDG_CACHE_HOME/heiretsu or ~/.cache/heiretsu)\n"
+         "  --on-nonfinite fail|skip\n"
+         "                     a step whose loss or gradient norm is not finite is never\n"
+         "                     applied; fail: stop the run (exit 1, the default); skip:\n"
+         "                     skip the step, count it and go on\n"
+         "  --max-consecutive-skips N\n"
+         "                     with skip, fail after more than N skipped steps in a row\n"
+         "                     (default 5)\n";
 }
 
 std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args, RunOptions* out) {
@@ -147,6 +156,11 @@ std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
     } else if (a == "--backend") {
       if (v != "cpu" && v != "cuda") err = "--backend: expected cpu|cuda, got '" + v + "'";
       out->backend = v;
+    } else if (a == "--on-nonfinite") {
+      if (v != "fail" && v != "skip") err = "--on-nonfinite: expected fail|skip, got '" + v + "'";
+      out->on_nonfinite = v;
+    } else if (a == "--max-consecutive-skips") {
+      err = ParseCount(a, v, 0, &out->max_consecutive_skips);
     } else if (a == "--save-every") {
       err = ParseCount(a, v, 1, &out->save_every);
     } else if (a == "--log-every") {

@@ -32,6 +32,12 @@ struct RunOptions {
   // heiretsu's cache (the default corpus goes to DIR/corpus-byte); empty:
   // $XDG_CACHE_HOME/heiretsu or ~/.cache/heiretsu.
   std::string cache_dir;
+  // A step whose loss or global gradient norm is not finite never updates the
+  // model. "fail" (the default): the run stops there, exit 1. "skip": the step is
+  // skipped (counted and reported) and the run goes on, unless more than
+  // max_consecutive_skips steps in a row are skipped (then it fails as above).
+  std::string on_nonfinite = "fail";
+  int64_t max_consecutive_skips = 5;
 };
 
 // Parses `args` (the words after `run`: PLAN_DIR and flags). On a bad flag or value

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/base/env.h"
 #include "runtime/cli/CompileOptions.h"
 #include "runtime/cli/RunOptions.h"
 #include "runtime/launch/launcher.h"
@@ -174,8 +175,9 @@ int Train(const std::vector<std::string>& args) {
 
   const bool temporary = plan_dir.empty();
   if (temporary) {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp && tmp[0] ? tmp : "/tmp") + "/heiretsu-plan-XXXXXX";
+    std::string tmp = "/tmp";
+    if (auto err = heiretsu::env::Directory("TMPDIR", &tmp)) return BadInput("train: " + err->message);
+    std::string tmpl = tmp + "/heiretsu-plan-XXXXXX";
     if (!mkdtemp(tmpl.data())) {
       std::fprintf(stderr, "heiretsu: train: cannot create a temporary plan directory %s: %s\n",
                    tmpl.c_str(), std::strerror(errno));

@@ -113,6 +113,15 @@ std::optional<std::string> Executor::RunUnit(const plan::ScheduledRun& run,
       if (run.last) StartBucket(instr);  // the gradients are complete only now
       continue;
     }
+    if (instr.op == fb::Op_ClipAndAdamW && !scalars_.clip_ready) {
+      // The norm is complete (and global) before the first update: nothing is
+      // applied from a non-finite one.
+      if (auto err = CompleteGradNorm()) return err;
+      if (!std::isfinite(scalars_.grad_norm_sq)) {
+        nonfinite_norm_ = true;
+        return std::nullopt;
+      }
+    }
     if (auto err = Run(instr, scalars_)) {
       FinishBuckets();
       return err;
@@ -156,13 +165,24 @@ std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const Step
     if (auto err = pp->AllReduce(&loss, 1, comm::ReduceOp::kSum)) return err;
     result->loss = loss;
   }
-  if (!std::isfinite(result->loss))
-    return "loss is " + std::to_string(result->loss) + " at step " + std::to_string(options.step);
+  result->nonfinite = false;
+  result->grad_norm = std::nan("");
+  if (!std::isfinite(result->loss)) {
+    result->nonfinite = true;
+    return std::nullopt;
+  }
   scalars_ = StepScalars{options.lr, options.weight_decay, options.grad_clip, options.step};
+  nonfinite_norm_ = false;
   double unused = 0;
-  for (const plan::ScheduledRun& run : schedule_)
-    if (!plan::PerMicrobatch(run.unit->kind()))
-      if (auto err = RunUnit(run, nullptr, &unused)) return err;
+  for (const plan::ScheduledRun& run : schedule_) {
+    if (plan::PerMicrobatch(run.unit->kind())) continue;
+    if (auto err = RunUnit(run, nullptr, &unused)) return err;
+    if (nonfinite_norm_) {  // nothing was applied; every rank saw the same norm
+      result->grad_norm = std::sqrt(scalars_.grad_norm_sq);
+      result->nonfinite = true;
+      return std::nullopt;
+    }
+  }
   result->grad_norm = std::sqrt(scalars_.grad_norm_sq);
   return std::nullopt;
 }
@@ -184,15 +204,6 @@ std::optional<std::string> Executor::Run(const plan::Instruction& instr, StepSca
       return PointToPoint(instr);
     default:
       break;
-  }
-  if (instr.op == fb::Op_ClipAndAdamW && !scalars.clip_ready) {
-    // Each pipeline stage's grad_norm_sq instructions summed its own parameters'
-    // gradients: the global norm, and so the clipping, sums over pp first.
-    if (comm::Communicator* pp = comms_[plan::kAxisPp]; pp && pp->size() > 1) {
-      float part = static_cast<float>(scalars.grad_norm_sq);
-      if (auto err = pp->AllReduce(&part, 1, comm::ReduceOp::kSum)) return err;
-      scalars.grad_norm_sq = part;
-    }
   }
   // The clock is read only while profiling: this runs for every instruction.
   const auto t0 = profiling_ ? std::chrono::steady_clock::now()
@@ -216,6 +227,17 @@ std::optional<std::string> Executor::Run(const plan::Instruction& instr, StepSca
     op_seconds_[instr.op] +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return err;
+}
+
+// Each pipeline stage's grad_norm_sq instructions summed its own parameters'
+// gradients: the global norm, and so the clipping, sums over pp first.
+std::optional<std::string> Executor::CompleteGradNorm() {
+  if (comm::Communicator* pp = comms_[plan::kAxisPp]; pp && pp->size() > 1) {
+    float part = static_cast<float>(scalars_.grad_norm_sq);
+    if (auto err = pp->AllReduce(&part, 1, comm::ReduceOp::kSum)) return err;
+    scalars_.grad_norm_sq = part;
+  }
+  return std::nullopt;
 }
 
 comm::Communicator* Executor::Comm(int64_t axis, const char* what, std::string* error) const {

@@ -38,7 +38,12 @@ struct StepOptions {
 
 struct StepResult {
   double loss = 0;       // mean over microbatches (and data-parallel ranks)
-  double grad_norm = 0;  // global L2 norm before clipping
+  double grad_norm = 0;  // global L2 norm before clipping (NaN when not computed)
+  // The loss or the global gradient norm was not finite, so the update was not
+  // applied: parameters and AdamW moments are those before the step. Both values
+  // are global (averaged or summed over the groups), so every rank of the job
+  // reaches the same verdict and skips the same collectives.
+  bool nonfinite = false;
 };
 
 // Fills the token and target ids (micro_batch_size x seq each) of microbatch `m`;
@@ -60,7 +65,10 @@ class Executor {
   void InitializeParameters(uint64_t seed);
 
   // Execute one optimizer step. Returns an error message for bad data (a token id
-  // outside the vocabulary) or a non-finite loss.
+  // outside the vocabulary) or a failed collective. A non-finite loss or gradient
+  // norm is not an error: it is caught before the first AdamW update runs, the
+  // update stream stops there, and `result->nonfinite` says so (the caller's
+  // policy decides what follows).
   std::optional<std::string> Step(const FillMicrobatch& fill, const StepOptions& options,
                                   StepResult* result);
 

@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <initializer_list>
@@ -31,6 +32,8 @@
 #include <tuple>
 #include <utility>
 #include <vector>
+
+#include "runtime/base/env.h"
 
 extern char** environ;
 
@@ -53,6 +56,8 @@ constexpr int kDrainReads = 16;
 constexpr std::chrono::milliseconds kLateOutput(1000);
 // The signals that stop the job when the launcher receives them.
 constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
+// A job directory is heiretsu-job-PID-XXXXXX, PID the launcher's.
+constexpr char kJobDirPrefix[] = "heiretsu-job-";
 
 using Clock = std::chrono::steady_clock;
 
@@ -302,9 +307,11 @@ class Job {
     return "";
   }
 
-  // The first failure: says so once and stops the job.
+  // The first failure: says so once, names the ranks that are alive but stopped (the
+  // likely reason a peer's collective timed out), and stops the job.
   void Fail(const std::string& message, int exit_code) {
     Say(spec_.err_fd, message + "; stopping the job");
+    NameStoppedRanks();
     exit_code_ = exit_code;
     Stop(SIGTERM);
   }
@@ -325,7 +332,10 @@ class Job {
         Kill();
         late_output_deadline = Clock::now() + kLateOutput;
       }
-      if (stopping_ && !killed_ && Clock::now() >= kill_deadline_) Kill();
+      if (stopping_ && !killed_ && Clock::now() >= kill_deadline_) {
+        NameSilentRanks();
+        Kill();
+      }
 
       fds.assign(1, pollfd{watch->read_fd(), POLLIN, 0});
       streams.assign(1, nullptr);
@@ -369,6 +379,56 @@ class Job {
   }
 
  private:
+  // Alive (not exited) ranks whose process is stopped: SIGSTOP, a terminal stop, or
+  // a debugger. Such a rank is silent to its peers without having failed.
+  void NameStoppedRanks() {
+    for (size_t r = 0; r < workers_.size(); ++r) {
+      const Worker& w = workers_[r];
+      if (w.exited) continue;
+      const char state = ProcessState(w.pid);
+      if (state == 'T' || state == 't')
+        Say(spec_.err_fd, "rank " + std::to_string(r) + " (pid " + std::to_string(w.pid) +
+                              ") is alive but stopped (state " + std::string(1, state) +
+                              ": SIGSTOP, or held by a debugger): it stopped answering its "
+                              "peers");
+    }
+  }
+
+  // At the end of the grace: the ranks that did not exit after SIGTERM, alive but
+  // silent (stopped, or stuck where a signal cannot reach them).
+  void NameSilentRanks() {
+    std::vector<int> silent;
+    for (size_t r = 0; r < workers_.size(); ++r)
+      if (!workers_[r].exited) silent.push_back(static_cast<int>(r));
+    if (silent.empty()) return;
+    std::string list;
+    for (size_t i = 0; i < silent.size(); ++i) {
+      const char state = ProcessState(workers_[silent[i]].pid);
+      list += (i ? ", " : "") + std::to_string(silent[i]) +
+              (state == 'T' || state == 't' ? " (stopped)" : "");
+    }
+    Say(spec_.err_fd, std::string(silent.size() == 1 ? "rank " : "ranks ") + list +
+                          " did not exit within " + std::to_string(spec_.kill_grace_ms) +
+                          " ms of being told to stop; killing " +
+                          (silent.size() == 1 ? "it" : "them"));
+  }
+
+  // The state letter of /proc/PID/stat (R, S, D, T, t, Z, ...), or '?'.
+  static char ProcessState(pid_t pid) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return '?';
+    char buf[512];
+    const ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return '?';
+    buf[n] = '\0';
+    // "pid (comm) S ...": the command may hold blanks and parentheses; the last ')' ends it.
+    const char* end = std::strrchr(buf, ')');
+    return end != nullptr && end[1] == ' ' && end[2] != '\0' ? end[2] : '?';
+  }
+
   static void CloseAll(std::initializer_list<int> fds) {
     for (int fd : fds) close(fd);
   }
@@ -570,6 +630,25 @@ bool ParseCount(const char* text, int* out) {
 
 }  // namespace
 
+void RemoveStaleJobDirectories(const std::string& root) {
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(root, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(kJobDirPrefix, 0) != 0) continue;
+    const std::string rest = name.substr(std::strlen(kJobDirPrefix));
+    const size_t dash = rest.find('-');
+    int pid = 0;
+    if (dash == std::string::npos || !ParseCount(rest.substr(0, dash).c_str(), &pid) || pid < 1)
+      continue;  // not ours, or from before the pid was in the name
+    std::error_code type_ec;
+    if (it->is_symlink(type_ec) || !it->is_directory(type_ec)) continue;
+    if (kill(pid, 0) == 0 || errno == EPERM) continue;  // its launcher is alive
+    std::error_code rm_ec;
+    std::filesystem::remove_all(it->path(), rm_ec);
+  }
+}
+
 int LaunchJob(const LaunchSpec& spec) {
   if (spec.world_size < 1) {
     Say(spec.err_fd, "world size " + std::to_string(spec.world_size) + " is not at least 1");
@@ -581,10 +660,15 @@ int LaunchJob(const LaunchSpec& spec) {
   }
   std::string root = spec.temp_root;
   if (root.empty()) {
-    const char* tmpdir = getenv("TMPDIR");
-    root = tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp";
+    root = "/tmp";
+    if (Status err = env::Directory("TMPDIR", &root)) {
+      Say(spec.err_fd, err->message);
+      return kExitBadInput;
+    }
   }
-  std::string dir = root + "/heiretsu-job-XXXXXX";
+  RemoveStaleJobDirectories(root);
+  // The launcher's pid in the name says whose it is (RemoveStaleJobDirectories).
+  std::string dir = root + "/" + kJobDirPrefix + std::to_string(getpid()) + "-XXXXXX";
   if (mkdtemp(dir.data()) == nullptr) {
     Say(spec.err_fd, "cannot create a job directory in " + root + ": " + ErrnoText(errno));
     return kExitFailure;

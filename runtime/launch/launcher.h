@@ -32,8 +32,10 @@ struct LaunchSpec {
   std::string program;            // path of the worker executable; PATH is not searched
   std::vector<std::string> args;  // its arguments (argv[1]...)
   int world_size = 1;
-  // Where the job's directory (heiretsu-job-XXXXXX, holding the rendezvous store) is
-  // made; empty: $TMPDIR, else /tmp. The job's directory is removed when the job ends.
+  // Where the job's directory (heiretsu-job-PID-XXXXXX, PID the launcher's, holding
+  // the rendezvous store) is made; empty: $TMPDIR (which must then be a directory:
+  // exit 2 otherwise), else /tmp. The job's directory is removed when the job ends,
+  // and those of launchers that died are removed when the next job starts.
   std::string temp_root;
   // After the first failure (or a forwarded signal) the other ranks get this long to
   // exit before SIGKILL. 5 s, so that with detection and delivery every process is gone
@@ -55,7 +57,12 @@ struct LaunchSpec {
 // non-zero code or by a signal, one line says so on err_fd, e.g.
 //   heiretsu: rank 1 exited with code 3; stopping the job
 //   heiretsu: rank 2 was killed by signal 9 (Killed); stopping the job
-// and the others get SIGTERM, then SIGKILL after kill_grace_ms. SIGINT, SIGTERM or SIGHUP
+// followed by a line naming each other rank that is alive but stopped (SIGSTOP, a
+// debugger), the usual reason a peer's collective timed out, e.g.
+//   heiretsu: rank 1 (pid 4242) is alive but stopped (state T: ...): it stopped
+//             answering its peers
+// and the others get SIGTERM, then SIGKILL after kill_grace_ms; the ranks still alive
+// then are named ("rank 1 (stopped) did not exit within 5000 ms ..."). SIGINT, SIGTERM or SIGHUP
 // to the launcher are forwarded to the workers, which then get the same grace; a second
 // such signal kills them at once. Every worker is reaped before LaunchJob returns.
 //
@@ -63,6 +70,12 @@ struct LaunchSpec {
 // runs (the previous ones come back afterwards), so one job runs at a time per process,
 // and nothing else in the process may reap children it did not start (waitpid(-1)).
 int LaunchJob(const LaunchSpec& spec);
+
+// Removes the job directories heiretsu-job-PID-* under `root` whose launcher PID is no
+// longer alive (a launcher killed by SIGKILL cannot remove its own). LaunchJob calls it
+// before each job; directories of live launchers, and names of any other form, are
+// never touched.
+void RemoveStaleJobDirectories(const std::string& root);
 
 // A worker's place in its job, as its launcher described it.
 struct RankEnv {

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 
@@ -312,17 +313,42 @@ int64_t NumElements(const fb::Buffer& buffer) {
   return n;
 }
 
+uint64_t Fnv1a64(const uint8_t* data, size_t size) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < size; ++i) h = (h ^ data[i]) * 0x100000001b3ull;
+  return h;
+}
+
+void SealPlan(std::vector<uint8_t>* bytes) {
+  const uint64_t sum = Fnv1a64(bytes->data(), bytes->size());
+  for (size_t k = 0; k < kPlanTrailerBytes; ++k) bytes->push_back(static_cast<uint8_t>(sum >> (8 * k)));
+}
+
 std::optional<std::string> VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes) {
   // Layout: a 4-byte little-endian length, then the FlatBuffer, whose identifier
-  // "HRPL" (the magic) sits at byte 8.
+  // "HRPL" (the magic) sits at byte 8, then the 8-byte checksum trailer.
   if (bytes.size() < 12) return path + ": not a heiretsu plan (only " + std::to_string(bytes.size()) + " bytes)";
   if (!flatbuffers::BufferHasIdentifier(bytes.data(), fb::PlanIdentifier(), true))
     return path + ": not a heiretsu plan (bad magic; expected \"HRPL\" at byte 8)";
-  uint64_t length = flatbuffers::ReadScalar<uint32_t>(bytes.data());
-  if (length + 4 != bytes.size())
-    return path + ": truncated or padded plan: it declares " + std::to_string(length + 4) +
-           " bytes, the file has " + std::to_string(bytes.size());
-  flatbuffers::Verifier verifier(bytes.data(), bytes.size());
+  const uint64_t length = flatbuffers::ReadScalar<uint32_t>(bytes.data());
+  if (length + 4 == bytes.size())
+    return path + ": plan without a checksum trailer (written by a heiretsu that did not "
+                  "checksum plan files): recompile the spec";
+  if (length + 4 + kPlanTrailerBytes != bytes.size())
+    return path + ": truncated or padded plan: it declares " +
+           std::to_string(length + 4 + kPlanTrailerBytes) + " bytes (with its checksum), the file has " +
+           std::to_string(bytes.size());
+  const size_t body = bytes.size() - kPlanTrailerBytes;
+  uint64_t stated = 0;
+  for (size_t k = 0; k < kPlanTrailerBytes; ++k) stated |= uint64_t{bytes[body + k]} << (8 * k);
+  const uint64_t computed = Fnv1a64(bytes.data(), body);
+  if (computed != stated) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "checksum %016llx of its bytes does not match %016llx in its trailer",
+                  static_cast<unsigned long long>(computed), static_cast<unsigned long long>(stated));
+    return path + ": corrupt plan: " + buf + " (recompile the spec, or copy the file again)";
+  }
+  flatbuffers::Verifier verifier(bytes.data(), body);
   if (!fb::VerifySizePrefixedPlanBuffer(verifier))
     return path + ": corrupt plan (the FlatBuffers structure does not verify)";
   return Checker(path, *fb::GetSizePrefixedPlan(bytes.data())).Run();

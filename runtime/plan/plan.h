@@ -40,12 +40,24 @@ std::vector<ScheduledRun> ScheduleOf(const fb::Plan& plan);
 bool PerMicrobatch(fb::UnitKind kind);
 
 // A plan file is a size-prefixed FlatBuffer (FinishSizePrefixedPlanBuffer), so a
-// truncated file is recognized as such.
+// truncated file is recognized as such, followed by an 8-byte trailer: the 64-bit
+// FNV-1a hash (offset basis 0xcbf29ce484222325, prime 0x100000001b3, over bytes),
+// little-endian, of every byte before it. FNV-1a changes with any change of one byte,
+// so every single-byte corruption is refused before the contents are believed.
+inline constexpr size_t kPlanTrailerBytes = 8;
 struct LoadedPlan {
   std::string path;
   std::vector<uint8_t> bytes;  // owns the buffer `plan` points into
   const fb::Plan* plan = nullptr;
 };
+
+// The 64-bit FNV-1a hash of `size` bytes (the plan trailer's checksum; also the
+// plan's fingerprint at rendezvous).
+uint64_t Fnv1a64(const uint8_t* data, size_t size);
+
+// Appends the trailer to a finished size-prefixed FlatBuffer: what a plan writer does
+// last (the compiler's emitter, tests that build plans).
+void SealPlan(std::vector<uint8_t>* bytes);
 
 // Reads `path` and verifies it. On failure returns the message (naming the file).
 std::optional<std::string> LoadPlan(const std::string& path, LoadedPlan* out);
@@ -59,7 +71,7 @@ std::optional<std::string> LoadPlanDirectory(const std::string& dir, std::vector
 // Whether a program has this input or output (plan.fbs: tokens, targets, loss).
 inline bool Has(uint32_t buffer) { return buffer != 0xFFFFFFFFu; }
 
-// The verification alone, for a plan already in memory.
+// The verification alone, for a plan file's bytes (the trailer included) in memory.
 std::optional<std::string> VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes);
 
 // A rank's coordinate on each mesh axis (indexed by MeshAxis: dp, pp, tp, ep) and

@@ -9,6 +9,7 @@
 
 #include "runtime/base/error.h"
 #include "runtime/comm/comm.h"
+#include "runtime/comm/job_identity.h"
 #include "runtime/exec/executor.h"
 #include "runtime/plan/ops.h"
 
@@ -19,10 +20,11 @@ struct Groups {
   comm::Communicator* get(int a) const { return axis[a].get(); }
 };
 
-// Connects every group of `rank` in `mesh` (nothing for a world of one) and sets
-// them on `executor`. Reads HEIRETSU_STORE (required for more than one rank),
-// HEIRETSU_ADDR and HEIRETSU_COMM_TIMEOUT_MS.
-Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, exec::Executor* executor, Groups* out);
+// Connects every group of `rank` in `mesh` (nothing for a world of one) through the
+// job's store, address and timeout (validated: comm/job_identity.h) and sets them
+// on `executor`.
+Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, const comm::JobEnvironment& env,
+                     exec::Executor* executor, Groups* out);
 
 }  // namespace heiretsu::rank
 

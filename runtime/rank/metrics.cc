@@ -45,10 +45,10 @@ Status MetricsWriter::Write(const StepMetrics& m) {
   std::snprintf(loss_hex, sizeof loss_hex, "%a", m.loss);
   std::fprintf(file_.get(),
                "{\"step\":%lld,\"loss\":%s,\"loss_hex\":\"%s\",\"lr\":%s,\"grad_norm\":%s,"
-               "\"tokens_per_s\":%s,\"step_ms\":%s}\n",
+               "\"tokens_per_s\":%s,\"step_ms\":%s%s}\n",
                static_cast<long long>(m.step), JsonNumber(m.loss, "%.17g").c_str(), loss_hex,
                JsonNumber(m.lr, "%.9g").c_str(), JsonNumber(m.grad_norm, "%.9g").c_str(),
-               JsonNumber(m.tokens_per_s, "%.6g").c_str(), JsonNumber(m.step_ms, "%.6g").c_str());
+               JsonNumber(m.tokens_per_s, "%.6g").c_str(), JsonNumber(m.step_ms, "%.6g").c_str(), m.skipped ? ",\"skipped\":true" : "");
   if (std::fflush(file_.get()) != 0 || std::ferror(file_.get()))
     return Error::Failure(path_ + ": cannot write: " + std::strerror(errno));
   return std::nullopt;

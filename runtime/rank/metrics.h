@@ -1,6 +1,7 @@
 // The metrics of a run (docs/architecture.md): one JSON object per step, written by
 // rank 0, with step, loss, loss_hex (the loss's exact bits, for bit-identity
-// checks), lr, grad_norm, tokens_per_s and step_ms; and the human progress line.
+// checks), lr, grad_norm, tokens_per_s and step_ms (and "skipped": true on a step not applied
+// because its loss or gradient norm was not finite); and the human progress line.
 #ifndef HEIRETSU_RUNTIME_RANK_METRICS_H_
 #define HEIRETSU_RUNTIME_RANK_METRICS_H_
 
@@ -20,6 +21,7 @@ struct StepMetrics {
   double grad_norm = 0;
   double tokens_per_s = 0;
   double step_ms = 0;
+  bool skipped = false;  // not applied: a non-finite loss or gradient norm
 };
 
 class MetricsWriter {

@@ -30,6 +30,7 @@
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/cli/RunOptions.h"
 #include "runtime/comm/comm.h"
+#include "runtime/comm/job_identity.h"
 #include "runtime/cpu/threading.h"
 #ifdef HEIRETSU_HAVE_CUDA
 #include "runtime/cuda/cuda_backend.h"
@@ -37,6 +38,7 @@
 #include "runtime/data/prepare.h"
 #include "runtime/data/shards.h"
 #include "runtime/exec/executor.h"
+#include "runtime/exec/nonfinite.h"
 #include "runtime/launch/launcher.h"
 #include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
@@ -101,6 +103,41 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Datase
   return 0;
 }
 
+// What every rank of a job must agree on (comm::AgreeOnJob): the plan, by a hash of
+// its programs' bytes and the values a message should name, and the run flags that shape the
+// training or the collectives (the save steps gather on every rank).
+comm::JobIdentity JobIdentityOf(const std::vector<plan::LoadedPlan>& programs,
+                                const cli::RunOptions& o, const data::Dataset& dataset) {
+  const plan::fb::Plan& p = *programs[0].plan;
+  // Of every program of the directory: the ranks of every stage must agree.
+  std::vector<uint8_t> all;
+  for (const plan::LoadedPlan& program : programs)
+    all.insert(all.end(), program.bytes.begin(), program.bytes.end());
+  char hash[24], lr[96];
+  std::snprintf(hash, sizeof hash, "%016llx",
+                static_cast<unsigned long long>(plan::Fnv1a64(all.data(), all.size())));
+  std::snprintf(lr, sizeof lr, "%.9g..%.9g warmup %lld decay %.9g clip %.9g", o.lr, o.min_lr,
+                static_cast<long long>(o.warmup), o.weight_decay, o.grad_clip);
+  const plan::fb::Mesh& m = *p.mesh();
+  return {
+      {"plan", std::string("fingerprint ") + hash},
+      {"model", "'" + (p.model() ? p.model()->str() : std::string()) + "'"},
+      {"mesh", "dp " + std::to_string(m.dp()) + " tp " + std::to_string(m.tp()) + " pp " +
+                   std::to_string(m.pp()) + " ep " + std::to_string(m.ep())},
+      {"micro-batch", std::to_string(p.micro_batch_size()) + " x " +
+                          std::to_string(p.microbatches()) + " microbatches"},
+      {"seq", std::to_string(p.seq())},
+      {"--seed", std::to_string(o.seed)},
+      {"--steps", std::to_string(o.steps)},
+      {"learning rate", lr},
+      {"data", std::to_string(dataset.num_tokens()) + " tokens in " +
+                   std::to_string(dataset.names().size()) + " shard(s)"},
+      {"checkpoints", o.save_dir.empty() ? "none" : "every " + std::to_string(o.save_every)},
+      {"--resume", o.resume.empty() ? "no" : "yes"},
+      {"--on-nonfinite", o.on_nonfinite + " (" + std::to_string(o.max_consecutive_skips) + ")"},
+  };
+}
+
 int Run(const cli::RunOptions& o) {
 #ifndef HEIRETSU_HAVE_CUDA
   if (o.backend == "cuda")
@@ -117,6 +154,8 @@ int Run(const cli::RunOptions& o) {
     if (env) me = *env;
   }
   const bool leader = me.rank == 0;  // logs, metrics and checkpoints
+  comm::JobEnvironment job_env;  // HEIRETSU_* variables, validated like flags
+  if (auto err = comm::ReadJobEnvironment(me.world_size > 1, &job_env)) return Fail(*err);
 
   // Every program of the plan directory; this rank runs the one of its stage.
   std::vector<plan::LoadedPlan> programs;
@@ -182,8 +221,16 @@ int Run(const cli::RunOptions& o) {
   }
 #endif
   exec::Executor executor(loaded, std::move(backend), me.rank);
+  if (me.world_size > 1) {
+    // Every rank runs the same plan with the same flags, or none starts.
+    if (auto err = comm::AgreeOnJob(job_env, me.rank, me.world_size,
+                                    JobIdentityOf(programs, o, dataset), [](const std::string& m) {
+                                      std::fprintf(stderr, "heiretsu-rank: %s\n", m.c_str());
+                                    }))
+      return Fail(*err);
+  }
   rank::Groups groups;
-  if (auto err = rank::ConnectGroups(mesh, me.rank, &executor, &groups)) return Fail(*err);
+  if (auto err = rank::ConnectGroups(mesh, me.rank, job_env, &executor, &groups)) return Fail(*err);
   std::vector<checkpoint::Tensor> state = checkpoint::TrainingState(&executor);
   // Split tensors (blocks over mesh axes, ZeRO-1 moment shards) are saved and loaded
   // as logical tensors through host copies, gathered from every rank before a save
@@ -193,28 +240,29 @@ int Run(const cli::RunOptions& o) {
   uint64_t seed = o.seed;
   int64_t first_step = 1;
   if (!o.resume.empty()) {
+    // One rule (README, "Reliability"): the newest checkpoint this run can resume is
+    // loaded; newer ones, damaged or mismatched alike, are skipped and named.
     std::string dir;
-    std::vector<std::string> warnings;
-    std::optional<data::DataError> err =
-        checkpoint::FindLatestCheckpoint(o.resume, &dir, &warnings);
-    for (const std::string& w : warnings)
-      std::fprintf(stderr, "heiretsu-rank: warning: %s\n", w.c_str());
-    if (err) return Fail(*err);
+    std::vector<std::string> skipped;
     checkpoint::Header header;
-    if (auto load_err = checkpoint::LoadCheckpoint(dir, model, state, &header))
-      return Fail(*load_err);
+    auto same_batch = [&](const std::string& d, const checkpoint::Header& h) -> Status {
+      if (h.global_batch == global_batch && h.seq == seq) return std::nullopt;
+      return Error::BadInput(d + ": comes from a run of global batch " +
+                             std::to_string(h.global_batch) + " x seq " + std::to_string(h.seq) +
+                             ", this plan has " + std::to_string(global_batch) + " x " +
+                             std::to_string(seq) + ": its data position would not carry over");
+    };
+    Status err =
+        checkpoint::ResumeNewest(o.resume, model, state, same_batch, &dir, &header, &skipped);
+    for (const std::string& w : skipped)
+      if (leader) std::fprintf(stderr, "heiretsu-rank: warning: %s\n", w.c_str());
+    if (err) return Fail(*err);
     logical.Scatter();
     executor.PushState();  // to the backend's arena (a no-op on the CPU)
     if (o.seed_given && o.seed != header.seed)
       return Fail(kExitBadInput, "--seed " + std::to_string(o.seed) + " differs from the seed " +
                                      std::to_string(header.seed) + " of checkpoint " + dir +
                                      " (leave --seed out to continue its run)");
-    if (header.global_batch != global_batch || header.seq != seq)
-      return Fail(kExitBadInput, "checkpoint " + dir + " comes from a run of global batch " +
-                                     std::to_string(header.global_batch) + " x seq " +
-                                     std::to_string(header.seq) + ", this plan has " +
-                                     std::to_string(global_batch) + " x " + std::to_string(seq) +
-                                     ": its data position would not carry over");
     if (header.step > o.steps)
       return Fail(kExitBadInput, "checkpoint " + dir + " is at step " +
                                      std::to_string(header.step) + ", past --steps " +
@@ -222,8 +270,10 @@ int Run(const cli::RunOptions& o) {
     seed = header.seed;
     first_step = header.step + 1;
     if (leader)
-      std::printf("resumed: %s (step %lld, seed %llu)\n", dir.c_str(),
-                  static_cast<long long>(header.step), static_cast<unsigned long long>(seed));
+      std::printf("resumed: %s (step %lld, seed %llu; the newest resumable checkpoint%s)\n",
+                  dir.c_str(), static_cast<long long>(header.step),
+                  static_cast<unsigned long long>(seed),
+                  skipped.empty() ? "" : ", newer ones skipped as said above");
     if (header.step == o.steps) {
       std::printf("nothing to do: the checkpoint is at --steps %lld\n",
                   static_cast<long long>(o.steps));
@@ -237,6 +287,7 @@ int Run(const cli::RunOptions& o) {
   if (auto err = data::Sampler::Create(dataset, seed, seq, &sampler)) return Fail(*err);
 
   std::vector<int32_t> unused_ids(static_cast<size_t>(2 * batch * seq));
+  exec::NonfinitePolicy nonfinite(o.on_nonfinite == "skip", o.max_consecutive_skips);
   for (int64_t step = first_step; step <= o.steps; ++step) {
     exec::StepOptions options;
     options.lr = cli::LearningRate(o, step);
@@ -257,11 +308,20 @@ int Run(const cli::RunOptions& o) {
     if (auto err = executor.Step(fill, options, &result)) return Fail(kExitFailure, *err);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // Not applied when not finite (every rank alike); the policy says whether to go on.
+    if (auto err = nonfinite.Observe(step, result)) return Fail(*err);
+    if (result.nonfinite && leader)
+      std::printf("%s: skipped, the model is unchanged (%lld in a row, %lld in all)\n",
+                  exec::NonfinitePolicy::Describe(step, result).c_str(),
+                  static_cast<long long>(nonfinite.consecutive()),
+                  static_cast<long long>(nonfinite.skipped()));
     rank::StepMetrics line{step, result.loss, options.lr, result.grad_norm,
-                           static_cast<double>(tokens_per_step) / seconds, seconds * 1e3};
+                           static_cast<double>(tokens_per_step) / seconds, seconds * 1e3,
+                           result.nonfinite};
     if (leader)
       if (auto err = metrics.Write(line)) return Fail(*err);
-    if (leader && (step % o.log_every == 0 || step == o.steps || step == first_step))
+    if (leader && !result.nonfinite &&
+        (step % o.log_every == 0 || step == o.steps || step == first_step))
       std::printf("%s\n", rank::ProgressLine(line, o.steps).c_str());
     // Replicas are identical, so rank 0's state is the whole model (with ZeRO-1,
     // once every rank has contributed its moments).
@@ -283,6 +343,10 @@ int Run(const cli::RunOptions& o) {
       std::printf("checkpoint: %s\n", dir.c_str());
     }
   }
+  if (leader && nonfinite.skipped() > 0)
+    std::printf("skipped steps: %lld of %lld had a non-finite loss or gradient norm\n",
+                static_cast<long long>(nonfinite.skipped()),
+                static_cast<long long>(o.steps - first_step + 1));
   return 0;
 }
 

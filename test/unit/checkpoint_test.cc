@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cinttypes>
@@ -399,6 +400,140 @@ TEST_F(CheckpointTest, SavingAStepAgainReplacesIt) {
   ASSERT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)), "");
   const std::vector<Tensor> sa = a.State(), sb = b.State();
   for (size_t i = 0; i < sa.size(); ++i) EXPECT_EQ(TensorBytes(sa[i]), TensorBytes(sb[i]));
+}
+
+// Rewrites `dir`'s tensors.bin with `bytes` and both checksums to match, as a runtime
+// that did not check values would have written it.
+void RewriteTensorsConsistently(const std::string& dir, const std::string& bytes) {
+  WriteAll(dir + "/tensors.bin", bytes);
+  std::string manifest = ReadAll(dir + "/manifest.txt");
+  const size_t sum = manifest.find("\nchecksum fnv1a64w ") + 19;
+  manifest.replace(sum, 16, Hex(ReferenceChecksum(bytes)));
+  const size_t last = manifest.rfind('\n', manifest.size() - 2) + 1;
+  manifest = manifest.substr(0, last) + "manifest_checksum fnv1a64w " +
+             Hex(ReferenceChecksum(manifest.substr(0, last))) + "\n";
+  WriteAll(dir + "/manifest.txt", manifest);
+}
+
+TEST_F(CheckpointTest, NonFiniteStateIsNeverSaved) {
+  Model a;
+  a.executor->InitializeParameters(1337);
+  std::string dir;
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(4), a.State(), &dir)), "");
+  const std::string before = ReadAll(dir + "/tensors.bin");
+  std::vector<Tensor> state = a.State();
+  state[3].data[5] = std::nanf("");  // norm.weight (value)
+  state[4].data[0] = INFINITY;       // norm.weight (exp_avg)
+  auto err = checkpoint::SaveCheckpoint(root_, At(4), state, &dir);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->kind, Error::Kind::kFailure);
+  EXPECT_EQ(err->message, "not saving checkpoint " + root_ +
+                              "/step_00000004: tensor 'norm.weight' (value) holds 1 values that "
+                              "are not finite (the first at index 5); a checkpoint is never "
+                              "written from non-finite state");
+  // The older checkpoint of that step is untouched, and no new step appears.
+  EXPECT_EQ(ReadAll(dir + "/tensors.bin"), before);
+  Header h;
+  Model b;
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)), "");
+  EXPECT_FALSE(checkpoint::SaveCheckpoint(root_, At(5), state, &dir) == std::nullopt);
+  EXPECT_FALSE(fs::exists(root_ + "/step_00000005"));
+}
+
+TEST_F(CheckpointTest, ResumeSkipsNonFiniteAndMismatchedCheckpointsAlike) {
+  Model a;
+  a.executor->InitializeParameters(1337);
+  std::string dir10, dir20, dir30;
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(10), a.State(), &dir10)), "");
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(20), a.State(), &dir20)), "");
+  // step 20: NaN values with checksums that match (a run that diverged, saved by a
+  // runtime that did not check); step 30: another model width.
+  std::string bytes = ReadAll(dir20 + "/tensors.bin");
+  const float nan = std::nanf("");
+  std::memcpy(bytes.data() + 64, &nan, 4);
+  RewriteTensorsConsistently(dir20, bytes);
+  Variant narrower;
+  narrower.c = 4;
+  Model c(narrower);
+  c.executor->InitializeParameters(1);
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(30), c.State(), &dir30)), "");
+
+  std::string found;
+  std::vector<std::string> warnings;
+  ASSERT_EQ(Message(checkpoint::FindLatestCheckpoint(root_, &found, &warnings)), "");
+  EXPECT_EQ(found, dir30);  // complete and intact: only resume knows the plan
+  warnings.clear();
+  EXPECT_EQ(Message(checkpoint::FindLatestCheckpoint(dir20, &found, &warnings)),
+            dir20 + "/tensors.bin: 1 of its values are not finite (NaN or infinity): the "
+                    "checkpoint of a diverged run is never resumed");
+
+  Model b;
+  Header h;
+  std::vector<std::string> skipped;
+  ASSERT_EQ(Message(checkpoint::ResumeNewest(root_, "test", b.State(), nullptr, &found, &h,
+                                             &skipped)),
+            "");
+  EXPECT_EQ(found, dir10);
+  EXPECT_EQ(h.step, 10);
+  ASSERT_EQ(skipped.size(), 2u);
+  EXPECT_EQ(skipped[0], "skipping " + dir30 +
+                            "/manifest.txt:11: tensor 'wte' (value) has shape [16,4], the "
+                            "plan's is [16,8]");
+  EXPECT_EQ(skipped[1], "skipping " + dir20 +
+                            "/tensors.bin: 1 of its values are not finite (NaN or infinity): the "
+                            "checkpoint of a diverged run is never resumed");
+
+  // The caller's own condition is one more reason to pass a checkpoint over.
+  skipped.clear();
+  auto only_10 = [](const std::string& d, const Header& hd) -> Status {
+    if (hd.step == 10) return std::nullopt;
+    return Error::BadInput(d + ": not step 10");
+  };
+  EXPECT_EQ(Message(checkpoint::ResumeNewest(dir30, "test", c.State(), only_10, &found, &h,
+                                             &skipped)),
+            dir30 + ": not step 10");
+  EXPECT_EQ(Message(checkpoint::ResumeNewest(root_, "test", c.State(), only_10, &found, &h,
+                                             &skipped)),
+            root_ + ": none of its 3 checkpoints can be resumed by this run (each is named "
+                    "above with the reason)");
+}
+
+TEST_F(CheckpointTest, AStepDirectoryWithoutManifestIsNamedIncomplete) {
+  Model a;
+  const std::string dir = TrainAndSave(&a, 2);
+  ASSERT_EQ(::unlink((dir + "/manifest.txt").c_str()), 0);
+  std::string found;
+  std::vector<std::string> warnings;
+  EXPECT_EQ(Message(checkpoint::FindLatestCheckpoint(dir, &found, &warnings)),
+            dir + ": no manifest.txt: an incomplete checkpoint (its save did not finish)");
+  Header h;
+  EXPECT_EQ(Message(checkpoint::ResumeNewest(dir + "/", "test", a.State(), nullptr, &found, &h,
+                                             &warnings)),
+            dir + "/: no manifest.txt: an incomplete checkpoint (its save did not finish)");
+}
+
+TEST_F(CheckpointTest, SavingRemovesTemporariesOfDeadWritersOnly) {
+  Model a;
+  a.executor->InitializeParameters(1337);
+  std::string dir;
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(3), a.State(), &dir)), "");
+  // A writer that died (a child that exited), one alive (this process), and a step
+  // directory holding nothing but a dead writer's temporary.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(::waitpid(child, nullptr, 0), child);
+  const std::string dead = dir + "/tensors.bin.tmp." + std::to_string(child) + ".0";
+  const std::string alive = dir + "/tensors.bin.tmp." + std::to_string(::getpid()) + ".7";
+  const std::string lone_dir = root_ + "/step_00000004";
+  const std::string lone = lone_dir + "/manifest.txt.tmp." + std::to_string(child) + ".1";
+  fs::create_directories(lone_dir);
+  for (const std::string& f : {dead, alive, lone}) WriteAll(f, "partial");
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(6), a.State(), &dir)), "");
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(alive));
+  EXPECT_FALSE(fs::exists(lone_dir));
+  EXPECT_TRUE(fs::exists(root_ + "/step_00000003/manifest.txt"));
 }
 
 TEST(Checkpoint, DirectoryNames) {

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -223,10 +224,71 @@ TEST_F(LauncherTest, RankIgnoringSigtermIsKilledAfterTheGrace) {
   EXPECT_EQ(r.code, 1);
   EXPECT_GE(r.seconds, 0.5);
   EXPECT_LT(r.seconds, 3);
-  EXPECT_EQ(r.err, "heiretsu: rank 1 exited with code 1; stopping the job\n");
+  EXPECT_EQ(r.err,
+            "heiretsu: rank 1 exited with code 1; stopping the job\n"
+            "heiretsu: ranks 0, 2 did not exit within 500 ms of being told to stop; killing "
+            "them\n");
   const std::vector<pid_t> pids = RecordedPids();
   EXPECT_EQ(pids.size(), 3u);
   for (pid_t pid : pids) EXPECT_TRUE(Gone(pid)) << pid;
+}
+
+TEST_F(LauncherTest, AStoppedRankIsNamedAsTheSilentOne) {
+  // Rank 1 stops itself (SIGSTOP); rank 0 then fails, as a peer's collective timeout
+  // would. The launcher tells the stopped rank from the one that exited.
+  Result r = RunScript(2, std::string(kRecordShell) +
+                              "if [ $RANK = 1 ]; then kill -STOP $$; fi\n" +
+                              AwaitRecords("pid", "1") +
+                              "i=0; until grep -q ') T ' /proc/$(cat $D/pid.1)/stat || [ $i = 500 ]; "
+                              "do sleep 0.01; i=$((i + 1)); done\nexit 1\n",
+                       /*grace_ms=*/300);
+  EXPECT_EQ(r.code, 1);
+  const std::vector<pid_t> pids = RecordedPids();
+  ASSERT_EQ(pids.size(), 2u);
+  const pid_t stopped = std::stoi(ReadFile(dir_ + "/pid.1"));
+  EXPECT_EQ(r.err, "heiretsu: rank 0 exited with code 1; stopping the job\n"
+                   "heiretsu: rank 1 (pid " + std::to_string(stopped) +
+                       ") is alive but stopped (state T: SIGSTOP, or held by a debugger): it "
+                       "stopped answering its peers\n"
+                       "heiretsu: rank 1 (stopped) did not exit within 300 ms of being told to "
+                       "stop; killing it\n");
+  for (pid_t pid : pids) EXPECT_TRUE(Gone(pid)) << pid;
+}
+
+TEST_F(LauncherTest, JobDirectoriesOfDeadLaunchersAreRemovedAtTheNextStart) {
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  const std::string dead = dir_ + "/heiretsu-job-" + std::to_string(child) + "-abc123";
+  const std::string alive = dir_ + "/heiretsu-job-" + std::to_string(getpid()) + "-def456";
+  const std::string old_style = dir_ + "/heiretsu-job-Xy12Zq";
+  const std::string other = dir_ + "/heiretsu-jobs";
+  for (const std::string& d : {dead, alive, old_style, other}) fs::create_directories(d + "/store");
+  Result r = RunScript(1, "true");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(alive + "/store"));
+  EXPECT_TRUE(fs::exists(old_style));
+  EXPECT_TRUE(fs::exists(other));
+}
+
+TEST_F(LauncherTest, BadTmpdirIsBadInput) {
+  const char* saved = getenv("TMPDIR");
+  const std::string keep = saved ? saved : "";
+  setenv("TMPDIR", (dir_ + "/absent").c_str(), 1);
+  LaunchSpec spec;
+  spec.program = "/bin/true";
+  spec.temp_root = "";
+  const std::string err_path = dir_ + "/err.txt";
+  spec.err_fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int code = LaunchJob(spec);
+  close(spec.err_fd);
+  if (saved) setenv("TMPDIR", keep.c_str(), 1); else unsetenv("TMPDIR");
+  EXPECT_EQ(code, 2);
+  EXPECT_EQ(ReadFile(err_path), "heiretsu: TMPDIR='" + dir_ +
+                                    "/absent' is not a directory: No such file or directory (set "
+                                    "it to an existing directory, or unset it)\n");
 }
 
 TEST_F(LauncherTest, BadInputExitCodeTwoPropagates) {

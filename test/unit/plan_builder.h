@@ -96,8 +96,9 @@ class PlanBuilder {
                                            microbatches, seq, vocab, arena_, 0, 0, &buffers_,
                                            &params_, tokens, targets, loss, &units, &schedule, opt);
     plan::fb::FinishSizePrefixedPlanBuffer(fbb_, root);
-    return std::vector<uint8_t>(fbb_.GetBufferPointer(),
-                                fbb_.GetBufferPointer() + fbb_.GetSize());
+    std::vector<uint8_t> bytes(fbb_.GetBufferPointer(), fbb_.GetBufferPointer() + fbb_.GetSize());
+    plan::SealPlan(&bytes);
+    return bytes;
   }
 
  private:
@@ -118,6 +119,9 @@ struct BigramOptions {
   std::string head = "lm_head.weight";
   bool extra_param = false;  // a parameter no instruction reads
   uint32_t version = plan::kPlanVersion;
+  // Scales the loss gradient (not the loss): a huge one makes the gradients, and so
+  // the gradient norm, overflow while the loss stays finite.
+  double grad_scale = 1.0;
 };
 
 inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
@@ -148,7 +152,7 @@ inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
                                 .rows = rows, .vocab = v, .valid = v});
   b.Backward(op::CrossEntropyGrad<B>{.logits = logits, .targets = targets, .lse = lse,
                                      .dlogits = dlogits, .rows = rows, .vocab = v, .valid = v,
-                                     .dloss = 1.0 / static_cast<double>(o.microbatches)});
+                                     .dloss = o.grad_scale / static_cast<double>(o.microbatches)});
   b.Backward(op::LinearGrad<B>{.dy = dlogits, .x = h, .w = head, .dx = dh, .dw = dhead,
                                .rows = rows, .in = c, .out = v});
   b.Backward(op::LayerNormGrad<B>{.dy = dh, .x = x, .w = g, .mean = mean, .rstd = rstd, .dx = dx,
