@@ -106,6 +106,7 @@ class Executor {
   std::optional<std::string> RunUnit(const plan::ScheduledRun& run, const FillMicrobatch* fill,
                                      double* loss_sum);
   std::optional<std::string> Run(const plan::Instruction& instr, StepScalars& scalars);
+  std::optional<std::string> CompleteGradNorm();
   comm::Communicator* Comm(int64_t axis, const char* what, std::string* error) const;
   std::optional<std::string> ShardCollective(const plan::Instruction& instr);
   std::optional<std::string> BlockCollective(const plan::Instruction& instr);
@@ -126,6 +127,7 @@ class Executor {
   // communicator runs one collective at a time, in the same order on every rank).
   std::future<std::optional<std::string>> buckets_;
   StepScalars scalars_;
+  bool nonfinite_norm_ = false;  // this step's norm was not finite: no update ran
   bool profiling_ = false;
   std::vector<double> op_seconds_ = std::vector<double>(plan::fb::Op_MAX + 1, 0.0);
   uint8_t* arena_ = nullptr;
