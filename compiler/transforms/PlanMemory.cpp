@@ -2,9 +2,12 @@
 //
 // Parameters (value, grad, moments) first, contiguous; then every other buffer by
 // greedy first-fit, largest first, against the buffers whose live ranges overlap
-// its own. Live ranges are in instruction positions over the microbatch stream
-// followed by the update stream; the microbatch inputs and the loss are live
-// throughout (the runtime writes and reads them around the stream).
+// its own. Live ranges are in instruction positions over the units in program
+// order (forward, backward, update). That is the step's liveness as long as a
+// microbatch's backward runs before the next microbatch's forward (the one-stage
+// schedule of heiretsu-schedule): every run reuses the same buffers. The
+// microbatch inputs and the loss are live throughout (the runtime writes and
+// reads them around the units).
 //
 //===----------------------------------------------------------------------===//
 

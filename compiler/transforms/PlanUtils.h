@@ -21,6 +21,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 
+#include <cassert>
 #include <optional>
 #include <vector>
 
@@ -60,6 +61,7 @@ plan_ir::KernelOp createKernel(mlir::OpBuilder &b, mlir::Location loc, const Op 
 /// Values. `k` must be a kernel of that opcode (see kernelAs).
 template <class Op>
 Op readKernel(plan_ir::KernelOp k) {
+  assert(k.getName() == Op::kName && "readKernel of another opcode's kernel");
   struct Source {
     llvm::SmallVector<mlir::Value> slots; // absent ones null
     llvm::ArrayRef<int64_t> ints;

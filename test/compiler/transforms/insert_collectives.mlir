@@ -1,7 +1,13 @@
 // RUN: heiretsu-opt %s --heiretsu-insert-collectives | FileCheck %s
+// RUN: sed 's/tp = 2 ep/tp = 1 ep/' %s | heiretsu-opt --heiretsu-insert-collectives | FileCheck %s --check-prefix=TP1
+
+// With tp = 1 in the mesh nothing is split: no collective is inserted.
+// TP1: dist.mesh @world dp = 1 pp = 1 tp = 1 ep = 1
+// TP1-NOT: dist.all_reduce
+// TP1-NOT: dist.copy
 
 // Tests Megatron's f and g on a one-layer GPT annotated by
-// heiretsu-shard-propagation{tp=2}: each partial sum (the vocabulary-parallel
+// heiretsu-shard-propagation (tp = 2 in the mesh): each partial sum (the vocabulary-parallel
 // embedding, the row-parallel attention output and MLP down projections) is
 // all-reduced once, right after its producer, and every later use reads the
 // reduced value; each whole value read by column-parallel linears (the norms'
