@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages heiretsu builds against (DESIGN.md §5), only those
+# Installs the Debian packages heiretsu builds against (docs/architecture.md §5), only those
 # missing. Quiet and fast (one dpkg-query) when everything is present.
 set -euo pipefail
 

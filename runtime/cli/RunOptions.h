@@ -1,4 +1,4 @@
-// Options of `heiretsu run` and of the per-rank worker heiretsu-rank (DESIGN.md §1),
+// Options of `heiretsu run` and of the per-rank worker heiretsu-rank (docs/architecture.md §1),
 // parsed and validated without MLIR so that the driver can check the run flags of
 // `heiretsu train` before it spends time compiling. Every refusal names the flag and
 // the value.

@@ -1,4 +1,4 @@
-// Collective communication between the ranks of a job (DESIGN.md §2, comm). A
+// Collective communication between the ranks of a job (docs/architecture.md §2, comm). A
 // Communicator connects the ranks of one group (the ranks that share all mesh
 // coordinates but one axis); the executor holds one per group its program uses.
 //

@@ -1,4 +1,4 @@
-// The CUDA backend (DESIGN.md §2): the arena in device memory, every opcode of
+// The CUDA backend (docs/architecture.md §2): the arena in device memory, every opcode of
 // runtime/plan/ops.h as cuBLAS GEMMs or kernels of our own on one stream. This is
 // the fp32 reference slice: correct and deterministic (every reduction in a fixed
 // order, no atomics), not yet fast; mixed precision, fused epilogues, flash-style

@@ -1,6 +1,6 @@
-// Turning text into token shards: `heiretsu data prepare` (DESIGN.md §1) and the default
+// Turning text into token shards: `heiretsu data prepare` (docs/architecture.md §1) and the default
 // corpus every Debian/Ubuntu machine ships, the licence texts under
-// /usr/share/common-licenses, byte-tokenized on first use and cached (DESIGN.md §4).
+// /usr/share/common-licenses, byte-tokenized on first use and cached (docs/architecture.md §4).
 #ifndef HEIRETSU_RUNTIME_DATA_PREPARE_H_
 #define HEIRETSU_RUNTIME_DATA_PREPARE_H_
 

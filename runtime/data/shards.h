@@ -1,4 +1,4 @@
-// Token data of a training run (DESIGN.md §3, §4): llm.c token shards on disk, the dataset
+// Token data of a training run (docs/architecture.md §3, §4): llm.c token shards on disk, the dataset
 // they form in memory, and the sampler that decides which sequences make up the global
 // batch of every step. Nothing here knows the parallel layout, which is what lets every
 // layout train on the same tokens.

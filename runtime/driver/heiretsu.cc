@@ -1,4 +1,4 @@
-// heiretsu: the user's driver (DESIGN.md §1). Links no MLIR: `compile` runs the
+// heiretsu: the user's driver (docs/architecture.md §1). Links no MLIR: `compile` runs the
 // compiler binary heiretsu-compile that sits beside this one, `run` the per-rank worker
 // heiretsu-rank (once, or one per rank through the launcher when the plan's mesh has
 // more than one rank), `train` both in turn; `data prepare` tokenizes in this process.

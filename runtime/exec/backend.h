@@ -1,4 +1,4 @@
-// The interface between the executor and a device (DESIGN.md §2): memory for the
+// The interface between the executor and a device (docs/architecture.md §2): memory for the
 // arena, and the execution of one verified instruction on it. The executor owns
 // the phases and the step's control flow; a backend owns how each instruction
 // runs. The CPU backend (cpu_backend.cc) is the reference; the CUDA backend

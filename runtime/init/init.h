@@ -1,4 +1,4 @@
-// Deterministic parameter initialization (DESIGN.md §3): element i of the parameter
+// Deterministic parameter initialization (docs/architecture.md §3): element i of the parameter
 // named `name` is a function of (seed, name, i) only, through the counter-based
 // Philox-4x32-10 generator. Any rank can therefore initialize any shard of any
 // parameter on its own, and every layout starts from the same logical model.

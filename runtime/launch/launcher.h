@@ -1,4 +1,4 @@
-// The job launcher behind `heiretsu run` (DESIGN.md §1): starts every rank of a job on
+// The job launcher behind `heiretsu run` (docs/architecture.md §1): starts every rank of a job on
 // this machine, prefixes their output with the rank, forwards Ctrl-C, and tears the whole
 // job down when any rank fails; and the other half of that contract, RankFromEnvironment,
 // by which a worker learns its rank from this launcher or from mpirun, srun or torchrun.
@@ -11,7 +11,7 @@
 //
 // Exit code of LaunchJob:
 //   0        every rank exited with code 0;
-//   2        the first rank to fail exited with code 2 (bad input, DESIGN.md §1: a bad
+//   2        the first rank to fail exited with code 2 (bad input, docs/architecture.md §1: a bad
 //            plan or flag seen by the workers stays exit 2 for the user);
 //   128 + S  the launcher received signal S (SIGINT: 130, SIGTERM: 143, SIGHUP: 129)
 //            before any rank failed;

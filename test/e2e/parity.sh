@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The parity suite (DESIGN.md §3): trains gpt-tiny (and llama-tiny) for 10 steps at
+# The parity suite (docs/architecture.md §3): trains gpt-tiny (and llama-tiny) for 10 steps at
 # global batch 4 on one rank and on each layout below, then compares every step's loss and the
 # final parameters with the single-rank run. Both must agree within 1e-5 relative:
 # losses step by step (|a - b| / |b|), parameters as one vector (L2, see
