@@ -187,23 +187,47 @@ std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const Step
   return std::nullopt;
 }
 
+namespace {
+
+// The mesh axis of a collective or point-to-point instruction (the opcodes whose
+// operands include an `axis`); nullopt for compute instructions.
+std::optional<int64_t> CommAxis(const plan::Instruction& instr) {
+  return plan::VisitOp<uint32_t>(
+      instr.op,
+      [&](auto tag) -> std::optional<int64_t> {
+        if constexpr (requires { tag.axis; })
+          return decltype(tag)::Read(instr).axis;
+        else
+          return std::nullopt;
+      },
+      [] { return std::optional<int64_t>(); });
+}
+
+}  // namespace
+
 std::optional<std::string> Executor::Run(const plan::Instruction& instr, StepScalars& scalars) {
-  // Collectives are the executor's, not the backend's: they need the job's
-  // communicators (Gloo on CPU; NCCL will serve device memory).
-  switch (instr.op) {
-    case fb::Op_ReduceScatter:
-    case fb::Op_AllGather:
-      return ShardCollective(instr);
-    case fb::Op_AllGatherInto:
-    case fb::Op_ReduceScatterInto:
-      return BlockCollective(instr);
-    case fb::Op_AllReduce:
-      return AllReduce(instr);
-    case fb::Op_Send:
-    case fb::Op_Recv:
-      return PointToPoint(instr);
-    default:
-      break;
+  // Collectives and send / recv are the executor's, not the backend's: they run on
+  // the communicator of their axis's group (Gloo on CPU; NCCL will serve device
+  // memory).
+  if (const std::optional<int64_t> axis = CommAxis(instr)) {
+    comm::Communicator* c = comms_[*axis];
+    if (!c)
+      return std::string(plan::OpName(instr.op)) + " over " + plan::AxisName(*axis) +
+             " has no communicator (the group of this rank over " + plan::AxisName(*axis) +
+             " was not connected)";
+    switch (instr.op) {
+      case fb::Op_ReduceScatter:
+      case fb::Op_AllGather:
+        return ShardCollective(instr, *c);
+      case fb::Op_AllGatherInto:
+      case fb::Op_ReduceScatterInto:
+        return BlockCollective(instr, *c);
+      case fb::Op_AllReduce:
+      case fb::Op_BucketAllReduce:
+        return AllReduce(instr, *c);
+      default:
+        return PointToPoint(instr, *c);
+    }
   }
   // The clock is read only while profiling: this runs for every instruction.
   const auto t0 = profiling_ ? std::chrono::steady_clock::now()
@@ -240,27 +264,16 @@ std::optional<std::string> Executor::CompleteGradNorm() {
   return std::nullopt;
 }
 
-comm::Communicator* Executor::Comm(int64_t axis, const char* what, std::string* error) const {
-  comm::Communicator* c = comms_[axis];
-  if (!c)
-    *error = std::string(what) + " over " + plan::AxisName(axis) +
-             " has no communicator (the group of this rank over " + plan::AxisName(axis) +
-             " was not connected)";
-  return c;
-}
-
 // reduce_scatter / all_gather on whole buffers: each buffer is padded to
 // group-size blocks of ceil(n / size) in a scratch vector (sized once, on first
 // use), exchanged, and this rank's block is written back in place.
-std::optional<std::string> Executor::ShardCollective(const plan::Instruction& instr) {
+std::optional<std::string> Executor::ShardCollective(const plan::Instruction& instr,
+                                                     comm::Communicator& group) {
+  comm::Communicator* c = &group;
   const bool gather = instr.op == fb::Op_AllGather;
   // reduce_scatter's operands are all_gather's and a reduction.
   const auto rs = gather ? op::ReduceScatter<uint32_t>{} : plan::Read<op::ReduceScatter<uint32_t>>(instr);
   const auto ag = gather ? plan::Read<op::AllGather<uint32_t>>(instr) : op::AllGather<uint32_t>{};
-  const int64_t axis = gather ? ag.axis : rs.axis;
-  std::string error;
-  comm::Communicator* c = Comm(axis, plan::OpName(instr.op), &error);
-  if (!c) return error;
   const int parts = c->size();
   for (uint32_t b : gather ? ag.buffers : rs.buffers) {
     Pull(b);
@@ -291,15 +304,13 @@ std::optional<std::string> Executor::ShardCollective(const plan::Instruction& in
 
 // all_reduce and bucket_all_reduce (the same operands): in place on each buffer,
 // over the group of ranks that differ only in the instruction's axis.
-std::optional<std::string> Executor::AllReduce(const plan::Instruction& instr) {
+std::optional<std::string> Executor::AllReduce(const plan::Instruction& instr,
+                                               comm::Communicator& c) {
   const auto ar = plan::Read<op::AllReduce<uint32_t>>(instr);
-  std::string error;
-  comm::Communicator* c = Comm(ar.axis, plan::OpName(instr.op), &error);
-  if (!c) return error;
   const auto reduce = static_cast<comm::ReduceOp>(ar.reduce);
   for (uint32_t b : ar.buffers) {
     Pull(b);
-    if (auto err = c->AllReduce(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)), reduce))
+    if (auto err = c.AllReduce(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)), reduce))
       return err;
     Push(b);
   }
@@ -308,17 +319,15 @@ std::optional<std::string> Executor::AllReduce(const plan::Instruction& instr) {
 
 // send / recv (the same operands): blocking, whole buffer, to or from the group
 // member at coordinate `peer`.
-std::optional<std::string> Executor::PointToPoint(const plan::Instruction& instr) {
+std::optional<std::string> Executor::PointToPoint(const plan::Instruction& instr,
+                                                  comm::Communicator& c) {
   const auto p2p = plan::Read<op::Send<uint32_t>>(instr);
-  std::string error;
-  comm::Communicator* c = Comm(p2p.axis, plan::OpName(instr.op), &error);
-  if (!c) return error;
   const size_t n = static_cast<size_t>(plan::NumElements(*plan_.plan->buffers()->Get(p2p.x)));
   if (instr.op == fb::Op_Send) {
     Pull(p2p.x);
-    return c->Send(F32(p2p.x), n, static_cast<int>(p2p.peer));
+    return c.Send(F32(p2p.x), n, static_cast<int>(p2p.peer));
   }
-  if (auto err = c->Recv(F32(p2p.x), n, static_cast<int>(p2p.peer))) return err;
+  if (auto err = c.Recv(F32(p2p.x), n, static_cast<int>(p2p.peer))) return err;
   Push(p2p.x);
   return std::nullopt;
 }
@@ -328,7 +337,7 @@ void Executor::StartBucket(const plan::Instruction& instr) {
     // Staged through host memory: in order, now (a device backend overlaps with
     // its own communicator instead).
     std::optional<std::string> err = FinishBuckets();
-    if (!err) err = AllReduce(instr);
+    if (!err) err = Run(instr, scalars_);
     buckets_ = std::async(std::launch::deferred, [err] { return err; });
     return;
   }
@@ -338,7 +347,7 @@ void Executor::StartBucket(const plan::Instruction& instr) {
                         [this, &instr, before = std::move(buckets_)]() mutable {
                           if (before.valid())
                             if (auto err = before.get()) return err;
-                          return AllReduce(instr);
+                          return Run(instr, scalars_);
                         });
 }
 
@@ -350,16 +359,17 @@ std::optional<std::string> Executor::FinishBuckets() {
 // all_gather_into / reduce_scatter_into (op_table.h): the blocks are staged in
 // rank-major order, [rank][outer][inner], which is what Gloo's collectives
 // exchange, and rearranged to [outer][rank][inner] on the way in or out.
-std::optional<std::string> Executor::BlockCollective(const plan::Instruction& instr) {
+std::optional<std::string> Executor::BlockCollective(const plan::Instruction& instr,
+                                                     comm::Communicator& group) {
+  comm::Communicator* c = &group;
   const bool gather = instr.op == fb::Op_AllGatherInto;
   // The two opcodes have the same operands.
   const auto bc = plan::Read<op::AllGatherInto<uint32_t>>(instr);
   const bool accumulate = bc.accumulate_dx != 0;
-  comm::Communicator* c = comms_[bc.axis];
-  if (!c || c->size() != bc.parts)
+  if (c->size() != bc.parts)
     return std::string(plan::OpName(instr.op)) + " over " + plan::AxisName(bc.axis) +
            " expects a group of " + std::to_string(bc.parts) + " ranks, this rank's has " +
-           std::to_string(c ? c->size() : 1);
+           std::to_string(c->size());
   Pull(bc.src);
   if (accumulate) Pull(bc.dst);
   const float* src = F32(bc.src);

@@ -107,11 +107,11 @@ class Executor {
                                      double* loss_sum);
   std::optional<std::string> Run(const plan::Instruction& instr, StepScalars& scalars);
   std::optional<std::string> CompleteGradNorm();
-  comm::Communicator* Comm(int64_t axis, const char* what, std::string* error) const;
-  std::optional<std::string> ShardCollective(const plan::Instruction& instr);
-  std::optional<std::string> BlockCollective(const plan::Instruction& instr);
-  std::optional<std::string> AllReduce(const plan::Instruction& instr);
-  std::optional<std::string> PointToPoint(const plan::Instruction& instr);
+  // The executor's instructions, on the communicator of their axis.
+  std::optional<std::string> ShardCollective(const plan::Instruction& instr, comm::Communicator& c);
+  std::optional<std::string> BlockCollective(const plan::Instruction& instr, comm::Communicator& c);
+  std::optional<std::string> AllReduce(const plan::Instruction& instr, comm::Communicator& c);
+  std::optional<std::string> PointToPoint(const plan::Instruction& instr, comm::Communicator& c);
   // bucket_all_reduce: queued behind the previous bucket on a background thread.
   void StartBucket(const plan::Instruction& instr);
   std::optional<std::string> FinishBuckets();

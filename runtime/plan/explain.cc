@@ -103,67 +103,50 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
   auto bytes_of = [&](uint32_t b) {
     return 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(b)));
   };
-  auto count = [&](const fb::Instr& in) {
-    std::string name;
-    int64_t axis = 0;
+  // Adds an instruction's bytes to (axis, name); `ring` is the fraction of them each
+  // rank sends per group member beyond itself (2 for all_reduce), 0 for send.
+  auto add = [&](int64_t axis, const char* name, double ring, uint64_t bytes) {
+    const int n = AxisSize(mesh, axis);
+    const double factor = ring == 0 ? 1.0 : n > 1 ? ring * (n - 1) / n : 0.0;
+    auto& entry = comm[{axis, name}];
+    entry.first += bytes;
+    entry.second += factor * static_cast<double>(bytes);
+  };
+  auto all = [&](const std::vector<uint32_t>& buffers) {
     uint64_t bytes = 0;
-    double factor = 0;
-    auto ring = [&](int64_t a, double per) {
-      axis = a;
-      const int n = AxisSize(mesh, a);
-      factor = n > 1 ? per * (n - 1) / n : 0.0;
-    };
+    for (uint32_t b : buffers) bytes += bytes_of(b);
+    return bytes;
+  };
+  auto count = [&](const fb::Instr& in) {
     switch (in.op()) {
       case fb::Op_AllReduce:
-      case fb::Op_BucketAllReduce: {
-        const auto c = plan::Read<op::AllReduce<uint32_t>>(in);  // the same operands
-        for (uint32_t b : c.buffers) bytes += bytes_of(b);
-        name = "all_reduce";
-        ring(c.axis, 2.0);
-        break;
+      case fb::Op_BucketAllReduce: {  // the same operands
+        const auto c = plan::Read<op::AllReduce<uint32_t>>(in);
+        return add(c.axis, "all_reduce", 2.0, all(c.buffers));
       }
       case fb::Op_ReduceScatter: {
         const auto c = plan::Read<op::ReduceScatter<uint32_t>>(in);
-        for (uint32_t b : c.buffers) bytes += bytes_of(b);
-        name = "reduce_scatter";
-        ring(c.axis, 1.0);
-        break;
+        return add(c.axis, "reduce_scatter", 1.0, all(c.buffers));
       }
       case fb::Op_AllGather: {
         const auto c = plan::Read<op::AllGather<uint32_t>>(in);
-        for (uint32_t b : c.buffers) bytes += bytes_of(b);
-        name = "all_gather";
-        ring(c.axis, 1.0);
-        break;
+        return add(c.axis, "all_gather", 1.0, all(c.buffers));
       }
       case fb::Op_AllGatherInto: {  // the whole tensor is the gathered one
         const auto c = plan::Read<op::AllGatherInto<uint32_t>>(in);
-        bytes = bytes_of(c.dst);
-        name = "all_gather";
-        ring(c.axis, 1.0);
-        break;
+        return add(c.axis, "all_gather", 1.0, bytes_of(c.dst));
       }
       case fb::Op_ReduceScatterInto: {
         const auto c = plan::Read<op::ReduceScatterInto<uint32_t>>(in);
-        bytes = bytes_of(c.src);
-        name = "reduce_scatter";
-        ring(c.axis, 1.0);
-        break;
+        return add(c.axis, "reduce_scatter", 1.0, bytes_of(c.src));
       }
       case fb::Op_Send: {
         const auto c = plan::Read<op::Send<uint32_t>>(in);
-        bytes = bytes_of(c.x);
-        name = "send";
-        axis = c.axis;
-        factor = 1.0;
-        break;
+        return add(c.axis, "send", 0.0, bytes_of(c.x));
       }
       default:
         return;
     }
-    auto& entry = comm[{axis, name}];
-    entry.first += bytes;
-    entry.second += factor * static_cast<double>(bytes);
   };
   for (const ScheduledRun& r : ScheduleOf(p))
     for (const fb::Instr* in : *r.unit->instrs())

@@ -53,6 +53,11 @@
   X(BucketAllReduce, bucket_all_reduce)                                               \
   X(Send, send) X(Recv, recv)
 
+// The embedding's and its gradient's integer attributes.
+#define HEIRETSU_EMBEDDING_INTS_(INT, LE)                                             \
+  INT(rows, Size) INT(seq, Size) INT(vocab, Size) INT(c, Size) INT(context, Size)     \
+  INT(vocab_parallel, Flag) LE(seq, context)
+
 // Sets a buffer to zeros.
 #define HEIRETSU_OP_Zero(BUF, VAR, INT, FLT, LE, RES)                                 \
   BUF(buffer, F32, Req, Any)
@@ -63,16 +68,14 @@
 // contribute zeros) and tp rank 0 alone adds the positions, so the all_reduce over
 // tp that follows yields the embedding.
 #define HEIRETSU_OP_Embedding(BUF, VAR, INT, FLT, LE, RES)                            \
-  INT(rows, Size) INT(seq, Size) INT(vocab, Size) INT(c, Size) INT(context, Size)     \
-  INT(vocab_parallel, Flag) LE(seq, context)                                          \
+  HEIRETSU_EMBEDDING_INTS_(INT, LE)                                                   \
   BUF(ids, I32, Req, rows) BUF(table, F32, Req, N(vocab, c))                          \
   BUF(positions, F32, Opt, N(context, c)) BUF(out, F32, Req, N(rows, c))              \
   /* the first logical row of this rank's block; the logical vocabulary size */       \
   RES(vocab_begin) RES(vocab_total)
 
 #define HEIRETSU_OP_EmbeddingGrad(BUF, VAR, INT, FLT, LE, RES)                        \
-  INT(rows, Size) INT(seq, Size) INT(vocab, Size) INT(c, Size) INT(context, Size)     \
-  INT(vocab_parallel, Flag) LE(seq, context)                                          \
+  HEIRETSU_EMBEDDING_INTS_(INT, LE)                                                   \
   BUF(ids, I32, Req, rows) BUF(dout, F32, Req, N(rows, c))                            \
   BUF(dtable, F32, Req, N(vocab, c)) BUF(dpositions, F32, Opt, N(context, c))         \
   /* ids in [vocab_begin, vocab_begin + vocab_rows) are this rank's table rows */     \
@@ -303,5 +306,21 @@
 #define HEIRETSU_OP_Recv(BUF, VAR, INT, FLT, LE, RES)                                 \
   INT(axis, Axis) INT(peer, Size) BUF(x, F32, Req, Any)
 // clang-format on
+
+// One kind of an opcode's operands, the others left out: its buffer slots (and
+// variadic buffers), integer attributes, float attributes or resolved values.
+#define HEIRETSU_IGNORE_(...)
+#define HEIRETSU_SLOTS_(Enum, BUF, VAR)                                                  \
+  HEIRETSU_OP_##Enum(BUF, VAR, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_,     \
+                     HEIRETSU_IGNORE_)
+#define HEIRETSU_INTS_(Enum, INT)                                                        \
+  HEIRETSU_OP_##Enum(HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, INT, HEIRETSU_IGNORE_,          \
+                     HEIRETSU_IGNORE_, HEIRETSU_IGNORE_)
+#define HEIRETSU_FLOATS_(Enum, FLT)                                                      \
+  HEIRETSU_OP_##Enum(HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, FLT,          \
+                     HEIRETSU_IGNORE_, HEIRETSU_IGNORE_)
+#define HEIRETSU_RESOLVED_(Enum, RES)                                                    \
+  HEIRETSU_OP_##Enum(HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_,               \
+                     HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, RES)
 
 #endif  // HEIRETSU_RUNTIME_PLAN_OP_TABLE_H_

@@ -53,7 +53,6 @@ int64_t MaxValue(IntKind kind) {
 #define Req PresenceSpec{Presence::kRequired, nullptr}
 #define Opt PresenceSpec{Presence::kOptional, nullptr}
 #define Iff(flag) PresenceSpec{Presence::kIff, #flag}
-#define HEIRETSU_IGNORE_(...)
 #define HEIRETSU_SIG_INT_(name, kind)                                \
   [[maybe_unused]] const int64_t name = At(ints, sig.ints.size()); \
   sig.ints.push_back({#name, IntKind::k##kind});
@@ -76,8 +75,7 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& ints) {
 #define HEIRETSU_SIG_CASE_(Enum, text)                                                         \
   case fb::Op_##Enum: {                                                                        \
     sig.name = #text;                                                                          \
-    HEIRETSU_OP_##Enum(HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_SIG_INT_, HEIRETSU_IGNORE_, \
-                       HEIRETSU_IGNORE_, HEIRETSU_IGNORE_)                                     \
+    HEIRETSU_INTS_(Enum, HEIRETSU_SIG_INT_)                                                    \
     HEIRETSU_OP_##Enum(HEIRETSU_SIG_BUF_, HEIRETSU_SIG_VAR_, HEIRETSU_IGNORE_, HEIRETSU_SIG_FLT_, \
                        HEIRETSU_SIG_LE_, HEIRETSU_SIG_RES_)                                    \
     return sig;                                                                                \
@@ -91,7 +89,6 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& ints) {
 #undef Req
 #undef Opt
 #undef Iff
-#undef HEIRETSU_IGNORE_
 #undef HEIRETSU_SIG_INT_
 #undef HEIRETSU_SIG_BUF_
 #undef HEIRETSU_SIG_VAR_

@@ -120,7 +120,6 @@ B Absent() {
     return B();
 }
 
-#define HEIRETSU_IGNORE_(...)
 #define HEIRETSU_FIELD_BUF_(name, ...) B name = Absent<B>();
 #define HEIRETSU_FIELD_VAR_(dtype) std::vector<B> buffers;
 #define HEIRETSU_FIELD_INT_(name, kind) int64_t name = 0;
@@ -141,30 +140,25 @@ B Absent() {
   struct Enum {                                                                              \
     static constexpr fb::Op kOp = fb::Op_##Enum;                                             \
     static constexpr const char* kName = #text;                                              \
-    HEIRETSU_OP_##Enum(HEIRETSU_FIELD_BUF_, HEIRETSU_FIELD_VAR_, HEIRETSU_IGNORE_,           \
-                       HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_)                 \
-    HEIRETSU_OP_##Enum(HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_FIELD_INT_,              \
-                       HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_)                 \
-    HEIRETSU_OP_##Enum(HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_,                 \
-                       HEIRETSU_FIELD_FLT_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_)              \
-    HEIRETSU_OP_##Enum(HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_,                 \
-                       HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_FIELD_RES_)              \
+    HEIRETSU_SLOTS_(Enum, HEIRETSU_FIELD_BUF_, HEIRETSU_FIELD_VAR_)                          \
+    HEIRETSU_INTS_(Enum, HEIRETSU_FIELD_INT_)                                                \
+    HEIRETSU_FLOATS_(Enum, HEIRETSU_FIELD_FLT_)                                              \
+    HEIRETSU_RESOLVED_(Enum, HEIRETSU_FIELD_RES_)                                            \
     template <class Src>                                                                     \
     static Enum Read(const Src& src_) {                                                      \
       Enum out_;                                                                             \
       [[maybe_unused]] size_t nb_ = 0, ni_ = 0, nf_ = 0, nr_ = 0;                            \
-      HEIRETSU_OP_##Enum(HEIRETSU_READ_BUF_, HEIRETSU_READ_VAR_, HEIRETSU_READ_INT_,         \
-                         HEIRETSU_READ_FLT_, HEIRETSU_IGNORE_, HEIRETSU_READ_RES_)           \
+      HEIRETSU_SLOTS_(Enum, HEIRETSU_READ_BUF_, HEIRETSU_READ_VAR_)                          \
+      HEIRETSU_INTS_(Enum, HEIRETSU_READ_INT_)                                               \
+      HEIRETSU_FLOATS_(Enum, HEIRETSU_READ_FLT_)                                             \
+      HEIRETSU_RESOLVED_(Enum, HEIRETSU_READ_RES_)                                           \
       return out_;                                                                           \
     }                                                                                        \
     template <class Sink>                                                                    \
     void Write(Sink& sink_) const {                                                          \
-      HEIRETSU_OP_##Enum(HEIRETSU_WRITE_BUF_, HEIRETSU_WRITE_VAR_, HEIRETSU_IGNORE_,         \
-                         HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_)               \
-      HEIRETSU_OP_##Enum(HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_WRITE_INT_,            \
-                         HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_)               \
-      HEIRETSU_OP_##Enum(HEIRETSU_IGNORE_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_,               \
-                         HEIRETSU_WRITE_FLT_, HEIRETSU_IGNORE_, HEIRETSU_IGNORE_)            \
+      HEIRETSU_SLOTS_(Enum, HEIRETSU_WRITE_BUF_, HEIRETSU_WRITE_VAR_)                        \
+      HEIRETSU_INTS_(Enum, HEIRETSU_WRITE_INT_)                                              \
+      HEIRETSU_FLOATS_(Enum, HEIRETSU_WRITE_FLT_)                                            \
     }                                                                                        \
   };
 HEIRETSU_OPS(HEIRETSU_DEFINE_OP_)
@@ -183,7 +177,6 @@ HEIRETSU_OPS(HEIRETSU_DEFINE_OP_)
 #undef HEIRETSU_WRITE_VAR_
 #undef HEIRETSU_WRITE_INT_
 #undef HEIRETSU_WRITE_FLT_
-#undef HEIRETSU_IGNORE_
 
 }  // namespace op
 

@@ -39,29 +39,32 @@ Status MetricsWriter::Open(const std::string& path, bool append) {
   return std::nullopt;
 }
 
-Status MetricsWriter::Write(const StepMetrics& m) {
+Status MetricsWriter::Write(const StepLine& line) {
   if (!file_) return std::nullopt;
+  const exec::StepResult& r = line.result;
   char loss_hex[40];
-  std::snprintf(loss_hex, sizeof loss_hex, "%a", m.loss);
+  std::snprintf(loss_hex, sizeof loss_hex, "%a", r.loss);
   std::fprintf(file_.get(),
                "{\"step\":%lld,\"loss\":%s,\"loss_hex\":\"%s\",\"lr\":%s,\"grad_norm\":%s,"
                "\"tokens_per_s\":%s,\"step_ms\":%s%s}\n",
-               static_cast<long long>(m.step), JsonNumber(m.loss, "%.17g").c_str(), loss_hex,
-               JsonNumber(m.lr, "%.9g").c_str(), JsonNumber(m.grad_norm, "%.9g").c_str(),
-               JsonNumber(m.tokens_per_s, "%.6g").c_str(), JsonNumber(m.step_ms, "%.6g").c_str(), m.skipped ? ",\"skipped\":true" : "");
+               static_cast<long long>(line.options.step), JsonNumber(r.loss, "%.17g").c_str(),
+               loss_hex, JsonNumber(line.options.lr, "%.9g").c_str(),
+               JsonNumber(r.grad_norm, "%.9g").c_str(), JsonNumber(line.tokens_per_s(), "%.6g").c_str(),
+               JsonNumber(line.seconds * 1e3, "%.6g").c_str(), r.nonfinite ? ",\"skipped\":true" : "");
   if (std::fflush(file_.get()) != 0 || std::ferror(file_.get()))
     return Error::Failure(path_ + ": cannot write: " + std::strerror(errno));
   return std::nullopt;
 }
 
-std::string ProgressLine(const StepMetrics& m, int64_t steps) {
+std::string ProgressLine(const StepLine& line, int64_t steps) {
   const int width = static_cast<int>(std::to_string(steps).size());
-  char line[256];
-  std::snprintf(line, sizeof line,
+  char text[256];
+  std::snprintf(text, sizeof text,
                 "step %*lld/%lld | loss %.4f | lr %.2e | grad norm %.4f | %s tok/s | %.1f ms",
-                width, static_cast<long long>(m.step), static_cast<long long>(steps), m.loss, m.lr,
-                m.grad_norm, Throughput(m.tokens_per_s).c_str(), m.step_ms);
-  return line;
+                width, static_cast<long long>(line.options.step), static_cast<long long>(steps),
+                line.result.loss, line.options.lr, line.result.grad_norm,
+                Throughput(line.tokens_per_s()).c_str(), line.seconds * 1e3);
+  return text;
 }
 
 }  // namespace heiretsu::rank

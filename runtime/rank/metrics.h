@@ -11,17 +11,18 @@
 #include <string>
 
 #include "runtime/base/error.h"
+#include "runtime/exec/executor.h"
 
 namespace heiretsu::rank {
 
-struct StepMetrics {
-  int64_t step = 0;
-  double loss = 0;
-  double lr = 0;
-  double grad_norm = 0;
-  double tokens_per_s = 0;
-  double step_ms = 0;
-  bool skipped = false;  // not applied: a non-finite loss or gradient norm
+// What a line says of one step: its number and learning rate (options), its loss,
+// gradient norm and whether it was applied (result), and its throughput.
+struct StepLine {
+  const exec::StepOptions& options;
+  const exec::StepResult& result;
+  double seconds;  // the step's wall time
+  int64_t tokens;  // tokens of the global batch
+  double tokens_per_s() const { return static_cast<double>(tokens) / seconds; }
 };
 
 class MetricsWriter {
@@ -31,7 +32,7 @@ class MetricsWriter {
   // again, the later line winning). An empty path writes nothing.
   Status Open(const std::string& path, bool append);
   // Writes one line and flushes it, so a crash leaves only whole lines behind.
-  Status Write(const StepMetrics& m);
+  Status Write(const StepLine& line);
 
  private:
   std::string path_;
@@ -39,7 +40,7 @@ class MetricsWriter {
 };
 
 // "step  3/10 | loss 4.1234 | lr 3.00e-03 | grad norm 1.2345 | 5.8k tok/s | 22.0 ms"
-std::string ProgressLine(const StepMetrics& m, int64_t steps);
+std::string ProgressLine(const StepLine& line, int64_t steps);
 
 }  // namespace heiretsu::rank
 
