@@ -148,6 +148,7 @@ struct Entry {
   std::string name;
   TensorKind kind;
   std::vector<int64_t> shape;
+  size_t file = 0;  // index into Manifest::files
   int64_t offset = 0;
   int64_t length = 0;
   int line = 0;
@@ -156,9 +157,8 @@ struct Entry {
 struct Manifest {
   std::string path;
   Header header;
-  int64_t bytes = 0;
-  uint64_t checksum = 0;
-  std::vector<Entry> entries;  // sorted by offset
+  std::vector<TensorFile> files;
+  std::vector<Entry> entries;  // sorted by (file, offset)
 };
 
 bool ParseKind(const std::string& text, TensorKind* kind) {
@@ -327,11 +327,35 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
     return fail("seed: expected an integer in [0, 2^64), got '" + v + "'");
   if (auto err = int_field("global_batch", &m->header.global_batch)) return err;
   if (auto err = int_field("seq", &m->header.seq)) return err;
-  if (auto err = int_field("bytes", &m->bytes)) return err;
-  if (auto err = field("checksum", &v)) return err;
   const std::string algo = std::string(kChecksumName) + " ";
-  if (!ParseHexLine(v, algo, &m->checksum))
-    return fail("checksum: expected '" + algo + "' and 16 hex digits, got '" + v + "'");
+  int64_t file_count = 0;
+  if (auto err = int_field("files", &file_count)) return err;
+  if (file_count < 1 || file_count > static_cast<int64_t>(lines.size()))
+    return fail("files: expected at least 1, got " + std::to_string(file_count));
+  std::map<std::string, size_t> file_index;
+  for (int64_t f = 0; f < file_count; ++f) {
+    if (at >= lines.size()) {
+      ++at;
+      return fail("missing 'file' line");
+    }
+    const std::vector<std::string> w = Split(lines[at++]);
+    TensorFile file;
+    if (w.size() != 5 || w[0] != "file")
+      return fail("expected 'file FILE BYTES " + algo + "HEX', got '" + lines[at - 1] + "'");
+    file.name = w[1];
+    // A plain name in the checkpoint's directory, never a path out of it.
+    if (!IsStorableName(file.name) || file.name.find('/') != std::string::npos ||
+        file.name[0] == '.' || file.name == kManifestName)
+      return fail("file '" + file.name + "': not a tensor file's name");
+    if (!ParseI64(w[2], &file.bytes))
+      return fail("file '" + file.name + "': invalid size '" + w[2] + "'");
+    if (w[3] + " " != algo || !ParseHexLine(w[4], "", &file.checksum))
+      return fail("file '" + file.name + "': expected '" + algo + "' and 16 hex digits, got '" +
+                  w[3] + " " + w[4] + "'");
+    if (!file_index.emplace(file.name, m->files.size()).second)
+      return fail("file '" + file.name + "' listed twice");
+    m->files.push_back(std::move(file));
+  }
   int64_t count = 0;
   if (auto err = int_field("tensors", &count)) return err;
   if (count != static_cast<int64_t>(lines.size() - at))
@@ -344,9 +368,9 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
     Entry e;
     e.line = static_cast<int>(at);
     int64_t numel = 0;
-    if (w.size() != 7 || w[0] != "tensor")
-      return fail("expected 'tensor NAME KIND f32 [SHAPE] OFFSET LENGTH', got '" + lines[at - 1] +
-                  "'");
+    if (w.size() != 8 || w[0] != "tensor")
+      return fail("expected 'tensor NAME KIND f32 [SHAPE] FILE OFFSET LENGTH', got '" +
+                  lines[at - 1] + "'");
     e.name = w[1];
     if (!ParseKind(w[2], &e.kind))
       return fail("tensor '" + e.name + "': unknown kind '" + w[2] +
@@ -354,25 +378,32 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
     if (w[3] != "f32") return fail("tensor '" + e.name + "': unknown dtype '" + w[3] + "'");
     if (!ParseShape(w[4], &e.shape, &numel))
       return fail("tensor '" + e.name + "': invalid shape '" + w[4] + "'");
-    if (!ParseI64(w[5], &e.offset) || !ParseI64(w[6], &e.length))
-      return fail("tensor '" + e.name + "': invalid offset or length '" + w[5] + " " + w[6] + "'");
+    auto file = file_index.find(w[5]);
+    if (file == file_index.end())
+      return fail("tensor '" + e.name + "' (" + w[2] + "): file '" + w[5] +
+                  "' is not among the manifest's files");
+    e.file = file->second;
+    const int64_t bytes = m->files[e.file].bytes;
+    if (!ParseI64(w[6], &e.offset) || !ParseI64(w[7], &e.length))
+      return fail("tensor '" + e.name + "': invalid offset or length '" + w[6] + " " + w[7] + "'");
     if (e.length != 4 * numel)
-      return fail("tensor '" + e.name + "' (" + w[2] + "): length " + w[6] +
+      return fail("tensor '" + e.name + "' (" + w[2] + "): length " + w[7] +
                   " does not match shape " + w[4] + " of f32 (" + std::to_string(4 * numel) +
                   " bytes)");
-    if (e.offset > m->bytes || e.length > m->bytes - e.offset)
-      return fail("tensor '" + e.name + "' (" + w[2] + "): bytes [" + w[5] + ", +" + w[6] +
-                  ") lie outside " + kTensorsName + " of " + std::to_string(m->bytes) + " bytes");
+    if (e.offset > bytes || e.length > bytes - e.offset)
+      return fail("tensor '" + e.name + "' (" + w[2] + "): bytes [" + w[6] + ", +" + w[7] +
+                  ") lie outside " + w[5] + " of " + std::to_string(bytes) + " bytes");
     if (!seen.emplace(std::make_pair(e.name, e.kind), e.line).second)
       return fail("tensor '" + e.name + "' (" + w[2] + ") listed twice");
     m->entries.push_back(std::move(e));
   }
-  std::sort(m->entries.begin(), m->entries.end(),
-            [](const Entry& a, const Entry& b) { return a.offset < b.offset; });
+  std::sort(m->entries.begin(), m->entries.end(), [](const Entry& a, const Entry& b) {
+    return std::make_pair(a.file, a.offset) < std::make_pair(b.file, b.offset);
+  });
   for (size_t i = 1; i < m->entries.size(); ++i) {
     const Entry& a = m->entries[i - 1];
     const Entry& b = m->entries[i];
-    if (b.offset < a.offset + a.length) {
+    if (a.file == b.file && b.offset < a.offset + a.length) {
       at = b.line;
       return fail("tensor '" + b.name + "' overlaps tensor '" + a.name + "'");
     }
@@ -380,13 +411,14 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
   return std::nullopt;
 }
 
-std::optional<DataError> OpenTensors(const std::string& dir, const Manifest& m,
-                                     data::InputFile* in) {
-  const std::string path = Join(dir, kTensorsName);
-  if (auto err = in->Open(path)) return err;
-  if (in->size() != m.bytes)
-    return BadInput(path + ": " + std::to_string(in->size()) + " bytes, but " + m.path + " says " +
-                    std::to_string(m.bytes));
+// Opens file `f` of `m` in `dir`, sets `*path` to it and checks its size.
+std::optional<DataError> OpenTensorFile(const std::string& dir, const Manifest& m, size_t f,
+                                        data::InputFile* in, std::string* path) {
+  *path = (fs::path(dir) / m.files[f].name).string();
+  if (auto err = in->Open(*path)) return err;
+  if (in->size() != m.files[f].bytes)
+    return BadInput(*path + ": " + std::to_string(in->size()) + " bytes, but " + m.path +
+                    " says " + std::to_string(m.files[f].bytes));
   return std::nullopt;
 }
 
@@ -401,42 +433,84 @@ std::optional<DataError> ReadExactly(data::InputFile* in, const std::string& pat
   return std::nullopt;
 }
 
-std::optional<DataError> CheckSum(const std::string& path, const Manifest& m, Checksum* sum) {
+std::optional<DataError> CheckSum(const std::string& path, const Manifest& m, size_t f,
+                                  Checksum* sum) {
   const uint64_t got = sum->Finish();
-  if (got != m.checksum)
-    return BadInput(path + ": checksum " + Hex(got) + " does not match " + Hex(m.checksum) +
-                    " in " + m.path + " (the checkpoint is corrupt)");
+  if (got != m.files[f].checksum)
+    return BadInput(path + ": checksum " + Hex(got) + " does not match " +
+                    Hex(m.files[f].checksum) + " in " + m.path + " (the checkpoint is corrupt)");
   return std::nullopt;
 }
 
-// The whole of the check FindLatestCheckpoint makes of one candidate.
+// Streams the first `bytes` bytes of `in` (at `path`): their checksum, and how many
+// of them, read as floats, are not finite. Every tensor starts at a multiple of 64
+// and the padding between them is zeros, so a whole tensor file reads as floats.
+std::optional<DataError> ScanFloats(data::InputFile* in, const std::string& path, int64_t bytes,
+                                    Checksum* sum, int64_t* nonfinite) {
+  std::vector<float> buf(std::min(kChunkBytes, std::max<int64_t>(bytes, 4)) / 4);
+  *nonfinite = 0;
+  for (int64_t done = 0; done < bytes;) {
+    const int64_t n = std::min<int64_t>(buf.size() * 4, bytes - done);
+    if (auto err = ReadExactly(in, path, buf.data(), n, sum)) return err;
+    int64_t first;
+    *nonfinite += CountNonFinite(buf.data(), n / 4, &first);
+    done += n;
+  }
+  return std::nullopt;
+}
+
+// The whole of the check FindLatestCheckpoint makes of one candidate: every file.
 std::optional<DataError> VerifyComplete(const std::string& dir, int64_t dir_step) {
   Manifest m;
   if (auto err = ReadManifest(dir, &m)) return err;
   if (dir_step >= 0 && m.header.step != dir_step)
     return BadInput(m.path + ": says step " + std::to_string(m.header.step) +
                     ", but the directory is " + CheckpointDirName(dir_step));
-  data::InputFile in;
-  if (auto err = OpenTensors(dir, m, &in)) return err;
-  const std::string path = Join(dir, kTensorsName);
-  // float-aligned chunks: every tensor starts at a multiple of 64 and the padding
-  // between them is zeros, so the whole file reads as floats for the finite check.
-  std::vector<float> buf(std::min(kChunkBytes, std::max<int64_t>(m.bytes, 4)) / 4);
-  Checksum sum;
-  int64_t nonfinite = 0;
-  for (int64_t done = 0; done < m.bytes;) {
-    const int64_t n = std::min<int64_t>(buf.size() * 4, m.bytes - done);
-    if (auto err = ReadExactly(&in, path, buf.data(), n, &sum)) return err;
-    int64_t first;
-    nonfinite += CountNonFinite(buf.data(), n / 4, &first);
-    done += n;
+  for (size_t f = 0; f < m.files.size(); ++f) {
+    data::InputFile in;
+    std::string path;
+    if (auto err = OpenTensorFile(dir, m, f, &in, &path)) return err;
+    Checksum sum;
+    int64_t nonfinite = 0;
+    if (auto err = ScanFloats(&in, path, m.files[f].bytes, &sum, &nonfinite)) return err;
+    if (auto err = CheckSum(path, m, f, &sum)) return err;
+    if (nonfinite > 0)
+      return BadInput(path + ": " + std::to_string(nonfinite) +
+                      " of its values are not finite (NaN or infinity): the checkpoint of a "
+                      "diverged run is never resumed");
   }
-  if (auto err = CheckSum(path, m, &sum)) return err;
-  if (nonfinite > 0)
-    return BadInput(path + ": " + std::to_string(nonfinite) +
-                    " of its values are not finite (NaN or infinity): the checkpoint of a diverged "
-                    "run is never resumed");
   return std::nullopt;
+}
+
+int64_t NumElements(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// Where each of `tensors` starts in its tensor file, and the file's size.
+std::vector<int64_t> Layout(const std::vector<Tensor>& tensors, int64_t* bytes) {
+  std::vector<int64_t> offsets;
+  int64_t offset = 0;
+  for (const Tensor& t : tensors) {
+    offset = RoundUp(offset);
+    offsets.push_back(offset);
+    offset += 4 * NumElements(t.shape);
+  }
+  *bytes = offset;
+  return offsets;
+}
+
+// A writer's tensor file of the checkpoint in `dir`: tensors.bin or tensors.W.bin.
+bool IsTensorFileName(const std::string& name) {
+  if (name == kTensorsName) return true;
+  const std::string prefix = "tensors.", suffix = ".bin";
+  if (name.size() <= prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return false;
+  int64_t w;
+  return ParseI64(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()), &w) &&
+         w > 0 && w <= INT32_MAX && TensorFileName(static_cast<int>(w)) == name;
 }
 
 // The step of a directory named "step_" + at least 8 digits, or -1.
@@ -508,78 +582,165 @@ std::string CheckpointDirName(int64_t step) {
   return name;
 }
 
-std::optional<DataError> SaveCheckpoint(const std::string& root, const Header& header,
-                                        const std::vector<Tensor>& tensors, std::string* dir) {
+std::vector<Tensor> PlanState(const plan::fb::Plan& plan) {
+  std::vector<Tensor> tensors;
+  for (const fb::Param* p : *plan.params()) {
+    std::vector<int64_t> shape(p->shape()->begin(), p->shape()->end());
+    for (TensorKind kind : {TensorKind::kValue, TensorKind::kExpAvg, TensorKind::kExpAvgSq})
+      tensors.push_back({p->name()->str(), kind, shape, nullptr});
+  }
+  return tensors;
+}
+
+std::string TensorFileName(int writer) {
+  return writer == 0 ? std::string(kTensorsName) : "tensors." + std::to_string(writer) + ".bin";
+}
+
+Status CheckSavable(const std::string& root, const Header& header,
+                    const std::vector<Tensor>& tensors) {
   if (header.model.find('\n') != std::string::npos)
     return BadInput("model name '" + header.model + "' cannot be stored in a checkpoint");
   for (const Tensor& t : tensors)
     if (!IsStorableName(t.name))
       return BadInput("parameter name '" + t.name +
                       "' cannot be stored in a checkpoint (it is empty or has blanks)");
-  *dir = (fs::path(root) / CheckpointDirName(header.step)).string();
-  // Nothing is written from non-finite state: not even a directory, and an older
-  // checkpoint of this step stays as it is.
+  const std::string dir = (fs::path(root) / CheckpointDirName(header.step)).string();
   for (const Tensor& t : tensors) {
-    int64_t numel = 1, first;
-    for (int64_t d : t.shape) numel *= d;
-    if (const int64_t bad = CountNonFinite(t.data, numel, &first))
-      return Failure("not saving checkpoint " + *dir + ": tensor '" + t.name + "' (" +
+    int64_t first;
+    if (const int64_t bad = CountNonFinite(t.data, NumElements(t.shape), &first))
+      return Failure("not saving checkpoint " + dir + ": tensor '" + t.name + "' (" +
                      TensorKindName(t.kind) + ") holds " + std::to_string(bad) +
                      " values that are not finite (the first at index " + std::to_string(first) +
                      "); a checkpoint is never written from non-finite state");
   }
+  return std::nullopt;
+}
+
+Status PrepareCheckpoint(const std::string& root, const Header& header, std::string* dir) {
+  *dir = (fs::path(root) / CheckpointDirName(header.step)).string();
   RemoveStaleTemporaries(root);
   std::error_code ec;
   fs::create_directories(*dir, ec);
   if (ec) return Failure(*dir + ": cannot create directory: " + ec.message());
+  // An older checkpoint of this step loses its manifest before any of its files
+  // changes, so that no crash can leave an old manifest beside new tensors; its tensor
+  // files go too, so that none of another layout's is left behind.
   const std::string manifest_path = Join(*dir, kManifestName);
-
-  data::AtomicFile bin;
-  if (auto err = bin.Open(Join(*dir, kTensorsName))) return err;
-  Checksum sum;
-  std::string lines;
-  static const unsigned char kZeros[kAlign] = {};
-  int64_t offset = 0;
-  for (const Tensor& t : tensors) {
-    int64_t numel = 1;
-    for (int64_t d : t.shape) numel *= d;
-    const int64_t length = 4 * numel;
-    const int64_t pad = RoundUp(offset) - offset;
-    if (auto err = bin.Write(kZeros, pad)) return err;
-    sum.Update(kZeros, pad);
-    offset += pad;
-    if (auto err = bin.Write(t.data, length)) return err;
-    sum.Update(t.data, length);
-
-    lines += "tensor " + t.name + " " + TensorKindName(t.kind) + " f32 " + ShapeText(t.shape) +
-             " " + std::to_string(offset) + " " + std::to_string(length) + "\n";
-    offset += length;
-  }
-  // An older checkpoint of this step loses its manifest before its tensors change, so
-  // that no crash can leave an old manifest beside new tensors.
   if (::unlink(manifest_path.c_str()) != 0 && errno != ENOENT)
     return Failure(manifest_path + ": cannot replace: " + std::strerror(errno));
-  if (auto err = bin.Commit()) return err;
+  for (fs::directory_iterator it(*dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (IsTensorFileName(name) && ::unlink(it->path().c_str()) != 0 && errno != ENOENT)
+      return Failure(it->path().string() + ": cannot replace: " + std::strerror(errno));
+  }
+  if (ec) return Failure(*dir + ": cannot list: " + ec.message());
+  return std::nullopt;
+}
 
+Status WriteTensorFile(const std::string& dir, const std::string& file,
+                       const std::vector<Tensor>& tensors, TensorFile* written) {
+  data::AtomicFile bin;
+  if (auto err = bin.Open(Join(dir, file.c_str()))) return err;
+  int64_t bytes = 0;
+  const std::vector<int64_t> offsets = Layout(tensors, &bytes);
+  Checksum sum;
+  static const unsigned char kZeros[kAlign] = {};
+  int64_t offset = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const int64_t pad = offsets[i] - offset;
+    if (auto err = bin.Write(kZeros, pad)) return err;
+    sum.Update(kZeros, pad);
+    const int64_t length = 4 * NumElements(tensors[i].shape);
+    if (auto err = bin.Write(tensors[i].data, length)) return err;
+    sum.Update(tensors[i].data, length);
+    offset = offsets[i] + length;
+  }
+  if (auto err = bin.Commit()) return err;
+  if (auto err = SyncDir(dir)) return err;
+  *written = {file, bytes, sum.Finish()};
+  return std::nullopt;
+}
+
+Status CommitCheckpoint(const std::string& root, const Header& header,
+                        const std::vector<Part>& parts, std::string* dir) {
+  *dir = (fs::path(root) / CheckpointDirName(header.step)).string();
+  std::string files, lines;
+  size_t count = 0;
+  std::map<std::pair<std::string, TensorKind>, const Part*> owner;
+  for (const Part& part : parts)
+    for (const Tensor& t : part.tensors)
+      if (!owner.emplace(std::make_pair(t.name, t.kind), &part).second)
+        return Failure("not saving checkpoint " + *dir + ": tensor '" + t.name + "' (" +
+                       TensorKindName(t.kind) + ") is in two parts, " +
+                       owner[{t.name, t.kind}]->file + " and " + part.file);
+  for (const Part& part : parts) {
+    int64_t bytes = 0;
+    const std::vector<int64_t> offsets = Layout(part.tensors, &bytes);
+    TensorFile file;
+    if (part.written) {
+      file = *part.written;
+      if (file.name != part.file || file.bytes != bytes)
+        return Failure(Join(*dir, part.file.c_str()) + ": written as " + file.name + " of " +
+                       std::to_string(file.bytes) + " bytes, but its tensors take " +
+                       std::to_string(bytes));
+    } else {
+      // Another writer's file: read back, so that the manifest vouches only for what is
+      // on disk.
+      const std::string path = Join(*dir, part.file.c_str());
+      data::InputFile in;
+      if (auto err = in.Open(path)) return Failure(err->message);
+      if (in.size() != bytes)
+        return Failure(path + ": " + std::to_string(in.size()) + " bytes, but its writer's " +
+                       std::to_string(part.tensors.size()) + " tensors take " +
+                       std::to_string(bytes));
+      Checksum sum;
+      int64_t nonfinite = 0;
+      if (auto err = ScanFloats(&in, path, bytes, &sum, &nonfinite)) return Failure(err->message);
+      if (nonfinite > 0)
+        return Failure("not saving checkpoint " + *dir + ": " + path + " holds " +
+                       std::to_string(nonfinite) + " values that are not finite");
+      file = {part.file, bytes, sum.Finish()};
+    }
+    files += "file " + file.name + " " + std::to_string(file.bytes) + " " + kChecksumName + " " +
+             Hex(file.checksum) + "\n";
+    for (size_t i = 0; i < part.tensors.size(); ++i) {
+      const Tensor& t = part.tensors[i];
+      lines += "tensor " + t.name + " " + TensorKindName(t.kind) + " f32 " + ShapeText(t.shape) +
+               " " + file.name + " " + std::to_string(offsets[i]) + " " +
+               std::to_string(4 * NumElements(t.shape)) + "\n";
+    }
+    count += part.tensors.size();
+  }
   std::string text = "heiretsu-checkpoint " + std::to_string(kFormatVersion) + "\nmodel " +
                      header.model + "\nstep " + std::to_string(header.step) + "\ndata_position " +
                      std::to_string(header.step + 1) + "\nseed " + std::to_string(header.seed) +
                      "\nglobal_batch " + std::to_string(header.global_batch) + "\nseq " +
-                     std::to_string(header.seq) + "\nbytes " + std::to_string(offset) +
-                     "\nchecksum " + kChecksumName + " " + Hex(sum.Finish()) + "\ntensors " +
-                     std::to_string(tensors.size()) + "\n" + lines;
+                     std::to_string(header.seq) + "\nfiles " + std::to_string(parts.size()) +
+                     "\n" + files + "tensors " + std::to_string(count) + "\n" + lines;
   Checksum text_sum;
   text_sum.Update(text.data(), static_cast<int64_t>(text.size()));
   text +=
       std::string(kManifestChecksumKey) + " " + kChecksumName + " " + Hex(text_sum.Finish()) + "\n";
   data::AtomicFile manifest;
-  if (auto err = manifest.Open(manifest_path)) return err;
+  if (auto err = manifest.Open(Join(*dir, kManifestName))) return err;
   if (auto err = manifest.Write(text.data(), static_cast<int64_t>(text.size()))) return err;
   if (auto err = manifest.Commit()) return err;
   // The commit is durable once the directory entries are; the root gains a new
   // directory the first time a step is saved.
   if (auto err = SyncDir(*dir)) return err;
   return SyncDir(root);
+}
+
+std::optional<DataError> SaveCheckpoint(const std::string& root, const Header& header,
+                                        const std::vector<Tensor>& tensors, std::string* dir) {
+  *dir = (fs::path(root) / CheckpointDirName(header.step)).string();
+  // Nothing is written from non-finite state: not even a directory, and an older
+  // checkpoint of this step stays as it is.
+  if (auto err = CheckSavable(root, header, tensors)) return err;
+  if (auto err = PrepareCheckpoint(root, header, dir)) return err;
+  TensorFile written;
+  if (auto err = WriteTensorFile(*dir, kTensorsName, tensors, &written)) return err;
+  return CommitCheckpoint(root, header, {Part{kTensorsName, tensors, written}}, dir);
 }
 
 namespace {
@@ -685,36 +846,46 @@ std::optional<DataError> LoadCheckpoint(const std::string& dir, const std::strin
                     "), which the plan needs");
   }
 
-  data::InputFile in;
-  if (auto err = OpenTensors(dir, m, &in)) return err;
-  const std::string path = Join(dir, kTensorsName);
-  // Streams the file in order: padding and gaps through a scratch buffer, tensors straight
+  // Each file holding a tensor this process loads, read whole and in order: padding,
+  // gaps and tensors it does not load through a scratch buffer, its tensors straight
   // into their memory.
   std::vector<unsigned char> scratch(kChunkBytes);
-  Checksum sum;
-  int64_t done = 0;
-  auto skip_to = [&](int64_t target) -> std::optional<DataError> {
-    while (done < target) {
-      const int64_t n = std::min<int64_t>(scratch.size(), target - done);
-      if (auto err = ReadExactly(&in, path, scratch.data(), n, &sum)) return err;
-      done += n;
+  for (size_t f = 0; f < m.files.size(); ++f) {
+    bool needed = false;
+    for (size_t i = 0; i < m.entries.size(); ++i)
+      needed = needed || (m.entries[i].file == f && destination[i]->data != nullptr);
+    if (!needed) continue;
+    data::InputFile in;
+    std::string path;
+    if (auto err = OpenTensorFile(dir, m, f, &in, &path)) return err;
+    Checksum sum;
+    int64_t done = 0;
+    auto skip_to = [&](int64_t target) -> std::optional<DataError> {
+      while (done < target) {
+        const int64_t n = std::min<int64_t>(scratch.size(), target - done);
+        if (auto err = ReadExactly(&in, path, scratch.data(), n, &sum)) return err;
+        done += n;
+      }
+      return std::nullopt;
+    };
+    for (size_t i = 0; i < m.entries.size(); ++i) {
+      const Entry& e = m.entries[i];
+      float* data = destination[i]->data;
+      if (e.file != f || data == nullptr) continue;
+      if (auto err = skip_to(e.offset)) return err;
+      if (auto err = ReadExactly(&in, path, data, e.length, &sum)) return err;
+      done += e.length;
+      int64_t first;
+      if (const int64_t bad = CountNonFinite(data, e.length / 4, &first))
+        return BadInput(path + ": tensor '" + e.name + "' (" + TensorKindName(e.kind) +
+                        ") holds " + std::to_string(bad) +
+                        " values that are not finite (the first at index " +
+                        std::to_string(first) +
+                        "): the checkpoint of a diverged run is never resumed");
     }
-    return std::nullopt;
-  };
-  for (size_t i = 0; i < m.entries.size(); ++i) {
-    const Entry& e = m.entries[i];
-    if (auto err = skip_to(e.offset)) return err;
-    if (auto err = ReadExactly(&in, path, destination[i]->data, e.length, &sum)) return err;
-    done += e.length;
-    int64_t first;
-    if (const int64_t bad = CountNonFinite(destination[i]->data, e.length / 4, &first))
-      return BadInput(path + ": tensor '" + e.name + "' (" + TensorKindName(e.kind) + ") holds " +
-                      std::to_string(bad) + " values that are not finite (the first at index " +
-                      std::to_string(first) + "): the checkpoint of a diverged run is never "
-                      "resumed");
+    if (auto err = skip_to(m.files[f].bytes)) return err;
+    if (auto err = CheckSum(path, m, f, &sum)) return err;
   }
-  if (auto err = skip_to(m.bytes)) return err;
-  if (auto err = CheckSum(path, m, &sum)) return err;
   *header = m.header;
   return std::nullopt;
 }

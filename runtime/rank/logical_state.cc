@@ -2,8 +2,73 @@
 #include "runtime/rank/logical_state.h"
 
 #include <algorithm>
+#include <map>
+#include <utility>
 
 namespace heiretsu::rank {
+
+namespace {
+
+using TensorKey = std::pair<std::string, checkpoint::TensorKind>;
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? "," : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+}  // namespace
+
+bool IsStageLeader(const plan::MeshCoordinates& coords) {
+  return coords.coord[plan::kAxisDp] == 0 && coords.coord[plan::kAxisTp] == 0 &&
+         coords.coord[plan::kAxisEp] == 0;
+}
+
+Status StageParts(const std::vector<plan::LoadedPlan>& programs,
+                  std::vector<checkpoint::Part>* parts) {
+  parts->clear();
+  std::map<TensorKey, std::pair<std::vector<int64_t>, size_t>> held;  // shape, stage
+  for (size_t s = 0; s < programs.size(); ++s) {
+    checkpoint::Part part;
+    part.file = checkpoint::TensorFileName(static_cast<int>(s));
+    for (checkpoint::Tensor& t : checkpoint::PlanState(*programs[s].plan)) {
+      auto [it, fresh] = held.emplace(TensorKey{t.name, t.kind}, std::make_pair(t.shape, s));
+      if (fresh) {
+        part.tensors.push_back(std::move(t));
+      } else if (it->second.first != t.shape) {
+        return Error::BadInput(programs[s].path + ": parameter '" + t.name + "' has shape " +
+                               ShapeText(t.shape) + ", but " +
+                               programs[it->second.second].path + " gives it " +
+                               ShapeText(it->second.first) +
+                               " (the programs of a directory train one model)");
+      }
+    }
+    parts->push_back(std::move(part));
+  }
+  return std::nullopt;
+}
+
+std::vector<checkpoint::Tensor> PartState(const checkpoint::Part& part,
+                                          const std::vector<checkpoint::Tensor>& state) {
+  std::map<TensorKey, const checkpoint::Tensor*> mine;
+  for (const checkpoint::Tensor& t : state) mine[{t.name, t.kind}] = &t;
+  std::vector<checkpoint::Tensor> out;
+  for (const checkpoint::Tensor& t : part.tensors) out.push_back(*mine.at({t.name, t.kind}));
+  return out;
+}
+
+std::vector<checkpoint::Tensor> ModelState(const std::vector<checkpoint::Part>& parts,
+                                           const std::vector<checkpoint::Tensor>& state) {
+  std::map<TensorKey, const checkpoint::Tensor*> mine;
+  for (const checkpoint::Tensor& t : state) mine[{t.name, t.kind}] = &t;
+  std::vector<checkpoint::Tensor> out;
+  for (const checkpoint::Part& part : parts)
+    for (const checkpoint::Tensor& t : part.tensors) {
+      auto it = mine.find({t.name, t.kind});
+      out.push_back(it == mine.end() ? t : *it->second);
+    }
+  return out;
+}
 
 LogicalState::LogicalState(const plan::fb::Plan& plan, exec::Executor* executor,
                            const Groups& groups)

@@ -6,8 +6,9 @@
 // A plan for several ranks runs as one such worker per rank (started by `heiretsu run`,
 // mpirun, srun or torchrun): the ranks connect over Gloo through HEIRETSU_STORE, one
 // group per mesh axis; each dp coordinate trains on its rows of the global batch, the
-// tp ranks of one dp coordinate on the same rows; rank 0 alone logs and checkpoints.
-// Plans with pipeline or expert parallelism are refused until those exist.
+// tp ranks of one dp coordinate on the same rows; rank 0 alone logs. A checkpoint is
+// written by the owners of its tensors: the leader of each pipeline stage writes its
+// stage's tensors, rank 0 commits the manifest (SaveStage below).
 //
 // Bit-identical resumption (DESIGN.md §3) rests on three facts kept here: the data of
 // step s depends only on (dataset, seed, s), the learning rate only on s and the
@@ -138,6 +139,46 @@ comm::JobIdentity JobIdentityOf(const std::vector<plan::LoadedPlan>& programs,
   };
 }
 
+// Whether every member of `group` succeeded at a phase (also a barrier): each gives
+// its own outcome; on failure a member returns its own error, or one naming `what`
+// when only another member failed.
+Status Agree(comm::Communicator* group, const Status& mine, const std::string& what) {
+  float failed = mine ? 1.f : 0.f;
+  if (auto err = group->AllReduce(&failed, 1, comm::ReduceOp::kMax))
+    return Error::Failure(what + ": " + *err);
+  if (mine) return mine;
+  if (failed > 0)
+    return Error::Failure(what + ": another pipeline stage's leader failed (it says why)");
+  return std::nullopt;
+}
+
+// The save of one checkpoint by the leader of pipeline stage `stage` (checkpoint.h's
+// protocol for several writers; the stage leaders are `pp`, rank 0's pp group, null
+// for one stage): all check their tensors; rank 0 prepares the directory; each writes
+// its stage's file; once all are written (a barrier), rank 0 reads back the others'
+// files and commits the manifest. Each phase ends with every leader agreeing that it
+// succeeded, so a refusal anywhere (a non-finite stage) writes nothing and stops all.
+Status SaveStage(const std::string& root, const checkpoint::Header& header,
+                 const std::vector<checkpoint::Part>& parts, int stage,
+                 const std::vector<checkpoint::Tensor>& state, comm::Communicator* pp,
+                 std::string* dir) {
+  const std::vector<checkpoint::Tensor> mine = rank::PartState(parts[stage], state);
+  if (!pp) return checkpoint::SaveCheckpoint(root, header, mine, dir);
+  *dir = root + "/" + checkpoint::CheckpointDirName(header.step);
+  const std::string what = "not saving checkpoint " + *dir;
+  if (auto err = Agree(pp, checkpoint::CheckSavable(root, header, mine), what)) return err;
+  Status prepared = stage == 0 ? checkpoint::PrepareCheckpoint(root, header, dir) : std::nullopt;
+  if (auto err = Agree(pp, prepared, what)) return err;
+  checkpoint::TensorFile written;
+  Status wrote =
+      checkpoint::WriteTensorFile(*dir, checkpoint::TensorFileName(stage), mine, &written);
+  if (auto err = Agree(pp, wrote, what)) return err;
+  if (stage != 0) return std::nullopt;
+  std::vector<checkpoint::Part> all = parts;
+  all[0].written = written;
+  return checkpoint::CommitCheckpoint(root, header, all, dir);
+}
+
 int Run(const cli::RunOptions& o) {
 #ifndef HEIRETSU_HAVE_CUDA
   if (o.backend == "cuda")
@@ -153,7 +194,7 @@ int Run(const cli::RunOptions& o) {
     if (!error.empty()) return Fail(kExitBadInput, error);
     if (env) me = *env;
   }
-  const bool leader = me.rank == 0;  // logs, metrics and checkpoints
+  const bool leader = me.rank == 0;  // logs, metrics and commits checkpoints
   comm::JobEnvironment job_env;  // HEIRETSU_* variables, validated like flags
   if (auto err = comm::ReadJobEnvironment(me.world_size > 1, &job_env)) return Fail(*err);
 
@@ -195,10 +236,9 @@ int Run(const cli::RunOptions& o) {
         static_cast<long long>(p.microbatches()), static_cast<long long>(batch));
   }
 
-  if (mesh.pp() > 1 && (!o.save_dir.empty() || !o.resume.empty()))
-    return Fail(kExitBadInput, o.plan_dir + ": a plan of " + std::to_string(mesh.pp()) +
-                                   " pipeline stages: checkpoints written by each stage's "
-                                   "owner are not built yet (leave out --save-dir and --resume)");
+  // The checkpoint's parts, one per stage's leader; the model's tensors are theirs.
+  std::vector<checkpoint::Part> parts;
+  if (auto err = rank::StageParts(programs, &parts)) return Fail(*err);
   // Opened before the slow work, so a wrong path is reported at once.
   rank::MetricsWriter metrics;
   if (leader)
@@ -252,8 +292,10 @@ int Run(const cli::RunOptions& o) {
                              ", this plan has " + std::to_string(global_batch) + " x " +
                              std::to_string(seq) + ": its data position would not carry over");
     };
-    Status err =
-        checkpoint::ResumeNewest(o.resume, model, state, same_batch, &dir, &header, &skipped);
+    // Every rank checks every file of a candidate, so all pick the same one; each
+    // loads its own program's tensors from whichever files hold them.
+    Status err = checkpoint::ResumeNewest(o.resume, model, rank::ModelState(parts, state),
+                                          same_batch, &dir, &header, &skipped);
     for (const std::string& w : skipped)
       if (leader) std::fprintf(stderr, "heiretsu-rank: warning: %s\n", w.c_str());
     if (err) return Fail(*err);
@@ -323,15 +365,15 @@ int Run(const cli::RunOptions& o) {
     if (leader && !result.nonfinite &&
         (step % o.log_every == 0 || step == o.steps || step == first_step))
       std::printf("%s\n", rank::ProgressLine(line, o.steps).c_str());
-    // Replicas are identical, so rank 0's state is the whole model (with ZeRO-1,
-    // once every rank has contributed its moments).
+    // Replicas are identical, so after the gather each stage leader's state is the
+    // whole of its stage (with ZeRO-1, once every rank has contributed its moments).
     const bool save =
         !o.save_dir.empty() && ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps);
     if (save) {
       executor.PullState();  // from the backend's arena (a no-op on the CPU)
       if (auto err = logical.Gather()) return Fail(kExitFailure, *err);
     }
-    if (leader && save) {
+    if (save && rank::IsStageLeader(coords)) {
       checkpoint::Header header;
       header.model = model;
       header.step = step;
@@ -339,8 +381,10 @@ int Run(const cli::RunOptions& o) {
       header.global_batch = global_batch;
       header.seq = seq;
       std::string dir;
-      if (auto err = checkpoint::SaveCheckpoint(o.save_dir, header, state, &dir)) return Fail(*err);
-      std::printf("checkpoint: %s\n", dir.c_str());
+      if (auto err = SaveStage(o.save_dir, header, parts, coords.coord[plan::kAxisPp], state,
+                               groups.get(plan::kAxisPp), &dir))
+        return Fail(*err);
+      if (leader) std::printf("checkpoint: %s\n", dir.c_str());
     }
   }
   if (leader && nonfinite.skipped() > 0)

@@ -1,5 +1,6 @@
-// heiretsu-ckpt-diff A B: compares two checkpoints of the same model (the manifest
-// lines "tensor NAME KIND f32 [SHAPE] OFFSET BYTES"). It prints the relative
+// heiretsu-ckpt-diff A B: compares two checkpoints of the same model, of any layouts
+// (the manifest lines "tensor NAME KIND f32 [SHAPE] FILE OFFSET BYTES" of format 2:
+// tensors matched by name and kind, from whichever tensor file holds them). It prints the relative
 // difference of all parameter values taken as one vector, |a - b| / |b| (L2) — the
 // parity metric — and, for information, the tensor with the largest elementwise
 // relative difference max |a - b| / max |b|. That per-tensor figure is not a parity
@@ -7,10 +8,12 @@
 // arithmetic (the key bias: softmax ignores a per-query constant) into updates of
 // the learning rate's size, so such a tensor holds amplified noise on any layout.
 // --all adds the AdamW moments. Exit 1 if the manifests list different tensors.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -18,7 +21,7 @@
 namespace {
 
 struct Entry {
-  std::string name, kind;
+  std::string name, kind, file;
   long long offset = 0, bytes = 0;
 };
 
@@ -33,7 +36,7 @@ bool ReadManifest(const std::string& dir, std::vector<Entry>* out) {
     if (word != "tensor") continue;
     Entry e;
     std::string dtype, shape;
-    ls >> e.name >> e.kind >> dtype >> shape >> e.offset >> e.bytes;
+    ls >> e.name >> e.kind >> dtype >> shape >> e.file >> e.offset >> e.bytes;
     out->push_back(e);
   }
   return !out->empty();
@@ -45,6 +48,14 @@ std::vector<float> ReadAll(const std::string& path) {
   std::vector<float> v(bytes.size() / 4);
   std::memcpy(v.data(), bytes.data(), v.size() * 4);
   return v;
+}
+
+// The floats of a tensor file, read once per file.
+const std::vector<float>& FileOf(const std::string& dir, const std::string& file) {
+  static std::map<std::string, std::vector<float>> files;
+  auto [it, fresh] = files.emplace(dir + "/" + file, std::vector<float>());
+  if (fresh) it->second = ReadAll(it->first);
+  return it->second;
 }
 
 }  // namespace
@@ -64,21 +75,31 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "different tensor lists (%zu vs %zu)\n", ea.size(), eb.size());
     return 1;
   }
-  std::vector<float> a = ReadAll(std::string(argv[1]) + "/tensors.bin");
-  std::vector<float> b = ReadAll(std::string(argv[2]) + "/tensors.bin");
+  std::map<std::pair<std::string, std::string>, const Entry*> by_name;
+  for (const Entry& e : eb) by_name[{e.name, e.kind}] = &e;
   double worst = 0, diff_sq = 0, ref_sq = 0;
   std::string worst_name;
   size_t compared = 0;
   for (size_t i = 0; i < ea.size(); ++i) {
-    if (ea[i].name != eb[i].name || ea[i].kind != eb[i].kind || ea[i].bytes != eb[i].bytes) {
-      std::fprintf(stderr, "tensor %zu differs: %s %s vs %s %s\n", i, ea[i].name.c_str(),
-                   ea[i].kind.c_str(), eb[i].name.c_str(), eb[i].kind.c_str());
+    auto it = by_name.find({ea[i].name, ea[i].kind});
+    if (it == by_name.end() || it->second->bytes != ea[i].bytes) {
+      std::fprintf(stderr, "tensor %s %s: %s in %s\n", ea[i].name.c_str(), ea[i].kind.c_str(),
+                   it == by_name.end() ? "missing" : "of another size", argv[2]);
       return 1;
+    }
+    const Entry& other = *it->second;
+    const std::vector<float>& a = FileOf(argv[1], ea[i].file);
+    const std::vector<float>& b = FileOf(argv[2], other.file);
+    if ((ea[i].offset + ea[i].bytes) / 4 > static_cast<long long>(a.size()) ||
+        (other.offset + other.bytes) / 4 > static_cast<long long>(b.size())) {
+      std::fprintf(stderr, "tensor %s %s: outside its file\n", ea[i].name.c_str(),
+                   ea[i].kind.c_str());
+      return 2;
     }
     if (!all && ea[i].kind != "value") continue;
     double num = 0, den = 0;
     for (long long k = 0; k < ea[i].bytes / 4; ++k) {
-      double x = a[ea[i].offset / 4 + k], y = b[eb[i].offset / 4 + k];
+      double x = a[ea[i].offset / 4 + k], y = b[other.offset / 4 + k];
       num = std::max(num, std::fabs(x - y));
       den = std::max(den, std::fabs(y));
       diff_sq += (x - y) * (x - y);

@@ -2,7 +2,9 @@
 // restores the training state bit for bit; a run stopped, saved and resumed in a fresh
 // executor logs the same losses, bit for bit, as a run never interrupted; incomplete,
 // corrupt and mismatched checkpoints are refused with messages naming the file and the
-// value; FindLatestCheckpoint skips what it cannot trust.
+// value; FindLatestCheckpoint skips what it cannot trust. A checkpoint written by two
+// writers (two tensor files, one manifest) loads whole and in parts, and a missing or
+// corrupt second file makes it not loadable.
 #include "runtime/checkpoint/checkpoint.h"
 
 #include <gtest/gtest.h>
@@ -216,15 +218,15 @@ TEST_F(CheckpointTest, RoundTripRestoresTheStateBitForBit) {
   EXPECT_EQ(manifest.substr(last), "manifest_checksum fnv1a64w " +
                                        Hex(ReferenceChecksum(manifest.substr(0, last))) + "\n");
   const std::string head =
-      "heiretsu-checkpoint 1\nmodel test\nstep 3\ndata_position 4\nseed 1337\nglobal_batch 4\n"
-      "seq 8\nbytes " +
-      std::to_string(tensors.size()) + "\nchecksum fnv1a64w " + Hex(ReferenceChecksum(tensors)) +
+      "heiretsu-checkpoint 2\nmodel test\nstep 3\ndata_position 4\nseed 1337\nglobal_batch 4\n"
+      "seq 8\nfiles 1\nfile tensors.bin " +
+      std::to_string(tensors.size()) + " fnv1a64w " + Hex(ReferenceChecksum(tensors)) +
       "\ntensors 12\n"
-      "tensor wte value f32 [16,8] 0 512\n"
-      "tensor wte exp_avg f32 [16,8] 512 512\n"
-      "tensor wte exp_avg_sq f32 [16,8] 1024 512\n"
-      "tensor norm.weight value f32 [8] 1536 32\n"
-      "tensor norm.weight exp_avg f32 [8] 1600 32\n";
+      "tensor wte value f32 [16,8] tensors.bin 0 512\n"
+      "tensor wte exp_avg f32 [16,8] tensors.bin 512 512\n"
+      "tensor wte exp_avg_sq f32 [16,8] tensors.bin 1024 512\n"
+      "tensor norm.weight value f32 [8] tensors.bin 1536 32\n"
+      "tensor norm.weight exp_avg f32 [8] tensors.bin 1600 32\n";
   EXPECT_EQ(manifest.substr(0, head.size()), head);
   EXPECT_EQ(tensors.substr(1536, 32), TensorBytes(sa[3]));
   EXPECT_EQ(tensors.substr(1568, 32), std::string(32, '\0'));  // padding to 64 bytes
@@ -407,7 +409,7 @@ TEST_F(CheckpointTest, SavingAStepAgainReplacesIt) {
 void RewriteTensorsConsistently(const std::string& dir, const std::string& bytes) {
   WriteAll(dir + "/tensors.bin", bytes);
   std::string manifest = ReadAll(dir + "/manifest.txt");
-  const size_t sum = manifest.find("\nchecksum fnv1a64w ") + 19;
+  const size_t sum = manifest.find(" fnv1a64w ", manifest.find("\nfile tensors.bin ")) + 10;
   manifest.replace(sum, 16, Hex(ReferenceChecksum(bytes)));
   const size_t last = manifest.rfind('\n', manifest.size() - 2) + 1;
   manifest = manifest.substr(0, last) + "manifest_checksum fnv1a64w " +
@@ -534,6 +536,201 @@ TEST_F(CheckpointTest, SavingRemovesTemporariesOfDeadWritersOnly) {
   EXPECT_TRUE(fs::exists(alive));
   EXPECT_FALSE(fs::exists(lone_dir));
   EXPECT_TRUE(fs::exists(root_ + "/step_00000003/manifest.txt"));
+}
+
+// The tensors of `state` from `begin` to `end`: one writer's part.
+std::vector<Tensor> Slice(const std::vector<Tensor>& state, size_t begin, size_t end) {
+  return std::vector<Tensor>(state.begin() + begin, state.begin() + end);
+}
+
+// Saves `state` as two writers would: wte and the norm (9 tensors) in tensors.bin by
+// this process, the head (3) in tensors.1.bin by another (a child process), then the
+// manifest by this one. Returns the step directory.
+std::string SaveAsTwoWriters(const std::string& root, const Header& header,
+                             const std::vector<Tensor>& state) {
+  const std::vector<Tensor> part0 = Slice(state, 0, 9), part1 = Slice(state, 9, 12);
+  EXPECT_EQ(Message(checkpoint::CheckSavable(root, header, part0)), "");
+  EXPECT_EQ(Message(checkpoint::CheckSavable(root, header, part1)), "");
+  std::string dir;
+  EXPECT_EQ(Message(checkpoint::PrepareCheckpoint(root, header, &dir)), "");
+  const pid_t child = ::fork();
+  if (child == 0) {
+    checkpoint::TensorFile ignored;
+    ::_exit(checkpoint::WriteTensorFile(dir, checkpoint::TensorFileName(1), part1, &ignored) ? 1
+                                                                                             : 0);
+  }
+  int status = -1;
+  EXPECT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_EQ(status, 0);
+  checkpoint::TensorFile written;
+  EXPECT_EQ(Message(checkpoint::WriteTensorFile(dir, checkpoint::kTensorsName, part0, &written)),
+            "");
+  std::vector<Tensor> others = part1;
+  for (Tensor& t : others) t.data = nullptr;  // the committer does not hold them
+  std::string committed;
+  EXPECT_EQ(Message(checkpoint::CommitCheckpoint(
+                root, header,
+                {checkpoint::Part{checkpoint::kTensorsName, part0, written},
+                 checkpoint::Part{checkpoint::TensorFileName(1), others, std::nullopt}},
+                &committed)),
+            "");
+  EXPECT_EQ(committed, dir);
+  return dir;
+}
+
+TEST_F(CheckpointTest, TwoWritersMakeOneCheckpointThatLoadsWholeAndInParts) {
+  EXPECT_EQ(checkpoint::TensorFileName(0), "tensors.bin");
+  EXPECT_EQ(checkpoint::TensorFileName(1), "tensors.1.bin");
+  Model a;
+  a.executor->InitializeParameters(1337);
+  Train(&a, 1337, 1, 3);
+  const std::vector<Tensor> sa = a.State();
+  const std::string dir = SaveAsTwoWriters(root_, At(3), sa);
+
+  // The files are what checkpoint.h describes: writer 0's tensors.bin is laid out as if
+  // it were the only writer, writer 1's file holds the head from offset 0.
+  const std::string t0 = ReadAll(dir + "/tensors.bin"), t1 = ReadAll(dir + "/tensors.1.bin");
+  ASSERT_EQ(t1.size(), 3u * 512);
+  EXPECT_EQ(t1.substr(0, 512), TensorBytes(sa[9]));
+  EXPECT_EQ(t1.substr(1024, 512), TensorBytes(sa[11]));
+  const std::string manifest = ReadAll(dir + "/manifest.txt");
+  EXPECT_NE(manifest.find("files 2\nfile tensors.bin " + std::to_string(t0.size()) +
+                          " fnv1a64w " + Hex(ReferenceChecksum(t0)) +
+                          "\nfile tensors.1.bin 1536 fnv1a64w " + Hex(ReferenceChecksum(t1)) +
+                          "\ntensors 12\n"),
+            std::string::npos)
+      << manifest;
+  EXPECT_NE(manifest.find("\ntensor norm.bias exp_avg_sq f32 [8] tensors.bin 1856 32\n"
+                          "tensor lm_head.weight value f32 [16,8] tensors.1.bin 0 512\n"),
+            std::string::npos)
+      << manifest;
+  {
+    std::string one;
+    ASSERT_EQ(Message(checkpoint::SaveCheckpoint(dir_ + "/single", At(3), Slice(sa, 0, 9), &one)),
+              "");
+    EXPECT_EQ(ReadAll(one + "/tensors.bin"), t0);
+  }
+
+  // Whole: one process loads both files.
+  Model b;
+  b.executor->InitializeParameters(99);
+  Header h;
+  ASSERT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)), "");
+  EXPECT_EQ(h.step, 3);
+  const std::vector<Tensor> sb = b.State();
+  for (size_t i = 0; i < sa.size(); ++i) EXPECT_EQ(TensorBytes(sa[i]), TensorBytes(sb[i])) << i;
+
+  // In parts: a process that holds only the head (as the stage-1 rank), through resume's
+  // one rule; the tensors it does not hold are checked, not read.
+  Model c;
+  c.executor->InitializeParameters(99);
+  std::vector<Tensor> sc = c.State();
+  const std::string untouched = TensorBytes(sc[0]);
+  for (size_t i = 0; i < 9; ++i) sc[i].data = nullptr;
+  std::string found;
+  std::vector<std::string> skipped;
+  ASSERT_EQ(Message(checkpoint::ResumeNewest(root_, "test", sc, nullptr, &found, &h, &skipped)),
+            "");
+  EXPECT_EQ(found, dir);
+  EXPECT_TRUE(skipped.empty());
+  const std::vector<Tensor> sc_all = c.State();
+  for (size_t i = 9; i < 12; ++i) EXPECT_EQ(TensorBytes(sa[i]), TensorBytes(sc_all[i])) << i;
+  EXPECT_EQ(TensorBytes(sc_all[0]), untouched);
+  EXPECT_NE(TensorBytes(sc_all[0]), TensorBytes(sa[0]));
+
+  // Exactly the model's tensors: a model without the head cannot take this checkpoint,
+  // even where the head is another process's.
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", Slice(sb, 0, 9), &h)),
+            dir + "/manifest.txt:21: tensor 'lm_head.weight' (value) is not in the plan "
+                  "(model 'test')");
+
+  // Saved again at the same step by one writer: the other layout's file goes.
+  std::string again;
+  ASSERT_EQ(Message(checkpoint::SaveCheckpoint(root_, At(3), sa, &again)), "");
+  EXPECT_EQ(again, dir);
+  EXPECT_FALSE(fs::exists(dir + "/tensors.1.bin"));
+  ASSERT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)), "");
+}
+
+TEST_F(CheckpointTest, AMissingOrCorruptSecondFileMakesTheCheckpointUnloadable) {
+  Model a;
+  a.executor->InitializeParameters(1337);
+  Train(&a, 1337, 1, 2);
+  const std::string older = SaveAsTwoWriters(root_, At(1), a.State());
+  const std::string dir = SaveAsTwoWriters(root_, At(2), a.State());
+  const std::string good = ReadAll(dir + "/tensors.1.bin");
+  std::string bad = good;
+  bad[700] ^= 0x04;
+  WriteAll(dir + "/tensors.1.bin", bad);
+  const std::string corrupt = dir + "/tensors.1.bin: checksum " + Hex(ReferenceChecksum(bad)) +
+                              " does not match " + Hex(ReferenceChecksum(good)) + " in " + dir +
+                              "/manifest.txt (the checkpoint is corrupt)";
+  Model b;
+  Header h;
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)), corrupt);
+  // A process that loads only tensors.bin still refuses it under resume's rule: every
+  // file of a candidate is checked, so all processes of a job pick the same one.
+  std::vector<Tensor> stage0 = b.State();
+  for (size_t i = 9; i < 12; ++i) stage0[i].data = nullptr;
+  std::string found;
+  std::vector<std::string> skipped;
+  ASSERT_EQ(
+      Message(checkpoint::ResumeNewest(root_, "test", stage0, nullptr, &found, &h, &skipped)),
+      "");
+  EXPECT_EQ(found, older);
+  EXPECT_EQ(skipped, std::vector<std::string>{"skipping " + corrupt});
+
+  ASSERT_EQ(::unlink((dir + "/tensors.1.bin").c_str()), 0);
+  const std::string missing = dir + "/tensors.1.bin: cannot open: No such file or directory";
+  auto err = checkpoint::LoadCheckpoint(dir, "test", b.State(), &h);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->kind, Error::Kind::kBadInput);
+  EXPECT_EQ(err->message, missing);
+  std::vector<std::string> warnings;
+  ASSERT_EQ(Message(checkpoint::FindLatestCheckpoint(root_, &found, &warnings)), "");
+  EXPECT_EQ(found, older);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0], "skipping " + err->message);
+  EXPECT_EQ(Message(checkpoint::ResumeNewest(dir, "test", stage0, nullptr, &found, &h, &skipped)),
+            missing);
+}
+
+TEST_F(CheckpointTest, TheCommitterRefusesAnotherWritersMissingOrDamagedFile) {
+  Model a;
+  a.executor->InitializeParameters(1337);
+  const std::vector<Tensor> sa = a.State();
+  const std::vector<Tensor> part0 = Slice(sa, 0, 9), part1 = Slice(sa, 9, 12);
+  std::string dir;
+  ASSERT_EQ(Message(checkpoint::PrepareCheckpoint(root_, At(4), &dir)), "");
+  checkpoint::TensorFile written;
+  ASSERT_EQ(Message(checkpoint::WriteTensorFile(dir, "tensors.bin", part0, &written)), "");
+  const std::vector<checkpoint::Part> parts = {
+      {"tensors.bin", part0, written}, {"tensors.1.bin", part1, std::nullopt}};
+  // Writer 1 died before its rename: no manifest is written.
+  auto err = checkpoint::CommitCheckpoint(root_, At(4), parts, &dir);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->kind, Error::Kind::kFailure);
+  EXPECT_EQ(err->message.substr(0, dir.size() + 15), dir + "/tensors.1.bin:");
+  EXPECT_FALSE(fs::exists(dir + "/manifest.txt"));
+  // Writer 1's file is short, or holds what its state must not.
+  checkpoint::TensorFile w1;
+  ASSERT_EQ(Message(checkpoint::WriteTensorFile(dir, "tensors.1.bin", Slice(sa, 9, 11), &w1)), "");
+  EXPECT_EQ(Message(checkpoint::CommitCheckpoint(root_, At(4), parts, &dir)),
+            dir + "/tensors.1.bin: 1024 bytes, but its writer's 3 tensors take 1536");
+  std::string nan_bytes = TensorBytes(sa[9]) + TensorBytes(sa[10]) + TensorBytes(sa[11]);
+  const float inf = INFINITY;
+  std::memcpy(nan_bytes.data() + 8, &inf, 4);
+  WriteAll(dir + "/tensors.1.bin", nan_bytes);
+  EXPECT_EQ(Message(checkpoint::CommitCheckpoint(root_, At(4), parts, &dir)),
+            "not saving checkpoint " + dir + ": " + dir +
+                "/tensors.1.bin holds 1 values that are not finite");
+  EXPECT_FALSE(fs::exists(dir + "/manifest.txt"));
+  // Once the file is right, the commit makes a loadable checkpoint.
+  ASSERT_EQ(Message(checkpoint::WriteTensorFile(dir, "tensors.1.bin", part1, &w1)), "");
+  ASSERT_EQ(Message(checkpoint::CommitCheckpoint(root_, At(4), parts, &dir)), "");
+  Model b;
+  Header h;
+  ASSERT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)), "");
 }
 
 TEST(Checkpoint, DirectoryNames) {
