@@ -11,8 +11,6 @@
 #include "compiler/transforms/PlanUtils.h"
 #include "runtime/plan/ops.h"
 
-#include <tuple>
-
 using namespace mlir;
 
 namespace heiretsu {
@@ -64,11 +62,9 @@ public:
 
   /// The tp all_reduce of a gradient that is a partial sum on each tp rank.
   void allReduceOverTp(Value g, Location loc) {
-    plan::op::AllReduce<Value> r;
-    r.buffers = {g};
-    r.axis = plan::kAxisTp;
-    r.reduce = plan::kReduceSum;
-    createKernel(b, loc, r);
+    createKernel(b, loc,
+                 plan::op::AllReduce<Value>{
+                     .buffers = {g}, .axis = plan::kAxisTp, .reduce = plan::kReduceSum});
   }
 
   LogicalResult rule(plan_ir::KernelOp k) {
@@ -80,17 +76,18 @@ public:
       auto seed = constGrads.find(f->loss);
       if (seed == constGrads.end())
         return success();
-      CrossEntropyGrad<Value> g;
-      g.logits = f->logits;
-      g.targets = f->targets;
-      g.lse = f->lse;
-      std::tie(g.dlogits, g.accumulate_dx) = sink(f->logits, loc);
-      g.rows = f->rows;
-      g.vocab = f->vocab;
-      g.vocab_parallel = 0;
-      g.valid = f->valid;
-      g.dloss = seed->second;
-      createKernel(b, loc, g);
+      auto [dlogits, accumulate] = sink(f->logits, loc);
+      createKernel(b, loc,
+                   CrossEntropyGrad<Value>{.logits = f->logits,
+                                           .targets = f->targets,
+                                           .lse = f->lse,
+                                           .dlogits = dlogits,
+                                           .rows = f->rows,
+                                           .vocab = f->vocab,
+                                           .accumulate_dx = accumulate,
+                                           .vocab_parallel = 0,
+                                           .valid = f->valid,
+                                           .dloss = seed->second});
       return success();
     }
     // Forward collectives are their own transposes' partners: the gradient of a
@@ -105,13 +102,15 @@ public:
       Value ddst = source(f.dst);
       if (!ddst)
         return success();
-      g.src = ddst;
-      std::tie(g.dst, g.accumulate_dx) = sink(f.src, loc);
-      g.axis = f.axis;
-      g.outer = f.outer;
-      g.parts = f.parts;
-      g.inner = f.inner;
-      createKernel(b, loc, g);
+      auto [dsrc, accumulate] = sink(f.src, loc);
+      createKernel(b, loc,
+                   decltype(g){.src = ddst,
+                               .dst = dsrc,
+                               .axis = f.axis,
+                               .outer = f.outer,
+                               .parts = f.parts,
+                               .inner = f.inner,
+                               .accumulate_dx = accumulate});
       return success();
     };
     if (auto f = kernelAs<AllGatherInto<Value>>(k))
@@ -128,17 +127,18 @@ public:
           sumOp ? kernelAs<VocabSumExp<Value>>(sumOp) : std::nullopt;
       if (!max || !sumExp)
         return k.emitError("vocab_loss must follow vocab_max and vocab_sum_exp");
-      CrossEntropyGrad<Value> g;
-      g.logits = max->logits;
-      g.targets = sumExp->targets;
-      g.lse = f->lse;
-      std::tie(g.dlogits, g.accumulate_dx) = sink(max->logits, loc);
-      g.rows = max->rows;
-      g.vocab = max->vocab;
-      g.vocab_parallel = 1;
-      g.valid = max->valid;
-      g.dloss = seed->second;
-      createKernel(b, loc, g);
+      auto [dlogits, accumulate] = sink(max->logits, loc);
+      createKernel(b, loc,
+                   CrossEntropyGrad<Value>{.logits = max->logits,
+                                           .targets = sumExp->targets,
+                                           .lse = f->lse,
+                                           .dlogits = dlogits,
+                                           .rows = max->rows,
+                                           .vocab = max->vocab,
+                                           .accumulate_dx = accumulate,
+                                           .vocab_parallel = 1,
+                                           .valid = max->valid,
+                                           .dloss = seed->second});
       return success();
     }
     if (auto f = kernelAs<Moe<Value>>(k)) {
@@ -150,36 +150,38 @@ public:
       for (Value w : {f->router, f->w_in, f->w_out, f->w_gate})
         if (w && !isParam(w))
           return k.emitError("moe router and expert weights must be parameters");
-      MoeGrad<Value> g;
-      g.dy = dy;
-      g.x = f->x;
-      g.router = f->router;
-      g.w_in = f->w_in;
-      g.w_out = f->w_out;
-      g.w_gate = f->w_gate;
-      g.probs = f->probs;
-      g.lse = f->lse;
-      g.slot_expert = f->slot_expert;
-      g.slot_weight = f->slot_weight;
-      g.pre = f->pre;
-      g.gate_pre = f->gate_pre;
-      g.act = f->act;
-      g.dw_gate = f->w_gate ? sink(f->w_gate, loc).first : Value();
-      g.drouter = sink(f->router, loc).first;
-      g.dw_in = sink(f->w_in, loc).first;
-      g.dw_out = sink(f->w_out, loc).first;
-      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
-      g.rows = f->rows;
-      g.d = f->d;
-      g.f = f->f;
-      g.experts = f->experts;
-      g.top_k = f->top_k;
-      g.capacity = f->capacity;
-      g.swiglu = f->swiglu;
-      g.aux_coef = f->aux_coef;
-      g.z_coef = f->z_coef;
-      g.daux = daux;
-      createKernel(b, loc, g);
+      // The weights are parameters (checked above): their sinks are their grads.
+      auto [dx, accumulate] = sink(f->x, loc);
+      createKernel(b, loc,
+                   MoeGrad<Value>{.dy = dy,
+                                  .x = f->x,
+                                  .router = f->router,
+                                  .w_in = f->w_in,
+                                  .w_out = f->w_out,
+                                  .w_gate = f->w_gate,
+                                  .probs = f->probs,
+                                  .lse = f->lse,
+                                  .slot_expert = f->slot_expert,
+                                  .slot_weight = f->slot_weight,
+                                  .pre = f->pre,
+                                  .gate_pre = f->gate_pre,
+                                  .act = f->act,
+                                  .dx = dx,
+                                  .drouter = sink(f->router, loc).first,
+                                  .dw_in = sink(f->w_in, loc).first,
+                                  .dw_out = sink(f->w_out, loc).first,
+                                  .dw_gate = f->w_gate ? sink(f->w_gate, loc).first : Value(),
+                                  .rows = f->rows,
+                                  .d = f->d,
+                                  .f = f->f,
+                                  .experts = f->experts,
+                                  .top_k = f->top_k,
+                                  .capacity = f->capacity,
+                                  .swiglu = f->swiglu,
+                                  .accumulate_dx = accumulate,
+                                  .aux_coef = f->aux_coef,
+                                  .z_coef = f->z_coef,
+                                  .daux = daux});
       return success();
     }
     if (auto f = kernelAs<Add<Value>>(k); f && numElements(f->y) == 1 && constGrads.count(f->y)) {
@@ -196,18 +198,18 @@ public:
         return success();
       if (!isParam(f->table) || (f->positions && !isParam(f->positions)))
         return k.emitError("embedding tables must be parameters");
-      EmbeddingGrad<Value> g;
-      g.ids = f->ids;
-      g.dout = dout;
-      g.dtable = sink(f->table, loc).first;
-      g.dpositions = f->positions ? sink(f->positions, loc).first : Value();
-      g.rows = f->rows;
-      g.seq = f->seq;
-      g.vocab = f->vocab;
-      g.c = f->c;
-      g.context = f->context;
-      g.vocab_parallel = f->vocab_parallel;
-      createKernel(b, loc, g);
+      createKernel(b, loc,
+                   EmbeddingGrad<Value>{
+                       .ids = f->ids,
+                       .dout = dout,
+                       .dtable = sink(f->table, loc).first,
+                       .dpositions = f->positions ? sink(f->positions, loc).first : Value(),
+                       .rows = f->rows,
+                       .seq = f->seq,
+                       .vocab = f->vocab,
+                       .c = f->c,
+                       .context = f->context,
+                       .vocab_parallel = f->vocab_parallel});
       return success();
     }
     if (auto f = kernelAs<Linear<Value>>(k)) {
@@ -216,80 +218,85 @@ public:
         return success();
       if (!isParam(f->w) || (f->bias && !isParam(f->bias)))
         return k.emitError("linear weights and biases must be parameters");
-      LinearGrad<Value> g;
-      g.dy = dy;
-      g.x = f->x;
-      g.w = f->w;
-      g.dw = sink(f->w, loc).first;
-      g.dbias = f->bias ? sink(f->bias, loc).first : Value();
-      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
-      g.rows = f->rows;
-      g.in = f->in;
-      g.out = f->out;
-      createKernel(b, loc, g);
+      // The weights are parameters (checked above): their sinks are their grads.
+      auto [dx, accumulate] = sink(f->x, loc);
+      createKernel(b, loc,
+                   LinearGrad<Value>{.dy = dy,
+                                     .x = f->x,
+                                     .w = f->w,
+                                     .dx = dx,
+                                     .dw = sink(f->w, loc).first,
+                                     .dbias = f->bias ? sink(f->bias, loc).first : Value(),
+                                     .rows = f->rows,
+                                     .in = f->in,
+                                     .out = f->out,
+                                     .accumulate_dx = accumulate});
       return success();
     }
     if (auto f = kernelAs<LayerNorm<Value>>(k)) {
       Value dy = source(f->y);
       if (!dy)
         return success();
-      LayerNormGrad<Value> g;
-      g.dy = dy;
-      g.x = f->x;
-      g.w = f->w;
-      g.mean = f->mean;
-      g.rstd = f->rstd;
-      g.dw = sink(f->w, loc).first;
-      g.db = sink(f->b, loc).first;
-      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
-      g.rows = f->rows;
-      g.c = f->c;
-      createKernel(b, loc, g);
+      Value dw = sink(f->w, loc).first, db = sink(f->b, loc).first;
+      auto [dx, accumulate] = sink(f->x, loc);
+      createKernel(b, loc,
+                   LayerNormGrad<Value>{.dy = dy,
+                                        .x = f->x,
+                                        .w = f->w,
+                                        .mean = f->mean,
+                                        .rstd = f->rstd,
+                                        .dx = dx,
+                                        .dw = dw,
+                                        .db = db,
+                                        .rows = f->rows,
+                                        .c = f->c,
+                                        .accumulate_dx = accumulate});
       return success();
     }
     if (auto f = kernelAs<RMSNorm<Value>>(k)) {
       Value dy = source(f->y);
       if (!dy)
         return success();
-      RMSNormGrad<Value> g;
-      g.dy = dy;
-      g.x = f->x;
-      g.w = f->w;
-      g.rstd = f->rstd;
-      g.dw = sink(f->w, loc).first;
-      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
-      g.rows = f->rows;
-      g.c = f->c;
-      createKernel(b, loc, g);
+      Value dw = sink(f->w, loc).first;
+      auto [dx, accumulate] = sink(f->x, loc);
+      createKernel(b, loc,
+                   RMSNormGrad<Value>{.dy = dy,
+                                      .x = f->x,
+                                      .w = f->w,
+                                      .rstd = f->rstd,
+                                      .dx = dx,
+                                      .dw = dw,
+                                      .rows = f->rows,
+                                      .c = f->c,
+                                      .accumulate_dx = accumulate});
       return success();
     }
     if (auto f = kernelAs<Gelu<Value>>(k)) {
       Value dy = source(f->y);
       if (!dy)
         return success();
-      GeluGrad<Value> g;
-      g.dy = dy;
-      g.x = f->x;
-      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
-      g.n = f->n;
-      createKernel(b, loc, g);
+      auto [dx, accumulate] = sink(f->x, loc);
+      createKernel(b, loc,
+                   GeluGrad<Value>{
+                       .dy = dy, .x = f->x, .dx = dx, .n = f->n, .accumulate_dx = accumulate});
       return success();
     }
     if (auto f = kernelAs<Swiglu<Value>>(k)) {
       Value dy = source(f->y);
       if (!dy)
         return success();
-      SwigluGrad<Value> g;
-      g.dy = dy;
-      g.gate = f->gate;
-      g.up = f->up;
-      int64_t accUp;
-      std::tie(g.dgate, g.accumulate_dx) = sink(f->gate, loc);
-      std::tie(g.dup, accUp) = sink(f->up, loc);
-      if (g.accumulate_dx != accUp)
+      auto [dgate, accumulate] = sink(f->gate, loc);
+      auto [dup, accUp] = sink(f->up, loc);
+      if (accumulate != accUp)
         return k.emitError("swiglu inputs with different gradient histories are not supported");
-      g.n = f->n;
-      createKernel(b, loc, g);
+      createKernel(b, loc,
+                   SwigluGrad<Value>{.dy = dy,
+                                     .gate = f->gate,
+                                     .up = f->up,
+                                     .dgate = dgate,
+                                     .dup = dup,
+                                     .n = f->n,
+                                     .accumulate_dx = accumulate});
       return success();
     }
     if (auto f = kernelAs<Add<Value>>(k)) {
@@ -301,11 +308,9 @@ public:
       // copy, which comes first. This keeps the residual stream's gradient in one
       // buffer instead of copying it at every layer.
       auto accumulate = [&](Value into) {
-        Accumulate<Value> g;
-        g.src = dy;
-        std::tie(g.dst, g.accumulate_dx) = sink(into, loc);
-        g.n = f->n;
-        createKernel(b, loc, g);
+        auto [dst, add] = sink(into, loc);
+        createKernel(b, loc,
+                     Accumulate<Value>{.src = dy, .dst = dst, .n = f->n, .accumulate_dx = add});
       };
       accumulate(f->b);
       if (!isParam(f->a) && !written.contains(f->a)) {
@@ -320,40 +325,43 @@ public:
       Value dy = source(f->y);
       if (!dy)
         return success();
-      RopeGrad<Value> g;
-      g.dy = dy;
-      std::tie(g.dx, g.accumulate_dx) = sink(f->x, loc);
-      g.batch = f->batch;
-      g.seq = f->seq;
-      g.heads = f->heads;
-      g.head_dim = f->head_dim;
-      g.theta = f->theta;
-      createKernel(b, loc, g);
+      auto [dx, accumulate] = sink(f->x, loc);
+      createKernel(b, loc,
+                   RopeGrad<Value>{.dy = dy,
+                                   .dx = dx,
+                                   .batch = f->batch,
+                                   .seq = f->seq,
+                                   .heads = f->heads,
+                                   .head_dim = f->head_dim,
+                                   .accumulate_dx = accumulate,
+                                   .theta = f->theta});
       return success();
     }
     if (auto f = kernelAs<Attention<Value>>(k)) {
       Value dout = source(f->out);
       if (!dout)
         return success();
-      AttentionGrad<Value> g;
-      g.dout = dout;
-      g.q = f->q;
-      g.k = f->k;
-      g.v = f->v;
-      g.out = f->out;
-      g.lse = f->lse;
-      int64_t accK, accV;
-      std::tie(g.dq, g.accumulate_dx) = sink(f->q, loc);
-      std::tie(g.dk, accK) = sink(f->k, loc);
-      std::tie(g.dv, accV) = sink(f->v, loc);
-      if (g.accumulate_dx != accK || accK != accV)
+      auto [dq, accumulate] = sink(f->q, loc);
+      auto [dk, accK] = sink(f->k, loc);
+      auto [dv, accV] = sink(f->v, loc);
+      if (accumulate != accK || accK != accV)
         return k.emitError("attention inputs with different gradient histories are not supported");
-      g.batch = f->batch;
-      g.seq = f->seq;
-      g.heads = f->heads;
-      g.kv_heads = f->kv_heads;
-      g.head_dim = f->head_dim;
-      createKernel(b, loc, g);
+      createKernel(b, loc,
+                   AttentionGrad<Value>{.dout = dout,
+                                        .q = f->q,
+                                        .k = f->k,
+                                        .v = f->v,
+                                        .out = f->out,
+                                        .lse = f->lse,
+                                        .dq = dq,
+                                        .dk = dk,
+                                        .dv = dv,
+                                        .batch = f->batch,
+                                        .seq = f->seq,
+                                        .heads = f->heads,
+                                        .kv_heads = f->kv_heads,
+                                        .head_dim = f->head_dim,
+                                        .accumulate_dx = accumulate});
       return success();
     }
     return k.emitError("no gradient rule for kernel '") << k.getName() << "'";

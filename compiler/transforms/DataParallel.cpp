@@ -24,16 +24,11 @@ struct DataParallelPass : impl::DataParallelPassBase<DataParallelPass> {
 
   void runOnOperation() override {
     plan_ir::ProgramOp program = getOperation();
-    dist::MeshOp mesh = requireMesh(program, "heiretsu-dp-grad-reduce");
-    plan_ir::UnitOp update =
-        mesh ? requireUnit(program, plan_ir::UnitKind::update, "heiretsu-dp-grad-reduce")
-             : nullptr;
-    plan_ir::UnitOp backward =
-        update ? requireUnit(program, plan_ir::UnitKind::backward, "heiretsu-dp-grad-reduce")
-               : nullptr;
-    if (!backward)
+    std::optional<ProgramInputs> in = requireProgramInputs(
+        program, getArgument(), {plan_ir::UnitKind::update, plan_ir::UnitKind::backward});
+    if (!in)
       return signalPassFailure();
-    if (update.getBody().front().empty()) {
+    if (in->update.getBody().front().empty()) {
       program.emitError("the update unit is empty: run heiretsu-optimizer first");
       return signalPassFailure();
     }
@@ -41,10 +36,10 @@ struct DataParallelPass : impl::DataParallelPassBase<DataParallelPass> {
       program.emitError() << "bucket-bytes must be >= 1, got " << static_cast<int64_t>(bucketBytes);
       return signalPassFailure();
     }
-    if (mesh.getDp() == 1)
+    if (in->mesh.getDp() == 1)
       return; // one data rank: its gradients are already the step's
     // Where each gradient becomes final: the last backward kernel touching it.
-    Block &body = backward.getBody().front();
+    Block &body = in->backward.getBody().front();
     DenseMap<Value, Operation *> lastUse;
     DenseMap<Operation *, int64_t> position;
     int64_t index = 0;
@@ -80,11 +75,10 @@ struct DataParallelPass : impl::DataParallelPassBase<DataParallelPass> {
         b.setInsertionPointToEnd(&body);
       else
         b.setInsertionPointAfter(&*std::next(body.begin(), pos));
-      plan::op::BucketAllReduce<Value> bucket;
-      bucket.buffers.assign(grads.begin(), grads.end());
-      bucket.axis = plan::kAxisDp;
-      bucket.reduce = plan::kReduceAvg;
-      createKernel(b, program.getLoc(), bucket);
+      createKernel(b, program.getLoc(),
+                   plan::op::BucketAllReduce<Value>{.buffers = {grads.begin(), grads.end()},
+                                                    .axis = plan::kAxisDp,
+                                                    .reduce = plan::kReduceAvg});
     }
   }
 };

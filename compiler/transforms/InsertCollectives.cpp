@@ -46,14 +46,10 @@ struct InsertCollectivesPass : impl::InsertCollectivesPassBase<InsertCollectives
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    auto forward = module.lookupSymbol<func::FuncOp>("forward");
-    if (!forward) {
-      module.emitError("expected func.func @forward");
+    std::optional<GraphInputs> in = requireGraphInputs(module, getArgument());
+    if (!in)
       return signalPassFailure();
-    }
-    dist::MeshOp mesh = requireMesh(module, "heiretsu-insert-collectives");
-    if (!mesh)
-      return signalPassFailure();
+    auto [forward, mesh] = *in;
     if (mesh.getTp() == 1)
       return; // nothing is split over tp: no collectives to insert
     MLIRContext *ctx = module.getContext();

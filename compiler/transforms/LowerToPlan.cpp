@@ -28,7 +28,7 @@ namespace {
 struct Lowering {
   plan_ir::ProgramOp program;
   OpBuilder b; // inside the "forward" unit
-  DenseMap<Value, Value> buffers; // graph tensor -> plan buffer
+  DenseMap<Value, Value> buffers{}; // graph tensor -> plan buffer
   int64_t temps = 0;
   int64_t tp = 1; // the mesh's tp size (dist.sharding attributes refer to it)
 
@@ -80,11 +80,7 @@ struct Lowering {
   }
 
   static plan::op::AllReduce<Value> tpAllReduce(std::vector<Value> buffers, int64_t reduce) {
-    plan::op::AllReduce<Value> k;
-    k.buffers = std::move(buffers);
-    k.axis = plan::kAxisTp;
-    k.reduce = reduce;
-    return k;
+    return {.buffers = std::move(buffers), .axis = plan::kAxisTp, .reduce = reduce};
   }
 
   int64_t lastDim(Value v) { return localShape(v).back(); }
@@ -131,34 +127,32 @@ struct Lowering {
       int64_t context = e.getPositions()
                             ? cast<RankedTensorType>(e.getPositions().getType()).getShape()[0]
                             : seq;
-      plan::op::Embedding<Value> k;
-      k.ids = get(e.getIds());
-      k.table = get(e.getTable());
-      k.positions = get(e.getPositions());
-      k.out = out;
-      k.rows = rows;
-      k.seq = seq;
-      k.vocab = vocab;
-      k.c = c;
-      k.context = context;
-      k.vocab_parallel = splitDim(e.getTable()) == 0 ? 1 : 0;
-      createKernel(b, loc, k);
+      createKernel(b, loc,
+                   plan::op::Embedding<Value>{.ids = get(e.getIds()),
+                                              .table = get(e.getTable()),
+                                              .positions = get(e.getPositions()),
+                                              .out = out,
+                                              .rows = rows,
+                                              .seq = seq,
+                                              .vocab = vocab,
+                                              .c = c,
+                                              .context = context,
+                                              .vocab_parallel = splitDim(e.getTable()) == 0});
       return success();
     }
     if (auto l = dyn_cast<graph::LinearOp>(op)) {
       int64_t in = lastDim(l.getInput()), out = lastDim(l.getResult());
       int64_t rows = numel(l.getInput()) / in;
       Value y = define(l.getResult(), loc, "linear");
-      plan::op::Linear<Value> k;
-      k.x = get(l.getInput());
-      k.w = get(l.getWeight());
-      k.bias = get(l.getBias());
-      k.y = y;
-      k.rows = rows;
-      k.in = in;
-      k.out = out;
-      k.row_parallel = splitDim(l.getWeight()) == 1 ? 1 : 0;
-      createKernel(b, loc, k);
+      createKernel(b, loc,
+                   plan::op::Linear<Value>{.x = get(l.getInput()),
+                                           .w = get(l.getWeight()),
+                                           .bias = get(l.getBias()),
+                                           .y = y,
+                                           .rows = rows,
+                                           .in = in,
+                                           .out = out,
+                                           .row_parallel = splitDim(l.getWeight()) == 1});
       return success();
     }
     if (auto n = dyn_cast<graph::LayerNormOp>(op)) {
@@ -166,17 +160,16 @@ struct Lowering {
       markPartialGrads(n.getInput(), {n.getWeight(), n.getBias()});
       Value y = define(n.getResult(), loc, "layernorm");
       Value mean = temp(loc, "layernorm.mean", {rows}), rstd = temp(loc, "layernorm.rstd", {rows});
-      plan::op::LayerNorm<Value> k;
-      k.x = get(n.getInput());
-      k.w = get(n.getWeight());
-      k.b = get(n.getBias());
-      k.y = y;
-      k.mean = mean;
-      k.rstd = rstd;
-      k.rows = rows;
-      k.c = c;
-      k.eps = n.getEps().convertToDouble();
-      createKernel(b, loc, k);
+      createKernel(b, loc,
+                   plan::op::LayerNorm<Value>{.x = get(n.getInput()),
+                                              .w = get(n.getWeight()),
+                                              .b = get(n.getBias()),
+                                              .y = y,
+                                              .mean = mean,
+                                              .rstd = rstd,
+                                              .rows = rows,
+                                              .c = c,
+                                              .eps = n.getEps().convertToDouble()});
       return success();
     }
     if (auto n = dyn_cast<graph::RMSNormOp>(op)) {
@@ -184,15 +177,14 @@ struct Lowering {
       markPartialGrads(n.getInput(), {n.getWeight()});
       Value y = define(n.getResult(), loc, "rmsnorm");
       Value rstd = temp(loc, "rmsnorm.rstd", {rows});
-      plan::op::RMSNorm<Value> k;
-      k.x = get(n.getInput());
-      k.w = get(n.getWeight());
-      k.y = y;
-      k.rstd = rstd;
-      k.rows = rows;
-      k.c = c;
-      k.eps = n.getEps().convertToDouble();
-      createKernel(b, loc, k);
+      createKernel(b, loc,
+                   plan::op::RMSNorm<Value>{.x = get(n.getInput()),
+                                            .w = get(n.getWeight()),
+                                            .y = y,
+                                            .rstd = rstd,
+                                            .rows = rows,
+                                            .c = c,
+                                            .eps = n.getEps().convertToDouble()});
       return success();
     }
     if (auto a = dyn_cast<graph::AttentionOp>(op)) {
@@ -208,15 +200,14 @@ struct Lowering {
         Value qr = temp(loc, "rope.q", localShape(a.getQuery()));
         Value kr = temp(loc, "rope.k", localShape(a.getKey()));
         auto rope = [&](Value x, Value y, int64_t h) {
-          plan::op::Rope<Value> r;
-          r.x = x;
-          r.y = y;
-          r.batch = batch;
-          r.seq = seq;
-          r.heads = h;
-          r.head_dim = hd;
-          r.theta = th;
-          createKernel(b, loc, r);
+          createKernel(b, loc,
+                       plan::op::Rope<Value>{.x = x,
+                                             .y = y,
+                                             .batch = batch,
+                                             .seq = seq,
+                                             .heads = h,
+                                             .head_dim = hd,
+                                             .theta = th});
         };
         rope(q, qr, heads);
         rope(k, kr, kv);
@@ -225,47 +216,37 @@ struct Lowering {
       }
       Value out = define(a.getResult(), loc, "attention");
       Value lse = temp(loc, "attention.lse", {batch, heads, seq});
-      plan::op::Attention<Value> att;
-      att.q = q;
-      att.k = k;
-      att.v = get(a.getValue());
-      att.out = out;
-      att.lse = lse;
-      att.batch = batch;
-      att.seq = seq;
-      att.heads = heads;
-      att.kv_heads = kv;
-      att.head_dim = hd;
-      createKernel(b, loc, att);
+      createKernel(b, loc,
+                   plan::op::Attention<Value>{.q = q,
+                                              .k = k,
+                                              .v = get(a.getValue()),
+                                              .out = out,
+                                              .lse = lse,
+                                              .batch = batch,
+                                              .seq = seq,
+                                              .heads = heads,
+                                              .kv_heads = kv,
+                                              .head_dim = hd});
       return success();
     }
     if (auto g = dyn_cast<graph::GeluOp>(op)) {
       Value y = define(g.getResult(), loc, "gelu");
-      plan::op::Gelu<Value> k;
-      k.x = get(g.getInput());
-      k.y = y;
-      k.n = numel(g.getInput());
-      createKernel(b, loc, k);
+      createKernel(b, loc,
+                   plan::op::Gelu<Value>{.x = get(g.getInput()), .y = y, .n = numel(g.getInput())});
       return success();
     }
     if (auto s = dyn_cast<graph::SwigluOp>(op)) {
       Value y = define(s.getResult(), loc, "swiglu");
-      plan::op::Swiglu<Value> k;
-      k.gate = get(s.getGate());
-      k.up = get(s.getUp());
-      k.y = y;
-      k.n = numel(s.getGate());
-      createKernel(b, loc, k);
+      createKernel(b, loc,
+                   plan::op::Swiglu<Value>{
+                       .gate = get(s.getGate()), .up = get(s.getUp()), .y = y, .n = numel(s.getGate())});
       return success();
     }
     if (auto a = dyn_cast<graph::AddOp>(op)) {
       Value y = define(a.getResult(), loc, "add");
-      plan::op::Add<Value> k;
-      k.a = get(a.getLhs());
-      k.b = get(a.getRhs());
-      k.y = y;
-      k.n = numel(a.getLhs());
-      createKernel(b, loc, k);
+      createKernel(b, loc,
+                   plan::op::Add<Value>{
+                       .a = get(a.getLhs()), .b = get(a.getRhs()), .y = y, .n = numel(a.getLhs())});
       return success();
     }
     if (auto ce = dyn_cast<graph::CrossEntropyOp>(op)) {
@@ -282,44 +263,37 @@ struct Lowering {
         Value max = temp(loc, "cross_entropy.max", {rows});
         Value sum = temp(loc, "cross_entropy.sum_exp", {rows});
         Value target = temp(loc, "cross_entropy.target_logit", {rows});
-        plan::op::VocabMax<Value> vmax;
-        vmax.logits = logits;
-        vmax.max = max;
-        vmax.rows = rows;
-        vmax.vocab = vocab;
-        vmax.valid = valid;
-        createKernel(b, loc, vmax);
+        createKernel(b, loc,
+                     plan::op::VocabMax<Value>{
+                         .logits = logits, .max = max, .rows = rows, .vocab = vocab, .valid = valid});
         createKernel(b, loc, tpAllReduce({max}, plan::kReduceMax));
-        plan::op::VocabSumExp<Value> vsum;
-        vsum.logits = logits;
-        vsum.targets = targets;
-        vsum.max = max;
-        vsum.sum = sum;
-        vsum.target = target;
-        vsum.rows = rows;
-        vsum.vocab = vocab;
-        vsum.valid = valid;
-        createKernel(b, loc, vsum);
+        createKernel(b, loc,
+                     plan::op::VocabSumExp<Value>{.logits = logits,
+                                                  .targets = targets,
+                                                  .max = max,
+                                                  .sum = sum,
+                                                  .target = target,
+                                                  .rows = rows,
+                                                  .vocab = vocab,
+                                                  .valid = valid});
         createKernel(b, loc, tpAllReduce({sum, target}, plan::kReduceSum));
-        plan::op::VocabLoss<Value> vloss;
-        vloss.max = max;
-        vloss.sum = sum;
-        vloss.target = target;
-        vloss.loss = loss;
-        vloss.lse = lse;
-        vloss.rows = rows;
-        createKernel(b, loc, vloss);
+        createKernel(b, loc,
+                     plan::op::VocabLoss<Value>{.max = max,
+                                                .sum = sum,
+                                                .target = target,
+                                                .loss = loss,
+                                                .lse = lse,
+                                                .rows = rows});
         return success();
       }
-      plan::op::CrossEntropy<Value> k;
-      k.logits = get(ce.getLogits());
-      k.targets = get(ce.getTargets());
-      k.loss = loss;
-      k.lse = lse;
-      k.rows = rows;
-      k.vocab = vocab;
-      k.valid = valid;
-      createKernel(b, loc, k);
+      createKernel(b, loc,
+                   plan::op::CrossEntropy<Value>{.logits = get(ce.getLogits()),
+                                                 .targets = get(ce.getTargets()),
+                                                 .loss = loss,
+                                                 .lse = lse,
+                                                 .rows = rows,
+                                                 .vocab = vocab,
+                                                 .valid = valid});
       return success();
     }
     if (auto m = dyn_cast<graph::MoEOp>(op)) {
@@ -341,42 +315,40 @@ struct Lowering {
       Value pre = temp(loc, "moe.pre", {rows * k, f});
       Value gatePre = swiglu ? temp(loc, "moe.gate_pre", {rows * k, f}) : Value();
       Value act = temp(loc, "moe.act", {rows * k, f});
-      plan::op::Moe<Value> moe;
-      moe.x = get(m.getInput());
-      moe.router = get(m.getRouter());
-      moe.w_in = get(m.getWIn());
-      moe.w_out = get(m.getWOut());
-      moe.w_gate = get(m.getWGate());
-      moe.y = y;
-      moe.aux = aux;
-      moe.probs = probs;
-      moe.lse = lse;
-      moe.slot_expert = expert;
-      moe.slot_weight = weight;
-      moe.pre = pre;
-      moe.gate_pre = gatePre;
-      moe.act = act;
-      moe.rows = rows;
-      moe.d = d;
-      moe.f = f;
-      moe.experts = experts;
-      moe.top_k = k;
-      moe.capacity = capacity;
-      moe.swiglu = swiglu ? 1 : 0;
-      moe.aux_coef = m.getAuxCoef().convertToDouble();
-      moe.z_coef = m.getZCoef().convertToDouble();
-      createKernel(b, loc, moe);
+      createKernel(b, loc,
+                   plan::op::Moe<Value>{.x = get(m.getInput()),
+                                        .router = get(m.getRouter()),
+                                        .w_in = get(m.getWIn()),
+                                        .w_out = get(m.getWOut()),
+                                        .w_gate = get(m.getWGate()),
+                                        .y = y,
+                                        .aux = aux,
+                                        .probs = probs,
+                                        .lse = lse,
+                                        .slot_expert = expert,
+                                        .slot_weight = weight,
+                                        .pre = pre,
+                                        .gate_pre = gatePre,
+                                        .act = act,
+                                        .rows = rows,
+                                        .d = d,
+                                        .f = f,
+                                        .experts = experts,
+                                        .top_k = k,
+                                        .capacity = capacity,
+                                        .swiglu = swiglu,
+                                        .aux_coef = m.getAuxCoef().convertToDouble(),
+                                        .z_coef = m.getZCoef().convertToDouble()});
       return success();
     }
     if (auto r = dyn_cast<dist::AllReduceOp>(op)) {
       // In place: the partial sums' buffer becomes the reduced value's.
       Value buf = get(r.getInput());
       buffers[r.getResult()] = buf;
-      plan::op::AllReduce<Value> k;
-      k.buffers = {buf};
-      k.axis = static_cast<int64_t>(r.getAxis());
-      k.reduce = static_cast<int64_t>(r.getReduce());
-      createKernel(b, loc, k);
+      createKernel(b, loc,
+                   plan::op::AllReduce<Value>{.buffers = {buf},
+                                              .axis = static_cast<int64_t>(r.getAxis()),
+                                              .reduce = static_cast<int64_t>(r.getReduce())});
       return success();
     }
     if (isa<dist::AllGatherOp, dist::ReduceScatterOp>(op)) {
@@ -394,20 +366,19 @@ struct Lowering {
         (d < dim ? outer : inner) *= local[d];
       Value src = get(op.getOperand(0));
       Value dst = define(op.getResult(0), loc, gather ? "all_gather" : "reduce_scatter");
-      auto fill = [&](auto k) {
-        k.src = src;
-        k.dst = dst;
-        k.axis = plan::kAxisTp;
-        k.outer = outer;
-        k.parts = tp;
-        k.inner = inner;
-        k.accumulate_dx = 0;
-        createKernel(b, loc, k);
+      auto create = [&](auto op) { // the two have the same operands
+        createKernel(b, loc,
+                     decltype(op){.src = src,
+                                  .dst = dst,
+                                  .axis = plan::kAxisTp,
+                                  .outer = outer,
+                                  .parts = tp,
+                                  .inner = inner});
       };
       if (gather)
-        fill(plan::op::AllGatherInto<Value>());
+        create(plan::op::AllGatherInto<Value>());
       else
-        fill(plan::op::ReduceScatterInto<Value>());
+        create(plan::op::ReduceScatterInto<Value>());
       return success();
     }
     if (auto c = dyn_cast<dist::CopyOp>(op)) {
@@ -452,7 +423,7 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
       module.emitError("graph.model has no 'vocab'");
       return signalPassFailure();
     }
-    dist::MeshOp mesh = requireMesh(module, "heiretsu-lower-to-plan");
+    dist::MeshOp mesh = requireMesh(module, getArgument());
     if (!mesh)
       return signalPassFailure();
     if (microbatches < 1) {
@@ -479,8 +450,9 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
     unit("backward", plan_ir::UnitKind::backward);
     unit("update", plan_ir::UnitKind::update);
 
-    Lowering lowering{program, OpBuilder::atBlockEnd(&fwd.getBody().front()), {}, 0,
-                      static_cast<int64_t>(mesh.getTp())};
+    Lowering lowering{.program = program,
+                      .b = OpBuilder::atBlockEnd(&fwd.getBody().front()),
+                      .tp = static_cast<int64_t>(mesh.getTp())};
     auto idType = MemRefType::get(ids.getShape(), ids.getElementType());
     lowering.buffers[forward.getArgument(0)] =
         createBuffer(program, forward.getLoc(), "tokens", idType, "tokens");

@@ -7,7 +7,8 @@
 //     absent optional buffer, both ways;
 //   - buffers go into the program's body before its units;
 //   - the units of a program are found by kind; the mesh is the module's
-//     `dist.mesh @world`.
+//     `dist.mesh @world`; what a pass reads before it starts (the graph's
+//     @forward, the mesh, units) is required by one call that names the pass.
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,10 +19,12 @@
 #include "dialects/plan/PlanDialect.h"
 #include "runtime/plan/ops.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 
 #include <cassert>
+#include <initializer_list>
 #include <optional>
 #include <vector>
 
@@ -153,6 +156,63 @@ inline dist::MeshOp requireMesh(mlir::Operation *op, llvm::StringRef needer) {
   return mesh;
 }
 
+/// What a pass over the frontend's graph module reads: its `func.func @forward`
+/// and the mesh.
+struct GraphInputs {
+  mlir::func::FuncOp forward;
+  dist::MeshOp mesh;
+};
+
+/// The graph inputs of `module`; when one is missing, emits an error (naming
+/// `pass`, the pass's getArgument()) and returns nothing.
+inline std::optional<GraphInputs> requireGraphInputs(mlir::ModuleOp module,
+                                                     llvm::StringRef pass) {
+  auto forward = module.lookupSymbol<mlir::func::FuncOp>("forward");
+  if (!forward) {
+    module.emitError("expected func.func @forward");
+    return std::nullopt;
+  }
+  dist::MeshOp mesh = requireMesh(module, pass);
+  if (!mesh)
+    return std::nullopt;
+  return GraphInputs{.forward = forward, .mesh = mesh};
+}
+
+/// What a pass over a plan program reads: the mesh and those of the units
+/// heiretsu-lower-to-plan creates that it needs (the others null).
+struct ProgramInputs {
+  dist::MeshOp mesh;
+  plan_ir::UnitOp forward, backward, update;
+
+  plan_ir::UnitOp &unit(plan_ir::UnitKind kind) {
+    switch (kind) {
+    case plan_ir::UnitKind::forward:
+      return forward;
+    case plan_ir::UnitKind::backward:
+      return backward;
+    case plan_ir::UnitKind::update:
+      return update;
+    default:
+      llvm_unreachable("ProgramInputs holds the forward, backward and update units");
+    }
+  }
+};
+
+/// The mesh and `program`'s units of `kinds`; when one is missing, emits an error
+/// for the first missing one (the mesh, then `kinds` in order), naming `pass` (the
+/// pass's getArgument()), and returns nothing.
+inline std::optional<ProgramInputs>
+requireProgramInputs(plan_ir::ProgramOp program, llvm::StringRef pass,
+                     std::initializer_list<plan_ir::UnitKind> kinds = {}) {
+  ProgramInputs in{.mesh = requireMesh(program, pass)};
+  if (!in.mesh)
+    return std::nullopt;
+  for (plan_ir::UnitKind kind : kinds)
+    if (!(in.unit(kind) = requireUnit(program, kind, pass)))
+      return std::nullopt;
+  return in;
+}
+
 inline int64_t numElements(mlir::Value buffer) {
   return llvm::cast<mlir::MemRefType>(buffer.getType()).getNumElements();
 }
@@ -179,11 +239,10 @@ inline llvm::SmallVector<plan_ir::ParamOp> paramsOf(plan_ir::ProgramOp program) 
 /// squares the runtime sums over tp. `sharded`: ZeRO-1 dp shards.
 inline void createGradNorm(mlir::OpBuilder &b, mlir::Location loc,
                            llvm::ArrayRef<plan_ir::ParamOp> params, bool sharded) {
-  plan::op::GradNormSq<mlir::Value> whole, blocks;
+  plan::op::GradNormSq<mlir::Value> whole{.sharded = sharded ? 1 : 0},
+      blocks{.sharded = sharded ? 1 : 0, .tp_sharded = 1};
   for (plan_ir::ParamOp p : params)
     (p.isSplitOver(plan::kAxisTp) ? blocks : whole).buffers.push_back(p.getGrad());
-  whole.sharded = blocks.sharded = sharded ? 1 : 0;
-  blocks.tp_sharded = 1;
   if (!whole.buffers.empty())
     createKernel(b, loc, whole);
   if (!blocks.buffers.empty())
@@ -194,28 +253,24 @@ inline void createGradNorm(mlir::OpBuilder &b, mlir::Location loc,
 /// (parameters marked grad_reduce = "tp"), if any: the update unit's first step.
 inline void createPartialGradReduce(mlir::OpBuilder &b, mlir::Location loc,
                                     llvm::ArrayRef<plan_ir::ParamOp> params) {
-  plan::op::AllReduce<mlir::Value> reduce;
+  plan::op::AllReduce<mlir::Value> reduce{.axis = plan::kAxisTp, .reduce = plan::kReduceSum};
   for (plan_ir::ParamOp p : params)
     if (p.getGradReduce())
       reduce.buffers.push_back(p.getGrad());
-  reduce.axis = plan::kAxisTp;
-  reduce.reduce = plan::kReduceSum;
   if (!reduce.buffers.empty())
     createKernel(b, loc, reduce);
 }
 
-
 /// Clipping and AdamW of parameter `p` (shard: ZeRO-1's moment shard, 0 = whole).
 inline void createAdamW(mlir::OpBuilder &b, plan_ir::ParamOp p, int64_t shard) {
-  plan::op::ClipAndAdamW<mlir::Value> k;
-  k.param = p.getValue();
-  k.grad = p.getGrad();
-  k.exp_avg = p.getExpAvg();
-  k.exp_avg_sq = p.getExpAvgSq();
-  k.n = numElements(p.getValue());
-  k.weight_decay = p.getDecay() ? 1 : 0;
-  k.shard = shard;
-  createKernel(b, p.getLoc(), k);
+  createKernel(b, p.getLoc(),
+               plan::op::ClipAndAdamW<mlir::Value>{.param = p.getValue(),
+                                                   .grad = p.getGrad(),
+                                                   .exp_avg = p.getExpAvg(),
+                                                   .exp_avg_sq = p.getExpAvgSq(),
+                                                   .n = numElements(p.getValue()),
+                                                   .weight_decay = p.getDecay() ? 1 : 0,
+                                                   .shard = shard});
 }
 
 } // namespace heiretsu

@@ -22,9 +22,10 @@ struct SchedulePass : impl::SchedulePassBase<SchedulePass> {
 
   void runOnOperation() override {
     plan_ir::ProgramOp program = getOperation();
-    dist::MeshOp mesh = requireMesh(program, "heiretsu-schedule");
-    if (!mesh)
+    std::optional<ProgramInputs> in = requireProgramInputs(program, getArgument());
+    if (!in)
       return signalPassFailure();
+    dist::MeshOp mesh = in->mesh;
     std::string name = schedule;
     if (name != "1f1b") {
       bool known = name == "gpipe" || name == "interleaved" || name == "zb-h1";

@@ -32,9 +32,9 @@ struct Propagation {
   int64_t tp;
   bool sequenceParallel;
   MLIRContext *ctx;
-  DenseMap<Value, Layout> layouts;
+  DenseMap<Value, Layout> layouts{};
   // Parameters: which dimension is split (-1: none), as their first use asked.
-  DenseMap<Value, int64_t> paramDims;
+  DenseMap<Value, int64_t> paramDims{};
 
   Layout layout(Value v) { return layouts.lookup(v); } // block arguments: Whole
   /// The layout a consumer sees: partial sums are reduced first (collective
@@ -172,14 +172,10 @@ struct ShardPropagationPass : impl::ShardPropagationPassBase<ShardPropagationPas
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    auto forward = module.lookupSymbol<func::FuncOp>("forward");
-    if (!forward) {
-      module.emitError("expected func.func @forward");
+    std::optional<GraphInputs> in = requireGraphInputs(module, getArgument());
+    if (!in)
       return signalPassFailure();
-    }
-    dist::MeshOp mesh = requireMesh(module, "heiretsu-shard-propagation");
-    if (!mesh)
-      return signalPassFailure();
+    auto [forward, mesh] = *in;
     const int64_t tp = mesh.getTp();
     if (tp == 1)
       return; // nothing to split
@@ -188,7 +184,7 @@ struct ShardPropagationPass : impl::ShardPropagationPassBase<ShardPropagationPas
         op.emitError("already has a dist.sharding: shardings were already propagated");
         return signalPassFailure();
       }
-    Propagation prop{tp, sequenceParallel, module.getContext(), {}, {}};
+    Propagation prop{.tp = tp, .sequenceParallel = sequenceParallel, .ctx = module.getContext()};
     for (Operation &op : forward.getBody().front())
       if (failed(prop.visit(op)))
         return signalPassFailure();

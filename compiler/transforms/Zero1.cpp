@@ -18,16 +18,15 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
 
   void runOnOperation() override {
     plan_ir::ProgramOp program = getOperation();
-    dist::MeshOp mesh = requireMesh(program, "heiretsu-zero1");
-    plan_ir::UnitOp update =
-        mesh ? requireUnit(program, plan_ir::UnitKind::update, "heiretsu-zero1") : nullptr;
-    if (!update)
+    std::optional<ProgramInputs> in =
+        requireProgramInputs(program, getArgument(), {plan_ir::UnitKind::update});
+    if (!in)
       return signalPassFailure();
-    const int64_t dp = mesh.getDp();
+    const int64_t dp = in->mesh.getDp();
     if (dp == 1)
       return; // one data rank: nothing to shard, the optimizer's update stays
     SmallVector<plan_ir::ParamOp> params = paramsOf(program);
-    Block &body = update.getBody().front();
+    Block &body = in->update.getBody().front();
     if (body.empty()) {
       program.emitError("the update unit is empty: run heiretsu-optimizer first");
       return signalPassFailure();
@@ -54,14 +53,12 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
     for (plan_ir::ParamOp p : params)
       p.erase();
     OpBuilder b = OpBuilder::atBlockEnd(&body);
-    plan::op::ReduceScatter<Value> scatter;
-    plan::op::AllGather<Value> gather;
+    plan::op::ReduceScatter<Value> scatter{.axis = plan::kAxisDp, .reduce = plan::kReduceAvg};
+    plan::op::AllGather<Value> gather{.axis = plan::kAxisDp};
     for (plan_ir::ParamOp q : sharded) {
       scatter.buffers.push_back(q.getGrad());
       gather.buffers.push_back(q.getValue());
     }
-    scatter.axis = gather.axis = plan::kAxisDp;
-    scatter.reduce = plan::kReduceAvg;
     Location loc = program.getLoc();
     createPartialGradReduce(b, loc, sharded);
     createKernel(b, loc, scatter);
