@@ -270,8 +270,8 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
   const std::string checksum_prefix = std::string(kManifestChecksumKey) + " " + kChecksumName + " ";
   uint64_t stated = 0;
   if (!ParseHexLine(last_line, checksum_prefix, &stated))
-    return BadInput(m->path + ": last line is not '" + checksum_prefix +
-                    "HEX' (truncated or not a checkpoint manifest)");
+    return BadInput(m->path + ": truncated or not a checkpoint manifest (its last line is not '" +
+                    checksum_prefix + "HEX')");
   Checksum body_sum;
   body_sum.Update(body.data(), static_cast<int64_t>(body.size()));
   const uint64_t computed = body_sum.Finish();

@@ -312,8 +312,8 @@ TEST_F(CheckpointTest, MissingOrEditedManifestIsRefused) {
   WriteAll(dir + "/manifest.txt", manifest.substr(0, last));
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", a.State(), &h)),
             dir +
-                "/manifest.txt: last line is not 'manifest_checksum fnv1a64w HEX' (truncated "
-                "or not a checkpoint manifest)");
+                "/manifest.txt: truncated or not a checkpoint manifest (its last line is not "
+                "'manifest_checksum fnv1a64w HEX')");
 
   ASSERT_EQ(::unlink((dir + "/manifest.txt").c_str()), 0);
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", a.State(), &h)),
