@@ -67,6 +67,24 @@ public:
                      .buffers = {g}, .axis = plan::kAxisTp, .reduce = plan::kReduceSum});
   }
 
+  /// The gradient kernel of cross-entropy `f`, whose loss has the constant
+  /// gradient `dloss` (vocabParallel: its logits are this tp rank's block).
+  void crossEntropyGrad(const plan::op::CrossEntropy<Value> &f, int64_t vocabParallel,
+                        double dloss, Location loc) {
+    auto [dlogits, accumulate] = sink(f.logits, loc);
+    createKernel(b, loc,
+                 plan::op::CrossEntropyGrad<Value>{.logits = f.logits,
+                                                   .targets = f.targets,
+                                                   .lse = f.lse,
+                                                   .dlogits = dlogits,
+                                                   .rows = f.rows,
+                                                   .vocab = f.vocab,
+                                                   .accumulate_dx = accumulate,
+                                                   .vocab_parallel = vocabParallel,
+                                                   .valid = f.valid,
+                                                   .dloss = dloss});
+  }
+
   LogicalResult rule(plan_ir::KernelOp k) {
     Location loc = k.getLoc();
     using namespace plan::op;
@@ -76,18 +94,7 @@ public:
       auto seed = constGrads.find(f->loss);
       if (seed == constGrads.end())
         return success();
-      auto [dlogits, accumulate] = sink(f->logits, loc);
-      createKernel(b, loc,
-                   CrossEntropyGrad<Value>{.logits = f->logits,
-                                           .targets = f->targets,
-                                           .lse = f->lse,
-                                           .dlogits = dlogits,
-                                           .rows = f->rows,
-                                           .vocab = f->vocab,
-                                           .accumulate_dx = accumulate,
-                                           .vocab_parallel = 0,
-                                           .valid = f->valid,
-                                           .dloss = seed->second});
+      crossEntropyGrad(*f, /*vocabParallel=*/0, seed->second, loc);
       return success();
     }
     // Forward collectives are their own transposes' partners: the gradient of a
@@ -127,18 +134,15 @@ public:
           sumOp ? kernelAs<VocabSumExp<Value>>(sumOp) : std::nullopt;
       if (!max || !sumExp)
         return k.emitError("vocab_loss must follow vocab_max and vocab_sum_exp");
-      auto [dlogits, accumulate] = sink(max->logits, loc);
-      createKernel(b, loc,
-                   CrossEntropyGrad<Value>{.logits = max->logits,
-                                           .targets = sumExp->targets,
-                                           .lse = f->lse,
-                                           .dlogits = dlogits,
-                                           .rows = max->rows,
-                                           .vocab = max->vocab,
-                                           .accumulate_dx = accumulate,
-                                           .vocab_parallel = 1,
-                                           .valid = max->valid,
-                                           .dloss = seed->second});
+      // The cross-entropy the three kernels compute together.
+      CrossEntropy<Value> whole{.logits = max->logits,
+                                .targets = sumExp->targets,
+                                .loss = f->loss,
+                                .lse = f->lse,
+                                .rows = max->rows,
+                                .vocab = max->vocab,
+                                .valid = max->valid};
+      crossEntropyGrad(whole, /*vocabParallel=*/1, seed->second, loc);
       return success();
     }
     if (auto f = kernelAs<Moe<Value>>(k)) {

@@ -77,9 +77,23 @@ std::optional<Collective> collectiveOf(plan_ir::KernelOp k) {
 struct PointToPoint {
   mutable plan_ir::KernelOp k; // emitError is not const
   bool send;
+  int64_t axis;
   int64_t peer;
   int64_t numel;
 };
+
+/// `k` as a send or recv, else nothing.
+std::optional<PointToPoint> pointToPointOf(plan_ir::KernelOp k) {
+  auto of = [&](const auto &op, bool send) {
+    return PointToPoint{
+        .k = k, .send = send, .axis = op.axis, .peer = op.peer, .numel = numElements(op.x)};
+  };
+  if (auto op = kernelAs<plan::op::Send<Value>>(k))
+    return of(*op, true);
+  if (auto op = kernelAs<plan::op::Recv<Value>>(k))
+    return of(*op, false);
+  return std::nullopt;
+}
 
 struct Program {
   plan_ir::ProgramOp op;
@@ -112,18 +126,12 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
       lastRun[unit] = i;
     for (auto [i, unit] : llvm::enumerate(runs)) {
       for (auto k : unit.getBody().front().getOps<plan_ir::KernelOp>()) {
-        if (auto op = kernelAs<plan::op::Send<Value>>(k)) {
-          p.p2p.push_back({k, true, op->peer, numElements(op->x)});
-          if (op->axis != plan::kAxisPp)
-            return k.emitError() << "send over " << plan::AxisName(op->axis)
-                                 << ": only sends between pipeline stages (axis pp) are built";
-          continue;
-        }
-        if (auto op = kernelAs<plan::op::Recv<Value>>(k)) {
-          p.p2p.push_back({k, false, op->peer, numElements(op->x)});
-          if (op->axis != plan::kAxisPp)
-            return k.emitError() << "recv over " << plan::AxisName(op->axis)
-                                 << ": only recvs between pipeline stages (axis pp) are built";
+        if (std::optional<PointToPoint> x = pointToPointOf(k)) {
+          const char *what = x->send ? "send" : "recv";
+          if (x->axis != plan::kAxisPp)
+            return k.emitError() << what << " over " << plan::AxisName(x->axis) << ": only "
+                                 << what << "s between pipeline stages (axis pp) are built";
+          p.p2p.push_back(*x);
           continue;
         }
         std::optional<Collective> c = collectiveOf(k);

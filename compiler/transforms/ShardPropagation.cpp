@@ -171,24 +171,23 @@ struct ShardPropagationPass : impl::ShardPropagationPassBase<ShardPropagationPas
   using ShardPropagationPassBase::ShardPropagationPassBase;
 
   void runOnOperation() override {
-    ModuleOp module = getOperation();
-    std::optional<GraphInputs> in = requireGraphInputs(module, getArgument());
+    std::optional<GraphInputs> in = requireGraphInputs(getOperation(), getArgument());
     if (!in)
       return signalPassFailure();
-    auto [forward, mesh] = *in;
-    const int64_t tp = mesh.getTp();
+    const int64_t tp = in->mesh.getTp();
     if (tp == 1)
       return; // nothing to split
-    for (Operation &op : forward.getBody().front())
+    Block &body = in->forward.getBody().front();
+    for (Operation &op : body)
       if (op.hasAttr(dist::kShardingAttrName)) {
         op.emitError("already has a dist.sharding: shardings were already propagated");
         return signalPassFailure();
       }
-    Propagation prop{.tp = tp, .sequenceParallel = sequenceParallel, .ctx = module.getContext()};
-    for (Operation &op : forward.getBody().front())
+    Propagation prop{.tp = tp, .sequenceParallel = sequenceParallel, .ctx = &getContext()};
+    for (Operation &op : body)
       if (failed(prop.visit(op)))
         return signalPassFailure();
-    for (auto param : forward.getBody().front().getOps<graph::ParamOp>()) {
+    for (auto param : body.getOps<graph::ParamOp>()) {
       auto it = prop.paramDims.find(param.getResult());
       int64_t dim = it == prop.paramDims.end() ? -1 : it->second;
       param->setAttr(dist::kShardingAttrName,

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 namespace heiretsu::cli {
 namespace {
@@ -57,6 +58,14 @@ std::optional<std::string> ParseChoice(const std::string& flag, const std::strin
   return flag + ": expected " + list + ", got '" + text + "'";
 }
 
+// The value `flag` maps to in `table`, or T() when it is not there.
+template <class T, size_t N>
+T Lookup(const std::pair<const char*, T> (&table)[N], const std::string& flag) {
+  for (const auto& [name, value] : table)
+    if (flag == name) return value;
+  return T();
+}
+
 }  // namespace
 
 bool IsCompileFlag(const std::string& flag, bool* takes_value) {
@@ -83,6 +92,15 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
                                                CompileOptions* out) {
   std::optional<int64_t> batch, micro, global;
   bool emit_given = false;
+  // The flags whose value is a positive count: where it goes.
+  const std::pair<const char*, int64_t*> counts[] = {
+      {"--dp", &out->dp},   {"--tp", &out->tp},
+      {"--pp", &out->pp},   {"--ep", &out->ep},
+      {"--seq", &out->seq}, {"--virtual-stages", &out->virtual_stages},
+      {"--bucket-mb", &out->bucket_mb}};
+  // Those of the batch geometry, resolved once every flag is read.
+  const std::pair<const char*, std::optional<int64_t>*> geometry[] = {
+      {"--micro-batch-size", &batch}, {"--microbatches", &micro}, {"--global-batch", &global}};
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     bool takes_value = false;
@@ -101,26 +119,10 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
     const std::string& v = args[++i];
     std::optional<std::string> err;
     int64_t n = 0;
-    if (a == "--dp") {
-      err = ParsePositive(a, v, &out->dp);
-    } else if (a == "--tp") {
-      err = ParsePositive(a, v, &out->tp);
-    } else if (a == "--pp") {
-      err = ParsePositive(a, v, &out->pp);
-    } else if (a == "--ep") {
-      err = ParsePositive(a, v, &out->ep);
-    } else if (a == "--micro-batch-size") {
-      if (!(err = ParsePositive(a, v, &n))) batch = n;
-    } else if (a == "--microbatches") {
-      if (!(err = ParsePositive(a, v, &n))) micro = n;
-    } else if (a == "--global-batch") {
-      if (!(err = ParsePositive(a, v, &n))) global = n;
-    } else if (a == "--bucket-mb") {
-      err = ParsePositive(a, v, &out->bucket_mb);
-    } else if (a == "--seq") {
-      err = ParsePositive(a, v, &out->seq);
-    } else if (a == "--virtual-stages") {
-      err = ParsePositive(a, v, &out->virtual_stages);
+    if (int64_t* count = Lookup(counts, a)) {
+      err = ParsePositive(a, v, count);
+    } else if (std::optional<int64_t>* given = Lookup(geometry, a)) {
+      if (!(err = ParsePositive(a, v, &n))) *given = n;
     } else if (a == "--stage-layers") {
       out->stage_layers.clear();
       size_t begin = 0;
