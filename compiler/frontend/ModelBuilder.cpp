@@ -46,8 +46,8 @@ struct Val {
   Value t;
   Loc loc; // where the value was written
 
-  static Val ofInt(int64_t v, Loc l) { Val x; x.kind = Kind::Int; x.i = v; x.loc = l; return x; }
-  static Val ofFloat(double v, Loc l) { Val x; x.kind = Kind::Float; x.f = v; x.loc = l; return x; }
+  static Val ofInt(int64_t v, Loc l) { return {.kind = Kind::Int, .i = v, .loc = l}; }
+  static Val ofFloat(double v, Loc l) { return {.kind = Kind::Float, .f = v, .loc = l}; }
   bool isNumber() const { return kind == Kind::Int || kind == Kind::Float; }
   double asDouble() const { return kind == Kind::Int ? static_cast<double>(i) : f; }
 };
@@ -306,28 +306,16 @@ private:
       return Val::ofInt(e.intValue, e.loc);
     case Expr::Kind::Float:
       return Val::ofFloat(e.floatValue, e.loc);
-    case Expr::Kind::String: {
-      Val v;
-      v.kind = Val::Kind::Str;
-      v.s = e.text;
-      v.loc = e.loc;
-      return v;
-    }
+    case Expr::Kind::String:
+      return Val{.kind = Val::Kind::Str, .s = e.text, .loc = e.loc};
     case Expr::Kind::Name: {
-      if (e.text == "true" || e.text == "false") {
-        Val v;
-        v.kind = Val::Kind::Bool;
-        v.b = e.text == "true";
-        v.loc = e.loc;
-        return v;
-      }
+      if (e.text == "true" || e.text == "false")
+        return Val{.kind = Val::Kind::Bool, .b = e.text == "true", .loc = e.loc};
       if (e.text == "tokens" || e.text == "targets") {
         ensureGraph(e.loc);
-        Val v;
-        v.kind = Val::Kind::Tensor;
-        v.t = func.getArgument(e.text == "tokens" ? 0 : 1);
-        v.loc = e.loc;
-        return v;
+        return Val{.kind = Val::Kind::Tensor,
+                   .t = func.getArgument(e.text == "tokens" ? 0 : 1),
+                   .loc = e.loc};
       }
       auto it = env.find(e.text);
       if (it != env.end()) {
@@ -335,11 +323,7 @@ private:
         v.loc = e.loc;
         return v;
       }
-      Val v;
-      v.kind = Val::Kind::Choice;
-      v.s = e.text;
-      v.loc = e.loc;
-      return v;
+      return Val{.kind = Val::Kind::Choice, .s = e.text, .loc = e.loc};
     }
     case Expr::Kind::Neg: {
       Val v = eval(*e.lhs);
@@ -371,11 +355,9 @@ private:
     if (e.op == '+' && l.kind == Val::Kind::Tensor && r.kind == Val::Kind::Tensor) {
       if (l.t.getType() != r.t.getType())
         fail(e.loc, "cannot add " + typeStr(l.t) + " and " + typeStr(r.t));
-      Val v;
-      v.kind = Val::Kind::Tensor;
-      v.t = graph::AddOp::create(b, loc(e.loc), l.t, r.t);
-      v.loc = e.loc;
-      return v;
+      return Val{.kind = Val::Kind::Tensor,
+                 .t = graph::AddOp::create(b, loc(e.loc), l.t, r.t),
+                 .loc = e.loc};
     }
     requireNumber(l, "'" + opName + "'");
     requireNumber(r, "'" + opName + "'");
@@ -708,37 +690,20 @@ private:
     if (f == "round_up" || f == "min" || f == "max")
       return numericBuiltin(args);
 
-    static const char *graphBuiltins[] = {"embedding", "layernorm", "rmsnorm",
-                                          "attention", "mlp",       "moe",
-                                          "head",      "cross_entropy"};
-    bool known = false;
-    for (const char *g : graphBuiltins)
-      known |= f == g;
-    if (!known)
+    // The graph builtins and what builds each.
+    static const std::pair<const char *, Value (Builder::*)(const CallArgs &)> graphBuiltins[] = {
+        {"embedding", &Builder::embedding}, {"layernorm", &Builder::layernorm},
+        {"rmsnorm", &Builder::rmsnorm},     {"attention", &Builder::attention},
+        {"mlp", &Builder::mlp},             {"moe", &Builder::moe},
+        {"head", &Builder::head},           {"cross_entropy", &Builder::crossEntropy}};
+    const auto *builtin =
+        llvm::find_if(graphBuiltins, [&](const auto &g) { return f == g.first; });
+    if (builtin == std::end(graphBuiltins))
       fail(e.loc, "unknown function '" + f +
                       "' (known: embedding, layernorm, rmsnorm, attention, mlp, "
                       "moe, head, cross_entropy, round_up, min, max)");
     ensureGraph(e.loc);
-    Val out;
-    out.kind = Val::Kind::Tensor;
-    out.loc = e.loc;
-    if (f == "embedding")
-      out.t = embedding(args);
-    else if (f == "layernorm")
-      out.t = layernorm(args);
-    else if (f == "rmsnorm")
-      out.t = rmsnorm(args);
-    else if (f == "attention")
-      out.t = attention(args);
-    else if (f == "mlp")
-      out.t = mlp(args);
-    else if (f == "moe")
-      out.t = moe(args);
-    else if (f == "head")
-      out.t = head(args);
-    else
-      out.t = crossEntropy(args);
-    return out;
+    return Val{.kind = Val::Kind::Tensor, .t = (this->*builtin->second)(args), .loc = e.loc};
   }
 
   Val numericBuiltin(const CallArgs &args) {

@@ -77,12 +77,14 @@ private:
     explicit Nest(Parser &p) : p(p) { ++p.depth; }
     ~Nest() { --p.depth; }
   };
-  std::optional<Error> checkDepth() const {
-    if (depth > kMaxNesting)
-      return Error{peek().loc, "nesting deeper than " +
-                                   std::to_string(kMaxNesting) + " levels"};
-    return std::nullopt;
+  /// The error at `loc` when `levels` is past kMaxNesting ("<what> deeper than").
+  static std::optional<Error> tooDeep(int levels, Loc loc, const char *what) {
+    if (levels <= kMaxNesting)
+      return std::nullopt;
+    return Error{loc, std::string(what) + " deeper than " + std::to_string(kMaxNesting) +
+                          " levels"};
   }
+  std::optional<Error> checkDepth() const { return tooDeep(depth, peek().loc, "nesting"); }
 
   std::optional<Error> braced(StmtList &out) {
     Nest nest(*this);
@@ -150,10 +152,17 @@ private:
   }
 
   static std::optional<Error> checkHeight(const Expr &e) {
-    if (e.height > kMaxNesting)
-      return Error{e.loc, "expression nested deeper than " +
-                              std::to_string(kMaxNesting) + " levels"};
-    return std::nullopt;
+    return tooDeep(e.height, e.loc, "expression nested");
+  }
+
+  /// Parses the right operand of `op` with `operand`; `out` becomes `out op rhs`.
+  std::optional<Error> binaryWith(std::optional<Error> (Parser::*operand)(ExprPtr &), char op,
+                                  Loc loc, ExprPtr &out) {
+    ExprPtr rhs;
+    if (auto err = (this->*operand)(rhs))
+      return err;
+    out = binary(op, loc, std::move(out), std::move(rhs));
+    return checkHeight(*out);
   }
 
   std::optional<Error> expr(ExprPtr &out) {
@@ -165,11 +174,7 @@ private:
     while (peek().kind == Tok::Plus || peek().kind == Tok::Minus) {
       Loc loc = peek().loc;
       char op = next().kind == Tok::Plus ? '+' : '-';
-      ExprPtr rhs;
-      if (auto err = term(rhs))
-        return err;
-      out = binary(op, loc, std::move(out), std::move(rhs));
-      if (auto err = checkHeight(*out))
+      if (auto err = binaryWith(&Parser::term, op, loc, out))
         return err;
     }
     return std::nullopt;
@@ -188,11 +193,7 @@ private:
       default: return std::nullopt;
       }
       Loc loc = next().loc;
-      ExprPtr rhs;
-      if (auto err = unary(rhs))
-        return err;
-      out = binary(op, loc, std::move(out), std::move(rhs));
-      if (auto err = checkHeight(*out))
+      if (auto err = binaryWith(&Parser::unary, op, loc, out))
         return err;
     }
   }
@@ -203,9 +204,8 @@ private:
     std::vector<Loc> minus;
     while (peek().kind == Tok::Minus) {
       minus.push_back(next().loc);
-      if (static_cast<int>(minus.size()) > kMaxNesting)
-        return Error{minus.back(), "expression nested deeper than " +
-                                       std::to_string(kMaxNesting) + " levels"};
+      if (auto err = tooDeep(static_cast<int>(minus.size()), minus.back(), "expression nested"))
+        return err;
     }
     if (auto err = primary(out))
       return err;

@@ -239,28 +239,27 @@ LogicalResult CopyOp::verifySymbolUses(SymbolTableCollection &tables) {
   return success(resolveMesh(*this, getMeshAttr(), tables) != nullptr);
 }
 
-LogicalResult AllGatherOp::verifySymbolUses(SymbolTableCollection &tables) {
-  MeshOp mesh = resolveMesh(*this, getMeshAttr(), tables);
+/// all_gather (`gathers`) or reduce_scatter along `dim` over the mesh axis: in
+/// the global view, verifyGlobalView; else (C3) the whole side's `dim` is the
+/// split side's times the axis size.
+template <class Op>
+static LogicalResult verifyAlongDim(Op op, SymbolTableCollection &tables, bool gathers) {
+  MeshOp mesh = resolveMesh(op, op.getMeshAttr(), tables);
   if (!mesh)
     return failure();
-  if (failed(verifyGlobalView(*this, getInput(), getResult(), getDim(), mesh.axisSize(getAxis()))))
-    return failure();
-  if (getInput().getType() == getResult().getType())
-    return success();
-  return verifyScaledDim(*this, getInput(), getResult(), getDim(),
-                         mesh.axisSize(getAxis()), 1, "(C3)");
+  int64_t n = mesh.axisSize(op.getAxis());
+  if (op.getInput().getType() == op.getResult().getType())
+    return verifyGlobalView(op, op.getInput(), op.getResult(), op.getDim(), n);
+  return verifyScaledDim(op, op.getInput(), op.getResult(), op.getDim(), gathers ? n : 1,
+                         gathers ? 1 : n, "(C3)");
+}
+
+LogicalResult AllGatherOp::verifySymbolUses(SymbolTableCollection &tables) {
+  return verifyAlongDim(*this, tables, /*gathers=*/true);
 }
 
 LogicalResult ReduceScatterOp::verifySymbolUses(SymbolTableCollection &tables) {
-  MeshOp mesh = resolveMesh(*this, getMeshAttr(), tables);
-  if (!mesh)
-    return failure();
-  if (failed(verifyGlobalView(*this, getInput(), getResult(), getDim(), mesh.axisSize(getAxis()))))
-    return failure();
-  if (getInput().getType() == getResult().getType())
-    return success();
-  return verifyScaledDim(*this, getInput(), getResult(), getDim(), 1,
-                         mesh.axisSize(getAxis()), "(C3)");
+  return verifyAlongDim(*this, tables, /*gathers=*/false);
 }
 
 LogicalResult AllToAllOp::verifySymbolUses(SymbolTableCollection &tables) {

@@ -166,34 +166,31 @@ LogicalResult LinearOp::verify() {
 // Norms
 //===----------------------------------------------------------------------===//
 
-static LogicalResult verifyNormVector(Operation *op, Value v, int64_t d,
-                                      StringRef what) {
-  auto t = tensorType(v);
-  if (t.getRank() != 1 || t.getDimSize(0) != d)
-    return op->emitOpError("(C1) ")
-           << what << " must be [" << d << "], got " << shapeStr(t.getShape());
+/// A norm's checks: its weight vectors (named) have the input's last dimension
+/// (C1), eps is finite and > 0 (C2).
+static LogicalResult verifyNorm(Operation *op, Value input,
+                                ArrayRef<std::pair<Value, StringRef>> vectors,
+                                const APFloat &eps) {
+  int64_t d = tensorType(input).getShape().back();
+  for (auto [v, what] : vectors) {
+    auto t = tensorType(v);
+    if (t.getRank() != 1 || t.getDimSize(0) != d)
+      return op->emitOpError("(C1) ")
+             << what << " must be [" << d << "], got " << shapeStr(t.getShape());
+  }
+  if (!positiveFinite(eps.convertToDouble()))
+    return op->emitOpError("(C2) eps must be finite and > 0, got ")
+           << eps.convertToDouble();
   return success();
 }
 
 LogicalResult LayerNormOp::verify() {
-  int64_t d = tensorType(getInput()).getShape().back();
-  if (failed(verifyNormVector(*this, getWeight(), d, "weight")) ||
-      failed(verifyNormVector(*this, getBias(), d, "bias")))
-    return failure();
-  if (!positiveFinite(getEps().convertToDouble()))
-    return emitOpError("(C2) eps must be finite and > 0, got ")
-           << getEps().convertToDouble();
-  return success();
+  return verifyNorm(*this, getInput(), {{getWeight(), "weight"}, {getBias(), "bias"}},
+                    getEps());
 }
 
 LogicalResult RMSNormOp::verify() {
-  int64_t d = tensorType(getInput()).getShape().back();
-  if (failed(verifyNormVector(*this, getWeight(), d, "weight")))
-    return failure();
-  if (!positiveFinite(getEps().convertToDouble()))
-    return emitOpError("(C2) eps must be finite and > 0, got ")
-           << getEps().convertToDouble();
-  return success();
+  return verifyNorm(*this, getInput(), {{getWeight(), "weight"}}, getEps());
 }
 
 //===----------------------------------------------------------------------===//
