@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   }
   plan::LoadedPlan loaded;
   if (auto err = plan::LoadPlan(argv[1], &loaded)) {
-    std::fprintf(stderr, "%s\n", err->c_str());
+    std::fprintf(stderr, "%s\n", err->message.c_str());
     return 2;
   }
   const plan::fb::Plan& p = *loaded.plan;
@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
     exec::StepResult r;
     auto t0 = Clock::now();
     if (auto err = ex.Step(fill, o, &r)) {
-      std::fprintf(stderr, "%s\n", err->c_str());
+      std::fprintf(stderr, "%s\n", err->message.c_str());
       return 1;
     }
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();

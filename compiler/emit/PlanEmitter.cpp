@@ -146,7 +146,7 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
   plan::SealPlan(&bytes); // the checksum trailer (runtime/plan/plan.h)
   // The emitter must produce what the runtime accepts: verify with its verifier.
   if (auto err = plan::VerifyPlan("<emitted plan>", bytes))
-    return program.emitError("internal error: emitted plan does not verify: ") << *err;
+    return program.emitError("internal error: emitted plan does not verify: ") << err->message;
   return success();
 }
 

@@ -18,6 +18,7 @@
 #include "runtime/plan/plan.h"
 #include "compiler/frontend/ModelBuilder.h"
 #include "compiler/frontend/Parser.h"
+#include "runtime/base/error.h"
 #include "runtime/cli/CompileOptions.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -38,8 +39,8 @@ using namespace heiretsu;
 
 namespace {
 
-constexpr int kExitBadInput = 2;
-constexpr int kExitFailure = 1;
+using heiretsu::kExitBadInput; // exit codes: runtime/base/error.h, the one place
+using heiretsu::kExitFailure;
 
 /// `examples/gpt-tiny` names `examples/gpt-tiny.hr` when the former is missing.
 std::string resolveSpecPath(const std::string &path) {

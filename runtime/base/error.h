@@ -11,6 +11,7 @@
 #define HEIRETSU_RUNTIME_BASE_ERROR_H_
 
 #include <optional>
+#include <ostream>
 #include <string>
 #include <utility>
 
@@ -39,6 +40,9 @@ struct Error {
 
 // std::nullopt: success.
 using Status = std::optional<Error>;
+
+// The message (for logs and test failures).
+inline std::ostream& operator<<(std::ostream& os, const Error& e) { return os << e.message; }
 
 }  // namespace heiretsu
 

@@ -2,7 +2,7 @@
 // Communicator connects the ranks of one group (the ranks that share all mesh
 // coordinates but one axis); the executor holds one per group its program uses.
 //
-// Every operation returns an error message instead of throwing or hanging: a peer
+// Every operation returns an error (runtime/base/error.h) instead of throwing or hanging: a peer
 // that died or stopped answering is reported once the group's timeout passes,
 // naming the operation and the group, so the launcher can tear the job down.
 #ifndef HEIRETSU_RUNTIME_COMM_COMM_H_
@@ -13,6 +13,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+
+#include "runtime/base/error.h"
 
 namespace heiretsu::comm {
 
@@ -26,16 +28,16 @@ class Communicator {
   virtual const std::string& name() const = 0;
 
   // In place over `n` floats; every rank gets the result.
-  virtual std::optional<std::string> AllReduce(float* data, size_t n, ReduceOp op) = 0;
+  virtual Status AllReduce(float* data, size_t n, ReduceOp op) = 0;
   // out[r * n .. (r + 1) * n) = rank r's in[0 .. n).
-  virtual std::optional<std::string> AllGather(const float* in, float* out, size_t n) = 0;
+  virtual Status AllGather(const float* in, float* out, size_t n) = 0;
   // in holds size() blocks of n; out = the sum over ranks of block rank().
-  virtual std::optional<std::string> ReduceScatter(const float* in, float* out, size_t n) = 0;
+  virtual Status ReduceScatter(const float* in, float* out, size_t n) = 0;
   // Block r of `in` (n floats) goes to rank r; out's block r comes from rank r.
-  virtual std::optional<std::string> AllToAll(const float* in, float* out, size_t n) = 0;
-  virtual std::optional<std::string> Send(const float* data, size_t n, int peer) = 0;
-  virtual std::optional<std::string> Recv(float* data, size_t n, int peer) = 0;
-  virtual std::optional<std::string> Barrier() = 0;
+  virtual Status AllToAll(const float* in, float* out, size_t n) = 0;
+  virtual Status Send(const float* data, size_t n, int peer) = 0;
+  virtual Status Recv(float* data, size_t n, int peer) = 0;
+  virtual Status Barrier() = 0;
 };
 
 struct GlooOptions {
@@ -48,9 +50,9 @@ struct GlooOptions {
 };
 
 // Connects the group over Gloo's TCP transport, rendezvousing through a file
-// store. Returns null and sets `error` on failure (including a timeout waiting
-// for a peer that never comes).
-std::unique_ptr<Communicator> ConnectGloo(const GlooOptions& options, std::string* error);
+// store, into *out. Fails (kFailure) on a timeout waiting for a peer that never
+// comes, or any other failure to connect.
+Status ConnectGloo(const GlooOptions& options, std::unique_ptr<Communicator>* out);
 
 }  // namespace heiretsu::comm
 

@@ -20,12 +20,12 @@ namespace heiretsu::comm {
 namespace {
 
 template <typename F>
-std::optional<std::string> Guard(const std::string& what, const std::string& group, F&& body) {
+Status Guard(const std::string& what, const std::string& group, F&& body) {
   try {
     body();
     return std::nullopt;
   } catch (const std::exception& e) {
-    return what + " in group '" + group + "' failed: " + e.what();
+    return Error::Failure(what + " in group '" + group + "' failed: " + e.what());
   }
 }
 
@@ -45,7 +45,7 @@ class GlooCommunicator final : public Communicator {
   int size() const override { return context_->size; }
   const std::string& name() const override { return name_; }
 
-  std::optional<std::string> AllReduce(float* data, size_t n, ReduceOp op) override {
+  Status AllReduce(float* data, size_t n, ReduceOp op) override {
     if (size() == 1 || n == 0) return std::nullopt;
     auto err = Guard("all_reduce", name_, [&] {
       gloo::AllreduceOptions opts(context_);
@@ -65,7 +65,7 @@ class GlooCommunicator final : public Communicator {
     return err;
   }
 
-  std::optional<std::string> AllGather(const float* in, float* out, size_t n) override {
+  Status AllGather(const float* in, float* out, size_t n) override {
     if (size() == 1) {
       std::copy(in, in + n, out);
       return std::nullopt;
@@ -82,20 +82,20 @@ class GlooCommunicator final : public Communicator {
   // Exchange blocks with all_to_all, then sum the received blocks in rank order:
   // the same traffic as a reduce-scatter, and a summation order that is the same
   // on every run.
-  std::optional<std::string> ReduceScatter(const float* in, float* out, size_t n) override {
+  Status ReduceScatter(const float* in, float* out, size_t n) override {
     if (size() == 1) {
       std::copy(in, in + n, out);
       return std::nullopt;
     }
     scratch_.resize(n * static_cast<size_t>(size()));
-    if (auto err = AllToAll(in, scratch_.data(), n)) return "reduce_scatter: " + *err;
+    if (auto err = AllToAll(in, scratch_.data(), n)) return err->Within("reduce_scatter");
     std::fill(out, out + n, 0.f);
     for (int r = 0; r < size(); ++r)
       for (size_t i = 0; i < n; ++i) out[i] += scratch_[static_cast<size_t>(r) * n + i];
     return std::nullopt;
   }
 
-  std::optional<std::string> AllToAll(const float* in, float* out, size_t n) override {
+  Status AllToAll(const float* in, float* out, size_t n) override {
     if (size() == 1) {
       std::copy(in, in + n, out);
       return std::nullopt;
@@ -109,7 +109,7 @@ class GlooCommunicator final : public Communicator {
     });
   }
 
-  std::optional<std::string> Send(const float* data, size_t n, int peer) override {
+  Status Send(const float* data, size_t n, int peer) override {
     return Guard("send to rank " + std::to_string(peer), name_, [&] {
       auto buffer = context_->createUnboundBuffer(const_cast<float*>(data), n * sizeof(float));
       buffer->send(peer, kPointToPointSlot);
@@ -117,7 +117,7 @@ class GlooCommunicator final : public Communicator {
     });
   }
 
-  std::optional<std::string> Recv(float* data, size_t n, int peer) override {
+  Status Recv(float* data, size_t n, int peer) override {
     return Guard("recv from rank " + std::to_string(peer), name_, [&] {
       auto buffer = context_->createUnboundBuffer(data, n * sizeof(float));
       buffer->recv(peer, kPointToPointSlot);
@@ -125,7 +125,7 @@ class GlooCommunicator final : public Communicator {
     });
   }
 
-  std::optional<std::string> Barrier() override {
+  Status Barrier() override {
     if (size() == 1) return std::nullopt;
     return Guard("barrier", name_, [&] {
       gloo::BarrierOptions opts(context_);
@@ -149,12 +149,10 @@ class GlooCommunicator final : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> ConnectGloo(const GlooOptions& o, std::string* error) {
-  if (o.size < 1 || o.rank < 0 || o.rank >= o.size) {
-    *error = "group '" + o.group + "': rank " + std::to_string(o.rank) + " is not in [0, " +
-             std::to_string(o.size) + ")";
-    return nullptr;
-  }
+Status ConnectGloo(const GlooOptions& o, std::unique_ptr<Communicator>* out) {
+  if (o.size < 1 || o.rank < 0 || o.rank >= o.size)
+    return Error::Failure("group '" + o.group + "': rank " + std::to_string(o.rank) +
+                          " is not in [0, " + std::to_string(o.size) + ")");
   try {
     gloo::transport::tcp::attr attr;
     attr.hostname = o.hostname;
@@ -164,11 +162,12 @@ std::unique_ptr<Communicator> ConnectGloo(const GlooOptions& o, std::string* err
     auto context = std::make_shared<gloo::rendezvous::Context>(o.rank, o.size);
     context->setTimeout(o.timeout);
     context->connectFullMesh(store, device);
-    return std::make_unique<GlooCommunicator>(std::move(context), o.group);
+    *out = std::make_unique<GlooCommunicator>(std::move(context), o.group);
+    return std::nullopt;
   } catch (const std::exception& e) {
-    *error = "cannot connect group '" + o.group + "' (rank " + std::to_string(o.rank) + " of " +
-             std::to_string(o.size) + ") through " + o.store_dir + ": " + e.what();
-    return nullptr;
+    return Error::Failure("cannot connect group '" + o.group + "' (rank " +
+                          std::to_string(o.rank) + " of " + std::to_string(o.size) +
+                          ") through " + o.store_dir + ": " + e.what());
   }
 }
 

@@ -513,8 +513,8 @@ int64_t ClassesIn(int64_t vocab, int64_t begin, int64_t valid) {
   return std::max<int64_t>(0, std::min(vocab, valid - begin));
 }
 
-std::string CudaError(const char* what, cudaError_t e) {
-  return std::string("CUDA: ") + what + ": " + cudaGetErrorString(e);
+Error CudaError(const char* what, cudaError_t e) {
+  return Error::Failure(std::string("CUDA: ") + what + ": " + cudaGetErrorString(e));
 }
 
 class CudaBackend final : public exec::Backend {
@@ -527,11 +527,11 @@ class CudaBackend final : public exec::Backend {
     if (stream_) cudaStreamDestroy(stream_);
   }
 
-  std::optional<std::string> Init() {
+  Status Init() {
     if (auto e = cudaSetDevice(device_); e != cudaSuccess) return CudaError("cudaSetDevice", e);
     if (auto e = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking); e != cudaSuccess)
       return CudaError("cudaStreamCreate", e);
-    if (cublasCreate(&blas_) != CUBLAS_STATUS_SUCCESS) return std::string("cuBLAS: cublasCreate failed");
+    if (cublasCreate(&blas_) != CUBLAS_STATUS_SUCCESS) return Error::Failure("cuBLAS: cublasCreate failed");
     cublasSetStream(blas_, stream_);
     // Plain fp32 GEMMs (no TF32): the reference slice matches the CPU backend.
     cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH);
@@ -563,13 +563,13 @@ class CudaBackend final : public exec::Backend {
     cudaMemsetAsync(arena + offset, 0, bytes, stream_);
   }
 
-  std::optional<std::string> Run(const fb::Plan& plan, const plan::Instruction& in,
+  Status Run(const fb::Plan& plan, const plan::Instruction& in,
                                  uint8_t* arena, exec::StepScalars& s) override;
 
  private:
   // Device scratch, grown on first need: the sum-of-squares partials and total,
   // the bad-id flag, per-row loss terms.
-  std::optional<std::string> Scratch(uint64_t row_bytes) {
+  Status Scratch(uint64_t row_bytes) {
     const uint64_t want = 4096 + row_bytes;
     if (want <= scratch_bytes_) return std::nullopt;
     if (scratch_) cudaFree(scratch_);
@@ -583,7 +583,7 @@ class CudaBackend final : public exec::Backend {
   float* Rows() { return reinterpret_cast<float*>(static_cast<uint8_t*>(scratch_) + 4096); }
 
   // Runs CheckIds and returns the first bad index, or -1 (waits for the stream).
-  std::optional<std::string> FirstBadId(const int32_t* ids, int64_t n, int64_t limit,
+  Status FirstBadId(const int32_t* ids, int64_t n, int64_t limit,
                                         int64_t* bad) {
     if (auto err = Scratch(0)) return err;
     const int big = INT_MAX;
@@ -596,12 +596,12 @@ class CudaBackend final : public exec::Backend {
     return std::nullopt;
   }
 
-  std::optional<std::string> Gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda,
+  Status Gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda,
                                   const float* b, int ldb, float beta, float* c, int ldc) {
     const float one = 1.f;
     if (cublasSgemm(blas_, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
                     k, &one, a, lda, b, ldb, &beta, c, ldc) != CUBLAS_STATUS_SUCCESS)
-      return std::string("cuBLAS: sgemm failed");
+      return Error::Failure("cuBLAS: sgemm failed");
     return std::nullopt;
   }
 
@@ -612,7 +612,7 @@ class CudaBackend final : public exec::Backend {
   uint64_t scratch_bytes_ = 0;
 };
 
-std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in,
+Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in,
                                             uint8_t* arena, exec::StepScalars& s) {
   // A buffer's floats, null for an absent one.
   auto f = [&](uint32_t b) -> float* {
@@ -622,17 +622,18 @@ std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const plan::In
   auto ids = [&](uint32_t b) -> const int32_t* {
     return reinterpret_cast<const int32_t*>(arena + plan.buffers()->Get(b)->offset());
   };
-  std::optional<std::string> err;
+  Status err;
   // The first id of `n` outside [0, limit), as a message; nullopt when all are in.
   auto check_ids = [&](const char* what, const int32_t* id, int64_t n,
-                       int64_t limit) -> std::optional<std::string> {
+                       int64_t limit) -> Status {
     int64_t bad = -1;
     if (auto e = FirstBadId(id, n, limit, &bad)) return e;
     if (bad < 0) return std::nullopt;
     int32_t value = 0;
     cudaMemcpy(&value, id + bad, sizeof value, cudaMemcpyDeviceToHost);
-    return std::string(what) + " id " + std::to_string(value) + " at position " +
-           std::to_string(bad) + " is outside the vocabulary [0, " + std::to_string(limit) + ")";
+    return Error::BadInput(std::string(what) + " id " + std::to_string(value) + " at position " +
+                           std::to_string(bad) + " is outside the vocabulary [0, " +
+                           std::to_string(limit) + ")");
   };
   switch (in.op) {
     case fb::Op_Zero: {
@@ -764,8 +765,8 @@ std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const plan::In
       const int64_t h = forward ? fw.heads : bw.heads, kv = forward ? fw.kv_heads : bw.kv_heads;
       const int64_t hd = forward ? fw.head_dim : bw.head_dim;
       if (hd > kMaxHeadDim)
-        return "attention: head_dim " + std::to_string(hd) + " is above the CUDA kernel's " +
-               std::to_string(kMaxHeadDim);
+        return Error::Failure("attention: head_dim " + std::to_string(hd) +
+                              " is above the CUDA kernel's " + std::to_string(kMaxHeadDim));
       const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
       const int warps_per_block = kThreads / 32;
       if (forward) {
@@ -862,11 +863,11 @@ std::optional<std::string> CudaBackend::Run(const fb::Plan& plan, const plan::In
     }
     case fb::Op_Moe:
     case fb::Op_MoeGrad:
-      return std::string("the CUDA backend has no MoE kernel yet: run MoE models with "
-                         "--backend cpu");
+      return Error::Failure("the CUDA backend has no MoE kernel yet: run MoE models with "
+                            "--backend cpu");
     default:
-      return std::string("the CUDA backend cannot run '") + plan::OpName(in.op) +
-             "' (collectives belong to the executor)";
+      return Error::Failure(std::string("the CUDA backend cannot run '") + plan::OpName(in.op) +
+                            "' (collectives belong to the executor)");
   }
   if (auto e = cudaGetLastError(); e != cudaSuccess) return CudaError(plan::OpName(in.op), e);
   return std::nullopt;
@@ -880,19 +881,15 @@ int DeviceCount() {
   return count;
 }
 
-std::unique_ptr<exec::Backend> MakeCudaBackend(int device, std::string* error) {
+Status MakeCudaBackend(int device, std::unique_ptr<exec::Backend>* out) {
   const int count = DeviceCount();
-  if (device < 0 || device >= count) {
-    *error = "--backend cuda: no CUDA device " + std::to_string(device) + " (this process sees " +
-             std::to_string(count) + ")";
-    return nullptr;
-  }
+  if (device < 0 || device >= count)
+    return Error::Failure("--backend cuda: no CUDA device " + std::to_string(device) +
+                          " (this process sees " + std::to_string(count) + ")");
   auto backend = std::make_unique<CudaBackend>(device);
-  if (auto err = backend->Init()) {
-    *error = *err;
-    return nullptr;
-  }
-  return backend;
+  if (auto err = backend->Init()) return err;
+  *out = std::move(backend);
+  return std::nullopt;
 }
 
 }  // namespace heiretsu::cuda

@@ -19,9 +19,9 @@ namespace heiretsu::cuda {
 // The number of CUDA devices this process can use (0 without a driver or device).
 int DeviceCount();
 
-// A backend on device `device`. Returns null and sets `error` when there is no such
+// A backend on device `device` into *out. Fails (kFailure) when there is no such
 // device or it cannot be initialized.
-std::unique_ptr<exec::Backend> MakeCudaBackend(int device, std::string* error);
+Status MakeCudaBackend(int device, std::unique_ptr<exec::Backend>* out);
 
 }  // namespace heiretsu::cuda
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "runtime/base/env.h"
+#include "runtime/base/error.h"
 #include "runtime/cli/CompileOptions.h"
 #include "runtime/cli/RunOptions.h"
 #include "runtime/launch/launcher.h"
@@ -26,8 +27,8 @@
 
 namespace {
 
-constexpr int kExitBadInput = 2;
-constexpr int kExitFailure = 1;
+using heiretsu::kExitBadInput;
+using heiretsu::kExitFailure;
 
 const char kUsage[] =
     "usage: heiretsu <command> [args]\n"
@@ -52,10 +53,13 @@ const char kDataUsage[] =
     "Tokenizes FILES (concatenated in the order given) into llm.c token shards\n"
     "DIR/train_NNNNNN.bin for 'heiretsu run --data DIR'.\n";
 
-int BadInput(const std::string& message) {
-  std::fprintf(stderr, "heiretsu: %s\n", message.c_str());
-  return kExitBadInput;
+// The driver's one place where an error becomes a message and an exit code.
+int Fail(const heiretsu::Error& err) {
+  std::fprintf(stderr, "heiretsu: %s\n", err.message.c_str());
+  return err.exit_code();
 }
+
+int BadInput(const std::string& message) { return Fail(heiretsu::Error::BadInput(message)); }
 
 // Directory holding this executable, so sibling binaries are found wherever the
 // build or install tree lives.
@@ -258,7 +262,7 @@ int main(int argc, char** argv) {
   if (cmd == "explain") {
     if (rest.size() != 1) return BadInput("usage: heiretsu explain PLAN_DIR");
     std::vector<heiretsu::plan::LoadedPlan> programs;
-    if (auto err = heiretsu::plan::LoadPlanDirectory(rest[0], &programs)) return BadInput(*err);
+    if (auto err = heiretsu::plan::LoadPlanDirectory(rest[0], &programs)) return Fail(*err);
     std::fputs(heiretsu::plan::Explain(programs).c_str(), stdout);
     return 0;
   }

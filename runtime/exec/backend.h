@@ -43,7 +43,7 @@ class Backend {
   // Execute one instruction of a verified plan, prepared for this rank (its
   // rank-dependent operands resolved: runtime/plan/prepare.h). Returns an error
   // for bad data (a token outside the vocabulary).
-  virtual std::optional<std::string> Run(const plan::fb::Plan& plan, const plan::Instruction& instr,
+  virtual Status Run(const plan::fb::Plan& plan, const plan::Instruction& instr,
                                          uint8_t* arena, StepScalars& scalars) = 0;
   // Copies between host memory and the arena, complete when they return (a
   // device backend waits for its queued work first). The defaults are for a

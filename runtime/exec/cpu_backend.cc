@@ -33,7 +33,7 @@ class CpuBackend final : public Backend {
 
   void FreeArena(uint8_t* arena) override { std::free(arena); }
 
-  std::optional<std::string> Run(const fb::Plan& plan, const plan::Instruction& in,
+  Status Run(const fb::Plan& plan, const plan::Instruction& in,
                                  uint8_t* arena, StepScalars& s) override {
     // A buffer's floats, null for an absent one.
     auto f = [&](uint32_t b) -> float* {
@@ -45,8 +45,9 @@ class CpuBackend final : public Backend {
       return reinterpret_cast<const int32_t*>(arena + plan.buffers()->Get(b)->offset());
     };
     auto outside = [&](const char* what, const int32_t* id, int64_t at, int64_t limit) {
-      return std::string(what) + " id " + std::to_string(id[at]) + " at position " +
-             std::to_string(at) + " is outside the vocabulary [0, " + std::to_string(limit) + ")";
+      return Error::BadInput(std::string(what) + " id " + std::to_string(id[at]) + " at position " +
+                             std::to_string(at) + " is outside the vocabulary [0, " +
+                             std::to_string(limit) + ")");
     };
     switch (in.op) {
       case fb::Op_Zero: {
@@ -229,8 +230,8 @@ class CpuBackend final : public Backend {
         break;
       }
       default:
-        return std::string("the cpu backend does not run ") + plan::OpName(in.op) +
-               " (the executor runs collectives)";
+        return Error::Failure(std::string("the cpu backend does not run ") + plan::OpName(in.op) +
+               " (the executor runs collectives)");
     }
     return std::nullopt;
   }

@@ -97,7 +97,7 @@ void Executor::InitializeParameters(uint64_t seed) {
   PushState();
 }
 
-std::optional<std::string> Executor::RunUnit(const plan::ScheduledRun& run,
+Status Executor::RunUnit(const plan::ScheduledRun& run,
                                              const FillMicrobatch* fill, double* loss_sum) {
   const fb::Plan& p = *plan_.plan;
   const bool forward = run.unit->kind() == fb::UnitKind_Forward;
@@ -134,7 +134,7 @@ std::optional<std::string> Executor::RunUnit(const plan::ScheduledRun& run,
   return std::nullopt;
 }
 
-std::optional<std::string> Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
+Status Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
   const fb::Plan& p = *plan_.plan;
   for (const fb::Param* param : *p.params()) {
     const fb::Buffer& g = *p.buffers()->Get(param->grad());
@@ -150,7 +150,7 @@ std::optional<std::string> Executor::ComputeGradients(const FillMicrobatch& fill
   return std::nullopt;
 }
 
-std::optional<std::string> Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
+Status Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
                                           StepResult* result) {
   if (auto err = ComputeGradients(fill, &result->loss)) return err;
   // The reported loss is the mean over the whole global batch, from the stage that
@@ -205,16 +205,16 @@ std::optional<int64_t> CommAxis(const plan::Instruction& instr) {
 
 }  // namespace
 
-std::optional<std::string> Executor::Run(const plan::Instruction& instr, StepScalars& scalars) {
+Status Executor::Run(const plan::Instruction& instr, StepScalars& scalars) {
   // Collectives and send / recv are the executor's, not the backend's: they run on
   // the communicator of their axis's group (Gloo on CPU; NCCL will serve device
   // memory).
   if (const std::optional<int64_t> axis = CommAxis(instr)) {
     comm::Communicator* c = comms_[*axis];
     if (!c)
-      return std::string(plan::OpName(instr.op)) + " over " + plan::AxisName(*axis) +
-             " has no communicator (the group of this rank over " + plan::AxisName(*axis) +
-             " was not connected)";
+      return Error::Failure(std::string(plan::OpName(instr.op)) + " over " +
+                            plan::AxisName(*axis) + " has no communicator (the group of this " +
+                            "rank over " + plan::AxisName(*axis) + " was not connected)");
     switch (instr.op) {
       case fb::Op_ReduceScatter:
       case fb::Op_AllGather:
@@ -255,7 +255,7 @@ std::optional<std::string> Executor::Run(const plan::Instruction& instr, StepSca
 
 // Each pipeline stage's grad_norm_sq instructions summed its own parameters'
 // gradients: the global norm, and so the clipping, sums over pp first.
-std::optional<std::string> Executor::CompleteGradNorm() {
+Status Executor::CompleteGradNorm() {
   if (comm::Communicator* pp = comms_[plan::kAxisPp]; pp && pp->size() > 1) {
     float part = static_cast<float>(scalars_.grad_norm_sq);
     if (auto err = pp->AllReduce(&part, 1, comm::ReduceOp::kSum)) return err;
@@ -267,7 +267,7 @@ std::optional<std::string> Executor::CompleteGradNorm() {
 // reduce_scatter / all_gather on whole buffers: each buffer is padded to
 // group-size blocks of ceil(n / size) in a scratch vector (sized once, on first
 // use), exchanged, and this rank's block is written back in place.
-std::optional<std::string> Executor::ShardCollective(const plan::Instruction& instr,
+Status Executor::ShardCollective(const plan::Instruction& instr,
                                                      comm::Communicator& group) {
   comm::Communicator* c = &group;
   const bool gather = instr.op == fb::Op_AllGather;
@@ -304,7 +304,7 @@ std::optional<std::string> Executor::ShardCollective(const plan::Instruction& in
 
 // all_reduce and bucket_all_reduce (the same operands): in place on each buffer,
 // over the group of ranks that differ only in the instruction's axis.
-std::optional<std::string> Executor::AllReduce(const plan::Instruction& instr,
+Status Executor::AllReduce(const plan::Instruction& instr,
                                                comm::Communicator& c) {
   const auto ar = plan::Read<op::AllReduce<uint32_t>>(instr);
   const auto reduce = static_cast<comm::ReduceOp>(ar.reduce);
@@ -319,7 +319,7 @@ std::optional<std::string> Executor::AllReduce(const plan::Instruction& instr,
 
 // send / recv (the same operands): blocking, whole buffer, to or from the group
 // member at coordinate `peer`.
-std::optional<std::string> Executor::PointToPoint(const plan::Instruction& instr,
+Status Executor::PointToPoint(const plan::Instruction& instr,
                                                   comm::Communicator& c) {
   const auto p2p = plan::Read<op::Send<uint32_t>>(instr);
   const size_t n = static_cast<size_t>(plan::NumElements(*plan_.plan->buffers()->Get(p2p.x)));
@@ -336,7 +336,7 @@ void Executor::StartBucket(const plan::Instruction& instr) {
   if (view_ != arena_) {
     // Staged through host memory: in order, now (a device backend overlaps with
     // its own communicator instead).
-    std::optional<std::string> err = FinishBuckets();
+    Status err = FinishBuckets();
     if (!err) err = Run(instr, scalars_);
     buckets_ = std::async(std::launch::deferred, [err] { return err; });
     return;
@@ -351,7 +351,7 @@ void Executor::StartBucket(const plan::Instruction& instr) {
                         });
 }
 
-std::optional<std::string> Executor::FinishBuckets() {
+Status Executor::FinishBuckets() {
   if (!buckets_.valid()) return std::nullopt;
   return buckets_.get();
 }
@@ -359,7 +359,7 @@ std::optional<std::string> Executor::FinishBuckets() {
 // all_gather_into / reduce_scatter_into (op_table.h): the blocks are staged in
 // rank-major order, [rank][outer][inner], which is what Gloo's collectives
 // exchange, and rearranged to [outer][rank][inner] on the way in or out.
-std::optional<std::string> Executor::BlockCollective(const plan::Instruction& instr,
+Status Executor::BlockCollective(const plan::Instruction& instr,
                                                      comm::Communicator& group) {
   comm::Communicator* c = &group;
   const bool gather = instr.op == fb::Op_AllGatherInto;
@@ -367,9 +367,10 @@ std::optional<std::string> Executor::BlockCollective(const plan::Instruction& in
   const auto bc = plan::Read<op::AllGatherInto<uint32_t>>(instr);
   const bool accumulate = bc.accumulate_dx != 0;
   if (c->size() != bc.parts)
-    return std::string(plan::OpName(instr.op)) + " over " + plan::AxisName(bc.axis) +
-           " expects a group of " + std::to_string(bc.parts) + " ranks, this rank's has " +
-           std::to_string(c->size());
+    return Error::Failure(std::string(plan::OpName(instr.op)) + " over " +
+                          plan::AxisName(bc.axis) + " expects a group of " +
+                          std::to_string(bc.parts) + " ranks, this rank's has " +
+                          std::to_string(c->size()));
   Pull(bc.src);
   if (accumulate) Pull(bc.dst);
   const float* src = F32(bc.src);

@@ -69,7 +69,7 @@ class Executor {
   // norm is not an error: it is caught before the first AdamW update runs, the
   // update stream stops there, and `result->nonfinite` says so (the caller's
   // policy decides what follows).
-  std::optional<std::string> Step(const FillMicrobatch& fill, const StepOptions& options,
+  Status Step(const FillMicrobatch& fill, const StepOptions& options,
                                   StepResult* result);
 
   // The communicator of mesh axis `axis` (plan::MeshAxis) for this rank's group on
@@ -80,7 +80,7 @@ class Executor {
   // The first half of Step: zero the gradients and run the schedule's microbatch
   // units, leaving the gradients of the mean loss in the grad buffers; `*loss` is
   // this rank's mean loss (0 on a stage without the loss).
-  std::optional<std::string> ComputeGradients(const FillMicrobatch& fill, double* loss);
+  Status ComputeGradients(const FillMicrobatch& fill, double* loss);
 
   // Per-opcode wall time, accumulated while profiling is on (off by default; it
   // costs two clock reads per instruction).
@@ -103,18 +103,18 @@ class Executor {
  private:
   // Runs the instructions of schedule entry `run` (bucket_all_reduce only in its
   // unit's last run).
-  std::optional<std::string> RunUnit(const plan::ScheduledRun& run, const FillMicrobatch* fill,
+  Status RunUnit(const plan::ScheduledRun& run, const FillMicrobatch* fill,
                                      double* loss_sum);
-  std::optional<std::string> Run(const plan::Instruction& instr, StepScalars& scalars);
-  std::optional<std::string> CompleteGradNorm();
+  Status Run(const plan::Instruction& instr, StepScalars& scalars);
+  Status CompleteGradNorm();
   // The executor's instructions, on the communicator of their axis.
-  std::optional<std::string> ShardCollective(const plan::Instruction& instr, comm::Communicator& c);
-  std::optional<std::string> BlockCollective(const plan::Instruction& instr, comm::Communicator& c);
-  std::optional<std::string> AllReduce(const plan::Instruction& instr, comm::Communicator& c);
-  std::optional<std::string> PointToPoint(const plan::Instruction& instr, comm::Communicator& c);
+  Status ShardCollective(const plan::Instruction& instr, comm::Communicator& c);
+  Status BlockCollective(const plan::Instruction& instr, comm::Communicator& c);
+  Status AllReduce(const plan::Instruction& instr, comm::Communicator& c);
+  Status PointToPoint(const plan::Instruction& instr, comm::Communicator& c);
   // bucket_all_reduce: queued behind the previous bucket on a background thread.
   void StartBucket(const plan::Instruction& instr);
-  std::optional<std::string> FinishBuckets();
+  Status FinishBuckets();
 
   const plan::LoadedPlan& plan_;
   std::unique_ptr<Backend> backend_;
@@ -125,7 +125,7 @@ class Executor {
   std::vector<float> scratch_, scratch_out_;  // reduce_scatter / all_gather staging
   // The step's gradient buckets in flight, each waiting for the one before it (a
   // communicator runs one collective at a time, in the same order on every rank).
-  std::future<std::optional<std::string>> buckets_;
+  std::future<Status> buckets_;
   StepScalars scalars_;
   bool nonfinite_norm_ = false;  // this step's norm was not finite: no update ran
   bool profiling_ = false;

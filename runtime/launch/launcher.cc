@@ -7,6 +7,8 @@
 // signalling them stays safe until everything is reaped at the very end.
 #include "runtime/launch/launcher.h"
 
+#include "runtime/base/error.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -40,8 +42,6 @@ extern char** environ;
 namespace heiretsu::launch {
 namespace {
 
-constexpr int kExitFailure = 1;
-constexpr int kExitBadInput = 2;
 // A worker's exit code when it could not be started (the shell's "command not found").
 constexpr int kExitCannotRun = 127;
 // A line longer than this is passed on in pieces, so that output without newlines (a
@@ -687,7 +687,7 @@ int LaunchJob(const LaunchSpec& spec) {
   return code;
 }
 
-std::optional<RankEnv> RankFromEnvironment(std::string* error) {
+Status RankFromEnvironment(std::optional<RankEnv>* out) {
   struct Family {
     const char* source;
     const char* rank;
@@ -700,15 +700,12 @@ std::optional<RankEnv> RankFromEnvironment(std::string* error) {
       {"Slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"},
       {"PMI", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"},
   };
-  error->clear();
+  out->reset();
   for (const Family& f : kFamilies) {
     const char* rank = getenv(f.rank);
     if (rank == nullptr) continue;
     const std::string where = std::string(" (") + f.source + " launcher variables)";
-    auto bad = [&](const std::string& what) {
-      *error = what + where;
-      return std::nullopt;
-    };
+    auto bad = [&](const std::string& what) -> Status { return Error::BadInput(what + where); };
     const char* size = getenv(f.size);
     if (size == nullptr) return bad(std::string(f.rank) + " is set but " + f.size + " is not");
     const char* local = getenv(f.local_rank);
@@ -730,7 +727,8 @@ std::optional<RankEnv> RankFromEnvironment(std::string* error) {
                    "=" + std::to_string(env.world_size));
       }
     }
-    return env;
+    *out = env;
+    return std::nullopt;
   }
   return std::nullopt;
 }

@@ -26,6 +26,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/base/error.h"
+
 namespace heiretsu::launch {
 
 struct LaunchSpec {
@@ -97,9 +99,9 @@ struct RankEnv {
 // and is then taken to be the rank (exact on one machine). Values must be decimal
 // integers with 0 <= rank, local rank < world size.
 //
-// Returns nullopt with *error empty when no family is set (a single-rank run), nullopt
-// with *error naming the variable and its value when the values are bad.
-std::optional<RankEnv> RankFromEnvironment(std::string* error);
+// Sets *out to nullopt when no family is set (a single-rank run); fails (bad input)
+// naming the variable and its value when the values are bad.
+Status RankFromEnvironment(std::optional<RankEnv>* out);
 
 }  // namespace heiretsu::launch
 

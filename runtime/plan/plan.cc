@@ -324,7 +324,9 @@ void SealPlan(std::vector<uint8_t>* bytes) {
   for (size_t k = 0; k < kPlanTrailerBytes; ++k) bytes->push_back(static_cast<uint8_t>(sum >> (8 * k)));
 }
 
-std::optional<std::string> VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes) {
+namespace {
+
+std::optional<std::string> VerifyBytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   // Layout: a 4-byte little-endian length, then the FlatBuffer, whose identifier
   // "HRPL" (the magic) sits at byte 8, then the 8-byte checksum trailer.
   if (bytes.size() < 12) return path + ": not a heiretsu plan (only " + std::to_string(bytes.size()) + " bytes)";
@@ -354,17 +356,24 @@ std::optional<std::string> VerifyPlan(const std::string& path, const std::vector
   return Checker(path, *fb::GetSizePrefixedPlan(bytes.data())).Run();
 }
 
-std::optional<std::string> LoadPlan(const std::string& path, LoadedPlan* out) {
+}  // namespace
+
+Status VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes) {
+  if (auto err = VerifyBytes(path, bytes)) return Error::BadInput(*err);
+  return std::nullopt;
+}
+
+Status LoadPlan(const std::string& path, LoadedPlan* out) {
   struct stat st;
-  if (stat(path.c_str(), &st) != 0) return path + ": cannot open plan: " + std::strerror(errno);
-  if (!S_ISREG(st.st_mode)) return path + ": not a regular file";
+  if (stat(path.c_str(), &st) != 0) return Error::BadInput(path + ": cannot open plan: " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return Error::BadInput(path + ": not a regular file");
   if (static_cast<uint64_t>(st.st_size) >= (uint64_t{1} << 31))
-    return path + ": plan file of " + std::to_string(st.st_size) + " bytes is too large";
+    return Error::BadInput(path + ": plan file of " + std::to_string(st.st_size) + " bytes is too large");
   std::ifstream in(path, std::ios::binary);
-  if (!in) return path + ": cannot open plan: " + std::strerror(errno);
+  if (!in) return Error::BadInput(path + ": cannot open plan: " + std::strerror(errno));
   out->bytes.resize(static_cast<size_t>(st.st_size));
   in.read(reinterpret_cast<char*>(out->bytes.data()), st.st_size);
-  if (in.gcount() != st.st_size) return path + ": short read";
+  if (in.gcount() != st.st_size) return Error::BadInput(path + ": short read");
   if (auto err = VerifyPlan(path, out->bytes)) return err;
   out->path = path;
   out->plan = fb::GetSizePrefixedPlan(out->bytes.data());
@@ -392,13 +401,13 @@ int64_t WorldSize(const fb::Mesh& mesh) {
   return int64_t{mesh.dp()} * mesh.pp() * mesh.tp() * mesh.ep();
 }
 
-std::optional<std::string> LoadPlanDirectory(const std::string& dir, std::vector<LoadedPlan>* out) {
+Status LoadPlanDirectory(const std::string& dir, std::vector<LoadedPlan>* out) {
   out->clear();
   struct stat st;
-  if (stat(dir.c_str(), &st) != 0) return dir + ": cannot open plan directory: " + std::strerror(errno);
+  if (stat(dir.c_str(), &st) != 0) return Error::BadInput(dir + ": cannot open plan directory: " + std::strerror(errno));
   if (!S_ISDIR(st.st_mode))
-    return dir + ": not a directory (give the plan directory that 'heiretsu compile SPEC -o "
-                 "PLAN_DIR' wrote)";
+    return Error::BadInput(dir + ": not a directory (give the plan directory that 'heiretsu compile SPEC -o "
+                 "PLAN_DIR' wrote)");
   // Moved-from LoadedPlans keep their bytes' heap buffer, so plan pointers stay valid.
   out->emplace_back();
   if (auto err = LoadPlan(dir + "/" + ProgramFileName(0), &out->back())) return err;
@@ -412,11 +421,11 @@ std::optional<std::string> LoadPlanDirectory(const std::string& dir, std::vector
     const fb::Plan& first = *(*out)[0].plan;
     const fb::Plan& p = *lp.plan;
     auto differs = [&](const std::string& what) {
-      return lp.path + ": does not belong with " + (*out)[0].path + ": its " + what + " differs";
+      return Error::BadInput(lp.path + ": does not belong with " + (*out)[0].path + ": its " + what + " differs");
     };
     if (p.stage() != s)
-      return lp.path + ": holds the program of stage " + std::to_string(p.stage()) +
-             ", expected stage " + std::to_string(s);
+      return Error::BadInput(lp.path + ": holds the program of stage " + std::to_string(p.stage()) +
+             ", expected stage " + std::to_string(s));
     const fb::Mesh &a = *p.mesh(), &b = *first.mesh();
     if (a.dp() != b.dp() || a.pp() != b.pp() || a.tp() != b.tp() || a.ep() != b.ep())
       return differs("mesh");
@@ -434,8 +443,8 @@ std::optional<std::string> LoadPlanDirectory(const std::string& dir, std::vector
     tokens += Has(lp.plan->tokens());
   }
   if (losses != 1 || tokens != 1)
-    return dir + ": " + std::to_string(tokens) + " programs take tokens and " +
-           std::to_string(losses) + " produce the loss; a plan needs exactly one of each";
+    return Error::BadInput(dir + ": " + std::to_string(tokens) + " programs take tokens and " +
+           std::to_string(losses) + " produce the loss; a plan needs exactly one of each");
   return std::nullopt;
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/base/error.h"
 #include "runtime/plan/plan_generated.h"
 
 namespace heiretsu::plan {
@@ -59,20 +60,20 @@ uint64_t Fnv1a64(const uint8_t* data, size_t size);
 // last (the compiler's emitter, tests that build plans).
 void SealPlan(std::vector<uint8_t>* bytes);
 
-// Reads `path` and verifies it. On failure returns the message (naming the file).
-std::optional<std::string> LoadPlan(const std::string& path, LoadedPlan* out);
+// Reads `path` and verifies it. Fails (bad input) with a message naming the file.
+Status LoadPlan(const std::string& path, LoadedPlan* out);
 
 // Loads every program of a plan directory (program-0.hplan .. program-(P-1).hplan,
 // P = the plans' `programs`) and checks they belong together: the same model,
 // mesh, batch geometry and vocabulary, program S at stage S. `out` is indexed by
-// stage. On failure returns the message naming the file (or the directory).
-std::optional<std::string> LoadPlanDirectory(const std::string& dir, std::vector<LoadedPlan>* out);
+// stage. Fails (bad input) with a message naming the file (or the directory).
+Status LoadPlanDirectory(const std::string& dir, std::vector<LoadedPlan>* out);
 
 // Whether a program has this input or output (plan.fbs: tokens, targets, loss).
 inline bool Has(uint32_t buffer) { return buffer != 0xFFFFFFFFu; }
 
 // The verification alone, for a plan file's bytes (the trailer included) in memory.
-std::optional<std::string> VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes);
+Status VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes);
 
 // A rank's coordinate on each mesh axis (indexed by MeshAxis: dp, pp, tp, ep) and
 // the size of each axis, by the rule of plan.fbs: tp fastest, then ep, dp, pp.

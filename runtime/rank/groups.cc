@@ -24,9 +24,7 @@ Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, const comm::JobEnviro
     // The address this rank listens on: loopback unless the job spans machines.
     g.hostname = env.address;
     g.timeout = env.timeout;
-    std::string error;
-    out->axis[axis] = comm::ConnectGloo(g, &error);
-    if (!out->axis[axis]) return Error::Failure(error);
+    if (auto err = comm::ConnectGloo(g, &out->axis[axis])) return err;
     executor->set_communicator(axis, out->axis[axis].get());
   }
   return std::nullopt;

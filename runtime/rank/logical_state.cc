@@ -98,7 +98,7 @@ void LogicalState::Redirect(std::vector<checkpoint::Tensor>* state) {
     }
 }
 
-std::optional<std::string> LogicalState::Gather() {
+Status LogicalState::Gather() {
   for (Entry& e : entries_) {
     if (e.split)
       if (auto err = GatherOne(e, executor_->F32(e.param->value()), false, &e.value)) return err;
@@ -120,7 +120,7 @@ void LogicalState::Scatter() {
 // `local` is this rank's block (or, dp_shard, its ZeRO-1 shard of that block). The
 // block is gathered over each splitting axis in turn: every member of the group
 // contributes an equal block, placed at its coordinate along the split dimension.
-std::optional<std::string> LogicalState::GatherOne(const Entry& e, const float* local,
+Status LogicalState::GatherOne(const Entry& e, const float* local,
                                                    bool dp_shard, std::vector<float>* logical) {
   const int64_t n = e.block.local_numel();
   std::vector<float> block(local, local + (dp_shard ? 0 : n));

@@ -50,7 +50,7 @@ class LogicalState {
 
   // Points the checkpoint entries of split tensors at the host copies.
   void Redirect(std::vector<checkpoint::Tensor>* state);
-  std::optional<std::string> Gather();
+  Status Gather();
   void Scatter();
 
  private:
@@ -61,7 +61,7 @@ class LogicalState {
     std::vector<float> value, m, v;  // logical tensors
   };
 
-  std::optional<std::string> GatherOne(const Entry& e, const float* local, bool dp_shard,
+  Status GatherOne(const Entry& e, const float* local, bool dp_shard,
                                        std::vector<float>* logical);
   void ScatterOne(const Entry& e, const std::vector<float>& logical, bool dp_shard, float* local);
 

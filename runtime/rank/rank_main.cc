@@ -57,10 +57,6 @@ int Fail(const Error& err) {
   return err.exit_code();
 }
 
-int Fail(int code, const std::string& message) {
-  return Fail(code == kExitBadInput ? Error::BadInput(message) : Error::Failure(message));
-}
-
 // heiretsu's cache: --cache-dir, else $XDG_CACHE_HOME/heiretsu, else ~/.cache/heiretsu.
 // The XDG base directory specification says a relative XDG_CACHE_HOME is to be ignored.
 std::optional<std::string> CacheRoot(const cli::RunOptions& o) {
@@ -80,14 +76,12 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Datase
     if (auto err = data::ListShardFiles(o.data, &files)) return Fail(*err);
   } else {
     if (vocab < data::kByteVocab)
-      return Fail(kExitBadInput,
-                  "the default corpus is byte-tokenized (256 token ids), but the plan's "
+      return Fail(Error::BadInput("the default corpus is byte-tokenized (256 token ids), but the plan's "
                   "vocabulary has " +
-                      std::to_string(vocab) + ": give token shards with --data PATH");
+                      std::to_string(vocab) + ": give token shards with --data PATH"));
     std::optional<std::string> root = CacheRoot(o);
     if (!root)
-      return Fail(kExitBadInput,
-                  "neither HOME nor XDG_CACHE_HOME is set: give --cache-dir DIR or --data PATH");
+      return Fail(Error::BadInput("neither HOME nor XDG_CACHE_HOME is set: give --cache-dir DIR or --data PATH"));
     const std::string dir = *root + "/corpus-byte";
     data::PrepareSummary summary;
     if (auto err = data::EnsureDefaultCorpus(dir, &summary)) return Fail(*err);
@@ -144,8 +138,7 @@ comm::JobIdentity JobIdentityOf(const std::vector<plan::LoadedPlan>& programs,
 // when only another member failed.
 Status Agree(comm::Communicator* group, const Status& mine, const std::string& what) {
   float failed = mine ? 1.f : 0.f;
-  if (auto err = group->AllReduce(&failed, 1, comm::ReduceOp::kMax))
-    return Error::Failure(what + ": " + *err);
+  if (auto err = group->AllReduce(&failed, 1, comm::ReduceOp::kMax)) return err->Within(what);
   if (mine) return mine;
   if (failed > 0)
     return Error::Failure(what + ": another pipeline stage's leader failed (it says why)");
@@ -182,16 +175,14 @@ Status SaveStage(const std::string& root, const checkpoint::Header& header,
 int Run(const cli::RunOptions& o) {
 #ifndef HEIRETSU_HAVE_CUDA
   if (o.backend == "cuda")
-    return Fail(kExitFailure,
-                "--backend cuda: this build has no CUDA backend (no CUDA toolkit was found "
-                "when it was built); use --backend cpu");
+    return Fail(Error::Failure("--backend cuda: this build has no CUDA backend (no CUDA toolkit was found "
+                "when it was built); use --backend cpu"));
 #endif
   // This worker's place in the job: from heiretsu run, mpirun, srun or torchrun.
   launch::RankEnv me;
   {
-    std::string error;
-    std::optional<launch::RankEnv> env = launch::RankFromEnvironment(&error);
-    if (!error.empty()) return Fail(kExitBadInput, error);
+    std::optional<launch::RankEnv> env;
+    if (auto err = launch::RankFromEnvironment(&env)) return Fail(*err);
     if (env) me = *env;
   }
   const bool leader = me.rank == 0;  // logs, metrics and commits checkpoints
@@ -200,16 +191,16 @@ int Run(const cli::RunOptions& o) {
 
   // Every program of the plan directory; this rank runs the one of its stage.
   std::vector<plan::LoadedPlan> programs;
-  if (auto err = plan::LoadPlanDirectory(o.plan_dir, &programs)) return Fail(kExitBadInput, *err);
+  if (auto err = plan::LoadPlanDirectory(o.plan_dir, &programs)) return Fail(*err);
   const plan::fb::Mesh& mesh = *programs[0].plan->mesh();
   const int64_t world = plan::WorldSize(mesh);
   if (world != me.world_size)
-    return Fail(kExitBadInput, o.plan_dir + ": a plan for " + std::to_string(world) +
+    return Fail(Error::BadInput(o.plan_dir + ": a plan for " + std::to_string(world) +
                                    " ranks (dp " + std::to_string(mesh.dp()) + ", tp " +
                                    std::to_string(mesh.tp()) + ", pp " + std::to_string(mesh.pp()) +
                                    ", ep " + std::to_string(mesh.ep()) + ") started as " +
                                    std::to_string(me.world_size) +
-                                   (me.world_size == 1 ? " rank (use heiretsu run)" : " ranks"));
+                                   (me.world_size == 1 ? " rank (use heiretsu run)" : " ranks")));
   const plan::MeshCoordinates coords = plan::CoordinatesOf(mesh, me.rank);
   const plan::LoadedPlan& loaded = programs[static_cast<size_t>(coords.coord[plan::kAxisPp])];
   const plan::fb::Plan& p = *loaded.plan;
@@ -254,10 +245,8 @@ int Run(const cli::RunOptions& o) {
     // share them; their collectives are staged through host memory over Gloo).
     const int devices = cuda::DeviceCount();
     if (devices == 0)
-      return Fail(kExitFailure, "--backend cuda: this process sees no CUDA device");
-    std::string error;
-    backend = cuda::MakeCudaBackend(me.local_rank % devices, &error);
-    if (!backend) return Fail(kExitFailure, error);
+      return Fail(Error::Failure("--backend cuda: this process sees no CUDA device"));
+    if (auto err = cuda::MakeCudaBackend(me.local_rank % devices, &backend)) return Fail(*err);
   }
 #endif
   exec::Executor executor(loaded, std::move(backend), me.rank);
@@ -302,13 +291,13 @@ int Run(const cli::RunOptions& o) {
     logical.Scatter();
     executor.PushState();  // to the backend's arena (a no-op on the CPU)
     if (o.seed_given && o.seed != header.seed)
-      return Fail(kExitBadInput, "--seed " + std::to_string(o.seed) + " differs from the seed " +
+      return Fail(Error::BadInput("--seed " + std::to_string(o.seed) + " differs from the seed " +
                                      std::to_string(header.seed) + " of checkpoint " + dir +
-                                     " (leave --seed out to continue its run)");
+                                     " (leave --seed out to continue its run)"));
     if (header.step > o.steps)
-      return Fail(kExitBadInput, "checkpoint " + dir + " is at step " +
+      return Fail(Error::BadInput("checkpoint " + dir + " is at step " +
                                      std::to_string(header.step) + ", past --steps " +
-                                     std::to_string(o.steps));
+                                     std::to_string(o.steps)));
     seed = header.seed;
     first_step = header.step + 1;
     if (leader)
@@ -347,7 +336,7 @@ int Run(const cli::RunOptions& o) {
     };
     exec::StepResult result;
     const auto start = std::chrono::steady_clock::now();
-    if (auto err = executor.Step(fill, options, &result)) return Fail(kExitFailure, *err);
+    if (auto err = executor.Step(fill, options, &result)) return Fail(*err);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     // Not applied when not finite (every rank alike); the policy says whether to go on.
@@ -357,9 +346,7 @@ int Run(const cli::RunOptions& o) {
                   exec::NonfinitePolicy::Describe(step, result).c_str(),
                   static_cast<long long>(nonfinite.consecutive()),
                   static_cast<long long>(nonfinite.skipped()));
-    rank::StepMetrics line{step, result.loss, options.lr, result.grad_norm,
-                           static_cast<double>(tokens_per_step) / seconds, seconds * 1e3,
-                           result.nonfinite};
+    const rank::StepLine line{options, result, seconds, tokens_per_step};
     if (leader)
       if (auto err = metrics.Write(line)) return Fail(*err);
     if (leader && !result.nonfinite &&
@@ -371,7 +358,7 @@ int Run(const cli::RunOptions& o) {
         !o.save_dir.empty() && ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps);
     if (save) {
       executor.PullState();  // from the backend's arena (a no-op on the CPU)
-      if (auto err = logical.Gather()) return Fail(kExitFailure, *err);
+      if (auto err = logical.Gather()) return Fail(*err);
     }
     if (save && rank::IsStageLeader(coords)) {
       checkpoint::Header header;
@@ -410,13 +397,11 @@ int main(int argc, char** argv) {
     }
   }
   heiretsu::cli::RunOptions options;
-  if (auto err = heiretsu::cli::ParseRunOptions(args, &options)) {
-    std::fprintf(stderr, "heiretsu-rank: %s (see --help)\n", err->c_str());
-    return heiretsu::kExitBadInput;
-  }
+  if (auto err = heiretsu::cli::ParseRunOptions(args, &options))
+    return heiretsu::Fail(heiretsu::Error::BadInput(*err + " (see --help)"));
   try {
     return heiretsu::Run(options);
   } catch (const std::exception& e) {
-    return heiretsu::Fail(heiretsu::kExitFailure, e.what());
+    return heiretsu::Fail(heiretsu::Error::Failure(e.what()));
   }
 }

@@ -107,7 +107,7 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, double tol) {
     exec::StepScalars cpu_sc = sc, gpu_sc = sc;
     auto err = cpu->Run(p, *in, ref.data(), cpu_sc);
     if (err) {
-      std::printf("FAIL %s: the CPU backend refused it: %s\n", name, err->c_str());
+      std::printf("FAIL %s: the CPU backend refused it: %s\n", name, err->message.c_str());
       ++failures;
       continue;
     }
@@ -131,7 +131,7 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, double tol) {
     gpu.Load(poisoned);
     err = gpu.backend->Run(p, *in, gpu.arena, gpu_sc);
     if (err) {
-      std::printf("FAIL %s: the CUDA backend refused it: %s\n", name, err->c_str());
+      std::printf("FAIL %s: the CUDA backend refused it: %s\n", name, err->message.c_str());
       ++failures;
       continue;
     }
@@ -154,8 +154,11 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, double tol) {
 
 int CheckTraining(const plan::LoadedPlan& loaded, int64_t steps, double tol) {
   const fb::Plan& p = *loaded.plan;
-  std::string error;
-  auto backend = cuda::MakeCudaBackend(0, &error);
+  std::unique_ptr<exec::Backend> backend;
+  if (auto err = cuda::MakeCudaBackend(0, &backend)) {
+    std::printf("FAIL training: %s\n", err->message.c_str());
+    return 1;
+  }
   exec::Executor cpu(loaded), gpu(loaded, std::move(backend));
   cpu.InitializeParameters(1234);
   gpu.InitializeParameters(1234);
@@ -175,11 +178,11 @@ int CheckTraining(const plan::LoadedPlan& loaded, int64_t steps, double tol) {
     o.step = step;
     exec::StepResult a, b;
     if (auto err = cpu.Step(fill, o, &a)) {
-      std::printf("FAIL training: CPU step %lld: %s\n", static_cast<long long>(step), err->c_str());
+      std::printf("FAIL training: CPU step %lld: %s\n", static_cast<long long>(step), err->message.c_str());
       return 1;
     }
     if (auto err = gpu.Step(fill, o, &b)) {
-      std::printf("FAIL training: CUDA step %lld: %s\n", static_cast<long long>(step), err->c_str());
+      std::printf("FAIL training: CUDA step %lld: %s\n", static_cast<long long>(step), err->message.c_str());
       return 1;
     }
     worst_loss = std::max(worst_loss, std::fabs(a.loss - b.loss) / std::fabs(a.loss));
@@ -224,13 +227,12 @@ int main(int argc, char** argv) {
   }
   plan::LoadedPlan loaded;
   if (auto err = plan::LoadPlan(argv[1], &loaded)) {
-    std::fprintf(stderr, "heiretsu-cuda-check: %s\n", err->c_str());
+    std::fprintf(stderr, "heiretsu-cuda-check: %s\n", err->message.c_str());
     return 2;
   }
-  std::string error;
-  Device gpu{cuda::MakeCudaBackend(0, &error)};
-  if (!gpu.backend) {
-    std::fprintf(stderr, "heiretsu-cuda-check: %s\n", error.c_str());
+  Device gpu;
+  if (auto err = cuda::MakeCudaBackend(0, &gpu.backend)) {
+    std::fprintf(stderr, "heiretsu-cuda-check: %s\n", err->message.c_str());
     return 1;
   }
   gpu.arena = gpu.backend->AllocateArena(loaded.plan->arena_bytes());

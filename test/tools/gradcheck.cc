@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   double tolerance = argc > 3 ? std::atof(argv[3]) : 1e-3;
   plan::LoadedPlan loaded;
   if (auto err = plan::LoadPlan(argv[1], &loaded)) {
-    std::fprintf(stderr, "%s\n", err->c_str());
+    std::fprintf(stderr, "%s\n", err->message.c_str());
     return 2;
   }
   const plan::fb::Plan& p = *loaded.plan;
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   };
   double loss = 0;
   if (auto err = ex.ComputeGradients(fill, &loss)) {
-    std::fprintf(stderr, "%s\n", err->c_str());
+    std::fprintf(stderr, "%s\n", err->message.c_str());
     return 1;
   }
   // Copy parameters and gradients.
@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
           params[k].value[i] =
               params[k].saved[i] + static_cast<float>((sign ? -h : h) * dir[k][i]);
       if (auto err = ex.ComputeGradients(fill, &losses[sign])) {
-        std::fprintf(stderr, "%s\n", err->c_str());
+        std::fprintf(stderr, "%s\n", err->message.c_str());
         return 1;
       }
     }

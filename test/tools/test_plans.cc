@@ -86,7 +86,7 @@ int Write(const std::string& dir, int stage, const std::vector<uint8_t>& bytes) 
   std::filesystem::create_directories(dir);
   const std::string path = dir + "/" + heiretsu::plan::ProgramFileName(stage);
   if (auto err = heiretsu::plan::VerifyPlan(path, bytes)) {
-    std::fprintf(stderr, "heiretsu-test-plans: %s\n", err->c_str());
+    std::fprintf(stderr, "heiretsu-test-plans: %s\n", err->message.c_str());
     return 1;
   }
   std::ofstream(path, std::ios::binary)

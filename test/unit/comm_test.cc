@@ -38,10 +38,9 @@ std::vector<int> RunRanks(int world, std::chrono::milliseconds timeout,
       o.rank = r;
       o.size = world;
       o.timeout = timeout;
-      std::string error;
-      auto comm = ConnectGloo(o, &error);
-      if (!comm) {
-        std::fprintf(stderr, "rank %d: %s\n", r, error.c_str());
+      std::unique_ptr<Communicator> comm;
+      if (auto err = ConnectGloo(o, &comm)) {
+        std::fprintf(stderr, "rank %d: %s\n", r, err->message.c_str());
         _exit(10);
       }
       _exit(body(r, *comm));
@@ -109,8 +108,8 @@ TEST(GlooComm, ASilentPeerIsATimeoutErrorNotAHang) {
     std::vector<float> v(4, 1.f);
     auto err = c.AllReduce(v.data(), v.size(), ReduceOp::kSum);
     if (!err) return 1;
-    std::fprintf(stderr, "rank 0 saw: %s\n", err->c_str());
-    return err->find("all_reduce in group 'test' failed") == 0 ? 42 : 2;
+    std::fprintf(stderr, "rank 0 saw: %s\n", err->message.c_str());
+    return err->message.find("all_reduce in group 'test' failed") == 0 ? 42 : 2;
   });
   double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -124,9 +123,11 @@ TEST(GlooComm, AnInvalidRankIsRefused) {
   o.group = "g";
   o.rank = 2;
   o.size = 2;
-  std::string error;
-  EXPECT_EQ(ConnectGloo(o, &error), nullptr);
-  EXPECT_EQ(error, "group 'g': rank 2 is not in [0, 2)");
+  std::unique_ptr<Communicator> comm;
+  const Status err = ConnectGloo(o, &comm);
+  EXPECT_EQ(comm, nullptr);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->message, "group 'g': rank 2 is not in [0, 2)");
   std::filesystem::remove_all(o.store_dir);
 }
 

@@ -125,7 +125,7 @@ class FakeDeviceBackend final : public exec::Backend {
     munmap(arena, it->second.second);
     arenas_.erase(it);
   }
-  std::optional<std::string> Run(const fb::Plan& plan, const plan::Instruction& instr,
+  Status Run(const fb::Plan& plan, const plan::Instruction& instr,
                                  uint8_t* arena, exec::StepScalars& scalars) override {
     ++runs;
     return cpu_->Run(plan, instr, Real(arena), scalars);
@@ -276,7 +276,8 @@ TEST(Executor, OutOfVocabularyTokenIsAnError) {
       },
       o, &r);
   ASSERT_TRUE(err.has_value());
-  EXPECT_EQ(*err, "token id 99 at position 5 is outside the vocabulary [0, 16)");
+  EXPECT_EQ(err->message, "token id 99 at position 5 is outside the vocabulary [0, 16)");
+  EXPECT_EQ(err->exit_code(), kExitBadInput);  // bad data is bad input
 }
 
 //===----------------------------------------------------------------------===//
@@ -285,7 +286,7 @@ TEST(Executor, OutOfVocabularyTokenIsAnError) {
 
 std::string VerifyError(const std::vector<uint8_t>& bytes) {
   auto err = plan::VerifyPlan("p.hplan", bytes);
-  return err ? *err : "";
+  return err ? err->message : "";
 }
 
 TEST(PlanVerifier, AcceptsAGoodPlan) { EXPECT_EQ(VerifyError(BuildBigram(1)), ""); }
@@ -388,7 +389,7 @@ TEST(PlanVerifier, EverySingleByteCorruptionIsRefused) {
       const auto err = plan::VerifyPlan("flipped.hplan", bytes);
       EXPECT_TRUE(err.has_value()) << "byte " << i << " ^ " << int{flip} << " was accepted";
       if (err) {
-        EXPECT_EQ(err->rfind("flipped.hplan: ", 0), 0u) << *err;
+        EXPECT_EQ(err->message.rfind("flipped.hplan: ", 0), 0u) << *err;
         ++refused;
       }
     }

@@ -425,18 +425,20 @@ class RankEnvTest : public ::testing::Test {
 
   // The error for the variables set, or "" when they were accepted.
   std::string Error() {
-    std::string error;
-    EXPECT_EQ(RankFromEnvironment(&error), std::nullopt);
-    return error;
+    std::optional<RankEnv> env;
+    const Status err = RankFromEnvironment(&env);
+    EXPECT_EQ(env, std::nullopt);
+    if (err) EXPECT_EQ(err->exit_code(), kExitBadInput);
+    return err ? err->message : "";
   }
 
   std::map<std::string, std::string> saved_;
 };
 
 TEST_F(RankEnvTest, NoneSetIsASingleRank) {
-  std::string error = "stale";
-  EXPECT_EQ(RankFromEnvironment(&error), std::nullopt);
-  EXPECT_EQ(error, "");
+  std::optional<RankEnv> env = RankEnv{};
+  EXPECT_EQ(RankFromEnvironment(&env), std::nullopt);
+  EXPECT_EQ(env, std::nullopt);
 }
 
 TEST_F(RankEnvTest, ReadsEachFamily) {
@@ -462,23 +464,23 @@ TEST_F(RankEnvTest, ReadsEachFamily) {
   for (const Case& c : cases) {
     Clear();
     Set(c.vars);
-    std::string error;
-    const std::optional<RankEnv> env = RankFromEnvironment(&error);
-    ASSERT_TRUE(env.has_value()) << c.source << ": " << error;
+    std::optional<RankEnv> env;
+    const Status err = RankFromEnvironment(&env);
+    ASSERT_TRUE(env.has_value()) << c.source << ": " << (err ? err->message : "");
     EXPECT_EQ(env->rank, c.rank) << c.source;
     EXPECT_EQ(env->world_size, c.world) << c.source;
     EXPECT_EQ(env->local_rank, c.local) << c.source;
     EXPECT_EQ(env->source, c.source);
-    EXPECT_EQ(error, "");
+    EXPECT_EQ(err, std::nullopt);
   }
 }
 
 TEST_F(RankEnvTest, TorchrunVariablesComeFirst) {
   // `heiretsu run` inside an srun allocation: the launcher's own RANK counts.
   Set({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}, {"RANK", "2"}, {"WORLD_SIZE", "4"}});
-  std::string error;
-  const std::optional<RankEnv> env = RankFromEnvironment(&error);
-  ASSERT_TRUE(env.has_value()) << error;
+  std::optional<RankEnv> env;
+  const Status err = RankFromEnvironment(&env);
+  ASSERT_TRUE(env.has_value()) << (err ? err->message : "");
   EXPECT_EQ(env->rank, 2);
   EXPECT_EQ(env->world_size, 4);
   EXPECT_EQ(env->source, "torchrun");
