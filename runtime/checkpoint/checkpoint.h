@@ -1,4 +1,4 @@
-// Checkpoints of the training state (DESIGN.md §3): every parameter's value and AdamW
+// Checkpoints of the training state (docs/architecture.md §3): every parameter's value and AdamW
 // moments, stored as logical tensors by name with their global shape, so that any
 // layout can load what any other layout saved.
 //

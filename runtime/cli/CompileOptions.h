@@ -1,4 +1,4 @@
-// Options of `heiretsu compile` (DESIGN.md §1), parsed and validated without MLIR so
+// Options of `heiretsu compile` (docs/architecture.md §1), parsed and validated without MLIR so
 // the driver and the compiler agree on them. Every refusal names the flag and value.
 #ifndef HEIRETSU_RUNTIME_CLI_COMPILEOPTIONS_H_
 #define HEIRETSU_RUNTIME_CLI_COMPILEOPTIONS_H_

@@ -1,18 +1,19 @@
-// heiretsu-rank: the per-rank runtime worker (DESIGN.md §1). It loads its rank program
-// from a plan directory, the data, and optionally a checkpoint, then trains: one
-// optimizer step per step number, a JSON metrics line per step, a human progress line
-// per log interval, checkpoints on request.
+// heiretsu-rank: the per-rank runtime worker (docs/architecture.md §1). It loads the
+// programs of a plan directory and runs the one of its pipeline stage, with the
+// data and optionally a checkpoint: one optimizer step per step number, a JSON
+// metrics line per step, a human progress line per log interval, checkpoints on
+// request.
 //
 // A plan for several ranks runs as one such worker per rank (started by `heiretsu run`,
-// mpirun, srun or torchrun): the ranks connect over Gloo through HEIRETSU_STORE, one
-// group per mesh axis; each dp coordinate trains on its rows of the global batch, the
-// tp ranks of one dp coordinate on the same rows; rank 0 alone logs. A checkpoint is
+// mpirun, srun or torchrun): the ranks agree on the job (comm/job_identity.h), then
+// connect one Gloo group per mesh axis (rank/groups.h); each data rank trains on its
+// rows of the global batch (rank/data_rows.h); rank 0 alone logs. A checkpoint is
 // written by the owners of its tensors: the leader of each pipeline stage writes its
 // stage's tensors, rank 0 commits the manifest (SaveStage below).
 //
-// Bit-identical resumption (DESIGN.md §3) rests on three facts kept here: the data of
-// step s depends only on (dataset, seed, s), the learning rate only on s and the
-// flags, and all other training state (parameters and AdamW moments) is in the
+// Bit-identical resumption (docs/architecture.md §3) rests on three facts kept here:
+// the data of step s depends only on (dataset, seed, s), the learning rate only on s
+// and the flags, and all other training state (parameters and AdamW moments) is in the
 // checkpoint; gradients and activations are recomputed from scratch every step.
 #include <sys/stat.h>
 
