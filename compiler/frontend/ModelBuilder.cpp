@@ -753,27 +753,22 @@ private:
                                       table, ids, positions);
   }
 
-  Value layernorm(const CallArgs &args) {
-    args.expectSignature(1, {"eps", "name"});
-    Value x = args.tensorAt(0, "the activations").t;
-    int64_t d = cast<RankedTensorType>(x.getType()).getShape().back();
-    std::string p = prefix(args, normRole());
-    Loc at = args.call.loc;
-    Value g = param(p + ".weight", {d}, graph::InitKind::ones, at);
-    Value bias = param(p + ".bias", {d}, graph::InitKind::zeros, at);
-    return graph::LayerNormOp::create(b, loc(at), x, g, bias,
-                                      b.getF64FloatAttr(epsArg(args)));
-  }
+  Value layernorm(const CallArgs &args) { return norm(args, /*withBias=*/true); }
+  Value rmsnorm(const CallArgs &args) { return norm(args, /*withBias=*/false); }
 
-  Value rmsnorm(const CallArgs &args) {
+  /// layernorm (a weight and a bias) or rmsnorm (a weight) of the activations.
+  Value norm(const CallArgs &args, bool withBias) {
     args.expectSignature(1, {"eps", "name"});
     Value x = args.tensorAt(0, "the activations").t;
     int64_t d = cast<RankedTensorType>(x.getType()).getShape().back();
     std::string p = prefix(args, normRole());
     Loc at = args.call.loc;
     Value g = param(p + ".weight", {d}, graph::InitKind::ones, at);
-    return graph::RMSNormOp::create(b, loc(at), x, g,
-                                    b.getF64FloatAttr(epsArg(args)));
+    Value bias = withBias ? param(p + ".bias", {d}, graph::InitKind::zeros, at) : Value();
+    FloatAttr eps = b.getF64FloatAttr(epsArg(args));
+    if (withBias)
+      return graph::LayerNormOp::create(b, loc(at), x, g, bias, eps);
+    return graph::RMSNormOp::create(b, loc(at), x, g, eps);
   }
 
   Value attention(const CallArgs &args) {
