@@ -114,7 +114,7 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
       std::optional<fb::Op> code = plan::OpFromName(k.getName().str());
       if (!code)
         return k.emitError("internal error: unknown opcode '") << k.getName() << "'";
-      InstrSink sink{index, {}, {}, {}};
+      InstrSink sink{.index = index};
       plan::VisitOp<Value>(
           *code, [&](auto tag) { readKernel<decltype(tag)>(k).Write(sink); }, [] {});
       instrs.push_back(
