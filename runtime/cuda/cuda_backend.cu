@@ -654,7 +654,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in,
       const auto e = plan::Read<op::EmbeddingGrad<uint32_t>>(in);
       EmbeddingBwd<<<Blocks(e.c), kThreads, 0, stream_>>>(
           ids(e.ids), f(e.dout), f(e.dtable), f(e.dpositions), e.rows, e.seq,
-          e.vocab_rows < 0 ? INT64_MAX / 2 : e.vocab_rows, e.c, e.vocab_begin);
+          e.vocab_rows, e.c, e.vocab_begin);
       break;
     }
     case fb::Op_Linear: {

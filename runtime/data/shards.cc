@@ -281,6 +281,25 @@ std::string Dataset::Describe() const {
          " shards)";
 }
 
+uint64_t Dataset::Fingerprint() const {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const std::vector<uint16_t>& shard : shards_) {
+    const size_t n = shard.size();
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      uint64_t word;
+      std::memcpy(&word, shard.data() + i, sizeof word);
+      h = (h ^ word) * 0x100000001b3ull;
+    }
+    uint64_t last = 0;
+    if (i < n) {
+      std::memcpy(&last, shard.data() + i, (n - i) * sizeof(uint16_t));
+      h = (h ^ last) * 0x100000001b3ull;
+    }
+  }
+  return h;
+}
+
 void Dataset::CopyTokens(int64_t begin, int64_t count, int32_t* out) const {
   assert(begin >= 0 && count >= 0 && begin + count <= num_tokens());
   // The shard holding `begin` is the first whose end lies beyond it.

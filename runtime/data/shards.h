@@ -91,6 +91,9 @@ class Dataset {
   const std::vector<std::string>& names() const { return names_; }
   // The dataset as messages name it: its one shard, or its first and last shards.
   std::string Describe() const;
+  // A 64-bit FNV-1a hash of the token stream, over 8-byte words (a last partial word
+  // zero-padded): ranks of one job must train on the same tokens.
+  uint64_t Fingerprint() const;
   // Copies stream positions [begin, begin + count), across shard boundaries if need be.
   // Requires 0 <= begin and begin + count <= num_tokens().
   void CopyTokens(int64_t begin, int64_t count, int32_t* out) const;

@@ -155,9 +155,12 @@ Status Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
   if (auto err = ComputeGradients(fill, &result->loss)) return err;
   // The reported loss is the mean over the whole global batch, from the stage that
   // computes it.
-  if (comm::Communicator* dp = comms_[plan::kAxisDp]; dp && dp->size() > 1) {
+  // The data ranks are dp x ep (docs/architecture.md §3): the mean over both.
+  for (int axis : {plan::kAxisDp, plan::kAxisEp}) {
+    comm::Communicator* c = comms_[axis];
+    if (!c || c->size() == 1) continue;
     float loss = static_cast<float>(result->loss);
-    if (auto err = dp->AllReduce(&loss, 1, comm::ReduceOp::kAvg)) return err;
+    if (auto err = c->AllReduce(&loss, 1, comm::ReduceOp::kAvg)) return err;
     result->loss = loss;
   }
   if (comm::Communicator* pp = comms_[plan::kAxisPp]; pp && pp->size() > 1) {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <map>
 
+#include "runtime/plan/layout.h"
 #include "runtime/plan/ops.h"
 
 namespace heiretsu::plan {
@@ -30,6 +31,11 @@ int AxisSize(const fb::Mesh& mesh, int64_t axis) {
     case kAxisTp: return mesh.tp();
     default: return mesh.ep();
   }
+}
+
+// The first rank of stage `stage`.
+int RankOfStage(const fb::Mesh& mesh, int stage) {
+  return static_cast<int>(stage * (WorldSize(mesh) / mesh.pp()));
 }
 
 // The ranks running stage `stage`, as "a-b" when contiguous.
@@ -58,8 +64,13 @@ std::string ScheduleLine(const fb::Plan& p) {
 std::string ExplainProgram(const LoadedPlan& loaded) {
   const fb::Plan& p = *loaded.plan;
   const fb::Mesh& mesh = *p.mesh();
-  uint64_t params = 0, values = 0, grads = 0, moments = 0;
+  uint64_t params = 0, values = 0, grads = 0, moments = 0, logical = 0;
+  int split = 0;
+  const MeshCoordinates coords = CoordinatesOf(p, RankOfStage(mesh, p.stage()));
   for (const fb::Param* param : *p.params()) {
+    const Block block = BlockOf(*param, coords);  // layout.h: this rank's block
+    logical += static_cast<uint64_t>(block.global_numel());
+    split += block.whole() ? 0 : 1;
     uint64_t n = static_cast<uint64_t>(NumElements(*p.buffers()->Get(param->value())));
     params += n;
     values += 4 * n;
@@ -89,6 +100,10 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
   std::snprintf(line, sizeof line, "memory per rank (the arena, known before launch):\n");
   out += line;
   out += "  parameters        " + std::to_string(params) + " values, " + Bytes(values) + "\n";
+  if (split > 0)
+    out += "                    (of " + std::to_string(logical) + " logical values: " +
+           std::to_string(split) + " of " + std::to_string(p.params()->size()) +
+           " tensors split over mesh axes)\n";
   out += "  gradients         " + Bytes(grads) + "\n";
   out += "  optimizer state   " + Bytes(moments) + " (AdamW moments)\n";
   out += "  activations peak  " + Bytes(p.activation_bytes()) + "\n";

@@ -66,15 +66,6 @@ Block BlockOf(const fb::Param& p, const MeshCoordinates& coords) {
   return b;
 }
 
-bool OwnsBlock(const fb::Param& p, const MeshCoordinates& coords) {
-  bool splits_axis[kNumAxes] = {};
-  if (p.splits())
-    for (const fb::Split* s : *p.splits()) splits_axis[s->axis()] = true;
-  for (int axis = 0; axis < kNumAxes; ++axis)
-    if (!splits_axis[axis] && axis != kAxisPp && coords.coord[axis] != 0) return false;
-  return true;
-}
-
 void ForEachRun(const Block& block,
                 const std::function<void(int64_t logical, int64_t local, int64_t n)>& run) {
   const int rank = static_cast<int>(block.global.size());

@@ -34,11 +34,6 @@ std::optional<std::string> CheckSplits(const fb::Param& p, const fb::Mesh& mesh)
 // The block of `p` that the rank at `coords` holds (the splits must be valid).
 Block BlockOf(const fb::Param& p, const MeshCoordinates& coords);
 
-// The ranks that hold the same block as the rank at `coords` differ only on axes
-// that do not split `p`: the owner of a block is the one among them whose
-// coordinate on every such axis is 0 (so each logical element has one owner).
-bool OwnsBlock(const fb::Param& p, const MeshCoordinates& coords);
-
 // Calls run(logical_begin, local_begin, length) for the block's contiguous runs,
 // in local order (flattened, row-major indices).
 void ForEachRun(const Block& block,

@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "runtime/plan/layout.h"
 #include "runtime/plan/ops.h"
@@ -20,8 +22,7 @@ namespace {
 // Largest arena a plan may ask for (1 TiB) and largest attribute value.
 constexpr uint64_t kMaxArenaBytes = uint64_t{1} << 40;
 constexpr int64_t kMaxAttribute = (int64_t{1} << 31) - 1;
-// Most virtual chunks a program may hold.
-constexpr int kMaxChunks = 64;
+
 
 class Checker {
  public:
@@ -45,6 +46,11 @@ class Checker {
     if (plan_.micro_batch_size() < 1 || plan_.microbatches() < 1 || plan_.seq() < 1 ||
         plan_.vocab() < 1)
       return Fail("micro_batch_size, microbatches, seq and vocab must be positive");
+    if (plan_.micro_batch_size() > kMaxAttribute || plan_.seq() > kMaxAttribute ||
+        plan_.vocab() > kMaxAttribute || plan_.micro_batch_size() * plan_.seq() > kMaxAttribute)
+      return Fail("micro_batch_size " + std::to_string(plan_.micro_batch_size()) + " x seq " +
+                  std::to_string(plan_.seq()) + " (or vocab " + std::to_string(plan_.vocab()) +
+                  ") exceeds 2^31 - 1");
     if (plan_.microbatches() > kMaxMicrobatches)
       return Fail(std::to_string(plan_.microbatches()) + " microbatches per step; the limit is " +
                   std::to_string(kMaxMicrobatches));
@@ -67,6 +73,15 @@ class Checker {
                     std::to_string(unit->kind()));
       if (!unit->instrs()) return Fail("unit " + std::to_string(u) + " has no instruction list");
       if (auto err = CheckInstrs(*unit->instrs(), UnitName(u))) return err;
+    }
+    if (mesh->pp() > 1) {
+      // The gradient norm is summed over pp at each stage's first clip_adamw.
+      bool updates = false;
+      for (const fb::Unit* unit : *plan_.units())
+        for (const fb::Instr* in : *unit->instrs()) updates |= in->op() == fb::Op_ClipAndAdamW;
+      if (!updates)
+        return Fail("a pipeline stage's program updates no parameter (every stage takes part "
+                    "in the gradient norm at its first clip_adamw)");
     }
     return CheckSchedule();
   }
@@ -118,6 +133,7 @@ class Checker {
   }
 
   std::optional<std::string> CheckParams() {
+    std::set<std::string> names;
     for (uint32_t i = 0; i < plan_.params()->size(); ++i) {
       const fb::Param* p = plan_.params()->Get(i);
       if (!p->name() || !p->shape())
@@ -131,13 +147,18 @@ class Checker {
       if (p->init() == fb::Init_Normal && !(p->std() > 0))
         return Fail("parameter '" + p->name()->str() + "' has std " + std::to_string(p->std()));
       const std::string what = "parameter '" + p->name()->str() + "'";
+      if (!names.insert(p->name()->str()).second)
+        return Fail(what + " appears twice (a checkpoint could hold only one of them)");
       // The buffers hold this rank's block of the logical tensor (layout.h).
       if (auto err = CheckSplits(*p, *plan_.mesh())) return Fail(what + ": " + *err);
       if (p->splits())
         for (const fb::Split* split : *p->splits())
           numel /= CoordinatesOf(*plan_.mesh(), 0).size[split->axis()];
-      if (p->shard() < 0 || p->shard() > numel)
-        return Fail(what + " has shard " + std::to_string(p->shard()));
+      // ZeRO-1: the moments are this rank's dp shard, ceil(numel / dp) elements.
+      if (!ZeroShardValid(p->shard(), numel))
+        return Fail(what + " has a ZeRO-1 shard of " + std::to_string(p->shard()) +
+                    " elements; with dp = " + std::to_string(plan_.mesh()->dp()) + " it must be 0 or " +
+                    std::to_string(ShardSize(numel, plan_.mesh()->dp())));
       const int64_t moments = p->shard() ? p->shard() : numel;
       for (uint32_t b : {p->value(), p->grad()})
         if (auto err = CheckBufferRef(b, fb::DType_F32, numel, what)) return err;
@@ -161,24 +182,34 @@ class Checker {
     return std::nullopt;
   }
 
+  // A ZeRO-1 shard of a tensor of n elements: none (0), or this rank's ceil(n / dp)
+  // of dp > 1 pieces, which is what prepare.h and checkpoints cut.
+  bool ZeroShardValid(int64_t shard, int64_t n) const {
+    const int dp = plan_.mesh()->dp();
+    return shard == 0 || (dp > 1 && shard == ShardSize(n, dp));
+  }
+
   std::string UnitName(uint32_t u) const {
     const fb::Unit* unit = plan_.units()->Get(u);
     return "unit " + std::to_string(u) + (unit->name() ? " '" + unit->name()->str() + "'" : "");
   }
 
-  // Every microbatch unit runs once for every microbatch of every chunk it runs
-  // for, after that microbatch's forward; step units (comm, update) once at most,
-  // update exactly once.
+  // The schedule the executor runs as it stands: every microbatch unit runs exactly
+  // once for every microbatch, a backward kind after that microbatch's forward, all
+  // of them before the first unit of the step (comm, update), and those at most
+  // once, the update exactly once. Chunks other than 0 (virtual stages) are not built.
   std::optional<std::string> CheckSchedule() {
     const auto& schedule = *plan_.schedule();
     const uint32_t units = plan_.units()->size();
     const int64_t m = plan_.microbatches();
-    if (schedule.size() > static_cast<uint64_t>(units) * (m + 1) * kMaxChunks)
+    if (schedule.size() > static_cast<uint64_t>(units) * static_cast<uint64_t>(m + 1))
       return Fail("a schedule of " + std::to_string(schedule.size()) + " runs for " +
-                  std::to_string(units) + " units");
-    std::vector<std::vector<int64_t>> runs(units);  // per unit: (chunk, microbatch) keys
-    std::vector<bool> forward_done;
+                  std::to_string(units) + " units of " + std::to_string(m) + " microbatches");
+    // ran[u][mb]: unit u ran for microbatch mb (step units: slot 0).
+    std::vector<std::vector<bool>> ran(units);
+    std::vector<bool> forward_done(static_cast<size_t>(m), false);
     int updates = 0;
+    bool step_started = false;
     for (uint32_t i = 0; i < schedule.size(); ++i) {
       const fb::Run* r = schedule.Get(i);
       const std::string what = "schedule entry " + std::to_string(i);
@@ -186,36 +217,43 @@ class Checker {
         return Fail(what + " runs unit " + std::to_string(r->unit()) + " of " +
                     std::to_string(units));
       const fb::Unit* unit = plan_.units()->Get(r->unit());
-      if (r->chunk() < 0 || r->chunk() >= kMaxChunks)
-        return Fail(what + " has chunk " + std::to_string(r->chunk()));
+      const std::string name = UnitName(r->unit());
+      if (r->chunk() != 0)
+        return Fail(what + " (" + name + ") runs chunk " + std::to_string(r->chunk()) +
+                    "; virtual stages are not built yet");
+      std::vector<bool>& seen = ran[r->unit()];
       if (PerMicrobatch(unit->kind())) {
         if (r->microbatch() < 0 || r->microbatch() >= m)
-          return Fail(what + " (" + UnitName(r->unit()) + ") runs microbatch " +
+          return Fail(what + " (" + name + ") runs microbatch " +
                       std::to_string(r->microbatch()) + " of " + std::to_string(m));
-      } else if (r->microbatch() != -1) {
-        return Fail(what + " (" + UnitName(r->unit()) + ") is a unit of the step, not of "
-                    "microbatch " + std::to_string(r->microbatch()));
-      }
-      const int64_t key = int64_t{r->chunk()} * (m + 1) + r->microbatch() + 1;
-      for (int64_t k : runs[r->unit()])
-        if (k == key) return Fail(what + " runs " + UnitName(r->unit()) + " a second time");
-      runs[r->unit()].push_back(key);
-      if (unit->kind() == fb::UnitKind_Update) ++updates;
-      if (unit->kind() == fb::UnitKind_Forward) {
-        if (forward_done.size() <= static_cast<size_t>(key)) forward_done.resize(key + 1);
-        forward_done[key] = true;
-      } else if (PerMicrobatch(unit->kind()) &&
-                 (forward_done.size() <= static_cast<size_t>(key) || !forward_done[key])) {
-        return Fail(what + " runs " + UnitName(r->unit()) + " of microbatch " +
-                    std::to_string(r->microbatch()) + " before its forward");
+        if (step_started)
+          return Fail(what + " runs " + name + " after the step's own units began");
+        const size_t mb = static_cast<size_t>(r->microbatch());
+        seen.resize(static_cast<size_t>(m), false);
+        if (seen[mb])
+          return Fail(what + " runs " + name + " for microbatch " + std::to_string(mb) +
+                      " a second time");
+        seen[mb] = true;
+        if (unit->kind() == fb::UnitKind_Forward)
+          forward_done[mb] = true;
+        else if (!forward_done[mb])
+          return Fail(what + " runs " + name + " of microbatch " + std::to_string(mb) +
+                      " before its forward");
+      } else {
+        if (r->microbatch() != -1)
+          return Fail(what + " (" + name + ") is a unit of the step, not of microbatch " +
+                      std::to_string(r->microbatch()));
+        if (!seen.empty()) return Fail(what + " runs " + name + " a second time");
+        seen.push_back(true);
+        step_started = true;
+        if (unit->kind() == fb::UnitKind_Update) ++updates;
       }
     }
-    for (uint32_t u = 0; u < units; ++u) {
-      const fb::Unit* unit = plan_.units()->Get(u);
-      if (PerMicrobatch(unit->kind()) && runs[u].size() % m != 0)
-        return Fail("the schedule runs " + UnitName(u) + " " + std::to_string(runs[u].size()) +
-                    " times, not once per microbatch (" + std::to_string(m) + ")");
-    }
+    for (uint32_t u = 0; u < units; ++u)
+      if (PerMicrobatch(plan_.units()->Get(u)->kind()) &&
+          std::count(ran[u].begin(), ran[u].end(), true) != m)
+        return Fail("the schedule never runs " + UnitName(u) + " (it must run once per "
+                    "microbatch)");
     if (updates != 1)
       return Fail("the schedule runs " + std::to_string(updates) +
                   " update units; a step has exactly one");
@@ -249,14 +287,7 @@ class Checker {
       if (floats != sig.floats.size())
         return Fail(what + " has " + std::to_string(floats) + " float attributes, expected " +
                     std::to_string(sig.floats.size()));
-      if (in->op() == fb::Op_Send || in->op() == fb::Op_Recv) {
-        const auto p2p = plan::Read<op::Send<uint32_t>>(*in);  // send and recv: the same operands
-        if (p2p.peer >= mesh.size[p2p.axis] ||
-            (p2p.axis == kAxisPp && p2p.peer == plan_.stage()))
-          return Fail(what + ": peer " + std::to_string(p2p.peer) + " on " +
-                      AxisName(p2p.axis) + " (size " + std::to_string(mesh.size[p2p.axis]) +
-                      ") is not another rank of the group");
-      }
+      if (auto err = CheckAgainstMesh(*in, mesh, what)) return err;
       size_t nbuf = in->buffers() ? in->buffers()->size() : 0;
       if (sig.variadic) {
         if (nbuf == 0) return Fail(what + " has no buffers");
@@ -281,6 +312,56 @@ class Checker {
         if (auto err = CheckBufferRef(b, slot.dtype, slot.numel, what + " '" + slot.name + "'"))
           return err;
       }
+    }
+    return std::nullopt;
+  }
+
+  // What an instruction asks of the mesh: a collective or send/recv runs over a
+  // group of more than one rank (the executor has no communicator for an axis of
+  // size 1), a send or recv names another member of it, a block collective's parts
+  // is the group's size, a ZeRO-1 update covers a dp shard prepare.h can cut.
+  std::optional<std::string> CheckAgainstMesh(const fb::Instr& in, const MeshCoordinates& mesh,
+                                              const std::string& what) const {
+    const std::optional<int64_t> axis = VisitOp<uint32_t>(
+        in.op(),
+        [&](auto tag) -> std::optional<int64_t> {
+          if constexpr (requires { tag.axis; })
+            return decltype(tag)::Read(InstrSource{in}).axis;
+          else
+            return std::nullopt;
+        },
+        [] { return std::optional<int64_t>(); });
+    if (axis && mesh.size[*axis] < 2)
+      return Fail(what + " runs over " + AxisName(*axis) + ", which has one rank in this mesh");
+    switch (in.op()) {
+      case fb::Op_Send:
+      case fb::Op_Recv: {
+        const auto p2p = plan::Read<op::Send<uint32_t>>(in);  // send and recv: the same operands
+        if (p2p.peer >= mesh.size[p2p.axis] ||
+            (p2p.axis == kAxisPp && p2p.peer == plan_.stage()))
+          return Fail(what + ": peer " + std::to_string(p2p.peer) + " on " +
+                      AxisName(p2p.axis) + " (size " + std::to_string(mesh.size[p2p.axis]) +
+                      ") is not another rank of the group");
+        break;
+      }
+      case fb::Op_AllGatherInto:
+      case fb::Op_ReduceScatterInto: {  // the same operands
+        const auto bc = plan::Read<op::AllGatherInto<uint32_t>>(in);
+        if (bc.parts != mesh.size[bc.axis])
+          return Fail(what + ": parts = " + std::to_string(bc.parts) + ", but its group over " +
+                      AxisName(bc.axis) + " has " + std::to_string(mesh.size[bc.axis]) + " ranks");
+        break;
+      }
+      case fb::Op_ClipAndAdamW: {
+        const auto u = plan::Read<op::ClipAndAdamW<uint32_t>>(in);
+        if (!ZeroShardValid(u.shard, u.n))
+          return Fail(what + ": shard = " + std::to_string(u.shard) + " of n = " +
+                      std::to_string(u.n) + "; with dp = " + std::to_string(mesh.size[kAxisDp]) +
+                      " it must be 0 or " + std::to_string(ShardSize(u.n, mesh.size[kAxisDp])));
+        break;
+      }
+      default:
+        break;
     }
     return std::nullopt;
   }
@@ -436,6 +517,42 @@ Status LoadPlanDirectory(const std::string& dir, std::vector<LoadedPlan>* out) {
         p.vocab() != first.vocab())
       return differs("batch geometry or vocabulary");
   }
+  // Every send of stage a to stage b has its recv on b, in the same order and of the
+  // same size, or the job would abort or hang in its first step.
+  std::map<std::pair<int, int>, std::vector<int64_t>> sends, recvs;
+  for (int s = 0; s < programs; ++s) {
+    const fb::Plan& p = *(*out)[static_cast<size_t>(s)].plan;
+    for (const ScheduledRun& run : ScheduleOf(p))
+      for (const fb::Instr* in : *run.unit->instrs()) {
+        if (in->op() != fb::Op_Send && in->op() != fb::Op_Recv) continue;
+        const auto p2p = plan::Read<op::Send<uint32_t>>(*in);  // send and recv alike
+        if (p2p.axis != kAxisPp) continue;
+        const int64_t n = NumElements(*p.buffers()->Get(p2p.x));
+        const int peer = static_cast<int>(p2p.peer);
+        if (in->op() == fb::Op_Send)
+          sends[{s, peer}].push_back(n);
+        else
+          recvs[{peer, s}].push_back(n);
+      }
+  }
+  for (auto* side : {&sends, &recvs})
+    for (const auto& [key, unused] : *side) {
+      const std::vector<int64_t>& sent = sends[key];
+      const std::vector<int64_t>& got = recvs[key];
+      if (sent == got) continue;
+      const std::string from = (*out)[static_cast<size_t>(key.first)].path;
+      const std::string to = (*out)[static_cast<size_t>(key.second)].path;
+      size_t i = 0;
+      while (i < sent.size() && i < got.size() && sent[i] == got[i]) ++i;
+      if (i < sent.size() && i < got.size())
+        return Error::BadInput(from + ": its send #" + std::to_string(i + 1) + " to stage " +
+                               std::to_string(key.second) + " has " + std::to_string(sent[i]) +
+                               " elements, the matching recv of " + to + " has " +
+                               std::to_string(got[i]));
+      return Error::BadInput(from + " sends " + std::to_string(sent.size()) +
+                             " tensors per step to stage " + std::to_string(key.second) + ", " +
+                             to + " receives " + std::to_string(got.size()) + " from it");
+    }
   // Exactly one program takes the tokens and one produces the loss.
   int losses = 0, tokens = 0;
   for (const LoadedPlan& lp : *out) {

@@ -30,7 +30,9 @@ Instruction Prepare(const fb::Plan& plan, const fb::Instr& instr, const MeshCoor
     case fb::Op_EmbeddingGrad: {
       const auto e = plan::Read<op::EmbeddingGrad<uint32_t>>(instr);
       const bool vp = e.vocab_parallel != 0;
-      out.resolved = {vp ? e.vocab * tp : 0, vp ? e.vocab : -1};
+      // The table's rows are ids [vocab_begin, vocab_begin + vocab): ids outside it
+      // (another rank's block) contribute nothing here.
+      out.resolved = {vp ? e.vocab * tp : 0, e.vocab};
       break;
     }
     case fb::Op_Linear:

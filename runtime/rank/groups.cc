@@ -30,4 +30,22 @@ Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, const comm::JobEnviro
   return std::nullopt;
 }
 
+Status AgreeOnStep(const Groups& groups, int64_t step, const std::string& dir) {
+  for (int axis = 0; axis < plan::kNumAxes; ++axis) {
+    comm::Communicator* c = groups.get(axis);
+    if (!c) continue;
+    // The largest and (negated) smallest step of the group; exact below 2^24 steps.
+    float most[2] = {static_cast<float>(step), -static_cast<float>(step)};
+    if (auto err = c->AllReduce(most, 2, comm::ReduceOp::kMax)) return err;
+    if (most[0] != static_cast<float>(step) || -most[1] != static_cast<float>(step))
+      return Error::BadInput(
+          "this rank resumed " + dir + " (step " + std::to_string(step) + ") but a rank of its " +
+          plan::AxisName(axis) + " group resumed step " +
+          std::to_string(static_cast<int64_t>(most[0] != static_cast<float>(step) ? most[0]
+                                                                                  : -most[1])) +
+          ": every rank must see the same checkpoint directory");
+  }
+  return std::nullopt;
+}
+
 }  // namespace heiretsu::rank

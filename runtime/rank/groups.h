@@ -5,7 +5,9 @@
 #ifndef HEIRETSU_RUNTIME_RANK_GROUPS_H_
 #define HEIRETSU_RUNTIME_RANK_GROUPS_H_
 
+#include <cstdint>
 #include <memory>
+#include <string>
 
 #include "runtime/base/error.h"
 #include "runtime/comm/comm.h"
@@ -25,6 +27,11 @@ struct Groups {
 // on `executor`.
 Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, const comm::JobEnvironment& env,
                      exec::Executor* executor, Groups* out);
+
+// Checks that every rank of the job resumed at the same step (each group agrees,
+// and the groups connect all ranks). Fails (bad input) naming this rank's
+// checkpoint and the step another rank chose.
+Status AgreeOnStep(const Groups& groups, int64_t step, const std::string& dir);
 
 }  // namespace heiretsu::rank
 

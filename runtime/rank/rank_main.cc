@@ -115,6 +115,9 @@ comm::JobIdentity JobIdentityOf(const std::vector<plan::LoadedPlan>& programs,
   std::snprintf(lr, sizeof lr, "%.9g..%.9g warmup %lld decay %.9g clip %.9g", o.lr, o.min_lr,
                 static_cast<long long>(o.warmup), o.weight_decay, o.grad_clip);
   const plan::fb::Mesh& m = *p.mesh();
+  char data_hash[24];
+  std::snprintf(data_hash, sizeof data_hash, "%016llx",
+                static_cast<unsigned long long>(dataset.Fingerprint()));
   return {
       {"plan", std::string("fingerprint ") + hash},
       {"model", "'" + (p.model() ? p.model()->str() : std::string()) + "'"},
@@ -127,7 +130,7 @@ comm::JobIdentity JobIdentityOf(const std::vector<plan::LoadedPlan>& programs,
       {"--steps", std::to_string(o.steps)},
       {"learning rate", lr},
       {"data", std::to_string(dataset.num_tokens()) + " tokens in " +
-                   std::to_string(dataset.names().size()) + " shard(s)"},
+                   std::to_string(dataset.names().size()) + " shard(s), fingerprint " + data_hash},
       {"checkpoints", o.save_dir.empty() ? "none" : "every " + std::to_string(o.save_every)},
       {"--resume", o.resume.empty() ? "no" : "yes"},
       {"--on-nonfinite", o.on_nonfinite + " (" + std::to_string(o.max_consecutive_skips) + ")"},
@@ -301,6 +304,10 @@ int Run(const cli::RunOptions& o) {
                                      std::to_string(o.steps)));
     seed = header.seed;
     first_step = header.step + 1;
+    // Every rank must have chosen the same checkpoint (a save directory that is not
+    // the same on every machine would make them differ): compared over each group,
+    // which together connect every rank.
+    if (auto err = rank::AgreeOnStep(groups, header.step, dir)) return Fail(*err);
     if (leader)
       std::printf("resumed: %s (step %lld, seed %llu; the newest resumable checkpoint%s)\n",
                   dir.c_str(), static_cast<long long>(header.step),

@@ -7,6 +7,9 @@
 //                                       norm, stage 1 the head and the loss, the
 //                                       activation sent forward and its gradient
 //                                       back (send / recv over pp)
+//   heiretsu-test-plans unmatched DIR   the two stages, but stage 1 receives one
+//                                       tensor more than stage 0 sends: each program
+//                                       verifies alone, the directory does not
 // Both train the same model: the same parameters (by name), the same instruction
 // order per microbatch, so their losses must match.
 #include <cstdio>
@@ -98,8 +101,9 @@ int Write(const std::string& dir, int stage, const std::vector<uint8_t>& bytes) 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3 || (std::string(argv[1]) != "one-stage" && std::string(argv[1]) != "two-stage")) {
-    std::fprintf(stderr, "usage: heiretsu-test-plans one-stage|two-stage DIR\n");
+  const std::string mode = argc == 3 ? argv[1] : "";
+  if (mode != "one-stage" && mode != "two-stage" && mode != "unmatched") {
+    std::fprintf(stderr, "usage: heiretsu-test-plans one-stage|two-stage|unmatched DIR\n");
     return 2;
   }
   const std::string dir = argv[2];
@@ -132,6 +136,7 @@ int main(int argc, char** argv) {
   Stage1 s1;
   s1.Declare(b, kNoBuffer, kNoBuffer);
   b.Forward(op::Recv<B>{.x = s1.h, .axis = heiretsu::plan::kAxisPp, .peer = 0});
+  if (mode == "unmatched") b.Forward(op::Recv<B>{.x = s1.h, .axis = heiretsu::plan::kAxisPp, .peer = 0});
   s1.Forward(b);
   s1.Backward(b);
   b.Backward(op::Send<B>{.x = s1.dh, .axis = heiretsu::plan::kAxisPp, .peer = 0});

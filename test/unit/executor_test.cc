@@ -331,6 +331,78 @@ TEST(PlanVerifier, TheTrailerIsFnv1a64OfTheBytesBeforeIt) {
   EXPECT_EQ(stated, h);
 }
 
+// A one-parameter plan (a linear head over given inputs) with `schedule` and an
+// optional extra instruction in the update unit's place.
+std::string VerifyScheduled(std::vector<fb::Run> schedule, int64_t microbatches = 2) {
+  testing::PlanBuilder b;
+  uint32_t t = b.Buffer("tokens", {1, 2}, fb::DType_I32), y = b.Buffer("targets", {1, 2}, fb::DType_I32);
+  uint32_t loss = b.Buffer("loss", {1});
+  auto [w, dw] = b.Param("w", {4, 3}, fb::Init_Normal, 0.02, true);
+  uint32_t x = b.Buffer("x", {2, 3}), logits = b.Buffer("logits", {2, 4});
+  b.Forward(plan::op::Linear<uint32_t>{.x = x, .w = w, .y = logits, .rows = 2, .in = 3, .out = 4});
+  b.Backward(plan::op::LinearGrad<uint32_t>{.dy = logits, .x = x, .w = w, .dw = dw, .rows = 2,
+                                            .in = 3, .out = 4});
+  b.SetSchedule(std::move(schedule));
+  return VerifyError(b.Finish(1, 2, 4, microbatches, t, y, loss));
+}
+
+TEST(PlanVerifier, TheScheduleRunsEveryMicrobatchUnitOncePerMicrobatchBeforeTheStep) {
+  using R = fb::Run;
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0), R(1, 0, 0), R(0, 1, 0), R(1, 1, 0), R(2, -1, 0)}), "");
+  // The backward never runs: the update would apply zero gradients.
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0), R(0, 1, 0), R(2, -1, 0)}),
+            "p.hplan: invalid plan: the schedule never runs unit 1 'backward' (it must run "
+            "once per microbatch)");
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0), R(1, 0, 0), R(0, 1, 0), R(1, 1, 0), R(0, 1, 0),
+                             R(2, -1, 0)}),
+            "p.hplan: invalid plan: schedule entry 4 runs unit 0 'forward' for microbatch 1 a "
+            "second time");
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0), R(1, 0, 0), R(0, 1, 0), R(2, -1, 0), R(1, 1, 0)}),
+            "p.hplan: invalid plan: schedule entry 4 runs unit 1 'backward' after the step's "
+            "own units began");
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0), R(1, 1, 0), R(0, 1, 0), R(1, 0, 0), R(2, -1, 0)}),
+            "p.hplan: invalid plan: schedule entry 1 runs unit 1 'backward' of microbatch 1 "
+            "before its forward");
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 1), R(1, 0, 1), R(2, -1, 0)}, 1),
+            "p.hplan: invalid plan: schedule entry 0 (unit 0 'forward') runs chunk 1; virtual "
+            "stages are not built yet");
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0), R(1, 0, 0), R(2, -1, 0), R(2, -1, 0)}, 1),
+            "p.hplan: invalid plan: schedule entry 3 runs unit 2 'update' a second time");
+}
+
+TEST(PlanVerifier, RefusesDuplicateParametersBadShardsAndCollectivesOverOneRank) {
+  {
+    testing::PlanBuilder b;
+    uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
+    uint32_t loss = b.Buffer("loss", {1});
+    b.Param("w", {3}, fb::Init_Zeros, 0, false);
+    b.Param("w", {3}, fb::Init_Zeros, 0, false);
+    EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
+              "p.hplan: invalid plan: parameter 'w' appears twice (a checkpoint could hold only "
+              "one of them)");
+  }
+  {
+    // A ZeRO-1 shard at dp = 1 would make AdamW write n elements into 1-element moments.
+    testing::PlanBuilder b;
+    uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
+    uint32_t loss = b.Buffer("loss", {1});
+    uint32_t p = b.Buffer("p", {1000}), g = b.Buffer("g", {1000}), m = b.Buffer("m", {1});
+    b.RawForward(fb::Op_ClipAndAdamW, {p, g, m, m}, {1000, 0, 1});
+    EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
+              "p.hplan: invalid plan: unit 0 'forward' instruction 0 (clip_adamw): shard = 1 of "
+              "n = 1000; with dp = 1 it must be 0 or 1000");
+  }
+  {
+    testing::PlanBuilder b;
+    uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
+    uint32_t loss = b.Buffer("loss", {1});
+    b.Forward(plan::op::AllReduce<uint32_t>{.buffers = {loss}, .axis = plan::kAxisTp});
+    EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
+              "p.hplan: invalid plan: unit 0 'forward' instruction 0 (all_reduce) runs over tp, "
+              "which has one rank in this mesh");
+  }
+}
+
 TEST(PlanVerifier, RefusesAnotherVersion) {
   EXPECT_EQ(VerifyError(BuildBigram(1, 7)),
             "p.hplan: invalid plan: plan version 7, this runtime reads version 4 (recompile the spec)");

@@ -66,6 +66,10 @@ class PlanBuilder {
     forward_.push_back(RawInstr(op, std::move(buffers), std::move(ints), std::move(floats)));
   }
 
+  // A schedule other than the standard one (runs of units 0 forward, 1 backward,
+  // 2 update): for plans the verifier must refuse.
+  void SetSchedule(std::vector<plan::fb::Run> schedule) { schedule_ = std::move(schedule); }
+
   // The mesh and this program's stage (default: one rank).
   void SetMesh(int dp, int pp, int tp, int ep, int stage = 0) {
     mesh_ = plan::fb::Mesh(dp, pp, tp, ep);
@@ -86,12 +90,14 @@ class PlanBuilder {
         plan::fb::CreateUnitDirect(fbb_, "forward", plan::fb::UnitKind_Forward, &forward_),
         plan::fb::CreateUnitDirect(fbb_, "backward", plan::fb::UnitKind_Backward, &backward_),
         plan::fb::CreateUnitDirect(fbb_, "update", plan::fb::UnitKind_Update, &update)};
-    std::vector<plan::fb::Run> schedule;
-    for (int m = 0; m < microbatches; ++m) {
-      schedule.emplace_back(0, m, 0);
-      schedule.emplace_back(1, m, 0);
+    std::vector<plan::fb::Run> schedule = schedule_;
+    if (schedule.empty()) {
+      for (int m = 0; m < microbatches; ++m) {
+        schedule.emplace_back(0, m, 0);
+        schedule.emplace_back(1, m, 0);
+      }
+      schedule.emplace_back(2, -1, 0);
     }
-    schedule.emplace_back(2, -1, 0);
     auto root = plan::fb::CreatePlanDirect(fbb_, version, "test", &mesh_, stage_, mesh_.pp(), batch,
                                            microbatches, seq, vocab, arena_, 0, 0, &buffers_,
                                            &params_, tokens, targets, loss, &units, &schedule, opt);
@@ -109,6 +115,7 @@ class PlanBuilder {
   std::vector<flatbuffers::Offset<plan::fb::Instr>> forward_, backward_, update_;
   std::vector<uint32_t> grads_;
   plan::fb::Mesh mesh_{1, 1, 1, 1};
+  std::vector<plan::fb::Run> schedule_;
   int stage_ = 0;
 };
 
