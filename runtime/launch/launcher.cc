@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -56,8 +57,21 @@ constexpr int kDrainReads = 16;
 constexpr std::chrono::milliseconds kLateOutput(1000);
 // The signals that stop the job when the launcher receives them.
 constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
-// A job directory is heiretsu-job-PID-XXXXXX, PID the launcher's.
+// A job directory is heiretsu-job-PID-XXXXXX, PID the launcher's, holding the lock
+// file its launcher keeps locked (flock) while it lives.
 constexpr char kJobDirPrefix[] = "heiretsu-job-";
+constexpr char kJobLockName[] = "/owner.lock";
+
+// Whether the launcher of job directory `dir` is alive by its lock: the lock is
+// held (a launcher in another PID namespace, whose pid means nothing here, is seen
+// too). Without a lock file, nothing is known: false.
+bool JobLockHeld(const std::string& dir) {
+  const int fd = open((dir + kJobLockName).c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool held = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  close(fd);  // releases the lock if we took it
+  return held;
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -644,6 +658,7 @@ void RemoveStaleJobDirectories(const std::string& root) {
     std::error_code type_ec;
     if (it->is_symlink(type_ec) || !it->is_directory(type_ec)) continue;
     if (kill(pid, 0) == 0 || errno == EPERM) continue;  // its launcher is alive
+    if (JobLockHeld(it->path().string())) continue;     // alive in another namespace
     std::error_code rm_ec;
     std::filesystem::remove_all(it->path(), rm_ec);
   }
@@ -673,6 +688,10 @@ int LaunchJob(const LaunchSpec& spec) {
     Say(spec.err_fd, "cannot create a job directory in " + root + ": " + ErrnoText(errno));
     return kExitFailure;
   }
+  // Held until this function returns (close), and by nobody else: workers do not
+  // inherit it (O_CLOEXEC).
+  const int lock = open((dir + kJobLockName).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock >= 0) flock(lock, LOCK_EX);
   const std::string store = dir + "/store";
   int code;
   if (mkdir(store.c_str(), 0700) != 0) {
@@ -683,6 +702,7 @@ int LaunchJob(const LaunchSpec& spec) {
   }
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
+  if (lock >= 0) close(lock);
   if (ec) Say(spec.err_fd, "cannot remove the job directory " + dir + ": " + ec.message());
   return code;
 }

@@ -6,6 +6,7 @@
 #include "runtime/launch/launcher.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -264,9 +265,18 @@ TEST_F(LauncherTest, JobDirectoriesOfDeadLaunchersAreRemovedAtTheNextStart) {
   const std::string alive = dir_ + "/heiretsu-job-" + std::to_string(getpid()) + "-def456";
   const std::string old_style = dir_ + "/heiretsu-job-Xy12Zq";
   const std::string other = dir_ + "/heiretsu-jobs";
-  for (const std::string& d : {dead, alive, old_style, other}) fs::create_directories(d + "/store");
+  // A dead pid, but its lock is held: a launcher in another PID namespace sharing the
+  // directory, whose pid means nothing here.
+  const std::string locked = dir_ + "/heiretsu-job-" + std::to_string(child) + "-lck999";
+  for (const std::string& d : {dead, alive, old_style, other, locked})
+    fs::create_directories(d + "/store");
+  const int lock = open((locked + "/owner.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(lock, 0);
+  ASSERT_EQ(flock(lock, LOCK_EX), 0);
   Result r = RunScript(1, "true");
+  close(lock);
   ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(locked + "/store"));
   EXPECT_FALSE(fs::exists(dead));
   EXPECT_TRUE(fs::exists(alive + "/store"));
   EXPECT_TRUE(fs::exists(old_style));
