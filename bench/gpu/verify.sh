@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# The GPU check, in one short call on a lent GPU machine (see docs/architecture.md and
+# the device tool's README): everything that needs MLIR or Debian packages is built
+# and compiled here; the GPU machine only runs.
+#
+#   bench/gpu/verify.sh prepare      here: builds, compiles the plans, and gathers
+#                                    the binaries, the shared libraries the GPU
+#                                    machine lacks and the plans into .gpu/ (ignored
+#                                    by git; carry it: run(carry=[".gpu"]))
+#   bench/gpu/verify.sh run [SECS]   there: within about SECS seconds (default 420),
+#                                    each check under its own timeout, writing
+#                                    $OUT/verify.jsonl (one JSON line per check) and
+#                                    $OUT/*.log, and printing a table last
+#
+# Checks, cheapest first, so that a short lease still answers the first questions:
+#   gpu-info         the device is visible (heiretsu-gpu-info)
+#   cuda-check-gpt   every instruction of gpt-tiny's step on the GPU against the CPU
+#                    backend (outputs poisoned first) and 5 training steps
+#   cuda-check-llama the same for llama-tiny (RoPE, GQA, RMSNorm, SwiGLU)
+#   train-200        gpt-tiny, 200 steps on the default corpus, CPU and CUDA: the
+#                    largest relative loss difference over the curve
+#   tp2-one-gpu      tp = 2 with both ranks on the one GPU (collectives staged through
+#                    host memory over Gloo) against the single-rank CUDA run
+# Without a GPU (here) `run` says `skipped: no GPU` for each check and exits 0.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+pack="$root/.gpu"
+
+prepare() {
+  make -C "$root" build >/dev/null || { echo "verify: the build failed"; exit 1; }
+  local bin="$root/build/bin"
+  rm -rf "$pack" && mkdir -p "$pack/bin" "$pack/lib" "$pack/plans" "$pack/corpus"
+  for b in heiretsu heiretsu-rank heiretsu-cuda-check heiretsu-gpu-info; do
+    [ -x "$bin/$b" ] || { echo "verify: $bin/$b is missing (is CUDA found by the build?)"; exit 1; }
+    cp "$bin/$b" "$pack/bin/"
+  done
+  # Shared libraries from Debian packages the GPU machine's image does not have
+  # (glibc, libstdc++ and CUDA's own are there).
+  ldd "$bin/heiretsu-rank" "$bin/heiretsu-cuda-check" | awk '/=> \// {print $3}' | sort -u |
+    grep -vE '/(libc|libm|libdl|librt|libpthread|libgcc_s|libstdc\+\+)\.so|/usr/local/cuda/' |
+    while read -r lib; do cp -L "$lib" "$pack/lib/"; done
+  local c="$bin/heiretsu compile"
+  $c "$root/examples/gpt-tiny" -o "$pack/plans/gpt" --seq 64 --micro-batch-size 2 >/dev/null &&
+  $c "$root/examples/llama-tiny" -o "$pack/plans/llama" --seq 64 --micro-batch-size 2 >/dev/null &&
+  $c "$root/examples/gpt-tiny" -o "$pack/plans/train" --seq 64 --micro-batch-size 4 >/dev/null &&
+  $c "$root/examples/gpt-tiny" -o "$pack/plans/tp2" --seq 64 --micro-batch-size 4 --tp 2 >/dev/null ||
+    { echo "verify: compiling the plans failed"; exit 1; }
+  # The default corpus, prepared here (the GPU machine has no licence texts to read).
+  "$bin/heiretsu" data prepare --tokenizer byte /usr/share/common-licenses/* -o "$pack/corpus" >/dev/null ||
+    { echo "verify: preparing the corpus failed"; exit 1; }
+  du -sh "$pack" | awk '{print "verify: .gpu is " $1 "; carry it: run(carry=[\".gpu\"], command=\"bench/gpu/verify.sh run\")"}'
+}
+
+run() {
+  local budget=${1:-420} start=$SECONDS
+  local out=${OUT:-/tmp/heiretsu-gpu-out}
+  mkdir -p "$out"
+  [ -d "$pack/bin" ] || { echo "verify: no .gpu/ (run 'bench/gpu/verify.sh prepare' first and carry .gpu)"; exit 2; }
+  local bin="$pack/bin" plans="$pack/plans"
+  # CUDA's libraries where the image keeps them, then ours.
+  local cuda_libs
+  cuda_libs=$(ls -d /usr/local/cuda*/lib64 /usr/local/cuda*/lib /usr/local/cuda*/targets/x86_64-linux/lib \
+    /opt/*/.venv/lib/python3*/site-packages/nvidia/cu*/lib 2>/dev/null | tr '\n' ':')
+  export LD_LIBRARY_PATH="$pack/lib:${cuda_libs}${LD_LIBRARY_PATH:-}"
+  : > "$out/verify.jsonl"
+  local rows=()
+  record() { # name, status, detail
+    rows+=("$(printf '%-18s %-8s %s' "$1" "$2" "$3")")
+    printf '{"check":"%s","status":"%s","detail":"%s","seconds":%d}\n' "$1" "$2" \
+      "$(echo "$3" | tr -d '"\\' | tr '\n' ' ')" "$((SECONDS - start))" >> "$out/verify.jsonl"
+  }
+  left() { echo $((budget - (SECONDS - start))); }
+  check() { # name, timeout, command...: PASS on exit 0 without FAIL lines
+    local name=$1 limit=$2; shift 2
+    if [ "$(left)" -lt "$limit" ]; then record "$name" SKIP "out of time"; return; fi
+    timeout "$limit" "$@" > "$out/$name.log" 2>&1
+    local rc=$?
+    if grep -q '^skipped: no GPU' "$out/$name.log"; then record "$name" SKIP "no GPU"
+    elif [ $rc -eq 0 ] && ! grep -q '^FAIL' "$out/$name.log"; then
+      record "$name" PASS "$(grep -E '^(PASS|device)' "$out/$name.log" | tail -1)"
+    else record "$name" FAIL "exit $rc: $(grep -m1 -E 'FAIL|error' "$out/$name.log")"; fi
+  }
+  check gpu-info 30 "$bin/heiretsu-gpu-info"
+  if grep -q '^skipped: no GPU' "$out/gpu-info.log"; then
+    for c in cuda-check-gpt cuda-check-llama train-200 tp2-one-gpu; do record "$c" SKIP "no GPU"; done
+  else
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv > "$out/nvidia-smi.csv" 2>&1
+    check cuda-check-gpt 120 "$bin/heiretsu-cuda-check" "$plans/gpt/program-0.hplan"
+    check cuda-check-llama 120 "$bin/heiretsu-cuda-check" "$plans/llama/program-0.hplan"
+    local flags=(--steps 200 --lr 3e-3 --warmup 10 --data "$pack/corpus" --log-every 50)
+    if [ "$(left)" -ge 150 ]; then
+      timeout 70 "$bin/heiretsu" run "$plans/train" "${flags[@]}" --metrics "$out/train-cpu.jsonl" > "$out/train-cpu.log" 2>&1
+      timeout 70 "$bin/heiretsu" run "$plans/train" "${flags[@]}" --backend cuda --metrics "$out/train-cuda.jsonl" > "$out/train-cuda.log" 2>&1
+      local diff
+      diff=$(paste <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$out/train-cpu.jsonl") \
+                   <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$out/train-cuda.jsonl") |
+             awk '{d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > m) m = r; n++}
+                  END {printf "%d steps, max rel loss diff %.3g", n, m}')
+      case "$diff" in
+        "200 steps"*) record train-200 MEASURED "$diff (CPU vs CUDA, fp32)" ;;
+        *) record train-200 FAIL "$diff; see train-cpu.log, train-cuda.log" ;;
+      esac
+    else record train-200 SKIP "out of time"; fi
+    if [ "$(left)" -ge 90 ]; then
+      local tpflags=(--steps 20 --lr 3e-3 --data "$pack/corpus" --backend cuda)
+      timeout 40 "$bin/heiretsu" run "$plans/train" "${tpflags[@]}" --metrics "$out/tp1.jsonl" > "$out/tp1.log" 2>&1
+      timeout 40 "$bin/heiretsu" run "$plans/tp2" "${tpflags[@]}" --metrics "$out/tp2.jsonl" > "$out/tp2.log" 2>&1
+      local tpdiff
+      tpdiff=$(paste <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$out/tp1.jsonl") \
+                     <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$out/tp2.jsonl") |
+               awk '{d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > m) m = r; n++}
+                    END {printf "%d steps, max rel loss diff %.3g", n, m}')
+      case "$tpdiff" in
+        "20 steps"*) record tp2-one-gpu MEASURED "$tpdiff (tp=2 vs one rank, CUDA)" ;;
+        *) record tp2-one-gpu FAIL "$tpdiff; see tp1.log, tp2.log" ;;
+      esac
+    else record tp2-one-gpu SKIP "out of time"; fi
+  fi
+  printf '%s\n' "${rows[@]}"
+  echo "verify: $((SECONDS - start)) s; results in $out/verify.jsonl"
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: bench/gpu/verify.sh prepare | run [SECONDS]" >&2; exit 2 ;;
+esac
