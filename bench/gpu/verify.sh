@@ -71,6 +71,12 @@ run() {
       "$(echo "$3" | tr -d '"\\' | tr '\n' ' ')" "$((SECONDS - start))" >> "$out/verify.jsonl"
   }
   left() { echo $((budget - (SECONDS - start))); }
+  # "N steps, max rel loss diff X" of two metrics files, step by step.
+  compare() {
+    paste <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$1") <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$2") |
+      awk '{d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > m) m = r; n++}
+           END {printf "%d steps, max rel loss diff %.3g", n, m}'
+  }
   check() { # name, timeout, command...: PASS on exit 0 without FAIL lines
     local name=$1 limit=$2; shift 2
     if [ "$(left)" -lt "$limit" ]; then record "$name" SKIP "out of time"; return; fi
@@ -93,10 +99,7 @@ run() {
       timeout 70 "$bin/heiretsu" run "$plans/train" "${flags[@]}" --metrics "$out/train-cpu.jsonl" > "$out/train-cpu.log" 2>&1
       timeout 70 "$bin/heiretsu" run "$plans/train" "${flags[@]}" --backend cuda --metrics "$out/train-cuda.jsonl" > "$out/train-cuda.log" 2>&1
       local diff
-      diff=$(paste <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$out/train-cpu.jsonl") \
-                   <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$out/train-cuda.jsonl") |
-             awk '{d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > m) m = r; n++}
-                  END {printf "%d steps, max rel loss diff %.3g", n, m}')
+      diff=$(compare "$out/train-cpu.jsonl" "$out/train-cuda.jsonl")
       case "$diff" in
         "200 steps"*) record train-200 MEASURED "$diff (CPU vs CUDA, fp32)" ;;
         *) record train-200 FAIL "$diff; see train-cpu.log, train-cuda.log" ;;
@@ -107,10 +110,7 @@ run() {
       timeout 40 "$bin/heiretsu" run "$plans/train" "${tpflags[@]}" --metrics "$out/tp1.jsonl" > "$out/tp1.log" 2>&1
       timeout 40 "$bin/heiretsu" run "$plans/tp2" "${tpflags[@]}" --metrics "$out/tp2.jsonl" > "$out/tp2.log" 2>&1
       local tpdiff
-      tpdiff=$(paste <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$out/tp1.jsonl") \
-                     <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$out/tp2.jsonl") |
-               awk '{d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > m) m = r; n++}
-                    END {printf "%d steps, max rel loss diff %.3g", n, m}')
+      tpdiff=$(compare "$out/tp1.jsonl" "$out/tp2.jsonl")
       case "$tpdiff" in
         "20 steps"*) record tp2-one-gpu MEASURED "$tpdiff (tp=2 vs one rank, CUDA)" ;;
         *) record tp2-one-gpu FAIL "$tpdiff; see tp1.log, tp2.log" ;;
