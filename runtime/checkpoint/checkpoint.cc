@@ -50,12 +50,6 @@ std::string Join(const std::string& dir, const char* name) {
   return (fs::path(dir) / name).string();
 }
 
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? "," : "") + std::to_string(shape[i]);
-  return text + "]";
-}
-
 std::string Hex(uint64_t v) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "%016" PRIx64, v);
@@ -550,6 +544,12 @@ void RemoveStaleTemporaries(const std::string& root) {
     }
     ::rmdir(it->path().c_str());  // only if nothing is left in it
   }
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? "," : "") + std::to_string(shape[i]);
+  return text + "]";
 }
 
 const char* TensorKindName(TensorKind kind) {

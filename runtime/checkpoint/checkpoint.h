@@ -71,6 +71,9 @@ enum class TensorKind { kValue, kExpAvg, kExpAvgSq };
 // "value", "exp_avg" or "exp_avg_sq", as the manifest spells them.
 const char* TensorKindName(TensorKind kind);
 
+// A shape as the manifest spells it: "[D0,D1,...]".
+std::string ShapeText(const std::vector<int64_t>& shape);
+
 // One logical tensor of the training state and the memory that holds it on this rank.
 struct Tensor {
   std::string name;  // the parameter's logical name

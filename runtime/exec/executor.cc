@@ -153,19 +153,16 @@ Status Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
 Status Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
                                           StepResult* result) {
   if (auto err = ComputeGradients(fill, &result->loss)) return err;
-  // The reported loss is the mean over the whole global batch, from the stage that
-  // computes it.
-  // The data ranks are dp x ep (docs/architecture.md §3): the mean over both.
-  for (int axis : {plan::kAxisDp, plan::kAxisEp}) {
+  // The reported loss is the mean over the global batch, whose rows the data ranks
+  // (dp x ep, docs/architecture.md §3) share, taken from the stage that computes it
+  // (the others contribute 0).
+  for (auto [axis, reduce] : {std::pair{plan::kAxisDp, comm::ReduceOp::kAvg},
+                              std::pair{plan::kAxisEp, comm::ReduceOp::kAvg},
+                              std::pair{plan::kAxisPp, comm::ReduceOp::kSum}}) {
     comm::Communicator* c = comms_[axis];
     if (!c || c->size() == 1) continue;
     float loss = static_cast<float>(result->loss);
-    if (auto err = c->AllReduce(&loss, 1, comm::ReduceOp::kAvg)) return err;
-    result->loss = loss;
-  }
-  if (comm::Communicator* pp = comms_[plan::kAxisPp]; pp && pp->size() > 1) {
-    float loss = static_cast<float>(result->loss);
-    if (auto err = pp->AllReduce(&loss, 1, comm::ReduceOp::kSum)) return err;
+    if (auto err = c->AllReduce(&loss, 1, reduce)) return err;
     result->loss = loss;
   }
   result->nonfinite = false;
@@ -190,29 +187,11 @@ Status Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
   return std::nullopt;
 }
 
-namespace {
-
-// The mesh axis of a collective or point-to-point instruction (the opcodes whose
-// operands include an `axis`); nullopt for compute instructions.
-std::optional<int64_t> CommAxis(const plan::Instruction& instr) {
-  return plan::VisitOp<uint32_t>(
-      instr.op,
-      [&](auto tag) -> std::optional<int64_t> {
-        if constexpr (requires { tag.axis; })
-          return decltype(tag)::Read(instr).axis;
-        else
-          return std::nullopt;
-      },
-      [] { return std::optional<int64_t>(); });
-}
-
-}  // namespace
-
 Status Executor::Run(const plan::Instruction& instr, StepScalars& scalars) {
   // Collectives and send / recv are the executor's, not the backend's: they run on
   // the communicator of their axis's group (Gloo on CPU; NCCL will serve device
   // memory).
-  if (const std::optional<int64_t> axis = CommAxis(instr)) {
+  if (const std::optional<int64_t> axis = instr.axis) {
     comm::Communicator* c = comms_[*axis];
     if (!c)
       return Error::Failure(std::string(plan::OpName(instr.op)) + " over " +

@@ -185,9 +185,10 @@ std::string Explain(const std::vector<LoadedPlan>& programs) {
   const fb::Mesh& mesh = *first.mesh();
   char line[512];
   std::snprintf(line, sizeof line,
-                "plan: model '%s', mesh dp=%d pp=%d tp=%d ep=%d (%lld ranks), %zu program%s\n",
+                "plan: model '%s', mesh dp=%d pp=%d tp=%d ep=%d (%lld rank%s), %zu program%s\n",
                 first.model() ? first.model()->c_str() : "", mesh.dp(), mesh.pp(), mesh.tp(),
-                mesh.ep(), static_cast<long long>(WorldSize(mesh)), programs.size(),
+                mesh.ep(), static_cast<long long>(WorldSize(mesh)), WorldSize(mesh) == 1 ? "" : "s",
+                programs.size(),
                 programs.size() == 1 ? "" : "s");
   std::string out = line;
   for (const LoadedPlan& lp : programs) out += ExplainProgram(lp);

@@ -102,6 +102,13 @@ static_assert(0 HEIRETSU_OPS(HEIRETSU_COUNT_) == fb::Op_MAX + 1,
               "op_table.h and plan.fbs list different opcodes");
 #undef HEIRETSU_COUNT_
 
+std::optional<int64_t> CommAxis(fb::Op op, const std::vector<int64_t>& ints) {
+  const Signature sig = OpSignature(op, ints);
+  for (size_t i = 0; i < sig.ints.size(); ++i)
+    if (sig.ints[i].kind == IntKind::kAxis) return At(ints, i);
+  return std::nullopt;
+}
+
 const char* OpName(fb::Op op) {
   switch (op) {
 #define HEIRETSU_NAME_(Enum, text) \

@@ -82,6 +82,10 @@ struct Signature {
 // from them; missing ones count as 0). An opcode outside the table has name null.
 Signature OpSignature(fb::Op op, const std::vector<int64_t>& ints = {});
 
+// The mesh axis a collective or send / recv runs over (its Axis attribute, as the
+// table kinds it), nullopt for an instruction that communicates over none.
+std::optional<int64_t> CommAxis(fb::Op op, const std::vector<int64_t>& ints);
+
 // The text name of `op` ("linear", "attention_grad"...), "?" outside the table.
 const char* OpName(fb::Op op);
 // The opcode named `name`.

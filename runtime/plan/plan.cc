@@ -287,7 +287,7 @@ class Checker {
       if (floats != sig.floats.size())
         return Fail(what + " has " + std::to_string(floats) + " float attributes, expected " +
                     std::to_string(sig.floats.size()));
-      if (auto err = CheckAgainstMesh(*in, mesh, what)) return err;
+      if (auto err = CheckAgainstMesh(*in, ints, mesh, what)) return err;
       size_t nbuf = in->buffers() ? in->buffers()->size() : 0;
       if (sig.variadic) {
         if (nbuf == 0) return Fail(what + " has no buffers");
@@ -320,17 +320,10 @@ class Checker {
   // group of more than one rank (the executor has no communicator for an axis of
   // size 1), a send or recv names another member of it, a block collective's parts
   // is the group's size, a ZeRO-1 update covers a dp shard prepare.h can cut.
-  std::optional<std::string> CheckAgainstMesh(const fb::Instr& in, const MeshCoordinates& mesh,
+  std::optional<std::string> CheckAgainstMesh(const fb::Instr& in, const std::vector<int64_t>& ints,
+                                              const MeshCoordinates& mesh,
                                               const std::string& what) const {
-    const std::optional<int64_t> axis = VisitOp<uint32_t>(
-        in.op(),
-        [&](auto tag) -> std::optional<int64_t> {
-          if constexpr (requires { tag.axis; })
-            return decltype(tag)::Read(InstrSource{in}).axis;
-          else
-            return std::nullopt;
-        },
-        [] { return std::optional<int64_t>(); });
+    const std::optional<int64_t> axis = CommAxis(in.op(), ints);
     if (axis && mesh.size[*axis] < 2)
       return Fail(what + " runs over " + AxisName(*axis) + ", which has one rank in this mesh");
     switch (in.op()) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "runtime/base/error.h"
+#include "runtime/plan/ops.h"
 #include "runtime/plan/plan_generated.h"
 
 namespace heiretsu::plan {
@@ -70,7 +71,7 @@ Status LoadPlan(const std::string& path, LoadedPlan* out);
 Status LoadPlanDirectory(const std::string& dir, std::vector<LoadedPlan>* out);
 
 // Whether a program has this input or output (plan.fbs: tokens, targets, loss).
-inline bool Has(uint32_t buffer) { return buffer != 0xFFFFFFFFu; }
+inline bool Has(uint32_t buffer) { return buffer != kNoBuffer; }
 
 // The verification alone, for a plan file's bytes (the trailer included) in memory.
 Status VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes);

@@ -12,19 +12,20 @@ Instruction Prepare(const fb::Plan& plan, const fb::Instr& instr, const MeshCoor
   if (instr.floats()) out.floats.assign(instr.floats()->begin(), instr.floats()->end());
   const int64_t tp = c.coord[kAxisTp], tp_size = c.size[kAxisTp];
   const int64_t dp = c.coord[kAxisDp], dp_size = c.size[kAxisDp];
-  const Signature sig = OpSignature(instr.op(), out.ints);
-  // The slot of buffer `name`, for dropping it on this rank.
-  auto slot = [&](const char* name) {
-    for (size_t i = 0; i < sig.buffers.size(); ++i)
-      if (std::string(sig.buffers[i].name) == name) return i;
-    return sig.buffers.size();
+  out.axis = CommAxis(instr.op(), out.ints);
+  // An instruction's buffers after this rank dropped some: written back by name.
+  auto buffers_of = [](const auto& operands) {
+    InstrSink sink;
+    operands.Write(sink);
+    return sink.buffers;
   };
   switch (instr.op()) {
     case fb::Op_Embedding: {
-      const auto e = plan::Read<op::Embedding<uint32_t>>(instr);
+      auto e = plan::Read<op::Embedding<uint32_t>>(instr);
       const bool vp = e.vocab_parallel != 0;
       out.resolved = {vp ? e.vocab * tp : 0, vp ? e.vocab * tp_size : e.vocab};
-      if (vp && tp != 0) out.buffers[slot("positions")] = kNoBuffer;
+      if (vp && tp != 0) e.positions = kNoBuffer;
+      out.buffers = buffers_of(e);
       break;
     }
     case fb::Op_EmbeddingGrad: {
@@ -35,10 +36,12 @@ Instruction Prepare(const fb::Plan& plan, const fb::Instr& instr, const MeshCoor
       out.resolved = {vp ? e.vocab * tp : 0, e.vocab};
       break;
     }
-    case fb::Op_Linear:
-      if (plan::Read<op::Linear<uint32_t>>(instr).row_parallel && tp != 0)
-        out.buffers[slot("bias")] = kNoBuffer;
+    case fb::Op_Linear: {
+      auto l = plan::Read<op::Linear<uint32_t>>(instr);
+      if (l.row_parallel && tp != 0) l.bias = kNoBuffer;
+      out.buffers = buffers_of(l);
       break;
+    }
     case fb::Op_CrossEntropyGrad: {
       const auto ce = plan::Read<op::CrossEntropyGrad<uint32_t>>(instr);
       out.resolved = {ce.vocab_parallel ? ce.vocab * tp : 0};
@@ -69,7 +72,7 @@ Instruction Prepare(const fb::Plan& plan, const fb::Instr& instr, const MeshCoor
     default:
       break;
   }
-  if (sig.variadic && out.ranges.empty())
+  if (OpSignature(instr.op(), out.ints).variadic && out.ranges.empty())
     for (uint32_t b : out.buffers) out.ranges.push_back({0, NumElements(*plan.buffers()->Get(b))});
   return out;
 }

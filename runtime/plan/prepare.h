@@ -7,10 +7,13 @@
 //   - the vocabulary-parallel loss: the logical column of the rank's first logit;
 //   - ZeRO-1: the elements of each parameter (clip_adamw) and gradient
 //     (grad_norm_sq) this rank's dp shard covers.
+// It also records, once, the mesh axis each collective or send / recv runs over, so
+// the executor does not look it up per instruction.
 #ifndef HEIRETSU_RUNTIME_PLAN_PREPARE_H_
 #define HEIRETSU_RUNTIME_PLAN_PREPARE_H_
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "runtime/plan/ops.h"
@@ -29,6 +32,8 @@ struct Instruction {
   // For variadic opcodes: the elements of each buffer this rank works on (all of
   // it unless a ZeRO-1 shard).
   std::vector<Shard> ranges;
+  // The mesh axis whose group a collective or send / recv runs over (CommAxis).
+  std::optional<int64_t> axis;
 
   uint32_t Buffer(size_t i) const { return buffers[i]; }
   std::vector<uint32_t> Buffers() const { return buffers; }

@@ -10,11 +10,13 @@ namespace heiretsu::rank {
 namespace {
 
 using TensorKey = std::pair<std::string, checkpoint::TensorKind>;
+using checkpoint::ShapeText;
 
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? "," : "") + std::to_string(shape[i]);
-  return text + "]";
+// This rank's tensors by (name, kind).
+std::map<TensorKey, const checkpoint::Tensor*> ByKey(const std::vector<checkpoint::Tensor>& state) {
+  std::map<TensorKey, const checkpoint::Tensor*> mine;
+  for (const checkpoint::Tensor& t : state) mine[{t.name, t.kind}] = &t;
+  return mine;
 }
 
 }  // namespace
@@ -50,8 +52,7 @@ Status StageParts(const std::vector<plan::LoadedPlan>& programs,
 
 std::vector<checkpoint::Tensor> PartState(const checkpoint::Part& part,
                                           const std::vector<checkpoint::Tensor>& state) {
-  std::map<TensorKey, const checkpoint::Tensor*> mine;
-  for (const checkpoint::Tensor& t : state) mine[{t.name, t.kind}] = &t;
+  const auto mine = ByKey(state);
   std::vector<checkpoint::Tensor> out;
   for (const checkpoint::Tensor& t : part.tensors) out.push_back(*mine.at({t.name, t.kind}));
   return out;
@@ -59,8 +60,7 @@ std::vector<checkpoint::Tensor> PartState(const checkpoint::Part& part,
 
 std::vector<checkpoint::Tensor> ModelState(const std::vector<checkpoint::Part>& parts,
                                            const std::vector<checkpoint::Tensor>& state) {
-  std::map<TensorKey, const checkpoint::Tensor*> mine;
-  for (const checkpoint::Tensor& t : state) mine[{t.name, t.kind}] = &t;
+  const auto mine = ByKey(state);
   std::vector<checkpoint::Tensor> out;
   for (const checkpoint::Part& part : parts)
     for (const checkpoint::Tensor& t : part.tensors) {

@@ -105,13 +105,15 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Datase
 comm::JobIdentity JobIdentityOf(const std::vector<plan::LoadedPlan>& programs,
                                 const cli::RunOptions& o, const data::Dataset& dataset) {
   const plan::fb::Plan& p = *programs[0].plan;
-  // Of every program of the directory: the ranks of every stage must agree.
-  std::vector<uint8_t> all;
+  // Of every program of the directory, so the ranks of every stage agree: each file's
+  // trailer already is the checksum of all of it (plan.h).
+  std::vector<uint8_t> trailers;
   for (const plan::LoadedPlan& program : programs)
-    all.insert(all.end(), program.bytes.begin(), program.bytes.end());
+    trailers.insert(trailers.end(), program.bytes.end() - plan::kPlanTrailerBytes,
+                    program.bytes.end());
   char hash[24], lr[96];
   std::snprintf(hash, sizeof hash, "%016llx",
-                static_cast<unsigned long long>(plan::Fnv1a64(all.data(), all.size())));
+                static_cast<unsigned long long>(plan::Fnv1a64(trailers.data(), trailers.size())));
   std::snprintf(lr, sizeof lr, "%.9g..%.9g warmup %lld decay %.9g clip %.9g", o.lr, o.min_lr,
                 static_cast<long long>(o.warmup), o.weight_decay, o.grad_clip);
   const plan::fb::Mesh& m = *p.mesh();

@@ -113,24 +113,26 @@ long_run() {  # a dp = 2 job that runs until stopped; its driver's pid in $job
 }
 job_dirs() { find "$TMPDIR" -maxdepth 1 -name 'heiretsu-job-*' | wc -l; }
 
+# Sends signal $1 to rank 1 of the running job and waits for the job: sets r1 (its
+# pid), rc (the job's exit code) and ms (how long the job took to end).
+signal_rank1() {
+  r1=$(rank_pid "$work/dp2" 1)
+  kill -"$1" "$r1" 2> /dev/null
+  local start
+  start=$(date +%s%N)
+  wait $job
+  rc=$?
+  ms=$((($(date +%s%N) - start) / 1000000))
+}
+
 long_run kill-rank
-r1=$(rank_pid "$work/dp2" 1)
-kill -KILL "$r1" 2> /dev/null
-start=$(date +%s%N)
-wait $job
-rc=$?
-ms=$((($(date +%s%N) - start) / 1000000))
+signal_rank1 KILL
 check kill-rank "SIGKILL of rank 1: exit $rc in $ms ms, rank 1 named, no worker or job directory left" \
   test $rc -eq 1 -a $ms -lt 10000 -a -z "$(workers_of "$work/dp2")" -a "$(job_dirs)" -eq 0 \
   -a -n "$(grep -x 'heiretsu: rank 1 was killed by signal 9 (Killed); stopping the job' "$work/kill-rank.err")"
 
 long_run stop-rank 2000
-r1=$(rank_pid "$work/dp2" 1)
-kill -STOP "$r1" 2> /dev/null
-start=$(date +%s%N)
-wait $job
-rc=$?
-ms=$((($(date +%s%N) - start) / 1000000))
+signal_rank1 STOP
 check stop-rank "SIGSTOP of rank 1: exit $rc in $ms ms, rank 1 named as stopped, no worker left" \
   test $rc -eq 1 -a $ms -lt 10000 -a -z "$(workers_of "$work/dp2")" \
   -a -n "$(grep "heiretsu: rank 1 (pid $r1) is alive but stopped" "$work/stop-rank.err")"

@@ -335,8 +335,7 @@ TEST(PlanVerifier, TheTrailerIsFnv1a64OfTheBytesBeforeIt) {
 // optional extra instruction in the update unit's place.
 std::string VerifyScheduled(std::vector<fb::Run> schedule, int64_t microbatches = 2) {
   testing::PlanBuilder b;
-  uint32_t t = b.Buffer("tokens", {1, 2}, fb::DType_I32), y = b.Buffer("targets", {1, 2}, fb::DType_I32);
-  uint32_t loss = b.Buffer("loss", {1});
+  const auto [t, y, loss] = b.AddIo(1, 2);
   auto [w, dw] = b.Param("w", {4, 3}, fb::Init_Normal, 0.02, true);
   uint32_t x = b.Buffer("x", {2, 3}), logits = b.Buffer("logits", {2, 4});
   b.Forward(plan::op::Linear<uint32_t>{.x = x, .w = w, .y = logits, .rows = 2, .in = 3, .out = 4});
@@ -373,8 +372,7 @@ TEST(PlanVerifier, TheScheduleRunsEveryMicrobatchUnitOncePerMicrobatchBeforeTheS
 TEST(PlanVerifier, RefusesDuplicateParametersBadShardsAndCollectivesOverOneRank) {
   {
     testing::PlanBuilder b;
-    uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
-    uint32_t loss = b.Buffer("loss", {1});
+    const auto [t, y, loss] = b.AddIo(1, 1);
     b.Param("w", {3}, fb::Init_Zeros, 0, false);
     b.Param("w", {3}, fb::Init_Zeros, 0, false);
     EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
@@ -384,8 +382,7 @@ TEST(PlanVerifier, RefusesDuplicateParametersBadShardsAndCollectivesOverOneRank)
   {
     // A ZeRO-1 shard at dp = 1 would make AdamW write n elements into 1-element moments.
     testing::PlanBuilder b;
-    uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
-    uint32_t loss = b.Buffer("loss", {1});
+    const auto [t, y, loss] = b.AddIo(1, 1);
     uint32_t p = b.Buffer("p", {1000}), g = b.Buffer("g", {1000}), m = b.Buffer("m", {1});
     b.RawForward(fb::Op_ClipAndAdamW, {p, g, m, m}, {1000, 0, 1});
     EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
@@ -394,8 +391,7 @@ TEST(PlanVerifier, RefusesDuplicateParametersBadShardsAndCollectivesOverOneRank)
   }
   {
     testing::PlanBuilder b;
-    uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
-    uint32_t loss = b.Buffer("loss", {1});
+    const auto [t, y, loss] = b.AddIo(1, 1);
     b.Forward(plan::op::AllReduce<uint32_t>{.buffers = {loss}, .axis = plan::kAxisTp});
     EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
               "p.hplan: invalid plan: unit 0 'forward' instruction 0 (all_reduce) runs over tp, "
@@ -410,8 +406,7 @@ TEST(PlanVerifier, RefusesAnotherVersion) {
 
 TEST(PlanVerifier, RefusesAnInstructionWhoseBufferHasTheWrongSize) {
   testing::PlanBuilder b;
-  uint32_t t = b.Buffer("tokens", {2, 2}, fb::DType_I32), y = b.Buffer("targets", {2, 2}, fb::DType_I32);
-  uint32_t loss = b.Buffer("loss", {1});
+  const auto [t, y, loss] = b.AddIo(2, 2);
   uint32_t xa = b.Buffer("a", {4, 3}), xb = b.Buffer("b", {4, 3}), out = b.Buffer("out", {4, 2});
   b.RawForward(fb::Op_Add, {xa, xb, out}, {12});
   EXPECT_EQ(VerifyError(b.Finish(2, 2, 4, 1, t, y, loss)),
@@ -422,16 +417,14 @@ TEST(PlanVerifier, RefusesAnInstructionWhoseBufferHasTheWrongSize) {
 TEST(PlanVerifier, RefusesADanglingBufferIndexAndHostileAttributes) {
   {
     testing::PlanBuilder b;
-    uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
-    uint32_t loss = b.Buffer("loss", {1});
+    const auto [t, y, loss] = b.AddIo(1, 1);
     b.RawForward(fb::Op_Gelu, {loss, 42}, {1});
     EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
               "p.hplan: invalid plan: unit 0 'forward' instruction 0 (gelu) 'y' refers to buffer #42 of 3");
   }
   {
     testing::PlanBuilder b;
-    uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
-    uint32_t loss = b.Buffer("loss", {1});
+    const auto [t, y, loss] = b.AddIo(1, 1);
     // Sizes whose product overflows int64 must not wrap around to a match.
     b.RawForward(fb::Op_Rope, {loss, loss}, {2147483647, 2147483647, 2147483647, 2147483647}, {1e4});
     EXPECT_NE(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)).find("has 1 elements, expected"),
@@ -439,8 +432,7 @@ TEST(PlanVerifier, RefusesADanglingBufferIndexAndHostileAttributes) {
   }
   {
     testing::PlanBuilder b;
-    uint32_t t = b.Buffer("tokens", {1, 1}, fb::DType_I32), y = b.Buffer("targets", {1, 1}, fb::DType_I32);
-    uint32_t loss = b.Buffer("loss", {1});
+    const auto [t, y, loss] = b.AddIo(1, 1);
     b.RawForward(fb::Op_GeluGrad, {loss, loss, loss}, {1, 2});
     EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
               "p.hplan: invalid plan: unit 0 'forward' instruction 0 (gelu_grad): accumulate_dx = 2 "

@@ -25,6 +25,17 @@ class PlanBuilder {
     return static_cast<uint32_t>(buffers_.size() - 1);
   }
 
+  // The microbatch inputs (tokens, targets: batch x seq ids) and the loss, the first
+  // buffers of a hand-built plan.
+  struct Io {
+    uint32_t tokens, targets, loss;
+  };
+  Io AddIo(int64_t batch, int64_t seq) {
+    const uint32_t tokens = Buffer("tokens", {batch, seq}, plan::fb::DType_I32);
+    const uint32_t targets = Buffer("targets", {batch, seq}, plan::fb::DType_I32);
+    return {tokens, targets, Buffer("loss", {1})};
+  }
+
   // A parameter with its value, gradient and AdamW moments; returns {value, grad}.
   std::pair<uint32_t, uint32_t> Param(const std::string& name, std::vector<int64_t> shape,
                                       plan::fb::Init init, double std, bool decay) {
