@@ -58,19 +58,20 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
   std::vector<flatbuffers::Offset<fb::Param>> params;
   uint32_t tokens = plan::kNoBuffer, targets = plan::kNoBuffer, loss = plan::kNoBuffer;
 
-  auto addBuffer = [&](Value v, const std::string &name, int64_t offset) {
+  auto addBuffer = [&](Value v, const std::string &name, int64_t offset, bool slotted = false) {
     auto type = cast<MemRefType>(v.getType());
     std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
     fb::DType dtype = type.getElementType().isInteger(32) ? fb::DType_I32 : fb::DType_F32;
     index[v] = static_cast<uint32_t>(buffers.size());
     buffers.push_back(fb::CreateBufferDirect(fbb, name.c_str(), static_cast<uint64_t>(offset),
-                                             dtype, &shape));
+                                             dtype, &shape, slotted));
     return index[v];
   };
 
   for (Operation &op : program.getBody().front()) {
     if (auto buf = dyn_cast<plan_ir::BufferOp>(op)) {
-      uint32_t i = addBuffer(buf.getBuffer(), buf.getName().str(), *buf.getOffset());
+      uint32_t i = addBuffer(buf.getBuffer(), buf.getName().str(), *buf.getOffset(),
+                             buf.getSlotted());
       if (std::optional<StringRef> io = buf.getIo()) {
         if (*io == "tokens")
           tokens = i;
@@ -128,7 +129,8 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
   for (auto run : (*schedules.begin()).getBody().front().getOps<plan_ir::RunOp>())
     schedule.emplace_back(unitIndex.lookup(run.getUnit()),
                           static_cast<int32_t>(run.getMicrobatch().value_or(-1)),
-                          static_cast<int32_t>(run.getChunk().value_or(0)));
+                          static_cast<int32_t>(run.getChunk().value_or(0)),
+                          static_cast<int32_t>(run.getSlot().value_or(0)));
 
   fb::Mesh mesh(static_cast<int32_t>(meshOp.getDp()), static_cast<int32_t>(meshOp.getPp()),
                 static_cast<int32_t>(meshOp.getTp()), static_cast<int32_t>(meshOp.getEp()));
@@ -140,7 +142,9 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
       program.getVocab(), static_cast<uint64_t>(*program.getArenaBytes()),
       static_cast<uint64_t>(program.getParamBytes().value_or(0)),
       static_cast<uint64_t>(program.getActivationBytes().value_or(0)), &buffers, &params,
-      tokens, targets, loss, &units, &schedule, optimizer);
+      tokens, targets, loss, &units, &schedule, optimizer,
+      static_cast<uint32_t>(program.getSlots().value_or(1)),
+      static_cast<uint64_t>(program.getSlotBytes().value_or(0)));
   fb::FinishSizePrefixedPlanBuffer(fbb, root);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   plan::SealPlan(&bytes); // the checksum trailer (runtime/plan/plan.h)

@@ -256,9 +256,15 @@ private:
     if (blockDone)
       fail(stmt.loc, "a model has one 'block'; it is repeated 'layers' times");
     ensureGraph(stmt.loc);
+    Block &body = func.getBody().front();
     for (layer = 0; layer < layers; ++layer) {
       roleCounts.clear();
+      Operation *before = body.empty() ? nullptr : &body.back();
       run(stmt.body);
+      // Every op of this layer says so: pipeline stage cuts fall between layers.
+      auto it = before ? std::next(before->getIterator()) : body.begin();
+      for (; it != body.end(); ++it)
+        it->setAttr(graph::kLayerAttrName, b.getI64IntegerAttr(layer));
     }
     layer = -1;
     roleCounts.clear();

@@ -135,6 +135,11 @@ int runPipeline(mlir::ModuleOp module, const cli::CompileOptions &opts,
   pipeline.bucketBytes = opts.bucket_mb << 20;
   pipeline.microbatches = opts.microbatches;
   pipeline.schedule = opts.schedule;
+  std::string layers;
+  for (int64_t n : opts.stage_layers)
+    layers += (layers.empty() ? "" : ",") + std::to_string(n);
+  pipeline.stageLayers = layers;
+  pipeline.virtualStages = opts.virtual_stages;
   buildCompilePipeline(pm, pipeline);
   struct FailedPass : mlir::PassInstrumentation {
     std::string *name;

@@ -368,6 +368,29 @@ public:
                                         .accumulate_dx = accumulate});
       return success();
     }
+    // Pipeline stages: the gradient of a value sent to the next stage comes back
+    // from it; that of a value received from the previous stage goes back to it.
+    if (auto f = kernelAs<Send<Value>>(k)) {
+      auto [dx, accumulate] = sink(f->x, loc);
+      Value into = accumulate ? createBuffer(program, loc, "d" + bufferName(f->x) + ".recv",
+                                             cast<MemRefType>(f->x.getType()))
+                              : dx;
+      createKernel(b, loc, Recv<Value>{.x = into, .axis = f->axis, .peer = f->peer});
+      if (accumulate)
+        createKernel(b, loc,
+                     Accumulate<Value>{
+                         .src = into, .dst = dx, .n = numElements(dx), .accumulate_dx = 1});
+      return success();
+    }
+    if (auto f = kernelAs<Recv<Value>>(k)) {
+      Value dx = source(f->x);
+      if (!dx) { // nothing reached it: the peer still waits for a gradient
+        dx = createBuffer(program, loc, "d" + bufferName(f->x), cast<MemRefType>(f->x.getType()));
+        createKernel(b, loc, Zero<Value>{.buffer = dx});
+      }
+      createKernel(b, loc, Send<Value>{.x = dx, .axis = f->axis, .peer = f->peer});
+      return success();
+    }
     return k.emitError("no gradient rule for kernel '") << k.getName() << "'";
   }
 
@@ -396,10 +419,14 @@ struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
     SmallVector<plan_ir::KernelOp> forward;
     for (Operation &op : fwd.getBody().front())
       forward.push_back(cast<plan_ir::KernelOp>(op));
+    // What the backward pass starts from: the loss, or (a pipeline stage before
+    // the last) the gradients of what the forward sends on.
     if (llvm::none_of(forward, [](plan_ir::KernelOp k) {
-          return k.getName() == "cross_entropy" || k.getName() == "vocab_loss";
+          return k.getName() == "cross_entropy" || k.getName() == "vocab_loss" ||
+                 k.getName() == plan::op::Send<Value>::kName;
         })) {
-      program.emitError("autodiff needs a cross_entropy kernel producing the loss");
+      program.emitError("autodiff needs a cross_entropy kernel producing the loss (or, on a "
+                        "pipeline stage before the last, a send of the forward's result)");
       return signalPassFailure();
     }
     Differentiator diff(program, OpBuilder::atBlockEnd(&bwd.getBody().front()));

@@ -15,6 +15,7 @@
 #include "runtime/plan/plan.h"
 
 #include <map>
+#include <set>
 #include <type_traits>
 
 using namespace mlir;
@@ -73,13 +74,28 @@ std::optional<Collective> collectiveOf(plan_ir::KernelOp k) {
   return std::nullopt;
 }
 
-/// A send or recv between two pipeline stages.
+/// A send or recv between two pipeline stages, and the run it belongs to.
 struct PointToPoint {
   mutable plan_ir::KernelOp k; // emitError is not const
   bool send;
   int64_t axis;
   int64_t peer;
   int64_t numel;
+  std::string unit = {};
+  int64_t microbatch = -1; // -1: a unit of the step
+  int64_t slot = 0;
+};
+
+/// What a stage does in one step, as the blocking simulation sees it (the
+/// executor's semantics, runtime/exec/executor.h): a send is posted and does not
+/// block; a recv blocks until its send is posted; before a run on slot k the
+/// sends posted from slot k must have been received; before the first unit of the
+/// step, and at the end of each, every posted send must have been.
+struct Event {
+  enum Kind { kSend, kRecv, kWaitSlot, kWaitAll } kind;
+  const PointToPoint *p2p = nullptr; // kSend, kRecv
+  int64_t slot = 0;                   // kWaitSlot
+  std::string where;                  // the run, for messages
 };
 
 /// `k` as a send or recv, else nothing.
@@ -102,7 +118,17 @@ struct Program {
   std::vector<Collective> byAxis[plan::kNumAxes];
   // The sends and recvs of one step, in order.
   std::vector<PointToPoint> p2p;
+  // The step as the deadlock simulation sees it.
+  std::vector<Event> events;
 };
+
+/// "unit "backward" of microbatch 3" or "unit "tied"".
+std::string runName(StringRef unit, int64_t microbatch) {
+  std::string s = "unit \"" + unit.str() + "\"";
+  if (microbatch >= 0)
+    s += " of microbatch " + std::to_string(microbatch);
+  return s;
+}
 
 struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPass> {
   using CheckCollectivesPassBase::CheckCollectivesPassBase;
@@ -119,18 +145,31 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
     for (auto unit : program.getBody().front().getOps<plan_ir::UnitOp>())
       units[unit.getName()] = unit;
     SmallVector<plan_ir::UnitOp> runs;
-    for (auto run : (*schedules.begin()).getBody().front().getOps<plan_ir::RunOp>())
+    SmallVector<plan_ir::RunOp> runOps;
+    for (auto run : (*schedules.begin()).getBody().front().getOps<plan_ir::RunOp>()) {
       runs.push_back(units.lookup(run.getUnit()));
+      runOps.push_back(run);
+    }
     DenseMap<Operation *, size_t> lastRun;
     for (auto [i, unit] : llvm::enumerate(runs))
       lastRun[unit] = i;
+    // Per run, the indices of its sends and recvs in p.p2p (which must not move
+    // while the events point into it: filled first, events after).
+    std::vector<std::vector<size_t>> runP2p(runs.size());
     for (auto [i, unit] : llvm::enumerate(runs)) {
+      plan_ir::RunOp run = runOps[i];
+      const int64_t microbatch = run.getMicrobatchAttr() ? run.getMicrobatchAttr().getInt() : -1;
+      const int64_t slot = run.getSlotAttr() ? run.getSlotAttr().getInt() : 0;
       for (auto k : unit.getBody().front().getOps<plan_ir::KernelOp>()) {
         if (std::optional<PointToPoint> x = pointToPointOf(k)) {
           const char *what = x->send ? "send" : "recv";
           if (x->axis != plan::kAxisPp)
             return k.emitError() << what << " over " << plan::AxisName(x->axis) << ": only "
                                  << what << "s between pipeline stages (axis pp) are built";
+          x->unit = unit.getName().str();
+          x->microbatch = microbatch;
+          x->slot = slot;
+          runP2p[i].push_back(p.p2p.size());
           p.p2p.push_back(*x);
           continue;
         }
@@ -146,6 +185,22 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
         p.byAxis[c->axis].push_back(*c);
       }
     }
+    bool stepStarted = false;
+    for (auto [i, unit] : llvm::enumerate(runs)) {
+      plan_ir::RunOp run = runOps[i];
+      const int64_t microbatch = run.getMicrobatchAttr() ? run.getMicrobatchAttr().getInt() : -1;
+      std::string where = runName(unit.getName(), microbatch);
+      if (unit.isPerMicrobatch())
+        p.events.push_back({Event::kWaitSlot, nullptr,
+                            run.getSlotAttr() ? run.getSlotAttr().getInt() : 0, where});
+      else if (!std::exchange(stepStarted, true))
+        p.events.push_back({Event::kWaitAll, nullptr, 0, where});
+      for (size_t j : runP2p[i])
+        p.events.push_back({p.p2p[j].send ? Event::kSend : Event::kRecv, &p.p2p[j], 0, where});
+      if (!unit.isPerMicrobatch())
+        p.events.push_back({Event::kWaitAll, nullptr, 0, where});
+    }
+    p.events.push_back({Event::kWaitAll, nullptr, 0, "the end of the step"});
     for (const PointToPoint &x : p.p2p)
       if (x.peer >= size[plan::kAxisPp] || x.peer == p.stage)
         return x.k.emitError() << (x.send ? "send to" : "recv from") << " stage " << x.peer
@@ -172,8 +227,10 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
           if (sends[i]->numel != recvs[i]->numel) {
             InFlightDiagnostic d = sends[i]->k.emitError()
                                    << "send #" << i + 1 << " from stage " << from << " to stage "
-                                   << to << " has " << sends[i]->numel
-                                   << " elements but its recv on stage " << to << " has "
+                                   << to << " (" << runName(sends[i]->unit, sends[i]->microbatch)
+                                   << ") has " << sends[i]->numel
+                                   << " elements but its recv on stage " << to << " ("
+                                   << runName(recvs[i]->unit, recvs[i]->microbatch) << ") has "
                                    << recvs[i]->numel;
             d.attachNote(recvs[i]->k.getLoc()) << "the recv is here";
             return failure();
@@ -186,6 +243,93 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
         }
       }
     return success();
+  }
+
+  /// Runs every stage's step under the executor's semantics (Event) until all
+  /// finish; a state where some cannot go on is a deadlock, reported at the op the
+  /// first blocked stage waits in, naming what every blocked stage waits for.
+  /// The pairing (numbers, sizes) is matchPointToPoint's, checked before.
+  LogicalResult simulate(std::map<int64_t, Program> &programs) {
+    struct Channel { // the sends from one stage to another, in posting order
+      std::vector<const PointToPoint *> posted;
+      size_t received = 0;
+    };
+    std::map<std::pair<int64_t, int64_t>, Channel> channels;
+    struct Pending {
+      Channel *channel;
+      size_t index;
+      int64_t slot; // -1: of a unit of the step
+    };
+    struct State {
+      size_t pc = 0;
+      std::vector<Pending> pending;
+    };
+    std::map<int64_t, State> states;
+    auto delivered = [](const Pending &x) { return x.index < x.channel->received; };
+    bool progress = true;
+    while (progress) {
+      progress = false;
+      for (auto &[stage, program] : programs) {
+        State &st = states[stage];
+        while (st.pc < program.events.size()) {
+          const Event &e = program.events[st.pc];
+          if (e.kind == Event::kSend) {
+            Channel &c = channels[{stage, e.p2p->peer}];
+            st.pending.push_back({&c, c.posted.size(), e.p2p->microbatch >= 0 ? e.p2p->slot : -1});
+            c.posted.push_back(e.p2p);
+          } else if (e.kind == Event::kRecv) {
+            Channel &c = channels[{e.p2p->peer, stage}];
+            if (c.received >= c.posted.size())
+              break;
+            ++c.received;
+          } else {
+            bool ready = true;
+            for (const Pending &x : st.pending)
+              if ((e.kind == Event::kWaitAll || x.slot == e.slot) && !delivered(x))
+                ready = false;
+            if (!ready)
+              break;
+            llvm::erase_if(st.pending, delivered);
+          }
+          ++st.pc;
+          progress = true;
+        }
+      }
+    }
+    std::string why;
+    plan_ir::KernelOp at;
+    plan_ir::ProgramOp atProgram;
+    for (auto &[stage, program] : programs) {
+      const State &st = states[stage];
+      if (st.pc == program.events.size())
+        continue;
+      const Event &e = program.events[st.pc];
+      std::string what;
+      if (e.kind == Event::kRecv) {
+        what = "waits in a recv from stage " + std::to_string(e.p2p->peer);
+        if (!at)
+          at = e.p2p->k;
+      } else {
+        std::set<int64_t> peers;
+        for (const Pending &x : st.pending)
+          if ((e.kind == Event::kWaitAll || x.slot == e.slot) && !delivered(x))
+            peers.insert(x.channel->posted[x.index]->peer);
+        what = "waits for its sends to stage";
+        for (int64_t q : peers)
+          what += " " + std::to_string(q);
+        what += e.kind == Event::kWaitSlot ? " from slot " + std::to_string(e.slot) + " to be received"
+                                           : " to be received";
+        if (!atProgram)
+          atProgram = program.op;
+      }
+      why += (why.empty() ? "" : "; ") + ("stage " + std::to_string(stage) + " " + what +
+                                         " before " + e.where);
+    }
+    if (why.empty())
+      return success();
+    InFlightDiagnostic d = at ? at.emitError() : atProgram.emitError();
+    d << "the pipeline schedule deadlocks (sends posted, recvs blocking): " << why;
+    return failure();
   }
 
   void runOnOperation() override {
@@ -217,7 +361,7 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
                            << size[plan::kAxisPp];
         return signalPassFailure();
       }
-    if (failed(matchPointToPoint(programs)))
+    if (failed(matchPointToPoint(programs)) || failed(simulate(programs)))
       return signalPassFailure();
     if (programs.size() == 1)
       return; // one program for every rank: every group runs the same sequence

@@ -31,6 +31,8 @@ struct Lowering {
   DenseMap<Value, Value> buffers{}; // graph tensor -> plan buffer
   int64_t temps = 0;
   int64_t tp = 1; // the mesh's tp size (dist.sharding attributes refer to it)
+  int64_t stage = 0; // the pipeline stage this program runs
+  bool needsLoss = true; // @forward returns the loss; a stage may return nothing
 
   /// The dimension of `v` split over tp (-1: none), from its producer's sharding.
   static int64_t splitDim(Value v) {
@@ -115,7 +117,8 @@ struct Lowering {
                                      static_cast<plan_ir::InitKind>(p.getInit())),
           std, decay ? pb.getUnitAttr() : UnitAttr(), DenseI64ArrayAttr(),
           dim >= 0 ? pb.getDenseI64ArrayAttr(axes) : DenseI64ArrayAttr(),
-          dim >= 0 ? pb.getDenseI64ArrayAttr(global) : DenseI64ArrayAttr(), StringAttr());
+          dim >= 0 ? pb.getDenseI64ArrayAttr(global) : DenseI64ArrayAttr(), StringAttr(),
+          IntegerAttr());
       buffers[p.getResult()] = param.getValue();
       return success();
     }
@@ -392,9 +395,26 @@ struct Lowering {
       buffers[c.getResult()] = buf;
       return success();
     }
+    if (auto send = dyn_cast<dist::SendOp>(op)) {
+      createKernel(b, loc,
+                   plan::op::Send<Value>{.x = get(send.getInput()),
+                                         .axis = static_cast<int64_t>(send.getAxis()),
+                                         .peer = stage + send.getOffset()});
+      return success();
+    }
+    if (auto recv = dyn_cast<dist::RecvOp>(op)) {
+      Value x = define(recv.getResult(), loc, "recv");
+      createKernel(b, loc,
+                   plan::op::Recv<Value>{.x = x,
+                                         .axis = static_cast<int64_t>(recv.getAxis()),
+                                         .peer = stage + recv.getOffset()});
+      return success();
+    }
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      if (ret.getNumOperands() == 0 && !needsLoss)
+        return success(); // a stage without loss terms
       // The returned scalar (cross-entropy plus any MoE auxiliary losses) is the
-      // buffer the runtime reads as the step's loss.
+      // buffer the runtime reads as the step's (this stage's part of the) loss.
       Value loss = ret.getNumOperands() == 1 ? get(ret.getOperand(0)) : Value();
       auto def = loss ? loss.getDefiningOp<plan_ir::BufferOp>() : nullptr;
       if (!def || numElements(loss) != 1)
@@ -412,15 +432,9 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
     auto model = module->getAttrOfType<DictionaryAttr>(graph::kModelAttrName);
-    auto forward = module.lookupSymbol<func::FuncOp>("forward");
-    if (!model || !forward || forward.getNumArguments() != 2) {
-      module.emitError("expected a graph.model module with func.func @forward(tokens, targets)");
-      return signalPassFailure();
-    }
-    auto ids = cast<RankedTensorType>(forward.getArgument(0).getType());
-    auto vocab = model.getAs<IntegerAttr>("vocab");
-    if (!vocab) {
-      module.emitError("graph.model has no 'vocab'");
+    auto vocab = model ? model.getAs<IntegerAttr>("vocab") : nullptr;
+    if (!model || !vocab) {
+      module.emitError("expected a graph.model module (with 'vocab')");
       return signalPassFailure();
     }
     dist::MeshOp mesh = requireMesh(module, getArgument());
@@ -430,18 +444,84 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
       module.emitError() << "microbatches must be >= 1, got " << static_cast<int64_t>(microbatches);
       return signalPassFailure();
     }
+    // The functions to lower, by stage: @forward, or each stage's.
+    const int64_t pp = static_cast<int64_t>(mesh.getPp());
+    SmallVector<func::FuncOp> stages;
+    if (auto forward = module.lookupSymbol<func::FuncOp>("forward")) {
+      if (pp != 1 || forward.getNumArguments() != 2) {
+        module.emitError() << (pp != 1 ? "the mesh has pp = " + std::to_string(pp) +
+                                             ": run heiretsu-stage-cuts first"
+                                       : std::string("expected func.func @forward(tokens, "
+                                                     "targets)"));
+        return signalPassFailure();
+      }
+      stages.push_back(forward);
+    } else {
+      for (int64_t s = 0; s < pp; ++s) {
+        auto fn = module.lookupSymbol<func::FuncOp>("stage_" + std::to_string(s));
+        if (!fn) {
+          module.emitError() << "expected func.func @forward, or @stage_0 .. @stage_"
+                             << pp - 1 << " (heiretsu-stage-cuts); @stage_" << s << " is missing";
+          return signalPassFailure();
+        }
+        stages.push_back(fn);
+      }
+    }
+    // Parameter name -> (stage, plan.param) of each program holding it.
+    llvm::StringMap<SmallVector<std::pair<int64_t, plan_ir::ParamOp>, 2>> holders;
+    for (auto [s, fn] : llvm::enumerate(stages)) {
+      FailureOr<plan_ir::ProgramOp> program =
+          lowerFunction(module, fn, static_cast<int64_t>(s), mesh, vocab, pp > 1);
+      if (failed(program))
+        return signalPassFailure();
+      for (plan_ir::ParamOp p : paramsOf(*program))
+        holders[p.getName()].push_back({static_cast<int64_t>(s), p});
+    }
+    for (auto &[name, held] : holders) {
+      if (held.size() > 2) {
+        module.emitError() << "parameter '" << name.str() << "' is used on " << held.size()
+                           << " pipeline stages; a parameter may be shared by two (a tied "
+                              "embedding and head)";
+        return signalPassFailure();
+      }
+      if (held.size() == 2) {
+        Builder b(module.getContext());
+        held[0].second.setTiedStageAttr(b.getI64IntegerAttr(held[1].first));
+        held[1].second.setTiedStageAttr(b.getI64IntegerAttr(held[0].first));
+      }
+    }
+    for (func::FuncOp fn : stages)
+      fn.erase();
+  }
+
+  /// The plan.program of stage `stage` from its function (see Passes.td).
+  FailureOr<plan_ir::ProgramOp> lowerFunction(ModuleOp module, func::FuncOp fn, int64_t stage,
+                                              dist::MeshOp mesh, IntegerAttr vocab,
+                                              bool isStage) {
+    auto model = module->getAttrOfType<DictionaryAttr>(graph::kModelAttrName);
+    // The batch geometry: the model's, else (hand-written IR) the inputs' shape.
+    auto batch = model.getAs<IntegerAttr>("batch"), seq = model.getAs<IntegerAttr>("seq");
+    if ((!batch || !seq) && fn.getNumArguments() > 0) {
+      auto ids = cast<RankedTensorType>(fn.getArgument(0).getType());
+      OpBuilder b(module.getContext());
+      batch = b.getI64IntegerAttr(ids.getShape()[0]);
+      seq = b.getI64IntegerAttr(ids.getShape()[1]);
+    }
+    if (!batch || !seq) {
+      module.emitError("graph.model has no 'batch' or 'seq'");
+      return failure();
+    }
     OpBuilder mb(module.getBodyRegion());
     mb.setInsertionPointToEnd(module.getBody());
     auto program = plan_ir::ProgramOp::create(
-        mb, forward.getLoc(), model.getAs<StringAttr>("name"), mb.getI64IntegerAttr(0),
-        mb.getI64IntegerAttr(ids.getShape()[0]), mb.getI64IntegerAttr(microbatches),
-        mb.getI64IntegerAttr(ids.getShape()[1]), vocab, IntegerAttr(), IntegerAttr(),
-        IntegerAttr());
+        mb, fn.getLoc(), model.getAs<StringAttr>("name"), mb.getI64IntegerAttr(stage), batch,
+        mb.getI64IntegerAttr(microbatches), seq, vocab, IntegerAttr(), IntegerAttr(),
+        IntegerAttr(), IntegerAttr(), IntegerAttr());
     Block *body = new Block();
     program.getBody().push_back(body);
     OpBuilder pb = OpBuilder::atBlockEnd(body);
     auto unit = [&](StringRef name, plan_ir::UnitKind kind) {
-      auto u = plan_ir::UnitOp::create(pb, forward.getLoc(), pb.getStringAttr(name),
+      auto u = plan_ir::UnitOp::create(pb, fn.getLoc(), pb.getStringAttr(name),
                                        plan_ir::UnitKindAttr::get(pb.getContext(), kind));
       u.getBody().push_back(new Block());
       return u;
@@ -452,16 +532,21 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
 
     Lowering lowering{.program = program,
                       .b = OpBuilder::atBlockEnd(&fwd.getBody().front()),
-                      .tp = static_cast<int64_t>(mesh.getTp())};
-    auto idType = MemRefType::get(ids.getShape(), ids.getElementType());
-    lowering.buffers[forward.getArgument(0)] =
-        createBuffer(program, forward.getLoc(), "tokens", idType, "tokens");
-    lowering.buffers[forward.getArgument(1)] =
-        createBuffer(program, forward.getLoc(), "targets", idType, "targets");
-    for (Operation &op : forward.getBody().front())
+                      .tp = static_cast<int64_t>(mesh.getTp()),
+                      .stage = stage,
+                      .needsLoss = !isStage};
+    for (auto [i, arg] : llvm::enumerate(fn.getArguments())) {
+      // @forward's are (tokens, targets); a stage's say which they are.
+      auto role = fn.getArgAttrOfType<StringAttr>(i, graph::kInputAttrName);
+      StringRef io = role ? role.getValue() : (i == 0 ? "tokens" : "targets");
+      auto type = cast<RankedTensorType>(arg.getType());
+      lowering.buffers[arg] = createBuffer(program, fn.getLoc(), io, MemRefType::get(type.getShape(),
+                                           type.getElementType()), io);
+    }
+    for (Operation &op : fn.getBody().front())
       if (failed(lowering.lower(op, microbatches)))
-        return signalPassFailure();
-    forward.erase();
+        return failure();
+    return program;
   }
 };
 

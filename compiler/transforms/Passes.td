@@ -86,7 +86,13 @@ def CheckCollectivesPass : Pass<"heiretsu-check-collectives", "::mlir::ModuleOp"
     must be its group's size. Sends and recvs (between pipeline stages, axis pp)
     must pair up: for every two stages a and b, the sends of a to b and the recvs
     of b from a come in the same number and order with the same element counts;
-    a peer is another stage of the mesh.
+    a peer is another stage of the mesh. Then every stage's step is simulated
+    under the executor's semantics (runtime/exec/executor.h: a send is posted
+    and does not block, a recv blocks until its send is posted, a run on slot k
+    first waits until the sends posted from slot k are received, the units of
+    the step until every send is): a state where no stage can go on is a
+    deadlock, a compile error naming each blocked stage, what it waits for and
+    the run (unit and microbatch) it waits in.
 
     Rank r runs the plan.program whose `stage` is its pp coordinate (every stage
     needs one, and only one); rank coordinates follow the plan format's rule (tp
@@ -94,10 +100,59 @@ def CheckCollectivesPass : Pass<"heiretsu-check-collectives", "::mlir::ModuleOp"
   }];
 }
 
+def StageCutsPass : Pass<"heiretsu-stage-cuts", "::mlir::ModuleOp"> {
+  let summary = "Cut the layer stack into the mesh's pp pipeline stages";
+  let description = [{
+    After the tensor-parallel passes, with pp > 1 in `dist.mesh @world`: replaces
+    `func.func @forward` by one function per stage, `@stage_0` .. `@stage_{pp-1}`,
+    cut at layer boundaries (the frontend's `graph.layer` on every op of the
+    block). Stage s holds a contiguous run of layers; the first stage also the
+    embedding, the last the final norm, the head and the loss. With
+    `stage-layers` ("3,5,4": one count >= 1 per stage, summing to the model's
+    layers) the runs are exactly those; otherwise they are balanced by a cost
+    model, forward-plus-backward FLOPs per token (6 per GEMM weight element, the
+    attention's products, a few per element of the embedding and the loss),
+    minimizing the most expensive stage (the embedding counts on the first stage
+    and the head on the last, so those hold fewer layers when the head is large).
+
+    Each value used on a later stage is sent at the end of its stage
+    (`dist.send ... over pp offset 1`) and received at the start of the next
+    (`dist.recv ... over pp offset -1`, with the value's `dist.sharding`), through
+    every stage in between; the order of a boundary's values is the same on both
+    sides. Parameters are cloned into every stage that uses them (a tied
+    embedding and head into the first and the last: heiretsu-lower-to-plan marks
+    them `tied_stage`). The scalar loss is a sum of terms (cross-entropy, the MoE
+    auxiliary losses): each stage returns the sum of the terms it computes (or
+    nothing), so MoE layers on several stages keep their auxiliary losses, and
+    the runtime sums the stages' losses. A stage's arguments are the inputs it
+    reads, marked `graph.input = "tokens"` (first stage) or `"targets"` (last).
+
+    With pp = 1 the module is left unchanged. Errors: pp greater than the layers;
+    `stage-layers` with a count < 1, a sum other than the layers, or another
+    number of stages than pp (or given with pp = 1); `virtual-stages` other than
+    1 (interleaved placement is not built yet); a module without the mesh or
+    @forward.
+  }];
+  let dependentDialects = ["::heiretsu::dist::DistDialect"];
+  let options = [
+    Option<"stageLayers", "stage-layers", "std::string", "\"\"",
+           "layers per stage, e.g. 3,5,4 (default: balanced by the cost model)">,
+    Option<"virtualStages", "virtual-stages", "int64_t", "1",
+           "model chunks per stage (interleaved placement; only 1 is built)">,
+  ];
+}
+
 def LowerToPlanPass : Pass<"heiretsu-lower-to-plan", "::mlir::ModuleOp"> {
   let summary = "Lower the graph forward function to a plan.program of kernels";
   let description = [{
-    Turns `func.func @forward` of graph ops into a `plan.program` of stage 0:
+    Turns `func.func @forward` of graph ops into a `plan.program` of stage 0, or
+    each pipeline stage's `func.func @stage_S` (heiretsu-stage-cuts) into the
+    program of stage S, its `dist.send` / `dist.recv` into `send` / `recv`
+    kernels over pp to stage S + offset, its arguments into the "tokens" and
+    "targets" buffers their `graph.input` names, and its returned scalar (if
+    any) into the "loss" buffer. A parameter that two stages hold (a tied
+    embedding and head) gets `tied_stage` = the other stage on both.
+    For each function:
     every graph tensor becomes a `plan.buffer`, every `graph.param` a
     `plan.param` (a tp-sharded one with `split_axes` and `global_shape`), and
     every graph op one or more forward `plan.kernel`s in the unit "forward"
@@ -106,9 +161,9 @@ def LowerToPlanPass : Pass<"heiretsu-lower-to-plan", "::mlir::ModuleOp"> {
     the backward pass needs save their statistics in buffers of their own (norm
     mean/rstd, attention and cross-entropy log-sum-exp).
 
-    Preconditions: the module has a `graph.model` attribute, one @forward and
-    `dist.mesh @world`.
-    Postconditions: the function is gone; the program has the units "forward"
+    Preconditions: the module has a `graph.model` attribute, `dist.mesh @world`,
+    and either @forward (pp = 1) or @stage_0 .. @stage_{pp-1}.
+    Postconditions: the functions are gone; each program has the units "forward"
     (the kernels), "backward" and "update" (both empty), and no schedule; no buffer
     has an offset.
   }];
@@ -153,17 +208,26 @@ def OptimizerPass : Pass<"heiretsu-optimizer", "::heiretsu::plan_ir::ProgramOp">
 }
 
 def PlanMemoryPass : Pass<"heiretsu-plan-memory", "::heiretsu::plan_ir::ProgramOp"> {
-  let summary = "Assign arena offsets by liveness; record the peak";
+  let summary = "Assign arena offsets by liveness, per activation slot; record the peak";
   let description = [{
-    Parameters, their gradients and moments live for the whole program and are
-    laid out first. Every other buffer lives from the first to the last kernel
-    that touches it, positions counting over the units in program order (forward,
-    backward, update: one microbatch's, as every run reuses the same buffers; the
-    microbatch inputs and the loss for the whole step) and
-    is placed, largest first, at the lowest 64-byte-aligned offset that overlaps
-    no buffer alive at the same time, so dead buffers' space is reused. Sets
-    `offset` on buffers, `offsets` on parameters, and `arena_bytes`,
-    `param_bytes` and `activation_bytes` on the program.
+    After heiretsu-schedule. Parameters, their gradients and moments live for
+    the whole program and are laid out first. Every other buffer lives from the
+    first to the last kernel that touches it, positions counting over the units
+    in program order (forward, backward, comm, update: one microbatch's, as every
+    run of a unit reuses its buffers; the microbatch inputs and the loss for the
+    whole step), and is placed, largest first, at the lowest 64-byte-aligned
+    offset that overlaps no buffer alive at the same time. A buffer that is sent
+    to another stage stays alive to the end of the microbatch's units (or of its
+    unit of the step): the send completes in the background.
+
+    When the schedule keeps several microbatches' activations at once (its runs'
+    `slot`s: a pipeline stage), the buffers a microbatch carries between its
+    units (touched by two per-microbatch units, or sent) are `slotted`: they are
+    planned by the same rule in a region of `slot_bytes`, which the arena holds
+    `slots` times, after the other buffers (live within one run, shared by all).
+    Sets `offset` (and `slotted`) on buffers, `offsets` on parameters, and
+    `arena_bytes`, `param_bytes`, `activation_bytes` (and `slots`, `slot_bytes`
+    when there are several) on the program.
   }];
 }
 
@@ -213,28 +277,36 @@ def Zero1Pass : Pass<"heiretsu-zero1", "::heiretsu::plan_ir::ProgramOp"> {
 def SchedulePass : Pass<"heiretsu-schedule", "::heiretsu::plan_ir::ProgramOp"> {
   let summary = "Write the program's plan.schedule: the order of a step's units";
   let description = [{
-    Orders the runs of the program's units in one optimizer step: for every
-    microbatch m in 0 .. microbatches - 1, its per-microbatch units (forward,
-    then backward) in program order, each `plan.run "<unit>" microbatch m`; then
-    the units of the step (comm, update) in program order, once each. With one
-    pipeline stage (pp = 1 in `dist.mesh @world`) this is 1F1B: each
-    microbatch's backward follows its forward, there is no bubble, and the memory
-    plan holds one microbatch's activations.
+    Orders the runs of the program's units in one optimizer step by the pipeline
+    schedule `schedule` for the program's stage of the mesh's pp (one file each
+    under schedules/):
+    - `1f1b` (default): stage s runs min(pp - s - 1, M) warm-up forwards, then
+      one forward and one backward alternately, then the remaining backwards;
+      it keeps at most pp - s microbatches' activations. With pp = 1 this is each
+      microbatch's forward followed by its backward;
+    - `gpipe`: every forward, then every backward; it keeps all M.
+    Each forward (backward) becomes a run of every forward (backward-kind) unit,
+    in program order, `plan.run "<unit>" microbatch m slot k`: a microbatch takes
+    the lowest free activation slot at its forward and frees it after its
+    backward (slot 0 is not printed). Then the units of the step (comm, update)
+    run once each, in program order. Memory planning reads the slots.
 
-    After:
+    After (pp = 2, stage 0, M = 2, 1f1b):
       plan.schedule {
         plan.run "forward" microbatch 0
+        plan.run "forward" microbatch 1 slot 1
         plan.run "backward" microbatch 0
-        ...
+        plan.run "backward" microbatch 1 slot 1
         plan.run "update"
       }
 
-    Errors: no mesh; pp > 1 or a `schedule` other than 1f1b (not built yet); a
-    program that already has a schedule or has no forward or backward unit.
+    Errors: no mesh; an unknown `schedule` or one not built yet (interleaved,
+    zb-h1); a program that already has a schedule or lacks a forward or a
+    backward unit.
   }];
   let options = [
     Option<"schedule", "schedule", "std::string", "\"1f1b\"",
-           "the pipeline schedule: 1f1b (gpipe, interleaved, zb-h1: not built yet)">,
+           "the pipeline schedule: 1f1b or gpipe (interleaved, zb-h1: not built yet)">,
   ];
 }
 

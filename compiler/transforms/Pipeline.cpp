@@ -14,6 +14,10 @@ void buildCompilePipeline(mlir::OpPassManager &pm, const CompilePipelineOptions 
   InsertCollectivesPassOptions insert;
   insert.sequenceParallel = options.sequenceParallel;
   pm.addPass(createInsertCollectivesPass(insert));
+  StageCutsPassOptions cuts;
+  cuts.stageLayers = options.stageLayers;
+  cuts.virtualStages = options.virtualStages;
+  pm.addPass(createStageCutsPass(cuts));
   LowerToPlanPassOptions lower;
   lower.microbatches = options.microbatches;
   pm.addPass(createLowerToPlanPass(lower));
@@ -27,10 +31,11 @@ void buildCompilePipeline(mlir::OpPassManager &pm, const CompilePipelineOptions 
     buckets.bucketBytes = options.bucketBytes;
     program.addPass(createDataParallelPass(buckets));
   }
-  program.addPass(createPlanMemoryPass());
   SchedulePassOptions schedule;
   schedule.schedule = options.schedule;
   program.addPass(createSchedulePass(schedule));
+  // The schedule says how many microbatches' activations the stage keeps.
+  program.addPass(createPlanMemoryPass());
   // Every rank's collectives must match before anything runs.
   pm.addPass(createCheckCollectivesPass());
 }

@@ -36,14 +36,21 @@ struct CompilePipelineOptions : mlir::PassPipelineOptions<CompilePipelineOptions
   Option<std::string> schedule{*this, "schedule",
                                llvm::cl::desc("the pipeline schedule (heiretsu-schedule)"),
                                llvm::cl::init("1f1b")};
+  Option<std::string> stageLayers{*this, "stage-layers",
+                                  llvm::cl::desc("layers per pipeline stage, e.g. 3,5,4 "
+                                                 "(heiretsu-stage-cuts; default balanced)"),
+                                  llvm::cl::init("")};
+  Option<int64_t> virtualStages{*this, "virtual-stages",
+                                llvm::cl::desc("model chunks per pipeline stage"),
+                                llvm::cl::init(1)};
 };
 
 /// Adds the compile pipeline to `pm` (anchored on builtin.module):
 ///   heiretsu-shard-propagation, heiretsu-insert-collectives (no-ops at tp = 1),
-///   heiretsu-lower-to-plan, then per plan.program heiretsu-autodiff,
-///   heiretsu-optimizer, heiretsu-zero1 (zero = 1) or heiretsu-dp-grad-reduce
-///   (no-ops at dp = 1), heiretsu-plan-memory, heiretsu-schedule; then
-///   heiretsu-check-collectives.
+///   heiretsu-stage-cuts (a no-op at pp = 1), heiretsu-lower-to-plan, then per
+///   plan.program heiretsu-autodiff, heiretsu-optimizer, heiretsu-zero1 (zero = 1)
+///   or heiretsu-dp-grad-reduce (no-ops at dp = 1), heiretsu-schedule,
+///   heiretsu-plan-memory; then heiretsu-check-collectives.
 void buildCompilePipeline(mlir::OpPassManager &pm, const CompilePipelineOptions &options);
 
 /// Registers `heiretsu-compile-pipeline` (for heiretsu-opt).

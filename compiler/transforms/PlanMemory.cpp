@@ -1,13 +1,10 @@
-//===- PlanMemory.cpp - arena offsets by liveness --------------------------===//
+//===- PlanMemory.cpp - arena offsets by liveness, per activation slot ----===//
 //
-// Parameters (value, grad, moments) first, contiguous; then every other buffer by
-// greedy first-fit, largest first, against the buffers whose live ranges overlap
-// its own. Live ranges are in instruction positions over the units in program
-// order (forward, backward, update). That is the step's liveness as long as a
-// microbatch's backward runs before the next microbatch's forward (the one-stage
-// schedule of heiretsu-schedule): every run reuses the same buffers. The
-// microbatch inputs and the loss are live throughout (the runtime writes and
-// reads them around the units).
+// See Passes.td. Parameters (value, grad, moments) first, contiguous; then the
+// buffers live within one run (and, with one slot, every other), then `slots`
+// copies of the slotted region. Within a region: greedy first-fit, largest
+// first, against the buffers whose live ranges overlap its own, live ranges in
+// instruction positions over the units in program order.
 //
 //===----------------------------------------------------------------------===//
 
@@ -33,7 +30,39 @@ struct Interval {
   int64_t bytes;
   int64_t first = INT64_MAX, last = -1;
   int64_t offset = -1;
+  SmallVector<Operation *, 2> microbatchUnits; // the per-microbatch units touching it
+  bool sent = false;
 };
+
+/// Places `intervals` from `base` (largest first, lowest fitting offset); returns
+/// the end of the highest.
+int64_t place(ArrayRef<Interval *> intervals, int64_t base) {
+  SmallVector<Interval *> order(intervals.begin(), intervals.end());
+  // Ties by first use for a stable, readable layout.
+  std::stable_sort(order.begin(), order.end(), [](Interval *a, Interval *c) {
+    return a->bytes != c->bytes ? a->bytes > c->bytes : a->first < c->first;
+  });
+  SmallVector<Interval *> placed;
+  int64_t end = base;
+  for (Interval *iv : order) {
+    // The address ranges taken by overlapping live buffers, sorted.
+    SmallVector<std::pair<int64_t, int64_t>> taken;
+    for (Interval *other : placed)
+      if (other->first <= iv->last && iv->first <= other->last)
+        taken.push_back({other->offset, other->offset + other->bytes});
+    llvm::sort(taken);
+    int64_t offset = base;
+    for (auto [lo, hi] : taken) {
+      if (offset + iv->bytes <= lo)
+        break;
+      offset = std::max(offset, hi);
+    }
+    iv->offset = offset;
+    end = std::max(end, offset + iv->bytes);
+    placed.push_back(iv);
+  }
+  return end;
+}
 
 struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
   void runOnOperation() override {
@@ -56,18 +85,36 @@ struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
     }
     const int64_t paramBytes = cursor;
 
-    int64_t position = 0;
-    program.walk([&](plan_ir::KernelOp k) {
-      for (Value v : k.getBuffers()) {
-        auto it = index.find(v);
-        if (it == index.end())
-          continue;
-        Interval &iv = intervals[it->second];
-        iv.first = std::min(iv.first, position);
-        iv.last = std::max(iv.last, position);
+    // Live ranges; where each unit ends; the end of the per-microbatch units.
+    int64_t position = 0, microbatchEnd = -1;
+    for (auto unit : program.getBody().front().getOps<plan_ir::UnitOp>()) {
+      SmallVector<Interval *> sentHere;
+      for (auto k : unit.getBody().front().getOps<plan_ir::KernelOp>()) {
+        const bool send = k.getName() == plan::op::Send<Value>::kName;
+        for (Value v : k.getBuffers()) {
+          auto it = index.find(v);
+          if (it == index.end())
+            continue;
+          Interval &iv = intervals[it->second];
+          iv.first = std::min(iv.first, position);
+          iv.last = std::max(iv.last, position);
+          if (unit.isPerMicrobatch() && !llvm::is_contained(iv.microbatchUnits, unit))
+            iv.microbatchUnits.push_back(unit);
+          if (send) {
+            iv.sent = true;
+            sentHere.push_back(&iv);
+          }
+        }
+        ++position;
       }
-      ++position;
-    });
+      // A send completes in the background: by the end of its unit of the step;
+      // a microbatch's, by the end of the microbatch's units (below).
+      if (!unit.isPerMicrobatch())
+        for (Interval *iv : sentHere)
+          iv->last = std::max(iv->last, position - 1);
+      if (unit.isPerMicrobatch())
+        microbatchEnd = std::max(microbatchEnd, position - 1);
+    }
     for (Interval &iv : intervals) {
       if (iv.op.getIo()) { // written before and read after the stream
         iv.first = 0;
@@ -75,38 +122,38 @@ struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
       } else if (iv.last < 0) {
         iv.first = iv.last = 0; // unused: still gets a (harmless) slot
       }
+      if (iv.sent && !iv.microbatchUnits.empty())
+        iv.last = std::max(iv.last, microbatchEnd);
     }
 
-    // Largest first; ties by first use for a stable, readable layout.
-    SmallVector<Interval *> order;
-    for (Interval &iv : intervals)
-      order.push_back(&iv);
-    std::stable_sort(order.begin(), order.end(), [](Interval *a, Interval *c) {
-      return a->bytes != c->bytes ? a->bytes > c->bytes : a->first < c->first;
-    });
-    SmallVector<Interval *> placed;
-    int64_t peak = paramBytes;
-    for (Interval *iv : order) {
-      // Gather the address ranges taken by overlapping live buffers, sorted.
-      SmallVector<std::pair<int64_t, int64_t>> taken;
-      for (Interval *other : placed)
-        if (other->first <= iv->last && iv->first <= other->last)
-          taken.push_back({other->offset, other->offset + other->bytes});
-      llvm::sort(taken);
-      int64_t offset = paramBytes;
-      for (auto [lo, hi] : taken) {
-        if (offset + iv->bytes <= lo)
-          break;
-        offset = std::max(offset, hi);
-      }
-      iv->offset = offset;
-      iv->op.setOffsetAttr(b.getI64IntegerAttr(offset));
-      peak = std::max(peak, offset + iv->bytes);
-      placed.push_back(iv);
+    // The schedule's slots: the most microbatches it keeps at once.
+    int64_t slots = 1;
+    for (auto schedule : program.getBody().front().getOps<plan_ir::ScheduleOp>())
+      for (auto run : schedule.getBody().front().getOps<plan_ir::RunOp>())
+        slots = std::max<int64_t>(slots, static_cast<int64_t>(run.getSlot().value_or(0)) + 1);
+
+    SmallVector<Interval *> shared, slotted;
+    for (Interval &iv : intervals) {
+      const bool carried =
+          iv.microbatchUnits.size() >= 2 || (iv.sent && !iv.microbatchUnits.empty());
+      (slots > 1 && carried ? slotted : shared).push_back(&iv);
     }
+    const int64_t sharedEnd = place(shared, paramBytes);
+    const int64_t slotBytes = alignUp(place(slotted, 0));
+    for (Interval *iv : shared)
+      iv->op.setOffsetAttr(b.getI64IntegerAttr(iv->offset));
+    for (Interval *iv : slotted) {
+      iv->op.setOffsetAttr(b.getI64IntegerAttr(sharedEnd + iv->offset));
+      iv->op.setSlottedAttr(b.getUnitAttr());
+    }
+    const int64_t peak = sharedEnd + (slotted.empty() ? 0 : slots * slotBytes);
     program.setArenaBytesAttr(b.getI64IntegerAttr(peak));
     program.setParamBytesAttr(b.getI64IntegerAttr(paramBytes));
     program.setActivationBytesAttr(b.getI64IntegerAttr(peak - paramBytes));
+    if (slots > 1) {
+      program.setSlotsAttr(b.getI64IntegerAttr(slots));
+      program.setSlotBytesAttr(b.getI64IntegerAttr(slotBytes));
+    }
   }
 };
 

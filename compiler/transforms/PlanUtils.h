@@ -116,7 +116,8 @@ inline mlir::Value createBuffer(plan_ir::ProgramOp program, mlir::Location loc,
     b.setInsertionPointToEnd(&body);
   auto buffer = plan_ir::BufferOp::create(b, loc, type, b.getStringAttr(name),
                                           io.empty() ? mlir::StringAttr() : b.getStringAttr(io),
-                                          mlir::IntegerAttr(), mlir::StringAttr());
+                                          mlir::IntegerAttr(), mlir::StringAttr(),
+                                          mlir::UnitAttr());
   return buffer.getBuffer();
 }
 
@@ -236,13 +237,19 @@ inline llvm::SmallVector<plan_ir::ParamOp> paramsOf(plan_ir::ProgramOp program) 
 
 /// The gradient-norm instructions of the update unit: one over the gradients
 /// of whole parameters, one (tp_sharded) over those of tp blocks, whose sum of
-/// squares the runtime sums over tp. `sharded`: ZeRO-1 dp shards.
+/// squares the runtime sums over tp (and over pp). `sharded`: ZeRO-1 dp shards.
+/// A parameter tied to a lower stage (`tied_stage`) is counted there only.
 inline void createGradNorm(mlir::OpBuilder &b, mlir::Location loc,
                            llvm::ArrayRef<plan_ir::ParamOp> params, bool sharded) {
   plan::op::GradNormSq<mlir::Value> whole{.sharded = sharded ? 1 : 0},
       blocks{.sharded = sharded ? 1 : 0, .tp_sharded = 1};
-  for (plan_ir::ParamOp p : params)
+  for (plan_ir::ParamOp p : params) {
+    auto program = p->getParentOfType<plan_ir::ProgramOp>();
+    if (mlir::IntegerAttr tied = p.getTiedStageAttr();
+        tied && program && tied.getInt() < program.getStageAttr().getInt())
+      continue;
     (p.isSplitOver(plan::kAxisTp) ? blocks : whole).buffers.push_back(p.getGrad());
+  }
   if (!whole.buffers.empty())
     createKernel(b, loc, whole);
   if (!blocks.buffers.empty())

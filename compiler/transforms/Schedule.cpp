@@ -1,13 +1,20 @@
 //===- Schedule.cpp - the order of a step's units --------------------------===//
 //
-// See Passes.td. Writes the program's plan.schedule: for every microbatch, its
-// units that run per microbatch (forward, then backward) in program order, then
-// the units of the step (comm, update) in program order.
+// See Passes.td. The pipeline schedule (schedules/: one file each) orders the
+// stage's forward and backward passes; each becomes runs of the program's units
+// of that kind, in program order. A microbatch takes the lowest free activation
+// slot at its first run and frees it after its last; the program's slots are the
+// most it ever holds. The units of the step (comm, update) follow, in program
+// order.
 //
 //===----------------------------------------------------------------------===//
 
 #include "compiler/transforms/Passes.h"
 #include "compiler/transforms/PlanUtils.h"
+#include "compiler/transforms/schedules/Schedules.h"
+
+#include <map>
+#include <set>
 
 using namespace mlir;
 
@@ -25,19 +32,21 @@ struct SchedulePass : impl::SchedulePassBase<SchedulePass> {
     std::optional<ProgramInputs> in = requireProgramInputs(program, getArgument());
     if (!in)
       return signalPassFailure();
-    dist::MeshOp mesh = in->mesh;
+    const int64_t pp = static_cast<int64_t>(in->mesh.getPp());
+    const int64_t stage = program.getStage();
+    const int64_t microbatches = program.getMicrobatches();
     std::string name = schedule;
-    if (name != "1f1b") {
-      bool known = name == "gpipe" || name == "interleaved" || name == "zb-h1";
+    std::vector<schedules::Step> order;
+    if (name == "1f1b") {
+      order = schedules::oneFOneB(pp, stage, microbatches);
+    } else if (name == "gpipe") {
+      order = schedules::gpipe(pp, stage, microbatches);
+    } else {
+      bool known = name == "interleaved" || name == "zb-h1";
       program.emitError() << "schedule '" << name << "' "
-                          << (known ? "is not built yet; use schedule=1f1b"
-                                    : "is unknown; expected 1f1b (gpipe, interleaved and "
+                          << (known ? "is not built yet; use 1f1b or gpipe"
+                                    : "is unknown; expected 1f1b or gpipe (interleaved and "
                                       "zb-h1 are not built yet)");
-      return signalPassFailure();
-    }
-    if (mesh.getPp() != 1) {
-      program.emitError() << "pipeline schedules for pp = " << mesh.getPp()
-                          << " are not built yet; heiretsu-schedule orders one stage (pp = 1)";
       return signalPassFailure();
     }
     Block &body = program.getBody().front();
@@ -45,11 +54,17 @@ struct SchedulePass : impl::SchedulePassBase<SchedulePass> {
       program.emitError("the program already has a plan.schedule");
       return signalPassFailure();
     }
-    SmallVector<plan_ir::UnitOp> perMicrobatch, perStep;
-    for (plan_ir::UnitOp unit : body.getOps<plan_ir::UnitOp>())
-      (unit.isPerMicrobatch() ? perMicrobatch : perStep).push_back(unit);
-    if (perMicrobatch.empty()) {
-      program.emitError("the program has no forward or backward unit to schedule");
+    SmallVector<plan_ir::UnitOp> forwards, backwards, perStep;
+    for (plan_ir::UnitOp unit : body.getOps<plan_ir::UnitOp>()) {
+      if (!unit.isPerMicrobatch())
+        perStep.push_back(unit);
+      else if (unit.getKind() == plan_ir::UnitKind::forward)
+        forwards.push_back(unit);
+      else
+        backwards.push_back(unit);
+    }
+    if (forwards.empty() || backwards.empty()) {
+      program.emitError("the program needs a forward and a backward unit to schedule");
       return signalPassFailure();
     }
     OpBuilder b = OpBuilder::atBlockEnd(&body);
@@ -57,14 +72,28 @@ struct SchedulePass : impl::SchedulePassBase<SchedulePass> {
     auto sched = plan_ir::ScheduleOp::create(b, loc);
     sched.getBody().push_back(new Block());
     b.setInsertionPointToEnd(&sched.getBody().front());
-    // One stage: 1F1B is each microbatch's forward then its backward (the memory
-    // plan holds one microbatch's activations), and no bubble.
-    for (int64_t m = 0, n = static_cast<int64_t>(program.getMicrobatches()); m < n; ++m)
-      for (plan_ir::UnitOp unit : perMicrobatch)
-        plan_ir::RunOp::create(b, loc, unit.getNameAttr(), b.getI64IntegerAttr(m),
-                               IntegerAttr());
+    std::set<int64_t> free;
+    std::map<int64_t, int64_t> slotOf;
+    int64_t slots = 0;
+    for (const schedules::Step &step : order) {
+      const bool forward = step.pass == schedules::Pass::forward;
+      auto [it, first] = slotOf.try_emplace(step.microbatch, 0);
+      if (first) {
+        if (free.empty())
+          free.insert(slots++);
+        it->second = *free.begin();
+        free.erase(free.begin());
+      }
+      const int64_t slot = it->second;
+      for (plan_ir::UnitOp unit : forward ? forwards : backwards)
+        plan_ir::RunOp::create(b, loc, unit.getNameAttr(), b.getI64IntegerAttr(step.microbatch),
+                               IntegerAttr(), slot ? b.getI64IntegerAttr(slot) : IntegerAttr());
+      if (!forward) // its last pass: the slot is free again
+        free.insert(slot);
+    }
     for (plan_ir::UnitOp unit : perStep)
-      plan_ir::RunOp::create(b, loc, unit.getNameAttr(), IntegerAttr(), IntegerAttr());
+      plan_ir::RunOp::create(b, loc, unit.getNameAttr(), IntegerAttr(), IntegerAttr(),
+                             IntegerAttr());
   }
 };
 

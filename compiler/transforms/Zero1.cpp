@@ -42,7 +42,7 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
                                         p.getNameAttr(), p.getInitAttr(), p.getStdAttr(),
                                         p.getDecayAttr(), DenseI64ArrayAttr(),
                                         p.getSplitAxesAttr(), p.getGlobalShapeAttr(),
-                                        p.getGradReduceAttr());
+                                        p.getGradReduceAttr(), p.getTiedStageAttr());
       p.getValue().replaceAllUsesWith(q.getValue());
       p.getGrad().replaceAllUsesWith(q.getGrad());
       sharded.push_back(q);

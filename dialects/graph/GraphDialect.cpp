@@ -7,6 +7,7 @@
 
 #include "dialects/graph/GraphDialect.h"
 
+
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/DialectImplementation.h"
@@ -14,6 +15,7 @@
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
+#include <map>
 
 using namespace mlir;
 using namespace heiretsu::graph;
@@ -32,9 +34,17 @@ void GraphDialect::initialize() {
 }
 
 /// `graph.model` on a module: a dictionary with a string `name`; every
-/// `graph.param` in the module has a distinct name.
+/// `graph.param` of one function has a distinct name (pipeline stages' functions
+/// may each hold the same parameter: a tied embedding and head). `graph.layer`
+/// on an op: a layer index >= 0.
 LogicalResult GraphDialect::verifyOperationAttribute(Operation *op,
                                                      NamedAttribute attr) {
+  if (attr.getName() == kLayerAttrName) {
+    auto layer = dyn_cast<IntegerAttr>(attr.getValue());
+    if (!layer || layer.getInt() < 0)
+      return op->emitError() << "'" << kLayerAttrName << "' must be a layer index >= 0";
+    return success();
+  }
   if (attr.getName() != kModelAttrName)
     return op->emitError() << "unknown graph dialect attribute '"
                            << attr.getName() << "'";
@@ -45,9 +55,10 @@ LogicalResult GraphDialect::verifyOperationAttribute(Operation *op,
   if (!dict || !isa_and_nonnull<StringAttr>(dict.get("name")))
     return op->emitError() << "'" << kModelAttrName
                            << "' must be a dictionary with a string 'name'";
-  llvm::StringMap<ParamOp> seen;
+  std::map<std::pair<Operation *, std::string>, ParamOp> seen;
   WalkResult result = op->walk([&](ParamOp param) {
-    auto [it, inserted] = seen.try_emplace(param.getName(), param);
+    auto [it, inserted] =
+        seen.try_emplace({param->getParentOp(), param.getName().str()}, param);
     if (inserted)
       return WalkResult::advance();
     InFlightDiagnostic diag = param.emitOpError()
@@ -57,6 +68,19 @@ LogicalResult GraphDialect::verifyOperationAttribute(Operation *op,
     return WalkResult::interrupt();
   });
   return failure(result.wasInterrupted());
+}
+
+/// `graph.input` on a function argument (a pipeline stage's): "tokens" or
+/// "targets".
+LogicalResult GraphDialect::verifyRegionArgAttribute(Operation *op, unsigned, unsigned,
+                                                     NamedAttribute attr) {
+  auto role = dyn_cast<StringAttr>(attr.getValue());
+  if (attr.getName() != kInputAttrName)
+    return op->emitError() << "unknown graph dialect argument attribute '" << attr.getName()
+                           << "'";
+  if (!role || (role.getValue() != "tokens" && role.getValue() != "targets"))
+    return op->emitError() << "'" << kInputAttrName << "' must be \"tokens\" or \"targets\"";
+  return success();
 }
 
 //===----------------------------------------------------------------------===//

@@ -25,6 +25,14 @@ namespace heiretsu::graph {
 /// Name of the module attribute (a dictionary) holding the model's name and
 /// resolved hyperparameters.
 inline constexpr llvm::StringLiteral kModelAttrName = "graph.model";
+/// Name of the i64 attribute the frontend sets on every op of the block's layer i
+/// (absent on the ops before the block, the embedding, and after it, the final
+/// norm, the head and the loss): pipeline stage cuts fall between layers.
+inline constexpr llvm::StringLiteral kLayerAttrName = "graph.layer";
+/// Name of the argument attribute of a pipeline stage's function
+/// (heiretsu-stage-cuts: func.func @stage_S) saying which input the argument is:
+/// "tokens" or "targets". @forward's arguments are (tokens, targets) without it.
+inline constexpr llvm::StringLiteral kInputAttrName = "graph.input";
 } // namespace heiretsu::graph
 
 #endif // HEIRETSU_DIALECTS_GRAPH_GRAPHDIALECT_H

@@ -29,6 +29,7 @@ def Graph_Dialect : Dialect {
     parameter name is unique within a module (checked on the `graph.model` attribute).
   }];
   let hasOperationAttrVerify = 1;
+  let hasRegionArgAttrVerify = 1;
 }
 
 class Graph_Op<string mnemonic, list<Trait> traits = []>

@@ -79,6 +79,11 @@ LogicalResult ProgramOp::verify() {
   llvm::StringMap<Operation *> io;
   llvm::StringSet<> units;
   std::optional<int64_t> arena = getArenaBytes();
+  const int64_t slots = getSlotsAttr() ? getSlotsAttr().getInt() : 1;
+  const int64_t slotBytes = getSlotBytesAttr() ? getSlotBytesAttr().getInt() : 0;
+  if (getSlots().has_value() != getSlotBytes().has_value() || slots < 1 || slotBytes < 0)
+    return emitOpError("(C8) slots must be >= 1 and come with slot_bytes >= 0");
+  const int64_t extraSlots = slots - 1;
   for (Operation &op : getBody().front()) {
     if (auto buffer = dyn_cast<BufferOp>(op)) {
       if (part != 0)
@@ -89,9 +94,11 @@ LogicalResult ProgramOp::verify() {
       if (arena) {
         std::optional<int64_t> offset = buffer.getOffset();
         int64_t bytes = numElements(buffer) * 4;
-        if (!offset || *offset < 0 || *offset + bytes > *arena)
+        // A slotted buffer's last copy must fit too.
+        int64_t last = buffer.getSlotted() ? extraSlots * slotBytes : 0;
+        if (!offset || *offset < 0 || *offset + last + bytes > *arena)
           return op.emitOpError("(C5) buffer must have an offset inside the arena of ")
-                 << *arena << " bytes";
+                 << *arena << " bytes" << (last ? " (every slot's copy)" : "");
       }
     } else if (auto param = dyn_cast<ParamOp>(op)) {
       if (part != 0)
@@ -123,10 +130,9 @@ LogicalResult ProgramOp::verify() {
   }
   if (part == 0)
     return emitOpError("(C1) needs at least one plan.unit");
-  if (io.count("targets") != io.count("loss"))
-    return emitOpError("(C3) a program with a loss needs its targets and one with targets "
-                       "its loss; this one has only io = \"")
-           << (io.count("loss") ? "loss" : "targets") << "\"";
+  if (io.count("targets") && !io.count("loss"))
+    return emitOpError("(C3) a program with targets needs its loss; this one has only "
+                       "io = \"targets\"");
   return success();
 }
 
@@ -155,6 +161,16 @@ LogicalResult ScheduleOp::verifyRegions() {
   size_t forwardUnits = 0;
   for (auto unit : program.getBody().front().getOps<UnitOp>())
     forwardUnits += unit.getKind() == UnitKind::forward;
+  // (C4) Per (chunk, microbatch): its slot and how many of its runs are left; per
+  // slot: the (chunk, microbatch) holding it.
+  std::optional<int64_t> slots;
+  if (IntegerAttr attr = program.getSlotsAttr())
+    slots = attr.getInt();
+  std::map<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>> slotOf;
+  std::map<int64_t, std::pair<int64_t, int64_t>> holder;
+  size_t microbatchUnits = 0;
+  for (auto unit : program.getBody().front().getOps<UnitOp>())
+    microbatchUnits += unit.isPerMicrobatch();
   for (Operation &op : getBody().front()) {
     auto run = dyn_cast<RunOp>(op);
     if (!run)
@@ -164,6 +180,27 @@ LogicalResult ScheduleOp::verifyRegions() {
       return success(); // RunOp's own verifier reports it
     std::pair<int64_t, int64_t> key{run.getChunk() ? run.getChunkAttr().getInt() : 0,
                                     run.getMicrobatch() ? run.getMicrobatchAttr().getInt() : -1};
+    if (slots && unit.isPerMicrobatch()) {
+      int64_t slot = run.getSlot() ? run.getSlotAttr().getInt() : 0;
+      if (slot >= *slots)
+        return run.emitOpError("(C4) slot ")
+               << slot << " of microbatch " << key.second << " is outside the program's "
+               << *slots << " slots";
+      auto [it, first] = slotOf.try_emplace(key, slot, static_cast<int64_t>(microbatchUnits));
+      if (first) {
+        auto [h, free] = holder.try_emplace(slot, key);
+        if (!free)
+          return run.emitOpError("(C4) microbatch ")
+                 << key.second << " takes slot " << slot << " while microbatch "
+                 << h->second.second << " (chunk " << h->second.first << ") still holds it";
+      } else if (it->second.first != slot) {
+        return run.emitOpError("(C4) microbatch ")
+               << key.second << " runs on slot " << slot << ", its forward on slot "
+               << it->second.first;
+      }
+      if (--it->second.second == 0)
+        holder.erase(slot);
+    }
     int64_t count = ++runs[unit][key];
     if (count > 1)
       return run.emitOpError("(C2) unit \"")
@@ -220,6 +257,9 @@ LogicalResult RunOp::verify() {
            << *m << " is outside [0, " << program.getMicrobatches() << ")";
   if (c && *c < 0)
     return emitOpError("(C3) chunk must be >= 0, got ") << *c;
+  if (IntegerAttr slot = getSlotAttr(); slot && (!m || slot.getInt() < 0))
+    return emitOpError(m ? "(C3) slot must be >= 0, got " + std::to_string(slot.getInt())
+                         : std::string("(C3) a unit of the step takes no slot"));
   return success();
 }
 
@@ -259,6 +299,11 @@ LogicalResult ParamOp::verify() {
     return emitOpError("(C3) offsets must have 4 entries");
   if (std::optional<StringRef> r = getGradReduce(); r && *r != "tp")
     return emitOpError("(C5) grad_reduce must be \"tp\", got \"") << *r << "\"";
+  if (IntegerAttr tied = getTiedStageAttr()) {
+    auto program = (*this)->getParentOfType<ProgramOp>();
+    if (tied.getInt() < 0 || (program && tied.getInt() == program.getStageAttr().getInt()))
+      return emitOpError("(C6) tied_stage must be another pipeline stage, got ") << tied.getInt();
+  }
   std::optional<ArrayRef<int64_t>> axes = getSplitAxes();
   std::optional<ArrayRef<int64_t>> global = getGlobalShape();
   if (axes.has_value() != global.has_value())

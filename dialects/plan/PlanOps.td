@@ -70,19 +70,24 @@ def Plan_ProgramOp : Plan_Op<"program", [IsolatedFromAbove, NoTerminator,
     - (C1) the body holds `plan.buffer` and `plan.param` ops, then one or more
       `plan.unit`s, then at most one `plan.schedule`, in that order.
     - (C2) at most one buffer each has io = "tokens", "targets" and "loss".
-    - (C3) a program has a "loss" buffer exactly when it has a "targets" one.
+    - (C3) a program with a "targets" buffer has a "loss" one (a stage may have a
+      loss without targets: the auxiliary losses of its MoE layers).
     - (C4) `micro_batch_size`, `microbatches`, `seq` and `vocab` are positive.
     - (C5) when `arena_bytes` is present (after memory planning) every buffer has
       an `offset` and fits in the arena.
     - (C6) `stage` is >= 0, and below the `pp` of the module's `dist.mesh @world`
       when the program sits in a module that has one.
     - (C7) unit names are unique within the program.
+    - (C8) `slots` (set by memory planning: the microbatches whose activations
+      the schedule keeps at once) is >= 1, and `slot_bytes` is present with it.
   }];
   let arguments = (ins StrAttr:$model, I64Attr:$stage, I64Attr:$micro_batch_size,
                        I64Attr:$microbatches, I64Attr:$seq, I64Attr:$vocab,
                        OptionalAttr<I64Attr>:$arena_bytes,
                        OptionalAttr<I64Attr>:$param_bytes,
-                       OptionalAttr<I64Attr>:$activation_bytes);
+                       OptionalAttr<I64Attr>:$activation_bytes,
+                       OptionalAttr<I64Attr>:$slots,
+                       OptionalAttr<I64Attr>:$slot_bytes);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$model attr-dict-with-keyword $body";
   let hasVerifier = 1;
@@ -98,6 +103,11 @@ def Plan_BufferOp : Plan_Op<"buffer"> {
     (lowered from `dist.copy`): the backward pass all-reduces its gradient over tp
     before using it.
 
+    `slotted` (set by memory planning) marks a buffer of which the arena holds one
+    copy per activation slot: one that a microbatch's forward keeps for its
+    backward, or that is sent to or received from another stage. Slot k's copy is
+    at `offset` + k * the program's `slot_bytes`.
+
     Constraints:
     - (C1) `io`, when present, is "tokens" or "targets" (i32) or "loss" (f32, one
       element).
@@ -105,7 +115,8 @@ def Plan_BufferOp : Plan_Op<"buffer"> {
   }];
   let arguments = (ins StrAttr:$name, OptionalAttr<StrAttr>:$io,
                        OptionalAttr<I64Attr>:$offset,
-                       OptionalAttr<StrAttr>:$grad_reduce);
+                       OptionalAttr<StrAttr>:$grad_reduce,
+                       UnitAttr:$slotted);
   let results = (outs Plan_BufferType:$buffer);
   let assemblyFormat = "$name attr-dict `:` type($buffer)";
   let hasVerifier = 1;
@@ -136,13 +147,18 @@ def Plan_ParamOp : Plan_Op<"param", [AllTypesMatch<["value", "grad"]>,
       tp rank but each computes a partial sum of its gradient (norms under
       sequence parallelism see only their rank's tokens); the update unit
       all-reduces it first.
+    - (C6) `tied_stage`, when present, is another pipeline stage (>= 0, not the
+      program's own): that stage holds a copy of the same logical parameter (a
+      tied embedding and head); the update unit sums the two copies' gradients,
+      and the higher stage leaves its copy out of the gradient norm.
   }];
   let arguments = (ins StrAttr:$name, Plan_InitKindAttr:$init,
                        OptionalAttr<F64Attr>:$std, UnitAttr:$decay,
                        OptionalAttr<DenseI64ArrayAttr>:$offsets,
                        OptionalAttr<DenseI64ArrayAttr>:$split_axes,
                        OptionalAttr<DenseI64ArrayAttr>:$global_shape,
-                       OptionalAttr<StrAttr>:$grad_reduce);
+                       OptionalAttr<StrAttr>:$grad_reduce,
+                       OptionalAttr<I64Attr>:$tied_stage);
   let results = (outs Plan_BufferType:$value, Plan_BufferType:$grad,
                       Plan_BufferType:$exp_avg, Plan_BufferType:$exp_avg_sq);
   let assemblyFormat = [{
@@ -196,6 +212,9 @@ def Plan_ScheduleOp : Plan_Op<"schedule", [NoTerminator, SingleBlock,
       a microbatch unit exactly once for every microbatch 0 .. microbatches - 1
       (and virtual chunk).
     - (C3) a microbatch's backward units run after its forward units.
+    - (C4) when the program has `slots`: every microbatch run has a `slot` below
+      it, all runs of one microbatch (and chunk) use the same slot, and no other
+      microbatch's forward takes that slot before the microbatch's last run.
   }];
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "attr-dict-with-keyword $body";
@@ -210,12 +229,13 @@ def Plan_RunOp : Plan_Op<"run", [HasParent<"ScheduleOp">]> {
     - (C1) `unit` names a unit of the enclosing program.
     - (C2) `microbatch` is given exactly for the units that run per microbatch,
       and is in [0, microbatches) of the program.
-    - (C3) `chunk`, when given, is >= 0 (absent: 0).
+    - (C3) `chunk` and `slot`, when given, are >= 0 (absent: 0); `slot` is given
+      only with `microbatch`.
   }];
   let arguments = (ins StrAttr:$unit, OptionalAttr<I64Attr>:$microbatch,
-                       OptionalAttr<I64Attr>:$chunk);
+                       OptionalAttr<I64Attr>:$chunk, OptionalAttr<I64Attr>:$slot);
   let assemblyFormat = [{
-    $unit (`microbatch` $microbatch^)? (`chunk` $chunk^)? attr-dict
+    $unit (`microbatch` $microbatch^)? (`chunk` $chunk^)? (`slot` $slot^)? attr-dict
   }];
   let hasVerifier = 1;
 }

@@ -201,6 +201,8 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
   if (out->sequence_parallel && out->tp == 1)
     return std::string("--sequence-parallel splits tokens over tensor-parallel ranks: it needs --tp > 1");
   if (!emit_given) out->emit = out->output.empty() ? "mlir" : "plan";
+  if (!out->stage_layers.empty() && out->pp == 1)
+    return std::string("--stage-layers cuts the layers into pipeline stages: it needs --pp > 1");
   if (!out->stage_layers.empty() && static_cast<int64_t>(out->stage_layers.size()) != out->pp)
     return "--stage-layers gives " + std::to_string(out->stage_layers.size()) +
            " stages but --pp is " + std::to_string(out->pp) + ": give one layer count per stage";
@@ -211,22 +213,17 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
 
 std::optional<std::string> CheckBuilt(const CompileOptions& o) {
   const std::string built = " is not built yet";
-  if (o.pp > 1)
-    return "--pp " + std::to_string(o.pp) + built +
-           " (pipeline parallelism); data and tensor parallelism (--dp, --tp) are";
   if (o.ep > 1)
     return "--ep " + std::to_string(o.ep) + built +
-           " (expert parallelism); data and tensor parallelism (--dp, --tp) are";
-  if (o.schedule != "1f1b")
-    return "--schedule " + o.schedule + built + " (with one pipeline stage the schedule is 1f1b)";
+           " (expert parallelism); data, tensor and pipeline parallelism (--dp, --tp, --pp) are";
+  if (o.schedule != "1f1b" && o.schedule != "gpipe")
+    return "--schedule " + o.schedule + built + "; 1f1b and gpipe are";
   if (o.virtual_stages > 1)
-    return "--virtual-stages " + std::to_string(o.virtual_stages) + built +
-           " (interleaved pipeline schedules)";
-  if (!o.stage_layers.empty()) {
-    std::string list;
-    for (int64_t n : o.stage_layers) list += (list.empty() ? "" : ",") + std::to_string(n);
-    return "--stage-layers " + list + built + " (pipeline stages)";
-  }
+    return o.schedule != "interleaved"
+               ? "--virtual-stages " + std::to_string(o.virtual_stages) +
+                     " needs --schedule interleaved (virtual stages are its model chunks)"
+               : "--virtual-stages " + std::to_string(o.virtual_stages) + built +
+                     " (interleaved pipeline schedules)";
   if (o.precision != "fp32")
     return "--precision " + o.precision + built + " (mixed precision needs the CUDA backend's "
            "bf16/fp16 kernels); fp32 is";

@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "runtime/base/error.h"
 
@@ -35,8 +36,28 @@ class Communicator {
   virtual Status ReduceScatter(const float* in, float* out, size_t n) = 0;
   // Block r of `in` (n floats) goes to rank r; out's block r comes from rank r.
   virtual Status AllToAll(const float* in, float* out, size_t n) = 0;
+  // Point to point with the group member `peer`. Sends and recvs between two
+  // members match in the order each side posts them (Send, StartSend and Recv
+  // alike), whatever the other traffic between them.
+  // Send blocks until the peer's Recv is posted and the data has gone out (so two
+  // members that both Send before they Recv wait for each other); Recv blocks
+  // until the data has arrived.
   virtual Status Send(const float* data, size_t n, int peer) = 0;
   virtual Status Recv(float* data, size_t n, int peer) = 0;
+  // Posts a send and returns without waiting for the peer's Recv. `data` must stay
+  // untouched (and alive) until the send completes, which WaitSends waits for.
+  // `key` (>= 0) groups sends for WaitSends(key) (the executor: the activation slot
+  // the data lies in); it is not a tag: the order of posting alone matches sends to
+  // recvs.
+  virtual Status StartSend(const float* data, size_t n, int peer, int key = 0) = 0;
+  // Waits until every send started with `key` (kAllSends: every started send) has
+  // completed, then forgets them. A send that does not complete within the
+  // group's timeout (counted from this call) fails the wait with a message naming
+  // the peer and the group; the others waited for are still waited for (failing at
+  // once when the failure broke the group) and forgotten, so no started send
+  // reads its data after this returns.
+  static constexpr int kAllSends = -1;
+  virtual Status WaitSends(int key = kAllSends) = 0;
   virtual Status Barrier() = 0;
 };
 
@@ -47,6 +68,9 @@ struct GlooOptions {
   int size = 1;
   std::chrono::milliseconds timeout{std::chrono::seconds(300)};
   std::string hostname = "127.0.0.1";  // the address this rank listens on
+  // For messages: the job rank of each member, in group order (groups.h); empty
+  // when unknown (a message then names the member's index in the group only).
+  std::vector<int> job_ranks;
 };
 
 // Connects the group over Gloo's TCP transport, rendezvousing through a file

@@ -11,6 +11,8 @@
 #include <gloo/transport/tcp/device.h>
 
 #include <algorithm>
+#include <chrono>
+#include <memory>
 #include <exception>
 #include <vector>
 
@@ -38,8 +40,9 @@ void MaxFloats(void* c, const void* a, const void* b, size_t n) {
 
 class GlooCommunicator final : public Communicator {
  public:
-  GlooCommunicator(std::shared_ptr<gloo::rendezvous::Context> context, std::string name)
-      : context_(std::move(context)), name_(std::move(name)) {}
+  GlooCommunicator(std::shared_ptr<gloo::rendezvous::Context> context, std::string name,
+                   std::vector<int> job_ranks)
+      : context_(std::move(context)), name_(std::move(name)), job_ranks_(std::move(job_ranks)) {}
 
   int rank() const override { return context_->rank; }
   int size() const override { return context_->size; }
@@ -110,7 +113,7 @@ class GlooCommunicator final : public Communicator {
   }
 
   Status Send(const float* data, size_t n, int peer) override {
-    return Guard("send to rank " + std::to_string(peer), name_, [&] {
+    return Guard("send to " + Member(peer), name_, [&] {
       auto buffer = context_->createUnboundBuffer(const_cast<float*>(data), n * sizeof(float));
       buffer->send(peer, kPointToPointSlot);
       if (!buffer->waitSend(context_->getTimeout())) throw std::runtime_error("timed out");
@@ -118,11 +121,47 @@ class GlooCommunicator final : public Communicator {
   }
 
   Status Recv(float* data, size_t n, int peer) override {
-    return Guard("recv from rank " + std::to_string(peer), name_, [&] {
+    return Guard("recv from " + Member(peer), name_, [&] {
       auto buffer = context_->createUnboundBuffer(data, n * sizeof(float));
       buffer->recv(peer, kPointToPointSlot);
       if (!buffer->waitRecv(context_->getTimeout())) throw std::runtime_error("timed out");
     });
+  }
+
+  // Gloo queues an unbound buffer's send until the peer's recv of the same slot
+  // is posted, and matches both sides per (pair, slot) in posting order; one slot
+  // for every point-to-point transfer keeps that order the order of the calls.
+  Status StartSend(const float* data, size_t n, int peer, int key) override {
+    std::unique_ptr<gloo::transport::UnboundBuffer> buffer;
+    auto err = Guard("send to " + Member(peer), name_, [&] {
+      buffer = context_->createUnboundBuffer(const_cast<float*>(data), n * sizeof(float));
+      buffer->send(peer, kPointToPointSlot);
+    });
+    if (!err) pending_.push_back({std::move(buffer), peer, key});
+    return err;
+  }
+
+  Status WaitSends(int key) override {
+    using std::chrono::milliseconds;
+    const auto deadline = std::chrono::steady_clock::now() + context_->getTimeout();
+    Status first;
+    std::vector<PendingSend> others;
+    for (PendingSend& send : pending_) {
+      if (key != kAllSends && send.key != key) {
+        others.push_back(std::move(send));
+        continue;
+      }
+      auto err = Guard("send to " + Member(send.peer), name_, [&] {
+        const auto left = std::chrono::duration_cast<milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (!send.buffer->waitSend(std::max(left, milliseconds(1))))
+          throw std::runtime_error("aborted");
+      });
+      if (err && !first) first = err;
+    }
+    // Destroying a buffer waits for Gloo's last use of it; it is never touched after.
+    pending_ = std::move(others);
+    return first;
   }
 
   Status Barrier() override {
@@ -139,12 +178,31 @@ class GlooCommunicator final : public Communicator {
   // checks it), so a counter gives matching tags without coordination.
   uint32_t NextTag() { return tag_++; }
 
+  // A member for messages: "member 1 (job rank 3)", or "member 1" when the job
+  // ranks are unknown.
+  std::string Member(int peer) const {
+    std::string out = "member " + std::to_string(peer);
+    if (peer >= 0 && static_cast<size_t>(peer) < job_ranks_.size())
+      out += " (job rank " + std::to_string(job_ranks_[static_cast<size_t>(peer)]) + ")";
+    return out;
+  }
+
+  struct PendingSend {
+    std::unique_ptr<gloo::transport::UnboundBuffer> buffer;
+    int peer;
+    int key;
+  };
+
   static constexpr uint64_t kPointToPointSlot = 0x5e9d;
 
   std::shared_ptr<gloo::rendezvous::Context> context_;
   std::string name_;
+  std::vector<int> job_ranks_;
   uint32_t tag_ = 1;
   std::vector<float> scratch_;
+  // Started sends not yet waited for, in posting order (destroyed before the
+  // context they use).
+  std::vector<PendingSend> pending_;
 };
 
 }  // namespace
@@ -153,6 +211,9 @@ Status ConnectGloo(const GlooOptions& o, std::unique_ptr<Communicator>* out) {
   if (o.size < 1 || o.rank < 0 || o.rank >= o.size)
     return Error::Failure("group '" + o.group + "': rank " + std::to_string(o.rank) +
                           " is not in [0, " + std::to_string(o.size) + ")");
+  if (!o.job_ranks.empty() && o.job_ranks.size() != static_cast<size_t>(o.size))
+    return Error::Failure("group '" + o.group + "': " + std::to_string(o.job_ranks.size()) +
+                          " job ranks for " + std::to_string(o.size) + " members");
   try {
     gloo::transport::tcp::attr attr;
     attr.hostname = o.hostname;
@@ -162,7 +223,7 @@ Status ConnectGloo(const GlooOptions& o, std::unique_ptr<Communicator>* out) {
     auto context = std::make_shared<gloo::rendezvous::Context>(o.rank, o.size);
     context->setTimeout(o.timeout);
     context->connectFullMesh(store, device);
-    *out = std::make_unique<GlooCommunicator>(std::move(context), o.group);
+    *out = std::make_unique<GlooCommunicator>(std::move(context), o.group, o.job_ranks);
     return std::nullopt;
   } catch (const std::exception& e) {
     return Error::Failure("cannot connect group '" + o.group + "' (rank " +

@@ -563,8 +563,8 @@ class CudaBackend final : public exec::Backend {
     cudaMemsetAsync(arena + offset, 0, bytes, stream_);
   }
 
-  Status Run(const fb::Plan& plan, const plan::Instruction& in,
-                                 uint8_t* arena, exec::StepScalars& s) override;
+  Status Run(const fb::Plan& plan, const plan::Instruction& in, uint8_t* arena,
+             const uint64_t* offsets, exec::StepScalars& s) override;
 
  private:
   // Device scratch, grown on first need: the sum-of-squares partials and total,
@@ -612,15 +612,14 @@ class CudaBackend final : public exec::Backend {
   uint64_t scratch_bytes_ = 0;
 };
 
-Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in,
-                                            uint8_t* arena, exec::StepScalars& s) {
-  // A buffer's floats, null for an absent one.
+Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8_t* arena,
+                        const uint64_t* offsets, exec::StepScalars& s) {
+  // A buffer's floats (at the run's slot's offset), null for an absent one.
   auto f = [&](uint32_t b) -> float* {
-    return b == plan::kNoBuffer ? nullptr
-                                : reinterpret_cast<float*>(arena + plan.buffers()->Get(b)->offset());
+    return b == plan::kNoBuffer ? nullptr : reinterpret_cast<float*>(arena + offsets[b]);
   };
   auto ids = [&](uint32_t b) -> const int32_t* {
-    return reinterpret_cast<const int32_t*>(arena + plan.buffers()->Get(b)->offset());
+    return reinterpret_cast<const int32_t*>(arena + offsets[b]);
   };
   Status err;
   // The first id of `n` outside [0, limit), as a message; nullopt when all are in.

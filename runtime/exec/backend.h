@@ -41,10 +41,13 @@ class Backend {
   virtual uint8_t* AllocateArena(uint64_t bytes) = 0;
   virtual void FreeArena(uint8_t* arena) = 0;
   // Execute one instruction of a verified plan, prepared for this rank (its
-  // rank-dependent operands resolved: runtime/plan/prepare.h). Returns an error
-  // for bad data (a token outside the vocabulary).
-  virtual Status Run(const plan::fb::Plan& plan, const plan::Instruction& instr,
-                                         uint8_t* arena, StepScalars& scalars) = 0;
+  // rank-dependent operands resolved: runtime/plan/prepare.h). Buffer b lies at
+  // arena + offsets[b]: the offset table of the run's activation slot
+  // (plan::SlotOffsets; the executor builds one per slot at prepare), never the
+  // plan's own offsets. Returns an error for bad data (a token outside the
+  // vocabulary).
+  virtual Status Run(const plan::fb::Plan& plan, const plan::Instruction& instr, uint8_t* arena,
+                     const uint64_t* offsets, StepScalars& scalars) = 0;
   // Copies between host memory and the arena, complete when they return (a
   // device backend waits for its queued work first). The defaults are for a
   // host-visible arena.

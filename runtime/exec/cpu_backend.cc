@@ -33,17 +33,13 @@ class CpuBackend final : public Backend {
 
   void FreeArena(uint8_t* arena) override { std::free(arena); }
 
-  Status Run(const fb::Plan& plan, const plan::Instruction& in,
-                                 uint8_t* arena, StepScalars& s) override {
-    // A buffer's floats, null for an absent one.
+  Status Run(const fb::Plan& plan, const plan::Instruction& in, uint8_t* arena,
+             const uint64_t* offsets, StepScalars& s) override {
+    // A buffer's floats (at the run's slot's offset), null for an absent one.
     auto f = [&](uint32_t b) -> float* {
-      return b == plan::kNoBuffer
-                 ? nullptr
-                 : reinterpret_cast<float*>(arena + plan.buffers()->Get(b)->offset());
+      return b == plan::kNoBuffer ? nullptr : reinterpret_cast<float*>(arena + offsets[b]);
     };
-    auto ids = [&](uint32_t b) {
-      return reinterpret_cast<const int32_t*>(arena + plan.buffers()->Get(b)->offset());
-    };
+    auto ids = [&](uint32_t b) { return reinterpret_cast<const int32_t*>(arena + offsets[b]); };
     auto outside = [&](const char* what, const int32_t* id, int64_t at, int64_t limit) {
       return Error::BadInput(std::string(what) + " id " + std::to_string(id[at]) + " at position " +
                              std::to_string(at) + " is outside the vocabulary [0, " +

@@ -25,7 +25,10 @@ Executor::Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backen
       backend_(backend ? std::move(backend) : MakeCpuBackend()),
       coords_(plan::CoordinatesOf(*plan.plan, rank)),
       schedule_(plan::ScheduleOf(*plan.plan)),
-      units_(plan::PrepareUnits(*plan.plan, coords_)) {
+      units_(plan::PrepareUnits(*plan.plan, coords_)),
+      sending_(plan.plan->slots()) {
+  for (uint32_t slot = 0; slot < plan_.plan->slots(); ++slot)
+    offsets_.push_back(plan::SlotOffsets(*plan_.plan, slot));
   arena_ = backend_->AllocateArena(plan_.plan->arena_bytes());
   if (!arena_) throw std::bad_alloc();
   view_ = arena_;
@@ -37,12 +40,12 @@ Executor::Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backen
 
 Executor::~Executor() { backend_->FreeArena(arena_); }
 
-float* Executor::F32(uint32_t buffer) {
-  return reinterpret_cast<float*>(view_ + plan_.plan->buffers()->Get(buffer)->offset());
+float* Executor::F32(uint32_t buffer, uint32_t slot) {
+  return reinterpret_cast<float*>(view_ + offsets_[slot][buffer]);
 }
 
-int32_t* Executor::I32(uint32_t buffer) {
-  return reinterpret_cast<int32_t*>(view_ + plan_.plan->buffers()->Get(buffer)->offset());
+int32_t* Executor::I32(uint32_t buffer, uint32_t slot) {
+  return reinterpret_cast<int32_t*>(view_ + offsets_[slot][buffer]);
 }
 
 namespace {
@@ -51,16 +54,16 @@ uint64_t BufferBytes(const fb::Buffer& b) {
 }
 }  // namespace
 
-void Executor::Pull(uint32_t buffer) {
+void Executor::Pull(uint32_t buffer, uint32_t slot) {
   if (view_ == arena_) return;
-  const fb::Buffer& b = *plan_.plan->buffers()->Get(buffer);
-  backend_->CopyToHost(arena_, b.offset(), view_ + b.offset(), BufferBytes(b));
+  const uint64_t at = offsets_[slot][buffer];
+  backend_->CopyToHost(arena_, at, view_ + at, BufferBytes(*plan_.plan->buffers()->Get(buffer)));
 }
 
-void Executor::Push(uint32_t buffer) {
+void Executor::Push(uint32_t buffer, uint32_t slot) {
   if (view_ == arena_) return;
-  const fb::Buffer& b = *plan_.plan->buffers()->Get(buffer);
-  backend_->CopyToArena(arena_, b.offset(), view_ + b.offset(), BufferBytes(b));
+  const uint64_t at = offsets_[slot][buffer];
+  backend_->CopyToArena(arena_, at, view_ + at, BufferBytes(*plan_.plan->buffers()->Get(buffer)));
 }
 
 void Executor::PullState() {
@@ -97,20 +100,28 @@ void Executor::InitializeParameters(uint64_t seed) {
   PushState();
 }
 
-Status Executor::RunUnit(const plan::ScheduledRun& run,
-                                             const FillMicrobatch* fill, double* loss_sum) {
+Status Executor::RunUnit(const plan::ScheduledRun& run, const FillMicrobatch* fill,
+                         double* loss_sum) {
   const fb::Plan& p = *plan_.plan;
+  const uint32_t slot = static_cast<uint32_t>(run.run->slot());
+  const bool microbatch = plan::PerMicrobatch(run.unit->kind());
+  // This slot's copy of the slotted buffers is about to be written again: the
+  // sends of earlier runs that read it must be complete. (A unit of the step runs
+  // after every microbatch run's sends completed; this finds none.)
+  if (auto err = microbatch ? WaitSends(slot) : WaitAllSends())
+    return err->Within("stage " + std::to_string(p.stage()) + ": waiting for the sends of slot " +
+                       std::to_string(slot));
   const bool forward = run.unit->kind() == fb::UnitKind_Forward;
   if (forward && fill) {
-    int32_t* tokens = plan::Has(p.tokens()) ? I32(p.tokens()) : nullptr;
-    int32_t* targets = plan::Has(p.targets()) ? I32(p.targets()) : nullptr;
+    int32_t* tokens = plan::Has(p.tokens()) ? I32(p.tokens(), slot) : nullptr;
+    int32_t* targets = plan::Has(p.targets()) ? I32(p.targets(), slot) : nullptr;
     (*fill)(run.run->microbatch(), tokens, targets);
-    if (tokens) Push(p.tokens());
-    if (targets) Push(p.targets());
+    if (tokens) Push(p.tokens(), slot);
+    if (targets) Push(p.targets(), slot);
   }
   for (const plan::Instruction& instr : units_[run.run->unit()]) {
     if (instr.op == fb::Op_BucketAllReduce) {
-      if (run.last) StartBucket(instr);  // the gradients are complete only now
+      if (run.last) StartBucket(instr, slot);  // the gradients are complete only now
       continue;
     }
     if (instr.op == fb::Op_ClipAndAdamW && !scalars_.clip_ready) {
@@ -122,40 +133,72 @@ Status Executor::RunUnit(const plan::ScheduledRun& run,
         return std::nullopt;
       }
     }
-    if (auto err = Run(instr, scalars_)) {
-      FinishBuckets();
-      return err;
-    }
+    if (auto err = Run(instr, slot, scalars_)) return err;
   }
+  // A unit of the step (a tied embedding's gradient exchange) completes its own
+  // sends.
+  if (!microbatch)
+    if (auto err = WaitAllSends())
+      return err->Within("stage " + std::to_string(p.stage()) +
+                         ": waiting for the sends of unit '" +
+                         (run.unit->name() ? run.unit->name()->str() : "") + "'");
   if (forward && plan::Has(p.loss())) {
-    Pull(p.loss());
-    *loss_sum += *F32(p.loss());
+    Pull(p.loss(), slot);
+    *loss_sum += *F32(p.loss(), slot);
   }
   return std::nullopt;
 }
 
 Status Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
+  Status err = MicrobatchRuns(fill, loss);
+  if (err) {  // nothing in flight may outlive the call
+    (void)WaitAllSends();
+    (void)FinishBuckets();
+  }
+  return err;
+}
+
+Status Executor::MicrobatchRuns(const FillMicrobatch& fill, double* loss) {
   const fb::Plan& p = *plan_.plan;
   for (const fb::Param* param : *p.params()) {
     const fb::Buffer& g = *p.buffers()->Get(param->grad());
-    backend_->Zero(arena_, g.offset(), BufferBytes(g));
+    backend_->Zero(arena_, offsets_[0][param->grad()], BufferBytes(g));
   }
   double loss_sum = 0;
   for (const plan::ScheduledRun& run : schedule_) {
     if (!plan::PerMicrobatch(run.unit->kind())) break;
     if (auto err = RunUnit(run, &fill, &loss_sum)) return err;
   }
-  if (auto err = FinishBuckets()) return err;
+  // Every send of the microbatch runs completes before the loss is reduced and the
+  // step's units run; the buckets join.
+  Status sends = WaitAllSends();
+  if (sends)
+    sends = sends->Within("stage " + std::to_string(p.stage()) +
+                          ": waiting for the sends of the microbatch runs");
+  Status buckets = FinishBuckets();
+  if (sends) return sends;
+  if (buckets) return buckets;
   *loss = loss_sum / static_cast<double>(p.microbatches());
   return std::nullopt;
 }
 
 Status Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
-                                          StepResult* result) {
-  if (auto err = ComputeGradients(fill, &result->loss)) return err;
+                      StepResult* result) {
+  Status err = StepRuns(fill, options, result);
+  if (err) {  // nothing in flight may outlive the call
+    (void)WaitAllSends();
+    (void)FinishBuckets();
+  }
+  return err;
+}
+
+Status Executor::StepRuns(const FillMicrobatch& fill, const StepOptions& options,
+                          StepResult* result) {
+  if (auto err = MicrobatchRuns(fill, &result->loss)) return err;
   // The reported loss is the mean over the global batch, whose rows the data ranks
-  // (dp x ep, docs/architecture.md §3) share, taken from the stage that computes it
-  // (the others contribute 0).
+  // (dp x ep, docs/architecture.md §3) share, summed over the stages that have a
+  // loss (the cross-entropy's, the auxiliary losses of MoE layers; the others
+  // contribute 0).
   for (auto [axis, reduce] : {std::pair{plan::kAxisDp, comm::ReduceOp::kAvg},
                               std::pair{plan::kAxisEp, comm::ReduceOp::kAvg},
                               std::pair{plan::kAxisPp, comm::ReduceOp::kSum}}) {
@@ -180,14 +223,14 @@ Status Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
     if (nonfinite_norm_) {  // nothing was applied; every rank saw the same norm
       result->grad_norm = std::sqrt(scalars_.grad_norm_sq);
       result->nonfinite = true;
-      return std::nullopt;
+      return WaitAllSends();
     }
   }
   result->grad_norm = std::sqrt(scalars_.grad_norm_sq);
   return std::nullopt;
 }
 
-Status Executor::Run(const plan::Instruction& instr, StepScalars& scalars) {
+Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars& scalars) {
   // Collectives and send / recv are the executor's, not the backend's: they run on
   // the communicator of their axis's group (Gloo on CPU; NCCL will serve device
   // memory).
@@ -200,22 +243,22 @@ Status Executor::Run(const plan::Instruction& instr, StepScalars& scalars) {
     switch (instr.op) {
       case fb::Op_ReduceScatter:
       case fb::Op_AllGather:
-        return ShardCollective(instr, *c);
+        return ShardCollective(instr, slot, *c);
       case fb::Op_AllGatherInto:
       case fb::Op_ReduceScatterInto:
-        return BlockCollective(instr, *c);
+        return BlockCollective(instr, slot, *c);
       case fb::Op_AllReduce:
       case fb::Op_BucketAllReduce:
-        return AllReduce(instr, *c);
+        return AllReduce(instr, slot, *c);
       default:
-        return PointToPoint(instr, *c);
+        return PointToPoint(instr, slot, *c);
     }
   }
   // The clock is read only while profiling: this runs for every instruction.
   const auto t0 = profiling_ ? std::chrono::steady_clock::now()
                              : std::chrono::steady_clock::time_point();
   const double norm_before = scalars.grad_norm_sq;
-  auto err = backend_->Run(*plan_.plan, instr, arena_, scalars);
+  auto err = backend_->Run(*plan_.plan, instr, arena_, offsets_[slot].data(), scalars);
   if (!err && instr.op == fb::Op_GradNormSq) {
     // This instruction's sum of squares covers this rank's ZeRO-1 shards (sharded)
     // or tp blocks (tp_sharded): the norm is over every rank's.
@@ -249,8 +292,8 @@ Status Executor::CompleteGradNorm() {
 // reduce_scatter / all_gather on whole buffers: each buffer is padded to
 // group-size blocks of ceil(n / size) in a scratch vector (sized once, on first
 // use), exchanged, and this rank's block is written back in place.
-Status Executor::ShardCollective(const plan::Instruction& instr,
-                                                     comm::Communicator& group) {
+Status Executor::ShardCollective(const plan::Instruction& instr, uint32_t slot,
+                                 comm::Communicator& group) {
   comm::Communicator* c = &group;
   const bool gather = instr.op == fb::Op_AllGather;
   // reduce_scatter's operands are all_gather's and a reduction.
@@ -258,8 +301,8 @@ Status Executor::ShardCollective(const plan::Instruction& instr,
   const auto ag = gather ? plan::Read<op::AllGather<uint32_t>>(instr) : op::AllGather<uint32_t>{};
   const int parts = c->size();
   for (uint32_t b : gather ? ag.buffers : rs.buffers) {
-    Pull(b);
-    float* data = F32(b);
+    Pull(b, slot);
+    float* data = F32(b, slot);
     const int64_t n = plan::NumElements(*plan_.plan->buffers()->Get(b));
     const int64_t s = plan::ShardSize(n, parts);
     const plan::Shard mine = plan::ShardOf(n, c->rank(), parts);
@@ -279,57 +322,92 @@ Status Executor::ShardCollective(const plan::Instruction& instr,
         return err;
       std::copy(scratch_.begin(), scratch_.begin() + n, data);
     }
-    Push(b);
+    Push(b, slot);
   }
   return std::nullopt;
 }
 
 // all_reduce and bucket_all_reduce (the same operands): in place on each buffer,
 // over the group of ranks that differ only in the instruction's axis.
-Status Executor::AllReduce(const plan::Instruction& instr,
-                                               comm::Communicator& c) {
+Status Executor::AllReduce(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c) {
   const auto ar = plan::Read<op::AllReduce<uint32_t>>(instr);
   const auto reduce = static_cast<comm::ReduceOp>(ar.reduce);
   for (uint32_t b : ar.buffers) {
-    Pull(b);
-    if (auto err = c.AllReduce(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)), reduce))
+    Pull(b, slot);
+    if (auto err = c.AllReduce(F32(b, slot), plan::NumElements(*plan_.plan->buffers()->Get(b)),
+                               reduce))
       return err;
-    Push(b);
+    Push(b, slot);
   }
   return std::nullopt;
 }
 
-// send / recv (the same operands): blocking, whole buffer, to or from the group
-// member at coordinate `peer`.
-Status Executor::PointToPoint(const plan::Instruction& instr,
-                                                  comm::Communicator& c) {
+// send / recv (the same operands): whole buffer, the run's slot's copy, to or from
+// the group member at coordinate `peer`. A send is posted and not waited for here
+// (executor.h: the next run on its slot, or the end of the microbatch runs, waits);
+// a recv blocks until its data has arrived.
+Status Executor::PointToPoint(const plan::Instruction& instr, uint32_t slot,
+                              comm::Communicator& c) {
   const auto p2p = plan::Read<op::Send<uint32_t>>(instr);
-  const size_t n = static_cast<size_t>(plan::NumElements(*plan_.plan->buffers()->Get(p2p.x)));
-  if (instr.op == fb::Op_Send) {
-    Pull(p2p.x);
-    return c.Send(F32(p2p.x), n, static_cast<int>(p2p.peer));
+  const fb::Buffer& buffer = *plan_.plan->buffers()->Get(p2p.x);
+  const size_t n = static_cast<size_t>(plan::NumElements(buffer));
+  const bool send = instr.op == fb::Op_Send;
+  // For messages: "stage 0: send of 'h' (slot 1) to stage 1".
+  auto what = [&] {
+    const std::string name = buffer.name() ? buffer.name()->str() : "#" + std::to_string(p2p.x);
+    const std::string peer = p2p.axis == plan::kAxisPp
+                                 ? "stage " + std::to_string(p2p.peer)
+                                 : std::string(plan::AxisName(p2p.axis)) + " member " +
+                                       std::to_string(p2p.peer);
+    return "stage " + std::to_string(plan_.plan->stage()) + ": " + plan::OpName(instr.op) +
+           " of '" + name + "' (slot " + std::to_string(slot) + ") " + (send ? "to " : "from ") +
+           peer;
+  };
+  const int peer = static_cast<int>(p2p.peer);
+  if (send) {
+    Pull(p2p.x, slot);
+    if (auto err = c.StartSend(F32(p2p.x, slot), n, peer, static_cast<int>(slot)))
+      return err->Within(what());
+    std::vector<comm::Communicator*>& waiting = sending_[slot];
+    if (std::find(waiting.begin(), waiting.end(), &c) == waiting.end()) waiting.push_back(&c);
+    return std::nullopt;
   }
-  if (auto err = c.Recv(F32(p2p.x), n, static_cast<int>(p2p.peer))) return err;
-  Push(p2p.x);
+  if (auto err = c.Recv(F32(p2p.x, slot), n, peer)) return err->Within(what());
+  Push(p2p.x, slot);
   return std::nullopt;
 }
 
-void Executor::StartBucket(const plan::Instruction& instr) {
+Status Executor::WaitSends(uint32_t slot) {
+  Status first;
+  for (comm::Communicator* c : sending_[slot])
+    if (auto err = c->WaitSends(static_cast<int>(slot)); err && !first) first = err;
+  sending_[slot].clear();
+  return first;
+}
+
+Status Executor::WaitAllSends() {
+  Status first;
+  for (uint32_t slot = 0; slot < sending_.size(); ++slot)
+    if (auto err = WaitSends(slot); err && !first) first = err;
+  return first;
+}
+
+void Executor::StartBucket(const plan::Instruction& instr, uint32_t slot) {
   if (view_ != arena_) {
     // Staged through host memory: in order, now (a device backend overlaps with
     // its own communicator instead).
     Status err = FinishBuckets();
-    if (!err) err = Run(instr, scalars_);
+    if (!err) err = Run(instr, slot, scalars_);
     buckets_ = std::async(std::launch::deferred, [err] { return err; });
     return;
   }
   // On the arena itself, in the background, after the bucket before it. The
   // gradients are not touched again before FinishBuckets.
   buckets_ = std::async(std::launch::async,
-                        [this, &instr, before = std::move(buckets_)]() mutable {
+                        [this, &instr, slot, before = std::move(buckets_)]() mutable {
                           if (before.valid())
                             if (auto err = before.get()) return err;
-                          return Run(instr, scalars_);
+                          return Run(instr, slot, scalars_);
                         });
 }
 
@@ -341,8 +419,8 @@ Status Executor::FinishBuckets() {
 // all_gather_into / reduce_scatter_into (op_table.h): the blocks are staged in
 // rank-major order, [rank][outer][inner], which is what Gloo's collectives
 // exchange, and rearranged to [outer][rank][inner] on the way in or out.
-Status Executor::BlockCollective(const plan::Instruction& instr,
-                                                     comm::Communicator& group) {
+Status Executor::BlockCollective(const plan::Instruction& instr, uint32_t slot,
+                                 comm::Communicator& group) {
   comm::Communicator* c = &group;
   const bool gather = instr.op == fb::Op_AllGatherInto;
   // The two opcodes have the same operands.
@@ -353,10 +431,10 @@ Status Executor::BlockCollective(const plan::Instruction& instr,
                           plan::AxisName(bc.axis) + " expects a group of " +
                           std::to_string(bc.parts) + " ranks, this rank's has " +
                           std::to_string(c->size()));
-  Pull(bc.src);
-  if (accumulate) Pull(bc.dst);
-  const float* src = F32(bc.src);
-  float* dst = F32(bc.dst);
+  Pull(bc.src, slot);
+  if (accumulate) Pull(bc.dst, slot);
+  const float* src = F32(bc.src, slot);
+  float* dst = F32(bc.dst, slot);
   const int64_t outer = bc.outer, parts = bc.parts, inner = bc.inner;
   const int64_t block = outer * inner;
   scratch_.resize(static_cast<size_t>(block * parts));
@@ -368,7 +446,7 @@ Status Executor::BlockCollective(const plan::Instruction& instr,
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t i = 0; i < inner; ++i)
           store(dst + (o * parts + r) * inner + i, scratch_[(r * outer + o) * inner + i]);
-    Push(bc.dst);
+    Push(bc.dst, slot);
     return std::nullopt;
   }
   for (int64_t r = 0; r < parts; ++r)
@@ -377,7 +455,7 @@ Status Executor::BlockCollective(const plan::Instruction& instr,
   if (auto err = c->ReduceScatter(scratch_.data(), scratch_out_.data(), static_cast<size_t>(block)))
     return err;
   for (int64_t k = 0; k < block; ++k) store(dst + k, scratch_out_[k]);
-  Push(bc.dst);
+  Push(bc.dst, slot);
   return std::nullopt;
 }
 

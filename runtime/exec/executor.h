@@ -1,15 +1,36 @@
 // The executor of one rank program, in the three phases of docs/architecture.md:
-//   prepare     allocate the arena the plan sized, resolve every buffer, and
-//               prepare every instruction for this rank's mesh coordinates
-//               (runtime/plan/prepare.h);
+//   prepare     allocate the arena the plan sized, resolve every buffer (one
+//               offset table per activation slot: offsets[slot][buffer], a slotted
+//               buffer's copy `slot`, plan.fbs), and prepare every instruction for
+//               this rank's mesh coordinates (runtime/plan/prepare.h);
 //   initialize  fill parameters from (seed, name, logical index), zero optimizer
 //               state;
 //   execute     one optimizer step: zero gradients, then run the program's
-//               schedule, the ordered (unit, microbatch) list of plan.fbs, exactly:
-//               each forward run takes its microbatch's inputs from the caller;
-//               before the first unit that is not a microbatch's (comm, update) the
-//               background gradient buckets are joined and the loss is averaged
-//               over the data ranks (and taken from the stage that has it).
+//               schedule, the ordered (unit, microbatch, chunk, slot) list of
+//               plan.fbs, exactly: every instruction of a run resolves its buffers
+//               through the table of the run's slot; each forward run takes its
+//               microbatch's inputs from the caller into its slot's tokens and
+//               targets, and its loss is read from its slot's copy; before the
+//               first unit that is not a microbatch's (comm, update) the background
+//               gradient buckets are joined and the loss is averaged over the data
+//               ranks and summed over the stages that have one.
+//
+// Point to point (send / recv, op_table.h), exactly what the compiler's static
+// check simulates:
+//   - a `send` posts its send and does not block (comm::Communicator::StartSend);
+//     the buffer's copy it reads stays untouched until the send completes;
+//   - a `recv` blocks until its data has arrived;
+//   - before a run on slot k starts, the sends posted from slot k by earlier runs
+//     are waited for (that copy of the slotted buffers is about to be reused);
+//   - every pending send is waited for once the microbatch runs are over, before
+//     the loss is reduced and the first unit of the step (comm, update) runs;
+//   - a unit of the step (a tied embedding's gradient exchange between the first
+//     and the last stage: send, recv, accumulate) waits for its own sends at its
+//     end;
+//   - and in any case before Step (or ComputeGradients) returns, also when it
+//     fails (then for at most the group's timeout), so no send reads the arena
+//     afterwards.
+// Sends and recvs between two ranks match in the order each posts them.
 // It allocates nothing after prepare.
 #ifndef HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_
 #define HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_
@@ -78,8 +99,9 @@ class Executor {
   void set_communicator(int axis, comm::Communicator* communicator) { comms_[axis] = communicator; }
 
   // The first half of Step: zero the gradients and run the schedule's microbatch
-  // units, leaving the gradients of the mean loss in the grad buffers; `*loss` is
-  // this rank's mean loss (0 on a stage without the loss).
+  // units, leaving the gradients of the mean loss in the grad buffers, and wait for
+  // every send they posted; `*loss` is this rank's mean loss (0 on a stage without
+  // the loss).
   Status ComputeGradients(const FillMicrobatch& fill, double* loss);
 
   // Per-opcode wall time, accumulated while profiling is on (off by default; it
@@ -89,11 +111,12 @@ class Executor {
 
   // A buffer's host view (tests, checkpoints): the arena itself when the backend
   // is host-visible, else the executor's host copy, which Pull fills from the
-  // arena and Push writes back (both no-ops for a host-visible backend).
-  float* F32(uint32_t buffer);
-  int32_t* I32(uint32_t buffer);
-  void Pull(uint32_t buffer);
-  void Push(uint32_t buffer);
+  // arena and Push writes back (both no-ops for a host-visible backend). `slot`
+  // (< plan().slots()) picks a slotted buffer's copy; parameters have one.
+  float* F32(uint32_t buffer, uint32_t slot = 0);
+  int32_t* I32(uint32_t buffer, uint32_t slot = 0);
+  void Pull(uint32_t buffer, uint32_t slot = 0);
+  void Push(uint32_t buffer, uint32_t slot = 0);
   // Pull / Push of every parameter's value, gradient and moments.
   void PullState();
   void PushState();
@@ -102,18 +125,25 @@ class Executor {
 
  private:
   // Runs the instructions of schedule entry `run` (bucket_all_reduce only in its
-  // unit's last run).
+  // unit's last run) on its slot, after the sends posted from that slot.
   Status RunUnit(const plan::ScheduledRun& run, const FillMicrobatch* fill,
                                      double* loss_sum);
-  Status Run(const plan::Instruction& instr, StepScalars& scalars);
+  Status MicrobatchRuns(const FillMicrobatch& fill, double* loss);
+  Status StepRuns(const FillMicrobatch& fill, const StepOptions& options, StepResult* result);
+  // One instruction of a run on `slot` (its buffers: that slot's offset table).
+  Status Run(const plan::Instruction& instr, uint32_t slot, StepScalars& scalars);
   Status CompleteGradNorm();
   // The executor's instructions, on the communicator of their axis.
-  Status ShardCollective(const plan::Instruction& instr, comm::Communicator& c);
-  Status BlockCollective(const plan::Instruction& instr, comm::Communicator& c);
-  Status AllReduce(const plan::Instruction& instr, comm::Communicator& c);
-  Status PointToPoint(const plan::Instruction& instr, comm::Communicator& c);
+  Status ShardCollective(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
+  Status BlockCollective(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
+  Status AllReduce(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
+  Status PointToPoint(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
+  // Waits for the sends posted from `slot` (WaitAllSends: from every slot); the
+  // first failure is returned, every send is waited for regardless.
+  Status WaitSends(uint32_t slot);
+  Status WaitAllSends();
   // bucket_all_reduce: queued behind the previous bucket on a background thread.
-  void StartBucket(const plan::Instruction& instr);
+  void StartBucket(const plan::Instruction& instr, uint32_t slot);
   Status FinishBuckets();
 
   const plan::LoadedPlan& plan_;
@@ -121,6 +151,11 @@ class Executor {
   plan::MeshCoordinates coords_;
   std::vector<plan::ScheduledRun> schedule_;
   std::vector<std::vector<plan::Instruction>> units_;  // prepared, like plan.units()
+  // offsets_[slot][buffer]: where a run on `slot` finds each buffer in the arena.
+  std::vector<std::vector<uint64_t>> offsets_;
+  // sending_[slot]: the communicators holding sends posted from `slot` (their
+  // key) that were not waited for yet.
+  std::vector<std::vector<comm::Communicator*>> sending_;
   comm::Communicator* comms_[plan::kNumAxes] = {nullptr, nullptr, nullptr, nullptr};
   std::vector<float> scratch_, scratch_out_;  // reduce_scatter / all_gather staging
   // The step's gradient buckets in flight, each waiting for the one before it (a

@@ -107,6 +107,9 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
   out += "  gradients         " + Bytes(grads) + "\n";
   out += "  optimizer state   " + Bytes(moments) + " (AdamW moments)\n";
   out += "  activations peak  " + Bytes(p.activation_bytes()) + "\n";
+  if (p.slots() > 1)  // the microbatches whose activations the schedule keeps at once
+    out += "  activation slots  " + std::to_string(p.slots()) + ", " + Bytes(p.slot_bytes()) +
+           " apart\n";
   out += "  arena             " + Bytes(p.arena_bytes()) + "\n";
 
   // Communication per step by (group, collective): bytes, bytes sent per rank,

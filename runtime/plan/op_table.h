@@ -296,10 +296,16 @@
 #define HEIRETSU_OP_BucketAllReduce(BUF, VAR, INT, FLT, LE, RES)                      \
   VAR(F32) INT(axis, Axis) INT(reduce, Reduce)
 
-// Point to point over `axis`: the buffer goes to (comes from) the rank of this
-// rank's group whose coordinate on `axis` is `peer` (pipeline stages: an
-// activation to the next stage, its gradient back). Blocking; every send has its
-// recv, in the same order on both ranks (the static check matches them).
+// Point to point over `axis`: the buffer (the run's activation slot's copy) goes
+// to (comes from) the rank of this rank's group whose coordinate on `axis` is
+// `peer` (pipeline stages: an activation to the next stage, its gradient back).
+// A send is posted and does not block; its copy must stay unwritten until the send
+// completes, which the executor waits for before the next run on the same slot
+// starts, after the microbatch runs (before the first unit of the step), at the
+// end of a unit of the step that sends, and before the step returns. A recv blocks
+// until its data has arrived. Every send has its recv, in the same order on both
+// ranks (the static check matches them, simulating exactly these rules:
+// runtime/exec/executor.h).
 #define HEIRETSU_OP_Send(BUF, VAR, INT, FLT, LE, RES)                                 \
   INT(axis, Axis) INT(peer, Size) BUF(x, F32, Req, Any)
 

@@ -56,6 +56,16 @@ class Checker {
                   std::to_string(kMaxMicrobatches));
     if (plan_.arena_bytes() > kMaxArenaBytes)
       return Fail("arena of " + std::to_string(plan_.arena_bytes()) + " bytes exceeds 1 TiB");
+    // Activation slots: at least one, at most one per microbatch of the step.
+    if (plan_.slots() < 1)
+      return Fail("slots = 0; a program keeps at least one microbatch's activations");
+    if (plan_.slots() > plan_.microbatches())
+      return Fail("slots = " + std::to_string(plan_.slots()) + " exceeds the " +
+                  std::to_string(plan_.microbatches()) +
+                  " microbatches of a step (a slot holds one microbatch's activations)");
+    if (plan_.slots() > 1 && plan_.slot_bytes() % 4 != 0)
+      return Fail("slot_bytes = " + std::to_string(plan_.slot_bytes()) +
+                  " is not a multiple of 4");
     if (!plan_.buffers() || !plan_.params() || !plan_.units() || !plan_.schedule())
       return Fail("missing buffers, params, units or schedule");
     if (auto err = CheckBuffers()) return err;
@@ -111,7 +121,26 @@ class Checker {
         return Fail("buffer " + BufferName(i) + " [" + std::to_string(b->offset()) + ", +" +
                     std::to_string(bytes) + ") is not inside the arena of " +
                     std::to_string(plan_.arena_bytes()) + " bytes");
-      max_end_ = std::max(max_end_, b->offset() + bytes);
+      // A slotted buffer has one copy per slot, slot_bytes apart: they must not
+      // overlap, and the last one must fit as well.
+      uint64_t last = b->offset();
+      if (b->slotted() && plan_.slots() > 1) {
+        const uint64_t k = plan_.slots() - 1;
+        if (bytes > plan_.slot_bytes())
+          return Fail("slotted buffer " + BufferName(i) + " of " + std::to_string(bytes) +
+                      " bytes is larger than slot_bytes = " + std::to_string(plan_.slot_bytes()) +
+                      ": its copies would overlap");
+        uint64_t shift = 0;
+        if (__builtin_mul_overflow(k, plan_.slot_bytes(), &shift) ||
+            __builtin_add_overflow(last, shift, &last) || last > plan_.arena_bytes() ||
+            bytes > plan_.arena_bytes() - last)
+          return Fail("slotted buffer " + BufferName(i) + ": its copy for slot " +
+                      std::to_string(k) + ", [" + std::to_string(b->offset()) + " + " +
+                      std::to_string(k) + " x slot_bytes " + std::to_string(plan_.slot_bytes()) +
+                      ", +" + std::to_string(bytes) + "), is not inside the arena of " +
+                      std::to_string(plan_.arena_bytes()) + " bytes");
+      }
+      max_end_ = std::max(max_end_, last + bytes);
     }
     return std::nullopt;
   }
@@ -164,20 +193,27 @@ class Checker {
         if (auto err = CheckBufferRef(b, fb::DType_F32, numel, what)) return err;
       for (uint32_t b : {p->exp_avg(), p->exp_avg_sq()})
         if (auto err = CheckBufferRef(b, fb::DType_F32, moments, what)) return err;
+      // Parameters, gradients (accumulated over the microbatches) and moments are
+      // the step's: one copy.
+      for (uint32_t b : {p->value(), p->grad(), p->exp_avg(), p->exp_avg_sq()})
+        if (plan_.buffers()->Get(b)->slotted())
+          return Fail(what + ": its buffer " + BufferName(b) +
+                      " is slotted; a parameter's buffers have one copy");
     }
     return std::nullopt;
   }
 
   // A program has tokens where it has the embedding, targets and a loss where it
-  // has the loss; a loss needs its targets.
+  // has the cross-entropy, and a loss without targets where only auxiliary losses
+  // (of MoE layers) add to it; targets need a loss.
   std::optional<std::string> CheckIo() {
     const int64_t tokens = plan_.micro_batch_size() * plan_.seq();
     if (Has(plan_.tokens()))
       if (auto err = CheckBufferRef(plan_.tokens(), fb::DType_I32, tokens, "tokens")) return err;
     if (Has(plan_.targets()))
       if (auto err = CheckBufferRef(plan_.targets(), fb::DType_I32, tokens, "targets")) return err;
-    if (Has(plan_.loss()) != Has(plan_.targets()))
-      return Fail("a program has targets exactly when it has a loss");
+    if (Has(plan_.targets()) && !Has(plan_.loss()))
+      return Fail("a program with targets must have a loss");
     if (Has(plan_.loss())) return CheckBufferRef(plan_.loss(), fb::DType_F32, 1, "loss");
     return std::nullopt;
   }
@@ -198,6 +234,10 @@ class Checker {
   // once for every microbatch, a backward kind after that microbatch's forward, all
   // of them before the first unit of the step (comm, update), and those at most
   // once, the update exactly once. Chunks other than 0 (virtual stages) are not built.
+  // Activation slots: a microbatch run's slot is below slots, a step unit's is 0;
+  // a microbatch holds the slot of its first run, every run of it uses that slot,
+  // and no other microbatch starts on the slot until the holder has run every
+  // microbatch unit of the program (its slotted buffers are free only then).
   std::optional<std::string> CheckSchedule() {
     const auto& schedule = *plan_.schedule();
     const uint32_t units = plan_.units()->size();
@@ -210,6 +250,14 @@ class Checker {
     std::vector<bool> forward_done(static_cast<size_t>(m), false);
     int updates = 0;
     bool step_started = false;
+    const int64_t slots = plan_.slots();
+    int64_t microbatch_units = 0;
+    for (const fb::Unit* unit : *plan_.units()) microbatch_units += PerMicrobatch(unit->kind());
+    // slot_of[mb]: the slot microbatch mb holds (-1: not started); per slot, the
+    // microbatch holding it (-1: free) and how many of its units have not run.
+    std::vector<int64_t> slot_of(static_cast<size_t>(m), -1);
+    std::vector<int64_t> holder(static_cast<size_t>(slots), -1);
+    std::vector<int64_t> left(static_cast<size_t>(slots), 0);
     for (uint32_t i = 0; i < schedule.size(); ++i) {
       const fb::Run* r = schedule.Get(i);
       const std::string what = "schedule entry " + std::to_string(i);
@@ -239,11 +287,35 @@ class Checker {
         else if (!forward_done[mb])
           return Fail(what + " runs " + name + " of microbatch " + std::to_string(mb) +
                       " before its forward");
+        const int64_t slot = r->slot();
+        const std::string on = " of microbatch " + std::to_string(mb) + " on slot " +
+                               std::to_string(slot);
+        if (slot < 0 || slot >= slots)
+          return Fail(what + " runs " + name + on + "; the program has " +
+                      std::to_string(slots) + " slots");
+        const size_t k = static_cast<size_t>(slot);
+        if (slot_of[mb] < 0) {  // the microbatch's first run takes its slot
+          if (holder[k] >= 0)
+            return Fail(what + " runs " + name + on + ", which microbatch " +
+                        std::to_string(holder[k]) + " still holds (" + std::to_string(left[k]) +
+                        " of its " + std::to_string(microbatch_units) +
+                        " microbatch units have not run)");
+          slot_of[mb] = slot;
+          holder[k] = static_cast<int64_t>(mb);
+          left[k] = microbatch_units;
+        } else if (slot_of[mb] != slot) {
+          return Fail(what + " runs " + name + on + "; its earlier runs used slot " +
+                      std::to_string(slot_of[mb]));
+        }
+        if (--left[k] == 0) holder[k] = -1;
       } else {
         if (r->microbatch() != -1)
           return Fail(what + " (" + name + ") is a unit of the step, not of microbatch " +
                       std::to_string(r->microbatch()));
         if (!seen.empty()) return Fail(what + " runs " + name + " a second time");
+        if (r->slot() != 0)
+          return Fail(what + " (" + name + ") is a unit of the step and runs on slot " +
+                      std::to_string(r->slot()) + "; the step's units use slot 0");
         seen.push_back(true);
         step_started = true;
         if (unit->kind() == fb::UnitKind_Update) ++updates;
@@ -385,6 +457,14 @@ int64_t NumElements(const fb::Buffer& buffer) {
   for (int64_t d : *buffer.shape())
     if (d < 0 || d > kMaxAttribute || __builtin_mul_overflow(n, d, &n)) return -1;
   return n;
+}
+
+std::vector<uint64_t> SlotOffsets(const fb::Plan& plan, uint32_t slot) {
+  std::vector<uint64_t> out;
+  out.reserve(plan.buffers()->size());
+  for (const fb::Buffer* b : *plan.buffers())
+    out.push_back(b->offset() + (b->slotted() ? uint64_t{slot} * plan.slot_bytes() : 0));
+  return out;
 }
 
 uint64_t Fnv1a64(const uint8_t* data, size_t size) {
@@ -546,15 +626,17 @@ Status LoadPlanDirectory(const std::string& dir, std::vector<LoadedPlan>* out) {
                              " tensors per step to stage " + std::to_string(key.second) + ", " +
                              to + " receives " + std::to_string(got.size()) + " from it");
     }
-  // Exactly one program takes the tokens and one produces the loss.
-  int losses = 0, tokens = 0;
+  // Exactly one program takes the tokens and one the targets. A loss may be in
+  // several (a stage whose MoE layers add auxiliary losses has one without
+  // targets): the step's loss is their sum over the stages.
+  int targets = 0, tokens = 0;
   for (const LoadedPlan& lp : *out) {
-    losses += Has(lp.plan->loss());
+    targets += Has(lp.plan->targets());
     tokens += Has(lp.plan->tokens());
   }
-  if (losses != 1 || tokens != 1)
+  if (targets != 1 || tokens != 1)
     return Error::BadInput(dir + ": " + std::to_string(tokens) + " programs take tokens and " +
-           std::to_string(losses) + " produce the loss; a plan needs exactly one of each");
+           std::to_string(targets) + " take targets; a plan needs exactly one of each");
   return std::nullopt;
 }
 

@@ -17,7 +17,7 @@
 namespace heiretsu::plan {
 
 // Bumped whenever plan.fbs changes meaning.
-inline constexpr uint32_t kPlanVersion = 4;
+inline constexpr uint32_t kPlanVersion = 5;
 
 // Most microbatches per step a plan may ask for: the bound keeps a corrupt count
 // from turning one step into an endless loop.
@@ -102,6 +102,11 @@ int64_t DTypeSize(fb::DType dtype);
 
 // Number of elements of a buffer (product of its shape), or -1 if that overflows.
 int64_t NumElements(const fb::Buffer& buffer);
+
+// The arena offset of every buffer of a verified plan as activation slot `slot`
+// (< plan.slots()) sees it, indexed like plan.buffers(): a slotted buffer's copy
+// `slot`, offset + slot * slot_bytes (plan.fbs); every other buffer's one copy.
+std::vector<uint64_t> SlotOffsets(const fb::Plan& plan, uint32_t slot);
 
 }  // namespace heiretsu::plan
 

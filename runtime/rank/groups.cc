@@ -24,6 +24,7 @@ Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, const comm::JobEnviro
     // The address this rank listens on: loopback unless the job spans machines.
     g.hostname = env.address;
     g.timeout = env.timeout;
+    g.job_ranks = members;  // messages name a peer by its job rank too
     if (auto err = comm::ConnectGloo(g, &out->axis[axis])) return err;
     executor->set_communicator(axis, out->axis[axis].get());
   }

@@ -25,6 +25,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -216,13 +217,17 @@ int Run(const cli::RunOptions& o) {
   const int64_t global_batch = rows.global_batch();
   const int64_t tokens_per_step = global_batch * seq;
   if (leader) {
+    // The logical model: each tensor once (a tied one is held by two stages), whole.
     int64_t num_values = 0;
-    size_t tensors = 0;
+    std::set<std::string> names;
     for (const plan::LoadedPlan& program : programs)
       for (const plan::fb::Param* param : *program.plan->params()) {
-        num_values += plan::NumElements(*program.plan->buffers()->Get(param->value()));
-        ++tensors;
+        if (!names.insert(param->name()->str()).second) continue;
+        int64_t n = 1;
+        for (int64_t d : *param->shape()) n *= d;
+        num_values += n;
       }
+    const size_t tensors = names.size();
     std::printf("plan: %s: model '%s', %zu program%s, %zu parameter tensors, %lld parameters\n",
                 o.plan_dir.c_str(), model.c_str(), programs.size(),
                 programs.size() == 1 ? "" : "s", tensors, static_cast<long long>(num_values));

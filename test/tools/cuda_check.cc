@@ -89,6 +89,9 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, double tol) {
   const auto units = plan::PrepareUnits(p, plan::CoordinatesOf(p, 0));
   for (const auto& unit : units)
     for (const plan::Instruction& in : unit) all.push_back(&in);
+  // Each instruction runs as activation slot 0 would, whose copy of every buffer
+  // is at the buffer's own offset (the one the comparisons below read).
+  const std::vector<uint64_t> offsets = plan::SlotOffsets(p, 0);
   uint32_t seed = 1;
   for (const plan::Instruction* in : all) {
     const char* name = plan::OpName(in->op);
@@ -105,7 +108,7 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, double tol) {
     sc.grad_clip = 1.0;
     sc.step = 3;
     exec::StepScalars cpu_sc = sc, gpu_sc = sc;
-    auto err = cpu->Run(p, *in, ref.data(), cpu_sc);
+    auto err = cpu->Run(p, *in, ref.data(), offsets.data(), cpu_sc);
     if (err) {
       std::printf("FAIL %s: the CPU backend refused it: %s\n", name, err->message.c_str());
       ++failures;
@@ -122,14 +125,14 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, double tol) {
       auto* d = reinterpret_cast<float*>(other.data() + b->offset());
       for (int64_t i = 0, n = plan::NumElements(*b); i < n; ++i) d[i] = d[i] * 3.f + 1.f;
       exec::StepScalars other_sc = sc;
-      if (cpu->Run(p, *in, other.data(), other_sc)) continue;
+      if (cpu->Run(p, *in, other.data(), offsets.data(), other_sc)) continue;
       if (std::memcmp(other.data() + b->offset(), ref.data() + b->offset(), BufferBytes(*b)) != 0)
         continue;  // read-modify-write (accumulated): not poisonable
       auto* q = reinterpret_cast<float*>(poisoned.data() + b->offset());
       for (int64_t i = 0, n = plan::NumElements(*b); i < n; ++i) q[i] = NAN;
     }
     gpu.Load(poisoned);
-    err = gpu.backend->Run(p, *in, gpu.arena, gpu_sc);
+    err = gpu.backend->Run(p, *in, gpu.arena, offsets.data(), gpu_sc);
     if (err) {
       std::printf("FAIL %s: the CUDA backend refused it: %s\n", name, err->message.c_str());
       ++failures;

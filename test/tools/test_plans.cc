@@ -10,8 +10,20 @@
 //   heiretsu-test-plans unmatched DIR   the two stages, but stage 1 receives one
 //                                       tensor more than stage 0 sends: each program
 //                                       verifies alone, the directory does not
-// Both train the same model: the same parameters (by name), the same instruction
-// order per microbatch, so their losses must match.
+//   heiretsu-test-plans one-stage-m4 DIR   one-stage with 4 microbatches per step
+//   heiretsu-test-plans two-stage-1f1b DIR two-stage with 4 microbatches on the
+//                                       1F1B schedule: stage 0 forward(0), then
+//                                       forward(m + 1) backward(m), backward(3), on
+//                                       2 activation slots (microbatch m on slot
+//                                       m % 2: tokens, what the backward reads and
+//                                       h, sent, slotted); stage 1 forward(m)
+//                                       backward(m) on one. Stage 0 sends
+//                                       activation m + 1 before it receives gradient
+//                                       m while stage 1 sends gradient m before it
+//                                       receives activation m + 1: only sends that
+//                                       do not wait for their recv get through.
+// All train the same model: the same parameters (by name), the same instruction
+// order per microbatch, so their losses must match (at the same microbatches).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -76,10 +88,11 @@ struct Stage1 {  // the head and the loss
     b.Forward(op::CrossEntropy<B>{.logits = logits, .targets = targets, .loss = loss, .lse = lse,
                                   .rows = kRows, .vocab = kVocab, .valid = kVocab});
   }
-  void Backward(PlanBuilder& b) {
+  void Backward(PlanBuilder& b, int64_t microbatches) {
     b.Backward(op::CrossEntropyGrad<B>{.logits = logits, .targets = targets, .lse = lse,
                                        .dlogits = dlogits, .rows = kRows, .vocab = kVocab,
-                                       .valid = kVocab, .dloss = 1.0});
+                                       .valid = kVocab,
+                                       .dloss = 1.0 / static_cast<double>(microbatches)});
     b.Backward(op::LinearGrad<B>{.dy = dlogits, .x = h, .w = head, .dx = dh, .dw = dhead,
                                  .rows = kRows, .in = kC, .out = kVocab});
   }
@@ -98,16 +111,26 @@ int Write(const std::string& dir, int stage, const std::vector<uint8_t>& bytes) 
   return 0;
 }
 
+// A schedule entry: unit (0 forward, 1 backward, 2 update), microbatch, slot.
+fb::Run Entry(uint32_t unit, int32_t microbatch, int32_t slot = 0) {
+  return fb::Run(unit, microbatch, 0, slot);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::string mode = argc == 3 ? argv[1] : "";
-  if (mode != "one-stage" && mode != "two-stage" && mode != "unmatched") {
-    std::fprintf(stderr, "usage: heiretsu-test-plans one-stage|two-stage|unmatched DIR\n");
+  if (mode != "one-stage" && mode != "two-stage" && mode != "unmatched" &&
+      mode != "one-stage-m4" && mode != "two-stage-1f1b") {
+    std::fprintf(stderr,
+                 "usage: heiretsu-test-plans one-stage|two-stage|unmatched|one-stage-m4|"
+                 "two-stage-1f1b DIR\n");
     return 2;
   }
   const std::string dir = argv[2];
-  if (std::string(argv[1]) == "one-stage") {
+  const bool pipelined = mode == "two-stage-1f1b";
+  const int64_t microbatches = mode == "one-stage-m4" || pipelined ? 4 : 1;
+  if (mode == "one-stage" || mode == "one-stage-m4") {
     PlanBuilder b;
     Stage0 s0;
     Stage1 s1;
@@ -115,9 +138,10 @@ int main(int argc, char** argv) {
     s1.Declare(b, s0.h, s0.dh);
     s0.Forward(b);
     s1.Forward(b);
-    s1.Backward(b);
+    s1.Backward(b, microbatches);
     s0.Backward(b);
-    return Write(dir, 0, b.Finish(kBatch, kSeq, kVocab, 1, s0.tokens, s1.targets, s1.loss));
+    return Write(dir, 0,
+                 b.Finish(kBatch, kSeq, kVocab, microbatches, s0.tokens, s1.targets, s1.loss));
   }
   {
     PlanBuilder b;
@@ -128,7 +152,22 @@ int main(int argc, char** argv) {
     b.Forward(op::Send<B>{.x = s0.h, .axis = heiretsu::plan::kAxisPp, .peer = 1});
     b.Backward(op::Recv<B>{.x = s0.dh, .axis = heiretsu::plan::kAxisPp, .peer = 1});
     s0.Backward(b);
-    if (int rc = Write(dir, 0, b.Finish(kBatch, kSeq, kVocab, 1, s0.tokens, kNoBuffer, kNoBuffer)))
+    if (pipelined) {
+      // 1F1B of stage 0 of 2: one forward ahead, so two microbatches in flight.
+      b.SetSlots(2);
+      for (uint32_t kept : {s0.tokens, s0.x, s0.h, s0.mean, s0.rstd}) b.Slotted(kept);
+      std::vector<fb::Run> schedule = {Entry(0, 0, 0)};
+      for (int32_t m = 0; m + 1 < microbatches; ++m) {
+        schedule.push_back(Entry(0, m + 1, (m + 1) % 2));
+        schedule.push_back(Entry(1, m, m % 2));
+      }
+      schedule.push_back(Entry(1, static_cast<int32_t>(microbatches - 1),
+                               static_cast<int32_t>((microbatches - 1) % 2)));
+      schedule.push_back(Entry(2, -1));
+      b.SetSchedule(schedule);
+    }
+    if (int rc = Write(dir, 0, b.Finish(kBatch, kSeq, kVocab, microbatches, s0.tokens, kNoBuffer,
+                                        kNoBuffer)))
       return rc;
   }
   PlanBuilder b;
@@ -138,7 +177,8 @@ int main(int argc, char** argv) {
   b.Forward(op::Recv<B>{.x = s1.h, .axis = heiretsu::plan::kAxisPp, .peer = 0});
   if (mode == "unmatched") b.Forward(op::Recv<B>{.x = s1.h, .axis = heiretsu::plan::kAxisPp, .peer = 0});
   s1.Forward(b);
-  s1.Backward(b);
+  s1.Backward(b, microbatches);
   b.Backward(op::Send<B>{.x = s1.dh, .axis = heiretsu::plan::kAxisPp, .peer = 0});
-  return Write(dir, 1, b.Finish(kBatch, kSeq, kVocab, 1, kNoBuffer, s1.targets, s1.loss));
+  return Write(dir, 1,
+               b.Finish(kBatch, kSeq, kVocab, microbatches, kNoBuffer, s1.targets, s1.loss));
 }

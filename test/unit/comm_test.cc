@@ -24,8 +24,10 @@ std::string FreshDir() {
 }
 
 // Runs `body(rank, comm)` in `world` child processes; returns their exit codes.
+// `job_ranks`: the members' job ranks, for messages (GlooOptions).
 std::vector<int> RunRanks(int world, std::chrono::milliseconds timeout,
-                          const std::function<int(int, Communicator&)>& body) {
+                          const std::function<int(int, Communicator&)>& body,
+                          const std::vector<int>& job_ranks = {}) {
   const std::string store = FreshDir();
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
@@ -38,6 +40,7 @@ std::vector<int> RunRanks(int world, std::chrono::milliseconds timeout,
       o.rank = r;
       o.size = world;
       o.timeout = timeout;
+      o.job_ranks = job_ranks;
       std::unique_ptr<Communicator> comm;
       if (auto err = ConnectGloo(o, &comm)) {
         std::fprintf(stderr, "rank %d: %s\n", r, err->message.c_str());
@@ -114,6 +117,75 @@ TEST(GlooComm, ASilentPeerIsATimeoutErrorNotAHang) {
   double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(codes[0], 42);
+  EXPECT_LT(secs, 30.0);
+}
+
+TEST(GlooComm, StartedSendsDoNotWaitForThePeersRecv) {
+  // Both ranks send first and receive after (1F1B's steady state: an activation
+  // one way, a gradient the other): with Send, which waits for the peer's recv,
+  // both would wait forever. StartSend returns at once, even while the peer is
+  // busy elsewhere; the two messages each way arrive in the order they were posted,
+  // whatever their keys; WaitSends then finds them complete.
+  const size_t n = size_t{1} << 20;  // 4 MiB: more than a socket buffers
+  auto codes = RunRanks(2, std::chrono::seconds(30), [&](int r, Communicator& c) {
+    const int peer = 1 - r;
+    std::vector<float> first(n, float(10 * r + 1)), second(n, float(10 * r + 2));
+    std::vector<float> got_first(n), got_second(n);
+    if (r == 1) usleep(500 * 1000);  // rank 0's sends must not wait for this
+    const auto start = std::chrono::steady_clock::now();
+    if (c.StartSend(first.data(), n, peer, 1) || c.StartSend(second.data(), n, peer, 0)) return 1;
+    const double posting =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (r == 0 && posting > 0.25) return 2;
+    if (c.Recv(got_first.data(), n, peer) || c.Recv(got_second.data(), n, peer)) return 3;
+    for (size_t i = 0; i < n; i += 4099)
+      if (got_first[i] != float(10 * peer + 1) || got_second[i] != float(10 * peer + 2)) return 4;
+    if (c.WaitSends(1) || c.WaitSends()) return 5;
+    // Nothing is left to wait for; the group still works.
+    if (c.WaitSends()) return 6;
+    std::vector<float> v = {1.f};
+    return c.AllReduce(v.data(), 1, ReduceOp::kSum) || v[0] != 2 ? 7 : 0;
+  });
+  EXPECT_EQ(codes[0], 0);
+  EXPECT_EQ(codes[1], 0);
+}
+
+TEST(GlooComm, ASendNobodyReceivesIsATimeoutErrorNamingThePeer) {
+  // Rank 1 receives the first of rank 0's two sends only: waiting for key 0 (that
+  // one) succeeds, waiting for key 1 fails once the group's timeout has passed,
+  // naming the peer by its index and job rank, and the group.
+  auto start = std::chrono::steady_clock::now();
+  auto codes = RunRanks(
+      2, std::chrono::milliseconds(1500),
+      [](int r, Communicator& c) {
+        std::vector<float> a(8, 1.f), b(8, 2.f);
+        if (r == 1) {
+          if (c.Recv(a.data(), a.size(), 0) || a[0] != 1.f) return 1;
+          sleep(4);  // never receives the second, stays alive
+          return 0;
+        }
+        if (c.StartSend(a.data(), a.size(), 1, 0) || c.StartSend(b.data(), b.size(), 1, 1))
+          return 2;
+        if (auto err = c.WaitSends(0)) {
+          std::fprintf(stderr, "rank 0: %s\n", err->message.c_str());
+          return 3;
+        }
+        const auto waiting = std::chrono::steady_clock::now();
+        auto err = c.WaitSends(1);
+        const double waited =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - waiting).count();
+        if (!err) return 4;
+        std::fprintf(stderr, "rank 0 saw after %.1f s: %s\n", waited, err->message.c_str());
+        if (waited < 1.0 || waited > 10.0) return 5;
+        if (err->message.find("send to member 1 (job rank 7) in group 'test' failed") != 0)
+          return 6;
+        return c.WaitSends() ? 7 : 42;  // the failed send is forgotten
+      },
+      {6, 7});
+  double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(codes[0], 42);
+  EXPECT_EQ(codes[1], 0);
   EXPECT_LT(secs, 30.0);
 }
 

@@ -132,12 +132,10 @@ TEST(CompileOptions, WhatIsNotBuiltIsRefusedByName) {
     std::string starts;
   };
   const Case cases[] = {
-      {{"--pp", "2"}, "--pp 2 is not built yet"},
       {{"--ep", "4"}, "--ep 4 is not built yet"},
-      {{"--schedule", "gpipe"}, "--schedule gpipe is not built yet"},
-      {{"--schedule", "interleaved"}, "--schedule interleaved is not built yet"},
-      {{"--virtual-stages", "2"}, "--virtual-stages 2 is not built yet"},
-      {{"--stage-layers", "4"}, "--stage-layers 4 is not built yet"},
+      {{"--pp", "2", "--schedule", "interleaved"}, "--schedule interleaved is not built yet"},
+      {{"--pp", "2", "--schedule", "zb-h1"}, "--schedule zb-h1 is not built yet"},
+      {{"--pp", "2", "--virtual-stages", "2"}, "--virtual-stages 2 needs --schedule interleaved"},
       {{"--precision", "bf16"}, "--precision bf16 is not built yet"},
       {{"--recompute", "full"}, "--recompute full is not built yet"},
   };
@@ -152,6 +150,10 @@ TEST(CompileOptions, WhatIsNotBuiltIsRefusedByName) {
   ASSERT_EQ(Parse({"--dp", "2", "--tp", "2", "--sequence-parallel", "--zero", "1"}, &built),
             std::nullopt);
   EXPECT_EQ(CheckBuilt(built), std::nullopt);
+  CompileOptions pipeline;
+  ASSERT_EQ(Parse({"--pp", "2", "--schedule", "gpipe", "--stage-layers", "3,1"}, &pipeline),
+            std::nullopt);
+  EXPECT_EQ(CheckBuilt(pipeline), std::nullopt);
 }
 
 }  // namespace

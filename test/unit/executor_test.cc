@@ -8,7 +8,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <map>
 
 #include "runtime/exec/executor.h"
@@ -40,6 +44,11 @@ plan::LoadedPlan Load(std::vector<uint8_t> bytes) {
   EXPECT_FALSE(err.has_value()) << *err;
   p.plan = fb::GetSizePrefixedPlan(p.bytes.data());
   return p;
+}
+
+// A schedule entry: unit, microbatch (-1: the step's), virtual chunk, slot.
+fb::Run R(uint32_t unit, int32_t microbatch, int32_t chunk = 0, int32_t slot = 0) {
+  return fb::Run(unit, microbatch, chunk, slot);
 }
 
 // Rule to learn: the next token is (3 * t + 1) mod 16.
@@ -125,10 +134,10 @@ class FakeDeviceBackend final : public exec::Backend {
     munmap(arena, it->second.second);
     arenas_.erase(it);
   }
-  Status Run(const fb::Plan& plan, const plan::Instruction& instr,
-                                 uint8_t* arena, exec::StepScalars& scalars) override {
+  Status Run(const fb::Plan& plan, const plan::Instruction& instr, uint8_t* arena,
+             const uint64_t* offsets, exec::StepScalars& scalars) override {
     ++runs;
-    return cpu_->Run(plan, instr, Real(arena), scalars);
+    return cpu_->Run(plan, instr, Real(arena), offsets, scalars);
   }
   void CopyToHost(const uint8_t* arena, uint64_t offset, void* dst, uint64_t bytes) override {
     ++copies;
@@ -188,6 +197,69 @@ TEST(Executor, StagedBackendTrainsBitIdenticallyToTheHostArena) {
   ASSERT_FALSE(host.Step(Fill, o, &a).has_value());
   ASSERT_FALSE(staged.Step(Fill, o, &b).has_value());
   EXPECT_EQ(a.loss, b.loss);
+}
+
+TEST(Executor, TwoSlotsOfGPipeTrainBitIdenticallyToOneSlotInterleaved) {
+  // forward(0) forward(1) backward(0) backward(1) update, microbatch m on slot m
+  // (what forward keeps for backward, and the loss, slotted), against forward(0)
+  // backward(0) forward(1) backward(1) update on one slot: the same arithmetic in
+  // the same order, so the same bits; also through the staged (device) path.
+  testing::BigramOptions o;
+  o.vocab = kVocab;
+  o.batch = kBatch;
+  o.seq = kSeq;
+  o.c = kC;
+  o.microbatches = 2;
+  plan::LoadedPlan one = Load(testing::BuildBigram(o));
+  o.slots = 2;
+  o.schedule = {R(0, 0, 0, 0), R(0, 1, 0, 1), R(1, 0, 0, 0), R(1, 1, 0, 1), R(2, -1)};
+  plan::LoadedPlan two = Load(testing::BuildBigram(o)), staged_two = Load(testing::BuildBigram(o));
+  ASSERT_EQ(two.plan->slots(), 2u);
+  ASSERT_GT(two.plan->slot_bytes(), 0u);
+  exec::Executor a(one), b(two), c(staged_two, std::make_unique<FakeDeviceBackend>());
+  // Microbatches of different tokens (Fill's are permutations of each other, whose
+  // losses agree), so that the two slots' losses differ.
+  auto fill = [](int64_t m, int32_t* tokens, int32_t* targets) {
+    for (int64_t i = 0; i < kRows; ++i) {
+      tokens[i] = static_cast<int32_t>(((i % 5) * 3 + m * 7) % kVocab);
+      targets[i] = static_cast<int32_t>((3 * tokens[i] + 1) % kVocab);
+    }
+  };
+  for (exec::Executor* ex : {&a, &b, &c}) ex->InitializeParameters(11);
+  for (int64_t step = 1; step <= 8; ++step) {
+    exec::StepOptions so;
+    so.lr = 3e-2;
+    so.grad_clip = 1.0;
+    so.step = step;
+    exec::StepResult ra, rb, rc;
+    ASSERT_FALSE(a.Step(fill, so, &ra).has_value());
+    auto err = b.Step(fill, so, &rb);
+    ASSERT_FALSE(err.has_value()) << *err;
+    err = c.Step(fill, so, &rc);
+    ASSERT_FALSE(err.has_value()) << *err;
+    EXPECT_EQ(ra.loss, rb.loss) << "step " << step;
+    EXPECT_EQ(ra.grad_norm, rb.grad_norm) << "step " << step;
+    EXPECT_EQ(ra.loss, rc.loss) << "step " << step;
+    EXPECT_EQ(ra.grad_norm, rc.grad_norm) << "step " << step;
+  }
+  c.PullState();
+  for (const fb::Param* param : *one.plan->params()) {
+    const int64_t n = plan::NumElements(*one.plan->buffers()->Get(param->value()));
+    for (uint32_t k : {param->value(), param->exp_avg(), param->exp_avg_sq()}) {
+      EXPECT_EQ(std::memcmp(a.F32(k), b.F32(k), n * sizeof(float)), 0) << param->name()->str();
+      EXPECT_EQ(std::memcmp(a.F32(k), c.F32(k), n * sizeof(float)), 0) << param->name()->str();
+    }
+  }
+  // The slots are distinct copies: slot 1 holds microbatch 1's loss (the one slot of
+  // the interleaved plan ends with it too), slot 0 microbatch 0's.
+  const uint32_t loss = two.plan->loss();
+  ASSERT_TRUE(two.plan->buffers()->Get(loss)->slotted());
+  EXPECT_EQ(*b.F32(loss, 1), *a.F32(one.plan->loss()));
+  EXPECT_NE(*b.F32(loss, 0), *b.F32(loss, 1));
+  c.Pull(loss, 0);
+  c.Pull(loss, 1);
+  EXPECT_EQ(*c.F32(loss, 0), *b.F32(loss, 0));
+  EXPECT_EQ(*c.F32(loss, 1), *b.F32(loss, 1));
 }
 
 TEST(Executor, NonFiniteGradientNormIsCaughtBeforeTheUpdate) {
@@ -331,13 +403,16 @@ TEST(PlanVerifier, TheTrailerIsFnv1a64OfTheBytesBeforeIt) {
   EXPECT_EQ(stated, h);
 }
 
-// A one-parameter plan (a linear head over given inputs) with `schedule` and an
-// optional extra instruction in the update unit's place.
-std::string VerifyScheduled(std::vector<fb::Run> schedule, int64_t microbatches = 2) {
+// A one-parameter plan (a linear head over given inputs) with `schedule`, and
+// `slots` activation slots (the input x slotted when more than one).
+std::string VerifyScheduled(std::vector<fb::Run> schedule, int64_t microbatches = 2,
+                            uint32_t slots = 1) {
   testing::PlanBuilder b;
   const auto [t, y, loss] = b.AddIo(1, 2);
   auto [w, dw] = b.Param("w", {4, 3}, fb::Init_Normal, 0.02, true);
   uint32_t x = b.Buffer("x", {2, 3}), logits = b.Buffer("logits", {2, 4});
+  if (slots > 1) b.Slotted(x);
+  b.SetSlots(slots);
   b.Forward(plan::op::Linear<uint32_t>{.x = x, .w = w, .y = logits, .rows = 2, .in = 3, .out = 4});
   b.Backward(plan::op::LinearGrad<uint32_t>{.dy = logits, .x = x, .w = w, .dw = dw, .rows = 2,
                                             .in = 3, .out = 4});
@@ -346,10 +421,9 @@ std::string VerifyScheduled(std::vector<fb::Run> schedule, int64_t microbatches 
 }
 
 TEST(PlanVerifier, TheScheduleRunsEveryMicrobatchUnitOncePerMicrobatchBeforeTheStep) {
-  using R = fb::Run;
   EXPECT_EQ(VerifyScheduled({R(0, 0, 0), R(1, 0, 0), R(0, 1, 0), R(1, 1, 0), R(2, -1, 0)}), "");
   // The backward never runs: the update would apply zero gradients.
-  EXPECT_EQ(VerifyScheduled({R(0, 0, 0), R(0, 1, 0), R(2, -1, 0)}),
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0, 0), R(0, 1, 0, 1), R(2, -1, 0)}, 2, 2),
             "p.hplan: invalid plan: the schedule never runs unit 1 'backward' (it must run "
             "once per microbatch)");
   EXPECT_EQ(VerifyScheduled({R(0, 0, 0), R(1, 0, 0), R(0, 1, 0), R(1, 1, 0), R(0, 1, 0),
@@ -367,6 +441,128 @@ TEST(PlanVerifier, TheScheduleRunsEveryMicrobatchUnitOncePerMicrobatchBeforeTheS
             "stages are not built yet");
   EXPECT_EQ(VerifyScheduled({R(0, 0, 0), R(1, 0, 0), R(2, -1, 0), R(2, -1, 0)}, 1),
             "p.hplan: invalid plan: schedule entry 3 runs unit 2 'update' a second time");
+}
+
+TEST(PlanVerifier, AMicrobatchKeepsOneSlotFromItsFirstRunToItsLastUnit) {
+  // GPipe on two slots, and the interleaved schedule on one of them.
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0, 0), R(0, 1, 0, 1), R(1, 0, 0, 0), R(1, 1, 0, 1),
+                             R(2, -1)}, 2, 2),
+            "");
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0, 1), R(1, 0, 0, 1), R(0, 1, 0, 1), R(1, 1, 0, 1),
+                             R(2, -1)}, 2, 2),
+            "");
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0, 2), R(1, 0, 0, 2), R(2, -1)}, 2, 2),
+            "p.hplan: invalid plan: schedule entry 0 runs unit 0 'forward' of microbatch 0 on "
+            "slot 2; the program has 2 slots");
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0, -1), R(1, 0, 0, -1), R(2, -1)}, 2, 2),
+            "p.hplan: invalid plan: schedule entry 0 runs unit 0 'forward' of microbatch 0 on "
+            "slot -1; the program has 2 slots");
+  EXPECT_EQ(VerifyScheduled({R(0, 0), R(1, 0), R(0, 1), R(1, 1), R(2, -1, 0, 1)}, 2, 2),
+            "p.hplan: invalid plan: schedule entry 4 (unit 2 'update') is a unit of the step and "
+            "runs on slot 1; the step's units use slot 0");
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0, 0), R(0, 1, 0, 1), R(1, 0, 0, 1), R(1, 1, 0, 1),
+                             R(2, -1)}, 2, 2),
+            "p.hplan: invalid plan: schedule entry 2 runs unit 1 'backward' of microbatch 0 on "
+            "slot 1; its earlier runs used slot 0");
+  // Microbatch 1's forward would overwrite the activations microbatch 0's backward
+  // still reads.
+  EXPECT_EQ(VerifyScheduled({R(0, 0, 0, 0), R(0, 1, 0, 0), R(1, 0, 0, 0), R(1, 1, 0, 0),
+                             R(2, -1)}, 2, 2),
+            "p.hplan: invalid plan: schedule entry 1 runs unit 0 'forward' of microbatch 1 on "
+            "slot 0, which microbatch 0 still holds (1 of its 2 microbatch units have not run)");
+  EXPECT_EQ(VerifyScheduled({R(0, 0), R(0, 1), R(1, 0), R(1, 1), R(2, -1)}),
+            "p.hplan: invalid plan: schedule entry 1 runs unit 0 'forward' of microbatch 1 on "
+            "slot 0, which microbatch 0 still holds (1 of its 2 microbatch units have not run)");
+}
+
+// The plan of VerifyScheduled, GPipe on two slots, with `edit` applied to its
+// builder before it finishes.
+std::string VerifySlotted(const std::function<void(testing::PlanBuilder&, uint32_t w,
+                                                   uint32_t x)>& edit) {
+  testing::PlanBuilder b;
+  const auto [t, y, loss] = b.AddIo(1, 2);
+  auto [w, dw] = b.Param("w", {4, 3}, fb::Init_Normal, 0.02, true);
+  uint32_t x = b.Buffer("x", {2, 3}), logits = b.Buffer("logits", {2, 4});
+  b.Slotted(x);
+  b.SetSlots(2);
+  b.Forward(plan::op::Linear<uint32_t>{.x = x, .w = w, .y = logits, .rows = 2, .in = 3, .out = 4});
+  b.Backward(plan::op::LinearGrad<uint32_t>{.dy = logits, .x = x, .w = w, .dw = dw, .rows = 2,
+                                            .in = 3, .out = 4});
+  b.SetSchedule({R(0, 0, 0, 0), R(0, 1, 0, 1), R(1, 0, 0, 0), R(1, 1, 0, 1), R(2, -1)});
+  edit(b, w, x);
+  return VerifyError(b.Finish(1, 2, 4, 2, t, y, loss));
+}
+
+TEST(PlanVerifier, RefusesSlotsOutsideTheArenaOrTheStep) {
+  EXPECT_EQ(VerifySlotted([](testing::PlanBuilder&, uint32_t, uint32_t) {}), "");
+  EXPECT_EQ(VerifySlotted([](testing::PlanBuilder& b, uint32_t, uint32_t) { b.SetSlots(0); }),
+            "p.hplan: invalid plan: slots = 0; a program keeps at least one microbatch's "
+            "activations");
+  EXPECT_EQ(VerifySlotted([](testing::PlanBuilder& b, uint32_t, uint32_t) { b.SetSlots(3); }),
+            "p.hplan: invalid plan: slots = 3 exceeds the 2 microbatches of a step (a slot holds "
+            "one microbatch's activations)");
+  EXPECT_EQ(VerifySlotted([](testing::PlanBuilder& b, uint32_t, uint32_t) { b.SetSlots(2, 66); }),
+            "p.hplan: invalid plan: slot_bytes = 66 is not a multiple of 4");
+  // x (24 bytes, at 512 after the others) is the slotted span of 64 bytes: slot 1's
+  // copy 64 past it fits the arena of 640, one 128 past it does not; 20 bytes
+  // apart the copies overlap.
+  EXPECT_EQ(VerifySlotted([](testing::PlanBuilder& b, uint32_t, uint32_t) { b.SetSlots(2, 128); }),
+            "p.hplan: invalid plan: slotted buffer #7 'x': its copy for slot 1, [512 + 1 x "
+            "slot_bytes 128, +24), is not inside the arena of 640 bytes");
+  EXPECT_EQ(VerifySlotted([](testing::PlanBuilder& b, uint32_t, uint32_t) { b.SetSlots(2, 20); }),
+            "p.hplan: invalid plan: slotted buffer #7 'x' of 24 bytes is larger than slot_bytes "
+            "= 20: its copies would overlap");
+  EXPECT_EQ(VerifySlotted([](testing::PlanBuilder& b, uint32_t w, uint32_t) { b.Slotted(w); }),
+            "p.hplan: invalid plan: parameter 'w': its buffer #3 'w' is slotted; a parameter's "
+            "buffers have one copy");
+}
+
+// Program `stage` of a pp = 2 directory with the microbatch inputs and loss asked
+// for (each present one a buffer of its own) and a parameter to update.
+std::vector<uint8_t> StageProgram(int stage, bool tokens, bool targets, bool loss) {
+  testing::PlanBuilder b;
+  b.SetMesh(1, 2, 1, 1, stage);
+  const uint32_t t = tokens ? b.Buffer("tokens", {1, 2}, fb::DType_I32) : plan::kNoBuffer;
+  const uint32_t y = targets ? b.Buffer("targets", {1, 2}, fb::DType_I32) : plan::kNoBuffer;
+  const uint32_t l = loss ? b.Buffer("loss", {1}) : plan::kNoBuffer;
+  b.Param("w" + std::to_string(stage), {3}, fb::Init_Zeros, 0, false);
+  return b.Finish(1, 2, 4, 1, t, y, l);
+}
+
+// LoadPlanDirectory's verdict on a directory of the two programs ("" when loaded).
+std::string LoadDirectoryError(const std::vector<uint8_t>& stage0,
+                               const std::vector<uint8_t>& stage1) {
+  char tmpl[] = "/tmp/heiretsu-plan-dir-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  int stage = 0;
+  for (const auto* bytes : {&stage0, &stage1})
+    std::ofstream(dir + "/" + plan::ProgramFileName(stage++), std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes->data()),
+               static_cast<std::streamsize>(bytes->size()));
+  std::vector<plan::LoadedPlan> programs;
+  const Status err = plan::LoadPlanDirectory(dir, &programs);
+  std::filesystem::remove_all(dir);
+  if (!err) return "";
+  std::string message = err->message;
+  const size_t at = message.find(dir);
+  return at == std::string::npos ? message : message.replace(at, dir.size(), "DIR");
+}
+
+TEST(PlanDirectory, OneProgramTakesTokensOneTargetsAndAnyMayHaveALoss) {
+  // StageProgram(stage, tokens, targets, loss).
+  const auto first = StageProgram(0, true, false, false), last = StageProgram(1, false, true, true);
+  EXPECT_EQ(LoadDirectoryError(first, last), "");
+  // Stage 0's loss (say, its MoE layers' auxiliary losses) adds to stage 1's.
+  const auto first_with_loss = StageProgram(0, true, false, true);
+  EXPECT_EQ(LoadDirectoryError(first_with_loss, last), "");
+  EXPECT_EQ(LoadDirectoryError(first_with_loss, StageProgram(1, false, false, true)),
+            "DIR: 1 programs take tokens and 0 take targets; a plan needs exactly one of each");
+  const auto everything = StageProgram(0, true, true, true);
+  EXPECT_EQ(LoadDirectoryError(everything, StageProgram(1, true, true, true)),
+            "DIR: 2 programs take tokens and 2 take targets; a plan needs exactly one of each");
+  // A program's targets feed its loss.
+  EXPECT_EQ(VerifyError(StageProgram(1, false, true, false)),
+            "p.hplan: invalid plan: a program with targets must have a loss");
 }
 
 TEST(PlanVerifier, RefusesDuplicateParametersBadShardsAndCollectivesOverOneRank) {
@@ -401,7 +597,8 @@ TEST(PlanVerifier, RefusesDuplicateParametersBadShardsAndCollectivesOverOneRank)
 
 TEST(PlanVerifier, RefusesAnotherVersion) {
   EXPECT_EQ(VerifyError(BuildBigram(1, 7)),
-            "p.hplan: invalid plan: plan version 7, this runtime reads version 4 (recompile the spec)");
+            "p.hplan: invalid plan: plan version 7, this runtime reads version " +
+                std::to_string(plan::kPlanVersion) + " (recompile the spec)");
 }
 
 TEST(PlanVerifier, RefusesAnInstructionWhoseBufferHasTheWrongSize) {

@@ -1,12 +1,16 @@
 // A small helper for tests that build plans by hand with the generated FlatBuffers
 // API (the same API the compiler's emitter uses): buffers are laid out one after
-// another in the arena, 64-byte aligned.
+// another in the arena, 64-byte aligned, in the order they were declared; slotted
+// ones (Slotted) after all the others, once per activation slot (SetSlots), each
+// slot's copies slot_bytes after the previous slot's.
 #ifndef HEIRETSU_TEST_UNIT_PLAN_BUILDER_H_
 #define HEIRETSU_TEST_UNIT_PLAN_BUILDER_H_
 
+#include <algorithm>
+#include <optional>
 #include <string>
-#include <vector>
 #include <tuple>
+#include <vector>
 
 #include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
@@ -15,14 +19,21 @@ namespace heiretsu::testing {
 
 class PlanBuilder {
  public:
+  // Declares a buffer; Finish places it.
   uint32_t Buffer(const std::string& name, std::vector<int64_t> shape,
                   plan::fb::DType dtype = plan::fb::DType_F32) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    buffers_.push_back(
-        plan::fb::CreateBufferDirect(fbb_, name.c_str(), arena_, dtype, &shape));
-    arena_ += (static_cast<uint64_t>(n) * 4 + 63) / 64 * 64;
-    return static_cast<uint32_t>(buffers_.size() - 1);
+    specs_.push_back({name, std::move(shape), dtype, false});
+    return static_cast<uint32_t>(specs_.size() - 1);
+  }
+
+  // Marks a buffer slotted: the arena holds one copy of it per activation slot.
+  void Slotted(uint32_t buffer) { specs_[buffer].slotted = true; }
+  // The activation slots (plan.fbs: Plan.slots; default 1). `slot_bytes` replaces
+  // the distance between two slots' copies Finish computes (the slotted buffers'
+  // span): only for plans the verifier must refuse.
+  void SetSlots(uint32_t slots, std::optional<uint64_t> slot_bytes = std::nullopt) {
+    slots_ = slots;
+    slot_bytes_ = slot_bytes;
   }
 
   // The microbatch inputs (tokens, targets: batch x seq ids) and the loss, the first
@@ -89,10 +100,34 @@ class PlanBuilder {
 
   // Finishes the plan: units forward, backward and update (the gradient norm, then
   // AdamW per parameter), scheduled forward(m), backward(m) for every microbatch,
-  // then update. Absent tokens / targets / loss are kNoBuffer.
+  // then update, all on slot 0. Absent tokens / targets / loss are kNoBuffer.
   std::vector<uint8_t> Finish(int64_t batch, int64_t seq, int64_t vocab, int64_t microbatches,
                               uint32_t tokens, uint32_t targets, uint32_t loss,
                               uint32_t version = plan::kPlanVersion) {
+    // The buffers: the others first, then the slotted ones, slot 0's copies.
+    std::vector<uint64_t> offsets(specs_.size());
+    uint64_t arena = 0;
+    for (bool slotted : {false, true})
+      for (size_t i = 0; i < specs_.size(); ++i) {
+        if (specs_[i].slotted != slotted) continue;
+        int64_t n = 1;
+        for (int64_t d : specs_[i].shape) n *= d;
+        offsets[i] = arena;
+        arena += (static_cast<uint64_t>(n) * 4 + 63) / 64 * 64;
+      }
+    uint64_t slotted_begin = arena;
+    for (size_t i = 0; i < specs_.size(); ++i)
+      if (specs_[i].slotted) slotted_begin = std::min(slotted_begin, offsets[i]);
+    // The arena holds every slot's copies of the slotted span (whatever slot_bytes
+    // a test states instead).
+    const uint64_t span = arena - slotted_begin;
+    const uint64_t slot_bytes = slot_bytes_.value_or(span);
+    if (slots_ > 1) arena += (slots_ - 1) * span;
+    std::vector<flatbuffers::Offset<plan::fb::Buffer>> buffers;
+    for (size_t i = 0; i < specs_.size(); ++i)
+      buffers.push_back(plan::fb::CreateBufferDirect(fbb_, specs_[i].name.c_str(), offsets[i],
+                                                     specs_[i].dtype, &specs_[i].shape,
+                                                     specs_[i].slotted));
     std::vector<flatbuffers::Offset<plan::fb::Instr>> update;
     update.push_back(Instr(plan::op::GradNormSq<uint32_t>{.buffers = grads_}));
     update.insert(update.end(), update_.begin(), update_.end());
@@ -104,14 +139,15 @@ class PlanBuilder {
     std::vector<plan::fb::Run> schedule = schedule_;
     if (schedule.empty()) {
       for (int m = 0; m < microbatches; ++m) {
-        schedule.emplace_back(0, m, 0);
-        schedule.emplace_back(1, m, 0);
+        schedule.emplace_back(0, m, 0, 0);
+        schedule.emplace_back(1, m, 0, 0);
       }
-      schedule.emplace_back(2, -1, 0);
+      schedule.emplace_back(2, -1, 0, 0);
     }
     auto root = plan::fb::CreatePlanDirect(fbb_, version, "test", &mesh_, stage_, mesh_.pp(), batch,
-                                           microbatches, seq, vocab, arena_, 0, 0, &buffers_,
-                                           &params_, tokens, targets, loss, &units, &schedule, opt);
+                                           microbatches, seq, vocab, arena, 0, 0, &buffers,
+                                           &params_, tokens, targets, loss, &units, &schedule, opt,
+                                           slots_, slot_bytes);
     plan::fb::FinishSizePrefixedPlanBuffer(fbb_, root);
     std::vector<uint8_t> bytes(fbb_.GetBufferPointer(), fbb_.GetBufferPointer() + fbb_.GetSize());
     plan::SealPlan(&bytes);
@@ -119,9 +155,16 @@ class PlanBuilder {
   }
 
  private:
+  struct BufferSpec {
+    std::string name;
+    std::vector<int64_t> shape;
+    plan::fb::DType dtype;
+    bool slotted;
+  };
   flatbuffers::FlatBufferBuilder fbb_;
-  uint64_t arena_ = 0;
-  std::vector<flatbuffers::Offset<plan::fb::Buffer>> buffers_;
+  std::vector<BufferSpec> specs_;
+  uint32_t slots_ = 1;
+  std::optional<uint64_t> slot_bytes_;
   std::vector<flatbuffers::Offset<plan::fb::Param>> params_;
   std::vector<flatbuffers::Offset<plan::fb::Instr>> forward_, backward_, update_;
   std::vector<uint32_t> grads_;
@@ -140,6 +183,11 @@ struct BigramOptions {
   // Scales the loss gradient (not the loss): a huge one makes the gradients, and so
   // the gradient norm, overflow while the loss stays finite.
   double grad_scale = 1.0;
+  // Activation slots: with more than one, what the forward keeps for the backward
+  // (the inputs, every activation the backward reads) and the loss are slotted.
+  uint32_t slots = 1;
+  // A schedule other than forward(m) backward(m) ... update (units 0, 1, 2).
+  std::vector<plan::fb::Run> schedule;
 };
 
 inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
@@ -177,6 +225,11 @@ inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
                                   .dw = dg, .db = dbeta, .rows = rows, .c = c});
   b.Backward(op::EmbeddingGrad<B>{.ids = tokens, .dout = dx, .dtable = dwte, .rows = rows,
                                   .seq = o.seq, .vocab = v, .c = c, .context = o.seq});
+  if (o.slots > 1) {
+    b.SetSlots(o.slots);
+    for (uint32_t kept : {tokens, targets, x, h, mean, rstd, logits, lse, loss}) b.Slotted(kept);
+  }
+  if (!o.schedule.empty()) b.SetSchedule(o.schedule);
   return b.Finish(o.batch, o.seq, v, o.microbatches, tokens, targets, loss, o.version);
 }
 

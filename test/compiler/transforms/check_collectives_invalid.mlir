@@ -238,7 +238,7 @@ module {
     %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
     %x = plan.buffer "x" : memref<8xf32>
     plan.unit "forward" forward {
-      // expected-error @+1 {{send #1 from stage 0 to stage 1 has 8 elements but its recv on stage 1 has 4}}
+      // expected-error @+1 {{send #1 from stage 0 to stage 1 (unit "forward" of microbatch 0) has 8 elements but its recv on stage 1 (unit "forward" of microbatch 0) has 4}}
       plan.kernel "send"(%x) ints = [1, 1] floats = [] absent = [] : memref<8xf32>
     }
     plan.unit "backward" backward {
@@ -359,6 +359,51 @@ module {
     plan.unit "forward" forward {
     }
     plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "update"
+    }
+  }
+}
+
+// -----
+
+// Tests that a schedule that would deadlock is a compile error naming each
+// blocked stage, what it waits for and the run: both stages receive before they
+// send (sends are posted without blocking; a recv blocks until its send is).
+module {
+  dist.mesh @world dp = 1 pp = 2 tp = 1 ep = 1
+  plan.program "first" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, stage = 0 : i64, vocab = 4 : i64} {
+    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+    %x = plan.buffer "x" : memref<8xf32>
+    %y = plan.buffer "y" : memref<8xf32>
+    plan.unit "forward" forward {
+      // expected-error @+1 {{the pipeline schedule deadlocks (sends posted, recvs blocking): stage 0 waits in a recv from stage 1 before unit "forward" of microbatch 0; stage 1 waits in a recv from stage 0 before unit "backward" of microbatch 0}}
+      plan.kernel "recv"(%y) ints = [1, 1] floats = [] absent = [] : memref<8xf32>
+      plan.kernel "send"(%x) ints = [1, 1] floats = [] absent = [] : memref<8xf32>
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "update"
+    }
+  }
+  plan.program "last" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, stage = 1 : i64, vocab = 4 : i64} {
+    %x = plan.buffer "x" : memref<8xf32>
+    %y = plan.buffer "y" : memref<8xf32>
+    plan.unit "forward" forward {
+    }
+    plan.unit "backward" backward {
+      plan.kernel "recv"(%x) ints = [1, 0] floats = [] absent = [] : memref<8xf32>
+      plan.kernel "send"(%y) ints = [1, 0] floats = [] absent = [] : memref<8xf32>
     }
     plan.unit "update" update {
     }

@@ -1,10 +1,10 @@
 // RUN: heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-schedule))' --split-input-file --verify-diagnostics
-// RUN: not heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-schedule{schedule=gpipe}))' --split-input-file 2>&1 | FileCheck %s --check-prefix=GPIPE
+// RUN: not heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-schedule{schedule=zb-h1}))' --split-input-file 2>&1 | FileCheck %s --check-prefix=ZB
 // RUN: not heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-schedule{schedule=zigzag}))' --split-input-file 2>&1 | FileCheck %s --check-prefix=UNKNOWN
 
 // Schedules that are not built yet, and unknown ones, are refused by name.
-// GPIPE: error: schedule 'gpipe' is not built yet; use schedule=1f1b
-// UNKNOWN: error: schedule 'zigzag' is unknown; expected 1f1b (gpipe, interleaved and zb-h1 are not built yet)
+// ZB: error: schedule 'zb-h1' is not built yet; use 1f1b or gpipe
+// UNKNOWN: error: schedule 'zigzag' is unknown; expected 1f1b or gpipe (interleaved and zb-h1 are not built yet)
 
 // Tests that the pass reads pp from the module's mesh, and refuses a module
 // without one.
@@ -14,19 +14,6 @@ plan.program "nomesh" attributes {micro_batch_size = 1 : i64, microbatches = 1 :
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
   plan.unit "forward" forward {
-  }
-}
-
-// -----
-
-// Tests that pipeline schedules (pp > 1) are refused: not built yet.
-module {
-  dist.mesh @world dp = 1 pp = 2 tp = 1 ep = 1
-  // expected-error @+1 {{pipeline schedules for pp = 2 are not built yet; heiretsu-schedule orders one stage (pp = 1)}}
-  plan.program "s0" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
-    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
-    plan.unit "forward" forward {
-    }
   }
 }
 
@@ -48,10 +35,10 @@ module {
 
 // -----
 
-// Tests that a program without microbatch units has nothing to schedule.
+// Tests that a program without a forward and a backward unit has nothing to schedule.
 module {
   dist.mesh @world dp = 1 pp = 1 tp = 1 ep = 1
-  // expected-error @+1 {{the program has no forward or backward unit to schedule}}
+  // expected-error @+1 {{the program needs a forward and a backward unit to schedule}}
   plan.program "update_only" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
     %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
     plan.unit "update" update {

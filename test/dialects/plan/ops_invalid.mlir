@@ -249,19 +249,9 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
 // -----
 
 // Tests program_c3: targets without a loss.
-// expected-error @+1 {{(C3) a program with a loss needs its targets and one with targets its loss; this one has only io = "targets"}}
+// expected-error @+1 {{(C3) a program with targets needs its loss; this one has only io = "targets"}}
 plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
-  plan.unit "forward" forward {
-  }
-}
-
-// -----
-
-// Tests program_c3: a loss without targets.
-// expected-error @+1 {{(C3) a program with a loss needs its targets and one with targets its loss; this one has only io = "loss"}}
-plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
-  %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
   plan.unit "forward" forward {
   }
 }
@@ -711,5 +701,96 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   plan.schedule {
     // expected-error @+1 {{(C3) chunk must be >= 0, got -1}}
     plan.run "forward" microbatch 0 chunk -1
+  }
+}
+
+// -----
+
+// Tests program_c8: slots without slot_bytes.
+// expected-error @+1 {{(C8) slots must be >= 1 and come with slot_bytes >= 0}}
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64, slots = 2 : i64} {
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests program_c5: a slotted buffer's last copy must fit in the arena.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64, arena_bytes = 128 : i64, slots = 2 : i64, slot_bytes = 64 : i64} {
+  // expected-error @+1 {{(C5) buffer must have an offset inside the arena of 128 bytes (every slot's copy)}}
+  %x = plan.buffer "x" {offset = 64 : i64, slotted} : memref<16xf32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests param_c6: tied_stage names the program's own stage.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  // expected-error @+1 {{(C6) tied_stage must be another pipeline stage, got 0}}
+  %v, %g, %m, %s = plan.param "wte" zeros {tied_stage = 0 : i64} : memref<4x2xf32>
+  plan.unit "forward" forward {
+  }
+}
+
+// -----
+
+// Tests run_c3: a unit of the step takes no slot.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+  plan.unit "forward" forward {
+  }
+  plan.unit "update" update {
+  }
+  plan.schedule {
+    plan.run "forward" microbatch 0
+    // expected-error @+1 {{(C3) a unit of the step takes no slot}}
+    plan.run "update" slot 1
+  }
+}
+
+// -----
+
+// Tests schedule_c4: a microbatch takes a slot another still holds.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 2 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64, arena_bytes = 0 : i64, slots = 2 : i64, slot_bytes = 0 : i64} {
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.schedule {
+    plan.run "forward" microbatch 0 slot 1
+    // expected-error @+1 {{(C4) microbatch 1 takes slot 1 while microbatch 0 (chunk 0) still holds it}}
+    plan.run "forward" microbatch 1 slot 1
+    plan.run "backward" microbatch 0 slot 1
+    plan.run "backward" microbatch 1 slot 1
+  }
+}
+
+// -----
+
+// Tests schedule_c4: a microbatch's runs stay on one slot, below the program's slots.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64, arena_bytes = 0 : i64, slots = 2 : i64, slot_bytes = 0 : i64} {
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.schedule {
+    plan.run "forward" microbatch 0 slot 1
+    // expected-error @+1 {{(C4) microbatch 0 runs on slot 0, its forward on slot 1}}
+    plan.run "backward" microbatch 0
+  }
+}
+
+// -----
+
+// Tests schedule_c4: a slot outside the program's slots.
+plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64, arena_bytes = 0 : i64, slots = 2 : i64, slot_bytes = 0 : i64} {
+  plan.unit "forward" forward {
+  }
+  plan.unit "backward" backward {
+  }
+  plan.schedule {
+    // expected-error @+1 {{(C4) slot 2 of microbatch 0 is outside the program's 2 slots}}
+    plan.run "forward" microbatch 0 slot 2
+    plan.run "backward" microbatch 0 slot 2
   }
 }

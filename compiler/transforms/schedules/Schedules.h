@@ -1,0 +1,41 @@
+//===- Schedules.h - pipeline schedules: the order of a stage's microbatches ===//
+//
+// Each pipeline schedule is one function, in its own file, giving the order in
+// which stage `stage` of `pp` runs the forward and backward passes of the step's
+// `microbatches` microbatches. heiretsu-schedule (Schedule.cpp) turns that order
+// into the program's plan.schedule: each step into runs of the program's units of
+// that kind, each microbatch on an activation slot, then the units of the step.
+// A schedule only orders; whether the stages' orders fit together (every recv's
+// send is posted, no stage waits forever) is heiretsu-check-collectives' to prove.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HEIRETSU_COMPILER_TRANSFORMS_SCHEDULES_SCHEDULES_H
+#define HEIRETSU_COMPILER_TRANSFORMS_SCHEDULES_SCHEDULES_H
+
+#include <cstdint>
+#include <vector>
+
+namespace heiretsu::schedules {
+
+enum class Pass { forward, backward };
+
+struct Step {
+  Pass pass;
+  int64_t microbatch;
+  bool operator==(const Step &) const = default;
+};
+
+/// GPipe (Huang et al., 2019): every microbatch's forward, then every backward in
+/// the same order. A stage keeps all `microbatches` microbatches' activations.
+std::vector<Step> gpipe(int64_t pp, int64_t stage, int64_t microbatches);
+
+/// 1F1B (Narayanan et al., PipeDream-Flush, 2021; Megatron-LM's default): stage s
+/// runs min(pp - s - 1, M) warm-up forwards, then alternates one forward and one
+/// backward, then drains the remaining backwards. Stage s keeps at most
+/// min(pp - s, M) microbatches' activations; the bubble is GPipe's.
+std::vector<Step> oneFOneB(int64_t pp, int64_t stage, int64_t microbatches);
+
+} // namespace heiretsu::schedules
+
+#endif // HEIRETSU_COMPILER_TRANSFORMS_SCHEDULES_SCHEDULES_H
