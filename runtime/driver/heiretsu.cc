@@ -37,7 +37,7 @@ const char kUsage[] =
     "  compile SPEC [flags] -o PLAN_DIR   compile a model spec (see 'heiretsu compile --help')\n"
     "  run PLAN_DIR [flags]               train with a compiled plan (see 'heiretsu run --help')\n"
     "  train SPEC [compile flags] [run flags]   compile, then run\n"
-    "  explain PLAN_DIR                   per-rank memory, communication, schedule\n"
+    "  explain PLAN_DIR [--format text|mermaid]  per-rank memory, communication, schedule\n"
     "  data prepare --tokenizer byte|gpt2 FILES... -o DIR\n";
 
 const char kTrainUsage[] =
@@ -260,10 +260,20 @@ int main(int argc, char** argv) {
   if (cmd == "train") return Train(rest);
   if (cmd == "data") return Data(rest);
   if (cmd == "explain") {
-    if (rest.size() != 1) return BadInput("usage: heiretsu explain PLAN_DIR");
+    const char* usage = "usage: heiretsu explain PLAN_DIR [--format text|mermaid]";
+    std::string format = "text";
+    if (rest.size() == 3 && rest[1] == "--format") {
+      format = rest[2];
+      if (format != "text" && format != "mermaid")
+        return BadInput("--format '" + format + "': expected text or mermaid");
+    } else if (rest.size() != 1) {
+      return BadInput(usage);
+    }
     std::vector<heiretsu::plan::LoadedPlan> programs;
     if (auto err = heiretsu::plan::LoadPlanDirectory(rest[0], &programs)) return Fail(*err);
-    std::fputs(heiretsu::plan::Explain(programs).c_str(), stdout);
+    const std::string report = format == "mermaid" ? heiretsu::plan::ExplainMermaid(programs)
+                                                   : heiretsu::plan::Explain(programs);
+    std::fputs(report.c_str(), stdout);
     return 0;
   }
   std::fprintf(stderr, "heiretsu: unknown command '%s'\n%s", cmd.c_str(), kUsage);

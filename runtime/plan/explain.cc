@@ -3,12 +3,15 @@
 // sends with a ring algorithm (2 (n - 1) / n of the buffer for all_reduce).
 #include "runtime/plan/explain.h"
 
+#include <algorithm>
 #include <cinttypes>
+#include <cstdlib>
 #include <cstdio>
 #include <map>
 
 #include "runtime/plan/layout.h"
 #include "runtime/plan/ops.h"
+#include "runtime/plan/timeline.h"
 
 namespace heiretsu::plan {
 namespace {
@@ -61,6 +64,50 @@ std::string ScheduleLine(const fb::Plan& p) {
   return out;
 }
 
+// "layers 0-1" from the parameter names (layers.N....), "" without any.
+std::string LayersOf(const fb::Plan& p) {
+  int lo = -1, hi = -1;
+  for (const fb::Param* param : *p.params()) {
+    const std::string name = param->name()->str();
+    if (name.rfind("layers.", 0) != 0) continue;
+    const int n = std::atoi(name.c_str() + 7);
+    lo = lo < 0 ? n : std::min(lo, n);
+    hi = std::max(hi, n);
+  }
+  if (lo < 0) return "";
+  return lo == hi ? "layer " + std::to_string(lo)
+                  : "layers " + std::to_string(lo) + "-" + std::to_string(hi);
+}
+
+// The pipeline section: the schedules placed in time (timeline.h) as a stage x
+// time grid, and the bubble they imply beside the published formula.
+std::string ExplainPipeline(const std::vector<LoadedPlan>& programs) {
+  constexpr double kForward = 1, kBackward = 2;
+  Timeline t;
+  if (auto err = SimulateTimeline(programs, kForward, kBackward, &t)) return err->message + "\n";
+  const fb::Plan& first = *programs.front().plan;
+  char line[256];
+  std::string out;
+  std::snprintf(line, sizeof line,
+                "pipeline: %zu stages, %" PRId64 " microbatches per step; the schedules in time "
+                "(a forward 1 unit, a backward 2):\n",
+                programs.size(), first.microbatches());
+  out += line;
+  out += TimelineGrid(t, kForward);
+  std::snprintf(line, sizeof line,
+                "bubble: %.1f%% of the stages' time idle (simulated); (p - 1) / (m + p - 1) = "
+                "%.1f%% for GPipe and 1F1B\n",
+                100 * t.bubble, 100 * FormulaBubble(static_cast<int64_t>(programs.size()),
+                                                    first.microbatches()));
+  out += line;
+  out += "activations peak per stage (the microbatches each keeps at once):\n";
+  for (const LoadedPlan& lp : programs)
+    out += "  stage " + std::to_string(lp.plan->stage()) + "  " + Bytes(lp.plan->activation_bytes()) +
+           ", " + std::to_string(lp.plan->slots()) +
+           (lp.plan->slots() == 1 ? " microbatch\n" : " microbatches\n");
+  return out;
+}
+
 std::string ExplainProgram(const LoadedPlan& loaded) {
   const fb::Plan& p = *loaded.plan;
   const fb::Mesh& mesh = *p.mesh();
@@ -89,6 +136,7 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
                 loaded.path.c_str(), ranks.find('-') == std::string::npos ? "" : "s", ranks.c_str(),
                 io.empty() ? "no inputs of its own" : io.c_str());
   out += line;
+  if (mesh.pp() > 1) out += "holds " + LayersOf(p) + "\n";
   size_t instrs = 0;
   for (const fb::Unit* u : *p.units()) instrs += u->instrs()->size();
   std::snprintf(line, sizeof line,
@@ -195,7 +243,14 @@ std::string Explain(const std::vector<LoadedPlan>& programs) {
                 programs.size() == 1 ? "" : "s");
   std::string out = line;
   for (const LoadedPlan& lp : programs) out += ExplainProgram(lp);
+  if (programs.size() > 1) out += ExplainPipeline(programs);
   return out;
+}
+
+std::string ExplainMermaid(const std::vector<LoadedPlan>& programs) {
+  Timeline t;
+  if (auto err = SimulateTimeline(programs, 1, 2, &t)) return err->message + "\n";
+  return TimelineMermaid(t);
 }
 
 }  // namespace heiretsu::plan

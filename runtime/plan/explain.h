@@ -13,7 +13,14 @@
 namespace heiretsu::plan {
 
 // The report for a loaded plan directory (LoadPlanDirectory), indexed by stage.
+// With several pipeline stages it ends with the schedules placed in time as a
+// stage x time grid (runtime/plan/timeline.h: a forward takes 1 unit, a backward
+// 2), the bubble that implies beside (p - 1) / (m + p - 1), and each stage's
+// activation peak.
 std::string Explain(const std::vector<LoadedPlan>& programs);
+
+// The same timeline as a Mermaid gantt chart (`heiretsu explain --format mermaid`).
+std::string ExplainMermaid(const std::vector<LoadedPlan>& programs);
 
 }  // namespace heiretsu::plan
 

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Job teardown (issue #4): a dp=2 x tp=2 job whose rank 1 is killed, or stops answering,
-# must end as a whole within 10 s, non-zero, with one message naming the rank.
-#   usage: teardown.sh BIN_DIR WORK_DIR kill|stop
+# Job teardown (issue #4): a dp=2 x tp=2 job (or, with `pp`, a dp=2 x pp=2 pipeline)
+# whose rank 1 is killed, or stops answering, must end as a whole within 10 s,
+# non-zero, with one message naming the rank.
+#   usage: teardown.sh BIN_DIR WORK_DIR kill|stop [tp|pp]
 set -uo pipefail
-bin=$1 work=$2 mode=$3
+bin=$1 work=$2 mode=$3 layout=${4:-tp}
 mkdir -p "$work"
 spec=$(dirname "$0")/../../examples/gpt-tiny.hr
-"$bin/heiretsu" compile "$spec" --emit plan -o "$work/plan" --dp 2 --tp 2 \
-  --micro-batch-size 2 --seq 64 > /dev/null || exit 1
+if [ "$layout" = pp ]; then
+  flags="--dp 2 --pp 2 --micro-batch-size 1 --microbatches 4"
+else
+  flags="--dp 2 --tp 2 --micro-batch-size 2"
+fi
+"$bin/heiretsu" compile "$spec" --emit plan -o "$work/plan" $flags --seq 64 > /dev/null || exit 1
 
 # A long run, so the job is surely mid-training when rank 1 is hit; a short
 # collective timeout so a stopped rank is noticed quickly.
