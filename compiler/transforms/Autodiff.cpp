@@ -21,7 +21,10 @@ namespace {
 
 class Differentiator {
 public:
-  Differentiator(plan_ir::ProgramOp program, OpBuilder b) : program(program), b(b) {}
+  /// `weights`, when given, is where the weight gradients of linear kernels go (a
+  /// backward split into an input-gradient and a weight-gradient unit).
+  Differentiator(plan_ir::ProgramOp program, OpBuilder b, std::optional<OpBuilder> weights)
+      : program(program), b(b), weights(weights) {}
 
   /// The gradient buffer of `v` and whether a contribution must accumulate (1)
   /// or write (0). For a parameter value: its grad buffer, always accumulated.
@@ -224,17 +227,28 @@ public:
         return k.emitError("linear weights and biases must be parameters");
       // The weights are parameters (checked above): their sinks are their grads.
       auto [dx, accumulate] = sink(f->x, loc);
-      createKernel(b, loc,
-                   LinearGrad<Value>{.dy = dy,
-                                     .x = f->x,
-                                     .w = f->w,
-                                     .dx = dx,
-                                     .dw = sink(f->w, loc).first,
-                                     .dbias = f->bias ? sink(f->bias, loc).first : Value(),
-                                     .rows = f->rows,
-                                     .in = f->in,
-                                     .out = f->out,
-                                     .accumulate_dx = accumulate});
+      LinearGrad<Value> grad{.dy = dy,
+                             .x = f->x,
+                             .w = f->w,
+                             .dx = dx,
+                             .dw = sink(f->w, loc).first,
+                             .dbias = f->bias ? sink(f->bias, loc).first : Value(),
+                             .rows = f->rows,
+                             .in = f->in,
+                             .out = f->out,
+                             .accumulate_dx = accumulate};
+      if (!weights) {
+        createKernel(b, loc, grad);
+        return success();
+      }
+      // Split: the input gradient now, the weight gradients in the weight unit
+      // (which reads dy and x later: neither is written again, see Add).
+      LinearGrad<Value> input = grad, weight = grad;
+      input.dw = input.dbias = Value();
+      weight.dx = Value();
+      weight.accumulate_dx = 0;
+      createKernel(b, loc, input);
+      createKernel(*weights, loc, weight);
       return success();
     }
     if (auto f = kernelAs<LayerNorm<Value>>(k)) {
@@ -317,7 +331,8 @@ public:
                      Accumulate<Value>{.src = dy, .dst = dst, .n = f->n, .accumulate_dx = add});
       };
       accumulate(f->b);
-      if (!isParam(f->a) && !written.contains(f->a)) {
+      // (Not with a split backward: the weight unit still reads dy after this.)
+      if (!weights && !isParam(f->a) && !written.contains(f->a)) {
         grads[f->a] = dy;
         written.insert(f->a);
         return success();
@@ -397,6 +412,7 @@ public:
 private:
   plan_ir::ProgramOp program;
   OpBuilder b;
+  std::optional<OpBuilder> weights;
   DenseMap<Value, Value> grads;
   DenseSet<Value> written;
   DenseMap<Value, double> constGrads; // scalar losses: gradient known statically
@@ -405,6 +421,7 @@ private:
 };
 
 struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
+  using AutodiffPassBase::AutodiffPassBase;
   void runOnOperation() override {
     plan_ir::ProgramOp program = getOperation();
     plan_ir::UnitOp fwd = requireUnit(program, plan_ir::UnitKind::forward, "heiretsu-autodiff");
@@ -429,7 +446,21 @@ struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
                         "pipeline stage before the last, a send of the forward's result)");
       return signalPassFailure();
     }
-    Differentiator diff(program, OpBuilder::atBlockEnd(&bwd.getBody().front()));
+    // Split: the backward unit becomes the input-gradient unit, and a weight-
+    // gradient unit follows it.
+    std::optional<OpBuilder> weights;
+    if (splitBackward) {
+      bwd.setKind(plan_ir::UnitKind::backward_input);
+      bwd.setName("backward_input");
+      OpBuilder ub(bwd->getContext());
+      ub.setInsertionPointAfter(bwd);
+      auto w = plan_ir::UnitOp::create(
+          ub, bwd.getLoc(), ub.getStringAttr("backward_weight"),
+          plan_ir::UnitKindAttr::get(ub.getContext(), plan_ir::UnitKind::backward_weight));
+      w.getBody().push_back(new Block());
+      weights = OpBuilder::atBlockEnd(&w.getBody().front());
+    }
+    Differentiator diff(program, OpBuilder::atBlockEnd(&bwd.getBody().front()), weights);
     // Gradients are of the mean loss over the step's microbatches.
     double lossScale = 1.0 / static_cast<double>(program.getMicrobatches());
     for (Operation &op : program.getBody().front())

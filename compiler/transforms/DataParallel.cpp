@@ -24,9 +24,13 @@ struct DataParallelPass : impl::DataParallelPassBase<DataParallelPass> {
 
   void runOnOperation() override {
     plan_ir::ProgramOp program = getOperation();
-    std::optional<ProgramInputs> in = requireProgramInputs(
-        program, getArgument(), {plan_ir::UnitKind::update, plan_ir::UnitKind::backward});
+    std::optional<ProgramInputs> in =
+        requireProgramInputs(program, getArgument(), {plan_ir::UnitKind::update});
     if (!in)
+      return signalPassFailure();
+    // The backward unit, or a split backward's input unit.
+    plan_ir::UnitOp backward = findUnit(program, plan_ir::UnitKind::backward_input);
+    if (!backward && !(backward = requireUnit(program, plan_ir::UnitKind::backward, getArgument())))
       return signalPassFailure();
     if (in->update.getBody().front().empty()) {
       program.emitError("the update unit is empty: run heiretsu-optimizer first");
@@ -38,15 +42,23 @@ struct DataParallelPass : impl::DataParallelPassBase<DataParallelPass> {
     }
     if (in->mesh.getDp() == 1)
       return; // one data rank: its gradients are already the step's
-    // Where each gradient becomes final: the last backward kernel touching it.
-    Block &body = in->backward.getBody().front();
+    // Where each gradient becomes final: the last backward kernel touching it,
+    // over the backward units in program order (a split backward's weight unit
+    // runs after its input unit, so it finishes the weight gradients).
+    SmallVector<Operation *> kernels;
+    for (auto unit : program.getBody().front().getOps<plan_ir::UnitOp>())
+      if (unit.isPerMicrobatch() && unit.getKind() != plan_ir::UnitKind::forward)
+        for (Operation &op : unit.getBody().front())
+          kernels.push_back(&op);
+    Block &body = backward.getBody().front();
+    Block &lastBody = kernels.empty() ? body : *kernels.back()->getBlock();
     DenseMap<Value, Operation *> lastUse;
     DenseMap<Operation *, int64_t> position;
     int64_t index = 0;
-    for (Operation &op : body) {
-      position[&op] = index++;
-      for (Value v : op.getOperands())
-        lastUse[v] = &op;
+    for (Operation *op : kernels) {
+      position[op] = index++;
+      for (Value v : op->getOperands())
+        lastUse[v] = op;
     }
     SmallVector<std::pair<int64_t, Value>> order; // (position, grad); unused grads last
     for (plan_ir::ParamOp p : paramsOf(program)) {
@@ -72,9 +84,9 @@ struct DataParallelPass : impl::DataParallelPassBase<DataParallelPass> {
     for (auto &[grads, pos] : llvm::reverse(buckets)) {
       OpBuilder b(program.getContext());
       if (pos >= index)
-        b.setInsertionPointToEnd(&body);
+        b.setInsertionPointToEnd(&lastBody);
       else
-        b.setInsertionPointAfter(&*std::next(body.begin(), pos));
+        b.setInsertionPointAfter(kernels[pos]);
       createKernel(b, program.getLoc(),
                    plan::op::BucketAllReduce<Value>{.buffers = {grads.begin(), grads.end()},
                                                     .axis = plan::kAxisDp,

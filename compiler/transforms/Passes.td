@@ -186,6 +186,16 @@ def AutodiffPass : Pass<"heiretsu-autodiff", "::heiretsu::plan_ir::ProgramOp"> {
     always accumulated into the parameter's grad buffer, which the runtime zeroes
     once per step, so a tied embedding sums its two uses.
 
+    A value sent to the next pipeline stage gets its gradient by a recv from
+    it; a value received from the previous stage sends its gradient back.
+
+    With `split-backward` (the zb-h1 schedule), the backward unit becomes
+    "backward_input" (kind backward_input) and a "backward_weight" unit follows
+    it: each linear's input gradient stays in the first, its weight and bias
+    gradients (linear_grad without dx) go to the second, which a schedule may
+    run later; gradient buffers are then never shared between values, so the
+    dy the weight unit reads is unchanged.
+
     Before:
       plan.unit "forward" forward { plan.kernel "linear"(%x, %w, %y) ... }
       plan.unit "backward" backward { }
@@ -193,6 +203,10 @@ def AutodiffPass : Pass<"heiretsu-autodiff", "::heiretsu::plan_ir::ProgramOp"> {
       plan.unit "backward" backward {
         ... plan.kernel "linear_grad"(%dy, %x, %w, %dx, %w_grad) ... }
   }];
+  let options = [
+    Option<"splitBackward", "split-backward", "bool", "false",
+           "split the backward into input-gradient and weight-gradient units">,
+  ];
 }
 
 def OptimizerPass : Pass<"heiretsu-optimizer", "::heiretsu::plan_ir::ProgramOp"> {

@@ -22,7 +22,9 @@ void buildCompilePipeline(mlir::OpPassManager &pm, const CompilePipelineOptions 
   lower.microbatches = options.microbatches;
   pm.addPass(createLowerToPlanPass(lower));
   mlir::OpPassManager &program = pm.nest<plan_ir::ProgramOp>();
-  program.addPass(createAutodiffPass());
+  AutodiffPassOptions autodiff;
+  autodiff.splitBackward = options.schedule == "zb-h1"; // its W passes run apart
+  program.addPass(createAutodiffPass(autodiff));
   program.addPass(createOptimizerPass());
   if (options.zero == 1) {
     program.addPass(createZero1Pass());

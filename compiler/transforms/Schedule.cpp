@@ -41,12 +41,14 @@ struct SchedulePass : impl::SchedulePassBase<SchedulePass> {
       order = schedules::oneFOneB(pp, stage, microbatches);
     } else if (name == "gpipe") {
       order = schedules::gpipe(pp, stage, microbatches);
+    } else if (name == "zb-h1") {
+      order = schedules::zeroBubbleH1(pp, stage, microbatches);
     } else {
-      bool known = name == "interleaved" || name == "zb-h1";
       program.emitError() << "schedule '" << name << "' "
-                          << (known ? "is not built yet; use 1f1b or gpipe"
-                                    : "is unknown; expected 1f1b or gpipe (interleaved and "
-                                      "zb-h1 are not built yet)");
+                          << (name == "interleaved"
+                                  ? "is not built yet; use 1f1b, gpipe or zb-h1"
+                                  : "is unknown; expected 1f1b, gpipe or zb-h1 (interleaved is "
+                                    "not built yet)");
       return signalPassFailure();
     }
     Block &body = program.getBody().front();
@@ -54,12 +56,14 @@ struct SchedulePass : impl::SchedulePassBase<SchedulePass> {
       program.emitError("the program already has a plan.schedule");
       return signalPassFailure();
     }
-    SmallVector<plan_ir::UnitOp> forwards, backwards, perStep;
+    SmallVector<plan_ir::UnitOp> forwards, backwards, weights, perStep;
     for (plan_ir::UnitOp unit : body.getOps<plan_ir::UnitOp>()) {
       if (!unit.isPerMicrobatch())
         perStep.push_back(unit);
       else if (unit.getKind() == plan_ir::UnitKind::forward)
         forwards.push_back(unit);
+      else if (unit.getKind() == plan_ir::UnitKind::backward_weight)
+        weights.push_back(unit);
       else
         backwards.push_back(unit);
     }
@@ -67,16 +71,28 @@ struct SchedulePass : impl::SchedulePassBase<SchedulePass> {
       program.emitError("the program needs a forward and a backward unit to schedule");
       return signalPassFailure();
     }
+    const bool split = name == "zb-h1";
+    if (split != !weights.empty()) {
+      program.emitError() << (split ? "schedule 'zb-h1' needs a split backward (a "
+                                      "backward_weight unit: heiretsu-autodiff "
+                                      "split-backward=true)"
+                                    : "schedule '" + name + "' runs whole backward passes; this "
+                                      "program's is split (use zb-h1)");
+      return signalPassFailure();
+    }
     OpBuilder b = OpBuilder::atBlockEnd(&body);
     Location loc = program.getLoc();
     auto sched = plan_ir::ScheduleOp::create(b, loc);
     sched.getBody().push_back(new Block());
     b.setInsertionPointToEnd(&sched.getBody().front());
+    // A microbatch's last step frees its slot.
+    std::map<int64_t, size_t> lastStep;
+    for (auto [i, step] : llvm::enumerate(order))
+      lastStep[step.microbatch] = i;
     std::set<int64_t> free;
     std::map<int64_t, int64_t> slotOf;
     int64_t slots = 0;
-    for (const schedules::Step &step : order) {
-      const bool forward = step.pass == schedules::Pass::forward;
+    for (auto [i, step] : llvm::enumerate(order)) {
       auto [it, first] = slotOf.try_emplace(step.microbatch, 0);
       if (first) {
         if (free.empty())
@@ -85,10 +101,13 @@ struct SchedulePass : impl::SchedulePassBase<SchedulePass> {
         free.erase(free.begin());
       }
       const int64_t slot = it->second;
-      for (plan_ir::UnitOp unit : forward ? forwards : backwards)
+      ArrayRef<plan_ir::UnitOp> units = step.pass == schedules::Pass::forward ? forwards
+                                        : step.pass == schedules::Pass::backward ? backwards
+                                                                                 : weights;
+      for (plan_ir::UnitOp unit : units)
         plan_ir::RunOp::create(b, loc, unit.getNameAttr(), b.getI64IntegerAttr(step.microbatch),
                                IntegerAttr(), slot ? b.getI64IntegerAttr(slot) : IntegerAttr());
-      if (!forward) // its last pass: the slot is free again
+      if (i == lastStep[step.microbatch]) // its last pass: the slot is free again
         free.insert(slot);
     }
     for (plan_ir::UnitOp unit : perStep)

@@ -216,8 +216,8 @@ std::optional<std::string> CheckBuilt(const CompileOptions& o) {
   if (o.ep > 1)
     return "--ep " + std::to_string(o.ep) + built +
            " (expert parallelism); data, tensor and pipeline parallelism (--dp, --tp, --pp) are";
-  if (o.schedule != "1f1b" && o.schedule != "gpipe")
-    return "--schedule " + o.schedule + built + "; 1f1b and gpipe are";
+  if (o.schedule == "interleaved")
+    return "--schedule " + o.schedule + built + "; 1f1b, gpipe and zb-h1 are";
   if (o.virtual_stages > 1)
     return o.schedule != "interleaved"
                ? "--virtual-stages " + std::to_string(o.virtual_stages) +

@@ -65,7 +65,7 @@ template <typename T>
 void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_grad,
                     int64_t rows, int64_t in, int64_t out, bool accumulate_dx) {
   if (dx) Gemm<T>(false, false, rows, in, out, T(1), dy, w, accumulate_dx ? T(1) : T(0), dx);
-  Gemm<T>(true, false, out, in, rows, T(1), dy, x, T(1), dw);
+  if (dw) Gemm<T>(true, false, out, in, rows, T(1), dy, x, T(1), dw);
   if (!bias_grad) return;
 #pragma omp parallel for schedule(static)
   for (int64_t o = 0; o < out; ++o) {

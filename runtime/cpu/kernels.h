@@ -28,7 +28,7 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 template <typename T>
 void LinearForward(const T* x, const T* w, const T* bias, T* y, int64_t rows, int64_t in,
                    int64_t out);
-// dx = dy W; dw += dy^T x; dbias += sum_rows dy. `dx` and `bias_grad` may be null.
+// dx = dy W; dw += dy^T x; dbias += sum_rows dy. `dx`, `dw` and `bias_grad` may be null.
 template <typename T>
 void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_grad,
                     int64_t rows, int64_t in, int64_t out, bool accumulate_dx);

@@ -674,7 +674,8 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       if (f(l.dx) && (err = Gemm(false, false, inw, rows, out, f(l.w), inw, f(l.dy), out,
                                  l.accumulate_dx ? 1.f : 0.f, f(l.dx), inw)))
         return err;
-      if ((err = Gemm(false, true, inw, out, rows, f(l.x), inw, f(l.dy), out, 1.f, f(l.dw), inw)))
+      if (f(l.dw) &&
+          (err = Gemm(false, true, inw, out, rows, f(l.x), inw, f(l.dy), out, 1.f, f(l.dw), inw)))
         return err;
       if (f(l.dbias))
         ColumnSum<<<Blocks(l.out), kThreads, 0, stream_>>>(f(l.dy), f(l.dbias), l.rows, l.out);

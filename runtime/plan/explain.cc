@@ -90,15 +90,18 @@ std::string ExplainPipeline(const std::vector<LoadedPlan>& programs) {
   std::string out;
   std::snprintf(line, sizeof line,
                 "pipeline: %zu stages, %" PRId64 " microbatches per step; the schedules in time "
-                "(a forward 1 unit, a backward 2):\n",
+                "(a forward 1 unit, a backward 2, or B and W 1 each):\n",
                 programs.size(), first.microbatches());
   out += line;
   out += TimelineGrid(t, kForward);
+  bool split = false;  // a split backward: the zero-bubble schedule
+  for (const fb::Unit* u : *first.units()) split |= u->kind() == fb::UnitKind_BackwardWeight;
   std::snprintf(line, sizeof line,
-                "bubble: %.1f%% of the stages' time idle (simulated); (p - 1) / (m + p - 1) = "
-                "%.1f%% for GPipe and 1F1B\n",
-                100 * t.bubble, 100 * FormulaBubble(static_cast<int64_t>(programs.size()),
-                                                    first.microbatches()));
+                "bubble: %.1f%% of the stages' time idle (simulated); %s = %.1f%% for %s\n",
+                100 * t.bubble, split ? "(p - 1) / (3 m + p - 1)" : "(p - 1) / (m + p - 1)",
+                100 * FormulaBubble(static_cast<int64_t>(programs.size()), first.microbatches(),
+                                    split),
+                split ? "ZB-H1 (F, B and W of equal time)" : "GPipe and 1F1B");
   out += line;
   out += "activations peak per stage (the microbatches each keeps at once):\n";
   for (const LoadedPlan& lp : programs)

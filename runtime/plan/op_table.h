@@ -89,11 +89,14 @@
   BUF(x, F32, Req, N(rows, in)) BUF(w, F32, Req, N(out, in))                          \
   BUF(bias, F32, Opt, out) BUF(y, F32, Req, N(rows, out))
 
+// dx and dw are each optional: a backward split for zero-bubble schedules computes
+// the input gradient (dx) in one instruction and the weight gradients (dw, dbias)
+// in another, later.
 #define HEIRETSU_OP_LinearGrad(BUF, VAR, INT, FLT, LE, RES)                           \
   INT(rows, Size) INT(in, Size) INT(out, Size) INT(accumulate_dx, Flag)               \
   BUF(dy, F32, Req, N(rows, out)) BUF(x, F32, Req, N(rows, in))                       \
   BUF(w, F32, Req, N(out, in)) BUF(dx, F32, Opt, N(rows, in))                         \
-  BUF(dw, F32, Req, N(out, in)) BUF(dbias, F32, Opt, out)
+  BUF(dw, F32, Opt, N(out, in)) BUF(dbias, F32, Opt, out)
 
 #define HEIRETSU_OP_LayerNorm(BUF, VAR, INT, FLT, LE, RES)                            \
   INT(rows, Size) INT(c, Size) FLT(eps)                                               \

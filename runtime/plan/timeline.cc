@@ -9,11 +9,13 @@ namespace heiretsu::plan {
 namespace {
 
 bool IsForward(const fb::Unit& u) { return u.kind() == fb::UnitKind_Forward; }
+bool IsWeight(const fb::Unit& u) { return u.kind() == fb::UnitKind_BackwardWeight; }
 
-// "F3" / "B3" / the unit's name.
+// "F3" / "B3" / "W3" (a split backward's weight part) / the unit's name.
 std::string Label(const TimedRun& r) {
   if (r.microbatch < 0) return r.unit->name() ? r.unit->name()->str() : "?";
-  return (IsForward(*r.unit) ? "F" : "B") + std::to_string(r.microbatch);
+  return (IsForward(*r.unit) ? "F" : IsWeight(*r.unit) ? "W" : "B") +
+         std::to_string(r.microbatch);
 }
 
 }  // namespace
@@ -36,9 +38,10 @@ Status SimulateTimeline(const std::vector<LoadedPlan>& programs, double forward,
       while (next[s] < runs[s].size()) {
         const ScheduledRun& r = runs[s][next[s]];
         const int64_t m = r.run->microbatch();
-        const bool fwd = IsForward(*r.unit);
+        const bool fwd = IsForward(*r.unit), weight = IsWeight(*r.unit);
+        const bool split = r.unit->kind() == fb::UnitKind_BackwardInput || weight;
         double ready = clock[s];
-        if (m >= 0) {
+        if (m >= 0 && !weight) {  // nobody sends what a weight-gradient pass needs
           // What the stage's recv of this run waits for: the neighbour's end of the
           // same pass of the same microbatch.
           const bool has_peer = fwd ? s > 0 : s + 1 < pp;
@@ -48,10 +51,10 @@ Status SimulateTimeline(const std::vector<LoadedPlan>& programs, double forward,
             ready = std::max(ready, it->second);
           }
         }
-        const double cost = m < 0 ? 0.0 : fwd ? forward : backward;
+        const double cost = m < 0 ? 0.0 : fwd ? forward : split ? backward / 2 : backward;
         out->stages[s].push_back({r.unit, m, ready, ready + cost});
         clock[s] = ready + cost;
-        if (m >= 0) done[{s, fwd, m}] = clock[s];
+        if (m >= 0 && !weight) done[{s, fwd, m}] = clock[s];
         ++next[s];
         progress = true;
       }
@@ -72,8 +75,9 @@ Status SimulateTimeline(const std::vector<LoadedPlan>& programs, double forward,
   return std::nullopt;
 }
 
-double FormulaBubble(int64_t pp, int64_t microbatches) {
-  return static_cast<double>(pp - 1) / static_cast<double>(microbatches + pp - 1);
+double FormulaBubble(int64_t pp, int64_t microbatches, bool split) {
+  return static_cast<double>(pp - 1) /
+         static_cast<double>((split ? 3 : 1) * microbatches + pp - 1);
 }
 
 std::string TimelineGrid(const Timeline& t, double unit) {

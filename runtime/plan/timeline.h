@@ -1,9 +1,11 @@
 // The pipeline timeline a plan directory's schedules imply, before anything runs:
 // every stage's runs placed in time under a cost model (a forward takes `forward`
-// time units, a backward `backward`; the units of the step take none) and the
+// time units, a backward `backward`, each half of a split backward half of that;
+// the units of the step take none) and the
 // dependencies the stages' sends and recvs stand for (a microbatch's forward on
-// stage s starts after its forward on stage s - 1 ends, its backward after its
-// backward on stage s + 1 ends; a stage runs its schedule in order). From it:
+// stage s starts after its forward on stage s - 1 ends, its backward (or a split
+// backward's input part) after that on stage s + 1 ends, a weight part waits for
+// nobody; a stage runs its schedule in order). From it:
 // the step's length, each stage's idle time (the bubble) and the text grid and
 // Mermaid chart `heiretsu explain` prints. The measured counterpart is the trace
 // (`heiretsu run --trace`).
@@ -38,9 +40,10 @@ struct Timeline {
 Status SimulateTimeline(const std::vector<LoadedPlan>& programs, double forward, double backward,
                         Timeline* out);
 
-// The published bubble of GPipe and 1F1B with pp stages and m microbatches,
-// (pp - 1) / (m + pp - 1), for comparison.
-double FormulaBubble(int64_t pp, int64_t microbatches);
+// The published bubble with pp stages and m microbatches, for comparison: GPipe's
+// and 1F1B's (pp - 1) / (m + pp - 1); with a split backward (`split`: ZB-H1, Qi
+// et al. 2024, with F, B and W of equal time) (pp - 1) / (3 m + pp - 1).
+double FormulaBubble(int64_t pp, int64_t microbatches, bool split);
 
 // The timeline as a stage x time grid, one column per `unit` of time: "F3" and
 // "B3" for microbatch 3's forward and backward, "." idle.

@@ -18,7 +18,9 @@
 
 namespace heiretsu::schedules {
 
-enum class Pass { forward, backward };
+/// backward: the whole backward pass, or (a split backward) its input-gradient
+/// part; weight: the weight-gradient part of a split backward.
+enum class Pass { forward, backward, weight };
 
 struct Step {
   Pass pass;
@@ -35,6 +37,16 @@ std::vector<Step> gpipe(int64_t pp, int64_t stage, int64_t microbatches);
 /// backward, then drains the remaining backwards. Stage s keeps at most
 /// min(pp - s, M) microbatches' activations; the bubble is GPipe's.
 std::vector<Step> oneFOneB(int64_t pp, int64_t stage, int64_t microbatches);
+
+/// ZB-H1 (Qi et al., "Zero Bubble Pipeline Parallelism", ICLR 2024): 1F1B with the
+/// backward split into its input-gradient pass B, which the previous stage waits
+/// for, and its weight-gradient pass W, which nobody waits for. Stage s runs 1F1B's
+/// forwards and B passes, and lets its W passes lag s microbatches behind its B
+/// passes, so the cool-down's waits are filled with W passes: with equal F, B and
+/// W times the bubble is (pp - 1) / (3 M + pp - 1), a third of 1F1B's. Every stage
+/// keeps at most pp microbatches between their forward and their W (1F1B's first
+/// stage's peak).
+std::vector<Step> zeroBubbleH1(int64_t pp, int64_t stage, int64_t microbatches);
 
 } // namespace heiretsu::schedules
 

@@ -1,10 +1,13 @@
 // RUN: heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-schedule))' --split-input-file --verify-diagnostics
+// RUN: not heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-schedule{schedule=interleaved}))' --split-input-file 2>&1 | FileCheck %s --check-prefix=IL
 // RUN: not heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-schedule{schedule=zb-h1}))' --split-input-file 2>&1 | FileCheck %s --check-prefix=ZB
 // RUN: not heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-schedule{schedule=zigzag}))' --split-input-file 2>&1 | FileCheck %s --check-prefix=UNKNOWN
 
 // Schedules that are not built yet, and unknown ones, are refused by name.
-// ZB: error: schedule 'zb-h1' is not built yet; use 1f1b or gpipe
-// UNKNOWN: error: schedule 'zigzag' is unknown; expected 1f1b or gpipe (interleaved and zb-h1 are not built yet)
+// IL: error: schedule 'interleaved' is not built yet; use 1f1b, gpipe or zb-h1
+// UNKNOWN: error: schedule 'zigzag' is unknown; expected 1f1b, gpipe or zb-h1 (interleaved is not built yet)
+// A whole backward cannot run zb-h1's split order:
+// ZB: error: schedule 'zb-h1' needs a split backward (a backward_weight unit: heiretsu-autodiff split-backward=true)
 
 // Tests that the pass reads pp from the module's mesh, and refuses a module
 // without one.
@@ -42,6 +45,19 @@ module {
   plan.program "update_only" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
     %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
     plan.unit "update" update {
+    }
+  }
+}
+
+// -----
+
+// Tests that zb-h1 needs a split backward (heiretsu-autodiff split-backward=true).
+module {
+  dist.mesh @world dp = 1 pp = 2 tp = 1 ep = 1
+  plan.program "whole" attributes {micro_batch_size = 1 : i64, microbatches = 2 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
+    plan.unit "forward" forward {
+    }
+    plan.unit "backward" backward {
     }
   }
 }
