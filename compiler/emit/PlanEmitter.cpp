@@ -123,7 +123,8 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
     }
     unitIndex[unit.getName()] = static_cast<uint32_t>(units.size());
     units.push_back(fb::CreateUnitDirect(fbb, unit.getName().str().c_str(),
-                                         static_cast<fb::UnitKind>(unit.getKind()), &instrs));
+                                         static_cast<fb::UnitKind>(unit.getKind()), &instrs,
+                                         static_cast<int32_t>(unit.chunkIndex())));
   }
   std::vector<fb::Run> schedule;
   for (auto run : (*schedules.begin()).getBody().front().getOps<plan_ir::RunOp>())

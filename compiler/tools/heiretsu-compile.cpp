@@ -269,6 +269,14 @@ int main(int argc, char **argv) {
                  summary.name.c_str(), static_cast<long long>(summary.layers));
     return kExitBadInput;
   }
+  if (opts.pp * opts.virtual_stages > summary.layers) {
+    std::fprintf(stderr, "heiretsu compile: error: --pp %lld x --virtual-stages %lld is %lld "
+                         "model chunks, more than the %lld layers of model '%s'\n",
+                 static_cast<long long>(opts.pp), static_cast<long long>(opts.virtual_stages),
+                 static_cast<long long>(opts.pp * opts.virtual_stages),
+                 static_cast<long long>(summary.layers), summary.name.c_str());
+    return kExitBadInput;
+  }
   int64_t stageLayers = 0;
   for (int64_t n : opts.stage_layers)
     stageLayers += n;

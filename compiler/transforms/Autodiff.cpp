@@ -424,15 +424,33 @@ struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
   using AutodiffPassBase::AutodiffPassBase;
   void runOnOperation() override {
     plan_ir::ProgramOp program = getOperation();
-    plan_ir::UnitOp fwd = requireUnit(program, plan_ir::UnitKind::forward, "heiretsu-autodiff");
-    plan_ir::UnitOp bwd =
-        fwd ? requireUnit(program, plan_ir::UnitKind::backward, "heiretsu-autodiff") : nullptr;
-    if (!bwd)
+    if (!requireUnit(program, plan_ir::UnitKind::forward, "heiretsu-autodiff"))
       return signalPassFailure();
-    if (!bwd.getBody().front().empty()) {
-      bwd.emitError("the backward unit is not empty: autodiff already ran");
-      return signalPassFailure();
+    // Each forward unit (one per virtual chunk) with the backward unit of its chunk.
+    SmallVector<plan_ir::UnitOp> forwards;
+    for (auto unit : program.getBody().front().getOps<plan_ir::UnitOp>())
+      if (unit.getKind() == plan_ir::UnitKind::forward)
+        forwards.push_back(unit);
+    for (plan_ir::UnitOp fwd : forwards) {
+      plan_ir::UnitOp bwd;
+      for (auto unit : program.getBody().front().getOps<plan_ir::UnitOp>())
+        if (unit.getKind() == plan_ir::UnitKind::backward && unit.chunkIndex() == fwd.chunkIndex())
+          bwd = unit;
+      if (!bwd) {
+        requireUnit(program, plan_ir::UnitKind::backward, "heiretsu-autodiff");
+        return signalPassFailure();
+      }
+      if (failed(differentiate(program, fwd, bwd)))
+        return signalPassFailure();
     }
+  }
+
+  /// Fills `bwd` (and, split, the weight unit after it) with the backward pass
+  /// of `fwd`.
+  LogicalResult differentiate(plan_ir::ProgramOp program, plan_ir::UnitOp fwd,
+                              plan_ir::UnitOp bwd) {
+    if (!bwd.getBody().front().empty())
+      return bwd.emitError("the backward unit is not empty: autodiff already ran");
     SmallVector<plan_ir::KernelOp> forward;
     for (Operation &op : fwd.getBody().front())
       forward.push_back(cast<plan_ir::KernelOp>(op));
@@ -441,22 +459,22 @@ struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
     if (llvm::none_of(forward, [](plan_ir::KernelOp k) {
           return k.getName() == "cross_entropy" || k.getName() == "vocab_loss" ||
                  k.getName() == plan::op::Send<Value>::kName;
-        })) {
-      program.emitError("autodiff needs a cross_entropy kernel producing the loss (or, on a "
-                        "pipeline stage before the last, a send of the forward's result)");
-      return signalPassFailure();
-    }
+        }))
+      return program.emitError("autodiff needs a cross_entropy kernel producing the loss (or, on "
+                               "a pipeline stage before the last, a send of the forward's result)");
     // Split: the backward unit becomes the input-gradient unit, and a weight-
-    // gradient unit follows it.
+    // gradient unit of the same chunk follows it.
     std::optional<OpBuilder> weights;
     if (splitBackward) {
+      std::string suffix = bwd.getName().str().substr(std::string("backward").size());
       bwd.setKind(plan_ir::UnitKind::backward_input);
-      bwd.setName("backward_input");
+      bwd.setName("backward_input" + suffix);
       OpBuilder ub(bwd->getContext());
       ub.setInsertionPointAfter(bwd);
       auto w = plan_ir::UnitOp::create(
-          ub, bwd.getLoc(), ub.getStringAttr("backward_weight"),
-          plan_ir::UnitKindAttr::get(ub.getContext(), plan_ir::UnitKind::backward_weight));
+          ub, bwd.getLoc(), ub.getStringAttr("backward_weight" + suffix),
+          plan_ir::UnitKindAttr::get(ub.getContext(), plan_ir::UnitKind::backward_weight),
+          bwd.getChunkAttr());
       w.getBody().push_back(new Block());
       weights = OpBuilder::atBlockEnd(&w.getBody().front());
     }
@@ -470,7 +488,8 @@ struct AutodiffPass : impl::AutodiffPassBase<AutodiffPass> {
       diff.noteWriter(k);
     for (plan_ir::KernelOp k : llvm::reverse(forward))
       if (failed(diff.rule(k)))
-        return signalPassFailure();
+        return failure();
+    return success();
   }
 };
 

@@ -122,6 +122,20 @@ struct Program {
   std::vector<Event> events;
 };
 
+/// A run's activation slot, one number per (chunk, slot): each virtual chunk has
+/// slots of its own (the runtime keys its pending sends the same way).
+constexpr int64_t kSlotsPerChunk = 1 << 20;
+int64_t slotKey(plan_ir::RunOp run) {
+  return (run.getChunkAttr() ? run.getChunkAttr().getInt() : 0) * kSlotsPerChunk +
+         (run.getSlotAttr() ? run.getSlotAttr().getInt() : 0);
+}
+std::string slotName(int64_t key) {
+  std::string s = "slot " + std::to_string(key % kSlotsPerChunk);
+  if (key >= kSlotsPerChunk)
+    s += " of chunk " + std::to_string(key / kSlotsPerChunk);
+  return s;
+}
+
 /// "unit "backward" of microbatch 3" or "unit "tied"".
 std::string runName(StringRef unit, int64_t microbatch) {
   std::string s = "unit \"" + unit.str() + "\"";
@@ -159,7 +173,7 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
     for (auto [i, unit] : llvm::enumerate(runs)) {
       plan_ir::RunOp run = runOps[i];
       const int64_t microbatch = run.getMicrobatchAttr() ? run.getMicrobatchAttr().getInt() : -1;
-      const int64_t slot = run.getSlotAttr() ? run.getSlotAttr().getInt() : 0;
+      const int64_t slot = slotKey(run);
       for (auto k : unit.getBody().front().getOps<plan_ir::KernelOp>()) {
         if (std::optional<PointToPoint> x = pointToPointOf(k)) {
           const char *what = x->send ? "send" : "recv";
@@ -191,8 +205,7 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
       const int64_t microbatch = run.getMicrobatchAttr() ? run.getMicrobatchAttr().getInt() : -1;
       std::string where = runName(unit.getName(), microbatch);
       if (unit.isPerMicrobatch())
-        p.events.push_back({Event::kWaitSlot, nullptr,
-                            run.getSlotAttr() ? run.getSlotAttr().getInt() : 0, where});
+        p.events.push_back({Event::kWaitSlot, nullptr, slotKey(run), where});
       else if (!std::exchange(stepStarted, true))
         p.events.push_back({Event::kWaitAll, nullptr, 0, where});
       for (size_t j : runP2p[i])
@@ -317,7 +330,7 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
         what = "waits for its sends to stage";
         for (int64_t q : peers)
           what += " " + std::to_string(q);
-        what += e.kind == Event::kWaitSlot ? " from slot " + std::to_string(e.slot) + " to be received"
+        what += e.kind == Event::kWaitSlot ? " from " + slotName(e.slot) + " to be received"
                                            : " to be received";
         if (!atProgram)
           atProgram = program.op;

@@ -70,9 +70,13 @@ struct DataParallelPass : impl::DataParallelPassBase<DataParallelPass> {
     // each with the position of the kernel that finishes its last gradient.
     SmallVector<std::pair<SmallVector<Value>, int64_t>> buckets;
     int64_t bytes = 0;
+    // A bucket's gradients are all finished in one unit: it runs in that unit's last
+    // run, and another unit's (a virtual chunk's) last run may come later.
+    auto unitOf = [&](int64_t pos) { return pos < index ? kernels[pos]->getBlock() : &lastBody; };
     for (auto [pos, grad] : order) {
       int64_t size = 4 * numElements(grad);
-      if (buckets.empty() || bytes + size > bucketBytes) {
+      if (buckets.empty() || bytes + size > bucketBytes ||
+          unitOf(buckets.back().second) != unitOf(pos)) {
         buckets.push_back({{}, pos});
         bytes = 0;
       }

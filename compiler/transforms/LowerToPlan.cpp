@@ -399,7 +399,7 @@ struct Lowering {
       createKernel(b, loc,
                    plan::op::Send<Value>{.x = get(send.getInput()),
                                          .axis = static_cast<int64_t>(send.getAxis()),
-                                         .peer = stage + send.getOffset()});
+                                         .peer = stage + send.getOffsetAttr().getInt()});
       return success();
     }
     if (auto recv = dyn_cast<dist::RecvOp>(op)) {
@@ -407,7 +407,7 @@ struct Lowering {
       createKernel(b, loc,
                    plan::op::Recv<Value>{.x = x,
                                          .axis = static_cast<int64_t>(recv.getAxis()),
-                                         .peer = stage + recv.getOffset()});
+                                         .peer = stage + recv.getOffsetAttr().getInt()});
       return success();
     }
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {
@@ -444,9 +444,10 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
       module.emitError() << "microbatches must be >= 1, got " << static_cast<int64_t>(microbatches);
       return signalPassFailure();
     }
-    // The functions to lower, by stage: @forward, or each stage's.
+    // The functions to lower, by stage (and virtual chunk): @forward, or each
+    // stage's @stage_S, or with several chunks per stage @stage_S_chunk_K.
     const int64_t pp = static_cast<int64_t>(mesh.getPp());
-    SmallVector<func::FuncOp> stages;
+    SmallVector<SmallVector<func::FuncOp>> stages;
     if (auto forward = module.lookupSymbol<func::FuncOp>("forward")) {
       if (pp != 1 || forward.getNumArguments() != 2) {
         module.emitError() << (pp != 1 ? "the mesh has pp = " + std::to_string(pp) +
@@ -455,23 +456,32 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
                                                      "targets)"));
         return signalPassFailure();
       }
-      stages.push_back(forward);
+      stages.push_back({forward});
     } else {
       for (int64_t s = 0; s < pp; ++s) {
-        auto fn = module.lookupSymbol<func::FuncOp>("stage_" + std::to_string(s));
-        if (!fn) {
+        SmallVector<func::FuncOp> chunks;
+        if (auto fn = module.lookupSymbol<func::FuncOp>("stage_" + std::to_string(s)))
+          chunks.push_back(fn);
+        for (int64_t c = 0;; ++c) {
+          auto fn = module.lookupSymbol<func::FuncOp>("stage_" + std::to_string(s) + "_chunk_" +
+                                                      std::to_string(c));
+          if (!fn)
+            break;
+          chunks.push_back(fn);
+        }
+        if (chunks.empty()) {
           module.emitError() << "expected func.func @forward, or @stage_0 .. @stage_"
                              << pp - 1 << " (heiretsu-stage-cuts); @stage_" << s << " is missing";
           return signalPassFailure();
         }
-        stages.push_back(fn);
+        stages.push_back(chunks);
       }
     }
     // Parameter name -> (stage, plan.param) of each program holding it.
     llvm::StringMap<SmallVector<std::pair<int64_t, plan_ir::ParamOp>, 2>> holders;
-    for (auto [s, fn] : llvm::enumerate(stages)) {
+    for (auto [s, chunks] : llvm::enumerate(stages)) {
       FailureOr<plan_ir::ProgramOp> program =
-          lowerFunction(module, fn, static_cast<int64_t>(s), mesh, vocab, pp > 1);
+          lowerStage(module, chunks, static_cast<int64_t>(s), mesh, vocab, pp > 1);
       if (failed(program))
         return signalPassFailure();
       for (plan_ir::ParamOp p : paramsOf(*program))
@@ -490,14 +500,17 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
         held[1].second.setTiedStageAttr(b.getI64IntegerAttr(held[0].first));
       }
     }
-    for (func::FuncOp fn : stages)
-      fn.erase();
+    for (auto &chunks : stages)
+      for (func::FuncOp fn : chunks)
+        fn.erase();
   }
 
-  /// The plan.program of stage `stage` from its function (see Passes.td).
-  FailureOr<plan_ir::ProgramOp> lowerFunction(ModuleOp module, func::FuncOp fn, int64_t stage,
-                                              dist::MeshOp mesh, IntegerAttr vocab,
-                                              bool isStage) {
+  /// The plan.program of stage `stage` from its functions, one per virtual chunk
+  /// (see Passes.td).
+  FailureOr<plan_ir::ProgramOp> lowerStage(ModuleOp module, ArrayRef<func::FuncOp> chunks,
+                                           int64_t stage, dist::MeshOp mesh, IntegerAttr vocab,
+                                           bool isStage) {
+    func::FuncOp fn = chunks.front();
     auto model = module->getAttrOfType<DictionaryAttr>(graph::kModelAttrName);
     // The batch geometry: the model's, else (hand-written IR) the inputs' shape.
     auto batch = model.getAs<IntegerAttr>("batch"), seq = model.getAs<IntegerAttr>("seq");
@@ -520,32 +533,50 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
     Block *body = new Block();
     program.getBody().push_back(body);
     OpBuilder pb = OpBuilder::atBlockEnd(body);
-    auto unit = [&](StringRef name, plan_ir::UnitKind kind) {
+    auto unit = [&](StringRef name, plan_ir::UnitKind kind, IntegerAttr chunk) {
       auto u = plan_ir::UnitOp::create(pb, fn.getLoc(), pb.getStringAttr(name),
-                                       plan_ir::UnitKindAttr::get(pb.getContext(), kind));
+                                       plan_ir::UnitKindAttr::get(pb.getContext(), kind), chunk);
       u.getBody().push_back(new Block());
       return u;
     };
-    plan_ir::UnitOp fwd = unit("forward", plan_ir::UnitKind::forward);
-    unit("backward", plan_ir::UnitKind::backward);
-    unit("update", plan_ir::UnitKind::update);
-
-    Lowering lowering{.program = program,
-                      .b = OpBuilder::atBlockEnd(&fwd.getBody().front()),
-                      .tp = static_cast<int64_t>(mesh.getTp()),
-                      .stage = stage,
-                      .needsLoss = !isStage};
-    for (auto [i, arg] : llvm::enumerate(fn.getArguments())) {
-      // @forward's are (tokens, targets); a stage's say which they are.
-      auto role = fn.getArgAttrOfType<StringAttr>(i, graph::kInputAttrName);
-      StringRef io = role ? role.getValue() : (i == 0 ? "tokens" : "targets");
-      auto type = cast<RankedTensorType>(arg.getType());
-      lowering.buffers[arg] = createBuffer(program, fn.getLoc(), io, MemRefType::get(type.getShape(),
-                                           type.getElementType()), io);
+    // One forward and one backward unit per chunk ("forward", or "forward.K").
+    SmallVector<plan_ir::UnitOp> fwds;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      std::string suffix = chunks.size() == 1 ? "" : "." + std::to_string(c);
+      IntegerAttr chunk = chunks.size() == 1 ? IntegerAttr() : pb.getI64IntegerAttr(c);
+      fwds.push_back(unit("forward" + suffix, plan_ir::UnitKind::forward, chunk));
+      unit("backward" + suffix, plan_ir::UnitKind::backward, chunk);
     }
-    for (Operation &op : fn.getBody().front())
-      if (failed(lowering.lower(op, microbatches)))
-        return failure();
+    unit("update", plan_ir::UnitKind::update, IntegerAttr());
+
+    int64_t temps = 0, losses = 0;
+    for (auto [c, chunkOp] : llvm::enumerate(chunks)) {
+      func::FuncOp chunkFn = chunkOp;
+      Lowering lowering{.program = program,
+                        .b = OpBuilder::atBlockEnd(&fwds[c].getBody().front()),
+                        .temps = temps,
+                        .tp = static_cast<int64_t>(mesh.getTp()),
+                        .stage = stage,
+                        .needsLoss = !isStage};
+      for (auto [i, arg] : llvm::enumerate(chunkFn.getArguments())) {
+        // @forward's are (tokens, targets); a stage's say which they are.
+        auto role = chunkFn.getArgAttrOfType<StringAttr>(i, graph::kInputAttrName);
+        StringRef io = role ? role.getValue() : (i == 0 ? "tokens" : "targets");
+        auto type = cast<RankedTensorType>(arg.getType());
+        lowering.buffers[arg] = createBuffer(program, chunkFn.getLoc(), io,
+                                             MemRefType::get(type.getShape(), type.getElementType()),
+                                             io);
+      }
+      for (Operation &op : chunkFn.getBody().front())
+        if (failed(lowering.lower(op, microbatches)))
+          return failure();
+      temps = lowering.temps;
+      losses += chunkFn.getNumResults();
+    }
+    if (losses > 1)
+      return module.emitError() << "stage " << stage << " computes loss terms in " << losses
+                                << " of its virtual chunks; one chunk per stage may (several "
+                                   "chunks with MoE auxiliary losses are not supported)";
     return program;
   }
 };

@@ -29,7 +29,8 @@ void tieAcrossStages(plan_ir::ProgramOp program, plan_ir::UnitOp update,
   Location loc = program.getLoc();
   auto unit = plan_ir::UnitOp::create(ub, loc, ub.getStringAttr("tied"),
                                       plan_ir::UnitKindAttr::get(ub.getContext(),
-                                                                 plan_ir::UnitKind::comm));
+                                                                 plan_ir::UnitKind::comm),
+                                      IntegerAttr());
   unit.getBody().push_back(new Block());
   OpBuilder b = OpBuilder::atBlockEnd(&unit.getBody().front());
   for (plan_ir::ParamOp p : tied) {

@@ -2,7 +2,7 @@
 //
 // See Passes.td. Parameters (value, grad, moments) first, contiguous; then the
 // buffers live within one run (and, with one slot, every other), then `slots`
-// copies of the slotted region. Within a region: greedy first-fit, largest
+// copies of the slotted region (one part per virtual chunk). Within a region: greedy first-fit, largest
 // first, against the buffers whose live ranges overlap its own, live ranges in
 // instruction positions over the units in program order.
 //
@@ -12,6 +12,8 @@
 #include "compiler/transforms/PlanUtils.h"
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 using namespace mlir;
 
@@ -132,14 +134,29 @@ struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
       for (auto run : schedule.getBody().front().getOps<plan_ir::RunOp>())
         slots = std::max<int64_t>(slots, static_cast<int64_t>(run.getSlot().value_or(0)) + 1);
 
+    // Several virtual chunks have microbatches in flight at once even on one slot:
+    // their carried buffers must not share memory.
+    std::set<int64_t> chunks;
+    for (auto unit : program.getBody().front().getOps<plan_ir::UnitOp>())
+      chunks.insert(unit.chunkIndex());
+    const bool slotting = slots > 1 || chunks.size() > 1;
     SmallVector<Interval *> shared, slotted;
     for (Interval &iv : intervals) {
       const bool carried =
           iv.microbatchUnits.size() >= 2 || (iv.sent && !iv.microbatchUnits.empty());
-      (slots > 1 && carried ? slotted : shared).push_back(&iv);
+      (slotting && carried ? slotted : shared).push_back(&iv);
     }
     const int64_t sharedEnd = place(shared, paramBytes);
-    const int64_t slotBytes = alignUp(place(slotted, 0));
+    // Each virtual chunk's slotted buffers get a part of the slot region of their
+    // own: microbatches of different chunks are in flight at once on the same slot
+    // numbers.
+    std::map<int64_t, SmallVector<Interval *>> byChunk;
+    for (Interval *iv : slotted)
+      byChunk[cast<plan_ir::UnitOp>(iv->microbatchUnits.front()).chunkIndex()].push_back(iv);
+    int64_t slotEnd = 0;
+    for (auto &[chunk, ivs] : byChunk)
+      slotEnd = alignUp(place(ivs, slotEnd));
+    const int64_t slotBytes = slotEnd;
     for (Interval *iv : shared)
       iv->op.setOffsetAttr(b.getI64IntegerAttr(iv->offset));
     for (Interval *iv : slotted) {
@@ -150,7 +167,7 @@ struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
     program.setArenaBytesAttr(b.getI64IntegerAttr(peak));
     program.setParamBytesAttr(b.getI64IntegerAttr(paramBytes));
     program.setActivationBytesAttr(b.getI64IntegerAttr(peak - paramBytes));
-    if (slots > 1) {
+    if (slotting) {
       program.setSlotsAttr(b.getI64IntegerAttr(slots));
       program.setSlotBytesAttr(b.getI64IntegerAttr(slotBytes));
     }

@@ -36,22 +36,41 @@ struct SchedulePass : impl::SchedulePassBase<SchedulePass> {
     const int64_t stage = program.getStage();
     const int64_t microbatches = program.getMicrobatches();
     std::string name = schedule;
+    Block &body = program.getBody().front();
+    // The stage's virtual chunks: one per forward unit's chunk.
+    std::set<int64_t> chunkSet;
+    for (plan_ir::UnitOp unit : body.getOps<plan_ir::UnitOp>())
+      if (unit.getKind() == plan_ir::UnitKind::forward)
+        chunkSet.insert(unit.chunkIndex());
+    const int64_t chunks = static_cast<int64_t>(chunkSet.size());
+    if ((name == "interleaved") != (chunks > 1)) {
+      program.emitError() << (chunks > 1 ? "the program holds " + std::to_string(chunks) +
+                                               " virtual chunks: only schedule 'interleaved' "
+                                               "runs them"
+                                         : std::string("schedule 'interleaved' needs virtual "
+                                                       "chunks (heiretsu-stage-cuts "
+                                                       "virtual-stages > 1)"));
+      return signalPassFailure();
+    }
+    if (name == "interleaved" && microbatches % pp != 0) {
+      program.emitError() << "schedule 'interleaved' needs microbatches (" << microbatches
+                          << ") to be a multiple of pp (" << pp << ")";
+      return signalPassFailure();
+    }
     std::vector<schedules::Step> order;
-    if (name == "1f1b") {
+    if (name == "interleaved") {
+      order = schedules::interleaved(pp, stage, microbatches, chunks);
+    } else if (name == "1f1b") {
       order = schedules::oneFOneB(pp, stage, microbatches);
     } else if (name == "gpipe") {
       order = schedules::gpipe(pp, stage, microbatches);
     } else if (name == "zb-h1") {
       order = schedules::zeroBubbleH1(pp, stage, microbatches);
     } else {
-      program.emitError() << "schedule '" << name << "' "
-                          << (name == "interleaved"
-                                  ? "is not built yet; use 1f1b, gpipe or zb-h1"
-                                  : "is unknown; expected 1f1b, gpipe or zb-h1 (interleaved is "
-                                    "not built yet)");
+      program.emitError() << "schedule '" << name
+                          << "' is unknown; expected 1f1b, gpipe, interleaved or zb-h1";
       return signalPassFailure();
     }
-    Block &body = program.getBody().front();
     if (!body.getOps<plan_ir::ScheduleOp>().empty()) {
       program.emitError("the program already has a plan.schedule");
       return signalPassFailure();
@@ -85,30 +104,38 @@ struct SchedulePass : impl::SchedulePassBase<SchedulePass> {
     auto sched = plan_ir::ScheduleOp::create(b, loc);
     sched.getBody().push_back(new Block());
     b.setInsertionPointToEnd(&sched.getBody().front());
-    // A microbatch's last step frees its slot.
-    std::map<int64_t, size_t> lastStep;
+    // A microbatch's last step (of its chunk) frees its slot; each chunk has its
+    // own slotted buffers, so its own slots.
+    using Key = std::pair<int64_t, int64_t>; // (chunk, microbatch)
+    std::map<Key, size_t> lastStep;
     for (auto [i, step] : llvm::enumerate(order))
-      lastStep[step.microbatch] = i;
-    std::set<int64_t> free;
-    std::map<int64_t, int64_t> slotOf;
-    int64_t slots = 0;
+      lastStep[{step.chunk, step.microbatch}] = i;
+    std::map<int64_t, std::set<int64_t>> free;
+    std::map<int64_t, int64_t> used;
+    std::map<Key, int64_t> slotOf;
     for (auto [i, step] : llvm::enumerate(order)) {
-      auto [it, first] = slotOf.try_emplace(step.microbatch, 0);
+      const Key key{step.chunk, step.microbatch};
+      auto [it, first] = slotOf.try_emplace(key, 0);
       if (first) {
-        if (free.empty())
-          free.insert(slots++);
-        it->second = *free.begin();
-        free.erase(free.begin());
+        std::set<int64_t> &mine = free[step.chunk];
+        if (mine.empty())
+          mine.insert(used[step.chunk]++);
+        it->second = *mine.begin();
+        mine.erase(mine.begin());
       }
       const int64_t slot = it->second;
       ArrayRef<plan_ir::UnitOp> units = step.pass == schedules::Pass::forward ? forwards
                                         : step.pass == schedules::Pass::backward ? backwards
                                                                                  : weights;
-      for (plan_ir::UnitOp unit : units)
+      for (plan_ir::UnitOp unit : units) {
+        if (unit.chunkIndex() != step.chunk)
+          continue;
         plan_ir::RunOp::create(b, loc, unit.getNameAttr(), b.getI64IntegerAttr(step.microbatch),
-                               IntegerAttr(), slot ? b.getI64IntegerAttr(slot) : IntegerAttr());
-      if (i == lastStep[step.microbatch]) // its last pass: the slot is free again
-        free.insert(slot);
+                               unit.getChunkAttr(),
+                               slot ? b.getI64IntegerAttr(slot) : IntegerAttr());
+      }
+      if (i == lastStep[key]) // its last pass: the slot is free again
+        free[step.chunk].insert(slot);
     }
     for (plan_ir::UnitOp unit : perStep)
       plan_ir::RunOp::create(b, loc, unit.getNameAttr(), IntegerAttr(), IntegerAttr(),

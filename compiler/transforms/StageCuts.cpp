@@ -95,6 +95,7 @@ struct StageCutsPass : impl::StageCutsPassBase<StageCutsPass> {
   using StageCutsPassBase::StageCutsPassBase;
 
   /// The layers of each stage: `stage-layers` if given, else balanced.
+  /// `pp` here is the number of model chunks: the stages times virtual-stages.
   FailureOr<std::vector<int64_t>> layersPerStage(func::FuncOp forward, int64_t pp,
                                                  int64_t layers) {
     std::vector<int64_t> given;
@@ -116,7 +117,8 @@ struct StageCutsPass : impl::StageCutsPassBase<StageCutsPass> {
         sum += n;
       if (static_cast<int64_t>(given.size()) != pp || sum != layers) {
         forward.emitError() << "stage-layers '" << stageLayers << "' gives " << given.size()
-                            << " stages of " << sum << " layers; the mesh has pp = " << pp
+                            << " stages of " << sum << " layers; the mesh has "
+                            << (virtualStages > 1 ? "pp x virtual-stages = " : "pp = ") << pp
                             << " and the model " << layers << " layers";
         return failure();
       }
@@ -142,14 +144,18 @@ struct StageCutsPass : impl::StageCutsPassBase<StageCutsPass> {
     if (!in)
       return signalPassFailure();
     auto [forward, mesh] = *in;
-    const int64_t pp = static_cast<int64_t>(mesh.getPp());
-    if (virtualStages != 1) {
-      module.emitError() << "virtual-stages " << static_cast<int64_t>(virtualStages)
-                         << ": interleaved placement (several chunks per stage) is not built "
-                            "yet; use virtual-stages 1";
+    const int64_t stages = static_cast<int64_t>(mesh.getPp());
+    const int64_t chunksPerStage = virtualStages;
+    if (chunksPerStage < 1 || (chunksPerStage > 1 && stages == 1)) {
+      module.emitError() << "virtual-stages " << chunksPerStage
+                         << " needs pp > 1 and is >= 1 (the model chunks of each stage)";
       return signalPassFailure();
     }
-    if (pp == 1) {
+    // The model's chunks: chunk c runs on stage c mod pp (interleaved placement:
+    // stage r holds chunks r, r + pp, ...), as local chunk c / pp.
+    const int64_t pp = stages * chunksPerStage;
+    auto stageOfChunk = [&](int64_t c) { return c % stages; };
+    if (stages == 1) {
       if (!stageLayers.empty()) {
         module.emitError() << "stage-layers '" << stageLayers << "' needs pp > 1";
         return signalPassFailure();
@@ -164,8 +170,8 @@ struct StageCutsPass : impl::StageCutsPassBase<StageCutsPass> {
     }
     const int64_t layers = layersAttr.getInt();
     if (pp > layers) {
-      module.emitError() << "pp = " << pp << " is more pipeline stages than the model's "
-                         << layers << " layers";
+      module.emitError() << (chunksPerStage > 1 ? "pp x virtual-stages = " : "pp = ") << pp
+                         << " is more pipeline stages than the model's " << layers << " layers";
       return signalPassFailure();
     }
     FailureOr<std::vector<int64_t>> perStage = layersPerStage(forward, pp, layers);
@@ -239,8 +245,9 @@ struct StageCutsPass : impl::StageCutsPassBase<StageCutsPass> {
         if (a < 0 || a == b)
           continue;
         if (a > b) {
-          op.emitError() << "stage cut: this op of stage " << b << " reads a value of the later "
-                         << "stage " << a << " (a value may only flow to later stages)";
+          op.emitError() << "stage cut: this op of " << (chunksPerStage > 1 ? "chunk " : "stage ") << b
+                         << " reads a value of the later " << (chunksPerStage > 1 ? "chunk " : "stage ") << a
+                         << " (a value may only flow to later stages)";
           return signalPassFailure();
         }
         for (int64_t k = a; k < b; ++k)
@@ -275,7 +282,10 @@ struct StageCutsPass : impl::StageCutsPassBase<StageCutsPass> {
       SmallVector<Type> results;
       if (!lossOf[s].empty())
         results.push_back(ret.getOperand(0).getType());
-      auto fn = func::FuncOp::create(mb, forward.getLoc(), "stage_" + std::to_string(s),
+      std::string name = "stage_" + std::to_string(stageOfChunk(s));
+      if (chunksPerStage > 1)
+        name += "_chunk_" + std::to_string(s / stages);
+      auto fn = func::FuncOp::create(mb, forward.getLoc(), name,
                                      FunctionType::get(ctx, args, results));
       Block *entry = fn.addEntryBlock();
       IRMapping map;
@@ -288,7 +298,8 @@ struct StageCutsPass : impl::StageCutsPassBase<StageCutsPass> {
       if (s > 0)
         for (Value v : boundary[s - 1]) {
           auto recv = dist::RecvOp::create(b, v.getLoc(), v.getType(), meshRef, ppAxis,
-                                           b.getI64IntegerAttr(-1));
+                                           b.getI64IntegerAttr(stageOfChunk(s - 1) -
+                                                               stageOfChunk(s)));
           if (Attribute sh = v.getDefiningOp()->getAttr(dist::kShardingAttrName))
             recv->setAttr(dist::kShardingAttrName, sh);
           map.map(v, recv.getResult());
@@ -305,7 +316,7 @@ struct StageCutsPass : impl::StageCutsPassBase<StageCutsPass> {
       if (s + 1 < pp)
         for (Value v : boundary[s])
           dist::SendOp::create(b, v.getLoc(), map.lookup(v), meshRef, ppAxis,
-                               b.getI64IntegerAttr(1));
+                               b.getI64IntegerAttr(stageOfChunk(s + 1) - stageOfChunk(s)));
       SmallVector<Value> loss;
       if (!lossOf[s].empty()) {
         Value sum = map.lookup(lossOf[s].front());

@@ -140,6 +140,9 @@ LogicalResult UnitOp::verify() {
   for (Operation &op : getBody().front())
     if (!isa<KernelOp>(op))
       return op.emitOpError("(C1) is not allowed in a plan.unit (only plan.kernel)");
+  if (IntegerAttr chunk = getChunkAttr(); chunk && (chunk.getInt() < 0 || !isPerMicrobatch()))
+    return emitOpError("(C2) chunk must be >= 0 and only on a microbatch unit, got ")
+           << chunk.getInt();
   return success();
 }
 
@@ -158,19 +161,19 @@ LogicalResult ScheduleOp::verifyRegions() {
   llvm::DenseMap<Operation *, std::map<std::pair<int64_t, int64_t>, int64_t>> runs;
   // Per (chunk, microbatch): how many forward units have run.
   std::map<std::pair<int64_t, int64_t>, size_t> forwards;
-  size_t forwardUnits = 0;
-  for (auto unit : program.getBody().front().getOps<UnitOp>())
-    forwardUnits += unit.getKind() == UnitKind::forward;
+  // Per chunk: its forward units and its microbatch units.
+  std::map<int64_t, size_t> forwardUnits, chunkUnits;
+  for (auto unit : program.getBody().front().getOps<UnitOp>()) {
+    forwardUnits[unit.chunkIndex()] += unit.getKind() == UnitKind::forward;
+    chunkUnits[unit.chunkIndex()] += unit.isPerMicrobatch();
+  }
   // (C4) Per (chunk, microbatch): its slot and how many of its runs are left; per
   // slot: the (chunk, microbatch) holding it.
   std::optional<int64_t> slots;
   if (IntegerAttr attr = program.getSlotsAttr())
     slots = attr.getInt();
   std::map<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>> slotOf;
-  std::map<int64_t, std::pair<int64_t, int64_t>> holder;
-  size_t microbatchUnits = 0;
-  for (auto unit : program.getBody().front().getOps<UnitOp>())
-    microbatchUnits += unit.isPerMicrobatch();
+  std::map<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>> holder; // (chunk, slot)
   for (Operation &op : getBody().front()) {
     auto run = dyn_cast<RunOp>(op);
     if (!run)
@@ -186,9 +189,10 @@ LogicalResult ScheduleOp::verifyRegions() {
         return run.emitOpError("(C4) slot ")
                << slot << " of microbatch " << key.second << " is outside the program's "
                << *slots << " slots";
-      auto [it, first] = slotOf.try_emplace(key, slot, static_cast<int64_t>(microbatchUnits));
+      auto [it, first] =
+          slotOf.try_emplace(key, slot, static_cast<int64_t>(chunkUnits[key.first]));
       if (first) {
-        auto [h, free] = holder.try_emplace(slot, key);
+        auto [h, free] = holder.try_emplace({key.first, slot}, key);
         if (!free)
           return run.emitOpError("(C4) microbatch ")
                  << key.second << " takes slot " << slot << " while microbatch "
@@ -199,7 +203,7 @@ LogicalResult ScheduleOp::verifyRegions() {
                << it->second.first;
       }
       if (--it->second.second == 0)
-        holder.erase(slot);
+        holder.erase({key.first, slot});
     }
     int64_t count = ++runs[unit][key];
     if (count > 1)
@@ -211,7 +215,7 @@ LogicalResult ScheduleOp::verifyRegions() {
                      : std::string(" in a step"));
     if (unit.getKind() == UnitKind::forward) {
       ++forwards[key];
-    } else if (unit.isPerMicrobatch() && forwards[key] < forwardUnits) {
+    } else if (unit.isPerMicrobatch() && forwards[key] < forwardUnits[key.first]) {
       return run.emitOpError("(C3) unit \"")
              << unit.getName() << "\" of microbatch " << key.second
              << " runs before that microbatch's forward units";
@@ -224,10 +228,8 @@ LogicalResult ScheduleOp::verifyRegions() {
         return emitOpError("(C2) unit \"") << unit.getName() << "\" never runs";
       continue;
     }
-    std::set<int64_t> chunks = {0};
-    for (auto &[key, n] : mine)
-      chunks.insert(key.first);
-    for (int64_t c : chunks)
+    // A unit runs for its own chunk (RunOp C3), every microbatch.
+    for (int64_t c : {unit.chunkIndex()})
       for (int64_t m = 0; m < microbatches; ++m)
         if (!mine.count({c, m}))
           return emitOpError("(C2) unit \"")
@@ -257,6 +259,10 @@ LogicalResult RunOp::verify() {
            << *m << " is outside [0, " << program.getMicrobatches() << ")";
   if (c && *c < 0)
     return emitOpError("(C3) chunk must be >= 0, got ") << *c;
+  if (c.value_or(0) != unit.chunkIndex())
+    return emitOpError("(C3) unit \"")
+           << getUnit() << "\" belongs to chunk " << unit.chunkIndex() << ", not "
+           << c.value_or(0);
   if (IntegerAttr slot = getSlotAttr(); slot && (!m || slot.getInt() < 0))
     return emitOpError(m ? "(C3) slot must be >= 0, got " + std::to_string(slot.getInt())
                          : std::string("(C3) a unit of the step takes no slot"));

@@ -180,18 +180,25 @@ def Plan_UnitOp : Plan_Op<"unit", [NoTerminator, SingleBlock,
     backward pass (or, split, `backward_input` and `backward_weight`), `comm` a
     communication unit of the step and `update` the optimizer update. The
     program's `plan.schedule` says when each runs. Units of the four microbatch
-    kinds run once per microbatch; `comm` and `update` once per step.
+    kinds run once per microbatch; `comm` and `update` once per step. `chunk`
+    (absent: 0) is the virtual chunk a microbatch unit belongs to, when the stage
+    holds several (interleaved placement): each chunk has its own forward and
+    backward units.
 
     Constraints:
     - (C1) the body holds only `plan.kernel` ops.
+    - (C2) `chunk` is >= 0, and given only on a microbatch unit.
   }];
-  let arguments = (ins StrAttr:$name, Plan_UnitKindAttr:$kind);
+  let arguments = (ins StrAttr:$name, Plan_UnitKindAttr:$kind,
+                       OptionalAttr<I64Attr>:$chunk);
   let regions = (region SizedRegion<1>:$body);
-  let assemblyFormat = "$name $kind attr-dict-with-keyword $body";
+  let assemblyFormat = "$name $kind (`chunk` $chunk^)? attr-dict-with-keyword $body";
   let hasVerifier = 1;
   let extraClassDeclaration = [{
     /// Whether the unit runs once per microbatch (forward and backward kinds).
     bool isPerMicrobatch() { return isPerMicrobatch(getKind()); }
+    /// The virtual chunk (0 unless given).
+    int64_t chunkIndex() { return getChunkAttr() ? getChunkAttr().getInt() : 0; }
     static bool isPerMicrobatch(UnitKind kind) {
       return kind != UnitKind::comm && kind != UnitKind::update;
     }
@@ -214,7 +221,8 @@ def Plan_ScheduleOp : Plan_Op<"schedule", [NoTerminator, SingleBlock,
     - (C3) a microbatch's backward units run after its forward units.
     - (C4) when the program has `slots`: every microbatch run has a `slot` below
       it, all runs of one microbatch (and chunk) use the same slot, and no other
-      microbatch's forward takes that slot before the microbatch's last run.
+      microbatch of the chunk takes that slot before the microbatch's last run
+      (each chunk's slotted buffers are its own).
   }];
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "attr-dict-with-keyword $body";
@@ -230,7 +238,7 @@ def Plan_RunOp : Plan_Op<"run", [HasParent<"ScheduleOp">]> {
     - (C2) `microbatch` is given exactly for the units that run per microbatch,
       and is in [0, microbatches) of the program.
     - (C3) `chunk` and `slot`, when given, are >= 0 (absent: 0); `slot` is given
-      only with `microbatch`.
+      only with `microbatch`; `chunk` is the unit's chunk.
   }];
   let arguments = (ins StrAttr:$unit, OptionalAttr<I64Attr>:$microbatch,
                        OptionalAttr<I64Attr>:$chunk, OptionalAttr<I64Attr>:$slot);

@@ -201,11 +201,28 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
   if (out->sequence_parallel && out->tp == 1)
     return std::string("--sequence-parallel splits tokens over tensor-parallel ranks: it needs --tp > 1");
   if (!emit_given) out->emit = out->output.empty() ? "mlir" : "plan";
+  if (out->virtual_stages > 1 && out->schedule != "interleaved")
+    return "--virtual-stages " + std::to_string(out->virtual_stages) +
+           " needs --schedule interleaved (virtual stages are its model chunks)";
+  if (out->schedule == "interleaved") {
+    if (out->virtual_stages < 2 || out->pp < 2)
+      return "--schedule interleaved runs several model chunks per stage: it needs --pp > 1 and "
+             "--virtual-stages > 1 (got --pp " + std::to_string(out->pp) + " --virtual-stages " +
+             std::to_string(out->virtual_stages) + ")";
+    if (out->microbatches % out->pp != 0)
+      return "--schedule interleaved needs --microbatches (" + std::to_string(out->microbatches) +
+             ") to be a multiple of --pp (" + std::to_string(out->pp) + ")";
+  }
   if (!out->stage_layers.empty() && out->pp == 1)
     return std::string("--stage-layers cuts the layers into pipeline stages: it needs --pp > 1");
-  if (!out->stage_layers.empty() && static_cast<int64_t>(out->stage_layers.size()) != out->pp)
+  if (const int64_t chunks = out->pp * out->virtual_stages;
+      !out->stage_layers.empty() && static_cast<int64_t>(out->stage_layers.size()) != chunks)
     return "--stage-layers gives " + std::to_string(out->stage_layers.size()) +
-           " stages but --pp is " + std::to_string(out->pp) + ": give one layer count per stage";
+           " stages but --pp is " + std::to_string(out->pp) +
+           (out->virtual_stages > 1
+                ? " with --virtual-stages " + std::to_string(out->virtual_stages) +
+                      ": give one layer count per model chunk (" + std::to_string(chunks) + ")"
+                : std::string(": give one layer count per stage"));
   if (out->emit == "plan" && out->output.empty())
     return std::string("--emit plan needs -o PLAN_DIR");
   return std::nullopt;
@@ -216,14 +233,6 @@ std::optional<std::string> CheckBuilt(const CompileOptions& o) {
   if (o.ep > 1)
     return "--ep " + std::to_string(o.ep) + built +
            " (expert parallelism); data, tensor and pipeline parallelism (--dp, --tp, --pp) are";
-  if (o.schedule == "interleaved")
-    return "--schedule " + o.schedule + built + "; 1f1b, gpipe and zb-h1 are";
-  if (o.virtual_stages > 1)
-    return o.schedule != "interleaved"
-               ? "--virtual-stages " + std::to_string(o.virtual_stages) +
-                     " needs --schedule interleaved (virtual stages are its model chunks)"
-               : "--virtual-stages " + std::to_string(o.virtual_stages) + built +
-                     " (interleaved pipeline schedules)";
   if (o.precision != "fp32")
     return "--precision " + o.precision + built + " (mixed precision needs the CUDA backend's "
            "bf16/fp16 kernels); fp32 is";

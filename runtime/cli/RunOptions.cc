@@ -1,6 +1,7 @@
 // Parsing and validation of `heiretsu run` options.
 #include "runtime/cli/RunOptions.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -13,7 +14,7 @@ constexpr const char* kFlags[] = {
     "--data",         "--steps",      "--lr",     "--min-lr",    "--warmup",
     "--weight-decay", "--grad-clip",  "--seed",   "--backend",   "--metrics",
     "--save-dir",     "--save-every", "--resume", "--log-every", "--cache-dir",
-    "--on-nonfinite", "--max-consecutive-skips",
+    "--on-nonfinite", "--max-consecutive-skips", "--trace",   "--trace-steps",
 };
 
 constexpr int64_t kMaxCount = (int64_t{1} << 31) - 1;
@@ -69,6 +70,21 @@ std::optional<std::string> ParseNumber(const std::string& flag, const std::strin
   return std::nullopt;
 }
 
+// --trace-steps A:B (or A): 1 <= A <= B.
+std::optional<std::string> ParseTraceSteps(const std::string& text, int64_t* first,
+                                           int64_t* last) {
+  const std::string bad =
+      "--trace-steps: expected A:B (steps, 1 <= A <= B) or A, got '" + text + "'";
+  const size_t colon = text.find(':');
+  const std::string a = text.substr(0, colon);
+  const std::string b = colon == std::string::npos ? a : text.substr(colon + 1);
+  if (!AllDigits(a) || !AllDigits(b) || a.size() > 10 || b.size() > 10) return bad;
+  *first = std::strtoll(a.c_str(), nullptr, 10);
+  *last = std::strtoll(b.c_str(), nullptr, 10);
+  if (*first < 1 || *last < *first || *last > kMaxCount) return bad;
+  return std::nullopt;
+}
+
 std::string Number(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
@@ -85,6 +101,24 @@ double LearningRate(const RunOptions& o, int64_t step) {
   return o.min_lr + (o.lr - o.min_lr) * (1 + std::cos(kPi * progress)) / 2;
 }
 
+std::optional<std::string> TraceSteps(const RunOptions& o, int64_t first_step, int64_t* first,
+                                      int64_t* last) {
+  *first = 1;
+  *last = 0;
+  if (o.trace.empty()) return std::nullopt;
+  if (o.trace_first == 0) {
+    *first = std::min(first_step + 1, o.steps);
+    *last = std::min(first_step + 3, o.steps);
+    return std::nullopt;
+  }
+  if (o.trace_last < first_step)
+    return "--trace-steps " + std::to_string(o.trace_first) + ":" + std::to_string(o.trace_last) +
+           ": this run starts at step " + std::to_string(first_step) + ", after them";
+  *first = std::max(o.trace_first, first_step);
+  *last = o.trace_last;
+  return std::nullopt;
+}
+
 bool IsRunFlag(const std::string& flag) {
   for (const char* f : kFlags)
     if (flag == f) return true;
@@ -97,6 +131,7 @@ const char* RunUsage() {
          "           [--backend cpu|cuda] [--metrics FILE.jsonl] [--save-dir DIR]\n"
          "           [--save-every N] [--resume DIR] [--log-every N] [--cache-dir DIR]\n"
          "           [--on-nonfinite fail|skip] [--max-consecutive-skips N]\n"
+         "           [--trace FILE.json] [--trace-steps A:B]\n"
          "\n"
          "  --data PATH        a token shard or a directory of shards (*.bin, llm.c format);\n"
          "                     default: the byte-tokenized licence texts, cached\n"
@@ -120,7 +155,11 @@ const char* RunUsage() {
          "                     skip the step, count it and go on\n"
          "  --max-consecutive-skips N\n"
          "                     with skip, fail after more than N skipped steps in a row\n"
-         "                     (default 5)\n";
+         "                     (default 5)\n"
+         "  --trace FILE.json  write a Chrome/Perfetto trace of steps 2-4 (one track per\n"
+         "                     rank: steps, schedule runs, instructions, waits) and print\n"
+         "                     the measured pipeline bubble per stage\n"
+         "  --trace-steps A:B  trace steps A to B instead (or A alone)\n";
 }
 
 std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args, RunOptions* out) {
@@ -165,12 +204,15 @@ std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
       err = ParseCount(a, v, 1, &out->save_every);
     } else if (a == "--log-every") {
       err = ParseCount(a, v, 1, &out->log_every);
+    } else if (a == "--trace-steps") {
+      err = ParseTraceSteps(v, &out->trace_first, &out->trace_last);
     } else {
       if (v.empty()) err = a + ": empty path";
       std::string* path = a == "--data"       ? &out->data
                           : a == "--metrics"  ? &out->metrics
                           : a == "--save-dir" ? &out->save_dir
                           : a == "--resume"   ? &out->resume
+                          : a == "--trace"    ? &out->trace
                                               : &out->cache_dir;
       *path = v;
     }
@@ -182,6 +224,11 @@ std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
     return "--min-lr " + Number(out->min_lr) + " is larger than --lr " + Number(out->lr);
   if (out->save_every > 0 && out->save_dir.empty())
     return std::string("--save-every needs --save-dir DIR");
+  if (out->trace_first > 0 && out->trace.empty())
+    return std::string("--trace-steps needs --trace FILE.json");
+  if (out->trace_last > out->steps)
+    return "--trace-steps " + std::to_string(out->trace_first) + ":" +
+           std::to_string(out->trace_last) + ": past --steps " + std::to_string(out->steps);
   return std::nullopt;
 }
 

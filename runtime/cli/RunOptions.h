@@ -38,6 +38,10 @@ struct RunOptions {
   // max_consecutive_skips steps in a row are skipped (then it fails as above).
   std::string on_nonfinite = "fail";
   int64_t max_consecutive_skips = 5;
+  // A Chrome / Perfetto trace of some steps (runtime/exec/trace.h); empty: none.
+  std::string trace;
+  // The steps it traces (--trace-steps A:B, or A); 0: the default, TraceSteps.
+  int64_t trace_first = 0, trace_last = 0;
 };
 
 // Parses `args` (the words after `run`: PLAN_DIR and flags). On a bad flag or value
@@ -51,6 +55,14 @@ std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
 // It reaches lr at step W and min_lr at step N, and depends on nothing but s and the
 // options, so a resumed run follows the same schedule.
 double LearningRate(const RunOptions& options, int64_t step);
+
+// The steps --trace traces in a run whose first step is `first_step` (1, or the
+// resumed checkpoint's step + 1): --trace-steps A:B from `first_step` on, else the
+// run's second to fourth steps (the first includes warm-up), [first_step + 1,
+// min(steps, first_step + 3)], or its only step. Sets *first > *last when not
+// tracing. On --trace-steps that all lie before `first_step` returns the message.
+std::optional<std::string> TraceSteps(const RunOptions& options, int64_t first_step,
+                                      int64_t* first, int64_t* last);
 
 // Whether `flag` is one of the run flags. Every run flag takes a value.
 bool IsRunFlag(const std::string& flag);

@@ -25,10 +25,26 @@ Executor::Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backen
       backend_(backend ? std::move(backend) : MakeCpuBackend()),
       coords_(plan::CoordinatesOf(*plan.plan, rank)),
       schedule_(plan::ScheduleOf(*plan.plan)),
-      units_(plan::PrepareUnits(*plan.plan, coords_)),
-      sending_(plan.plan->slots()) {
+      units_(plan::PrepareUnits(*plan.plan, coords_)) {
   for (uint32_t slot = 0; slot < plan_.plan->slots(); ++slot)
     offsets_.push_back(plan::SlotOffsets(*plan_.plan, slot));
+  // Per unit: which of the microbatch's inputs it reads and whether it writes the
+  // loss (with virtual chunks only the first chunk's forward takes the tokens and
+  // the last's the targets and the loss). Pending sends are kept per (chunk, slot).
+  const fb::Plan& p = *plan_.plan;
+  uint32_t chunks = 1;
+  for (size_t u = 0; u < units_.size(); ++u) {
+    chunks = std::max(chunks, static_cast<uint32_t>(p.units()->Get(u)->chunk()) + 1);
+    auto touches = [&](uint32_t buffer) {
+      if (!plan::Has(buffer)) return false;
+      for (const plan::Instruction& instr : units_[u])
+        if (std::find(instr.buffers.begin(), instr.buffers.end(), buffer) != instr.buffers.end())
+          return true;
+      return false;
+    };
+    unit_io_.push_back({touches(p.tokens()), touches(p.targets()), touches(p.loss())});
+  }
+  sending_.resize(static_cast<size_t>(p.slots()) * chunks);
   arena_ = backend_->AllocateArena(plan_.plan->arena_bytes());
   if (!arena_) throw std::bad_alloc();
   view_ = arena_;
@@ -51,6 +67,19 @@ int32_t* Executor::I32(uint32_t buffer, uint32_t slot) {
 namespace {
 uint64_t BufferBytes(const fb::Buffer& b) {
   return static_cast<uint64_t>(plan::NumElements(b)) * plan::DTypeSize(b.dtype());
+}
+
+// An event of the trace (trace.h) from `start` to `end`, on the instructions' track
+// unless said otherwise.
+TraceEvent Span(TraceCategory category, const char* name, int64_t start, int64_t end,
+                int tid = kTraceInstructions) {
+  TraceEvent e;
+  e.category = category;
+  e.tid = tid;
+  e.name = name;
+  e.start_ns = start;
+  e.end_ns = end;
+  return e;
 }
 }  // namespace
 
@@ -102,47 +131,85 @@ void Executor::InitializeParameters(uint64_t seed) {
 
 Status Executor::RunUnit(const plan::ScheduledRun& run, const FillMicrobatch* fill,
                          double* loss_sum) {
+  if (!tracer_) return RunUnitBody(run, fill, loss_sum);
+  const bool microbatch = plan::PerMicrobatch(run.unit->kind());
+  TraceEvent e = Span(TraceCategory::kUnit, run.unit->name() ? run.unit->name()->c_str() : "unit",
+                      tracer_->Now(), 0, kTraceSchedule);
+  e.microbatch = microbatch ? run.run->microbatch() : -1;
+  e.slot = run.run->slot();
+  e.chunk = run.run->chunk();
+  Status err = RunUnitBody(run, fill, loss_sum);
+  e.end_ns = tracer_->Now();
+  tracer_->Add(e);
+  return err;
+}
+
+Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch* fill,
+                             double* loss_sum) {
   const fb::Plan& p = *plan_.plan;
   const uint32_t slot = static_cast<uint32_t>(run.run->slot());
   const bool microbatch = plan::PerMicrobatch(run.unit->kind());
+  const UnitIo& io = unit_io_[run.run->unit()];
+  // Each chunk has its own slots: its sends are waited for by (chunk, slot).
+  send_key_ = static_cast<uint32_t>(run.run->chunk()) * p.slots() + slot;
   // This slot's copy of the slotted buffers is about to be written again: the
   // sends of earlier runs that read it must be complete. (A unit of the step runs
   // after every microbatch run's sends completed; this finds none.)
-  if (auto err = microbatch ? WaitSends(slot) : WaitAllSends())
+  if (auto err = TracedWaitSends(!microbatch, send_key_, "wait_sends"))
     return err->Within("stage " + std::to_string(p.stage()) + ": waiting for the sends of slot " +
                        std::to_string(slot));
   const bool forward = run.unit->kind() == fb::UnitKind_Forward;
-  if (forward && fill) {
-    int32_t* tokens = plan::Has(p.tokens()) ? I32(p.tokens(), slot) : nullptr;
-    int32_t* targets = plan::Has(p.targets()) ? I32(p.targets(), slot) : nullptr;
+  if (forward && fill && (io.tokens || io.targets)) {
+    const int64_t start = tracer_ ? tracer_->Now() : 0;
+    int32_t* tokens = io.tokens ? I32(p.tokens(), slot) : nullptr;
+    int32_t* targets = io.targets ? I32(p.targets(), slot) : nullptr;
     (*fill)(run.run->microbatch(), tokens, targets);
     if (tokens) Push(p.tokens(), slot);
     if (targets) Push(p.targets(), slot);
+    if (tracer_)
+      tracer_->Add(Span(TraceCategory::kInstr, "fill_microbatch", start, tracer_->Now()));
   }
   for (const plan::Instruction& instr : units_[run.run->unit()]) {
     if (instr.op == fb::Op_BucketAllReduce) {
-      if (run.last) StartBucket(instr, slot);  // the gradients are complete only now
+      if (run.last) {  // the gradients are complete only now
+        const int64_t start = tracer_ ? tracer_->Now() : 0;
+        StartBucket(instr, slot);
+        if (tracer_) {  // where it was posted; it runs on the buckets' track
+          TraceEvent e = Span(TraceCategory::kCollective, plan::OpName(instr.op), start,
+                              tracer_->Now());
+          e.axis = static_cast<int32_t>(instr.axis.value_or(-1));
+          tracer_->Add(e);
+        }
+      }
       continue;
     }
     if (instr.op == fb::Op_ClipAndAdamW && !scalars_.clip_ready) {
       // The norm is complete (and global) before the first update: nothing is
       // applied from a non-finite one.
+      const int64_t start = tracer_ ? tracer_->Now() : 0;
       if (auto err = CompleteGradNorm()) return err;
+      if (tracer_ && comms_[plan::kAxisPp] && comms_[plan::kAxisPp]->size() > 1) {
+        TraceEvent e =
+            Span(TraceCategory::kCollective, "grad_norm_all_reduce", start, tracer_->Now());
+        e.axis = plan::kAxisPp;
+        tracer_->Add(e);
+      }
       if (!std::isfinite(scalars_.grad_norm_sq)) {
         nonfinite_norm_ = true;
         return std::nullopt;
       }
     }
-    if (auto err = Run(instr, slot, scalars_)) return err;
+    // One pointer check per instruction when not tracing.
+    if (auto err = tracer_ ? TracedRun(instr, slot) : Run(instr, slot, scalars_)) return err;
   }
   // A unit of the step (a tied embedding's gradient exchange) completes its own
   // sends.
   if (!microbatch)
-    if (auto err = WaitAllSends())
+    if (auto err = TracedWaitSends(true, send_key_, "wait_sends"))
       return err->Within("stage " + std::to_string(p.stage()) +
                          ": waiting for the sends of unit '" +
                          (run.unit->name() ? run.unit->name()->str() : "") + "'");
-  if (forward && plan::Has(p.loss())) {
+  if (forward && io.loss) {
     Pull(p.loss(), slot);
     *loss_sum += *F32(p.loss(), slot);
   }
@@ -160,10 +227,12 @@ Status Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
 
 Status Executor::MicrobatchRuns(const FillMicrobatch& fill, double* loss) {
   const fb::Plan& p = *plan_.plan;
+  const int64_t start = tracer_ ? tracer_->Now() : 0;
   for (const fb::Param* param : *p.params()) {
     const fb::Buffer& g = *p.buffers()->Get(param->grad());
     backend_->Zero(arena_, offsets_[0][param->grad()], BufferBytes(g));
   }
+  if (tracer_) tracer_->Add(Span(TraceCategory::kInstr, "zero_grads", start, tracer_->Now()));
   double loss_sum = 0;
   for (const plan::ScheduledRun& run : schedule_) {
     if (!plan::PerMicrobatch(run.unit->kind())) break;
@@ -171,11 +240,15 @@ Status Executor::MicrobatchRuns(const FillMicrobatch& fill, double* loss) {
   }
   // Every send of the microbatch runs completes before the loss is reduced and the
   // step's units run; the buckets join.
-  Status sends = WaitAllSends();
+  Status sends = TracedWaitSends(true, 0, "wait_all_sends");
   if (sends)
     sends = sends->Within("stage " + std::to_string(p.stage()) +
                           ": waiting for the sends of the microbatch runs");
+  const bool joining = tracer_ && buckets_.valid();
+  const int64_t join_start = joining ? tracer_->Now() : 0;
   Status buckets = FinishBuckets();
+  if (joining)
+    tracer_->Add(Span(TraceCategory::kCollective, "join_buckets", join_start, tracer_->Now()));
   if (sends) return sends;
   if (buckets) return buckets;
   *loss = loss_sum / static_cast<double>(p.microbatches());
@@ -184,11 +257,15 @@ Status Executor::MicrobatchRuns(const FillMicrobatch& fill, double* loss) {
 
 Status Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
                       StepResult* result) {
+  if (tracer_) tracer_->set_step(options.step);
+  const int64_t start = tracer_ ? tracer_->Now() : 0;
   Status err = StepRuns(fill, options, result);
   if (err) {  // nothing in flight may outlive the call
     (void)WaitAllSends();
     (void)FinishBuckets();
   }
+  if (tracer_)
+    tracer_->Add(Span(TraceCategory::kStep, "step", start, tracer_->Now(), kTraceSchedule));
   return err;
 }
 
@@ -205,7 +282,13 @@ Status Executor::StepRuns(const FillMicrobatch& fill, const StepOptions& options
     comm::Communicator* c = comms_[axis];
     if (!c || c->size() == 1) continue;
     float loss = static_cast<float>(result->loss);
+    const int64_t start = tracer_ ? tracer_->Now() : 0;
     if (auto err = c->AllReduce(&loss, 1, reduce)) return err;
+    if (tracer_) {
+      TraceEvent e = Span(TraceCategory::kCollective, "loss_all_reduce", start, tracer_->Now());
+      e.axis = axis;
+      tracer_->Add(e);
+    }
     result->loss = loss;
   }
   result->nonfinite = false;
@@ -275,6 +358,27 @@ Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars&
   if (profiling_)
     op_seconds_[instr.op] +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return err;
+}
+
+Status Executor::TracedRun(const plan::Instruction& instr, uint32_t slot) {
+  TraceEvent e = Span(TraceCategory::kInstr, plan::OpName(instr.op), tracer_->Now(), 0);
+  Status err = Run(instr, slot, scalars_);
+  e.end_ns = tracer_->Now();
+  if (instr.axis) {
+    e.axis = static_cast<int32_t>(*instr.axis);
+    e.category = TraceCategory::kCollective;
+    if (instr.op == fb::Op_Send || instr.op == fb::Op_Recv) {
+      const auto p2p = plan::Read<op::Send<uint32_t>>(instr);
+      const fb::Buffer& buffer = *plan_.plan->buffers()->Get(p2p.x);
+      e.category = TraceCategory::kP2p;
+      e.blocked = instr.op == fb::Op_Recv;  // a send only posts
+      e.buffer = buffer.name() ? buffer.name()->c_str() : nullptr;
+      e.peer = static_cast<int32_t>(p2p.peer);
+      e.slot = static_cast<int32_t>(slot);
+    }
+  }
+  tracer_->Add(e);
   return err;
 }
 
@@ -366,9 +470,9 @@ Status Executor::PointToPoint(const plan::Instruction& instr, uint32_t slot,
   const int peer = static_cast<int>(p2p.peer);
   if (send) {
     Pull(p2p.x, slot);
-    if (auto err = c.StartSend(F32(p2p.x, slot), n, peer, static_cast<int>(slot)))
+    if (auto err = c.StartSend(F32(p2p.x, slot), n, peer, static_cast<int>(send_key_)))
       return err->Within(what());
-    std::vector<comm::Communicator*>& waiting = sending_[slot];
+    std::vector<comm::Communicator*>& waiting = sending_[send_key_];
     if (std::find(waiting.begin(), waiting.end(), &c) == waiting.end()) waiting.push_back(&c);
     return std::nullopt;
   }
@@ -377,37 +481,65 @@ Status Executor::PointToPoint(const plan::Instruction& instr, uint32_t slot,
   return std::nullopt;
 }
 
-Status Executor::WaitSends(uint32_t slot) {
+Status Executor::WaitSends(uint32_t key) {
   Status first;
-  for (comm::Communicator* c : sending_[slot])
-    if (auto err = c->WaitSends(static_cast<int>(slot)); err && !first) first = err;
-  sending_[slot].clear();
+  for (comm::Communicator* c : sending_[key])
+    if (auto err = c->WaitSends(static_cast<int>(key)); err && !first) first = err;
+  sending_[key].clear();
   return first;
 }
 
 Status Executor::WaitAllSends() {
   Status first;
-  for (uint32_t slot = 0; slot < sending_.size(); ++slot)
-    if (auto err = WaitSends(slot); err && !first) first = err;
+  for (uint32_t key = 0; key < sending_.size(); ++key)
+    if (auto err = WaitSends(key); err && !first) first = err;
   return first;
 }
 
+Status Executor::TracedWaitSends(bool all, uint32_t slot, const char* name) {
+  bool pending = false;
+  if (tracer_)
+    for (uint32_t s = 0; s < sending_.size(); ++s)
+      pending = pending || ((all || s == slot) && !sending_[s].empty());
+  if (!pending) return all ? WaitAllSends() : WaitSends(slot);
+  TraceEvent e = Span(TraceCategory::kP2p, name, tracer_->Now(), 0);
+  Status err = all ? WaitAllSends() : WaitSends(slot);
+  e.end_ns = tracer_->Now();
+  e.blocked = true;
+  e.slot = all ? -1 : static_cast<int32_t>(slot);
+  tracer_->Add(e);
+  return err;
+}
+
 void Executor::StartBucket(const plan::Instruction& instr, uint32_t slot) {
+  // The bucket's own time, on the buckets' track of the trace.
+  Tracer* const tracer = tracer_;
+  auto traced = [this, &instr, slot, tracer] {
+    const int64_t start = tracer ? tracer->Now() : 0;
+    Status err = Run(instr, slot, scalars_);
+    if (tracer) {
+      TraceEvent e = Span(TraceCategory::kCollective, plan::OpName(instr.op), start,
+                          tracer->Now(), kTraceBuckets);
+      e.axis = static_cast<int32_t>(instr.axis.value_or(-1));
+      tracer->AddBackground(e);
+    }
+    return err;
+  };
   if (view_ != arena_) {
     // Staged through host memory: in order, now (a device backend overlaps with
     // its own communicator instead).
     Status err = FinishBuckets();
-    if (!err) err = Run(instr, slot, scalars_);
+    if (!err) err = traced();
     buckets_ = std::async(std::launch::deferred, [err] { return err; });
     return;
   }
   // On the arena itself, in the background, after the bucket before it. The
   // gradients are not touched again before FinishBuckets.
   buckets_ = std::async(std::launch::async,
-                        [this, &instr, slot, before = std::move(buckets_)]() mutable {
+                        [traced, before = std::move(buckets_)]() mutable {
                           if (before.valid())
                             if (auto err = before.get()) return err;
-                          return Run(instr, slot, scalars_);
+                          return traced();
                         });
 }
 

@@ -20,8 +20,9 @@
 //   - a `send` posts its send and does not block (comm::Communicator::StartSend);
 //     the buffer's copy it reads stays untouched until the send completes;
 //   - a `recv` blocks until its data has arrived;
-//   - before a run on slot k starts, the sends posted from slot k by earlier runs
-//     are waited for (that copy of the slotted buffers is about to be reused);
+//   - before a run on slot k of virtual chunk c starts, the sends posted from
+//     slot k of chunk c by earlier runs are waited for (that copy of the chunk's
+//     slotted buffers is about to be reused; each chunk has slots of its own);
 //   - every pending send is waited for once the microbatch runs are over, before
 //     the loss is reduced and the first unit of the step (comm, update) runs;
 //   - a unit of the step (a tied embedding's gradient exchange between the first
@@ -31,7 +32,7 @@
 //     fails (then for at most the group's timeout), so no send reads the arena
 //     afterwards.
 // Sends and recvs between two ranks match in the order each posts them.
-// It allocates nothing after prepare.
+// It allocates nothing after prepare (a tracer, when set, keeps its events).
 #ifndef HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_
 #define HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_
 
@@ -45,6 +46,7 @@
 
 #include "runtime/comm/comm.h"
 #include "runtime/exec/backend.h"
+#include "runtime/exec/trace.h"
 #include "runtime/plan/plan.h"
 #include "runtime/plan/prepare.h"
 
@@ -68,8 +70,9 @@ struct StepResult {
 };
 
 // Fills the token and target ids (micro_batch_size x seq each) of microbatch `m`;
-// either pointer is null where the program has no such input (a pipeline stage
-// without the embedding has no tokens, one without the loss no targets).
+// either pointer is null where the run's unit reads no such input (a pipeline
+// stage without the embedding has no tokens, one without the loss no targets; of
+// a stage's virtual chunks only the first reads the tokens, the last the targets).
 using FillMicrobatch = std::function<void(int64_t m, int32_t* tokens, int32_t* targets)>;
 
 class Executor {
@@ -109,6 +112,14 @@ class Executor {
   void set_profiling(bool on) { profiling_ = on; }
   std::string ProfileReport() const;
 
+  // While `tracer` is set (not null), Step records into it the events trace.h
+  // describes: the step, each schedule run, each instruction, the waits and the
+  // collectives. Null (the default): nothing is recorded and the clock is not read.
+  // Set between steps only; it must outlive the steps it traces. On a device
+  // backend an instruction's event is the host's time in it (kernels run
+  // asynchronously; their time shows where the host next waits for the stream).
+  void set_tracer(Tracer* tracer) { tracer_ = tracer; }
+
   // A buffer's host view (tests, checkpoints): the arena itself when the backend
   // is host-visible, else the executor's host copy, which Pull fills from the
   // arena and Push writes back (both no-ops for a host-visible backend). `slot`
@@ -128,10 +139,13 @@ class Executor {
   // unit's last run) on its slot, after the sends posted from that slot.
   Status RunUnit(const plan::ScheduledRun& run, const FillMicrobatch* fill,
                                      double* loss_sum);
+  Status RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch* fill, double* loss_sum);
   Status MicrobatchRuns(const FillMicrobatch& fill, double* loss);
   Status StepRuns(const FillMicrobatch& fill, const StepOptions& options, StepResult* result);
   // One instruction of a run on `slot` (its buffers: that slot's offset table).
   Status Run(const plan::Instruction& instr, uint32_t slot, StepScalars& scalars);
+  // Run, recorded as an event of tracer_ (not null).
+  Status TracedRun(const plan::Instruction& instr, uint32_t slot);
   Status CompleteGradNorm();
   // The executor's instructions, on the communicator of their axis.
   Status ShardCollective(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
@@ -140,8 +154,11 @@ class Executor {
   Status PointToPoint(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
   // Waits for the sends posted from `slot` (WaitAllSends: from every slot); the
   // first failure is returned, every send is waited for regardless.
-  Status WaitSends(uint32_t slot);
+  Status WaitSends(uint32_t key);
   Status WaitAllSends();
+  // The same, recorded as a "wait_sends" event when tracing and a send was pending
+  // (`all`: WaitAllSends).
+  Status TracedWaitSends(bool all, uint32_t key, const char* name);
   // bucket_all_reduce: queued behind the previous bucket on a background thread.
   void StartBucket(const plan::Instruction& instr, uint32_t slot);
   Status FinishBuckets();
@@ -151,10 +168,17 @@ class Executor {
   plan::MeshCoordinates coords_;
   std::vector<plan::ScheduledRun> schedule_;
   std::vector<std::vector<plan::Instruction>> units_;  // prepared, like plan.units()
+  // Per unit: whether it reads the tokens, the targets, and writes the loss.
+  struct UnitIo {
+    bool tokens, targets, loss;
+  };
+  std::vector<UnitIo> unit_io_;
+  // The running run's key for its sends: chunk * slots + slot.
+  uint32_t send_key_ = 0;
   // offsets_[slot][buffer]: where a run on `slot` finds each buffer in the arena.
   std::vector<std::vector<uint64_t>> offsets_;
-  // sending_[slot]: the communicators holding sends posted from `slot` (their
-  // key) that were not waited for yet.
+  // sending_[chunk * slots + slot]: the communicators holding sends posted from a
+  // run on that chunk's slot (their key) that were not waited for yet.
   std::vector<std::vector<comm::Communicator*>> sending_;
   comm::Communicator* comms_[plan::kNumAxes] = {nullptr, nullptr, nullptr, nullptr};
   std::vector<float> scratch_, scratch_out_;  // reduce_scatter / all_gather staging
@@ -164,6 +188,7 @@ class Executor {
   StepScalars scalars_;
   bool nonfinite_norm_ = false;  // this step's norm was not finite: no update ran
   bool profiling_ = false;
+  Tracer* tracer_ = nullptr;  // null: not tracing
   std::vector<double> op_seconds_ = std::vector<double>(plan::fb::Op_MAX + 1, 0.0);
   uint8_t* arena_ = nullptr;
   std::vector<uint8_t> host_;  // the host copy of the arena (device backends only)

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <map>
+#include <set>
 
 #include "runtime/plan/layout.h"
 #include "runtime/plan/ops.h"
@@ -64,19 +65,22 @@ std::string ScheduleLine(const fb::Plan& p) {
   return out;
 }
 
-// "layers 0-1" from the parameter names (layers.N....), "" without any.
+// "layers 0-1" (or "layers 0, 2" for interleaved chunks) from the parameter
+// names (layers.N....), "" without any.
 std::string LayersOf(const fb::Plan& p) {
-  int lo = -1, hi = -1;
+  std::set<int> layers;
   for (const fb::Param* param : *p.params()) {
     const std::string name = param->name()->str();
-    if (name.rfind("layers.", 0) != 0) continue;
-    const int n = std::atoi(name.c_str() + 7);
-    lo = lo < 0 ? n : std::min(lo, n);
-    hi = std::max(hi, n);
+    if (name.rfind("layers.", 0) == 0) layers.insert(std::atoi(name.c_str() + 7));
   }
-  if (lo < 0) return "";
-  return lo == hi ? "layer " + std::to_string(lo)
-                  : "layers " + std::to_string(lo) + "-" + std::to_string(hi);
+  if (layers.empty()) return "";
+  std::string out;
+  for (auto it = layers.begin(); it != layers.end();) {  // runs of consecutive layers
+    int lo = *it, hi = lo;
+    while (++it != layers.end() && *it == hi + 1) hi = *it;
+    out += (out.empty() ? "" : ", ") + std::to_string(lo) + (hi > lo ? "-" + std::to_string(hi) : "");
+  }
+  return (layers.size() == 1 ? "layer " : "layers ") + out;
 }
 
 // The pipeline section: the schedules placed in time (timeline.h) as a stage x
@@ -95,19 +99,29 @@ std::string ExplainPipeline(const std::vector<LoadedPlan>& programs) {
   out += line;
   out += TimelineGrid(t, kForward);
   bool split = false;  // a split backward: the zero-bubble schedule
-  for (const fb::Unit* u : *first.units()) split |= u->kind() == fb::UnitKind_BackwardWeight;
+  int64_t chunks = 1;  // virtual chunks per stage: the interleaved schedule
+  for (const fb::Unit* u : *first.units()) {
+    split |= u->kind() == fb::UnitKind_BackwardWeight;
+    chunks = std::max<int64_t>(chunks, u->chunk() + 1);
+  }
   std::snprintf(line, sizeof line,
                 "bubble: %.1f%% of the stages' time idle (simulated); %s = %.1f%% for %s\n",
-                100 * t.bubble, split ? "(p - 1) / (3 m + p - 1)" : "(p - 1) / (m + p - 1)",
+                100 * t.bubble,
+                split ? "(p - 1) / (3 m + p - 1)"
+                : chunks > 1 ? "(p - 1) / (v m + p - 1)"
+                             : "(p - 1) / (m + p - 1)",
                 100 * FormulaBubble(static_cast<int64_t>(programs.size()), first.microbatches(),
-                                    split),
-                split ? "ZB-H1 (F, B and W of equal time)" : "GPipe and 1F1B");
+                                    split, chunks),
+                split ? "ZB-H1 (F, B and W of equal time)"
+                : chunks > 1 ? "interleaved 1F1B over v chunks per stage"
+                             : "GPipe and 1F1B");
   out += line;
   out += "activations peak per stage (the microbatches each keeps at once):\n";
   for (const LoadedPlan& lp : programs)
     out += "  stage " + std::to_string(lp.plan->stage()) + "  " + Bytes(lp.plan->activation_bytes()) +
            ", " + std::to_string(lp.plan->slots()) +
-           (lp.plan->slots() == 1 ? " microbatch\n" : " microbatches\n");
+           (lp.plan->slots() == 1 ? " microbatch" : " microbatches") +
+           (chunks > 1 ? " per chunk\n" : "\n");
   return out;
 }
 
@@ -139,7 +153,8 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
                 loaded.path.c_str(), ranks.find('-') == std::string::npos ? "" : "s", ranks.c_str(),
                 io.empty() ? "no inputs of its own" : io.c_str());
   out += line;
-  if (mesh.pp() > 1) out += "holds " + LayersOf(p) + "\n";
+  if (const std::string layers = LayersOf(p); mesh.pp() > 1 && !layers.empty())
+    out += "holds " + layers + "\n";
   size_t instrs = 0;
   for (const fb::Unit* u : *p.units()) instrs += u->instrs()->size();
   std::snprintf(line, sizeof line,

@@ -304,7 +304,7 @@
 // `peer` (pipeline stages: an activation to the next stage, its gradient back).
 // A send is posted and does not block; its copy must stay unwritten until the send
 // completes, which the executor waits for before the next run on the same slot
-// starts, after the microbatch runs (before the first unit of the step), at the
+// (of the same virtual chunk) starts, after the microbatch runs (before the first unit of the step), at the
 // end of a unit of the step that sends, and before the step returns. A recv blocks
 // until its data has arrived. Every send has its recv, in the same order on both
 // ranks (the static check matches them, simulating exactly these rules:

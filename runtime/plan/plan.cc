@@ -231,13 +231,14 @@ class Checker {
   }
 
   // The schedule the executor runs as it stands: every microbatch unit runs exactly
-  // once for every microbatch, a backward kind after that microbatch's forward, all
-  // of them before the first unit of the step (comm, update), and those at most
-  // once, the update exactly once. Chunks other than 0 (virtual stages) are not built.
-  // Activation slots: a microbatch run's slot is below slots, a step unit's is 0;
-  // a microbatch holds the slot of its first run, every run of it uses that slot,
-  // and no other microbatch starts on the slot until the holder has run every
-  // microbatch unit of the program (its slotted buffers are free only then).
+  // once for every microbatch, on its own chunk, a backward kind after that
+  // microbatch's forward of the same chunk, all of them before the first unit of
+  // the step (comm, update), and those at most once, the update exactly once.
+  // Activation slots (each chunk has its own): a microbatch run's slot is below
+  // slots, a step unit's is 0; a microbatch holds the slot of its first run of the
+  // chunk, every run of it uses that slot, and no other microbatch of the chunk
+  // starts on the slot until the holder has run every microbatch unit of the chunk
+  // (its slotted buffers are free only then).
   std::optional<std::string> CheckSchedule() {
     const auto& schedule = *plan_.schedule();
     const uint32_t units = plan_.units()->size();
@@ -247,17 +248,19 @@ class Checker {
                   std::to_string(units) + " units of " + std::to_string(m) + " microbatches");
     // ran[u][mb]: unit u ran for microbatch mb (step units: slot 0).
     std::vector<std::vector<bool>> ran(units);
-    std::vector<bool> forward_done(static_cast<size_t>(m), false);
+    using Key = std::pair<int64_t, int64_t>;  // (chunk, microbatch) or (chunk, slot)
+    std::map<Key, bool> forward_done;
     int updates = 0;
     bool step_started = false;
     const int64_t slots = plan_.slots();
-    int64_t microbatch_units = 0;
-    for (const fb::Unit* unit : *plan_.units()) microbatch_units += PerMicrobatch(unit->kind());
-    // slot_of[mb]: the slot microbatch mb holds (-1: not started); per slot, the
-    // microbatch holding it (-1: free) and how many of its units have not run.
-    std::vector<int64_t> slot_of(static_cast<size_t>(m), -1);
-    std::vector<int64_t> holder(static_cast<size_t>(slots), -1);
-    std::vector<int64_t> left(static_cast<size_t>(slots), 0);
+    std::map<int64_t, int64_t> chunk_units;  // per chunk: its microbatch units
+    for (const fb::Unit* unit : *plan_.units()) {
+      if (unit->chunk() < 0) return Fail("a unit of chunk " + std::to_string(unit->chunk()));
+      if (PerMicrobatch(unit->kind())) ++chunk_units[unit->chunk()];
+    }
+    // slot_of[(chunk, mb)]: the slot the microbatch holds; per (chunk, slot) the
+    // microbatch holding it and how many of its units have not run.
+    std::map<Key, int64_t> slot_of, holder, left;
     for (uint32_t i = 0; i < schedule.size(); ++i) {
       const fb::Run* r = schedule.Get(i);
       const std::string what = "schedule entry " + std::to_string(i);
@@ -266,9 +269,9 @@ class Checker {
                     std::to_string(units));
       const fb::Unit* unit = plan_.units()->Get(r->unit());
       const std::string name = UnitName(r->unit());
-      if (r->chunk() != 0)
+      if (r->chunk() != unit->chunk())
         return Fail(what + " (" + name + ") runs chunk " + std::to_string(r->chunk()) +
-                    "; virtual stages are not built yet");
+                    "; the unit is chunk " + std::to_string(unit->chunk()) + "'s");
       std::vector<bool>& seen = ran[r->unit()];
       if (PerMicrobatch(unit->kind())) {
         if (r->microbatch() < 0 || r->microbatch() >= m)
@@ -277,14 +280,15 @@ class Checker {
         if (step_started)
           return Fail(what + " runs " + name + " after the step's own units began");
         const size_t mb = static_cast<size_t>(r->microbatch());
+        const Key key{r->chunk(), r->microbatch()};
         seen.resize(static_cast<size_t>(m), false);
         if (seen[mb])
           return Fail(what + " runs " + name + " for microbatch " + std::to_string(mb) +
                       " a second time");
         seen[mb] = true;
         if (unit->kind() == fb::UnitKind_Forward)
-          forward_done[mb] = true;
-        else if (!forward_done[mb])
+          forward_done[key] = true;
+        else if (!forward_done[key])
           return Fail(what + " runs " + name + " of microbatch " + std::to_string(mb) +
                       " before its forward");
         const int64_t slot = r->slot();
@@ -293,21 +297,22 @@ class Checker {
         if (slot < 0 || slot >= slots)
           return Fail(what + " runs " + name + on + "; the program has " +
                       std::to_string(slots) + " slots");
-        const size_t k = static_cast<size_t>(slot);
-        if (slot_of[mb] < 0) {  // the microbatch's first run takes its slot
-          if (holder[k] >= 0)
+        const Key held{r->chunk(), slot};
+        if (!slot_of.count(key)) {  // the microbatch's first run takes its slot
+          if (auto h = holder.find(held); h != holder.end())
             return Fail(what + " runs " + name + on + ", which microbatch " +
-                        std::to_string(holder[k]) + " still holds (" + std::to_string(left[k]) +
-                        " of its " + std::to_string(microbatch_units) +
+                        std::to_string(h->second) + " still holds (" +
+                        std::to_string(left[held]) + " of its " +
+                        std::to_string(chunk_units[r->chunk()]) +
                         " microbatch units have not run)");
-          slot_of[mb] = slot;
-          holder[k] = static_cast<int64_t>(mb);
-          left[k] = microbatch_units;
-        } else if (slot_of[mb] != slot) {
+          slot_of[key] = slot;
+          holder[held] = static_cast<int64_t>(mb);
+          left[held] = chunk_units[r->chunk()];
+        } else if (slot_of[key] != slot) {
           return Fail(what + " runs " + name + on + "; its earlier runs used slot " +
-                      std::to_string(slot_of[mb]));
+                      std::to_string(slot_of[key]));
         }
-        if (--left[k] == 0) holder[k] = -1;
+        if (--left[held] == 0) holder.erase(held);
       } else {
         if (r->microbatch() != -1)
           return Fail(what + " (" + name + ") is a unit of the step, not of microbatch " +

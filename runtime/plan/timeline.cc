@@ -15,7 +15,8 @@ bool IsWeight(const fb::Unit& u) { return u.kind() == fb::UnitKind_BackwardWeigh
 std::string Label(const TimedRun& r) {
   if (r.microbatch < 0) return r.unit->name() ? r.unit->name()->str() : "?";
   return (IsForward(*r.unit) ? "F" : IsWeight(*r.unit) ? "W" : "B") +
-         std::to_string(r.microbatch);
+         std::to_string(r.microbatch) +
+         (r.unit->chunk() > 0 ? "." + std::to_string(r.unit->chunk()) : "");
 }
 
 }  // namespace
@@ -24,10 +25,16 @@ Status SimulateTimeline(const std::vector<LoadedPlan>& programs, double forward,
                         Timeline* out) {
   const size_t pp = programs.size();
   std::vector<std::vector<ScheduledRun>> runs(pp);
-  for (size_t s = 0; s < pp; ++s) runs[s] = ScheduleOf(*programs[s].plan);
-  // End of (stage, forward?, microbatch): a forward unit's or the last backward
-  // unit's run of that microbatch.
-  std::map<std::tuple<size_t, bool, int64_t>, double> done;
+  int64_t chunks = 1;  // per stage (interleaved placement: stage s holds s, s + pp, ...)
+  for (size_t s = 0; s < pp; ++s) {
+    runs[s] = ScheduleOf(*programs[s].plan);
+    for (const fb::Unit* u : *programs[s].plan->units())
+      chunks = std::max<int64_t>(chunks, u->chunk() + 1);
+  }
+  const int64_t last = static_cast<int64_t>(pp) * chunks - 1;  // the model's last chunk
+  // End of (model chunk, forward?, microbatch): a forward unit's or the backward
+  // (input) unit's run of that microbatch.
+  std::map<std::tuple<int64_t, bool, int64_t>, double> done;
   std::vector<size_t> next(pp, 0);
   std::vector<double> clock(pp, 0.0);
   out->stages.assign(pp, {});
@@ -41,12 +48,13 @@ Status SimulateTimeline(const std::vector<LoadedPlan>& programs, double forward,
         const bool fwd = IsForward(*r.unit), weight = IsWeight(*r.unit);
         const bool split = r.unit->kind() == fb::UnitKind_BackwardInput || weight;
         double ready = clock[s];
+        const int64_t g = r.unit->chunk() * static_cast<int64_t>(pp) + static_cast<int64_t>(s);
         if (m >= 0 && !weight) {  // nobody sends what a weight-gradient pass needs
-          // What the stage's recv of this run waits for: the neighbour's end of the
-          // same pass of the same microbatch.
-          const bool has_peer = fwd ? s > 0 : s + 1 < pp;
+          // What the stage's recv of this run waits for: the neighbouring model
+          // chunk's end of the same pass of the same microbatch.
+          const bool has_peer = fwd ? g > 0 : g < last;
           if (has_peer) {
-            auto it = done.find({fwd ? s - 1 : s + 1, fwd, m});
+            auto it = done.find({fwd ? g - 1 : g + 1, fwd, m});
             if (it == done.end()) break;  // not yet placed: come back later
             ready = std::max(ready, it->second);
           }
@@ -54,7 +62,7 @@ Status SimulateTimeline(const std::vector<LoadedPlan>& programs, double forward,
         const double cost = m < 0 ? 0.0 : fwd ? forward : split ? backward / 2 : backward;
         out->stages[s].push_back({r.unit, m, ready, ready + cost});
         clock[s] = ready + cost;
-        if (m >= 0 && !weight) done[{s, fwd, m}] = clock[s];
+        if (m >= 0 && !weight) done[{g, fwd, m}] = clock[s];
         ++next[s];
         progress = true;
       }
@@ -75,9 +83,9 @@ Status SimulateTimeline(const std::vector<LoadedPlan>& programs, double forward,
   return std::nullopt;
 }
 
-double FormulaBubble(int64_t pp, int64_t microbatches, bool split) {
+double FormulaBubble(int64_t pp, int64_t microbatches, bool split, int64_t chunks) {
   return static_cast<double>(pp - 1) /
-         static_cast<double>((split ? 3 : 1) * microbatches + pp - 1);
+         static_cast<double>((split ? 3 : chunks) * microbatches + pp - 1);
 }
 
 std::string TimelineGrid(const Timeline& t, double unit) {

@@ -41,12 +41,15 @@ Status SimulateTimeline(const std::vector<LoadedPlan>& programs, double forward,
                         Timeline* out);
 
 // The published bubble with pp stages and m microbatches, for comparison: GPipe's
-// and 1F1B's (pp - 1) / (m + pp - 1); with a split backward (`split`: ZB-H1, Qi
-// et al. 2024, with F, B and W of equal time) (pp - 1) / (3 m + pp - 1).
-double FormulaBubble(int64_t pp, int64_t microbatches, bool split);
+// and 1F1B's (pp - 1) / (m + pp - 1); interleaved 1F1B's over v chunks per stage
+// (Narayanan et al. 2021) (pp - 1) / (v m + pp - 1); with a split backward
+// (`split`: ZB-H1, Qi et al. 2024, with F, B and W of equal time)
+// (pp - 1) / (3 m + pp - 1).
+double FormulaBubble(int64_t pp, int64_t microbatches, bool split, int64_t chunks = 1);
 
 // The timeline as a stage x time grid, one column per `unit` of time: "F3" and
-// "B3" for microbatch 3's forward and backward, "." idle.
+// "B3" for microbatch 3's forward and backward ("W3" a split backward's weight
+// part, "F3.1" chunk 1's forward), "." idle.
 std::string TimelineGrid(const Timeline& timeline, double unit);
 
 // The timeline as a Mermaid gantt chart (for docs).

@@ -49,4 +49,14 @@ Status AgreeOnStep(const Groups& groups, int64_t step, const std::string& dir) {
   return std::nullopt;
 }
 
+Status AgreeAcrossJob(const Groups& groups, const Status& mine, const std::string& what) {
+  float failed = mine ? 1.f : 0.f;
+  for (int axis = 0; axis < plan::kNumAxes; ++axis)
+    if (comm::Communicator* c = groups.get(axis))
+      if (auto err = c->AllReduce(&failed, 1, comm::ReduceOp::kMax)) return err->Within(what);
+  if (mine) return mine;
+  if (failed > 0) return Error::Failure(what + ": another rank failed (it says why)");
+  return std::nullopt;
+}
+
 }  // namespace heiretsu::rank

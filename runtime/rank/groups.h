@@ -33,6 +33,12 @@ Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, const comm::JobEnviro
 // checkpoint and the step another rank chose.
 Status AgreeOnStep(const Groups& groups, int64_t step, const std::string& dir);
 
+// Whether every rank of the job succeeded at a phase, and a barrier of the whole
+// job: each group in turn reduces the failure flags, so the last reduction covers
+// every rank. Returns this rank's own error, or one naming `what` when only another
+// rank failed. Nothing for a world of one (returns `mine`).
+Status AgreeAcrossJob(const Groups& groups, const Status& mine, const std::string& what);
+
 }  // namespace heiretsu::rank
 
 #endif  // HEIRETSU_RUNTIME_RANK_GROUPS_H_

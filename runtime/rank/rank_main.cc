@@ -16,7 +16,9 @@
 // and the flags, and all other training state (parameters and AdamW moments) is in the
 // checkpoint; gradients and activations are recomputed from scratch every step.
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -42,6 +44,7 @@
 #include "runtime/data/shards.h"
 #include "runtime/exec/executor.h"
 #include "runtime/exec/nonfinite.h"
+#include "runtime/exec/trace.h"
 #include "runtime/launch/launcher.h"
 #include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
@@ -137,7 +140,98 @@ comm::JobIdentity JobIdentityOf(const std::vector<plan::LoadedPlan>& programs,
       {"checkpoints", o.save_dir.empty() ? "none" : "every " + std::to_string(o.save_every)},
       {"--resume", o.resume.empty() ? "no" : "yes"},
       {"--on-nonfinite", o.on_nonfinite + " (" + std::to_string(o.max_consecutive_skips) + ")"},
+      // Tracing adds a barrier and an agreement: every rank traces, or none.
+      {"--trace", o.trace.empty() ? "off"
+                  : o.trace + (o.trace_first == 0 ? std::string(", default steps")
+                                                  : ", steps " + std::to_string(o.trace_first) +
+                                                        ":" + std::to_string(o.trace_last))},
   };
+}
+
+// The trace (exec/trace.h): each rank writes FILE.rank-R, rank 0 merges them into
+// FILE.
+std::string TraceFileOf(const std::string& trace, int rank) {
+  return trace + ".rank-" + std::to_string(rank);
+}
+
+// Before anything slow runs: this rank can create its file, and rank 0 can replace
+// FILE (beside it, so the directory is the same).
+Status CheckTracePath(const std::string& trace, int rank, bool leader) {
+  const std::string mine = TraceFileOf(trace, rank);
+  FILE* f = std::fopen(mine.c_str(), "w");
+  if (!f)
+    return Error::BadInput("--trace " + trace + ": cannot write " + mine + ": " +
+                           std::strerror(errno));
+  std::fclose(f);
+  std::remove(mine.c_str());
+  struct stat st;
+  if (leader && ::stat(trace.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return Error::BadInput("--trace " + trace + ": is a directory");
+    if (::access(trace.c_str(), W_OK) != 0)
+      return Error::BadInput("--trace " + trace + ": cannot write it: " + std::strerror(errno));
+  }
+  return std::nullopt;
+}
+
+// The name of rank `rank`'s process in the trace.
+std::string TraceProcessName(const plan::fb::Mesh& mesh, int rank) {
+  const plan::MeshCoordinates c = plan::CoordinatesOf(mesh, rank);
+  std::string name = "rank " + std::to_string(rank) + " (stage " +
+                     std::to_string(c.coord[plan::kAxisPp]) + ", dp " +
+                     std::to_string(c.coord[plan::kAxisDp]) + ", tp " +
+                     std::to_string(c.coord[plan::kAxisTp]);
+  if (mesh.ep() > 1) name += ", ep " + std::to_string(c.coord[plan::kAxisEp]);
+  return name + ")";
+}
+
+// After the last traced step: every rank writes its file; once all have (an
+// agreement of the whole job), rank 0 merges them into the trace, removes them and
+// prints the measured bubble per stage (the mean over its ranks and the steps).
+// Files rank 0 cannot read (ranks on other machines without a shared file system)
+// stay where they are, each a trace of its own.
+Status FinishTrace(const cli::RunOptions& o, const plan::fb::Mesh& mesh, int rank,
+                   const exec::Tracer& tracer, const rank::Groups& groups, int64_t first,
+                   int64_t last) {
+  const plan::MeshCoordinates coords = plan::CoordinatesOf(mesh, rank);
+  const exec::TraceProcess process{rank, coords.coord[plan::kAxisPp],
+                                   TraceProcessName(mesh, rank)};
+  Status wrote = exec::WriteTraceFile(TraceFileOf(o.trace, rank), process, tracer.Events());
+  if (auto err = rank::AgreeAcrossJob(groups, wrote, "writing the trace " + o.trace)) return err;
+  if (rank != 0) return std::nullopt;
+  const int world = static_cast<int>(plan::WorldSize(mesh));
+  std::vector<std::string> files;
+  for (int r = 0; r < world; ++r) files.push_back(TraceFileOf(o.trace, r));
+  std::vector<std::vector<double>> bubbles;
+  if (auto err = exec::MergeTraceFiles(files, o.trace, &bubbles)) {
+    std::fprintf(stderr, "heiretsu-rank: warning: %s; the ranks' traces stay in %s.rank-R\n",
+                 err->message.c_str(), o.trace.c_str());
+    return std::nullopt;
+  }
+  for (const std::string& f : files) std::remove(f.c_str());
+  std::vector<double> sum(static_cast<size_t>(mesh.pp()), 0.0);
+  std::vector<int> count(sum.size(), 0);
+  for (int r = 0; r < world; ++r)
+    for (double b : bubbles[static_cast<size_t>(r)]) {
+      const size_t stage = static_cast<size_t>(plan::CoordinatesOf(mesh, r).coord[plan::kAxisPp]);
+      sum[stage] += b;
+      ++count[stage];
+    }
+  std::string per_stage;
+  double mean = 0;
+  for (size_t s = 0; s < sum.size(); ++s) {
+    const double b = count[s] > 0 ? sum[s] / count[s] : std::nan("");
+    char text[32];
+    std::snprintf(text, sizeof text, "%s%.2f", s == 0 ? "" : " ", b);
+    per_stage += text;
+    mean += b / static_cast<double>(sum.size());
+  }
+  const std::string steps = first == last ? "step " + std::to_string(first)
+                                          : "steps " + std::to_string(first) + "-" +
+                                                std::to_string(last);
+  std::printf("trace: %s (%d rank%s, %s); measured bubble per stage: %s; mean %.2f\n",
+              o.trace.c_str(), world, world == 1 ? "" : "s", steps.c_str(), per_stage.c_str(),
+              mean);
+  return std::nullopt;
 }
 
 // Whether every member of `group` succeeded at a phase (also a barrier): each gives
@@ -245,6 +339,8 @@ int Run(const cli::RunOptions& o) {
   rank::MetricsWriter metrics;
   if (leader)
     if (auto err = metrics.Open(o.metrics, !o.resume.empty())) return Fail(*err);
+  if (!o.trace.empty())
+    if (auto err = CheckTracePath(o.trace, me.rank, leader)) return Fail(*err);
 
   data::Dataset dataset;
   if (int code = LoadData(o, p.vocab(), leader, &dataset)) return code;
@@ -329,6 +425,12 @@ int Run(const cli::RunOptions& o) {
     executor.InitializeParameters(seed);
   }
 
+  // The traced steps; none when trace_first > trace_last.
+  int64_t trace_first = 0, trace_last = 0;
+  if (auto err = cli::TraceSteps(o, first_step, &trace_first, &trace_last))
+    return Fail(Error::BadInput(*err));
+  exec::Tracer tracer;
+
   std::optional<data::Sampler> sampler;
   if (auto err = data::Sampler::Create(dataset, seed, seq, &sampler)) return Fail(*err);
 
@@ -349,6 +451,13 @@ int Run(const cli::RunOptions& o) {
                              tokens ? tokens : unused_ids.data(),
                              targets ? targets : unused_ids.data() + batch * seq);
     };
+    if (step == trace_first && trace_first <= trace_last) {
+      // The ranks' clocks line up where they leave this barrier (exec/trace.h).
+      if (auto err = rank::AgreeAcrossJob(groups, std::nullopt, "starting the trace"))
+        return Fail(*err);
+      tracer.set_origin(exec::Tracer::Clock::now());
+      executor.set_tracer(&tracer);
+    }
     exec::StepResult result;
     const auto start = std::chrono::steady_clock::now();
     if (auto err = executor.Step(fill, options, &result)) return Fail(*err);
@@ -367,6 +476,11 @@ int Run(const cli::RunOptions& o) {
     if (leader && !result.nonfinite &&
         (step % o.log_every == 0 || step == o.steps || step == first_step))
       std::printf("%s\n", rank::ProgressLine(line, o.steps).c_str());
+    if (step == trace_last && trace_first <= trace_last) {
+      executor.set_tracer(nullptr);
+      if (auto err = FinishTrace(o, mesh, me.rank, tracer, groups, trace_first, trace_last))
+        return Fail(*err);
+    }
     // Replicas are identical, so after the gather each stage leader's state is the
     // whole of its stage (with ZeRO-1, once every rank has contributed its moments).
     const bool save =

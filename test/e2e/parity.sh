@@ -88,6 +88,7 @@ run_layout "dp=1 tp=1 pp=4 ep=1 zero=0 sp=0 schedule=1f1b" --pp 4 --micro-batch-
 run_layout "dp=1 tp=1 pp=4 ep=1 zero=0 sp=0 schedule=gpipe" --pp 4 --micro-batch-size 1 --microbatches 4 --schedule gpipe
 run_layout "dp=1 tp=1 pp=2 ep=1 zero=0 sp=0 schedule=zb-h1" --pp 2 --micro-batch-size 1 --microbatches 4 --schedule zb-h1
 run_layout "dp=1 tp=1 pp=4 ep=1 zero=0 sp=0 schedule=zb-h1" --pp 4 --micro-batch-size 1 --microbatches 4 --schedule zb-h1
+run_layout "dp=1 tp=1 pp=2 ep=1 zero=0 sp=0 schedule=interleaved v=2" --pp 2 --micro-batch-size 1 --microbatches 4 --schedule interleaved --virtual-stages 2
 run_layout "dp=1 tp=1 pp=2 ep=1 zero=0 sp=0 stage-layers=3,1" --pp 2 --micro-batch-size 2 --microbatches 2 --stage-layers 3,1
 run_layout "dp=2 tp=1 pp=2 ep=1 zero=0 sp=0" --dp 2 --pp 2 --micro-batch-size 1 --microbatches 2
 run_layout "dp=2 tp=1 pp=2 ep=1 zero=1 sp=0" --dp 2 --pp 2 --micro-batch-size 1 --microbatches 2 --zero 1
@@ -95,6 +96,7 @@ run_layout "dp=2 tp=1 pp=2 ep=1 zero=0 sp=0 schedule=zb-h1 buckets=1MiB" --dp 2 
 run_layout "dp=1 tp=2 pp=2 ep=1 zero=0 sp=1" --tp 2 --pp 2 --micro-batch-size 2 --microbatches 2 --sequence-parallel
 run_layout "dp=1 tp=2 pp=2 ep=1 zero=0 sp=1 schedule=zb-h1" --tp 2 --pp 2 --micro-batch-size 2 --microbatches 2 --sequence-parallel --schedule zb-h1
 run_layout "dp=2 tp=2 pp=2 ep=1 zero=0 sp=0" --dp 2 --tp 2 --pp 2 --micro-batch-size 1 --microbatches 2
+run_layout "dp=2 tp=1 pp=2 ep=1 zero=0 sp=0 schedule=interleaved v=2 buckets=1MiB" --dp 2 --pp 2 --micro-batch-size 1 --microbatches 2 --bucket-mb 1 --schedule interleaved --virtual-stages 2
 rm -rf "$work/saved.ckpt"
 if "$bin/heiretsu" run "$work/dp1_tp2_pp1_ep1_zero0_sp0.plan" --steps 10 --lr 3e-3 --warmup 2 \
      --cache-dir "$cache" --save-dir "$work/saved.ckpt" --save-every 5 > "$work/saved.log" 2>&1; then

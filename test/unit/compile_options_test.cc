@@ -111,10 +111,31 @@ TEST(CompileOptions, OutputWithoutEmitIsThePlanDirectory) {
 
 TEST(CompileOptions, StageLayersAndVirtualStages) {
   CompileOptions o;
-  ASSERT_EQ(Parse({"--pp", "3", "--stage-layers", "2,1,3", "--virtual-stages", "2"}, &o),
+  ASSERT_EQ(Parse({"--pp", "3", "--stage-layers", "2,1,3,1,1,1", "--virtual-stages", "2",
+                   "--schedule", "interleaved", "--microbatches", "6"},
+                  &o),
             std::nullopt);
-  EXPECT_EQ(o.stage_layers, (std::vector<int64_t>{2, 1, 3}));
+  EXPECT_EQ(o.stage_layers, (std::vector<int64_t>{2, 1, 3, 1, 1, 1}));
   EXPECT_EQ(o.virtual_stages, 2);
+  CompileOptions chunks;
+  EXPECT_EQ(Parse({"--pp", "2", "--stage-layers", "2,2", "--virtual-stages", "2", "--schedule",
+                   "interleaved", "--microbatches", "2"},
+                  &chunks),
+            "--stage-layers gives 2 stages but --pp is 2 with --virtual-stages 2: give one layer "
+            "count per model chunk (4)");
+  CompileOptions virt;
+  EXPECT_EQ(Parse({"--pp", "2", "--virtual-stages", "2"}, &virt),
+            "--virtual-stages 2 needs --schedule interleaved (virtual stages are its model "
+            "chunks)");
+  CompileOptions multiple;
+  EXPECT_EQ(Parse({"--pp", "2", "--virtual-stages", "2", "--schedule", "interleaved",
+                   "--microbatches", "3"},
+                  &multiple),
+            "--schedule interleaved needs --microbatches (3) to be a multiple of --pp (2)");
+  CompileOptions none;
+  EXPECT_EQ(Parse({"--pp", "2", "--schedule", "interleaved", "--microbatches", "2"}, &none),
+            "--schedule interleaved runs several model chunks per stage: it needs --pp > 1 and "
+            "--virtual-stages > 1 (got --pp 2 --virtual-stages 1)");
   CompileOptions count;
   EXPECT_EQ(Parse({"--pp", "2", "--stage-layers", "4"}, &count),
             "--stage-layers gives 1 stages but --pp is 2: give one layer count per stage");
@@ -133,8 +154,6 @@ TEST(CompileOptions, WhatIsNotBuiltIsRefusedByName) {
   };
   const Case cases[] = {
       {{"--ep", "4"}, "--ep 4 is not built yet"},
-      {{"--pp", "2", "--schedule", "interleaved"}, "--schedule interleaved is not built yet"},
-      {{"--pp", "2", "--virtual-stages", "2"}, "--virtual-stages 2 needs --schedule interleaved"},
       {{"--precision", "bf16"}, "--precision bf16 is not built yet"},
       {{"--recompute", "full"}, "--recompute full is not built yet"},
   };
@@ -149,12 +168,18 @@ TEST(CompileOptions, WhatIsNotBuiltIsRefusedByName) {
   ASSERT_EQ(Parse({"--dp", "2", "--tp", "2", "--sequence-parallel", "--zero", "1"}, &built),
             std::nullopt);
   EXPECT_EQ(CheckBuilt(built), std::nullopt);
-  CompileOptions pipeline;
   for (const char* schedule : {"1f1b", "gpipe", "zb-h1"}) {
+    CompileOptions pipeline;
     ASSERT_EQ(Parse({"--pp", "2", "--schedule", schedule, "--stage-layers", "3,1"}, &pipeline),
               std::nullopt);
     EXPECT_EQ(CheckBuilt(pipeline), std::nullopt) << schedule;
   }
+  CompileOptions interleaved;
+  ASSERT_EQ(Parse({"--pp", "2", "--schedule", "interleaved", "--virtual-stages", "2",
+                   "--microbatches", "4"},
+                  &interleaved),
+            std::nullopt);
+  EXPECT_EQ(CheckBuilt(interleaved), std::nullopt);
 }
 
 }  // namespace

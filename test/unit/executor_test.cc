@@ -54,8 +54,9 @@ fb::Run R(uint32_t unit, int32_t microbatch, int32_t chunk = 0, int32_t slot = 0
 // Rule to learn: the next token is (3 * t + 1) mod 16.
 void Fill(int64_t m, int32_t* tokens, int32_t* targets) {
   for (int64_t i = 0; i < kRows; ++i) {
-    tokens[i] = static_cast<int32_t>((i * 7 + m * 5) % kVocab);
-    targets[i] = static_cast<int32_t>((3 * tokens[i] + 1) % kVocab);
+    const int32_t token = static_cast<int32_t>((i * 7 + m * 5) % kVocab);
+    if (tokens) tokens[i] = token;  // null where the run reads no tokens
+    if (targets) targets[i] = static_cast<int32_t>((3 * token + 1) % kVocab);
   }
 }
 
@@ -437,8 +438,8 @@ TEST(PlanVerifier, TheScheduleRunsEveryMicrobatchUnitOncePerMicrobatchBeforeTheS
             "p.hplan: invalid plan: schedule entry 1 runs unit 1 'backward' of microbatch 1 "
             "before its forward");
   EXPECT_EQ(VerifyScheduled({R(0, 0, 1), R(1, 0, 1), R(2, -1, 0)}, 1),
-            "p.hplan: invalid plan: schedule entry 0 (unit 0 'forward') runs chunk 1; virtual "
-            "stages are not built yet");
+            "p.hplan: invalid plan: schedule entry 0 (unit 0 'forward') runs chunk 1; the unit "
+            "is chunk 0's");
   EXPECT_EQ(VerifyScheduled({R(0, 0, 0), R(1, 0, 0), R(2, -1, 0), R(2, -1, 0)}, 1),
             "p.hplan: invalid plan: schedule entry 3 runs unit 2 'update' a second time");
 }

@@ -90,10 +90,61 @@ TEST(RunOptions, LearningRateWarmsUpThenDecaysToMinLr) {
   EXPECT_GT(LearningRate(o, 1), 0.999e-3);
 }
 
+TEST(RunOptions, TraceStepsDefaultToTheSecondToFourthStepOfTheRun) {
+  RunOptions o;
+  ASSERT_EQ(ParseRunOptions({"plan", "--trace", "t.json", "--steps", "10"}, &o), std::nullopt);
+  EXPECT_EQ(o.trace, "t.json");
+  int64_t first = 0, last = 0;
+  ASSERT_EQ(TraceSteps(o, 1, &first, &last), std::nullopt);
+  EXPECT_EQ(first, 2);
+  EXPECT_EQ(last, 4);
+  ASSERT_EQ(TraceSteps(o, 8, &first, &last), std::nullopt);  // resumed at step 8
+  EXPECT_EQ(first, 9);
+  EXPECT_EQ(last, 10);
+  ASSERT_EQ(TraceSteps(o, 10, &first, &last), std::nullopt);  // its only step
+  EXPECT_EQ(first, 10);
+  EXPECT_EQ(last, 10);
+  o.steps = 1;
+  ASSERT_EQ(TraceSteps(o, 1, &first, &last), std::nullopt);
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(last, 1);
+
+  RunOptions given;
+  ASSERT_EQ(ParseRunOptions({"plan", "--trace-steps", "3:5", "--trace", "t.json"}, &given),
+            std::nullopt);
+  EXPECT_EQ(given.trace_first, 3);
+  EXPECT_EQ(given.trace_last, 5);
+  ASSERT_EQ(TraceSteps(given, 4, &first, &last), std::nullopt);
+  EXPECT_EQ(first, 4);
+  EXPECT_EQ(last, 5);
+  EXPECT_EQ(TraceSteps(given, 6, &first, &last),
+            "--trace-steps 3:5: this run starts at step 6, after them");
+  RunOptions one;
+  ASSERT_EQ(ParseRunOptions({"plan", "--trace", "t.json", "--trace-steps", "7"}, &one),
+            std::nullopt);
+  EXPECT_EQ(one.trace_first, 7);
+  EXPECT_EQ(one.trace_last, 7);
+
+  RunOptions off;
+  ASSERT_EQ(ParseRunOptions({"plan"}, &off), std::nullopt);
+  ASSERT_EQ(TraceSteps(off, 1, &first, &last), std::nullopt);
+  EXPECT_GT(first, last);
+
+  EXPECT_EQ(Error({"--trace", ""}), "--trace: empty path");
+  EXPECT_EQ(Error({"--trace-steps", "2:4"}), "--trace-steps needs --trace FILE.json");
+  for (const char* bad : {"4:2", "0:3", "a:b", "2:", ":3", "-1", "2:3:4", "1.5"})
+    EXPECT_EQ(Error({"--trace", "t.json", "--trace-steps", bad}),
+              std::string("--trace-steps: expected A:B (steps, 1 <= A <= B) or A, got '") + bad +
+                  "'");
+  EXPECT_EQ(Error({"--trace", "t.json", "--trace-steps", "2:5", "--steps", "4"}),
+            "--trace-steps 2:5: past --steps 4");
+}
+
 TEST(RunOptions, EveryRunFlagIsKnown) {
   for (const char* flag : {"--data", "--steps", "--lr", "--min-lr", "--warmup", "--weight-decay",
                            "--grad-clip", "--seed", "--backend", "--metrics", "--save-dir",
-                           "--save-every", "--resume", "--log-every", "--cache-dir"})
+                           "--save-every", "--resume", "--log-every", "--cache-dir", "--trace",
+                           "--trace-steps"})
     EXPECT_TRUE(IsRunFlag(flag)) << flag;
   EXPECT_FALSE(IsRunFlag("--dp"));
   EXPECT_FALSE(IsRunFlag("-o"));

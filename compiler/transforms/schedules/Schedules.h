@@ -25,6 +25,7 @@ enum class Pass { forward, backward, weight };
 struct Step {
   Pass pass;
   int64_t microbatch;
+  int64_t chunk = 0; // the stage's virtual chunk (interleaved placement)
   bool operator==(const Step &) const = default;
 };
 
@@ -37,6 +38,17 @@ std::vector<Step> gpipe(int64_t pp, int64_t stage, int64_t microbatches);
 /// backward, then drains the remaining backwards. Stage s keeps at most
 /// min(pp - s, M) microbatches' activations; the bubble is GPipe's.
 std::vector<Step> oneFOneB(int64_t pp, int64_t stage, int64_t microbatches);
+
+/// Interleaved 1F1B (Narayanan et al. 2021, Section 2.2; Megatron-LM's virtual
+/// pipeline): each stage holds `chunks` model chunks (stage s: chunks s, s + pp,
+/// ...), and microbatches go through them in groups of pp: the k-th forward of the
+/// stage is microbatch (k / (pp chunks)) pp + k mod pp of local chunk
+/// (k / pp) mod chunks, the k-th backward the same microbatch of the chunks in
+/// reverse. Stage s runs (pp - s - 1) 2 + (chunks - 1) pp warm-up forwards (all of
+/// them when M = pp), then one forward and one backward alternately, then the
+/// remaining backwards. The bubble shrinks by the number of chunks:
+/// (pp - 1) / (chunks M + pp - 1). Needs M a multiple of pp.
+std::vector<Step> interleaved(int64_t pp, int64_t stage, int64_t microbatches, int64_t chunks);
 
 /// ZB-H1 (Qi et al., "Zero Bubble Pipeline Parallelism", ICLR 2024): 1F1B with the
 /// backward split into its input-gradient pass B, which the previous stage waits

@@ -3,9 +3,9 @@
 // RUN: not heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-schedule{schedule=zb-h1}))' --split-input-file 2>&1 | FileCheck %s --check-prefix=ZB
 // RUN: not heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-schedule{schedule=zigzag}))' --split-input-file 2>&1 | FileCheck %s --check-prefix=UNKNOWN
 
-// Schedules that are not built yet, and unknown ones, are refused by name.
-// IL: error: schedule 'interleaved' is not built yet; use 1f1b, gpipe or zb-h1
-// UNKNOWN: error: schedule 'zigzag' is unknown; expected 1f1b, gpipe or zb-h1 (interleaved is not built yet)
+// Interleaved needs a program of several virtual chunks; unknown schedules are refused by name.
+// IL: error: schedule 'interleaved' needs virtual chunks (heiretsu-stage-cuts virtual-stages > 1)
+// UNKNOWN: error: schedule 'zigzag' is unknown; expected 1f1b, gpipe, interleaved or zb-h1
 // A whole backward cannot run zb-h1's split order:
 // ZB: error: schedule 'zb-h1' needs a split backward (a backward_weight unit: heiretsu-autodiff split-backward=true)
 

@@ -70,3 +70,4 @@ module attributes {graph.model = {name = "cut", vocab = 16 : i64, layers = 3 : i
     return %loss : tensor<f32>
   }
 }
+

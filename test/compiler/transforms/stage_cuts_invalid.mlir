@@ -3,13 +3,15 @@
 // RUN: not heiretsu-opt %s --split-input-file --heiretsu-stage-cuts='stage-layers=1,2' 2>&1 | FileCheck %s --check-prefix=SUM
 // RUN: not heiretsu-opt %s --split-input-file --heiretsu-stage-cuts='stage-layers=2' 2>&1 | FileCheck %s --check-prefix=COUNT
 // RUN: not heiretsu-opt %s --split-input-file --heiretsu-stage-cuts='virtual-stages=2' 2>&1 | FileCheck %s --check-prefix=VIRTUAL
+// RUN: not heiretsu-opt %s --split-input-file --heiretsu-stage-cuts='virtual-stages=0' 2>&1 | FileCheck %s --check-prefix=VZERO
 
 // stage-layers with a zero, a sum other than the layers, a count other than pp;
-// virtual stages (not built yet):
+// more model chunks (pp x virtual-stages) than layers; virtual-stages 0:
 // ZERO: error: stage-layers '1,0': '0' is not a layer count >= 1
 // SUM: error: stage-layers '1,2' gives 2 stages of 3 layers; the mesh has pp = 2 and the model 2 layers
 // COUNT: error: stage-layers '2' gives 1 stages of 2 layers; the mesh has pp = 2 and the model 2 layers
-// VIRTUAL: error: virtual-stages 2: interleaved placement (several chunks per stage) is not built yet; use virtual-stages 1
+// VIRTUAL: error: pp x virtual-stages = 4 is more pipeline stages than the model's 2 layers
+// VZERO: error: virtual-stages 0 needs pp > 1 and is >= 1 (the model chunks of each stage)
 
 // Tests that a valid cut passes (the options above fail on it).
 module attributes {graph.model = {name = "m", vocab = 16 : i64, layers = 2 : i64}} {
