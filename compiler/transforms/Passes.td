@@ -127,18 +127,23 @@ def StageCutsPass : Pass<"heiretsu-stage-cuts", "::mlir::ModuleOp"> {
     the runtime sums the stages' losses. A stage's arguments are the inputs it
     reads, marked `graph.input = "tokens"` (first stage) or `"targets"` (last).
 
-    With pp = 1 the module is left unchanged. Errors: pp greater than the layers;
-    `stage-layers` with a count < 1, a sum other than the layers, or another
-    number of stages than pp (or given with pp = 1); `virtual-stages` other than
-    1 (interleaved placement is not built yet); a module without the mesh or
-    @forward.
+    With `virtual-stages` V > 1 (interleaved placement) the stack is cut into
+    pp x V model chunks (`stage-layers` then gives one count per chunk); chunk c
+    runs on stage c mod pp as its local chunk c / pp, in a function
+    `@stage_S_chunk_K`, and the send from the last stage's chunk to the first
+    stage's next one wraps around (`offset -(pp - 1)`).
+
+    With pp = 1 the module is left unchanged. Errors: pp (x V) greater than the
+    layers; `stage-layers` with a count < 1, a sum other than the layers, or
+    another number of stages (chunks) than pp (x V), or given with pp = 1;
+    `virtual-stages` < 1 or > 1 with pp = 1; a module without the mesh or @forward.
   }];
   let dependentDialects = ["::heiretsu::dist::DistDialect"];
   let options = [
     Option<"stageLayers", "stage-layers", "std::string", "\"\"",
            "layers per stage, e.g. 3,5,4 (default: balanced by the cost model)">,
     Option<"virtualStages", "virtual-stages", "int64_t", "1",
-           "model chunks per stage (interleaved placement; only 1 is built)">,
+           "model chunks per stage (interleaved placement)">,
   ];
 }
 
@@ -298,7 +303,12 @@ def SchedulePass : Pass<"heiretsu-schedule", "::heiretsu::plan_ir::ProgramOp"> {
       one forward and one backward alternately, then the remaining backwards;
       it keeps at most pp - s microbatches' activations. With pp = 1 this is each
       microbatch's forward followed by its backward;
-    - `gpipe`: every forward, then every backward; it keeps all M.
+    - `gpipe`: every forward, then every backward; it keeps all M;
+    - `interleaved` (a program of several virtual chunks, M a multiple of pp):
+      Megatron-LM's interleaved 1F1B, microbatches through the chunks in groups
+      of pp; each chunk has activation slots of its own;
+    - `zb-h1` (a split backward: backward_input and backward_weight units): 1F1B
+      with stage s's W passes lagging s microbatches behind its B passes.
     Each forward (backward) becomes a run of every forward (backward-kind) unit,
     in program order, `plan.run "<unit>" microbatch m slot k`: a microbatch takes
     the lowest free activation slot at its forward and frees it after its
@@ -314,13 +324,14 @@ def SchedulePass : Pass<"heiretsu-schedule", "::heiretsu::plan_ir::ProgramOp"> {
         plan.run "update"
       }
 
-    Errors: no mesh; an unknown `schedule` or one not built yet (interleaved,
-    zb-h1); a program that already has a schedule or lacks a forward or a
-    backward unit.
+    Errors: no mesh; an unknown `schedule`; interleaved without virtual chunks or
+    with M not a multiple of pp, virtual chunks with another schedule; zb-h1
+    without a split backward or a split backward with another; a program that
+    already has a schedule or lacks a forward or a backward unit.
   }];
   let options = [
     Option<"schedule", "schedule", "std::string", "\"1f1b\"",
-           "the pipeline schedule: 1f1b or gpipe (interleaved, zb-h1: not built yet)">,
+           "the pipeline schedule: 1f1b, gpipe, interleaved or zb-h1">,
   ];
 }
 

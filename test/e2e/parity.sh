@@ -103,6 +103,7 @@ if "$bin/heiretsu" run "$work/dp1_tp2_pp1_ep1_zero0_sp0.plan" --steps 10 --lr 3e
   resume_layout "tp=2 -> dp=2 zero=1" --dp 2 --micro-batch-size 2 --zero 1
   resume_layout "tp=2 -> tp=4 sp=1" --tp 4 --micro-batch-size 4 --sequence-parallel
   resume_layout "tp=2 -> dp=2 pp=2" --dp 2 --pp 2 --micro-batch-size 1 --microbatches 2
+  resume_layout "tp=2 -> pp=4" --pp 4 --micro-batch-size 1 --microbatches 4
 else
   echo "FAIL resume: the tp=2 run that saves did not finish (see $work/saved.log)"; fail=$((fail + 1))
 fi
