@@ -52,13 +52,7 @@ fb::Run R(uint32_t unit, int32_t microbatch, int32_t chunk = 0, int32_t slot = 0
 }
 
 // Rule to learn: the next token is (3 * t + 1) mod 16.
-void Fill(int64_t m, int32_t* tokens, int32_t* targets) {
-  for (int64_t i = 0; i < kRows; ++i) {
-    const int32_t token = static_cast<int32_t>((i * 7 + m * 5) % kVocab);
-    if (tokens) tokens[i] = token;  // null where the run reads no tokens
-    if (targets) targets[i] = static_cast<int32_t>((3 * token + 1) % kVocab);
-  }
-}
+constexpr auto Fill = testing::FillBigramRule;
 
 TEST(Executor, BigramLearnsTheRule) {
   plan::LoadedPlan p = Load(BuildBigram(1));

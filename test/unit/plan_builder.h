@@ -190,6 +190,18 @@ struct BigramOptions {
   std::vector<plan::fb::Run> schedule;
 };
 
+// Microbatch m of the rule the bigram model can learn, target = (3 token + 1) mod
+// vocab, for the default geometry of BigramOptions (a FillMicrobatch); either
+// pointer may be null (a run that reads no tokens or no targets).
+inline void FillBigramRule(int64_t m, int32_t* tokens, int32_t* targets) {
+  const BigramOptions o;
+  for (int64_t i = 0; i < o.batch * o.seq; ++i) {
+    const int32_t token = static_cast<int32_t>((i * 7 + m * 5) % o.vocab);
+    if (tokens) tokens[i] = token;
+    if (targets) targets[i] = static_cast<int32_t>((3 * token + 1) % o.vocab);
+  }
+}
+
 inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
   namespace fb = plan::fb;
   const int64_t rows = o.batch * o.seq, c = o.c, v = o.vocab;

@@ -142,15 +142,8 @@ TEST(Trace, RankFilesMergeIntoOneTraceWithTheirBubbles) {
   std::filesystem::remove_all(dir);
 }
 
-constexpr int64_t kVocab = 16, kRows = 4 * 8;
 
-void Fill(int64_t m, int32_t* tokens, int32_t* targets) {
-  for (int64_t i = 0; i < kRows; ++i) {
-    const int32_t token = static_cast<int32_t>((i * 7 + m * 5) % kVocab);
-    if (tokens) tokens[i] = token;  // null where the run reads no tokens
-    if (targets) targets[i] = static_cast<int32_t>((3 * token + 1) % kVocab);
-  }
-}
+constexpr auto Fill = testing::FillBigramRule;
 
 TEST(Trace, TheExecutorRecordsTheStepEveryRunAndEveryInstruction) {
   testing::BigramOptions o;
