@@ -222,8 +222,8 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
     return success();
   }
 
-  /// Every send from stage a to stage b has its recv on b from a, in the same order
-  /// and of the same element count, and the other way round.
+  /// Every send from stage a to stage b has its recv on b from a, in the same order,
+  /// of the same microbatch and element count, and the other way round.
   LogicalResult matchPointToPoint(std::map<int64_t, Program> &programs) {
     for (auto &[from, a] : programs)
       for (auto &[to, b] : programs) {
@@ -236,7 +236,24 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
         for (const PointToPoint &x : b.p2p)
           if (!x.send && x.peer == from)
             recvs.push_back(&x);
-        for (size_t i = 0; i < std::min(sends.size(), recvs.size()); ++i)
+        if (sends.size() != recvs.size()) {
+          plan_ir::ProgramOp where = sends.size() > recvs.size() ? a.op : b.op;
+          return where.emitError() << "stage " << from << " sends " << sends.size()
+                                   << " buffers per step to stage " << to << ", which receives "
+                                   << recvs.size() << " from it";
+        }
+        for (size_t i = 0; i < std::min(sends.size(), recvs.size()); ++i) {
+          if (sends[i]->microbatch != recvs[i]->microbatch) {
+            InFlightDiagnostic d = sends[i]->k.emitError()
+                                   << "send #" << i + 1 << " from stage " << from << " to stage "
+                                   << to << " (" << runName(sends[i]->unit, sends[i]->microbatch)
+                                   << ") is received by stage " << to << "'s "
+                                   << runName(recvs[i]->unit, recvs[i]->microbatch)
+                                   << ": the stages' schedules disagree on the order of the "
+                                      "microbatches";
+            d.attachNote(recvs[i]->k.getLoc()) << "the recv is here";
+            return failure();
+          }
           if (sends[i]->numel != recvs[i]->numel) {
             InFlightDiagnostic d = sends[i]->k.emitError()
                                    << "send #" << i + 1 << " from stage " << from << " to stage "
@@ -248,11 +265,6 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
             d.attachNote(recvs[i]->k.getLoc()) << "the recv is here";
             return failure();
           }
-        if (sends.size() != recvs.size()) {
-          plan_ir::ProgramOp where = sends.size() > recvs.size() ? a.op : b.op;
-          return where.emitError() << "stage " << from << " sends " << sends.size()
-                                   << " buffers per step to stage " << to << ", which receives "
-                                   << recvs.size() << " from it";
         }
       }
     return success();

@@ -85,7 +85,8 @@ def CheckCollectivesPass : Pass<"heiretsu-check-collectives", "::mlir::ModuleOp"
     Also checks each collective against the mesh: a block collective's `parts`
     must be its group's size. Sends and recvs (between pipeline stages, axis pp)
     must pair up: for every two stages a and b, the sends of a to b and the recvs
-    of b from a come in the same number and order with the same element counts;
+    of b from a come in the same number and order, each pair of the same
+    microbatch and element count;
     a peer is another stage of the mesh. Then every stage's step is simulated
     under the executor's semantics (runtime/exec/executor.h: a send is posted
     and does not block, a recv blocks until its send is posted, a run on slot k

@@ -414,3 +414,49 @@ module {
     }
   }
 }
+
+// -----
+
+// Tests that a send and its recv belong to the same microbatch: stage 1 runs its
+// forwards in another order than stage 0 sends them (counts and sizes match, and
+// nothing deadlocks, but microbatch 1's activation would feed microbatch 0).
+module {
+  dist.mesh @world dp = 1 pp = 2 tp = 1 ep = 1
+  plan.program "first" attributes {micro_batch_size = 1 : i64, microbatches = 2 : i64, seq = 4 : i64, stage = 0 : i64, vocab = 4 : i64} {
+    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+    %x = plan.buffer "x" : memref<8xf32>
+    plan.unit "forward" forward {
+      // expected-error @+1 {{send #1 from stage 0 to stage 1 (unit "forward" of microbatch 0) is received by stage 1's unit "forward" of microbatch 1: the stages' schedules disagree on the order of the microbatches}}
+      plan.kernel "send"(%x) ints = [1, 1] floats = [] absent = [] : memref<8xf32>
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "forward" microbatch 1
+      plan.run "backward" microbatch 1
+      plan.run "update"
+    }
+  }
+  plan.program "last" attributes {micro_batch_size = 1 : i64, microbatches = 2 : i64, seq = 4 : i64, stage = 1 : i64, vocab = 4 : i64} {
+    %x = plan.buffer "x" : memref<8xf32>
+    plan.unit "forward" forward {
+      // expected-note @+1 {{the recv is here}}
+      plan.kernel "recv"(%x) ints = [1, 0] floats = [] absent = [] : memref<8xf32>
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 1
+      plan.run "backward" microbatch 1
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "update"
+    }
+  }
+}
