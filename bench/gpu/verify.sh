@@ -13,14 +13,26 @@
 #                                    $OUT/*.log, and printing a table last
 #
 # Checks, cheapest first, so that a short lease still answers the first questions:
-#   gpu-info         the device is visible (heiretsu-gpu-info)
+#   gpu-info         the device is visible (heiretsu-gpu-info; a CUDA failure other
+#                    than "no device" / "no driver" is a FAIL, not a skip)
 #   cuda-check-gpt   every instruction of gpt-tiny's step on the GPU against the CPU
-#                    backend (outputs poisoned first) and 5 training steps
+#                    backend (outputs poisoned first; the backend in check mode, so
+#                    a fault names its instruction) and 5 training steps
 #   cuda-check-llama the same for llama-tiny (RoPE, GQA, RMSNorm, SwiGLU)
+#   cuda-check-hd64  the same, head_dim 64 with a padded vocabulary (test/e2e/inputs)
+#   cuda-check-hd128 the same, head_dim 128 with GQA 4/2
+#   cuda-check-grid  cuda-hd128 with every grid-stride launch capped at 2 blocks
+#                    (each kernel, attention's included, loops over its range)
+#   cuda-check-zero  the instructions of gpt-tiny --dp 2 --zero 1 as rank 1 (moment
+#                    shards starting mid-parameter)
+#   cuda-check-tp    the instructions of cuda-hd64 --tp 2 as rank 1 (vocabulary-
+#                    parallel embedding and loss over the padded block)
 #   train-200        gpt-tiny, 200 steps on the default corpus, CPU and CUDA: the
 #                    largest relative loss difference over the curve
 #   tp2-one-gpu      tp = 2 with both ranks on the one GPU (collectives staged through
 #                    host memory over Gloo) against the single-rank CUDA run
+#   zero1-one-gpu    dp = 2 with ZeRO-1, both ranks on the one GPU, against the same
+#                    single-rank CUDA run
 # Without a GPU (here) `run` says `skipped: no GPU` for each check and exits 0.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,7 +56,11 @@ prepare() {
   $c "$root/examples/gpt-tiny" -o "$pack/plans/gpt" --seq 64 --micro-batch-size 2 >/dev/null &&
   $c "$root/examples/llama-tiny" -o "$pack/plans/llama" --seq 64 --micro-batch-size 2 >/dev/null &&
   $c "$root/examples/gpt-tiny" -o "$pack/plans/train" --seq 64 --micro-batch-size 4 >/dev/null &&
-  $c "$root/examples/gpt-tiny" -o "$pack/plans/tp2" --seq 64 --micro-batch-size 4 --tp 2 >/dev/null ||
+  $c "$root/examples/gpt-tiny" -o "$pack/plans/tp2" --seq 64 --micro-batch-size 4 --tp 2 >/dev/null &&
+  $c "$root/test/e2e/inputs/cuda-hd64.hr" -o "$pack/plans/hd64" --seq 64 --micro-batch-size 2 >/dev/null &&
+  $c "$root/test/e2e/inputs/cuda-hd128.hr" -o "$pack/plans/hd128" --seq 64 --micro-batch-size 2 >/dev/null &&
+  $c "$root/examples/gpt-tiny" -o "$pack/plans/zero" --seq 64 --micro-batch-size 2 --dp 2 --zero 1 >/dev/null &&
+  $c "$root/test/e2e/inputs/cuda-hd64.hr" -o "$pack/plans/tp" --seq 64 --micro-batch-size 2 --tp 2 >/dev/null ||
     { echo "verify: compiling the plans failed"; exit 1; }
   # The default corpus, prepared here (the GPU machine has no licence texts to read).
   "$bin/heiretsu" data prepare --tokenizer byte /usr/share/common-licenses/* -o "$pack/corpus" >/dev/null ||
@@ -89,11 +105,19 @@ run() {
   }
   check gpu-info 30 "$bin/heiretsu-gpu-info"
   if grep -q '^skipped: no GPU' "$out/gpu-info.log"; then
-    for c in cuda-check-gpt cuda-check-llama train-200 tp2-one-gpu; do record "$c" SKIP "no GPU"; done
+    for c in cuda-check-gpt cuda-check-llama cuda-check-hd64 cuda-check-hd128 cuda-check-grid \
+      cuda-check-zero cuda-check-tp train-200 tp2-one-gpu zero1-one-gpu; do
+      record "$c" SKIP "no GPU"
+    done
   else
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv > "$out/nvidia-smi.csv" 2>&1
     check cuda-check-gpt 120 "$bin/heiretsu-cuda-check" "$plans/gpt/program-0.hplan"
     check cuda-check-llama 120 "$bin/heiretsu-cuda-check" "$plans/llama/program-0.hplan"
+    check cuda-check-hd64 90 "$bin/heiretsu-cuda-check" "$plans/hd64/program-0.hplan"
+    check cuda-check-hd128 90 "$bin/heiretsu-cuda-check" "$plans/hd128/program-0.hplan"
+    check cuda-check-grid 90 "$bin/heiretsu-cuda-check" "$plans/hd128/program-0.hplan" --max-blocks 2
+    check cuda-check-zero 90 "$bin/heiretsu-cuda-check" "$plans/zero/program-0.hplan" --rank 1
+    check cuda-check-tp 60 "$bin/heiretsu-cuda-check" "$plans/tp/program-0.hplan" --rank 1
     local flags=(--steps 200 --lr 3e-3 --warmup 10 --data "$pack/corpus" --log-every 50)
     if [ "$(left)" -ge 150 ]; then
       timeout 70 "$bin/heiretsu" run "$plans/train" "${flags[@]}" --metrics "$out/train-cpu.jsonl" > "$out/train-cpu.log" 2>&1
@@ -105,8 +129,9 @@ run() {
         *) record train-200 FAIL "$diff; see train-cpu.log, train-cuda.log" ;;
       esac
     else record train-200 SKIP "out of time"; fi
+    local tpflags=(--steps 20 --lr 3e-3 --data "$pack/corpus" --backend cuda) tp1=0
     if [ "$(left)" -ge 90 ]; then
-      local tpflags=(--steps 20 --lr 3e-3 --data "$pack/corpus" --backend cuda)
+      tp1=1
       timeout 40 "$bin/heiretsu" run "$plans/train" "${tpflags[@]}" --metrics "$out/tp1.jsonl" > "$out/tp1.log" 2>&1
       timeout 40 "$bin/heiretsu" run "$plans/tp2" "${tpflags[@]}" --metrics "$out/tp2.jsonl" > "$out/tp2.log" 2>&1
       local tpdiff
@@ -116,6 +141,16 @@ run() {
         *) record tp2-one-gpu FAIL "$tpdiff; see tp1.log, tp2.log" ;;
       esac
     else record tp2-one-gpu SKIP "out of time"; fi
+    if [ "$(left)" -ge 50 ] && [ "$tp1" = 1 ]; then
+      # The zero plan (micro-batch 2 on each of 2 ranks) has tp1's global batch of 4.
+      timeout 40 "$bin/heiretsu" run "$plans/zero" "${tpflags[@]}" --metrics "$out/zero1.jsonl" > "$out/zero1.log" 2>&1
+      local zdiff
+      zdiff=$(compare "$out/tp1.jsonl" "$out/zero1.jsonl")
+      case "$zdiff" in
+        "20 steps"*) record zero1-one-gpu MEASURED "$zdiff (dp=2 zero=1 vs one rank, CUDA)" ;;
+        *) record zero1-one-gpu FAIL "$zdiff; see tp1.log, zero1.log" ;;
+      esac
+    else record zero1-one-gpu SKIP "out of time or no single-rank run"; fi
   fi
   printf '%s\n' "${rows[@]}"
   echo "verify: $((SECONDS - start)) s; results in $out/verify.jsonl"

@@ -1,7 +1,9 @@
 // The CUDA backend, fp32 reference slice; see cuda_backend.h. Each opcode's formula
 // is the CPU kernel's (runtime/cpu/kernels.h); where the CPU sums in double so does
 // this. Reductions run in a fixed order (block trees, one thread per column for
-// column sums), so results do not change from run to run.
+// column sums), so results do not change from run to run. Every kernel launched
+// on a capped grid (Grid) loops over its whole range (grid-stride), so the cap
+// never leaves an element out.
 #include "runtime/cuda/cuda_backend.h"
 
 #include <cublas_v2.h>
@@ -13,6 +15,7 @@
 #include <cstring>
 #include <string>
 
+#include "runtime/cuda/devices.h"
 #include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
 
@@ -24,15 +27,25 @@ namespace op = plan::op;
 
 constexpr int kThreads = 256;
 constexpr int kPartials = 256;  // blocks of the sum-of-squares pass
+constexpr unsigned kMaxBlocks = 65535 * 16;  // the default cap of a grid-stride launch
 
-unsigned Blocks(int64_t n, int threads = kThreads) {
-  int64_t b = (n + threads - 1) / threads;
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(b, 65535 * 16)));
+// Blocks of `per_block` items for `n` items, at most `cap`: the kernels launched
+// so loop (GRID_STRIDE, WARP_STRIDE) over whatever the grid does not cover.
+unsigned Blocks(int64_t n, int per_block, unsigned cap) {
+  int64_t b = (n + per_block - 1) / per_block;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(b, cap)));
 }
 
 #define GRID_STRIDE(i, n)                                                                 \
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+// The same over warps (blockDim.x a multiple of 32): warp w of the grid takes items
+// w, w + warps, ...; all 32 lanes of a warp take the same items, so the warp's
+// shuffles always see every lane.
+#define WARP_STRIDE(w, n)                                                                    \
+  for (int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; w < (n); \
+       w += static_cast<int64_t>(blockDim.x) * gridDim.x / 32)
 
 __device__ inline void Store(float* dst, float v, bool accumulate) {
   *dst = accumulate ? *dst + v : v;
@@ -260,147 +273,148 @@ __global__ void Rope(const float* x, float* y, int64_t bt_count, int64_t seq, in
 constexpr int kMaxHeadDim = 256;
 constexpr int kPerLane = kMaxHeadDim / 32;
 
-// One warp per (b, h, t) query: an online softmax over keys j <= t, the output
+// One warp per (b, h, t) query (grid-stride: a warp takes every query its place
+// in the grid reaches): an online softmax over keys j <= t, the output
 // accumulated in registers (lane l holds dimensions l, l + 32, ...).
 __global__ void AttentionFwd(const float* q, const float* k, const float* v, float* out,
                              float* lse, int64_t batch, int64_t seq, int64_t heads,
                              int64_t kv_heads, int64_t hd, float scale) {
-  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (warp >= batch * heads * seq) return;
-  const int64_t t = warp % seq, h = (warp / seq) % heads, b = warp / (seq * heads);
-  const int64_t kh = h / (heads / kv_heads), qw = heads * hd, kw = kv_heads * hd;
-  const float* qt = q + (b * seq + t) * qw + h * hd;
-  float qr[kPerLane], acc[kPerLane];
-  for (int u = 0; u < kPerLane; ++u) {
-    const int64_t d = lane + 32 * u;
-    qr[u] = d < hd ? qt[d] : 0.f;
-    acc[u] = 0.f;
-  }
-  float m = -INFINITY, l = 0.f;
-  for (int64_t j = 0; j <= t; ++j) {
-    const float* kj = k + (b * seq + j) * kw + kh * hd;
-    const float* vj = v + (b * seq + j) * kw + kh * hd;
-    float s = 0;
+  WARP_STRIDE(warp, batch * heads * seq) {
+    const int64_t t = warp % seq, h = (warp / seq) % heads, b = warp / (seq * heads);
+    const int64_t kh = h / (heads / kv_heads), qw = heads * hd, kw = kv_heads * hd;
+    const float* qt = q + (b * seq + t) * qw + h * hd;
+    float qr[kPerLane], acc[kPerLane];
     for (int u = 0; u < kPerLane; ++u) {
       const int64_t d = lane + 32 * u;
-      if (d < hd) s += qr[u] * kj[d];
+      qr[u] = d < hd ? qt[d] : 0.f;
+      acc[u] = 0.f;
     }
-    s = WarpSum(s) * scale;
-    const float m_new = fmaxf(m, s), corr = expf(m - m_new), p = expf(s - m_new);
-    l = l * corr + p;
+    float m = -INFINITY, l = 0.f;
+    for (int64_t j = 0; j <= t; ++j) {
+      const float* kj = k + (b * seq + j) * kw + kh * hd;
+      const float* vj = v + (b * seq + j) * kw + kh * hd;
+      float s = 0;
+      for (int u = 0; u < kPerLane; ++u) {
+        const int64_t d = lane + 32 * u;
+        if (d < hd) s += qr[u] * kj[d];
+      }
+      s = WarpSum(s) * scale;
+      const float m_new = fmaxf(m, s), corr = expf(m - m_new), p = expf(s - m_new);
+      l = l * corr + p;
+      for (int u = 0; u < kPerLane; ++u) {
+        const int64_t d = lane + 32 * u;
+        if (d < hd) acc[u] = acc[u] * corr + p * vj[d];
+      }
+      m = m_new;
+    }
+    float* ot = out + (b * seq + t) * qw + h * hd;
     for (int u = 0; u < kPerLane; ++u) {
       const int64_t d = lane + 32 * u;
-      if (d < hd) acc[u] = acc[u] * corr + p * vj[d];
+      if (d < hd) ot[d] = acc[u] / l;
     }
-    m = m_new;
+    if (lane == 0) lse[(b * heads + h) * seq + t] = m + logf(l);
   }
-  float* ot = out + (b * seq + t) * qw + h * hd;
-  for (int u = 0; u < kPerLane; ++u) {
-    const int64_t d = lane + 32 * u;
-    if (d < hd) ot[d] = acc[u] / l;
-  }
-  if (lane == 0) lse[(b * heads + h) * seq + t] = m + logf(l);
 }
 
-// dq: one warp per query. P = exp(s - lse), dP = dout . v_j, D = dout . out,
-// dq = scale * sum_j P (dP - D) k_j.
+// dq: one warp per query (grid-stride). P = exp(s - lse), dP = dout . v_j,
+// D = dout . out, dq = scale * sum_j P (dP - D) k_j.
 __global__ void AttentionBwdQ(const float* dout, const float* q, const float* k, const float* v,
                               const float* out, const float* lse, float* dq, int64_t batch,
                               int64_t seq, int64_t heads, int64_t kv_heads, int64_t hd,
                               float scale, bool acc) {
-  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (warp >= batch * heads * seq) return;
-  const int64_t t = warp % seq, h = (warp / seq) % heads, b = warp / (seq * heads);
-  const int64_t kh = h / (heads / kv_heads), qw = heads * hd, kw = kv_heads * hd;
-  const int64_t qo = (b * seq + t) * qw + h * hd;
-  float qr[kPerLane], dor[kPerLane], g[kPerLane];
-  float dd = 0;
-  for (int u = 0; u < kPerLane; ++u) {
-    const int64_t d = lane + 32 * u;
-    qr[u] = d < hd ? q[qo + d] : 0.f;
-    dor[u] = d < hd ? dout[qo + d] : 0.f;
-    dd += d < hd ? dor[u] * out[qo + d] : 0.f;
-    g[u] = 0.f;
-  }
-  dd = WarpSum(dd);
-  const float l = lse[(b * heads + h) * seq + t];
-  for (int64_t j = 0; j <= t; ++j) {
-    const float* kj = k + (b * seq + j) * kw + kh * hd;
-    const float* vj = v + (b * seq + j) * kw + kh * hd;
-    float s = 0, dp = 0;
+  WARP_STRIDE(warp, batch * heads * seq) {
+    const int64_t t = warp % seq, h = (warp / seq) % heads, b = warp / (seq * heads);
+    const int64_t kh = h / (heads / kv_heads), qw = heads * hd, kw = kv_heads * hd;
+    const int64_t qo = (b * seq + t) * qw + h * hd;
+    float qr[kPerLane], dor[kPerLane], g[kPerLane];
+    float dd = 0;
     for (int u = 0; u < kPerLane; ++u) {
       const int64_t d = lane + 32 * u;
-      if (d < hd) {
-        s += qr[u] * kj[d];
-        dp += dor[u] * vj[d];
-      }
+      qr[u] = d < hd ? q[qo + d] : 0.f;
+      dor[u] = d < hd ? dout[qo + d] : 0.f;
+      dd += d < hd ? dor[u] * out[qo + d] : 0.f;
+      g[u] = 0.f;
     }
-    s = WarpSum(s);
-    dp = WarpSum(dp);
-    const float p = expf(s * scale - l), ds = p * (dp - dd) * scale;
-    for (int u = 0; u < kPerLane; ++u) {
-      const int64_t d = lane + 32 * u;
-      if (d < hd) g[u] += ds * kj[d];
-    }
-  }
-  for (int u = 0; u < kPerLane; ++u) {
-    const int64_t d = lane + 32 * u;
-    if (d < hd) Store(&dq[qo + d], g[u], acc);
-  }
-}
-
-// dk, dv: one warp per (b, kv head, key j), over the query heads of its group and
-// the queries t >= j.
-__global__ void AttentionBwdKV(const float* dout, const float* q, const float* k, const float* v,
-                               const float* out, const float* lse, float* dk, float* dv,
-                               int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
-                               int64_t hd, float scale, bool acc) {
-  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (warp >= batch * kv_heads * seq) return;
-  const int64_t j = warp % seq, kh = (warp / seq) % kv_heads, b = warp / (seq * kv_heads);
-  const int64_t group = heads / kv_heads, qw = heads * hd, kw = kv_heads * hd;
-  const int64_t ko = (b * seq + j) * kw + kh * hd;
-  float kr[kPerLane], vr[kPerLane], gk[kPerLane], gv[kPerLane];
-  for (int u = 0; u < kPerLane; ++u) {
-    const int64_t d = lane + 32 * u;
-    kr[u] = d < hd ? k[ko + d] : 0.f;
-    vr[u] = d < hd ? v[ko + d] : 0.f;
-    gk[u] = gv[u] = 0.f;
-  }
-  for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
-    for (int64_t t = j; t < seq; ++t) {
-      const int64_t qo = (b * seq + t) * qw + h * hd;
-      float s = 0, dp = 0, dd = 0;
+    dd = WarpSum(dd);
+    const float l = lse[(b * heads + h) * seq + t];
+    for (int64_t j = 0; j <= t; ++j) {
+      const float* kj = k + (b * seq + j) * kw + kh * hd;
+      const float* vj = v + (b * seq + j) * kw + kh * hd;
+      float s = 0, dp = 0;
       for (int u = 0; u < kPerLane; ++u) {
         const int64_t d = lane + 32 * u;
         if (d < hd) {
-          s += q[qo + d] * kr[u];
-          dp += dout[qo + d] * vr[u];
-          dd += dout[qo + d] * out[qo + d];
+          s += qr[u] * kj[d];
+          dp += dor[u] * vj[d];
         }
       }
       s = WarpSum(s);
       dp = WarpSum(dp);
-      dd = WarpSum(dd);
-      const float p = expf(s * scale - lse[(b * heads + h) * seq + t]);
-      const float ds = p * (dp - dd) * scale;
+      const float p = expf(s * scale - l), ds = p * (dp - dd) * scale;
       for (int u = 0; u < kPerLane; ++u) {
         const int64_t d = lane + 32 * u;
-        if (d < hd) {
-          gv[u] += p * dout[qo + d];
-          gk[u] += ds * q[qo + d];
+        if (d < hd) g[u] += ds * kj[d];
+      }
+    }
+    for (int u = 0; u < kPerLane; ++u) {
+      const int64_t d = lane + 32 * u;
+      if (d < hd) Store(&dq[qo + d], g[u], acc);
+    }
+  }
+}
+
+// dk, dv: one warp per (b, kv head, key j) (grid-stride), over the query heads of
+// its group and the queries t >= j.
+__global__ void AttentionBwdKV(const float* dout, const float* q, const float* k, const float* v,
+                               const float* out, const float* lse, float* dk, float* dv,
+                               int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
+                               int64_t hd, float scale, bool acc) {
+  const int lane = threadIdx.x % 32;
+  WARP_STRIDE(warp, batch * kv_heads * seq) {
+    const int64_t j = warp % seq, kh = (warp / seq) % kv_heads, b = warp / (seq * kv_heads);
+    const int64_t group = heads / kv_heads, qw = heads * hd, kw = kv_heads * hd;
+    const int64_t ko = (b * seq + j) * kw + kh * hd;
+    float kr[kPerLane], vr[kPerLane], gk[kPerLane], gv[kPerLane];
+    for (int u = 0; u < kPerLane; ++u) {
+      const int64_t d = lane + 32 * u;
+      kr[u] = d < hd ? k[ko + d] : 0.f;
+      vr[u] = d < hd ? v[ko + d] : 0.f;
+      gk[u] = gv[u] = 0.f;
+    }
+    for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
+      for (int64_t t = j; t < seq; ++t) {
+        const int64_t qo = (b * seq + t) * qw + h * hd;
+        float s = 0, dp = 0, dd = 0;
+        for (int u = 0; u < kPerLane; ++u) {
+          const int64_t d = lane + 32 * u;
+          if (d < hd) {
+            s += q[qo + d] * kr[u];
+            dp += dout[qo + d] * vr[u];
+            dd += dout[qo + d] * out[qo + d];
+          }
+        }
+        s = WarpSum(s);
+        dp = WarpSum(dp);
+        dd = WarpSum(dd);
+        const float p = expf(s * scale - lse[(b * heads + h) * seq + t]);
+        const float ds = p * (dp - dd) * scale;
+        for (int u = 0; u < kPerLane; ++u) {
+          const int64_t d = lane + 32 * u;
+          if (d < hd) {
+            gv[u] += p * dout[qo + d];
+            gk[u] += ds * q[qo + d];
+          }
         }
       }
     }
-  }
-  for (int u = 0; u < kPerLane; ++u) {
-    const int64_t d = lane + 32 * u;
-    if (d < hd) {
-      Store(&dk[ko + d], gk[u], acc);
-      Store(&dv[ko + d], gv[u], acc);
+    for (int u = 0; u < kPerLane; ++u) {
+      const int64_t d = lane + 32 * u;
+      if (d < hd) {
+        Store(&dk[ko + d], gk[u], acc);
+        Store(&dv[ko + d], gv[u], acc);
+      }
     }
   }
 }
@@ -513,13 +527,16 @@ int64_t ClassesIn(int64_t vocab, int64_t begin, int64_t valid) {
   return std::max<int64_t>(0, std::min(vocab, valid - begin));
 }
 
-Error CudaError(const char* what, cudaError_t e) {
-  return Error::Failure(std::string("CUDA: ") + what + ": " + cudaGetErrorString(e));
+Error CudaError(const std::string& what, cudaError_t e) {
+  return Error::Failure("CUDA: " + what + ": " + cudaGetErrorString(e));
 }
 
 class CudaBackend final : public exec::Backend {
  public:
-  CudaBackend(int device) : device_(device) {}
+  CudaBackend(int device, const CudaOptions& options)
+      : device_(device),
+        check_(options.check),
+        max_blocks_(options.max_blocks ? options.max_blocks : kMaxBlocks) {}
   ~CudaBackend() override {
     cudaSetDevice(device_);
     if (blas_) cublasDestroy(blas_);
@@ -531,10 +548,13 @@ class CudaBackend final : public exec::Backend {
     if (auto e = cudaSetDevice(device_); e != cudaSuccess) return CudaError("cudaSetDevice", e);
     if (auto e = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking); e != cudaSuccess)
       return CudaError("cudaStreamCreate", e);
-    if (cublasCreate(&blas_) != CUBLAS_STATUS_SUCCESS) return Error::Failure("cuBLAS: cublasCreate failed");
-    cublasSetStream(blas_, stream_);
+    if (cublasCreate(&blas_) != CUBLAS_STATUS_SUCCESS)
+      return Error::Failure("cuBLAS: cublasCreate failed");
+    if (cublasSetStream(blas_, stream_) != CUBLAS_STATUS_SUCCESS)
+      return Error::Failure("cuBLAS: cublasSetStream failed");
     // Plain fp32 GEMMs (no TF32): the reference slice matches the CPU backend.
-    cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH);
+    if (cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH) != CUBLAS_STATUS_SUCCESS)
+      return Error::Failure("cuBLAS: cublasSetMathMode failed");
     return std::nullopt;
   }
 
@@ -542,37 +562,83 @@ class CudaBackend final : public exec::Backend {
   bool host_visible() const override { return false; }
 
   uint8_t* AllocateArena(uint64_t bytes) override {
-    cudaSetDevice(device_);
+    const uint64_t size = std::max<uint64_t>(bytes, 64);
     void* p = nullptr;
-    if (cudaMalloc(&p, std::max<uint64_t>(bytes, 64)) != cudaSuccess) return nullptr;
-    cudaMemset(p, 0, std::max<uint64_t>(bytes, 64));
-    cudaDeviceSynchronize();
+    cudaError_t e = cudaSetDevice(device_);
+    if (e == cudaSuccess) e = cudaMalloc(&p, size);
+    if (e == cudaSuccess) e = cudaMemset(p, 0, size);
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) {
+      Record(CudaError("allocating a " + std::to_string(size) + "-byte arena", e));
+      if (p) cudaFree(p);
+      return nullptr;
+    }
     return static_cast<uint8_t*>(p);
   }
   void FreeArena(uint8_t* arena) override { cudaFree(arena); }
 
+  // The copies and Zero return nothing: a failure is recorded (error()), and once
+  // one is, they do nothing and every Run returns it.
   void CopyToHost(const uint8_t* arena, uint64_t offset, void* dst, uint64_t bytes) override {
-    cudaMemcpyAsync(dst, arena + offset, bytes, cudaMemcpyDeviceToHost, stream_);
-    cudaStreamSynchronize(stream_);
+    if (error_) return;
+    cudaError_t e = cudaMemcpyAsync(dst, arena + offset, bytes, cudaMemcpyDeviceToHost, stream_);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
+    if (e != cudaSuccess) Record(SyncError(Copy("from", bytes, offset), e));
   }
   void CopyToArena(uint8_t* arena, uint64_t offset, const void* src, uint64_t bytes) override {
-    cudaMemcpyAsync(arena + offset, src, bytes, cudaMemcpyHostToDevice, stream_);
-    cudaStreamSynchronize(stream_);  // `src` may change as soon as this returns
+    if (error_) return;
+    cudaError_t e = cudaMemcpyAsync(arena + offset, src, bytes, cudaMemcpyHostToDevice, stream_);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);  // `src` may change after this
+    if (e != cudaSuccess) Record(SyncError(Copy("to", bytes, offset), e));
   }
   void Zero(uint8_t* arena, uint64_t offset, uint64_t bytes) override {
-    cudaMemsetAsync(arena + offset, 0, bytes, stream_);
+    if (error_) return;
+    const std::string what = "zeroing " + std::to_string(bytes) + " bytes at arena offset " +
+                             std::to_string(offset);
+    cudaError_t e = cudaMemsetAsync(arena + offset, 0, bytes, stream_);
+    if (e == cudaSuccess && check_) e = cudaStreamSynchronize(stream_);
+    if (e != cudaSuccess) Record(check_ ? CudaError(what, e) : SyncError(what, e));
   }
+  Status error() const override { return error_; }
 
   Status Run(const fb::Plan& plan, const plan::Instruction& in, uint8_t* arena,
              const uint64_t* offsets, exec::StepScalars& s) override;
 
  private:
+  // The first failure of a call that returns none (sticky: see cuda_backend.h).
+  // The runtime's last error is cleared too, so no later cudaGetLastError blames an
+  // instruction for it.
+  void Record(Error e) {
+    (void)cudaGetLastError();
+    if (!error_) error_ = std::move(e);
+  }
+  static std::string Copy(const char* direction, uint64_t bytes, uint64_t offset) {
+    return std::string("copying ") + std::to_string(bytes) + " bytes " + direction +
+           " the arena (offset " + std::to_string(offset) + ")";
+  }
+  // A failure seen where the host waits for the stream. In check mode every
+  // earlier instruction and Zero was waited for already, so it is `what`'s own;
+  // otherwise it may be any work queued before (kernels run asynchronously).
+  Error SyncError(const std::string& what, cudaError_t e) const {
+    if (check_) return CudaError(what, e);
+    return Error::Failure("CUDA: " + what + ", or work queued before it: " +
+                          cudaGetErrorString(e) +
+                          " (kernels run asynchronously; heiretsu-cuda-check synchronizes after "
+                          "every instruction and names the one that failed)");
+  }
+  // Blocks for `n` items of `per_block` each, within the launch cap.
+  unsigned Grid(int64_t n, int per_block = kThreads) const {
+    return Blocks(n, per_block, max_blocks_);
+  }
+
   // Device scratch, grown on first need: the sum-of-squares partials and total,
   // the bad-id flag, per-row loss terms.
   Status Scratch(uint64_t row_bytes) {
     const uint64_t want = 4096 + row_bytes;
     if (want <= scratch_bytes_) return std::nullopt;
     if (scratch_) cudaFree(scratch_);
+    scratch_ = nullptr;
+    scratch_bytes_ = 0;
     if (auto e = cudaMalloc(&scratch_, want); e != cudaSuccess) return CudaError("cudaMalloc", e);
     scratch_bytes_ = want;
     return std::nullopt;
@@ -582,16 +648,22 @@ class CudaBackend final : public exec::Backend {
   int* Bad() { return reinterpret_cast<int*>(reinterpret_cast<double*>(scratch_) + kPartials + 1); }
   float* Rows() { return reinterpret_cast<float*>(static_cast<uint8_t*>(scratch_) + 4096); }
 
-  // Runs CheckIds and returns the first bad index, or -1 (waits for the stream).
-  Status FirstBadId(const int32_t* ids, int64_t n, int64_t limit,
-                                        int64_t* bad) {
+  // Runs CheckIds and returns the first bad index, or -1 (waits for the stream);
+  // `what` names the instruction.
+  Status FirstBadId(const char* what, const int32_t* ids, int64_t n, int64_t limit,
+                    int64_t* bad) {
     if (auto err = Scratch(0)) return err;
     const int big = INT_MAX;
-    cudaMemcpyAsync(Bad(), &big, sizeof big, cudaMemcpyHostToDevice, stream_);
-    CheckIds<<<Blocks(n), kThreads, 0, stream_>>>(ids, n, limit, Bad());
+    if (auto e = cudaMemcpyAsync(Bad(), &big, sizeof big, cudaMemcpyHostToDevice, stream_);
+        e != cudaSuccess)
+      return CudaError(what, e);
+    CheckIds<<<Grid(n), kThreads, 0, stream_>>>(ids, n, limit, Bad());
+    if (auto e = cudaGetLastError(); e != cudaSuccess) return CudaError(what, e);
     int host = INT_MAX;
-    cudaMemcpyAsync(&host, Bad(), sizeof host, cudaMemcpyDeviceToHost, stream_);
-    if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess) return CudaError("kernel", e);
+    if (auto e = cudaMemcpyAsync(&host, Bad(), sizeof host, cudaMemcpyDeviceToHost, stream_);
+        e != cudaSuccess)
+      return CudaError(what, e);
+    if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess) return SyncError(what, e);
     *bad = host == INT_MAX ? -1 : host;
     return std::nullopt;
   }
@@ -606,14 +678,20 @@ class CudaBackend final : public exec::Backend {
   }
 
   int device_;
+  bool check_;           // synchronize and check after every instruction and Zero
+  unsigned max_blocks_;  // the grid cap of Grid
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   void* scratch_ = nullptr;
   uint64_t scratch_bytes_ = 0;
+  Status error_;  // sticky: the first failure of a copy, Zero or AllocateArena
 };
 
 Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8_t* arena,
                         const uint64_t* offsets, exec::StepScalars& s) {
+  // After a failed copy, Zero or allocation nothing runs (the data is not there).
+  if (error_) return error_->Within("not run after an earlier failure");
+  const char* name = plan::OpName(in.op);
   // A buffer's floats (at the run's slot's offset), null for an absent one.
   auto f = [&](uint32_t b) -> float* {
     return b == plan::kNoBuffer ? nullptr : reinterpret_cast<float*>(arena + offsets[b]);
@@ -626,10 +704,12 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
   auto check_ids = [&](const char* what, const int32_t* id, int64_t n,
                        int64_t limit) -> Status {
     int64_t bad = -1;
-    if (auto e = FirstBadId(id, n, limit, &bad)) return e;
+    if (auto e = FirstBadId(name, id, n, limit, &bad)) return e;
     if (bad < 0) return std::nullopt;
     int32_t value = 0;
-    cudaMemcpy(&value, id + bad, sizeof value, cudaMemcpyDeviceToHost);
+    if (auto e = cudaMemcpy(&value, id + bad, sizeof value, cudaMemcpyDeviceToHost);
+        e != cudaSuccess)
+      return CudaError(name, e);
     return Error::BadInput(std::string(what) + " id " + std::to_string(value) + " at position " +
                            std::to_string(bad) + " is outside the vocabulary [0, " +
                            std::to_string(limit) + ")");
@@ -644,14 +724,14 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     case fb::Op_Embedding: {
       const auto e = plan::Read<op::Embedding<uint32_t>>(in);
       if ((err = check_ids("token", ids(e.ids), e.rows, e.vocab_total))) return err;
-      EmbeddingFwd<<<Blocks(e.rows * e.c), kThreads, 0, stream_>>>(
+      EmbeddingFwd<<<Grid(e.rows * e.c), kThreads, 0, stream_>>>(
           ids(e.ids), f(e.table), f(e.positions), f(e.out), e.rows, e.seq, e.vocab, e.c,
           e.vocab_begin);
       break;
     }
     case fb::Op_EmbeddingGrad: {
       const auto e = plan::Read<op::EmbeddingGrad<uint32_t>>(in);
-      EmbeddingBwd<<<Blocks(e.c), kThreads, 0, stream_>>>(
+      EmbeddingBwd<<<Grid(e.c), kThreads, 0, stream_>>>(
           ids(e.ids), f(e.dout), f(e.dtable), f(e.dpositions), e.rows, e.seq,
           e.vocab_rows, e.c, e.vocab_begin);
       break;
@@ -664,7 +744,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       if ((err = Gemm(true, false, out, rows, inw, f(l.w), inw, f(l.x), inw, 0.f, f(l.y), out)))
         return err;
       if (f(l.bias))
-        BiasAdd<<<Blocks(l.rows * l.out), kThreads, 0, stream_>>>(f(l.y), f(l.bias), l.rows, l.out);
+        BiasAdd<<<Grid(l.rows * l.out), kThreads, 0, stream_>>>(f(l.y), f(l.bias), l.rows, l.out);
       break;
     }
     case fb::Op_LinearGrad: {
@@ -678,7 +758,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
           (err = Gemm(false, true, inw, out, rows, f(l.x), inw, f(l.dy), out, 1.f, f(l.dw), inw)))
         return err;
       if (f(l.dbias))
-        ColumnSum<<<Blocks(l.out), kThreads, 0, stream_>>>(f(l.dy), f(l.dbias), l.rows, l.out);
+        ColumnSum<<<Grid(l.out), kThreads, 0, stream_>>>(f(l.dy), f(l.dbias), l.rows, l.out);
       break;
     }
     case fb::Op_LayerNorm: {
@@ -691,7 +771,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const auto n = plan::Read<op::LayerNormGrad<uint32_t>>(in);
       NormBwdRows<<<static_cast<unsigned>(n.rows), kThreads, 0, stream_>>>(
           f(n.dy), f(n.x), f(n.w), f(n.mean), f(n.rstd), f(n.dx), n.c, n.accumulate_dx != 0);
-      NormParamGrad<<<Blocks(n.c), kThreads, 0, stream_>>>(f(n.dy), f(n.x), f(n.mean), f(n.rstd),
+      NormParamGrad<<<Grid(n.c), kThreads, 0, stream_>>>(f(n.dy), f(n.x), f(n.mean), f(n.rstd),
                                                            f(n.dw), f(n.db), n.rows, n.c);
       break;
     }
@@ -705,52 +785,52 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const auto n = plan::Read<op::RMSNormGrad<uint32_t>>(in);
       NormBwdRows<<<static_cast<unsigned>(n.rows), kThreads, 0, stream_>>>(
           f(n.dy), f(n.x), f(n.w), nullptr, f(n.rstd), f(n.dx), n.c, n.accumulate_dx != 0);
-      NormParamGrad<<<Blocks(n.c), kThreads, 0, stream_>>>(f(n.dy), f(n.x), nullptr, f(n.rstd),
+      NormParamGrad<<<Grid(n.c), kThreads, 0, stream_>>>(f(n.dy), f(n.x), nullptr, f(n.rstd),
                                                            f(n.dw), nullptr, n.rows, n.c);
       break;
     }
     case fb::Op_Gelu: {
       const auto g = plan::Read<op::Gelu<uint32_t>>(in);
-      GeluFwd<<<Blocks(g.n), kThreads, 0, stream_>>>(f(g.x), f(g.y), g.n);
+      GeluFwd<<<Grid(g.n), kThreads, 0, stream_>>>(f(g.x), f(g.y), g.n);
       break;
     }
     case fb::Op_GeluGrad: {
       const auto g = plan::Read<op::GeluGrad<uint32_t>>(in);
-      GeluBwd<<<Blocks(g.n), kThreads, 0, stream_>>>(f(g.dy), f(g.x), f(g.dx), g.n,
+      GeluBwd<<<Grid(g.n), kThreads, 0, stream_>>>(f(g.dy), f(g.x), f(g.dx), g.n,
                                                      g.accumulate_dx != 0);
       break;
     }
     case fb::Op_Swiglu: {
       const auto g = plan::Read<op::Swiglu<uint32_t>>(in);
-      SwigluFwd<<<Blocks(g.n), kThreads, 0, stream_>>>(f(g.gate), f(g.up), f(g.y), g.n);
+      SwigluFwd<<<Grid(g.n), kThreads, 0, stream_>>>(f(g.gate), f(g.up), f(g.y), g.n);
       break;
     }
     case fb::Op_SwigluGrad: {
       const auto g = plan::Read<op::SwigluGrad<uint32_t>>(in);
-      SwigluBwd<<<Blocks(g.n), kThreads, 0, stream_>>>(f(g.dy), f(g.gate), f(g.up), f(g.dgate),
+      SwigluBwd<<<Grid(g.n), kThreads, 0, stream_>>>(f(g.dy), f(g.gate), f(g.up), f(g.dgate),
                                                        f(g.dup), g.n, g.accumulate_dx != 0);
       break;
     }
     case fb::Op_Add: {
       const auto a = plan::Read<op::Add<uint32_t>>(in);
-      AddFwd<<<Blocks(a.n), kThreads, 0, stream_>>>(f(a.a), f(a.b), f(a.y), a.n);
+      AddFwd<<<Grid(a.n), kThreads, 0, stream_>>>(f(a.a), f(a.b), f(a.y), a.n);
       break;
     }
     case fb::Op_Accumulate: {
       const auto a = plan::Read<op::Accumulate<uint32_t>>(in);
-      AccumulateKernel<<<Blocks(a.n), kThreads, 0, stream_>>>(f(a.src), f(a.dst), a.n,
+      AccumulateKernel<<<Grid(a.n), kThreads, 0, stream_>>>(f(a.src), f(a.dst), a.n,
                                                               a.accumulate_dx != 0);
       break;
     }
     case fb::Op_Rope: {
       const auto r = plan::Read<op::Rope<uint32_t>>(in);
-      Rope<<<Blocks(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
+      Rope<<<Grid(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
           f(r.x), f(r.y), r.batch * r.seq, r.seq, r.heads, r.head_dim, r.theta, 1.0, false);
       break;
     }
     case fb::Op_RopeGrad: {
       const auto r = plan::Read<op::RopeGrad<uint32_t>>(in);
-      Rope<<<Blocks(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
+      Rope<<<Grid(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
           f(r.dy), f(r.dx), r.batch * r.seq, r.seq, r.heads, r.head_dim, r.theta, -1.0,
           r.accumulate_dx != 0);
       break;
@@ -770,14 +850,14 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
       const int warps_per_block = kThreads / 32;
       if (forward) {
-        AttentionFwd<<<Blocks(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
+        AttentionFwd<<<Grid(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
             f(fw.q), f(fw.k), f(fw.v), f(fw.out), f(fw.lse), b, t, h, kv, hd, scale);
       } else {
         const bool acc = bw.accumulate_dx != 0;
-        AttentionBwdQ<<<Blocks(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
+        AttentionBwdQ<<<Grid(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
             f(bw.dout), f(bw.q), f(bw.k), f(bw.v), f(bw.out), f(bw.lse), f(bw.dq), b, t, h, kv,
             hd, scale, acc);
-        AttentionBwdKV<<<Blocks(b * kv * t, warps_per_block), kThreads, 0, stream_>>>(
+        AttentionBwdKV<<<Grid(b * kv * t, warps_per_block), kThreads, 0, stream_>>>(
             f(bw.dout), f(bw.q), f(bw.k), f(bw.v), f(bw.out), f(bw.lse), f(bw.dk), f(bw.dv), b, t,
             h, kv, hd, scale, acc);
       }
@@ -795,7 +875,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     case fb::Op_CrossEntropyGrad: {
       const auto ce = plan::Read<op::CrossEntropyGrad<uint32_t>>(in);
       const int64_t classes = ClassesIn(ce.vocab, ce.vocab_begin, ce.valid);
-      CrossEntropyBwd<<<Blocks(ce.rows * ce.vocab), kThreads, 0, stream_>>>(
+      CrossEntropyBwd<<<Grid(ce.rows * ce.vocab), kThreads, 0, stream_>>>(
           f(ce.logits), ids(ce.targets), f(ce.lse),
           static_cast<float>(ce.dloss) / static_cast<float>(ce.rows), f(ce.dlogits), ce.rows,
           ce.vocab, ce.vocab_begin, classes, ce.accumulate_dx != 0);
@@ -835,7 +915,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       }
       double total = 0;
       cudaMemcpyAsync(&total, Total(), sizeof total, cudaMemcpyDeviceToHost, stream_);
-      if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess) return CudaError("kernel", e);
+      if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess) return SyncError(name, e);
       s.grad_norm_sq += total;
       break;
     }
@@ -851,7 +931,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const double eps = opt ? opt->eps() : 1e-8;
       const double step = static_cast<double>(s.step);
       // [begin, begin + size): all of the parameter or this rank's ZeRO-1 shard.
-      AdamWKernel<<<Blocks(u.size), kThreads, 0, stream_>>>(
+      AdamWKernel<<<Grid(u.size), kThreads, 0, stream_>>>(
           f(u.param) + u.begin, f(u.grad) + u.begin, f(u.exp_avg), f(u.exp_avg_sq), u.size,
           static_cast<float>(b1), static_cast<float>(b2), static_cast<float>(1.0 - b1),
           static_cast<float>(1.0 - b2), static_cast<float>(s.clip_scale),
@@ -869,24 +949,32 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       return Error::Failure(std::string("the CUDA backend cannot run '") + plan::OpName(in.op) +
                             "' (collectives belong to the executor)");
   }
-  if (auto e = cudaGetLastError(); e != cudaSuccess) return CudaError(plan::OpName(in.op), e);
+  // A launch's own failure (a bad configuration) shows here at once; one of the
+  // kernel's execution (a fault) only where the host next waits for the stream,
+  // which check mode does now, so that it is this instruction's.
+  if (auto e = cudaGetLastError(); e != cudaSuccess) return CudaError(name, e);
+  if (check_)
+    if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess) return CudaError(name, e);
   return std::nullopt;
 }
 
 }  // namespace
 
-int DeviceCount() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) return 0;
-  return count;
+Status DeviceCount(int* count) {
+  const DeviceProbe probe = ProbeDevices();
+  *count = probe.count;
+  if (probe.failed) return Error::Failure("CUDA: " + probe.message);
+  return std::nullopt;
 }
 
-Status MakeCudaBackend(int device, std::unique_ptr<exec::Backend>* out) {
-  const int count = DeviceCount();
+Status MakeCudaBackend(int device, std::unique_ptr<exec::Backend>* out,
+                       const CudaOptions& options) {
+  int count = 0;
+  if (auto err = DeviceCount(&count)) return err;
   if (device < 0 || device >= count)
     return Error::Failure("--backend cuda: no CUDA device " + std::to_string(device) +
                           " (this process sees " + std::to_string(count) + ")");
-  auto backend = std::make_unique<CudaBackend>(device);
+  auto backend = std::make_unique<CudaBackend>(device, options);
   if (auto err = backend->Init()) return err;
   *out = std::move(backend);
   return std::nullopt;

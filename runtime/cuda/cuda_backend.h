@@ -6,6 +6,20 @@
 //
 // The arena is not host-visible: the executor stages inputs, collectives and
 // checkpoints through its host copy (executor.h).
+//
+// Errors. Kernels run asynchronously, so a kernel's fault shows only where the host
+// next waits for the stream:
+//   - Run returns a launch's failure at once, and one seen where it waits (the
+//     id checks, grad_norm_sq) saying it may be any queued work's;
+//   - in check mode (CudaOptions::check, what heiretsu-cuda-check uses) Run and
+//     Zero wait for the stream and read cudaGetLastError after every call, so a
+//     fault is reported by the instruction that caused it, under its opcode (the
+//     executor adds the unit and the index: executor.cc);
+//   - CopyToHost, CopyToArena, Zero and AllocateArena return nothing: their first
+//     failure is recorded and sticky (Backend::error(), backend.h). Once one is,
+//     the copies and Zero do nothing and every Run returns it ("not run after an
+//     earlier failure: ...") without running, and the executor reports it from
+//     Step, ComputeGradients, PullState and PushState, so none is lost.
 #ifndef HEIRETSU_RUNTIME_CUDA_CUDA_BACKEND_H_
 #define HEIRETSU_RUNTIME_CUDA_CUDA_BACKEND_H_
 
@@ -16,12 +30,26 @@
 
 namespace heiretsu::cuda {
 
-// The number of CUDA devices this process can use (0 without a driver or device).
-int DeviceCount();
+// The number of CUDA devices this process can use, into *count. No device and no
+// CUDA driver at all are not errors (*count is 0: runtime/cuda/devices.h); any
+// other failure of cudaGetDeviceCount is (kFailure, with CUDA's message).
+Status DeviceCount(int* count);
+
+struct CudaOptions {
+  // Check mode: wait for the stream and check for errors after every instruction
+  // and Zero (slower: nothing queues), so a fault is named by its instruction.
+  bool check = false;
+  // The most blocks of a grid-stride launch (0: 65535 x 16). Every kernel launched
+  // on a capped grid loops over its whole range (attention's one warp per query
+  // included); a small cap makes every launch loop, which heiretsu-cuda-check's
+  // --max-blocks uses to check that no element depends on the grid covering it.
+  unsigned max_blocks = 0;
+};
 
 // A backend on device `device` into *out. Fails (kFailure) when there is no such
-// device or it cannot be initialized.
-Status MakeCudaBackend(int device, std::unique_ptr<exec::Backend>* out);
+// device or it cannot be initialized; *out is set exactly when it succeeds.
+Status MakeCudaBackend(int device, std::unique_ptr<exec::Backend>* out,
+                       const CudaOptions& options = {});
 
 }  // namespace heiretsu::cuda
 

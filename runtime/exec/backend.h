@@ -50,7 +50,8 @@ class Backend {
                      const uint64_t* offsets, StepScalars& scalars) = 0;
   // Copies between host memory and the arena, complete when they return (a
   // device backend waits for its queued work first). The defaults are for a
-  // host-visible arena.
+  // host-visible arena. They, Zero and AllocateArena return no status: a backend
+  // whose calls can fail records the failure in error().
   virtual void CopyToHost(const uint8_t* arena, uint64_t offset, void* dst, uint64_t bytes) {
     std::memcpy(dst, arena + offset, bytes);
   }
@@ -60,6 +61,14 @@ class Backend {
   virtual void Zero(uint8_t* arena, uint64_t offset, uint64_t bytes) {
     std::memset(arena + offset, 0, bytes);
   }
+  // The first failure of a CopyToHost, CopyToArena, Zero or AllocateArena, sticky:
+  // once set it stays set, those calls do nothing more, and every later Run
+  // returns it without running. One design for every call without a status, so
+  // that none can be lost: the executor checks error() before Step,
+  // ComputeGradients, PullState or PushState report success (whatever copy or
+  // zeroing they did), and a Run after a failure fails. Never set for a
+  // host-visible arena (the defaults cannot fail).
+  virtual Status error() const { return std::nullopt; }
 };
 
 // OpenBLAS GEMMs and OpenMP kernels (runtime/cpu/kernels.h).

@@ -95,14 +95,16 @@ void Executor::Push(uint32_t buffer, uint32_t slot) {
   backend_->CopyToArena(arena_, at, view_ + at, BufferBytes(*plan_.plan->buffers()->Get(buffer)));
 }
 
-void Executor::PullState() {
+Status Executor::PullState() {
   for (const fb::Param* p : *plan_.plan->params())
     for (uint32_t b : {p->value(), p->grad(), p->exp_avg(), p->exp_avg_sq()}) Pull(b);
+  return backend_->error();
 }
 
-void Executor::PushState() {
+Status Executor::PushState() {
   for (const fb::Param* p : *plan_.plan->params())
     for (uint32_t b : {p->value(), p->grad(), p->exp_avg(), p->exp_avg_sq()}) Push(b);
+  return backend_->error();
 }
 
 void Executor::InitializeParameters(uint64_t seed) {
@@ -126,7 +128,7 @@ void Executor::InitializeParameters(uint64_t seed) {
     for (uint32_t b : {p->grad(), p->exp_avg(), p->exp_avg_sq()})
       std::fill_n(F32(b), plan::NumElements(*plan_.plan->buffers()->Get(b)), 0.f);
   }
-  PushState();
+  (void)PushState();  // a failed copy stays the backend's error: the next Step returns it
 }
 
 Status Executor::RunUnit(const plan::ScheduledRun& run, const FillMicrobatch* fill,
@@ -200,7 +202,14 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
       }
     }
     // One pointer check per instruction when not tracing.
-    if (auto err = tracer_ ? TracedRun(instr, slot) : Run(instr, slot, scalars_)) return err;
+    if (auto err = tracer_ ? TracedRun(instr, slot) : Run(instr, slot, scalars_)) {
+      // A backend's failure (not bad data, not a collective's) names the
+      // instruction: with a device backend in check mode it is the one that failed.
+      if (instr.axis || err->kind != Error::Kind::kFailure) return err;
+      const auto index = &instr - units_[run.run->unit()].data();
+      return err->Within("unit '" + (run.unit->name() ? run.unit->name()->str() : "") +
+                         "' instruction " + std::to_string(index));
+    }
   }
   // A unit of the step (a tied embedding's gradient exchange) completes its own
   // sends.
@@ -218,6 +227,7 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
 
 Status Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
   Status err = MicrobatchRuns(fill, loss);
+  if (!err) err = backend_->error();  // a copy's or zeroing's failure (backend.h)
   if (err) {  // nothing in flight may outlive the call
     (void)WaitAllSends();
     (void)FinishBuckets();
@@ -260,6 +270,7 @@ Status Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
   if (tracer_) tracer_->set_step(options.step);
   const int64_t start = tracer_ ? tracer_->Now() : 0;
   Status err = StepRuns(fill, options, result);
+  if (!err) err = backend_->error();  // a copy's or zeroing's failure (backend.h)
   if (err) {  // nothing in flight may outlive the call
     (void)WaitAllSends();
     (void)FinishBuckets();

@@ -85,7 +85,8 @@ class Executor {
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
-  // Initialize: parameters from `seed`, gradients and optimizer state zero.
+  // Initialize: parameters from `seed`, gradients and optimizer state zero. (On a
+  // device backend a failed copy to the arena is returned by the next Step.)
   void InitializeParameters(uint64_t seed);
 
   // Execute one optimizer step. Returns an error message for bad data (a token id
@@ -123,14 +124,17 @@ class Executor {
   // A buffer's host view (tests, checkpoints): the arena itself when the backend
   // is host-visible, else the executor's host copy, which Pull fills from the
   // arena and Push writes back (both no-ops for a host-visible backend). `slot`
-  // (< plan().slots()) picks a slotted buffer's copy; parameters have one.
+  // (< plan().slots()) picks a slotted buffer's copy; parameters have one. A
+  // failed copy is the backend's sticky error (Backend::error()): the next Step,
+  // ComputeGradients, PullState or PushState returns it.
   float* F32(uint32_t buffer, uint32_t slot = 0);
   int32_t* I32(uint32_t buffer, uint32_t slot = 0);
   void Pull(uint32_t buffer, uint32_t slot = 0);
   void Push(uint32_t buffer, uint32_t slot = 0);
-  // Pull / Push of every parameter's value, gradient and moments.
-  void PullState();
-  void PushState();
+  // Pull / Push of every parameter's value, gradient and moments; an error when a
+  // copy of the backend failed (this one or any earlier).
+  Status PullState();
+  Status PushState();
   const plan::fb::Plan& plan() const { return *plan_.plan; }
   const plan::MeshCoordinates& coordinates() const { return coords_; }
 

@@ -350,7 +350,8 @@ int Run(const cli::RunOptions& o) {
   if (o.backend == "cuda") {
     // One GPU per rank on this machine by local rank (ranks beyond the GPU count
     // share them; their collectives are staged through host memory over Gloo).
-    const int devices = cuda::DeviceCount();
+    int devices = 0;
+    if (auto err = cuda::DeviceCount(&devices)) return Fail(*err);
     if (devices == 0)
       return Fail(Error::Failure("--backend cuda: this process sees no CUDA device"));
     if (auto err = cuda::MakeCudaBackend(me.local_rank % devices, &backend)) return Fail(*err);
@@ -396,7 +397,8 @@ int Run(const cli::RunOptions& o) {
       if (leader) std::fprintf(stderr, "heiretsu-rank: warning: %s\n", w.c_str());
     if (err) return Fail(*err);
     logical.Scatter();
-    executor.PushState();  // to the backend's arena (a no-op on the CPU)
+    // To the backend's arena (a no-op on the CPU).
+    if (auto err = executor.PushState()) return Fail(*err);
     if (o.seed_given && o.seed != header.seed)
       return Fail(Error::BadInput("--seed " + std::to_string(o.seed) + " differs from the seed " +
                                      std::to_string(header.seed) + " of checkpoint " + dir +
@@ -486,7 +488,8 @@ int Run(const cli::RunOptions& o) {
     const bool save =
         !o.save_dir.empty() && ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps);
     if (save) {
-      executor.PullState();  // from the backend's arena (a no-op on the CPU)
+      // From the backend's arena (a no-op on the CPU).
+      if (auto err = executor.PullState()) return Fail(*err);
       if (auto err = logical.Gather()) return Fail(*err);
     }
     if (save && rank::IsStageLeader(coords)) {

@@ -110,7 +110,10 @@ TEST(Executor, MicrobatchesAccumulateLikeOneBigBatch) {
 // cannot touch. The arena it hands out is an inaccessible address range (PROT_NONE:
 // any direct read or write by the executor faults), mapped to the real memory only
 // inside Run and the copies. It proves the executor's staged path covers
-// everything a host-visible arena allowed.
+// everything a host-visible arena allowed. Faults can be injected: the copy number
+// `fail_copy` (from 0) fails and becomes the sticky error() of backend.h (later
+// copies do nothing, later Runs return it), and Run number `fail_run` returns a
+// failure, as the CUDA backend does.
 class FakeDeviceBackend final : public exec::Backend {
  public:
   const char* name() const override { return "fake-device"; }
@@ -131,23 +134,34 @@ class FakeDeviceBackend final : public exec::Backend {
   }
   Status Run(const fb::Plan& plan, const plan::Instruction& instr, uint8_t* arena,
              const uint64_t* offsets, exec::StepScalars& scalars) override {
-    ++runs;
+    if (error_) return error_->Within("not run after an earlier failure");
+    if (runs++ == fail_run) return Error::Failure("device fault");
     return cpu_->Run(plan, instr, Real(arena), offsets, scalars);
   }
   void CopyToHost(const uint8_t* arena, uint64_t offset, void* dst, uint64_t bytes) override {
-    ++copies;
+    if (Failed()) return;
     std::memcpy(dst, Real(arena) + offset, bytes);
   }
   void CopyToArena(uint8_t* arena, uint64_t offset, const void* src, uint64_t bytes) override {
-    ++copies;
+    if (Failed()) return;
     std::memcpy(Real(arena) + offset, src, bytes);
   }
   void Zero(uint8_t* arena, uint64_t offset, uint64_t bytes) override {
     std::memset(Real(arena) + offset, 0, bytes);
   }
+  Status error() const override { return error_; }
   int64_t runs = 0, copies = 0;
+  int64_t fail_copy = -1, fail_run = -1;
 
  private:
+  // Counts a copy; true when it must not happen (it is the failing one, or after).
+  bool Failed() {
+    if (error_) return true;
+    if (copies++ != fail_copy) return false;
+    error_ = Error::Failure("copy " + std::to_string(fail_copy) + " failed");
+    return true;
+  }
+  Status error_;
   uint8_t* Real(const uint8_t* arena) { return arenas_.at(const_cast<uint8_t*>(arena)).first; }
   std::unique_ptr<exec::Backend> cpu_ = exec::MakeCpuBackend();
   std::map<uint8_t*, std::pair<uint8_t*, size_t>> arenas_;
@@ -192,6 +206,96 @@ TEST(Executor, StagedBackendTrainsBitIdenticallyToTheHostArena) {
   ASSERT_FALSE(host.Step(Fill, o, &a).has_value());
   ASSERT_FALSE(staged.Step(Fill, o, &b).has_value());
   EXPECT_EQ(a.loss, b.loss);
+}
+
+exec::StepOptions StepAt(int64_t step) {
+  exec::StepOptions o;
+  o.lr = 3e-2;
+  o.step = step;
+  return o;
+}
+
+TEST(Executor, AFailedDeviceCopyIsReportedNotLost) {
+  // The copies of initialization and of one step.
+  int64_t init_copies = 0, step_copies = 0;
+  {
+    plan::LoadedPlan p = Load(BuildBigram(1));
+    auto device = std::make_unique<FakeDeviceBackend>();
+    FakeDeviceBackend* fake = device.get();
+    exec::Executor ex(p, std::move(device));
+    ex.InitializeParameters(3);
+    init_copies = fake->copies;
+    exec::StepResult r;
+    ASSERT_FALSE(ex.Step(Fill, StepAt(1), &r).has_value());
+    step_copies = fake->copies - init_copies;
+  }
+  ASSERT_GT(init_copies, 0);
+  ASSERT_GT(step_copies, 1);
+  // The step's last copy (the loss, read back after the forward unit) fails: the
+  // step fails with it (the next instruction does not run), and the error stays:
+  // PullState reports it and the next step runs nothing.
+  {
+    plan::LoadedPlan p = Load(BuildBigram(1));
+    auto device = std::make_unique<FakeDeviceBackend>();
+    FakeDeviceBackend* fake = device.get();
+    fake->fail_copy = init_copies + step_copies - 1;
+    exec::Executor ex(p, std::move(device));
+    ex.InitializeParameters(3);
+    exec::StepResult r;
+    auto err = ex.Step(Fill, StepAt(1), &r);
+    ASSERT_TRUE(err.has_value());
+    const std::string want = "copy " + std::to_string(fake->fail_copy) + " failed";
+    EXPECT_EQ(err->message,
+              "unit 'backward' instruction 0: not run after an earlier failure: " + want);
+    EXPECT_EQ(err->exit_code(), kExitFailure);
+    auto pulled = ex.PullState();
+    ASSERT_TRUE(pulled.has_value());
+    EXPECT_EQ(pulled->message, want);
+    const int64_t runs = fake->runs;
+    err = ex.Step(Fill, StepAt(2), &r);
+    ASSERT_TRUE(err.has_value());
+    EXPECT_NE(err->message.find(want), std::string::npos) << *err;
+    EXPECT_EQ(fake->runs, runs);  // every Run refused: nothing ran
+  }
+  // Initialization's last copy fails: the first step reports it.
+  {
+    plan::LoadedPlan p = Load(BuildBigram(1));
+    auto device = std::make_unique<FakeDeviceBackend>();
+    device->fail_copy = init_copies - 1;
+    exec::Executor ex(p, std::move(device));
+    ex.InitializeParameters(3);
+    exec::StepResult r;
+    auto err = ex.Step(Fill, StepAt(1), &r);
+    ASSERT_TRUE(err.has_value());
+    EXPECT_NE(err->message.find("copy " + std::to_string(init_copies - 1) + " failed"),
+              std::string::npos)
+        << *err;
+  }
+  // A copy of PullState fails, after a good step: PullState says so, and PushState.
+  {
+    plan::LoadedPlan p = Load(BuildBigram(1));
+    auto device = std::make_unique<FakeDeviceBackend>();
+    device->fail_copy = init_copies + step_copies + 1;
+    exec::Executor ex(p, std::move(device));
+    ex.InitializeParameters(3);
+    exec::StepResult r;
+    ASSERT_FALSE(ex.Step(Fill, StepAt(1), &r).has_value());
+    EXPECT_TRUE(ex.PullState().has_value());
+    EXPECT_TRUE(ex.PushState().has_value());
+  }
+}
+
+TEST(Executor, ADeviceFailureNamesItsInstruction) {
+  plan::LoadedPlan p = Load(BuildBigram(1));
+  auto device = std::make_unique<FakeDeviceBackend>();
+  device->fail_run = 2;  // the third instruction of the step: forward's third
+  exec::Executor ex(p, std::move(device));
+  ex.InitializeParameters(3);
+  exec::StepResult r;
+  auto err = ex.Step(Fill, StepAt(1), &r);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->message, "unit 'forward' instruction 2: device fault");
+  EXPECT_EQ(err->exit_code(), kExitFailure);
 }
 
 TEST(Executor, TwoSlotsOfGPipeTrainBitIdenticallyToOneSlotInterleaved) {
