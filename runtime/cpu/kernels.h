@@ -16,8 +16,16 @@
 #define HEIRETSU_RUNTIME_CPU_KERNELS_H_
 
 #include <cstdint>
+#include <string>
 
 namespace heiretsu::cpu {
+
+// The BLAS the GEMMs run on, for the run's first lines and benchmark records:
+// "OpenBLAS 0.3.21 ... Zen, Zen kernels, 2 threads". When the CPU has AVX-512 but
+// OpenBLAS chose kernels without it (0.3.21 does not know some Xeons and falls back
+// to "Prescott"), `*advice` says how to select the right ones (OPENBLAS_CORETYPE);
+// else it is left empty.
+std::string DescribeBlas(std::string* advice);
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, row-major, through OpenBLAS.
 template <typename T>

@@ -36,6 +36,7 @@
 #include "runtime/cli/RunOptions.h"
 #include "runtime/comm/comm.h"
 #include "runtime/comm/job_identity.h"
+#include "runtime/cpu/kernels.h"
 #include "runtime/cpu/threading.h"
 #ifdef HEIRETSU_HAVE_CUDA
 #include "runtime/cuda/cuda_backend.h"
@@ -330,6 +331,11 @@ int Run(const cli::RunOptions& o) {
         "%lld)\n",
         static_cast<long long>(global_batch), static_cast<long long>(seq), mesh.dp(), mesh.ep(),
         static_cast<long long>(p.microbatches()), static_cast<long long>(batch));
+    if (o.backend == "cpu") {
+      std::string advice;
+      std::printf("blas: %s\n", cpu::DescribeBlas(&advice).c_str());
+      if (!advice.empty()) std::fprintf(stderr, "heiretsu-rank: warning: %s\n", advice.c_str());
+    }
   }
 
   // The checkpoint's parts, one per stage's leader; the model's tensors are theirs.
