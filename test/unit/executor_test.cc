@@ -23,14 +23,11 @@ namespace heiretsu {
 namespace {
 
 namespace fb = plan::fb;
-constexpr int64_t kVocab = 16, kC = 8, kBatch = 4, kSeq = 8, kRows = kBatch * kSeq;
+// The geometry of testing::BigramOptions's defaults: vocabulary 16, 4 x 8 rows.
+constexpr int64_t kVocab = 16, kRows = 4 * 8;
 
 std::vector<uint8_t> BuildBigram(int64_t microbatches, uint32_t version = plan::kPlanVersion) {
   testing::BigramOptions o;
-  o.vocab = kVocab;
-  o.batch = kBatch;
-  o.seq = kSeq;
-  o.c = kC;
   o.microbatches = microbatches;
   o.version = version;
   return testing::BuildBigram(o);
@@ -304,10 +301,6 @@ TEST(Executor, TwoSlotsOfGPipeTrainBitIdenticallyToOneSlotInterleaved) {
   // backward(0) forward(1) backward(1) update on one slot: the same arithmetic in
   // the same order, so the same bits; also through the staged (device) path.
   testing::BigramOptions o;
-  o.vocab = kVocab;
-  o.batch = kBatch;
-  o.seq = kSeq;
-  o.c = kC;
   o.microbatches = 2;
   plan::LoadedPlan one = Load(testing::BuildBigram(o));
   o.slots = 2;
@@ -365,10 +358,6 @@ TEST(Executor, NonFiniteGradientNormIsCaughtBeforeTheUpdate) {
   // A loss gradient of 1e39 (infinite in float32) makes every gradient, and so the
   // norm, non-finite while the loss is fine: nothing may be updated.
   testing::BigramOptions o;
-  o.vocab = kVocab;
-  o.batch = kBatch;
-  o.seq = kSeq;
-  o.c = kC;
   o.grad_scale = 1e39;
   plan::LoadedPlan p = Load(testing::BuildBigram(o));
   exec::Executor ex(p);
