@@ -46,7 +46,7 @@ double SgemmGflops(int64_t m, int64_t n, int64_t k) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  cpu::EnsurePassiveOpenMP(argv);
+  cpu::EnsureCpuEnvironment(argv);
   if (argc < 2) {
     std::fprintf(stderr, "usage: heiretsu-bench-cpu PLAN_FILE --layers L --heads H --head-dim Q "
                          "[--steps N] [--warmup W]\n");
@@ -109,14 +109,17 @@ int main(int argc, char** argv) {
   const int64_t rows = p.micro_batch_size() * seq, d = heads * head_dim;
   const double sgemm_dd = SgemmGflops(rows, d, d);
   const double sgemm_up = SgemmGflops(rows, 4 * d, d);
+  std::string advice;
+  const std::string blas = cpu::DescribeBlas(&advice);
   std::printf("{\"model\": \"%s\", \"params\": %lld, \"micro_batch_size\": %lld, \"seq\": %lld, "
               "\"step_ms\": %.2f, \"tokens_per_s\": %.1f, \"gflops\": %.2f, "
               "\"sgemm_gflops_d_d\": %.2f, \"sgemm_gflops_d_4d\": %.2f, "
-              "\"fraction_of_sgemm\": %.3f}\n",
+              "\"fraction_of_sgemm\": %.3f, \"blas\": \"%s\"}\n",
               p.model()->c_str(), static_cast<long long>(params),
               static_cast<long long>(p.micro_batch_size()), static_cast<long long>(seq),
               step_s * 1e3, tok_s, gflops, sgemm_dd, sgemm_up,
-              gflops / std::max(sgemm_dd, sgemm_up));
+              gflops / std::max(sgemm_dd, sgemm_up), blas.c_str());
+  if (!advice.empty()) std::fprintf(stderr, "warning: %s\n", advice.c_str());
   if (profile) std::fprintf(stderr, "time by kernel:\n%s", ex.ProfileReport().c_str());
   return 0;
 }

@@ -6,6 +6,7 @@
 
 #include <cblas.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include <algorithm>
@@ -15,18 +16,40 @@
 
 namespace heiretsu::cpu {
 
+namespace {
+// OpenBLAS's names for kernels that use AVX-512.
+bool IsAvx512Core(const std::string& core) {
+  return core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids" ||
+         core == "Zen4";
+}
+}  // namespace
+
+bool CpuHasAvx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+
+std::string OpenBlasCoreName() { return openblas_get_corename(); }
+
+std::string OpenBlasCoreOverride(const std::string& detected, bool avx512, bool user_chose) {
+  if (user_chose || !avx512 || IsAvx512Core(detected)) return "";
+  return "SkylakeX";
+}
+
 std::string DescribeBlas(std::string* advice) {
   const std::string config = openblas_get_config();
-  const std::string core = openblas_get_corename();
+  const std::string core = OpenBlasCoreName();
   advice->clear();
-  // Kernels that use AVX-512 (OpenBLAS's names for them).
-  const bool avx512_kernels = core == "SkylakeX" || core == "Cooperlake" ||
-                              core == "SapphireRapids" || core == "Zen4";
-  if (__builtin_cpu_supports("avx512f") && !avx512_kernels)
-    *advice = "this CPU has AVX-512 but OpenBLAS chose its '" + core +
+  std::string chosen;
+  if (const char* detected = std::getenv("HEIRETSU_OPENBLAS_DETECTED"))
+    chosen = " (chosen by heiretsu: OpenBLAS detected this AVX-512 CPU as '" +
+             std::string(detected) + "')";
+  else if (CpuHasAvx512() && !IsAvx512Core(core))
+    *advice = "this CPU has AVX-512 but OpenBLAS runs its '" + core +
               "' kernels; OPENBLAS_CORETYPE=SkylakeX selects AVX-512 ones (on such a Xeon, "
               "2048^3 sgemm went from 42.7 to 238 GFLOP/s: issue #15)";
-  return config + ", " + core + " kernels, " + std::to_string(openblas_get_num_threads()) +
+  return config + ", " + core + " kernels" + chosen + ", " +
+         std::to_string(openblas_get_num_threads()) +
          (openblas_get_num_threads() == 1 ? " thread" : " threads");
 }
 namespace {

@@ -21,11 +21,27 @@
 namespace heiretsu::cpu {
 
 // The BLAS the GEMMs run on, for the run's first lines and benchmark records:
-// "OpenBLAS 0.3.21 ... Zen, Zen kernels, 2 threads". When the CPU has AVX-512 but
-// OpenBLAS chose kernels without it (0.3.21 does not know some Xeons and falls back
-// to "Prescott"), `*advice` says how to select the right ones (OPENBLAS_CORETYPE);
-// else it is left empty.
+// "OpenBLAS 0.3.21 ... Zen, Zen kernels, 2 threads", saying so when heiretsu chose
+// the kernels (EnsureCpuEnvironment, threading.h). When the CPU has AVX-512 but
+// OpenBLAS runs kernels without it anyway (the user set OPENBLAS_CORETYPE, or the
+// re-execution failed), `*advice` says how to select the right ones; else it is
+// left empty.
 std::string DescribeBlas(std::string* advice);
+
+// OpenBLAS kernels for a CPU whose features OpenBLAS's own table may not know:
+// the OPENBLAS_CORETYPE to set when OpenBLAS detected the CPU as `detected` (its
+// core name) although the CPU has AVX-512 F, BW, DQ and VL (`avx512`): "SkylakeX",
+// unless `detected` already uses AVX-512 or the user chose a core type
+// (`user_chose`). OpenBLAS 0.3.21 falls back to "Prescott" on some such Xeons:
+// issue #15 measured a 2048^3 sgemm at 42.7 GFLOP/s as detected and 238 with
+// SkylakeX there.
+std::string OpenBlasCoreOverride(const std::string& detected, bool avx512, bool user_chose);
+
+// Whether this CPU has the AVX-512 subsets OpenBLAS's SkylakeX kernels use.
+bool CpuHasAvx512();
+
+// OpenBLAS's name for the kernels it runs now.
+std::string OpenBlasCoreName();
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, row-major, through OpenBLAS.
 template <typename T>

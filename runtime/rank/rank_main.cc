@@ -523,7 +523,7 @@ int Run(const cli::RunOptions& o) {
 }  // namespace heiretsu
 
 int main(int argc, char** argv) {
-  heiretsu::cpu::EnsurePassiveOpenMP(argv);
+  heiretsu::cpu::EnsureCpuEnvironment(argv);
   // Line-buffered even into a pipe or a file, so progress shows as it happens and
   // interleaves with the messages on stderr in order.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);

@@ -19,7 +19,7 @@
 using namespace heiretsu;
 
 int main(int argc, char** argv) {
-  cpu::EnsurePassiveOpenMP(argv);
+  cpu::EnsureCpuEnvironment(argv);
   if (argc < 2) {
     std::fprintf(stderr, "usage: heiretsu-gradcheck PLAN_FILE [directions] [tolerance]\n");
     return 2;

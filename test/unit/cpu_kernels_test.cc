@@ -117,6 +117,23 @@ TEST(CpuKernels, LinearBackwardAccumulates) {
   for (size_t i = 0; i < dw1.size(); ++i) EXPECT_DOUBLE_EQ(dw2[i], 2 * dw1[i]);
 }
 
+// Which OpenBLAS kernels heiretsu asks for (issue #15): SkylakeX on a CPU with
+// AVX-512 that OpenBLAS detected as one without; nothing when its choice already
+// uses AVX-512, the CPU has none, or the user chose (OPENBLAS_CORETYPE).
+TEST(CpuKernels, OpenBlasKernelsAreChosenByTheCpusFeatures) {
+  EXPECT_EQ(OpenBlasCoreOverride("Prescott", true, false), "SkylakeX");
+  EXPECT_EQ(OpenBlasCoreOverride("Haswell", true, false), "SkylakeX");
+  EXPECT_EQ(OpenBlasCoreOverride("SkylakeX", true, false), "");
+  EXPECT_EQ(OpenBlasCoreOverride("Zen4", true, false), "");
+  EXPECT_EQ(OpenBlasCoreOverride("Zen", false, false), "");
+  EXPECT_EQ(OpenBlasCoreOverride("Prescott", true, true), "");
+  // This machine's own choice is left alone or replaced by an AVX-512 one.
+  const std::string mine = OpenBlasCoreOverride(OpenBlasCoreName(), CpuHasAvx512(), false);
+  EXPECT_TRUE(mine.empty() || CpuHasAvx512()) << mine;
+  std::string advice;
+  EXPECT_NE(DescribeBlas(&advice).find(OpenBlasCoreName() + " kernels"), std::string::npos);
+}
+
 // The split backward of zero-bubble schedules: the input gradient alone, then the
 // weight gradients alone, give exactly what one call gives.
 TEST(CpuKernels, LinearBackwardSplitIntoInputAndWeightGradients) {
