@@ -46,7 +46,10 @@ double SgemmGflops(int64_t m, int64_t n, int64_t k) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  cpu::EnsureCpuEnvironment(argv);
+  if (auto err = cpu::PrepareThreads(argv)) {
+    std::fprintf(stderr, "%s\n", err->message.c_str());
+    return 2;
+  }
   if (argc < 2) {
     std::fprintf(stderr, "usage: heiretsu-bench-cpu PLAN_FILE --layers L --heads H --head-dim Q "
                          "[--steps N] [--warmup W]\n");

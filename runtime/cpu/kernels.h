@@ -22,7 +22,7 @@ namespace heiretsu::cpu {
 
 // The BLAS the GEMMs run on, for the run's first lines and benchmark records:
 // "OpenBLAS 0.3.21 ... Zen, Zen kernels, 2 threads", saying so when heiretsu chose
-// the kernels (EnsureCpuEnvironment, threading.h). When the CPU has AVX-512 but
+// the kernels (PrepareThreads, threading.h). When the CPU has AVX-512 but
 // OpenBLAS runs kernels without it anyway (the user set OPENBLAS_CORETYPE, or the
 // re-execution failed), `*advice` says how to select the right ones; else it is
 // left empty.

@@ -326,6 +326,7 @@ int Run(const cli::RunOptions& o) {
     std::printf("plan: %s: model '%s', %zu program%s, %zu parameter tensors, %lld parameters\n",
                 o.plan_dir.c_str(), model.c_str(), programs.size(),
                 programs.size() == 1 ? "" : "s", tensors, static_cast<long long>(num_values));
+    std::printf("threads: %s\n", cpu::DescribeThreads().c_str());
     std::printf(
         "batch: %lld sequences of %lld tokens per step (dp %d x ep %d x %lld microbatches of "
         "%lld)\n",
@@ -523,7 +524,7 @@ int Run(const cli::RunOptions& o) {
 }  // namespace heiretsu
 
 int main(int argc, char** argv) {
-  heiretsu::cpu::EnsureCpuEnvironment(argv);
+  if (auto err = heiretsu::cpu::PrepareThreads(argv)) return heiretsu::Fail(*err);
   // Line-buffered even into a pipe or a file, so progress shows as it happens and
   // interleaves with the messages on stderr in order.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);

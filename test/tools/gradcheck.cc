@@ -19,7 +19,10 @@
 using namespace heiretsu;
 
 int main(int argc, char** argv) {
-  cpu::EnsureCpuEnvironment(argv);
+  if (auto err = cpu::PrepareThreads(argv)) {
+    std::fprintf(stderr, "%s\n", err->message.c_str());
+    return 2;
+  }
   if (argc < 2) {
     std::fprintf(stderr, "usage: heiretsu-gradcheck PLAN_FILE [directions] [tolerance]\n");
     return 2;
