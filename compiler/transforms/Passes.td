@@ -312,8 +312,8 @@ def SchedulePass : Pass<"heiretsu-schedule", "::heiretsu::plan_ir::ProgramOp"> {
       with stage s's W passes lagging s microbatches behind its B passes.
     Each forward (backward) becomes a run of every forward (backward-kind) unit,
     in program order, `plan.run "<unit>" microbatch m slot k`: a microbatch takes
-    the lowest free activation slot at its forward and frees it after its
-    backward (slot 0 is not printed). Then the units of the step (comm, update)
+    the lowest free activation slot of its chunk at its forward and frees it
+    after its last pass (its W pass under zb-h1; slot 0 is not printed). Then the units of the step (comm, update)
     run once each, in program order. Memory planning reads the slots.
 
     After (pp = 2, stage 0, M = 2, 1f1b):

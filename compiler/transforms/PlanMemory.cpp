@@ -111,11 +111,11 @@ struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
       }
       // A send completes in the background: by the end of its unit of the step;
       // a microbatch's, by the end of the microbatch's units (below).
-      if (!unit.isPerMicrobatch())
-        for (Interval *iv : sentHere)
-          iv->last = std::max(iv->last, position - 1);
       if (unit.isPerMicrobatch())
         microbatchEnd = std::max(microbatchEnd, position - 1);
+      else
+        for (Interval *iv : sentHere)
+          iv->last = std::max(iv->last, position - 1);
     }
     for (Interval &iv : intervals) {
       if (iv.op.getIo()) { // written before and read after the stream

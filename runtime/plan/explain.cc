@@ -98,12 +98,8 @@ std::string ExplainPipeline(const std::vector<LoadedPlan>& programs) {
                 programs.size(), first.microbatches());
   out += line;
   out += TimelineGrid(t, kForward);
-  bool split = false;  // a split backward: the zero-bubble schedule
-  int64_t chunks = 1;  // virtual chunks per stage: the interleaved schedule
-  for (const fb::Unit* u : *first.units()) {
-    split |= u->kind() == fb::UnitKind_BackwardWeight;
-    chunks = std::max<int64_t>(chunks, u->chunk() + 1);
-  }
+  const bool split = t.split;
+  const int64_t chunks = t.chunks;
   std::snprintf(line, sizeof line,
                 "bubble: %.1f%% of the stages' time idle (simulated); %s = %.1f%% for %s\n",
                 100 * t.bubble,

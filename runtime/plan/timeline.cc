@@ -25,13 +25,16 @@ Status SimulateTimeline(const std::vector<LoadedPlan>& programs, double forward,
                         Timeline* out) {
   const size_t pp = programs.size();
   std::vector<std::vector<ScheduledRun>> runs(pp);
-  int64_t chunks = 1;  // per stage (interleaved placement: stage s holds s, s + pp, ...)
+  out->chunks = 1;
+  out->split = false;
   for (size_t s = 0; s < pp; ++s) {
     runs[s] = ScheduleOf(*programs[s].plan);
-    for (const fb::Unit* u : *programs[s].plan->units())
-      chunks = std::max<int64_t>(chunks, u->chunk() + 1);
+    for (const fb::Unit* u : *programs[s].plan->units()) {
+      out->chunks = std::max<int64_t>(out->chunks, u->chunk() + 1);
+      out->split |= u->kind() == fb::UnitKind_BackwardWeight;
+    }
   }
-  const int64_t last = static_cast<int64_t>(pp) * chunks - 1;  // the model's last chunk
+  const int64_t last = static_cast<int64_t>(pp) * out->chunks - 1;  // the model's last chunk
   // End of (model chunk, forward?, microbatch): a forward unit's or the backward
   // (input) unit's run of that microbatch.
   std::map<std::tuple<int64_t, bool, int64_t>, double> done;

@@ -32,6 +32,8 @@ struct Timeline {
   double length = 0;                          // the step: the last run's end
   // Idle time over the stages' busy-or-idle time: 1 - busy / (stages x length).
   double bubble = 0;
+  int64_t chunks = 1;  // virtual chunks per stage (interleaved placement)
+  bool split = false;  // a split backward (backward_weight units: zero-bubble)
 };
 
 // Places the programs' (indexed by stage) microbatch runs in time. Fails when the
