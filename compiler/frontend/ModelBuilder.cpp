@@ -857,8 +857,10 @@ private:
                                            std::to_string(experts) + ")");
     const Val *hv = args.keyword("hidden");
     int64_t hidden = hv ? positiveInt(*hv, "hidden") : 4 * dModel;
+    // capacity = F (a factor), or none: dropless.
     const Val *cv = args.keyword("capacity");
-    double capacity = cv ? positiveFloat(*cv, "capacity") : 1.25;
+    bool dropless = cv && cv->kind == Val::Kind::Choice && cv->s == "none";
+    double capacity = !cv || dropless ? 1.25 : positiveFloat(*cv, "capacity");
     const Val *av = args.keyword("aux_loss");
     double aux = av ? nonNegativeFloat(*av, "aux_loss") : 0.01;
     const Val *zv = args.keyword("z_loss");
@@ -874,7 +876,7 @@ private:
     auto op = graph::MoEOp::create(
         b, loc(at), x.getType(), RankedTensorType::get({}, b.getF32Type()), x,
         router, wIn, wOut, wGate, b.getI64IntegerAttr(experts),
-        b.getI64IntegerAttr(topK), b.getF64FloatAttr(capacity),
+        b.getI64IntegerAttr(topK), dropless ? FloatAttr() : b.getF64FloatAttr(capacity),
         b.getF64FloatAttr(aux), b.getF64FloatAttr(z),
         graph::ActivationAttr::get(&ctx, act == 0 ? graph::Activation::gelu
                                                   : graph::Activation::swiglu));

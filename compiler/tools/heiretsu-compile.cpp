@@ -158,6 +158,11 @@ int runPipeline(mlir::ModuleOp module, const cli::CompileOptions &opts,
                          "(diagnostic above)\n", path.c_str(), static_cast<long long>(opts.tp));
     return kExitBadInput;
   }
+  if (failed == "heiretsu-moe-dispatch") {
+    std::fprintf(stderr, "%s: error: this model cannot be split over --ep %lld "
+                         "(diagnostic above)\n", path.c_str(), static_cast<long long>(opts.ep));
+    return kExitBadInput;
+  }
   return kExitFailure; // the diagnostic names the op and the reason
 }
 

@@ -9,6 +9,7 @@
 
 #include "compiler/transforms/Passes.h"
 #include "compiler/transforms/PlanUtils.h"
+#include "dialects/dist/DistDialect.h"
 #include "runtime/plan/ops.h"
 
 using namespace mlir;
@@ -148,47 +149,133 @@ public:
       crossEntropyGrad(whole, /*vocabParallel=*/1, seed->second, loc);
       return success();
     }
-    if (auto f = kernelAs<Moe<Value>>(k)) {
+    // MoE, in the reverse of its steps: combine, (the exchange back), experts,
+    // (the exchange), dispatch, route.
+    if (auto f = kernelAs<MoeCombine<Value>>(k)) {
       Value dy = source(f->y);
-      auto seed = constGrads.find(f->aux);
-      double daux = seed == constGrads.end() ? 0.0 : seed->second;
       if (!dy)
-        return k.emitError("a moe output without a gradient is not supported");
-      for (Value w : {f->router, f->w_in, f->w_out, f->w_gate})
+        return success();
+      auto [dbuf, bufAccumulate] = sink(f->buf, loc);
+      if (bufAccumulate)
+        return k.emitError("a moe_combine input with other uses is not supported");
+      auto [dweight, accumulate] = sink(f->weight, loc);
+      createKernel(b, loc,
+                   MoeCombineGrad<Value>{.dy = dy,
+                                         .buf = f->buf,
+                                         .choice = f->choice,
+                                         .pos = f->pos,
+                                         .weight = f->weight,
+                                         .dbuf = dbuf,
+                                         .dweight = dweight,
+                                         .rows = f->rows,
+                                         .d = f->d,
+                                         .experts = f->experts,
+                                         .top_k = f->top_k,
+                                         .slots = f->slots,
+                                         .accumulate_dx = accumulate});
+      return success();
+    }
+    if (auto f = kernelAs<AllToAll<Value>>(k)) {
+      // Its transpose is the inverse exchange.
+      Value ddst = source(f->dst);
+      if (!ddst)
+        return success();
+      auto [dsrc, accumulate] = sink(f->src, loc);
+      AllToAll<Value> g = *f;
+      g.src = ddst;
+      g.dst = dsrc;
+      g.back = 1 - f->back;
+      g.accumulate_dx = accumulate;
+      createKernel(b, loc, g);
+      return success();
+    }
+    if (auto f = kernelAs<MoeExperts<Value>>(k)) {
+      Value dy = source(f->y);
+      if (!dy)
+        return success();
+      for (Value w : {f->w_in, f->w_out, f->w_gate})
         if (w && !isParam(w))
-          return k.emitError("moe router and expert weights must be parameters");
-      // The weights are parameters (checked above): their sinks are their grads.
+          return k.emitError("moe expert weights must be parameters");
+      // Split over ep, an expert's tokens come from the ep ranks of its replica,
+      // whose losses are averaged (the dense gradients are averaged over ep).
+      double scale = 1.0;
+      if (f->w_in.getDefiningOp<plan_ir::ParamOp>().isSplitOver(plan::kAxisEp)) {
+        dist::MeshOp mesh = requireMesh(program, "heiretsu-autodiff");
+        if (!mesh)
+          return failure();
+        scale = 1.0 / static_cast<double>(mesh.getEp());
+      }
       auto [dx, accumulate] = sink(f->x, loc);
       createKernel(b, loc,
-                   MoeGrad<Value>{.dy = dy,
-                                  .x = f->x,
-                                  .router = f->router,
-                                  .w_in = f->w_in,
-                                  .w_out = f->w_out,
-                                  .w_gate = f->w_gate,
-                                  .probs = f->probs,
-                                  .lse = f->lse,
-                                  .slot_expert = f->slot_expert,
-                                  .slot_weight = f->slot_weight,
-                                  .pre = f->pre,
-                                  .gate_pre = f->gate_pre,
-                                  .act = f->act,
-                                  .dx = dx,
-                                  .drouter = sink(f->router, loc).first,
-                                  .dw_in = sink(f->w_in, loc).first,
-                                  .dw_out = sink(f->w_out, loc).first,
-                                  .dw_gate = f->w_gate ? sink(f->w_gate, loc).first : Value(),
-                                  .rows = f->rows,
-                                  .d = f->d,
-                                  .f = f->f,
-                                  .experts = f->experts,
-                                  .top_k = f->top_k,
-                                  .capacity = f->capacity,
-                                  .swiglu = f->swiglu,
-                                  .accumulate_dx = accumulate,
-                                  .aux_coef = f->aux_coef,
-                                  .z_coef = f->z_coef,
-                                  .daux = daux});
+                   MoeExpertsGrad<Value>{.dy = dy,
+                                         .x = f->x,
+                                         .w_in = f->w_in,
+                                         .w_gate = f->w_gate,
+                                         .w_out = f->w_out,
+                                         .pre = f->pre,
+                                         .gate_pre = f->gate_pre,
+                                         .act = f->act,
+                                         .dx = dx,
+                                         .dw_in = sink(f->w_in, loc).first,
+                                         .dw_gate = f->w_gate ? sink(f->w_gate, loc).first : Value(),
+                                         .dw_out = sink(f->w_out, loc).first,
+                                         .experts = f->experts,
+                                         .tokens = f->tokens,
+                                         .d = f->d,
+                                         .f = f->f,
+                                         .swiglu = f->swiglu,
+                                         .accumulate_dx = accumulate,
+                                         .dw_scale = scale});
+      return success();
+    }
+    if (auto f = kernelAs<MoeDispatch<Value>>(k)) {
+      Value dbuf = source(f->buf);
+      if (!dbuf)
+        return success();
+      auto [dx, accumulate] = sink(f->x, loc);
+      createKernel(b, loc,
+                   MoeDispatchGrad<Value>{.dbuf = dbuf,
+                                          .choice = f->choice,
+                                          .pos = f->pos,
+                                          .dx = dx,
+                                          .rows = f->rows,
+                                          .d = f->d,
+                                          .experts = f->experts,
+                                          .top_k = f->top_k,
+                                          .slots = f->slots,
+                                          .accumulate_dx = accumulate});
+      return success();
+    }
+    if (auto f = kernelAs<MoeRoute<Value>>(k)) {
+      Value dweight = source(f->weight);
+      auto seed = constGrads.find(f->aux);
+      // Repeated on tp_parts ranks whose gradients are summed, each takes its share.
+      double daux = seed == constGrads.end()
+                        ? 0.0
+                        : seed->second / static_cast<double>(std::max<int64_t>(1, f->tp_parts));
+      if (!dweight)
+        return k.emitError("a moe whose output has no gradient is not supported");
+      if (!isParam(f->router))
+        return k.emitError("the moe router must be a parameter");
+      auto [dx, accumulate] = sink(f->x, loc);
+      createKernel(b, loc,
+                   MoeRouteGrad<Value>{.dweight = dweight,
+                                       .x = f->x,
+                                       .router = f->router,
+                                       .probs = f->probs,
+                                       .lse = f->lse,
+                                       .choice = f->choice,
+                                       .dx = dx,
+                                       .drouter = sink(f->router, loc).first,
+                                       .rows = f->rows,
+                                       .d = f->d,
+                                       .experts = f->experts,
+                                       .top_k = f->top_k,
+                                       .seq = f->seq,
+                                       .accumulate_dx = accumulate,
+                                       .aux_coef = f->aux_coef,
+                                       .z_coef = f->z_coef,
+                                       .daux = daux});
       return success();
     }
     if (auto f = kernelAs<Add<Value>>(k); f && numElements(f->y) == 1 && constGrads.count(f->y)) {

@@ -71,6 +71,12 @@ std::optional<Collective> collectiveOf(plan_ir::KernelOp k) {
     return block(*op);
   if (auto op = kernelAs<ReduceScatterInto<Value>>(k))
     return block(*op);
+  if (auto op = kernelAs<AllToAll<Value>>(k)) {
+    Collective c = block(*op);
+    if (op->back)
+      c.what += " (back)";
+    return c;
+  }
   return std::nullopt;
 }
 

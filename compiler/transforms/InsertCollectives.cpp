@@ -27,8 +27,12 @@ dist::ShardingAttr shardingOf(Operation *op) {
 
 bool isPartial(dist::ShardingAttr s) { return s && !s.getPartial().empty(); }
 
-/// A column-parallel linear: its weight is split along its output dimension.
+/// An op whose input enters a tensor-parallel region: a column-parallel linear
+/// (its weight split along its output dimension) or a moe (its experts' hidden
+/// dimension split).
 bool isColumnParallel(Operation *op) {
+  if (isa<graph::MoEOp>(op))
+    return true;
   auto l = dyn_cast<graph::LinearOp>(op);
   if (!l)
     return false;

@@ -30,7 +30,7 @@ struct Lowering {
   OpBuilder b; // inside the "forward" unit
   DenseMap<Value, Value> buffers{}; // graph tensor -> plan buffer
   int64_t temps = 0;
-  int64_t tp = 1; // the mesh's tp size (dist.sharding attributes refer to it)
+  int64_t tp = 1, ep = 1; // the mesh's sizes (dist.sharding attributes refer to them)
   int64_t stage = 0; // the pipeline stage this program runs
   bool needsLoss = true; // @forward returns the loss; a stage may return nothing
 
@@ -45,13 +45,25 @@ struct Lowering {
         return static_cast<int64_t>(d);
     return -1;
   }
-  /// This rank's shape of graph value `v`: its tp-split dimension divided by tp.
+  /// This rank's shape of graph value `v`: each split dimension divided by its
+  /// axis's size (tp; ep for the expert weights).
   SmallVector<int64_t> localShape(Value v) {
     auto t = cast<RankedTensorType>(v.getType());
     SmallVector<int64_t> shape(t.getShape());
-    if (int64_t d = splitDim(v); d >= 0)
-      shape[d] /= tp;
+    for (auto [d, axis] : llvm::enumerate(splitAxes(v)))
+      if (axis >= 0)
+        shape[d] /= axis == plan::kAxisEp ? ep : tp;
     return shape;
+  }
+  /// The axis each dimension of `v` is split over (-1: none), from its producer's
+  /// sharding.
+  static SmallVector<int64_t> splitAxes(Value v) {
+    SmallVector<int64_t> axes(cast<RankedTensorType>(v.getType()).getRank(), -1);
+    Operation *def = v.getDefiningOp();
+    if (auto s = def ? def->getAttrOfType<dist::ShardingAttr>(dist::kShardingAttrName) : nullptr)
+      for (auto [d, axis] : llvm::enumerate(s.getDims()))
+        axes[d] = axis;
+    return axes;
   }
   MemRefType memref(Value tensor) {
     auto t = cast<RankedTensorType>(tensor.getType());
@@ -106,18 +118,16 @@ struct Lowering {
         std = pb.getF64FloatAttr(p.getStd()->convertToDouble());
       // Matrices and embeddings are decayed; norms and biases (rank 1) are not.
       bool decay = type.getRank() >= 2;
-      int64_t dim = splitDim(p.getResult());
       auto global = cast<RankedTensorType>(p.getType()).getShape();
-      SmallVector<int64_t> axes(global.size(), -1);
-      if (dim >= 0)
-        axes[dim] = plan::kAxisTp;
+      SmallVector<int64_t> axes = splitAxes(p.getResult());
+      bool split = llvm::any_of(axes, [](int64_t a) { return a >= 0; });
       auto param = plan_ir::ParamOp::create(
           pb, loc, type, type, type, type, p.getNameAttr(),
           plan_ir::InitKindAttr::get(pb.getContext(),
                                      static_cast<plan_ir::InitKind>(p.getInit())),
           std, decay ? pb.getUnitAttr() : UnitAttr(), DenseI64ArrayAttr(),
-          dim >= 0 ? pb.getDenseI64ArrayAttr(axes) : DenseI64ArrayAttr(),
-          dim >= 0 ? pb.getDenseI64ArrayAttr(global) : DenseI64ArrayAttr(), StringAttr(),
+          split ? pb.getDenseI64ArrayAttr(axes) : DenseI64ArrayAttr(),
+          split ? pb.getDenseI64ArrayAttr(global) : DenseI64ArrayAttr(), StringAttr(),
           IntegerAttr());
       buffers[p.getResult()] = param.getValue();
       return success();
@@ -299,49 +309,131 @@ struct Lowering {
                                                  .valid = valid});
       return success();
     }
-    if (auto m = dyn_cast<graph::MoEOp>(op)) {
-      int64_t d = lastDim(m.getInput()), rows = numel(m.getInput()) / d;
-      int64_t f = cast<RankedTensorType>(m.getWIn().getType()).getShape()[1];
-      int64_t experts = m.getExperts(), k = m.getTopK();
-      // Each expert keeps at most ceil(capacity * slots / experts) of the slots.
-      int64_t capacity = static_cast<int64_t>(std::ceil(
-          m.getCapacity().convertToDouble() * static_cast<double>(rows * k) /
-          static_cast<double>(experts)));
-      bool swiglu = m.getAct() == graph::Activation::swiglu;
-      Value y = define(m.getResult(), loc, "moe");
-      Value aux = define(m.getAuxLoss(), loc, "moe.aux");
-      Value probs = temp(loc, "moe.probs", {rows, experts});
-      Value lse = temp(loc, "moe.lse", {rows});
-      Value expert = createBuffer(program, loc, ("moe.slot_expert." + std::to_string(temps++)),
-                                  MemRefType::get({rows * k}, b.getI32Type()));
-      Value weight = temp(loc, "moe.slot_weight", {rows * k});
-      Value pre = temp(loc, "moe.pre", {rows * k, f});
-      Value gatePre = swiglu ? temp(loc, "moe.gate_pre", {rows * k, f}) : Value();
-      Value act = temp(loc, "moe.act", {rows * k, f});
+    if (isa<graph::MoEOp>(op))
+      return op.emitError("graph.moe is lowered in steps: run heiretsu-moe-dispatch first");
+    if (auto r = dyn_cast<graph::MoERouteOp>(op)) {
+      int64_t d = lastDim(r.getInput()), rows = numel(r.getInput()) / d;
+      int64_t experts = r.getExperts(), k = r.getTopK();
+      Value choice = define(r.getChoice(), loc, "moe.choice");
+      Value pos = define(r.getPos(), loc, "moe.pos");
+      Value weight = define(r.getWeight(), loc, "moe.weight");
+      Value aux = define(r.getAuxLoss(), loc, "moe.aux");
+      // Under tp the route runs on every tp rank of the moe's region (its input is
+      // the region's copy, or all_gather, whose gradient sums over tp).
+      auto region = r.getInput().getDefiningOp();
+      bool inTp = region && isa<dist::CopyOp, dist::AllGatherOp>(region);
+      // Each tp rank's router gradient is then a partial sum, all-reduced in the update.
+      if (auto router = get(r.getRouter()).getDefiningOp<plan_ir::ParamOp>(); router && inTp)
+        router.setGradReduceAttr(b.getStringAttr("tp"));
       createKernel(b, loc,
-                   plan::op::Moe<Value>{.x = get(m.getInput()),
-                                        .router = get(m.getRouter()),
-                                        .w_in = get(m.getWIn()),
-                                        .w_out = get(m.getWOut()),
-                                        .w_gate = get(m.getWGate()),
-                                        .y = y,
-                                        .aux = aux,
-                                        .probs = probs,
-                                        .lse = lse,
-                                        .slot_expert = expert,
-                                        .slot_weight = weight,
-                                        .pre = pre,
-                                        .gate_pre = gatePre,
-                                        .act = act,
-                                        .rows = rows,
-                                        .d = d,
-                                        .f = f,
-                                        .experts = experts,
-                                        .top_k = k,
-                                        .capacity = capacity,
-                                        .swiglu = swiglu,
-                                        .aux_coef = m.getAuxCoef().convertToDouble(),
-                                        .z_coef = m.getZCoef().convertToDouble()});
+                   plan::op::MoeRoute<Value>{
+                       .x = get(r.getInput()),
+                       .router = get(r.getRouter()),
+                       .probs = temp(loc, "moe.probs", {rows, experts}),
+                       .lse = temp(loc, "moe.lse", {rows}),
+                       .choice = choice,
+                       .pos = pos,
+                       .weight = weight,
+                       .aux = aux,
+                       .load = temp(loc, "moe.load", {2, experts}),
+                       .rows = rows,
+                       .d = d,
+                       .experts = experts,
+                       .top_k = k,
+                       .seq = cast<RankedTensorType>(r.getInput().getType()).getDimSize(1),
+                       .capacity = static_cast<int64_t>(r.getCapacity()),
+                       .tp_parts = inTp ? tp : 1,
+                       .aux_coef = r.getAuxCoef().convertToDouble(),
+                       .z_coef = r.getZCoef().convertToDouble()});
+      return success();
+    }
+    if (isa<graph::MoEDispatchOp, graph::MoECombineOp>(op)) {
+      bool dispatch = isa<graph::MoEDispatchOp>(op);
+      Value tokens = dispatch ? op.getOperand(0) : op.getResult(0);
+      Value expertMajor = dispatch ? op.getResult(0) : op.getOperand(0);
+      auto buf = cast<RankedTensorType>(expertMajor.getType());
+      int64_t d = lastDim(tokens), rows = numel(tokens) / d;
+      int64_t k = cast<RankedTensorType>(op.getOperand(1).getType()).getDimSize(2);
+      if (dispatch) {
+        Value out = define(op.getResult(0), loc, "moe.dispatch");
+        createKernel(b, loc,
+                     plan::op::MoeDispatch<Value>{.x = get(op.getOperand(0)),
+                                                  .choice = get(op.getOperand(1)),
+                                                  .pos = get(op.getOperand(2)),
+                                                  .buf = out,
+                                                  .rows = rows,
+                                                  .d = d,
+                                                  .experts = buf.getDimSize(0),
+                                                  .top_k = k,
+                                                  .slots = buf.getDimSize(1)});
+        return success();
+      }
+      Value y = define(op.getResult(0), loc, "moe.combine");
+      createKernel(b, loc,
+                   plan::op::MoeCombine<Value>{.buf = get(op.getOperand(0)),
+                                               .choice = get(op.getOperand(1)),
+                                               .pos = get(op.getOperand(2)),
+                                               .weight = get(op.getOperand(3)),
+                                               .y = y,
+                                               .rows = rows,
+                                               .d = d,
+                                               .experts = buf.getDimSize(0),
+                                               .top_k = k,
+                                               .slots = buf.getDimSize(1)});
+      return success();
+    }
+    if (auto m = dyn_cast<graph::MoEExpertsOp>(op)) {
+      SmallVector<int64_t> in = localShape(m.getInput());
+      int64_t experts = in[0], tokens = in[1], d = in[2];
+      int64_t f = localShape(m.getWIn())[1];
+      if (localShape(m.getWIn())[0] != experts)
+        return op.emitError() << "this rank holds " << localShape(m.getWIn())[0]
+                              << " experts' weights but the expert-major input has " << experts
+                              << " experts (split the weights over ep: heiretsu-moe-dispatch)";
+      bool swiglu = m.getAct() == graph::Activation::swiglu;
+      Value y = define(m.getResult(), loc, "moe.experts");
+      createKernel(b, loc,
+                   plan::op::MoeExperts<Value>{
+                       .x = get(m.getInput()),
+                       .w_in = get(m.getWIn()),
+                       .w_gate = get(m.getWGate()),
+                       .w_out = get(m.getWOut()),
+                       .pre = temp(loc, "moe.pre", {experts, tokens, f}),
+                       .gate_pre = swiglu ? temp(loc, "moe.gate_pre", {experts, tokens, f}) : Value(),
+                       .act = temp(loc, "moe.act", {experts, tokens, f}),
+                       .y = y,
+                       .experts = experts,
+                       .tokens = tokens,
+                       .d = d,
+                       .f = f,
+                       .swiglu = swiglu});
+      return success();
+    }
+    if (auto a = dyn_cast<dist::AllToAllOp>(op)) {
+      // The MoE exchange: [parts, outer, inner] <-> [outer, parts, inner].
+      bool back = a.getSplitDim() == 1 && a.getConcatDim() == 0;
+      if (!back && !(a.getSplitDim() == 0 && a.getConcatDim() == 1))
+        return op.emitError() << "dist.all_to_all split " << a.getSplitDim() << " concat "
+                              << a.getConcatDim()
+                              << " has no plan lowering (split 0 concat 1 and its inverse do)";
+      SmallVector<int64_t> src = localShape(a.getInput());
+      if (src.size() < 2)
+        return op.emitError("dist.all_to_all needs a tensor of rank >= 2");
+      int64_t parts = a.getAxis() == dist::Axis::ep ? ep : tp;
+      int64_t inner = 1;
+      for (size_t d = 2; d < src.size(); ++d)
+        inner *= src[d];
+      int64_t outer = back ? src[0] : src[0] / parts;
+      inner *= back ? src[1] / parts : src[1];
+      Value dst = define(a.getResult(), loc, "all_to_all");
+      createKernel(b, loc,
+                   plan::op::AllToAll<Value>{.src = get(a.getInput()),
+                                             .dst = dst,
+                                             .axis = static_cast<int64_t>(a.getAxis()),
+                                             .outer = outer,
+                                             .parts = parts,
+                                             .inner = inner,
+                                             .back = back ? 1 : 0});
       return success();
     }
     if (auto r = dyn_cast<dist::AllReduceOp>(op)) {
@@ -556,6 +648,7 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
                         .b = OpBuilder::atBlockEnd(&fwds[c].getBody().front()),
                         .temps = temps,
                         .tp = static_cast<int64_t>(mesh.getTp()),
+                        .ep = static_cast<int64_t>(mesh.getEp()),
                         .stage = stage,
                         .needsLoss = !isStage};
       for (auto [i, arg] : llvm::enumerate(chunkFn.getArguments())) {

@@ -2,6 +2,7 @@
 
 #include "compiler/transforms/Passes.h"
 #include "compiler/transforms/PlanUtils.h"
+#include "dialects/dist/DistDialect.h"
 
 using namespace mlir;
 
@@ -66,7 +67,10 @@ struct OptimizerPass : impl::OptimizerPassBase<OptimizerPass> {
     }
     tieAcrossStages(program, update, params);
     OpBuilder b = OpBuilder::atBlockEnd(&body);
-    createPartialGradReduce(b, program.getLoc(), params);
+    // The mesh, when the module has one (hand-written IR may not), says ep.
+    auto module = program->getParentOfType<ModuleOp>();
+    auto mesh = module ? module.lookupSymbol<dist::MeshOp>("world") : dist::MeshOp();
+    createPartialGradReduce(b, program.getLoc(), params, mesh ? mesh.getEp() : 1);
     createGradNorm(b, program.getLoc(), params, /*sharded=*/false);
     for (plan_ir::ParamOp p : params)
       createAdamW(b, p, /*shard=*/0);

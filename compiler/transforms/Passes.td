@@ -148,6 +148,30 @@ def StageCutsPass : Pass<"heiretsu-stage-cuts", "::mlir::ModuleOp"> {
   ];
 }
 
+def MoeDispatchPass : Pass<"heiretsu-moe-dispatch", "::mlir::ModuleOp"> {
+  let summary = "Lower each graph.moe into routing, dispatch, expert GEMMs and combine";
+  let description = [{
+    After heiretsu-stage-cuts, in every function: replaces each `graph.moe` by
+    `graph.moe_route` (the router, top-k, per-sequence capacity and slots, the
+    auxiliary loss), `graph.moe_dispatch` (the tokens into an expert-major buffer
+    `[E, B * C, D]`, C the slots an expert keeps per sequence), with ep > 1 in
+    `dist.mesh @world` a `dist.all_to_all ... over ep split 0 concat 1` (each ep
+    rank receives its E / ep experts' rows from every ep rank of its group),
+    `graph.moe_experts` (the grouped GEMMs), the inverse `dist.all_to_all ...
+    split 1 concat 0`, and `graph.moe_combine` (the weighted sum back into token
+    order). The expert weights (`w_in`, `w_gate`, `w_out`) get dimension 0 split
+    over ep in their `dist.sharding`, which keeps the tp split of their hidden
+    dimension; with tp > 1 the experts' output, the exchange back and the combine
+    are partial sums over tp (the moe's `dist.sharding`), reduced by the
+    all_reduce heiretsu-insert-collectives placed after the moe. Every op keeps
+    the moe's `graph.layer`.
+
+    Errors: experts not divisible by ep; ep > 1 in a module without a moe; expert
+    weights that are not parameters; no mesh.
+  }];
+  let dependentDialects = ["::heiretsu::dist::DistDialect"];
+}
+
 def LowerToPlanPass : Pass<"heiretsu-lower-to-plan", "::mlir::ModuleOp"> {
   let summary = "Lower the graph forward function to a plan.program of kernels";
   let description = [{

@@ -18,6 +18,7 @@ void buildCompilePipeline(mlir::OpPassManager &pm, const CompilePipelineOptions 
   cuts.stageLayers = options.stageLayers;
   cuts.virtualStages = options.virtualStages;
   pm.addPass(createStageCutsPass(cuts));
+  pm.addPass(createMoeDispatchPass());
   LowerToPlanPassOptions lower;
   lower.microbatches = options.microbatches;
   pm.addPass(createLowerToPlanPass(lower));

@@ -241,31 +241,45 @@ inline llvm::SmallVector<plan_ir::ParamOp> paramsOf(plan_ir::ProgramOp program) 
 /// A parameter tied to a lower stage (`tied_stage`) is counted there only.
 inline void createGradNorm(mlir::OpBuilder &b, mlir::Location loc,
                            llvm::ArrayRef<plan_ir::ParamOp> params, bool sharded) {
-  plan::op::GradNormSq<mlir::Value> whole{.sharded = sharded ? 1 : 0},
-      blocks{.sharded = sharded ? 1 : 0, .tp_sharded = 1};
+  // One instruction per kind of block: whole, tp blocks, ep blocks, both.
+  plan::op::GradNormSq<mlir::Value> norms[2][2];
+  for (int tp = 0; tp < 2; ++tp)
+    for (int ep = 0; ep < 2; ++ep)
+      norms[tp][ep] = {.sharded = sharded ? 1 : 0, .tp_sharded = tp, .ep_sharded = ep};
   for (plan_ir::ParamOp p : params) {
     auto program = p->getParentOfType<plan_ir::ProgramOp>();
     if (mlir::IntegerAttr tied = p.getTiedStageAttr();
         tied && program && tied.getInt() < program.getStageAttr().getInt())
       continue;
-    (p.isSplitOver(plan::kAxisTp) ? blocks : whole).buffers.push_back(p.getGrad());
+    norms[p.isSplitOver(plan::kAxisTp)][p.isSplitOver(plan::kAxisEp)].buffers.push_back(
+        p.getGrad());
   }
-  if (!whole.buffers.empty())
-    createKernel(b, loc, whole);
-  if (!blocks.buffers.empty())
-    createKernel(b, loc, blocks);
+  for (auto &row : norms)
+    for (auto &norm : row)
+      if (!norm.buffers.empty())
+        createKernel(b, loc, norm);
 }
 
-/// The all_reduce over tp of the gradients that are partial sums on each tp rank
-/// (parameters marked grad_reduce = "tp"), if any: the update unit's first step.
+/// The update unit's first steps: the all_reduce over tp of the gradients that
+/// are partial sums on each tp rank (parameters marked grad_reduce = "tp"), and,
+/// with expert parallelism, the average over ep of the gradients of the
+/// parameters every ep rank holds (the dense ones: ep ranks take different rows,
+/// like dp ranks; the experts' own are split over ep). Synchronous, in the update:
+/// the backward pass's all_to_alls use the ep group.
 inline void createPartialGradReduce(mlir::OpBuilder &b, mlir::Location loc,
-                                    llvm::ArrayRef<plan_ir::ParamOp> params) {
+                                    llvm::ArrayRef<plan_ir::ParamOp> params, int64_t ep) {
   plan::op::AllReduce<mlir::Value> reduce{.axis = plan::kAxisTp, .reduce = plan::kReduceSum};
-  for (plan_ir::ParamOp p : params)
+  plan::op::AllReduce<mlir::Value> average{.axis = plan::kAxisEp, .reduce = plan::kReduceAvg};
+  for (plan_ir::ParamOp p : params) {
     if (p.getGradReduce())
       reduce.buffers.push_back(p.getGrad());
+    if (ep > 1 && !p.isSplitOver(plan::kAxisEp))
+      average.buffers.push_back(p.getGrad());
+  }
   if (!reduce.buffers.empty())
     createKernel(b, loc, reduce);
+  if (!average.buffers.empty())
+    createKernel(b, loc, average);
 }
 
 /// Clipping and AdamW of parameter `p` (shard: ZeRO-1's moment shard, 0 = whole).

@@ -151,9 +151,18 @@ struct Propagation {
           dimSize(ce.getLogits(), rank(ce.getLogits()) - 1) % tp != 0)
         return op.emitError() << "the vocabulary (" << dimSize(ce.getLogits(), rank(ce.getLogits()) - 1)
                               << ") is not divisible by tp = " << tp;
-    } else if (isa<graph::MoEOp>(op)) {
-      return op.emitError() << "moe layers are not supported with tp = " << tp
-                            << " (tensor parallelism covers dense models)";
+    } else if (auto m = dyn_cast<graph::MoEOp>(op)) {
+      // Expert tensor parallelism: like a dense MLP, each tp rank holds a block of
+      // every expert's hidden units (w_in, w_gate by rows, w_out by columns) and
+      // its output is a partial sum; the router is whole, the routing repeated on
+      // every tp rank.
+      if (failed(needTokens(&op, m.getInput(), "the moe's input")) ||
+          failed(requireParam(m.getRouter(), -1, &op, "the moe router")) ||
+          failed(requireParam(m.getWIn(), 1, &op, "the expert weight w_in")) ||
+          failed(requireParam(m.getWOut(), 2, &op, "the expert weight w_out")) ||
+          (m.getWGate() && failed(requireParam(m.getWGate(), 1, &op, "the expert weight w_gate"))))
+        return failure();
+      result = Layout::Partial;
     } else {
       return op.emitError("no sharding rule for '") << op.getName() << "'";
     }

@@ -60,7 +60,7 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
       gather.buffers.push_back(q.getValue());
     }
     Location loc = program.getLoc();
-    createPartialGradReduce(b, loc, sharded);
+    createPartialGradReduce(b, loc, sharded, in->mesh.getEp());
     createKernel(b, loc, scatter);
     createGradNorm(b, loc, sharded, /*sharded=*/true);
     for (plan_ir::ParamOp q : sharded)

@@ -44,9 +44,15 @@ LogicalResult DistDialect::verifyOperationAttribute(Operation *op,
   if (!sharding)
     return op->emitError() << "'" << kShardingAttrName
                            << "' must be a #dist.sharding";
-  if (op->getNumResults() != 1)
+  // It describes the first result; any others must be scalars, which are whole
+  // (a moe's auxiliary loss).
+  auto scalar = [](Value v) {
+    auto t = dyn_cast<RankedTensorType>(v.getType());
+    return t && t.getRank() == 0;
+  };
+  if (op->getNumResults() == 0 || !llvm::all_of(op->getResults().drop_front(), scalar))
     return op->emitError() << "'" << kShardingAttrName
-                           << "' needs an op with exactly one result";
+                           << "' needs an op with one result, or one and scalars";
   auto type = dyn_cast<RankedTensorType>(op->getResult(0).getType());
   if (!type || type.getRank() != static_cast<int64_t>(sharding.getDims().size()))
     return op->emitError() << "'" << kShardingAttrName << "' has "

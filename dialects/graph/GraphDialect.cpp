@@ -14,6 +14,7 @@
 #include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -259,6 +260,8 @@ LogicalResult AttentionOp::verify() {
 LogicalResult MoEOp::verify() {
   int64_t e = getExperts();
   auto in = tensorType(getInput());
+  if (in.getRank() != 3)
+    return emitOpError("(C1) input must be [B, T, D], got ") << shapeStr(in.getShape());
   int64_t d = in.getShape().back();
   auto router = tensorType(getRouter());
   if (e < 1 || router.getRank() != 2 || router.getDimSize(0) != e ||
@@ -285,13 +288,112 @@ LogicalResult MoEOp::verify() {
   if (getTopK() < 1 || getTopK() > e)
     return emitOpError("(C4) top_k must be in [1, ")
            << e << "], got " << getTopK();
-  if (!positiveFinite(getCapacity().convertToDouble()))
-    return emitOpError("(C5) capacity must be finite and > 0, got ")
-           << getCapacity().convertToDouble();
+  if (std::optional<APFloat> c = getCapacity(); c && !positiveFinite(c->convertToDouble()))
+    return emitOpError("(C5) capacity must be finite and > 0, got ") << c->convertToDouble();
   for (auto [name, v] : {std::pair<StringRef, double>{"aux_coef", getAuxCoef().convertToDouble()},
                          {"z_coef", getZCoef().convertToDouble()}})
     if (!std::isfinite(v) || v < 0)
       return emitOpError("(C5) ") << name << " must be finite and >= 0, got " << v;
+  return success();
+}
+
+int64_t MoEOp::slotsPerSequence() {
+  int64_t seq = tensorType(getInput()).getDimSize(1);
+  std::optional<APFloat> c = getCapacity();
+  if (!c)
+    return seq; // dropless: a sequence sends an expert at most one slot per token
+  double slots = std::ceil(c->convertToDouble() * static_cast<double>(seq * getTopK()) /
+                           static_cast<double>(getExperts()));
+  return std::clamp<int64_t>(static_cast<int64_t>(slots), 1, seq);
+}
+
+/// `[B, T, K]` of the given element type (the slots of moe_route's results).
+static LogicalResult checkSlots(Operation *op, StringRef constraint, StringRef name, Value v,
+                                ArrayRef<int64_t> tokens, int64_t k) {
+  auto t = tensorType(v);
+  if (t.getRank() != 3 || t.getDimSize(0) != tokens[0] || t.getDimSize(1) != tokens[1] ||
+      (k > 0 && t.getDimSize(2) != k))
+    return op->emitOpError() << "(" << constraint << ") " << name << " must be [" << tokens[0]
+                             << ", " << tokens[1] << ", " << (k > 0 ? std::to_string(k) : "K")
+                             << "], got " << shapeStr(t.getShape());
+  return success();
+}
+
+LogicalResult MoERouteOp::verify() {
+  auto in = tensorType(getInput());
+  if (in.getRank() != 3)
+    return emitOpError("(C1) input must be [B, T, D], got ") << shapeStr(in.getShape());
+  int64_t e = getExperts(), d = in.getDimSize(2), seq = in.getDimSize(1);
+  auto router = tensorType(getRouter());
+  if (e < 1 || router.getRank() != 2 || router.getDimSize(0) != e || router.getDimSize(1) != d)
+    return emitOpError("(C1) router must be [experts, D] = [")
+           << e << ", " << d << "], got " << shapeStr(router.getShape());
+  if (getTopK() < 1 || getTopK() > e)
+    return emitOpError("(C2) top_k must be in [1, ") << e << "], got " << getTopK();
+  if (getCapacity() < 1 || getCapacity() > seq)
+    return emitOpError("(C2) capacity must be in [1, T = ")
+           << seq << "] slots per sequence, got " << getCapacity();
+  for (auto [name, v] : {std::pair<StringRef, Value>{"choice", getChoice()},
+                         {"pos", getPos()},
+                         {"weight", getWeight()}})
+    if (failed(checkSlots(*this, "C3", name, v, in.getShape(), getTopK())))
+      return failure();
+  for (auto [name, v] : {std::pair<StringRef, double>{"aux_coef", getAuxCoef().convertToDouble()},
+                         {"z_coef", getZCoef().convertToDouble()}})
+    if (!std::isfinite(v) || v < 0)
+      return emitOpError("(C4) ") << name << " must be finite and >= 0, got " << v;
+  return success();
+}
+
+/// C1 and C2 of moe_dispatch and moe_combine: `tokens` is [B, T, D], `experts`
+/// [E, B * C, D], and the slot tensors [B, T, K].
+static LogicalResult checkExpertMajor(Operation *op, RankedTensorType tokens,
+                                      RankedTensorType experts, ArrayRef<Value> slots) {
+  if (tokens.getRank() != 3)
+    return op->emitOpError("(C1) the tokens must be [B, T, D], got ")
+           << shapeStr(tokens.getShape());
+  int64_t k = tensorType(slots.front()).getRank() == 3 ? tensorType(slots.front()).getDimSize(2) : 0;
+  for (Value v : slots)
+    if (failed(checkSlots(op, "C1", "the slot tensors", v, tokens.getShape(), k)))
+      return failure();
+  int64_t b = tokens.getDimSize(0), seq = tokens.getDimSize(1), d = tokens.getDimSize(2);
+  if (experts.getRank() != 3 || experts.getDimSize(0) < k || experts.getDimSize(2) != d ||
+      experts.getDimSize(1) % b != 0 || experts.getDimSize(1) / b < 1 ||
+      experts.getDimSize(1) / b > seq)
+    return op->emitOpError("(C2) the expert-major buffer must be [E, B * C, D] with E >= ")
+           << k << ", B = " << b << ", C in [1, " << seq << "], D = " << d << "; got "
+           << shapeStr(experts.getShape());
+  return success();
+}
+
+LogicalResult MoEDispatchOp::verify() {
+  return checkExpertMajor(*this, tensorType(getInput()), tensorType(getResult()),
+                          {getChoice(), getPos()});
+}
+
+LogicalResult MoECombineOp::verify() {
+  return checkExpertMajor(*this, tensorType(getResult()), tensorType(getInput()),
+                          {getChoice(), getPos(), getWeight()});
+}
+
+LogicalResult MoEExpertsOp::verify() {
+  auto in = tensorType(getInput());
+  if (in.getRank() != 3)
+    return emitOpError("(C1) input must be [G, N, D], got ") << shapeStr(in.getShape());
+  int64_t g = in.getDimSize(0), d = in.getDimSize(2);
+  auto wIn = tensorType(getWIn()), wOut = tensorType(getWOut());
+  if (wIn.getRank() != 3 || wIn.getDimSize(0) % g != 0 || wIn.getDimSize(2) != d)
+    return emitOpError("(C1) w_in must be [E, F, ")
+           << d << "] with E a multiple of G = " << g << ", got " << shapeStr(wIn.getShape());
+  SmallVector<int64_t> outShape = {wIn.getDimSize(0), d, wIn.getDimSize(1)};
+  if (wOut.getShape() != ArrayRef<int64_t>(outShape))
+    return emitOpError("(C1) w_out must be ")
+           << shapeStr(outShape) << ", got " << shapeStr(wOut.getShape());
+  if ((getAct() == Activation::swiglu) != static_cast<bool>(getWGate()))
+    return emitOpError("(C2) w_gate is required for act = swiglu and only for it");
+  if (Value gate = getWGate(); gate && tensorType(gate).getShape() != wIn.getShape())
+    return emitOpError("(C2) w_gate must be ")
+           << shapeStr(wIn.getShape()) << ", got " << shapeStr(tensorType(gate).getShape());
   return success();
 }
 

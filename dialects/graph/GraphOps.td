@@ -256,21 +256,28 @@ def Graph_AddOp : Graph_Op<"add", [Pure, SameOperandsAndResultType, Commutative]
 }
 
 def Graph_MoEOp : Graph_Op<"moe", [Pure, AllTypesMatch<["input", "result"]>]> {
-  let summary = "mixture-of-experts MLP with top-k routing and capacity";
+  let summary = "mixture-of-experts MLP with top-k routing and per-sequence capacity";
   let description = [{
     Routes each token to its `top_k` highest-scoring experts (softmax over
-    `router` logits, weights renormalized over the chosen k), drops tokens past an
-    expert's capacity `ceil(capacity * tokens * top_k / experts)`, runs each expert's
-    MLP and combines the results. The second result is the auxiliary loss already
-    multiplied by its coefficients: `aux_coef * load_balance + z_coef * z_loss`
-    (Switch Transformer load balancing; ST-MoE router z-loss).
+    `router` logits, weights renormalized over the chosen k), runs each expert's
+    MLP and combines the results. Every decision is the sequence's own (dimension
+    1 of `input` is the sequence): an expert keeps at most `ceil(capacity * T *
+    top_k / experts)` (at most T) of a sequence's slots, in token order, and drops
+    the rest; without `capacity` (`capacity = none` in the spec) nothing is
+    dropped. The second result is the auxiliary loss already multiplied by its
+    coefficients: `aux_coef * load_balance + z_coef * z_loss`, the load balance
+    taken per sequence and averaged (DeepSeek-V3's sequence-wise balance loss,
+    Switch Transformer's formula) and the ST-MoE router z-loss averaged over tokens.
+    heiretsu-moe-dispatch lowers it into moe_route, moe_dispatch, (all_to_all),
+    moe_experts, (all_to_all) and moe_combine.
 
     Constraints:
-    - (C1) `input` is `[..., D]`; `router` is `[E, D]` with E = `experts`.
+    - (C1) `input` is `[B, T, D]`; `router` is `[E, D]` with E = `experts`.
     - (C2) `w_in` is `[E, F, D]` and `w_out` is `[E, D, F]`.
     - (C3) `w_gate` (`[E, F, D]`) is present if and only if `act` is `swiglu`.
     - (C4) `1 <= top_k <= experts`.
-    - (C5) `capacity` is finite and > 0; `aux_coef` and `z_coef` are finite and >= 0.
+    - (C5) `capacity`, when present, is finite and > 0; `aux_coef` and `z_coef` are
+      finite and >= 0.
     - (C6) `result` has the input's type; `aux_loss` is a scalar.
 
     Example:
@@ -282,15 +289,136 @@ def Graph_MoEOp : Graph_Op<"moe", [Pure, AllTypesMatch<["input", "result"]>]> {
   }];
   let arguments = (ins Graph_F32Tensor:$input, Graph_F32Tensor:$router, Graph_F32Tensor:$w_in,
                        Graph_F32Tensor:$w_out, Optional<Graph_F32Tensor>:$w_gate,
-                       I64Attr:$experts, I64Attr:$top_k, F64Attr:$capacity,
+                       I64Attr:$experts, I64Attr:$top_k, OptionalAttr<F64Attr>:$capacity,
                        F64Attr:$aux_coef, F64Attr:$z_coef,
                        Graph_ActivationAttr:$act);
   let results = (outs Graph_F32Tensor:$result, Graph_F32Scalar:$aux_loss);
   let assemblyFormat = [{
     $input `,` $router `,` $w_in `,` $w_out (`gate` $w_gate^ `:` type($w_gate))?
-    `experts` `=` $experts `top_k` `=` $top_k `capacity` `=` $capacity
+    `experts` `=` $experts `top_k` `=` $top_k (`capacity` `=` $capacity^)?
     `aux_coef` `=` $aux_coef `z_coef` `=` $z_coef `act` `=` $act attr-dict
     `:` type($input) `,` type($router) `,` type($w_in) `,` type($w_out)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The slots an expert keeps per sequence (the capacity rule above).
+    int64_t slotsPerSequence();
+  }];
+}
+
+def Graph_MoERouteOp : Graph_Op<"moe_route", [Pure]> {
+  let summary = "MoE routing: top-k experts, per-sequence capacity, auxiliary loss";
+  let description = [{
+    The first step of a lowered `graph.moe` (same routing rule and loss). For each
+    token (b, t) and choice j: `choice` the expert, `pos` the row in that expert's
+    region of the expert-major buffer (`b * capacity + ` the number of the
+    sequence's earlier slots that expert kept, or -1 when dropped), `weight` the
+    combine weight. `capacity` is the slots an expert keeps per sequence.
+
+    Constraints:
+    - (C1) `input` is `[B, T, D]`; `router` is `[E, D]` with E = `experts`.
+    - (C2) `1 <= top_k <= experts` and `1 <= capacity <= T`.
+    - (C3) `choice`, `pos` and `weight` are `[B, T, top_k]`; `aux_loss` is a scalar.
+    - (C4) `aux_coef` and `z_coef` are finite and >= 0.
+
+    Example:
+    ```mlir
+    %c, %p, %w, %aux = graph.moe_route %x, %wr experts = 4 top_k = 2 capacity = 40
+        aux_coef = 1.0e-02 z_coef = 0.0 : tensor<4x64x64xf32>, tensor<4x64xf32>
+        -> tensor<4x64x2xi32>, tensor<4x64x2xi32>, tensor<4x64x2xf32>
+    ```
+  }];
+  let arguments = (ins Graph_F32Tensor:$input, Graph_F32Tensor:$router,
+                       I64Attr:$experts, I64Attr:$top_k, I64Attr:$capacity,
+                       F64Attr:$aux_coef, F64Attr:$z_coef);
+  let results = (outs Graph_IdTensor:$choice, Graph_IdTensor:$pos, Graph_F32Tensor:$weight,
+                      Graph_F32Scalar:$aux_loss);
+  let assemblyFormat = [{
+    $input `,` $router `experts` `=` $experts `top_k` `=` $top_k `capacity` `=` $capacity
+    `aux_coef` `=` $aux_coef `z_coef` `=` $z_coef attr-dict
+    `:` type($input) `,` type($router) `->` type($choice) `,` type($pos) `,` type($weight)
+  }];
+  let hasVerifier = 1;
+}
+
+def Graph_MoEDispatchOp : Graph_Op<"moe_dispatch", [Pure]> {
+  let summary = "MoE permute: each kept slot's token into the expert-major buffer";
+  let description = [{
+    `result[choice, pos] = input[b, t]` for each kept slot (pos >= 0); the rows no
+    slot takes are zero. The result is `[E, B * capacity, D]`: expert e's region
+    holds `capacity` rows per sequence.
+
+    Constraints:
+    - (C1) `input` is `[B, T, D]`; `choice` and `pos` are `[B, T, K]`.
+    - (C2) the result is `[E, B * C, D]` for some E >= K and C in [1, T].
+
+    Example:
+    ```mlir
+    %buf = graph.moe_dispatch %x, %c, %p : tensor<4x64x64xf32>, tensor<4x64x2xi32>,
+        tensor<4x64x2xi32> -> tensor<4x160x64xf32>
+    ```
+  }];
+  let arguments = (ins Graph_F32Tensor:$input, Graph_IdTensor:$choice, Graph_IdTensor:$pos);
+  let results = (outs Graph_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $choice `,` $pos attr-dict `:` type($input) `,` type($choice) `,` type($pos)
+    `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Graph_MoEExpertsOp : Graph_Op<"moe_experts", [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "the experts' MLPs as grouped GEMMs over the expert-major buffer";
+  let description = [{
+    For each expert g of `input` (`[G, N, D]`, N rows each): `act(input[g] w_in[g]^T)
+    w_out[g]^T`, act GELU or SwiGLU (`silu(x w_gate^T) * (x w_in^T)`). The weights
+    hold the experts of the whole expert-parallel group (their `dist.sharding`
+    splits dimension 0 over ep): G is this rank's share of them.
+
+    Constraints:
+    - (C1) `input` is `[G, N, D]`; `w_in` is `[E, F, D]` and `w_out` `[E, D, F]`, with
+      E a multiple of G.
+    - (C2) `w_gate` (`[E, F, D]`) is present if and only if `act` is `swiglu`.
+    - (C3) `result` has the input's type.
+
+    Example:
+    ```mlir
+    %out = graph.moe_experts %recv, %w1, %w2 act = gelu : tensor<2x320x64xf32>,
+        tensor<4x256x64xf32>, tensor<4x64x256xf32>
+    ```
+  }];
+  let arguments = (ins Graph_F32Tensor:$input, Graph_F32Tensor:$w_in, Graph_F32Tensor:$w_out,
+                       Optional<Graph_F32Tensor>:$w_gate, Graph_ActivationAttr:$act);
+  let results = (outs Graph_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $w_in `,` $w_out (`gate` $w_gate^ `:` type($w_gate))? `act` `=` $act attr-dict
+    `:` type($input) `,` type($w_in) `,` type($w_out)
+  }];
+  let hasVerifier = 1;
+}
+
+def Graph_MoECombineOp : Graph_Op<"moe_combine", [Pure]> {
+  let summary = "MoE un-permute: each token's expert outputs, weighted and summed";
+  let description = [{
+    `result[b, t] = sum over the kept slots j of weight[b, t, j] *
+    input[choice[b, t, j], pos[b, t, j]]`.
+
+    Constraints:
+    - (C1) `input` is `[E, B * C, D]`; `choice`, `pos` and `weight` are `[B, T, K]`.
+    - (C2) the result is `[B, T, D]`, with C in [1, T].
+
+    Example:
+    ```mlir
+    %y = graph.moe_combine %back, %c, %p, %w : tensor<4x160x64xf32>, tensor<4x64x2xi32>,
+        tensor<4x64x2xi32>, tensor<4x64x2xf32> -> tensor<4x64x64xf32>
+    ```
+  }];
+  let arguments = (ins Graph_F32Tensor:$input, Graph_IdTensor:$choice, Graph_IdTensor:$pos,
+                       Graph_F32Tensor:$weight);
+  let results = (outs Graph_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $choice `,` $pos `,` $weight attr-dict `:` type($input) `,` type($choice) `,`
+    type($pos) `,` type($weight) `->` type($result)
   }];
   let hasVerifier = 1;
 }

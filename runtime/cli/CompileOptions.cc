@@ -163,8 +163,11 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
              std::to_string(out->ep) + " is too large";
   }
 
-  // G = B * M * dp: any two determine the third; defaults B = 1, M = 1.
-  const int64_t dp = out->dp;
+  // G = B * M * dp * ep (the data ranks, DESIGN.md §3): any two of G, B, M determine
+  // the third; defaults B = 1, M = 1.
+  const int64_t dp = out->dp * out->ep;
+  const std::string ranks = "--dp " + std::to_string(out->dp) +
+                            (out->ep > 1 ? " x --ep " + std::to_string(out->ep) : "");
   auto product = [&](int64_t b, int64_t m, int64_t* g) {
     return !__builtin_mul_overflow(b, m, g) && !__builtin_mul_overflow(*g, dp, g) &&
            *g <= kMaxCount;
@@ -176,22 +179,21 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
       int64_t want = 0;
       if (!product(b, m, &want) || want != g)
         return "--global-batch " + std::to_string(g) + " must equal --micro-batch-size " +
-               std::to_string(b) + " x --microbatches " + std::to_string(m) + " x --dp " +
-               std::to_string(dp);
+               std::to_string(b) + " x --microbatches " + std::to_string(m) + " x " + ranks;
     } else if (micro) {
       if (g % (m * dp) != 0)
         return "--global-batch " + std::to_string(g) + " is not divisible by --microbatches " +
-               std::to_string(m) + " x --dp " + std::to_string(dp);
+               std::to_string(m) + " x " + ranks;
       b = g / (m * dp);
     } else {
       if (g % (b * dp) != 0)
-        return "--global-batch " + std::to_string(g) + " is not divisible by --dp " +
-               std::to_string(dp) + " x --micro-batch-size " + std::to_string(b);
+        return "--global-batch " + std::to_string(g) + " is not divisible by " + ranks +
+               " x --micro-batch-size " + std::to_string(b);
       m = g / (b * dp);
     }
   } else if (!product(b, m, &g)) {
     return "global batch --micro-batch-size " + std::to_string(b) + " x --microbatches " +
-           std::to_string(m) + " x --dp " + std::to_string(dp) + " is too large";
+           std::to_string(m) + " x " + ranks + " is too large";
   }
   if (m > 65536)  // plan::kMaxMicrobatches; the runtime refuses more
     return "--microbatches " + std::to_string(m) + " is more than the limit 65536";
@@ -230,9 +232,6 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
 
 std::optional<std::string> CheckBuilt(const CompileOptions& o) {
   const std::string built = " is not built yet";
-  if (o.ep > 1)
-    return "--ep " + std::to_string(o.ep) + built +
-           " (expert parallelism); data, tensor and pipeline parallelism (--dp, --tp, --pp) are";
   if (o.precision != "fp32")
     return "--precision " + o.precision + built + " (mixed precision needs the CUDA backend's "
            "bf16/fp16 kernels); fp32 is";

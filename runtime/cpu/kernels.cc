@@ -516,204 +516,303 @@ void VocabLoss(const T* max, const T* sum, const T* target, T* loss, T* lse, int
   *loss = static_cast<T>(total / static_cast<double>(rows));
 }
 
+//===----------------------------------------------------------------------===//
+// Mixture of experts, in steps
+//===----------------------------------------------------------------------===//
+
 namespace {
-template <typename T>
-T Gelu(T v) {
-  T u = static_cast<T>(kGeluScale) * (v + static_cast<T>(kGeluCubic) * v * v * v);
-  return T(0.5) * v * (T(1) + std::tanh(u));
-}
-template <typename T>
-T GeluGrad(T v) {
-  T u = static_cast<T>(kGeluScale) * (v + static_cast<T>(kGeluCubic) * v * v * v);
-  T th = std::tanh(u);
-  T du = static_cast<T>(kGeluScale) * (T(1) + T(3) * static_cast<T>(kGeluCubic) * v * v);
-  return T(0.5) * (T(1) + th) + T(0.5) * v * (T(1) - th * th) * du;
-}
-// y[n] = W[n, k] x[k] (+ into y when accumulate).
-template <typename T>
-void MatVec(const T* w, const T* x, T* y, int64_t n, int64_t k, bool accumulate) {
-  for (int64_t i = 0; i < n; ++i) {
-    T s = 0;
-    for (int64_t j = 0; j < k; ++j) s += w[i * k + j] * x[j];
-    y[i] = accumulate ? y[i] + s : s;
+// The sequences of a route: `count` of them, sequence s holding rows
+// [s * seq, min(rows, (s + 1) * seq)) (each `seq` long when seq divides rows).
+struct Sequences {
+  int64_t seq, rows, count;
+  Sequences(int64_t seq, int64_t rows)
+      : seq(seq), rows(rows), count(seq > 0 ? (rows + seq - 1) / seq : 0) {}
+  int64_t begin(int64_t s) const { return s * seq; }
+  int64_t length(int64_t s) const { return std::min(rows, (s + 1) * seq) - s * seq; }
+};
+
+// The slots of each sequence routed to each expert before dropping, [count, E],
+// recounted from `choice`; one task per sequence, each in slot order.
+std::vector<int64_t> RoutedPerSequence(const Sequences& q, const int32_t* choice, int64_t experts,
+                                       int64_t top_k) {
+  std::vector<int64_t> routed(q.count * experts, 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t s = 0; s < q.count; ++s) {
+    int64_t* counts = routed.data() + s * experts;
+    const int64_t lo = q.begin(s) * top_k, hi = (q.begin(s) + q.length(s)) * top_k;
+    for (int64_t slot = lo; slot < hi; ++slot) ++counts[choice[slot]];
   }
+  return routed;
 }
-// x[k] += W[n, k]^T y[n].
-template <typename T>
-void MatTVec(const T* w, const T* y, T* x, int64_t n, int64_t k) {
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < k; ++j) x[j] += w[i * k + j] * y[i];
-}
-// W[n, k] += y[n] x[k]^T.
-template <typename T>
-void Outer(const T* y, const T* x, T* w, int64_t n, int64_t k) {
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < k; ++j) w[i * k + j] += y[i] * x[j];
+
+// The place of a kept slot in an expert-major buffer [experts, slots, d]: its
+// row, or -1 for a dropped slot.
+inline int64_t PlaceOf(const int32_t* choice, const int32_t* pos, int64_t slot, int64_t slots) {
+  return pos[slot] < 0 ? -1 : static_cast<int64_t>(choice[slot]) * slots + pos[slot];
 }
 }  // namespace
 
-// The expert computations run slot by slot as matrix-vector products: clear and
-// exact, and fast enough for the CPU test models; grouping slots per expert into
-// GEMMs is the performance version (the CUDA backend will need it).
 template <typename T>
-void MoeForward(const MoeShape& s, const T* x, const T* router, const T* w_in, const T* w_out,
-                const T* w_gate, double aux_coef, double z_coef, T* y, T* aux, T* probs, T* lse,
-                int32_t* slot_expert, T* slot_weight, T* pre, T* gate_pre, T* act) {
+void MoeRoute(const MoeRouteShape& s, const T* x, const T* router, double aux_coef,
+              double z_coef, T* probs, T* lse, int32_t* choice, int32_t* pos, T* weight, T* aux,
+              T* load) {
   const int64_t E = s.experts, K = s.top_k;
-  // Routing: probabilities, log-sum-exp, top-k with renormalized weights.
+  const Sequences q(s.seq, s.rows);
+  // logits = x router^T, in place in probs.
   Gemm<T>(false, true, s.rows, E, s.d, T(1), x, router, T(0), probs);
-  std::vector<int64_t> routed(E, 0), kept(E, 0);
+  // Softmax, log-sum-exp and top-k with renormalized weights, row by row.
+#pragma omp parallel for schedule(static, kGrain)
   for (int64_t r = 0; r < s.rows; ++r) {
     T* pr = probs + r * E;
-    T mx = *std::max_element(pr, pr + E);
+    const T mx = *std::max_element(pr, pr + E);
     double sum = 0;
     for (int64_t e = 0; e < E; ++e) sum += std::exp(static_cast<double>(pr[e] - mx));
     lse[r] = static_cast<T>(mx + std::log(sum));
     for (int64_t e = 0; e < E; ++e) pr[e] = std::exp(pr[e] - lse[r]);
-    std::vector<bool> taken(E, false);
     T total = 0;
     for (int64_t j = 0; j < K; ++j) {
+      // The largest probability not taken yet; strictly larger wins, so the
+      // lower index wins ties.
       int64_t best = -1;
-      for (int64_t e = 0; e < E; ++e)
-        if (!taken[e] && (best < 0 || pr[e] > pr[best])) best = e;
-      taken[best] = true;
-      slot_expert[r * K + j] = static_cast<int32_t>(best);
-      slot_weight[r * K + j] = pr[best];
+      for (int64_t e = 0; e < E; ++e) {
+        bool taken = false;
+        for (int64_t i = 0; i < j; ++i) taken |= choice[r * K + i] == e;
+        if (!taken && (best < 0 || pr[e] > pr[best])) best = e;
+      }
+      choice[r * K + j] = static_cast<int32_t>(best);
+      weight[r * K + j] = pr[best];
       total += pr[best];
-      ++routed[best];
     }
-    for (int64_t j = 0; j < K; ++j) slot_weight[r * K + j] /= total;
+    for (int64_t j = 0; j < K; ++j) weight[r * K + j] /= total;
   }
-  // Capacity, in slot order.
-  for (int64_t slot = 0; slot < s.rows * K; ++slot) {
-    int32_t& e = slot_expert[slot];
-    if (kept[e] >= s.capacity)
-      e = -1;
-    else
-      ++kept[e];
-  }
-  std::fill_n(y, s.rows * s.d, T(0));
+  // Capacity, sequence by sequence in slot order; per-sequence counts (kept,
+  // dropped, routed) and probability sums, each sequence's by one task.
+  std::vector<int64_t> kept(q.count * E, 0), dropped(q.count * E, 0);
+  std::vector<double> prob_sum(q.count * E, 0.0);
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < s.rows; ++r) {
-    std::vector<T> out(s.d);
-    for (int64_t j = 0; j < K; ++j) {
-      const int64_t slot = r * K + j;
-      const int32_t e = slot_expert[slot];
-      T* p = pre + slot * s.f;
-      T* a = act + slot * s.f;
-      if (e < 0) {
-        std::fill_n(p, s.f, T(0));
-        std::fill_n(a, s.f, T(0));
-        if (gate_pre) std::fill_n(gate_pre + slot * s.f, s.f, T(0));
-        continue;
-      }
-      MatVec(w_in + e * s.f * s.d, x + r * s.d, p, s.f, s.d, false);
-      if (s.swiglu) {
-        T* g = gate_pre + slot * s.f;
-        MatVec(w_gate + e * s.f * s.d, x + r * s.d, g, s.f, s.d, false);
-        for (int64_t i = 0; i < s.f; ++i) a[i] = g[i] / (T(1) + std::exp(-g[i])) * p[i];
+  for (int64_t sq = 0; sq < q.count; ++sq) {
+    int64_t* kept_s = kept.data() + sq * E;
+    int64_t* dropped_s = dropped.data() + sq * E;
+    double* prob_s = prob_sum.data() + sq * E;
+    const int64_t lo = q.begin(sq), hi = lo + q.length(sq);
+    for (int64_t slot = lo * K; slot < hi * K; ++slot) {
+      const int32_t e = choice[slot];
+      if (kept_s[e] < s.capacity) {
+        pos[slot] = static_cast<int32_t>(sq * s.capacity + kept_s[e]);
+        ++kept_s[e];
       } else {
-        for (int64_t i = 0; i < s.f; ++i) a[i] = Gelu(p[i]);
+        pos[slot] = -1;
+        ++dropped_s[e];
       }
-      MatVec(w_out + e * s.d * s.f, a, out.data(), s.d, s.f, false);
-      for (int64_t i = 0; i < s.d; ++i) y[r * s.d + i] += slot_weight[slot] * out[i];
     }
+    for (int64_t r = lo; r < hi; ++r)
+      for (int64_t e = 0; e < E; ++e) prob_s[e] += probs[r * E + e];
   }
+  // load and aux, summed in sequence order.
   double balance = 0, z = 0;
   for (int64_t e = 0; e < E; ++e) {
-    double mean_p = 0;
-    for (int64_t r = 0; r < s.rows; ++r) mean_p += probs[r * E + e];
-    balance += static_cast<double>(routed[e]) / static_cast<double>(s.rows * K) *
-               (mean_p / static_cast<double>(s.rows));
+    int64_t kept_e = 0, dropped_e = 0;
+    for (int64_t sq = 0; sq < q.count; ++sq) {
+      kept_e += kept[sq * E + e];
+      dropped_e += dropped[sq * E + e];
+    }
+    load[e] = static_cast<T>(kept_e);
+    load[E + e] = static_cast<T>(dropped_e);
+  }
+  for (int64_t sq = 0; sq < q.count; ++sq) {
+    const double len = static_cast<double>(q.length(sq));
+    double term = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      const double routed =
+          static_cast<double>(kept[sq * E + e] + dropped[sq * E + e]) / (len * K);
+      term += routed * (prob_sum[sq * E + e] / len);
+    }
+    balance += term;
   }
   for (int64_t r = 0; r < s.rows; ++r) z += static_cast<double>(lse[r]) * lse[r];
-  *aux = static_cast<T>(aux_coef * static_cast<double>(E) * balance +
-                        z_coef * z / static_cast<double>(s.rows));
+  const double mean_balance = q.count ? balance / static_cast<double>(q.count) : 0.0;
+  const double mean_z = s.rows ? z / static_cast<double>(s.rows) : 0.0;
+  *aux = static_cast<T>(aux_coef * static_cast<double>(E) * mean_balance + z_coef * mean_z);
 }
 
 template <typename T>
-void MoeBackward(const MoeShape& s, const T* dy, double daux, const T* x, const T* router,
-                 const T* w_in, const T* w_out, const T* w_gate, double aux_coef, double z_coef,
-                 const T* probs, const T* lse, const int32_t* slot_expert, const T* slot_weight,
-                 const T* pre, const T* gate_pre, const T* act, T* dx, T* drouter, T* dw_in,
-                 T* dw_out, T* dw_gate, bool accumulate_dx) {
+void MoeRouteBackward(const MoeRouteShape& s, const T* dweight, double daux, double aux_coef,
+                      double z_coef, const T* x, const T* router, const T* probs, const T* lse,
+                      const int32_t* choice, T* dx, T* drouter, bool accumulate_dx) {
   const int64_t E = s.experts, K = s.top_k;
-  if (!accumulate_dx) std::fill_n(dx, s.rows * s.d, T(0));
-  // Fraction of slots routed to each expert, before capacity (the saved experts
-  // are -1 where dropped, so recount from the top-k choice: the k largest probs).
-  std::vector<double> frac(E, 0.0);
-  std::vector<int64_t> choice(s.rows * K);
-  for (int64_t r = 0; r < s.rows; ++r) {
-    std::vector<bool> taken(E, false);
-    for (int64_t j = 0; j < K; ++j) {
-      int64_t best = -1;
-      for (int64_t e = 0; e < E; ++e)
-        if (!taken[e] && (best < 0 || probs[r * E + e] > probs[r * E + best])) best = e;
-      taken[best] = true;
-      choice[r * K + j] = best;
-      frac[best] += 1.0 / static_cast<double>(s.rows * K);
-    }
-  }
+  const Sequences q(s.seq, s.rows);
+  const std::vector<int64_t> routed = RoutedPerSequence(q, choice, E, K);
   std::vector<T> dlogits(s.rows * E);
-  // Expert weights are shared across rows: this loop runs in row order on one
-  // thread so the accumulation order is fixed.
-  std::vector<T> dout(s.d), da(s.f), dp(s.f), dg(s.f), dprob(E);
-  for (int64_t r = 0; r < s.rows; ++r) {
-    const T* pr = probs + r * E;
-    std::fill(dprob.begin(), dprob.end(), T(0));
-    // Gradient of each combine weight, then through the renormalization.
-    std::vector<T> dw(K, T(0));
-    for (int64_t j = 0; j < K; ++j) {
-      const int64_t slot = r * K + j;
-      const int32_t e = slot_expert[slot];
-      if (e < 0) continue;
-      const T w = slot_weight[slot];
-      const T* a = act + slot * s.f;
-      // out = w_out[e] a; dw_j = dy . out.
-      std::vector<T> out(s.d);
-      MatVec(w_out + e * s.d * s.f, a, out.data(), s.d, s.f, false);
-      for (int64_t i = 0; i < s.d; ++i) {
-        dw[j] += dy[r * s.d + i] * out[i];
-        dout[i] = w * dy[r * s.d + i];
-      }
-      Outer(dout.data(), a, dw_out + e * s.d * s.f, s.d, s.f);
-      std::fill(da.begin(), da.end(), T(0));
-      MatTVec(w_out + e * s.d * s.f, dout.data(), da.data(), s.d, s.f);
-      const T* p = pre + slot * s.f;
-      if (s.swiglu) {
-        const T* g = gate_pre + slot * s.f;
-        for (int64_t i = 0; i < s.f; ++i) {
-          T sig = T(1) / (T(1) + std::exp(-g[i]));
-          dp[i] = da[i] * g[i] * sig;
-          dg[i] = da[i] * p[i] * sig * (T(1) + g[i] * (T(1) - sig));
-        }
-        Outer(dg.data(), x + r * s.d, dw_gate + e * s.f * s.d, s.f, s.d);
-        MatTVec(w_gate + e * s.f * s.d, dg.data(), dx + r * s.d, s.f, s.d);
-      } else {
-        for (int64_t i = 0; i < s.f; ++i) dp[i] = da[i] * GeluGrad(p[i]);
-      }
-      Outer(dp.data(), x + r * s.d, dw_in + e * s.f * s.d, s.f, s.d);
-      MatTVec(w_in + e * s.f * s.d, dp.data(), dx + r * s.d, s.f, s.d);
+  const double z_scale = s.rows ? daux * z_coef * 2.0 / static_cast<double>(s.rows) : 0.0;
+#pragma omp parallel
+  {
+    std::vector<T> dprob(E);
+#pragma omp for schedule(static, kGrain)
+    for (int64_t r = 0; r < s.rows; ++r) {
+      const T* pr = probs + r * E;
+      const int32_t* cr = choice + r * K;
+      const T* dwr = dweight + r * K;
+      std::fill(dprob.begin(), dprob.end(), T(0));
+      // w_j = p_{c_j} / S over the k choices: dp_{c_i} += (dw_i - sum_j dw_j w_j) / S.
+      T total = 0, dot = 0;
+      for (int64_t j = 0; j < K; ++j) total += pr[cr[j]];
+      for (int64_t j = 0; j < K; ++j) dot += dwr[j] * pr[cr[j]] / total;
+      for (int64_t j = 0; j < K; ++j) dprob[cr[j]] += (dwr[j] - dot) / total;
+      // Load balance: d/dp_{r,e} of aux_coef * E * mean_s sum_e f_se P_se, P_se the
+      // mean of p_{r,e} over the sequence's rows.
+      const int64_t sq = r / s.seq;
+      const double len = static_cast<double>(q.length(sq));
+      const double balance =
+          daux * aux_coef * static_cast<double>(E) / (static_cast<double>(q.count) * len);
+      for (int64_t e = 0; e < E; ++e)
+        dprob[e] += static_cast<T>(balance * static_cast<double>(routed[sq * E + e]) /
+                                   (len * static_cast<double>(K)));
+      // Softmax backward, plus the z-loss: d/dlogit of z_coef * mean_r lse_r^2.
+      T sum = 0;
+      for (int64_t e = 0; e < E; ++e) sum += dprob[e] * pr[e];
+      const T z = static_cast<T>(z_scale) * lse[r];
+      for (int64_t e = 0; e < E; ++e) dlogits[r * E + e] = pr[e] * (dprob[e] - sum) + z * pr[e];
     }
-    // w_j = p_{c_j} / S over the k choices: dp_{c_i} = (dw_i - sum_j dw_j w_j) / S.
-    T total = 0, dot = 0;
-    for (int64_t j = 0; j < K; ++j) total += pr[choice[r * K + j]];
-    for (int64_t j = 0; j < K; ++j) dot += dw[j] * pr[choice[r * K + j]] / total;
-    for (int64_t j = 0; j < K; ++j) dprob[choice[r * K + j]] += (dw[j] - dot) / total;
-    // Load balance: d/dp_{r,e} of aux_coef * E * sum_e f_e mean_r p_{r,e}.
-    for (int64_t e = 0; e < E; ++e)
-      dprob[e] += static_cast<T>(daux * aux_coef * static_cast<double>(E) * frac[e] /
-                                 static_cast<double>(s.rows));
-    // Softmax backward, plus the z-loss: d/dlogit of z_coef * mean lse^2.
-    T sum = 0;
-    for (int64_t e = 0; e < E; ++e) sum += dprob[e] * pr[e];
-    const T zscale = static_cast<T>(daux * z_coef * 2.0 / static_cast<double>(s.rows)) * lse[r];
-    for (int64_t e = 0; e < E; ++e)
-      dlogits[r * E + e] = pr[e] * (dprob[e] - sum) + zscale * pr[e];
   }
-  // logits = x Wr^T: drouter += dlogits^T x; dx += dlogits Wr.
+  // logits = x router^T: drouter += dlogits^T x; dx (+)= dlogits router.
   Gemm<T>(true, false, E, s.d, s.rows, T(1), dlogits.data(), x, T(1), drouter);
-  Gemm<T>(false, false, s.rows, s.d, E, T(1), dlogits.data(), router, T(1), dx);
+  Gemm<T>(false, false, s.rows, s.d, E, T(1), dlogits.data(), router,
+          accumulate_dx ? T(1) : T(0), dx);
+}
+
+template <typename T>
+void MoeDispatch(const MoeSlotShape& s, const T* x, const int32_t* choice, const int32_t* pos,
+                 T* buf) {
+  const int64_t n = s.experts * s.slots * s.d;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) buf[i] = T(0);
+  // Every kept slot has its own place: one writer per row of buf.
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < s.rows; ++r)
+    for (int64_t j = 0; j < s.top_k; ++j) {
+      const int64_t at = PlaceOf(choice, pos, r * s.top_k + j, s.slots);
+      if (at >= 0) std::copy_n(x + r * s.d, s.d, buf + at * s.d);
+    }
+}
+
+template <typename T>
+void MoeDispatchBackward(const MoeSlotShape& s, const T* dbuf, const int32_t* choice,
+                         const int32_t* pos, T* dx, bool accumulate_dx) {
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < s.rows; ++r) {
+    T* dxr = dx + r * s.d;
+    if (!accumulate_dx) std::fill_n(dxr, s.d, T(0));
+    for (int64_t j = 0; j < s.top_k; ++j) {
+      const int64_t at = PlaceOf(choice, pos, r * s.top_k + j, s.slots);
+      if (at < 0) continue;
+      const T* src = dbuf + at * s.d;
+      for (int64_t i = 0; i < s.d; ++i) dxr[i] += src[i];
+    }
+  }
+}
+
+template <typename T>
+void MoeCombine(const MoeSlotShape& s, const T* buf, const int32_t* choice, const int32_t* pos,
+                const T* weight, T* y) {
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < s.rows; ++r) {
+    T* yr = y + r * s.d;
+    std::fill_n(yr, s.d, T(0));
+    for (int64_t j = 0; j < s.top_k; ++j) {
+      const int64_t slot = r * s.top_k + j;
+      const int64_t at = PlaceOf(choice, pos, slot, s.slots);
+      if (at < 0) continue;
+      const T w = weight[slot];
+      const T* src = buf + at * s.d;
+      for (int64_t i = 0; i < s.d; ++i) yr[i] += w * src[i];
+    }
+  }
+}
+
+template <typename T>
+void MoeCombineBackward(const MoeSlotShape& s, const T* dy, const T* buf, const int32_t* choice,
+                        const int32_t* pos, const T* weight, T* dbuf, T* dweight,
+                        bool accumulate_dx) {
+  const int64_t n = s.experts * s.slots * s.d;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dbuf[i] = T(0);
+#pragma omp parallel for schedule(static, kGrain)
+  for (int64_t r = 0; r < s.rows; ++r) {
+    const T* dyr = dy + r * s.d;
+    for (int64_t j = 0; j < s.top_k; ++j) {
+      const int64_t slot = r * s.top_k + j;
+      const int64_t at = PlaceOf(choice, pos, slot, s.slots);
+      T dot = 0;
+      if (at >= 0) {
+        const T w = weight[slot];
+        const T* src = buf + at * s.d;
+        T* dst = dbuf + at * s.d;
+        for (int64_t i = 0; i < s.d; ++i) {
+          dst[i] = w * dyr[i];
+          dot += dyr[i] * src[i];
+        }
+      }
+      Store(&dweight[slot], dot, accumulate_dx);
+    }
+  }
+}
+
+// One GEMM per expert over all its rows; the activation runs over every expert's
+// rows at once (GeluForward, SwigluForward: elementwise, parallel).
+template <typename T>
+void MoeExperts(const MoeExpertShape& s, const T* x, const T* w_in, const T* w_gate,
+                const T* w_out, T* pre, T* gate_pre, T* act, T* y) {
+  const int64_t xs = s.tokens * s.d, hs = s.tokens * s.f, ws = s.f * s.d;
+  if (s.experts == 0 || s.tokens == 0) return;
+  for (int64_t e = 0; e < s.experts; ++e) {
+    Gemm<T>(false, true, s.tokens, s.f, s.d, T(1), x + e * xs, w_in + e * ws, T(0), pre + e * hs);
+    if (s.swiglu)
+      Gemm<T>(false, true, s.tokens, s.f, s.d, T(1), x + e * xs, w_gate + e * ws, T(0),
+              gate_pre + e * hs);
+  }
+  if (s.swiglu)
+    SwigluForward(gate_pre, pre, act, s.experts * hs);
+  else
+    GeluForward(pre, act, s.experts * hs);
+  for (int64_t e = 0; e < s.experts; ++e)
+    Gemm<T>(false, true, s.tokens, s.d, s.f, T(1), act + e * hs, w_out + e * ws, T(0), y + e * xs);
+}
+
+template <typename T>
+void MoeExpertsBackward(const MoeExpertShape& s, const T* dy, const T* x, const T* w_in,
+                        const T* w_gate, const T* w_out, const T* pre, const T* gate_pre,
+                        const T* act, double dw_scale, T* dx, T* dw_in, T* dw_gate, T* dw_out,
+                        bool accumulate_dx) {
+  const int64_t xs = s.tokens * s.d, hs = s.tokens * s.f, ws = s.f * s.d;
+  if (s.experts == 0 || s.tokens == 0) return;  // dx is empty; no gradient to add
+  const T scale = static_cast<T>(dw_scale);
+  const T beta_dx = accumulate_dx ? T(1) : T(0);
+  std::vector<T> dact(s.experts * hs), dpre(s.experts * hs), dgate;
+  if (s.swiglu) dgate.resize(s.experts * hs);
+  // y = act w_out^T: dw_out += scale * dy^T act; dact = dy w_out.
+  for (int64_t e = 0; e < s.experts; ++e) {
+    Gemm<T>(true, false, s.d, s.f, s.tokens, scale, dy + e * xs, act + e * hs, T(1),
+            dw_out + e * ws);
+    Gemm<T>(false, false, s.tokens, s.f, s.d, T(1), dy + e * xs, w_out + e * ws, T(0),
+            dact.data() + e * hs);
+  }
+  if (s.swiglu)
+    SwigluBackward(dact.data(), gate_pre, pre, dgate.data(), dpre.data(), s.experts * hs, false);
+  else
+    GeluBackward(dact.data(), pre, dpre.data(), s.experts * hs, false);
+  // pre = x w_in^T (gate_pre = x w_gate^T): dw += scale * d^T x; dx (+)= d w.
+  for (int64_t e = 0; e < s.experts; ++e) {
+    Gemm<T>(true, false, s.f, s.d, s.tokens, scale, dpre.data() + e * hs, x + e * xs, T(1),
+            dw_in + e * ws);
+    Gemm<T>(false, false, s.tokens, s.d, s.f, T(1), dpre.data() + e * hs, w_in + e * ws, beta_dx,
+            dx + e * xs);
+    if (s.swiglu) {
+      Gemm<T>(true, false, s.f, s.d, s.tokens, scale, dgate.data() + e * hs, x + e * xs, T(1),
+              dw_gate + e * ws);
+      Gemm<T>(false, false, s.tokens, s.d, s.f, T(1), dgate.data() + e * hs, w_gate + e * ws, T(1),
+              dx + e * xs);
+    }
+  }
 }
 
 template <typename T>
@@ -799,12 +898,24 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void CrossEntropyBackward<T>(const T*, const int32_t*, const T*, T, T*, int64_t,    \
                                         int64_t, bool, int64_t, int64_t);                       \
   template double SumSquares<T>(const T*, int64_t);                                             \
-  template void MoeForward<T>(const MoeShape&, const T*, const T*, const T*, const T*, const T*, \
-                              double, double, T*, T*, T*, T*, int32_t*, T*, T*, T*, T*);        \
-  template void MoeBackward<T>(const MoeShape&, const T*, double, const T*, const T*, const T*, \
-                               const T*, const T*, double, double, const T*, const T*,         \
-                               const int32_t*, const T*, const T*, const T*, const T*, T*, T*, \
-                               T*, T*, T*, bool);                                               \
+  template void MoeRoute<T>(const MoeRouteShape&, const T*, const T*, double, double, T*, T*, \
+                            int32_t*, int32_t*, T*, T*, T*);                                   \
+  template void MoeRouteBackward<T>(const MoeRouteShape&, const T*, double, double, double,    \
+                                    const T*, const T*, const T*, const T*, const int32_t*, T*, \
+                                    T*, bool);                                                  \
+  template void MoeDispatch<T>(const MoeSlotShape&, const T*, const int32_t*, const int32_t*,  \
+                               T*);                                                             \
+  template void MoeDispatchBackward<T>(const MoeSlotShape&, const T*, const int32_t*,          \
+                                       const int32_t*, T*, bool);                               \
+  template void MoeCombine<T>(const MoeSlotShape&, const T*, const int32_t*, const int32_t*,   \
+                              const T*, T*);                                                    \
+  template void MoeCombineBackward<T>(const MoeSlotShape&, const T*, const T*, const int32_t*, \
+                                      const int32_t*, const T*, T*, T*, bool);                  \
+  template void MoeExperts<T>(const MoeExpertShape&, const T*, const T*, const T*, const T*,   \
+                              T*, T*, T*, T*);                                                  \
+  template void MoeExpertsBackward<T>(const MoeExpertShape&, const T*, const T*, const T*,     \
+                                      const T*, const T*, const T*, const T*, const T*, double, \
+                                      T*, T*, T*, T*, bool);                                    \
   template void AdamW<T>(T*, const T*, T*, T*, int64_t, double, double, double, double,        \
                          double, int64_t, double);
 

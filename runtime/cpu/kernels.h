@@ -160,35 +160,77 @@ int64_t VocabSumExp(const T* logits, const int32_t* targets, const T* max, T* su
 template <typename T>
 void VocabLoss(const T* max, const T* sum, const T* target, T* loss, T* lse, int64_t rows);
 
-// Mixture of experts over rows of x[rows, d] (graph.moe):
-//   logits = x Wr^T [rows, E]; p = softmax(logits); each row picks its top_k experts
-//   by p (lower index on ties) with weights p renormalized over the k; slot (r, j)
-//   goes to expert e = choice; an expert keeps at most `capacity` slots, in slot
-//   order (r major), and drops the rest (a dropped slot contributes nothing);
-//   expert e maps a row through h = act(w_in[e] x) (SwiGLU: silu(w_gate[e] x) *
-//   (w_in[e] x)) and w_out[e] h, and y[r] = sum over kept slots of weight * out.
-//   aux = aux_coef * E * sum_e f_e P_e + z_coef * mean_r lse_r^2, where f_e is the
-//   fraction of the rows*k slots routed to e (before dropping) and P_e the mean
-//   router probability of e.
-// Saved for backward: probs [rows, E], lse [rows], slot_expert [rows*k] (i32, -1 =
-// dropped), slot_weight [rows*k], pre [rows*k, f] (the w_in product), gate_pre
-// [rows*k, f] (SwiGLU only, else null) and act [rows*k, f].
-struct MoeShape {
-  int64_t rows, d, f, experts, top_k, capacity;
+// Mixture of experts, in steps (plan opcodes moe_route .. moe_combine; op_table.h).
+// Rows of x[rows, d] come in sequences of `seq` rows (s = r / seq). A slot is a
+// (row, choice) pair, slot index r * top_k + j.
+//
+// MoeRoute: logits = x router^T [rows, E]; lse[r] = log sum_e exp(logits);
+//   probs = softmax; row r's slots j = 0..k-1 take its top_k experts by probability
+//   (lower index on ties), choice[slot] = e, with weight[slot] = p_e / sum of the k
+//   chosen p. Capacity, per sequence: in slot order within the sequence, expert e
+//   keeps its first `capacity` slots, pos[slot] = s * capacity + (how many of the
+//   sequence's slots e kept before), and drops the rest (pos = -1; a dropped slot
+//   contributes nothing, its weight still counts in the renormalization).
+//   load[e] = slots e kept, load[E + e] = slots e dropped.
+//   aux = aux_coef * E * mean_s sum_e f_se P_se + z_coef * mean_r lse_r^2, where f_se
+//   is the fraction of sequence s's seq*k slots routed to e (before dropping) and
+//   P_se the mean probability of e over s's rows.
+// MoeRouteBackward: from dweight (the gradient of `weight`) and daux: writes (or
+//   accumulates into) dx and accumulates into drouter.
+struct MoeRouteShape {
+  int64_t rows, d, experts, top_k, seq, capacity;
+};
+template <typename T>
+void MoeRoute(const MoeRouteShape& s, const T* x, const T* router, double aux_coef,
+              double z_coef, T* probs, T* lse, int32_t* choice, int32_t* pos, T* weight, T* aux,
+              T* load);
+template <typename T>
+void MoeRouteBackward(const MoeRouteShape& s, const T* dweight, double daux, double aux_coef,
+                      double z_coef, const T* x, const T* router, const T* probs, const T* lse,
+                      const int32_t* choice, T* dx, T* drouter, bool accumulate_dx);
+
+// Expert-major buffers are [experts, slots, d]: slot (r, j) kept lives at row
+// choice * slots + pos.
+// MoeDispatch: buf = 0, then each kept slot's row of x at its place.
+// MoeDispatchBackward: dx[r] (+)= sum over r's kept slots of dbuf at their places.
+// MoeCombine: y[r] = sum over r's kept slots of weight * buf at their places.
+// MoeCombineBackward: dbuf = 0, then weight * dy[r] at each kept slot's place;
+//   dweight[slot] (+)= dy[r] . buf at its place (0 for a dropped slot).
+struct MoeSlotShape {
+  int64_t rows, d, experts, top_k, slots;
+};
+template <typename T>
+void MoeDispatch(const MoeSlotShape& s, const T* x, const int32_t* choice, const int32_t* pos,
+                 T* buf);
+template <typename T>
+void MoeDispatchBackward(const MoeSlotShape& s, const T* dbuf, const int32_t* choice,
+                         const int32_t* pos, T* dx, bool accumulate_dx);
+template <typename T>
+void MoeCombine(const MoeSlotShape& s, const T* buf, const int32_t* choice, const int32_t* pos,
+                const T* weight, T* y);
+template <typename T>
+void MoeCombineBackward(const MoeSlotShape& s, const T* dy, const T* buf, const int32_t* choice,
+                        const int32_t* pos, const T* weight, T* dbuf, T* dweight,
+                        bool accumulate_dx);
+
+// MoeExperts: the grouped GEMMs, one per expert e over its `tokens` rows of
+// x[experts, tokens, d]: pre = x_e w_in_e^T [tokens, f]; act = gelu(pre), or
+// (swiglu) gate_pre = x_e w_gate_e^T and act = silu(gate_pre) * pre; y_e = act
+// w_out_e^T [tokens, d]. w_in, w_gate: [experts, f, d]; w_out: [experts, d, f].
+// MoeExpertsBackward: accumulates dw_scale * the weight gradients; writes (or
+// accumulates into) dx. gate_pre, w_gate, dw_gate are null unless swiglu.
+struct MoeExpertShape {
+  int64_t experts, tokens, d, f;
   bool swiglu;
 };
 template <typename T>
-void MoeForward(const MoeShape& s, const T* x, const T* router, const T* w_in, const T* w_out,
-                const T* w_gate, double aux_coef, double z_coef, T* y, T* aux, T* probs, T* lse,
-                int32_t* slot_expert, T* slot_weight, T* pre, T* gate_pre, T* act);
-// Gradients for dy and a gradient `daux` of the aux output; accumulates into the
-// weight gradients, writes (or accumulates into) dx.
+void MoeExperts(const MoeExpertShape& s, const T* x, const T* w_in, const T* w_gate,
+                const T* w_out, T* pre, T* gate_pre, T* act, T* y);
 template <typename T>
-void MoeBackward(const MoeShape& s, const T* dy, double daux, const T* x, const T* router,
-                 const T* w_in, const T* w_out, const T* w_gate, double aux_coef, double z_coef,
-                 const T* probs, const T* lse, const int32_t* slot_expert, const T* slot_weight,
-                 const T* pre, const T* gate_pre, const T* act, T* dx, T* drouter, T* dw_in,
-                 T* dw_out, T* dw_gate, bool accumulate_dx);
+void MoeExpertsBackward(const MoeExpertShape& s, const T* dy, const T* x, const T* w_in,
+                        const T* w_gate, const T* w_out, const T* pre, const T* gate_pre,
+                        const T* act, double dw_scale, T* dx, T* dw_in, T* dw_gate, T* dw_out,
+                        bool accumulate_dx);
 
 // Sum of squares in double, in a fixed order (global gradient norm).
 template <typename T>

@@ -941,8 +941,14 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
           static_cast<float>(eps));
       break;
     }
-    case fb::Op_Moe:
-    case fb::Op_MoeGrad:
+    case fb::Op_MoeRoute:
+    case fb::Op_MoeRouteGrad:
+    case fb::Op_MoeDispatch:
+    case fb::Op_MoeDispatchGrad:
+    case fb::Op_MoeExperts:
+    case fb::Op_MoeExpertsGrad:
+    case fb::Op_MoeCombine:
+    case fb::Op_MoeCombineGrad:
       return Error::Failure("the CUDA backend has no MoE kernel yet: run MoE models with "
                             "--backend cpu");
     default:

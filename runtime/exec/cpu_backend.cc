@@ -40,6 +40,8 @@ class CpuBackend final : public Backend {
       return b == plan::kNoBuffer ? nullptr : reinterpret_cast<float*>(arena + offsets[b]);
     };
     auto ids = [&](uint32_t b) { return reinterpret_cast<const int32_t*>(arena + offsets[b]); };
+    // An int32 buffer an instruction writes (the route's choice and pos).
+    auto i32 = [&](uint32_t b) { return reinterpret_cast<int32_t*>(arena + offsets[b]); };
     auto outside = [&](const char* what, const int32_t* id, int64_t at, int64_t limit) {
       return Error::BadInput(std::string(what) + " id " + std::to_string(id[at]) + " at position " +
                              std::to_string(at) + " is outside the vocabulary [0, " +
@@ -180,23 +182,61 @@ class CpuBackend final : public Backend {
         k::VocabLoss(f(v.max), f(v.sum), f(v.target), f(v.loss), f(v.lse), v.rows);
         break;
       }
-      case fb::Op_Moe: {
-        const auto m = plan::Read<op::Moe<uint32_t>>(in);
-        k::MoeShape shape{m.rows, m.d, m.f, m.experts, m.top_k, m.capacity, m.swiglu != 0};
-        k::MoeForward(shape, f(m.x), f(m.router), f(m.w_in), f(m.w_out), f(m.w_gate), m.aux_coef,
-                      m.z_coef, f(m.y), f(m.aux), f(m.probs), f(m.lse),
-                      const_cast<int32_t*>(ids(m.slot_expert)), f(m.slot_weight), f(m.pre),
-                      f(m.gate_pre), f(m.act));
+      case fb::Op_MoeRoute: {
+        const auto m = plan::Read<op::MoeRoute<uint32_t>>(in);
+        k::MoeRouteShape shape{m.rows, m.d, m.experts, m.top_k, m.seq, m.capacity};
+        k::MoeRoute(shape, f(m.x), f(m.router), m.aux_coef, m.z_coef, f(m.probs), f(m.lse),
+                    i32(m.choice), i32(m.pos), f(m.weight), f(m.aux), f(m.load));
         break;
       }
-      case fb::Op_MoeGrad: {
-        const auto m = plan::Read<op::MoeGrad<uint32_t>>(in);
-        k::MoeShape shape{m.rows, m.d, m.f, m.experts, m.top_k, m.capacity, m.swiglu != 0};
-        k::MoeBackward(shape, f(m.dy), m.daux, f(m.x), f(m.router), f(m.w_in), f(m.w_out),
-                       f(m.w_gate), m.aux_coef, m.z_coef, f(m.probs), f(m.lse),
-                       ids(m.slot_expert), f(m.slot_weight), f(m.pre),
-                       f(m.gate_pre), f(m.act), f(m.dx), f(m.drouter), f(m.dw_in), f(m.dw_out),
-                       f(m.dw_gate), m.accumulate_dx != 0);
+      case fb::Op_MoeRouteGrad: {
+        const auto m = plan::Read<op::MoeRouteGrad<uint32_t>>(in);
+        // The backward needs no capacity: the drops are in the saved choice and pos.
+        k::MoeRouteShape shape{m.rows, m.d, m.experts, m.top_k, m.seq, 0};
+        k::MoeRouteBackward(shape, f(m.dweight), m.daux, m.aux_coef, m.z_coef, f(m.x),
+                            f(m.router), f(m.probs), f(m.lse), ids(m.choice), f(m.dx),
+                            f(m.drouter), m.accumulate_dx != 0);
+        break;
+      }
+      case fb::Op_MoeDispatch: {
+        const auto m = plan::Read<op::MoeDispatch<uint32_t>>(in);
+        k::MoeSlotShape shape{m.rows, m.d, m.experts, m.top_k, m.slots};
+        k::MoeDispatch(shape, f(m.x), ids(m.choice), ids(m.pos), f(m.buf));
+        break;
+      }
+      case fb::Op_MoeDispatchGrad: {
+        const auto m = plan::Read<op::MoeDispatchGrad<uint32_t>>(in);
+        k::MoeSlotShape shape{m.rows, m.d, m.experts, m.top_k, m.slots};
+        k::MoeDispatchBackward(shape, f(m.dbuf), ids(m.choice), ids(m.pos), f(m.dx),
+                               m.accumulate_dx != 0);
+        break;
+      }
+      case fb::Op_MoeExperts: {
+        const auto m = plan::Read<op::MoeExperts<uint32_t>>(in);
+        k::MoeExpertShape shape{m.experts, m.tokens, m.d, m.f, m.swiglu != 0};
+        k::MoeExperts(shape, f(m.x), f(m.w_in), f(m.w_gate), f(m.w_out), f(m.pre), f(m.gate_pre),
+                      f(m.act), f(m.y));
+        break;
+      }
+      case fb::Op_MoeExpertsGrad: {
+        const auto m = plan::Read<op::MoeExpertsGrad<uint32_t>>(in);
+        k::MoeExpertShape shape{m.experts, m.tokens, m.d, m.f, m.swiglu != 0};
+        k::MoeExpertsBackward(shape, f(m.dy), f(m.x), f(m.w_in), f(m.w_gate), f(m.w_out),
+                              f(m.pre), f(m.gate_pre), f(m.act), m.dw_scale, f(m.dx),
+                              f(m.dw_in), f(m.dw_gate), f(m.dw_out), m.accumulate_dx != 0);
+        break;
+      }
+      case fb::Op_MoeCombine: {
+        const auto m = plan::Read<op::MoeCombine<uint32_t>>(in);
+        k::MoeSlotShape shape{m.rows, m.d, m.experts, m.top_k, m.slots};
+        k::MoeCombine(shape, f(m.buf), ids(m.choice), ids(m.pos), f(m.weight), f(m.y));
+        break;
+      }
+      case fb::Op_MoeCombineGrad: {
+        const auto m = plan::Read<op::MoeCombineGrad<uint32_t>>(in);
+        k::MoeSlotShape shape{m.rows, m.d, m.experts, m.top_k, m.slots};
+        k::MoeCombineBackward(shape, f(m.dy), f(m.buf), ids(m.choice), ids(m.pos), f(m.weight),
+                              f(m.dbuf), f(m.dweight), m.accumulate_dx != 0);
         break;
       }
       case fb::Op_Accumulate: {

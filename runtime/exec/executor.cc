@@ -302,6 +302,7 @@ Status Executor::StepRuns(const FillMicrobatch& fill, const StepOptions& options
     }
     result->loss = loss;
   }
+  if (auto err = ReduceMoeLoad(result)) return err;
   result->nonfinite = false;
   result->grad_norm = std::nan("");
   if (!std::isfinite(result->loss)) {
@@ -344,6 +345,8 @@ Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars&
       case fb::Op_AllReduce:
       case fb::Op_BucketAllReduce:
         return AllReduce(instr, slot, *c);
+      case fb::Op_AllToAll:
+        return Exchange(instr, slot, *c);
       default:
         return PointToPoint(instr, slot, *c);
     }
@@ -353,12 +356,21 @@ Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars&
                              : std::chrono::steady_clock::time_point();
   const double norm_before = scalars.grad_norm_sq;
   auto err = backend_->Run(*plan_.plan, instr, arena_, offsets_[slot].data(), scalars);
+  if (!err && instr.op == fb::Op_MoeRoute) {  // the step's MoE metrics
+    const auto route = plan::Read<op::MoeRoute<uint32_t>>(instr);
+    Pull(route.load, slot);
+    const float* load = F32(route.load, slot);
+    std::vector<double>& sum = moe_load_[&instr];
+    sum.resize(static_cast<size_t>(2 * route.experts), 0.0);
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += load[i];
+  }
   if (!err && instr.op == fb::Op_GradNormSq) {
     // This instruction's sum of squares covers this rank's ZeRO-1 shards (sharded)
-    // or tp blocks (tp_sharded): the norm is over every rank's.
+    // or tp or ep blocks (tp_sharded, ep_sharded): the norm is over every rank's.
     const auto norm = plan::Read<op::GradNormSq<uint32_t>>(instr);
     for (auto [flag, axis] : {std::pair{norm.sharded, plan::kAxisDp},
-                              std::pair{norm.tp_sharded, plan::kAxisTp}}) {
+                              std::pair{norm.tp_sharded, plan::kAxisTp},
+                              std::pair{norm.ep_sharded, plan::kAxisEp}}) {
       comm::Communicator* c = comms_[axis];
       if (err || flag != 1 || !c || c->size() == 1) continue;
       float part = static_cast<float>(scalars.grad_norm_sq - norm_before);
@@ -391,6 +403,48 @@ Status Executor::TracedRun(const plan::Instruction& instr, uint32_t slot) {
   }
   tracer_->Add(e);
   return err;
+}
+
+// The MoE metrics of the step: each route's load is summed over the data ranks
+// (dp x ep; tp ranks hold copies), then the totals over the pipeline stages (a
+// stage without MoE layers contributes nothing, but takes part).
+Status Executor::ReduceMoeLoad(StepResult* result) {
+  std::vector<float> kept;  // every layer's experts
+  double dropped = 0, routed = 0;
+  if (!moe_load_.empty()) {
+    std::vector<float> all;
+    for (auto& [instr, load] : moe_load_) all.insert(all.end(), load.begin(), load.end());
+    for (int axis : {plan::kAxisDp, plan::kAxisEp})
+      if (comm::Communicator* c = comms_[axis]; c && c->size() > 1)
+        if (auto err = c->AllReduce(all.data(), all.size(), comm::ReduceOp::kSum)) return err;
+    size_t at = 0;
+    for (auto& [instr, load] : moe_load_) {
+      const size_t experts = load.size() / 2;
+      for (size_t e = 0; e < experts; ++e) {
+        kept.push_back(all[at + e]);
+        dropped += all[at + experts + e];
+        routed += all[at + e] + all[at + experts + e];
+      }
+      at += load.size();
+      std::fill(load.begin(), load.end(), 0.0);
+    }
+  }
+  float sums[2] = {static_cast<float>(dropped), static_cast<float>(routed)};
+  float extremes[2] = {-INFINITY, -INFINITY};  // max kept, -min kept
+  for (float k : kept) {
+    extremes[0] = std::max(extremes[0], k);
+    extremes[1] = std::max(extremes[1], -k);
+  }
+  if (comm::Communicator* pp = comms_[plan::kAxisPp]; pp && pp->size() > 1) {
+    if (auto err = pp->AllReduce(sums, 2, comm::ReduceOp::kSum)) return err;
+    if (auto err = pp->AllReduce(extremes, 2, comm::ReduceOp::kMax)) return err;
+  }
+  if (sums[1] > 0) {
+    result->moe_dropped = sums[0] / sums[1];
+    result->moe_tokens_max = extremes[0];
+    result->moe_tokens_min = -extremes[1];
+  }
+  return std::nullopt;
 }
 
 // Each pipeline stage's grad_norm_sq instructions summed its own parameters'
@@ -454,6 +508,54 @@ Status Executor::AllReduce(const plan::Instruction& instr, uint32_t slot, comm::
       return err;
     Push(b, slot);
   }
+  return std::nullopt;
+}
+
+// all_to_all: src [parts, outer, inner] -> dst [outer, parts, inner] (back: the
+// inverse), block p to and from the group member at coordinate p, through
+// contiguous per-member blocks (packed or unpacked here).
+Status Executor::Exchange(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c) {
+  const auto a = plan::Read<op::AllToAll<uint32_t>>(instr);
+  if (a.parts != c.size())
+    return Error::Failure(std::string("all_to_all over ") + plan::AxisName(*instr.axis) + " of " +
+                          std::to_string(a.parts) + " parts, but the group has " +
+                          std::to_string(c.size()) + " members");
+  const size_t outer = static_cast<size_t>(a.outer), inner = static_cast<size_t>(a.inner);
+  const size_t parts = static_cast<size_t>(a.parts), block = outer * inner;
+  Pull(a.src, slot);
+  if (a.accumulate_dx) Pull(a.dst, slot);
+  const float* src = F32(a.src, slot);
+  float* dst = F32(a.dst, slot);
+  // [outer, parts, inner] <-> [parts, outer, inner]: run (o, p) of one is run (p, o)
+  // of the other.
+  auto transpose = [&](const float* from, float* to, bool from_parts_major, bool add) {
+    for (size_t p = 0; p < parts; ++p)
+      for (size_t o = 0; o < outer; ++o) {
+        const size_t pm = (p * outer + o) * inner, om = (o * parts + p) * inner;
+        const float* f = from + (from_parts_major ? pm : om);
+        float* t = to + (from_parts_major ? om : pm);
+        if (add)
+          for (size_t i = 0; i < inner; ++i) t[i] += f[i];
+        else
+          std::copy_n(f, inner, t);
+      }
+  };
+  exchange_out_.resize(block * parts);
+  if (!a.back) {
+    // Sent as it is; received member-major, then transposed into dst.
+    if (auto err = c.AllToAll(src, exchange_out_.data(), block)) return err;
+    transpose(exchange_out_.data(), dst, true, a.accumulate_dx != 0);
+  } else {
+    exchange_in_.resize(block * parts);
+    transpose(src, exchange_in_.data(), false, false);
+    if (a.accumulate_dx) {
+      if (auto err = c.AllToAll(exchange_in_.data(), exchange_out_.data(), block)) return err;
+      for (size_t i = 0; i < block * parts; ++i) dst[i] += exchange_out_[i];
+    } else if (auto err = c.AllToAll(exchange_in_.data(), dst, block)) {
+      return err;
+    }
+  }
+  Push(a.dst, slot);
   return std::nullopt;
 }
 

@@ -37,8 +37,10 @@
 #define HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_
 
 #include <cstdint>
+#include <cmath>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -67,6 +69,11 @@ struct StepResult {
   // are global (averaged or summed over the groups), so every rank of the job
   // reaches the same verdict and skips the same collectives.
   bool nonfinite = false;
+  // MoE models (any stage with a moe_route): of the step's routed slots, summed over
+  // every layer, microbatch and data rank, the fraction dropped past capacity, and
+  // the fewest and most slots any expert of any layer kept. NaN otherwise.
+  double moe_dropped = std::nan("");
+  double moe_tokens_min = std::nan(""), moe_tokens_max = std::nan("");
 };
 
 // Fills the token and target ids (micro_batch_size x seq each) of microbatch `m`;
@@ -154,6 +161,7 @@ class Executor {
   // The executor's instructions, on the communicator of their axis.
   Status ShardCollective(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
   Status BlockCollective(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
+  Status Exchange(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
   Status AllReduce(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
   Status PointToPoint(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
   // Waits for the sends posted from `slot` (WaitAllSends: from every slot); the
@@ -185,6 +193,11 @@ class Executor {
   // run on that chunk's slot (their key) that were not waited for yet.
   std::vector<std::vector<comm::Communicator*>> sending_;
   comm::Communicator* comms_[plan::kNumAxes] = {nullptr, nullptr, nullptr, nullptr};
+  std::vector<float> exchange_in_, exchange_out_;  // all_to_all staging
+  // Per moe_route instruction (in plan order), its load summed over the step's
+  // microbatches: slots kept per expert, then dropped per expert.
+  std::map<const plan::Instruction*, std::vector<double>> moe_load_;
+  Status ReduceMoeLoad(StepResult* result);
   std::vector<float> scratch_, scratch_out_;  // reduce_scatter / all_gather staging
   // The step's gradient buckets in flight, each waiting for the one before it (a
   // communicator runs one collective at a time, in the same order on every rank).

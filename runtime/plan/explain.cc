@@ -121,6 +121,69 @@ std::string ExplainPipeline(const std::vector<LoadedPlan>& programs) {
   return out;
 }
 
+// The MoE layers of a program: which experts each ep rank holds, the expert
+// parameters of one rank, and the capacity buffers of each layer (sizes from the
+// instructions: the dispatch buffer [E, slots, d] and the experts' input [E / ep,
+// ep x slots, d]). Empty for a program without MoE layers.
+std::string ExplainMoe(const fb::Plan& p, const MeshCoordinates& coords) {
+  std::vector<const fb::Instr*> routes, dispatches, experts;
+  for (const fb::Unit* u : *p.units())
+    for (const fb::Instr* in : *u->instrs()) {
+      if (in->op() == fb::Op_MoeRoute) routes.push_back(in);
+      if (in->op() == fb::Op_MoeDispatch) dispatches.push_back(in);
+      if (in->op() == fb::Op_MoeExperts) experts.push_back(in);
+    }
+  if (routes.empty() || experts.size() != routes.size() || dispatches.size() != routes.size())
+    return "";
+  const int ep = p.mesh()->ep();
+  const auto r0 = plan::Read<op::MoeRoute<uint32_t>>(*routes.front());
+  const auto x0 = plan::Read<op::MoeExperts<uint32_t>>(*experts.front());
+  char line[512];
+  std::string out;
+  std::snprintf(line, sizeof line, "moe: %zu layer%s, %" PRId64 " experts, top-%" PRId64
+                ", %" PRId64 " slots per expert and sequence of %" PRId64 " tokens%s\n",
+                routes.size(), routes.size() == 1 ? "" : "s", r0.experts, r0.top_k, r0.capacity,
+                r0.seq, r0.capacity == r0.seq ? " (every token kept)" : "");
+  out += line;
+  std::string held;
+  for (int r = 0; r < ep && r < 8; ++r) {
+    const int64_t first = r * x0.experts, last = first + x0.experts - 1;
+    held += (r ? ", " : "") + std::string("ep rank ") + std::to_string(r) + ": " +
+            (first == last ? "expert " + std::to_string(first)
+                           : "experts " + std::to_string(first) + "-" + std::to_string(last));
+  }
+  if (ep > 8) held += ", ...";
+  std::snprintf(line, sizeof line, "  experts per rank  %" PRId64 " of %" PRId64 " (%s)\n",
+                x0.experts, r0.experts, held.c_str());
+  out += line;
+  // Expert weights: the parameters the grouped GEMMs read.
+  std::set<uint32_t> weights;
+  for (const fb::Instr* in : experts) {
+    const auto x = plan::Read<op::MoeExperts<uint32_t>>(*in);
+    for (uint32_t w : {x.w_in, x.w_out, x.w_gate})
+      if (w != kNoBuffer) weights.insert(w);
+  }
+  uint64_t local = 0, logical = 0;
+  for (const fb::Param* param : *p.params())
+    if (weights.count(param->value())) {
+      local += static_cast<uint64_t>(NumElements(*p.buffers()->Get(param->value())));
+      logical += static_cast<uint64_t>(BlockOf(*param, coords).global_numel());
+    }
+  out += "  expert weights    " + std::to_string(local) + " values, " + Bytes(4 * local) +
+         " (of " + std::to_string(logical) + " logical values)\n";
+  const auto d0 = plan::Read<op::MoeDispatch<uint32_t>>(*dispatches.front());
+  const uint64_t dispatch = 4 * static_cast<uint64_t>(d0.experts * d0.slots * d0.d);
+  const uint64_t input = 4 * static_cast<uint64_t>(x0.experts * x0.tokens * x0.d);
+  std::snprintf(line, sizeof line,
+                "  capacity buffers  per layer and microbatch: dispatch [%" PRId64 ", %" PRId64
+                ", %" PRId64 "] %s, experts' input [%" PRId64 ", %" PRId64 ", %" PRId64
+                "] %s\n",
+                d0.experts, d0.slots, d0.d, Bytes(dispatch).c_str(), x0.experts, x0.tokens, x0.d,
+                Bytes(input).c_str());
+  out += line;
+  return out;
+}
+
 std::string ExplainProgram(const LoadedPlan& loaded) {
   const fb::Plan& p = *loaded.plan;
   const fb::Mesh& mesh = *p.mesh();
@@ -173,6 +236,7 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
     out += "  activation slots  " + std::to_string(p.slots()) + ", " + Bytes(p.slot_bytes()) +
            " apart\n";
   out += "  arena             " + Bytes(p.arena_bytes()) + "\n";
+  out += ExplainMoe(p, coords);
 
   // Communication per step by (group, collective): bytes, bytes sent per rank,
   // counting each instruction once per run of its unit in the schedule (a gradient
@@ -223,6 +287,10 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
       case fb::Op_Send: {
         const auto c = plan::Read<op::Send<uint32_t>>(in);
         return add(c.axis, "send", 0.0, bytes_of(c.x));
+      }
+      case fb::Op_AllToAll: {  // a rank keeps its own block, sends the others
+        const auto c = plan::Read<op::AllToAll<uint32_t>>(in);
+        return add(c.axis, "all_to_all", 1.0, bytes_of(c.src));
       }
       default:
         return;

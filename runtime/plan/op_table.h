@@ -45,13 +45,17 @@
   X(CrossEntropy, cross_entropy) X(CrossEntropyGrad, cross_entropy_grad)              \
   X(GradNormSq, grad_norm_sq) X(ClipAndAdamW, clip_adamw)                             \
   X(Accumulate, accumulate)                                                           \
-  X(Moe, moe) X(MoeGrad, moe_grad)                                                    \
+  X(MoeRoute, moe_route) X(MoeRouteGrad, moe_route_grad)                              \
+  X(MoeDispatch, moe_dispatch) X(MoeDispatchGrad, moe_dispatch_grad)                  \
+  X(MoeExperts, moe_experts) X(MoeExpertsGrad, moe_experts_grad)                      \
+  X(MoeCombine, moe_combine) X(MoeCombineGrad, moe_combine_grad)                      \
   X(AllReduce, all_reduce)                                                            \
   X(ReduceScatter, reduce_scatter) X(AllGather, all_gather)                           \
   X(VocabMax, vocab_max) X(VocabSumExp, vocab_sum_exp) X(VocabLoss, vocab_loss)       \
   X(AllGatherInto, all_gather_into) X(ReduceScatterInto, reduce_scatter_into)         \
   X(BucketAllReduce, bucket_all_reduce)                                               \
-  X(Send, send) X(Recv, recv)
+  X(Send, send) X(Recv, recv)                                                         \
+  X(AllToAll, all_to_all)
 
 // The embedding's and its gradient's integer attributes.
 #define HEIRETSU_EMBEDDING_INTS_(INT, LE)                                             \
@@ -216,9 +220,10 @@
 // Adds the sum of squares of the buffers to the step's gradient norm. sharded
 // (ZeRO-1): only this rank's dp shard of each buffer counts (the prepared
 // instruction's ranges) and the sum is then summed over dp. tp_sharded: the
-// buffers are tp blocks of their parameters and the sum is summed over tp too.
+// buffers are tp blocks of their parameters and the sum is summed over tp too;
+// ep_sharded: they are ep blocks (experts), summed over ep too.
 #define HEIRETSU_OP_GradNormSq(BUF, VAR, INT, FLT, LE, RES)                           \
-  VAR(F32) INT(sharded, Flag) INT(tp_sharded, Flag)
+  VAR(F32) INT(sharded, Flag) INT(tp_sharded, Flag) INT(ep_sharded, Flag)
 
 // Clips by the step's global norm and applies AdamW. shard > 0 (ZeRO-1): the update
 // covers this rank's dp shard of the parameter, [rank * shard, min(n, (rank + 1) *
@@ -233,34 +238,89 @@
 #define HEIRETSU_OP_Accumulate(BUF, VAR, INT, FLT, LE, RES)                           \
   INT(n, Size) INT(accumulate_dx, Flag) BUF(src, F32, Req, n) BUF(dst, F32, Req, n)
 
-// Mixture of experts on one rank. Slots are (row, choice) pairs: rows * top_k.
-#define HEIRETSU_OP_Moe(BUF, VAR, INT, FLT, LE, RES)                                  \
-  INT(rows, Size) INT(d, Size) INT(f, Size) INT(experts, Size) INT(top_k, Size)       \
-  INT(capacity, Size) INT(swiglu, Flag) FLT(aux_coef) FLT(z_coef) LE(top_k, experts)  \
+// Mixture of experts, in steps (graph.moe_route .. graph.moe_combine; formulas in
+// runtime/cpu/kernels.h). Rows come in sequences of `seq` rows; a slot is a (row,
+// choice) pair, rows * top_k of them. Each expert has a region of `slots` rows in
+// the expert-major buffers: `capacity` rows per sequence, sequence after sequence,
+// so every decision is the sequence's own and no layout changes it.
+//
+// moe_route: the router GEMM, softmax, top-k and the slots' places: `choice` the
+// expert of each slot, `pos` its row in that expert's region (-1: dropped past the
+// sequence's capacity), `weight` its combine weight; `aux` the auxiliary loss;
+// `load` [2, experts]: the slots each expert kept, then those it dropped (metrics).
+// tp_parts: the route runs on that many tensor-parallel ranks whose gradients are
+// summed (each differentiates 1/tp_parts of the auxiliary loss).
+#define HEIRETSU_OP_MoeRoute(BUF, VAR, INT, FLT, LE, RES)                             \
+  INT(rows, Size) INT(d, Size) INT(experts, Size) INT(top_k, Size) INT(seq, Size)     \
+  INT(capacity, Size) INT(tp_parts, Size) FLT(aux_coef) FLT(z_coef)                   \
+  LE(top_k, experts) LE(capacity, seq) LE(seq, rows)                                  \
   BUF(x, F32, Req, N(rows, d)) BUF(router, F32, Req, N(experts, d))                   \
-  BUF(w_in, F32, Req, N(experts, f, d)) BUF(w_out, F32, Req, N(experts, d, f))        \
-  BUF(w_gate, F32, Iff(swiglu), N(experts, f, d))                                     \
-  BUF(y, F32, Req, N(rows, d)) BUF(aux, F32, Req, 1)                                  \
   BUF(probs, F32, Req, N(rows, experts)) BUF(lse, F32, Req, rows)                     \
-  BUF(slot_expert, I32, Req, N(rows, top_k)) BUF(slot_weight, F32, Req, N(rows, top_k)) \
-  BUF(pre, F32, Req, N(rows, top_k, f)) BUF(gate_pre, F32, Iff(swiglu), N(rows, top_k, f)) \
-  BUF(act, F32, Req, N(rows, top_k, f))
+  BUF(choice, I32, Req, N(rows, top_k)) BUF(pos, I32, Req, N(rows, top_k))            \
+  BUF(weight, F32, Req, N(rows, top_k)) BUF(aux, F32, Req, 1) BUF(load, F32, Req, N(2, experts))
 
-#define HEIRETSU_OP_MoeGrad(BUF, VAR, INT, FLT, LE, RES)                              \
-  INT(rows, Size) INT(d, Size) INT(f, Size) INT(experts, Size) INT(top_k, Size)       \
-  INT(capacity, Size) INT(swiglu, Flag) INT(accumulate_dx, Flag)                      \
-  FLT(aux_coef) FLT(z_coef) FLT(daux) LE(top_k, experts)                              \
-  BUF(dy, F32, Req, N(rows, d))                                                       \
-  BUF(x, F32, Req, N(rows, d)) BUF(router, F32, Req, N(experts, d))                   \
-  BUF(w_in, F32, Req, N(experts, f, d)) BUF(w_out, F32, Req, N(experts, d, f))        \
-  BUF(w_gate, F32, Iff(swiglu), N(experts, f, d))                                     \
-  BUF(probs, F32, Req, N(rows, experts)) BUF(lse, F32, Req, rows)                     \
-  BUF(slot_expert, I32, Req, N(rows, top_k)) BUF(slot_weight, F32, Req, N(rows, top_k)) \
-  BUF(pre, F32, Req, N(rows, top_k, f)) BUF(gate_pre, F32, Iff(swiglu), N(rows, top_k, f)) \
-  BUF(act, F32, Req, N(rows, top_k, f))                                               \
-  BUF(dx, F32, Req, N(rows, d)) BUF(drouter, F32, Req, N(experts, d))                 \
-  BUF(dw_in, F32, Req, N(experts, f, d)) BUF(dw_out, F32, Req, N(experts, d, f))      \
-  BUF(dw_gate, F32, Iff(swiglu), N(experts, f, d))
+// dweight: the gradient of the combine weights; daux: the auxiliary loss's.
+#define HEIRETSU_OP_MoeRouteGrad(BUF, VAR, INT, FLT, LE, RES)                         \
+  INT(rows, Size) INT(d, Size) INT(experts, Size) INT(top_k, Size) INT(seq, Size)     \
+  INT(accumulate_dx, Flag) FLT(aux_coef) FLT(z_coef) FLT(daux)                        \
+  LE(top_k, experts) LE(seq, rows)                                                    \
+  BUF(dweight, F32, Req, N(rows, top_k)) BUF(x, F32, Req, N(rows, d))                 \
+  BUF(router, F32, Req, N(experts, d)) BUF(probs, F32, Req, N(rows, experts))         \
+  BUF(lse, F32, Req, rows) BUF(choice, I32, Req, N(rows, top_k))                      \
+  BUF(dx, F32, Req, N(rows, d)) BUF(drouter, F32, Req, N(experts, d))
+
+// moe_dispatch: each kept slot's row of x to its place in `buf` (expert-major,
+// [experts, slots, d]); the rows no slot took are zero.
+#define HEIRETSU_OP_MoeDispatch(BUF, VAR, INT, FLT, LE, RES)                          \
+  INT(rows, Size) INT(d, Size) INT(experts, Size) INT(top_k, Size) INT(slots, Size)   \
+  BUF(x, F32, Req, N(rows, d)) BUF(choice, I32, Req, N(rows, top_k))                  \
+  BUF(pos, I32, Req, N(rows, top_k)) BUF(buf, F32, Req, N(experts, slots, d))
+
+#define HEIRETSU_OP_MoeDispatchGrad(BUF, VAR, INT, FLT, LE, RES)                      \
+  INT(rows, Size) INT(d, Size) INT(experts, Size) INT(top_k, Size) INT(slots, Size)   \
+  INT(accumulate_dx, Flag)                                                            \
+  BUF(dbuf, F32, Req, N(experts, slots, d)) BUF(choice, I32, Req, N(rows, top_k))     \
+  BUF(pos, I32, Req, N(rows, top_k)) BUF(dx, F32, Req, N(rows, d))
+
+// moe_experts: the grouped GEMMs, one per expert over its `tokens` rows:
+// pre = x w_in^T, act = gelu(pre) (SwiGLU: silu(x w_gate^T) * pre), y = act w_out^T.
+// `experts` are this rank's; f is this rank's block of the hidden size.
+#define HEIRETSU_OP_MoeExperts(BUF, VAR, INT, FLT, LE, RES)                           \
+  INT(experts, Size) INT(tokens, Size) INT(d, Size) INT(f, Size) INT(swiglu, Flag)    \
+  BUF(x, F32, Req, N(experts, tokens, d)) BUF(w_in, F32, Req, N(experts, f, d))       \
+  BUF(w_gate, F32, Iff(swiglu), N(experts, f, d)) BUF(w_out, F32, Req, N(experts, d, f)) \
+  BUF(pre, F32, Req, N(experts, tokens, f)) BUF(gate_pre, F32, Iff(swiglu), N(experts, tokens, f)) \
+  BUF(act, F32, Req, N(experts, tokens, f)) BUF(y, F32, Req, N(experts, tokens, d))
+
+// Accumulates dw_scale times each weight's gradient (1/ep: an expert's tokens come
+// from the ep ranks of its replica, whose losses are averaged); writes (or
+// accumulates into) dx.
+#define HEIRETSU_OP_MoeExpertsGrad(BUF, VAR, INT, FLT, LE, RES)                       \
+  INT(experts, Size) INT(tokens, Size) INT(d, Size) INT(f, Size) INT(swiglu, Flag)    \
+  INT(accumulate_dx, Flag) FLT(dw_scale)                                              \
+  BUF(dy, F32, Req, N(experts, tokens, d)) BUF(x, F32, Req, N(experts, tokens, d))    \
+  BUF(w_in, F32, Req, N(experts, f, d)) BUF(w_gate, F32, Iff(swiglu), N(experts, f, d)) \
+  BUF(w_out, F32, Req, N(experts, d, f)) BUF(pre, F32, Req, N(experts, tokens, f))    \
+  BUF(gate_pre, F32, Iff(swiglu), N(experts, tokens, f)) BUF(act, F32, Req, N(experts, tokens, f)) \
+  BUF(dx, F32, Req, N(experts, tokens, d)) BUF(dw_in, F32, Req, N(experts, f, d))     \
+  BUF(dw_gate, F32, Iff(swiglu), N(experts, f, d)) BUF(dw_out, F32, Req, N(experts, d, f))
+
+// moe_combine: y[r] = sum over r's kept slots of weight * buf[choice][pos].
+#define HEIRETSU_OP_MoeCombine(BUF, VAR, INT, FLT, LE, RES)                           \
+  INT(rows, Size) INT(d, Size) INT(experts, Size) INT(top_k, Size) INT(slots, Size)   \
+  BUF(buf, F32, Req, N(experts, slots, d)) BUF(choice, I32, Req, N(rows, top_k))      \
+  BUF(pos, I32, Req, N(rows, top_k)) BUF(weight, F32, Req, N(rows, top_k))            \
+  BUF(y, F32, Req, N(rows, d))
+
+// Writes dbuf whole (zero where no slot is) and writes (or accumulates into)
+// dweight (zero for dropped slots).
+#define HEIRETSU_OP_MoeCombineGrad(BUF, VAR, INT, FLT, LE, RES)                       \
+  INT(rows, Size) INT(d, Size) INT(experts, Size) INT(top_k, Size) INT(slots, Size)   \
+  INT(accumulate_dx, Flag)                                                            \
+  BUF(dy, F32, Req, N(rows, d)) BUF(buf, F32, Req, N(experts, slots, d))              \
+  BUF(choice, I32, Req, N(rows, top_k)) BUF(pos, I32, Req, N(rows, top_k))            \
+  BUF(weight, F32, Req, N(rows, top_k)) BUF(dbuf, F32, Req, N(experts, slots, d))     \
+  BUF(dweight, F32, Req, N(rows, top_k))
 
 // In place on each buffer, over the group of ranks that differ only in `axis`.
 #define HEIRETSU_OP_AllReduce(BUF, VAR, INT, FLT, LE, RES)                            \
@@ -314,6 +374,16 @@
 
 #define HEIRETSU_OP_Recv(BUF, VAR, INT, FLT, LE, RES)                                 \
   INT(axis, Axis) INT(peer, Size) BUF(x, F32, Req, Any)
+
+// Exchange over the group of `axis` (`parts` ranks; MoE dispatch and combine):
+// src is [parts, outer, inner], block p going to the rank at coordinate p; dst is
+// [outer, parts, inner], block p coming from that rank. back = 1 is the inverse
+// (src [outer, parts, inner] -> dst [parts, outer, inner]), the transpose of
+// back = 0. accumulate_dx adds into dst.
+#define HEIRETSU_OP_AllToAll(BUF, VAR, INT, FLT, LE, RES)                             \
+  INT(axis, Axis) INT(outer, Size) INT(parts, Size) INT(inner, Size) INT(back, Flag)  \
+  INT(accumulate_dx, Flag)                                                            \
+  BUF(src, F32, Req, N(outer, parts, inner)) BUF(dst, F32, Req, N(outer, parts, inner))
 // clang-format on
 
 // One kind of an opcode's operands, the others left out: its buffer slots (and

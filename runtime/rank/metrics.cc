@@ -44,13 +44,20 @@ Status MetricsWriter::Write(const StepLine& line) {
   const exec::StepResult& r = line.result;
   char loss_hex[40];
   std::snprintf(loss_hex, sizeof loss_hex, "%a", r.loss);
+  // MoE models: the dropped fraction and the range of slots an expert kept.
+  std::string moe;
+  if (!std::isnan(r.moe_dropped))
+    moe = ",\"moe_dropped\":" + JsonNumber(r.moe_dropped, "%.6g") +
+          ",\"moe_tokens_min\":" + JsonNumber(r.moe_tokens_min, "%.9g") +
+          ",\"moe_tokens_max\":" + JsonNumber(r.moe_tokens_max, "%.9g");
   std::fprintf(file_.get(),
                "{\"step\":%lld,\"loss\":%s,\"loss_hex\":\"%s\",\"lr\":%s,\"grad_norm\":%s,"
-               "\"tokens_per_s\":%s,\"step_ms\":%s%s}\n",
+               "\"tokens_per_s\":%s,\"step_ms\":%s%s%s}\n",
                static_cast<long long>(line.options.step), JsonNumber(r.loss, "%.17g").c_str(),
                loss_hex, JsonNumber(line.options.lr, "%.9g").c_str(),
                JsonNumber(r.grad_norm, "%.9g").c_str(), JsonNumber(line.tokens_per_s(), "%.6g").c_str(),
-               JsonNumber(line.seconds * 1e3, "%.6g").c_str(), r.nonfinite ? ",\"skipped\":true" : "");
+               JsonNumber(line.seconds * 1e3, "%.6g").c_str(), moe.c_str(),
+               r.nonfinite ? ",\"skipped\":true" : "");
   if (std::fflush(file_.get()) != 0 || std::ferror(file_.get()))
     return Error::Failure(path_ + ": cannot write: " + std::strerror(errno));
   return std::nullopt;

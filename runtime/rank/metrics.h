@@ -1,7 +1,9 @@
 // The metrics of a run (docs/architecture.md): one JSON object per step, written by
 // rank 0, with step, loss, loss_hex (the loss's exact bits, for bit-identity
-// checks), lr, grad_norm, tokens_per_s and step_ms (and "skipped": true on a step not applied
-// because its loss or gradient norm was not finite); and the human progress line.
+// checks), lr, grad_norm, tokens_per_s and step_ms, MoE models moe_dropped,
+// moe_tokens_min and moe_tokens_max (exec::StepResult), and "skipped": true on a
+// step not applied because its loss or gradient norm was not finite; and the human
+// progress line.
 #ifndef HEIRETSU_RUNTIME_RANK_METRICS_H_
 #define HEIRETSU_RUNTIME_RANK_METRICS_H_
 

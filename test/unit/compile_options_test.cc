@@ -153,7 +153,6 @@ TEST(CompileOptions, WhatIsNotBuiltIsRefusedByName) {
     std::string starts;
   };
   const Case cases[] = {
-      {{"--ep", "4"}, "--ep 4 is not built yet"},
       {{"--precision", "bf16"}, "--precision bf16 is not built yet"},
       {{"--recompute", "full"}, "--recompute full is not built yet"},
   };

@@ -7,7 +7,9 @@
 #include "runtime/cpu/kernels.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -619,142 +621,438 @@ TEST(CpuKernels, AdamWMatchesTwoStepReference) {
 
 namespace moe {
 
-struct Weights {
-  Vec x, router, w_in, w_out, w_gate;
+// What moe_route produces, in T.
+template <typename T>
+struct Route {
+  std::vector<T> probs, lse, weight, load;
+  std::vector<int32_t> choice, pos;
+  T aux = 0;
+  explicit Route(const MoeRouteShape& s)
+      : probs(s.rows * s.experts), lse(s.rows), weight(s.rows * s.top_k), load(2 * s.experts),
+        choice(s.rows * s.top_k), pos(s.rows * s.top_k) {}
 };
 
-Weights RandomWeights(const MoeShape& s, uint32_t seed) {
-  return {Random(s.rows * s.d, seed), Random(s.experts * s.d, seed + 1),
-          Random(s.experts * s.f * s.d, seed + 2, 0.5), Random(s.experts * s.d * s.f, seed + 3, 0.5),
-          Random(s.experts * s.f * s.d, seed + 4, 0.5)};
+template <typename T>
+Route<T> RunRoute(const MoeRouteShape& s, const std::vector<T>& x, const std::vector<T>& router,
+                  double ac, double zc) {
+  Route<T> o(s);
+  MoeRoute(s, x.data(), router.data(), ac, zc, o.probs.data(), o.lse.data(), o.choice.data(),
+           o.pos.data(), o.weight.data(), &o.aux, o.load.data());
+  return o;
 }
 
-// Naive float64 MoE forward written from the definition in kernels.h.
-Vec Reference(const MoeShape& s, const Weights& w, double aux_coef, double z_coef, double* aux) {
-  const int64_t E = s.experts;
-  Vec y(s.rows * s.d, 0.0);
-  std::vector<int64_t> count(E, 0);
-  std::vector<double> mean_p(E, 0.0), routed(E, 0.0);
+// A straightforward float64 route written from the definition in kernels.h.
+Route<double> ReferenceRoute(const MoeRouteShape& s, const Vec& x, const Vec& router, double ac,
+                             double zc) {
+  const int64_t E = s.experts, K = s.top_k, sequences = s.rows / s.seq;
+  Route<double> o(s);
   double z = 0;
-  std::vector<std::vector<std::pair<int64_t, double>>> slots(s.rows);
   for (int64_t r = 0; r < s.rows; ++r) {
-    std::vector<double> logit(E), p(E);
+    Vec logit(E, 0.0);
     double mx = -INFINITY, sum = 0;
     for (int64_t e = 0; e < E; ++e) {
-      logit[e] = 0;
-      for (int64_t i = 0; i < s.d; ++i) logit[e] += w.x[r * s.d + i] * w.router[e * s.d + i];
+      for (int64_t i = 0; i < s.d; ++i) logit[e] += x[r * s.d + i] * router[e * s.d + i];
       mx = std::max(mx, logit[e]);
     }
     for (int64_t e = 0; e < E; ++e) sum += std::exp(logit[e] - mx);
-    double l = mx + std::log(sum);
-    z += l * l / s.rows;
-    for (int64_t e = 0; e < E; ++e) {
-      p[e] = std::exp(logit[e] - l);
-      mean_p[e] += p[e] / s.rows;
-    }
+    o.lse[r] = mx + std::log(sum);
+    z += o.lse[r] * o.lse[r] / s.rows;
+    for (int64_t e = 0; e < E; ++e) o.probs[r * E + e] = std::exp(logit[e] - o.lse[r]);
     std::vector<int64_t> order(E);
     for (int64_t e = 0; e < E; ++e) order[e] = e;
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return o.probs[r * E + a] > o.probs[r * E + b];
+    });
     double total = 0;
-    for (int64_t j = 0; j < s.top_k; ++j) total += p[order[j]];
-    for (int64_t j = 0; j < s.top_k; ++j) {
-      slots[r].push_back({order[j], p[order[j]] / total});
-      routed[order[j]] += 1.0 / (s.rows * s.top_k);
+    for (int64_t j = 0; j < K; ++j) total += o.probs[r * E + order[j]];
+    for (int64_t j = 0; j < K; ++j) {
+      o.choice[r * K + j] = static_cast<int32_t>(order[j]);
+      o.weight[r * K + j] = o.probs[r * E + order[j]] / total;
     }
   }
-  for (int64_t r = 0; r < s.rows; ++r)
-    for (auto [e, weight] : slots[r]) {
-      if (count[e]++ >= s.capacity) continue;  // dropped
-      std::vector<double> h(s.f);
-      for (int64_t i = 0; i < s.f; ++i) {
-        double pre = 0, gate = 0;
-        for (int64_t k = 0; k < s.d; ++k) {
-          pre += w.w_in[(e * s.f + i) * s.d + k] * w.x[r * s.d + k];
-          gate += w.w_gate[(e * s.f + i) * s.d + k] * w.x[r * s.d + k];
-        }
-        h[i] = s.swiglu ? gate / (1 + std::exp(-gate)) * pre
-                        : 0.5 * pre * (1 + std::tanh(std::sqrt(2 / M_PI) * (pre + 0.044715 * pre * pre * pre)));
-      }
-      for (int64_t o = 0; o < s.d; ++o) {
-        double out = 0;
-        for (int64_t i = 0; i < s.f; ++i) out += w.w_out[(e * s.d + o) * s.f + i] * h[i];
-        y[r * s.d + o] += weight * out;
-      }
-    }
   double balance = 0;
-  for (int64_t e = 0; e < E; ++e) balance += routed[e] * mean_p[e];
-  *aux = aux_coef * E * balance + z_coef * z;
-  return y;
+  for (int64_t q = 0; q < sequences; ++q) {
+    std::vector<int64_t> kept(E, 0);
+    Vec routed(E, 0.0), mean_p(E, 0.0);
+    for (int64_t r = q * s.seq; r < (q + 1) * s.seq; ++r) {
+      for (int64_t j = 0; j < K; ++j) {
+        const int64_t slot = r * K + j, e = o.choice[slot];
+        routed[e] += 1.0 / static_cast<double>(s.seq * K);
+        if (kept[e] < s.capacity) {
+          o.pos[slot] = static_cast<int32_t>(q * s.capacity + kept[e]++);
+          o.load[e] += 1;
+        } else {
+          o.pos[slot] = -1;
+          o.load[E + e] += 1;
+        }
+      }
+      for (int64_t e = 0; e < E; ++e) mean_p[e] += o.probs[r * E + e] / s.seq;
+    }
+    for (int64_t e = 0; e < E; ++e) balance += routed[e] * mean_p[e] / sequences;
+  }
+  o.aux = ac * E * balance + zc * z;
+  return o;
 }
 
-struct Saved {
-  Vec y, probs, lse, weight, pre, gate, act;
-  std::vector<int32_t> expert;
-  double aux = 0;
-  explicit Saved(const MoeShape& s)
-      : y(s.rows * s.d), probs(s.rows * s.experts), lse(s.rows), weight(s.rows * s.top_k),
-        pre(s.rows * s.top_k * s.f), gate(s.rows * s.top_k * s.f), act(s.rows * s.top_k * s.f),
-        expert(s.rows * s.top_k) {}
+// The smallest gap, over rows, between the k-th largest probability and the next
+// one: the margin by which the top-k choices are decided.
+template <typename T>
+double TopKMargin(const MoeRouteShape& s, const std::vector<T>& probs) {
+  double margin = INFINITY;
+  for (int64_t r = 0; r < s.rows; ++r) {
+    std::vector<double> p(probs.begin() + r * s.experts, probs.begin() + (r + 1) * s.experts);
+    std::sort(p.begin(), p.end(), std::greater<double>());
+    if (s.top_k < s.experts) margin = std::min(margin, p[s.top_k - 1] - p[s.top_k]);
+  }
+  return margin;
+}
+
+int64_t Dropped(const std::vector<int32_t>& pos) {
+  return std::count(pos.begin(), pos.end(), -1);
+}
+
+// The parameters and the input of one MoE layer.
+template <typename T>
+struct Model {
+  std::vector<T> x, router, w_in, w_gate, w_out;
 };
 
-void Forward(const MoeShape& s, Weights& w, Saved& o, double ac, double zc) {
-  MoeForward(s, w.x.data(), w.router.data(), w.w_in.data(), w.w_out.data(),
-             s.swiglu ? w.w_gate.data() : nullptr, ac, zc, o.y.data(), &o.aux, o.probs.data(),
-             o.lse.data(), o.expert.data(), o.weight.data(), o.pre.data(),
-             s.swiglu ? o.gate.data() : nullptr, o.act.data());
+template <typename T>
+Model<T> RandomModel(const MoeRouteShape& rs, const MoeExpertShape& es, uint32_t seed) {
+  auto cast = [](const Vec& v) { return std::vector<T>(v.begin(), v.end()); };
+  return {cast(Random(rs.rows * rs.d, seed)), cast(Random(rs.experts * rs.d, seed + 1)),
+          cast(Random(es.experts * es.f * es.d, seed + 2, 0.5)),
+          cast(Random(es.experts * es.f * es.d, seed + 3, 0.5)),
+          cast(Random(es.experts * es.d * es.f, seed + 4, 0.5))};
+}
+
+// The three shapes of one layer: `capacity` slots per sequence and expert.
+struct Shapes {
+  MoeRouteShape route;
+  MoeSlotShape slot;
+  MoeExpertShape expert;
+  Shapes(int64_t rows, int64_t d, int64_t f, int64_t experts, int64_t top_k, int64_t seq,
+         int64_t capacity, bool swiglu)
+      : route{rows, d, experts, top_k, seq, capacity},
+        slot{rows, d, experts, top_k, rows / seq * capacity},
+        expert{experts, rows / seq * capacity, d, f, swiglu} {}
+};
+
+// Every saved value of the layer's forward pass, then every gradient of its
+// backward pass.
+template <typename T>
+struct Layer {
+  Route<T> route;
+  std::vector<T> buf, pre, gate_pre, act, ybuf, y;
+  std::vector<T> dybuf, dweight, dbuf, dx, drouter, dw_in, dw_gate, dw_out;
+  explicit Layer(const Shapes& s)
+      : route(s.route),
+        buf(s.expert.experts * s.expert.tokens * s.expert.d),
+        pre(s.expert.experts * s.expert.tokens * s.expert.f),
+        gate_pre(pre.size()), act(pre.size()), ybuf(buf.size()), y(s.route.rows * s.route.d),
+        dybuf(buf.size()), dweight(s.route.rows * s.route.top_k), dbuf(buf.size()),
+        dx(y.size()), drouter(s.route.experts * s.route.d),
+        dw_in(s.expert.experts * s.expert.f * s.expert.d), dw_gate(dw_in.size()),
+        dw_out(dw_in.size()) {}
+};
+
+// y = Combine(Experts(Dispatch(x))) with the route's weights.
+template <typename T>
+void LayerForward(const Shapes& s, const Model<T>& m, double ac, double zc, Layer<T>& o) {
+  const bool sw = s.expert.swiglu;
+  o.route = RunRoute(s.route, m.x, m.router, ac, zc);
+  const int32_t* choice = o.route.choice.data();
+  const int32_t* pos = o.route.pos.data();
+  MoeDispatch(s.slot, m.x.data(), choice, pos, o.buf.data());
+  MoeExperts(s.expert, o.buf.data(), m.w_in.data(), sw ? m.w_gate.data() : nullptr,
+             m.w_out.data(), o.pre.data(), sw ? o.gate_pre.data() : nullptr, o.act.data(),
+             o.ybuf.data());
+  MoeCombine(s.slot, o.ybuf.data(), choice, pos, o.route.weight.data(), o.y.data());
+}
+
+// The gradients of sum(dy * y) + daux * aux (parameter gradients from zero).
+template <typename T>
+void LayerBackward(const Shapes& s, const Model<T>& m, const std::vector<T>& dy, double daux,
+                   double ac, double zc, Layer<T>& o) {
+  const bool sw = s.expert.swiglu;
+  const int32_t* choice = o.route.choice.data();
+  const int32_t* pos = o.route.pos.data();
+  for (auto* v : {&o.drouter, &o.dw_in, &o.dw_gate, &o.dw_out}) std::fill(v->begin(), v->end(), T(0));
+  MoeCombineBackward(s.slot, dy.data(), o.ybuf.data(), choice, pos, o.route.weight.data(),
+                     o.dybuf.data(), o.dweight.data(), false);
+  MoeExpertsBackward(s.expert, o.dybuf.data(), o.buf.data(), m.w_in.data(),
+                     sw ? m.w_gate.data() : nullptr, m.w_out.data(), o.pre.data(),
+                     sw ? o.gate_pre.data() : nullptr, o.act.data(), 1.0, o.dbuf.data(),
+                     o.dw_in.data(), sw ? o.dw_gate.data() : nullptr, o.dw_out.data(), false);
+  MoeDispatchBackward(s.slot, o.dbuf.data(), choice, pos, o.dx.data(), false);
+  MoeRouteBackward(s.route, o.dweight.data(), daux, ac, zc, m.x.data(), m.router.data(),
+                   o.route.probs.data(), o.route.lse.data(), choice, o.dx.data(),
+                   o.drouter.data(), true);
 }
 
 }  // namespace moe
 
-class MoeTest : public ::testing::TestWithParam<bool> {};
-
-TEST_P(MoeTest, ForwardMatchesReference) {
-  // 12 rows x top-2 = 24 slots over 4 experts with capacity 5: some are dropped.
-  MoeShape s{12, 6, 5, 4, 2, 5, GetParam()};
-  moe::Weights w = moe::RandomWeights(s, 50);
-  double ref_aux = 0;
-  Vec ref = moe::Reference(s, w, 0.01, 0.001, &ref_aux);
-  moe::Saved o(s);
-  moe::Forward(s, w, o, 0.01, 0.001);
-  int dropped = 0;
-  for (int32_t e : o.expert) dropped += e < 0;
-  EXPECT_GT(dropped, 0) << "the shape should exercise the capacity limit";
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num = std::max(num, std::fabs(o.y[i] - ref[i]));
-    den = std::max(den, std::fabs(ref[i]));
-  }
-  EXPECT_LE(num / den, 1e-12);
-  EXPECT_NEAR(o.aux, ref_aux, 1e-12);
-}
-
-TEST_P(MoeTest, BackwardMatchesFiniteDifferences) {
-  MoeShape s{10, 5, 4, 4, 2, 6, GetParam()};
-  const double ac = 0.3, zc = 0.2, daux = 0.7;  // large coefficients exercise the aux path
-  moe::Weights w = moe::RandomWeights(s, 60);
-  Vec r = Random(s.rows * s.d, 61);
-  auto loss = [&] {
-    moe::Saved o(s);
-    moe::Forward(s, w, o, ac, zc);
-    return Dot(o.y, r) + daux * o.aux;
+// The route against the reference: several sequences, top-1 and top-2, with and
+// without dropped slots; the double kernel to rounding, the float one to 1e-5.
+TEST(CpuKernels, MoeRouteMatchesReference) {
+  struct Case {
+    MoeRouteShape shape;
+    bool drops;
   };
-  moe::Saved o(s);
-  moe::Forward(s, w, o, ac, zc);
-  Vec dx(w.x.size()), dr(w.router.size(), 0.0), din(w.w_in.size(), 0.0),
-      dout(w.w_out.size(), 0.0), dgate(w.w_gate.size(), 0.0);
-  MoeBackward(s, r.data(), daux, w.x.data(), w.router.data(), w.w_in.data(), w.w_out.data(),
-              s.swiglu ? w.w_gate.data() : nullptr, ac, zc, o.probs.data(), o.lse.data(),
-              o.expert.data(), o.weight.data(), o.pre.data(), s.swiglu ? o.gate.data() : nullptr,
-              o.act.data(), dx.data(), dr.data(), din.data(), dout.data(),
-              s.swiglu ? dgate.data() : nullptr, false);
-  EXPECT_LE(FiniteDiffError(w.x, dx, loss), kGradTol);
-  EXPECT_LE(FiniteDiffError(w.router, dr, loss), kGradTol);
-  EXPECT_LE(FiniteDiffError(w.w_in, din, loss), kGradTol);
-  EXPECT_LE(FiniteDiffError(w.w_out, dout, loss), kGradTol);
-  if (s.swiglu) EXPECT_LE(FiniteDiffError(w.w_gate, dgate, loss), kGradTol);
+  const Case cases[] = {
+      {{12, 6, 4, 2, 4, 2}, true},   // 3 sequences of 8 slots, 2 per expert and sequence
+      {{12, 6, 4, 1, 6, 1}, true},   // 2 sequences of 6 slots over 4 places
+      {{12, 6, 4, 1, 3, 3}, false},  // capacity = seq: nothing can drop
+      {{8, 5, 3, 2, 8, 8}, false},   // one sequence
+      {{10, 4, 5, 3, 5, 2}, true},   // top-3
+  };
+  uint32_t seed = 70;
+  for (const Case& c : cases) {
+    const MoeRouteShape& s = c.shape;
+    SCOPED_TRACE("rows " + std::to_string(s.rows) + " experts " + std::to_string(s.experts) +
+                 " top_k " + std::to_string(s.top_k) + " seq " + std::to_string(s.seq) +
+                 " capacity " + std::to_string(s.capacity));
+    const Vec x = Random(s.rows * s.d, seed++), router = Random(s.experts * s.d, seed++);
+    const double ac = 0.3, zc = 0.01;
+    const moe::Route<double> ref = moe::ReferenceRoute(s, x, router, ac, zc);
+    ASSERT_GT(moe::TopKMargin(s, ref.probs), 1e-4) << "a near tie: pick another seed";
+    EXPECT_EQ(moe::Dropped(ref.pos) > 0, c.drops);
+    const moe::Route<double> got = moe::RunRoute(s, x, router, ac, zc);
+    EXPECT_EQ(got.choice, ref.choice);
+    EXPECT_EQ(got.pos, ref.pos);
+    EXPECT_EQ(got.load, ref.load);
+    for (size_t i = 0; i < ref.probs.size(); ++i) EXPECT_NEAR(got.probs[i], ref.probs[i], 1e-14);
+    for (size_t i = 0; i < ref.lse.size(); ++i) EXPECT_NEAR(got.lse[i], ref.lse[i], 1e-13);
+    for (size_t i = 0; i < ref.weight.size(); ++i)
+      EXPECT_NEAR(got.weight[i], ref.weight[i], 1e-14);
+    EXPECT_NEAR(got.aux, ref.aux, 1e-13);
+    double total = 0;
+    for (double l : got.load) total += l;
+    EXPECT_EQ(total, static_cast<double>(s.rows * s.top_k));
+
+    const moe::Route<float> f = moe::RunRoute(s, ToFloat(x), ToFloat(router), ac, zc);
+    EXPECT_EQ(f.choice, ref.choice);
+    EXPECT_EQ(f.pos, ref.pos);
+    EXPECT_EQ(Vec(f.load.begin(), f.load.end()), ref.load);
+    EXPECT_LE(RelDiff(f.probs, ref.probs), kForwardTol);
+    EXPECT_LE(RelDiff(f.weight, ref.weight), kForwardTol);
+    EXPECT_LE(RelDiff(f.lse, ref.lse), kForwardTol);
+    EXPECT_NEAR(f.aux, ref.aux, kForwardTol * std::fabs(ref.aux));
+  }
 }
 
-INSTANTIATE_TEST_SUITE_P(Activations, MoeTest, ::testing::Values(false, true));
+// Lower expert index on ties: equal logits route to experts 0 .. k-1.
+TEST(CpuKernels, MoeRouteBreaksTiesByLowerExpert) {
+  const MoeRouteShape s{2, 3, 4, 2, 2, 1};
+  const Vec x(s.rows * s.d, 0.5), router(s.experts * s.d, 0.25);
+  const moe::Route<double> o = moe::RunRoute(s, x, router, 0.0, 0.0);
+  EXPECT_EQ(o.choice, (std::vector<int32_t>{0, 1, 0, 1}));
+  // Capacity 1 per sequence: the second row's slots drop.
+  EXPECT_EQ(o.pos, (std::vector<int32_t>{0, 0, -1, -1}));
+  EXPECT_EQ(o.load, (Vec{1, 1, 0, 0, 1, 1, 0, 0}));
+  for (double w : o.weight) EXPECT_DOUBLE_EQ(w, 0.5);
+}
+
+// The steps composed into a layer, differentiated through the route (the
+// weights, the balance and z losses) and through dispatch, experts and combine,
+// against central differences of loss = sum(r * y) + c * aux with the top-k
+// choices and the drops unchanged under the perturbation.
+class MoeGradTest : public ::testing::TestWithParam<std::tuple<bool, int>> {};
+
+TEST_P(MoeGradTest, LayerMatchesFiniteDifferences) {
+  const auto [swiglu, top_k] = GetParam();
+  // 2 sequences of 4 rows; capacity 1 (top-1) or 2 (top-2) per sequence and
+  // expert drops slots.
+  const moe::Shapes s(8, 5, 3, 4, top_k, 4, top_k, swiglu);
+  const double ac = 0.3, zc = 0.2, c = 0.7;  // large coefficients exercise the aux path
+  moe::Model<double> m = moe::RandomModel<double>(s.route, s.expert, 80 + top_k);
+  const Vec r = Random(s.route.rows * s.route.d, 90);
+  moe::Layer<double> base(s);
+  moe::LayerForward(s, m, ac, zc, base);
+  ASSERT_GT(moe::TopKMargin(s.route, base.route.probs), 1e-3) << "a near tie: pick another seed";
+  EXPECT_GT(moe::Dropped(base.route.pos), 0) << "the shape should exercise the capacity limit";
+  EXPECT_LT(moe::Dropped(base.route.pos), s.route.rows * top_k);
+  bool unchanged = true;
+  auto loss = [&] {
+    moe::Layer<double> o(s);
+    moe::LayerForward(s, m, ac, zc, o);
+    unchanged &= o.route.choice == base.route.choice && o.route.pos == base.route.pos;
+    return Dot(o.y, r) + c * o.route.aux;
+  };
+  moe::Layer<double> g(s);
+  moe::LayerForward(s, m, ac, zc, g);
+  moe::LayerBackward(s, m, r, c, ac, zc, g);
+  EXPECT_LE(FiniteDiffError(m.x, g.dx, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(m.router, g.drouter, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(m.w_in, g.dw_in, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(m.w_out, g.dw_out, loss), kGradTol);
+  if (swiglu) EXPECT_LE(FiniteDiffError(m.w_gate, g.dw_gate, loss), kGradTol);
+  EXPECT_TRUE(unchanged) << "a perturbation changed the routing: the check is not valid";
+}
+
+INSTANTIATE_TEST_SUITE_P(ActivationsAndTopK, MoeGradTest,
+                         ::testing::Combine(::testing::Values(false, true),
+                                            ::testing::Values(1, 2)));
+
+// The route's gradient alone with the balance term only: with dweight = 0 and
+// z_coef = 0, dlogits is the softmax backward of daux * aux_coef * E * f_se / rows
+// (one sequence's rows share f_se).
+TEST(CpuKernels, MoeRouteBalanceGradientMatchesFiniteDifferences) {
+  const MoeRouteShape s{9, 4, 3, 1, 3, 1};
+  const double ac = 0.5, daux = 1.3;
+  Vec x = Random(s.rows * s.d, 95), router = Random(s.experts * s.d, 96);
+  const moe::Route<double> base = moe::RunRoute(s, x, router, ac, 0.0);
+  ASSERT_GT(moe::TopKMargin(s, base.probs), 1e-3);
+  auto loss = [&] { return daux * moe::RunRoute(s, x, router, ac, 0.0).aux; };
+  Vec dweight(s.rows * s.top_k, 0.0), dx(x.size()), dr(router.size(), 0.0);
+  MoeRouteBackward(s, dweight.data(), daux, ac, 0.0, x.data(), router.data(), base.probs.data(),
+                   base.lse.data(), base.choice.data(), dx.data(), dr.data(), false);
+  EXPECT_LE(FiniteDiffError(x, dx, loss), kGradTol);
+  EXPECT_LE(FiniteDiffError(router, dr, loss), kGradTol);
+}
+
+// dw_scale scales the weight gradients (accumulated) and not dx; accumulate_dx
+// adds into dx; without it dx is written whole (whatever it held before).
+TEST(CpuKernels, MoeExpertsBackwardScalesWeightGradientsAndAccumulatesDx) {
+  for (bool swiglu : {false, true}) {
+    SCOPED_TRACE(swiglu ? "swiglu" : "gelu");
+    const MoeExpertShape s{3, 5, 4, 6, swiglu};
+    const int64_t xn = s.experts * s.tokens * s.d, hn = s.experts * s.tokens * s.f;
+    const int64_t wn = s.experts * s.f * s.d;
+    Vec x = Random(xn, 100), w_in = Random(wn, 101), w_gate = Random(wn, 102),
+        w_out = Random(wn, 103), dy = Random(xn, 104);
+    Vec pre(hn), gate_pre(hn), act(hn), y(xn);
+    double* gate = swiglu ? w_gate.data() : nullptr;
+    double* gp = swiglu ? gate_pre.data() : nullptr;
+    MoeExperts(s, x.data(), w_in.data(), gate, w_out.data(), pre.data(), gp, act.data(), y.data());
+    Vec dx1(xn, NAN), din1(wn, 0.0), dgate1(wn, 0.0), dout1(wn, 0.0);
+    MoeExpertsBackward(s, dy.data(), x.data(), w_in.data(), gate, w_out.data(), pre.data(), gp,
+                       act.data(), 1.0, dx1.data(), din1.data(), swiglu ? dgate1.data() : nullptr,
+                       dout1.data(), false);
+    for (double v : dx1) ASSERT_TRUE(std::isfinite(v)) << "dx was not written whole";
+    Vec dx2 = dx1, din2 = din1, dgate2 = dgate1, dout2 = dout1;
+    MoeExpertsBackward(s, dy.data(), x.data(), w_in.data(), gate, w_out.data(), pre.data(), gp,
+                       act.data(), 0.25, dx2.data(), din2.data(), swiglu ? dgate2.data() : nullptr,
+                       dout2.data(), true);
+    for (int64_t i = 0; i < xn; ++i) EXPECT_NEAR(dx2[i], 2 * dx1[i], 1e-12 * (1 + std::fabs(dx1[i])));
+    for (int64_t i = 0; i < wn; ++i) {
+      EXPECT_NEAR(din2[i], 1.25 * din1[i], 1e-12 * (1 + std::fabs(din1[i])));
+      EXPECT_NEAR(dout2[i], 1.25 * dout1[i], 1e-12 * (1 + std::fabs(dout1[i])));
+      if (swiglu) EXPECT_NEAR(dgate2[i], 1.25 * dgate1[i], 1e-12 * (1 + std::fabs(dgate1[i])));
+    }
+    if (!swiglu) EXPECT_EQ(dgate1, Vec(wn, 0.0));
+  }
+}
+
+// Dispatch and the combine's gradient write their buffers whole (zero where no
+// slot is); dispatch's gradient, the combine's dweight and the route's dx add in
+// with accumulate_dx; drouter always accumulates.
+TEST(CpuKernels, MoeStepsWriteWholeOrAccumulate) {
+  const moe::Shapes s(8, 4, 3, 4, 2, 4, 2, false);
+  const MoeSlotShape& ss = s.slot;
+  moe::Model<double> m = moe::RandomModel<double>(s.route, s.expert, 110);
+  const moe::Route<double> route = moe::RunRoute(s.route, m.x, m.router, 0.1, 0.01);
+  ASSERT_GT(moe::Dropped(route.pos), 0);
+  const int32_t* choice = route.choice.data();
+  const int32_t* pos = route.pos.data();
+  const int64_t bn = ss.experts * ss.slots * ss.d;
+  std::vector<bool> taken(ss.experts * ss.slots, false);
+  for (int64_t slot = 0; slot < ss.rows * ss.top_k; ++slot)
+    if (pos[slot] >= 0) taken[choice[slot] * ss.slots + pos[slot]] = true;
+  ASSERT_LT(std::count(taken.begin(), taken.end(), true), ss.experts * ss.slots);
+
+  Vec buf(bn, NAN);
+  MoeDispatch(ss, m.x.data(), choice, pos, buf.data());
+  for (int64_t row = 0; row < ss.experts * ss.slots; ++row)
+    for (int64_t i = 0; i < ss.d; ++i)
+      if (!taken[row]) EXPECT_EQ(buf[row * ss.d + i], 0.0);
+  for (int64_t slot = 0; slot < ss.rows * ss.top_k; ++slot)
+    if (pos[slot] >= 0)
+      for (int64_t i = 0; i < ss.d; ++i)
+        EXPECT_EQ(buf[(choice[slot] * ss.slots + pos[slot]) * ss.d + i],
+                  m.x[slot / ss.top_k * ss.d + i]);
+
+  const Vec dy = Random(ss.rows * ss.d, 111);
+  Vec dbuf(bn, NAN), dweight(ss.rows * ss.top_k, NAN);
+  MoeCombineBackward(ss, dy.data(), buf.data(), choice, pos, route.weight.data(), dbuf.data(),
+                     dweight.data(), false);
+  for (int64_t row = 0; row < ss.experts * ss.slots; ++row)
+    for (int64_t i = 0; i < ss.d; ++i)
+      if (!taken[row]) EXPECT_EQ(dbuf[row * ss.d + i], 0.0);
+  for (int64_t slot = 0; slot < ss.rows * ss.top_k; ++slot) {
+    if (pos[slot] < 0) {
+      EXPECT_EQ(dweight[slot], 0.0);
+      continue;
+    }
+    const int64_t r = slot / ss.top_k, at = choice[slot] * ss.slots + pos[slot];
+    double dot = 0;
+    for (int64_t i = 0; i < ss.d; ++i) {
+      EXPECT_DOUBLE_EQ(dbuf[at * ss.d + i], route.weight[slot] * dy[r * ss.d + i]);
+      dot += dy[r * ss.d + i] * buf[at * ss.d + i];
+    }
+    EXPECT_NEAR(dweight[slot], dot, 1e-14);
+  }
+  Vec dweight2 = dweight, dbuf2(bn, NAN);
+  MoeCombineBackward(ss, dy.data(), buf.data(), choice, pos, route.weight.data(), dbuf2.data(),
+                     dweight2.data(), true);
+  EXPECT_EQ(dbuf2, dbuf);
+  for (size_t i = 0; i < dweight.size(); ++i) EXPECT_DOUBLE_EQ(dweight2[i], 2 * dweight[i]);
+
+  Vec dx(ss.rows * ss.d, NAN);
+  MoeDispatchBackward(ss, dbuf.data(), choice, pos, dx.data(), false);
+  Vec dx2 = dx;
+  MoeDispatchBackward(ss, dbuf.data(), choice, pos, dx2.data(), true);
+  for (size_t i = 0; i < dx.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(dx[i]));
+    EXPECT_DOUBLE_EQ(dx2[i], 2 * dx[i]);
+  }
+
+  Vec rdx(ss.rows * ss.d, NAN), dr(s.route.experts * s.route.d, 0.0);
+  MoeRouteBackward(s.route, dweight.data(), 0.5, 0.1, 0.01, m.x.data(), m.router.data(),
+                   route.probs.data(), route.lse.data(), choice, rdx.data(), dr.data(), false);
+  Vec rdx2 = rdx, dr2 = dr;
+  MoeRouteBackward(s.route, dweight.data(), 0.5, 0.1, 0.01, m.x.data(), m.router.data(),
+                   route.probs.data(), route.lse.data(), choice, rdx2.data(), dr2.data(), true);
+  for (size_t i = 0; i < rdx.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(rdx[i]));
+    EXPECT_NEAR(rdx2[i], 2 * rdx[i], 1e-14 * (1 + std::fabs(rdx[i])));
+  }
+  for (size_t i = 0; i < dr.size(); ++i) EXPECT_NEAR(dr2[i], 2 * dr[i], 1e-14 * (1 + std::fabs(dr[i])));
+}
+
+// The float layer, forward and backward, gives the same bits with 1 and 2 OpenMP
+// threads (every output element and reduction by one thread in a fixed order).
+TEST(CpuKernels, MoeStepsDoNotDependOnThreadCount) {
+  const int saved = omp_get_max_threads();
+  for (bool swiglu : {false, true}) {
+    SCOPED_TRACE(swiglu ? "swiglu" : "gelu");
+    const moe::Shapes s(96, 16, 12, 8, 2, 24, 5, swiglu);
+    const moe::Model<float> m = moe::RandomModel<float>(s.route, s.expert, 120);
+    const std::vector<float> dy = ToFloat(Random(s.route.rows * s.route.d, 121));
+    auto run = [&](int threads) {
+      omp_set_num_threads(threads);
+      moe::Layer<float> o(s);
+      moe::LayerForward(s, m, 0.1, 0.01, o);
+      moe::LayerBackward(s, m, dy, 0.5, 0.1, 0.01, o);
+      return o;
+    };
+    const moe::Layer<float> one = run(1), two = run(2);
+    EXPECT_GT(moe::Dropped(one.route.pos), 0);
+    EXPECT_EQ(one.route.probs, two.route.probs);
+    EXPECT_EQ(one.route.choice, two.route.choice);
+    EXPECT_EQ(one.route.pos, two.route.pos);
+    EXPECT_EQ(one.route.weight, two.route.weight);
+    EXPECT_EQ(one.route.load, two.route.load);
+    EXPECT_EQ(one.route.aux, two.route.aux);
+    EXPECT_EQ(one.y, two.y);
+    EXPECT_EQ(one.dx, two.dx);
+    EXPECT_EQ(one.drouter, two.drouter);
+    EXPECT_EQ(one.dw_in, two.dw_in);
+    EXPECT_EQ(one.dw_gate, two.dw_gate);
+    EXPECT_EQ(one.dw_out, two.dw_out);
+  }
+  omp_set_num_threads(saved);
+}
 
 }  // namespace
 }  // namespace heiretsu::cpu

@@ -78,17 +78,23 @@ plan.program "fanout" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, m
 
 // -----
 
-// Tests the MoE rule and scalar losses: the loss is ce + aux (an add of two
-// scalars), so both terms get the constant gradient 1 with no kernel for the add:
-// cross_entropy_grad takes dloss = 1, moe_grad takes daux = 1 (its third float)
-// and writes the embedding's gradient (flag 0), which embedding_grad then reads.
+// Tests the MoE rules and scalar losses: the loss is ce + aux (an add of two
+// scalars), so both terms get the constant gradient 1 with no kernel for the add.
+// The steps differentiate in reverse: moe_combine_grad writes the experts' output
+// gradient and the combine weights' (flag 0), moe_experts_grad the weights' (scale
+// 1: not split over ep) and the dispatched rows', moe_dispatch_grad writes the
+// embedding's gradient (flag 0), moe_route_grad takes daux = 1 (its third float)
+// and accumulates into it (flag 1), which embedding_grad then reads.
 // CHECK-LABEL: plan.program "moe"
 // CHECK: plan.kernel "cross_entropy_grad"({{.*}}) ints = [4, 16, 0, 0, 16] floats = [1.000000e+00]
 // CHECK-NEXT: plan.kernel "linear_grad"
-// CHECK-NEXT: plan.kernel "moe_grad"({{.*}}, %[[DX:[^,]*]], %grad_1, %grad_5, %grad_9, %grad_13) ints = [4, 8, 6, 4, 2, 3, 1, 0] floats = [1.000000e-02, 1.000000e-03, 1.000000e+00]
+// CHECK-NEXT: plan.kernel "moe_combine_grad"({{.*}}, %[[DBUF:[^,]*]], %[[DW:[^,]*]]) ints = [4, 8, 4, 2, 3, 0]
+// CHECK-NEXT: plan.kernel "moe_experts_grad"(%[[DBUF]], {{.*}}, %[[DIN:[^,]*]], %grad_5, %grad_13, %grad_9) ints = [4, 3, 8, 6, 1, 0] floats = [1.000000e+00]
+// CHECK-NEXT: plan.kernel "moe_dispatch_grad"(%[[DIN]], %{{.*}}, %{{.*}}, %[[DX:[^)]*]]) ints = [4, 8, 4, 2, 3, 0]
+// CHECK-NEXT: plan.kernel "moe_route_grad"(%[[DW]], {{.*}}, %[[DX]], %grad_1) ints = [4, 8, 4, 2, 4, 1] floats = [1.000000e-02, 1.000000e-03, 1.000000e+00]
 // CHECK-NEXT: plan.kernel "embedding_grad"(%{{.*}}, %[[DX]], %grad)
 // CHECK-NOT: plan.kernel "add"(
-plan.program "moe" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, vocab = 16 : i64} {
+plan.program "moe" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, stage = 0 : i64, vocab = 16 : i64} {
   %0 = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
   %1 = plan.buffer "targets" {io = "targets"} : memref<1x4xi32>
   %value, %grad, %exp_avg, %exp_avg_sq = plan.param "wte" normal std = 2.000000e-02 decay : memref<16x8xf32>
@@ -97,25 +103,32 @@ plan.program "moe" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, micr
   %value_4, %grad_5, %exp_avg_6, %exp_avg_sq_7 = plan.param "w1" normal std = 2.000000e-02 decay : memref<4x6x8xf32>
   %value_8, %grad_9, %exp_avg_10, %exp_avg_sq_11 = plan.param "w2" normal std = 2.000000e-02 decay : memref<4x8x6xf32>
   %value_12, %grad_13, %exp_avg_14, %exp_avg_sq_15 = plan.param "w3" normal std = 2.000000e-02 decay : memref<4x6x8xf32>
-  %3 = plan.buffer "moe.1" : memref<1x4x8xf32>
-  %4 = plan.buffer "moe.aux.2" : memref<f32>
-  %5 = plan.buffer "moe.probs.3" : memref<4x4xf32>
-  %6 = plan.buffer "moe.lse.4" : memref<4xf32>
-  %7 = plan.buffer "moe.slot_expert.5" : memref<8xi32>
-  %8 = plan.buffer "moe.slot_weight.6" : memref<8xf32>
-  %9 = plan.buffer "moe.pre.7" : memref<8x6xf32>
-  %10 = plan.buffer "moe.gate_pre.8" : memref<8x6xf32>
-  %11 = plan.buffer "moe.act.9" : memref<8x6xf32>
-  %12 = plan.buffer "linear.10" : memref<1x4x16xf32>
-  %13 = plan.buffer "cross_entropy.loss.11" : memref<f32>
-  %14 = plan.buffer "cross_entropy.lse.12" : memref<4xf32>
-  %15 = plan.buffer "add.13" {io = "loss"} : memref<f32>
+  %3 = plan.buffer "moe.choice.1" : memref<1x4x2xi32>
+  %4 = plan.buffer "moe.pos.2" : memref<1x4x2xi32>
+  %5 = plan.buffer "moe.weight.3" : memref<1x4x2xf32>
+  %6 = plan.buffer "moe.aux.4" : memref<f32>
+  %7 = plan.buffer "moe.probs.5" : memref<4x4xf32>
+  %8 = plan.buffer "moe.lse.6" : memref<4xf32>
+  %9 = plan.buffer "moe.load.7" : memref<2x4xf32>
+  %10 = plan.buffer "moe.dispatch.8" : memref<4x3x8xf32>
+  %11 = plan.buffer "moe.experts.9" : memref<4x3x8xf32>
+  %12 = plan.buffer "moe.pre.10" : memref<4x3x6xf32>
+  %13 = plan.buffer "moe.gate_pre.11" : memref<4x3x6xf32>
+  %14 = plan.buffer "moe.act.12" : memref<4x3x6xf32>
+  %15 = plan.buffer "moe.combine.13" : memref<1x4x8xf32>
+  %16 = plan.buffer "linear.14" : memref<1x4x16xf32>
+  %17 = plan.buffer "cross_entropy.loss.15" : memref<f32>
+  %18 = plan.buffer "cross_entropy.lse.16" : memref<4xf32>
+  %19 = plan.buffer "add.17" {io = "loss"} : memref<f32>
   plan.unit "forward" forward {
     plan.kernel "embedding"(%0, %value, %2) ints = [4, 4, 16, 8, 4, 0] floats = [] absent = [2] : memref<1x4xi32>, memref<16x8xf32>, memref<1x4x8xf32>
-    plan.kernel "moe"(%2, %value_0, %value_4, %value_8, %value_12, %3, %4, %5, %6, %7, %8, %9, %10, %11) ints = [4, 8, 6, 4, 2, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = [] : memref<1x4x8xf32>, memref<4x8xf32>, memref<4x6x8xf32>, memref<4x8x6xf32>, memref<4x6x8xf32>, memref<1x4x8xf32>, memref<f32>, memref<4x4xf32>, memref<4xf32>, memref<8xi32>, memref<8xf32>, memref<8x6xf32>, memref<8x6xf32>, memref<8x6xf32>
-    plan.kernel "linear"(%3, %value, %12) ints = [4, 8, 16, 0] floats = [] absent = [2] : memref<1x4x8xf32>, memref<16x8xf32>, memref<1x4x16xf32>
-    plan.kernel "cross_entropy"(%12, %1, %13, %14) ints = [4, 16, 16] floats = [] absent = [] : memref<1x4x16xf32>, memref<1x4xi32>, memref<f32>, memref<4xf32>
-    plan.kernel "add"(%13, %4, %15) ints = [1] floats = [] absent = [] : memref<f32>, memref<f32>, memref<f32>
+    plan.kernel "moe_route"(%2, %value_0, %7, %8, %3, %4, %5, %6, %9) ints = [4, 8, 4, 2, 4, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = [] : memref<1x4x8xf32>, memref<4x8xf32>, memref<4x4xf32>, memref<4xf32>, memref<1x4x2xi32>, memref<1x4x2xi32>, memref<1x4x2xf32>, memref<f32>, memref<2x4xf32>
+    plan.kernel "moe_dispatch"(%2, %3, %4, %10) ints = [4, 8, 4, 2, 3] floats = [] absent = [] : memref<1x4x8xf32>, memref<1x4x2xi32>, memref<1x4x2xi32>, memref<4x3x8xf32>
+    plan.kernel "moe_experts"(%10, %value_4, %value_12, %value_8, %12, %13, %14, %11) ints = [4, 3, 8, 6, 1] floats = [] absent = [] : memref<4x3x8xf32>, memref<4x6x8xf32>, memref<4x6x8xf32>, memref<4x8x6xf32>, memref<4x3x6xf32>, memref<4x3x6xf32>, memref<4x3x6xf32>, memref<4x3x8xf32>
+    plan.kernel "moe_combine"(%11, %3, %4, %5, %15) ints = [4, 8, 4, 2, 3] floats = [] absent = [] : memref<4x3x8xf32>, memref<1x4x2xi32>, memref<1x4x2xi32>, memref<1x4x2xf32>, memref<1x4x8xf32>
+    plan.kernel "linear"(%15, %value, %16) ints = [4, 8, 16, 0] floats = [] absent = [2] : memref<1x4x8xf32>, memref<16x8xf32>, memref<1x4x16xf32>
+    plan.kernel "cross_entropy"(%16, %1, %17, %18) ints = [4, 16, 16] floats = [] absent = [] : memref<1x4x16xf32>, memref<1x4xi32>, memref<f32>, memref<4xf32>
+    plan.kernel "add"(%17, %6, %19) ints = [1] floats = [] absent = [] : memref<f32>, memref<f32>, memref<f32>
   }
   plan.unit "backward" backward {
   }

@@ -62,29 +62,39 @@ module attributes {graph.model = {name = "rope", vocab = 16 : i64}} {
 
 // -----
 
-// Tests MoE lowering: one moe kernel with its saved routing state (probabilities,
-// log-sum-exp, i32 slot experts, slot weights, pre-activations, gate
-// pre-activations for SwiGLU, activations), capacity ceil(1.5 * 8 slots / 4
-// experts) = 3, and the returned sum of the cross-entropy and the aux loss marked
-// as the program's loss.
+// Tests MoE lowering, after heiretsu-moe-dispatch: moe_route with its saved state
+// (probabilities, log-sum-exp, the load for the metrics) and its i32 choices and
+// places, capacity 3 slots per sequence (ceil(1.5 * T 4 * k 2 / E 4)); moe_dispatch
+// into [E, B x 3, d]; the grouped SwiGLU experts with their pre-activations; the
+// combine; and the returned sum of the cross-entropy and the aux loss marked as the
+// program's loss.
 // CHECK-LABEL: plan.program "moe"
-// CHECK: %[[EXPERT:.*]] = plan.buffer "moe.slot_expert.{{[0-9]+}}" : memref<8xi32>
+// CHECK: %[[CHOICE:.*]] = plan.buffer "moe.choice.{{[0-9]+}}" : memref<1x4x2xi32>
+// CHECK: %[[POS:.*]] = plan.buffer "moe.pos.{{[0-9]+}}" : memref<1x4x2xi32>
+// CHECK: %[[LOAD:.*]] = plan.buffer "moe.load.{{[0-9]+}}" : memref<2x4xf32>
+// CHECK: %[[BUF:.*]] = plan.buffer "moe.dispatch.{{[0-9]+}}" : memref<4x3x8xf32>
 // CHECK: %[[TOTAL:.*]] = plan.buffer "add.{{[0-9]+}}" {io = "loss"} : memref<f32>
-// CHECK: plan.kernel "moe"(%{{.*}}, %[[EXPERT]], %{{.*}}) ints = [4, 8, 6, 4, 2, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = []
+// CHECK: plan.kernel "moe_route"(%{{.*}}, %[[CHOICE]], %[[POS]], %{{.*}}, %{{.*}}, %[[LOAD]]) ints = [4, 8, 4, 2, 4, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = []
+// CHECK: plan.kernel "moe_dispatch"(%{{.*}}, %[[CHOICE]], %[[POS]], %[[BUF]]) ints = [4, 8, 4, 2, 3]
+// CHECK: plan.kernel "moe_experts"(%[[BUF]], {{.*}}) ints = [4, 3, 8, 6, 1] floats = [] absent = []
+// CHECK: plan.kernel "moe_combine"({{.*}}) ints = [4, 8, 4, 2, 3]
 // CHECK: plan.kernel "add"(%{{.*}}, %{{.*}}, %[[TOTAL]]) ints = [1]
 module attributes {graph.model = {name = "moe", vocab = 16 : i64}} {
   dist.mesh @world dp = 1 pp = 1 tp = 1 ep = 1
-  func.func @forward(%tok: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
-    %wte = graph.param "wte" normal std = 0.02 : tensor<16x8xf32>
-    %x = graph.embedding %wte[%tok] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
-    %r = graph.param "r" normal std = 0.02 : tensor<4x8xf32>
-    %w1 = graph.param "w1" normal std = 0.02 : tensor<4x6x8xf32>
-    %w2 = graph.param "w2" normal std = 0.02 : tensor<4x8x6xf32>
-    %w3 = graph.param "w3" normal std = 0.02 : tensor<4x6x8xf32>
-    %y, %aux = graph.moe %x, %r, %w1, %w2 gate %w3 : tensor<4x6x8xf32> experts = 4 top_k = 2 capacity = 1.5 aux_coef = 0.01 z_coef = 0.001 act = swiglu : tensor<1x4x8xf32>, tensor<4x8xf32>, tensor<4x6x8xf32>, tensor<4x8x6xf32>
-    %logits = graph.linear %y, %wte : tensor<1x4x8xf32>, tensor<16x8xf32> -> tensor<1x4x16xf32>
-    %ce = graph.cross_entropy %logits, %tgt : tensor<1x4x16xf32>, tensor<1x4xi32>
-    %loss = graph.add %ce, %aux : tensor<f32>
-    return %loss : tensor<f32>
+  func.func @forward(%arg0: tensor<1x4xi32>, %arg1: tensor<1x4xi32>) -> tensor<f32> {
+    %0 = graph.param "wte" normal std = 2.000000e-02 : tensor<16x8xf32>
+    %1 = graph.embedding %0[%arg0] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
+    %2 = graph.param "r" normal std = 2.000000e-02 : tensor<4x8xf32>
+    %3 = graph.param "w1" normal std = 2.000000e-02 : tensor<4x6x8xf32>
+    %4 = graph.param "w2" normal std = 2.000000e-02 : tensor<4x8x6xf32>
+    %5 = graph.param "w3" normal std = 2.000000e-02 : tensor<4x6x8xf32>
+    %choice, %pos, %weight, %aux_loss = graph.moe_route %1, %2 experts = 4 top_k = 2 capacity = 3 aux_coef = 1.000000e-02 z_coef = 1.000000e-03 : tensor<1x4x8xf32>, tensor<4x8xf32> -> tensor<1x4x2xi32>, tensor<1x4x2xi32>, tensor<1x4x2xf32>
+    %6 = graph.moe_dispatch %1, %choice, %pos : tensor<1x4x8xf32>, tensor<1x4x2xi32>, tensor<1x4x2xi32> -> tensor<4x3x8xf32>
+    %7 = graph.moe_experts %6, %3, %4 gate %5 : tensor<4x6x8xf32> act = swiglu : tensor<4x3x8xf32>, tensor<4x6x8xf32>, tensor<4x8x6xf32>
+    %8 = graph.moe_combine %7, %choice, %pos, %weight : tensor<4x3x8xf32>, tensor<1x4x2xi32>, tensor<1x4x2xi32>, tensor<1x4x2xf32> -> tensor<1x4x8xf32>
+    %9 = graph.linear %8, %0 : tensor<1x4x8xf32>, tensor<16x8xf32> -> tensor<1x4x16xf32>
+    %10 = graph.cross_entropy %9, %arg1 : tensor<1x4x16xf32>, tensor<1x4xi32>
+    %11 = graph.add %10, %aux_loss : tensor<f32>
+    return %11 : tensor<f32>
   }
 }

@@ -7,7 +7,7 @@
 // CHECK: %[[W:.*]], %[[DW:.*]], %[[MW:.*]], %[[VW:.*]] = plan.param "w"
 // CHECK: %[[G:.*]], %[[DG:.*]], %[[MG:.*]], %[[VG:.*]] = plan.param "g"
 // CHECK: plan.unit "update" update {
-// CHECK-NEXT: plan.kernel "grad_norm_sq"(%[[DW]], %[[DG]]) ints = [0, 0] floats = []
+// CHECK-NEXT: plan.kernel "grad_norm_sq"(%[[DW]], %[[DG]]) ints = [0, 0, 0] floats = []
 // CHECK-NEXT: plan.kernel "clip_adamw"(%[[W]], %[[DW]], %[[MW]], %[[VW]]) ints = [32, 1, 0]
 // CHECK-NEXT: plan.kernel "clip_adamw"(%[[G]], %[[DG]], %[[MG]], %[[VG]]) ints = [8, 0, 0]
 // CHECK-NEXT: }

@@ -86,17 +86,18 @@ module attributes {graph.model = {name = "p", vocab = 16 : i64}} {
 
 // -----
 
-// Tests that MoE layers are refused under tensor parallelism.
+// Tests that the experts' hidden size must divide over tp (expert tensor
+// parallelism splits it).
 module attributes {graph.model = {name = "m", vocab = 16 : i64}} {
   dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
   func.func @forward(%ids: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {
     %e = graph.param "e" normal std = 2.000000e-02 : tensor<16x8xf32>
     %x = graph.embedding %e[%ids] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
     %r = graph.param "r" normal std = 2.000000e-02 : tensor<2x8xf32>
-    %wi = graph.param "wi" normal std = 2.000000e-02 : tensor<2x16x8xf32>
-    %wo = graph.param "wo" normal std = 2.000000e-02 : tensor<2x8x16xf32>
-    // expected-error @+1 {{moe layers are not supported with tp = 2}}
-    %y, %aux = graph.moe %x, %r, %wi, %wo experts = 2 top_k = 1 capacity = 1.0 aux_coef = 0.01 z_coef = 0.001 act = gelu : tensor<1x4x8xf32>, tensor<2x8xf32>, tensor<2x16x8xf32>, tensor<2x8x16xf32>
+    %wi = graph.param "wi" normal std = 2.000000e-02 : tensor<2x15x8xf32>
+    %wo = graph.param "wo" normal std = 2.000000e-02 : tensor<2x8x15xf32>
+    // expected-error @+1 {{the expert weight w_in 'wi' has 15 rows along its split dimension 1, not divisible by tp = 2}}
+    %y, %aux = graph.moe %x, %r, %wi, %wo experts = 2 top_k = 1 capacity = 1.0 aux_coef = 0.01 z_coef = 0.001 act = gelu : tensor<1x4x8xf32>, tensor<2x8xf32>, tensor<2x15x8xf32>, tensor<2x8x15xf32>
     %l = graph.cross_entropy %y, %tgt : tensor<1x4x8xf32>, tensor<1x4xi32>
     return %l : tensor<f32>
   }

@@ -93,6 +93,27 @@ func.func @moe(%x: tensor<2x4x8xf32>, %r: tensor<4x8xf32>, %win: tensor<4x16x8xf
 
 // -----
 
+// Tests moe without capacity (dropless) and the steps heiretsu-moe-dispatch
+// lowers it into: route, dispatch (C = 3 slots per sequence of T = 4, B = 2),
+// grouped experts (2 of the 4, as on one of two ep ranks), combine.
+// CHECK-LABEL: func.func @moe_steps
+func.func @moe_steps(%x: tensor<2x4x8xf32>, %r: tensor<4x8xf32>, %win: tensor<4x16x8xf32>,
+                     %wout: tensor<4x8x16xf32>, %half: tensor<2x12x8xf32>) -> (tensor<2x4x8xf32>, tensor<2x12x8xf32>, tensor<f32>) {
+  // CHECK: graph.moe %{{.*}} experts = 4 top_k = 2 aux_coef
+  %y0, %aux0 = graph.moe %x, %r, %win, %wout experts = 4 top_k = 2 aux_coef = 0.01 z_coef = 0.0 act = gelu : tensor<2x4x8xf32>, tensor<4x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>
+  // CHECK: graph.moe_route %{{.*}}, %{{.*}} experts = 4 top_k = 2 capacity = 3 aux_coef = 1.000000e-02 z_coef = 0.000000e+00 : tensor<2x4x8xf32>, tensor<4x8xf32> -> tensor<2x4x2xi32>, tensor<2x4x2xi32>, tensor<2x4x2xf32>
+  %c, %p, %w, %aux = graph.moe_route %x, %r experts = 4 top_k = 2 capacity = 3 aux_coef = 0.01 z_coef = 0.0 : tensor<2x4x8xf32>, tensor<4x8xf32> -> tensor<2x4x2xi32>, tensor<2x4x2xi32>, tensor<2x4x2xf32>
+  // CHECK: graph.moe_dispatch {{.*}} -> tensor<4x6x8xf32>
+  %buf = graph.moe_dispatch %x, %c, %p : tensor<2x4x8xf32>, tensor<2x4x2xi32>, tensor<2x4x2xi32> -> tensor<4x6x8xf32>
+  // CHECK: graph.moe_experts {{.*}} act = gelu : tensor<2x12x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>
+  %out = graph.moe_experts %half, %win, %wout act = gelu : tensor<2x12x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>
+  // CHECK: graph.moe_combine {{.*}} -> tensor<2x4x8xf32>
+  %y = graph.moe_combine %buf, %c, %p, %w : tensor<4x6x8xf32>, tensor<2x4x2xi32>, tensor<2x4x2xi32>, tensor<2x4x2xf32> -> tensor<2x4x8xf32>
+  return %y, %out, %aux : tensor<2x4x8xf32>, tensor<2x12x8xf32>, tensor<f32>
+}
+
+// -----
+
 // Tests cross-entropy and the graph.model module attribute.
 // CHECK: module attributes {graph.model = {name = "t"}}
 // CHECK-LABEL: func.func @loss

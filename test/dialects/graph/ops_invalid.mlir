@@ -315,3 +315,66 @@ func.func @swiglu_type(%g: tensor<2x4xf32>, %u: tensor<2x8xf32>) -> tensor<2x4xf
   %0 = "graph.swiglu"(%g, %u) : (tensor<2x4xf32>, tensor<2x8xf32>) -> tensor<2x4xf32>
   return %0 : tensor<2x4xf32>
 }
+
+// -----
+
+// Tests moe_c1: the input must be [B, T, D] (the sequence decides capacity).
+func.func @moe_c1_rank(%x: tensor<8x8xf32>, %r: tensor<4x8xf32>, %win: tensor<4x16x8xf32>, %wout: tensor<4x8x16xf32>) -> tensor<8x8xf32> {
+  // expected-error @+1 {{(C1) input must be [B, T, D], got [8, 8]}}
+  %y, %aux = graph.moe %x, %r, %win, %wout experts = 4 top_k = 2 capacity = 1.25 aux_coef = 0.01 z_coef = 0.0 act = gelu : tensor<8x8xf32>, tensor<4x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>
+  return %y : tensor<8x8xf32>
+}
+
+// -----
+
+// Tests moe_route_c2: capacity is at most T slots per sequence.
+func.func @moe_route_c2(%x: tensor<2x4x8xf32>, %r: tensor<4x8xf32>) -> tensor<f32> {
+  // expected-error @+1 {{(C2) capacity must be in [1, T = 4] slots per sequence, got 5}}
+  %c, %p, %w, %aux = graph.moe_route %x, %r experts = 4 top_k = 2 capacity = 5 aux_coef = 0.01 z_coef = 0.0 : tensor<2x4x8xf32>, tensor<4x8xf32> -> tensor<2x4x2xi32>, tensor<2x4x2xi32>, tensor<2x4x2xf32>
+  return %aux : tensor<f32>
+}
+
+// -----
+
+// Tests moe_route_c3: the slots are [B, T, top_k].
+func.func @moe_route_c3(%x: tensor<2x4x8xf32>, %r: tensor<4x8xf32>) -> tensor<f32> {
+  // expected-error @+1 {{(C3) choice must be [2, 4, 2], got [2, 4, 1]}}
+  %c, %p, %w, %aux = graph.moe_route %x, %r experts = 4 top_k = 2 capacity = 2 aux_coef = 0.01 z_coef = 0.0 : tensor<2x4x8xf32>, tensor<4x8xf32> -> tensor<2x4x1xi32>, tensor<2x4x2xi32>, tensor<2x4x2xf32>
+  return %aux : tensor<f32>
+}
+
+// -----
+
+// Tests moe_dispatch_c2: the expert-major buffer's rows are B x C.
+func.func @moe_dispatch_c2(%x: tensor<2x4x8xf32>, %c: tensor<2x4x2xi32>, %p: tensor<2x4x2xi32>) -> tensor<4x5x8xf32> {
+  // expected-error @+1 {{(C2) the expert-major buffer must be [E, B * C, D] with E >= 2, B = 2, C in [1, 4], D = 8; got [4, 5, 8]}}
+  %buf = graph.moe_dispatch %x, %c, %p : tensor<2x4x8xf32>, tensor<2x4x2xi32>, tensor<2x4x2xi32> -> tensor<4x5x8xf32>
+  return %buf : tensor<4x5x8xf32>
+}
+
+// -----
+
+// Tests moe_combine_c1: the slot tensors match the tokens.
+func.func @moe_combine_c1(%buf: tensor<4x6x8xf32>, %c: tensor<2x4x2xi32>, %p: tensor<2x4x2xi32>, %w: tensor<2x3x2xf32>) -> tensor<2x4x8xf32> {
+  // expected-error @+1 {{(C1) the slot tensors must be [2, 4, 2], got [2, 3, 2]}}
+  %y = graph.moe_combine %buf, %c, %p, %w : tensor<4x6x8xf32>, tensor<2x4x2xi32>, tensor<2x4x2xi32>, tensor<2x3x2xf32> -> tensor<2x4x8xf32>
+  return %y : tensor<2x4x8xf32>
+}
+
+// -----
+
+// Tests moe_experts_c1: the weights' experts are a multiple of the input's.
+func.func @moe_experts_c1(%x: tensor<3x12x8xf32>, %win: tensor<4x16x8xf32>, %wout: tensor<4x8x16xf32>) -> tensor<3x12x8xf32> {
+  // expected-error @+1 {{(C1) w_in must be [E, F, 8] with E a multiple of G = 3, got [4, 16, 8]}}
+  %y = graph.moe_experts %x, %win, %wout act = gelu : tensor<3x12x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>
+  return %y : tensor<3x12x8xf32>
+}
+
+// -----
+
+// Tests moe_experts_c2: SwiGLU experts need w_gate.
+func.func @moe_experts_c2(%x: tensor<2x12x8xf32>, %win: tensor<4x16x8xf32>, %wout: tensor<4x8x16xf32>) -> tensor<2x12x8xf32> {
+  // expected-error @+1 {{(C2) w_gate is required for act = swiglu and only for it}}
+  %y = graph.moe_experts %x, %win, %wout act = swiglu : tensor<2x12x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>
+  return %y : tensor<2x12x8xf32>
+}

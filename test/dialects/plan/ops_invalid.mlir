@@ -144,24 +144,19 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
 
 // -----
 
-// Tests kernel_c3: a buffer present exactly when its flag is 1 (moe's w_gate, swiglu = 0).
+// Tests kernel_c3: a buffer present exactly when its flag is 1 (moe_experts' w_gate, absent with swiglu = 1).
 plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
-  %x = plan.buffer "x" : memref<4x2xf32>
-  %r = plan.buffer "r" : memref<2x2xf32>
+  %x = plan.buffer "x" : memref<2x2x2xf32>
   %wi = plan.buffer "wi" : memref<2x3x2xf32>
   %wo = plan.buffer "wo" : memref<2x2x3xf32>
-  %a = plan.buffer "a" : memref<1xf32>
-  %pr = plan.buffer "pr" : memref<4x2xf32>
-  %l = plan.buffer "l" : memref<4xf32>
-  %se = plan.buffer "se" : memref<4xi32>
-  %sw = plan.buffer "sw" : memref<4xf32>
-  %pre = plan.buffer "pre" : memref<4x3xf32>
+  %pre = plan.buffer "pre" : memref<2x2x3xf32>
+  %y = plan.buffer "y" : memref<2x2x2xf32>
   plan.unit "f" forward {
     // expected-error @+1 {{(C3) buffer 'w_gate' must be present exactly when swiglu = 1}}
-    plan.kernel "moe"(%x, %r, %wi, %wo, %wi, %x, %a, %pr, %l, %se, %sw, %pre, %pre) ints = [4, 2, 3, 2, 1, 4, 0] floats = [0.0, 0.0] absent = [12] : memref<4x2xf32>, memref<2x2xf32>, memref<2x3x2xf32>, memref<2x2x3xf32>, memref<2x3x2xf32>, memref<4x2xf32>, memref<1xf32>, memref<4x2xf32>, memref<4xf32>, memref<4xi32>, memref<4xf32>, memref<4x3xf32>, memref<4x3xf32>
+    plan.kernel "moe_experts"(%x, %wi, %wo, %pre, %pre, %pre, %y) ints = [2, 2, 2, 3, 1] floats = [] absent = [2] : memref<2x2x2xf32>, memref<2x3x2xf32>, memref<2x2x3xf32>, memref<2x2x3xf32>, memref<2x2x3xf32>, memref<2x2x3xf32>, memref<2x2x2xf32>
   }
 }
 
