@@ -305,7 +305,7 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
     std::snprintf(line, sizeof line, "  %s group of %d: %s of %s, %s sent per rank%s\n",
                   AxisName(key.first), AxisSize(mesh, key.first), key.second.c_str(),
                   Bytes(v.first).c_str(), Bytes(static_cast<uint64_t>(v.second)).c_str(),
-                  key.second == "send" ? "" : " (ring)");
+                  key.second == "send" ? "" : key.second == "all_to_all" ? " (one block to each peer)" : " (ring)");
     out += line;
   }
   return out;

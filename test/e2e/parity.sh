@@ -143,6 +143,8 @@ run_layout "dp=2 tp=2 pp=1 ep=2 zero=0 sp=0 model=moe-tiny" --dp 2 --ep 2 --tp 2
 run_layout "dp=1 tp=1 pp=2 ep=1 zero=0 sp=0 model=moe-tiny" --pp 2 --micro-batch-size 1 --microbatches 4
 run_layout "dp=1 tp=1 pp=2 ep=2 zero=0 sp=0 model=moe-tiny" --ep 2 --pp 2 --micro-batch-size 1 --microbatches 2
 run_layout "dp=1 tp=2 pp=2 ep=2 zero=0 sp=0 model=moe-tiny" --ep 2 --tp 2 --pp 2 --micro-batch-size 1 --microbatches 2
+# The full 4D mesh, 16 ranks (oversubscribing this machine's cores).
+run_layout "dp=2 tp=2 pp=2 ep=2 zero=0 sp=0 model=moe-tiny" --dp 2 --ep 2 --tp 2 --pp 2 --micro-batch-size 1 --microbatches 1
 # Expert shards are saved as whole tensors: an ep=2 checkpoint resumes on one
 # rank, and a dp=2 one on ep=2 x tp=2.
 rm -rf "$work/saved.ckpt"
