@@ -99,10 +99,12 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
       int64_t shard = moments == numElements(p.getValue()) && p.getExpAvg().getType() == type
                           ? 0
                           : moments;
+      int32_t shardAxis =
+          shard ? static_cast<int32_t>(zeroShardAxis(p, meshOp.getEp())) : plan::kAxisDp;
       params.push_back(fb::CreateParamDirect(fbb, p.getName().str().c_str(), &shape,
                                              static_cast<fb::Init>(p.getInit()), std,
                                              p.getDecay(), ids[0], ids[1], ids[2], ids[3], shard,
-                                             &splits));
+                                             &splits, shardAxis));
     }
   }
 

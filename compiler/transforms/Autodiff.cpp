@@ -184,6 +184,8 @@ public:
       AllToAll<Value> g = *f;
       g.src = ddst;
       g.dst = dsrc;
+      // The rows that came travel back (the exchange rewrites the other side's).
+      std::swap(g.src_rows, g.dst_rows);
       g.back = 1 - f->back;
       g.accumulate_dx = accumulate;
       createKernel(b, loc, g);
@@ -207,7 +209,8 @@ public:
       }
       auto [dx, accumulate] = sink(f->x, loc);
       createKernel(b, loc,
-                   MoeExpertsGrad<Value>{.dy = dy,
+                   MoeExpertsGrad<Value>{.rows = f->rows,
+                                         .dy = dy,
                                          .x = f->x,
                                          .w_in = f->w_in,
                                          .w_gate = f->w_gate,
@@ -225,6 +228,7 @@ public:
                                          .f = f->f,
                                          .swiglu = f->swiglu,
                                          .accumulate_dx = accumulate,
+                                         .sources = f->sources,
                                          .dw_scale = scale});
       return success();
     }

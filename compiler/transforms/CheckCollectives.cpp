@@ -370,7 +370,8 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
       return signalPassFailure();
     const int64_t size[plan::kNumAxes] = {
         static_cast<int64_t>(mesh.getDp()), static_cast<int64_t>(mesh.getPp()),
-        static_cast<int64_t>(mesh.getTp()), static_cast<int64_t>(mesh.getEp())};
+        static_cast<int64_t>(mesh.getTp()), static_cast<int64_t>(mesh.getEp()),
+        static_cast<int64_t>(mesh.getDp()) * static_cast<int64_t>(mesh.getEp())};
     // Programs by stage.
     std::map<int64_t, Program> programs;
     for (auto program : module.getOps<plan_ir::ProgramOp>()) {

@@ -82,6 +82,13 @@ struct Lowering {
     return createBuffer(program, loc, (hint + "." + std::to_string(temps++)).str(), memref(shape));
   }
   Value get(Value v) { return v ? buffers.lookup(v) : Value(); }
+  /// MoE: for an expert-major graph value, the i32 buffer of the rows in use of each
+  /// expert's region, and how many counts each expert has there (its sources).
+  DenseMap<Value, std::pair<Value, int64_t>> rowsOf{};
+  Value intTemp(Location loc, StringRef hint, ArrayRef<int64_t> shape) {
+    return createBuffer(program, loc, (hint + "." + std::to_string(temps++)).str(),
+                        MemRefType::get(shape, b.getI32Type()));
+  }
 
   /// A norm over this rank's tokens only (sequence parallelism): each tp rank's
   /// gradient of its whole weights is a partial sum, all-reduced in the update.
@@ -318,6 +325,8 @@ struct Lowering {
       Value pos = define(r.getPos(), loc, "moe.pos");
       Value weight = define(r.getWeight(), loc, "moe.weight");
       Value aux = define(r.getAuxLoss(), loc, "moe.aux");
+      Value counts = intTemp(loc, "moe.counts", {experts});
+      rowsOf[r.getChoice()] = {counts, 1};
       // Under tp the route runs on every tp rank of the moe's region (its input is
       // the region's copy, or all_gather, whose gradient sums over tp).
       auto region = r.getInput().getDefiningOp();
@@ -334,6 +343,7 @@ struct Lowering {
                        .choice = choice,
                        .pos = pos,
                        .weight = weight,
+                       .counts = counts,
                        .aux = aux,
                        .load = temp(loc, "moe.load", {2, experts}),
                        .rows = rows,
@@ -356,6 +366,7 @@ struct Lowering {
       int64_t k = cast<RankedTensorType>(op.getOperand(1).getType()).getDimSize(2);
       if (dispatch) {
         Value out = define(op.getResult(0), loc, "moe.dispatch");
+        rowsOf[op.getResult(0)] = rowsOf.lookup(op.getOperand(1)); // the route's counts
         createKernel(b, loc,
                      plan::op::MoeDispatch<Value>{.x = get(op.getOperand(0)),
                                                   .choice = get(op.getOperand(1)),
@@ -391,9 +402,14 @@ struct Lowering {
                               << " experts' weights but the expert-major input has " << experts
                               << " experts (split the weights over ep: heiretsu-moe-dispatch)";
       bool swiglu = m.getAct() == graph::Activation::swiglu;
+      auto [rows, sources] = rowsOf.lookup(m.getInput());
+      if (!rows)
+        return op.emitError("moe_experts needs its input from moe_dispatch (or its all_to_all)");
+      rowsOf[m.getResult()] = {rows, sources};
       Value y = define(m.getResult(), loc, "moe.experts");
       createKernel(b, loc,
                    plan::op::MoeExperts<Value>{
+                       .rows = rows,
                        .x = get(m.getInput()),
                        .w_in = get(m.getWIn()),
                        .w_gate = get(m.getWGate()),
@@ -406,7 +422,8 @@ struct Lowering {
                        .tokens = tokens,
                        .d = d,
                        .f = f,
-                       .swiglu = swiglu});
+                       .swiglu = swiglu,
+                       .sources = sources});
       return success();
     }
     if (auto a = dyn_cast<dist::AllToAllOp>(op)) {
@@ -426,14 +443,26 @@ struct Lowering {
       int64_t outer = back ? src[0] : src[0] / parts;
       inner *= back ? src[1] / parts : src[1];
       Value dst = define(a.getResult(), loc, "all_to_all");
+      // MoE's expert-major buffers: only the rows in use travel.
+      auto [srcRows, sources] = rowsOf.lookup(a.getInput());
+      Value dstRows;
+      if (srcRows) {
+        dstRows = intTemp(loc, "all_to_all.rows",
+                          back ? SmallVector<int64_t>{parts, outer} : SmallVector<int64_t>{outer, parts});
+        rowsOf[a.getResult()] = {dstRows, back ? 1 : parts};
+      }
       createKernel(b, loc,
                    plan::op::AllToAll<Value>{.src = get(a.getInput()),
                                              .dst = dst,
+                                             .src_rows = srcRows,
+                                             .dst_rows = dstRows,
                                              .axis = static_cast<int64_t>(a.getAxis()),
                                              .outer = outer,
                                              .parts = parts,
                                              .inner = inner,
-                                             .back = back ? 1 : 0});
+                                             .back = back ? 1 : 0,
+                                             .variable = srcRows ? 1 : 0,
+                                             .row = src.back()});
       return success();
     }
     if (auto r = dyn_cast<dist::AllReduceOp>(op)) {

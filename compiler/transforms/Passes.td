@@ -303,15 +303,19 @@ def DataParallelPass : Pass<"heiretsu-dp-grad-reduce", "::heiretsu::plan_ir::Pro
 def Zero1Pass : Pass<"heiretsu-zero1", "::heiretsu::plan_ir::ProgramOp"> {
   let summary = "ZeRO-1: shard AdamW state over dp; reduce-scatter grads, all-gather params";
   let description = [{
-    Instead of every dp rank updating the whole model, rank r updates its shard of
-    each flattened parameter, [r s, (r + 1) s) with s = ceil(n / dp) (dp: the
-    module's `dist.mesh @world`), and keeps AdamW moments for that shard only
-    (optimizer memory / dp). The update unit becomes:
-    `reduce_scatter` (average over dp) of every gradient, a `grad_norm_sq` over the
-    shards summed over dp, one `clip_adamw` per parameter on its shard, and an
-    `all_gather` of every parameter so all ranks hold the updated model.
+    Instead of every data rank updating the whole model, rank r of a parameter's
+    group updates its shard of each flattened parameter, [r s, (r + 1) s) with s =
+    ceil(n / size), and keeps AdamW moments for that shard only (optimizer memory /
+    size). The group is dp, or with expert parallelism (ep > 1 in `dist.mesh
+    @world`) the data ranks, dp x ep (axis `data`), for every parameter ep does not
+    split; the experts' (split over ep) shard over dp. The update unit becomes:
+    `reduce_scatter` (average over the group; over the data ranks this also
+    averages the dense gradients over ep) of every gradient, a `grad_norm_sq` over
+    the shards summed over their groups, one `clip_adamw` per parameter on its
+    shard, and an `all_gather` of every parameter so all ranks hold the updated
+    model. An expert's state stays whole when dp = 1.
 
-    With dp = 1 there is nothing to shard: the program is left unchanged.
+    With dp x ep = 1 there is nothing to shard: the program is left unchanged.
 
     Preconditions: the mesh exists; the optimizer pass has filled the update unit
     (it is rebuilt); use instead of heiretsu-dp-grad-reduce.

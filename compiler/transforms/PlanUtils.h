@@ -239,13 +239,26 @@ inline llvm::SmallVector<plan_ir::ParamOp> paramsOf(plan_ir::ProgramOp program) 
 /// of whole parameters, one (tp_sharded) over those of tp blocks, whose sum of
 /// squares the runtime sums over tp (and over pp). `sharded`: ZeRO-1 dp shards.
 /// A parameter tied to a lower stage (`tied_stage`) is counted there only.
+/// The group ZeRO-1 shards parameter `p`'s optimizer state over: dp, or with
+/// expert parallelism the data ranks (dp x ep) for a parameter every data rank
+/// holds (the experts' are split over ep: their replicas are the dp ranks).
+inline int64_t zeroShardAxis(plan_ir::ParamOp p, int64_t ep) {
+  return ep > 1 && !p.isSplitOver(plan::kAxisEp) ? plan::kAxisData : plan::kAxisDp;
+}
+
 inline void createGradNorm(mlir::OpBuilder &b, mlir::Location loc,
-                           llvm::ArrayRef<plan_ir::ParamOp> params, bool sharded) {
+                           llvm::ArrayRef<plan_ir::ParamOp> params, bool sharded,
+                           int64_t ep = 1) {
   // One instruction per kind of block: whole, tp blocks, ep blocks, both.
   plan::op::GradNormSq<mlir::Value> norms[2][2];
   for (int tp = 0; tp < 2; ++tp)
-    for (int ep = 0; ep < 2; ++ep)
-      norms[tp][ep] = {.sharded = sharded ? 1 : 0, .tp_sharded = tp, .ep_sharded = ep};
+    for (int e = 0; e < 2; ++e)
+      norms[tp][e] = {.sharded = sharded ? 1 : 0,
+                      .tp_sharded = tp,
+                      .ep_sharded = e,
+                      // ZeRO-1 with ep: the shards of what ep does not split are
+                      // over the data ranks.
+                      .shard_data = sharded && ep > 1 && e == 0 ? 1 : 0};
   for (plan_ir::ParamOp p : params) {
     auto program = p->getParentOfType<plan_ir::ProgramOp>();
     if (mlir::IntegerAttr tied = p.getTiedStageAttr();
@@ -282,8 +295,10 @@ inline void createPartialGradReduce(mlir::OpBuilder &b, mlir::Location loc,
     createKernel(b, loc, average);
 }
 
-/// Clipping and AdamW of parameter `p` (shard: ZeRO-1's moment shard, 0 = whole).
-inline void createAdamW(mlir::OpBuilder &b, plan_ir::ParamOp p, int64_t shard) {
+/// Clipping and AdamW of parameter `p` (shard: ZeRO-1's moment shard, 0 = whole,
+/// over the group `shardAxis`).
+inline void createAdamW(mlir::OpBuilder &b, plan_ir::ParamOp p, int64_t shard,
+                        int64_t shardAxis = plan::kAxisDp) {
   createKernel(b, p.getLoc(),
                plan::op::ClipAndAdamW<mlir::Value>{.param = p.getValue(),
                                                    .grad = p.getGrad(),
@@ -291,7 +306,8 @@ inline void createAdamW(mlir::OpBuilder &b, plan_ir::ParamOp p, int64_t shard) {
                                                    .exp_avg_sq = p.getExpAvgSq(),
                                                    .n = numElements(p.getValue()),
                                                    .weight_decay = p.getDecay() ? 1 : 0,
-                                                   .shard = shard});
+                                                   .shard = shard,
+                                                   .shard_data = shardAxis == plan::kAxisData});
 }
 
 } // namespace heiretsu

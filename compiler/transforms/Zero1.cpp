@@ -22,8 +22,8 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
         requireProgramInputs(program, getArgument(), {plan_ir::UnitKind::update});
     if (!in)
       return signalPassFailure();
-    const int64_t dp = in->mesh.getDp();
-    if (dp == 1)
+    const int64_t dp = in->mesh.getDp(), ep = in->mesh.getEp();
+    if (dp * ep == 1)
       return; // one data rank: nothing to shard, the optimizer's update stays
     SmallVector<plan_ir::ParamOp> params = paramsOf(program);
     Block &body = in->update.getBody().front();
@@ -31,13 +31,17 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
       program.emitError("the update unit is empty: run heiretsu-optimizer first");
       return signalPassFailure();
     }
-    // Moments become this rank's shard of the flattened parameter.
+    // Moments become this rank's shard of the flattened parameter, over its group:
+    // the data ranks (dp x ep) for what every data rank holds, dp for the experts.
+    auto groupSize = [&](plan_ir::ParamOp p) {
+      return zeroShardAxis(p, ep) == plan::kAxisData ? dp * ep : dp;
+    };
     SmallVector<plan_ir::ParamOp> sharded;
     for (plan_ir::ParamOp p : params) {
       OpBuilder b(p);
       int64_t n = numElements(p.getValue());
       auto value = cast<MemRefType>(p.getValue().getType());
-      auto moment = MemRefType::get({plan::ShardSize(n, dp)}, value.getElementType());
+      auto moment = MemRefType::get({plan::ShardSize(n, groupSize(p))}, value.getElementType());
       auto q = plan_ir::ParamOp::create(b, p.getLoc(), value, value, moment, moment,
                                         p.getNameAttr(), p.getInitAttr(), p.getStdAttr(),
                                         p.getDecayAttr(), DenseI64ArrayAttr(),
@@ -53,19 +57,30 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
     for (plan_ir::ParamOp p : params)
       p.erase();
     OpBuilder b = OpBuilder::atBlockEnd(&body);
-    plan::op::ReduceScatter<Value> scatter{.axis = plan::kAxisDp, .reduce = plan::kReduceAvg};
-    plan::op::AllGather<Value> gather{.axis = plan::kAxisDp};
+    // One reduce-scatter and one all-gather per group with shards.
+    plan::op::ReduceScatter<Value> scatter[2] = {
+        {.axis = plan::kAxisData, .reduce = plan::kReduceAvg},
+        {.axis = plan::kAxisDp, .reduce = plan::kReduceAvg}};
+    plan::op::AllGather<Value> gather[2] = {{.axis = plan::kAxisData}, {.axis = plan::kAxisDp}};
     for (plan_ir::ParamOp q : sharded) {
-      scatter.buffers.push_back(q.getGrad());
-      gather.buffers.push_back(q.getValue());
+      if (groupSize(q) == 1)
+        continue; // an expert with dp = 1: its state stays whole
+      int g = zeroShardAxis(q, ep) == plan::kAxisData ? 0 : 1;
+      scatter[g].buffers.push_back(q.getGrad());
+      gather[g].buffers.push_back(q.getValue());
     }
     Location loc = program.getLoc();
-    createPartialGradReduce(b, loc, sharded, in->mesh.getEp());
-    createKernel(b, loc, scatter);
-    createGradNorm(b, loc, sharded, /*sharded=*/true);
+    // The reduce-scatter over the data ranks averages over ep too.
+    createPartialGradReduce(b, loc, sharded, /*ep=*/1);
+    for (auto &s : scatter)
+      if (!s.buffers.empty())
+        createKernel(b, loc, s);
+    createGradNorm(b, loc, sharded, /*sharded=*/true, ep);
     for (plan_ir::ParamOp q : sharded)
-      createAdamW(b, q, numElements(q.getExpAvg()));
-    createKernel(b, loc, gather);
+      createAdamW(b, q, groupSize(q) > 1 ? numElements(q.getExpAvg()) : 0, zeroShardAxis(q, ep));
+    for (auto &g : gather)
+      if (!g.buffers.empty())
+        createKernel(b, loc, g);
   }
 };
 

@@ -324,10 +324,11 @@ LogicalResult ParamOp::verify() {
   bool seen[rt::kNumAxes] = {};
   for (size_t d = 0; d < local.size(); ++d) {
     int64_t axis = (*axes)[d];
-    if (axis < -1 || axis >= rt::kNumAxes)
+    // Splits are over the mesh's axes (not the data ranks' group).
+    if (axis < -1 || axis > rt::kAxisEp)
       return emitOpError("(C4) split_axes entry ")
              << axis << " of dimension " << d << " is neither -1 (whole) nor a mesh axis 0.."
-             << rt::kNumAxes - 1;
+             << static_cast<int64_t>(rt::kAxisEp);
     if (axis >= 0 && std::exchange(seen[axis], true))
       return emitOpError("(C4) two dimensions are split over mesh axis ")
              << rt::AxisName(axis);

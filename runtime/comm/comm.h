@@ -36,6 +36,11 @@ class Communicator {
   virtual Status ReduceScatter(const float* in, float* out, size_t n) = 0;
   // Block r of `in` (n floats) goes to rank r; out's block r comes from rank r.
   virtual Status AllToAll(const float* in, float* out, size_t n) = 0;
+  // The variable-size exchange: in holds, in rank order, in_counts[r] floats for
+  // rank r; out receives, in rank order, out_counts[r] floats from rank r (what
+  // rank r sends this rank: the counts must agree pairwise).
+  virtual Status AllToAllV(const float* in, const std::vector<int64_t>& in_counts, float* out,
+                           const std::vector<int64_t>& out_counts) = 0;
   // Point to point with the group member `peer`. Sends and recvs between two
   // members match in the order each side posts them (Send, StartSend and Recv
   // alike), whatever the other traffic between them.

@@ -4,6 +4,7 @@
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
 #include <gloo/alltoall.h>
+#include <gloo/alltoallv.h>
 #include <gloo/barrier.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/file_store.h>
@@ -109,6 +110,21 @@ class GlooCommunicator final : public Communicator {
       opts.setOutput(out, n * static_cast<size_t>(size()));
       opts.setTag(NextTag());
       gloo::alltoall(opts);
+    });
+  }
+
+  Status AllToAllV(const float* in, const std::vector<int64_t>& in_counts, float* out,
+                   const std::vector<int64_t>& out_counts) override {
+    if (size() == 1) {
+      std::copy(in, in + in_counts[0], out);
+      return std::nullopt;
+    }
+    return Guard("all_to_all", name_, [&] {
+      gloo::AlltoallvOptions opts(context_);
+      opts.setInput(const_cast<float*>(in), in_counts);
+      opts.setOutput(out, out_counts);
+      opts.setTag(NextTag());
+      gloo::alltoallv(opts);
     });
   }
 

@@ -168,9 +168,10 @@ void VocabLoss(const T* max, const T* sum, const T* target, T* loss, T* lse, int
 //   probs = softmax; row r's slots j = 0..k-1 take its top_k experts by probability
 //   (lower index on ties), choice[slot] = e, with weight[slot] = p_e / sum of the k
 //   chosen p. Capacity, per sequence: in slot order within the sequence, expert e
-//   keeps its first `capacity` slots, pos[slot] = s * capacity + (how many of the
-//   sequence's slots e kept before), and drops the rest (pos = -1; a dropped slot
-//   contributes nothing, its weight still counts in the renormalization).
+//   keeps its first `capacity` slots and drops the rest (pos = -1; a dropped slot
+//   contributes nothing, its weight still counts in the renormalization). The kept
+//   slots of e, over all rows in slot order, take the rows 0, 1, ... of e's region:
+//   pos[slot] = how many slots e kept before; counts[e] = how many it kept in all.
 //   load[e] = slots e kept, load[E + e] = slots e dropped.
 //   aux = aux_coef * E * mean_s sum_e f_se P_se + z_coef * mean_r lse_r^2, where f_se
 //   is the fraction of sequence s's seq*k slots routed to e (before dropping) and
@@ -182,8 +183,8 @@ struct MoeRouteShape {
 };
 template <typename T>
 void MoeRoute(const MoeRouteShape& s, const T* x, const T* router, double aux_coef,
-              double z_coef, T* probs, T* lse, int32_t* choice, int32_t* pos, T* weight, T* aux,
-              T* load);
+              double z_coef, T* probs, T* lse, int32_t* choice, int32_t* pos, T* weight,
+              int32_t* counts, T* aux, T* load);
 template <typename T>
 void MoeRouteBackward(const MoeRouteShape& s, const T* dweight, double daux, double aux_coef,
                       double z_coef, const T* x, const T* router, const T* probs, const T* lse,
@@ -213,21 +214,26 @@ void MoeCombineBackward(const MoeSlotShape& s, const T* dy, const T* buf, const 
                         const int32_t* pos, const T* weight, T* dbuf, T* dweight,
                         bool accumulate_dx);
 
-// MoeExperts: the grouped GEMMs, one per expert e over its `tokens` rows of
-// x[experts, tokens, d]: pre = x_e w_in_e^T [tokens, f]; act = gelu(pre), or
-// (swiglu) gate_pre = x_e w_gate_e^T and act = silu(gate_pre) * pre; y_e = act
-// w_out_e^T [tokens, d]. w_in, w_gate: [experts, f, d]; w_out: [experts, d, f].
-// MoeExpertsBackward: accumulates dw_scale * the weight gradients; writes (or
-// accumulates into) dx. gate_pre, w_gate, dw_gate are null unless swiglu.
+// MoeExperts: the grouped GEMMs, one per expert e over the first n_e of its
+// `tokens` rows of x[experts, tokens, d], n_e = the sum of rows[e * sources ..
+// (e + 1) * sources): pre = x_e w_in_e^T [n_e, f]; act = gelu(pre), or (swiglu)
+// gate_pre = x_e w_gate_e^T and act = silu(gate_pre) * pre; y_e = act w_out_e^T
+// [n_e, d]; y's other rows are zero (pre, gate_pre and act's are left alone).
+// w_in, w_gate: [experts, f, d]; w_out: [experts, d, f].
+// MoeExpertsBackward: over the same rows, accumulates dw_scale * the weight
+// gradients; writes (or accumulates into) dx's rows in use, and zeroes dx's
+// others when it writes. gate_pre, w_gate, dw_gate are null unless swiglu.
 struct MoeExpertShape {
   int64_t experts, tokens, d, f;
   bool swiglu;
+  int64_t sources = 1;  // counts per expert in `rows`
 };
 template <typename T>
-void MoeExperts(const MoeExpertShape& s, const T* x, const T* w_in, const T* w_gate,
-                const T* w_out, T* pre, T* gate_pre, T* act, T* y);
+void MoeExperts(const MoeExpertShape& s, const int32_t* rows, const T* x, const T* w_in,
+                const T* w_gate, const T* w_out, T* pre, T* gate_pre, T* act, T* y);
 template <typename T>
-void MoeExpertsBackward(const MoeExpertShape& s, const T* dy, const T* x, const T* w_in,
+void MoeExpertsBackward(const MoeExpertShape& s, const int32_t* rows, const T* dy, const T* x,
+                        const T* w_in,
                         const T* w_gate, const T* w_out, const T* pre, const T* gate_pre,
                         const T* act, double dw_scale, T* dx, T* dw_in, T* dw_gate, T* dw_out,
                         bool accumulate_dx);

@@ -186,7 +186,7 @@ class CpuBackend final : public Backend {
         const auto m = plan::Read<op::MoeRoute<uint32_t>>(in);
         k::MoeRouteShape shape{m.rows, m.d, m.experts, m.top_k, m.seq, m.capacity};
         k::MoeRoute(shape, f(m.x), f(m.router), m.aux_coef, m.z_coef, f(m.probs), f(m.lse),
-                    i32(m.choice), i32(m.pos), f(m.weight), f(m.aux), f(m.load));
+                    i32(m.choice), i32(m.pos), f(m.weight), i32(m.counts), f(m.aux), f(m.load));
         break;
       }
       case fb::Op_MoeRouteGrad: {
@@ -213,15 +213,15 @@ class CpuBackend final : public Backend {
       }
       case fb::Op_MoeExperts: {
         const auto m = plan::Read<op::MoeExperts<uint32_t>>(in);
-        k::MoeExpertShape shape{m.experts, m.tokens, m.d, m.f, m.swiglu != 0};
-        k::MoeExperts(shape, f(m.x), f(m.w_in), f(m.w_gate), f(m.w_out), f(m.pre), f(m.gate_pre),
+        k::MoeExpertShape shape{m.experts, m.tokens, m.d, m.f, m.swiglu != 0, m.sources};
+        k::MoeExperts(shape, ids(m.rows), f(m.x), f(m.w_in), f(m.w_gate), f(m.w_out), f(m.pre), f(m.gate_pre),
                       f(m.act), f(m.y));
         break;
       }
       case fb::Op_MoeExpertsGrad: {
         const auto m = plan::Read<op::MoeExpertsGrad<uint32_t>>(in);
-        k::MoeExpertShape shape{m.experts, m.tokens, m.d, m.f, m.swiglu != 0};
-        k::MoeExpertsBackward(shape, f(m.dy), f(m.x), f(m.w_in), f(m.w_gate), f(m.w_out),
+        k::MoeExpertShape shape{m.experts, m.tokens, m.d, m.f, m.swiglu != 0, m.sources};
+        k::MoeExpertsBackward(shape, ids(m.rows), f(m.dy), f(m.x), f(m.w_in), f(m.w_gate), f(m.w_out),
                               f(m.pre), f(m.gate_pre), f(m.act), m.dw_scale, f(m.dx),
                               f(m.dw_in), f(m.dw_gate), f(m.dw_out), m.accumulate_dx != 0);
         break;

@@ -368,7 +368,8 @@ Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars&
     // This instruction's sum of squares covers this rank's ZeRO-1 shards (sharded)
     // or tp or ep blocks (tp_sharded, ep_sharded): the norm is over every rank's.
     const auto norm = plan::Read<op::GradNormSq<uint32_t>>(instr);
-    for (auto [flag, axis] : {std::pair{norm.sharded, plan::kAxisDp},
+    for (auto [flag, axis] : {std::pair{norm.sharded, norm.shard_data ? plan::kAxisData
+                                                                      : plan::kAxisDp},
                               std::pair{norm.tp_sharded, plan::kAxisTp},
                               std::pair{norm.ep_sharded, plan::kAxisEp}}) {
       comm::Communicator* c = comms_[axis];
@@ -522,6 +523,7 @@ Status Executor::Exchange(const plan::Instruction& instr, uint32_t slot, comm::C
                           std::to_string(c.size()) + " members");
   const size_t outer = static_cast<size_t>(a.outer), inner = static_cast<size_t>(a.inner);
   const size_t parts = static_cast<size_t>(a.parts), block = outer * inner;
+  if (a.variable) return ExchangeRows(instr, slot, c);
   Pull(a.src, slot);
   if (a.accumulate_dx) Pull(a.dst, slot);
   const float* src = F32(a.src, slot);
@@ -556,6 +558,87 @@ Status Executor::Exchange(const plan::Instruction& instr, uint32_t slot, comm::C
     }
   }
   Push(a.dst, slot);
+  return std::nullopt;
+}
+
+// The variable-size all_to_all (op_table.h): the rows in use of each block travel,
+// after an exchange of the counts. (p, o) indexes the parts-major side [parts,
+// outer] (block p, o at (p * outer + o) * inner, its rows at the start), the packed
+// side [outer, parts] holds outer o's rows from (for) part p after those of the
+// parts before p.
+Status Executor::ExchangeRows(const plan::Instruction& instr, uint32_t slot,
+                              comm::Communicator& c) {
+  const auto a = plan::Read<op::AllToAll<uint32_t>>(instr);
+  const size_t outer = static_cast<size_t>(a.outer), inner = static_cast<size_t>(a.inner);
+  const size_t parts = static_cast<size_t>(a.parts), row = static_cast<size_t>(a.row);
+  if (row == 0 || inner % row != 0)
+    return Error::Failure("all_to_all: rows of " + std::to_string(row) + " elements do not tile " +
+                          "blocks of " + std::to_string(inner));
+  const size_t block_rows = inner / row;
+  Pull(a.src, slot);
+  Pull(a.src_rows, slot);
+  if (a.accumulate_dx) Pull(a.dst, slot);
+  const float* src = F32(a.src, slot);
+  float* dst = F32(a.dst, slot);
+  const int32_t* src_rows = I32(a.src_rows, slot);
+  int32_t* dst_rows = I32(a.dst_rows, slot);
+  // The rows this rank sends part p for outer o, and where they sit in src.
+  auto sent = [&](size_t p, size_t o) {
+    return static_cast<size_t>(a.back ? src_rows[o * parts + p] : src_rows[p * outer + o]);
+  };
+  for (size_t i = 0; i < outer * parts; ++i)
+    if (src_rows[i] < 0 || static_cast<size_t>(src_rows[i]) > block_rows * (a.back ? parts : 1))
+      return Error::Failure("all_to_all: " + std::to_string(src_rows[i]) + " rows in a block of " +
+                            std::to_string(block_rows));
+  // The counts first: rank p learns how many rows of each outer this rank sends it.
+  exchange_in_.assign(parts * outer, 0.f);
+  for (size_t p = 0; p < parts; ++p)
+    for (size_t o = 0; o < outer; ++o) exchange_in_[p * outer + o] = static_cast<float>(sent(p, o));
+  std::vector<float> got(parts * outer);
+  if (auto err = c.AllToAll(exchange_in_.data(), got.data(), outer)) return err;
+  auto received = [&](size_t p, size_t o) { return static_cast<size_t>(got[p * outer + o]); };
+  // Pack what goes to each part, member after member.
+  std::vector<int64_t> send_counts(parts, 0), recv_counts(parts, 0);
+  size_t total_send = 0, total_recv = 0;
+  for (size_t p = 0; p < parts; ++p)
+    for (size_t o = 0; o < outer; ++o) {
+      send_counts[p] += static_cast<int64_t>(sent(p, o) * row);
+      recv_counts[p] += static_cast<int64_t>(received(p, o) * row);
+    }
+  for (size_t p = 0; p < parts; ++p) {
+    total_send += static_cast<size_t>(send_counts[p]);
+    total_recv += static_cast<size_t>(recv_counts[p]);
+  }
+  exchange_in_.resize(total_send);
+  exchange_out_.resize(total_recv);
+  std::vector<size_t> packed(outer, 0);  // the packed side: rows of outer o so far
+  for (size_t p = 0, at = 0; p < parts; ++p)
+    for (size_t o = 0; o < outer; ++o) {
+      const size_t n = sent(p, o) * row;
+      const float* from = a.back ? src + o * parts * inner + packed[o] * row
+                                 : src + (p * outer + o) * inner;
+      std::copy_n(from, n, exchange_in_.data() + at);
+      at += n;
+      if (a.back) packed[o] += sent(p, o);
+    }
+  if (auto err = c.AllToAllV(exchange_in_.data(), send_counts, exchange_out_.data(), recv_counts))
+    return err;
+  if (!a.accumulate_dx) std::fill_n(dst, outer * parts * inner, 0.f);
+  std::fill(packed.begin(), packed.end(), 0);
+  for (size_t p = 0, at = 0; p < parts; ++p)
+    for (size_t o = 0; o < outer; ++o) {
+      const size_t n = received(p, o) * row;
+      float* to = a.back ? dst + (p * outer + o) * inner : dst + o * parts * inner + packed[o] * row;
+      if (a.accumulate_dx)
+        for (size_t i = 0; i < n; ++i) to[i] += exchange_out_[at + i];
+      else
+        std::copy_n(exchange_out_.data() + at, n, to);
+      at += n;
+      if (!a.back) packed[o] += received(p, o);
+      dst_rows[a.back ? p * outer + o : o * parts + p] = static_cast<int32_t>(received(p, o));
+    }
+  Push(a.dst, slot);
+  Push(a.dst_rows, slot);
   return std::nullopt;
 }
 

@@ -162,6 +162,7 @@ class Executor {
   Status ShardCollective(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
   Status BlockCollective(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
   Status Exchange(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
+  Status ExchangeRows(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
   Status AllReduce(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
   Status PointToPoint(const plan::Instruction& instr, uint32_t slot, comm::Communicator& c);
   // Waits for the sends posted from `slot` (WaitAllSends: from every slot); the

@@ -28,15 +28,6 @@ std::string Bytes(uint64_t b) {
   return buf;
 }
 
-int AxisSize(const fb::Mesh& mesh, int64_t axis) {
-  switch (axis) {
-    case kAxisDp: return mesh.dp();
-    case kAxisPp: return mesh.pp();
-    case kAxisTp: return mesh.tp();
-    default: return mesh.ep();
-  }
-}
-
 // The first rank of stage `stage`.
 int RankOfStage(const fb::Mesh& mesh, int stage) {
   return static_cast<int>(stage * (WorldSize(mesh) / mesh.pp()));
@@ -290,7 +281,8 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
       }
       case fb::Op_AllToAll: {  // a rank keeps its own block, sends the others
         const auto c = plan::Read<op::AllToAll<uint32_t>>(in);
-        return add(c.axis, "all_to_all", 1.0, bytes_of(c.src));
+        // Variable-size (MoE): only the rows in use travel, so the buffers bound it.
+        return add(c.axis, c.variable ? "all_to_all rows" : "all_to_all", 1.0, bytes_of(c.src));
       }
       default:
         return;
@@ -302,10 +294,17 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
   out += "communication per step:\n";
   if (comm.empty()) out += "  none\n";
   for (const auto& [key, v] : comm) {
-    std::snprintf(line, sizeof line, "  %s group of %d: %s of %s, %s sent per rank%s\n",
-                  AxisName(key.first), AxisSize(mesh, key.first), key.second.c_str(),
-                  Bytes(v.first).c_str(), Bytes(static_cast<uint64_t>(v.second)).c_str(),
-                  key.second == "send" ? "" : key.second == "all_to_all" ? " (one block to each peer)" : " (ring)");
+    const std::string bytes = Bytes(v.first), sent = Bytes(static_cast<uint64_t>(v.second));
+    if (key.second == "all_to_all rows")  // the MoE exchange: its buffers bound it
+      std::snprintf(line, sizeof line,
+                    "  %s group of %d: all_to_all of at most %s, at most %s sent per rank (the "
+                    "rows in use of each expert)\n",
+                    AxisName(key.first), AxisSize(mesh, key.first), bytes.c_str(), sent.c_str());
+    else
+      std::snprintf(line, sizeof line, "  %s group of %d: %s of %s, %s sent per rank%s\n",
+                    AxisName(key.first), AxisSize(mesh, key.first), key.second.c_str(),
+                    bytes.c_str(), sent.c_str(),
+                    key.second == "send" ? "" : key.second == "all_to_all" ? " (one block to each peer)" : " (ring)");
     out += line;
   }
   return out;

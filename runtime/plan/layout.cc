@@ -4,20 +4,6 @@
 #include "runtime/plan/ops.h"
 
 namespace heiretsu::plan {
-namespace {
-
-int AxisSize(const fb::Mesh& mesh, int axis) {
-  switch (axis) {
-    case kAxisDp: return mesh.dp();
-    case kAxisPp: return mesh.pp();
-    case kAxisTp: return mesh.tp();
-    case kAxisEp: return mesh.ep();
-  }
-  return 0;
-}
-
-}  // namespace
-
 int64_t Block::global_numel() const {
   int64_t n = 1;
   for (int64_t d : global) n *= d;
@@ -39,7 +25,7 @@ std::optional<std::string> CheckSplits(const fb::Param& p, const fb::Mesh& mesh)
                              std::to_string(s->axis());
     if (s->dim() < 0 || s->dim() >= rank || rank > 64)
       return what + ": the parameter has " + std::to_string(rank) + " dimensions";
-    if (s->axis() < 0 || s->axis() >= kNumAxes) return what + ": no such mesh axis";
+    if (s->axis() < 0 || s->axis() > kAxisEp) return what + ": no such mesh axis";
     if (dim_used[s->dim()] || axis_used[s->axis()])
       return what + ": a dimension or axis is split twice";
     dim_used[s->dim()] = axis_used[s->axis()] = true;

@@ -221,15 +221,19 @@
 // (ZeRO-1): only this rank's dp shard of each buffer counts (the prepared
 // instruction's ranges) and the sum is then summed over dp. tp_sharded: the
 // buffers are tp blocks of their parameters and the sum is summed over tp too;
-// ep_sharded: they are ep blocks (experts), summed over ep too.
+// ep_sharded: they are ep blocks (experts), summed over ep too. shard_data: the
+// ZeRO-1 shards are over the data ranks (dp x ep), not dp.
 #define HEIRETSU_OP_GradNormSq(BUF, VAR, INT, FLT, LE, RES)                           \
-  VAR(F32) INT(sharded, Flag) INT(tp_sharded, Flag) INT(ep_sharded, Flag)
+  VAR(F32) INT(sharded, Flag) INT(tp_sharded, Flag) INT(ep_sharded, Flag)             \
+  INT(shard_data, Flag)
 
 // Clips by the step's global norm and applies AdamW. shard > 0 (ZeRO-1): the update
-// covers this rank's dp shard of the parameter, [rank * shard, min(n, (rank + 1) *
-// shard)), and the moments hold just that shard.
+// covers this rank's dp shard (shard_data: its shard over the data ranks, dp x ep)
+// of the parameter, [rank * shard, min(n, (rank + 1) * shard)), and the moments hold
+// just that shard.
 #define HEIRETSU_OP_ClipAndAdamW(BUF, VAR, INT, FLT, LE, RES)                         \
-  INT(n, Size) INT(weight_decay, Flag) INT(shard, Size) LE(shard, n)                  \
+  INT(n, Size) INT(weight_decay, Flag) INT(shard, Size) INT(shard_data, Flag)         \
+  LE(shard, n)                                                                        \
   BUF(param, F32, Req, n) BUF(grad, F32, Req, n)                                      \
   BUF(exp_avg, F32, Req, shard ? shard : n) BUF(exp_avg_sq, F32, Req, shard ? shard : n) \
   /* the elements of param and grad this rank updates */                              \
@@ -240,14 +244,17 @@
 
 // Mixture of experts, in steps (graph.moe_route .. graph.moe_combine; formulas in
 // runtime/cpu/kernels.h). Rows come in sequences of `seq` rows; a slot is a (row,
-// choice) pair, rows * top_k of them. Each expert has a region of `slots` rows in
-// the expert-major buffers: `capacity` rows per sequence, sequence after sequence,
-// so every decision is the sequence's own and no layout changes it.
+// choice) pair, rows * top_k of them. Every decision is the sequence's own (an
+// expert keeps at most `capacity` slots of each sequence), so no layout changes it.
+// Each expert has a region of `slots` rows in the expert-major buffers (room for
+// `capacity` per sequence); the slots it kept fill the region's first rows, in
+// slot order, and only those rows are computed and exchanged.
 //
 // moe_route: the router GEMM, softmax, top-k and the slots' places: `choice` the
 // expert of each slot, `pos` its row in that expert's region (-1: dropped past the
-// sequence's capacity), `weight` its combine weight; `aux` the auxiliary loss;
-// `load` [2, experts]: the slots each expert kept, then those it dropped (metrics).
+// sequence's capacity), `weight` its combine weight; `counts` the rows in use of
+// each expert's region; `aux` the auxiliary loss; `load` [2, experts]: the slots
+// each expert kept, then those it dropped (metrics).
 // tp_parts: the route runs on that many tensor-parallel ranks whose gradients are
 // summed (each differentiates 1/tp_parts of the auxiliary loss).
 #define HEIRETSU_OP_MoeRoute(BUF, VAR, INT, FLT, LE, RES)                             \
@@ -257,7 +264,8 @@
   BUF(x, F32, Req, N(rows, d)) BUF(router, F32, Req, N(experts, d))                   \
   BUF(probs, F32, Req, N(rows, experts)) BUF(lse, F32, Req, rows)                     \
   BUF(choice, I32, Req, N(rows, top_k)) BUF(pos, I32, Req, N(rows, top_k))            \
-  BUF(weight, F32, Req, N(rows, top_k)) BUF(aux, F32, Req, 1) BUF(load, F32, Req, N(2, experts))
+  BUF(weight, F32, Req, N(rows, top_k)) BUF(counts, I32, Req, experts)                \
+  BUF(aux, F32, Req, 1) BUF(load, F32, Req, N(2, experts))
 
 // dweight: the gradient of the combine weights; daux: the auxiliary loss's.
 #define HEIRETSU_OP_MoeRouteGrad(BUF, VAR, INT, FLT, LE, RES)                         \
@@ -282,11 +290,14 @@
   BUF(dbuf, F32, Req, N(experts, slots, d)) BUF(choice, I32, Req, N(rows, top_k))     \
   BUF(pos, I32, Req, N(rows, top_k)) BUF(dx, F32, Req, N(rows, d))
 
-// moe_experts: the grouped GEMMs, one per expert over its `tokens` rows:
-// pre = x w_in^T, act = gelu(pre) (SwiGLU: silu(x w_gate^T) * pre), y = act w_out^T.
-// `experts` are this rank's; f is this rank's block of the hidden size.
+// moe_experts: the grouped GEMMs, one per expert over the rows in use of its
+// region of `tokens` rows (the sum of its `sources` counts in `rows`: one, or one
+// per ep rank it received from): pre = x w_in^T, act = gelu(pre) (SwiGLU:
+// silu(x w_gate^T) * pre), y = act w_out^T; the rest of y is zero. `experts` are
+// this rank's; f is this rank's block of the hidden size.
 #define HEIRETSU_OP_MoeExperts(BUF, VAR, INT, FLT, LE, RES)                           \
   INT(experts, Size) INT(tokens, Size) INT(d, Size) INT(f, Size) INT(swiglu, Flag)    \
+  INT(sources, Size) BUF(rows, I32, Req, N(experts, sources))                         \
   BUF(x, F32, Req, N(experts, tokens, d)) BUF(w_in, F32, Req, N(experts, f, d))       \
   BUF(w_gate, F32, Iff(swiglu), N(experts, f, d)) BUF(w_out, F32, Req, N(experts, d, f)) \
   BUF(pre, F32, Req, N(experts, tokens, f)) BUF(gate_pre, F32, Iff(swiglu), N(experts, tokens, f)) \
@@ -297,7 +308,8 @@
 // accumulates into) dx.
 #define HEIRETSU_OP_MoeExpertsGrad(BUF, VAR, INT, FLT, LE, RES)                       \
   INT(experts, Size) INT(tokens, Size) INT(d, Size) INT(f, Size) INT(swiglu, Flag)    \
-  INT(accumulate_dx, Flag) FLT(dw_scale)                                              \
+  INT(accumulate_dx, Flag) INT(sources, Size) FLT(dw_scale)                           \
+  BUF(rows, I32, Req, N(experts, sources))                                            \
   BUF(dy, F32, Req, N(experts, tokens, d)) BUF(x, F32, Req, N(experts, tokens, d))    \
   BUF(w_in, F32, Req, N(experts, f, d)) BUF(w_gate, F32, Iff(swiglu), N(experts, f, d)) \
   BUF(w_out, F32, Req, N(experts, d, f)) BUF(pre, F32, Req, N(experts, tokens, f))    \
@@ -380,10 +392,19 @@
 // [outer, parts, inner], block p coming from that rank. back = 1 is the inverse
 // (src [outer, parts, inner] -> dst [parts, outer, inner]), the transpose of
 // back = 0. accumulate_dx adds into dst.
+// With variable = 1 (the variable-size exchange of MoE): blocks are rows of `row`
+// elements, and only the rows in use travel. src_rows gives the rows this rank
+// sends of each block ([parts, outer] for back = 0, [outer, parts] for back = 1);
+// the exchange writes dst_rows, the rows received, shaped like dst's first two
+// dimensions. The [parts, outer] side keeps a block's rows at its start; the
+// [outer, parts] side packs them: outer o holds the rows from (for) part p after
+// those of parts 0 .. p-1. Rows of dst nothing was received into are zero.
 #define HEIRETSU_OP_AllToAll(BUF, VAR, INT, FLT, LE, RES)                             \
   INT(axis, Axis) INT(outer, Size) INT(parts, Size) INT(inner, Size) INT(back, Flag)  \
-  INT(accumulate_dx, Flag)                                                            \
-  BUF(src, F32, Req, N(outer, parts, inner)) BUF(dst, F32, Req, N(outer, parts, inner))
+  INT(accumulate_dx, Flag) INT(variable, Flag) INT(row, Size) LE(row, inner)         \
+  BUF(src, F32, Req, N(outer, parts, inner)) BUF(dst, F32, Req, N(outer, parts, inner)) \
+  BUF(src_rows, I32, Iff(variable), N(outer, parts))                                  \
+  BUF(dst_rows, I32, Iff(variable), N(outer, parts))
 // clang-format on
 
 // One kind of an opcode's operands, the others left out: its buffer slots (and

@@ -26,14 +26,17 @@ namespace heiretsu::plan {
 // An absent optional buffer.
 inline constexpr uint32_t kNoBuffer = 0xFFFFFFFFu;
 
-// Mesh axes and reductions as collectives' integer attributes encode them.
-enum MeshAxis : int64_t { kAxisDp = 0, kAxisPp = 1, kAxisTp = 2, kAxisEp = 3 };
-inline constexpr int kNumAxes = 4;
+// Mesh axes and reductions as collectives' integer attributes encode them. `data`
+// is not an axis of the mesh but the group of its data ranks, dp x ep (the ranks
+// sharing a pp and a tp coordinate; member d = dp_i * ep + ep_i, DESIGN.md §3):
+// ZeRO-1 shards the parameters every data rank holds over it.
+enum MeshAxis : int64_t { kAxisDp = 0, kAxisPp = 1, kAxisTp = 2, kAxisEp = 3, kAxisData = 4 };
+inline constexpr int kNumAxes = 5;
 enum Reduction : int64_t { kReduceSum = 0, kReduceMax = 1, kReduceAvg = 2 };
 
-// "dp", "pp", "tp" or "ep"; "?" for anything else.
+// "dp", "pp", "tp", "ep" or "data"; "?" for anything else.
 inline const char* AxisName(int64_t axis) {
-  static const char* kNames[] = {"dp", "pp", "tp", "ep"};
+  static const char* kNames[] = {"dp", "pp", "tp", "ep", "data"};
   return axis >= 0 && axis < kNumAxes ? kNames[axis] : "?";
 }
 // "sum", "max" or "avg"; "?" for anything else.

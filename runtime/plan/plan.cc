@@ -183,11 +183,16 @@ class Checker {
       if (p->splits())
         for (const fb::Split* split : *p->splits())
           numel /= CoordinatesOf(*plan_.mesh(), 0).size[split->axis()];
-      // ZeRO-1: the moments are this rank's dp shard, ceil(numel / dp) elements.
-      if (!ZeroShardValid(p->shard(), numel))
+      // ZeRO-1: the moments are this rank's shard over dp (or the data ranks),
+      // ceil(numel / size) elements.
+      if (p->shard_axis() != kAxisDp && p->shard_axis() != kAxisData)
+        return Fail(what + " has its ZeRO-1 shard over axis " + std::to_string(p->shard_axis()) +
+                    "; it must be dp or data");
+      const int group = AxisSize(*plan_.mesh(), p->shard_axis());
+      if (p->shard() != 0 && !(group > 1 && p->shard() == ShardSize(numel, group)))
         return Fail(what + " has a ZeRO-1 shard of " + std::to_string(p->shard()) +
-                    " elements; with dp = " + std::to_string(plan_.mesh()->dp()) + " it must be 0 or " +
-                    std::to_string(ShardSize(numel, plan_.mesh()->dp())));
+                    " elements; with " + AxisName(p->shard_axis()) + " = " + std::to_string(group) +
+                    " it must be 0 or " + std::to_string(ShardSize(numel, group)));
       const int64_t moments = p->shard() ? p->shard() : numel;
       for (uint32_t b : {p->value(), p->grad()})
         if (auto err = CheckBufferRef(b, fb::DType_F32, numel, what)) return err;
@@ -220,11 +225,6 @@ class Checker {
 
   // A ZeRO-1 shard of a tensor of n elements: none (0), or this rank's ceil(n / dp)
   // of dp > 1 pieces, which is what prepare.h and checkpoints cut.
-  bool ZeroShardValid(int64_t shard, int64_t n) const {
-    const int dp = plan_.mesh()->dp();
-    return shard == 0 || (dp > 1 && shard == ShardSize(n, dp));
-  }
-
   std::string UnitName(uint32_t u) const {
     const fb::Unit* unit = plan_.units()->Get(u);
     return "unit " + std::to_string(u) + (unit->name() ? " '" + unit->name()->str() + "'" : "");
@@ -424,10 +424,22 @@ class Checker {
       }
       case fb::Op_ClipAndAdamW: {
         const auto u = plan::Read<op::ClipAndAdamW<uint32_t>>(in);
-        if (!ZeroShardValid(u.shard, u.n))
+        const int axis = u.shard_data ? kAxisData : kAxisDp, group = mesh.size[axis];
+        if (u.shard != 0 && !(group > 1 && u.shard == ShardSize(u.n, group)))
           return Fail(what + ": shard = " + std::to_string(u.shard) + " of n = " +
-                      std::to_string(u.n) + "; with dp = " + std::to_string(mesh.size[kAxisDp]) +
-                      " it must be 0 or " + std::to_string(ShardSize(u.n, mesh.size[kAxisDp])));
+                      std::to_string(u.n) + "; with " + AxisName(axis) + " = " +
+                      std::to_string(group) + " it must be 0 or " +
+                      std::to_string(ShardSize(u.n, group)));
+        break;
+      }
+      case fb::Op_AllToAll: {
+        const auto a = plan::Read<op::AllToAll<uint32_t>>(in);
+        if (a.parts != mesh.size[a.axis])
+          return Fail(what + ": parts = " + std::to_string(a.parts) + ", but its group over " +
+                      AxisName(a.axis) + " has " + std::to_string(mesh.size[a.axis]) + " ranks");
+        if (a.variable && (a.row == 0 || a.inner % a.row != 0))
+          return Fail(what + ": rows of " + std::to_string(a.row) + " elements do not tile its " +
+                      "blocks of " + std::to_string(a.inner));
         break;
       }
       default:
@@ -655,7 +667,13 @@ MeshCoordinates CoordinatesOf(const fb::Mesh& mesh, int rank) {
     c.coord[axis] = rank % c.size[axis];
     rank /= c.size[axis];
   }
+  c.size[kAxisData] = c.size[kAxisDp] * c.size[kAxisEp];
+  c.coord[kAxisData] = c.coord[kAxisDp] * c.size[kAxisEp] + c.coord[kAxisEp];
   return c;
+}
+
+int AxisSize(const fb::Mesh& mesh, int64_t axis) {
+  return axis >= 0 && axis < kNumAxes ? CoordinatesOf(mesh, 0).size[axis] : 0;
 }
 
 int RankAt(const MeshCoordinates& c) {
@@ -667,7 +685,12 @@ std::vector<int> GroupOf(const fb::Mesh& mesh, int rank, int axis) {
   MeshCoordinates c = CoordinatesOf(mesh, rank);
   std::vector<int> group;
   for (int i = 0; i < c.size[axis]; ++i) {
-    c.coord[axis] = i;
+    if (axis == kAxisData) {
+      c.coord[kAxisDp] = i / c.size[kAxisEp];
+      c.coord[kAxisEp] = i % c.size[kAxisEp];
+    } else {
+      c.coord[axis] = i;
+    }
     group.push_back(RankAt(c));
   }
   return group;

@@ -79,15 +79,18 @@ Status VerifyPlan(const std::string& path, const std::vector<uint8_t>& bytes);
 // A rank's coordinate on each mesh axis (indexed by MeshAxis: dp, pp, tp, ep) and
 // the size of each axis, by the rule of plan.fbs: tp fastest, then ep, dp, pp.
 struct MeshCoordinates {
-  int coord[4] = {0, 0, 0, 0};
-  int size[4] = {1, 1, 1, 1};
+  int coord[kNumAxes] = {0, 0, 0, 0, 0};
+  int size[kNumAxes] = {1, 1, 1, 1, 1};
 };
 MeshCoordinates CoordinatesOf(const fb::Mesh& mesh, int rank);
 // The global rank at `c` (the inverse of CoordinatesOf).
 int RankAt(const MeshCoordinates& c);
-// The ranks of `rank`'s group over `axis` (those sharing its other coordinates), in
-// axis order, so a rank's place in its group is its coordinate on the axis.
+// The ranks of `rank`'s group over `axis` (those sharing its other coordinates; for
+// kAxisData its pp and tp), in axis order, so a rank's place in its group is its
+// coordinate on the axis.
 std::vector<int> GroupOf(const fb::Mesh& mesh, int rank, int axis);
+// The size of the group over `axis` (kAxisData: dp x ep).
+int AxisSize(const fb::Mesh& mesh, int64_t axis);
 
 
 // The coordinates of a plan's rank: the mesh as plan.fbs states it.

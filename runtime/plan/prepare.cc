@@ -11,7 +11,11 @@ Instruction Prepare(const fb::Plan& plan, const fb::Instr& instr, const MeshCoor
   if (instr.ints()) out.ints.assign(instr.ints()->begin(), instr.ints()->end());
   if (instr.floats()) out.floats.assign(instr.floats()->begin(), instr.floats()->end());
   const int64_t tp = c.coord[kAxisTp], tp_size = c.size[kAxisTp];
-  const int64_t dp = c.coord[kAxisDp], dp_size = c.size[kAxisDp];
+  // ZeRO-1 shards: over dp, or (shard_data) over the data ranks.
+  auto shard_of = [&](int64_t n, bool data) {
+    const int axis = data ? kAxisData : kAxisDp;
+    return ShardOf(n, c.coord[axis], c.size[axis]);
+  };
   out.axis = CommAxis(instr.op(), out.ints);
   // An instruction's buffers after this rank dropped some: written back by name.
   auto buffers_of = [](const auto& operands) {
@@ -57,15 +61,15 @@ Instruction Prepare(const fb::Plan& plan, const fb::Instr& instr, const MeshCoor
     }
     case fb::Op_ClipAndAdamW: {
       const auto u = plan::Read<op::ClipAndAdamW<uint32_t>>(instr);
-      const Shard s = u.shard ? ShardOf(u.n, dp, dp_size) : Shard{0, u.n};
+      const Shard s = u.shard ? shard_of(u.n, u.shard_data != 0) : Shard{0, u.n};
       out.resolved = {s.begin, s.size};
       break;
     }
     case fb::Op_GradNormSq: {
-      const bool sharded = plan::Read<op::GradNormSq<uint32_t>>(instr).sharded != 0;
+      const auto norm = plan::Read<op::GradNormSq<uint32_t>>(instr);
       for (uint32_t b : out.buffers) {
         const int64_t n = NumElements(*plan.buffers()->Get(b));
-        out.ranges.push_back(sharded ? ShardOf(n, dp, dp_size) : Shard{0, n});
+        out.ranges.push_back(norm.sharded ? shard_of(n, norm.shard_data != 0) : Shard{0, n});
       }
       break;
     }

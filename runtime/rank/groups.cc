@@ -12,8 +12,11 @@ Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, const comm::JobEnviro
                      exec::Executor* executor, Groups* out) {
   if (plan::WorldSize(mesh) == 1) return std::nullopt;
   const plan::MeshCoordinates coords = plan::CoordinatesOf(mesh, rank);
-  for (int axis : {plan::kAxisDp, plan::kAxisPp, plan::kAxisTp, plan::kAxisEp}) {
+  for (int axis : {plan::kAxisDp, plan::kAxisPp, plan::kAxisTp, plan::kAxisEp, plan::kAxisData}) {
     if (coords.size[axis] == 1) continue;
+    // The data ranks are a group of their own only when they span two axes.
+    if (axis == plan::kAxisData && (coords.size[plan::kAxisDp] == 1 || coords.size[plan::kAxisEp] == 1))
+      continue;
     const std::vector<int> members = plan::GroupOf(mesh, rank, axis);
     comm::GlooOptions g;
     g.store_dir = env.store;

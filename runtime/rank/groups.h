@@ -1,4 +1,5 @@
-// The communicators of a rank: one Gloo group per mesh axis of size > 1 (the ranks
+// The communicators of a rank: one Gloo group per mesh axis of size > 1, and one of
+// the data ranks (dp x ep) when both are > 1 (the ranks
 // that share this rank's other coordinates, by plan.fbs's rule), connected through
 // the job's rendezvous store in axis order on every rank, and handed to the
 // executor.

@@ -76,7 +76,7 @@ LogicalState::LogicalState(const plan::fb::Plan& plan, exec::Executor* executor,
   for (const plan::fb::Param* p : *plan.params()) {
     plan::Block block = plan::BlockOf(*p, executor->coordinates());
     const bool split = !block.whole();
-    comm::Communicator* dp = groups_.get(plan::kAxisDp);
+    comm::Communicator* dp = groups_.get(p->shard_axis());
     const bool dp_shard = p->shard() > 0 && dp && dp->size() > 1;
     if (!split && !dp_shard) continue;
     const size_t n = static_cast<size_t>(block.global_numel());
@@ -125,7 +125,7 @@ Status LogicalState::GatherOne(const Entry& e, const float* local,
   const int64_t n = e.block.local_numel();
   std::vector<float> block(local, local + (dp_shard ? 0 : n));
   if (dp_shard) {
-    comm::Communicator* dp = groups_.get(plan::kAxisDp);
+    comm::Communicator* dp = groups_.get(e.param->shard_axis());  // its ZeRO-1 group
     const int64_t s = plan::ShardSize(n, dp->size());
     std::vector<float> all(static_cast<size_t>(s * dp->size()));
     if (auto err = dp->AllGather(local, all.data(), static_cast<size_t>(s))) return err;
@@ -170,7 +170,7 @@ void LogicalState::ScatterOne(const Entry& e, const std::vector<float>& logical,
     std::copy(block.begin(), block.end(), local);
     return;
   }
-  comm::Communicator* dp = groups_.get(plan::kAxisDp);
+  comm::Communicator* dp = groups_.get(e.param->shard_axis());  // its ZeRO-1 group
   const plan::Shard mine = plan::ShardOf(n, dp->rank(), dp->size());
   std::copy_n(block.begin() + mine.begin, mine.size, local);
 }

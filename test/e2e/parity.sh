@@ -151,6 +151,7 @@ rm -rf "$work/saved.ckpt"
 if "$bin/heiretsu" run "$work/dp1_tp1_pp1_ep2_zero0_sp0_modelmoe-tiny.plan" --steps 10 --lr 3e-3 \
      --warmup 2 --cache-dir "$cache" --save-dir "$work/saved.ckpt" --save-every 5 > "$work/saved.log" 2>&1; then
   resume_layout "ep=2 -> ep=1 model=moe-tiny" --micro-batch-size 4
+  resume_layout "ep=2 -> dp=2 ep=2 zero=1 model=moe-tiny" --dp 2 --ep 2 --micro-batch-size 1 --zero 1
 else
   echo "FAIL resume: the ep=2 run that saves did not finish (see $work/saved.log)"; fail=$((fail + 1))
 fi

@@ -625,11 +625,11 @@ namespace moe {
 template <typename T>
 struct Route {
   std::vector<T> probs, lse, weight, load;
-  std::vector<int32_t> choice, pos;
+  std::vector<int32_t> choice, pos, counts;
   T aux = 0;
   explicit Route(const MoeRouteShape& s)
       : probs(s.rows * s.experts), lse(s.rows), weight(s.rows * s.top_k), load(2 * s.experts),
-        choice(s.rows * s.top_k), pos(s.rows * s.top_k) {}
+        choice(s.rows * s.top_k), pos(s.rows * s.top_k), counts(s.experts) {}
 };
 
 template <typename T>
@@ -637,7 +637,7 @@ Route<T> RunRoute(const MoeRouteShape& s, const std::vector<T>& x, const std::ve
                   double ac, double zc) {
   Route<T> o(s);
   MoeRoute(s, x.data(), router.data(), ac, zc, o.probs.data(), o.lse.data(), o.choice.data(),
-           o.pos.data(), o.weight.data(), &o.aux, o.load.data());
+           o.pos.data(), o.weight.data(), o.counts.data(), &o.aux, o.load.data());
   return o;
 }
 
@@ -679,7 +679,9 @@ Route<double> ReferenceRoute(const MoeRouteShape& s, const Vec& x, const Vec& ro
         const int64_t slot = r * K + j, e = o.choice[slot];
         routed[e] += 1.0 / static_cast<double>(s.seq * K);
         if (kept[e] < s.capacity) {
-          o.pos[slot] = static_cast<int32_t>(q * s.capacity + kept[e]++);
+          // Packed: the expert's kept slots over all rows, in slot order.
+          ++kept[e];
+          o.pos[slot] = o.counts[e]++;
           o.load[e] += 1;
         } else {
           o.pos[slot] = -1;
@@ -764,7 +766,7 @@ void LayerForward(const Shapes& s, const Model<T>& m, double ac, double zc, Laye
   const int32_t* choice = o.route.choice.data();
   const int32_t* pos = o.route.pos.data();
   MoeDispatch(s.slot, m.x.data(), choice, pos, o.buf.data());
-  MoeExperts(s.expert, o.buf.data(), m.w_in.data(), sw ? m.w_gate.data() : nullptr,
+  MoeExperts(s.expert, o.route.counts.data(), o.buf.data(), m.w_in.data(), sw ? m.w_gate.data() : nullptr,
              m.w_out.data(), o.pre.data(), sw ? o.gate_pre.data() : nullptr, o.act.data(),
              o.ybuf.data());
   MoeCombine(s.slot, o.ybuf.data(), choice, pos, o.route.weight.data(), o.y.data());
@@ -780,7 +782,7 @@ void LayerBackward(const Shapes& s, const Model<T>& m, const std::vector<T>& dy,
   for (auto* v : {&o.drouter, &o.dw_in, &o.dw_gate, &o.dw_out}) std::fill(v->begin(), v->end(), T(0));
   MoeCombineBackward(s.slot, dy.data(), o.ybuf.data(), choice, pos, o.route.weight.data(),
                      o.dybuf.data(), o.dweight.data(), false);
-  MoeExpertsBackward(s.expert, o.dybuf.data(), o.buf.data(), m.w_in.data(),
+  MoeExpertsBackward(s.expert, o.route.counts.data(), o.dybuf.data(), o.buf.data(), m.w_in.data(),
                      sw ? m.w_gate.data() : nullptr, m.w_out.data(), o.pre.data(),
                      sw ? o.gate_pre.data() : nullptr, o.act.data(), 1.0, o.dbuf.data(),
                      o.dw_in.data(), sw ? o.dw_gate.data() : nullptr, o.dw_out.data(), false);
@@ -911,6 +913,67 @@ TEST(CpuKernels, MoeRouteBalanceGradientMatchesFiniteDifferences) {
   EXPECT_LE(FiniteDiffError(router, dr, loss), kGradTol);
 }
 
+// Only the rows in use count: an expert's rows past the sum of its sources'
+// counts are not computed (y's and dx's are zero) and add nothing to the weight
+// gradients; the rows in use give what the whole region gives for them.
+TEST(CpuKernels, MoeExpertsComputeOnlyTheRowsInUse) {
+  for (bool swiglu : {false, true}) {
+    SCOPED_TRACE(swiglu ? "swiglu" : "gelu");
+    MoeExpertShape whole{3, 6, 4, 5, swiglu};
+    MoeExpertShape part = whole;
+    part.sources = 2;  // counts per expert: (1, 2), (0, 0), (3, 3)
+    const std::vector<int32_t> rows = {1, 2, 0, 0, 3, 3}, all(3, 6);
+    const int64_t used[3] = {3, 0, 6};
+    const int64_t xn = whole.experts * whole.tokens * whole.d;
+    const int64_t hn = whole.experts * whole.tokens * whole.f, wn = whole.experts * whole.f * whole.d;
+    Vec x = Random(xn, 110), w_in = Random(wn, 111), w_gate = Random(wn, 112),
+        w_out = Random(wn, 113), dy = Random(xn, 114);
+    // Rows not in use hold garbage in x and dy: they must not matter.
+    for (int64_t e = 0; e < 3; ++e)
+      for (int64_t i = used[e] * whole.d; i < whole.tokens * whole.d; ++i)
+        x[e * whole.tokens * whole.d + i] = dy[e * whole.tokens * whole.d + i] = 1e6;
+    double* gate = swiglu ? w_gate.data() : nullptr;
+    Vec pre(hn), gp(hn), act(hn), y(xn, NAN), dx(xn, NAN), din(wn, 0.0), dg(wn, 0.0), dout(wn, 0.0);
+    MoeExperts(part, rows.data(), x.data(), w_in.data(), gate, w_out.data(), pre.data(),
+               swiglu ? gp.data() : nullptr, act.data(), y.data());
+    MoeExpertsBackward(part, rows.data(), dy.data(), x.data(), w_in.data(), gate, w_out.data(),
+                       pre.data(), swiglu ? gp.data() : nullptr, act.data(), 1.0, dx.data(),
+                       din.data(), swiglu ? dg.data() : nullptr, dout.data(), false);
+    // The same experts on just the rows in use, one expert at a time, as whole regions.
+    for (int64_t e = 0; e < 3; ++e) {
+      if (used[e] == 0) {
+        for (int64_t i = 0; i < whole.tokens * whole.d; ++i) {
+          EXPECT_EQ(y[e * whole.tokens * whole.d + i], 0.0);
+          EXPECT_EQ(dx[e * whole.tokens * whole.d + i], 0.0);
+        }
+        for (int64_t i = 0; i < whole.f * whole.d; ++i) EXPECT_EQ(din[e * whole.f * whole.d + i], 0.0);
+        continue;
+      }
+      MoeExpertShape one{1, used[e], whole.d, whole.f, swiglu};
+      const std::vector<int32_t> n = {static_cast<int32_t>(used[e])};
+      const int64_t xo = e * whole.tokens * whole.d, wo = e * whole.f * whole.d;
+      Vec p1(used[e] * whole.f), g1(p1.size()), a1(p1.size()), y1(used[e] * whole.d);
+      MoeExperts(one, n.data(), x.data() + xo, w_in.data() + wo, swiglu ? gate + wo : nullptr,
+                 w_out.data() + wo, p1.data(), swiglu ? g1.data() : nullptr, a1.data(), y1.data());
+      Vec dx1(y1.size()), din1(whole.f * whole.d, 0.0), dg1(din1.size(), 0.0), dout1(din1.size(), 0.0);
+      MoeExpertsBackward(one, n.data(), dy.data() + xo, x.data() + xo, w_in.data() + wo,
+                         swiglu ? gate + wo : nullptr, w_out.data() + wo, p1.data(),
+                         swiglu ? g1.data() : nullptr, a1.data(), 1.0, dx1.data(), din1.data(),
+                         swiglu ? dg1.data() : nullptr, dout1.data(), false);
+      for (int64_t i = 0; i < whole.tokens * whole.d; ++i) {
+        const bool in_use = i < used[e] * whole.d;
+        EXPECT_NEAR(y[xo + i], in_use ? y1[i] : 0.0, 1e-12);
+        EXPECT_NEAR(dx[xo + i], in_use ? dx1[i] : 0.0, 1e-12);
+      }
+      for (int64_t i = 0; i < whole.f * whole.d; ++i) {
+        EXPECT_NEAR(din[wo + i], din1[i], 1e-12);
+        EXPECT_NEAR(dout[wo + i], dout1[i], 1e-12);
+        if (swiglu) EXPECT_NEAR(dg[wo + i], dg1[i], 1e-12);
+      }
+    }
+  }
+}
+
 // dw_scale scales the weight gradients (accumulated) and not dx; accumulate_dx
 // adds into dx; without it dx is written whole (whatever it held before).
 TEST(CpuKernels, MoeExpertsBackwardScalesWeightGradientsAndAccumulatesDx) {
@@ -924,15 +987,17 @@ TEST(CpuKernels, MoeExpertsBackwardScalesWeightGradientsAndAccumulatesDx) {
     Vec pre(hn), gate_pre(hn), act(hn), y(xn);
     double* gate = swiglu ? w_gate.data() : nullptr;
     double* gp = swiglu ? gate_pre.data() : nullptr;
-    MoeExperts(s, x.data(), w_in.data(), gate, w_out.data(), pre.data(), gp, act.data(), y.data());
+    const std::vector<int32_t> all(s.experts, static_cast<int32_t>(s.tokens));
+    MoeExperts(s, all.data(), x.data(), w_in.data(), gate, w_out.data(), pre.data(), gp, act.data(),
+               y.data());
     Vec dx1(xn, NAN), din1(wn, 0.0), dgate1(wn, 0.0), dout1(wn, 0.0);
-    MoeExpertsBackward(s, dy.data(), x.data(), w_in.data(), gate, w_out.data(), pre.data(), gp,
+    MoeExpertsBackward(s, all.data(), dy.data(), x.data(), w_in.data(), gate, w_out.data(), pre.data(), gp,
                        act.data(), 1.0, dx1.data(), din1.data(), swiglu ? dgate1.data() : nullptr,
                        dout1.data(), false);
     for (double v : dx1) ASSERT_TRUE(std::isfinite(v)) << "dx was not written whole";
     Vec dx2 = dx1, din2 = din1, dgate2 = dgate1, dout2 = dout1;
-    MoeExpertsBackward(s, dy.data(), x.data(), w_in.data(), gate, w_out.data(), pre.data(), gp,
-                       act.data(), 0.25, dx2.data(), din2.data(), swiglu ? dgate2.data() : nullptr,
+    MoeExpertsBackward(s, all.data(), dy.data(), x.data(), w_in.data(), gate, w_out.data(),
+                       pre.data(), gp, act.data(), 0.25, dx2.data(), din2.data(), swiglu ? dgate2.data() : nullptr,
                        dout2.data(), true);
     for (int64_t i = 0; i < xn; ++i) EXPECT_NEAR(dx2[i], 2 * dx1[i], 1e-12 * (1 + std::fabs(dx1[i])));
     for (int64_t i = 0; i < wn; ++i) {

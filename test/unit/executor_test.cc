@@ -668,7 +668,7 @@ TEST(PlanVerifier, RefusesDuplicateParametersBadShardsAndCollectivesOverOneRank)
     testing::PlanBuilder b;
     const auto [t, y, loss] = b.AddIo(1, 1);
     uint32_t p = b.Buffer("p", {1000}), g = b.Buffer("g", {1000}), m = b.Buffer("m", {1});
-    b.RawForward(fb::Op_ClipAndAdamW, {p, g, m, m}, {1000, 0, 1});
+    b.RawForward(fb::Op_ClipAndAdamW, {p, g, m, m}, {1000, 0, 1, 0});
     EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
               "p.hplan: invalid plan: unit 0 'forward' instruction 0 (clip_adamw): shard = 1 of "
               "n = 1000; with dp = 1 it must be 0 or 1000");

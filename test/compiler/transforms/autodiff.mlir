@@ -89,7 +89,7 @@ plan.program "fanout" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, m
 // CHECK: plan.kernel "cross_entropy_grad"({{.*}}) ints = [4, 16, 0, 0, 16] floats = [1.000000e+00]
 // CHECK-NEXT: plan.kernel "linear_grad"
 // CHECK-NEXT: plan.kernel "moe_combine_grad"({{.*}}, %[[DBUF:[^,]*]], %[[DW:[^,]*]]) ints = [4, 8, 4, 2, 3, 0]
-// CHECK-NEXT: plan.kernel "moe_experts_grad"(%[[DBUF]], {{.*}}, %[[DIN:[^,]*]], %grad_5, %grad_13, %grad_9) ints = [4, 3, 8, 6, 1, 0] floats = [1.000000e+00]
+// CHECK-NEXT: plan.kernel "moe_experts_grad"(%{{[^,]*}}, %[[DBUF]], {{.*}}, %[[DIN:[^,]*]], %grad_5, %grad_13, %grad_9) ints = [4, 3, 8, 6, 1, 0, 1] floats = [1.000000e+00]
 // CHECK-NEXT: plan.kernel "moe_dispatch_grad"(%[[DIN]], %{{.*}}, %{{.*}}, %[[DX:[^)]*]]) ints = [4, 8, 4, 2, 3, 0]
 // CHECK-NEXT: plan.kernel "moe_route_grad"(%[[DW]], {{.*}}, %[[DX]], %grad_1) ints = [4, 8, 4, 2, 4, 1] floats = [1.000000e-02, 1.000000e-03, 1.000000e+00]
 // CHECK-NEXT: plan.kernel "embedding_grad"(%{{.*}}, %[[DX]], %grad)
@@ -107,28 +107,29 @@ plan.program "moe" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i6
   %4 = plan.buffer "moe.pos.2" : memref<1x4x2xi32>
   %5 = plan.buffer "moe.weight.3" : memref<1x4x2xf32>
   %6 = plan.buffer "moe.aux.4" : memref<f32>
-  %7 = plan.buffer "moe.probs.5" : memref<4x4xf32>
-  %8 = plan.buffer "moe.lse.6" : memref<4xf32>
-  %9 = plan.buffer "moe.load.7" : memref<2x4xf32>
-  %10 = plan.buffer "moe.dispatch.8" : memref<4x3x8xf32>
-  %11 = plan.buffer "moe.experts.9" : memref<4x3x8xf32>
-  %12 = plan.buffer "moe.pre.10" : memref<4x3x6xf32>
-  %13 = plan.buffer "moe.gate_pre.11" : memref<4x3x6xf32>
-  %14 = plan.buffer "moe.act.12" : memref<4x3x6xf32>
-  %15 = plan.buffer "moe.combine.13" : memref<1x4x8xf32>
-  %16 = plan.buffer "linear.14" : memref<1x4x16xf32>
-  %17 = plan.buffer "cross_entropy.loss.15" : memref<f32>
-  %18 = plan.buffer "cross_entropy.lse.16" : memref<4xf32>
-  %19 = plan.buffer "add.17" {io = "loss"} : memref<f32>
+  %7 = plan.buffer "moe.counts.5" : memref<4xi32>
+  %8 = plan.buffer "moe.probs.6" : memref<4x4xf32>
+  %9 = plan.buffer "moe.lse.7" : memref<4xf32>
+  %10 = plan.buffer "moe.load.8" : memref<2x4xf32>
+  %11 = plan.buffer "moe.dispatch.9" : memref<4x3x8xf32>
+  %12 = plan.buffer "moe.experts.10" : memref<4x3x8xf32>
+  %13 = plan.buffer "moe.pre.11" : memref<4x3x6xf32>
+  %14 = plan.buffer "moe.gate_pre.12" : memref<4x3x6xf32>
+  %15 = plan.buffer "moe.act.13" : memref<4x3x6xf32>
+  %16 = plan.buffer "moe.combine.14" : memref<1x4x8xf32>
+  %17 = plan.buffer "linear.15" : memref<1x4x16xf32>
+  %18 = plan.buffer "cross_entropy.loss.16" : memref<f32>
+  %19 = plan.buffer "cross_entropy.lse.17" : memref<4xf32>
+  %20 = plan.buffer "add.18" {io = "loss"} : memref<f32>
   plan.unit "forward" forward {
     plan.kernel "embedding"(%0, %value, %2) ints = [4, 4, 16, 8, 4, 0] floats = [] absent = [2] : memref<1x4xi32>, memref<16x8xf32>, memref<1x4x8xf32>
-    plan.kernel "moe_route"(%2, %value_0, %7, %8, %3, %4, %5, %6, %9) ints = [4, 8, 4, 2, 4, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = [] : memref<1x4x8xf32>, memref<4x8xf32>, memref<4x4xf32>, memref<4xf32>, memref<1x4x2xi32>, memref<1x4x2xi32>, memref<1x4x2xf32>, memref<f32>, memref<2x4xf32>
-    plan.kernel "moe_dispatch"(%2, %3, %4, %10) ints = [4, 8, 4, 2, 3] floats = [] absent = [] : memref<1x4x8xf32>, memref<1x4x2xi32>, memref<1x4x2xi32>, memref<4x3x8xf32>
-    plan.kernel "moe_experts"(%10, %value_4, %value_12, %value_8, %12, %13, %14, %11) ints = [4, 3, 8, 6, 1] floats = [] absent = [] : memref<4x3x8xf32>, memref<4x6x8xf32>, memref<4x6x8xf32>, memref<4x8x6xf32>, memref<4x3x6xf32>, memref<4x3x6xf32>, memref<4x3x6xf32>, memref<4x3x8xf32>
-    plan.kernel "moe_combine"(%11, %3, %4, %5, %15) ints = [4, 8, 4, 2, 3] floats = [] absent = [] : memref<4x3x8xf32>, memref<1x4x2xi32>, memref<1x4x2xi32>, memref<1x4x2xf32>, memref<1x4x8xf32>
-    plan.kernel "linear"(%15, %value, %16) ints = [4, 8, 16, 0] floats = [] absent = [2] : memref<1x4x8xf32>, memref<16x8xf32>, memref<1x4x16xf32>
-    plan.kernel "cross_entropy"(%16, %1, %17, %18) ints = [4, 16, 16] floats = [] absent = [] : memref<1x4x16xf32>, memref<1x4xi32>, memref<f32>, memref<4xf32>
-    plan.kernel "add"(%17, %6, %19) ints = [1] floats = [] absent = [] : memref<f32>, memref<f32>, memref<f32>
+    plan.kernel "moe_route"(%2, %value_0, %8, %9, %3, %4, %5, %7, %6, %10) ints = [4, 8, 4, 2, 4, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = [] : memref<1x4x8xf32>, memref<4x8xf32>, memref<4x4xf32>, memref<4xf32>, memref<1x4x2xi32>, memref<1x4x2xi32>, memref<1x4x2xf32>, memref<4xi32>, memref<f32>, memref<2x4xf32>
+    plan.kernel "moe_dispatch"(%2, %3, %4, %11) ints = [4, 8, 4, 2, 3] floats = [] absent = [] : memref<1x4x8xf32>, memref<1x4x2xi32>, memref<1x4x2xi32>, memref<4x3x8xf32>
+    plan.kernel "moe_experts"(%7, %11, %value_4, %value_12, %value_8, %13, %14, %15, %12) ints = [4, 3, 8, 6, 1, 1] floats = [] absent = [] : memref<4xi32>, memref<4x3x8xf32>, memref<4x6x8xf32>, memref<4x6x8xf32>, memref<4x8x6xf32>, memref<4x3x6xf32>, memref<4x3x6xf32>, memref<4x3x6xf32>, memref<4x3x8xf32>
+    plan.kernel "moe_combine"(%12, %3, %4, %5, %16) ints = [4, 8, 4, 2, 3] floats = [] absent = [] : memref<4x3x8xf32>, memref<1x4x2xi32>, memref<1x4x2xi32>, memref<1x4x2xf32>, memref<1x4x8xf32>
+    plan.kernel "linear"(%16, %value, %17) ints = [4, 8, 16, 0] floats = [] absent = [2] : memref<1x4x8xf32>, memref<16x8xf32>, memref<1x4x16xf32>
+    plan.kernel "cross_entropy"(%17, %1, %18, %19) ints = [4, 16, 16] floats = [] absent = [] : memref<1x4x16xf32>, memref<1x4xi32>, memref<f32>, memref<4xf32>
+    plan.kernel "add"(%18, %6, %20) ints = [1] floats = [] absent = [] : memref<f32>, memref<f32>, memref<f32>
   }
   plan.unit "backward" backward {
   }

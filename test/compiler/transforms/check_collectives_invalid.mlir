@@ -460,3 +460,30 @@ module {
     }
   }
 }
+
+// -----
+
+// Tests that an all_to_all's parts must be its group's size (MoE's exchange over ep).
+module {
+  dist.mesh @world dp = 1 pp = 1 tp = 1 ep = 4
+  plan.program "s0" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 4 : i64, vocab = 4 : i64, stage = 0 : i64} {
+    %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x4xi32>
+    %tgt = plan.buffer "targets" {io = "targets"} : memref<1x4xi32>
+    %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+    %src = plan.buffer "src" : memref<2x4xf32>
+    %dst = plan.buffer "dst" : memref<2x4xf32>
+    plan.unit "forward" forward {
+      // expected-error @+1 {{all_to_all expects a group of 2 ranks but its group over ep has 4}}
+      plan.kernel "all_to_all"(%src, %dst) ints = [3, 1, 2, 4, 0, 0, 0, 4] floats = [] absent = [2, 3] : memref<2x4xf32>, memref<2x4xf32>
+    }
+    plan.unit "backward" backward {
+    }
+    plan.unit "update" update {
+    }
+    plan.schedule {
+      plan.run "forward" microbatch 0
+      plan.run "backward" microbatch 0
+      plan.run "update"
+    }
+  }
+}

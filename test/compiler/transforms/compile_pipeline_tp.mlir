@@ -18,8 +18,8 @@
 // GRAD-NEXT: plan.kernel "embedding_grad"(%{{.*}}, %[[DX]], {{.*}}) ints = [4, 4, 8, 8, 4, 1]
 // GRAD-NEXT: }
 // GRAD: plan.unit "update" update {
-// GRAD-NEXT: plan.kernel "grad_norm_sq"(%{{.*}}) ints = [0, 0, 0] {{.*}} : memref<8xf32>
-// GRAD-NEXT: plan.kernel "grad_norm_sq"(%{{.*}}, %{{.*}}, %{{.*}}) ints = [0, 1, 0] {{.*}} : memref<8x8xf32>, memref<6x8xf32>, memref<8x6xf32>
+// GRAD-NEXT: plan.kernel "grad_norm_sq"(%{{.*}}) ints = [0, 0, 0, 0] {{.*}} : memref<8xf32>
+// GRAD-NEXT: plan.kernel "grad_norm_sq"(%{{.*}}, %{{.*}}, %{{.*}}) ints = [0, 1, 0, 0] {{.*}} : memref<8x8xf32>, memref<6x8xf32>, memref<8x6xf32>
 module attributes {graph.model = {name = "tp", vocab = 16 : i64}} {
   dist.mesh @world dp = 1 pp = 1 tp = 2 ep = 1
   func.func @forward(%tok: tensor<1x4xi32>, %tgt: tensor<1x4xi32>) -> tensor<f32> {

@@ -56,6 +56,6 @@ plan.program "dp" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, micro
     plan.kernel "accumulate"(%x, %da) ints = [32, 1] floats = [] absent = [] : memref<4x8xf32>, memref<4x8xf32>
   }
   plan.unit "update" update {
-    plan.kernel "grad_norm_sq"(%da, %db, %dc, %du) ints = [0, 0, 0] floats = [] absent = [] : memref<4x8xf32>, memref<8xf32>, memref<4x8xf32>, memref<8xf32>
+    plan.kernel "grad_norm_sq"(%da, %db, %dc, %du) ints = [0, 0, 0, 0] floats = [] absent = [] : memref<4x8xf32>, memref<8xf32>, memref<4x8xf32>, memref<8xf32>
   }
 }

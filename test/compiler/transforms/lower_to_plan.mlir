@@ -63,20 +63,22 @@ module attributes {graph.model = {name = "rope", vocab = 16 : i64}} {
 // -----
 
 // Tests MoE lowering, after heiretsu-moe-dispatch: moe_route with its saved state
-// (probabilities, log-sum-exp, the load for the metrics) and its i32 choices and
-// places, capacity 3 slots per sequence (ceil(1.5 * T 4 * k 2 / E 4)); moe_dispatch
-// into [E, B x 3, d]; the grouped SwiGLU experts with their pre-activations; the
+// (probabilities, log-sum-exp, the load for the metrics) and its i32 choices,
+// places and per-expert counts, capacity 3 slots per sequence (ceil(1.5 * T 4 * k 2 / E 4)); moe_dispatch
+// into [E, B x 3, d]; the grouped SwiGLU experts over the counted rows (one count
+// per expert: no exchange) with their pre-activations; the
 // combine; and the returned sum of the cross-entropy and the aux loss marked as the
 // program's loss.
 // CHECK-LABEL: plan.program "moe"
 // CHECK: %[[CHOICE:.*]] = plan.buffer "moe.choice.{{[0-9]+}}" : memref<1x4x2xi32>
 // CHECK: %[[POS:.*]] = plan.buffer "moe.pos.{{[0-9]+}}" : memref<1x4x2xi32>
+// CHECK: %[[COUNTS:.*]] = plan.buffer "moe.counts.{{[0-9]+}}" : memref<4xi32>
 // CHECK: %[[LOAD:.*]] = plan.buffer "moe.load.{{[0-9]+}}" : memref<2x4xf32>
 // CHECK: %[[BUF:.*]] = plan.buffer "moe.dispatch.{{[0-9]+}}" : memref<4x3x8xf32>
 // CHECK: %[[TOTAL:.*]] = plan.buffer "add.{{[0-9]+}}" {io = "loss"} : memref<f32>
-// CHECK: plan.kernel "moe_route"(%{{.*}}, %[[CHOICE]], %[[POS]], %{{.*}}, %{{.*}}, %[[LOAD]]) ints = [4, 8, 4, 2, 4, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = []
+// CHECK: plan.kernel "moe_route"(%{{.*}}, %[[CHOICE]], %[[POS]], %{{.*}}, %[[COUNTS]], %{{.*}}, %[[LOAD]]) ints = [4, 8, 4, 2, 4, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = []
 // CHECK: plan.kernel "moe_dispatch"(%{{.*}}, %[[CHOICE]], %[[POS]], %[[BUF]]) ints = [4, 8, 4, 2, 3]
-// CHECK: plan.kernel "moe_experts"(%[[BUF]], {{.*}}) ints = [4, 3, 8, 6, 1] floats = [] absent = []
+// CHECK: plan.kernel "moe_experts"(%[[COUNTS]], %[[BUF]], {{.*}}) ints = [4, 3, 8, 6, 1, 1] floats = [] absent = []
 // CHECK: plan.kernel "moe_combine"({{.*}}) ints = [4, 8, 4, 2, 3]
 // CHECK: plan.kernel "add"(%{{.*}}, %{{.*}}, %[[TOTAL]]) ints = [1]
 module attributes {graph.model = {name = "moe", vocab = 16 : i64}} {

@@ -11,9 +11,9 @@
 // CHECK: %[[G:.*]], %[[DG:.*]], %[[MG:.*]], %[[VG:.*]] = plan.param "g" ones : memref<6xf32>, moments memref<2xf32>
 // CHECK: plan.unit "update" update {
 // CHECK-NEXT: plan.kernel "reduce_scatter"(%[[DW]], %[[DG]]) ints = [0, 2]
-// CHECK-NEXT: plan.kernel "grad_norm_sq"(%[[DW]], %[[DG]]) ints = [1, 0, 0]
-// CHECK-NEXT: plan.kernel "clip_adamw"(%[[W]], %[[DW]], %[[MW]], %[[VW]]) ints = [20, 1, 5]
-// CHECK-NEXT: plan.kernel "clip_adamw"(%[[G]], %[[DG]], %[[MG]], %[[VG]]) ints = [6, 0, 2]
+// CHECK-NEXT: plan.kernel "grad_norm_sq"(%[[DW]], %[[DG]]) ints = [1, 0, 0, 0]
+// CHECK-NEXT: plan.kernel "clip_adamw"(%[[W]], %[[DW]], %[[MW]], %[[VW]]) ints = [20, 1, 5, 0]
+// CHECK-NEXT: plan.kernel "clip_adamw"(%[[G]], %[[DG]], %[[MG]], %[[VG]]) ints = [6, 0, 2, 0]
 // CHECK-NEXT: plan.kernel "all_gather"(%[[W]], %[[G]]) ints = [0]
 // CHECK-NEXT: }
 // With dp = 1 there is nothing to shard: the optimizer's update stays.
@@ -32,8 +32,8 @@ plan.program "z" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, microb
   plan.unit "backward" backward {
   }
   plan.unit "update" update {
-    plan.kernel "grad_norm_sq"(%dw, %dg) ints = [0, 0, 0] floats = [] absent = [] : memref<4x5xf32>, memref<6xf32>
-    plan.kernel "clip_adamw"(%w, %dw, %mw, %vw) ints = [20, 1, 0] floats = [] absent = [] : memref<4x5xf32>, memref<4x5xf32>, memref<4x5xf32>, memref<4x5xf32>
-    plan.kernel "clip_adamw"(%g, %dg, %mg, %vg) ints = [6, 0, 0] floats = [] absent = [] : memref<6xf32>, memref<6xf32>, memref<6xf32>, memref<6xf32>
+    plan.kernel "grad_norm_sq"(%dw, %dg) ints = [0, 0, 0, 0] floats = [] absent = [] : memref<4x5xf32>, memref<6xf32>
+    plan.kernel "clip_adamw"(%w, %dw, %mw, %vw) ints = [20, 1, 0, 0] floats = [] absent = [] : memref<4x5xf32>, memref<4x5xf32>, memref<4x5xf32>, memref<4x5xf32>
+    plan.kernel "clip_adamw"(%g, %dg, %mg, %vg) ints = [6, 0, 0, 0] floats = [] absent = [] : memref<6xf32>, memref<6xf32>, memref<6xf32>, memref<6xf32>
   }
 }

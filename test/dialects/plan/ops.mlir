@@ -15,7 +15,7 @@
 // CHECK: plan.unit "backward_weight" backward_weight {
 // CHECK: plan.unit "comm" comm {
 // CHECK: plan.unit "update" update {
-// CHECK-NEXT: plan.kernel "grad_norm_sq"(%{{.*}}) ints = [0, 0, 0] floats = [] absent = [] : memref<4x8xf32>
+// CHECK-NEXT: plan.kernel "grad_norm_sq"(%{{.*}}) ints = [0, 0, 0, 0] floats = [] absent = [] : memref<4x8xf32>
 // CHECK: plan.schedule {
 // CHECK-NEXT: plan.run "forward" microbatch 0
 // CHECK-NEXT: plan.run "backward_input" microbatch 0 chunk 0
@@ -42,7 +42,7 @@ module {
     plan.unit "comm" comm {
     }
     plan.unit "update" update {
-      plan.kernel "grad_norm_sq"(%dw) ints = [0, 0, 0] floats = [] absent = [] : memref<4x8xf32>
+      plan.kernel "grad_norm_sq"(%dw) ints = [0, 0, 0, 0] floats = [] absent = [] : memref<4x8xf32>
     }
     plan.schedule {
       plan.run "forward" microbatch 0

@@ -48,8 +48,8 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
   %x = plan.buffer "x" : memref<4xf32>
   plan.unit "f" forward {
-    // expected-error @+1 {{(C2) axis = 4 is out of range [0, 3]}}
-    plan.kernel "all_reduce"(%x) ints = [4, 0] floats = [] absent = [] : memref<4xf32>
+    // expected-error @+1 {{(C2) axis = 5 is out of range [0, 4]}}
+    plan.kernel "all_reduce"(%x) ints = [5, 0] floats = [] absent = [] : memref<4xf32>
   }
 }
 
@@ -149,6 +149,7 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
+  %n = plan.buffer "n" : memref<2xi32>
   %x = plan.buffer "x" : memref<2x2x2xf32>
   %wi = plan.buffer "wi" : memref<2x3x2xf32>
   %wo = plan.buffer "wo" : memref<2x2x3xf32>
@@ -156,7 +157,7 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   %y = plan.buffer "y" : memref<2x2x2xf32>
   plan.unit "f" forward {
     // expected-error @+1 {{(C3) buffer 'w_gate' must be present exactly when swiglu = 1}}
-    plan.kernel "moe_experts"(%x, %wi, %wo, %pre, %pre, %pre, %y) ints = [2, 2, 2, 3, 1] floats = [] absent = [2] : memref<2x2x2xf32>, memref<2x3x2xf32>, memref<2x2x3xf32>, memref<2x2x3xf32>, memref<2x2x3xf32>, memref<2x2x3xf32>, memref<2x2x2xf32>
+    plan.kernel "moe_experts"(%n, %x, %wi, %wo, %pre, %pre, %pre, %y) ints = [2, 2, 2, 3, 1, 1] floats = [] absent = [3] : memref<2xi32>, memref<2x2x2xf32>, memref<2x3x2xf32>, memref<2x2x3xf32>, memref<2x2x3xf32>, memref<2x2x3xf32>, memref<2x2x3xf32>, memref<2x2x2xf32>
   }
 }
 
