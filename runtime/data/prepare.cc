@@ -1,5 +1,5 @@
-// Byte tokenization of text files into llm.c shards (`heiretsu data prepare`) and the
-// cached default corpus. The contracts are in prepare.h.
+// Tokenization of text files into llm.c shards (`heiretsu data prepare`: bytes or GPT-2
+// BPE) and the cached, byte-tokenized default corpus. The contracts are in prepare.h.
 #include "runtime/data/prepare.h"
 
 #include <sys/stat.h>
@@ -12,9 +12,12 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <utility>
+
+#include "runtime/data/bpe.h"
 
 namespace heiretsu::data {
 namespace {
@@ -36,26 +39,69 @@ std::string ShardName(int64_t index) {
   return name;
 }
 
+// llm.c's FineWeb naming: the first shard is the validation shard.
+std::string Gpt2ShardName(int64_t index) {
+  char name[40];
+  std::snprintf(name, sizeof name, "gpt2_%s_%06lld.bin", index == 0 ? "val" : "train",
+                static_cast<long long>(index));
+  return name;
+}
+
 std::string Join(const std::string& dir, const std::string& name) {
   return (fs::path(dir) / name).string();
 }
 
-// Streams the bytes of `files` into shards in `out_dir`. Each shard's path is added to
+// Cuts a token stream into shards in `out_dir`. Each shard's path is added to
 // `summary->shards` as soon as the shard exists, so that the caller can remove exactly
 // what was written if a later file fails.
+class ShardSink {
+ public:
+  ShardSink(const std::string& out_dir, int64_t shard_tokens, int64_t expected_tokens,
+            std::string (*name)(int64_t), PrepareSummary* summary)
+      : out_dir_(out_dir), shard_tokens_(shard_tokens), name_(name), summary_(summary) {
+    shard_.reserve(std::min(shard_tokens, expected_tokens));
+  }
+
+  template <typename T>
+  std::optional<DataError> Append(const T* tokens, int64_t count) {
+    for (int64_t i = 0; i < count;) {
+      const int64_t n = std::min(count - i, shard_tokens_ - static_cast<int64_t>(shard_.size()));
+      shard_.insert(shard_.end(), tokens + i, tokens + i + n);
+      i += n;
+      if (static_cast<int64_t>(shard_.size()) == shard_tokens_) {
+        if (auto err = Flush()) return err;
+      }
+    }
+    return std::nullopt;
+  }
+
+  std::optional<DataError> Finish() {
+    if (!shard_.empty()) return Flush();
+    return std::nullopt;
+  }
+
+ private:
+  std::optional<DataError> Flush() {
+    const std::string path = Join(out_dir_, name_(summary_->shards.size()));
+    if (auto err = WriteShard(path, shard_)) return err;
+    summary_->shards.push_back(path);
+    summary_->tokens += static_cast<int64_t>(shard_.size());
+    shard_.clear();
+    return std::nullopt;
+  }
+
+  std::string out_dir_;
+  int64_t shard_tokens_;
+  std::string (*name_)(int64_t);
+  PrepareSummary* summary_;
+  std::vector<uint16_t> shard_;
+};
+
+// The bytes of `files`, one token each, as one stream.
 std::optional<DataError> WriteByteShards(const std::vector<std::string>& files,
                                          const std::string& out_dir, int64_t shard_tokens,
                                          int64_t total_bytes, PrepareSummary* summary) {
-  std::vector<uint16_t> shard;
-  shard.reserve(std::min(shard_tokens, total_bytes));
-  auto flush = [&]() -> std::optional<DataError> {
-    const std::string path = Join(out_dir, ShardName(summary->shards.size()));
-    if (auto err = WriteShard(path, shard)) return err;
-    summary->shards.push_back(path);
-    summary->tokens += static_cast<int64_t>(shard.size());
-    shard.clear();
-    return std::nullopt;
-  };
+  ShardSink sink(out_dir, shard_tokens, total_bytes, ShardName, summary);
   std::vector<unsigned char> chunk(1 << 20);
   const int64_t chunk_size = static_cast<int64_t>(chunk.size());
   for (const std::string& path : files) {
@@ -64,19 +110,47 @@ std::optional<DataError> WriteByteShards(const std::vector<std::string>& files,
     int64_t got = chunk_size;
     while (got == chunk_size) {
       if (auto err = in.Read(chunk.data(), chunk_size, &got)) return err;
-      for (int64_t i = 0; i < got;) {
-        const int64_t n = std::min(got - i, shard_tokens - static_cast<int64_t>(shard.size()));
-        shard.insert(shard.end(), chunk.begin() + i, chunk.begin() + i + n);
-        i += n;
-        if (static_cast<int64_t>(shard.size()) == shard_tokens) {
-          if (auto err = flush()) return err;
-        }
-      }
+      if (auto err = sink.Append(chunk.data(), got)) return err;
     }
     ++summary->files;
   }
-  if (!shard.empty()) return flush();
-  return std::nullopt;
+  return sink.Finish();
+}
+
+// Each file is a document: GPT-2's end-of-text token, then the file's BPE tokens. A file
+// is read and encoded in pieces cut where the encoding cannot change (SafePrefix), so a
+// large one is never held whole as code points.
+std::optional<DataError> WriteGpt2Shards(const std::vector<std::string>& files, Gpt2Bpe* bpe,
+                                         const std::string& out_dir, int64_t shard_tokens,
+                                         int64_t total_bytes, PrepareSummary* summary) {
+  ShardSink sink(out_dir, shard_tokens, total_bytes / 3, Gpt2ShardName, summary);
+  constexpr int64_t kChunk = 1 << 20;
+  std::string pending;
+  std::vector<int32_t> ids;
+  for (const std::string& path : files) {
+    InputFile in;
+    if (auto err = in.Open(path)) return err;
+    ids.assign(1, bpe->eot());
+    int64_t replaced = 0;
+    int64_t got = kChunk;
+    pending.clear();
+    while (got == kChunk) {
+      const size_t old = pending.size();
+      pending.resize(old + kChunk);
+      if (auto err = in.Read(pending.data() + old, kChunk, &got)) return err;
+      pending.resize(old + got);
+      // The last read (short) encodes whatever is left.
+      const size_t cut = got == kChunk ? SafePrefix(pending) : pending.size();
+      replaced += bpe->Encode(std::string_view(pending).substr(0, cut), &ids);
+      pending.erase(0, cut);
+      if (auto err = sink.Append(ids.data(), static_cast<int64_t>(ids.size()))) return err;
+      ids.clear();
+    }
+    if (replaced > 0 && summary->replaced == 0) summary->first_replaced = path;
+    summary->replaced += replaced;
+    ++summary->files;
+  }
+  return sink.Finish();
 }
 
 // What a corpus cache was prepared from: a source whose size or modification time
@@ -232,13 +306,10 @@ std::optional<DataError> PrepareAndPublish(const std::vector<std::string>& files
 
 std::optional<DataError> PrepareShards(const std::vector<std::string>& files,
                                        const std::string& tokenizer, const std::string& out_dir,
-                                       int64_t shard_tokens, PrepareSummary* summary) {
+                                       int64_t shard_tokens, PrepareSummary* summary,
+                                       const std::string& vocab_dir) {
   *summary = PrepareSummary{};
-  if (tokenizer == "gpt2")
-    return BadInput(
-        "--tokenizer gpt2: the GPT-2 BPE vocabulary is not shipped with heiretsu; pass "
-        "pre-tokenized llm.c shards (e.g. FineWeb GPT-2 shards) with --data instead");
-  if (tokenizer != "byte")
+  if (tokenizer != "byte" && tokenizer != "gpt2")
     return BadInput("--tokenizer: expected byte|gpt2, got '" + tokenizer + "'");
   constexpr int64_t kMaxShardTokens = std::numeric_limits<int32_t>::max();
   if (shard_tokens < 1 || shard_tokens > kMaxShardTokens)
@@ -255,6 +326,14 @@ std::optional<DataError> PrepareShards(const std::vector<std::string>& files,
     total_bytes += in.size();
   }
   if (total_bytes == 0) return BadInput("the input files are empty: there is nothing to tokenize");
+  std::unique_ptr<Gpt2Bpe> bpe;
+  if (tokenizer == "gpt2") {
+    std::string dir = vocab_dir;
+    if (dir.empty()) {
+      if (auto err = DefaultGpt2VocabDir(&dir)) return err;
+    }
+    if (auto err = Gpt2Bpe::Load(dir, &bpe)) return err;
+  }
 
   struct stat st;
   if (::stat(out_dir.c_str(), &st) == 0) {
@@ -273,7 +352,10 @@ std::optional<DataError> PrepareShards(const std::vector<std::string>& files,
     if (ec) return Failure(out_dir + ": cannot create directory: " + ec.message());
   }
 
-  if (auto err = WriteByteShards(files, out_dir, shard_tokens, total_bytes, summary)) {
+  std::optional<DataError> err =
+      bpe ? WriteGpt2Shards(files, bpe.get(), out_dir, shard_tokens, total_bytes, summary)
+          : WriteByteShards(files, out_dir, shard_tokens, total_bytes, summary);
+  if (err) {
     for (const std::string& path : summary->shards) ::unlink(path.c_str());
     *summary = PrepareSummary{};
     return err;

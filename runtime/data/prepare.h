@@ -1,6 +1,7 @@
-// Turning text into token shards: `heiretsu data prepare` (docs/architecture.md §1) and the default
-// corpus every Debian/Ubuntu machine ships, the licence texts under
-// /usr/share/common-licenses, byte-tokenized on first use and cached (docs/architecture.md §4).
+// Turning text into token shards: `heiretsu data prepare` (docs/architecture.md §1, §4),
+// with the byte tokenizer or GPT-2's BPE (runtime/data/bpe.h), and the default corpus
+// every Debian/Ubuntu machine ships, the licence texts under /usr/share/common-licenses,
+// byte-tokenized on first use and cached (docs/architecture.md §4).
 #ifndef HEIRETSU_RUNTIME_DATA_PREPARE_H_
 #define HEIRETSU_RUNTIME_DATA_PREPARE_H_
 
@@ -25,20 +26,29 @@ struct PrepareSummary {
   int64_t tokens = 0;               // tokens over all shards
   std::vector<std::string> shards;  // paths of the shards, in stream order
   bool reused = false;              // the corpus cache was complete; nothing was written
+  int64_t replaced = 0;             // gpt2: ill-formed UTF-8 sequences read as U+FFFD
+  std::string first_replaced;       // gpt2: the first file that had one
 };
 
-// Tokenizes `files` and writes shards of at most `shard_tokens` tokens named
-// train_000000.bin, train_000001.bin, ... into `out_dir`, creating it. Tokenizers:
+// Tokenizes `files` and writes shards of at most `shard_tokens` tokens into `out_dir`,
+// creating it. Tokenizers:
 //  - "byte": every byte of every file is one token (0..255). The files are concatenated
-//    in the order given with no separator, as one token stream cut into shards.
-//  - "gpt2": refused with a message pointing at pre-tokenized shards, because the GPT-2
-//    BPE vocabulary is not shipped with heiretsu.
-// Every input is checked (exists, is a regular file, is readable) before anything is
-// written. An `out_dir` that already holds .bin files is refused, so nothing is lost;
-// on a failure midway the shards written so far are removed again.
+//    in the order given with no separator, as one token stream cut into shards named
+//    train_000000.bin, train_000001.bin, ...
+//  - "gpt2": GPT-2's BPE (bpe.h), with the vocabulary in `vocab_dir` (empty:
+//    DefaultGpt2VocabDir()). Each file is a document and starts with the end-of-text
+//    token 50256, as in llm.c's FineWeb script; so does its shard naming: the first
+//    shard is the validation shard, gpt2_val_000000.bin, then gpt2_train_000001.bin,
+//    gpt2_train_000002.bin, ... (a document may span two shards). Ill-formed UTF-8 is
+//    read as U+FFFD and counted in `summary->replaced`.
+// Every input is checked (exists, is a regular file, is readable), and the vocabulary
+// loaded, before anything is written. An `out_dir` that already holds .bin files is
+// refused, so nothing is lost; on a failure midway the shards written so far are
+// removed again.
 std::optional<DataError> PrepareShards(const std::vector<std::string>& files,
                                        const std::string& tokenizer, const std::string& out_dir,
-                                       int64_t shard_tokens, PrepareSummary* summary);
+                                       int64_t shard_tokens, PrepareSummary* summary,
+                                       const std::string& vocab_dir = "");
 
 // The regular files directly under `dir`, sorted by name. Symlinks are skipped: in
 // /usr/share/common-licenses they are aliases (GPL -> GPL-3) of files listed anyway, and

