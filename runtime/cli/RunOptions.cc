@@ -15,6 +15,7 @@ constexpr const char* kFlags[] = {
     "--weight-decay", "--grad-clip",  "--seed",   "--backend",   "--metrics",
     "--save-dir",     "--save-every", "--resume", "--log-every", "--cache-dir",
     "--on-nonfinite", "--max-consecutive-skips", "--trace",   "--trace-steps",
+    "--val-data",     "--val-every",  "--val-batches",
 };
 
 constexpr int64_t kMaxCount = (int64_t{1} << 31) - 1;
@@ -126,7 +127,8 @@ bool IsRunFlag(const std::string& flag) {
 }
 
 const char* RunUsage() {
-  return "usage: heiretsu run PLAN_DIR [--data PATH] [--steps N] [--lr X] [--min-lr X]\n"
+  return "usage: heiretsu run PLAN_DIR [--data PATH] [--val-data PATH] [--val-every N]\n"
+         "           [--val-batches K] [--steps N] [--lr X] [--min-lr X]\n"
          "           [--warmup N] [--weight-decay X] [--grad-clip X] [--seed S]\n"
          "           [--backend cpu|cuda] [--metrics FILE.jsonl] [--save-dir DIR]\n"
          "           [--save-every N] [--resume DIR] [--log-every N] [--cache-dir DIR]\n"
@@ -134,7 +136,13 @@ const char* RunUsage() {
          "           [--trace FILE.json] [--trace-steps A:B]\n"
          "\n"
          "  --data PATH        a token shard or a directory of shards (*.bin, llm.c format);\n"
-         "                     default: the byte-tokenized licence texts, cached\n"
+         "                     default: the byte-tokenized licence texts, cached; in a\n"
+         "                     directory, shards named *_val_* are validation data, not\n"
+         "                     trained on\n"
+         "  --val-data PATH    validation shards (default: those *_val_* shards)\n"
+         "  --val-every N      the validation loss every N steps and at the last; 0: never\n"
+         "                     (default 100)\n"
+         "  --val-batches K    global batches of validation data it averages (default 20)\n"
          "  --steps N          the step the run ends at (default 100)\n"
          "  --lr X             peak learning rate after linear warmup (default 1e-3)\n"
          "  --min-lr X         reached by cosine decay at the last step (default lr/10)\n"
@@ -202,6 +210,10 @@ std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
       err = ParseCount(a, v, 0, &out->max_consecutive_skips);
     } else if (a == "--save-every") {
       err = ParseCount(a, v, 1, &out->save_every);
+    } else if (a == "--val-every") {
+      err = ParseCount(a, v, 0, &out->val_every);
+    } else if (a == "--val-batches") {
+      err = ParseCount(a, v, 1, &out->val_batches);
     } else if (a == "--log-every") {
       err = ParseCount(a, v, 1, &out->log_every);
     } else if (a == "--trace-steps") {
@@ -209,6 +221,7 @@ std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
     } else {
       if (v.empty()) err = a + ": empty path";
       std::string* path = a == "--data"       ? &out->data
+                          : a == "--val-data" ? &out->val_data
                           : a == "--metrics"  ? &out->metrics
                           : a == "--save-dir" ? &out->save_dir
                           : a == "--resume"   ? &out->resume

@@ -15,6 +15,12 @@ namespace heiretsu::cli {
 struct RunOptions {
   std::string plan_dir;
   std::string data;      // a shard file or a directory of shards; empty: default corpus
+  // Validation: the mean loss over val_batches fixed global batches of val_data (a
+  // shard or a directory; empty: the *_val_* shards of a --data directory, if any),
+  // every val_every steps and at the last step; val_every 0: never.
+  std::string val_data;
+  int64_t val_every = 100;
+  int64_t val_batches = 20;
   int64_t steps = 100;   // the step the run ends at (steps count from 1)
   double lr = 1e-3;      // peak learning rate, reached at the end of warmup
   double min_lr = 1e-4;  // reached at the last step; lr / 10 unless given

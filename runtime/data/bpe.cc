@@ -8,20 +8,13 @@
 #include <filesystem>
 
 #include "runtime/base/env.h"
+#include "runtime/data/prepare.h"
 
 namespace heiretsu::data {
 namespace {
 
 constexpr auto BadInput = DataError::BadInput;
 constexpr char32_t kReplacement = 0xFFFD;
-
-std::string DefaultCacheDir() {
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  if (xdg && xdg[0] == '/') return std::string(xdg) + "/heiretsu";
-  const char* home = std::getenv("HOME");
-  if (home && home[0] != '\0') return std::string(home) + "/.cache/heiretsu";
-  return "";
-}
 
 std::optional<DataError> ReadWhole(const std::string& path, std::string* text) {
   InputFile in;

@@ -383,6 +383,14 @@ std::vector<std::string> CorpusFilesIn(const std::string& dir) {
   return files;
 }
 
+std::string DefaultCacheDir() {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  if (xdg && xdg[0] == '/') return std::string(xdg) + "/heiretsu";
+  const char* home = std::getenv("HOME");
+  if (home && home[0] != '\0') return std::string(home) + "/.cache/heiretsu";
+  return "";
+}
+
 std::vector<std::string> DefaultCorpusFiles() { return CorpusFilesIn(kDefaultCorpusDir); }
 
 std::optional<DataError> EnsureCorpus(const std::vector<std::string>& files,

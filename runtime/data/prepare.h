@@ -59,6 +59,11 @@ std::vector<std::string> CorpusFilesIn(const std::string& dir);
 // CorpusFilesIn(kDefaultCorpusDir).
 std::vector<std::string> DefaultCorpusFiles();
 
+// heiretsu's cache when no directory is given: $XDG_CACHE_HOME/heiretsu (the XDG base
+// directory specification says a relative XDG_CACHE_HOME is to be ignored), else
+// ~/.cache/heiretsu; empty when neither variable is set.
+std::string DefaultCacheDir();
+
 // Byte-tokenizes `files` into `cache_dir` unless it already holds a complete corpus of
 // exactly these files (same paths, sizes and modification times) whose shards are all
 // present with the right sizes; then `summary->reused` is set and nothing is written.

@@ -280,28 +280,54 @@ Status Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
   return err;
 }
 
-Status Executor::StepRuns(const FillMicrobatch& fill, const StepOptions& options,
-                          StepResult* result) {
-  if (auto err = MicrobatchRuns(fill, &result->loss)) return err;
-  // The reported loss is the mean over the global batch, whose rows the data ranks
-  // (dp x ep, docs/architecture.md §3) share, summed over the stages that have a
-  // loss (the cross-entropy's, the auxiliary losses of MoE layers; the others
-  // contribute 0).
+// The reported loss is the mean over the global batch, whose rows the data ranks
+// (dp x ep, docs/architecture.md §3) share, summed over the stages that have a
+// loss (the cross-entropy's, the auxiliary losses of MoE layers; the others
+// contribute 0).
+Status Executor::ReduceLoss(double* loss) {
   for (auto [axis, reduce] : {std::pair{plan::kAxisDp, comm::ReduceOp::kAvg},
                               std::pair{plan::kAxisEp, comm::ReduceOp::kAvg},
                               std::pair{plan::kAxisPp, comm::ReduceOp::kSum}}) {
     comm::Communicator* c = comms_[axis];
     if (!c || c->size() == 1) continue;
-    float loss = static_cast<float>(result->loss);
+    float value = static_cast<float>(*loss);
     const int64_t start = tracer_ ? tracer_->Now() : 0;
-    if (auto err = c->AllReduce(&loss, 1, reduce)) return err;
+    if (auto err = c->AllReduce(&value, 1, reduce)) return err;
     if (tracer_) {
       TraceEvent e = Span(TraceCategory::kCollective, "loss_all_reduce", start, tracer_->Now());
       e.axis = axis;
       tracer_->Add(e);
     }
-    result->loss = loss;
+    *loss = value;
   }
+  return std::nullopt;
+}
+
+// The forward runs of the schedule, in its order: every stage's forwards keep their
+// relative order, and a forward waits only for forwards, so the training schedule's
+// check (no deadlock) covers this subsequence too.
+Status Executor::Evaluate(const FillMicrobatch& fill, double* loss) {
+  double sum = 0;
+  Status err;
+  for (const plan::ScheduledRun& run : schedule_) {
+    if (!plan::PerMicrobatch(run.unit->kind())) break;
+    if (run.unit->kind() != fb::UnitKind_Forward) continue;
+    if ((err = RunUnit(run, &fill, &sum))) break;
+  }
+  Status sends = WaitAllSends();
+  if (!err) err = sends;
+  if (!err) err = backend_->error();
+  // The MoE load of these forwards is not the training step's.
+  moe_load_.clear();
+  if (err) return err;
+  *loss = sum / static_cast<double>(plan_.plan->microbatches());
+  return ReduceLoss(loss);
+}
+
+Status Executor::StepRuns(const FillMicrobatch& fill, const StepOptions& options,
+                          StepResult* result) {
+  if (auto err = MicrobatchRuns(fill, &result->loss)) return err;
+  if (auto err = ReduceLoss(&result->loss)) return err;
   if (auto err = ReduceMoeLoad(result)) return err;
   result->nonfinite = false;
   result->grad_norm = std::nan("");

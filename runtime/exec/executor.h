@@ -74,6 +74,8 @@ struct StepResult {
   // the fewest and most slots any expert of any layer kept. NaN otherwise.
   double moe_dropped = std::nan("");
   double moe_tokens_min = std::nan(""), moe_tokens_max = std::nan("");
+  // Set by the caller on a validation step (Evaluate); NaN otherwise.
+  double val_loss = std::nan("");
 };
 
 // Fills the token and target ids (micro_batch_size x seq each) of microbatch `m`;
@@ -115,6 +117,14 @@ class Executor {
   // the loss).
   Status ComputeGradients(const FillMicrobatch& fill, double* loss);
 
+  // Validation: the schedule's forward runs alone (every microbatch of one step,
+  // each stage's in its schedule's order; no backward, no update, the parameters
+  // untouched), `fill` giving each microbatch's rows; `*loss` is the mean loss over
+  // the global batch as Step reports it (the model's loss: the cross-entropy plus
+  // any MoE auxiliary losses), the same on every rank. Every rank of the job calls it
+  // together.
+  Status Evaluate(const FillMicrobatch& fill, double* loss);
+
   // Per-opcode wall time, accumulated while profiling is on (off by default; it
   // costs two clock reads per instruction).
   void set_profiling(bool on) { profiling_ = on; }
@@ -153,6 +163,8 @@ class Executor {
   Status RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch* fill, double* loss_sum);
   Status MicrobatchRuns(const FillMicrobatch& fill, double* loss);
   Status StepRuns(const FillMicrobatch& fill, const StepOptions& options, StepResult* result);
+  // The mean over the data ranks of this rank's loss, summed over the stages.
+  Status ReduceLoss(double* loss);
   // One instruction of a run on `slot` (its buffers: that slot's offset table).
   Status Run(const plan::Instruction& instr, uint32_t slot, StepScalars& scalars);
   // Run, recorded as an event of tracer_ (not null).

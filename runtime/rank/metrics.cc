@@ -44,10 +44,12 @@ Status MetricsWriter::Write(const StepLine& line) {
   const exec::StepResult& r = line.result;
   char loss_hex[40];
   std::snprintf(loss_hex, sizeof loss_hex, "%a", r.loss);
-  // MoE models: the dropped fraction and the range of slots an expert kept.
+  // A validation step's loss; MoE models: the dropped fraction and the range of
+  // slots an expert kept.
   std::string moe;
+  if (!std::isnan(r.val_loss)) moe += ",\"val_loss\":" + JsonNumber(r.val_loss, "%.17g");
   if (!std::isnan(r.moe_dropped))
-    moe = ",\"moe_dropped\":" + JsonNumber(r.moe_dropped, "%.6g") +
+    moe += ",\"moe_dropped\":" + JsonNumber(r.moe_dropped, "%.6g") +
           ",\"moe_tokens_min\":" + JsonNumber(r.moe_tokens_min, "%.9g") +
           ",\"moe_tokens_max\":" + JsonNumber(r.moe_tokens_max, "%.9g");
   std::fprintf(file_.get(),
@@ -71,6 +73,11 @@ std::string ProgressLine(const StepLine& line, int64_t steps) {
                 width, static_cast<long long>(line.options.step), static_cast<long long>(steps),
                 line.result.loss, line.options.lr, line.result.grad_norm,
                 Throughput(line.tokens_per_s()).c_str(), line.seconds * 1e3);
+  if (!std::isnan(line.result.val_loss)) {
+    char val[64];
+    std::snprintf(val, sizeof val, " | val loss %.4f", line.result.val_loss);
+    return std::string(text) + val;
+  }
   return text;
 }
 

@@ -1,6 +1,7 @@
 // The metrics of a run (docs/architecture.md): one JSON object per step, written by
 // rank 0, with step, loss, loss_hex (the loss's exact bits, for bit-identity
-// checks), lr, grad_norm, tokens_per_s and step_ms, MoE models moe_dropped,
+// checks), lr, grad_norm, tokens_per_s and step_ms, val_loss on a validation step,
+// MoE models moe_dropped,
 // moe_tokens_min and moe_tokens_max (exec::StepResult), and "skipped": true on a
 // step not applied because its loss or gradient norm was not finite; and the human
 // progress line.

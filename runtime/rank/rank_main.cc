@@ -57,29 +57,50 @@
 namespace heiretsu {
 namespace {
 
+// The validation batches' sampler seed: fixed, so every evaluation and every run
+// (whatever --seed) measures the same batches.
+constexpr uint64_t kValSeed = 0x76616c;
+
 // The one place where an error becomes a message and an exit code.
 int Fail(const Error& err) {
   std::fprintf(stderr, "heiretsu-rank: %s\n", err.message.c_str());
   return err.exit_code();
 }
 
-// heiretsu's cache: --cache-dir, else $XDG_CACHE_HOME/heiretsu, else ~/.cache/heiretsu.
-// The XDG base directory specification says a relative XDG_CACHE_HOME is to be ignored.
+// heiretsu's cache: --cache-dir, else data::DefaultCacheDir().
 std::optional<std::string> CacheRoot(const cli::RunOptions& o) {
   if (!o.cache_dir.empty()) return o.cache_dir;
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  if (xdg && xdg[0] == '/') return std::string(xdg) + "/heiretsu";
-  const char* home = std::getenv("HOME");
-  if (home && home[0] != '\0') return std::string(home) + "/.cache/heiretsu";
-  return std::nullopt;
+  std::string dir = data::DefaultCacheDir();
+  if (dir.empty()) return std::nullopt;
+  return dir;
+}
+
+// llm.c's convention: a shard whose file name has "_val_" in it is validation data.
+bool IsValShard(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return path.find("_val_", slash == std::string::npos ? 0 : slash + 1) != std::string::npos;
 }
 
 // The dataset of --data, or the default corpus (byte-tokenized, so only for a
-// vocabulary of at least 256), with a line saying which.
-int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Dataset* dataset) {
+// vocabulary of at least 256), with a line saying which. A --data directory's
+// *_val_* shards are not trained on: they go to `val_files`.
+int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Dataset* dataset,
+             std::vector<std::string>* val_files) {
   std::vector<std::string> files;
   if (!o.data.empty()) {
-    if (auto err = data::ListShardFiles(o.data, &files)) return Fail(*err);
+    std::vector<std::string> listed;
+    if (auto err = data::ListShardFiles(o.data, &listed)) return Fail(*err);
+    // A shard given by its own path is trained on, whatever its name.
+    const bool directory = !(listed.size() == 1 && listed[0] == o.data);
+    for (const std::string& f : listed)
+      (directory && IsValShard(f) ? *val_files : files).push_back(f);
+    if (files.empty())
+      return Fail(Error::BadInput(o.data + ": every shard is a validation shard (*_val_*): "
+                                  "nothing to train on"));
+    if (verbose && !val_files->empty())
+      std::printf("data: %zu validation shard%s (*_val_*) in %s held out from training%s\n",
+                  val_files->size(), val_files->size() == 1 ? "" : "s", o.data.c_str(),
+                  o.val_data.empty() ? ", used for the validation loss" : "");
   } else {
     if (vocab < data::kByteVocab)
       return Fail(Error::BadInput("the default corpus is byte-tokenized (256 token ids), but the plan's "
@@ -139,6 +160,11 @@ comm::JobIdentity JobIdentityOf(const std::vector<plan::LoadedPlan>& programs,
       {"data", std::to_string(dataset.num_tokens()) + " tokens in " +
                    std::to_string(dataset.names().size()) + " shard(s), fingerprint " + data_hash},
       {"checkpoints", o.save_dir.empty() ? "none" : "every " + std::to_string(o.save_every)},
+      // Validation runs forwards and collectives on every rank: all or none.
+      {"validation", o.val_every == 0 ? "off"
+                                      : "every " + std::to_string(o.val_every) + ", " +
+                                            std::to_string(o.val_batches) + " batches of " +
+                                            (o.val_data.empty() ? "the *_val_* shards" : o.val_data)},
       {"--resume", o.resume.empty() ? "no" : "yes"},
       {"--on-nonfinite", o.on_nonfinite + " (" + std::to_string(o.max_consecutive_skips) + ")"},
       // Tracing adds a barrier and an agreement: every rank traces, or none.
@@ -350,7 +376,22 @@ int Run(const cli::RunOptions& o) {
     if (auto err = CheckTracePath(o.trace, me.rank, leader)) return Fail(*err);
 
   data::Dataset dataset;
-  if (int code = LoadData(o, p.vocab(), leader, &dataset)) return code;
+  std::vector<std::string> val_files;
+  if (int code = LoadData(o, p.vocab(), leader, &dataset, &val_files)) return code;
+  // Validation data: --val-data, else the *_val_* shards of --data.
+  data::Dataset val_dataset;
+  if (!o.val_data.empty()) {
+    val_files.clear();
+    if (auto err = data::ListShardFiles(o.val_data, &val_files)) return Fail(*err);
+  }
+  const bool validating = !val_files.empty() && o.val_every > 0;
+  if (validating) {
+    if (auto err = data::LoadDataset(val_files, p.vocab(), &val_dataset)) return Fail(*err);
+    if (leader)
+      std::printf("val: %s: %lld tokens; the loss over %lld batches every %lld steps\n",
+                  val_dataset.Describe().c_str(), static_cast<long long>(val_dataset.num_tokens()),
+                  static_cast<long long>(o.val_batches), static_cast<long long>(o.val_every));
+  }
 
   std::unique_ptr<exec::Backend> backend;  // null: the CPU backend
 #ifdef HEIRETSU_HAVE_CUDA
@@ -443,6 +484,11 @@ int Run(const cli::RunOptions& o) {
   std::optional<data::Sampler> sampler;
   if (auto err = data::Sampler::Create(dataset, seed, seq, &sampler)) return Fail(*err);
 
+  // The validation batches are the same at every evaluation and in every run (a fixed
+  // seed, not the run's), the global batch's rows shared as in training.
+  std::optional<data::Sampler> val_sampler;
+  if (validating)
+    if (auto err = data::Sampler::Create(val_dataset, kValSeed, seq, &val_sampler)) return Fail(*err);
   std::vector<int32_t> unused_ids(static_cast<size_t>(2 * batch * seq));
   exec::NonfinitePolicy nonfinite(o.on_nonfinite == "skip", o.max_consecutive_skips);
   for (int64_t step = first_step; step <= o.steps; ++step) {
@@ -479,6 +525,21 @@ int Run(const cli::RunOptions& o) {
                   exec::NonfinitePolicy::Describe(step, result).c_str(),
                   static_cast<long long>(nonfinite.consecutive()),
                   static_cast<long long>(nonfinite.skipped()));
+    if (validating && !result.nonfinite && (step % o.val_every == 0 || step == o.steps)) {
+      double total = 0;
+      for (int64_t k = 0; k < o.val_batches; ++k) {
+        auto val_fill = [&](int64_t m, int32_t* tokens, int32_t* targets) {
+          const int64_t row = rows.FirstRow(m);
+          val_sampler->FillBatchRows(k, global_batch, row, row + batch,
+                                     tokens ? tokens : unused_ids.data(),
+                                     targets ? targets : unused_ids.data() + batch * seq);
+        };
+        double loss = 0;
+        if (auto err = executor.Evaluate(val_fill, &loss)) return Fail(*err);
+        total += loss;
+      }
+      result.val_loss = total / static_cast<double>(o.val_batches);
+    }
     const rank::StepLine line{options, result, seconds, tokens_per_step};
     if (leader)
       if (auto err = metrics.Write(line)) return Fail(*err);

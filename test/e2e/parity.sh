@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The parity suite (docs/architecture.md §3): trains gpt-tiny (llama-tiny, moe-tiny) for 10 steps at
-# global batch 4 on one rank and on each layout below, then compares every step's loss and the
-# final parameters with the single-rank run. Both must agree within 1e-5 relative:
+# global batch 4 on one rank and on each layout below, then compares every step's loss, the
+# validation losses of steps 5 and 10, and the final parameters with the single-rank run. Both must agree within 1e-5 relative:
 # losses step by step (|a - b| / |b|), parameters as one vector (L2, see
 # heiretsu-ckpt-diff). Prints one line per layout and a summary; exits 1 on a FAIL.
 #   usage: parity.sh BIN_DIR WORK_DIR [CACHE_DIR]
@@ -11,13 +11,17 @@ tol=1e-5
 mkdir -p "$work"
 spec=$(dirname "$0")/../../examples/gpt-tiny.hr
 
+# Every run also measures the validation loss at steps 5 and 10 (2 batches of the
+# default corpus's shard, prepared by the first run), compared like the losses.
 train() { # name, compile flags... (the model: $spec)
   local name=$1; shift
   "$bin/heiretsu" compile "$spec" --emit plan -o "$work/$name.plan" --seq 32 "$@" > /dev/null &&
   "$bin/heiretsu" run "$work/$name.plan" --steps 10 --lr 3e-3 --warmup 2 --cache-dir "$cache" \
+    --val-data "$cache/corpus-byte/train_000000.bin" --val-every 5 --val-batches 2 \
     --metrics "$work/$name.jsonl" --save-dir "$work/$name.ckpt" > "$work/$name.log" 2>&1
 }
 losses() { sed -n 's/.*"loss":\([0-9.e+-]*\),.*/\1/p' "$1"; }
+val_losses() { sed -n 's/.*"val_loss":\([0-9.e+-]*\)[,}].*/\1/p' "$1"; }
 
 train single --micro-batch-size 4 || { echo "FAIL single-rank baseline"; exit 1; }
 pass=0 fail=0
@@ -29,9 +33,10 @@ run_layout() { # label, compile flags... (compared with the run named $base)
     echo "FAIL $label (the run failed: see $work/$name.log)"; fail=$((fail + 1)); return
   fi
   local loss_diff param_line param_diff
-  loss_diff=$(paste <(losses "$work/$base.jsonl") <(losses "$work/$name.jsonl") |
+  loss_diff=$(paste <(losses "$work/$base.jsonl"; val_losses "$work/$base.jsonl") \
+                     <(losses "$work/$name.jsonl"; val_losses "$work/$name.jsonl") |
     awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > m) m = r}
-         END {if (NR != 10) m = 1; printf "%.3g", m}')
+         END {if (NR != 12) m = 1; printf "%.3g", m}')
   param_line=$("$bin/heiretsu-ckpt-diff" "$work/$base.ckpt/step_00000010" "$work/$name.ckpt/step_00000010")
   param_diff=$(echo "$param_line" | sed -n 's/.*rel diff \([0-9.e+-]*\) .*/\1/p')
   local worst
