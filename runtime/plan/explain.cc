@@ -208,9 +208,10 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
   size_t instrs = 0;
   for (const fb::Unit* u : *p.units()) instrs += u->instrs()->size();
   std::snprintf(line, sizeof line,
-                "schedule: %" PRId64 " microbatches of %" PRId64 " x %" PRId64
+                "schedule: %" PRId64 " microbatch%s of %" PRId64 " x %" PRId64
                 " tokens per rank per step; %u units, %zu instructions; %u runs:\n  ",
-                p.microbatches(), p.micro_batch_size(), p.seq(), p.units()->size(), instrs,
+                p.microbatches(), p.microbatches() == 1 ? "" : "es", p.micro_batch_size(), p.seq(),
+                p.units()->size(), instrs,
                 p.schedule()->size());
   out += line + ScheduleLine(p) + "\n";
   std::snprintf(line, sizeof line, "memory per rank (the arena, known before launch):\n");
