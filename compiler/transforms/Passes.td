@@ -22,6 +22,10 @@ def ShardPropagationPass : Pass<"heiretsu-shard-propagation", "::mlir::ModuleOp"
     - `attention` needs q, k and v split (heads and kv_heads over tp); `gelu`,
       `swiglu` and `add` keep their operands' common layout; norms produce whole
       values; `cross_entropy` of split logits is the vocabulary-parallel loss;
+    - `moe` is one tensor-parallel region, like a dense MLP (expert tensor
+      parallelism): its input whole, the experts' hidden dimension split (`w_in`,
+      `w_gate` `[_, tp, _]`, `w_out` `[_, _, tp]`), the router whole, the result a
+      partial sum over tp;
     - a `graph.param` takes the sharding its uses ask for (a tied embedding is
       `[tp, _]` for both uses).
     The batch is split over dp by the data loader; tensors carry no dp sharding.
@@ -32,9 +36,9 @@ def ShardPropagationPass : Pass<"heiretsu-shard-propagation", "::mlir::ModuleOp"
     that split, and norms and adds keep it. The sequence must divide by tp.
 
     Errors name the value that does not divide: heads, kv_heads, a linear's
-    output (d_model, MLP hidden) or the vocabulary not divisible by tp; a split
-    value reaching an op that needs it whole; a `moe` layer (tp > 1 with MoE is not
-    supported); a parameter asked for two different shardings; a module without
+    output (d_model, MLP hidden, an expert's hidden) or the vocabulary not
+    divisible by tp; a split value reaching an op that needs it whole; a parameter
+    asked for two different shardings; a module without
     the mesh, or whose shardings were already propagated.
   }];
   let dependentDialects = ["::heiretsu::dist::DistDialect"];
@@ -50,9 +54,9 @@ def InsertCollectivesPass : Pass<"heiretsu-insert-collectives", "::mlir::ModuleO
     After heiretsu-shard-propagation: a value that is a partial sum over tp gets
     one `dist.all_reduce` (sum) right after its producer, and all its uses read the
     reduced value (Megatron's `g` after row-parallel layers and the embedding); a
-    whole value feeding column-parallel linears gets one `dist.copy` (Megatron's
-    `f`: identity forward, all_reduce of the gradient backward) that those linears
-    read. The vocabulary-parallel cross-entropy's reductions are made when it is
+    whole value feeding column-parallel linears (or a moe) gets one `dist.copy`
+    (Megatron's `f`: identity forward, all_reduce of the gradient backward) that
+    those ops read. The vocabulary-parallel cross-entropy's reductions are made when it is
     lowered to plan kernels.
 
     With `sequence-parallel`, partial sums get a `dist.reduce_scatter` along the
