@@ -36,12 +36,8 @@ struct Lowering {
 
   /// The dimension of `v` split over tp (-1: none), from its producer's sharding.
   static int64_t splitDim(Value v) {
-    Operation *def = v.getDefiningOp();
-    auto s = def ? def->getAttrOfType<dist::ShardingAttr>(dist::kShardingAttrName) : nullptr;
-    if (!s)
-      return -1;
-    for (auto [d, axis] : llvm::enumerate(s.getDims()))
-      if (axis == static_cast<int32_t>(dist::Axis::tp))
+    for (auto [d, axis] : llvm::enumerate(splitAxes(v)))
+      if (axis == plan::kAxisTp)
         return static_cast<int64_t>(d);
     return -1;
   }

@@ -233,11 +233,7 @@ std::optional<DataError> ReadManifestText(const std::string& path, std::string* 
   if (in.size() > kMaxManifestBytes)
     return BadInput(path + ": " + std::to_string(in.size()) +
                     " bytes is too large for a checkpoint manifest");
-  text->resize(in.size());
-  int64_t got = 0;
-  if (auto err = in.Read(text->data(), in.size(), &got)) return err;
-  text->resize(got);
-  return std::nullopt;
+  return in.ReadAll(text);
 }
 
 // Reads and checks `dir`'s manifest: its syntax, and that its tensors have byte lengths

@@ -19,11 +19,7 @@ constexpr char32_t kReplacement = 0xFFFD;
 std::optional<DataError> ReadWhole(const std::string& path, std::string* text) {
   InputFile in;
   if (auto err = in.Open(path)) return err;
-  text->assign(in.size(), '\0');
-  int64_t got = 0;
-  if (auto err = in.Read(text->data(), in.size(), &got)) return err;
-  text->resize(got);
-  return std::nullopt;
+  return in.ReadAll(text);
 }
 
 // The UTF-8 code points of `s`, which holds valid UTF-8 (keys of encoder.json).

@@ -110,6 +110,14 @@ std::optional<DataError> InputFile::Read(void* data, int64_t size, int64_t* got)
   return std::nullopt;
 }
 
+std::optional<DataError> InputFile::ReadAll(std::string* text) {
+  text->assign(static_cast<size_t>(size_), '\0');
+  int64_t got = 0;
+  if (auto err = Read(text->data(), size_, &got)) return err;
+  text->resize(static_cast<size_t>(got));
+  return std::nullopt;
+}
+
 AtomicFile::~AtomicFile() {
   if (fd_ >= 0) {
     ::close(fd_);

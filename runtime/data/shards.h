@@ -40,6 +40,8 @@ class InputFile {
   int64_t size() const { return size_; }
   // Reads up to `size` bytes into `data`; `*got` < `size` only at the end of the file.
   std::optional<DataError> Read(void* data, int64_t size, int64_t* got);
+  // The rest of the file (all of it, after Open) into `text`.
+  std::optional<DataError> ReadAll(std::string* text);
 
  private:
   std::string path_;

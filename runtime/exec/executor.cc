@@ -283,22 +283,25 @@ Status Executor::Step(const FillMicrobatch& fill, const StepOptions& options,
 // The reported loss is the mean over the global batch, whose rows the data ranks
 // (dp x ep, docs/architecture.md §3) share, summed over the stages that have a
 // loss (the cross-entropy's, the auxiliary losses of MoE layers; the others
-// contribute 0).
-Status Executor::ReduceLoss(double* loss) {
+// contribute 0). `moe` (dropped and routed slots, already summed over the data
+// ranks; null: none) is summed over the stages in the same all_reduce.
+Status Executor::ReduceLoss(double* loss, float* moe) {
   for (auto [axis, reduce] : {std::pair{plan::kAxisDp, comm::ReduceOp::kAvg},
                               std::pair{plan::kAxisEp, comm::ReduceOp::kAvg},
                               std::pair{plan::kAxisPp, comm::ReduceOp::kSum}}) {
     comm::Communicator* c = comms_[axis];
     if (!c || c->size() == 1) continue;
-    float value = static_cast<float>(*loss);
+    const bool stages = axis == plan::kAxisPp;
+    float values[3] = {static_cast<float>(*loss), moe ? moe[0] : 0.f, moe ? moe[1] : 0.f};
     const int64_t start = tracer_ ? tracer_->Now() : 0;
-    if (auto err = c->AllReduce(&value, 1, reduce)) return err;
+    if (auto err = c->AllReduce(values, stages ? 3 : 1, reduce)) return err;
     if (tracer_) {
       TraceEvent e = Span(TraceCategory::kCollective, "loss_all_reduce", start, tracer_->Now());
       e.axis = axis;
       tracer_->Add(e);
     }
-    *loss = value;
+    *loss = values[0];
+    if (stages && moe) std::copy_n(values + 1, 2, moe);
   }
   return std::nullopt;
 }
@@ -321,14 +324,17 @@ Status Executor::Evaluate(const FillMicrobatch& fill, double* loss) {
   moe_load_.clear();
   if (err) return err;
   *loss = sum / static_cast<double>(plan_.plan->microbatches());
-  return ReduceLoss(loss);
+  return ReduceLoss(loss, nullptr);
 }
 
 Status Executor::StepRuns(const FillMicrobatch& fill, const StepOptions& options,
                           StepResult* result) {
   if (auto err = MicrobatchRuns(fill, &result->loss)) return err;
-  if (auto err = ReduceLoss(&result->loss)) return err;
-  if (auto err = ReduceMoeLoad(result)) return err;
+  std::vector<float> kept;  // per expert of every layer: the slots it kept
+  float moe[2] = {0.f, 0.f};  // dropped, routed
+  if (auto err = SumMoeLoad(&kept, moe)) return err;
+  if (auto err = ReduceLoss(&result->loss, moe)) return err;
+  if (auto err = MoeLoadRange(kept, moe, result)) return err;
   result->nonfinite = false;
   result->grad_norm = std::nan("");
   if (!std::isfinite(result->loss)) {
@@ -432,45 +438,47 @@ Status Executor::TracedRun(const plan::Instruction& instr, uint32_t slot) {
   return err;
 }
 
-// The MoE metrics of the step: each route's load is summed over the data ranks
-// (dp x ep; tp ranks hold copies), then the totals over the pipeline stages (a
-// stage without MoE layers contributes nothing, but takes part).
-Status Executor::ReduceMoeLoad(StepResult* result) {
-  std::vector<float> kept;  // every layer's experts
-  double dropped = 0, routed = 0;
-  if (!moe_load_.empty()) {
-    std::vector<float> all;
-    for (auto& [instr, load] : moe_load_) all.insert(all.end(), load.begin(), load.end());
-    for (int axis : {plan::kAxisDp, plan::kAxisEp})
-      if (comm::Communicator* c = comms_[axis]; c && c->size() > 1)
-        if (auto err = c->AllReduce(all.data(), all.size(), comm::ReduceOp::kSum)) return err;
-    size_t at = 0;
-    for (auto& [instr, load] : moe_load_) {
-      const size_t experts = load.size() / 2;
-      for (size_t e = 0; e < experts; ++e) {
-        kept.push_back(all[at + e]);
-        dropped += all[at + experts + e];
-        routed += all[at + e] + all[at + experts + e];
-      }
-      at += load.size();
-      std::fill(load.begin(), load.end(), 0.0);
+// The MoE metrics of the step, in two parts around ReduceLoss (which sums `moe` over
+// the stages with the loss). SumMoeLoad: each route's load summed over the data ranks
+// (dp x ep; tp ranks hold copies): every layer's experts' kept slots, and the
+// dropped and routed slots in all.
+Status Executor::SumMoeLoad(std::vector<float>* kept, float moe[2]) {
+  if (moe_load_.empty()) return std::nullopt;
+  std::vector<float> all;
+  for (auto& [instr, load] : moe_load_) all.insert(all.end(), load.begin(), load.end());
+  for (int axis : {plan::kAxisDp, plan::kAxisEp})
+    if (comm::Communicator* c = comms_[axis]; c && c->size() > 1)
+      if (auto err = c->AllReduce(all.data(), all.size(), comm::ReduceOp::kSum)) return err;
+  size_t at = 0;
+  for (auto& [instr, load] : moe_load_) {
+    const size_t experts = load.size() / 2;
+    for (size_t e = 0; e < experts; ++e) {
+      kept->push_back(all[at + e]);
+      moe[0] += all[at + experts + e];
+      moe[1] += all[at + e] + all[at + experts + e];
     }
+    at += load.size();
+    std::fill(load.begin(), load.end(), 0.0);
   }
-  float sums[2] = {static_cast<float>(dropped), static_cast<float>(routed)};
+  return std::nullopt;
+}
+
+// MoeLoadRange: the fewest and most slots an expert kept, over the stages too. Only a
+// model with MoE layers (routed slots on some stage, so on every rank after the sum)
+// takes this all_reduce.
+Status Executor::MoeLoadRange(const std::vector<float>& kept, const float moe[2],
+                              StepResult* result) {
+  if (!(moe[1] > 0)) return std::nullopt;
   float extremes[2] = {-INFINITY, -INFINITY};  // max kept, -min kept
   for (float k : kept) {
     extremes[0] = std::max(extremes[0], k);
     extremes[1] = std::max(extremes[1], -k);
   }
-  if (comm::Communicator* pp = comms_[plan::kAxisPp]; pp && pp->size() > 1) {
-    if (auto err = pp->AllReduce(sums, 2, comm::ReduceOp::kSum)) return err;
+  if (comm::Communicator* pp = comms_[plan::kAxisPp]; pp && pp->size() > 1)
     if (auto err = pp->AllReduce(extremes, 2, comm::ReduceOp::kMax)) return err;
-  }
-  if (sums[1] > 0) {
-    result->moe_dropped = sums[0] / sums[1];
-    result->moe_tokens_max = extremes[0];
-    result->moe_tokens_min = -extremes[1];
-  }
+  result->moe_dropped = moe[0] / moe[1];
+  result->moe_tokens_max = extremes[0];
+  result->moe_tokens_min = -extremes[1];
   return std::nullopt;
 }
 

@@ -163,8 +163,9 @@ class Executor {
   Status RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch* fill, double* loss_sum);
   Status MicrobatchRuns(const FillMicrobatch& fill, double* loss);
   Status StepRuns(const FillMicrobatch& fill, const StepOptions& options, StepResult* result);
-  // The mean over the data ranks of this rank's loss, summed over the stages.
-  Status ReduceLoss(double* loss);
+  // The mean over the data ranks of this rank's loss, summed over the stages (with
+  // `moe`'s two counts, when given).
+  Status ReduceLoss(double* loss, float* moe);
   // One instruction of a run on `slot` (its buffers: that slot's offset table).
   Status Run(const plan::Instruction& instr, uint32_t slot, StepScalars& scalars);
   // Run, recorded as an event of tracer_ (not null).
@@ -210,7 +211,8 @@ class Executor {
   // Per moe_route instruction (in plan order), its load summed over the step's
   // microbatches: slots kept per expert, then dropped per expert.
   std::map<const plan::Instruction*, std::vector<double>> moe_load_;
-  Status ReduceMoeLoad(StepResult* result);
+  Status SumMoeLoad(std::vector<float>* kept, float moe[2]);
+  Status MoeLoadRange(const std::vector<float>& kept, const float moe[2], StepResult* result);
   std::vector<float> scratch_, scratch_out_;  // reduce_scatter / all_gather staging
   // The step's gradient buckets in flight, each waiting for the one before it (a
   // communicator runs one collective at a time, in the same order on every rank).

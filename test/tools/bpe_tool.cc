@@ -24,11 +24,7 @@ int Fail(const DataError& err) {
 std::optional<DataError> ReadFile(const std::string& path, std::string* text) {
   heiretsu::data::InputFile in;
   if (auto err = in.Open(path)) return err;
-  text->assign(in.size(), '\0');
-  int64_t got = 0;
-  if (auto err = in.Read(text->data(), in.size(), &got)) return err;
-  text->resize(got);
-  return std::nullopt;
+  return in.ReadAll(text);
 }
 
 }  // namespace
