@@ -138,6 +138,11 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
   fb::Mesh mesh(static_cast<int32_t>(meshOp.getDp()), static_cast<int32_t>(meshOp.getPp()),
                 static_cast<int32_t>(meshOp.getTp()), static_cast<int32_t>(meshOp.getEp()));
   auto optimizer = fb::CreateOptimizer(fbb, options.beta1, options.beta2, options.eps);
+  std::vector<std::pair<std::string, std::string>> facts = options.config;
+  llvm::sort(facts);
+  std::vector<flatbuffers::Offset<fb::KeyValue>> config;
+  for (const auto &[key, value] : facts)
+    config.push_back(fb::CreateKeyValueDirect(fbb, key.c_str(), value.c_str()));
   auto root = fb::CreatePlanDirect(
       fbb, plan::kPlanVersion, program.getModel().str().c_str(), &mesh,
       static_cast<int32_t>(program.getStage()), static_cast<int32_t>(meshOp.getPp()),
@@ -147,7 +152,8 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
       static_cast<uint64_t>(program.getActivationBytes().value_or(0)), &buffers, &params,
       tokens, targets, loss, &units, &schedule, optimizer,
       static_cast<uint32_t>(program.getSlots().value_or(1)),
-      static_cast<uint64_t>(program.getSlotBytes().value_or(0)));
+      static_cast<uint64_t>(program.getSlotBytes().value_or(0)), options.spec.c_str(),
+      options.specFile.c_str(), options.tokenizer.c_str(), &config);
   fb::FinishSizePrefixedPlanBuffer(fbb, root);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   plan::SealPlan(&bytes); // the checksum trailer (runtime/plan/plan.h)

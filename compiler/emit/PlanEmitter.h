@@ -13,6 +13,10 @@ namespace heiretsu {
 
 struct EmitOptions {
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  /// The model card (plan.fbs, Plan.spec ... config): the spec's text and file,
+  /// the tokenizer, and the resolved facts (emitted in name order).
+  std::string spec, specFile, tokenizer;
+  std::vector<std::pair<std::string, std::string>> config;
 };
 
 /// Serializes a memory-planned, scheduled program into the runtime's plan format

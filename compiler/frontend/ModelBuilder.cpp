@@ -218,12 +218,38 @@ public:
       summary.hyperparameters.emplace_back(name, describe(v));
     }
     moduleOp->setAttr(graph::kModelAttrName, b.getDictionaryAttr(attrs));
+    summary.tokenizer = resolveTokenizer();
     summary.layers = layers;
     summary.batch = batch;
     summary.seq = seq;
   }
 
 private:
+  /// `tokenizer = byte|gpt2`, checked against the vocabulary; without it, the
+  /// tokenizer the vocabulary implies (256: byte, 50257: gpt2) or none.
+  std::string resolveTokenizer() {
+    auto it = env.find("tokenizer");
+    if (it == env.end())
+      return vocab == 256 ? "byte" : vocab == 50257 ? "gpt2" : "";
+    const Val &v = it->second.val;
+    bool text = v.kind == Val::Kind::Choice || v.kind == Val::Kind::Str;
+    if (!text || (v.s != "byte" && v.s != "gpt2"))
+      fail(it->second.defLoc, "tokenizer must be byte or gpt2, got " + describe(v));
+    int64_t needed = v.s == "byte" ? 256 : 50257;
+    if (vocab < needed)
+      fail(it->second.defLoc, "tokenizer " + v.s + " has " + std::to_string(needed) +
+                                  " token ids, more than vocab = " + std::to_string(vocab));
+    return v.s;
+  }
+
+  /// Records how the graph is built (ModelSummary::architecture); a fact two
+  /// calls disagree on is "mixed".
+  void note(const std::string &key, const std::string &value) {
+    auto [it, fresh] = summary->architecture.emplace(key, value);
+    if (!fresh && it->second != value)
+      it->second = "mixed";
+  }
+
   //===--------------------------------------------------------------------===//
   // Statements
   //===--------------------------------------------------------------------===//
@@ -752,6 +778,7 @@ private:
                               {paddedVocab, dModel}, at, initStd);
     tokenTable = table;
     Value positions;
+    note("positions", pos == 0 ? "learned" : "none");
     if (pos == 0)
       positions = normalParam(args.keyword("name") ? p + ".positions" : "wpe",
                               {context, dModel}, at, initStd);
@@ -772,6 +799,8 @@ private:
     Value g = param(p + ".weight", {d}, graph::InitKind::ones, at);
     Value bias = withBias ? param(p + ".bias", {d}, graph::InitKind::zeros, at) : Value();
     FloatAttr eps = b.getF64FloatAttr(epsArg(args));
+    note("norm", withBias ? "layernorm" : "rmsnorm");
+    note("norm_eps", formatDouble(eps.getValueAsDouble()));
     if (withBias)
       return graph::LayerNormOp::create(b, loc(at), x, g, bias, eps);
     return graph::RMSNormOp::create(b, loc(at), x, g, eps);
@@ -807,6 +836,10 @@ private:
       }
     }
     bool bias = biasArg(args);
+    note("rope", rope ? formatDouble(rope.getValueAsDouble()) : "none");
+    note("attention_bias", bias ? "true" : "false");
+    note("attention_heads", std::to_string(h) + "/" + std::to_string(kv) + "/" +
+                                std::to_string(hd));
     std::string p = prefix(args, "attn");
     int64_t qWidth, kvWidth;
     if (__builtin_mul_overflow(h, hd, &qWidth) || __builtin_mul_overflow(kv, hd, &kvWidth))
@@ -828,6 +861,9 @@ private:
     int64_t hidden = hv ? positiveInt(*hv, "hidden") : 4 * dModel;
     size_t act = choiceArg(args, "act", {"gelu", "swiglu"}, 0);
     bool bias = biasArg(args);
+    note("act", act == 0 ? "gelu" : "swiglu");
+    note("mlp_bias", bias ? "true" : "false");
+    note("mlp_hidden", std::to_string(hidden));
     std::string p = prefix(args, "mlp");
     Value h;
     if (act == 0) {
@@ -881,6 +917,9 @@ private:
         graph::ActivationAttr::get(&ctx, act == 0 ? graph::Activation::gelu
                                                   : graph::Activation::swiglu));
     auxLosses.push_back(op.getAuxLoss());
+    ++moeLayers;
+    summary->architecture["moe_layers"] = std::to_string(moeLayers);
+    note("moe", std::to_string(experts) + " experts, top " + std::to_string(topK));
     return op.getResult();
   }
 
@@ -895,6 +934,7 @@ private:
       fail(args.keyword("bias")->loc, "a tied head has no bias");
     if (tied && args.keyword("name"))
       fail(args.keyword("name")->loc, "a tied head has no parameters to name");
+    note("head", tied ? "tied" : bias ? "untied_bias" : "untied");
     if (!tied) {
       std::string p = args.keyword("name") ? prefix(args, "head") : "lm_head";
       return linear(x, p, paddedVocab, bias, at, initStd);
@@ -943,6 +983,7 @@ private:
   std::vector<Value> auxLosses;
   Value tokenTable;
   int64_t layer = -1;
+  int64_t moeLayers = 0;
   bool blockDone = false;
 
   // Resolved model-wide hyperparameters (valid once `func` exists).

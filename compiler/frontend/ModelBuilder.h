@@ -16,6 +16,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,13 @@ struct ModelSummary {
   int64_t paramCount = 0;
   std::vector<std::pair<std::string, std::string>> hyperparameters; // name, value
   std::vector<ParamSummary> params;
+  /// The tokenizer the token ids belong to: the spec's `tokenizer = byte|gpt2`, or
+  /// by the vocabulary (256: byte, 50257: gpt2), else empty.
+  std::string tokenizer;
+  /// How the graph is built, by name (docs/language.md, "The model card"): norm,
+  /// act, positions, rope, head, attention_bias, mlp_bias, moe_layers... A fact
+  /// that differs between layers reads "mixed".
+  std::map<std::string, std::string> architecture;
 };
 
 /// Builds the graph module for `spec`. `file` names the spec in op locations.

@@ -32,6 +32,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <csignal>
+#include <filesystem>
 #include <cstdio>
 #include <sys/stat.h>
 
@@ -168,10 +169,11 @@ int runPipeline(mlir::ModuleOp module, const cli::CompileOptions &opts,
 
 /// Writes every plan.program of the compiled module as program-<stage>.hplan of
 /// the -o directory.
-int writePlanDirectory(mlir::ModuleOp module, const cli::CompileOptions &opts) {
+int writePlanDirectory(mlir::ModuleOp module, const cli::CompileOptions &opts,
+                       const EmitOptions &emit) {
   for (plan_ir::ProgramOp programOp : module.getOps<plan_ir::ProgramOp>()) {
     std::vector<uint8_t> bytes;
-    if (mlir::failed(emitPlan(programOp, EmitOptions(), bytes)))
+    if (mlir::failed(emitPlan(programOp, emit, bytes)))
       return kExitFailure;
     int32_t stage = static_cast<int32_t>(programOp.getStage());
     if (auto err = writePlanFile(opts.output, stage, bytes)) {
@@ -302,8 +304,16 @@ int main(int argc, char **argv) {
   mlir::OwningOpRef<mlir::ModuleOp> compiled = lowered ? module.release() : (*module).clone();
   if (int rc = runPipeline(*compiled, opts, path))
     return rc;
-  if (opts.emit == "plan")
-    return writePlanDirectory(*compiled, opts);
+  if (opts.emit == "plan") {
+    EmitOptions emit;
+    emit.spec = text;
+    emit.specFile = std::filesystem::path(path).filename().string();
+    emit.tokenizer = summary.tokenizer;
+    emit.config = summary.hyperparameters;
+    for (const auto &fact : summary.architecture)
+      emit.config.push_back(fact);
+    return writePlanDirectory(*compiled, opts, emit);
+  }
   return writeText(opts, [&](llvm::raw_ostream &os) {
     if (opts.emit == "summary")
       printSummary(os, summary, opts);

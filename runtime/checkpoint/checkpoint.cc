@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
@@ -302,9 +303,10 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
 
   std::string v;
   if (auto err = field("heiretsu-checkpoint", &v)) return err;
-  if (v != std::to_string(kFormatVersion))
-    return fail("format version " + v + ", this runtime reads version " +
+  if (v != std::to_string(kFormatVersion) && v != "2")
+    return fail("format version " + v + ", this runtime reads versions 2 and " +
                 std::to_string(kFormatVersion));
+  const bool has_card = v != "2";
   if (auto err = field("model", &m->header.model)) return err;
   if (auto err = int_field("step", &m->header.step)) return err;
   int64_t data_position = 0;
@@ -317,6 +319,37 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
     return fail("seed: expected an integer in [0, 2^64), got '" + v + "'");
   if (auto err = int_field("global_batch", &m->header.global_batch)) return err;
   if (auto err = int_field("seq", &m->header.seq)) return err;
+  if (has_card) {
+    auto double_field = [&](const char* key, double* out) -> std::optional<DataError> {
+      std::string text;
+      if (auto err = field(key, &text)) return err;
+      char* end = nullptr;
+      errno = 0;
+      *out = std::strtod(text.c_str(), &end);
+      if (text.empty() || *end != '\0' || errno != 0 || !std::isfinite(*out) || *out < 0)
+        return fail(std::string(key) + ": expected a non-negative number, got '" + text + "'");
+      return std::nullopt;
+    };
+    if (auto err = field("tokenizer", &m->header.tokenizer)) return err;
+    if (m->header.tokenizer == "none") m->header.tokenizer.clear();
+    if (auto err = double_field("lr", &m->header.lr)) return err;
+    if (auto err = double_field("min_lr", &m->header.min_lr)) return err;
+    if (auto err = int_field("warmup", &m->header.warmup)) return err;
+    if (auto err = int_field("total_steps", &m->header.total_steps)) return err;
+    if (auto err = field("spec_file", &m->header.spec_file)) return err;
+    if (m->header.spec_file == "-") m->header.spec_file.clear();
+    int64_t spec_lines = 0;
+    if (auto err = int_field("spec_lines", &spec_lines)) return err;
+    if (spec_lines > static_cast<int64_t>(lines.size() - at))
+      return fail("spec_lines " + std::to_string(spec_lines) + ": the manifest has only " +
+                  std::to_string(lines.size() - at) + " more lines");
+    for (int64_t i = 0; i < spec_lines; ++i) {
+      const std::string& line = lines[at++];
+      if (line.compare(0, 2, "| ") != 0)
+        return fail("expected a spec line '| ...', got '" + line + "'");
+      m->header.spec += line.substr(2) + "\n";
+    }
+  }
   const std::string algo = std::string(kChecksumName) + " ";
   int64_t file_count = 0;
   if (auto err = int_field("files", &file_count)) return err;
@@ -592,10 +625,48 @@ std::string TensorFileName(int writer) {
   return writer == 0 ? std::string(kTensorsName) : "tensors." + std::to_string(writer) + ".bin";
 }
 
+namespace {
+
+// The format 3 lines from tokenizer to the spec's last (Header's model card and schedule).
+std::string CardText(const Header& header) {
+  auto number = [](double x) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%.17g", x);
+    return std::string(text);
+  };
+  std::string spec_lines;
+  int64_t count = 0;
+  for (size_t begin = 0; begin < header.spec.size(); ++count) {
+    size_t nl = header.spec.find('\n', begin);
+    if (nl == std::string::npos) nl = header.spec.size();
+    spec_lines += "| " + header.spec.substr(begin, nl - begin) + "\n";
+    begin = nl + 1;
+  }
+  return "tokenizer " + (header.tokenizer.empty() ? std::string("none") : header.tokenizer) +
+         "\nlr " + number(header.lr) + "\nmin_lr " + number(header.min_lr) + "\nwarmup " +
+         std::to_string(header.warmup) + "\ntotal_steps " + std::to_string(header.total_steps) +
+         "\nspec_file " + (header.spec_file.empty() ? std::string("-") : header.spec_file) +
+         "\nspec_lines " + std::to_string(count) + "\n" + spec_lines;
+}
+
+// A one-line word of the manifest: no blank, newline or NUL (empty allowed).
+bool IsWord(const std::string& text) {
+  return text.find_first_of(std::string(" \n\r\0", 4)) == std::string::npos;
+}
+
+}  // namespace
+
 Status CheckSavable(const std::string& root, const Header& header,
                     const std::vector<Tensor>& tensors) {
   if (header.model.find('\n') != std::string::npos)
     return BadInput("model name '" + header.model + "' cannot be stored in a checkpoint");
+  if (!IsWord(header.tokenizer) || !IsWord(header.spec_file) || header.spec_file == "-")
+    return BadInput("tokenizer '" + header.tokenizer + "' or spec file name '" +
+                    header.spec_file + "' cannot be stored in a checkpoint");
+  if (!std::isfinite(header.lr) || !std::isfinite(header.min_lr) || header.lr < 0 ||
+      header.min_lr < 0)
+    return BadInput("lr " + std::to_string(header.lr) + " / min_lr " +
+                    std::to_string(header.min_lr) + " cannot be stored in a checkpoint");
   for (const Tensor& t : tensors)
     if (!IsStorableName(t.name))
       return BadInput("parameter name '" + t.name +
@@ -711,8 +782,9 @@ Status CommitCheckpoint(const std::string& root, const Header& header,
                      header.model + "\nstep " + std::to_string(header.step) + "\ndata_position " +
                      std::to_string(header.step + 1) + "\nseed " + std::to_string(header.seed) +
                      "\nglobal_batch " + std::to_string(header.global_batch) + "\nseq " +
-                     std::to_string(header.seq) + "\nfiles " + std::to_string(parts.size()) +
-                     "\n" + files + "tensors " + std::to_string(count) + "\n" + lines;
+                     std::to_string(header.seq) + "\n" + CardText(header) + "files " +
+                     std::to_string(parts.size()) + "\n" + files + "tensors " +
+                     std::to_string(count) + "\n" + lines;
   Checksum text_sum;
   text_sum.Update(text.data(), static_cast<int64_t>(text.size()));
   text +=
@@ -771,6 +843,13 @@ std::optional<DataError> Candidates(const std::string& root,
 }
 
 }  // namespace
+
+std::optional<DataError> ReadHeader(const std::string& dir, Header* header) {
+  Manifest m;
+  if (auto err = ReadManifest(dir, &m)) return err;
+  *header = m.header;
+  return std::nullopt;
+}
 
 std::optional<DataError> FindLatestCheckpoint(const std::string& root, std::string* dir,
                                               std::vector<std::string>* warnings) {

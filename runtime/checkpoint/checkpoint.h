@@ -9,13 +9,21 @@
 //    little-endian float32, each starting at a multiple of 64 bytes of its file (zero
 //    padding between them), in the order the manifest lists them; and
 //  - manifest.txt: text, one item per line:
-//        heiretsu-checkpoint 2
+//        heiretsu-checkpoint 3
 //        model NAME
 //        step S                 optimizer steps done
 //        data_position P        the step the next run starts at (S + 1)
 //        seed N                 of parameter initialization and the data order
 //        global_batch G         sequences per step
 //        seq T                  tokens per sequence
+//        tokenizer NAME         byte, gpt2 or none (the plan's model card)
+//        lr X                   the run's learning-rate schedule (%.17g): peak,
+//        min_lr X               floor,
+//        warmup N               warmup steps and
+//        total_steps N          the step it decays to min_lr at (--steps)
+//        spec_file NAME         the model card's spec: its file name (- for none) and
+//        spec_lines L           its text, L lines each written as "| " + the line
+//        | ...
 //        files F
 //        file FILE BYTES fnv1a64w HEX                   (F lines: each tensor file, its
 //                                                       size and checksum, see below)
@@ -30,7 +38,8 @@
 // zero-padded (sizes are checked on their own). The manifest has its own so that a
 // damaged offset or shape cannot make a checkpoint load the wrong bytes. A checkpoint
 // with one writer has the layout of format 1 (tensors.bin byte for byte the same);
-// format 1 manifests are not read.
+// format 2 manifests (without the lines from tokenizer to the spec) are read, format 1
+// ones are not.
 //
 // Saving (SaveCheckpoint for one process; PrepareCheckpoint, WriteTensorFile and
 // CommitCheckpoint for several writers): the committer (the process that writes the
@@ -62,7 +71,7 @@
 
 namespace heiretsu::checkpoint {
 
-inline constexpr int kFormatVersion = 2;
+inline constexpr int kFormatVersion = 3;
 inline constexpr char kManifestName[] = "manifest.txt";
 inline constexpr char kTensorsName[] = "tensors.bin";
 
@@ -98,7 +107,20 @@ struct Header {
   uint64_t seed = 0;
   int64_t global_batch = 0;
   int64_t seq = 0;
+  // The plan's model card (plan.fbs): what `heiretsu sample` and `export` compile
+  // the model from. Empty when the plan or a format 2 checkpoint has none.
+  std::string tokenizer;
+  std::string spec;       // the spec's text, its lines ending in '\n'
+  std::string spec_file;  // its file name
+  // The learning-rate schedule that saved it (0 everywhere: format 2, not recorded).
+  double lr = 0, min_lr = 0;
+  int64_t warmup = 0, total_steps = 0;
 };
+
+// Reads the header of the checkpoint in `dir` (its manifest, checked; no tensor file
+// is read): the model card and schedule that `sample`, `export` and a resume's notes
+// use.
+std::optional<data::DataError> ReadHeader(const std::string& dir, Header* header);
 
 // "step_" and `step` in at least 8 digits.
 std::string CheckpointDirName(int64_t step);

@@ -455,6 +455,13 @@ class Checker {
 
 }  // namespace
 
+std::optional<std::string> ConfigValue(const fb::Plan& plan, const std::string& key) {
+  if (plan.config())
+    for (const fb::KeyValue* kv : *plan.config())
+      if (kv->key() && kv->key()->str() == key) return kv->value() ? kv->value()->str() : "";
+  return std::nullopt;
+}
+
 std::string ProgramFileName(int stage) {
   return "program-" + std::to_string(stage) + ".hplan";
 }

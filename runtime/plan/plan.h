@@ -17,11 +17,16 @@
 namespace heiretsu::plan {
 
 // Bumped whenever plan.fbs changes meaning.
-inline constexpr uint32_t kPlanVersion = 6;
+inline constexpr uint32_t kPlanVersion = 7;
 
 // Most microbatches per step a plan may ask for: the bound keeps a corrupt count
 // from turning one step into an endless loop.
 inline constexpr int64_t kMaxMicrobatches = 65536;
+
+// The value of model-card fact `key` (Plan.config: a hyperparameter such as "heads",
+// or an architecture fact such as "norm"; docs/language.md), or nullopt when the
+// plan has none of that name.
+std::optional<std::string> ConfigValue(const fb::Plan& plan, const std::string& key);
 
 // File name of the program of pipeline stage `stage` inside a plan directory.
 std::string ProgramFileName(int stage);

@@ -567,6 +567,13 @@ int Run(const cli::RunOptions& o) {
       header.seed = seed;
       header.global_batch = global_batch;
       header.seq = seq;
+      header.tokenizer = p.tokenizer() ? p.tokenizer()->str() : "";
+      header.spec = p.spec() ? p.spec()->str() : "";
+      header.spec_file = p.spec_file() ? p.spec_file()->str() : "";
+      header.lr = o.lr;
+      header.min_lr = o.min_lr;
+      header.warmup = o.warmup;
+      header.total_steps = o.steps;
       std::string dir;
       if (auto err = SaveStage(o.save_dir, header, parts, coords.coord[plan::kAxisPp], state,
                                groups.get(plan::kAxisPp), &dir))

@@ -170,6 +170,13 @@ class CheckpointTest : public ::testing::Test {
     h.seed = seed;
     h.global_batch = kGlobalBatch;
     h.seq = kSeq;
+    h.tokenizer = "byte";
+    h.spec = "model \"test\" {\n\n  vocab = 16\n}\n";
+    h.spec_file = "test.hr";
+    h.lr = 3e-4;
+    h.min_lr = 3e-5;
+    h.warmup = 2;
+    h.total_steps = 40;
     return h;
   }
 
@@ -200,6 +207,17 @@ TEST_F(CheckpointTest, RoundTripRestoresTheStateBitForBit) {
   EXPECT_EQ(h.seed, 1337u);
   EXPECT_EQ(h.global_batch, kGlobalBatch);
   EXPECT_EQ(h.seq, kSeq);
+  // The model card and the schedule come back as they were saved.
+  EXPECT_EQ(h.tokenizer, "byte");
+  EXPECT_EQ(h.spec, At(3).spec);
+  EXPECT_EQ(h.spec_file, "test.hr");
+  EXPECT_EQ(h.lr, 3e-4);
+  EXPECT_EQ(h.min_lr, 3e-5);
+  EXPECT_EQ(h.warmup, 2);
+  EXPECT_EQ(h.total_steps, 40);
+  Header read;
+  ASSERT_EQ(Message(checkpoint::ReadHeader(dir, &read)), "");
+  EXPECT_EQ(read.spec, h.spec);
   const std::vector<Tensor> sa = a.State(), sb = b.State();
   ASSERT_EQ(sa.size(), 12u);  // 4 parameters x (value, exp_avg, exp_avg_sq)
   bool moments_nonzero = false;
@@ -218,8 +236,10 @@ TEST_F(CheckpointTest, RoundTripRestoresTheStateBitForBit) {
   EXPECT_EQ(manifest.substr(last), "manifest_checksum fnv1a64w " +
                                        Hex(ReferenceChecksum(manifest.substr(0, last))) + "\n");
   const std::string head =
-      "heiretsu-checkpoint 2\nmodel test\nstep 3\ndata_position 4\nseed 1337\nglobal_batch 4\n"
-      "seq 8\nfiles 1\nfile tensors.bin " +
+      "heiretsu-checkpoint 3\nmodel test\nstep 3\ndata_position 4\nseed 1337\nglobal_batch 4\n"
+      "seq 8\ntokenizer byte\nlr 0.00029999999999999997\nmin_lr 3.0000000000000001e-05\n"
+      "warmup 2\ntotal_steps 40\nspec_file test.hr\nspec_lines 4\n| model \"test\" {\n| \n"
+      "|   vocab = 16\n| }\nfiles 1\nfile tensors.bin " +
       std::to_string(tensors.size()) + " fnv1a64w " + Hex(ReferenceChecksum(tensors)) +
       "\ntensors 12\n"
       "tensor wte value f32 [16,8] tensors.bin 0 512\n"
@@ -332,17 +352,17 @@ TEST_F(CheckpointTest, AnotherModelIsRefused) {
   Variant renamed;
   renamed.head = "head.weight";
   Model b(renamed);
-  // Tensor lines start at line 11, in plan order: wte, norm.weight, norm.bias x 3 kinds.
+  // Tensor lines start at line 22, in plan order: wte, norm.weight, norm.bias x 3 kinds.
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
             dir +
-                "/manifest.txt:20: tensor 'lm_head.weight' (value) is not in the plan "
+                "/manifest.txt:31: tensor 'lm_head.weight' (value) is not in the plan "
                 "(model 'test')");
 
   Variant narrower;
   narrower.c = 4;
   Model c(narrower);
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", c.State(), &h)),
-            dir + "/manifest.txt:11: tensor 'wte' (value) has shape [16,8], the plan's is [16,4]");
+            dir + "/manifest.txt:22: tensor 'wte' (value) has shape [16,8], the plan's is [16,4]");
 
   Variant larger;
   larger.extra_param = true;
@@ -479,7 +499,7 @@ TEST_F(CheckpointTest, ResumeSkipsNonFiniteAndMismatchedCheckpointsAlike) {
   EXPECT_EQ(h.step, 10);
   ASSERT_EQ(skipped.size(), 2u);
   EXPECT_EQ(skipped[0], "skipping " + dir30 +
-                            "/manifest.txt:11: tensor 'wte' (value) has shape [16,4], the "
+                            "/manifest.txt:22: tensor 'wte' (value) has shape [16,4], the "
                             "plan's is [16,8]");
   EXPECT_EQ(skipped[1], "skipping " + dir20 +
                             "/tensors.bin: 1 of its values are not finite (NaN or infinity): the "
@@ -641,7 +661,7 @@ TEST_F(CheckpointTest, TwoWritersMakeOneCheckpointThatLoadsWholeAndInParts) {
   // Exactly the model's tensors: a model without the head cannot take this checkpoint,
   // even where the head is another process's.
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", Slice(sb, 0, 9), &h)),
-            dir + "/manifest.txt:21: tensor 'lm_head.weight' (value) is not in the plan "
+            dir + "/manifest.txt:32: tensor 'lm_head.weight' (value) is not in the plan "
                   "(model 'test')");
 
   // Saved again at the same step by one writer: the other layout's file goes.
