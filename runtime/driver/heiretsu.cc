@@ -25,6 +25,7 @@
 #include "runtime/plan/explain.h"
 #include "runtime/plan/plan.h"
 #include "runtime/data/prepare.h"
+#include "runtime/driver/weights.h"
 
 namespace {
 
@@ -39,7 +40,9 @@ const char kUsage[] =
     "  run PLAN_DIR [flags]               train with a compiled plan (see 'heiretsu run --help')\n"
     "  train SPEC [compile flags] [run flags]   compile, then run\n"
     "  explain PLAN_DIR [--format text|mermaid]  per-rank memory, communication, schedule\n"
-    "  data prepare --tokenizer byte|gpt2 FILES... -o DIR   tokenize text into shards\n";
+    "  data prepare --tokenizer byte|gpt2 FILES... -o DIR   tokenize text into shards\n"
+    "  export CKPT_DIR|PLAN_DIR --format safetensors|llmc -o FILE   weights out (HF / llm.c)\n"
+    "  import FILE --spec SPEC -o CKPT_DIR   weights in: a step-0 checkpoint any layout resumes\n";
 
 const char kTrainUsage[] =
     "usage: heiretsu train SPEC [compile flags] [run flags] [-o PLAN_DIR]\n"
@@ -296,6 +299,8 @@ int main(int argc, char** argv) {
   if (cmd == "run") return RunPlan(rest);
   if (cmd == "train") return Train(rest);
   if (cmd == "data") return Data(rest);
+  if (cmd == "export") return heiretsu::driver::ExportCommand(rest, SelfDir() + "/heiretsu-compile");
+  if (cmd == "import") return heiretsu::driver::ImportCommand(rest, SelfDir() + "/heiretsu-compile");
   if (cmd == "explain") {
     const char* usage = "usage: heiretsu explain PLAN_DIR [--format text|mermaid]";
     std::string format = "text";
