@@ -432,6 +432,9 @@ int Run(const cli::RunOptions& o) {
     checkpoint::Header header;
     auto same_batch = [&](const std::string& d, const checkpoint::Header& h) -> Status {
       if (h.global_batch == global_batch && h.seq == seq) return std::nullopt;
+      // A step-0 checkpoint of no batch (heiretsu import) has no data position to
+      // carry over: any batch geometry continues it.
+      if (h.step == 0 && h.global_batch == 0 && h.seq == 0) return std::nullopt;
       return Error::BadInput(d + ": comes from a run of global batch " +
                              std::to_string(h.global_batch) + " x seq " + std::to_string(h.seq) +
                              ", this plan has " + std::to_string(global_batch) + " x " +
