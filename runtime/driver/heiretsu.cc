@@ -1,7 +1,8 @@
 // heiretsu: the user's driver (docs/architecture.md §1). Links no MLIR: `compile` runs the
 // compiler binary heiretsu-compile that sits beside this one, `run` the per-rank worker
 // heiretsu-rank (once, or one per rank through the launcher when the plan's mesh has
-// more than one rank), `train` both in turn; `data prepare` tokenizes in this process.
+// more than one rank), `train` both in turn; `data prepare` tokenizes in this process,
+// `plot` draws metrics with gnuplot (plot.h).
 // Commands whose layers are not built yet say so and exit 1.
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@
 #include "runtime/plan/explain.h"
 #include "runtime/plan/plan.h"
 #include "runtime/data/prepare.h"
+#include "runtime/driver/plot.h"
 #include "runtime/driver/weights.h"
 
 namespace {
@@ -41,6 +43,7 @@ const char kUsage[] =
     "  train SPEC [compile flags] [run flags]   compile, then run\n"
     "  explain PLAN_DIR [--format text|mermaid]  per-rank memory, communication, schedule\n"
     "  data prepare --tokenizer byte|gpt2 FILES... -o DIR   tokenize text into shards\n"
+    "  plot METRICS.jsonl... -o OUT.png|OUT.svg [--title T]   training curves (gnuplot)\n"
     "  export CKPT_DIR|PLAN_DIR --format safetensors|llmc -o FILE   weights out (HF / llm.c)\n"
     "  import FILE --spec SPEC -o CKPT_DIR   weights in: a step-0 checkpoint any layout resumes\n";
 
@@ -299,6 +302,7 @@ int main(int argc, char** argv) {
   if (cmd == "run") return RunPlan(rest);
   if (cmd == "train") return Train(rest);
   if (cmd == "data") return Data(rest);
+  if (cmd == "plot") return heiretsu::driver::PlotCommand(rest);
   if (cmd == "export") return heiretsu::driver::ExportCommand(rest, SelfDir() + "/heiretsu-compile");
   if (cmd == "import") return heiretsu::driver::ImportCommand(rest, SelfDir() + "/heiretsu-compile");
   if (cmd == "explain") {
