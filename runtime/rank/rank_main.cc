@@ -15,6 +15,7 @@
 // the data of step s depends only on (dataset, seed, s), the learning rate only on s
 // and the flags, and all other training state (parameters and AdamW moments) is in the
 // checkpoint; gradients and activations are recomputed from scratch every step.
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -300,7 +301,44 @@ Status SaveStage(const std::string& root, const checkpoint::Header& header,
   return checkpoint::CommitCheckpoint(root, header, all, dir);
 }
 
+// Whether --resume `root` holds no checkpoint yet, so that the run starts at step 0
+// (the requeue pattern `--save-dir ck --resume ck`): `root` does not exist, or is a
+// directory with neither a manifest nor a step_NNNNNNNN directory in it (whatever
+// else it holds: a metrics file, say). `*why` says which. A root named step_NNNNNNNN
+// is one checkpoint, asked for by name: never "none yet". Anything else (checkpoints
+// that cannot be resumed, a root that is a file or unreadable) is left to
+// checkpoint::ResumeNewest to refuse.
+bool NoCheckpointYet(const std::string& root, std::string* why) {
+  auto is_step_name = [](const std::string& name) {
+    const std::string digits = name.size() > 5 ? name.substr(5) : "";
+    if (name.compare(0, 5, "step_") != 0 || digits.size() < 8 || digits.size() > 18 ||
+        digits.find_first_not_of("0123456789") != std::string::npos)
+      return false;
+    return checkpoint::CheckpointDirName(std::stoll(digits)) == name;
+  };
+  std::string base = root;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  if (is_step_name(base.substr(base.find_last_of('/') + 1))) return false;
+  struct stat st;
+  if (::stat(root.c_str(), &st) != 0) {
+    if (errno != ENOENT) return false;
+    *why = "it does not exist yet";
+    return true;
+  }
+  if (!S_ISDIR(st.st_mode)) return false;
+  if (::stat((root + "/" + checkpoint::kManifestName).c_str(), &st) == 0) return false;
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(root.c_str()), &::closedir);
+  if (!dir) return false;
+  while (const dirent* e = ::readdir(dir.get())) {
+    if (!is_step_name(e->d_name)) continue;
+    if (::stat((root + "/" + e->d_name).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return false;
+  }
+  *why = "no step_NNNNNNNN directory in it yet";
+  return true;
+}
+
 int Run(const cli::RunOptions& o) {
+  const auto run_start = std::chrono::steady_clock::now();
 #ifndef HEIRETSU_HAVE_CUDA
   if (o.backend == "cuda")
     return Fail(Error::Failure("--backend cuda: this build has no CUDA backend (no CUDA toolkit was found "
@@ -368,10 +406,14 @@ int Run(const cli::RunOptions& o) {
   // The checkpoint's parts, one per stage's leader; the model's tensors are theirs.
   std::vector<checkpoint::Part> parts;
   if (auto err = rank::StageParts(programs, &parts)) return Fail(*err);
+  // --resume on a directory without a checkpoint yet starts at step 0 (and writes its
+  // metrics afresh); decided now, before the metrics file opens.
+  std::string no_checkpoint;
+  const bool resuming = !o.resume.empty() && !NoCheckpointYet(o.resume, &no_checkpoint);
   // Opened before the slow work, so a wrong path is reported at once.
   rank::MetricsWriter metrics;
   if (leader)
-    if (auto err = metrics.Open(o.metrics, !o.resume.empty())) return Fail(*err);
+    if (auto err = metrics.Open(o.metrics, resuming)) return Fail(*err);
   if (!o.trace.empty())
     if (auto err = CheckTracePath(o.trace, me.rank, leader)) return Fail(*err);
 
@@ -424,7 +466,8 @@ int Run(const cli::RunOptions& o) {
   logical.Redirect(&state);
   uint64_t seed = o.seed;
   int64_t first_step = 1;
-  if (!o.resume.empty()) {
+  std::string resumed;  // the checkpoint this run continues
+  if (resuming) {
     // One rule (README, "Reliability"): the newest checkpoint this run can resume is
     // loaded; newer ones, damaged or mismatched alike, are skipped and named.
     std::string dir;
@@ -460,6 +503,7 @@ int Run(const cli::RunOptions& o) {
                                      std::to_string(o.steps)));
     seed = header.seed;
     first_step = header.step + 1;
+    resumed = dir;
     // Every rank must have chosen the same checkpoint (a save directory that is not
     // the same on every machine would make them differ): compared over each group,
     // which together connect every rank.
@@ -469,6 +513,16 @@ int Run(const cli::RunOptions& o) {
                   dir.c_str(), static_cast<long long>(header.step),
                   static_cast<unsigned long long>(seed),
                   skipped.empty() ? "" : ", newer ones skipped as said above");
+    // A checkpoint of format 3 or later records its schedule (all 0 before).
+    const rank::LrSchedule saved{header.lr, header.min_lr, header.warmup, header.total_steps};
+    const std::string changed =
+        saved.lr == 0 && saved.total_steps == 0
+            ? ""
+            : rank::ScheduleChanges({o.lr, o.min_lr, o.warmup, o.steps}, saved);
+    if (leader && !changed.empty() && header.step < o.steps)
+      std::printf("note: resuming with %s: the learning rate follows this run's schedule "
+                  "from step %lld (give the checkpoint's values to keep its own)\n",
+                  changed.c_str(), static_cast<long long>(header.step + 1));
     if (header.step == o.steps) {
       std::printf("nothing to do: the checkpoint is at --steps %lld\n",
                   static_cast<long long>(o.steps));
@@ -476,6 +530,14 @@ int Run(const cli::RunOptions& o) {
     }
   } else {
     executor.InitializeParameters(seed);
+    if (!o.resume.empty()) {
+      // Every rank must start afresh alike (the same save directory on every machine).
+      const std::string none = "no checkpoint (" + o.resume + ": " + no_checkpoint + ")";
+      if (auto err = rank::AgreeOnStep(groups, 0, none)) return Fail(*err);
+      if (leader)
+        std::printf("note: --resume %s: no checkpoint there (%s); starting from step 0\n",
+                    o.resume.c_str(), no_checkpoint.c_str());
+    }
   }
 
   // The traced steps; none when trace_first > trace_last.
@@ -494,6 +556,18 @@ int Run(const cli::RunOptions& o) {
     if (auto err = data::Sampler::Create(val_dataset, kValSeed, seq, &val_sampler)) return Fail(*err);
   std::vector<int32_t> unused_ids(static_cast<size_t>(2 * batch * seq));
   exec::NonfinitePolicy nonfinite(o.on_nonfinite == "skip", o.max_consecutive_skips);
+  rank::RunSummary summary;
+  summary.first_step = first_step;
+  summary.last_step = o.steps;
+  summary.resumed = resumed;
+  summary.validating = validating;
+  summary.tokens_per_step = tokens_per_step;
+  summary.metrics = o.metrics;
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+  const Clock::time_point loop_start = Clock::now();
   for (int64_t step = first_step; step <= o.steps; ++step) {
     exec::StepOptions options;
     options.lr = cli::LearningRate(o, step);
@@ -529,6 +603,7 @@ int Run(const cli::RunOptions& o) {
                   static_cast<long long>(nonfinite.consecutive()),
                   static_cast<long long>(nonfinite.skipped()));
     if (validating && !result.nonfinite && (step % o.val_every == 0 || step == o.steps)) {
+      const Clock::time_point val_start = Clock::now();
       double total = 0;
       for (int64_t k = 0; k < o.val_batches; ++k) {
         auto val_fill = [&](int64_t m, int32_t* tokens, int32_t* targets) {
@@ -542,13 +617,18 @@ int Run(const cli::RunOptions& o) {
         total += loss;
       }
       result.val_loss = total / static_cast<double>(o.val_batches);
+      summary.val_seconds += since(val_start);
     }
     const rank::StepLine line{options, result, seconds, tokens_per_step};
+    summary.Add(line);
     if (leader)
       if (auto err = metrics.Write(line)) return Fail(*err);
     if (leader && !result.nonfinite &&
-        (step % o.log_every == 0 || step == o.steps || step == first_step))
-      std::printf("%s\n", rank::ProgressLine(line, o.steps).c_str());
+        (step % o.log_every == 0 || step == o.steps || step == first_step)) {
+      const rank::Progress progress = rank::Progress::After(
+          since(loop_start), step - first_step + 1, o.steps - first_step + 1);
+      std::printf("%s\n", rank::ProgressLine(line, o.steps, progress).c_str());
+    }
     if (step == trace_last && trace_first <= trace_last) {
       executor.set_tracer(nullptr);
       if (auto err = FinishTrace(o, mesh, me.rank, tracer, groups, trace_first, trace_last))
@@ -558,6 +638,7 @@ int Run(const cli::RunOptions& o) {
     // whole of its stage (with ZeRO-1, once every rank has contributed its moments).
     const bool save =
         !o.save_dir.empty() && ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps);
+    const Clock::time_point save_start = Clock::now();
     if (save) {
       // From the backend's arena (a no-op on the CPU).
       if (auto err = executor.PullState()) return Fail(*err);
@@ -582,12 +663,16 @@ int Run(const cli::RunOptions& o) {
                                groups.get(plan::kAxisPp), &dir))
         return Fail(*err);
       if (leader) std::printf("checkpoint: %s\n", dir.c_str());
+      summary.checkpoint = dir;
     }
+    if (save) summary.checkpoint_seconds += since(save_start);
   }
   if (leader && nonfinite.skipped() > 0)
     std::printf("skipped steps: %lld of %lld had a non-finite loss or gradient norm\n",
                 static_cast<long long>(nonfinite.skipped()),
                 static_cast<long long>(o.steps - first_step + 1));
+  summary.wall_seconds = since(run_start);
+  if (leader) std::fputs(rank::SummaryText(summary).c_str(), stdout);
   return 0;
 }
 
