@@ -57,6 +57,7 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
   std::vector<flatbuffers::Offset<fb::Buffer>> buffers;
   std::vector<flatbuffers::Offset<fb::Param>> params;
   uint32_t tokens = plan::kNoBuffer, targets = plan::kNoBuffer, loss = plan::kNoBuffer;
+  uint32_t position = plan::kNoBuffer, logits = plan::kNoBuffer;
 
   auto addBuffer = [&](Value v, const std::string &name, int64_t offset, bool slotted = false) {
     auto type = cast<MemRefType>(v.getType());
@@ -77,8 +78,13 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
           tokens = i;
         else if (*io == "targets")
           targets = i;
-        else
+        else if (*io == "position")
+          position = i;
+        else if (*io == "logits")
+          logits = i;
+        else if (*io == "loss")
           loss = i;
+        // "cache": a decode program's KV cache, named by its buffers (no plan field)
       }
     } else if (auto p = dyn_cast<plan_ir::ParamOp>(op)) {
       ArrayRef<int64_t> offsets = *p.getOffsets();
@@ -153,7 +159,7 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
       tokens, targets, loss, &units, &schedule, optimizer,
       static_cast<uint32_t>(program.getSlots().value_or(1)),
       static_cast<uint64_t>(program.getSlotBytes().value_or(0)), options.spec.c_str(),
-      options.specFile.c_str(), options.tokenizer.c_str(), &config);
+      options.specFile.c_str(), options.tokenizer.c_str(), &config, position, logits);
   fb::FinishSizePrefixedPlanBuffer(fbb, root);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   plan::SealPlan(&bytes); // the checksum trailer (runtime/plan/plan.h)
@@ -163,13 +169,13 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
   return success();
 }
 
-std::optional<std::string> writePlanFile(const std::string &dir, int32_t program,
+std::optional<std::string> writePlanFile(const std::string &dir, const std::string &file,
                                          const std::vector<uint8_t> &bytes) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
     return "cannot create plan directory '" + dir + "': " + ec.message();
-  std::string path = dir + "/" + plan::ProgramFileName(program);
+  std::string path = dir + "/" + file;
   std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);

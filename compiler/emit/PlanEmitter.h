@@ -27,9 +27,11 @@ struct EmitOptions {
 mlir::LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
                              std::vector<uint8_t> &bytes);
 
-/// Writes `bytes` as program `program` of plan directory `dir` (created if needed),
-/// through a temporary file and a rename. Returns an error message on failure.
-std::optional<std::string> writePlanFile(const std::string &dir, int32_t program,
+/// Writes `bytes` as file `file` of plan directory `dir` (created if needed; a
+/// program's name is plan::ProgramFileName, the decode program's
+/// plan::kDecodeFileName), through a temporary file and a rename. Returns an error
+/// message on failure.
+std::optional<std::string> writePlanFile(const std::string &dir, const std::string &file,
                                          const std::vector<uint8_t> &bytes);
 
 } // namespace heiretsu

@@ -178,14 +178,25 @@ public:
     if (it == env.end())
       fail(spec.nameLoc, "model '" + spec.name + "' never assigns 'loss'");
     const Val &loss = it->second.val;
+    if (options.decode) {
+      // The logits of the cross-entropy that `loss` is; the auxiliary losses are
+      // not computed (nothing reads them).
+      if (!decodeLogits || loss.kind != Val::Kind::Tensor || loss.t != decodeLogits)
+        fail(it->second.defLoc, "a decode program needs 'loss = cross_entropy(logits, "
+                                "targets)' (its logits are the program's output)");
+      func::ReturnOp::create(b, loc(it->second.defLoc), decodeLogits);
+      auxLosses.clear();
+    }
     auto lossType = RankedTensorType::get({}, b.getF32Type());
-    if (loss.kind != Val::Kind::Tensor || loss.t.getType() != lossType)
+    if (!options.decode && (loss.kind != Val::Kind::Tensor || loss.t.getType() != lossType))
       fail(it->second.defLoc, "'loss' must be a scalar loss, like "
                               "cross_entropy(logits, targets)");
-    Value total = loss.t;
-    for (Value aux : auxLosses)
-      total = graph::AddOp::create(b, loc(it->second.defLoc), total, aux);
-    func::ReturnOp::create(b, loc(it->second.defLoc), total);
+    if (!options.decode) {
+      Value total = loss.t;
+      for (Value aux : auxLosses)
+        total = graph::AddOp::create(b, loc(it->second.defLoc), total, aux);
+      func::ReturnOp::create(b, loc(it->second.defLoc), total);
+    }
 
     // Record the hyperparameters on the module for later passes and tools.
     SmallVector<NamedAttribute> attrs;
@@ -562,8 +573,18 @@ private:
     auto idType = checkedType({batch, seq}, b.getI32Type(), modelLoc);
     auto lossType = RankedTensorType::get({}, b.getF32Type());
     b.setInsertionPointToEnd(moduleOp.getBody());
-    func = func::FuncOp::create(b, loc(modelLoc), "forward",
-                                b.getFunctionType({idType, idType}, {lossType}));
+    if (options.decode) {
+      // @forward(tokens, position) -> logits; the roles name the inputs.
+      auto positionType = RankedTensorType::get({1}, b.getI32Type());
+      auto logitsType = checkedType({batch, seq, paddedVocab}, b.getF32Type(), modelLoc);
+      func = func::FuncOp::create(b, loc(modelLoc), "forward",
+                                  b.getFunctionType({idType, positionType}, {logitsType}));
+      func.setArgAttr(0, graph::kInputAttrName, b.getStringAttr("tokens"));
+      func.setArgAttr(1, graph::kInputAttrName, b.getStringAttr("position"));
+    } else {
+      func = func::FuncOp::create(b, loc(modelLoc), "forward",
+                                  b.getFunctionType({idType, idType}, {lossType}));
+    }
     Block *entry = func.addEntryBlock();
     b.setInsertionPointToEnd(entry);
   }
@@ -782,8 +803,10 @@ private:
     if (pos == 0)
       positions = normalParam(args.keyword("name") ? p + ".positions" : "wpe",
                               {context, dModel}, at, initStd);
+    // A decode program's positions start at its input `position`.
+    Value offset = options.decode && positions ? func.getArgument(1) : Value();
     return graph::EmbeddingOp::create(b, loc(at), f32({batch, seq, dModel}, at),
-                                      table, ids, positions);
+                                      table, ids, positions, offset);
   }
 
   Value layernorm(const CallArgs &args) { return norm(args, /*withBias=*/true); }
@@ -847,9 +870,11 @@ private:
     Value q = linear(x, p + ".wq", qWidth, bias, at, initStd);
     Value k = linear(x, p + ".wk", kvWidth, bias, at, initStd);
     Value v = linear(x, p + ".wv", kvWidth, bias, at, initStd);
-    Value o = graph::AttentionOp::create(b, loc(at), q.getType(), q, k, v,
-                                         b.getI64IntegerAttr(h),
-                                         b.getI64IntegerAttr(kv), rope);
+    // A decode program's attention keeps the keys and values of the context.
+    Value o = graph::AttentionOp::create(
+        b, loc(at), q.getType(), q, k, v, b.getI64IntegerAttr(h), b.getI64IntegerAttr(kv), rope,
+        options.decode ? func.getArgument(1) : Value(),
+        options.decode ? b.getI64IntegerAttr(context) : IntegerAttr());
     return linear(o, p + ".wo", dModel, bias, at, residualStd());
   }
 
@@ -951,12 +976,15 @@ private:
     Value targets = args.tensorAt(1, "the targets").t;
     if (targets != func.getArgument(1))
       fail(args.positional[1].loc, "cross_entropy takes 'targets' as its second argument");
+    // A decode program outputs the logits (its second input is the position).
     auto lt = cast<RankedTensorType>(logits.getType());
     if (lt.getRank() != 3 || lt.getShape().back() != paddedVocab)
       fail(args.positional[0].loc, "cross_entropy expects logits of shape [" +
                                        std::to_string(batch) + ", " + std::to_string(seq) +
                                        ", " + std::to_string(paddedVocab) + "], got " +
                                        typeStr(logits));
+    if (options.decode)
+      return decodeLogits = logits;
     // Padding columns are not classes: the loss ignores them.
     return graph::CrossEntropyOp::create(
         b, loc(args.call.loc), logits, targets,
@@ -982,6 +1010,7 @@ private:
   std::map<std::string, int> roleCounts;
   std::vector<Value> auxLosses;
   Value tokenTable;
+  Value decodeLogits; // a decode program's output (BuildOptions::decode)
   int64_t layer = -1;
   int64_t moeLayers = 0;
   bool blockDone = false;

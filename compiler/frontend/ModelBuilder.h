@@ -28,6 +28,11 @@ struct BuildOptions {
   // The device mesh, declared once as the module's `dist.mesh @world`, which
   // every pass reads.
   int64_t dp = 1, pp = 1, tp = 1, ep = 1;
+  /// A decode program (docs/architecture.md, "Sampling"): @forward(tokens,
+  /// position) returns the logits instead of the loss; learned positions and RoPE
+  /// start at `position`, and each attention keeps a KV cache of the model's
+  /// context. Its mesh must be one rank.
+  bool decode = false;
 };
 
 struct ParamSummary {

@@ -176,7 +176,7 @@ int writePlanDirectory(mlir::ModuleOp module, const cli::CompileOptions &opts,
     if (mlir::failed(emitPlan(programOp, emit, bytes)))
       return kExitFailure;
     int32_t stage = static_cast<int32_t>(programOp.getStage());
-    if (auto err = writePlanFile(opts.output, stage, bytes)) {
+    if (auto err = writePlanFile(opts.output, plan::ProgramFileName(stage), bytes)) {
       std::fprintf(stderr, "heiretsu compile: error: %s\n", err->c_str());
       return kExitFailure;
     }
@@ -305,6 +305,26 @@ int main(int argc, char **argv) {
   if (int rc = runPipeline(*compiled, opts, path))
     return rc;
   if (opts.emit == "plan") {
+    // The decode program (docs/architecture.md, "Sampling"): the same spec built
+    // for one rank, one sequence and one token, with KV caches.
+    frontend::BuildOptions decodeBuild;
+    decodeBuild.batch = 1;
+    decodeBuild.seq = 1;
+    decodeBuild.decode = true;
+    mlir::OwningOpRef<mlir::ModuleOp> decodeModule;
+    frontend::ModelSummary decodeSummary;
+    if (auto err = frontend::buildModel(ctx, path, spec, decodeBuild, decodeModule,
+                                        decodeSummary)) {
+      std::fprintf(stderr, "%s\n", frontend::formatError(path, *err).c_str());
+      return kExitBadInput;
+    }
+    mlir::PassManager decodePm(&ctx);
+    buildDecodePipeline(decodePm);
+    if (mlir::failed(mlir::verify(*decodeModule)) || mlir::failed(decodePm.run(*decodeModule))) {
+      std::fprintf(stderr, "%s: internal error: the decode program of this spec does not "
+                           "compile (diagnostic above)\n", path.c_str());
+      return kExitFailure;
+    }
     EmitOptions emit;
     emit.spec = text;
     emit.specFile = std::filesystem::path(path).filename().string();
@@ -312,7 +332,22 @@ int main(int argc, char **argv) {
     emit.config = summary.hyperparameters;
     for (const auto &fact : summary.architecture)
       emit.config.push_back(fact);
-    return writePlanDirectory(*compiled, opts, emit);
+    if (int rc = writePlanDirectory(*compiled, opts, emit))
+      return rc;
+    for (plan_ir::ProgramOp programOp : decodeModule->getOps<plan_ir::ProgramOp>()) {
+      std::vector<uint8_t> bytes;
+      if (mlir::failed(emitPlan(programOp, emit, bytes)))
+        return kExitFailure;
+      if (auto err = writePlanFile(opts.output, plan::kDecodeFileName, bytes)) {
+        std::fprintf(stderr, "heiretsu compile: error: %s\n", err->c_str());
+        return kExitFailure;
+      }
+      std::printf("wrote %s/%s: %zu bytes; arena %lld bytes (the decode program: one "
+                  "token a run, with KV caches)\n",
+                  opts.output.c_str(), plan::kDecodeFileName, bytes.size(),
+                  static_cast<long long>(*programOp.getArenaBytes()));
+    }
+    return 0;
   }
   return writeText(opts, [&](llvm::raw_ostream &os) {
     if (opts.emit == "summary")

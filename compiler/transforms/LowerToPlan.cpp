@@ -148,6 +148,7 @@ struct Lowering {
                                               .table = get(e.getTable()),
                                               .positions = get(e.getPositions()),
                                               .out = out,
+                                              .offset = get(e.getOffset()),
                                               .rows = rows,
                                               .seq = seq,
                                               .vocab = vocab,
@@ -211,6 +212,7 @@ struct Lowering {
       int64_t heads = a.getHeads() / parts, kv = a.getKvHeads() / parts;
       int64_t hd = qt.getShape()[2] / a.getHeads();
       Value q = get(a.getQuery()), k = get(a.getKey());
+      Value position = get(a.getPosition()); // a decode program's (with a cache)
       if (std::optional<APFloat> theta = a.getRope()) {
         double th = theta->convertToDouble();
         Value qr = temp(loc, "rope.q", localShape(a.getQuery()));
@@ -219,6 +221,7 @@ struct Lowering {
           createKernel(b, loc,
                        plan::op::Rope<Value>{.x = x,
                                              .y = y,
+                                             .offset = position,
                                              .batch = batch,
                                              .seq = seq,
                                              .heads = h,
@@ -231,6 +234,31 @@ struct Lowering {
         k = kr;
       }
       Value out = define(a.getResult(), loc, "attention");
+      if (std::optional<uint64_t> context = a.getCache()) {
+        // The caches persist from one run of the program to the next: io "cache"
+        // keeps them live over the whole program, so nothing else shares them.
+        auto cache = [&](StringRef hint) {
+          int64_t c = static_cast<int64_t>(*context);
+          return createBuffer(program, loc, (hint + "." + std::to_string(temps++)).str(),
+                              memref({batch, c, kv, hd}), "cache");
+        };
+        Value kCache = cache("kv_cache.k"), vCache = cache("kv_cache.v");
+        createKernel(b, loc,
+                     plan::op::CachedAttention<Value>{.q = q,
+                                                      .k = k,
+                                                      .v = get(a.getValue()),
+                                                      .k_cache = kCache,
+                                                      .v_cache = vCache,
+                                                      .position = position,
+                                                      .out = out,
+                                                      .batch = batch,
+                                                      .seq = seq,
+                                                      .heads = heads,
+                                                      .kv_heads = kv,
+                                                      .head_dim = hd,
+                                                      .context = static_cast<int64_t>(*context)});
+        return success();
+      }
       Value lse = temp(loc, "attention.lse", {batch, heads, seq});
       createKernel(b, loc,
                    plan::op::Attention<Value>{.q = q,
@@ -534,6 +562,11 @@ struct Lowering {
       // buffer the runtime reads as the step's (this stage's part of the) loss.
       Value loss = ret.getNumOperands() == 1 ? get(ret.getOperand(0)) : Value();
       auto def = loss ? loss.getDefiningOp<plan_ir::BufferOp>() : nullptr;
+      // A decode program (graph inputs tokens and position) returns its logits.
+      if (def && cast<RankedTensorType>(ret.getOperand(0).getType()).getRank() == 3) {
+        def.setIoAttr(b.getStringAttr("logits"));
+        return success();
+      }
       if (!def || numElements(loss) != 1)
         return op.emitError("the forward function must return the scalar loss");
       def.setIoAttr(b.getStringAttr("loss"));

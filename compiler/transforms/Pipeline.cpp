@@ -43,12 +43,25 @@ void buildCompilePipeline(mlir::OpPassManager &pm, const CompilePipelineOptions 
   pm.addPass(createCheckCollectivesPass());
 }
 
+void buildDecodePipeline(mlir::OpPassManager &pm) {
+  pm.addPass(createMoeDispatchPass());
+  pm.addPass(createLowerToPlanPass());
+  mlir::OpPassManager &program = pm.nest<plan_ir::ProgramOp>();
+  program.addPass(createSchedulePass());
+  program.addPass(createPlanMemoryPass());
+}
+
 void registerCompilePipeline() {
   mlir::PassPipelineRegistration<CompilePipelineOptions>(
       "heiretsu-compile-pipeline",
       "What `heiretsu compile` runs: graph module (with dist.mesh @world) -> "
       "memory-planned, scheduled, checked plan.programs",
       buildCompilePipeline);
+  mlir::PassPipelineRegistration<>(
+      "heiretsu-decode-pipeline",
+      "What `heiretsu compile` runs for a decode program (a graph module built with "
+      "decode, one rank): memory-planned plan.program, forward only",
+      buildDecodePipeline);
 }
 
 } // namespace heiretsu

@@ -53,7 +53,14 @@ struct CompilePipelineOptions : mlir::PassPipelineOptions<CompilePipelineOptions
 ///   heiretsu-plan-memory; then heiretsu-check-collectives.
 void buildCompilePipeline(mlir::OpPassManager &pm, const CompilePipelineOptions &options);
 
-/// Registers `heiretsu-compile-pipeline` (for heiretsu-opt).
+/// Adds the decode pipeline (docs/architecture.md, "Sampling") to `pm`: for a graph
+/// module built with BuildOptions::decode on one rank, heiretsu-moe-dispatch,
+/// heiretsu-lower-to-plan, then heiretsu-schedule and heiretsu-plan-memory. No
+/// autodiff and no optimizer: the program's only instructions are the forward's.
+void buildDecodePipeline(mlir::OpPassManager &pm);
+
+/// Registers `heiretsu-compile-pipeline` and `heiretsu-decode-pipeline` (for
+/// heiretsu-opt).
 void registerCompilePipeline();
 
 } // namespace heiretsu

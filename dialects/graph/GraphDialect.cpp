@@ -71,16 +71,18 @@ LogicalResult GraphDialect::verifyOperationAttribute(Operation *op,
   return failure(result.wasInterrupted());
 }
 
-/// `graph.input` on a function argument (a pipeline stage's): "tokens" or
-/// "targets".
+/// `graph.input` on a function argument (a pipeline stage's, or a decode
+/// program's): "tokens", "targets" or "position".
 LogicalResult GraphDialect::verifyRegionArgAttribute(Operation *op, unsigned, unsigned,
                                                      NamedAttribute attr) {
   auto role = dyn_cast<StringAttr>(attr.getValue());
   if (attr.getName() != kInputAttrName)
     return op->emitError() << "unknown graph dialect argument attribute '" << attr.getName()
                            << "'";
-  if (!role || (role.getValue() != "tokens" && role.getValue() != "targets"))
-    return op->emitError() << "'" << kInputAttrName << "' must be \"tokens\" or \"targets\"";
+  if (!role || (role.getValue() != "tokens" && role.getValue() != "targets" &&
+                role.getValue() != "position"))
+    return op->emitError() << "'" << kInputAttrName
+                           << "' must be \"tokens\", \"targets\" or \"position\"";
   return success();
 }
 
@@ -154,6 +156,12 @@ LogicalResult EmbeddingOp::verify() {
       return emitOpError("(C3) positions must be [C, ")
              << table.getDimSize(1) << "] with C >= " << ids.getDimSize(1)
              << ", got " << shapeStr(p.getShape());
+  }
+  if (Value off = getOffset()) {
+    if (tensorType(off).getShape() != ArrayRef<int64_t>{1} || !getPositions())
+      return emitOpError("(C4) offset must be [1] and needs positions, got ")
+             << shapeStr(tensorType(off).getShape())
+             << (getPositions() ? "" : " without positions");
   }
   return success();
 }
@@ -249,6 +257,16 @@ LogicalResult AttentionOp::verify() {
              << theta->convertToDouble();
     if (hd % 2 != 0)
       return emitOpError("(C3) rope needs an even head dimension, got ") << hd;
+  }
+  if (static_cast<bool>(getPosition()) != getCache().has_value())
+    return emitOpError("(C4) cache and position come together, got ")
+           << (getCache() ? "a cache without a position" : "a position without a cache");
+  if (Value pos = getPosition()) {
+    if (tensorType(pos).getShape() != ArrayRef<int64_t>{1})
+      return emitOpError("(C4) position must be [1], got ") << shapeStr(tensorType(pos).getShape());
+    if (static_cast<int64_t>(*getCache()) < q.getDimSize(1))
+      return emitOpError("(C4) cache (") << *getCache() << " positions) must hold the "
+                                         << q.getDimSize(1) << " tokens of a run";
   }
   return success();
 }

@@ -31,7 +31,8 @@ inline constexpr llvm::StringLiteral kModelAttrName = "graph.model";
 inline constexpr llvm::StringLiteral kLayerAttrName = "graph.layer";
 /// Name of the argument attribute of a pipeline stage's function
 /// (heiretsu-stage-cuts: func.func @stage_S) saying which input the argument is:
-/// "tokens" or "targets". @forward's arguments are (tokens, targets) without it.
+/// "tokens" or "targets"; a decode program's @forward has (tokens, position). A
+/// training @forward's arguments are (tokens, targets) without it.
 inline constexpr llvm::StringLiteral kInputAttrName = "graph.input";
 } // namespace heiretsu::graph
 

@@ -91,16 +91,19 @@ def Graph_ParamOp : Graph_Op<"param", [Pure]> {
 // Model ops
 //===----------------------------------------------------------------------===//
 
-def Graph_EmbeddingOp : Graph_Op<"embedding", [Pure]> {
+def Graph_EmbeddingOp : Graph_Op<"embedding", [Pure, AttrSizedOperandSegments]> {
   let summary = "token embedding lookup, optionally plus learned positions";
   let description = [{
-    `result[b, t, :] = table[ids[b, t], :] (+ positions[t, :])`.
-    Ids outside `[0, V)` are a runtime error, not undefined behaviour.
+    `result[b, t, :] = table[ids[b, t], :] (+ positions[offset + t, :])`, with
+    `offset` 0 when absent. A decode program (docs/architecture.md, "Sampling")
+    passes the position of its first token as `offset`. Ids outside `[0, V)`, and
+    positions outside `[0, C)`, are a runtime error, not undefined behaviour.
 
     Constraints:
     - (C1) `table` is `[V, D]`; `ids` is `[B, T]`.
     - (C2) the result is `[B, T, D]`.
     - (C3) if present, `positions` is `[C, D]` with `T <= C`.
+    - (C4) if present, `offset` is `[1]`, and `positions` is present.
 
     Example:
     ```mlir
@@ -109,11 +112,13 @@ def Graph_EmbeddingOp : Graph_Op<"embedding", [Pure]> {
     ```
   }];
   let arguments = (ins Graph_F32Tensor:$table, Graph_IdTensor:$ids,
-                       Optional<Graph_F32Tensor>:$positions);
+                       Optional<Graph_F32Tensor>:$positions,
+                       Optional<Graph_IdTensor>:$offset);
   let results = (outs Graph_F32Tensor:$result);
   let assemblyFormat = [{
-    $table `[` $ids `]` (`positions` $positions^)? attr-dict
-    `:` type($table) `,` type($ids) (`,` type($positions)^)? `->` type($result)
+    $table `[` $ids `]` (`positions` $positions^)? (`offset` $offset^)? attr-dict
+    `:` type($table) `,` type($ids) (`,` type($positions)^)?
+    (`offset` type($offset)^)? `->` type($result)
   }];
   let hasVerifier = 1;
 }
@@ -202,11 +207,21 @@ def Graph_AttentionOp : Graph_Op<"attention", [Pure,
     applied to queries and keys (pairs `(2i, 2i+1)` of each head). Attention is
     causal with scale `1/sqrt(head_dim)`; the output concatenates the heads.
 
+    With `cache = C` and `position` (a decode program's attention: see
+    docs/architecture.md, "Sampling"), the op keeps the keys and values of C
+    positions, which persist from one run of the program to the next: the T tokens
+    are at positions `position .. position + T - 1` (RoPE rotates them by those
+    positions), their keys and values are written there, and each attends to every
+    cached position up to its own. It is the one graph op with state, and it has no
+    gradient.
+
     Constraints:
     - (C1) `query` is `[B, T, heads * hd]`, `key` and `value` are
       `[B, T, kv_heads * hd]` with the same B, T and head dimension hd.
     - (C2) `heads >= 1`, `kv_heads >= 1` and `kv_heads` divides `heads`.
     - (C3) with `rope`, theta is finite and > 0 and hd is even.
+    - (C4) `cache` and `position` come together; `position` is `[1]` and
+      `cache >= T`.
 
     Example:
     ```mlir
@@ -216,11 +231,14 @@ def Graph_AttentionOp : Graph_Op<"attention", [Pure,
   }];
   let arguments = (ins Graph_F32Tensor:$query, Graph_F32Tensor:$key, Graph_F32Tensor:$value,
                        I64Attr:$heads, I64Attr:$kv_heads,
-                       OptionalAttr<F64Attr>:$rope);
+                       OptionalAttr<F64Attr>:$rope,
+                       Optional<Graph_IdTensor>:$position,
+                       OptionalAttr<I64Attr>:$cache);
   let results = (outs Graph_F32Tensor:$result);
   let assemblyFormat = [{
     $query `,` $key `,` $value `heads` `=` $heads `kv_heads` `=` $kv_heads
-    (`rope` `=` $rope^)? attr-dict `:` type($query) `,` type($key)
+    (`rope` `=` $rope^)? (`position` $position^)? attr-dict `:` type($query) `,`
+    type($key) (`,` type($position)^)?
   }];
   let hasVerifier = 1;
 }

@@ -89,7 +89,7 @@ LogicalResult ProgramOp::verify() {
       if (part != 0)
         return op.emitOpError("(C1) buffers must precede the units");
       if (std::optional<StringRef> role = buffer.getIo())
-        if (!io.try_emplace(*role, &op).second)
+        if (*role != "cache" && !io.try_emplace(*role, &op).second)
           return op.emitOpError("(C2) more than one buffer has io = \"") << *role << "\"";
       if (arena) {
         std::optional<int64_t> offset = buffer.getOffset();
@@ -283,10 +283,15 @@ LogicalResult BufferOp::verify() {
   bool isInt = type.getElementType().isInteger(32);
   if ((*role == "tokens" || *role == "targets") && isInt)
     return success();
+  if (*role == "position" && isInt && type.getNumElements() == 1)
+    return success();
   if (*role == "loss" && !isInt && type.getNumElements() == 1)
     return success();
+  if ((*role == "logits" || *role == "cache") && !isInt)
+    return success();
   return emitOpError("(C1) io = \"")
-         << *role << "\" needs tokens/targets of i32 or a one-element f32 loss, got "
+         << *role << "\" needs tokens/targets of i32, a one-element i32 position, a "
+                     "one-element f32 loss, or f32 logits or cache, got "
          << type;
 }
 

@@ -69,7 +69,8 @@ def Plan_ProgramOp : Plan_Op<"program", [IsolatedFromAbove, NoTerminator,
     Constraints:
     - (C1) the body holds `plan.buffer` and `plan.param` ops, then one or more
       `plan.unit`s, then at most one `plan.schedule`, in that order.
-    - (C2) at most one buffer each has io = "tokens", "targets" and "loss".
+    - (C2) at most one buffer each has io = "tokens", "targets", "loss",
+      "position" and "logits".
     - (C3) a program with a "targets" buffer has a "loss" one (a stage may have a
       loss without targets: the auxiliary losses of its MoE layers).
     - (C4) `micro_batch_size`, `microbatches`, `seq` and `vocab` are positive.
@@ -96,7 +97,10 @@ def Plan_ProgramOp : Plan_Op<"program", [IsolatedFromAbove, NoTerminator,
 def Plan_BufferOp : Plan_Op<"buffer"> {
   let summary = "a buffer of the program's arena";
   let description = [{
-    `io` marks the microbatch inputs ("tokens", "targets") and the loss ("loss").
+    `io` marks the microbatch inputs ("tokens", "targets") and the loss ("loss");
+    in a decode program, the first token's position ("position"), the output
+    logits ("logits") and the KV caches ("cache"), which keep their contents from
+    one run to the next. Each is live for the whole program.
     `offset` (bytes, a multiple of 64) is set by memory planning.
 
     `grad_reduce = "tp"` marks a value that enters a tensor-parallel region
@@ -109,8 +113,9 @@ def Plan_BufferOp : Plan_Op<"buffer"> {
     at `offset` + k * the program's `slot_bytes`.
 
     Constraints:
-    - (C1) `io`, when present, is "tokens" or "targets" (i32) or "loss" (f32, one
-      element).
+    - (C1) `io`, when present, is "tokens", "targets" or "position" (i32; a
+      position has one element), "loss" (f32, one element), or "logits" or
+      "cache" (f32).
     - (C2) `grad_reduce`, when present, is "tp".
   }];
   let arguments = (ins StrAttr:$name, OptionalAttr<StrAttr>:$io,

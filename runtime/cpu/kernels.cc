@@ -118,7 +118,7 @@ void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_g
 template <typename T>
 int64_t EmbeddingForward(const int32_t* ids, const T* table, const T* positions, T* out,
                          int64_t rows, int64_t seq, int64_t vocab, int64_t c, int64_t vocab_begin,
-                         int64_t vocab_total) {
+                         int64_t vocab_total, int64_t position_offset) {
   if (vocab_total < 0) vocab_total = vocab;
   for (int64_t r = 0; r < rows; ++r)
     if (ids[r] < 0 || ids[r] >= vocab_total) return r;
@@ -126,7 +126,7 @@ int64_t EmbeddingForward(const int32_t* ids, const T* table, const T* positions,
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t id = static_cast<int64_t>(ids[r]) - vocab_begin;
     const T* row = id >= 0 && id < vocab ? table + id * c : nullptr;
-    const T* pos = positions ? positions + (r % seq) * c : nullptr;
+    const T* pos = positions ? positions + (position_offset + r % seq) * c : nullptr;
     for (int64_t i = 0; i < c; ++i) out[r * c + i] = (row ? row[i] : T(0)) + (pos ? pos[i] : T(0));
   }
   return -1;
@@ -301,11 +301,11 @@ namespace {
 // Rotates (or, with sign = -1, rotates back) each pair of every head.
 template <typename T>
 void Rope(const T* x, T* y, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
-          double theta, double sign, bool accumulate) {
+          double theta, double sign, bool accumulate, int64_t position_offset = 0) {
   const int64_t width = heads * head_dim;
 #pragma omp parallel for schedule(static)
   for (int64_t bt = 0; bt < batch * seq; ++bt) {
-    const int64_t t = bt % seq;
+    const int64_t t = position_offset + bt % seq;
     for (int64_t i = 0; i < head_dim / 2; ++i) {
       double freq = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
       double angle = static_cast<double>(t) * freq;
@@ -323,8 +323,8 @@ void Rope(const T* x, T* y, int64_t batch, int64_t seq, int64_t heads, int64_t h
 
 template <typename T>
 void RopeForward(const T* x, T* y, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
-                 double theta) {
-  Rope(x, y, batch, seq, heads, head_dim, theta, 1.0, false);
+                 double theta, int64_t position_offset) {
+  Rope(x, y, batch, seq, heads, head_dim, theta, 1.0, false, position_offset);
 }
 
 template <typename T>
@@ -369,6 +369,54 @@ void AttentionForward(const T* q, const T* k, const T* v, T* out, T* lse, int64_
             for (int64_t d = 0; d < head_dim; ++d) ot[d] += pj * vj[d];
           }
           lse[(b * heads + h) * seq + t] = mx + std::log(sum);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void CachedAttentionForward(const T* q, const T* k, const T* v, T* k_cache, T* v_cache, T* out,
+                            int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
+                            int64_t head_dim, int64_t context, int64_t position) {
+  const int64_t group = heads / kv_heads;
+  const int64_t qw = heads * head_dim, kw = kv_heads * head_dim;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq; ++t) {
+      std::copy_n(k + (b * seq + t) * kw, kw, k_cache + (b * context + position + t) * kw);
+      std::copy_n(v + (b * seq + t) * kw, kw, v_cache + (b * context + position + t) * kw);
+    }
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+#pragma omp parallel
+  {
+    std::vector<T> p(position + seq);
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t kh = h / group;
+        for (int64_t t = 0; t < seq; ++t) {
+          const int64_t last = position + t;  // the positions it attends to: 0 .. last
+          const T* qt = q + (b * seq + t) * qw + h * head_dim;
+          T mx = -std::numeric_limits<T>::infinity();
+          for (int64_t j = 0; j <= last; ++j) {
+            const T* kj = k_cache + (b * context + j) * kw + kh * head_dim;
+            T s = 0;
+            for (int64_t d = 0; d < head_dim; ++d) s += qt[d] * kj[d];
+            p[j] = s * scale;
+            mx = std::max(mx, p[j]);
+          }
+          T sum = 0;
+          for (int64_t j = 0; j <= last; ++j) {
+            p[j] = std::exp(p[j] - mx);
+            sum += p[j];
+          }
+          T* ot = out + (b * seq + t) * qw + h * head_dim;
+          std::fill(ot, ot + head_dim, T(0));
+          for (int64_t j = 0; j <= last; ++j) {
+            const T* vj = v_cache + (b * context + j) * kw + kh * head_dim;
+            T pj = p[j] / sum;
+            for (int64_t d = 0; d < head_dim; ++d) ot[d] += pj * vj[d];
+          }
         }
       }
     }
@@ -886,7 +934,7 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void LinearBackward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t,  \
                                   int64_t, bool);                                               \
   template int64_t EmbeddingForward<T>(const int32_t*, const T*, const T*, T*, int64_t,        \
-                                       int64_t, int64_t, int64_t, int64_t, int64_t);            \
+                                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);   \
   template void EmbeddingBackward<T>(const int32_t*, const T*, T*, T*, int64_t, int64_t,       \
                                      int64_t, int64_t, int64_t);                                \
   template void VocabMax<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t);                  \
@@ -906,7 +954,11 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void SwigluBackward<T>(const T*, const T*, const T*, T*, T*, int64_t, bool);         \
   template void AddForward<T>(const T*, const T*, T*, int64_t);                                 \
   template void AccumulateForward<T>(const T*, T*, int64_t, bool);                              \
-  template void RopeForward<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, double);      \
+  template void RopeForward<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, double,      \
+                              int64_t);                                                        \
+  template void CachedAttentionForward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t,   \
+                                          int64_t, int64_t, int64_t, int64_t, int64_t,         \
+                                          int64_t);                                            \
   template void RopeBackward<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, double,      \
                                 bool);                                                          \
   template void AttentionForward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t,    \

@@ -64,7 +64,8 @@ void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_g
 template <typename T>
 int64_t EmbeddingForward(const int32_t* ids, const T* table, const T* positions, T* out,
                          int64_t rows, int64_t seq, int64_t vocab, int64_t c,
-                         int64_t vocab_begin = 0, int64_t vocab_total = -1);
+                         int64_t vocab_begin = 0, int64_t vocab_total = -1,
+                         int64_t position_offset = 0);
 // dtable[ids[r] - vocab_begin] += dout[r] for ids in the table's block;
 // dpositions[r % seq] += dout[r] (if non-null) for every row.
 template <typename T>
@@ -112,7 +113,7 @@ void AccumulateForward(const T* src, T* dst, int64_t n, bool accumulate);
 // head at position t rotates by t * theta^(-2i / head_dim). Backward rotates back.
 template <typename T>
 void RopeForward(const T* x, T* y, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
-                 double theta);
+                 double theta, int64_t position_offset = 0);
 template <typename T>
 void RopeBackward(const T* dy, T* dx, int64_t batch, int64_t seq, int64_t heads,
                   int64_t head_dim, double theta, bool accumulate_dx);
@@ -123,6 +124,14 @@ void RopeBackward(const T* dy, T* dx, int64_t batch, int64_t seq, int64_t heads,
 template <typename T>
 void AttentionForward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t batch,
                       int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim);
+// A decode step's attention over a KV cache of `context` positions ([B, context, KV
+// * hd] each): token t of q, k, v ([B, T, .]) is at position p = position + t; its key
+// and value are written to cache row p, then it attends causally to rows 0 .. p. The
+// caller checks position + seq <= context.
+template <typename T>
+void CachedAttentionForward(const T* q, const T* k, const T* v, T* k_cache, T* v_cache, T* out,
+                            int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
+                            int64_t head_dim, int64_t context, int64_t position);
 template <typename T>
 void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const T* out,
                        const T* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,

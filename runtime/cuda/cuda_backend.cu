@@ -147,11 +147,11 @@ __global__ void CheckIds(const int32_t* ids, int64_t n, int64_t limit, int* bad)
 
 __global__ void EmbeddingFwd(const int32_t* ids, const float* table, const float* pos, float* out,
                              int64_t rows, int64_t seq, int64_t vocab, int64_t c,
-                             int64_t begin) {
+                             int64_t begin, int64_t offset) {
   GRID_STRIDE(k, rows * c) {
     const int64_t r = k / c, i = k % c, id = static_cast<int64_t>(ids[r]) - begin;
     float v = id >= 0 && id < vocab ? table[id * c + i] : 0.f;
-    if (pos) v += pos[(r % seq) * c + i];
+    if (pos) v += pos[(offset + r % seq) * c + i];
     out[k] = v;
   }
 }
@@ -254,12 +254,12 @@ __global__ void RMSNormFwd(const float* x, const float* w, float* y, float* rstd
 // ---------------------------------------------------------------- rope
 
 __global__ void Rope(const float* x, float* y, int64_t bt_count, int64_t seq, int64_t heads,
-                     int64_t hd, double theta, double sign, bool acc) {
+                     int64_t hd, double theta, double sign, bool acc, int64_t offset = 0) {
   const int64_t half = hd / 2;
   GRID_STRIDE(k, bt_count * half * heads) {
     const int64_t h = k % heads, i = (k / heads) % half, bt = k / (heads * half);
     const double freq = pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(hd));
-    const double angle = static_cast<double>(bt % seq) * freq;
+    const double angle = static_cast<double>(offset + bt % seq) * freq;
     const float cs = static_cast<float>(cos(angle)), sn = static_cast<float>(sign * sin(angle));
     const int64_t at = bt * heads * hd + h * hd + 2 * i;
     const float x0 = x[at], x1 = x[at + 1];
@@ -269,6 +269,44 @@ __global__ void Rope(const float* x, float* y, int64_t bt_count, int64_t seq, in
 }
 
 // ---------------------------------------------------------------- attention
+
+// A decode step (op_table.h: cached_attention): token t's key and value into cache
+// row position + t, then one thread per (b, h, t) query over rows 0 .. position + t
+// in three passes (max, sum, output). Decoding is one token: latency, not FLOPs.
+__global__ void KvAppend(const float* k, const float* v, float* kc, float* vc, int64_t batch,
+                         int64_t seq, int64_t kw, int64_t context, int64_t position) {
+  GRID_STRIDE(i, batch * seq * kw) {
+    const int64_t b = i / (seq * kw), t = (i / kw) % seq, d = i % kw;
+    kc[(b * context + position + t) * kw + d] = k[i];
+    vc[(b * context + position + t) * kw + d] = v[i];
+  }
+}
+
+__global__ void CachedAttentionFwd(const float* q, const float* kc, const float* vc, float* out,
+                                   int64_t batch, int64_t seq, int64_t heads, int64_t kv,
+                                   int64_t hd, int64_t context, int64_t position, float scale) {
+  GRID_STRIDE(idx, batch * heads * seq) {
+    const int64_t t = idx % seq, h = (idx / seq) % heads, b = idx / (seq * heads);
+    const int64_t kh = h / (heads / kv), qw = heads * hd, kw = kv * hd, last = position + t;
+    const float* qt = q + (b * seq + t) * qw + h * hd;
+    auto score = [&](int64_t j) {
+      const float* kj = kc + (b * context + j) * kw + kh * hd;
+      float s = 0.f;
+      for (int64_t d = 0; d < hd; ++d) s += qt[d] * kj[d];
+      return s * scale;
+    };
+    float mx = -INFINITY, sum = 0.f;
+    for (int64_t j = 0; j <= last; ++j) mx = fmaxf(mx, score(j));
+    for (int64_t j = 0; j <= last; ++j) sum += expf(score(j) - mx);
+    float* ot = out + (b * seq + t) * qw + h * hd;
+    for (int64_t d = 0; d < hd; ++d) ot[d] = 0.f;
+    for (int64_t j = 0; j <= last; ++j) {
+      const float pj = expf(score(j) - mx) / sum;
+      const float* vj = vc + (b * context + j) * kw + kh * hd;
+      for (int64_t d = 0; d < hd; ++d) ot[d] += pj * vj[d];
+    }
+  }
+}
 
 constexpr int kMaxHeadDim = 256;
 constexpr int kPerLane = kMaxHeadDim / 32;
@@ -714,6 +752,17 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
                            std::to_string(bad) + " is outside the vocabulary [0, " +
                            std::to_string(limit) + ")");
   };
+  // A decode program's position (one int32 in the arena), read on the host.
+  auto read_position = [&](uint32_t buffer, int64_t* out) -> Status {
+    int32_t value = 0;
+    if (auto e = cudaMemcpyAsync(&value, ids(buffer), sizeof value, cudaMemcpyDeviceToHost,
+                                 stream_);
+        e != cudaSuccess)
+      return CudaError(name, e);
+    if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess) return CudaError(name, e);
+    *out = value;
+    return std::nullopt;
+  };
   switch (in.op) {
     case fb::Op_Zero: {
       const auto z = plan::Read<op::Zero<uint32_t>>(in);
@@ -724,9 +773,14 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     case fb::Op_Embedding: {
       const auto e = plan::Read<op::Embedding<uint32_t>>(in);
       if ((err = check_ids("token", ids(e.ids), e.rows, e.vocab_total))) return err;
+      int64_t offset = 0;
+      if (plan::Has(e.offset)) {
+        if ((err = read_position(e.offset, &offset))) return err;
+        if ((err = exec::CheckDecodePosition(offset, e.seq, e.context))) return err;
+      }
       EmbeddingFwd<<<Grid(e.rows * e.c), kThreads, 0, stream_>>>(
           ids(e.ids), f(e.table), f(e.positions), f(e.out), e.rows, e.seq, e.vocab, e.c,
-          e.vocab_begin);
+          e.vocab_begin, offset);
       break;
     }
     case fb::Op_EmbeddingGrad: {
@@ -824,8 +878,12 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     }
     case fb::Op_Rope: {
       const auto r = plan::Read<op::Rope<uint32_t>>(in);
+      int64_t offset = 0;
+      if (plan::Has(r.offset))
+        if ((err = read_position(r.offset, &offset))) return err;
       Rope<<<Grid(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
-          f(r.x), f(r.y), r.batch * r.seq, r.seq, r.heads, r.head_dim, r.theta, 1.0, false);
+          f(r.x), f(r.y), r.batch * r.seq, r.seq, r.heads, r.head_dim, r.theta, 1.0, false,
+          offset);
       break;
     }
     case fb::Op_RopeGrad: {
@@ -833,6 +891,20 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       Rope<<<Grid(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
           f(r.dy), f(r.dx), r.batch * r.seq, r.seq, r.heads, r.head_dim, r.theta, -1.0,
           r.accumulate_dx != 0);
+      break;
+    }
+    case fb::Op_CachedAttention: {
+      const auto a = plan::Read<op::CachedAttention<uint32_t>>(in);
+      int64_t position = 0;
+      if ((err = read_position(a.position, &position))) return err;
+      if ((err = exec::CheckDecodePosition(position, a.seq, a.context))) return err;
+      const int64_t kw = a.kv_heads * a.head_dim;
+      KvAppend<<<Grid(a.batch * a.seq * kw), kThreads, 0, stream_>>>(
+          f(a.k), f(a.v), f(a.k_cache), f(a.v_cache), a.batch, a.seq, kw, a.context, position);
+      CachedAttentionFwd<<<Grid(a.batch * a.heads * a.seq), kThreads, 0, stream_>>>(
+          f(a.q), f(a.k_cache), f(a.v_cache), f(a.out), a.batch, a.seq, a.heads, a.kv_heads,
+          a.head_dim, a.context, position,
+          static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.head_dim))));
       break;
     }
     case fb::Op_Attention:

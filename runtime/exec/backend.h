@@ -27,6 +27,16 @@ struct StepScalars {
   bool clip_ready = false;
 };
 
+// A decode program's position (op_table.h: embedding's offset, cached_attention):
+// its `seq` tokens must lie within the model's `context` positions. Bad input
+// otherwise: the caller asked for more tokens than the model's context holds.
+inline Status CheckDecodePosition(int64_t position, int64_t seq, int64_t context) {
+  if (position >= 0 && position <= context - seq) return std::nullopt;
+  return Error::BadInput("position " + std::to_string(position) + " (+ " + std::to_string(seq) +
+                         " tokens) is outside the model's context of " + std::to_string(context) +
+                         " positions");
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;

@@ -55,8 +55,14 @@ class CpuBackend final : public Backend {
       }
       case fb::Op_Embedding: {
         const auto e = plan::Read<op::Embedding<uint32_t>>(in);
+        int64_t offset = 0;
+        if (plan::Has(e.offset)) {
+          offset = *ids(e.offset);
+          if (auto err = CheckDecodePosition(offset, e.seq, e.context)) return err;
+        }
         int64_t bad = k::EmbeddingForward(ids(e.ids), f(e.table), f(e.positions), f(e.out), e.rows,
-                                          e.seq, e.vocab, e.c, e.vocab_begin, e.vocab_total);
+                                          e.seq, e.vocab, e.c, e.vocab_begin, e.vocab_total,
+                                          offset);
         if (bad >= 0) return outside("token", ids(e.ids), bad, e.vocab_total);
         break;
       }
@@ -128,7 +134,8 @@ class CpuBackend final : public Backend {
       }
       case fb::Op_Rope: {
         const auto r = plan::Read<op::Rope<uint32_t>>(in);
-        k::RopeForward(f(r.x), f(r.y), r.batch, r.seq, r.heads, r.head_dim, r.theta);
+        k::RopeForward(f(r.x), f(r.y), r.batch, r.seq, r.heads, r.head_dim, r.theta,
+                       plan::Has(r.offset) ? *ids(r.offset) : 0);
         break;
       }
       case fb::Op_RopeGrad: {
@@ -141,6 +148,15 @@ class CpuBackend final : public Backend {
         const auto a = plan::Read<op::Attention<uint32_t>>(in);
         k::AttentionForward(f(a.q), f(a.k), f(a.v), f(a.out), f(a.lse), a.batch, a.seq, a.heads,
                             a.kv_heads, a.head_dim);
+        break;
+      }
+      case fb::Op_CachedAttention: {
+        const auto a = plan::Read<op::CachedAttention<uint32_t>>(in);
+        const int64_t position = *ids(a.position);
+        if (auto err = CheckDecodePosition(position, a.seq, a.context)) return err;
+        k::CachedAttentionForward(f(a.q), f(a.k), f(a.v), f(a.k_cache), f(a.v_cache), f(a.out),
+                                  a.batch, a.seq, a.heads, a.kv_heads, a.head_dim, a.context,
+                                  position);
         break;
       }
       case fb::Op_AttentionGrad: {

@@ -327,6 +327,28 @@ Status Executor::Evaluate(const FillMicrobatch& fill, double* loss) {
   return ReduceLoss(loss, nullptr);
 }
 
+Status Executor::Decode(const int32_t* tokens, int32_t position, const float** logits) {
+  const fb::Plan& p = *plan_.plan;
+  if (!plan::Has(p.position()) || !plan::Has(p.logits()))
+    return Error::BadInput("this plan is not a decode program (it has no position and logits; "
+                           "a plan directory's decode program is " +
+                           std::string(plan::kDecodeFileName) + ")");
+  if (position < 0) return Error::BadInput("position " + std::to_string(position) + " < 0");
+  const int64_t rows = p.micro_batch_size() * p.seq();
+  std::copy_n(tokens, rows, I32(p.tokens()));
+  *I32(p.position()) = position;
+  Push(p.tokens());
+  Push(p.position());
+  double unused = 0;
+  for (const plan::ScheduledRun& run : schedule_)
+    if (run.unit->kind() == fb::UnitKind_Forward)
+      if (auto err = RunUnit(run, nullptr, &unused)) return err;
+  Pull(p.logits());
+  if (auto err = backend_->error()) return err;
+  *logits = F32(p.logits());
+  return std::nullopt;
+}
+
 Status Executor::StepRuns(const FillMicrobatch& fill, const StepOptions& options,
                           StepResult* result) {
   if (auto err = MicrobatchRuns(fill, &result->loss)) return err;

@@ -125,6 +125,14 @@ class Executor {
   // together.
   Status Evaluate(const FillMicrobatch& fill, double* loss);
 
+  // A decode program's run (docs/architecture.md, "Sampling"; the plan has a
+  // position and logits): `tokens` (micro_batch_size x seq ids) at positions
+  // `position` .. position + seq - 1, whose keys and values join the KV caches;
+  // sets `*logits` to the logits buffer (rows x padded vocabulary, host memory,
+  // valid until the next call). Positions must be fed in order from 0: a cache row is
+  // read only after a run wrote it. A position past the context is bad input.
+  Status Decode(const int32_t* tokens, int32_t position, const float** logits);
+
   // Per-opcode wall time, accumulated while profiling is on (off by default; it
   // costs two clock reads per instruction).
   void set_profiling(bool on) { profiling_ = on; }

@@ -55,7 +55,8 @@
   X(AllGatherInto, all_gather_into) X(ReduceScatterInto, reduce_scatter_into)         \
   X(BucketAllReduce, bucket_all_reduce)                                               \
   X(Send, send) X(Recv, recv)                                                         \
-  X(AllToAll, all_to_all)
+  X(AllToAll, all_to_all)                                                             \
+  X(CachedAttention, cached_attention)
 
 // The embedding's and its gradient's integer attributes.
 #define HEIRETSU_EMBEDDING_INTS_(INT, LE)                                             \
@@ -66,8 +67,10 @@
 #define HEIRETSU_OP_Zero(BUF, VAR, INT, FLT, LE, RES)                                 \
   BUF(buffer, F32, Req, Any)
 
-// out[r] = table[ids[r]] (+ positions[r % seq]). Learned positions: the table has
-// `context` rows, of which the first `seq` are read. vocab_parallel: the table is
+// out[r] = table[ids[r]] (+ positions[offset + r % seq]), offset being offset[0], or 0
+// without it (a decode program's position; offset + seq <= context is checked when it
+// runs). Learned positions: the table has `context` rows, of which rows offset ..
+// offset + seq - 1 are read. vocab_parallel: the table is
 // this tp rank's block of `vocab` rows of the logical table (ids outside it
 // contribute zeros) and tp rank 0 alone adds the positions, so the all_reduce over
 // tp that follows yields the embedding.
@@ -75,6 +78,7 @@
   HEIRETSU_EMBEDDING_INTS_(INT, LE)                                                   \
   BUF(ids, I32, Req, rows) BUF(table, F32, Req, N(vocab, c))                          \
   BUF(positions, F32, Opt, N(context, c)) BUF(out, F32, Req, N(rows, c))              \
+  BUF(offset, I32, Opt, 1)                                                            \
   /* the first logical row of this rank's block; the logical vocabulary size */       \
   RES(vocab_begin) RES(vocab_total)
 
@@ -142,11 +146,12 @@
 #define HEIRETSU_OP_Add(BUF, VAR, INT, FLT, LE, RES)                                  \
   INT(n, Size) BUF(a, F32, Req, n) BUF(b, F32, Req, n) BUF(y, F32, Req, n)
 
-// Rotary embedding of [batch, seq, heads, head_dim] with base `theta`.
+// Rotary embedding of [batch, seq, heads, head_dim] with base `theta`: token t is at
+// position offset[0] + t (a decode program's), or t without `offset`.
 #define HEIRETSU_OP_Rope(BUF, VAR, INT, FLT, LE, RES)                                 \
   INT(batch, Size) INT(seq, Size) INT(heads, Size) INT(head_dim, Size) FLT(theta)     \
   BUF(x, F32, Req, N(batch, seq, heads, head_dim))                                    \
-  BUF(y, F32, Req, N(batch, seq, heads, head_dim))
+  BUF(y, F32, Req, N(batch, seq, heads, head_dim)) BUF(offset, I32, Opt, 1)
 
 #define HEIRETSU_OP_RopeGrad(BUF, VAR, INT, FLT, LE, RES)                             \
   INT(batch, Size) INT(seq, Size) INT(heads, Size) INT(head_dim, Size)                \
@@ -163,6 +168,21 @@
   BUF(v, F32, Req, N(batch, seq, kv_heads, head_dim))                                 \
   BUF(out, F32, Req, N(batch, seq, heads, head_dim))                                  \
   BUF(lse, F32, Req, N(batch, heads, seq))
+
+// A decode program's attention (graph.attention with a cache): with p = position[0],
+// writes k and v of token t into row p + t of the caches (which keep `context`
+// positions from one run of the program to the next), then token t's query attends
+// causally to cache rows 0 .. p + t. p + seq <= context is checked when it runs.
+#define HEIRETSU_OP_CachedAttention(BUF, VAR, INT, FLT, LE, RES)                      \
+  INT(batch, Size) INT(seq, Size) INT(heads, Size) INT(kv_heads, Size)                \
+  INT(head_dim, Size) INT(context, Size) LE(seq, context)                             \
+  BUF(q, F32, Req, N(batch, seq, heads, head_dim))                                    \
+  BUF(k, F32, Req, N(batch, seq, kv_heads, head_dim))                                 \
+  BUF(v, F32, Req, N(batch, seq, kv_heads, head_dim))                                 \
+  BUF(k_cache, F32, Req, N(batch, context, kv_heads, head_dim))                       \
+  BUF(v_cache, F32, Req, N(batch, context, kv_heads, head_dim))                       \
+  BUF(position, I32, Req, 1)                                                          \
+  BUF(out, F32, Req, N(batch, seq, heads, head_dim))
 
 #define HEIRETSU_OP_AttentionGrad(BUF, VAR, INT, FLT, LE, RES)                        \
   INT(batch, Size) INT(seq, Size) INT(heads, Size) INT(kv_heads, Size)                \

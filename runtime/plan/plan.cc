@@ -210,8 +210,26 @@ class Checker {
 
   // A program has tokens where it has the embedding, targets and a loss where it
   // has the cross-entropy, and a loss without targets where only auxiliary losses
-  // (of MoE layers) add to it; targets need a loss.
+  // (of MoE layers) add to it; targets need a loss. A decode program has tokens, a
+  // position and logits, and neither targets nor a loss.
   std::optional<std::string> CheckIo() {
+    if (Has(plan_.position()) || Has(plan_.logits())) {
+      if (!Has(plan_.position()) || !Has(plan_.logits()) || !Has(plan_.tokens()) ||
+          Has(plan_.targets()) || Has(plan_.loss()))
+        return Fail("a decode program has tokens, a position and logits, and no targets or "
+                    "loss");
+      const int64_t rows = plan_.micro_batch_size() * plan_.seq();
+      if (auto err = CheckBufferRef(plan_.tokens(), fb::DType_I32, rows, "tokens")) return err;
+      if (auto err = CheckBufferRef(plan_.position(), fb::DType_I32, 1, "position")) return err;
+      if (auto err = CheckBufferRef(plan_.logits(), fb::DType_F32, -1, "logits")) return err;
+      // [rows, padded vocabulary]: the classes first, then any padding columns.
+      const int64_t logits = NumElements(*plan_.buffers()->Get(plan_.logits()));
+      if (logits % rows != 0 || logits / rows < plan_.vocab())
+        return Fail("logits: buffer " + BufferName(plan_.logits()) + " has " +
+                    std::to_string(logits) + " elements, not " + std::to_string(rows) +
+                    " rows of at least vocab " + std::to_string(plan_.vocab()));
+      return std::nullopt;
+    }
     const int64_t tokens = plan_.micro_batch_size() * plan_.seq();
     if (Has(plan_.tokens()))
       if (auto err = CheckBufferRef(plan_.tokens(), fb::DType_I32, tokens, "tokens")) return err;

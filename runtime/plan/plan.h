@@ -28,6 +28,11 @@ inline constexpr int64_t kMaxMicrobatches = 65536;
 // plan has none of that name.
 std::optional<std::string> ConfigValue(const fb::Plan& plan, const std::string& key);
 
+// File name of a plan directory's decode program (docs/architecture.md, "Sampling"):
+// one rank's forward with KV caches, which `heiretsu sample` and `run --sample-every`
+// run.
+inline constexpr char kDecodeFileName[] = "decode.hplan";
+
 // File name of the program of pipeline stage `stage` inside a plan directory.
 std::string ProgramFileName(int stage);
 

@@ -31,7 +31,7 @@ plan.program "tied" attributes {stage = 0 : i64, micro_batch_size = 2 : i64, mic
   %lse = plan.buffer "lse" : memref<8xf32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
   plan.unit "forward" forward {
-    plan.kernel "embedding"(%tok, %w, %x) ints = [8, 4, 16, 8, 4, 0] floats = [] absent = [2] : memref<2x4xi32>, memref<16x8xf32>, memref<8x8xf32>
+    plan.kernel "embedding"(%tok, %w, %x) ints = [8, 4, 16, 8, 4, 0] floats = [] absent = [2, 4] : memref<2x4xi32>, memref<16x8xf32>, memref<8x8xf32>
     plan.kernel "gelu"(%x, %g) ints = [64] floats = [] absent = [] : memref<8x8xf32>, memref<8x8xf32>
     plan.kernel "add"(%x, %g, %y) ints = [64] floats = [] absent = [] : memref<8x8xf32>, memref<8x8xf32>, memref<8x8xf32>
     plan.kernel "linear"(%y, %w, %logits) ints = [8, 8, 16, 0] floats = [] absent = [2] : memref<8x8xf32>, memref<16x8xf32>, memref<8x16xf32>
@@ -64,7 +64,7 @@ plan.program "fanout" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, m
   %lse = plan.buffer "lse" : memref<4xf32>
   %loss = plan.buffer "loss" {io = "loss"} : memref<f32>
   plan.unit "forward" forward {
-    plan.kernel "embedding"(%tok, %e, %x) ints = [4, 4, 8, 8, 4, 0] floats = [] absent = [2] : memref<1x4xi32>, memref<8x8xf32>, memref<4x8xf32>
+    plan.kernel "embedding"(%tok, %e, %x) ints = [4, 4, 8, 8, 4, 0] floats = [] absent = [2, 4] : memref<1x4xi32>, memref<8x8xf32>, memref<4x8xf32>
     plan.kernel "linear"(%x, %a, %p) ints = [4, 8, 8, 0] floats = [] absent = [2] : memref<4x8xf32>, memref<8x8xf32>, memref<4x8xf32>
     plan.kernel "linear"(%x, %b, %q) ints = [4, 8, 8, 0] floats = [] absent = [2] : memref<4x8xf32>, memref<8x8xf32>, memref<4x8xf32>
     plan.kernel "add"(%p, %q, %s) ints = [32] floats = [] absent = [] : memref<4x8xf32>, memref<4x8xf32>, memref<4x8xf32>
@@ -122,7 +122,7 @@ plan.program "moe" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i6
   %19 = plan.buffer "cross_entropy.lse.17" : memref<4xf32>
   %20 = plan.buffer "add.18" {io = "loss"} : memref<f32>
   plan.unit "forward" forward {
-    plan.kernel "embedding"(%0, %value, %2) ints = [4, 4, 16, 8, 4, 0] floats = [] absent = [2] : memref<1x4xi32>, memref<16x8xf32>, memref<1x4x8xf32>
+    plan.kernel "embedding"(%0, %value, %2) ints = [4, 4, 16, 8, 4, 0] floats = [] absent = [2, 4] : memref<1x4xi32>, memref<16x8xf32>, memref<1x4x8xf32>
     plan.kernel "moe_route"(%2, %value_0, %8, %9, %3, %4, %5, %7, %6, %10) ints = [4, 8, 4, 2, 4, 3, 1] floats = [1.000000e-02, 1.000000e-03] absent = [] : memref<1x4x8xf32>, memref<4x8xf32>, memref<4x4xf32>, memref<4xf32>, memref<1x4x2xi32>, memref<1x4x2xi32>, memref<1x4x2xf32>, memref<4xi32>, memref<f32>, memref<2x4xf32>
     plan.kernel "moe_dispatch"(%2, %3, %4, %11) ints = [4, 8, 4, 2, 3] floats = [] absent = [] : memref<1x4x8xf32>, memref<1x4x2xi32>, memref<1x4x2xi32>, memref<4x3x8xf32>
     plan.kernel "moe_experts"(%7, %11, %value_4, %value_12, %value_8, %13, %14, %15, %12) ints = [4, 3, 8, 6, 1, 1] floats = [] absent = [] : memref<4xi32>, memref<4x3x8xf32>, memref<4x6x8xf32>, memref<4x6x8xf32>, memref<4x8x6xf32>, memref<4x3x6xf32>, memref<4x3x6xf32>, memref<4x3x6xf32>, memref<4x3x8xf32>

@@ -14,7 +14,7 @@
 // CHECK-DAG: %[[X:.*]] = plan.buffer "embed.0" : memref<2x4x8xf32>
 // CHECK-DAG: %[[LOSS:.*]] = plan.buffer "cross_entropy.loss.{{[0-9]+}}" {io = "loss"} : memref<f32>
 // CHECK: plan.unit "forward" forward {
-// CHECK-NEXT: plan.kernel "embedding"(%[[TOK]], %[[WTE]], %[[X]]) ints = [8, 4, 16, 8, 4, 0] floats = [] absent = [2]
+// CHECK-NEXT: plan.kernel "embedding"(%[[TOK]], %[[WTE]], %[[X]]) ints = [8, 4, 16, 8, 4, 0] floats = [] absent = [2, 4]
 // CHECK-NEXT: plan.kernel "rmsnorm"(%[[X]], %[[G]], %[[H:.*]], %{{.*}}) ints = [8, 8] floats = [1.000000e-05] absent = []
 // CHECK-NEXT: plan.kernel "linear"(%[[H]], %[[WTE]], %[[LOGITS:.*]]) ints = [8, 8, 16, 0] floats = [] absent = [2]
 // CHECK-NEXT: plan.kernel "cross_entropy"(%[[LOGITS]], %[[TGT]], %[[LOSS]], %{{.*}}) ints = [8, 16, 16]
@@ -43,8 +43,8 @@ module attributes {graph.model = {name = "bigram", vocab = 16 : i64}} {
 // Tests that attention with RoPE becomes two rope kernels (queries over 4 heads,
 // keys over 2 KV heads) feeding the attention kernel, which saves its lse.
 // CHECK-LABEL: plan.program "rope"
-// CHECK: plan.kernel "rope"(%[[Q:.*]], %[[QR:.*]]) ints = [1, 4, 4, 2] floats = [1.000000e+04]
-// CHECK-NEXT: plan.kernel "rope"(%[[K:.*]], %[[KR:.*]]) ints = [1, 4, 2, 2] floats = [1.000000e+04]
+// CHECK: plan.kernel "rope"(%[[Q:.*]], %[[QR:.*]]) ints = [1, 4, 4, 2] floats = [1.000000e+04] absent = [2]
+// CHECK-NEXT: plan.kernel "rope"(%[[K:.*]], %[[KR:.*]]) ints = [1, 4, 2, 2] floats = [1.000000e+04] absent = [2]
 // CHECK-NEXT: plan.kernel "attention"(%[[QR]], %[[KR]], %{{.*}}, %{{.*}}, %{{.*}}) ints = [1, 4, 4, 2, 2]
 module attributes {graph.model = {name = "rope", vocab = 16 : i64}} {
   dist.mesh @world dp = 1 pp = 1 tp = 1 ep = 1
@@ -98,5 +98,39 @@ module attributes {graph.model = {name = "moe", vocab = 16 : i64}} {
     %10 = graph.cross_entropy %9, %arg1 : tensor<1x4x16xf32>, tensor<1x4xi32>
     %11 = graph.add %10, %aux_loss : tensor<f32>
     return %11 : tensor<f32>
+  }
+}
+
+// -----
+
+// Tests a decode program (@forward(tokens, position) returning logits): the
+// embedding reads its learned positions from `position` on, RoPE rotates by it,
+// attention with a cache becomes cached_attention over two cache buffers of the
+// context's 8 positions (io "cache": live over the whole program), and the
+// position and logits buffers are the program's io.
+// CHECK-LABEL: plan.program "decode"
+// CHECK-DAG: %[[TOK:.*]] = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
+// CHECK-DAG: %[[POS:.*]] = plan.buffer "position" {io = "position"} : memref<1xi32>
+// CHECK-DAG: %[[KC:.*]] = plan.buffer "kv_cache.k.{{[0-9]+}}" {io = "cache"} : memref<1x8x2x2xf32>
+// CHECK-DAG: %[[VC:.*]] = plan.buffer "kv_cache.v.{{[0-9]+}}" {io = "cache"} : memref<1x8x2x2xf32>
+// CHECK-DAG: %[[WPE:.*]], %{{.*}}, %{{.*}}, %{{.*}} = plan.param "wpe"
+// CHECK-DAG: %[[LOGITS:.*]] = plan.buffer "linear.{{[0-9]+}}" {io = "logits"} : memref<1x1x16xf32>
+// CHECK: plan.kernel "embedding"(%[[TOK]], %{{.*}}, %[[WPE]], %[[X:.*]], %[[POS]]) ints = [1, 1, 16, 8, 8, 0] floats = [] absent = []
+// CHECK: plan.kernel "rope"(%[[Q:.*]], %[[QR:.*]], %[[POS]]) ints = [1, 1, 4, 2] floats = [1.000000e+04] absent = []
+// CHECK-NEXT: plan.kernel "rope"(%[[K:.*]], %[[KR:.*]], %[[POS]]) ints = [1, 1, 2, 2] floats = [1.000000e+04] absent = []
+// CHECK-NEXT: plan.kernel "cached_attention"(%[[QR]], %[[KR]], %[[K]], %[[KC]], %[[VC]], %[[POS]], %{{.*}}) ints = [1, 1, 4, 2, 2, 8]
+// CHECK-NOT: cross_entropy
+module attributes {graph.model = {name = "decode", vocab = 16 : i64}} {
+  dist.mesh @world dp = 1 pp = 1 tp = 1 ep = 1
+  func.func @forward(%tok: tensor<1x1xi32> {graph.input = "tokens"},
+                     %pos: tensor<1xi32> {graph.input = "position"}) -> tensor<1x1x16xf32> {
+    %wte = graph.param "wte" normal std = 0.02 : tensor<16x8xf32>
+    %wpe = graph.param "wpe" normal std = 0.02 : tensor<8x8xf32>
+    %x = graph.embedding %wte[%tok] positions %wpe offset %pos : tensor<16x8xf32>, tensor<1x1xi32>, tensor<8x8xf32> offset tensor<1xi32> -> tensor<1x1x8xf32>
+    %wk = graph.param "wk" normal std = 0.02 : tensor<4x8xf32>
+    %k = graph.linear %x, %wk : tensor<1x1x8xf32>, tensor<4x8xf32> -> tensor<1x1x4xf32>
+    %o = graph.attention %x, %k, %k heads = 4 kv_heads = 2 rope = 10000.0 position %pos {cache = 8 : i64} : tensor<1x1x8xf32>, tensor<1x1x4xf32>, tensor<1xi32>
+    %logits = graph.linear %o, %wte : tensor<1x1x8xf32>, tensor<16x8xf32> -> tensor<1x1x16xf32>
+    return %logits : tensor<1x1x16xf32>
   }
 }

@@ -182,6 +182,33 @@ func.func @rmsnorm_c2(%x: tensor<2x8xf32>, %g: tensor<8xf32>) -> tensor<2x8xf32>
 
 // -----
 
+// Tests attention_c4: a cache needs a position.
+func.func @attention_c4_cache(%q: tensor<1x1x32xf32>) -> tensor<1x1x32xf32> {
+  // expected-error @+1 {{(C4) cache and position come together, got a cache without a position}}
+  %0 = graph.attention %q, %q, %q heads = 4 kv_heads = 4 {cache = 8 : i64} : tensor<1x1x32xf32>, tensor<1x1x32xf32>
+  return %0 : tensor<1x1x32xf32>
+}
+
+// -----
+
+// Tests attention_c4: the cache must hold the tokens of one run.
+func.func @attention_c4_small(%q: tensor<1x4x32xf32>, %pos: tensor<1xi32>) -> tensor<1x4x32xf32> {
+  // expected-error @+1 {{(C4) cache (2 positions) must hold the 4 tokens of a run}}
+  %0 = graph.attention %q, %q, %q heads = 4 kv_heads = 4 position %pos {cache = 2 : i64} : tensor<1x4x32xf32>, tensor<1x4x32xf32>, tensor<1xi32>
+  return %0 : tensor<1x4x32xf32>
+}
+
+// -----
+
+// Tests embedding_c4: an offset needs positions to offset.
+func.func @embedding_c4(%t: tensor<16x8xf32>, %ids: tensor<1x1xi32>, %pos: tensor<1xi32>) -> tensor<1x1x8xf32> {
+  // expected-error @+1 {{(C4) offset must be [1] and needs positions, got [1] without positions}}
+  %0 = graph.embedding %t[%ids] offset %pos : tensor<16x8xf32>, tensor<1x1xi32> offset tensor<1xi32> -> tensor<1x1x8xf32>
+  return %0 : tensor<1x1x8xf32>
+}
+
+// -----
+
 // Tests attention_c1: the query width must split into heads.
 func.func @attention_c1_heads(%q: tensor<2x4x30xf32>) -> tensor<2x4x30xf32> {
   // expected-error @+1 {{(C1) query width 30 is not divisible by heads (4)}}

@@ -80,7 +80,7 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   %o = plan.buffer "o" : memref<8x2xf32>
   plan.unit "f" forward {
     // expected-error @+1 {{(C2) seq = 8 exceeds context = 4}}
-    plan.kernel "embedding"(%ids, %t, %q, %o) ints = [8, 8, 4, 2, 4, 0] floats = [] absent = [] : memref<8xi32>, memref<4x2xf32>, memref<4x2xf32>, memref<8x2xf32>
+    plan.kernel "embedding"(%ids, %t, %q, %o) ints = [8, 8, 4, 2, 4, 0] floats = [] absent = [4] : memref<8xi32>, memref<4x2xf32>, memref<4x2xf32>, memref<8x2xf32>
   }
 }
 
@@ -124,7 +124,7 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
   %x = plan.buffer "x" : memref<4xf32>
   plan.unit "f" forward {
     // expected-error @+1 {{(C3) buffer 'ids' must be i32, got 'memref<4xf32>'}}
-    plan.kernel "embedding"(%x, %x, %x) ints = [4, 4, 1, 1, 4, 0] floats = [] absent = [2] : memref<4xf32>, memref<4xf32>, memref<4xf32>
+    plan.kernel "embedding"(%x, %x, %x) ints = [4, 4, 1, 1, 4, 0] floats = [] absent = [2, 4] : memref<4xf32>, memref<4xf32>, memref<4xf32>
   }
 }
 
@@ -336,7 +336,7 @@ plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64,
 plan.program "p" attributes {micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, stage = 0 : i64, vocab = 4 : i64} {
   %tok = plan.buffer "tokens" {io = "tokens"} : memref<1x1xi32>
   %tgt = plan.buffer "targets" {io = "targets"} : memref<1x1xi32>
-  // expected-error @+1 {{(C1) io = "loss" needs tokens/targets of i32 or a one-element f32 loss, got 'memref<2xf32>'}}
+  // expected-error @+1 {{(C1) io = "loss" needs tokens/targets of i32, a one-element i32 position, a one-element f32 loss, or f32 logits or cache, got 'memref<2xf32>'}}
   %loss = plan.buffer "loss" {io = "loss"} : memref<2xf32>
   plan.unit "forward" forward {
   }
