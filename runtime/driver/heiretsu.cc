@@ -4,6 +4,7 @@
 // more than one rank), `train` both in turn; `data prepare` tokenizes in this process,
 // `plot` draws metrics with gnuplot (plot.h).
 // Commands whose layers are not built yet say so and exit 1.
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@
 #include "runtime/plan/explain.h"
 #include "runtime/plan/plan.h"
 #include "runtime/data/prepare.h"
+#include "runtime/driver/card.h"
 #include "runtime/driver/plot.h"
 #include "runtime/driver/weights.h"
 
@@ -43,6 +45,8 @@ const char kUsage[] =
     "  train SPEC [compile flags] [run flags]   compile, then run\n"
     "  explain PLAN_DIR [--format text|mermaid]  per-rank memory, communication, schedule\n"
     "  data prepare --tokenizer byte|gpt2 FILES... -o DIR   tokenize text into shards\n"
+    "  sample CKPT_DIR|PLAN_DIR --prompt TEXT [--tokens N] [--temperature X] [--top-k K]\n"
+    "                                     text from the model (see 'heiretsu sample --help')\n"
     "  plot METRICS.jsonl... -o OUT.png|OUT.svg [--title T]   training curves (gnuplot)\n"
     "  export CKPT_DIR|PLAN_DIR --format safetensors|llmc -o FILE   weights out (HF / llm.c)\n"
     "  import FILE --spec SPEC -o CKPT_DIR   weights in: a step-0 checkpoint any layout resumes\n";
@@ -287,6 +291,46 @@ int Data(const std::vector<std::string>& args) {
 
 }  // namespace
 
+// `heiretsu sample SRC [flags]` (runtime/rank/sample_main.cc has the flags): a plan
+// directory's decode program with its seed's initial weights, or a checkpoint's (or a
+// --save-dir's newest): its spec, compiled quietly into a temporary plan directory,
+// with the checkpoint's weights.
+int Sample(const std::vector<std::string>& args) {
+  std::vector<std::string> rank_args = {"sample"};
+  if (args.empty() || args[0].empty() || args[0][0] == '-') {
+    rank_args.insert(rank_args.end(), args.begin(), args.end());
+    if (args.empty() || (args[0] != "-h" && args[0] != "--help"))
+      return BadInput("sample: give a checkpoint or plan directory first (see 'heiretsu sample "
+                      "--help')");
+    return RunSibling("heiretsu-rank", rank_args);
+  }
+  const std::string& src = args[0];
+  const std::vector<std::string> flags(args.begin() + 1, args.end());
+  struct stat st;
+  if (::stat((src + "/" + heiretsu::plan::kDecodeFileName).c_str(), &st) == 0) {
+    rank_args.insert(rank_args.end(), {"--plan", src});
+    rank_args.insert(rank_args.end(), flags.begin(), flags.end());
+    return RunSibling("heiretsu-rank", rank_args);
+  }
+  heiretsu::driver::TempDir tmp;
+  if (auto err = tmp.Create("heiretsu-sample")) return Fail(*err);
+  std::string dir, spec;
+  heiretsu::checkpoint::Header header;
+  if (auto err = heiretsu::driver::CheckpointSpec(src, tmp, &dir, &header, &spec)) {
+    if (::stat((src + "/" + heiretsu::plan::ProgramFileName(0)).c_str(), &st) == 0)
+      return BadInput("sample: " + src + " is a plan directory without " +
+                      heiretsu::plan::kDecodeFileName + " (compiled before decode programs): "
+                      "compile it again");
+    return Fail(*err);
+  }
+  const std::string plan_dir = tmp.path() + "/plan";
+  if (int code = heiretsu::driver::CompileQuietly(SelfDir() + "/heiretsu-compile", spec, plan_dir))
+    return code;
+  rank_args.insert(rank_args.end(), {"--plan", plan_dir, "--checkpoint", dir});
+  rank_args.insert(rank_args.end(), flags.begin(), flags.end());
+  return RunSibling("heiretsu-rank", rank_args);
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fputs(kUsage, stderr);
@@ -303,6 +347,7 @@ int main(int argc, char** argv) {
   if (cmd == "train") return Train(rest);
   if (cmd == "data") return Data(rest);
   if (cmd == "plot") return heiretsu::driver::PlotCommand(rest);
+  if (cmd == "sample") return Sample(rest);
   if (cmd == "export") return heiretsu::driver::ExportCommand(rest, SelfDir() + "/heiretsu-compile");
   if (cmd == "import") return heiretsu::driver::ImportCommand(rest, SelfDir() + "/heiretsu-compile");
   if (cmd == "explain") {

@@ -679,12 +679,25 @@ int Run(const cli::RunOptions& o) {
 }  // namespace
 }  // namespace heiretsu
 
+namespace heiretsu {
+// `heiretsu-rank sample` (sample_main.cc).
+int SampleMain(const std::vector<std::string>& args);
+}  // namespace heiretsu
+
 int main(int argc, char** argv) {
   if (auto err = heiretsu::cpu::PrepareThreads(argv)) return heiretsu::Fail(*err);
   // Line-buffered even into a pipe or a file, so progress shows as it happens and
   // interleaves with the messages on stderr in order.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "sample") {
+    args.erase(args.begin());
+    try {
+      return heiretsu::SampleMain(args);
+    } catch (const std::exception& e) {
+      return heiretsu::Fail(heiretsu::Error::Failure(e.what()));
+    }
+  }
   for (const std::string& a : args) {
     if (a == "-h" || a == "--help") {
       std::fputs(heiretsu::cli::RunUsage(), stdout);

@@ -684,8 +684,9 @@ TEST(PlanVerifier, RefusesDuplicateParametersBadShardsAndCollectivesOverOneRank)
 }
 
 TEST(PlanVerifier, RefusesAnotherVersion) {
-  EXPECT_EQ(VerifyError(BuildBigram(1, 7)),
-            "p.hplan: invalid plan: plan version 7, this runtime reads version " +
+  EXPECT_EQ(VerifyError(BuildBigram(1, plan::kPlanVersion - 1)),
+            "p.hplan: invalid plan: plan version " + std::to_string(plan::kPlanVersion - 1) +
+                ", this runtime reads version " +
                 std::to_string(plan::kPlanVersion) + " (recompile the spec)");
 }
 
@@ -711,7 +712,8 @@ TEST(PlanVerifier, RefusesADanglingBufferIndexAndHostileAttributes) {
     testing::PlanBuilder b;
     const auto [t, y, loss] = b.AddIo(1, 1);
     // Sizes whose product overflows int64 must not wrap around to a match.
-    b.RawForward(fb::Op_Rope, {loss, loss}, {2147483647, 2147483647, 2147483647, 2147483647}, {1e4});
+    b.RawForward(fb::Op_Rope, {loss, loss, plan::kNoBuffer},
+                 {2147483647, 2147483647, 2147483647, 2147483647}, {1e4});
     EXPECT_NE(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)).find("has 1 elements, expected"),
               std::string::npos);
   }
