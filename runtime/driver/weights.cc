@@ -1,8 +1,6 @@
 #include "runtime/driver/weights.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,10 +13,10 @@
 #include <map>
 #include <optional>
 
-#include "runtime/base/env.h"
 #include "runtime/base/error.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/cli/RunOptions.h"
+#include "runtime/driver/card.h"
 #include "runtime/data/shards.h"
 #include "runtime/export/json.h"
 #include "runtime/export/layout.h"
@@ -75,59 +73,11 @@ bool IsFile(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-// A temporary directory removed when this goes out of scope.
-class TempDir {
- public:
-  Status Create() {
-    std::string tmp = "/tmp";
-    if (auto err = env::Directory("TMPDIR", &tmp)) return Error::BadInput(err->message);
-    std::string tmpl = tmp + "/heiretsu-weights-XXXXXX";
-    if (!::mkdtemp(tmpl.data()))
-      return Error::Failure("cannot create a temporary directory " + tmpl + ": " + std::strerror(errno));
-    path_ = tmpl;
-    return std::nullopt;
-  }
-  ~TempDir() {
-    if (path_.empty()) return;
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// Runs heiretsu-compile SPEC --emit plan -o PLAN_DIR for one rank, its report line
-// discarded (its errors go to stderr), and loads the plan; false: the exit code is in
-// *code (the compiler's own for a bad spec).
+// Compiles SPEC for one rank into PLAN_DIR (CompileQuietly) and reads its card; false:
+// the exit code is in *code (the compiler's own for a bad spec).
 bool CompileCard(const std::string& compiler, const std::string& spec, const std::string& plan_dir,
                  ModelCard* card, int* code) {
-  std::vector<std::string> args = {compiler, spec, "--emit", "plan", "-o", plan_dir};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::fflush(stdout);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int null = ::open("/dev/null", O_WRONLY);
-    if (null >= 0) ::dup2(null, STDOUT_FILENO);
-    ::execv(compiler.c_str(), argv.data());
-    std::fprintf(stderr, "heiretsu: cannot run %s: %s\n", compiler.c_str(), std::strerror(errno));
-    ::_exit(kExitFailure);
-  }
-  if (pid < 0) {
-    std::perror("heiretsu: fork");
-    *code = kExitFailure;
-    return false;
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    *code = WIFEXITED(status) ? WEXITSTATUS(status) : kExitFailure;
-    return false;
-  }
+  if ((*code = CompileQuietly(compiler, spec, plan_dir)) != 0) return false;
   std::vector<plan::LoadedPlan> programs;
   if (Status err = plan::LoadPlanDirectory(plan_dir, &programs)) {
     std::fprintf(stderr, "heiretsu: %s\n", err->message.c_str());
@@ -251,30 +201,15 @@ int ExportCommand(const std::vector<std::string>& args, const std::string& compi
     card = weights::CardOf(programs);
     origin = "plan " + src + ", seed " + std::to_string(seed) + "'s initial values";
   } else {
-    std::vector<std::string> warnings;
-    if (Status err = checkpoint::FindLatestCheckpoint(src, &ckpt_dir, &warnings)) {
+    if (Status err = tmp.Create("heiretsu-export")) return Fail(kCmd, *err);
+    std::string spec_path;
+    if (Status err = CheckpointSpec(src, tmp, &ckpt_dir, &header, &spec_path)) {
       struct stat st;
-      if (::stat(src.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && err->bad_input())
+      if (::stat(src.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && err->bad_input() && ckpt_dir.empty())
         return Fail(kCmd, Error::BadInput(err->message + "; SRC must be a checkpoint or a plan directory"));
       return Fail(kCmd, *err);
     }
-    for (const std::string& w : warnings) std::fprintf(stderr, "heiretsu: export: warning: %s\n", w.c_str());
-    if (Status err = checkpoint::ReadHeader(ckpt_dir, &header)) return Fail(kCmd, *err);
-    if (header.spec.empty())
-      return Fail(kCmd, Error::BadInput(ckpt_dir + ": the checkpoint carries no spec (written before "
-                                        "checkpoints had a model card, format 2): nothing says what "
-                                        "its tensors mean"));
-    if (Status err = tmp.Create()) return Fail(kCmd, *err);
-    std::string name = std::filesystem::path(header.spec_file).filename().string();
-    if (name.empty() || name == "-") name = header.model + ".hr";
-    const std::string spec_path = tmp.path() + "/" + name;
-    {
-      data::AtomicFile spec;
-      if (Status err = spec.Open(spec_path)) return Fail(kCmd, *err);
-      if (Status err = spec.Write(header.spec.data(), static_cast<int64_t>(header.spec.size())))
-        return Fail(kCmd, *err);
-      if (Status err = spec.Commit()) return Fail(kCmd, *err);
-    }
+    const std::string name = std::filesystem::path(spec_path).filename().string();
     int code = 0;
     if (!CompileCard(compiler, spec_path, tmp.path() + "/plan", &card, &code)) {
       std::fprintf(stderr, "heiretsu: export: %s: its spec (%s) did not compile\n", ckpt_dir.c_str(),
@@ -444,7 +379,7 @@ int ImportCommand(const std::vector<std::string>& args, const std::string& compi
 
   const auto start = std::chrono::steady_clock::now();
   TempDir tmp;
-  if (Status err = tmp.Create()) return Fail(kCmd, *err);
+  if (Status err = tmp.Create("heiretsu-import")) return Fail(kCmd, *err);
   ModelCard card;
   int code = 0;
   if (!CompileCard(compiler, flags["--spec"], tmp.path() + "/plan", &card, &code)) return code;
