@@ -16,6 +16,7 @@ constexpr const char* kFlags[] = {
     "--save-dir",     "--save-every", "--resume", "--log-every", "--cache-dir",
     "--on-nonfinite", "--max-consecutive-skips", "--trace",   "--trace-steps",
     "--val-data",     "--val-every",  "--val-batches",
+    "--sample-every", "--sample-tokens",
 };
 
 constexpr int64_t kMaxCount = (int64_t{1} << 31) - 1;
@@ -134,6 +135,7 @@ const char* RunUsage() {
          "           [--save-every N] [--resume DIR] [--log-every N] [--cache-dir DIR]\n"
          "           [--on-nonfinite fail|skip] [--max-consecutive-skips N]\n"
          "           [--trace FILE.json] [--trace-steps A:B]\n"
+         "           [--sample-every N] [--sample-tokens N]\n"
          "\n"
          "  --data PATH        a token shard or a directory of shards (*.bin, llm.c format);\n"
          "                     default: the byte-tokenized licence texts, cached; in a\n"
@@ -167,7 +169,10 @@ const char* RunUsage() {
          "  --trace FILE.json  write a Chrome/Perfetto trace of steps 2-4 (one track per\n"
          "                     rank: steps, schedule runs, instructions, waits) and print\n"
          "                     the measured pipeline bubble per stage\n"
-         "  --trace-steps A:B  trace steps A to B instead (or A alone)\n";
+         "  --trace-steps A:B  trace steps A to B instead (or A alone)\n"
+         "  --sample-every N   print a sample of the model every N steps and at the last\n"
+         "                     (the plan's decode program; pp = 1); 0: never (default)\n"
+         "  --sample-tokens N  tokens each sample draws (default 64)\n";
 }
 
 std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args, RunOptions* out) {
@@ -212,6 +217,10 @@ std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
       err = ParseCount(a, v, 1, &out->save_every);
     } else if (a == "--val-every") {
       err = ParseCount(a, v, 0, &out->val_every);
+    } else if (a == "--sample-every") {
+      err = ParseCount(a, v, 0, &out->sample_every);
+    } else if (a == "--sample-tokens") {
+      err = ParseCount(a, v, 1, &out->sample_tokens);
     } else if (a == "--val-batches") {
       err = ParseCount(a, v, 1, &out->val_batches);
     } else if (a == "--log-every") {

@@ -21,6 +21,11 @@ struct RunOptions {
   std::string val_data;
   int64_t val_every = 100;
   int64_t val_batches = 20;
+  // A sample of sample_tokens tokens, drawn like `heiretsu sample` (temperature 1, the
+  // step as the seed) from the start of text (GPT-2's end-of-text token; a newline for
+  // a byte model), printed every sample_every steps and at the last; 0: never.
+  int64_t sample_every = 0;
+  int64_t sample_tokens = 64;
   int64_t steps = 100;   // the step the run ends at (steps count from 1)
   double lr = 1e-3;      // peak learning rate, reached at the end of warmup
   double min_lr = 1e-4;  // reached at the last step; lr / 10 unless given

@@ -54,6 +54,7 @@
 #include "runtime/rank/groups.h"
 #include "runtime/rank/logical_state.h"
 #include "runtime/rank/metrics.h"
+#include "runtime/rank/sample.h"
 
 namespace heiretsu {
 namespace {
@@ -549,6 +550,23 @@ int Run(const cli::RunOptions& o) {
   std::optional<data::Sampler> sampler;
   if (auto err = data::Sampler::Create(dataset, seed, seq, &sampler)) return Fail(*err);
 
+  // --sample-every: rank 0 decodes with the plan directory's decode program from the
+  // gathered weights (every rank's checks alike, so that none waits for a failed one).
+  std::unique_ptr<rank::Sampler> text_sampler;
+  if (o.sample_every > 0) {
+    struct stat st;
+    if (mesh.pp() > 1)
+      return Fail(Error::BadInput("--sample-every needs pp = 1 (this plan has pp " +
+                                  std::to_string(mesh.pp()) + "): sample a checkpoint instead, "
+                                  "'heiretsu sample CKPT_DIR'"));
+    if (::stat((o.plan_dir + "/" + plan::kDecodeFileName).c_str(), &st) != 0)
+      return Fail(Error::BadInput("--sample-every: " + o.plan_dir + " has no " +
+                                  plan::kDecodeFileName + " (compiled before decode programs): "
+                                  "compile it again"));
+    if (leader)
+      if (auto err = rank::Sampler::Open(o.plan_dir, nullptr, "", &text_sampler)) return Fail(*err);
+  }
+
   // The validation batches are the same at every evaluation and in every run (a fixed
   // seed, not the run's), the global batch's rows shared as in training.
   std::optional<data::Sampler> val_sampler;
@@ -666,6 +684,30 @@ int Run(const cli::RunOptions& o) {
       summary.checkpoint = dir;
     }
     if (save) summary.checkpoint_seconds += since(save_start);
+    if (o.sample_every > 0 && (step % o.sample_every == 0 || step == o.steps)) {
+      if (!save) {  // the gathered logical weights, as for a checkpoint
+        if (auto err = executor.PullState()) return Fail(*err);
+        if (auto err = logical.Gather()) return Fail(*err);
+      }
+      if (leader) {
+        if (auto err = text_sampler->SetValues(state)) return Fail(*err);
+        std::vector<int32_t> prompt;
+        if (auto err = text_sampler->Encode(text_sampler->tokenizer() == "gpt2" ? "" : "\n",
+                                            &prompt))
+          return Fail(*err);
+        rank::SampleOptions so;
+        so.tokens = o.sample_tokens;
+        so.seed = static_cast<uint64_t>(step);
+        std::vector<int32_t> drawn;
+        bool full = false;
+        if (auto err = text_sampler->Generate(prompt, so, [&](int32_t id) { drawn.push_back(id); },
+                                              &full))
+          return Fail(*err);
+        std::string text;
+        if (auto err = text_sampler->DecodeText(drawn, &text)) return Fail(*err);
+        std::printf("sample (step %lld): %s\n", static_cast<long long>(step), text.c_str());
+      }
+    }
   }
   if (leader && nonfinite.skipped() > 0)
     std::printf("skipped steps: %lld of %lld had a non-finite loss or gradient norm\n",
