@@ -22,6 +22,7 @@
 
 #include <cmath>
 #include <map>
+#include <set>
 #include <sstream>
 
 using namespace mlir;
@@ -233,13 +234,92 @@ public:
     summary.layers = layers;
     summary.batch = batch;
     summary.seq = seq;
+    summary.activeParamCount = 0;
+    for (const ParamSummary &p : summary.params)
+      summary.activeParamCount += p.experts ? p.numel / p.experts * p.topK : p.numel;
+    warnUnread(summary);
   }
 
 private:
+  /// A warning for each hyperparameter (a number, boolean or string the spec
+  /// assigns; all are top-level, before the graph) that no expression and no
+  /// lookup of the builder read: a misspelled name (`kv_head`) or a value a
+  /// builtin only takes as a keyword (`hidden`, `rope_theta`). Tensors (`x`,
+  /// `loss`, a block's locals) are the graph's and never warn.
+  void warnUnread(ModelSummary &summary) {
+    // The names the builder itself reads (ensureGraph, attention, resolveTokenizer).
+    static const char *const known[] = {"vocab",   "padded_vocab", "context", "d_model",
+                                        "layers",  "heads",        "kv_heads", "head_dim",
+                                        "eps",     "init_std",     "bias",    "tokenizer"};
+    // Values a builtin reads only when passed as its keyword: what it does
+    // instead, and how to pass it.
+    static const std::pair<const char *, const char *> keywords[] = {
+        {"hidden", "mlp() and moe() default hidden to 4 * d_model unless given"},
+        {"experts", "moe() reads it only when given"},
+        {"top_k", "moe() defaults top_k to min(2, experts) unless given"},
+        {"capacity", "moe() defaults capacity to 1.25 unless given"},
+        {"aux_loss", "moe() defaults aux_loss to 0.01 unless given"},
+        {"z_loss", "moe() defaults z_loss to 0.0 unless given"},
+        {"act", "mlp() and moe() default act to gelu unless given"},
+        {"positions", "embedding() defaults positions to none unless given"},
+        {"tied", "head() defaults tied to true unless given"},
+        {"rope", "attention() applies no RoPE unless given"}};
+    auto keywordHint = [&](const std::string &name, const std::string &keyword,
+                           const char *instead) {
+      return ": " + std::string(instead) + " '" + keyword + " = " + name + "'";
+    };
+    std::set<std::string> defined(hyperparameterOrder.begin(), hyperparameterOrder.end());
+    for (const std::string &name : hyperparameterOrder) {
+      if (readNames.count(name))
+        continue;
+      std::string hint;
+      for (const auto &[keyword, instead] : keywords)
+        if (name == keyword)
+          hint = keywordHint(name, keyword, instead);
+      if (hint.empty()) {
+        // The closest name the builder reads that the spec does not define.
+        llvm::StringRef target = name;
+        unsigned best = 3;
+        std::string bestName;
+        for (const char *k : known) {
+          if (defined.count(k))
+            continue;
+          unsigned d = target.edit_distance(k, /*AllowReplacements=*/true, best);
+          if (d < best && d * 3 <= name.size()) {
+            best = d;
+            bestName = k;
+          }
+        }
+        if (!bestName.empty())
+          hint = " (did you mean '" + bestName + "'?)";
+      }
+      if (hint.empty()) {
+        // A name that holds what a keyword takes: `ffn_hidden`, `num_experts`,
+        // `rope_theta`.
+        for (const auto &[keyword, instead] : keywords) {
+          bool rope = std::string(keyword) == "rope" &&
+                      (name.find("rope") != std::string::npos ||
+                       name.find("theta") != std::string::npos);
+          bool part = (std::string(keyword) == "hidden" || std::string(keyword) == "experts") &&
+                      name.find(keyword) != std::string::npos;
+          if (rope || part) {
+            hint = keywordHint(name, keyword, instead);
+            break;
+          }
+        }
+      }
+      if (hint.empty())
+        hint = "; use it or remove it";
+      summary.warnings.push_back(
+          Error{env.at(name).defLoc, "'" + name + "' is assigned but never read" + hint});
+    }
+  }
+
   /// `tokenizer = byte|gpt2`, checked against the vocabulary; without it, the
   /// tokenizer the vocabulary implies (256: byte, 50257: gpt2) or none.
   std::string resolveTokenizer() {
     auto it = env.find("tokenizer");
+    readNames.insert("tokenizer");
     if (it == env.end())
       return vocab == 256 ? "byte" : vocab == 50257 ? "gpt2" : "";
     const Val &v = it->second.val;
@@ -337,6 +417,8 @@ private:
                              std::to_string(graphLoc.col) +
                              "; define hyperparameters first");
     env[stmt.name] = Binding{v, stmt.nameLoc};
+    if (v.kind != Val::Kind::Tensor)
+      hyperparameterOrder.push_back(stmt.name);
   }
 
   //===--------------------------------------------------------------------===//
@@ -362,6 +444,7 @@ private:
       }
       auto it = env.find(e.text);
       if (it != env.end()) {
+        readNames.insert(e.text);
         Val v = it->second.val;
         v.loc = e.loc;
         return v;
@@ -456,7 +539,9 @@ private:
   // Hyperparameters
   //===--------------------------------------------------------------------===//
 
+  /// The builder's own read of a hyperparameter (it counts as read).
   const Binding *lookup(const char *name) {
+    readNames.insert(name);
     auto it = env.find(name);
     return it == env.end() ? nullptr : &it->second;
   }
@@ -644,7 +729,8 @@ private:
     if (__builtin_add_overflow(summary->paramCount, numel, &summary->paramCount) ||
         summary->paramCount > kMaxNumel)
       fail(at, "the model has more than " + std::to_string(kMaxNumel) + " parameters");
-    summary->params.push_back({name, std::vector<int64_t>(shape.begin(), shape.end()), numel});
+    summary->params.push_back(
+        {name, std::vector<int64_t>(shape.begin(), shape.end()), numel, layer});
     FloatAttr stdAttr;
     if (init == graph::InitKind::normal)
       stdAttr = b.getF64FloatAttr(stdDev);
@@ -934,6 +1020,11 @@ private:
     if (act == 1)
       wGate = normalParam(p + ".w_gate.weight", {experts, hidden, dModel}, at, initStd);
     Value wOut = normalParam(p + ".w_down.weight", {experts, dModel, hidden}, at, residualStd());
+    // The expert weights (the last 2 or 3 parameters): a token uses top_k of them.
+    for (size_t k = summary->params.size() - (act == 1 ? 3 : 2); k < summary->params.size(); ++k) {
+      summary->params[k].experts = experts;
+      summary->params[k].topK = topK;
+    }
     auto op = graph::MoEOp::create(
         b, loc(at), x.getType(), RankedTensorType::get({}, b.getF32Type()), x,
         router, wIn, wOut, wGate, b.getI64IntegerAttr(experts),
@@ -1006,6 +1097,8 @@ private:
   Loc graphLoc; // the first use of the graph (tokens or a graph builtin)
 
   std::map<std::string, Binding> env;
+  std::set<std::string> readNames;                // names an expression or lookup read
+  std::vector<std::string> hyperparameterOrder; // non-tensor assignments, in order
   std::set<std::string> paramNames;
   std::map<std::string, int> roleCounts;
   std::vector<Value> auxLosses;

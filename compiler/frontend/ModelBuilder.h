@@ -39,6 +39,11 @@ struct ParamSummary {
   std::string name;
   std::vector<int64_t> shape;
   int64_t numel = 0;
+  /// The layer of `block` that created it, or -1 outside the block.
+  int64_t layer = -1;
+  /// An expert weight of a `moe` call (w_up, w_gate, w_down; not the router):
+  /// its experts and top_k. Both 0 for every other parameter.
+  int64_t experts = 0, topK = 0;
 };
 
 struct ModelSummary {
@@ -46,6 +51,10 @@ struct ModelSummary {
   int64_t layers = 0;
   int64_t batch = 0, seq = 0;
   int64_t paramCount = 0;
+  /// Parameters a token's forward pass uses: every parameter but the expert
+  /// weights, of which each moe call counts top_k / experts (its router fully).
+  /// Equal to paramCount in a model without moe.
+  int64_t activeParamCount = 0;
   std::vector<std::pair<std::string, std::string>> hyperparameters; // name, value
   std::vector<ParamSummary> params;
   /// The tokenizer the token ids belong to: the spec's `tokenizer = byte|gpt2`, or
@@ -55,6 +64,9 @@ struct ModelSummary {
   /// act, positions, rope, head, attention_bias, mlp_bias, moe_layers... A fact
   /// that differs between layers reads "mixed".
   std::map<std::string, std::string> architecture;
+  /// Mistakes that do not stop the build (docs/language.md, "Warnings"): a
+  /// hyperparameter that nothing reads, at its assignment, in spec order.
+  std::vector<Error> warnings;
 };
 
 /// Builds the graph module for `spec`. `file` names the spec in op locations.

@@ -10,11 +10,20 @@
 
 namespace heiretsu::frontend {
 
-std::string formatError(const std::string &file, const Error &err) {
+static std::string formatDiagnostic(const std::string &file, const Error &err,
+                                    const char *kind) {
   std::string out = file;
   if (err.loc.line != 0)
     out += ":" + std::to_string(err.loc.line) + ":" + std::to_string(err.loc.col);
-  return out + ": error: " + err.message;
+  return out + ": " + kind + ": " + err.message;
+}
+
+std::string formatError(const std::string &file, const Error &err) {
+  return formatDiagnostic(file, err, "error");
+}
+
+std::string formatWarning(const std::string &file, const Error &warning) {
+  return formatDiagnostic(file, warning, "warning");
 }
 
 /// Length of the UTF-8 sequence starting at s[i], or 0 if it is malformed

@@ -29,6 +29,9 @@ struct Error {
 /// Formats `err` as `file:line:col: error: message`.
 std::string formatError(const std::string &file, const Error &err);
 
+/// Formats `warning` as `file:line:col: warning: message`.
+std::string formatWarning(const std::string &file, const Error &warning);
+
 /// Upper bound on a spec file's size; larger files are rejected unread.
 inline constexpr uint64_t kMaxSpecBytes = 64ull << 20;
 

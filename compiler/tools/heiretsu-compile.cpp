@@ -32,6 +32,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <csignal>
+#include <map>
 #include <filesystem>
 #include <cstdio>
 #include <sys/stat.h>
@@ -70,11 +71,55 @@ std::string withCommas(int64_t n) {
   return out;
 }
 
+/// "layer 3", "layers 1..11", "layers 1, 3", "layers 1, 3, ..., 11".
+std::string layerList(const std::vector<int64_t> &layers) {
+  if (layers.size() == 1)
+    return "layer " + std::to_string(layers[0]);
+  bool progression = true;
+  int64_t step = layers[1] - layers[0];
+  for (size_t i = 1; i < layers.size(); ++i)
+    progression &= layers[i] - layers[i - 1] == step;
+  std::string s = "layers ";
+  if (progression && step == 1 && layers.size() > 2)
+    return s + std::to_string(layers.front()) + ".." + std::to_string(layers.back());
+  if (progression && layers.size() > 4)
+    return s + std::to_string(layers[0]) + ", " + std::to_string(layers[1]) + ", ..., " +
+           std::to_string(layers.back());
+  for (size_t i = 0; i < layers.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(layers[i]);
+  return s;
+}
+
 void printSummary(llvm::raw_ostream &os, const frontend::ModelSummary &s,
                   const cli::CompileOptions &opts) {
   os << "model " << s.name << "\n";
-  os << "  parameters   " << withCommas(s.paramCount) << " (" << s.params.size()
-     << " tensors)\n";
+  // A mixture of experts: each token runs top_k of a moe call's experts.
+  std::map<std::pair<int64_t, int64_t>, std::vector<int64_t>> moeLayers; // (top_k, experts)
+  for (const frontend::ParamSummary &p : s.params) {
+    std::vector<int64_t> &at = moeLayers[{p.topK, p.experts}];
+    if (p.experts && (at.empty() || at.back() != p.layer))
+      at.push_back(p.layer);
+  }
+  moeLayers.erase({0, 0});
+  if (moeLayers.empty()) {
+    os << "  parameters   " << withCommas(s.paramCount) << " (" << s.params.size()
+       << " tensors)\n";
+  } else {
+    os << "  parameters   " << withCommas(s.paramCount) << " total (" << s.params.size()
+       << " tensors)\n";
+    std::string how;
+    for (auto &[kind, layers] : moeLayers) {
+      bool outside = !layers.empty() && layers.front() < 0;
+      std::vector<int64_t> inBlock(layers.begin() + (outside ? 1 : 0), layers.end());
+      std::string where = inBlock.empty() ? "" : "in " + layerList(inBlock);
+      if (outside)
+        where += std::string(where.empty() ? "" : " and ") + "outside the block";
+      how += std::string(how.empty() ? "" : "; ") + "top " + std::to_string(kind.first) +
+             " of " + std::to_string(kind.second) + " experts " + where;
+    }
+    os << "  active       " << withCommas(s.activeParamCount)
+       << " per token (the expert weights count top_k / experts: " << how << ")\n";
+  }
   os << "  layers       " << s.layers << "\n";
   os << "  hyperparams ";
   for (const auto &[name, value] : s.hyperparameters)
@@ -86,19 +131,48 @@ void printSummary(llvm::raw_ostream &os, const frontend::ModelSummary &s,
   os << "  mesh         dp=" << opts.dp << " tp=" << opts.tp << " pp=" << opts.pp
      << " ep=" << opts.ep << " (world " << opts.world_size() << ")\n";
   os << "  parameter shapes:\n";
-  // Layers repeat: print layer 0 in full and only count the others.
-  int64_t elided = 0;
+  // Layers repeat: each group of identically shaped layers (every K alternates
+  // them) prints its first layer in full and counts the others.
+  using Shape = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+  std::vector<Shape> shapes(s.layers);
+  for (const frontend::ParamSummary &p : s.params)
+    if (p.layer >= 0 && p.layer < s.layers) {
+      std::string prefix = "layers." + std::to_string(p.layer) + ".";
+      llvm::StringRef name = p.name;
+      shapes[p.layer].emplace_back(name.starts_with(prefix) ? name.drop_front(prefix.size()).str()
+                                                            : p.name,
+                                   p.shape);
+    }
+  std::vector<std::vector<int64_t>> groups; // layers, by first layer
+  for (int64_t l = 0; l < s.layers; ++l) {
+    auto it = llvm::find_if(groups, [&](const auto &g) { return shapes[g[0]] == shapes[l]; });
+    if (it == groups.end())
+      groups.push_back({l});
+    else
+      it->push_back(l);
+  }
+  auto print = [&](const frontend::ParamSummary &p) {
+    os << "    " << llvm::left_justify(p.name, 28) << " " << dims(p.shape) << "\n";
+  };
+  bool layersPrinted = false;
   for (const frontend::ParamSummary &p : s.params) {
-    llvm::StringRef name = p.name;
-    if (name.starts_with("layers.") && !name.starts_with("layers.0.")) {
-      ++elided;
+    if (p.layer < 0) {
+      print(p);
       continue;
     }
-    os << "    " << llvm::left_justify(p.name, 28) << " " << dims(p.shape) << "\n";
+    if (layersPrinted)
+      continue;
+    layersPrinted = true;
+    for (const std::vector<int64_t> &group : groups) {
+      for (const frontend::ParamSummary &q : s.params)
+        if (q.layer == group[0])
+          print(q);
+      if (group.size() > 1)
+        os << "    (" << shapes[group[0]].size() * (group.size() - 1) << " more in "
+           << layerList({group.begin() + 1, group.end()}) << ", shaped like layer "
+           << group[0] << "'s)\n";
+    }
   }
-  if (elided)
-    os << "    (" << elided << " more in layers 1.." << s.layers - 1
-       << ", shaped like layer 0's)\n";
 }
 
 /// Writes text output to -o (stdout without it).
@@ -267,6 +341,18 @@ int main(int argc, char **argv) {
                          "not verify (diagnostic above)\n", path.c_str());
     return kExitFailure;
   }
+  // The spec's warnings, at every --emit; --strict makes them errors.
+  for (const frontend::Error &warning : summary.warnings) {
+    if (opts.strict) {
+      frontend::Error err = warning;
+      err.message += " [--strict]";
+      std::fprintf(stderr, "%s\n", frontend::formatError(path, err).c_str());
+    } else {
+      std::fprintf(stderr, "%s\n", frontend::formatWarning(path, warning).c_str());
+    }
+  }
+  if (opts.strict && !summary.warnings.empty())
+    return kExitBadInput;
   // Requests the model cannot take, then what is parsed but not built: refused at
   // every --emit, naming the value.
   if (opts.pp > summary.layers) {

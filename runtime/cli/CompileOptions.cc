@@ -22,7 +22,8 @@ constexpr FlagSpec kFlags[] = {
     {"--schedule", true},    {"--virtual-stages", true},
     {"--stage-layers", true}, {"--zero", true},
     {"--precision", true},   {"--recompute", true},
-    {"--sequence-parallel", false}, {"--emit", true}, {"--bucket-mb", true},
+    {"--sequence-parallel", false}, {"--strict", false},
+    {"--emit", true},        {"--bucket-mb", true},
     {"-o", true},
 };
 
@@ -84,7 +85,7 @@ const char* CompileUsage() {
          "           [--schedule gpipe|1f1b|interleaved|zb-h1] [--virtual-stages V]\n"
          "           [--stage-layers N,N,...] [--zero 0|1]\n"
          "           [--precision fp32|bf16|fp16] [--recompute none|selective|full]\n"
-         "           [--sequence-parallel] [--bucket-mb MB]\n"
+         "           [--sequence-parallel] [--bucket-mb MB] [--strict]\n"
          "           [--emit mlir|plan-text|plan|summary] [-o OUT]\n";
 }
 
@@ -112,7 +113,7 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
       continue;
     }
     if (!takes_value) {
-      out->sequence_parallel = true;
+      (a == "--strict" ? out->strict : out->sequence_parallel) = true;
       continue;
     }
     if (i + 1 >= args.size()) return a + ": missing value";

@@ -25,6 +25,8 @@ struct CompileOptions {
   std::string precision = "fp32";
   std::string recompute = "none";
   bool sequence_parallel = false;
+  // --strict: the spec's warnings (a hyperparameter nothing reads) are errors.
+  bool strict = false;
   // Data-parallel gradient buckets: each is all-reduced as soon as the backward
   // pass has finished its gradients (PyTorch DDP's default size).
   int64_t bucket_mb = 25;

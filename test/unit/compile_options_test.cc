@@ -90,6 +90,21 @@ TEST(CompileOptions, ChoicesAndFlags) {
   EXPECT_EQ(o.output, "out");
 }
 
+TEST(CompileOptions, StrictIsAFlagOfItsOwn) {
+  CompileOptions plain;
+  ASSERT_EQ(Parse({"--tp", "2", "--sequence-parallel"}, &plain), std::nullopt);
+  EXPECT_FALSE(plain.strict);
+  CompileOptions strict;
+  ASSERT_EQ(Parse({"--strict"}, &strict), std::nullopt);
+  EXPECT_TRUE(strict.strict);
+  EXPECT_FALSE(strict.sequence_parallel);  // --strict is not --sequence-parallel
+  // `heiretsu train` hands it to the compiler: a compile flag without a value.
+  bool takes_value = true;
+  EXPECT_TRUE(IsCompileFlag("--strict", &takes_value));
+  EXPECT_FALSE(takes_value);
+  EXPECT_NE(std::string(CompileUsage()).find("[--strict]"), std::string::npos);
+}
+
 TEST(CompileOptions, TwoSpecsAreRefused) {
   CompileOptions o;
   auto err = Parse({"other.hr"}, &o);
