@@ -315,7 +315,7 @@ private:
     }
   }
 
-  /// `tokenizer = byte|gpt2`, checked against the vocabulary; without it, the
+  /// `tokenizer = "byte"|"gpt2"`, checked against the vocabulary; without it, the
   /// tokenizer the vocabulary implies (256: byte, 50257: gpt2) or none.
   std::string resolveTokenizer() {
     auto it = env.find("tokenizer");

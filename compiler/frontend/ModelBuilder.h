@@ -57,7 +57,7 @@ struct ModelSummary {
   int64_t activeParamCount = 0;
   std::vector<std::pair<std::string, std::string>> hyperparameters; // name, value
   std::vector<ParamSummary> params;
-  /// The tokenizer the token ids belong to: the spec's `tokenizer = byte|gpt2`, or
+  /// The tokenizer the token ids belong to: the spec's `tokenizer = "byte"|"gpt2"`, or
   /// by the vocabulary (256: byte, 50257: gpt2), else empty.
   std::string tokenizer;
   /// How the graph is built, by name (docs/language.md, "The model card"): norm,

@@ -259,7 +259,10 @@ def PlanMemoryPass : Pass<"heiretsu-plan-memory", "::heiretsu::plan_ir::ProgramO
   let summary = "Assign arena offsets by liveness, per activation slot; record the peak";
   let description = [{
     After heiretsu-schedule. Parameters, their gradients and moments live for
-    the whole program and are laid out first. Every other buffer lives from the
+    the whole program and are laid out first; in a program with no backward or
+    update instruction (a decode program) nothing reads a gradient or a moment,
+    and all of them share one block the size of the largest parameter, after the
+    values. Every other buffer lives from the
     first to the last kernel that touches it, positions counting over the units
     in program order (forward, backward, comm, update: one microbatch's, as every
     run of a unit reuses its buffers; the microbatch inputs and the loss for the

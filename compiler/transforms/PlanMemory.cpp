@@ -73,9 +73,25 @@ struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
     int64_t cursor = 0;
     SmallVector<Interval> intervals;
     DenseMap<Value, size_t> index;
+    // A program without backward or update instructions (a decode program) never
+    // reads a gradient or a moment: all of them share one block the size of the
+    // largest parameter after the values (zeroed at initialization, never read).
+    bool forwardOnly = true;
+    for (auto unit : program.getBody().front().getOps<plan_ir::UnitOp>())
+      if (unit.getKind() != plan_ir::UnitKind::forward && !unit.getBody().front().empty())
+        forwardOnly = false;
+    SmallVector<plan_ir::ParamOp> scratchUsers;
+    int64_t scratchBytes = 0;
     for (Operation &op : program.getBody().front()) {
       if (auto p = dyn_cast<plan_ir::ParamOp>(op)) {
         int64_t bytes = alignUp(numElements(p.getValue()) * 4);
+        if (forwardOnly) {
+          p.setOffsetsAttr(b.getDenseI64ArrayAttr({cursor, -1, -1, -1}));
+          scratchUsers.push_back(p);
+          scratchBytes = std::max(scratchBytes, bytes);
+          cursor += bytes;
+          continue;
+        }
         SmallVector<int64_t> offsets;
         for (int i = 0; i < 4; ++i, cursor += bytes)
           offsets.push_back(cursor);
@@ -85,6 +101,12 @@ struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
         intervals.push_back({buf, alignUp(numElements(buf.getBuffer()) * 4)});
       }
     }
+    for (plan_ir::ParamOp p : scratchUsers) {
+      SmallVector<int64_t> offsets(p.getOffsets()->begin(), p.getOffsets()->end());
+      offsets[1] = offsets[2] = offsets[3] = cursor;
+      p.setOffsetsAttr(b.getDenseI64ArrayAttr(offsets));
+    }
+    cursor += scratchBytes;
     const int64_t paramBytes = cursor;
 
     // Live ranges; where each unit ends; the end of the per-microbatch units.

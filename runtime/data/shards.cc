@@ -308,6 +308,18 @@ uint64_t Dataset::Fingerprint() const {
   return h;
 }
 
+void Dataset::SplitTail(int64_t count, const std::string& head_name,
+                        const std::string& tail_name, Dataset* tail) {
+  assert(count > 0 && count < num_tokens() && tail->num_tokens() == 0);
+  const int64_t head = num_tokens() - count;
+  std::vector<int32_t> ids(static_cast<size_t>(num_tokens()));
+  CopyTokens(0, num_tokens(), ids.data());
+  Dataset front;
+  front.Append(head_name, std::vector<uint16_t>(ids.begin(), ids.begin() + head));
+  tail->Append(tail_name, std::vector<uint16_t>(ids.begin() + head, ids.end()));
+  *this = std::move(front);
+}
+
 void Dataset::CopyTokens(int64_t begin, int64_t count, int32_t* out) const {
   assert(begin >= 0 && count >= 0 && begin + count <= num_tokens());
   // The shard holding `begin` is the first whose end lies beyond it.

@@ -99,6 +99,11 @@ class Dataset {
   // Copies stream positions [begin, begin + count), across shard boundaries if need be.
   // Requires 0 <= begin and begin + count <= num_tokens().
   void CopyTokens(int64_t begin, int64_t count, int32_t* out) const;
+  // Splits off the stream's last `count` tokens (0 < count < num_tokens()) into
+  // `*tail` (which must be empty) as one shard named `tail_name`; this dataset keeps the
+  // rest, as one shard named `head_name`.
+  void SplitTail(int64_t count, const std::string& head_name, const std::string& tail_name,
+                 Dataset* tail);
 
  private:
   std::vector<std::string> names_;

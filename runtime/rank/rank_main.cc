@@ -83,11 +83,15 @@ bool IsValShard(const std::string& path) {
   return path.find("_val_", slash == std::string::npos ? 0 : slash + 1) != std::string::npos;
 }
 
+// The part of the default corpus held out for validation: its stream's last tenth.
+constexpr int64_t kCorpusValDivisor = 10;
+
 // The dataset of --data, or the default corpus (byte-tokenized, so only for a
 // vocabulary of at least 256), with a line saying which. A --data directory's
-// *_val_* shards are not trained on: they go to `val_files`.
+// *_val_* shards are not trained on: they go to `val_files`; the default corpus's last
+// tenth is not trained on either: it goes to `corpus_val`.
 int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Dataset* dataset,
-             std::vector<std::string>* val_files) {
+             std::vector<std::string>* val_files, data::Dataset* corpus_val) {
   std::vector<std::string> files;
   if (!o.data.empty()) {
     std::vector<std::string> listed;
@@ -118,9 +122,19 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Datase
       std::printf("data: default corpus (%lld licence texts, byte-tokenized), %s %s\n",
                   static_cast<long long>(summary.files),
                   summary.reused ? "cached in" : "prepared in", dir.c_str());
-    files = summary.shards;
+    if (auto err = data::LoadDataset(summary.shards, vocab, dataset)) return Fail(*err);
+    const int64_t held = dataset->num_tokens() / kCorpusValDivisor;
+    const std::string name = dataset->Describe();
+    dataset->SplitTail(held, name + " (the first " + std::to_string(dataset->num_tokens() - held) +
+                                 " tokens)",
+                       name + " (the last " + std::to_string(held) + ")", corpus_val);
+    if (verbose)
+      std::printf("data: the default corpus's last %lld tokens (a tenth) held out from training%s\n",
+                  static_cast<long long>(held),
+                  o.val_data.empty() ? ", used for the validation loss" : "");
   }
-  if (auto err = data::LoadDataset(files, vocab, dataset)) return Fail(*err);
+  if (!o.data.empty())  // (the default corpus is loaded above)
+    if (auto err = data::LoadDataset(files, vocab, dataset)) return Fail(*err);
   if (verbose)
     std::printf("data: %s: %lld tokens\n", dataset->Describe().c_str(),
                 static_cast<long long>(dataset->num_tokens()));
@@ -420,16 +434,20 @@ int Run(const cli::RunOptions& o) {
 
   data::Dataset dataset;
   std::vector<std::string> val_files;
-  if (int code = LoadData(o, p.vocab(), leader, &dataset, &val_files)) return code;
-  // Validation data: --val-data, else the *_val_* shards of --data.
-  data::Dataset val_dataset;
+  data::Dataset val_dataset;  // the default corpus's held-out part, else loaded below
+  if (int code = LoadData(o, p.vocab(), leader, &dataset, &val_files, &val_dataset)) return code;
+  // Validation data: --val-data, else the *_val_* shards of --data or the default
+  // corpus's held-out part.
   if (!o.val_data.empty()) {
     val_files.clear();
+    val_dataset = data::Dataset();
     if (auto err = data::ListShardFiles(o.val_data, &val_files)) return Fail(*err);
   }
-  const bool validating = !val_files.empty() && o.val_every > 0;
+  const bool validating =
+      (!val_files.empty() || val_dataset.num_tokens() > 0) && o.val_every > 0;
   if (validating) {
-    if (auto err = data::LoadDataset(val_files, p.vocab(), &val_dataset)) return Fail(*err);
+    if (!val_files.empty())
+      if (auto err = data::LoadDataset(val_files, p.vocab(), &val_dataset)) return Fail(*err);
     if (leader)
       std::printf("val: %s: %lld tokens; the loss over %lld batches every %lld steps\n",
                   val_dataset.Describe().c_str(), static_cast<long long>(val_dataset.num_tokens()),
@@ -622,6 +640,9 @@ int Run(const cli::RunOptions& o) {
                   static_cast<long long>(nonfinite.skipped()));
     if (validating && !result.nonfinite && (step % o.val_every == 0 || step == o.steps)) {
       const Clock::time_point val_start = Clock::now();
+      // The trace shows the training step: validation's forwards are not in it.
+      const bool traced = trace_first <= step && step <= trace_last;
+      if (traced) executor.set_tracer(nullptr);
       double total = 0;
       for (int64_t k = 0; k < o.val_batches; ++k) {
         auto val_fill = [&](int64_t m, int32_t* tokens, int32_t* targets) {
@@ -634,6 +655,7 @@ int Run(const cli::RunOptions& o) {
         if (auto err = executor.Evaluate(val_fill, &loss)) return Fail(*err);
         total += loss;
       }
+      if (traced) executor.set_tracer(&tracer);
       result.val_loss = total / static_cast<double>(o.val_batches);
       summary.val_seconds += since(val_start);
     }

@@ -86,7 +86,7 @@ Status Sampler::Encode(const std::string& text, std::vector<int32_t>* ids) {
   }
   return Error::BadInput("model '" + std::string(loaded_.plan->model()->c_str()) +
                          "' names no tokenizer (vocab " + std::to_string(vocab_) +
-                         "): add 'tokenizer = byte' or 'tokenizer = gpt2' to its spec");
+                         "): add 'tokenizer = \"byte\"' or 'tokenizer = \"gpt2\"' to its spec");
 }
 
 Status Sampler::DecodeText(const std::vector<int32_t>& ids, std::string* text) const {

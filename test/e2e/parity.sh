@@ -12,12 +12,12 @@ mkdir -p "$work"
 spec=$(dirname "$0")/../../examples/gpt-tiny.hr
 
 # Every run also measures the validation loss at steps 5 and 10 (2 batches of the
-# default corpus's shard, prepared by the first run), compared like the losses.
+# default corpus's held-out tenth), compared like the losses.
 train() { # name, compile flags... (the model: $spec)
   local name=$1; shift
   "$bin/heiretsu" compile "$spec" --emit plan -o "$work/$name.plan" --seq 32 "$@" > /dev/null &&
   "$bin/heiretsu" run "$work/$name.plan" --steps 10 --lr 3e-3 --warmup 2 --cache-dir "$cache" \
-    --val-data "$cache/corpus-byte/train_000000.bin" --val-every 5 --val-batches 2 \
+    --val-every 5 --val-batches 2 \
     --metrics "$work/$name.jsonl" --save-dir "$work/$name.ckpt" > "$work/$name.log" 2>&1
 }
 losses() { sed -n 's/.*"loss":\([0-9.e+-]*\),.*/\1/p' "$1"; }
