@@ -324,6 +324,15 @@ std::string Explain(const std::vector<LoadedPlan>& programs) {
                 programs.size(),
                 programs.size() == 1 ? "" : "s");
   std::string out = line;
+  // The model card (plan.fbs): what checkpoints carry for `sample` and `export`.
+  int spec_lines = 0;
+  if (first.spec())
+    for (char c : first.spec()->string_view()) spec_lines += c == '\n';
+  std::snprintf(line, sizeof line, "model card: tokenizer %s, spec %s (%d lines), %u facts\n",
+                first.tokenizer() && first.tokenizer()->size() ? first.tokenizer()->c_str() : "none",
+                first.spec_file() && first.spec_file()->size() ? first.spec_file()->c_str() : "none",
+                spec_lines, first.config() ? first.config()->size() : 0u);
+  out += line;
   for (const LoadedPlan& lp : programs) out += ExplainProgram(lp);
   if (programs.size() > 1) out += ExplainPipeline(programs);
   return out;
