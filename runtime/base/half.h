@@ -1,0 +1,88 @@
+// The two 16-bit floating-point formats of mixed precision (issue #13), as bit
+// patterns, and their conversions to and from float32. Header-only: the CPU
+// kernels, checkpoints and tests share these, and CUDA's own intrinsics must agree
+// with them (test/unit/half_test.cc checks them against the compiler's _Float16 and a
+// float64 reference).
+//
+// - bfloat16: float32's sign and 8-bit exponent, 7 fraction bits (the top half of a
+//   float32). Same range as float32 (max 3.3895314e38, subnormals down to 2^-133).
+// - float16 (IEEE 754 binary16): 5-bit exponent, 10 fraction bits; max 65504, the
+//   smallest normal 2^-14, subnormals down to 2^-24.
+//
+// Float to 16 bits rounds to nearest, ties to even (IEEE's default, and CUDA's
+// __float2bfloat16_rn / __float2half_rn). A finite value that rounds past the largest
+// finite one becomes infinity of its sign (float16: |x| >= 65520); values below half the
+// smallest subnormal become zero of their sign; subnormal results are exact to the
+// rounding. Infinity stays infinity; NaN stays NaN (quiet, sign kept, payload
+// dropped: 0x7fc0 / 0x7e00 with the sign bit). 16 bits to float is exact.
+#ifndef HEIRETSU_RUNTIME_BASE_HALF_H_
+#define HEIRETSU_RUNTIME_BASE_HALF_H_
+
+#include <cstdint>
+#include <cstring>
+
+namespace heiretsu::half {
+
+inline uint32_t FloatBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+inline float BitsFloat(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline float Bf16ToFloat(uint16_t h) { return BitsFloat(static_cast<uint32_t>(h) << 16); }
+
+inline uint16_t FloatToBf16(float f) {
+  const uint32_t u = FloatBits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u)  // NaN
+    return static_cast<uint16_t>((u >> 16) | 0x0040u) & 0xffc0u;
+  // Round to nearest, ties to even, on the 16 bits dropped: add 0x7fff plus the kept
+  // lowest bit. A carry into the exponent is right (the next binade, or infinity).
+  const uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(rounded >> 16);
+}
+
+inline float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu, frac = h & 0x3ffu;
+  if (exp == 0x1f) return BitsFloat(sign | 0x7f800000u | (frac << 13));  // inf, NaN
+  if (exp != 0) return BitsFloat(sign | ((exp + 112) << 23) | (frac << 13));
+  // Subnormal (or zero): frac * 2^-24, exact in float32.
+  const float magnitude = static_cast<float>(frac) * 5.9604644775390625e-8f;
+  return BitsFloat(sign | FloatBits(magnitude));
+}
+
+inline uint16_t FloatToHalf(float f) {
+  const uint32_t u = FloatBits(f);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t abs = u & 0x7fffffffu;
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds to infinity
+  const int32_t exp = static_cast<int32_t>(abs >> 23) - 127;
+  if (exp >= -14) {
+    // Normal: keep 10 of the 23 fraction bits, rounding the 13 dropped to even.
+    const uint32_t mant = abs & 0x7fffffu;
+    uint32_t h = (static_cast<uint32_t>(exp + 15) << 10) | (mant >> 13);
+    const uint32_t rest = mant & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // may carry into exp
+    return sign | static_cast<uint16_t>(h);
+  }
+  if (exp < -25) return sign;  // below half of 2^-24 (and float subnormals): zero
+  // Subnormal: the value is m * 2^(exp - 23) with m the 24-bit significand; in units
+  // of 2^-24 that is m >> (-exp - 1), rounded to even on the bits shifted out.
+  const uint32_t m = (abs & 0x7fffffu) | 0x800000u;
+  const int shift = -exp - 1;  // 14 .. 24
+  uint32_t h = m >> shift;
+  const uint32_t rest = m & ((1u << shift) - 1u), halfway = 1u << (shift - 1);
+  if (rest > halfway || (rest == halfway && (h & 1u))) ++h;  // 0x400: the smallest normal
+  return sign | static_cast<uint16_t>(h);
+}
+
+}  // namespace heiretsu::half
+
+#endif  // HEIRETSU_RUNTIME_BASE_HALF_H_
