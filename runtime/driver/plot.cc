@@ -1,6 +1,8 @@
 // `heiretsu plot`; see plot.h.
 #include "runtime/driver/plot.h"
 
+#include "runtime/export/json.h"
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -44,267 +46,27 @@ namespace fs = std::filesystem;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// A top-level value of a metrics line: a number, null, or anything else (named in
-// messages).
-struct Value {
-  enum class Kind { kNumber, kNull, kOther } kind = Kind::kOther;
-  double number = kNaN;
-  std::string what;  // kOther: "a string", "true", "an object", ...
-};
-
-// A JSON reader for one line: the top-level object's members, nested values read
-// past. Errors name the column (from 1).
-class LineReader {
- public:
-  explicit LineReader(const std::string& text) : s_(text) {}
-
-  // Reads the line into `*members`; on error sets `*column` and returns the message.
-  std::optional<std::string> ReadObject(std::map<std::string, Value>* members, size_t* column) {
-    std::optional<std::string> err = Object(members);
-    if (!err) {
-      Blanks();
-      if (i_ < s_.size()) err = "text after the object: " + Found();
-    }
-    if (err) *column = i_ + 1;
-    return err;
-  }
-
- private:
-  static constexpr int kMaxDepth = 64;
-
-  void Blanks() {
-    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\r' || s_[i_] == '\n'))
-      ++i_;
-  }
-
-  // What stands at the reading position, for messages.
-  std::string Found() const {
-    if (i_ >= s_.size()) return "found the end of the line";
-    const unsigned char c = static_cast<unsigned char>(s_[i_]);
-    if (c < 0x20 || c >= 0x7f) {
-      char text[32];
-      std::snprintf(text, sizeof text, "found byte 0x%02x", c);
-      return text;
-    }
-    return std::string("found '") + s_[i_] + "'";
-  }
-
-  std::optional<std::string> Expect(char c, const char* what) {
-    Blanks();
-    if (i_ < s_.size() && s_[i_] == c) {
-      ++i_;
-      return std::nullopt;
-    }
-    return std::string("expected ") + what + ", " + Found();
-  }
-
-  std::optional<std::string> Object(std::map<std::string, Value>* members) {
-    if (auto err = Expect('{', "'{' (each line is one JSON object)")) return err;
-    Blanks();
-    if (i_ < s_.size() && s_[i_] == '}') {
-      ++i_;
-      return std::nullopt;
-    }
-    while (true) {
-      Blanks();
-      std::string key;
-      if (i_ >= s_.size() || s_[i_] != '"') return "expected a member name in quotes, " + Found();
-      if (auto err = String(&key)) return err;
-      if (auto err = Expect(':', "':' after the member name")) return err;
-      Value v;
-      if (auto err = Any(0, &v)) return err;
-      if (members) (*members)[key] = v;
-      Blanks();
-      if (i_ < s_.size() && s_[i_] == ',') {
-        ++i_;
-        continue;
-      }
-      return Expect('}', "',' or '}' after a member");
-    }
-  }
-
-  std::optional<std::string> Any(int depth, Value* v) {
-    Blanks();
-    if (i_ >= s_.size()) return "expected a value, " + Found();
-    if (depth > kMaxDepth) return "values nested deeper than " + std::to_string(kMaxDepth);
-    const char c = s_[i_];
-    if (c == '"') {
-      v->what = "a string";
-      std::string unused;
-      return String(&unused);
-    }
-    if (c == '{') {
-      v->what = "an object";
-      ++i_;
-      Blanks();
-      if (i_ < s_.size() && s_[i_] == '}') {
-        ++i_;
-        return std::nullopt;
-      }
-      while (true) {
-        Blanks();
-        std::string key;
-        if (i_ >= s_.size() || s_[i_] != '"') return "expected a member name in quotes, " + Found();
-        if (auto err = String(&key)) return err;
-        if (auto err = Expect(':', "':' after the member name")) return err;
-        Value inner;
-        if (auto err = Any(depth + 1, &inner)) return err;
-        Blanks();
-        if (i_ < s_.size() && s_[i_] == ',') {
-          ++i_;
-          continue;
-        }
-        return Expect('}', "',' or '}' after a member");
-      }
-    }
-    if (c == '[') {
-      v->what = "an array";
-      ++i_;
-      Blanks();
-      if (i_ < s_.size() && s_[i_] == ']') {
-        ++i_;
-        return std::nullopt;
-      }
-      while (true) {
-        Value inner;
-        if (auto err = Any(depth + 1, &inner)) return err;
-        Blanks();
-        if (i_ < s_.size() && s_[i_] == ',') {
-          ++i_;
-          continue;
-        }
-        return Expect(']', "',' or ']' after an element");
-      }
-    }
-    for (const char* word : {"true", "false", "null"}) {
-      const size_t n = std::strlen(word);
-      if (s_.compare(i_, n, word) == 0) {
-        i_ += n;
-        if (word[0] == 'n') {
-          v->kind = Value::Kind::kNull;
-        } else {
-          v->what = word;
-        }
-        return std::nullopt;
-      }
-    }
-    if (c == '-' || (c >= '0' && c <= '9')) return Number(v);
-    return "expected a value, " + Found();
-  }
-
-  // JSON's number grammar, then strtod on exactly that text.
-  std::optional<std::string> Number(Value* v) {
-    const size_t start = i_;
-    auto digits = [&] {
-      const size_t from = i_;
-      while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') ++i_;
-      return i_ > from;
-    };
-    if (s_[i_] == '-') ++i_;
-    if (i_ < s_.size() && s_[i_] == '0') {
-      ++i_;
-    } else if (!digits()) {
-      return "expected a digit in a number, " + Found();
-    }
-    if (i_ < s_.size() && s_[i_] == '.') {
-      ++i_;
-      if (!digits()) return "expected a digit after the decimal point, " + Found();
-    }
-    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
-      ++i_;
-      if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
-      if (!digits()) return "expected a digit in the exponent, " + Found();
-    }
-    const std::string text = s_.substr(start, i_ - start);
-    v->kind = Value::Kind::kNumber;
-    v->number = std::strtod(text.c_str(), nullptr);  // overflow: +-inf, refused by the caller
-    v->what = text;
-    return std::nullopt;
-  }
-
-  // A string at '"'; escapes decoded (\u as UTF-8, surrogates kept apart: only names
-  // are compared).
-  std::optional<std::string> String(std::string* out) {
-    ++i_;
-    while (true) {
-      if (i_ >= s_.size()) return std::string("the string has no closing '\"'");
-      const unsigned char c = static_cast<unsigned char>(s_[i_]);
-      if (c == '"') {
-        ++i_;
-        return std::nullopt;
-      }
-      if (c < 0x20) return "a control character in a string, " + Found();
-      if (c != '\\') {
-        out->push_back(static_cast<char>(c));
-        ++i_;
-        continue;
-      }
-      ++i_;
-      if (i_ >= s_.size()) return std::string("the string has no closing '\"'");
-      const char e = s_[i_++];
-      switch (e) {
-        case '"': case '\\': case '/': out->push_back(e); break;
-        case 'b': out->push_back('\b'); break;
-        case 'f': out->push_back('\f'); break;
-        case 'n': out->push_back('\n'); break;
-        case 'r': out->push_back('\r'); break;
-        case 't': out->push_back('\t'); break;
-        case 'u': {
-          unsigned code = 0;
-          for (int k = 0; k < 4; ++k, ++i_) {
-            const char h = i_ < s_.size() ? s_[i_] : '\0';
-            const int d = h >= '0' && h <= '9'   ? h - '0'
-                          : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                          : h >= 'A' && h <= 'F' ? h - 'A' + 10
-                                                 : -1;
-            if (d < 0) return "expected 4 hex digits after \\u, " + Found();
-            code = code * 16 + static_cast<unsigned>(d);
-          }
-          if (code < 0x80) {
-            out->push_back(static_cast<char>(code));
-          } else if (code < 0x800) {
-            out->push_back(static_cast<char>(0xc0 | (code >> 6)));
-            out->push_back(static_cast<char>(0x80 | (code & 0x3f)));
-          } else {
-            out->push_back(static_cast<char>(0xe0 | (code >> 12)));
-            out->push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3f)));
-            out->push_back(static_cast<char>(0x80 | (code & 0x3f)));
-          }
-          break;
-        }
-        default:
-          --i_;
-          return "an unknown escape in a string, " + Found();
-      }
-    }
-  }
-
-  const std::string& s_;
-  size_t i_ = 0;
-};
-
 const char kReadsWhat[] = " (heiretsu plot reads the lines of 'heiretsu run --metrics FILE.jsonl')";
 
-// Sets `*out` to member `name`: a finite number, or NaN when null or absent (absent
-// is refused when `required`).
-Status NumberField(const std::map<std::string, Value>& members, const char* name, bool required,
+// Sets `*out` to member `name` of `line` (an object): a number, or NaN when null or
+// absent (absent is refused when `required`).
+Status NumberField(const weights::JsonValue& line, const char* name, bool required,
                    const std::string& where, double* out) {
   *out = kNaN;
-  auto it = members.find(name);
-  if (it == members.end()) {
+  const weights::JsonValue* v = line.Find(name);
+  if (!v) {
     if (!required) return std::nullopt;
     return Error::BadInput(where + ": no \"" + name +
                            "\" member: every metrics line has step and loss" + kReadsWhat);
   }
-  const Value& v = it->second;
-  if (v.kind == Value::Kind::kNull) return std::nullopt;
-  if (v.kind == Value::Kind::kOther)
-    return Error::BadInput(where + ": \"" + name + "\" is " + v.what + ", expected a number" +
+  if (v->kind == weights::JsonValue::Kind::kNull) return std::nullopt;
+  if (v->kind != weights::JsonValue::Kind::kNumber)
+    return Error::BadInput(where + ": \"" + name + "\" is " + v->KindName() +
+                           ", expected a number" +
                            (required && std::strcmp(name, "step") == 0 ? "" : " or null"));
-  if (!std::isfinite(v.number))
-    return Error::BadInput(where + ": \"" + name + "\" is " + v.what +
-                           ", beyond the range of a double");
-  *out = v.number;
+  if (!std::isfinite(v->number))
+    return Error::BadInput(where + ": \"" + name + "\" is beyond the range of a double");
+  *out = v->number;
   return std::nullopt;
 }
 
@@ -328,24 +90,26 @@ Status ReadMetricsFile(const std::string& path, MetricsRun* run) {
     if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
     ++run->lines;
     const std::string where = path + ":" + std::to_string(number);
-    std::map<std::string, Value> members;
-    size_t column = 0;
-    if (auto err = LineReader(text).ReadObject(&members, &column))
-      return Error::BadInput(where + ":" + std::to_string(column) + ": not JSON: " + *err +
-                             kReadsWhat);
+    // The project's one JSON reader (runtime/export/json.h); a line is one object.
+    weights::JsonValue line;
+    if (auto err = weights::ParseJson(text, &line))
+      return Error::BadInput(where + ": not JSON: " + err->message + kReadsWhat);
+    if (line.kind != weights::JsonValue::Kind::kObject)
+      return Error::BadInput(where + ": " + line.KindName() +
+                             ", not an object (each line is one JSON object)" + kReadsWhat);
     double step;
-    if (auto err = NumberField(members, "step", true, where, &step)) return err;
+    if (auto err = NumberField(line, "step", true, where, &step)) return err;
     if (std::isnan(step))
       return Error::BadInput(where + ": \"step\" is null, expected an integer >= 0");
     if (step < 0 || step != std::floor(step) || step > 9e15)
-      return Error::BadInput(where + ": \"step\" is " + members["step"].what +
+      return Error::BadInput(where + ": \"step\" is " + weights::JsonNumber(step) +
                              ", expected an integer >= 0");
     MetricsPoint p;
-    if (auto err = NumberField(members, "loss", true, where, &p.loss)) return err;
-    if (auto err = NumberField(members, "val_loss", false, where, &p.val_loss)) return err;
-    if (auto err = NumberField(members, "lr", false, where, &p.lr)) return err;
-    if (auto err = NumberField(members, "tokens_per_s", false, where, &p.tokens_per_s)) return err;
-    if (auto err = NumberField(members, "grad_norm", false, where, &p.grad_norm)) return err;
+    if (auto err = NumberField(line, "loss", true, where, &p.loss)) return err;
+    if (auto err = NumberField(line, "val_loss", false, where, &p.val_loss)) return err;
+    if (auto err = NumberField(line, "lr", false, where, &p.lr)) return err;
+    if (auto err = NumberField(line, "tokens_per_s", false, where, &p.tokens_per_s)) return err;
+    if (auto err = NumberField(line, "grad_norm", false, where, &p.grad_norm)) return err;
     run->steps[static_cast<int64_t>(step)] = p;  // a later line of the same step wins
   }
   if (in.bad()) return Error::Failure(path + ": cannot read: " + std::strerror(errno));
