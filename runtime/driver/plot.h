@@ -19,10 +19,10 @@
 //   are optional; each is a number or null where given. Other fields are read past,
 //   nested values included. A step that appears twice keeps its later line (a resumed
 //   run appends to its metrics file and logs the steps after its checkpoint again).
-// - Bad input exits 2 naming FILE:LINE (and, for text that is not JSON, the byte of the line where the reader stopped), as
-//   do a file that cannot be read or holds no line, and bad flags. gnuplot missing from
-//   PATH exits 1 saying how to install it; gnuplot failing exits 1 with its messages
-//   and keeps its script for a look.
+// - Bad input exits 2 naming FILE:LINE (and, for text that is not JSON, the byte of
+//   the line where the reader stopped), as do a file that cannot be read or holds no
+//   line, and bad flags. gnuplot missing from PATH exits 1 saying how to install it;
+//   gnuplot failing exits 1 with its messages and keeps its script for a look.
 // - OUT is written beside itself and renamed into place, so it is either the whole new
 //   picture or what was there before.
 #ifndef HEIRETSU_RUNTIME_DRIVER_PLOT_H_
