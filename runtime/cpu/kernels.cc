@@ -333,6 +333,38 @@ void RopeBackward(const T* dy, T* dx, int64_t batch, int64_t seq, int64_t heads,
   Rope(dy, dx, batch, seq, heads, head_dim, theta, -1.0, accumulate_dx);
 }
 
+namespace {
+// One query of causal attention over key and value rows 0 .. last (row j at keys + j *
+// stride, values likewise): out = sum_j softmax_j(q . k_j * scale) v_j, the row
+// maxima subtracted; returns the log-sum-exp of the scaled scores. `p` has room for
+// last + 1 scores. The training forward and the decode step share it, so both sum in
+// the same order.
+template <typename T>
+T AttendRow(const T* q, const T* keys, const T* values, int64_t stride, int64_t last,
+            int64_t head_dim, T scale, T* p, T* out) {
+  T mx = -std::numeric_limits<T>::infinity();
+  for (int64_t j = 0; j <= last; ++j) {
+    const T* kj = keys + j * stride;
+    T s = 0;
+    for (int64_t d = 0; d < head_dim; ++d) s += q[d] * kj[d];
+    p[j] = s * scale;
+    mx = std::max(mx, p[j]);
+  }
+  T sum = 0;
+  for (int64_t j = 0; j <= last; ++j) {
+    p[j] = std::exp(p[j] - mx);
+    sum += p[j];
+  }
+  std::fill(out, out + head_dim, T(0));
+  for (int64_t j = 0; j <= last; ++j) {
+    const T* vj = values + j * stride;
+    const T pj = p[j] / sum;
+    for (int64_t d = 0; d < head_dim; ++d) out[d] += pj * vj[d];
+  }
+  return mx + std::log(sum);
+}
+}  // namespace
+
 template <typename T>
 void AttentionForward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t batch,
                       int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim) {
@@ -346,30 +378,11 @@ void AttentionForward(const T* q, const T* k, const T* v, T* out, T* lse, int64_
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t kh = h / group;
-        for (int64_t t = 0; t < seq; ++t) {
-          const T* qt = q + (b * seq + t) * qw + h * head_dim;
-          T mx = -std::numeric_limits<T>::infinity();
-          for (int64_t j = 0; j <= t; ++j) {
-            const T* kj = k + (b * seq + j) * kw + kh * head_dim;
-            T s = 0;
-            for (int64_t d = 0; d < head_dim; ++d) s += qt[d] * kj[d];
-            p[j] = s * scale;
-            mx = std::max(mx, p[j]);
-          }
-          T sum = 0;
-          for (int64_t j = 0; j <= t; ++j) {
-            p[j] = std::exp(p[j] - mx);
-            sum += p[j];
-          }
-          T* ot = out + (b * seq + t) * qw + h * head_dim;
-          std::fill(ot, ot + head_dim, T(0));
-          for (int64_t j = 0; j <= t; ++j) {
-            const T* vj = v + (b * seq + j) * kw + kh * head_dim;
-            T pj = p[j] / sum;
-            for (int64_t d = 0; d < head_dim; ++d) ot[d] += pj * vj[d];
-          }
-          lse[(b * heads + h) * seq + t] = mx + std::log(sum);
-        }
+        for (int64_t t = 0; t < seq; ++t)
+          lse[(b * heads + h) * seq + t] =
+              AttendRow(q + (b * seq + t) * qw + h * head_dim, k + b * seq * kw + kh * head_dim,
+                        v + b * seq * kw + kh * head_dim, kw, t, head_dim, scale, p.data(),
+                        out + (b * seq + t) * qw + h * head_dim);
       }
     }
   }
@@ -394,30 +407,11 @@ void CachedAttentionForward(const T* q, const T* k, const T* v, T* k_cache, T* v
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t kh = h / group;
-        for (int64_t t = 0; t < seq; ++t) {
-          const int64_t last = position + t;  // the positions it attends to: 0 .. last
-          const T* qt = q + (b * seq + t) * qw + h * head_dim;
-          T mx = -std::numeric_limits<T>::infinity();
-          for (int64_t j = 0; j <= last; ++j) {
-            const T* kj = k_cache + (b * context + j) * kw + kh * head_dim;
-            T s = 0;
-            for (int64_t d = 0; d < head_dim; ++d) s += qt[d] * kj[d];
-            p[j] = s * scale;
-            mx = std::max(mx, p[j]);
-          }
-          T sum = 0;
-          for (int64_t j = 0; j <= last; ++j) {
-            p[j] = std::exp(p[j] - mx);
-            sum += p[j];
-          }
-          T* ot = out + (b * seq + t) * qw + h * head_dim;
-          std::fill(ot, ot + head_dim, T(0));
-          for (int64_t j = 0; j <= last; ++j) {
-            const T* vj = v_cache + (b * context + j) * kw + kh * head_dim;
-            T pj = p[j] / sum;
-            for (int64_t d = 0; d < head_dim; ++d) ot[d] += pj * vj[d];
-          }
-        }
+        for (int64_t t = 0; t < seq; ++t)  // token t sees the cache's rows 0 .. position + t
+          AttendRow(q + (b * seq + t) * qw + h * head_dim,
+                    k_cache + b * context * kw + kh * head_dim,
+                    v_cache + b * context * kw + kh * head_dim, kw, position + t, head_dim, scale,
+                    p.data(), out + (b * seq + t) * qw + h * head_dim);
       }
     }
   }

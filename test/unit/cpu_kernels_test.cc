@@ -170,6 +170,13 @@ TEST(CpuKernels, EmbeddingForwardAndBackward) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < c; ++i) ref[r * c + i] = table[ids[r] * c + i] + pos[(r % seq) * c + i];
   EXPECT_LE(RelDiff(out, ref), kForwardTol);
+  // A decode step's offset: one token at position t reads positions row t.
+  std::vector<float> one(rows * c, NAN);
+  for (int64_t r = 0; r < rows; ++r)
+    ASSERT_EQ(EmbeddingForward(ids.data() + r, tf.data(), pf.data(), one.data() + r * c, 1, 1,
+                               vocab, c, 0, -1, r % seq),
+              -1);
+  EXPECT_LE(RelDiff(one, ref), kForwardTol);
 
   Vec rr = Random(rows * c, 13);
   auto loss = [&] {
@@ -336,6 +343,14 @@ TEST(CpuKernels, RopeForwardAndBackward) {
   std::vector<float> y(n, NAN);
   RopeForward(xf.data(), y.data(), batch, seq, heads, hd, theta);
   EXPECT_LE(RelDiff(y, ref), kForwardTol);
+  // A decode step's offset: token t of each sequence alone, at position t.
+  std::vector<float> one(n, NAN);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq; ++t) {
+      const int64_t at = (b * seq + t) * heads * hd;
+      RopeForward(xf.data() + at, one.data() + at, 1, 1, heads, hd, theta, t);
+    }
+  EXPECT_LE(RelDiff(one, ref), kForwardTol);
 
   Vec r = Random(n, 32);
   auto loss = [&] {
@@ -418,6 +433,44 @@ TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
   EXPECT_LE(FiniteDiffError(q, dq, loss), kGradTol);
   EXPECT_LE(FiniteDiffError(k, dk, loss), kGradTol);
   EXPECT_LE(FiniteDiffError(v, dv, loss), kGradTol);
+}
+
+// The decode step against the same float64 reference: the sequence fed through the
+// caches one position at a time (and, for the last positions, two at a time) gives the
+// full causal attention's output; the cache rows past the last position stay unread
+// (filled with NaN, they would poison the output).
+TEST_P(AttentionTest, CachedDecodeMatchesReference) {
+  const AttnShape s = GetParam();
+  Vec q = Random(s.batch * s.seq * s.heads * s.hd, 33);
+  Vec k = Random(s.batch * s.seq * s.kv_heads * s.hd, 34);
+  Vec v = Random(s.batch * s.seq * s.kv_heads * s.hd, 35);
+  Vec ref = ReferenceAttention(q, k, v, s.batch, s.seq, s.heads, s.kv_heads, s.hd);
+  const int64_t context = s.seq + 3, qw = s.heads * s.hd, kw = s.kv_heads * s.hd;
+  std::vector<float> kc(s.batch * context * kw, NAN), vc(kc.size(), NAN);
+  std::vector<float> out(q.size(), NAN);
+  // Tokens [t, t + n) of every sequence, gathered into [batch, n, .] inputs.
+  auto run = [&](int64_t t, int64_t n) {
+    std::vector<float> qs(s.batch * n * qw), ks(s.batch * n * kw), vs(s.batch * n * kw);
+    std::vector<float> os(qs.size());
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t row = b * s.seq + t + i, at = b * n + i;
+        for (int64_t d = 0; d < qw; ++d) qs[at * qw + d] = static_cast<float>(q[row * qw + d]);
+        for (int64_t d = 0; d < kw; ++d) {
+          ks[at * kw + d] = static_cast<float>(k[row * kw + d]);
+          vs[at * kw + d] = static_cast<float>(v[row * kw + d]);
+        }
+      }
+    CachedAttentionForward(qs.data(), ks.data(), vs.data(), kc.data(), vc.data(), os.data(),
+                           s.batch, n, s.heads, s.kv_heads, s.hd, context, t);
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t i = 0; i < n; ++i)
+        std::copy_n(os.begin() + (b * n + i) * qw, qw, out.begin() + (b * s.seq + t + i) * qw);
+  };
+  int64_t t = 0;
+  for (; t + 2 < s.seq; ++t) run(t, 1);
+  run(t, s.seq - t);
+  EXPECT_LE(RelDiff(out, ref), kForwardTol);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
