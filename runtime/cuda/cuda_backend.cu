@@ -1,9 +1,13 @@
 // The CUDA backend, fp32 reference slice; see cuda_backend.h. Each opcode's formula
 // is the CPU kernel's (runtime/cpu/kernels.h); where the CPU sums in double so does
 // this. Reductions run in a fixed order (block trees, one thread per column for
-// column sums), so results do not change from run to run. Every kernel launched
-// on a capped grid (Grid) loops over its whole range (grid-stride), so the cap
-// never leaves an element out.
+// column sums), so results do not change from run to run. Every kernel but the
+// single-block ones (MeanOfRows, VocabLossKernel, AddPartials: one block loops over
+// everything) and SumSquaresPartial (a fixed kPartials blocks, grid-stride) is
+// launched on a capped grid (Grid) and loops over its whole range: GRID_STRIDE over
+// elements, WARP_STRIDE over attention's queries or keys (one warp each),
+// BLOCK_STRIDE over the rows of the norms and the losses (one block each). So the
+// cap (CudaOptions::max_blocks) never leaves an element out.
 #include "runtime/cuda/cuda_backend.h"
 
 #include <cublas_v2.h>
@@ -186,47 +190,53 @@ __global__ void ColumnSum(const float* dy, float* db, int64_t rows, int64_t out)
 
 // ---------------------------------------------------------------- norms
 
-// One block per row. mean/rstd as the CPU computes them (double sums).
-__global__ void LayerNormFwd(const float* x, const float* w, const float* b, float* y,
-                             float* mean, float* rstd, int64_t c, double eps) {
-  const int64_t r = blockIdx.x;
-  const float* xr = x + r * c;
-  double s = 0;
-  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) s += xr[i];
-  const double mu = BlockSum(s) / c;
-  double v = 0;
-  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) v += (xr[i] - mu) * (xr[i] - mu);
-  const double rs = 1.0 / sqrt(BlockSum(v) / c + eps);
-  for (int64_t i = threadIdx.x; i < c; i += blockDim.x)
-    y[r * c + i] = static_cast<float>((xr[i] - mu) * rs * w[i] + b[i]);
-  if (threadIdx.x == 0) {
-    mean[r] = static_cast<float>(mu);
-    rstd[r] = static_cast<float>(rs);
+// The same over blocks: block k of the grid takes rows k, k + blocks, ... (every
+// thread of a block the same rows, so the block's reductions see every thread).
+#define BLOCK_STRIDE(r, n) for (int64_t r = blockIdx.x; r < (n); r += gridDim.x)
+
+// One block per row (block-stride). mean/rstd as the CPU computes them (double sums).
+__global__ void LayerNormFwd(const float* x, const float* w, const float* b, float* y, float* mean,
+                             float* rstd, int64_t rows, int64_t c, double eps) {
+  BLOCK_STRIDE(r, rows) {
+    const float* xr = x + r * c;
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) s += xr[i];
+    const double mu = BlockSum(s) / c;
+    double v = 0;
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) v += (xr[i] - mu) * (xr[i] - mu);
+    const double rs = 1.0 / sqrt(BlockSum(v) / c + eps);
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x)
+      y[r * c + i] = static_cast<float>((xr[i] - mu) * rs * w[i] + b[i]);
+    if (threadIdx.x == 0) {
+      mean[r] = static_cast<float>(mu);
+      rstd[r] = static_cast<float>(rs);
+    }
   }
 }
 
-// dx for one row per block; `mean` null for RMSNorm (xhat = x * rstd).
+// dx for one row per block (block-stride); `mean` null for RMSNorm (xhat = x * rstd).
 __global__ void NormBwdRows(const float* dy, const float* x, const float* w, const float* mean,
-                            const float* rstd, float* dx, int64_t c, bool acc) {
-  const int64_t r = blockIdx.x;
-  const float mu = mean ? mean[r] : 0.f, rs = rstd[r];
-  double s1 = 0, s2 = 0;
-  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
-    const float xhat = (x[r * c + i] - mu) * rs, g = dy[r * c + i] * w[i];
-    s1 += g;
-    s2 += static_cast<double>(g) * xhat;
-  }
-  const float m1 = mean ? static_cast<float>(BlockSum(s1) / c) : 0.f;
-  const float m2 = static_cast<float>(BlockSum(s2) / c);
-  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
-    const float xhat = (x[r * c + i] - mu) * rs, g = dy[r * c + i] * w[i];
-    Store(&dx[r * c + i], rs * (g - m1 - xhat * m2), acc);
+                            const float* rstd, float* dx, int64_t rows, int64_t c, bool acc) {
+  BLOCK_STRIDE(r, rows) {
+    const float mu = mean ? mean[r] : 0.f, rs = rstd[r];
+    double s1 = 0, s2 = 0;
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+      const float xhat = (x[r * c + i] - mu) * rs, g = dy[r * c + i] * w[i];
+      s1 += g;
+      s2 += static_cast<double>(g) * xhat;
+    }
+    const float m1 = mean ? static_cast<float>(BlockSum(s1) / c) : 0.f;
+    const float m2 = static_cast<float>(BlockSum(s2) / c);
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+      const float xhat = (x[r * c + i] - mu) * rs, g = dy[r * c + i] * w[i];
+      Store(&dx[r * c + i], rs * (g - m1 - xhat * m2), acc);
+    }
   }
 }
 
 // dw (and db) += column sums over rows: one thread per column.
-__global__ void NormParamGrad(const float* dy, const float* x, const float* mean,
-                              const float* rstd, float* dw, float* db, int64_t rows, int64_t c) {
+__global__ void NormParamGrad(const float* dy, const float* x, const float* mean, const float* rstd,
+                              float* dw, float* db, int64_t rows, int64_t c) {
   GRID_STRIDE(i, c) {
     float sw = 0, sb = 0;
     for (int64_t r = 0; r < rows; ++r) {
@@ -239,16 +249,17 @@ __global__ void NormParamGrad(const float* dy, const float* x, const float* mean
   }
 }
 
-__global__ void RMSNormFwd(const float* x, const float* w, float* y, float* rstd, int64_t c,
-                           double eps) {
-  const int64_t r = blockIdx.x;
-  const float* xr = x + r * c;
-  double s = 0;
-  for (int64_t i = threadIdx.x; i < c; i += blockDim.x) s += static_cast<double>(xr[i]) * xr[i];
-  const double rs = 1.0 / sqrt(BlockSum(s) / c + eps);
-  for (int64_t i = threadIdx.x; i < c; i += blockDim.x)
-    y[r * c + i] = static_cast<float>(xr[i] * rs * w[i]);
-  if (threadIdx.x == 0) rstd[r] = static_cast<float>(rs);
+__global__ void RMSNormFwd(const float* x, const float* w, float* y, float* rstd, int64_t rows,
+                           int64_t c, double eps) {
+  BLOCK_STRIDE(r, rows) {
+    const float* xr = x + r * c;
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) s += static_cast<double>(xr[i]) * xr[i];
+    const double rs = 1.0 / sqrt(BlockSum(s) / c + eps);
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x)
+      y[r * c + i] = static_cast<float>(xr[i] * rs * w[i]);
+    if (threadIdx.x == 0) rstd[r] = static_cast<float>(rs);
+  }
 }
 
 // ---------------------------------------------------------------- rope
@@ -314,9 +325,9 @@ constexpr int kPerLane = kMaxHeadDim / 32;
 // One warp per (b, h, t) query (grid-stride: a warp takes every query its place
 // in the grid reaches): an online softmax over keys j <= t, the output
 // accumulated in registers (lane l holds dimensions l, l + 32, ...).
-__global__ void AttentionFwd(const float* q, const float* k, const float* v, float* out,
-                             float* lse, int64_t batch, int64_t seq, int64_t heads,
-                             int64_t kv_heads, int64_t hd, float scale) {
+__global__ void AttentionFwd(const float* q, const float* k, const float* v, float* out, float* lse,
+                             int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
+                             int64_t hd, float scale) {
   const int lane = threadIdx.x % 32;
   WARP_STRIDE(warp, batch * heads * seq) {
     const int64_t t = warp % seq, h = (warp / seq) % heads, b = warp / (seq * heads);
@@ -359,8 +370,8 @@ __global__ void AttentionFwd(const float* q, const float* k, const float* v, flo
 // D = dout . out, dq = scale * sum_j P (dP - D) k_j.
 __global__ void AttentionBwdQ(const float* dout, const float* q, const float* k, const float* v,
                               const float* out, const float* lse, float* dq, int64_t batch,
-                              int64_t seq, int64_t heads, int64_t kv_heads, int64_t hd,
-                              float scale, bool acc) {
+                              int64_t seq, int64_t heads, int64_t kv_heads, int64_t hd, float scale,
+                              bool acc) {
   const int lane = threadIdx.x % 32;
   WARP_STRIDE(warp, batch * heads * seq) {
     const int64_t t = warp % seq, h = (warp / seq) % heads, b = warp / (seq * heads);
@@ -459,20 +470,22 @@ __global__ void AttentionBwdKV(const float* dout, const float* q, const float* k
 
 // ---------------------------------------------------------------- cross-entropy
 
-// One block per row: lse over the row's classes, and the row's loss term.
+// One block per row (block-stride): lse over the row's classes, and the row's loss term.
 __global__ void CrossEntropyRows(const float* logits, const int32_t* targets, float* lse,
-                                 float* term, int64_t vocab, int64_t classes) {
-  const int64_t r = blockIdx.x;
-  const float* lr = logits + r * vocab;
-  float m = -INFINITY;
-  for (int64_t i = threadIdx.x; i < classes; i += blockDim.x) m = fmaxf(m, lr[i]);
-  m = BlockMax(m);
-  double s = 0;
-  for (int64_t i = threadIdx.x; i < classes; i += blockDim.x) s += exp(static_cast<double>(lr[i] - m));
-  s = BlockSum(s);
-  if (threadIdx.x == 0) {
-    lse[r] = static_cast<float>(m + log(s));
-    term[r] = lse[r] - lr[targets[r]];
+                                 float* term, int64_t rows, int64_t vocab, int64_t classes) {
+  BLOCK_STRIDE(r, rows) {
+    const float* lr = logits + r * vocab;
+    float m = -INFINITY;
+    for (int64_t i = threadIdx.x; i < classes; i += blockDim.x) m = fmaxf(m, lr[i]);
+    m = BlockMax(m);
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < classes; i += blockDim.x)
+      s += exp(static_cast<double>(lr[i] - m));
+    s = BlockSum(s);
+    if (threadIdx.x == 0) {
+      lse[r] = static_cast<float>(m + log(s));
+      term[r] = lse[r] - lr[targets[r]];
+    }
   }
 }
 
@@ -495,26 +508,29 @@ __global__ void CrossEntropyBwd(const float* logits, const int32_t* targets, con
   }
 }
 
-__global__ void VocabMaxRows(const float* logits, float* max, int64_t vocab, int64_t classes) {
-  const int64_t r = blockIdx.x;
-  float m = -INFINITY;
-  for (int64_t i = threadIdx.x; i < classes; i += blockDim.x) m = fmaxf(m, logits[r * vocab + i]);
-  m = BlockMax(m);
-  if (threadIdx.x == 0) max[r] = m;
+__global__ void VocabMaxRows(const float* logits, float* max, int64_t rows, int64_t vocab,
+                             int64_t classes) {
+  BLOCK_STRIDE(r, rows) {
+    float m = -INFINITY;
+    for (int64_t i = threadIdx.x; i < classes; i += blockDim.x) m = fmaxf(m, logits[r * vocab + i]);
+    m = BlockMax(m);
+    if (threadIdx.x == 0) max[r] = m;
+  }
 }
 
 __global__ void VocabSumExpRows(const float* logits, const int32_t* targets, const float* max,
-                                float* sum, float* target, int64_t vocab, int64_t begin,
-                                int64_t classes) {
-  const int64_t r = blockIdx.x;
-  double s = 0;
-  for (int64_t i = threadIdx.x; i < classes; i += blockDim.x)
-    s += exp(static_cast<double>(logits[r * vocab + i] - max[r]));
-  s = BlockSum(s);
-  if (threadIdx.x == 0) {
-    sum[r] = static_cast<float>(s);
-    const int64_t t = static_cast<int64_t>(targets[r]) - begin;
-    target[r] = t >= 0 && t < vocab ? logits[r * vocab + t] : 0.f;
+                                float* sum, float* target, int64_t rows, int64_t vocab,
+                                int64_t begin, int64_t classes) {
+  BLOCK_STRIDE(r, rows) {
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < classes; i += blockDim.x)
+      s += exp(static_cast<double>(logits[r * vocab + i] - max[r]));
+    s = BlockSum(s);
+    if (threadIdx.x == 0) {
+      sum[r] = static_cast<float>(s);
+      const int64_t t = static_cast<int64_t>(targets[r]) - begin;
+      target[r] = t >= 0 && t < vocab ? logits[r * vocab + t] : 0.f;
+    }
   }
 }
 
@@ -613,7 +629,9 @@ class CudaBackend final : public exec::Backend {
     }
     return static_cast<uint8_t*>(p);
   }
-  void FreeArena(uint8_t* arena) override { cudaFree(arena); }
+  void FreeArena(uint8_t* arena) override {
+    if (auto e = cudaFree(arena); e != cudaSuccess) Record(SyncError("freeing the arena", e));
+  }
 
   // The copies and Zero return nothing: a failure is recorded (error()), and once
   // one is, they do nothing and every Run returns it.
@@ -745,9 +763,10 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     if (auto e = FirstBadId(name, id, n, limit, &bad)) return e;
     if (bad < 0) return std::nullopt;
     int32_t value = 0;
-    if (auto e = cudaMemcpy(&value, id + bad, sizeof value, cudaMemcpyDeviceToHost);
-        e != cudaSuccess)
-      return CudaError(name, e);
+    cudaError_t e = cudaMemcpyAsync(&value, id + bad, sizeof value, cudaMemcpyDeviceToHost,
+                                    stream_);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
+    if (e != cudaSuccess) return SyncError(name, e);
     return Error::BadInput(std::string(what) + " id " + std::to_string(value) + " at position " +
                            std::to_string(bad) + " is outside the vocabulary [0, " +
                            std::to_string(limit) + ")");
@@ -759,15 +778,18 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
                                  stream_);
         e != cudaSuccess)
       return CudaError(name, e);
-    if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess) return CudaError(name, e);
+    if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess) return SyncError(name, e);
     *out = value;
     return std::nullopt;
   };
   switch (in.op) {
     case fb::Op_Zero: {
       const auto z = plan::Read<op::Zero<uint32_t>>(in);
-      cudaMemsetAsync(f(z.buffer), 0, 4 * plan::NumElements(*plan.buffers()->Get(z.buffer)),
-                      stream_);
+      const fb::Buffer& b = *plan.buffers()->Get(z.buffer);
+      if (auto e = cudaMemsetAsync(f(z.buffer), 0,
+                                   plan::NumElements(b) * plan::DTypeSize(b.dtype()), stream_);
+          e != cudaSuccess)
+        return SyncError(name, e);
       break;
     }
     case fb::Op_Embedding: {
@@ -817,28 +839,30 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     }
     case fb::Op_LayerNorm: {
       const auto n = plan::Read<op::LayerNorm<uint32_t>>(in);
-      LayerNormFwd<<<static_cast<unsigned>(n.rows), kThreads, 0, stream_>>>(
-          f(n.x), f(n.w), f(n.b), f(n.y), f(n.mean), f(n.rstd), n.c, n.eps);
+      LayerNormFwd<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
+          f(n.x), f(n.w), f(n.b), f(n.y), f(n.mean), f(n.rstd), n.rows, n.c, n.eps);
       break;
     }
     case fb::Op_LayerNormGrad: {
       const auto n = plan::Read<op::LayerNormGrad<uint32_t>>(in);
-      NormBwdRows<<<static_cast<unsigned>(n.rows), kThreads, 0, stream_>>>(
-          f(n.dy), f(n.x), f(n.w), f(n.mean), f(n.rstd), f(n.dx), n.c, n.accumulate_dx != 0);
+      NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
+          f(n.dy), f(n.x), f(n.w), f(n.mean), f(n.rstd), f(n.dx), n.rows, n.c,
+          n.accumulate_dx != 0);
       NormParamGrad<<<Grid(n.c), kThreads, 0, stream_>>>(f(n.dy), f(n.x), f(n.mean), f(n.rstd),
                                                            f(n.dw), f(n.db), n.rows, n.c);
       break;
     }
     case fb::Op_RMSNorm: {
       const auto n = plan::Read<op::RMSNorm<uint32_t>>(in);
-      RMSNormFwd<<<static_cast<unsigned>(n.rows), kThreads, 0, stream_>>>(f(n.x), f(n.w), f(n.y),
-                                                                          f(n.rstd), n.c, n.eps);
+      RMSNormFwd<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(f(n.x), f(n.w), f(n.y), f(n.rstd),
+                                                             n.rows, n.c, n.eps);
       break;
     }
     case fb::Op_RMSNormGrad: {
       const auto n = plan::Read<op::RMSNormGrad<uint32_t>>(in);
-      NormBwdRows<<<static_cast<unsigned>(n.rows), kThreads, 0, stream_>>>(
-          f(n.dy), f(n.x), f(n.w), nullptr, f(n.rstd), f(n.dx), n.c, n.accumulate_dx != 0);
+      NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
+          f(n.dy), f(n.x), f(n.w), nullptr, f(n.rstd), f(n.dx), n.rows, n.c,
+          n.accumulate_dx != 0);
       NormParamGrad<<<Grid(n.c), kThreads, 0, stream_>>>(f(n.dy), f(n.x), nullptr, f(n.rstd),
                                                            f(n.dw), nullptr, n.rows, n.c);
       break;
@@ -939,8 +963,8 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const auto ce = plan::Read<op::CrossEntropy<uint32_t>>(in);
       if ((err = check_ids("target", ids(ce.targets), ce.rows, ce.valid))) return err;
       if ((err = Scratch(4 * static_cast<uint64_t>(ce.rows)))) return err;
-      CrossEntropyRows<<<static_cast<unsigned>(ce.rows), kThreads, 0, stream_>>>(
-          f(ce.logits), ids(ce.targets), f(ce.lse), Rows(), ce.vocab, ce.valid);
+      CrossEntropyRows<<<Grid(ce.rows, 1), kThreads, 0, stream_>>>(
+          f(ce.logits), ids(ce.targets), f(ce.lse), Rows(), ce.rows, ce.vocab, ce.valid);
       MeanOfRows<<<1, kThreads, 0, stream_>>>(Rows(), f(ce.loss), ce.rows);
       break;
     }
@@ -956,8 +980,8 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     case fb::Op_VocabMax: {
       const auto v = plan::Read<op::VocabMax<uint32_t>>(in);
       const int64_t classes = ClassesIn(v.vocab, v.vocab_begin, v.valid);
-      VocabMaxRows<<<static_cast<unsigned>(v.rows), kThreads, 0, stream_>>>(f(v.logits), f(v.max),
-                                                                            v.vocab, classes);
+      VocabMaxRows<<<Grid(v.rows, 1), kThreads, 0, stream_>>>(f(v.logits), f(v.max), v.rows,
+                                                               v.vocab, classes);
       break;
     }
     case fb::Op_VocabSumExp: {
@@ -965,9 +989,9 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       if ((err = check_ids("target", ids(v.targets), v.rows, std::min(v.vocab_total, v.valid))))
         return err;
       const int64_t classes = ClassesIn(v.vocab, v.vocab_begin, v.valid);
-      VocabSumExpRows<<<static_cast<unsigned>(v.rows), kThreads, 0, stream_>>>(
-          f(v.logits), ids(v.targets), f(v.max), f(v.sum), f(v.target), v.vocab, v.vocab_begin,
-          classes);
+      VocabSumExpRows<<<Grid(v.rows, 1), kThreads, 0, stream_>>>(
+          f(v.logits), ids(v.targets), f(v.max), f(v.sum), f(v.target), v.rows, v.vocab,
+          v.vocab_begin, classes);
       break;
     }
     case fb::Op_VocabLoss: {
@@ -978,15 +1002,19 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     }
     case fb::Op_GradNormSq: {
       if ((err = Scratch(0))) return err;
-      cudaMemsetAsync(Total(), 0, sizeof(double), stream_);
+      if (auto e = cudaMemsetAsync(Total(), 0, sizeof(double), stream_); e != cudaSuccess)
+        return SyncError(name, e);
       // Each buffer's range: all of it, or this rank's ZeRO-1 shard (prepared).
       for (size_t i = 0; i < in.buffers.size(); ++i) {
         SumSquaresPartial<<<kPartials, kThreads, 0, stream_>>>(
             f(in.buffers[i]) + in.ranges[i].begin, in.ranges[i].size, Partials());
         AddPartials<<<1, kThreads, 0, stream_>>>(Partials(), kPartials, Total());
       }
+      if (auto e = cudaGetLastError(); e != cudaSuccess) return CudaError(name, e);
       double total = 0;
-      cudaMemcpyAsync(&total, Total(), sizeof total, cudaMemcpyDeviceToHost, stream_);
+      if (auto e = cudaMemcpyAsync(&total, Total(), sizeof total, cudaMemcpyDeviceToHost, stream_);
+          e != cudaSuccess)
+        return SyncError(name, e);
       if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess) return SyncError(name, e);
       s.grad_norm_sq += total;
       break;

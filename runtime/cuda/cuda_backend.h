@@ -9,17 +9,19 @@
 //
 // Errors. Kernels run asynchronously, so a kernel's fault shows only where the host
 // next waits for the stream:
-//   - Run returns a launch's failure at once, and one seen where it waits (the
-//     id checks, grad_norm_sq) saying it may be any queued work's;
+//   - Run returns a launch's failure at once (every cudaMemsetAsync and
+//     cudaMemcpyAsync it makes is checked too), and one seen where it waits (the id
+//     checks, a decode position, grad_norm_sq) saying it may be any queued work's;
 //   - in check mode (CudaOptions::check, what heiretsu-cuda-check uses) Run and
 //     Zero wait for the stream and read cudaGetLastError after every call, so a
 //     fault is reported by the instruction that caused it, under its opcode (the
 //     executor adds the unit and the index: executor.cc);
-//   - CopyToHost, CopyToArena, Zero and AllocateArena return nothing: their first
-//     failure is recorded and sticky (Backend::error(), backend.h). Once one is,
-//     the copies and Zero do nothing and every Run returns it ("not run after an
-//     earlier failure: ...") without running, and the executor reports it from
-//     Step, ComputeGradients, PullState and PushState, so none is lost.
+//   - CopyToHost, CopyToArena, Zero, AllocateArena and FreeArena return nothing:
+//     their first failure is recorded and sticky (Backend::error(), backend.h).
+//     Once one is, the copies and Zero do nothing and every Run returns it ("not
+//     run after an earlier failure: ...") without running, and the executor
+//     reports it from Step, ComputeGradients, Decode, PullState and PushState, so
+//     none is lost.
 #ifndef HEIRETSU_RUNTIME_CUDA_CUDA_BACKEND_H_
 #define HEIRETSU_RUNTIME_CUDA_CUDA_BACKEND_H_
 
@@ -40,9 +42,11 @@ struct CudaOptions {
   // and Zero (slower: nothing queues), so a fault is named by its instruction.
   bool check = false;
   // The most blocks of a grid-stride launch (0: 65535 x 16). Every kernel launched
-  // on a capped grid loops over its whole range (attention's one warp per query
-  // included); a small cap makes every launch loop, which heiretsu-cuda-check's
-  // --max-blocks uses to check that no element depends on the grid covering it.
+  // on a capped grid loops over its whole range (attention's one warp per query or
+  // key, the norms' and losses' one block per row, the decode step's KV append and
+  // cached attention included); a small cap makes every launch loop, which
+  // heiretsu-cuda-check's --max-blocks uses to check that no element depends on
+  // the grid covering it.
   unsigned max_blocks = 0;
 };
 

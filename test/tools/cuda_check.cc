@@ -1,10 +1,12 @@
 // heiretsu-cuda-check: the CUDA backend against the CPU backend on a compiled plan.
 //   usage: heiretsu-cuda-check PLAN_FILE [--steps N] [--tolerance T] [--rank R]
 //                              [--max-blocks B] [--dry-run]
-// The plan is loaded first (a bad file is exit 2 on every machine). Then, without a
-// CUDA device or without a CUDA driver it prints "skipped: no GPU (why)" and exits
-// 0; any other CUDA failure to count the devices is an error (exit 1), since it
-// happens on machines that have a GPU (runtime/cuda/devices.h).
+// The plan is loaded first (a bad file is exit 2 on every machine). Then, where
+// cudaGetDeviceCount says "no device" (cudaErrorNoDevice, zero devices, or no CUDA
+// driver installed at all: runtime/cuda/device_probe.h) it prints "skipped: no GPU
+// (why)" and exits 0; any other CUDA failure to count the devices is "FAIL devices:"
+// with CUDA's error name and string (exit 1), since it happens on machines that
+// have a GPU. stdout is line-buffered, so a crash keeps the lines before it.
 //
 // The CUDA backend runs in check mode (cuda_backend.h): the stream is waited for
 // and checked after every instruction, so a kernel's fault is reported by the
@@ -12,8 +14,10 @@
 // an unknown state), naming the unit, the index and the opcode.
 //
 // 1. Every instruction of the plan (both streams) as rank R (default 0) of its
-//    mesh runs it, alone: from one random arena state (ids within the vocabulary,
-//    AdamW second moments non-negative, as a mean of squares is) each backend runs
+//    mesh runs it, alone: from one random arena state (normal floats; ids within
+//    the vocabulary; AdamW second moments, each parameter's exp_avg_sq, and
+//    vocab_loss's sums of exponentials non-negative: squares of normal floats, as a
+//    mean of squares is; a decode position the last valid one) each backend runs
 //    it, and every buffer must agree within T relative to the buffer's largest
 //    magnitude (the default 1e-5 is the fp32 bound of issue #5), with no NaN where
 //    the CPU has a number. Output buffers are poisoned with NaN on the GPU side
@@ -24,7 +28,10 @@
 //    backends: each step's loss and gradient norm, and the final parameters,
 //    within T. A plan of more than one rank has collectives that need the job's
 //    communicators (heiretsu run): its training check is skipped, saying so
-//    (bench/gpu/verify.sh trains such plans on one GPU).
+//    (bench/gpu/verify.sh trains such plans on one GPU). A decode program
+//    (decode.hplan: KV caches, no loss) is checked by N decode runs instead, at
+//    positions 0, seq, ..., each run's logits within T (the caches filled by the
+//    earlier runs).
 // --max-blocks B caps every grid-stride launch of the CUDA backend at B blocks, so
 // that each kernel loops over its range (a check of the grid-stride loops on
 // small plans). --dry-run runs everything with the CPU backend in place of the
@@ -82,12 +89,33 @@ std::set<uint32_t> NonNegative(const fb::Plan& p,
   return out;
 }
 
+// A decode program's context and tokens per run (its cached_attention's), or
+// {0, 0} for a training program.
+struct DecodeShape {
+  int64_t context = 0, seq = 0;
+};
+DecodeShape DecodeShapeOf(const std::vector<std::vector<plan::Instruction>>& units) {
+  DecodeShape d;
+  for (const auto& unit : units)
+    for (const plan::Instruction& in : unit)
+      if (in.op == fb::Op_CachedAttention) {
+        const auto a = plan::Read<plan::op::CachedAttention<uint32_t>>(in);
+        d.context = a.context;
+        d.seq = a.seq;
+      }
+  return d;
+}
+
 // Random contents for every buffer: normal floats, the squares of normal floats (a
 // mean of squares is one) in `non_negative`, ids in [0, vocab). The memory plan
 // lets buffers that are never live together share bytes, so they are written in
 // that order: where buffers share, the ids and then the non-negative values win.
+// A decode program's position (i32 [1]) is the last valid one, context - seq, so
+// that the KV append writes the cache's last rows and cached attention reads every
+// row (the cache's other rows are random, as if earlier runs had written them).
 std::vector<uint8_t> RandomArena(const fb::Plan& p, uint32_t seed,
-                                 const std::set<uint32_t>& non_negative) {
+                                 const std::set<uint32_t>& non_negative,
+                                 const DecodeShape& decode) {
   std::vector<uint8_t> arena(p.arena_bytes(), 0);
   std::mt19937 gen(seed);
   std::normal_distribution<float> normal(0.f, 1.f);
@@ -109,6 +137,11 @@ std::vector<uint8_t> RandomArena(const fb::Plan& p, uint32_t seed,
         d[i] = kind == 1 ? x * x : x;
       }
     }
+  }
+  if (plan::Has(p.position())) {
+    const int32_t position = static_cast<int32_t>(std::max<int64_t>(0, decode.context - decode.seq));
+    std::memcpy(arena.data() + p.buffers()->Get(p.position())->offset(), &position,
+                sizeof position);
   }
   return arena;
 }
@@ -195,7 +228,8 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
   const std::vector<uint64_t> offsets = plan::SlotOffsets(p, 0);
   // One random state for all (each instruction reads buffers of its own), and the
   // arena-sized copies allocated once: the check's time is mostly the CPU's.
-  const std::vector<uint8_t> start = RandomArena(p, 1, NonNegative(p, units));
+  const std::vector<uint8_t> start =
+      RandomArena(p, 1, NonNegative(p, units), DecodeShapeOf(units));
   std::vector<uint8_t> ref(start.size()), poisoned(start.size()), other(start.size()),
       got(start.size());
   for (size_t u = 0; u < units.size(); ++u) {
@@ -284,6 +318,61 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
   return failures;
 }
 
+// A decode program (no targets, no loss, no update): o.steps runs (at most as many
+// as the context holds) at positions 0, seq, 2 seq, ... from the same parameters on
+// both backends, so that each run's cached attention reads the rows the earlier
+// runs appended; every run's logits within T of the largest.
+int CheckDecode(const plan::LoadedPlan& loaded, const Options& o) {
+  const fb::Plan& p = *loaded.plan;
+  const DecodeShape shape = DecodeShapeOf(plan::PrepareUnits(p, plan::CoordinatesOf(p, 0)));
+  if (shape.seq <= 0) {
+    std::printf("FAIL decode: the decode program has no cached_attention\n");
+    return 1;
+  }
+  const int64_t runs = std::min<int64_t>(o.steps, shape.context / shape.seq);
+  if (runs <= 0) return 0;
+  std::unique_ptr<exec::Backend> backend;
+  if (auto err = MakeBackend(o, &backend)) {
+    std::printf("FAIL decode: %s\n", err->message.c_str());
+    return 1;
+  }
+  exec::Executor cpu(loaded), gpu(loaded, std::move(backend));
+  cpu.InitializeParameters(1234);
+  gpu.InitializeParameters(1234);
+  const int64_t rows = p.micro_batch_size() * p.seq();
+  const int64_t n = plan::NumElements(*p.buffers()->Get(p.logits()));
+  std::vector<int32_t> tokens(rows);
+  double worst = 0;
+  for (int64_t run = 0; run < runs; ++run) {
+    for (int64_t i = 0; i < rows; ++i)
+      tokens[i] = static_cast<int32_t>((i * 31 + run * 7 + 3) % p.vocab());
+    const int32_t position = static_cast<int32_t>(run * shape.seq);
+    const float *a = nullptr, *b = nullptr;
+    if (auto err = cpu.Decode(tokens.data(), position, &a)) {
+      std::printf("FAIL decode: CPU at position %d: %s\n", position, err->message.c_str());
+      return 1;
+    }
+    std::vector<float> ref(a, a + n);
+    if (auto err = gpu.Decode(tokens.data(), position, &b)) {
+      std::printf("FAIL decode: %s at position %d: %s\n", o.dry_run ? "CPU (dry run)" : "CUDA",
+                  position, err->message.c_str());
+      return 1;
+    }
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (!std::isfinite(b[i])) num = INFINITY;
+      num = std::max(num, std::fabs(static_cast<double>(ref[i]) - b[i]));
+      den = std::max(den, std::fabs(static_cast<double>(ref[i])));
+    }
+    worst = std::max(worst, num / std::max(den, 1e-30));
+  }
+  const bool ok = worst <= o.tol;  // NaN compares false
+  std::printf("%s decode %lld runs of %lld tokens (logits max rel diff %.2g)\n",
+              ok ? (o.dry_run ? "DRY" : "PASS") : "FAIL", static_cast<long long>(runs),
+              static_cast<long long>(shape.seq), worst);
+  return ok ? 0 : 1;
+}
+
 int CheckTraining(const plan::LoadedPlan& loaded, const Options& o) {
   const fb::Plan& p = *loaded.plan;
   const int64_t world = plan::WorldSize(*p.mesh());
@@ -292,6 +381,7 @@ int CheckTraining(const plan::LoadedPlan& loaded, const Options& o) {
                 static_cast<long long>(world));
     return 0;
   }
+  if (plan::Has(p.position())) return CheckDecode(loaded, o);
   if (o.steps <= 0) return 0;
   std::unique_ptr<exec::Backend> backend;
   if (auto err = MakeBackend(o, &backend)) {
@@ -364,6 +454,7 @@ int Usage() {
 
 int main(int argc, char** argv) {
   using namespace heiretsu;
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   if (argc < 2 || argv[1][0] == '-') return Usage();
   Options o;
   for (int i = 2; i < argc; ++i) {
