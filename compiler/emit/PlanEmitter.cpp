@@ -62,7 +62,11 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
   auto addBuffer = [&](Value v, const std::string &name, int64_t offset, bool slotted = false) {
     auto type = cast<MemRefType>(v.getType());
     std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
-    fb::DType dtype = type.getElementType().isInteger(32) ? fb::DType_I32 : fb::DType_F32;
+    mlir::Type element = type.getElementType();
+    fb::DType dtype = element.isInteger(32) ? fb::DType_I32
+                      : element.isBF16()    ? fb::DType_BF16
+                      : element.isF16()     ? fb::DType_F16
+                                            : fb::DType_F32;
     index[v] = static_cast<uint32_t>(buffers.size());
     buffers.push_back(fb::CreateBufferDirect(fbb, name.c_str(), static_cast<uint64_t>(offset),
                                              dtype, &shape, slotted));

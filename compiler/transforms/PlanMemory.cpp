@@ -84,7 +84,7 @@ struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
     int64_t scratchBytes = 0;
     for (Operation &op : program.getBody().front()) {
       if (auto p = dyn_cast<plan_ir::ParamOp>(op)) {
-        int64_t bytes = alignUp(numElements(p.getValue()) * 4);
+        int64_t bytes = alignUp(plan_ir::bufferBytes(p.getValue()));
         if (forwardOnly) {
           p.setOffsetsAttr(b.getDenseI64ArrayAttr({cursor, -1, -1, -1}));
           scratchUsers.push_back(p);
@@ -98,7 +98,7 @@ struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
         p.setOffsetsAttr(b.getDenseI64ArrayAttr(offsets));
       } else if (auto buf = dyn_cast<plan_ir::BufferOp>(op)) {
         index[buf.getBuffer()] = intervals.size();
-        intervals.push_back({buf, alignUp(numElements(buf.getBuffer()) * 4)});
+        intervals.push_back({buf, alignUp(plan_ir::bufferBytes(buf.getBuffer()))});
       }
     }
     for (plan_ir::ParamOp p : scratchUsers) {

@@ -53,10 +53,6 @@ void PlanDialect::initialize() {
       >();
 }
 
-static int64_t numElements(Value v) {
-  return cast<MemRefType>(v.getType()).getNumElements();
-}
-
 //===----------------------------------------------------------------------===//
 // ProgramOp, UnitOp, ScheduleOp, RunOp
 //===----------------------------------------------------------------------===//
@@ -93,7 +89,7 @@ LogicalResult ProgramOp::verify() {
           return op.emitOpError("(C2) more than one buffer has io = \"") << *role << "\"";
       if (arena) {
         std::optional<int64_t> offset = buffer.getOffset();
-        int64_t bytes = numElements(buffer) * 4;
+        int64_t bytes = bufferBytes(buffer);
         // A slotted buffer's last copy must fit too.
         int64_t last = buffer.getSlotted() ? extraSlots * slotBytes : 0;
         if (!offset || *offset < 0 || *offset + last + bytes > *arena)
@@ -105,7 +101,7 @@ LogicalResult ProgramOp::verify() {
         return op.emitOpError("(C1) parameters must precede the units");
       if (arena) {
         std::optional<ArrayRef<int64_t>> offsets = param.getOffsets();
-        int64_t bytes = numElements(param.getValue()) * 4;
+        int64_t bytes = bufferBytes(param.getValue());
         if (!offsets)
           return op.emitOpError("(C5) parameter has no offsets after memory planning");
         for (int64_t o : *offsets)

@@ -19,4 +19,13 @@
 #define GET_OP_CLASSES
 #include "dialects/plan/PlanOps.h.inc"
 
+namespace heiretsu::plan_ir {
+/// The bytes a buffer (a memref of the plan dialect) takes in the arena: its
+/// elements times its element type's size (4 for f32 and i32, 2 for bf16 and f16).
+inline int64_t bufferBytes(mlir::Value buffer) {
+  auto type = mlir::cast<mlir::MemRefType>(buffer.getType());
+  return type.getNumElements() * (type.getElementTypeBitWidth() / 8);
+}
+} // namespace heiretsu::plan_ir
+
 #endif // HEIRETSU_DIALECTS_PLAN_PLANDIALECT_H

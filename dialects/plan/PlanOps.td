@@ -29,7 +29,8 @@ def Plan_Dialect : Dialect {
 class Plan_Op<string mnemonic, list<Trait> traits = []>
     : Op<Plan_Dialect, mnemonic, traits>;
 
-def Plan_BufferType : MemRefRankOf<[F32, I32], [0, 1, 2, 3, 4]>;
+// f32 and i32, and mixed precision's 16-bit storage (bf16, f16).
+def Plan_BufferType : MemRefRankOf<[F32, I32, BF16, F16], [0, 1, 2, 3, 4]>;
 
 def Plan_InitZeros : I32EnumAttrCase<"zeros", 0>;
 def Plan_InitOnes : I32EnumAttrCase<"ones", 1>;

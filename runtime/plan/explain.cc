@@ -237,7 +237,9 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
   // whole; send the whole buffer.
   std::map<std::pair<int64_t, std::string>, std::pair<uint64_t, double>> comm;
   auto bytes_of = [&](uint32_t b) {
-    return 4 * static_cast<uint64_t>(NumElements(*p.buffers()->Get(b)));
+    const fb::Buffer& buffer = *p.buffers()->Get(b);
+    return static_cast<uint64_t>(DTypeSize(buffer.dtype())) *
+           static_cast<uint64_t>(NumElements(buffer));
   };
   // Adds an instruction's bytes to (axis, name); `ring` is the fraction of them each
   // rank sends per group member beyond itself (2 for all_reduce), 0 for send.

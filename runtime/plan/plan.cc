@@ -110,13 +110,13 @@ class Checker {
     for (uint32_t i = 0; i < plan_.buffers()->size(); ++i) {
       const fb::Buffer* b = plan_.buffers()->Get(i);
       if (!b->shape()) return Fail("buffer #" + std::to_string(i) + " has no shape");
-      if (b->dtype() != fb::DType_F32 && b->dtype() != fb::DType_I32)
+      if (DTypeSize(b->dtype()) == 0)
         return Fail("buffer " + BufferName(i) + " has unknown dtype " +
                     std::to_string(b->dtype()));
       int64_t n = NumElements(*b);
       if (n < 0) return Fail("buffer " + BufferName(i) + " has an invalid shape");
       uint64_t bytes = static_cast<uint64_t>(n) * DTypeSize(b->dtype());
-      if (b->offset() % 4 != 0 || b->offset() > plan_.arena_bytes() ||
+      if (b->offset() % DTypeSize(b->dtype()) != 0 || b->offset() > plan_.arena_bytes() ||
           bytes > plan_.arena_bytes() - b->offset())
         return Fail("buffer " + BufferName(i) + " [" + std::to_string(b->offset()) + ", +" +
                     std::to_string(bytes) + ") is not inside the arena of " +
@@ -489,6 +489,9 @@ int64_t DTypeSize(fb::DType dtype) {
     case fb::DType_F32:
     case fb::DType_I32:
       return 4;
+    case fb::DType_BF16:
+    case fb::DType_F16:
+      return 2;
   }
   return 0;
 }

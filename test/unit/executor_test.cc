@@ -690,6 +690,32 @@ TEST(PlanVerifier, RefusesAnotherVersion) {
                 std::to_string(plan::kPlanVersion) + " (recompile the spec)");
 }
 
+// Mixed precision's 16-bit buffers (plan.fbs DType BF16, F16) take two bytes an
+// element in the arena, and an instruction takes them only where its operand's dtype
+// says so (op_table.h): every operand takes F32 or I32 today.
+TEST(PlanVerifier, SixteenBitBuffersTakeTwoBytesAndOnlyTheirOperands) {
+  {
+    testing::PlanBuilder b;
+    const auto [t, y, loss] = b.AddIo(1, 1);
+    b.Param("w", {4}, fb::Init_Zeros, 0, false);
+    b.Buffer("h", {3, 5}, fb::DType_BF16);  // 30 bytes: the arena ends at 64 past it
+    b.Buffer("g", {7}, fb::DType_F16);
+    std::vector<uint8_t> bytes = b.Finish(1, 1, 4, 1, t, y, loss);
+    EXPECT_EQ(VerifyError(bytes), "");
+    EXPECT_EQ(plan::DTypeSize(fb::DType_BF16), 2);
+    EXPECT_EQ(plan::DTypeSize(fb::DType_F16), 2);
+  }
+  {
+    testing::PlanBuilder b;
+    const auto [t, y, loss] = b.AddIo(2, 2);
+    uint32_t h = b.Buffer("h", {4, 3}, fb::DType_BF16), out = b.Buffer("out", {4, 3});
+    b.RawForward(fb::Op_Add, {h, h, out}, {12});
+    EXPECT_EQ(VerifyError(b.Finish(2, 2, 4, 1, t, y, loss)),
+              "p.hplan: invalid plan: unit 0 'forward' instruction 0 (add) 'a': buffer #3 'h' has "
+              "dtype BF16, expected F32");
+  }
+}
+
 TEST(PlanVerifier, RefusesAnInstructionWhoseBufferHasTheWrongSize) {
   testing::PlanBuilder b;
   const auto [t, y, loss] = b.AddIo(2, 2);

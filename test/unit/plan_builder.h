@@ -113,7 +113,7 @@ class PlanBuilder {
         int64_t n = 1;
         for (int64_t d : specs_[i].shape) n *= d;
         offsets[i] = arena;
-        arena += (static_cast<uint64_t>(n) * 4 + 63) / 64 * 64;
+        arena += (static_cast<uint64_t>(n) * plan::DTypeSize(specs_[i].dtype) + 63) / 64 * 64;
       }
     uint64_t slotted_begin = arena;
     for (size_t i = 0; i < specs_.size(); ++i)

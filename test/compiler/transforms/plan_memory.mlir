@@ -60,3 +60,26 @@ plan.program "trained" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, 
   plan.unit "update" update {
   }
 }
+
+// -----
+
+// Tests that buffers take their element type's bytes: a bf16 buffer of 96 elements
+// 192 bytes, an f16 one 64 (two bytes each), planned like f32 ones at 64-byte
+// alignment; both are live together, so they do not overlap.
+// CHECK-LABEL: plan.program "sixteen"
+// CHECK-SAME: activation_bytes = 320 : i64
+// CHECK: plan.buffer "h" {offset = 0 : i64} : memref<96xbf16>
+// CHECK: plan.buffer "g" {offset = 192 : i64} : memref<32xf16>
+// CHECK: plan.buffer "f" {offset = 256 : i64} : memref<16xf32>
+plan.program "sixteen" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, microbatches = 1 : i64, seq = 1 : i64, vocab = 4 : i64} {
+  %h = plan.buffer "h" : memref<96xbf16>
+  %g = plan.buffer "g" : memref<32xf16>
+  %f = plan.buffer "f" : memref<16xf32>
+  plan.unit "forward" forward {
+    plan.kernel "zero"(%f) ints = [] floats = [] absent = [] : memref<16xf32>
+  }
+  plan.unit "backward" backward {
+  }
+  plan.unit "update" update {
+  }
+}
