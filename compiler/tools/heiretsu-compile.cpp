@@ -392,34 +392,50 @@ int main(int argc, char **argv) {
     return rc;
   if (opts.emit == "plan") {
     // The decode program (docs/architecture.md, "Sampling"): the same spec built
-    // for one rank, one sequence and one token, with KV caches.
+    // for one rank, one sequence and one token, with KV caches. A spec whose decode
+    // program does not build still trains: a warning, and no decode.hplan.
     frontend::BuildOptions decodeBuild;
     decodeBuild.batch = 1;
     decodeBuild.seq = 1;
     decodeBuild.decode = true;
     mlir::OwningOpRef<mlir::ModuleOp> decodeModule;
     frontend::ModelSummary decodeSummary;
+    bool decodes = true;
     if (auto err = frontend::buildModel(ctx, path, spec, decodeBuild, decodeModule,
                                         decodeSummary)) {
       std::fprintf(stderr, "%s\n", frontend::formatError(path, *err).c_str());
-      return kExitBadInput;
+      decodes = false;
+    } else {
+      mlir::PassManager decodePm(&ctx);
+      buildDecodePipeline(decodePm);
+      decodes = mlir::succeeded(mlir::verify(*decodeModule)) &&
+                mlir::succeeded(decodePm.run(*decodeModule));
     }
-    mlir::PassManager decodePm(&ctx);
-    buildDecodePipeline(decodePm);
-    if (mlir::failed(mlir::verify(*decodeModule)) || mlir::failed(decodePm.run(*decodeModule))) {
-      std::fprintf(stderr, "%s: internal error: the decode program of this spec does not "
-                           "compile (diagnostic above)\n", path.c_str());
-      return kExitFailure;
-    }
+    if (!decodes)
+      std::fprintf(stderr, "%s: warning: its decode program does not compile (diagnostic "
+                           "above): the plan has no %s, so it cannot be sampled\n",
+                   path.c_str(), plan::kDecodeFileName);
     EmitOptions emit;
     emit.spec = text;
+    // A checkpoint stores the name as one word (checkpoint.h): blanks become '_'.
     emit.specFile = std::filesystem::path(path).filename().string();
+    for (char &c : emit.specFile)
+      if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+        c = '_';
     emit.tokenizer = summary.tokenizer;
-    emit.config = summary.hyperparameters;
+    // One entry per name: an architecture fact wins over a hyperparameter of its name.
+    std::map<std::string, std::string> card(summary.hyperparameters.begin(),
+                                            summary.hyperparameters.end());
     for (const auto &fact : summary.architecture)
-      emit.config.push_back(fact);
+      card[fact.first] = fact.second;
+    emit.config.assign(card.begin(), card.end());
     if (int rc = writePlanDirectory(*compiled, opts, emit))
       return rc;
+    if (!decodes) {  // nor a stale one from an earlier compile into this directory
+      std::error_code ec;
+      std::filesystem::remove(opts.output + "/" + plan::kDecodeFileName, ec);
+      return 0;
+    }
     for (plan_ir::ProgramOp programOp : decodeModule->getOps<plan_ir::ProgramOp>()) {
       std::vector<uint8_t> bytes;
       if (mlir::failed(emitPlan(programOp, emit, bytes)))

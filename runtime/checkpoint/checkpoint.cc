@@ -22,6 +22,17 @@
 namespace heiretsu::checkpoint {
 namespace {
 
+// A one-line word of the manifest: no blank, newline or NUL (empty allowed).
+bool IsWord(const std::string& text) {
+  return text.find_first_of(std::string(" \n\r\0", 4)) == std::string::npos;
+}
+
+// A spec's file name as a checkpoint stores it: a word, no '/', not "." or ".."
+// (empty: none).
+bool IsSpecFileName(const std::string& name) {
+  return IsWord(name) && name.find('/') == std::string::npos && name != "." && name != "..";
+}
+
 namespace fs = std::filesystem;
 namespace fb = plan::fb;
 
@@ -331,6 +342,9 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
       return std::nullopt;
     };
     if (auto err = field("tokenizer", &m->header.tokenizer)) return err;
+    if (m->header.tokenizer != "byte" && m->header.tokenizer != "gpt2" &&
+        m->header.tokenizer != "none")
+      return fail("tokenizer: expected byte, gpt2 or none, got '" + m->header.tokenizer + "'");
     if (m->header.tokenizer == "none") m->header.tokenizer.clear();
     if (auto err = double_field("lr", &m->header.lr)) return err;
     if (auto err = double_field("min_lr", &m->header.min_lr)) return err;
@@ -338,6 +352,9 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
     if (auto err = int_field("total_steps", &m->header.total_steps)) return err;
     if (auto err = field("spec_file", &m->header.spec_file)) return err;
     if (m->header.spec_file == "-") m->header.spec_file.clear();
+    // A plain file name, never a path: `sample` and `export` write the spec under it.
+    if (!IsSpecFileName(m->header.spec_file))
+      return fail("spec_file: '" + m->header.spec_file + "' is not a plain file name");
     int64_t spec_lines = 0;
     if (auto err = int_field("spec_lines", &spec_lines)) return err;
     if (spec_lines > static_cast<int64_t>(lines.size() - at))
@@ -649,10 +666,6 @@ std::string CardText(const Header& header) {
          "\nspec_lines " + std::to_string(count) + "\n" + spec_lines;
 }
 
-// A one-line word of the manifest: no blank, newline or NUL (empty allowed).
-bool IsWord(const std::string& text) {
-  return text.find_first_of(std::string(" \n\r\0", 4)) == std::string::npos;
-}
 
 }  // namespace
 
@@ -660,9 +673,12 @@ Status CheckSavable(const std::string& root, const Header& header,
                     const std::vector<Tensor>& tensors) {
   if (header.model.find('\n') != std::string::npos)
     return BadInput("model name '" + header.model + "' cannot be stored in a checkpoint");
-  if (!IsWord(header.tokenizer) || !IsWord(header.spec_file) || header.spec_file == "-")
-    return BadInput("tokenizer '" + header.tokenizer + "' or spec file name '" +
-                    header.spec_file + "' cannot be stored in a checkpoint");
+  if (header.tokenizer != "" && header.tokenizer != "byte" && header.tokenizer != "gpt2")
+    return BadInput("tokenizer '" + header.tokenizer + "' cannot be stored in a checkpoint "
+                    "(byte, gpt2 or none)");
+  if (!IsSpecFileName(header.spec_file) || header.spec_file == "-")
+    return BadInput("spec file name '" + header.spec_file +
+                    "' cannot be stored in a checkpoint (a plain file name without blanks)");
   if (!std::isfinite(header.lr) || !std::isfinite(header.min_lr) || header.lr < 0 ||
       header.min_lr < 0)
     return BadInput("lr " + std::to_string(header.lr) + " / min_lr " +

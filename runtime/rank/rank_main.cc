@@ -106,7 +106,8 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Datase
     if (verbose && !val_files->empty())
       std::printf("data: %zu validation shard%s (*_val_*) in %s held out from training%s\n",
                   val_files->size(), val_files->size() == 1 ? "" : "s", o.data.c_str(),
-                  o.val_data.empty() ? ", used for the validation loss" : "");
+                  o.val_data.empty() && o.val_every > 0 ? ", used for the validation loss"
+                                                        : "");
   } else {
     if (vocab < data::kByteVocab)
       return Fail(Error::BadInput("the default corpus is byte-tokenized (256 token ids), but the plan's "
@@ -131,7 +132,8 @@ int LoadData(const cli::RunOptions& o, int64_t vocab, bool verbose, data::Datase
     if (verbose)
       std::printf("data: the default corpus's last %lld tokens (a tenth) held out from training%s\n",
                   static_cast<long long>(held),
-                  o.val_data.empty() ? ", used for the validation loss" : "");
+                  o.val_data.empty() && o.val_every > 0 ? ", used for the validation loss"
+                                                        : "");
   }
   if (!o.data.empty())  // (the default corpus is loaded above)
     if (auto err = data::LoadDataset(files, vocab, dataset)) return Fail(*err);
@@ -579,8 +581,23 @@ int Run(const cli::RunOptions& o) {
                                   "'heiretsu sample CKPT_DIR'"));
     if (::stat((o.plan_dir + "/" + plan::kDecodeFileName).c_str(), &st) != 0)
       return Fail(Error::BadInput("--sample-every: " + o.plan_dir + " has no " +
-                                  plan::kDecodeFileName + " (compiled before decode programs): "
-                                  "compile it again"));
+                                  plan::kDecodeFileName + " (compiled before decode programs, "
+                                  "or its decode program did not compile): compile it again"));
+    // What the leader's sampler needs, checked on every rank before the first step.
+    const std::string tokenizer = p.tokenizer() ? p.tokenizer()->str() : "";
+    if (tokenizer.empty())
+      return Fail(Error::BadInput("--sample-every: model '" + model + "' names no tokenizer "
+                                  "(vocab " + std::to_string(p.vocab()) + "): add 'tokenizer "
+                                  "= \"byte\"' or 'tokenizer = \"gpt2\"' to its spec"));
+    if (tokenizer == "gpt2") {
+      std::string dir;
+      if (auto err = data::DefaultGpt2VocabDir(&dir)) return Fail(*err);
+      for (const char* file : {"encoder.json", "vocab.bpe"})
+        if (::stat((dir + "/" + file).c_str(), &st) != 0)
+          return Fail(Error::BadInput("--sample-every: GPT-2's " + std::string(file) +
+                                      " is not in " + dir + " (fetch it: " +
+                                      data::Gpt2FetchCommand() + ")"));
+    }
     if (leader)
       if (auto err = rank::Sampler::Open(o.plan_dir, nullptr, "", &text_sampler)) return Fail(*err);
   }
@@ -727,7 +744,9 @@ int Run(const cli::RunOptions& o) {
           return Fail(*err);
         std::string text;
         if (auto err = text_sampler->DecodeText(drawn, &text)) return Fail(*err);
-        std::printf("sample (step %lld): %s\n", static_cast<long long>(step), text.c_str());
+        std::printf("sample (step %lld): ", static_cast<long long>(step));
+        std::fwrite(text.data(), 1, text.size(), stdout);  // a byte model may draw a 0
+        std::fputc('\n', stdout);
       }
     }
   }

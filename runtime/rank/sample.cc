@@ -26,8 +26,16 @@ Status Sampler::Open(const std::string& plan_dir, std::unique_ptr<exec::Backend>
   if (s->context_ < 1) return Error::BadInput(path + ": its model card has no context");
   s->vocab_ = p.vocab();
   const int64_t rows = p.micro_batch_size() * p.seq();
+  if (rows != 1)
+    return Error::BadInput(path + ": a decode program of " + std::to_string(rows) +
+                           " tokens a run; the sampler feeds one (recompile the spec)");
   s->padded_vocab_ = plan::NumElements(*p.buffers()->Get(p.logits())) / rows;
   s->tokenizer_ = p.tokenizer() ? p.tokenizer()->str() : "";
+  // The ids a draw may give: those the tokenizer decodes, within the vocabulary (a
+  // vocabulary larger than the tokenizer's has ids it never names).
+  s->drawable_ = s->tokenizer_ == "byte"   ? std::min<int64_t>(s->vocab_, 256)
+                 : s->tokenizer_ == "gpt2" ? std::min<int64_t>(s->vocab_, kGpt2EndOfText + 1)
+                                           : s->vocab_;
   if (s->tokenizer_ == "gpt2") {
     std::string dir = vocab_dir;
     if (dir.empty())
@@ -101,7 +109,7 @@ Status Sampler::DecodeText(const std::vector<int32_t>& ids, std::string* text) c
 
 namespace {
 
-// The next id from one row of logits (only the first `vocab` columns are classes).
+// The next id from one row of logits, among its first `vocab` columns.
 int32_t Draw(const float* logits, int64_t vocab, const SampleOptions& o, std::mt19937_64* rng,
              std::vector<int32_t>* order, std::vector<double>* weights) {
   if (o.temperature <= 0)
@@ -153,7 +161,12 @@ Status Sampler::Generate(const std::vector<int32_t>& prompt, const SampleOptions
   for (int32_t id : prompt)
     if (auto err = executor_->Decode(&id, position++, &logits)) return err;
   for (int64_t n = 0; n < options.tokens; ++n) {
-    int32_t next = Draw(logits, vocab_, options, &rng, &order, &weights);
+    for (int64_t v = 0; v < drawable_; ++v)
+      if (!std::isfinite(logits[v]))
+        return Error::Failure("sampling: the model's logit for token " + std::to_string(v) +
+                              " at position " + std::to_string(position - 1) +
+                              " is not finite (its weights have diverged?)");
+    int32_t next = Draw(logits, drawable_, options, &rng, &order, &weights);
     on_token(next);
     if (n + 1 == options.tokens) break;
     if (position >= context_) {

@@ -4,7 +4,8 @@
 // position, not the whole context. The prompt is fed through the same program one
 // position at a time, then each next token is drawn from the logits: greedy at
 // temperature 0, else from softmax(logits / temperature) over the top_k most likely
-// (all with top_k 0), by a generator seeded with `seed` (the same seed and weights give
+// (all with top_k 0; only ids the tokenizer decodes take part, and a logit that is not
+// finite is an error), by a generator seeded with `seed` (the same seed and weights give
 // the same text on every machine: the draw uses 53-bit uniforms from a 64-bit
 // Mersenne Twister, whose sequence the C++ standard fixes).
 //
@@ -76,6 +77,7 @@ class Sampler {
   std::unique_ptr<data::Gpt2Bpe> bpe_;
   std::string tokenizer_;
   int64_t context_ = 0, vocab_ = 0, padded_vocab_ = 0;
+  int64_t drawable_ = 0;  // ids a draw may give: the tokenizer's, within the vocabulary
 };
 
 // The end-of-text token of GPT-2's vocabulary.
