@@ -342,6 +342,35 @@ TEST_F(CheckpointTest, MissingOrEditedManifestIsRefused) {
             dir_ + "/absent: cannot open checkpoint directory: No such file or directory");
 }
 
+// Format 2 (before model cards): the same manifest without the lines from tokenizer
+// to the spec's last loads, with an empty card and schedule; the same lines under
+// format 3's version line are refused (they are required there).
+TEST_F(CheckpointTest, AFormat2CheckpointLoadsWithoutAModelCard) {
+  Model a;
+  const std::string dir = TrainAndSave(&a, 2);
+  const std::string manifest = ReadAll(dir + "/manifest.txt");
+  std::string v2 = manifest.substr(0, manifest.find("tokenizer "));
+  v2 += manifest.substr(manifest.find("files "));
+  v2 = v2.substr(0, v2.rfind("manifest_checksum "));
+  const std::string v3_without_card = v2;
+  v2.replace(0, std::string("heiretsu-checkpoint 3").size(), "heiretsu-checkpoint 2");
+  WriteAll(dir + "/manifest.txt",
+           v2 + "manifest_checksum fnv1a64w " + Hex(ReferenceChecksum(v2)) + "\n");
+  Model b;
+  Header h;
+  ASSERT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)), "");
+  EXPECT_EQ(h.step, 2);
+  EXPECT_EQ(h.spec, "");
+  EXPECT_EQ(h.tokenizer, "");
+  EXPECT_EQ(h.lr, 0);
+  const std::vector<Tensor> sa = a.State(), sb = b.State();
+  for (size_t i = 0; i < sa.size(); ++i) EXPECT_EQ(TensorBytes(sa[i]), TensorBytes(sb[i]));
+  WriteAll(dir + "/manifest.txt", v3_without_card + "manifest_checksum fnv1a64w " +
+                                      Hex(ReferenceChecksum(v3_without_card)) + "\n");
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
+            dir + "/manifest.txt:8: expected 'tokenizer ...', got 'files 1'");
+}
+
 TEST_F(CheckpointTest, AnotherModelIsRefused) {
   Model a;
   const std::string dir = TrainAndSave(&a, 1);
