@@ -84,6 +84,7 @@ class Checker {
       if (!unit->instrs()) return Fail("unit " + std::to_string(u) + " has no instruction list");
       if (auto err = CheckInstrs(*unit->instrs(), UnitName(u))) return err;
     }
+    if (auto err = CheckDecode()) return err;
     if (mesh->pp() > 1) {
       // The gradient norm is summed over pp at each stage's first clip_adamw.
       bool updates = false;
@@ -238,6 +239,35 @@ class Checker {
     if (Has(plan_.targets()) && !Has(plan_.loss()))
       return Fail("a program with targets must have a loss");
     if (Has(plan_.loss())) return CheckBufferRef(plan_.loss(), fb::DType_F32, 1, "loss");
+    return std::nullopt;
+  }
+
+  // A decode program (Plan.position) runs forward instructions only, and every
+  // position it reads (cached_attention's, the embedding's and rope's offsets) is
+  // Plan.position; a training program has none of them. (Instructions verified.)
+  std::optional<std::string> CheckDecode() {
+    const bool decode = Has(plan_.position());
+    for (uint32_t u = 0; u < plan_.units()->size(); ++u) {
+      const fb::Unit* unit = plan_.units()->Get(u);
+      if (decode && unit->kind() != fb::UnitKind_Forward && unit->instrs()->size() > 0)
+        return Fail(UnitName(u) + ": a decode program runs forward instructions only");
+      for (uint32_t i = 0; i < unit->instrs()->size(); ++i) {
+        const fb::Instr& in = *unit->instrs()->Get(i);
+        uint32_t position = kNoBuffer;
+        if (in.op() == fb::Op_CachedAttention)
+          position = plan::Read<op::CachedAttention<uint32_t>>(in).position;
+        else if (in.op() == fb::Op_Embedding)
+          position = plan::Read<op::Embedding<uint32_t>>(in).offset;
+        else if (in.op() == fb::Op_Rope)
+          position = plan::Read<op::Rope<uint32_t>>(in).offset;
+        if (Has(position) && position != plan_.position())
+          return Fail(UnitName(u) + " instruction " + std::to_string(i) + " (" +
+                      OpName(in.op()) + ") reads a position from buffer " +
+                      BufferName(position) + (decode ? ", not the program's position "
+                                                     : " in a program without one") +
+                      (decode ? BufferName(plan_.position()) : ""));
+      }
+    }
     return std::nullopt;
   }
 

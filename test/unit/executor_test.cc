@@ -716,6 +716,19 @@ TEST(PlanVerifier, SixteenBitBuffersTakeTwoBytesAndOnlyTheirOperands) {
   }
 }
 
+// A position (rope's or the embedding's offset, cached_attention's) belongs to a
+// decode program, which names it as Plan.position; a training program has none.
+TEST(PlanVerifier, RefusesAPositionOutsideADecodeProgram) {
+  testing::PlanBuilder b;
+  const auto [t, y, loss] = b.AddIo(1, 1);
+  b.Param("w", {4}, fb::Init_Zeros, 0, false);
+  uint32_t x = b.Buffer("x", {1, 1, 2, 2}), offset = b.Buffer("off", {1}, fb::DType_I32);
+  b.RawForward(fb::Op_Rope, {x, x, offset}, {1, 1, 2, 2}, {1e4});
+  EXPECT_EQ(VerifyError(b.Finish(1, 1, 4, 1, t, y, loss)),
+            "p.hplan: invalid plan: unit 0 'forward' instruction 0 (rope) reads a position from "
+            "buffer #8 'off' in a program without one");
+}
+
 TEST(PlanVerifier, RefusesAnInstructionWhoseBufferHasTheWrongSize) {
   testing::PlanBuilder b;
   const auto [t, y, loss] = b.AddIo(2, 2);
