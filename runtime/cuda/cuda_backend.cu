@@ -748,6 +748,12 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
   // After a failed copy, Zero or allocation nothing runs (the data is not there).
   if (error_) return error_->Within("not run after an earlier failure");
   const char* name = plan::OpName(in.op);
+  for (uint32_t b : in.buffers)  // backend.h: 16-bit operands (#13: not here yet)
+    if (b != plan::kNoBuffer && plan::IsHalf(plan.buffers()->Get(b)->dtype()))
+      return Error::Failure(std::string(name) + ": buffer '" +
+                            plan.buffers()->Get(b)->name()->str() +
+                            "' is stored in 16 bits, which the CUDA backend does not run yet "
+                            "(use --backend cpu)");
   // A buffer's floats (at the run's slot's offset), null for an absent one.
   auto f = [&](uint32_t b) -> float* {
     return b == plan::kNoBuffer ? nullptr : reinterpret_cast<float*>(arena + offsets[b]);

@@ -55,7 +55,9 @@ class Backend {
   // arena + offsets[b]: the offset table of the run's activation slot
   // (plan::SlotOffsets; the executor builds one per slot at prepare), never the
   // plan's own offsets. Returns an error for bad data (a token outside the
-  // vocabulary).
+  // vocabulary). A float operand may be stored in 16 bits (plan::IsHalf: BF16, F16):
+  // the backend computes in float32 and stores the results rounded to nearest even
+  // (runtime/base/half.h); a backend that cannot fails naming the instruction.
   virtual Status Run(const plan::fb::Plan& plan, const plan::Instruction& instr, uint8_t* arena,
                      const uint64_t* offsets, StepScalars& scalars) = 0;
   // Copies between host memory and the arena, complete when they return (a

@@ -9,6 +9,8 @@
 
 #include "runtime/cpu/kernels.h"
 #include "runtime/exec/backend.h"
+
+#include "runtime/base/half.h"
 #include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
 
@@ -18,6 +20,52 @@ namespace {
 namespace fb = plan::fb;
 namespace k = cpu;
 namespace op = plan::op;
+
+// The float32 copies of an instruction's 16-bit operands (backend.h): made from the
+// arena when constructed, rounded back into it (to nearest even) when destroyed, so
+// whatever the kernel wrote lands in the buffer's own dtype. One copy per buffer,
+// however many operands name it.
+class Widened {
+ public:
+  Widened(const fb::Plan& plan, const plan::Instruction& in, uint8_t* arena,
+          const uint64_t* offsets) {
+    for (uint32_t b : in.buffers) {
+      if (b == plan::kNoBuffer || Find(b)) continue;
+      const fb::Buffer& buffer = *plan.buffers()->Get(b);
+      if (!plan::IsHalf(buffer.dtype())) continue;
+      Copy c{b, buffer.dtype(), reinterpret_cast<uint16_t*>(arena + offsets[b]),
+             std::vector<float>(static_cast<size_t>(plan::NumElements(buffer)))};
+      for (size_t i = 0; i < c.wide.size(); ++i)
+        c.wide[i] = c.dtype == fb::DType_BF16 ? half::Bf16ToFloat(c.narrow[i])
+                                              : half::HalfToFloat(c.narrow[i]);
+      copies_.push_back(std::move(c));
+    }
+  }
+  ~Widened() {
+    for (Copy& c : copies_)
+      for (size_t i = 0; i < c.wide.size(); ++i)
+        c.narrow[i] = c.dtype == fb::DType_BF16 ? half::FloatToBf16(c.wide[i])
+                                                : half::FloatToHalf(c.wide[i]);
+  }
+  Widened(const Widened&) = delete;
+  Widened& operator=(const Widened&) = delete;
+
+  // Buffer b's float32 copy, or null when it is not a 16-bit operand.
+  float* Find(uint32_t b) {
+    for (Copy& c : copies_)
+      if (c.buffer == b) return c.wide.data();
+    return nullptr;
+  }
+
+ private:
+  struct Copy {
+    uint32_t buffer;
+    fb::DType dtype;
+    uint16_t* narrow;
+    std::vector<float> wide;
+  };
+  std::vector<Copy> copies_;
+};
 
 class CpuBackend final : public Backend {
  public:
@@ -35,9 +83,14 @@ class CpuBackend final : public Backend {
 
   Status Run(const fb::Plan& plan, const plan::Instruction& in, uint8_t* arena,
              const uint64_t* offsets, StepScalars& s) override {
+    // 16-bit operands (plan::IsHalf) are widened to float32 copies for the kernel
+    // and rounded back after it (backend.h); an input's round trip is exact.
+    Widened widened(plan, in, arena, offsets);
     // A buffer's floats (at the run's slot's offset), null for an absent one.
     auto f = [&](uint32_t b) -> float* {
-      return b == plan::kNoBuffer ? nullptr : reinterpret_cast<float*>(arena + offsets[b]);
+      if (b == plan::kNoBuffer) return nullptr;
+      if (float* wide = widened.Find(b)) return wide;
+      return reinterpret_cast<float*>(arena + offsets[b]);
     };
     auto ids = [&](uint32_t b) { return reinterpret_cast<const int32_t*>(arena + offsets[b]); };
     // An int32 buffer an instruction writes (the route's choice and pos).

@@ -427,6 +427,10 @@ class Checker {
         if ((in->buffers()->Get(slot) != kNoBuffer) != (ints[flag] == 1))
           return Fail(what + ": buffer '" + sig.buffers[slot].name + "' must be present exactly when " +
                       sig.ints[flag].name + " = 1");
+      // A float operand of an instruction a backend runs takes 16-bit storage too
+      // (BF16, F16: the backend computes in float32, backend.h); the executor's own
+      // instructions (communication) take float32 only.
+      const bool local = !CommAxis(in->op(), ints);
       for (size_t k = 0; k < nbuf; ++k) {
         const BufferSlot& slot = sig.buffers[k];
         uint32_t b = in->buffers()->Get(k);
@@ -434,7 +438,11 @@ class Checker {
           if (!slot.optional()) return Fail(what + ": required buffer '" + slot.name + "' is absent");
           continue;
         }
-        if (auto err = CheckBufferRef(b, slot.dtype, slot.numel, what + " '" + slot.name + "'"))
+        fb::DType dtype = slot.dtype;
+        if (local && dtype == fb::DType_F32 && b < plan_.buffers()->size() &&
+            IsHalf(plan_.buffers()->Get(b)->dtype()))
+          dtype = plan_.buffers()->Get(b)->dtype();
+        if (auto err = CheckBufferRef(b, dtype, slot.numel, what + " '" + slot.name + "'"))
           return err;
       }
     }

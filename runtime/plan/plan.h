@@ -113,6 +113,10 @@ int64_t WorldSize(const fb::Mesh& mesh);
 // Bytes per element of `dtype`.
 int64_t DTypeSize(fb::DType dtype);
 
+// Whether `dtype` is a 16-bit float (BF16, F16): storage a backend widens to float32
+// for the instructions it runs (backend.h).
+inline bool IsHalf(fb::DType dtype) { return dtype == fb::DType_BF16 || dtype == fb::DType_F16; }
+
 // Number of elements of a buffer (product of its shape), or -1 if that overflows.
 int64_t NumElements(const fb::Buffer& buffer);
 

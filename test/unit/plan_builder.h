@@ -188,6 +188,9 @@ struct BigramOptions {
   uint32_t slots = 1;
   // A schedule other than forward(m) backward(m) ... update (units 0, 1, 2).
   std::vector<plan::fb::Run> schedule;
+  // The activations' and their gradients' dtype (x, h, logits, dlogits, dh, dx);
+  // the norm's statistics, lse and the loss stay float32, as do the parameters.
+  plan::fb::DType activations = plan::fb::DType_F32;
 };
 
 // Microbatch m of the rule the bigram model can learn, target = (3 token + 1) mod
@@ -213,12 +216,13 @@ inline std::vector<uint8_t> BuildBigram(const BigramOptions& o) {
   auto [beta, dbeta] = b.Param("norm.bias", {c}, fb::Init_Zeros, 0, false);
   auto [head, dhead] = b.Param(o.head, {v, c}, fb::Init_Normal, 0.02, true);
   if (o.extra_param) b.Param("extra", {3}, fb::Init_Zeros, 0, false);
-  uint32_t x = b.Buffer("x", {rows, c}), h = b.Buffer("h", {rows, c});
+  const fb::DType a = o.activations;
+  uint32_t x = b.Buffer("x", {rows, c}, a), h = b.Buffer("h", {rows, c}, a);
   uint32_t mean = b.Buffer("mean", {rows}), rstd = b.Buffer("rstd", {rows});
-  uint32_t logits = b.Buffer("logits", {rows, v}), lse = b.Buffer("lse", {rows});
+  uint32_t logits = b.Buffer("logits", {rows, v}, a), lse = b.Buffer("lse", {rows});
   uint32_t loss = b.Buffer("loss", {1});
-  uint32_t dlogits = b.Buffer("dlogits", {rows, v}), dh = b.Buffer("dh", {rows, c});
-  uint32_t dx = b.Buffer("dx", {rows, c});
+  uint32_t dlogits = b.Buffer("dlogits", {rows, v}, a), dh = b.Buffer("dh", {rows, c}, a);
+  uint32_t dx = b.Buffer("dx", {rows, c}, a);
   namespace op = plan::op;
   using B = uint32_t;
   b.Forward(op::Embedding<B>{.ids = tokens, .table = wte, .out = x, .rows = rows, .seq = o.seq,
