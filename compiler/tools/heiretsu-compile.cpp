@@ -215,6 +215,7 @@ int runPipeline(mlir::ModuleOp module, const cli::CompileOptions &opts,
     layers += (layers.empty() ? "" : ",") + std::to_string(n);
   pipeline.stageLayers = layers;
   pipeline.virtualStages = opts.virtual_stages;
+  pipeline.precision = opts.precision;
   buildCompilePipeline(pm, pipeline);
   struct FailedPass : mlir::PassInstrumentation {
     std::string *name;

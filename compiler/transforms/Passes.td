@@ -329,6 +329,29 @@ def Zero1Pass : Pass<"heiretsu-zero1", "::heiretsu::plan_ir::ProgramOp"> {
   }];
 }
 
+def PrecisionPass : Pass<"heiretsu-precision", "::heiretsu::plan_ir::ProgramOp"> {
+  let summary = "Store activations and their gradients in 16 bits (mixed precision)";
+  let description = [{
+    After the training step is complete (autodiff, optimizer, data-parallel
+    reduction), before heiretsu-schedule. With `precision` bf16 or fp16, every
+    plan.buffer whose every use is an activation operand of a kernel a backend runs
+    (the inputs and outputs of linear, the norms, the activations, add, rope,
+    attention, the embedding's output and the cross-entropy's logits, and their
+    gradients; `zero` may clear it) becomes a memref of bf16 / f16 of the same
+    shape. Everything else stays f32: parameters, their gradients and AdamW moments
+    (fp32 master weights), the norms' statistics, attention's log-sum-exp, the loss,
+    every buffer a collective, a send or a receive touches, the MoE buffers and the
+    program's inputs and outputs. Kernels compute in float32 (runtime/exec/backend.h).
+    `fp32` (the default) changes nothing.
+
+    Constraints: `precision` is fp32, bf16 or fp16.
+  }];
+  let options = [
+    Option<"precision", "precision", "std::string", "\"fp32\"",
+           "fp32 (nothing changes), bf16 or fp16">,
+  ];
+}
+
 def SchedulePass : Pass<"heiretsu-schedule", "::heiretsu::plan_ir::ProgramOp"> {
   let summary = "Write the program's plan.schedule: the order of a step's units";
   let description = [{

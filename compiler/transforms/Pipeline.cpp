@@ -34,6 +34,10 @@ void buildCompilePipeline(mlir::OpPassManager &pm, const CompilePipelineOptions 
     buckets.bucketBytes = options.bucketBytes;
     program.addPass(createDataParallelPass(buckets));
   }
+  // Activations in 16 bits once every kernel and collective of the step is there.
+  PrecisionPassOptions precision;
+  precision.precision = options.precision;
+  program.addPass(createPrecisionPass(precision));
   SchedulePassOptions schedule;
   schedule.schedule = options.schedule;
   program.addPass(createSchedulePass(schedule));

@@ -43,13 +43,18 @@ struct CompilePipelineOptions : mlir::PassPipelineOptions<CompilePipelineOptions
   Option<int64_t> virtualStages{*this, "virtual-stages",
                                 llvm::cl::desc("model chunks per pipeline stage"),
                                 llvm::cl::init(1)};
+  Option<std::string> precision{*this, "precision",
+                                llvm::cl::desc("activation storage: fp32, bf16 or fp16 "
+                                               "(heiretsu-precision)"),
+                                llvm::cl::init("fp32")};
 };
 
 /// Adds the compile pipeline to `pm` (anchored on builtin.module):
 ///   heiretsu-shard-propagation, heiretsu-insert-collectives (no-ops at tp = 1),
 ///   heiretsu-stage-cuts (a no-op at pp = 1), heiretsu-lower-to-plan, then per
 ///   plan.program heiretsu-autodiff, heiretsu-optimizer, heiretsu-zero1 (zero = 1)
-///   or heiretsu-dp-grad-reduce (no-ops at dp = 1), heiretsu-schedule,
+///   or heiretsu-dp-grad-reduce (no-ops at dp = 1), heiretsu-precision (a no-op at
+///   fp32), heiretsu-schedule,
 ///   heiretsu-plan-memory; then heiretsu-check-collectives.
 void buildCompilePipeline(mlir::OpPassManager &pm, const CompilePipelineOptions &options);
 

@@ -168,7 +168,7 @@ TEST(CompileOptions, WhatIsNotBuiltIsRefusedByName) {
     std::string starts;
   };
   const Case cases[] = {
-      {{"--precision", "bf16"}, "--precision bf16 is not built yet"},
+      {{"--precision", "fp16"}, "--precision fp16 is not built yet"},
       {{"--recompute", "full"}, "--recompute full is not built yet"},
   };
   for (const Case& c : cases) {
