@@ -553,14 +553,6 @@ bool IsTensorFileName(const std::string& name) {
          w > 0 && w <= INT32_MAX && TensorFileName(static_cast<int>(w)) == name;
 }
 
-// The step of a directory named "step_" + at least 8 digits, or -1.
-int64_t StepOfName(const std::string& name) {
-  const std::string prefix = "step_";
-  if (name.size() < prefix.size() + 8 || name.compare(0, prefix.size(), prefix) != 0) return -1;
-  int64_t step;
-  return ParseI64(name.substr(prefix.size()), &step) && CheckpointDirName(step) == name ? step : -1;
-}
-
 // The pid of a writer's temporary file NAME.tmp.PID.N (data::AtomicFile), or -1.
 pid_t TemporaryOwner(const std::string& name) {
   const size_t tmp = name.rfind(".tmp.");
@@ -626,6 +618,13 @@ std::string CheckpointDirName(int64_t step) {
   char name[32];
   std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
   return name;
+}
+
+int64_t StepOfName(const std::string& name) {
+  const std::string prefix = "step_";
+  if (name.size() < prefix.size() + 8 || name.compare(0, prefix.size(), prefix) != 0) return -1;
+  int64_t step;
+  return ParseI64(name.substr(prefix.size()), &step) && CheckpointDirName(step) == name ? step : -1;
 }
 
 std::vector<Tensor> PlanState(const plan::fb::Plan& plan) {

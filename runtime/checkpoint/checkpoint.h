@@ -124,6 +124,8 @@ std::optional<data::DataError> ReadHeader(const std::string& dir, Header* header
 
 // "step_" and `step` in at least 8 digits.
 std::string CheckpointDirName(int64_t step);
+// The step a directory name says (CheckpointDirName's inverse), or -1 for any other.
+int64_t StepOfName(const std::string& name);
 
 // Writes the checkpoint of `header.step` under `root` (creating directories as needed)
 // with one writer, this process, and sets `*dir` to its directory. A complete

@@ -326,13 +326,7 @@ Status SaveStage(const std::string& root, const checkpoint::Header& header,
 // that cannot be resumed, a root that is a file or unreadable) is left to
 // checkpoint::ResumeNewest to refuse.
 bool NoCheckpointYet(const std::string& root, std::string* why) {
-  auto is_step_name = [](const std::string& name) {
-    const std::string digits = name.size() > 5 ? name.substr(5) : "";
-    if (name.compare(0, 5, "step_") != 0 || digits.size() < 8 || digits.size() > 18 ||
-        digits.find_first_not_of("0123456789") != std::string::npos)
-      return false;
-    return checkpoint::CheckpointDirName(std::stoll(digits)) == name;
-  };
+  auto is_step_name = [](const std::string& name) { return checkpoint::StepOfName(name) >= 0; };
   std::string base = root;
   while (base.size() > 1 && base.back() == '/') base.pop_back();
   if (is_step_name(base.substr(base.find_last_of('/') + 1))) return false;

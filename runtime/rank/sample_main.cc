@@ -52,7 +52,8 @@ bool ParseInt(const std::string& text, int64_t lo, int64_t* out) {
 
 }  // namespace
 
-// args: --plan DIR [--checkpoint DIR] and the flags of kSampleUsage.
+// args: --plan DIR [--checkpoint DIR: one checkpoint, as the driver chose it] and the
+// flags of kSampleUsage.
 int SampleMain(const std::vector<std::string>& args) {
   std::string plan_dir, ckpt, prompt, backend_name = "cpu", vocab_dir;
   rank::SampleOptions o;
@@ -113,16 +114,14 @@ int SampleMain(const std::vector<std::string>& args) {
     return Fail(*err);
   std::string weights;
   if (!ckpt.empty()) {
-    std::string dir;
-    std::vector<std::string> warnings;
-    if (auto err = checkpoint::FindLatestCheckpoint(ckpt, &dir, &warnings)) return Fail(*err);
-    for (const std::string& w : warnings) std::fprintf(stderr, "heiretsu sample: warning: %s\n", w.c_str());
+    // The driver chose the checkpoint (its newest complete one, checked whole); the
+    // load checks the files it reads as they stream in.
     checkpoint::Header header;
-    if (auto err = checkpoint::LoadCheckpoint(dir, sampler->plan().model()->str(),
+    if (auto err = checkpoint::LoadCheckpoint(ckpt, sampler->plan().model()->str(),
                                               sampler->State(), &header))
       return Fail(*err);
     if (auto err = sampler->Commit()) return Fail(*err);
-    weights = dir + " (step " + std::to_string(header.step) + ")";
+    weights = ckpt + " (step " + std::to_string(header.step) + ")";
   } else {
     sampler->Initialize(o.seed);
     if (auto err = sampler->Commit()) return Fail(*err);
