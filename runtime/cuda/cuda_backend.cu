@@ -979,7 +979,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const int64_t classes = ClassesIn(ce.vocab, ce.vocab_begin, ce.valid);
       CrossEntropyBwd<<<Grid(ce.rows * ce.vocab), kThreads, 0, stream_>>>(
           f(ce.logits), ids(ce.targets), f(ce.lse),
-          static_cast<float>(ce.dloss) / static_cast<float>(ce.rows), f(ce.dlogits), ce.rows,
+          static_cast<float>(ce.dloss * s.loss_scale) / static_cast<float>(ce.rows), f(ce.dlogits), ce.rows,
           ce.vocab, ce.vocab_begin, classes, ce.accumulate_dx != 0);
       break;
     }
@@ -1027,11 +1027,6 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     }
     case fb::Op_ClipAndAdamW: {
       const auto u = plan::Read<op::ClipAndAdamW<uint32_t>>(in);
-      if (!s.clip_ready) {
-        const double norm = std::sqrt(s.grad_norm_sq);
-        s.clip_scale = s.grad_clip > 0 && norm > s.grad_clip ? s.grad_clip / (norm + 1e-6) : 1.0;
-        s.clip_ready = true;
-      }
       const fb::Optimizer* opt = plan.optimizer();
       const double b1 = opt ? opt->beta1() : 0.9, b2 = opt ? opt->beta2() : 0.95;
       const double eps = opt ? opt->eps() : 1e-8;

@@ -22,8 +22,15 @@ struct StepScalars {
   double weight_decay = 0;
   double grad_clip = 0;  // <= 0: no clipping
   int64_t step = 1;
-  double grad_norm_sq = 0;  // accumulated by grad_norm_sq instructions
-  double clip_scale = 1;    // fixed by the first clip_adamw of the step
+  // Dynamic loss scaling (fp16): the loss's gradient seeds, cross_entropy_grad's
+  // dloss and moe_route_grad's daux, are taken times loss_scale, so every gradient
+  // of the step is loss_scale times the true one. 1: no scaling.
+  double loss_scale = 1;
+  double grad_norm_sq = 0;  // accumulated by grad_norm_sq instructions (scaled grads)
+  // What clip_adamw multiplies each gradient by: min(1, grad_clip / norm) /
+  // loss_scale, norm the true global norm. The executor sets it (and clip_ready)
+  // before the step's first clip_adamw runs, once the norm is complete.
+  double clip_scale = 1;
   bool clip_ready = false;
 };
 

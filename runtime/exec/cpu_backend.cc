@@ -229,7 +229,7 @@ class CpuBackend final : public Backend {
       case fb::Op_CrossEntropyGrad: {
         const auto ce = plan::Read<op::CrossEntropyGrad<uint32_t>>(in);
         k::CrossEntropyBackward(f(ce.logits), ids(ce.targets), f(ce.lse),
-                                static_cast<float>(ce.dloss), f(ce.dlogits), ce.rows, ce.vocab,
+                                static_cast<float>(ce.dloss * s.loss_scale), f(ce.dlogits), ce.rows, ce.vocab,
                                 ce.accumulate_dx != 0, ce.vocab_begin, ce.valid);
         break;
       }
@@ -262,7 +262,7 @@ class CpuBackend final : public Backend {
         const auto m = plan::Read<op::MoeRouteGrad<uint32_t>>(in);
         // The backward needs no capacity: the drops are in the saved choice and pos.
         k::MoeRouteShape shape{m.rows, m.d, m.experts, m.top_k, m.seq, 0};
-        k::MoeRouteBackward(shape, f(m.dweight), m.daux, m.aux_coef, m.z_coef, f(m.x),
+        k::MoeRouteBackward(shape, f(m.dweight), m.daux * s.loss_scale, m.aux_coef, m.z_coef, f(m.x),
                             f(m.router), f(m.probs), f(m.lse), ids(m.choice), f(m.dx),
                             f(m.drouter), m.accumulate_dx != 0);
         break;
@@ -320,11 +320,6 @@ class CpuBackend final : public Backend {
         break;
       case fb::Op_ClipAndAdamW: {
         const auto u = plan::Read<op::ClipAndAdamW<uint32_t>>(in);
-        if (!s.clip_ready) {  // the norm is complete once the first update runs
-          double norm = std::sqrt(s.grad_norm_sq);
-          s.clip_scale = s.grad_clip > 0 && norm > s.grad_clip ? s.grad_clip / (norm + 1e-6) : 1.0;
-          s.clip_ready = true;
-        }
         const fb::Optimizer* opt = plan.optimizer();
         double b1 = opt ? opt->beta1() : 0.9, b2 = opt ? opt->beta2() : 0.95;
         double eps = opt ? opt->eps() : 1e-8;

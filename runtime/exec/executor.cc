@@ -200,6 +200,13 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
         nonfinite_norm_ = true;
         return std::nullopt;
       }
+      // The one place the clipping factor is fixed (both backends read it): of
+      // the true norm, and with the loss scale divided out of every gradient.
+      const double norm = std::sqrt(scalars_.grad_norm_sq) / scalars_.loss_scale;
+      const double clip = scalars_.grad_clip > 0 && norm > scalars_.grad_clip
+                              ? scalars_.grad_clip / (norm + 1e-6) : 1.0;
+      scalars_.clip_scale = clip / scalars_.loss_scale;
+      scalars_.clip_ready = true;
     }
     // One pointer check per instruction when not tracing.
     if (auto err = tracer_ ? TracedRun(instr, slot) : Run(instr, slot, scalars_)) {
@@ -226,6 +233,7 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
 }
 
 Status Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
+  scalars_ = StepScalars{};  // the gradients of the loss itself (loss scale 1)
   Status err = MicrobatchRuns(fill, loss);
   if (!err) err = backend_->error();  // a copy's or zeroing's failure (backend.h)
   if (err) {  // nothing in flight may outlive the call
@@ -351,6 +359,8 @@ Status Executor::Decode(const int32_t* tokens, int32_t position, const float** l
 
 Status Executor::StepRuns(const FillMicrobatch& fill, const StepOptions& options,
                           StepResult* result) {
+  scalars_ = StepScalars{options.lr, options.weight_decay, options.grad_clip, options.step,
+                         options.loss_scale};
   if (auto err = MicrobatchRuns(fill, &result->loss)) return err;
   std::vector<float> kept;  // per expert of every layer: the slots it kept
   float moe[2] = {0.f, 0.f};  // dropped, routed
@@ -363,19 +373,18 @@ Status Executor::StepRuns(const FillMicrobatch& fill, const StepOptions& options
     result->nonfinite = true;
     return std::nullopt;
   }
-  scalars_ = StepScalars{options.lr, options.weight_decay, options.grad_clip, options.step};
   nonfinite_norm_ = false;
   double unused = 0;
   for (const plan::ScheduledRun& run : schedule_) {
     if (plan::PerMicrobatch(run.unit->kind())) continue;
     if (auto err = RunUnit(run, nullptr, &unused)) return err;
     if (nonfinite_norm_) {  // nothing was applied; every rank saw the same norm
-      result->grad_norm = std::sqrt(scalars_.grad_norm_sq);
+      result->grad_norm = std::sqrt(scalars_.grad_norm_sq) / scalars_.loss_scale;
       result->nonfinite = true;
       return WaitAllSends();
     }
   }
-  result->grad_norm = std::sqrt(scalars_.grad_norm_sq);
+  result->grad_norm = std::sqrt(scalars_.grad_norm_sq) / scalars_.loss_scale;
   return std::nullopt;
 }
 

@@ -59,11 +59,14 @@ struct StepOptions {
   double weight_decay = 0;
   double grad_clip = 0;  // <= 0: no clipping
   int64_t step = 1;      // optimizer step number, from 1 (bias correction)
+  // The loss scale of dynamic loss scaling (StepScalars::loss_scale): the backward
+  // runs on loss_scale x the loss, the norm and the update see the true gradients.
+  double loss_scale = 1;
 };
 
 struct StepResult {
   double loss = 0;       // mean over microbatches (and data-parallel ranks)
-  double grad_norm = 0;  // global L2 norm before clipping (NaN when not computed)
+  double grad_norm = 0;  // global L2 norm before clipping (NaN when not computed), unscaled
   // The loss or the global gradient norm was not finite, so the update was not
   // applied: parameters and AdamW moments are those before the step. Both values
   // are global (averaged or summed over the groups), so every rank of the job
