@@ -12,9 +12,30 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "runtime/cpu/vec.h"
+
 namespace heiretsu::cpu {
+
+namespace vec {
+bool HasAvx2() {
+  static const bool has = [] {
+    const char* choice = std::getenv("HEIRETSU_CPU_KERNELS");
+    if (choice && std::strcmp(choice, "portable") == 0) return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
+}  // namespace vec
+
+// The float instantiation of a kernel takes its AVX2 path (vec.h) when the CPU has one.
+template <typename T>
+inline bool UseAvx2() {
+  if constexpr (std::is_same_v<T, float>) return vec::HasAvx2();
+  return false;
+}
 
 namespace {
 // OpenBLAS's names for kernels that use AVX-512.
@@ -56,6 +77,10 @@ namespace {
 
 // Rows handled per parallel task in row-wise kernels.
 constexpr int64_t kGrain = 16;
+// Columns per task of a column sum (a bias or norm weight gradient): the task walks
+// the rows in order, reading kColumns contiguous floats of each, so every column
+// is still summed by one thread in row order.
+constexpr int64_t kColumns = 64;
 // Fixed chunk size of ordered reductions (independent of the thread count).
 constexpr int64_t kReduceChunk = 1 << 16;
 
@@ -85,6 +110,275 @@ constexpr double kGeluCubic = 0.044715;
 
 }  // namespace
 
+//===----------------------------------------------------------------------===//
+// AVX2 / FMA paths of the float kernels (vec.h). Each one computes what the
+// portable loop below it computes, in a fixed order of its own; the tails
+// (n % 8) go through masked loads and stores with the same operations, so an
+// element's result does not depend on where in an 8-lane block it falls.
+//===----------------------------------------------------------------------===//
+namespace avx2 {
+
+using vec::Exp;
+
+HEIRETSU_AVX2_INLINE __m256 Load(const float* p, int64_t n) {
+  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, vec::TailMask(n));
+}
+HEIRETSU_AVX2_INLINE void Save(float* p, __m256 v, int64_t n) {
+  if (n >= 8) _mm256_storeu_ps(p, v);
+  else _mm256_maskstore_ps(p, vec::TailMask(n), v);
+}
+// *p = v, or *p += v.
+HEIRETSU_AVX2_INLINE void Put(float* p, __m256 v, int64_t n, bool accumulate) {
+  Save(p, accumulate ? _mm256_add_ps(Load(p, n), v) : v, n);
+}
+
+// Elementwise kernels run in blocks of kBlock elements, one task each.
+constexpr int64_t kBlock = 4096;
+
+struct AdamScalars {
+  float b1, b2, one_b1, one_b2, scale, step_size, inv_c2, decay, eps;
+};
+
+HEIRETSU_AVX2 void AdamW(float* param, const float* grad, float* m, float* v, int64_t n,
+                         const AdamScalars& s) {
+  const __m256 b1 = _mm256_set1_ps(s.b1), b2 = _mm256_set1_ps(s.b2);
+  const __m256 one_b1 = _mm256_set1_ps(s.one_b1), one_b2 = _mm256_set1_ps(s.one_b2);
+  const __m256 scale = _mm256_set1_ps(s.scale), step_size = _mm256_set1_ps(s.step_size);
+  const __m256 inv_c2 = _mm256_set1_ps(s.inv_c2), decay = _mm256_set1_ps(s.decay);
+  const __m256 eps = _mm256_set1_ps(s.eps);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i += 8) {
+    const int64_t w = n - i;
+    const __m256 g = _mm256_mul_ps(Load(grad + i, w), scale);
+    const __m256 mi = _mm256_fmadd_ps(b1, Load(m + i, w), _mm256_mul_ps(one_b1, g));
+    const __m256 vi =
+        _mm256_fmadd_ps(b2, Load(v + i, w), _mm256_mul_ps(one_b2, _mm256_mul_ps(g, g)));
+    const __m256 p = Load(param + i, w);
+    const __m256 denom = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(vi, inv_c2)), eps);
+    const __m256 update =
+        _mm256_fmadd_ps(decay, p, _mm256_div_ps(_mm256_mul_ps(step_size, mi), denom));
+    Save(m + i, mi, w);
+    Save(v + i, vi, w);
+    Save(param + i, _mm256_sub_ps(p, update), w);
+  }
+}
+
+// The portable SumSquares' eight accumulators acc[j] (element i + j of each group
+// of 8) as two vectors of doubles, combined in its order.
+HEIRETSU_AVX2 double SumSquaresChunk(const float* x, int64_t n) {
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256d a = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
+    const __m256d b = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4));
+    lo = _mm256_fmadd_pd(a, a, lo);
+    hi = _mm256_fmadd_pd(b, b, hi);
+  }
+  alignas(32) double acc[8];
+  _mm256_store_pd(acc, lo);
+  _mm256_store_pd(acc + 4, hi);
+  for (; i < n; ++i) acc[0] += static_cast<double>(x[i]) * x[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// GELU as in the portable loop: y = v sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3).
+HEIRETSU_AVX2_INLINE __m256 GeluSigmoid(__m256 v, __m256* du) {
+  const __m256 k = _mm256_set1_ps(static_cast<float>(kGeluScale));
+  const __m256 c = _mm256_set1_ps(static_cast<float>(kGeluCubic));
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 v2 = _mm256_mul_ps(v, v);
+  const __m256 u = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, v2), v, v));
+  if (du) *du = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_set1_ps(static_cast<float>(3.0 * kGeluCubic)), v2, one));
+  return _mm256_div_ps(one, _mm256_add_ps(one, Exp(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u))));
+}
+
+HEIRETSU_AVX2 void GeluForward(const float* x, float* y, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n; b += kBlock)
+    for (int64_t i = b; i < std::min(n, b + kBlock); i += 8) {
+      const int64_t w = n - i;
+      const __m256 v = Load(x + i, w);
+      Save(y + i, _mm256_mul_ps(v, GeluSigmoid(v, nullptr)), w);
+    }
+}
+
+HEIRETSU_AVX2 void GeluBackward(const float* dy, const float* x, float* dx, int64_t n,
+                                bool accumulate) {
+  const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n; b += kBlock)
+    for (int64_t i = b; i < std::min(n, b + kBlock); i += 8) {
+      const int64_t w = n - i;
+      const __m256 v = Load(x + i, w);
+      __m256 du;
+      const __m256 sig = GeluSigmoid(v, &du);
+      // sig + v sig (1 - sig) 2 du
+      const __m256 grad = _mm256_fmadd_ps(
+          _mm256_mul_ps(_mm256_mul_ps(v, sig), _mm256_sub_ps(one, sig)), _mm256_mul_ps(two, du),
+          sig);
+      Put(dx + i, _mm256_mul_ps(Load(dy + i, w), grad), w, accumulate);
+    }
+}
+
+HEIRETSU_AVX2_INLINE __m256 Sigmoid(__m256 g) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  return _mm256_div_ps(one, _mm256_add_ps(one, Exp(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+}
+
+HEIRETSU_AVX2 void SwigluForward(const float* gate, const float* up, float* y, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n; b += kBlock)
+    for (int64_t i = b; i < std::min(n, b + kBlock); i += 8) {
+      const int64_t w = n - i;
+      const __m256 g = Load(gate + i, w);
+      Save(y + i, _mm256_mul_ps(_mm256_mul_ps(g, Sigmoid(g)), Load(up + i, w)), w);
+    }
+}
+
+HEIRETSU_AVX2 void SwigluBackward(const float* dy, const float* gate, const float* up,
+                                  float* dgate, float* dup, int64_t n, bool accumulate) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n; b += kBlock)
+    for (int64_t i = b; i < std::min(n, b + kBlock); i += 8) {
+      const int64_t w = n - i;
+      const __m256 g = Load(gate + i, w), d = Load(dy + i, w);
+      const __m256 sig = Sigmoid(g);
+      // dy up sig (1 + g (1 - sig))
+      const __m256 dg = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(d, Load(up + i, w)), sig),
+                                      _mm256_fmadd_ps(g, _mm256_sub_ps(one, sig), one));
+      Put(dgate + i, dg, w, accumulate);
+      Put(dup + i, _mm256_mul_ps(d, _mm256_mul_ps(g, sig)), w, accumulate);
+    }
+}
+
+// The largest of x[0, n), n >= 1.
+HEIRETSU_AVX2 float RowMax(const float* x, int64_t n) {
+  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  float r = vec::Max(m);
+  for (; i < n; ++i) r = std::max(r, x[i]);
+  return r;
+}
+
+// sum_i exp(x[i] - mx) over [0, n), in double: 8 lanes widened into 8 double
+// accumulators, combined in vec.h's order, then the tail.
+HEIRETSU_AVX2 double RowSumExp(const float* x, int64_t n, float mx) {
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    vec::AddWide(Exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx)), &lo, &hi);
+  if (i < n) vec::AddWide(_mm256_and_ps(Exp(_mm256_sub_ps(Load(x + i, n - i), vmx)),
+                                        _mm256_castsi256_ps(vec::TailMask(n - i))),
+                          &lo, &hi);
+  return vec::Sum(_mm256_add_pd(lo, hi));
+}
+
+// One row of the cross-entropy gradient: d[i] (+)= scale (exp(x[i] - lse) - [i ==
+// target]) for i < classes, scale (0 - [i == target]) for the padding up to n.
+HEIRETSU_AVX2 void CrossEntropyGradRow(const float* x, float lse, float scale, int64_t target,
+                                       int64_t classes, int64_t n, float* d, bool accumulate) {
+  const __m256 vl = _mm256_set1_ps(lse), vs = _mm256_set1_ps(scale);
+  const __m256 idx = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t i = 0; i < classes; i += 8) {
+    const int64_t w = classes - i;
+    const __m256 p = Exp(_mm256_sub_ps(Load(x + i, w), vl));
+    __m256 g = _mm256_mul_ps(vs, p);
+    if (target >= i && target < i + 8) {
+      const __m256 hit = _mm256_cmp_ps(idx, _mm256_set1_ps(static_cast<float>(target - i)),
+                                       _CMP_EQ_OQ);
+      g = _mm256_blendv_ps(g, _mm256_mul_ps(vs, _mm256_sub_ps(p, _mm256_set1_ps(1.0f))), hit);
+    }
+    Put(d + i, g, w, accumulate);
+  }
+  for (int64_t i = classes; i < n; ++i) {
+    const float g = scale * (0.0f - (i == target ? 1.0f : 0.0f));
+    d[i] = accumulate ? d[i] + g : g;
+  }
+}
+
+// AttendRow (below) for head_dim % 8 == 0: scores by 8-lane dot products, the
+// exponentials 8 at a time, out = sum_j p_j v_j / sum_j p_j with out in registers,
+// 32 columns (or 8) at a time.
+HEIRETSU_AVX2 float AttendRow(const float* q, const float* keys, const float* values,
+                              int64_t stride, int64_t last, int64_t head_dim, float scale,
+                              float* p, float* out) {
+  const int64_t n = last + 1;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j) {
+    p[j] = vec::Dot(q, keys + j * stride, head_dim) * scale;
+    mx = std::max(mx, p[j]);
+  }
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n; j += 8) {
+    const int64_t w = n - j;
+    __m256 e = Exp(_mm256_sub_ps(Load(p + j, w), vmx));
+    if (w < 8) e = _mm256_and_ps(e, _mm256_castsi256_ps(vec::TailMask(w)));
+    Save(p + j, e, w);
+    acc = _mm256_add_ps(acc, e);
+  }
+  const float sum = vec::Sum(acc);
+  const __m256 inv = _mm256_set1_ps(1.0f / sum);
+  int64_t d0 = 0;
+  for (; d0 + 32 <= head_dim; d0 += 32) {
+    __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+    for (int64_t j = 0; j < n; ++j) {
+      const float* vj = values + j * stride + d0;
+      const __m256 pj = _mm256_set1_ps(p[j]);
+      o0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj), o0);
+      o1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8), o1);
+      o2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 16), o2);
+      o3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 24), o3);
+    }
+    _mm256_storeu_ps(out + d0, _mm256_mul_ps(o0, inv));
+    _mm256_storeu_ps(out + d0 + 8, _mm256_mul_ps(o1, inv));
+    _mm256_storeu_ps(out + d0 + 16, _mm256_mul_ps(o2, inv));
+    _mm256_storeu_ps(out + d0 + 24, _mm256_mul_ps(o3, inv));
+  }
+  for (; d0 < head_dim; d0 += 8) {
+    __m256 o = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n; ++j)
+      o = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(values + j * stride + d0), o);
+    _mm256_storeu_ps(out + d0, _mm256_mul_ps(o, inv));
+  }
+  return mx + std::log(sum);
+}
+
+// One query row t of causal attention's backward, head_dim % 8 == 0: the scores
+// and dp = dout . v_j by dot products, p and ds 8 at a time, then dv_j += p_j dout,
+// dk_j += ds_j q, dq += ds_j k_j. `s` and `dp` have room for t + 1 values.
+HEIRETSU_AVX2 void AttentionGradRow(const float* qt, const float* dot, const float* ot,
+                                    const float* keys, const float* values, float* dkeys,
+                                    float* dvalues, int64_t stride, int64_t t, int64_t head_dim,
+                                    float scale, float row_lse, float* dqt, float* s,
+                                    float* dp) {
+  const float delta = vec::Dot(dot, ot, head_dim);  // sum_j p_j dp_j = dout . out
+  const int64_t n = t + 1;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = vec::Dot(qt, keys + j * stride, head_dim);
+    dp[j] = vec::Dot(dot, values + j * stride, head_dim);
+  }
+  const __m256 vscale = _mm256_set1_ps(scale), vlse = _mm256_set1_ps(row_lse);
+  const __m256 vdelta = _mm256_set1_ps(delta);
+  for (int64_t j = 0; j < n; j += 8) {
+    const int64_t w = n - j;
+    const __m256 p = Exp(_mm256_fmsub_ps(Load(s + j, w), vscale, vlse));
+    Save(s + j, p, w);
+    Save(dp + j, _mm256_mul_ps(_mm256_mul_ps(p, _mm256_sub_ps(Load(dp + j, w), vdelta)), vscale),
+         w);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    vec::Axpy(s[j], dot, dvalues + j * stride, head_dim);
+    vec::Axpy(dp[j], keys + j * stride, dqt, head_dim);
+    vec::Axpy(dp[j], qt, dkeys + j * stride, head_dim);
+  }
+}
+
+}  // namespace avx2
+
 template <typename T>
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           const T* b, T beta, T* c) {
@@ -108,10 +402,12 @@ void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_g
   if (dw) Gemm<T>(true, false, out, in, rows, T(1), dy, x, T(1), dw);
   if (!bias_grad) return;
 #pragma omp parallel for schedule(static)
-  for (int64_t o = 0; o < out; ++o) {
-    T sum = 0;
-    for (int64_t r = 0; r < rows; ++r) sum += dy[r * out + o];
-    bias_grad[o] += sum;
+  for (int64_t o0 = 0; o0 < out; o0 += kColumns) {
+    const int64_t w = std::min(kColumns, out - o0);
+    T sum[kColumns] = {};
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < w; ++o) sum[o] += dy[r * out + o0 + o];
+    for (int64_t o = 0; o < w; ++o) bias_grad[o0 + o] += sum[o];
   }
 }
 
@@ -190,15 +486,23 @@ void LayerNormBackward(const T* dy, const T* x, const T* w, const T* mean, const
     }
   }
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < c; ++i) {
-    T sw = 0, sb = 0;
+  for (int64_t i0 = 0; i0 < c; i0 += kColumns) {
+    const int64_t w = std::min(kColumns, c - i0);
+    T sw[kColumns] = {}, sb[kColumns] = {};
     for (int64_t r = 0; r < rows; ++r) {
-      T d = dy[r * c + i];
-      sw += d * (x[r * c + i] - mean[r]) * rstd[r];
-      sb += d;
+      const T* dyr = dy + r * c + i0;
+      const T* xr = x + r * c + i0;
+      const T mr = mean[r], sr = rstd[r];
+      for (int64_t i = 0; i < w; ++i) {
+        T d = dyr[i];
+        sw[i] += d * (xr[i] - mr) * sr;
+        sb[i] += d;
+      }
     }
-    dw[i] += sw;
-    db[i] += sb;
+    for (int64_t i = 0; i < w; ++i) {
+      dw[i0 + i] += sw[i];
+      db[i0 + i] += sb[i];
+    }
   }
 }
 
@@ -230,10 +534,12 @@ void RMSNormBackward(const T* dy, const T* x, const T* w, const T* rstd, T* dx, 
       Store(&dx[r * c + i], static_cast<T>(rs * dyr[i] * w[i] - xr[i] * k), accumulate_dx);
   }
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < c; ++i) {
-    T s = 0;
-    for (int64_t r = 0; r < rows; ++r) s += dy[r * c + i] * x[r * c + i] * rstd[r];
-    dw[i] += s;
+  for (int64_t i0 = 0; i0 < c; i0 += kColumns) {
+    const int64_t w = std::min(kColumns, c - i0);
+    T sw[kColumns] = {};
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < w; ++i) sw[i] += dy[r * c + i0 + i] * x[r * c + i0 + i] * rstd[r];
+    for (int64_t i = 0; i < w; ++i) dw[i0 + i] += sw[i];
   }
 }
 
@@ -242,6 +548,8 @@ void RMSNormBackward(const T* dy, const T* x, const T* w, const T* rstd, T* dx, 
 // gradient were 15% of a GPT-2 small CPU step with tanh).
 template <typename T>
 void GeluForward(const T* x, T* y, int64_t n) {
+  if constexpr (std::is_same_v<T, float>)
+    if (vec::HasAvx2()) return avx2::GeluForward(x, y, n);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     T v = x[i];
@@ -252,6 +560,8 @@ void GeluForward(const T* x, T* y, int64_t n) {
 
 template <typename T>
 void GeluBackward(const T* dy, const T* x, T* dx, int64_t n, bool accumulate_dx) {
+  if constexpr (std::is_same_v<T, float>)
+    if (vec::HasAvx2()) return avx2::GeluBackward(dy, x, dx, n, accumulate_dx);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     T v = x[i];
@@ -265,6 +575,8 @@ void GeluBackward(const T* dy, const T* x, T* dx, int64_t n, bool accumulate_dx)
 
 template <typename T>
 void SwigluForward(const T* gate, const T* up, T* y, int64_t n) {
+  if constexpr (std::is_same_v<T, float>)
+    if (vec::HasAvx2()) return avx2::SwigluForward(gate, up, y, n);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     T g = gate[i];
@@ -275,6 +587,8 @@ void SwigluForward(const T* gate, const T* up, T* y, int64_t n) {
 template <typename T>
 void SwigluBackward(const T* dy, const T* gate, const T* up, T* dgate, T* dup, int64_t n,
                     bool accumulate_dx) {
+  if constexpr (std::is_same_v<T, float>)
+    if (vec::HasAvx2()) return avx2::SwigluBackward(dy, gate, up, dgate, dup, n, accumulate_dx);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     T g = gate[i];
@@ -342,6 +656,9 @@ namespace {
 template <typename T>
 T AttendRow(const T* q, const T* keys, const T* values, int64_t stride, int64_t last,
             int64_t head_dim, T scale, T* p, T* out) {
+  if constexpr (std::is_same_v<T, float>)
+    if (vec::HasAvx2() && head_dim % 8 == 0)
+      return avx2::AttendRow(q, keys, values, stride, last, head_dim, scale, p, out);
   T mx = -std::numeric_limits<T>::infinity();
   for (int64_t j = 0; j <= last; ++j) {
     const T* kj = keys + j * stride;
@@ -426,7 +743,10 @@ void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const 
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
   // One task per (batch, KV head): it owns dk and dv of that head and dq of the
   // query heads in its group, so no two threads write the same element.
-#pragma omp parallel for schedule(static) collapse(2)
+#pragma omp parallel
+  {
+  std::vector<T> s_row(seq), dp_row(seq);
+#pragma omp for schedule(static) collapse(2)
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t kh = 0; kh < kv_heads; ++kh) {
       if (!accumulate_dx) {
@@ -444,6 +764,15 @@ void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const 
           const T* ot = out + (b * seq + t) * qw + h * head_dim;
           T* dqt = dq + (b * seq + t) * qw + h * head_dim;
           const T row_lse = lse[(b * heads + h) * seq + t];
+          if constexpr (std::is_same_v<T, float>)
+            if (vec::HasAvx2() && head_dim % 8 == 0) {
+              avx2::AttentionGradRow(qt, dot, ot, k + b * seq * kw + kh * head_dim,
+                                     v + b * seq * kw + kh * head_dim,
+                                     dk + b * seq * kw + kh * head_dim,
+                                     dv + b * seq * kw + kh * head_dim, kw, t, head_dim, scale,
+                                     row_lse, dqt, s_row.data(), dp_row.data());
+              continue;
+            }
           T delta = 0;  // sum_j p_j dp_j = dout . out
           for (int64_t d = 0; d < head_dim; ++d) delta += dot[d] * ot[d];
           for (int64_t j = 0; j <= t; ++j) {
@@ -468,6 +797,7 @@ void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const 
       }
     }
   }
+  }
 }
 
 template <typename T>
@@ -479,9 +809,17 @@ int64_t CrossEntropyForward(const T* logits, const int32_t* targets, T* loss, T*
 #pragma omp parallel for schedule(static, kGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const T* lr = logits + r * vocab;
-    T mx = *std::max_element(lr, lr + classes);
+    T mx;
     double sum = 0;
-    for (int64_t i = 0; i < classes; ++i) sum += std::exp(static_cast<double>(lr[i] - mx));
+    if (UseAvx2<T>()) {
+      if constexpr (std::is_same_v<T, float>) {
+        mx = avx2::RowMax(lr, classes);
+        sum = avx2::RowSumExp(lr, classes, mx);
+      }
+    } else {
+      mx = *std::max_element(lr, lr + classes);
+      for (int64_t i = 0; i < classes; ++i) sum += std::exp(static_cast<double>(lr[i] - mx));
+    }
     lse[r] = static_cast<T>(mx + std::log(sum));
   }
   double total = 0;
@@ -502,6 +840,12 @@ void CrossEntropyBackward(const T* logits, const int32_t* targets, const T* lse,
 #pragma omp parallel for schedule(static, kGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t target = static_cast<int64_t>(targets[r]) - vocab_begin;
+    if constexpr (std::is_same_v<T, float>)
+      if (vec::HasAvx2()) {
+        avx2::CrossEntropyGradRow(logits + r * vocab, lse[r], scale, target, classes, vocab,
+                                  dlogits + r * vocab, accumulate_dx);
+        continue;
+      }
     for (int64_t i = 0; i < vocab; ++i) {
       T p = i < classes ? std::exp(logits[r * vocab + i] - lse[r]) : T(0);
       T g = scale * (p - (i == target ? T(1) : T(0)));
@@ -523,9 +867,15 @@ void VocabMax(const T* logits, T* max, int64_t rows, int64_t vocab, int64_t voca
               int64_t valid) {
   const int64_t classes = ClassesIn(vocab, vocab_begin, valid);
 #pragma omp parallel for schedule(static, kGrain)
-  for (int64_t r = 0; r < rows; ++r)
+  for (int64_t r = 0; r < rows; ++r) {
+    if constexpr (std::is_same_v<T, float>)
+      if (vec::HasAvx2() && classes) {
+        max[r] = avx2::RowMax(logits + r * vocab, classes);
+        continue;
+      }
     max[r] = classes ? *std::max_element(logits + r * vocab, logits + r * vocab + classes)
                      : -std::numeric_limits<T>::infinity();
+  }
 }
 
 template <typename T>
@@ -540,7 +890,11 @@ int64_t VocabSumExp(const T* logits, const int32_t* targets, const T* max, T* su
   for (int64_t r = 0; r < rows; ++r) {
     const T* lr = logits + r * vocab;
     double s = 0;
-    for (int64_t i = 0; i < classes; ++i) s += std::exp(static_cast<double>(lr[i] - max[r]));
+    if (UseAvx2<T>() && classes) {
+      if constexpr (std::is_same_v<T, float>) s = avx2::RowSumExp(lr, classes, max[r]);
+    } else {
+      for (int64_t i = 0; i < classes; ++i) s += std::exp(static_cast<double>(lr[i] - max[r]));
+    }
     sum[r] = static_cast<T>(s);
     const int64_t t = static_cast<int64_t>(targets[r]) - vocab_begin;
     target[r] = t >= 0 && t < vocab ? lr[t] : T(0);
@@ -887,8 +1241,13 @@ double SumSquares(const T* x, int64_t n) {
     // Eight independent accumulators, combined in a fixed order: the additions
     // overlap in the pipeline instead of waiting on each other, and the result
     // still does not depend on the thread count.
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const int64_t lo = ch * kReduceChunk, hi = std::min(n, lo + kReduceChunk);
+    if constexpr (std::is_same_v<T, float>)
+      if (vec::HasAvx2()) {
+        partial[ch] = avx2::SumSquaresChunk(x + lo, hi - lo);
+        continue;
+      }
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = lo;
     for (; i + 8 <= hi; i += 8)
       for (int j = 0; j < 8; ++j) acc[j] += static_cast<double>(x[i + j]) * x[i + j];
@@ -911,6 +1270,10 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   const T step_size = static_cast<T>(lr / (1.0 - std::pow(beta1, static_cast<double>(step))));
   const T inv_c2 = static_cast<T>(1.0 / (1.0 - std::pow(beta2, static_cast<double>(step))));
   const T decay = static_cast<T>(lr * weight_decay), e = static_cast<T>(eps);
+  if constexpr (std::is_same_v<T, float>)
+    if (vec::HasAvx2())
+      return avx2::AdamW(param, grad, m, v, n,
+                         {b1, b2, one_b1, one_b2, scale, step_size, inv_c2, decay, e});
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     T g = grad[i] * scale;

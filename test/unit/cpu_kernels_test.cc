@@ -5,6 +5,7 @@
 //     double forward, through L = sum(r * y) with random r: max error / max |grad|
 //     <= 1e-6.
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu/vec.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -473,10 +474,58 @@ TEST_P(AttentionTest, CachedDecodeMatchesReference) {
   EXPECT_LE(RelDiff(out, ref), kForwardTol);
 }
 
+// The float kernels against the double ones (which the finite differences above
+// check), for both the forward's lse and every gradient, written and accumulated.
+// On a CPU with AVX2 the float path of head_dim % 8 == 0 is vec.h's.
+TEST_P(AttentionTest, FloatBackwardMatchesDouble) {
+  const AttnShape s = GetParam();
+  Vec q = Random(s.batch * s.seq * s.heads * s.hd, 50);
+  Vec k = Random(s.batch * s.seq * s.kv_heads * s.hd, 51);
+  Vec v = Random(s.batch * s.seq * s.kv_heads * s.hd, 52);
+  Vec dout = Random(q.size(), 53);
+  Vec out(q.size()), lse(s.batch * s.heads * s.seq);
+  AttentionForward(q.data(), k.data(), v.data(), out.data(), lse.data(), s.batch, s.seq, s.heads,
+                   s.kv_heads, s.hd);
+  Vec dq(q.size()), dk(k.size()), dv(v.size());
+  AttentionBackward(dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), dq.data(),
+                    dk.data(), dv.data(), s.batch, s.seq, s.heads, s.kv_heads, s.hd, false);
+  auto qf = ToFloat(q), kf = ToFloat(k), vf = ToFloat(v), df = ToFloat(dout);
+  std::vector<float> outf(q.size(), NAN), lsef(lse.size(), NAN);
+  AttentionForward(qf.data(), kf.data(), vf.data(), outf.data(), lsef.data(), s.batch, s.seq,
+                   s.heads, s.kv_heads, s.hd);
+  EXPECT_LE(RelDiff(outf, out), kForwardTol);
+  EXPECT_LE(RelDiff(lsef, lse), kForwardTol);
+  std::vector<float> dqf(q.size(), NAN), dkf(k.size(), NAN), dvf(v.size(), NAN);
+  AttentionBackward(df.data(), qf.data(), kf.data(), vf.data(), outf.data(), lsef.data(),
+                    dqf.data(), dkf.data(), dvf.data(), s.batch, s.seq, s.heads, s.kv_heads, s.hd,
+                    false);
+  EXPECT_LE(RelDiff(dqf, dq), kForwardTol);
+  EXPECT_LE(RelDiff(dkf, dk), kForwardTol);
+  EXPECT_LE(RelDiff(dvf, dv), kForwardTol);
+  // Accumulating adds the same gradients to what is there.
+  auto twice = [](const Vec& g) {
+    Vec t = g;
+    for (double& x : t) x *= 2;
+    return t;
+  };
+  AttentionBackward(df.data(), qf.data(), kf.data(), vf.data(), outf.data(), lsef.data(),
+                    dqf.data(), dkf.data(), dvf.data(), s.batch, s.seq, s.heads, s.kv_heads, s.hd,
+                    true);
+  EXPECT_LE(RelDiff(dqf, twice(dq)), kForwardTol);
+  EXPECT_LE(RelDiff(dkf, twice(dk)), kForwardTol);
+  EXPECT_LE(RelDiff(dvf, twice(dv)), kForwardTol);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
-                         ::testing::Values(AttnShape{2, 5, 2, 2, 4},   // multi-head
-                                           AttnShape{1, 6, 4, 2, 4},   // GQA, 2 per group
-                                           AttnShape{2, 4, 3, 1, 2})); // multi-query
+                         ::testing::Values(AttnShape{2, 5, 2, 2, 4},    // multi-head
+                                           AttnShape{1, 6, 4, 2, 4},    // GQA, 2 per group
+                                           AttnShape{2, 4, 3, 1, 2},    // multi-query
+                                           // head_dim % 8 == 0: the AVX2 rows (8 and 32
+                                           // columns at a time, a tail of 8; sequences
+                                           // longer than 8 for the masked exponentials)
+                                           AttnShape{2, 9, 2, 2, 8},
+                                           AttnShape{1, 11, 4, 2, 16},
+                                           AttnShape{1, 13, 2, 1, 40}));
 
 //===----------------------------------------------------------------------===//
 // Loss, norm, optimizer
@@ -1170,6 +1219,253 @@ TEST(CpuKernels, MoeStepsDoNotDependOnThreadCount) {
     EXPECT_EQ(one.dw_out, two.dw_out);
   }
   omp_set_num_threads(saved);
+}
+
+//===----------------------------------------------------------------------===//
+// The AVX2 paths (vec.h): the float kernels on sizes with tails (n % 8 != 0)
+// against double, and the same bits whatever the thread count
+//===----------------------------------------------------------------------===//
+
+HEIRETSU_AVX2 void ExpOf(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, vec::Exp(_mm256_loadu_ps(x + i)));
+}
+
+TEST(CpuKernels, VecExpIsWithinTwoUlp) {
+  if (!vec::HasAvx2()) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::vector<float> x;
+  for (int64_t i = 0; i <= 1750000; ++i) x.push_back(-87.0f + static_cast<float>(i) * 1e-4f);
+  std::mt19937 gen(60);
+  std::uniform_real_distribution<float> dist(-87.0f, 88.0f);
+  for (int i = 0; i < 200000; ++i) x.push_back(dist(gen));
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 0.5f, -0.5f, 88.0f, -87.0f}) x.push_back(v);
+  while (x.size() % 8) x.push_back(1.0f);
+  std::vector<float> y(x.size());
+  ExpOf(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double ref = std::exp(static_cast<double>(x[i]));
+    // Relative error in units of the float spacing at ref (ulp = 2^(e - 23)).
+    const double ulp = std::ldexp(1.0, std::ilogb(ref) - 23);
+    worst = std::max(worst, std::fabs(y[i] - ref) / std::max(ulp, std::ldexp(1.0, -149)));
+  }
+  EXPECT_LE(worst, 2.0);
+  std::vector<float> special = {-INFINITY, -1000.0f, -87.5f, 88.5f, INFINITY, NAN, 1.0f, 2.0f};
+  std::vector<float> out(8);
+  ExpOf(special.data(), out.data(), 8);
+  EXPECT_EQ(out[0], 0.0f);
+  EXPECT_EQ(out[1], 0.0f);
+  EXPECT_EQ(out[2], 0.0f);
+  EXPECT_EQ(out[3], INFINITY);
+  EXPECT_EQ(out[4], INFINITY);
+  EXPECT_TRUE(std::isnan(out[5]));
+}
+
+TEST(CpuKernels, FloatActivationsMatchDouble) {
+  const int64_t n = 203;  // 25 blocks of 8 and a tail of 3
+  Vec x = Random(n, 61, 3.0), u = Random(n, 62), dy = Random(n, 63);
+  x[5] = -30.0, x[6] = 30.0;  // saturated
+  auto xf = ToFloat(x), uf = ToFloat(u), dyf = ToFloat(dy);
+  for (bool acc : {false, true}) {
+    SCOPED_TRACE(acc ? "accumulate" : "write");
+    const double start = acc ? 0.25 : 0.0;
+    Vec y(n), dx(n, start), dg(n, start), du(n, start);
+    GeluForward(x.data(), y.data(), n);
+    GeluBackward(dy.data(), x.data(), dx.data(), n, acc);
+    std::vector<float> yf(n, NAN), dxf(n, acc ? 0.25f : NAN);
+    GeluForward(xf.data(), yf.data(), n);
+    GeluBackward(dyf.data(), xf.data(), dxf.data(), n, acc);
+    EXPECT_LE(RelDiff(yf, y), kForwardTol);
+    EXPECT_LE(RelDiff(dxf, dx), kForwardTol);
+    SwigluForward(x.data(), u.data(), y.data(), n);
+    SwigluBackward(dy.data(), x.data(), u.data(), dg.data(), du.data(), n, acc);
+    std::vector<float> dgf(n, acc ? 0.25f : NAN), duf(n, acc ? 0.25f : NAN);
+    SwigluForward(xf.data(), uf.data(), yf.data(), n);
+    SwigluBackward(dyf.data(), xf.data(), uf.data(), dgf.data(), duf.data(), n, acc);
+    EXPECT_LE(RelDiff(yf, y), kForwardTol);
+    EXPECT_LE(RelDiff(dgf, dg), kForwardTol);
+    EXPECT_LE(RelDiff(duf, du), kForwardTol);
+  }
+}
+
+// Rows of 37 columns (4 blocks of 8 and a tail), 33 of them classes, targets in the
+// first block, a middle one and the tail; written and accumulated; and a block of a
+// vocabulary-parallel split whose targets are mostly outside it.
+TEST(CpuKernels, FloatCrossEntropyMatchesDouble) {
+  const int64_t rows = 5, vocab = 37, valid = 33;
+  Vec logits = Random(rows * vocab, 64, 4.0);
+  std::vector<int32_t> targets = {0, 7, 8, 32, 20};
+  Vec lse(rows);
+  double loss = 0;
+  ASSERT_EQ(CrossEntropyForward(logits.data(), targets.data(), &loss, lse.data(), rows, vocab,
+                                valid),
+            -1);
+  auto lf = ToFloat(logits);
+  std::vector<float> lsef(rows);
+  float lossf = 0;
+  ASSERT_EQ(CrossEntropyForward(lf.data(), targets.data(), &lossf, lsef.data(), rows, vocab,
+                                valid),
+            -1);
+  EXPECT_NEAR(lossf, loss, kForwardTol * std::fabs(loss));
+  EXPECT_LE(RelDiff(lsef, lse), kForwardTol);
+  for (bool acc : {false, true}) {
+    Vec d(rows * vocab, acc ? 0.5 : 0.0);
+    CrossEntropyBackward(logits.data(), targets.data(), lse.data(), 1.5, d.data(), rows, vocab,
+                         acc, 0, valid);
+    std::vector<float> df(rows * vocab, acc ? 0.5f : NAN);
+    CrossEntropyBackward(lf.data(), targets.data(), lsef.data(), 1.5f, df.data(), rows, vocab,
+                         acc, 0, valid);
+    EXPECT_LE(RelDiff(df, d), kForwardTol) << acc;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = valid; i < vocab; ++i) EXPECT_EQ(df[r * vocab + i], acc ? 0.5f : 0.0f);
+  }
+  // Columns [20, 37) as the block of a vocabulary-parallel split (13 classes, then
+  // padding; targets 0, 7 and 8 outside it), with the lse of the whole rows.
+  Vec block(rows * 17);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < 17; ++i) block[r * 17 + i] = logits[r * vocab + 20 + i];
+  auto bf = ToFloat(block);
+  Vec d(rows * 17);
+  CrossEntropyBackward(block.data(), targets.data(), lse.data(), 1.5, d.data(), rows, 17, false,
+                       20, valid);
+  std::vector<float> df(rows * 17, NAN);
+  CrossEntropyBackward(bf.data(), targets.data(), lsef.data(), 1.5f, df.data(), rows, 17, false,
+                       20, valid);
+  EXPECT_LE(RelDiff(df, d), kForwardTol);
+  std::vector<float> maxf(rows), sumf(rows), tf(rows);
+  VocabMax(bf.data(), maxf.data(), rows, 17, 20, valid);
+  ASSERT_EQ(VocabSumExp(bf.data(), targets.data(), maxf.data(), sumf.data(), tf.data(), rows, 17,
+                        20, vocab, valid),
+            -1);
+  for (int64_t r = 0; r < rows; ++r) {
+    EXPECT_EQ(maxf[r], *std::max_element(bf.begin() + r * 17, bf.begin() + r * 17 + 13));
+    double ref = 0;
+    for (int64_t i = 0; i < 13; ++i) ref += std::exp(static_cast<double>(bf[r * 17 + i]) - maxf[r]);
+    EXPECT_NEAR(sumf[r], ref, 1e-6 * ref);
+  }
+}
+
+TEST(CpuKernels, AdamWTailMatchesReference) {
+  const int64_t n = 67;  // 8 blocks of 8 and a tail of 3
+  Vec p0 = Random(n, 65), g1 = Random(n, 66), g2 = Random(n, 67), g3 = Random(n, 68);
+  const double lr = 1e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1, scale = 0.7;
+  Vec p = p0, m(n, 0.0), v(n, 0.0);
+  auto pf = ToFloat(p0);
+  std::vector<float> mf(n, 0.f), vf(n, 0.f);
+  for (int step = 1; step <= 3; ++step) {
+    const Vec& g = step == 1 ? g1 : step == 2 ? g2 : g3;
+    for (int64_t i = 0; i < n; ++i) {
+      double gi = g[i] * scale;
+      m[i] = b1 * m[i] + (1 - b1) * gi;
+      v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+      double mh = m[i] / (1 - std::pow(b1, step)), vh = v[i] / (1 - std::pow(b2, step));
+      p[i] -= lr * (mh / (std::sqrt(vh) + eps) + wd * p[i]);
+    }
+    auto gf = ToFloat(g);
+    AdamW(pf.data(), gf.data(), mf.data(), vf.data(), n, lr, b1, b2, eps, wd, step, scale);
+  }
+  EXPECT_LE(RelDiff(pf, p), kForwardTol);
+  EXPECT_LE(RelDiff(mf, m), kForwardTol);
+  EXPECT_LE(RelDiff(vf, v), kForwardTol);
+}
+
+// Bias and norm-weight gradients over 150 columns: three column blocks of the
+// row-order sums, the last one partial.
+TEST(CpuKernels, ColumnSumsSpanSeveralBlocks) {
+  const int64_t rows = 9, c = 150;
+  Vec x = Random(rows * c, 69), dy = Random(rows * c, 70), w = Random(c, 71), b = Random(c, 72);
+  Vec mean(rows), rstd(rows), y(rows * c);
+  LayerNormForward(x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, c,
+                   1e-5);
+  Vec dw_ref(c, 0.0), db_ref(c, 0.0), rms_ref(c, 0.0);
+  Vec rrms(rows);
+  RMSNormForward(x.data(), w.data(), y.data(), rrms.data(), rows, c, 1e-6);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < c; ++i) {
+      dw_ref[i] += dy[r * c + i] * (x[r * c + i] - mean[r]) * rstd[r];
+      db_ref[i] += dy[r * c + i];
+      rms_ref[i] += dy[r * c + i] * x[r * c + i] * rrms[r];
+    }
+  auto xf = ToFloat(x), dyf = ToFloat(dy), wf = ToFloat(w), mf = ToFloat(mean),
+       rf = ToFloat(rstd), rmsf = ToFloat(rrms);
+  std::vector<float> dx(rows * c), dw(c, 0.f), db(c, 0.f), drms(c, 0.f), bias(c, 0.f);
+  LayerNormBackward(dyf.data(), xf.data(), wf.data(), mf.data(), rf.data(), dx.data(), dw.data(),
+                    db.data(), rows, c, false);
+  EXPECT_LE(RelDiff(dw, dw_ref), kForwardTol);
+  EXPECT_LE(RelDiff(db, db_ref), kForwardTol);
+  RMSNormBackward(dyf.data(), xf.data(), wf.data(), rmsf.data(), dx.data(), drms.data(), rows, c,
+                  false);
+  EXPECT_LE(RelDiff(drms, rms_ref), kForwardTol);
+  // The linear's bias gradient: dy is [rows, out = c].
+  std::vector<float> xin = ToFloat(Random(rows * 3, 73)), wl = ToFloat(Random(c * 3, 74));
+  LinearBackward(dyf.data(), xin.data(), wl.data(), (float*)nullptr, (float*)nullptr, bias.data(),
+                 rows, 3, c, false);
+  EXPECT_LE(RelDiff(bias, db_ref), kForwardTol);
+}
+
+// The float kernels give the same bits with 1 and 2 OpenMP threads.
+TEST(CpuKernels, FloatKernelsDoNotDependOnThreadCount) {
+  const int saved = omp_get_max_threads();
+  const int64_t batch = 2, seq = 33, heads = 3, hd = 64, rows = batch * seq, c = heads * hd;
+  const int64_t vocab = 1001, n = (1 << 16) * 2 + 77;
+  const auto q = ToFloat(Random(rows * c, 80)), k = ToFloat(Random(rows * c, 81)),
+             v = ToFloat(Random(rows * c, 82)), dout = ToFloat(Random(rows * c, 83)),
+             logits = ToFloat(Random(rows * vocab, 84, 3.0)), big = ToFloat(Random(n, 85)),
+             w = ToFloat(Random(c, 86)), b = ToFloat(Random(c, 87));
+  std::vector<int32_t> targets(rows);
+  for (int64_t r = 0; r < rows; ++r) targets[r] = static_cast<int32_t>((r * 37) % vocab);
+  struct Out {
+    std::vector<float> out, lse, dq, dk, dv, celse, dlogits, gelu, dgelu, p, m, v, y, dx, dw, db;
+    float loss;
+    double ss;
+  };
+  auto run = [&](int threads) {
+    omp_set_num_threads(threads);
+    Out o;
+    o.out.resize(rows * c), o.lse.resize(batch * heads * seq);
+    AttentionForward(q.data(), k.data(), v.data(), o.out.data(), o.lse.data(), batch, seq, heads,
+                     heads, hd);
+    o.dq.resize(rows * c), o.dk.resize(rows * c), o.dv.resize(rows * c);
+    AttentionBackward(dout.data(), q.data(), k.data(), v.data(), o.out.data(), o.lse.data(),
+                      o.dq.data(), o.dk.data(), o.dv.data(), batch, seq, heads, heads, hd, false);
+    o.celse.resize(rows), o.dlogits.resize(rows * vocab);
+    CrossEntropyForward(logits.data(), targets.data(), &o.loss, o.celse.data(), rows, vocab);
+    CrossEntropyBackward(logits.data(), targets.data(), o.celse.data(), 1.0f, o.dlogits.data(),
+                         rows, vocab, false);
+    o.gelu.resize(n), o.dgelu.resize(n);
+    GeluForward(big.data(), o.gelu.data(), n);
+    GeluBackward(big.data(), big.data(), o.dgelu.data(), n, false);
+    o.ss = SumSquares(big.data(), n);
+    o.p = big, o.m.assign(n, 0.f), o.v.assign(n, 0.f);
+    AdamW(o.p.data(), o.gelu.data(), o.m.data(), o.v.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1,
+          0.5);
+    std::vector<float> mean(rows), rstd(rows);
+    o.y.resize(rows * c), o.dx.resize(rows * c), o.dw.assign(c, 0.f), o.db.assign(c, 0.f);
+    LayerNormForward(q.data(), w.data(), b.data(), o.y.data(), mean.data(), rstd.data(), rows, c,
+                     1e-5);
+    LayerNormBackward(dout.data(), q.data(), w.data(), mean.data(), rstd.data(), o.dx.data(),
+                      o.dw.data(), o.db.data(), rows, c, false);
+    return o;
+  };
+  const Out one = run(1), two = run(2);
+  omp_set_num_threads(saved);
+  EXPECT_EQ(one.out, two.out);
+  EXPECT_EQ(one.lse, two.lse);
+  EXPECT_EQ(one.dq, two.dq);
+  EXPECT_EQ(one.dk, two.dk);
+  EXPECT_EQ(one.dv, two.dv);
+  EXPECT_EQ(one.loss, two.loss);
+  EXPECT_EQ(one.celse, two.celse);
+  EXPECT_EQ(one.dlogits, two.dlogits);
+  EXPECT_EQ(one.gelu, two.gelu);
+  EXPECT_EQ(one.dgelu, two.dgelu);
+  EXPECT_EQ(one.ss, two.ss);
+  EXPECT_EQ(one.p, two.p);
+  EXPECT_EQ(one.m, two.m);
+  EXPECT_EQ(one.v, two.v);
+  EXPECT_EQ(one.y, two.y);
+  EXPECT_EQ(one.dx, two.dx);
+  EXPECT_EQ(one.dw, two.dw);
+  EXPECT_EQ(one.db, two.db);
 }
 
 }  // namespace
