@@ -1,22 +1,74 @@
-// The CUDA backend, fp32 reference slice; see cuda_backend.h. Each opcode's formula
-// is the CPU kernel's (runtime/cpu/kernels.h); where the CPU sums in double so does
-// this. Reductions run in a fixed order (block trees, one thread per column for
-// column sums), so results do not change from run to run. Every kernel but the
-// single-block ones (MeanOfRows, VocabLossKernel, AddPartials: one block loops over
-// everything) and SumSquaresPartial (a fixed kPartials blocks, grid-stride) is
-// launched on a capped grid (Grid) and loops over its whole range: GRID_STRIDE over
-// elements, WARP_STRIDE over attention's queries or keys (one warp each),
-// BLOCK_STRIDE over the rows of the norms and the losses (one block each). So the
-// cap (CudaOptions::max_blocks) never leaves an element out.
+// The CUDA backend; see cuda_backend.h. Each opcode's formula is the CPU kernel's
+// (runtime/cpu/kernels.h); where the CPU sums in double so does this. Reductions run
+// in a fixed order (block trees, one thread per column for column sums), so results
+// do not change from run to run. Every kernel but the single-block ones (MeanOfRows,
+// VocabLossKernel, AddPartials: one block loops over everything) and
+// SumSquaresPartial (a fixed kPartials blocks, grid-stride) is launched on a capped
+// grid (Grid) and loops over its whole range: GRID_STRIDE over elements,
+// WARP_STRIDE over attention's queries or keys (one warp each), BLOCK_STRIDE over
+// the rows of the norms and the losses (one block each). So the cap
+// (CudaOptions::max_blocks) never leaves an element out.
+//
+// Storage (issue #13). A float operand is float32, bfloat16 or float16 (plan.fbs
+// DType). The operands that may be 16-bit are the activations the precision pass
+// narrows (k16BitSlots below, the same (opcode, slot) pairs as
+// compiler/transforms/Precision.cpp); every other float operand (parameters and
+// their gradients, AdamW moments, norm statistics, lse, losses, KV caches) must be
+// float32, and CheckOperandStorage refuses a plan that says otherwise, naming the
+// operand. Kernels are templates on the storage of their activation operands: each
+// reads and writes them through a View<S> (S = float, __nv_bfloat16, __half), which
+// loads to float32 and stores rounded to nearest even (__float2bfloat16_rn,
+// __float2half_rn: runtime/base/half.h's rounding). All arithmetic is float32 (or
+// double where the CPU uses double), as the CPU backend's widened copies do, and
+// an accumulated 16-bit output is read, added to in float32 and rounded once. When
+// an instruction's activation operands all have one storage (the usual case) the
+// kernel is instantiated for it; when they mix (a float32 activation the precision
+// pass kept wide because it is also communicated or accumulated, beside 16-bit
+// ones) it runs View<Dyn>, which switches on each operand's dtype at every access
+// (uniform across the grid, so no divergence; a few instructions more per element).
+// So each kernel has four instantiations, not one per combination of operands.
+//
+// GEMMs. float32 linears (every operand float32) run cublasSgemm with
+// CUBLAS_PEDANTIC_MATH (no TF32), exactly as before mixed precision: the fp32
+// reference matches the CPU backend to 1e-5. A linear or linear_grad with any
+// 16-bit activation operand runs its GEMMs in that 16-bit type on the tensor cores
+// through cuBLASLt (CUBLAS_COMPUTE_32F: products and sums in float32, one rounding
+// of the output): its float32 operands (always the master weight; sometimes an
+// activation kept wide, e.g. a residual gradient the executor accumulates) are
+// first rounded into a 16-bit scratch copy (ToHalf). The output is the output
+// buffer's dtype: y and dx 16-bit or float32, dW always float32, accumulated with
+// beta = 1 (cuBLASLt reads C in float32 and adds before rounding). The bias is
+// cuBLASLt's BIAS epilogue (in float32 for a float32 output; for a 16-bit one
+// cuBLASLt takes the bias in the output's type, so it is rounded to 16 bits first);
+// if no algorithm takes the epilogue, a separate kernel adds it (a 16-bit y is then
+// rounded twice). Algorithms are chosen once per shape, dtypes and operand
+// alignments (the heuristic's first, cached).
+//
+// The cost of the weight copies (a first version; a copy kept per parameter and
+// invalidated by clip_adamw and host copies would remove it): each 16-bit linear
+// rounds its weight (read 4 bytes, write 2 per element) once in the forward and
+// once more for dx in the backward, 12 bytes of traffic per weight element per
+// microbatch beside 6 * rows bytes of GEMM FLOPs per element: for GPT-2 small at
+// 8 x 1024 rows on an H100-class GPU (~3 TB/s, ~700 TFLOP/s bf16), about 3-6% of
+// the GEMM time, more at small batches. The rounding of the weight also makes the
+// GPU's 16-bit GEMM differ from the CPU backend's (which multiplies the widened
+// 16-bit activations by the float32 weight) by about 2^-9 (bf16) / 2^-12 (fp16) of
+// the output's scale: heiretsu-cuda-check's 16-bit tolerances allow for it.
 #include "runtime/cuda/cuda_backend.h"
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
+#include <map>
 #include <string>
 
 #include "runtime/cuda/devices.h"
@@ -51,8 +103,101 @@ unsigned Blocks(int64_t n, int per_block, unsigned cap) {
   for (int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; w < (n); \
        w += static_cast<int64_t>(blockDim.x) * gridDim.x / 32)
 
+// The same over blocks: block k of the grid takes rows k, k + blocks, ... (every
+// thread of a block the same rows, so the block's reductions see every thread).
+#define BLOCK_STRIDE(r, n) for (int64_t r = blockIdx.x; r < (n); r += gridDim.x)
+
+// ---------------------------------------------------------------- storage
+
+// Conversions: exact to float32; from float32 rounded to nearest even.
+__device__ inline float ToFloat(float v) { return v; }
+__device__ inline float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ inline float ToFloat(__half v) { return __half2float(v); }
+template <typename S>
+__device__ inline S FromFloat(float v);
+template <>
+__device__ inline float FromFloat<float>(float v) {
+  return v;
+}
+template <>
+__device__ inline __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ inline __half FromFloat<__half>(float v) {
+  return __float2half_rn(v);
+}
+
+// One activation operand of a kernel in storage S: x[i] loads element i as float32,
+// set(i, v) stores v rounded to S, put(i, v, acc) stores v or adds it to what is
+// there (in float32, then one rounding). Passed by value; null for an absent one.
+template <typename S>
+struct View {
+  S* p = nullptr;
+  __host__ __device__ explicit operator bool() const { return p != nullptr; }
+  __device__ float operator[](int64_t i) const { return ToFloat(p[i]); }
+  __device__ void set(int64_t i, float v) const { p[i] = FromFloat<S>(v); }
+  __device__ void put(int64_t i, float v, bool acc) const { set(i, acc ? (*this)[i] + v : v); }
+};
+
+// Storage known only when the kernel runs: an instruction whose activation operands
+// mix float32 and one 16-bit type. kind: 0 float32, 1 bfloat16, 2 float16.
+struct Dyn {};
+template <>
+struct View<Dyn> {
+  void* p = nullptr;
+  int kind = 0;
+  __host__ __device__ explicit operator bool() const { return p != nullptr; }
+  __device__ float operator[](int64_t i) const {
+    if (kind == 1) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    if (kind == 2) return __half2float(static_cast<const __half*>(p)[i]);
+    return static_cast<const float*>(p)[i];
+  }
+  __device__ void set(int64_t i, float v) const {
+    if (kind == 1)
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+    else if (kind == 2)
+      static_cast<__half*>(p)[i] = __float2half_rn(v);
+    else
+      static_cast<float*>(p)[i] = v;
+  }
+  __device__ void put(int64_t i, float v, bool acc) const { set(i, acc ? (*this)[i] + v : v); }
+};
+
+template <typename S>
+View<S> MakeView(void* p, fb::DType) {
+  return View<S>{static_cast<S*>(p)};
+}
+template <>
+View<Dyn> MakeView<Dyn>(void* p, fb::DType t) {
+  return View<Dyn>{p, t == fb::DType_BF16 ? 1 : t == fb::DType_F16 ? 2 : 0};
+}
+
+// The storage an instruction's activation operands share, or kMixed.
+enum class Storage { kF32, kBf16, kF16, kMixed };
+template <typename S>
+struct Tag {
+  using type = S;
+};
+// Calls body(Tag<S>{}) with S the storage type of `st`.
+template <class F>
+void WithStorage(Storage st, F&& body) {
+  switch (st) {
+    case Storage::kF32: body(Tag<float>{}); break;
+    case Storage::kBf16: body(Tag<__nv_bfloat16>{}); break;
+    case Storage::kF16: body(Tag<__half>{}); break;
+    case Storage::kMixed: body(Tag<Dyn>{}); break;
+  }
+}
+
 __device__ inline void Store(float* dst, float v, bool accumulate) {
   *dst = accumulate ? *dst + v : v;
+}
+
+// float32 to 16 bits (the GEMMs' copies of float32 operands).
+template <typename S>
+__global__ void FromF32(const float* src, S* dst, int64_t n) {
+  GRID_STRIDE(i, n) dst[i] = FromFloat<S>(src[i]);
 }
 
 // Block-wide sum / max in a fixed order (warp shuffles, then the warps' results).
@@ -99,40 +244,45 @@ __device__ inline float WarpSum(float v) {
 
 constexpr float kGeluScale = 0.7978845608028654f, kGeluCubic = 0.044715f;
 
-__global__ void GeluFwd(const float* x, float* y, int64_t n) {
+template <class V>
+__global__ void GeluFwd(V x, V y, int64_t n) {
   GRID_STRIDE(i, n) {
     float v = x[i], u = kGeluScale * (v + kGeluCubic * v * v * v);
-    y[i] = v / (1.f + expf(-2.f * u));
+    y.set(i, v / (1.f + expf(-2.f * u)));
   }
 }
 
-__global__ void GeluBwd(const float* dy, const float* x, float* dx, int64_t n, bool acc) {
+template <class V>
+__global__ void GeluBwd(V dy, V x, V dx, int64_t n, bool acc) {
   GRID_STRIDE(i, n) {
     float v = x[i], u = kGeluScale * (v + kGeluCubic * v * v * v);
     float sig = 1.f / (1.f + expf(-2.f * u));
     float du = kGeluScale * (1.f + 3.f * kGeluCubic * v * v);
-    Store(&dx[i], dy[i] * (sig + v * sig * (1.f - sig) * 2.f * du), acc);
+    dx.put(i, dy[i] * (sig + v * sig * (1.f - sig) * 2.f * du), acc);
   }
 }
 
-__global__ void SwigluFwd(const float* gate, const float* up, float* y, int64_t n) {
+template <class V>
+__global__ void SwigluFwd(V gate, V up, V y, int64_t n) {
   GRID_STRIDE(i, n) {
     float g = gate[i];
-    y[i] = g / (1.f + expf(-g)) * up[i];
+    y.set(i, g / (1.f + expf(-g)) * up[i]);
   }
 }
 
-__global__ void SwigluBwd(const float* dy, const float* gate, const float* up, float* dgate,
-                          float* dup, int64_t n, bool acc) {
+template <class V>
+__global__ void SwigluBwd(V dy, V gate, V up, V dgate, V dup, int64_t n, bool acc) {
   GRID_STRIDE(i, n) {
     float g = gate[i], sig = 1.f / (1.f + expf(-g));
-    Store(&dgate[i], dy[i] * up[i] * sig * (1.f + g * (1.f - sig)), acc);
-    Store(&dup[i], dy[i] * g * sig, acc);
+    const float d = dy[i], u = up[i];
+    dgate.put(i, d * u * sig * (1.f + g * (1.f - sig)), acc);
+    dup.put(i, d * g * sig, acc);
   }
 }
 
-__global__ void AddFwd(const float* a, const float* b, float* y, int64_t n) {
-  GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+template <class V>
+__global__ void AddFwd(V a, V b, V y, int64_t n) {
+  GRID_STRIDE(i, n) y.set(i, a[i] + b[i]);
 }
 
 __global__ void AccumulateKernel(const float* src, float* dst, int64_t n, bool acc) {
@@ -149,19 +299,21 @@ __global__ void CheckIds(const int32_t* ids, int64_t n, int64_t limit, int* bad)
 
 // ---------------------------------------------------------------- embedding
 
-__global__ void EmbeddingFwd(const int32_t* ids, const float* table, const float* pos, float* out,
+template <class V>
+__global__ void EmbeddingFwd(const int32_t* ids, const float* table, const float* pos, V out,
                              int64_t rows, int64_t seq, int64_t vocab, int64_t c,
                              int64_t begin, int64_t offset) {
   GRID_STRIDE(k, rows * c) {
     const int64_t r = k / c, i = k % c, id = static_cast<int64_t>(ids[r]) - begin;
     float v = id >= 0 && id < vocab ? table[id * c + i] : 0.f;
     if (pos) v += pos[(offset + r % seq) * c + i];
-    out[k] = v;
+    out.set(k, v);
   }
 }
 
 // One thread per column walks every row in order: deterministic scatter-add.
-__global__ void EmbeddingBwd(const int32_t* ids, const float* dout, float* dtable, float* dpos,
+template <class V>
+__global__ void EmbeddingBwd(const int32_t* ids, V dout, float* dtable, float* dpos,
                              int64_t rows, int64_t seq, int64_t vocab, int64_t c,
                              int64_t begin) {
   GRID_STRIDE(i, c) {
@@ -176,11 +328,13 @@ __global__ void EmbeddingBwd(const int32_t* ids, const float* dout, float* dtabl
 
 // ---------------------------------------------------------------- linear
 
-__global__ void BiasAdd(float* y, const float* bias, int64_t rows, int64_t out) {
-  GRID_STRIDE(k, rows * out) y[k] += bias[k % out];
+template <class V>
+__global__ void BiasAdd(V y, const float* bias, int64_t rows, int64_t out) {
+  GRID_STRIDE(k, rows * out) y.set(k, y[k] + bias[k % out]);
 }
 
-__global__ void ColumnSum(const float* dy, float* db, int64_t rows, int64_t out) {
+template <class V>
+__global__ void ColumnSum(V dy, float* db, int64_t rows, int64_t out) {
   GRID_STRIDE(o, out) {
     float s = 0;
     for (int64_t r = 0; r < rows; ++r) s += dy[r * out + o];
@@ -190,23 +344,23 @@ __global__ void ColumnSum(const float* dy, float* db, int64_t rows, int64_t out)
 
 // ---------------------------------------------------------------- norms
 
-// The same over blocks: block k of the grid takes rows k, k + blocks, ... (every
-// thread of a block the same rows, so the block's reductions see every thread).
-#define BLOCK_STRIDE(r, n) for (int64_t r = blockIdx.x; r < (n); r += gridDim.x)
-
 // One block per row (block-stride). mean/rstd as the CPU computes them (double sums).
-__global__ void LayerNormFwd(const float* x, const float* w, const float* b, float* y, float* mean,
-                             float* rstd, int64_t rows, int64_t c, double eps) {
+template <class V>
+__global__ void LayerNormFwd(V x, const float* w, const float* b, V y, float* mean, float* rstd,
+                             int64_t rows, int64_t c, double eps) {
   BLOCK_STRIDE(r, rows) {
-    const float* xr = x + r * c;
+    const int64_t row = r * c;
     double s = 0;
-    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) s += xr[i];
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) s += x[row + i];
     const double mu = BlockSum(s) / c;
     double v = 0;
-    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) v += (xr[i] - mu) * (xr[i] - mu);
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+      const float xi = x[row + i];
+      v += (xi - mu) * (xi - mu);
+    }
     const double rs = 1.0 / sqrt(BlockSum(v) / c + eps);
     for (int64_t i = threadIdx.x; i < c; i += blockDim.x)
-      y[r * c + i] = static_cast<float>((xr[i] - mu) * rs * w[i] + b[i]);
+      y.set(row + i, static_cast<float>((x[row + i] - mu) * rs * w[i] + b[i]));
     if (threadIdx.x == 0) {
       mean[r] = static_cast<float>(mu);
       rstd[r] = static_cast<float>(rs);
@@ -215,8 +369,9 @@ __global__ void LayerNormFwd(const float* x, const float* w, const float* b, flo
 }
 
 // dx for one row per block (block-stride); `mean` null for RMSNorm (xhat = x * rstd).
-__global__ void NormBwdRows(const float* dy, const float* x, const float* w, const float* mean,
-                            const float* rstd, float* dx, int64_t rows, int64_t c, bool acc) {
+template <class V>
+__global__ void NormBwdRows(V dy, V x, const float* w, const float* mean, const float* rstd, V dx,
+                            int64_t rows, int64_t c, bool acc) {
   BLOCK_STRIDE(r, rows) {
     const float mu = mean ? mean[r] : 0.f, rs = rstd[r];
     double s1 = 0, s2 = 0;
@@ -229,43 +384,50 @@ __global__ void NormBwdRows(const float* dy, const float* x, const float* w, con
     const float m2 = static_cast<float>(BlockSum(s2) / c);
     for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
       const float xhat = (x[r * c + i] - mu) * rs, g = dy[r * c + i] * w[i];
-      Store(&dx[r * c + i], rs * (g - m1 - xhat * m2), acc);
+      dx.put(r * c + i, rs * (g - m1 - xhat * m2), acc);
     }
   }
 }
 
 // dw (and db) += column sums over rows: one thread per column.
-__global__ void NormParamGrad(const float* dy, const float* x, const float* mean, const float* rstd,
-                              float* dw, float* db, int64_t rows, int64_t c) {
+template <class V>
+__global__ void NormParamGrad(V dy, V x, const float* mean, const float* rstd, float* dw,
+                              float* db, int64_t rows, int64_t c) {
   GRID_STRIDE(i, c) {
     float sw = 0, sb = 0;
     for (int64_t r = 0; r < rows; ++r) {
       const float xhat = (x[r * c + i] - (mean ? mean[r] : 0.f)) * rstd[r];
-      sw += dy[r * c + i] * xhat;
-      sb += dy[r * c + i];
+      const float g = dy[r * c + i];
+      sw += g * xhat;
+      sb += g;
     }
     dw[i] += sw;
     if (db) db[i] += sb;
   }
 }
 
-__global__ void RMSNormFwd(const float* x, const float* w, float* y, float* rstd, int64_t rows,
-                           int64_t c, double eps) {
+template <class V>
+__global__ void RMSNormFwd(V x, const float* w, V y, float* rstd, int64_t rows, int64_t c,
+                           double eps) {
   BLOCK_STRIDE(r, rows) {
-    const float* xr = x + r * c;
+    const int64_t row = r * c;
     double s = 0;
-    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) s += static_cast<double>(xr[i]) * xr[i];
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+      const float xi = x[row + i];
+      s += static_cast<double>(xi) * xi;
+    }
     const double rs = 1.0 / sqrt(BlockSum(s) / c + eps);
     for (int64_t i = threadIdx.x; i < c; i += blockDim.x)
-      y[r * c + i] = static_cast<float>(xr[i] * rs * w[i]);
+      y.set(row + i, static_cast<float>(x[row + i] * rs * w[i]));
     if (threadIdx.x == 0) rstd[r] = static_cast<float>(rs);
   }
 }
 
 // ---------------------------------------------------------------- rope
 
-__global__ void Rope(const float* x, float* y, int64_t bt_count, int64_t seq, int64_t heads,
-                     int64_t hd, double theta, double sign, bool acc, int64_t offset = 0) {
+template <class V>
+__global__ void Rope(V x, V y, int64_t bt_count, int64_t seq, int64_t heads, int64_t hd,
+                     double theta, double sign, bool acc, int64_t offset = 0) {
   const int64_t half = hd / 2;
   GRID_STRIDE(k, bt_count * half * heads) {
     const int64_t h = k % heads, i = (k / heads) % half, bt = k / (heads * half);
@@ -274,8 +436,8 @@ __global__ void Rope(const float* x, float* y, int64_t bt_count, int64_t seq, in
     const float cs = static_cast<float>(cos(angle)), sn = static_cast<float>(sign * sin(angle));
     const int64_t at = bt * heads * hd + h * hd + 2 * i;
     const float x0 = x[at], x1 = x[at + 1];
-    Store(&y[at], x0 * cs - x1 * sn, acc);
-    Store(&y[at + 1], x0 * sn + x1 * cs, acc);
+    y.put(at, x0 * cs - x1 * sn, acc);
+    y.put(at + 1, x0 * sn + x1 * cs, acc);
   }
 }
 
@@ -284,6 +446,7 @@ __global__ void Rope(const float* x, float* y, int64_t bt_count, int64_t seq, in
 // A decode step (op_table.h: cached_attention): token t's key and value into cache
 // row position + t, then one thread per (b, h, t) query over rows 0 .. position + t
 // in three passes (max, sum, output). Decoding is one token: latency, not FLOPs.
+// float32 only (the precision pass leaves decode programs' operands wide).
 __global__ void KvAppend(const float* k, const float* v, float* kc, float* vc, int64_t batch,
                          int64_t seq, int64_t kw, int64_t context, int64_t position) {
   GRID_STRIDE(i, batch * seq * kw) {
@@ -324,43 +487,42 @@ constexpr int kPerLane = kMaxHeadDim / 32;
 
 // One warp per (b, h, t) query (grid-stride: a warp takes every query its place
 // in the grid reaches): an online softmax over keys j <= t, the output
-// accumulated in registers (lane l holds dimensions l, l + 32, ...).
-__global__ void AttentionFwd(const float* q, const float* k, const float* v, float* out, float* lse,
-                             int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
-                             int64_t hd, float scale) {
+// accumulated in float32 registers (lane l holds dimensions l, l + 32, ...) and
+// stored once.
+template <class V>
+__global__ void AttentionFwd(V q, V k, V v, V out, float* lse, int64_t batch, int64_t seq,
+                             int64_t heads, int64_t kv_heads, int64_t hd, float scale) {
   const int lane = threadIdx.x % 32;
   WARP_STRIDE(warp, batch * heads * seq) {
     const int64_t t = warp % seq, h = (warp / seq) % heads, b = warp / (seq * heads);
     const int64_t kh = h / (heads / kv_heads), qw = heads * hd, kw = kv_heads * hd;
-    const float* qt = q + (b * seq + t) * qw + h * hd;
+    const int64_t qo = (b * seq + t) * qw + h * hd;
     float qr[kPerLane], acc[kPerLane];
     for (int u = 0; u < kPerLane; ++u) {
       const int64_t d = lane + 32 * u;
-      qr[u] = d < hd ? qt[d] : 0.f;
+      qr[u] = d < hd ? q[qo + d] : 0.f;
       acc[u] = 0.f;
     }
     float m = -INFINITY, l = 0.f;
     for (int64_t j = 0; j <= t; ++j) {
-      const float* kj = k + (b * seq + j) * kw + kh * hd;
-      const float* vj = v + (b * seq + j) * kw + kh * hd;
+      const int64_t ko = (b * seq + j) * kw + kh * hd;
       float s = 0;
       for (int u = 0; u < kPerLane; ++u) {
         const int64_t d = lane + 32 * u;
-        if (d < hd) s += qr[u] * kj[d];
+        if (d < hd) s += qr[u] * k[ko + d];
       }
       s = WarpSum(s) * scale;
       const float m_new = fmaxf(m, s), corr = expf(m - m_new), p = expf(s - m_new);
       l = l * corr + p;
       for (int u = 0; u < kPerLane; ++u) {
         const int64_t d = lane + 32 * u;
-        if (d < hd) acc[u] = acc[u] * corr + p * vj[d];
+        if (d < hd) acc[u] = acc[u] * corr + p * v[ko + d];
       }
       m = m_new;
     }
-    float* ot = out + (b * seq + t) * qw + h * hd;
     for (int u = 0; u < kPerLane; ++u) {
       const int64_t d = lane + 32 * u;
-      if (d < hd) ot[d] = acc[u] / l;
+      if (d < hd) out.set(qo + d, acc[u] / l);
     }
     if (lane == 0) lse[(b * heads + h) * seq + t] = m + logf(l);
   }
@@ -368,10 +530,10 @@ __global__ void AttentionFwd(const float* q, const float* k, const float* v, flo
 
 // dq: one warp per query (grid-stride). P = exp(s - lse), dP = dout . v_j,
 // D = dout . out, dq = scale * sum_j P (dP - D) k_j.
-__global__ void AttentionBwdQ(const float* dout, const float* q, const float* k, const float* v,
-                              const float* out, const float* lse, float* dq, int64_t batch,
-                              int64_t seq, int64_t heads, int64_t kv_heads, int64_t hd, float scale,
-                              bool acc) {
+template <class V>
+__global__ void AttentionBwdQ(V dout, V q, V k, V v, V out, const float* lse, V dq,
+                              int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
+                              int64_t hd, float scale, bool acc) {
   const int lane = threadIdx.x % 32;
   WARP_STRIDE(warp, batch * heads * seq) {
     const int64_t t = warp % seq, h = (warp / seq) % heads, b = warp / (seq * heads);
@@ -389,14 +551,13 @@ __global__ void AttentionBwdQ(const float* dout, const float* q, const float* k,
     dd = WarpSum(dd);
     const float l = lse[(b * heads + h) * seq + t];
     for (int64_t j = 0; j <= t; ++j) {
-      const float* kj = k + (b * seq + j) * kw + kh * hd;
-      const float* vj = v + (b * seq + j) * kw + kh * hd;
+      const int64_t ko = (b * seq + j) * kw + kh * hd;
       float s = 0, dp = 0;
       for (int u = 0; u < kPerLane; ++u) {
         const int64_t d = lane + 32 * u;
         if (d < hd) {
-          s += qr[u] * kj[d];
-          dp += dor[u] * vj[d];
+          s += qr[u] * k[ko + d];
+          dp += dor[u] * v[ko + d];
         }
       }
       s = WarpSum(s);
@@ -404,20 +565,20 @@ __global__ void AttentionBwdQ(const float* dout, const float* q, const float* k,
       const float p = expf(s * scale - l), ds = p * (dp - dd) * scale;
       for (int u = 0; u < kPerLane; ++u) {
         const int64_t d = lane + 32 * u;
-        if (d < hd) g[u] += ds * kj[d];
+        if (d < hd) g[u] += ds * k[ko + d];
       }
     }
     for (int u = 0; u < kPerLane; ++u) {
       const int64_t d = lane + 32 * u;
-      if (d < hd) Store(&dq[qo + d], g[u], acc);
+      if (d < hd) dq.put(qo + d, g[u], acc);
     }
   }
 }
 
 // dk, dv: one warp per (b, kv head, key j) (grid-stride), over the query heads of
 // its group and the queries t >= j.
-__global__ void AttentionBwdKV(const float* dout, const float* q, const float* k, const float* v,
-                               const float* out, const float* lse, float* dk, float* dv,
+template <class V>
+__global__ void AttentionBwdKV(V dout, V q, V k, V v, V out, const float* lse, V dk, V dv,
                                int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
                                int64_t hd, float scale, bool acc) {
   const int lane = threadIdx.x % 32;
@@ -439,9 +600,10 @@ __global__ void AttentionBwdKV(const float* dout, const float* q, const float* k
         for (int u = 0; u < kPerLane; ++u) {
           const int64_t d = lane + 32 * u;
           if (d < hd) {
+            const float dod = dout[qo + d];
             s += q[qo + d] * kr[u];
-            dp += dout[qo + d] * vr[u];
-            dd += dout[qo + d] * out[qo + d];
+            dp += dod * vr[u];
+            dd += dod * out[qo + d];
           }
         }
         s = WarpSum(s);
@@ -461,8 +623,8 @@ __global__ void AttentionBwdKV(const float* dout, const float* q, const float* k
     for (int u = 0; u < kPerLane; ++u) {
       const int64_t d = lane + 32 * u;
       if (d < hd) {
-        Store(&dk[ko + d], gk[u], acc);
-        Store(&dv[ko + d], gv[u], acc);
+        dk.put(ko + d, gk[u], acc);
+        dv.put(ko + d, gv[u], acc);
       }
     }
   }
@@ -471,20 +633,21 @@ __global__ void AttentionBwdKV(const float* dout, const float* q, const float* k
 // ---------------------------------------------------------------- cross-entropy
 
 // One block per row (block-stride): lse over the row's classes, and the row's loss term.
-__global__ void CrossEntropyRows(const float* logits, const int32_t* targets, float* lse,
-                                 float* term, int64_t rows, int64_t vocab, int64_t classes) {
+template <class V>
+__global__ void CrossEntropyRows(V logits, const int32_t* targets, float* lse, float* term,
+                                 int64_t rows, int64_t vocab, int64_t classes) {
   BLOCK_STRIDE(r, rows) {
-    const float* lr = logits + r * vocab;
+    const int64_t row = r * vocab;
     float m = -INFINITY;
-    for (int64_t i = threadIdx.x; i < classes; i += blockDim.x) m = fmaxf(m, lr[i]);
+    for (int64_t i = threadIdx.x; i < classes; i += blockDim.x) m = fmaxf(m, logits[row + i]);
     m = BlockMax(m);
     double s = 0;
     for (int64_t i = threadIdx.x; i < classes; i += blockDim.x)
-      s += exp(static_cast<double>(lr[i] - m));
+      s += exp(static_cast<double>(logits[row + i] - m));
     s = BlockSum(s);
     if (threadIdx.x == 0) {
       lse[r] = static_cast<float>(m + log(s));
-      term[r] = lse[r] - lr[targets[r]];
+      term[r] = lse[r] - logits[row + targets[r]];
     }
   }
 }
@@ -497,14 +660,15 @@ __global__ void MeanOfRows(const float* term, float* loss, int64_t rows) {
   if (threadIdx.x == 0) *loss = static_cast<float>(s / static_cast<double>(rows));
 }
 
-__global__ void CrossEntropyBwd(const float* logits, const int32_t* targets, const float* lse,
-                                float scale, float* dlogits, int64_t rows, int64_t vocab,
-                                int64_t begin, int64_t classes, bool acc) {
+template <class V>
+__global__ void CrossEntropyBwd(V logits, const int32_t* targets, const float* lse, float scale,
+                                V dlogits, int64_t rows, int64_t vocab, int64_t begin,
+                                int64_t classes, bool acc) {
   GRID_STRIDE(k, rows * vocab) {
     const int64_t r = k / vocab, i = k % vocab;
     const float p = i < classes ? expf(logits[k] - lse[r]) : 0.f;
     const float onehot = i == static_cast<int64_t>(targets[r]) - begin ? 1.f : 0.f;
-    Store(&dlogits[k], scale * (p - onehot), acc);
+    dlogits.put(k, scale * (p - onehot), acc);
   }
 }
 
@@ -573,6 +737,86 @@ __global__ void AdamWKernel(float* param, const float* grad, float* m, float* v,
   }
 }
 
+// ---------------------------------------------------------------- 16-bit operands
+
+// The (opcode, slot) pairs this backend reads and writes in 16 bits: the
+// activation operands of compiler/transforms/Precision.cpp's activationSlots, all
+// of them. The kernels above take exactly these through a View; any other float
+// operand is float32 (CheckOperandStorage).
+constexpr const char* k16BitSlots[][2] = {
+    {"zero", "buffer"},
+    {"embedding", "out"},         {"embedding_grad", "dout"},
+    {"linear", "x"},              {"linear", "y"},
+    {"linear_grad", "dy"},        {"linear_grad", "x"},         {"linear_grad", "dx"},
+    {"layernorm", "x"},           {"layernorm", "y"},
+    {"layernorm_grad", "dy"},     {"layernorm_grad", "x"},      {"layernorm_grad", "dx"},
+    {"rmsnorm", "x"},             {"rmsnorm", "y"},
+    {"rmsnorm_grad", "dy"},       {"rmsnorm_grad", "x"},        {"rmsnorm_grad", "dx"},
+    {"gelu", "x"},                {"gelu", "y"},
+    {"gelu_grad", "dy"},          {"gelu_grad", "x"},           {"gelu_grad", "dx"},
+    {"swiglu", "gate"},           {"swiglu", "up"},             {"swiglu", "y"},
+    {"swiglu_grad", "dy"},        {"swiglu_grad", "gate"},      {"swiglu_grad", "up"},
+    {"swiglu_grad", "dgate"},     {"swiglu_grad", "dup"},
+    {"add", "a"},                 {"add", "b"},                 {"add", "y"},
+    {"rope", "x"},                {"rope", "y"},
+    {"rope_grad", "dy"},          {"rope_grad", "dx"},
+    {"attention", "q"},           {"attention", "k"},           {"attention", "v"},
+    {"attention", "out"},
+    {"attention_grad", "dout"},   {"attention_grad", "q"},      {"attention_grad", "k"},
+    {"attention_grad", "v"},      {"attention_grad", "out"},    {"attention_grad", "dq"},
+    {"attention_grad", "dk"},     {"attention_grad", "dv"},
+    {"cross_entropy", "logits"},
+    {"cross_entropy_grad", "logits"}, {"cross_entropy_grad", "dlogits"},
+};
+
+bool Takes16Bit(fb::Op op, const char* slot) {
+  const char* name = plan::OpName(op);
+  for (const auto& s : k16BitSlots)
+    if (std::strcmp(s[0], name) == 0 && std::strcmp(s[1], slot) == 0) return true;
+  return false;
+}
+
+const char* DTypeText(fb::DType t) {
+  switch (t) {
+    case fb::DType_F32: return "f32";
+    case fb::DType_I32: return "i32";
+    case fb::DType_BF16: return "bf16";
+    case fb::DType_F16: return "f16";
+    default: return "?";
+  }
+}
+
+}  // namespace
+
+Status CheckOperandStorage(const fb::Plan& plan, const plan::Instruction& in, fb::DType* half) {
+  const plan::Signature sig = plan::OpSignature(in.op, in.ints);
+  fb::DType found = fb::DType_F32;
+  for (size_t i = 0; i < in.buffers.size(); ++i) {
+    const uint32_t b = in.buffers[i];
+    if (b == plan::kNoBuffer) continue;
+    const fb::Buffer& buffer = *plan.buffers()->Get(b);
+    if (!plan::IsHalf(buffer.dtype())) continue;
+    const bool slotted = !sig.variadic && i < sig.buffers.size();
+    const std::string what = std::string(plan::OpName(in.op)) + ": " +
+                             (slotted ? "operand '" + std::string(sig.buffers[i].name) + "'"
+                                      : "operand " + std::to_string(i)) +
+                             " (buffer '" + buffer.name()->str() + "') is " +
+                             DTypeText(buffer.dtype());
+    if (!slotted || !Takes16Bit(in.op, sig.buffers[i].name))
+      return Error::Failure(what + ", which the CUDA backend reads in float32 only (its 16-bit "
+                                   "operands are the activations compiler/transforms/"
+                                   "Precision.cpp narrows)");
+    if (found != fb::DType_F32 && found != buffer.dtype())
+      return Error::Failure(what + " beside " + DTypeText(found) +
+                            " operands: the CUDA backend runs one 16-bit type per instruction");
+    found = buffer.dtype();
+  }
+  if (half) *half = found;
+  return std::nullopt;
+}
+
+namespace {
+
 // ---------------------------------------------------------------- the backend
 
 // Of a block of `vocab` logits starting at logical column `begin`, how many are
@@ -585,6 +829,21 @@ Error CudaError(const std::string& what, cudaError_t e) {
   return Error::Failure("CUDA: " + what + ": " + cudaGetErrorString(e));
 }
 
+cudaDataType_t CudaType(fb::DType t) {
+  return t == fb::DType_BF16 ? CUDA_R_16BF : t == fb::DType_F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+// The largest power of two (at most 256) dividing a device address: what
+// cuBLASLt's heuristic must be told (it assumes 256 unless told less).
+uint32_t AlignmentOf(const void* p) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 256;
+  while (a > 1 && u % a != 0) a >>= 1;
+  return a;
+}
+
+constexpr uint64_t kLtWorkspace = 32ull << 20;  // cuBLASLt's workspace (split-K and the like)
+
 class CudaBackend final : public exec::Backend {
  public:
   CudaBackend(int device, const CudaOptions& options)
@@ -593,8 +852,18 @@ class CudaBackend final : public exec::Backend {
         max_blocks_(options.max_blocks ? options.max_blocks : kMaxBlocks) {}
   ~CudaBackend() override {
     cudaSetDevice(device_);
+    for (auto& [key, g] : lt_plans_) {
+      if (g.a) cublasLtMatrixLayoutDestroy(g.a);
+      if (g.b) cublasLtMatrixLayoutDestroy(g.b);
+      if (g.c) cublasLtMatrixLayoutDestroy(g.c);
+      if (g.desc) cublasLtMatmulDescDestroy(g.desc);
+    }
+    if (lt_) cublasLtDestroy(lt_);
     if (blas_) cublasDestroy(blas_);
     if (scratch_) cudaFree(scratch_);
+    if (workspace_) cudaFree(workspace_);
+    for (void* p : copies_)
+      if (p) cudaFree(p);
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -609,6 +878,8 @@ class CudaBackend final : public exec::Backend {
     // Plain fp32 GEMMs (no TF32): the reference slice matches the CPU backend.
     if (cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH) != CUBLAS_STATUS_SUCCESS)
       return Error::Failure("cuBLAS: cublasSetMathMode failed");
+    if (cublasLtCreate(&lt_) != CUBLAS_STATUS_SUCCESS)
+      return Error::Failure("cuBLASLt: cublasLtCreate failed");
     return std::nullopt;
   }
 
@@ -724,12 +995,173 @@ class CudaBackend final : public exec::Backend {
     return std::nullopt;
   }
 
-  Status Gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda,
-                                  const float* b, int ldb, float beta, float* c, int ldc) {
+  // float32 GEMM (cuBLAS, column-major): C = op(A) op(B) + beta C.
+  Status Gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b,
+              int ldb, float beta, float* c, int ldc) {
     const float one = 1.f;
     if (cublasSgemm(blas_, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
                     k, &one, a, lda, b, ldb, &beta, c, ldc) != CUBLAS_STATUS_SUCCESS)
       return Error::Failure("cuBLAS: sgemm failed");
+    return std::nullopt;
+  }
+
+  // 16-bit copy `slot` (0..3: the operands of one instruction in use at once) of n
+  // float32 elements, rounded to nearest even; grown on first need (cudaFree waits
+  // for the device, so no queued GEMM still reads the old one).
+  Status ToHalf(int slot, const float* src, int64_t n, fb::DType half, const void** out) {
+    const uint64_t want = static_cast<uint64_t>(std::max<int64_t>(n, 1)) * 2;
+    if (want > copy_bytes_[slot]) {
+      if (copies_[slot]) cudaFree(copies_[slot]);
+      copies_[slot] = nullptr;
+      copy_bytes_[slot] = 0;
+      if (auto e = cudaMalloc(&copies_[slot], want); e != cudaSuccess)
+        return CudaError("cudaMalloc of a 16-bit operand copy", e);
+      copy_bytes_[slot] = want;
+    }
+    if (half == fb::DType_BF16)
+      FromF32<<<Grid(n), kThreads, 0, stream_>>>(src, static_cast<__nv_bfloat16*>(copies_[slot]), n);
+    else
+      FromF32<<<Grid(n), kThreads, 0, stream_>>>(src, static_cast<__half*>(copies_[slot]), n);
+    *out = copies_[slot];
+    return std::nullopt;
+  }
+
+  // One cuBLASLt GEMM of a shape, its dtypes and its operands' alignments: the
+  // descriptors and the heuristic's algorithm, made once.
+  struct LtPlan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool found = false;  // the heuristic returned an algorithm
+  };
+
+  // Column-major D = C = op(A) op(B) + beta C, A and B in 16-bit `ab`, C in `ct`
+  // (float32 or `ab`), products and sums in float32; `bias` (of C's type, length m)
+  // through the BIAS epilogue when not null. *fused says whether the bias was
+  // added (false when no algorithm takes the epilogue: the caller adds it).
+  Status LtGemm(bool ta, bool tb, int m, int n, int k, const void* a, int lda, const void* b,
+                int ldb, fb::DType ab, float beta, void* c, fb::DType ct, int ldc,
+                const void* bias, bool* fused) {
+    if (fused) *fused = false;
+    if (!workspace_) {
+      if (auto e = cudaMalloc(&workspace_, kLtWorkspace); e != cudaSuccess) {
+        workspace_ = nullptr;
+        return CudaError("cudaMalloc of cuBLASLt's workspace", e);
+      }
+    }
+    const std::array<int64_t, 15> key = {ta,
+                                         tb,
+                                         m,
+                                         n,
+                                         k,
+                                         lda,
+                                         ldb,
+                                         ldc,
+                                         static_cast<int64_t>(ab),
+                                         static_cast<int64_t>(ct),
+                                         bias != nullptr,
+                                         AlignmentOf(a),
+                                         AlignmentOf(b),
+                                         AlignmentOf(c),
+                                         bias ? AlignmentOf(bias) : 0};
+    auto it = lt_plans_.find(key);
+    if (it == lt_plans_.end()) {
+      LtPlan g;
+      if (auto err = MakeLtPlan(ta, tb, m, n, k, a, lda, b, ldb, ab, c, ct, ldc, bias, &g)) {
+        if (g.a) cublasLtMatrixLayoutDestroy(g.a);
+        if (g.b) cublasLtMatrixLayoutDestroy(g.b);
+        if (g.c) cublasLtMatrixLayoutDestroy(g.c);
+        if (g.desc) cublasLtMatmulDescDestroy(g.desc);
+        return err;
+      }
+      it = lt_plans_.emplace(key, g).first;
+    }
+    LtPlan& g = it->second;
+    if (!g.found) {
+      if (bias)  // no algorithm takes the epilogue: the same GEMM without it
+        return LtGemm(ta, tb, m, n, k, a, lda, b, ldb, ab, beta, c, ct, ldc, nullptr, nullptr);
+      return Error::Failure("cuBLASLt: no algorithm for a " + std::to_string(m) + " x " +
+                            std::to_string(n) + " x " + std::to_string(k) + " " +
+                            DTypeText(ab) + " GEMM into " + DTypeText(ct));
+    }
+    if (bias && cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                               sizeof bias) != CUBLAS_STATUS_SUCCESS)
+      return Error::Failure("cuBLASLt: setting the bias pointer failed");
+    const float alpha = 1.f;
+    const cublasStatus_t st = cublasLtMatmul(lt_, g.desc, &alpha, a, g.a, b, g.b, &beta, c, g.c,
+                                             c, g.c, &g.algo, workspace_, kLtWorkspace, stream_);
+    if (st != CUBLAS_STATUS_SUCCESS)
+      return Error::Failure(std::string("cuBLASLt: cublasLtMatmul failed: ") +
+                            cublasGetStatusString(st));
+    if (fused) *fused = bias != nullptr;
+    return std::nullopt;
+  }
+
+  Status MakeLtPlan(bool ta, bool tb, int m, int n, int k, const void* a, int lda,
+                    const void* b, int ldb, fb::DType ab, const void* c, fb::DType ct, int ldc,
+                    const void* bias, LtPlan* g) {
+    auto fail = [](const char* what) { return Error::Failure(std::string("cuBLASLt: ") + what); };
+    if (cublasLtMatmulDescCreate(&g->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) !=
+        CUBLAS_STATUS_SUCCESS)
+      return fail("cublasLtMatmulDescCreate failed");
+    const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa) !=
+            CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb) !=
+            CUBLAS_STATUS_SUCCESS)
+      return fail("setting the transposes failed");
+    if (bias) {
+      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+      if (cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                         sizeof epilogue) != CUBLAS_STATUS_SUCCESS ||
+          cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                         sizeof bias) != CUBLAS_STATUS_SUCCESS)
+        return fail("setting the bias epilogue failed");
+    }
+    // Stored shapes: op(A) is m x k, op(B) k x n, C m x n.
+    if (cublasLtMatrixLayoutCreate(&g->a, CudaType(ab), ta ? k : m, ta ? m : k, lda) !=
+            CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatrixLayoutCreate(&g->b, CudaType(ab), tb ? n : k, tb ? k : n, ldb) !=
+            CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatrixLayoutCreate(&g->c, CudaType(ct), m, n, ldc) != CUBLAS_STATUS_SUCCESS)
+      return fail("cublasLtMatrixLayoutCreate failed");
+    cublasLtMatmulPreference_t pref = nullptr;
+    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS)
+      return fail("cublasLtMatmulPreferenceCreate failed");
+    const uint64_t workspace = kLtWorkspace;
+    const uint32_t align_a = AlignmentOf(a), align_b = AlignmentOf(b), align_c = AlignmentOf(c);
+    bool ok = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                   &workspace, sizeof workspace) ==
+              CUBLAS_STATUS_SUCCESS;
+    ok = ok && cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                    &align_a, sizeof align_a) ==
+                   CUBLAS_STATUS_SUCCESS;
+    ok = ok && cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                    &align_b, sizeof align_b) ==
+                   CUBLAS_STATUS_SUCCESS;
+    ok = ok && cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                    &align_c, sizeof align_c) ==
+                   CUBLAS_STATUS_SUCCESS;
+    ok = ok && cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                    &align_c, sizeof align_c) ==
+                   CUBLAS_STATUS_SUCCESS;
+    if (!ok) {
+      cublasLtMatmulPreferenceDestroy(pref);
+      return fail("setting the preferences failed");
+    }
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, g->desc, g->a, g->b, g->c, g->c,
+                                                             pref, 1, &result, &returned);
+    cublasLtMatmulPreferenceDestroy(pref);
+    // No algorithm is not an error here: LtGemm says what it does about it.
+    if (st == CUBLAS_STATUS_SUCCESS && returned > 0) {
+      g->algo = result.algo;
+      g->found = true;
+    } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) {
+      return Error::Failure(std::string("cuBLASLt: cublasLtMatmulAlgoGetHeuristic failed: ") +
+                            cublasGetStatusString(st));
+    }
     return std::nullopt;
   }
 
@@ -738,6 +1170,11 @@ class CudaBackend final : public exec::Backend {
   unsigned max_blocks_;  // the grid cap of Grid
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  void* workspace_ = nullptr;  // cuBLASLt's, kLtWorkspace bytes once a 16-bit GEMM runs
+  std::map<std::array<int64_t, 15>, LtPlan> lt_plans_;
+  std::array<void*, 4> copies_{};  // ToHalf's 16-bit copies
+  std::array<uint64_t, 4> copy_bytes_{};
   void* scratch_ = nullptr;
   uint64_t scratch_bytes_ = 0;
   Status error_;  // sticky: the first failure of a copy, Zero or AllocateArena
@@ -748,18 +1185,45 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
   // After a failed copy, Zero or allocation nothing runs (the data is not there).
   if (error_) return error_->Within("not run after an earlier failure");
   const char* name = plan::OpName(in.op);
-  for (uint32_t b : in.buffers)  // backend.h: 16-bit operands (#13: not here yet)
-    if (b != plan::kNoBuffer && plan::IsHalf(plan.buffers()->Get(b)->dtype()))
-      return Error::Failure(std::string(name) + ": buffer '" +
-                            plan.buffers()->Get(b)->name()->str() +
-                            "' is stored in 16 bits, which the CUDA backend does not run yet "
-                            "(use --backend cpu)");
-  // A buffer's floats (at the run's slot's offset), null for an absent one.
+  // 16-bit operands only where the kernels take them (k16BitSlots), one 16-bit
+  // type per instruction: `half` (F32 when it has none).
+  fb::DType half = fb::DType_F32;
+  if (auto err = CheckOperandStorage(plan, in, &half)) return err;
+  auto dtype = [&](uint32_t b) { return plan.buffers()->Get(b)->dtype(); };
+  auto ptr = [&](uint32_t b) -> void* {
+    return b == plan::kNoBuffer ? nullptr : static_cast<void*>(arena + offsets[b]);
+  };
+  // A float32 operand (at the run's slot's offset), null for an absent one. Only
+  // for operands CheckOperandStorage keeps float32; a 16-bit one here is this
+  // file's mistake, reported after the launch (`misread`).
+  std::string misread;
   auto f = [&](uint32_t b) -> float* {
-    return b == plan::kNoBuffer ? nullptr : reinterpret_cast<float*>(arena + offsets[b]);
+    if (b != plan::kNoBuffer && dtype(b) != fb::DType_F32 && misread.empty())
+      misread = plan.buffers()->Get(b)->name()->str();
+    return static_cast<float*>(ptr(b));
   };
   auto ids = [&](uint32_t b) -> const int32_t* {
     return reinterpret_cast<const int32_t*>(arena + offsets[b]);
+  };
+  // The storage an instruction's activation operands share (absent ones aside).
+  auto storage = [&](std::initializer_list<uint32_t> group) {
+    bool any = false;
+    fb::DType t = fb::DType_F32;
+    for (uint32_t b : group) {
+      if (b == plan::kNoBuffer) continue;
+      if (any && dtype(b) != t) return Storage::kMixed;
+      t = dtype(b);
+      any = true;
+    }
+    return t == fb::DType_BF16 ? Storage::kBf16 : t == fb::DType_F16 ? Storage::kF16 : Storage::kF32;
+  };
+  // Runs body(tag) with tag's type the group's storage; v(tag, b) is operand b's view.
+  auto with = [&](std::initializer_list<uint32_t> group, auto&& body) {
+    WithStorage(storage(group), body);
+  };
+  auto v = [&](auto tag, uint32_t b) {
+    using S = typename decltype(tag)::type;
+    return MakeView<S>(ptr(b), b == plan::kNoBuffer ? fb::DType_F32 : dtype(b));
   };
   Status err;
   // The first id of `n` outside [0, limit), as a message; nullopt when all are in.
@@ -788,11 +1252,20 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     *out = value;
     return std::nullopt;
   };
+  // A 16-bit GEMM's operand: buffer b itself when it is stored in `half`, else its
+  // float32 elements rounded into 16-bit copy `slot`.
+  auto as_half = [&](int slot, uint32_t b, int64_t n, const void** out) -> Status {
+    if (dtype(b) == half) {
+      *out = ptr(b);
+      return std::nullopt;
+    }
+    return ToHalf(slot, f(b), n, half, out);
+  };
   switch (in.op) {
     case fb::Op_Zero: {
       const auto z = plan::Read<op::Zero<uint32_t>>(in);
       const fb::Buffer& b = *plan.buffers()->Get(z.buffer);
-      if (auto e = cudaMemsetAsync(f(z.buffer), 0,
+      if (auto e = cudaMemsetAsync(ptr(z.buffer), 0,
                                    plan::NumElements(b) * plan::DTypeSize(b.dtype()), stream_);
           e != cudaSuccess)
         return SyncError(name, e);
@@ -806,16 +1279,20 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
         if ((err = read_position(e.offset, &offset))) return err;
         if ((err = exec::CheckDecodePosition(offset, e.seq, e.context))) return err;
       }
-      EmbeddingFwd<<<Grid(e.rows * e.c), kThreads, 0, stream_>>>(
-          ids(e.ids), f(e.table), f(e.positions), f(e.out), e.rows, e.seq, e.vocab, e.c,
-          e.vocab_begin, offset);
+      with({e.out}, [&](auto t) {
+        EmbeddingFwd<<<Grid(e.rows * e.c), kThreads, 0, stream_>>>(
+            ids(e.ids), f(e.table), f(e.positions), v(t, e.out), e.rows, e.seq, e.vocab, e.c,
+            e.vocab_begin, offset);
+      });
       break;
     }
     case fb::Op_EmbeddingGrad: {
       const auto e = plan::Read<op::EmbeddingGrad<uint32_t>>(in);
-      EmbeddingBwd<<<Grid(e.c), kThreads, 0, stream_>>>(
-          ids(e.ids), f(e.dout), f(e.dtable), f(e.dpositions), e.rows, e.seq,
-          e.vocab_rows, e.c, e.vocab_begin);
+      with({e.dout}, [&](auto t) {
+        EmbeddingBwd<<<Grid(e.c), kThreads, 0, stream_>>>(ids(e.ids), v(t, e.dout), f(e.dtable),
+                                                           f(e.dpositions), e.rows, e.seq,
+                                                           e.vocab_rows, e.c, e.vocab_begin);
+      });
       break;
     }
     case fb::Op_Linear: {
@@ -823,81 +1300,149 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const int rows = static_cast<int>(l.rows), inw = static_cast<int>(l.in),
                 out = static_cast<int>(l.out);
       // Row-major y = x W^T is column-major y^T = W x^T (see the file comment).
-      if ((err = Gemm(true, false, out, rows, inw, f(l.w), inw, f(l.x), inw, 0.f, f(l.y), out)))
+      if (half == fb::DType_F32) {
+        if ((err = Gemm(true, false, out, rows, inw, f(l.w), inw, f(l.x), inw, 0.f, f(l.y), out)))
+          return err;
+        if (f(l.bias))
+          BiasAdd<<<Grid(l.rows * l.out), kThreads, 0, stream_>>>(View<float>{f(l.y)}, f(l.bias),
+                                                                  l.rows, l.out);
+        break;
+      }
+      const void *x16 = nullptr, *w16 = nullptr, *bias = nullptr;
+      if ((err = as_half(0, l.x, l.rows * l.in, &x16))) return err;
+      if ((err = ToHalf(1, f(l.w), l.out * l.in, half, &w16))) return err;
+      // The epilogue's bias is of the output's type (cublasLt.h): float32 for a
+      // float32 y, else rounded to 16 bits.
+      if (plan::Has(l.bias)) {
+        if (dtype(l.y) == fb::DType_F32)
+          bias = f(l.bias);
+        else if ((err = ToHalf(2, f(l.bias), l.out, half, &bias)))
+          return err;
+      }
+      bool fused = false;
+      if ((err = LtGemm(true, false, out, rows, inw, w16, inw, x16, inw, half, 0.f, ptr(l.y),
+                        dtype(l.y), out, bias, &fused)))
         return err;
-      if (f(l.bias))
-        BiasAdd<<<Grid(l.rows * l.out), kThreads, 0, stream_>>>(f(l.y), f(l.bias), l.rows, l.out);
+      if (bias && !fused)
+        with({l.y}, [&](auto t) {
+          BiasAdd<<<Grid(l.rows * l.out), kThreads, 0, stream_>>>(v(t, l.y), f(l.bias), l.rows,
+                                                                  l.out);
+        });
       break;
     }
     case fb::Op_LinearGrad: {
       const auto l = plan::Read<op::LinearGrad<uint32_t>>(in);
       const int rows = static_cast<int>(l.rows), inw = static_cast<int>(l.in),
                 out = static_cast<int>(l.out);
-      if (f(l.dx) && (err = Gemm(false, false, inw, rows, out, f(l.w), inw, f(l.dy), out,
-                                 l.accumulate_dx ? 1.f : 0.f, f(l.dx), inw)))
-        return err;
-      if (f(l.dw) &&
-          (err = Gemm(false, true, inw, out, rows, f(l.x), inw, f(l.dy), out, 1.f, f(l.dw), inw)))
-        return err;
-      if (f(l.dbias))
-        ColumnSum<<<Grid(l.out), kThreads, 0, stream_>>>(f(l.dy), f(l.dbias), l.rows, l.out);
+      if (half == fb::DType_F32) {
+        if (f(l.dx) && (err = Gemm(false, false, inw, rows, out, f(l.w), inw, f(l.dy), out,
+                                   l.accumulate_dx ? 1.f : 0.f, f(l.dx), inw)))
+          return err;
+        if (f(l.dw) && (err = Gemm(false, true, inw, out, rows, f(l.x), inw, f(l.dy), out, 1.f,
+                                   f(l.dw), inw)))
+          return err;
+      } else {
+        const void* dy16 = nullptr;
+        if ((err = as_half(0, l.dy, l.rows * l.out, &dy16))) return err;
+        if (plan::Has(l.dx)) {  // dx = dy W, into dx's dtype (accumulated in float32)
+          const void* w16 = nullptr;
+          if ((err = ToHalf(1, f(l.w), l.out * l.in, half, &w16))) return err;
+          if ((err = LtGemm(false, false, inw, rows, out, w16, inw, dy16, out, half,
+                            l.accumulate_dx ? 1.f : 0.f, ptr(l.dx), dtype(l.dx), inw, nullptr,
+                            nullptr)))
+            return err;
+        }
+        if (plan::Has(l.dw)) {  // dW += dy^T x, into the float32 gradient
+          const void* x16 = nullptr;
+          if ((err = as_half(2, l.x, l.rows * l.in, &x16))) return err;
+          if ((err = LtGemm(false, true, inw, out, rows, x16, inw, dy16, out, half, 1.f, f(l.dw),
+                            fb::DType_F32, inw, nullptr, nullptr)))
+            return err;
+        }
+      }
+      // The bias gradient sums dy as stored (not its 16-bit copy).
+      if (plan::Has(l.dbias))
+        with({l.dy}, [&](auto t) {
+          ColumnSum<<<Grid(l.out), kThreads, 0, stream_>>>(v(t, l.dy), f(l.dbias), l.rows, l.out);
+        });
       break;
     }
     case fb::Op_LayerNorm: {
       const auto n = plan::Read<op::LayerNorm<uint32_t>>(in);
-      LayerNormFwd<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
-          f(n.x), f(n.w), f(n.b), f(n.y), f(n.mean), f(n.rstd), n.rows, n.c, n.eps);
+      with({n.x, n.y}, [&](auto t) {
+        LayerNormFwd<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
+            v(t, n.x), f(n.w), f(n.b), v(t, n.y), f(n.mean), f(n.rstd), n.rows, n.c, n.eps);
+      });
       break;
     }
     case fb::Op_LayerNormGrad: {
       const auto n = plan::Read<op::LayerNormGrad<uint32_t>>(in);
-      NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
-          f(n.dy), f(n.x), f(n.w), f(n.mean), f(n.rstd), f(n.dx), n.rows, n.c,
-          n.accumulate_dx != 0);
-      NormParamGrad<<<Grid(n.c), kThreads, 0, stream_>>>(f(n.dy), f(n.x), f(n.mean), f(n.rstd),
-                                                           f(n.dw), f(n.db), n.rows, n.c);
+      with({n.dy, n.x, n.dx}, [&](auto t) {
+        NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
+            v(t, n.dy), v(t, n.x), f(n.w), f(n.mean), f(n.rstd), v(t, n.dx), n.rows, n.c,
+            n.accumulate_dx != 0);
+        NormParamGrad<<<Grid(n.c), kThreads, 0, stream_>>>(v(t, n.dy), v(t, n.x), f(n.mean),
+                                                           f(n.rstd), f(n.dw), f(n.db), n.rows,
+                                                           n.c);
+      });
       break;
     }
     case fb::Op_RMSNorm: {
       const auto n = plan::Read<op::RMSNorm<uint32_t>>(in);
-      RMSNormFwd<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(f(n.x), f(n.w), f(n.y), f(n.rstd),
-                                                             n.rows, n.c, n.eps);
+      with({n.x, n.y}, [&](auto t) {
+        RMSNormFwd<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(v(t, n.x), f(n.w), v(t, n.y),
+                                                               f(n.rstd), n.rows, n.c, n.eps);
+      });
       break;
     }
     case fb::Op_RMSNormGrad: {
       const auto n = plan::Read<op::RMSNormGrad<uint32_t>>(in);
-      NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
-          f(n.dy), f(n.x), f(n.w), nullptr, f(n.rstd), f(n.dx), n.rows, n.c,
-          n.accumulate_dx != 0);
-      NormParamGrad<<<Grid(n.c), kThreads, 0, stream_>>>(f(n.dy), f(n.x), nullptr, f(n.rstd),
-                                                           f(n.dw), nullptr, n.rows, n.c);
+      with({n.dy, n.x, n.dx}, [&](auto t) {
+        NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
+            v(t, n.dy), v(t, n.x), f(n.w), nullptr, f(n.rstd), v(t, n.dx), n.rows, n.c,
+            n.accumulate_dx != 0);
+        NormParamGrad<<<Grid(n.c), kThreads, 0, stream_>>>(v(t, n.dy), v(t, n.x), nullptr,
+                                                           f(n.rstd), f(n.dw), nullptr, n.rows,
+                                                           n.c);
+      });
       break;
     }
     case fb::Op_Gelu: {
       const auto g = plan::Read<op::Gelu<uint32_t>>(in);
-      GeluFwd<<<Grid(g.n), kThreads, 0, stream_>>>(f(g.x), f(g.y), g.n);
+      with({g.x, g.y}, [&](auto t) {
+        GeluFwd<<<Grid(g.n), kThreads, 0, stream_>>>(v(t, g.x), v(t, g.y), g.n);
+      });
       break;
     }
     case fb::Op_GeluGrad: {
       const auto g = plan::Read<op::GeluGrad<uint32_t>>(in);
-      GeluBwd<<<Grid(g.n), kThreads, 0, stream_>>>(f(g.dy), f(g.x), f(g.dx), g.n,
-                                                     g.accumulate_dx != 0);
+      with({g.dy, g.x, g.dx}, [&](auto t) {
+        GeluBwd<<<Grid(g.n), kThreads, 0, stream_>>>(v(t, g.dy), v(t, g.x), v(t, g.dx), g.n,
+                                                       g.accumulate_dx != 0);
+      });
       break;
     }
     case fb::Op_Swiglu: {
       const auto g = plan::Read<op::Swiglu<uint32_t>>(in);
-      SwigluFwd<<<Grid(g.n), kThreads, 0, stream_>>>(f(g.gate), f(g.up), f(g.y), g.n);
+      with({g.gate, g.up, g.y}, [&](auto t) {
+        SwigluFwd<<<Grid(g.n), kThreads, 0, stream_>>>(v(t, g.gate), v(t, g.up), v(t, g.y), g.n);
+      });
       break;
     }
     case fb::Op_SwigluGrad: {
       const auto g = plan::Read<op::SwigluGrad<uint32_t>>(in);
-      SwigluBwd<<<Grid(g.n), kThreads, 0, stream_>>>(f(g.dy), f(g.gate), f(g.up), f(g.dgate),
-                                                       f(g.dup), g.n, g.accumulate_dx != 0);
+      with({g.dy, g.gate, g.up, g.dgate, g.dup}, [&](auto t) {
+        SwigluBwd<<<Grid(g.n), kThreads, 0, stream_>>>(v(t, g.dy), v(t, g.gate), v(t, g.up),
+                                                         v(t, g.dgate), v(t, g.dup), g.n,
+                                                         g.accumulate_dx != 0);
+      });
       break;
     }
     case fb::Op_Add: {
       const auto a = plan::Read<op::Add<uint32_t>>(in);
-      AddFwd<<<Grid(a.n), kThreads, 0, stream_>>>(f(a.a), f(a.b), f(a.y), a.n);
+      with({a.a, a.b, a.y}, [&](auto t) {
+        AddFwd<<<Grid(a.n), kThreads, 0, stream_>>>(v(t, a.a), v(t, a.b), v(t, a.y), a.n);
+      });
       break;
     }
     case fb::Op_Accumulate: {
@@ -911,16 +1456,20 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       int64_t offset = 0;
       if (plan::Has(r.offset))
         if ((err = read_position(r.offset, &offset))) return err;
-      Rope<<<Grid(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
-          f(r.x), f(r.y), r.batch * r.seq, r.seq, r.heads, r.head_dim, r.theta, 1.0, false,
-          offset);
+      with({r.x, r.y}, [&](auto t) {
+        Rope<<<Grid(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
+            v(t, r.x), v(t, r.y), r.batch * r.seq, r.seq, r.heads, r.head_dim, r.theta, 1.0,
+            false, offset);
+      });
       break;
     }
     case fb::Op_RopeGrad: {
       const auto r = plan::Read<op::RopeGrad<uint32_t>>(in);
-      Rope<<<Grid(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
-          f(r.dy), f(r.dx), r.batch * r.seq, r.seq, r.heads, r.head_dim, r.theta, -1.0,
-          r.accumulate_dx != 0);
+      with({r.dy, r.dx}, [&](auto t) {
+        Rope<<<Grid(r.batch * r.seq * r.heads * (r.head_dim / 2)), kThreads, 0, stream_>>>(
+            v(t, r.dy), v(t, r.dx), r.batch * r.seq, r.seq, r.heads, r.head_dim, r.theta, -1.0,
+            r.accumulate_dx != 0);
+      });
       break;
     }
     case fb::Op_CachedAttention: {
@@ -952,16 +1501,21 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
       const int warps_per_block = kThreads / 32;
       if (forward) {
-        AttentionFwd<<<Grid(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
-            f(fw.q), f(fw.k), f(fw.v), f(fw.out), f(fw.lse), b, t, h, kv, hd, scale);
+        with({fw.q, fw.k, fw.v, fw.out}, [&](auto tag) {
+          AttentionFwd<<<Grid(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
+              v(tag, fw.q), v(tag, fw.k), v(tag, fw.v), v(tag, fw.out), f(fw.lse), b, t, h, kv,
+              hd, scale);
+        });
       } else {
         const bool acc = bw.accumulate_dx != 0;
-        AttentionBwdQ<<<Grid(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
-            f(bw.dout), f(bw.q), f(bw.k), f(bw.v), f(bw.out), f(bw.lse), f(bw.dq), b, t, h, kv,
-            hd, scale, acc);
-        AttentionBwdKV<<<Grid(b * kv * t, warps_per_block), kThreads, 0, stream_>>>(
-            f(bw.dout), f(bw.q), f(bw.k), f(bw.v), f(bw.out), f(bw.lse), f(bw.dk), f(bw.dv), b, t,
-            h, kv, hd, scale, acc);
+        with({bw.dout, bw.q, bw.k, bw.v, bw.out, bw.dq, bw.dk, bw.dv}, [&](auto tag) {
+          AttentionBwdQ<<<Grid(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
+              v(tag, bw.dout), v(tag, bw.q), v(tag, bw.k), v(tag, bw.v), v(tag, bw.out),
+              f(bw.lse), v(tag, bw.dq), b, t, h, kv, hd, scale, acc);
+          AttentionBwdKV<<<Grid(b * kv * t, warps_per_block), kThreads, 0, stream_>>>(
+              v(tag, bw.dout), v(tag, bw.q), v(tag, bw.k), v(tag, bw.v), v(tag, bw.out),
+              f(bw.lse), v(tag, bw.dk), v(tag, bw.dv), b, t, h, kv, hd, scale, acc);
+        });
       }
       break;
     }
@@ -969,41 +1523,46 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const auto ce = plan::Read<op::CrossEntropy<uint32_t>>(in);
       if ((err = check_ids("target", ids(ce.targets), ce.rows, ce.valid))) return err;
       if ((err = Scratch(4 * static_cast<uint64_t>(ce.rows)))) return err;
-      CrossEntropyRows<<<Grid(ce.rows, 1), kThreads, 0, stream_>>>(
-          f(ce.logits), ids(ce.targets), f(ce.lse), Rows(), ce.rows, ce.vocab, ce.valid);
+      with({ce.logits}, [&](auto t) {
+        CrossEntropyRows<<<Grid(ce.rows, 1), kThreads, 0, stream_>>>(
+            v(t, ce.logits), ids(ce.targets), f(ce.lse), Rows(), ce.rows, ce.vocab, ce.valid);
+      });
       MeanOfRows<<<1, kThreads, 0, stream_>>>(Rows(), f(ce.loss), ce.rows);
       break;
     }
     case fb::Op_CrossEntropyGrad: {
       const auto ce = plan::Read<op::CrossEntropyGrad<uint32_t>>(in);
       const int64_t classes = ClassesIn(ce.vocab, ce.vocab_begin, ce.valid);
-      CrossEntropyBwd<<<Grid(ce.rows * ce.vocab), kThreads, 0, stream_>>>(
-          f(ce.logits), ids(ce.targets), f(ce.lse),
-          static_cast<float>(ce.dloss * s.loss_scale) / static_cast<float>(ce.rows), f(ce.dlogits), ce.rows,
-          ce.vocab, ce.vocab_begin, classes, ce.accumulate_dx != 0);
+      const float scale =
+          static_cast<float>(ce.dloss * s.loss_scale) / static_cast<float>(ce.rows);
+      with({ce.logits, ce.dlogits}, [&](auto t) {
+        CrossEntropyBwd<<<Grid(ce.rows * ce.vocab), kThreads, 0, stream_>>>(
+            v(t, ce.logits), ids(ce.targets), f(ce.lse), scale, v(t, ce.dlogits), ce.rows,
+            ce.vocab, ce.vocab_begin, classes, ce.accumulate_dx != 0);
+      });
       break;
     }
     case fb::Op_VocabMax: {
-      const auto v = plan::Read<op::VocabMax<uint32_t>>(in);
-      const int64_t classes = ClassesIn(v.vocab, v.vocab_begin, v.valid);
-      VocabMaxRows<<<Grid(v.rows, 1), kThreads, 0, stream_>>>(f(v.logits), f(v.max), v.rows,
-                                                               v.vocab, classes);
+      const auto vo = plan::Read<op::VocabMax<uint32_t>>(in);
+      const int64_t classes = ClassesIn(vo.vocab, vo.vocab_begin, vo.valid);
+      VocabMaxRows<<<Grid(vo.rows, 1), kThreads, 0, stream_>>>(f(vo.logits), f(vo.max), vo.rows,
+                                                               vo.vocab, classes);
       break;
     }
     case fb::Op_VocabSumExp: {
-      const auto v = plan::Read<op::VocabSumExp<uint32_t>>(in);
-      if ((err = check_ids("target", ids(v.targets), v.rows, std::min(v.vocab_total, v.valid))))
+      const auto vo = plan::Read<op::VocabSumExp<uint32_t>>(in);
+      if ((err = check_ids("target", ids(vo.targets), vo.rows, std::min(vo.vocab_total, vo.valid))))
         return err;
-      const int64_t classes = ClassesIn(v.vocab, v.vocab_begin, v.valid);
-      VocabSumExpRows<<<Grid(v.rows, 1), kThreads, 0, stream_>>>(
-          f(v.logits), ids(v.targets), f(v.max), f(v.sum), f(v.target), v.rows, v.vocab,
-          v.vocab_begin, classes);
+      const int64_t classes = ClassesIn(vo.vocab, vo.vocab_begin, vo.valid);
+      VocabSumExpRows<<<Grid(vo.rows, 1), kThreads, 0, stream_>>>(
+          f(vo.logits), ids(vo.targets), f(vo.max), f(vo.sum), f(vo.target), vo.rows, vo.vocab,
+          vo.vocab_begin, classes);
       break;
     }
     case fb::Op_VocabLoss: {
-      const auto v = plan::Read<op::VocabLoss<uint32_t>>(in);
-      VocabLossKernel<<<1, kThreads, 0, stream_>>>(f(v.max), f(v.sum), f(v.target), f(v.loss),
-                                                   f(v.lse), v.rows);
+      const auto vo = plan::Read<op::VocabLoss<uint32_t>>(in);
+      VocabLossKernel<<<1, kThreads, 0, stream_>>>(f(vo.max), f(vo.sum), f(vo.target), f(vo.loss),
+                                                   f(vo.lse), vo.rows);
       break;
     }
     case fb::Op_GradNormSq: {
@@ -1056,6 +1615,9 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       return Error::Failure(std::string("the CUDA backend cannot run '") + plan::OpName(in.op) +
                             "' (collectives belong to the executor)");
   }
+  if (!misread.empty())
+    return Error::Failure(std::string(name) + ": internal error: the CUDA kernel read the 16-bit "
+                          "buffer '" + misread + "' as float32");
   // A launch's own failure (a bad configuration) shows here at once; one of the
   // kernel's execution (a fault) only where the host next waits for the stream,
   // which check mode does now, so that it is this instruction's.

@@ -1,8 +1,15 @@
 // The CUDA backend (docs/architecture.md §2): the arena in device memory, every opcode of
-// runtime/plan/ops.h as cuBLAS GEMMs or kernels of our own on one stream. This is
-// the fp32 reference slice: correct and deterministic (every reduction in a fixed
-// order, no atomics), not yet fast; mixed precision, fused epilogues, flash-style
-// tiling and CUDA graphs build on it. MoE has no CUDA kernel yet (an error says so).
+// runtime/plan/ops.h as cuBLAS / cuBLASLt GEMMs or kernels of our own on one stream.
+// Correct and deterministic (every reduction in a fixed order, no atomics), not yet
+// fast; fused epilogues beyond the bias, flash-style tiling and CUDA graphs build on
+// it. MoE has no CUDA kernel yet (an error says so).
+//
+// Mixed precision (issue #13): the activations a bf16 or fp16 plan stores in 16
+// bits are read and written in 16 bits by every kernel that takes them (arithmetic
+// in float32, stores rounded to nearest even), and a linear with 16-bit activations
+// runs its GEMMs in 16 bits on the tensor cores (cuBLASLt, float32 accumulation,
+// the float32 master weight rounded into a scratch copy per GEMM); float32 plans
+// run exactly as before (cuBLAS sgemm without TF32). cuda_backend.cu says how.
 //
 // The arena is not host-visible: the executor stages inputs, collectives and
 // checkpoints through its host copy (executor.h).
@@ -49,6 +56,15 @@ struct CudaOptions {
   // the grid covering it.
   unsigned max_blocks = 0;
 };
+
+// Whether the CUDA backend runs `in`'s operand dtypes: every 16-bit (bf16, f16)
+// operand must be an activation it reads in 16 bits (the operands
+// compiler/transforms/Precision.cpp narrows), and an instruction takes one 16-bit
+// type. Fails (kFailure) naming the operand and its buffer. *half (when not null):
+// that 16-bit type, or F32 when `in` has none. Host code only: needs no GPU, so
+// heiretsu-cuda-check --dry-run checks a plan against it on any machine.
+Status CheckOperandStorage(const plan::fb::Plan& plan, const plan::Instruction& in,
+                           plan::fb::DType* half = nullptr);
 
 // A backend on device `device` into *out. Fails (kFailure) when there is no such
 // device or it cannot be initialized; *out is set exactly when it succeeds.

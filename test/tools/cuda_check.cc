@@ -1,6 +1,7 @@
 // heiretsu-cuda-check: the CUDA backend against the CPU backend on a compiled plan.
 //   usage: heiretsu-cuda-check PLAN_FILE [--steps N] [--tolerance T] [--rank R]
-//                              [--max-blocks B] [--dry-run]
+//                              [--tolerance-bf16 T] [--tolerance-f16 T]
+//                              [--train-tolerance T] [--max-blocks B] [--dry-run]
 // The plan is loaded first (a bad file is exit 2 on every machine). Then, where
 // cudaGetDeviceCount says "no device" (cudaErrorNoDevice, zero devices, or no CUDA
 // driver installed at all: runtime/cuda/device_probe.h) it prints "skipped: no GPU
@@ -18,15 +19,22 @@
 //    the vocabulary; AdamW second moments, each parameter's exp_avg_sq, and
 //    vocab_loss's sums of exponentials non-negative: squares of normal floats, as a
 //    mean of squares is; a decode position the last valid one) each backend runs
-//    it, and every buffer must agree within T relative to the buffer's largest
-//    magnitude (the default 1e-5 is the fp32 bound of issue #5), with no NaN where
-//    the CPU has a number. Output buffers are poisoned with NaN on the GPU side
+//    it, and every buffer must agree within a tolerance relative to the buffer's
+//    largest magnitude, by the 16-bit type of the instruction's operands (f32: T,
+//    default 1e-5, the fp32 bound of issue #5; bf16 2^-6, f16 2^-9: Tolerances
+//    says why), with no NaN where the CPU has a number. 16-bit buffers are filled,
+//    poisoned and compared as the values they hold. Before it runs, the
+//    instruction's operand dtypes must be ones the CUDA backend takes
+//    (cuda::CheckOperandStorage: host code, so a dry run checks it too). One line
+//    per opcode and 16-bit type shows the dtype ("PASS op linear bf16 (...)").
+//    Output buffers are poisoned with NaN on the GPU side
 //    first, so an element the CUDA kernel fails to write fails the check; a buffer
 //    counts as an output when the CPU result does not depend on its previous
 //    contents. Collectives and send / recv are the executor's and are not run.
 // 2. N training steps (default 5) from the same initialization and data on both
 //    backends: each step's loss and gradient norm, and the final parameters,
-//    within T. A plan of more than one rank has collectives that need the job's
+//    within T (16-bit plans: --train-tolerance, default 1e-2, measured as
+//    Tolerances says). A plan of more than one rank has collectives that need the job's
 //    communicators (heiretsu run): its training check is skipped, saying so
 //    (bench/gpu/verify.sh trains such plans on one GPU). A decode program
 //    (decode.hplan: KV caches, no loss) is checked by N decode runs instead, at
@@ -51,6 +59,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/base/half.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/devices.h"
 #include "runtime/exec/executor.h"
@@ -66,9 +75,80 @@ uint64_t BufferBytes(const fb::Buffer& b) {
   return static_cast<uint64_t>(plan::NumElements(b)) * plan::DTypeSize(b.dtype());
 }
 
+// Element i of a float buffer at `p` (its first byte), as float32 (exact), and
+// the store of v rounded to the buffer's dtype (nearest even: runtime/base/half.h).
+float Element(fb::DType t, const uint8_t* p, int64_t i) {
+  if (t == fb::DType_F32) {
+    float v;
+    std::memcpy(&v, p + 4 * i, sizeof v);
+    return v;
+  }
+  uint16_t h;
+  std::memcpy(&h, p + 2 * i, sizeof h);
+  return t == fb::DType_BF16 ? half::Bf16ToFloat(h) : half::HalfToFloat(h);
+}
+void SetElement(fb::DType t, uint8_t* p, int64_t i, float v) {
+  if (t == fb::DType_F32) {
+    std::memcpy(p + 4 * i, &v, sizeof v);
+    return;
+  }
+  const uint16_t h = t == fb::DType_BF16 ? half::FloatToBf16(v) : half::FloatToHalf(v);
+  std::memcpy(p + 2 * i, &h, sizeof h);
+}
+bool IsFloat(fb::DType t) { return t == fb::DType_F32 || plan::IsHalf(t); }
+const char* DTypeLabel(fb::DType t) {
+  return t == fb::DType_BF16 ? "bf16" : t == fb::DType_F16 ? "f16" : "f32";
+}
+
+// Tolerances, per instruction by the 16-bit type of its operands (none: float32),
+// each relative to the largest magnitude of the buffer compared.
+//   f32: 1e-5, the fp32 bound of issue #5 (reordered float32 sums).
+//   bf16 2^-6 (1.6e-2), f16 2^-9 (2.0e-3): two ulps at the buffer's largest
+//   magnitude (bf16 keeps 8 significant bits, so one ulp is at most 2^-7 of a
+//   value; float16 11 bits, 2^-10). Both backends compute in float32 from the same
+//   16-bit inputs and round each 16-bit output once, but from float32 results
+//   that differ a little (summation order; the GPU's GEMMs round their float32
+//   operand, the master weight, to 16 bits, which moves a product by up to 2^-8
+//   (bf16) / 2^-11 (f16) of itself and a sum of n random ones by about
+//   0.6 of that at the largest output), so an output near a rounding boundary
+//   rounds to the neighbouring 16-bit value: one ulp, plus the weight copy's
+//   share: under two. A float32 output of such an instruction (dW, the norms'
+//   statistics, lse) differs by less, and is held to the same bound. A layout or
+//   indexing mistake is off by O(1), a wrong conversion by far more.
+// The training and decode checks (losses, gradient norms, parameters relative in
+// L2 after N steps; a decode run's logits), by the plan's 16-bit type:
+//   f32: the same 1e-5.
+//   bf16 and f16: 1e-2. Measured here (CPU only, gpt-tiny, seq 64, batch 2, 5
+//   steps, lr 3e-3): the bf16 plan against the fp32 plan differs by 1.6e-5 in the
+//   losses, 3.1e-4 in the gradient norms and 1.1e-3 in the parameters (AdamW's
+//   first steps move every weight by about the learning rate whatever the
+//   gradient's size, so a gradient element near zero flips its update's sign on
+//   any perturbation). The GPU's bf16 step against the CPU's bf16 step is the
+//   smaller perturbation (rounding-boundary flips and the GEMMs' 16-bit weight
+//   copies instead of rounding every activation), so 1e-2 leaves 9x room over the
+//   parameters' measured gap; a wrong kernel moves the loss by far more. Not yet
+//   measured on a GPU: --train-tolerance overrides it.
+struct Tolerances {
+  double f32 = 1e-5;
+  double bf16 = 1.0 / 64;
+  double f16 = 1.0 / 512;
+  double train16 = 1e-2;
+  double Of(fb::DType t) const {
+    return t == fb::DType_BF16 ? bf16 : t == fb::DType_F16 ? f16 : f32;
+  }
+  double Train(fb::DType t) const { return plan::IsHalf(t) ? train16 : f32; }
+};
+
+// A plan's 16-bit type: that of its first 16-bit buffer, F32 when it has none.
+fb::DType PlanHalf(const fb::Plan& p) {
+  for (const fb::Buffer* b : *p.buffers())
+    if (plan::IsHalf(b->dtype())) return b->dtype();
+  return fb::DType_F32;
+}
+
 struct Options {
   int64_t steps = 5;
-  double tol = 1e-5;
+  Tolerances tol;
   int rank = 0;
   unsigned max_blocks = 0;
   bool dry_run = false;
@@ -106,22 +186,34 @@ DecodeShape DecodeShapeOf(const std::vector<std::vector<plan::Instruction>>& uni
   return d;
 }
 
-// Random contents for every buffer: normal floats, the squares of normal floats (a
-// mean of squares is one) in `non_negative`, ids in [0, vocab). The memory plan
-// lets buffers that are never live together share bytes, so they are written in
-// that order: where buffers share, the ids and then the non-negative values win.
-// A decode program's position (i32 [1]) is the last valid one, context - seq, so
-// that the KV append writes the cache's last rows and cached attention reads every
-// row (the cache's other rows are random, as if earlier runs had written them).
-std::vector<uint8_t> RandomArena(const fb::Plan& p, uint32_t seed,
-                                 const std::set<uint32_t>& non_negative,
-                                 const DecodeShape& decode) {
-  std::vector<uint8_t> arena(p.arena_bytes(), 0);
+// Random contents for the buffers `which` names (all of them when null): normal
+// floats (a 16-bit buffer the nearest 16-bit values, as a 16-bit plan's hold), the
+// squares of normal floats (a mean of squares is one) in `non_negative`, ids in
+// [0, vocab). The memory plan lets buffers that are never live together share
+// bytes, so they are written in that order: where buffers share, the ids and then
+// the non-negative values win. Where a 16-bit and a float32 buffer share, the
+// one written last makes the other's view of those bytes arbitrary (the low half
+// of a float read as a bfloat16 may be infinite or NaN): so each instruction's
+// own operands are written afresh before it runs (CheckInstructions), and what it
+// reads is always what this wrote for it. A decode program's position (i32 [1])
+// is the last valid one, context - seq, so that the KV append writes the cache's
+// last rows and cached attention reads every row (the cache's other rows are
+// random, as if earlier runs had written them).
+void Fill(const fb::Plan& p, const std::vector<uint32_t>* which, uint32_t seed,
+          const std::set<uint32_t>& non_negative, const DecodeShape& decode,
+          std::vector<uint8_t>* out) {
+  std::vector<uint8_t>& arena = *out;
   std::mt19937 gen(seed);
   std::normal_distribution<float> normal(0.f, 1.f);
   std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(p.vocab()) - 1);
+  std::vector<uint32_t> all;
+  if (!which) {
+    for (uint32_t index = 0; index < p.buffers()->size(); ++index) all.push_back(index);
+    which = &all;
+  }
   for (int pass = 0; pass < 3; ++pass) {
-    for (uint32_t index = 0; index < p.buffers()->size(); ++index) {
+    for (uint32_t index : *which) {
+      if (index == plan::kNoBuffer) continue;
       const fb::Buffer* b = p.buffers()->Get(index);
       const int kind = b->dtype() == fb::DType_I32 ? 2 : non_negative.count(index) ? 1 : 0;
       if (kind != pass) continue;
@@ -131,10 +223,11 @@ std::vector<uint8_t> RandomArena(const fb::Plan& p, uint32_t seed,
         for (int64_t i = 0; i < n; ++i) d[i] = id(gen);
         continue;
       }
-      auto* d = reinterpret_cast<float*>(arena.data() + b->offset());
+      // 16-bit buffers hold the nearest 16-bit values, as a 16-bit plan's do.
+      uint8_t* d = arena.data() + b->offset();
       for (int64_t i = 0; i < n; ++i) {
         const float x = normal(gen);
-        d[i] = kind == 1 ? x * x : x;
+        SetElement(b->dtype(), d, i, kind == 1 ? x * x : x);
       }
     }
   }
@@ -143,27 +236,28 @@ std::vector<uint8_t> RandomArena(const fb::Plan& p, uint32_t seed,
     std::memcpy(arena.data() + p.buffers()->Get(p.position())->offset(), &position,
                 sizeof position);
   }
-  return arena;
 }
 
-// max |a - b| / max |a| over one f32 buffer; infinity when b has a NaN where a
-// does not. Elements where a is not finite are not compared: *uncompared counts
-// them (the random inputs are finite, so a non-zero count is an instruction whose
-// inputs left its domain).
+// max |a - b| / max |a| over one float buffer (f32, bf16 or f16, compared as the
+// float32 values they hold); infinity when b has a NaN where a does not. Elements
+// where a is not finite are not compared: *uncompared counts them (the random
+// inputs are finite, so a non-zero count is an instruction whose inputs left its
+// domain). Other buffers (ids) must be equal byte for byte.
 double Diff(const fb::Buffer& b, const uint8_t* ref, const uint8_t* got, int64_t* uncompared) {
-  if (b.dtype() != fb::DType_F32)
+  if (!IsFloat(b.dtype()))
     return std::memcmp(ref + b.offset(), got + b.offset(), BufferBytes(b)) == 0 ? 0.0 : INFINITY;
-  const float* r = reinterpret_cast<const float*>(ref + b.offset());
-  const float* g = reinterpret_cast<const float*>(got + b.offset());
+  const uint8_t* r = ref + b.offset();
+  const uint8_t* g = got + b.offset();
   double num = 0, den = 0;
   for (int64_t i = 0, n = plan::NumElements(b); i < n; ++i) {
-    if (std::isfinite(r[i]) && !std::isfinite(g[i])) return INFINITY;
-    if (!std::isfinite(r[i])) {
+    const float ri = Element(b.dtype(), r, i), gi = Element(b.dtype(), g, i);
+    if (std::isfinite(ri) && !std::isfinite(gi)) return INFINITY;
+    if (!std::isfinite(ri)) {
       ++*uncompared;
       continue;
     }
-    num = std::max(num, std::fabs(static_cast<double>(r[i]) - g[i]));
-    den = std::max(den, std::fabs(static_cast<double>(r[i])));
+    num = std::max(num, std::fabs(static_cast<double>(ri) - gi));
+    den = std::max(den, std::fabs(static_cast<double>(ri)));
   }
   return num / std::max(den, 1e-30);
 }
@@ -219,19 +313,23 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
     int64_t uncompared = 0;  // elements the CPU's result left NaN or infinite
     std::string where;  // of the largest difference
   };
-  std::map<std::string, Worst> worst;
+  // By opcode and the instructions' 16-bit type ("f32" without one).
+  std::map<std::pair<std::string, fb::DType>, Worst> worst;
   int failures = 0;
   // Every unit's instructions, prepared for rank o.rank.
   const auto units = plan::PrepareUnits(p, plan::CoordinatesOf(p, o.rank));
   // Each instruction runs as activation slot 0 would, whose copy of every buffer
   // is at the buffer's own offset (the one the comparisons below read).
   const std::vector<uint64_t> offsets = plan::SlotOffsets(p, 0);
-  // One random state for all (each instruction reads buffers of its own), and the
-  // arena-sized copies allocated once: the check's time is mostly the CPU's.
-  const std::vector<uint8_t> start =
-      RandomArena(p, 1, NonNegative(p, units), DecodeShapeOf(units));
-  std::vector<uint8_t> ref(start.size()), poisoned(start.size()), other(start.size()),
-      got(start.size());
+  // One random state for all, each instruction's operands written afresh on it
+  // (Fill), and the arena-sized copies allocated once: the check's time is mostly
+  // the CPU's.
+  const std::set<uint32_t> non_negative = NonNegative(p, units);
+  const DecodeShape decode = DecodeShapeOf(units);
+  std::vector<uint8_t> whole(p.arena_bytes(), 0);
+  Fill(p, nullptr, 1, non_negative, decode, &whole);
+  std::vector<uint8_t> start(whole.size()), ref(whole.size()), poisoned(whole.size()),
+      other(whole.size()), got(whole.size());
   for (size_t u = 0; u < units.size(); ++u) {
     const fb::Unit* unit = p.units()->Get(u);
     for (size_t index = 0; index < units[u].size(); ++index) {
@@ -244,6 +342,18 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
         continue;  // the executor's, not a backend's
       const std::string where = "unit '" + (unit->name() ? unit->name()->str() : "") +
                                 "' instruction " + std::to_string(index) + " (" + name + ")";
+      // The operand dtypes the CUDA backend runs (host code: checked in a dry run
+      // too, so a plan the compiler makes is proven runnable on any machine).
+      fb::DType half = fb::DType_F32;
+      if (auto refused = cuda::CheckOperandStorage(p, *in, &half)) {
+        std::printf("FAIL %s: the CUDA backend would refuse its operands: %s\n", where.c_str(),
+                    refused->message.c_str());
+        ++failures;
+        continue;
+      }
+      start = whole;
+      Fill(p, &in->buffers, static_cast<uint32_t>(2 + u * 100003 + index), non_negative, decode,
+           &start);
       ref = start;
       exec::StepScalars sc;
       sc.lr = 1e-3;
@@ -260,20 +370,38 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
       }
       // Outputs: buffers the CPU changed whose result does not depend on their
       // previous contents; those are NaN on the GPU side before it runs.
+      // The instruction's operands and their bytes: the buffers compared as values
+      // (and poisoned). Any other buffer must keep its bytes, unless it shares
+      // bytes with an operand (the memory plan's reuse), whose comparison covers them.
+      std::set<uint32_t> operands;
+      std::vector<std::pair<uint64_t, uint64_t>> ranges;
+      for (uint32_t b : in->buffers)
+        if (b != plan::kNoBuffer && operands.insert(b).second) {
+          const fb::Buffer* buffer = p.buffers()->Get(b);
+          ranges.push_back({buffer->offset(), buffer->offset() + BufferBytes(*buffer)});
+        }
+      auto shares_bytes = [&](const fb::Buffer& b) {
+        for (const auto& [begin, end] : ranges)
+          if (b.offset() < end && begin < b.offset() + BufferBytes(b)) return true;
+        return false;
+      };
       poisoned = start;
-      for (const fb::Buffer* b : *p.buffers()) {
-        if (b->dtype() != fb::DType_F32 ||
+      for (uint32_t index : operands) {
+        const fb::Buffer* b = p.buffers()->Get(index);
+        if (!IsFloat(b->dtype()) ||
             std::memcmp(start.data() + b->offset(), ref.data() + b->offset(), BufferBytes(*b)) == 0)
           continue;
         other = start;
-        auto* d = reinterpret_cast<float*>(other.data() + b->offset());
-        for (int64_t i = 0, n = plan::NumElements(*b); i < n; ++i) d[i] = d[i] * 3.f + 1.f;
+        uint8_t* d = other.data() + b->offset();
+        const int64_t n = plan::NumElements(*b);
+        for (int64_t i = 0; i < n; ++i)
+          SetElement(b->dtype(), d, i, Element(b->dtype(), d, i) * 3.f + 1.f);
         exec::StepScalars other_sc = sc;
         if (cpu->Run(p, *in, other.data(), offsets.data(), other_sc)) continue;
         if (std::memcmp(other.data() + b->offset(), ref.data() + b->offset(), BufferBytes(*b)) != 0)
           continue;  // read-modify-write (accumulated): not poisonable
-        auto* q = reinterpret_cast<float*>(poisoned.data() + b->offset());
-        for (int64_t i = 0, n = plan::NumElements(*b); i < n; ++i) q[i] = NAN;
+        for (int64_t i = 0; i < n; ++i)
+          SetElement(b->dtype(), poisoned.data() + b->offset(), i, NAN);
       }
       gpu.Load(poisoned, where + ": loading its arena");
       err = gpu.backend->Run(p, *in, gpu.arena, offsets.data(), gpu_sc);
@@ -288,12 +416,25 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
       gpu.Save(&got, where + ": reading its arena back");
       double d = 0;
       int64_t uncompared = 0;
-      for (const fb::Buffer* b : *p.buffers())
-        d = std::max(d, Diff(*b, ref.data(), got.data(), &uncompared));
+      std::string stray;  // a buffer written that is not the instruction's
+      for (uint32_t index = 0; index < p.buffers()->size(); ++index) {
+        const fb::Buffer& b = *p.buffers()->Get(index);
+        if (operands.count(index)) {
+          d = std::max(d, Diff(b, ref.data(), got.data(), &uncompared));
+        } else if (!shares_bytes(b) &&
+                   std::memcmp(ref.data() + b.offset(), got.data() + b.offset(),
+                               BufferBytes(b)) != 0) {
+          d = INFINITY;
+          if (stray.empty()) stray = b.name()->str();
+        }
+      }
+      if (!stray.empty())
+        std::printf("FAIL %s: the %s backend changed buffer '%s', which is not its operand\n",
+                    where.c_str(), gpu.backend->name(), stray.c_str());
       if (op == fb::Op_GradNormSq)
         d = std::max(d, std::fabs(cpu_sc.grad_norm_sq - gpu_sc.grad_norm_sq) /
                             std::max(cpu_sc.grad_norm_sq, 1e-30));
-      Worst& w = worst[name];
+      Worst& w = worst[{name, half}];
       ++w.count;
       w.uncompared += uncompared;
       if (d > w.diff || w.where.empty()) {
@@ -303,15 +444,17 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
     }
   }
   const char* pass = o.dry_run ? "DRY" : "PASS";
-  for (const auto& [name, w] : worst) {
-    const bool ok = w.diff <= o.tol;
+  for (const auto& [key, w] : worst) {
+    const double tol = o.tol.Of(key.second);
+    const bool ok = w.diff <= tol;
     std::string notes;
     if (!ok) notes += " at " + w.where;
     if (w.uncompared)
       notes += ", " + std::to_string(w.uncompared) +
                " elements not compared (not finite on the CPU)";
-    std::printf("%s op %s (%lld instruction%s, max rel diff %.2g%s)\n", ok ? pass : "FAIL",
-                name.c_str(), static_cast<long long>(w.count), w.count == 1 ? "" : "s", w.diff,
+    std::printf("%s op %s %s (%lld instruction%s, max rel diff %.2g, tolerance %.2g%s)\n",
+                ok ? pass : "FAIL", key.first.c_str(), DTypeLabel(key.second),
+                static_cast<long long>(w.count), w.count == 1 ? "" : "s", w.diff, tol,
                 notes.c_str());
     failures += ok ? 0 : 1;
   }
@@ -366,10 +509,11 @@ int CheckDecode(const plan::LoadedPlan& loaded, const Options& o) {
     }
     worst = std::max(worst, num / std::max(den, 1e-30));
   }
-  const bool ok = worst <= o.tol;  // NaN compares false
-  std::printf("%s decode %lld runs of %lld tokens (logits max rel diff %.2g)\n",
+  const double tol = o.tol.Train(PlanHalf(p));
+  const bool ok = worst <= tol;  // NaN compares false
+  std::printf("%s decode %lld runs of %lld tokens %s (logits max rel diff %.2g, tolerance %.2g)\n",
               ok ? (o.dry_run ? "DRY" : "PASS") : "FAIL", static_cast<long long>(runs),
-              static_cast<long long>(shape.seq), worst);
+              static_cast<long long>(shape.seq), DTypeLabel(PlanHalf(p)), worst, tol);
   return ok ? 0 : 1;
 }
 
@@ -435,17 +579,20 @@ int CheckTraining(const plan::LoadedPlan& loaded, const Options& o) {
   }
   const double params = std::sqrt(num / std::max(den, 1e-30));
   // NaN compares false: a NaN loss, norm or parameter fails.
-  const bool ok = worst_loss <= o.tol && worst_norm <= o.tol && params <= o.tol;
-  std::printf("%s training %lld steps (losses %.2g, gradient norms %.2g, parameters %.2g)\n",
+  const double tol = o.tol.Train(PlanHalf(p));
+  const bool ok = worst_loss <= tol && worst_norm <= tol && params <= tol;
+  std::printf("%s training %lld steps %s (losses %.2g, gradient norms %.2g, parameters %.2g, "
+              "tolerance %.2g)\n",
               ok ? (o.dry_run ? "DRY" : "PASS") : "FAIL", static_cast<long long>(o.steps),
-              worst_loss, worst_norm, params);
+              DTypeLabel(PlanHalf(p)), worst_loss, worst_norm, params, tol);
   return ok ? 0 : 1;
 }
 
 int Usage() {
   std::fprintf(stderr,
                "usage: heiretsu-cuda-check PLAN_FILE [--steps N] [--tolerance T] [--rank R]\n"
-               "                           [--max-blocks B] [--dry-run]\n");
+               "                           [--tolerance-bf16 T] [--tolerance-f16 T]\n"
+               "                           [--train-tolerance T] [--max-blocks B] [--dry-run]\n");
   return 2;
 }
 
@@ -469,7 +616,13 @@ int main(int argc, char** argv) {
     if (flag == "--steps") {
       o.steps = std::strtoll(value, &end, 10);
     } else if (flag == "--tolerance") {
-      o.tol = std::strtod(value, &end);
+      o.tol.f32 = std::strtod(value, &end);
+    } else if (flag == "--tolerance-bf16") {
+      o.tol.bf16 = std::strtod(value, &end);
+    } else if (flag == "--tolerance-f16") {
+      o.tol.f16 = std::strtod(value, &end);
+    } else if (flag == "--train-tolerance") {
+      o.tol.train16 = std::strtod(value, &end);
     } else if (flag == "--rank") {
       o.rank = static_cast<int>(std::strtol(value, &end, 10));
     } else if (flag == "--max-blocks") {
