@@ -18,8 +18,12 @@
 #ifndef HEIRETSU_RUNTIME_BASE_HALF_H_
 #define HEIRETSU_RUNTIME_BASE_HALF_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace heiretsu::half {
 
@@ -81,6 +85,52 @@ inline uint16_t FloatToHalf(float f) {
   const uint32_t rest = m & ((1u << shift) - 1u), halfway = 1u << (shift - 1);
   if (rest > halfway || (rest == halfway && (h & 1u))) ++h;  // 0x400: the smallest normal
   return sign | static_cast<uint16_t>(h);
+}
+
+// Bulk conversions of n values (the CPU backend's widening, exec/backend.h). On an
+// x86-64 CPU with F16C, float16 goes through vcvtph2ps / vcvtps2ph 8 values at a time,
+// rounding to nearest even: the same bits as the functions above for every value but
+// NaN, which stays a NaN whose payload may differ (test/unit/half_test.cc).
+#if defined(__x86_64__)
+__attribute__((target("avx,f16c"))) inline void HalfsToFloatsF16c(const uint16_t* in, float* out,
+                                                                  size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+  for (; i < n; ++i) out[i] = HalfToFloat(in[i]);
+}
+__attribute__((target("avx,f16c"))) inline void FloatsToHalfsF16c(const float* in, uint16_t* out,
+                                                                  size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) out[i] = FloatToHalf(in[i]);
+}
+inline bool HasF16c() {
+  static const bool has = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  return has;
+}
+#else
+inline bool HasF16c() { return false; }
+inline void HalfsToFloatsF16c(const uint16_t*, float*, size_t) {}
+inline void FloatsToHalfsF16c(const float*, uint16_t*, size_t) {}
+#endif
+
+inline void HalfsToFloats(const uint16_t* in, float* out, size_t n) {
+  if (HasF16c()) return HalfsToFloatsF16c(in, out, n);
+  for (size_t i = 0; i < n; ++i) out[i] = HalfToFloat(in[i]);
+}
+inline void FloatsToHalfs(const float* in, uint16_t* out, size_t n) {
+  if (HasF16c()) return FloatsToHalfsF16c(in, out, n);
+  for (size_t i = 0; i < n; ++i) out[i] = FloatToHalf(in[i]);
+}
+inline void Bf16sToFloats(const uint16_t* in, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = Bf16ToFloat(in[i]);
+}
+inline void FloatsToBf16s(const float* in, uint16_t* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = FloatToBf16(in[i]);
 }
 
 }  // namespace heiretsu::half

@@ -2,6 +2,8 @@
 // checkpoint.h.
 #include "runtime/checkpoint/checkpoint.h"
 
+#include "runtime/exec/loss_scale.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -314,10 +316,10 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
 
   std::string v;
   if (auto err = field("heiretsu-checkpoint", &v)) return err;
-  if (v != std::to_string(kFormatVersion) && v != "2")
-    return fail("format version " + v + ", this runtime reads versions 2 and " +
+  if (v != std::to_string(kFormatVersion) && v != "3" && v != "2")
+    return fail("format version " + v + ", this runtime reads versions 2 to " +
                 std::to_string(kFormatVersion));
-  const bool has_card = v != "2";
+  const bool has_card = v != "2", has_scaler = v != "2" && v != "3";
   if (auto err = field("model", &m->header.model)) return err;
   if (auto err = int_field("step", &m->header.step)) return err;
   int64_t data_position = 0;
@@ -350,6 +352,21 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
     if (auto err = double_field("min_lr", &m->header.min_lr)) return err;
     if (auto err = int_field("warmup", &m->header.warmup)) return err;
     if (auto err = int_field("total_steps", &m->header.total_steps)) return err;
+    if (has_scaler) {
+      if (auto err = field("loss_scaling", &m->header.loss_scaling)) return err;
+      if (m->header.loss_scaling != "none" && m->header.loss_scaling != "fixed" &&
+          m->header.loss_scaling != "dynamic")
+        return fail("loss_scaling: expected none, fixed or dynamic, got '" +
+                    m->header.loss_scaling + "'");
+      if (auto err = double_field("loss_scale", &m->header.loss_scale)) return err;
+      if (!exec::LossScaler::IsPowerOfTwoScale(m->header.loss_scale))
+        return fail("loss_scale: " + std::to_string(m->header.loss_scale) +
+                    " is not a power of two in [1, 2^24]");
+      if (auto err = int_field("loss_scale_clean_steps", &m->header.loss_scale_clean_steps))
+        return err;
+      if (auto err = int_field("loss_scale_overflows", &m->header.loss_scale_overflows))
+        return err;
+    }
     if (auto err = field("spec_file", &m->header.spec_file)) return err;
     if (m->header.spec_file == "-") m->header.spec_file.clear();
     // A plain file name, never a path: `sample` and `export` write the spec under it.
@@ -643,7 +660,8 @@ std::string TensorFileName(int writer) {
 
 namespace {
 
-// The format 3 lines from tokenizer to the spec's last (Header's model card and schedule).
+// The lines from tokenizer to the spec's last (Header's model card, schedule and loss
+// scaler).
 std::string CardText(const Header& header) {
   auto number = [](double x) {
     char text[64];
@@ -661,6 +679,9 @@ std::string CardText(const Header& header) {
   return "tokenizer " + (header.tokenizer.empty() ? std::string("none") : header.tokenizer) +
          "\nlr " + number(header.lr) + "\nmin_lr " + number(header.min_lr) + "\nwarmup " +
          std::to_string(header.warmup) + "\ntotal_steps " + std::to_string(header.total_steps) +
+         "\nloss_scaling " + header.loss_scaling + "\nloss_scale " + number(header.loss_scale) + "\nloss_scale_clean_steps " +
+         std::to_string(header.loss_scale_clean_steps) + "\nloss_scale_overflows " +
+         std::to_string(header.loss_scale_overflows) +
          "\nspec_file " + (header.spec_file.empty() ? std::string("-") : header.spec_file) +
          "\nspec_lines " + std::to_string(count) + "\n" + spec_lines;
 }
@@ -682,6 +703,14 @@ Status CheckSavable(const std::string& root, const Header& header,
       header.min_lr < 0)
     return BadInput("lr " + std::to_string(header.lr) + " / min_lr " +
                     std::to_string(header.min_lr) + " cannot be stored in a checkpoint");
+  if ((header.loss_scaling != "none" && header.loss_scaling != "fixed" &&
+       header.loss_scaling != "dynamic") ||
+      !exec::LossScaler::IsPowerOfTwoScale(header.loss_scale) ||
+      header.loss_scale_clean_steps < 0 || header.loss_scale_overflows < 0)
+    return BadInput("loss scaling '" + header.loss_scaling + "' at " +
+                    std::to_string(header.loss_scale) +
+                    " cannot be stored in a checkpoint (none, fixed or dynamic; a power of "
+                    "two in [1, 2^24])");
   for (const Tensor& t : tensors)
     if (!IsStorableName(t.name))
       return BadInput("parameter name '" + t.name +

@@ -9,7 +9,7 @@
 //    little-endian float32, each starting at a multiple of 64 bytes of its file (zero
 //    padding between them), in the order the manifest lists them; and
 //  - manifest.txt: text, one item per line:
-//        heiretsu-checkpoint 3
+//        heiretsu-checkpoint 4
 //        model NAME
 //        step S                 optimizer steps done
 //        data_position P        the step the next run starts at (S + 1)
@@ -21,6 +21,10 @@
 //        min_lr X               floor,
 //        warmup N               warmup steps and
 //        total_steps N          the step it decays to min_lr at (--steps)
+//        loss_scaling MODE      the loss scaler (exec/loss_scale.h): none, fixed or
+//        loss_scale X           dynamic; its scale (a power of two), the clean steps
+//        loss_scale_clean_steps N   since it changed and the overflows it skipped
+//        loss_scale_overflows N
 //        spec_file NAME         the model card's spec: its file name (- for none) and
 //        spec_lines L           its text, L lines each written as "| " + the line
 //        | ...
@@ -38,8 +42,9 @@
 // zero-padded (sizes are checked on their own). The manifest has its own so that a
 // damaged offset or shape cannot make a checkpoint load the wrong bytes. A checkpoint
 // with one writer has the layout of format 1 (tensors.bin byte for byte the same);
-// format 2 manifests (without the lines from tokenizer to the spec) are read, format 1
-// ones are not.
+// format 3 manifests (without the loss_scale lines: scale 1, nothing counted) and
+// format 2 ones (without the lines from tokenizer to the spec either) are read, format
+// 1 ones are not.
 //
 // Saving (SaveCheckpoint for one process; PrepareCheckpoint, WriteTensorFile and
 // CommitCheckpoint for several writers): the committer (the process that writes the
@@ -71,7 +76,7 @@
 
 namespace heiretsu::checkpoint {
 
-inline constexpr int kFormatVersion = 3;
+inline constexpr int kFormatVersion = 4;
 inline constexpr char kManifestName[] = "manifest.txt";
 inline constexpr char kTensorsName[] = "tensors.bin";
 
@@ -115,6 +120,11 @@ struct Header {
   // The learning-rate schedule that saved it (0 everywhere: format 2, not recorded).
   double lr = 0, min_lr = 0;
   int64_t warmup = 0, total_steps = 0;
+  // The loss scaler's mode ("none", "fixed", "dynamic") and state
+  // (exec::LossScaler; format 4, else none, 1, 0, 0).
+  std::string loss_scaling = "none";
+  double loss_scale = 1;
+  int64_t loss_scale_clean_steps = 0, loss_scale_overflows = 0;
 };
 
 // Reads the header of the checkpoint in `dir` (its manifest, checked; no tensor file

@@ -233,8 +233,6 @@ std::optional<std::string> ParseCompileOptions(const std::vector<std::string>& a
 
 std::optional<std::string> CheckBuilt(const CompileOptions& o) {
   const std::string built = " is not built yet";
-  if (o.precision == "fp16")
-    return "--precision fp16" + built + " (it needs dynamic loss scaling); fp32 and bf16 are";
   if (o.recompute != "none") return "--recompute " + o.recompute + built + "; none is";
   return std::nullopt;
 }

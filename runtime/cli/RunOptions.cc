@@ -1,6 +1,8 @@
 // Parsing and validation of `heiretsu run` options.
 #include "runtime/cli/RunOptions.h"
 
+#include "runtime/exec/loss_scale.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -17,6 +19,7 @@ constexpr const char* kFlags[] = {
     "--on-nonfinite", "--max-consecutive-skips", "--trace",   "--trace-steps",
     "--val-data",     "--val-every",  "--val-batches",
     "--sample-every", "--sample-tokens",
+    "--loss-scale",   "--loss-scale-init", "--loss-scale-growth-interval",
 };
 
 constexpr int64_t kMaxCount = (int64_t{1} << 31) - 1;
@@ -93,6 +96,19 @@ std::string Number(double v) {
   return buf;
 }
 
+// A loss scale: a power of two in [1, 2^24] (exec::LossScaler), so that scaling and
+// unscaling are exact.
+std::optional<std::string> ParseScale(const std::string& flag, const std::string& text,
+                                      double* out) {
+  if (ParseNumber(flag, text, true, out))
+    return flag + ": expected " + (flag == "--loss-scale" ? "auto, dynamic, none or " : "") +
+           "a power of two, got '" + text + "'";
+  if (!exec::LossScaler::IsPowerOfTwoScale(*out))
+    return flag + ": " + text + " is not a power of two in [1, 2^24] (e.g. 1024 or 65536; " +
+           "unscaling by a power of two is exact)";
+  return std::nullopt;
+}
+
 }  // namespace
 
 double LearningRate(const RunOptions& o, int64_t step) {
@@ -136,6 +152,8 @@ const char* RunUsage() {
          "           [--on-nonfinite fail|skip] [--max-consecutive-skips N]\n"
          "           [--trace FILE.json] [--trace-steps A:B]\n"
          "           [--sample-every N] [--sample-tokens N]\n"
+         "           [--loss-scale auto|dynamic|none|N] [--loss-scale-init N]\n"
+         "           [--loss-scale-growth-interval N]\n"
          "\n"
          "  --data PATH        a token shard or a directory of shards (*.bin, llm.c format);\n"
          "                     default: the byte-tokenized licence texts, cached; in a\n"
@@ -172,11 +190,22 @@ const char* RunUsage() {
          "  --trace-steps A:B  trace steps A to B instead (or A alone)\n"
          "  --sample-every N   print a sample of the model every N steps and at the last\n"
          "                     (the plan's decode program; pp = 1); 0: never (default)\n"
-         "  --sample-tokens N  tokens each sample draws (default 64)\n";
+         "  --sample-tokens N  tokens each sample draws (default 64)\n"
+         "  --loss-scale auto|dynamic|none|N\n"
+         "                     the backward runs on the loss times a power of two, divided\n"
+         "                     out of the gradients; dynamic: it halves when a gradient\n"
+         "                     overflows (the step is skipped) and doubles after a run of\n"
+         "                     clean steps; N: a fixed scale; auto (default): dynamic for\n"
+         "                     an fp16 plan, none otherwise\n"
+         "  --loss-scale-init N\n"
+         "                     dynamic's first scale, a power of two (default 65536)\n"
+         "  --loss-scale-growth-interval N\n"
+         "                     clean steps after which dynamic doubles it (default 2000)\n";
 }
 
 std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args, RunOptions* out) {
   bool min_lr_given = false;
+  double fixed_scale = 0;  // --loss-scale N
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (!IsRunFlag(a)) {
@@ -225,6 +254,18 @@ std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
       err = ParseCount(a, v, 1, &out->val_batches);
     } else if (a == "--log-every") {
       err = ParseCount(a, v, 1, &out->log_every);
+    } else if (a == "--loss-scale") {
+      if (v == "auto" || v == "dynamic" || v == "none") {
+        out->loss_scale = v;
+      } else {
+        err = ParseScale(a, v, &fixed_scale);
+        out->loss_scale = "fixed";
+      }
+    } else if (a == "--loss-scale-init") {
+      err = ParseScale(a, v, &out->loss_scale_init);
+      out->loss_scale_init_given = true;
+    } else if (a == "--loss-scale-growth-interval") {
+      err = ParseCount(a, v, 1, &out->loss_scale_growth_interval);
     } else if (a == "--trace-steps") {
       err = ParseTraceSteps(v, &out->trace_first, &out->trace_last);
     } else {
@@ -246,6 +287,12 @@ std::optional<std::string> ParseRunOptions(const std::vector<std::string>& args,
     return "--min-lr " + Number(out->min_lr) + " is larger than --lr " + Number(out->lr);
   if (out->save_every > 0 && out->save_dir.empty())
     return std::string("--save-every needs --save-dir DIR");
+  if (out->loss_scale == "fixed") {
+    if (out->loss_scale_init_given)
+      return "--loss-scale " + Number(fixed_scale) +
+             " is a fixed scale: --loss-scale-init is for --loss-scale dynamic";
+    out->loss_scale_init = fixed_scale;
+  }
   if (out->trace_first > 0 && out->trace.empty())
     return std::string("--trace-steps needs --trace FILE.json");
   if (out->trace_last > out->steps)

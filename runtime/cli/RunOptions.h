@@ -49,6 +49,13 @@ struct RunOptions {
   // max_consecutive_skips steps in a row are skipped (then it fails as above).
   std::string on_nonfinite = "fail";
   int64_t max_consecutive_skips = 5;
+  // Loss scaling (runtime/exec/loss_scale.h): "auto" (dynamic for a plan that stores
+  // float16, none for any other), "dynamic", "fixed" (--loss-scale N) or "none".
+  // loss_scale_init: dynamic's first scale, or the fixed one; a power of two.
+  std::string loss_scale = "auto";
+  double loss_scale_init = 65536;
+  bool loss_scale_init_given = false;
+  int64_t loss_scale_growth_interval = 2000;
   // A Chrome / Perfetto trace of some steps (runtime/exec/trace.h); empty: none.
   std::string trace;
   // The steps it traces (--trace-steps A:B, or A); 0: the default, TraceSteps.

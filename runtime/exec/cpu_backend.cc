@@ -35,17 +35,20 @@ class Widened {
       if (!plan::IsHalf(buffer.dtype())) continue;
       Copy c{b, buffer.dtype(), reinterpret_cast<uint16_t*>(arena + offsets[b]),
              std::vector<float>(static_cast<size_t>(plan::NumElements(buffer)))};
-      for (size_t i = 0; i < c.wide.size(); ++i)
-        c.wide[i] = c.dtype == fb::DType_BF16 ? half::Bf16ToFloat(c.narrow[i])
-                                              : half::HalfToFloat(c.narrow[i]);
+      if (c.dtype == fb::DType_BF16)
+        half::Bf16sToFloats(c.narrow, c.wide.data(), c.wide.size());
+      else
+        half::HalfsToFloats(c.narrow, c.wide.data(), c.wide.size());
       copies_.push_back(std::move(c));
     }
   }
   ~Widened() {
-    for (Copy& c : copies_)
-      for (size_t i = 0; i < c.wide.size(); ++i)
-        c.narrow[i] = c.dtype == fb::DType_BF16 ? half::FloatToBf16(c.wide[i])
-                                                : half::FloatToHalf(c.wide[i]);
+    for (Copy& c : copies_) {
+      if (c.dtype == fb::DType_BF16)
+        half::FloatsToBf16s(c.wide.data(), c.narrow, c.wide.size());
+      else
+        half::FloatsToHalfs(c.wide.data(), c.narrow, c.wide.size());
+    }
   }
   Widened(const Widened&) = delete;
   Widened& operator=(const Widened&) = delete;

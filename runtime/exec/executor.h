@@ -79,6 +79,10 @@ struct StepResult {
   double moe_tokens_min = std::nan(""), moe_tokens_max = std::nan("");
   // Set by the caller on a validation step (Evaluate); NaN otherwise.
   double val_loss = std::nan("");
+  // Set by the caller when it scales the loss (loss_scale.h): the scale the step ran
+  // at and the overflow steps skipped so far; NaN and 0 otherwise.
+  double loss_scale = std::nan("");
+  int64_t overflows = 0;
 };
 
 // Fills the token and target ids (micro_batch_size x seq each) of microbatch `m`;

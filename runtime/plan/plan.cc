@@ -534,6 +534,15 @@ int64_t DTypeSize(fb::DType dtype) {
   return 0;
 }
 
+const char* StoragePrecision(const fb::Plan& plan) {
+  bool bf16 = false;
+  for (const fb::Buffer* b : *plan.buffers()) {
+    if (b->dtype() == fb::DType_F16) return "fp16";
+    bf16 = bf16 || b->dtype() == fb::DType_BF16;
+  }
+  return bf16 ? "bf16" : "fp32";
+}
+
 int64_t NumElements(const fb::Buffer& buffer) {
   int64_t n = 1;
   if (!buffer.shape()) return -1;

@@ -117,6 +117,11 @@ int64_t DTypeSize(fb::DType dtype);
 // for the instructions it runs (backend.h).
 inline bool IsHalf(fb::DType dtype) { return dtype == fb::DType_BF16 || dtype == fb::DType_F16; }
 
+// The precision a plan was compiled for (heiretsu compile --precision), read from
+// its buffers, which are the fact: "fp16" when one is F16, "bf16" when one is BF16,
+// else "fp32".
+const char* StoragePrecision(const fb::Plan& plan);
+
 // Number of elements of a buffer (product of its shape), or -1 if that overflows.
 int64_t NumElements(const fb::Buffer& buffer);
 

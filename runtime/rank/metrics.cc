@@ -54,6 +54,9 @@ Status MetricsWriter::Write(const StepLine& line) {
     moe += ",\"moe_dropped\":" + JsonNumber(r.moe_dropped, "%.6g") +
           ",\"moe_tokens_min\":" + JsonNumber(r.moe_tokens_min, "%.9g") +
           ",\"moe_tokens_max\":" + JsonNumber(r.moe_tokens_max, "%.9g");
+  if (!std::isnan(r.loss_scale))
+    moe += ",\"loss_scale\":" + JsonNumber(r.loss_scale, "%.17g") +
+           ",\"overflows\":" + std::to_string(r.overflows);
   std::fprintf(file_.get(),
                "{\"step\":%lld,\"loss\":%s,\"loss_hex\":\"%s\",\"lr\":%s,\"grad_norm\":%s,"
                "\"tokens_per_s\":%s,\"step_ms\":%s%s%s}\n",

@@ -2,7 +2,9 @@
 // rank 0, with step, loss, loss_hex (the loss's exact bits, for bit-identity
 // checks), lr, grad_norm, tokens_per_s and step_ms, val_loss on a validation step,
 // MoE models moe_dropped,
-// moe_tokens_min and moe_tokens_max (exec::StepResult), and "skipped": true on a
+// moe_tokens_min and moe_tokens_max (exec::StepResult), with loss scaling
+// loss_scale (the scale the step ran at) and overflows (the steps the scaler skipped
+// so far), and "skipped": true on a
 // step not applied because its loss or gradient norm was not finite; the human
 // progress line with the elapsed time and an estimate of the time left; and the
 // summary that ends a run.

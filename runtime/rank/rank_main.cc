@@ -33,6 +33,7 @@
 #include <tuple>
 #include <vector>
 
+#include "runtime/base/env.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/cli/RunOptions.h"
 #include "runtime/comm/comm.h"
@@ -45,6 +46,7 @@
 #include "runtime/data/prepare.h"
 #include "runtime/data/shards.h"
 #include "runtime/exec/executor.h"
+#include "runtime/exec/loss_scale.h"
 #include "runtime/exec/nonfinite.h"
 #include "runtime/exec/trace.h"
 #include "runtime/launch/launcher.h"
@@ -348,6 +350,70 @@ bool NoCheckpointYet(const std::string& root, std::string* why) {
   return true;
 }
 
+const char* ScalingName(exec::LossScaler::Mode mode) {
+  switch (mode) {
+    case exec::LossScaler::Mode::kFixed: return "fixed";
+    case exec::LossScaler::Mode::kDynamic: return "dynamic";
+    case exec::LossScaler::Mode::kNone: break;
+  }
+  return "none";
+}
+
+// The run's loss scaler (exec/loss_scale.h) from --loss-scale and the plan's precision;
+// a resumed dynamic run continues its checkpoint's scaler when that was dynamic too
+// (and counts its overflows on in any case). The leader says what it chose.
+Status MakeLossScaler(const cli::RunOptions& o, const plan::fb::Plan& p,
+                      const checkpoint::Header* resumed, bool leader, exec::LossScaler* out) {
+  using Mode = exec::LossScaler::Mode;
+  const std::string precision = plan::StoragePrecision(p);
+  const Mode mode = o.loss_scale == "dynamic" ? Mode::kDynamic
+                    : o.loss_scale == "fixed" ? Mode::kFixed
+                    : o.loss_scale == "none"  ? Mode::kNone
+                    : precision == "fp16"     ? Mode::kDynamic
+                                              : Mode::kNone;
+  exec::LossScaler::State state{o.loss_scale_init, 0, 0};
+  std::string from;
+  if (resumed) {
+    state.overflows = resumed->loss_scale_overflows;
+    if (mode == Mode::kDynamic && resumed->loss_scaling == "dynamic") {
+      state.scale = resumed->loss_scale;
+      state.clean_steps = resumed->loss_scale_clean_steps;
+      from = " (the checkpoint's" +
+             std::string(o.loss_scale_init_given ? "; --loss-scale-init is not used" : "") + ")";
+    }
+  }
+  *out = exec::LossScaler(mode, state, o.loss_scale_growth_interval);
+  if (leader && (precision != "fp32" || mode != Mode::kNone))
+    std::printf("precision: %s activations, fp32 parameters, gradients and AdamW state; loss "
+                "scaling %s%s\n",
+                precision.c_str(), out->Describe().c_str(), from.c_str());
+  if (leader && precision == "fp16" && mode == Mode::kNone)
+    std::fprintf(stderr, "heiretsu-rank: warning: an fp16 plan without loss scaling: small "
+                 "gradients underflow in float16 (leave --loss-scale out for dynamic)\n");
+  return std::nullopt;
+}
+
+// The loss scale is multiplied by this on the rank and step a test names, which makes
+// an fp16 gradient overflow there (a real one: float16 ends at 65504).
+constexpr double kOverflowFactor = 1099511627776.0;  // 2^40
+
+// HEIRETSU_TEST_OVERFLOW_STEP=S (and HEIRETSU_TEST_OVERFLOW_RANK=R, default 0): for
+// tests of loss scaling, rank R runs step S's backward at 2^40 times the loss scale,
+// so that its gradients overflow in float16 and, through the data-parallel reduction,
+// every rank's do. Only an fp16 plan may use it (elsewhere the gradients would not
+// overflow, and the ranks' scales would differ).
+Status OverflowInjection(const plan::fb::Plan& p, int64_t* step, int64_t* rank) {
+  if (auto err = env::Integer("HEIRETSU_TEST_OVERFLOW_STEP", 1, INT32_MAX, "step", step))
+    return err;
+  if (auto err = env::Integer("HEIRETSU_TEST_OVERFLOW_RANK", 0, INT32_MAX, "rank", rank))
+    return err;
+  if (*step > 0 && std::string(plan::StoragePrecision(p)) != "fp16")
+    return Error::BadInput("HEIRETSU_TEST_OVERFLOW_STEP=" + std::to_string(*step) +
+                           ": needs an fp16 plan (this one is " + plan::StoragePrecision(p) +
+                           ")");
+  return std::nullopt;
+}
+
 int Run(const cli::RunOptions& o) {
   const auto run_start = std::chrono::steady_clock::now();
 #ifndef HEIRETSU_HAVE_CUDA
@@ -482,6 +548,7 @@ int Run(const cli::RunOptions& o) {
   uint64_t seed = o.seed;
   int64_t first_step = 1;
   std::string resumed;  // the checkpoint this run continues
+  checkpoint::Header resumed_header;  // its header
   if (resuming) {
     // One rule (README, "Reliability"): the newest checkpoint this run can resume is
     // loaded; newer ones, damaged or mismatched alike, are skipped and named.
@@ -519,6 +586,7 @@ int Run(const cli::RunOptions& o) {
     seed = header.seed;
     first_step = header.step + 1;
     resumed = dir;
+    resumed_header = header;
     // Every rank must have chosen the same checkpoint (a save directory that is not
     // the same on every machine would make them differ): compared over each group,
     // which together connect every rank.
@@ -603,6 +671,12 @@ int Run(const cli::RunOptions& o) {
     if (auto err = data::Sampler::Create(val_dataset, kValSeed, seq, &val_sampler)) return Fail(*err);
   std::vector<int32_t> unused_ids(static_cast<size_t>(2 * batch * seq));
   exec::NonfinitePolicy nonfinite(o.on_nonfinite == "skip", o.max_consecutive_skips);
+  exec::LossScaler scaler;
+  if (auto err = MakeLossScaler(o, p, resumed.empty() ? nullptr : &resumed_header, leader, &scaler))
+    return Fail(*err);
+  // A test's overflow (HEIRETSU_TEST_OVERFLOW_STEP / _RANK, see OverflowInjection).
+  int64_t overflow_step = 0, overflow_rank = 0;
+  if (auto err = OverflowInjection(p, &overflow_step, &overflow_rank)) return Fail(*err);
   rank::RunSummary summary;
   summary.first_step = first_step;
   summary.last_step = o.steps;
@@ -621,6 +695,8 @@ int Run(const cli::RunOptions& o) {
     options.weight_decay = o.weight_decay;
     options.grad_clip = o.grad_clip;
     options.step = step;
+    options.loss_scale = scaler.scale();
+    if (step == overflow_step && me.rank == overflow_rank) options.loss_scale *= kOverflowFactor;
     // The sampler numbers steps from 0: user step s takes the global batch of sampler
     // step s - 1; microbatch m the rows of data_rows.h.
     auto fill = [&](int64_t m, int32_t* tokens, int32_t* targets) {
@@ -642,9 +718,18 @@ int Run(const cli::RunOptions& o) {
     if (auto err = executor.Step(fill, options, &result)) return Fail(*err);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    // Not applied when not finite (every rank alike); the policy says whether to go on.
-    if (auto err = nonfinite.Observe(step, result)) return Fail(*err);
-    if (result.nonfinite && leader)
+    // Not applied when not finite (every rank alike): an overflow the loss scaler takes
+    // halves the scale; else the policy says whether to go on.
+    const double scale = scaler.scale();
+    if (scaler.Observe(result)) {
+      if (leader)
+        std::printf("step %lld: a gradient overflowed at loss scale %.0f: skipped, the model "
+                    "is unchanged; loss scale now %.0f (%lld overflows in all)\n",
+                    static_cast<long long>(step), scale, scaler.scale(),
+                    static_cast<long long>(scaler.state().overflows));
+    } else if (auto err = nonfinite.Observe(step, result)) {
+      return Fail(*err);
+    } else if (result.nonfinite && leader)
       std::printf("%s: skipped, the model is unchanged (%lld in a row, %lld in all)\n",
                   exec::NonfinitePolicy::Describe(step, result).c_str(),
                   static_cast<long long>(nonfinite.consecutive()),
@@ -669,6 +754,10 @@ int Run(const cli::RunOptions& o) {
       if (traced) executor.set_tracer(&tracer);
       result.val_loss = total / static_cast<double>(o.val_batches);
       summary.val_seconds += since(val_start);
+    }
+    if (scaler.mode() != exec::LossScaler::Mode::kNone) {
+      result.loss_scale = scale;  // the scale this step ran at
+      result.overflows = scaler.state().overflows;
     }
     const rank::StepLine line{options, result, seconds, tokens_per_step};
     summary.Add(line);
@@ -709,6 +798,10 @@ int Run(const cli::RunOptions& o) {
       header.min_lr = o.min_lr;
       header.warmup = o.warmup;
       header.total_steps = o.steps;
+      header.loss_scaling = ScalingName(scaler.mode());
+      header.loss_scale = scaler.scale();
+      header.loss_scale_clean_steps = scaler.state().clean_steps;
+      header.loss_scale_overflows = scaler.state().overflows;
       std::string dir;
       if (auto err = SaveStage(o.save_dir, header, parts, coords.coord[plan::kAxisPp], state,
                                groups.get(plan::kAxisPp), &dir))
@@ -744,6 +837,11 @@ int Run(const cli::RunOptions& o) {
       }
     }
   }
+  if (leader && scaler.state().overflows > resumed_header.loss_scale_overflows)
+    std::printf("overflow steps: %lld of %lld skipped by the loss scaler (now %.0f)\n",
+                static_cast<long long>(scaler.state().overflows -
+                                       resumed_header.loss_scale_overflows),
+                static_cast<long long>(o.steps - first_step + 1), scaler.scale());
   if (leader && nonfinite.skipped() > 0)
     std::printf("skipped steps: %lld of %lld had a non-finite loss or gradient norm\n",
                 static_cast<long long>(nonfinite.skipped()),

@@ -236,9 +236,10 @@ TEST_F(CheckpointTest, RoundTripRestoresTheStateBitForBit) {
   EXPECT_EQ(manifest.substr(last), "manifest_checksum fnv1a64w " +
                                        Hex(ReferenceChecksum(manifest.substr(0, last))) + "\n");
   const std::string head =
-      "heiretsu-checkpoint 3\nmodel test\nstep 3\ndata_position 4\nseed 1337\nglobal_batch 4\n"
+      "heiretsu-checkpoint 4\nmodel test\nstep 3\ndata_position 4\nseed 1337\nglobal_batch 4\n"
       "seq 8\ntokenizer byte\nlr 0.00029999999999999997\nmin_lr 3.0000000000000001e-05\n"
-      "warmup 2\ntotal_steps 40\nspec_file test.hr\nspec_lines 4\n| model \"test\" {\n| \n"
+      "warmup 2\ntotal_steps 40\nloss_scaling none\nloss_scale 1\nloss_scale_clean_steps 0\n"
+      "loss_scale_overflows 0\nspec_file test.hr\nspec_lines 4\n| model \"test\" {\n| \n"
       "|   vocab = 16\n| }\nfiles 1\nfile tensors.bin " +
       std::to_string(tensors.size()) + " fnv1a64w " + Hex(ReferenceChecksum(tensors)) +
       "\ntensors 12\n"
@@ -344,7 +345,7 @@ TEST_F(CheckpointTest, MissingOrEditedManifestIsRefused) {
 
 // Format 2 (before model cards): the same manifest without the lines from tokenizer
 // to the spec's last loads, with an empty card and schedule; the same lines under
-// format 3's version line are refused (they are required there).
+// format 4's version line are refused (they are required there).
 TEST_F(CheckpointTest, AFormat2CheckpointLoadsWithoutAModelCard) {
   Model a;
   const std::string dir = TrainAndSave(&a, 2);
@@ -352,8 +353,8 @@ TEST_F(CheckpointTest, AFormat2CheckpointLoadsWithoutAModelCard) {
   std::string v2 = manifest.substr(0, manifest.find("tokenizer "));
   v2 += manifest.substr(manifest.find("files "));
   v2 = v2.substr(0, v2.rfind("manifest_checksum "));
-  const std::string v3_without_card = v2;
-  v2.replace(0, std::string("heiretsu-checkpoint 3").size(), "heiretsu-checkpoint 2");
+  const std::string v4_without_card = v2;
+  v2.replace(0, std::string("heiretsu-checkpoint 4").size(), "heiretsu-checkpoint 2");
   WriteAll(dir + "/manifest.txt",
            v2 + "manifest_checksum fnv1a64w " + Hex(ReferenceChecksum(v2)) + "\n");
   Model b;
@@ -365,10 +366,45 @@ TEST_F(CheckpointTest, AFormat2CheckpointLoadsWithoutAModelCard) {
   EXPECT_EQ(h.lr, 0);
   const std::vector<Tensor> sa = a.State(), sb = b.State();
   for (size_t i = 0; i < sa.size(); ++i) EXPECT_EQ(TensorBytes(sa[i]), TensorBytes(sb[i]));
-  WriteAll(dir + "/manifest.txt", v3_without_card + "manifest_checksum fnv1a64w " +
-                                      Hex(ReferenceChecksum(v3_without_card)) + "\n");
+  WriteAll(dir + "/manifest.txt", v4_without_card + "manifest_checksum fnv1a64w " +
+                                      Hex(ReferenceChecksum(v4_without_card)) + "\n");
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
             dir + "/manifest.txt:8: expected 'tokenizer ...', got 'files 1'");
+}
+
+// Format 3 (before loss scaling): the manifest without the three loss_scale lines
+// loads with scale 1 and nothing counted; a format 4 one must have them, and a scale
+// that is not a power of two is refused.
+TEST_F(CheckpointTest, AFormat3CheckpointLoadsWithoutALossScale) {
+  Model a;
+  const std::string dir = TrainAndSave(&a, 2);
+  const std::string manifest = ReadAll(dir + "/manifest.txt");
+  const size_t from = manifest.find("loss_scaling "), to = manifest.find("spec_file ");
+  std::string v3 = manifest.substr(0, from) + manifest.substr(to);
+  v3 = v3.substr(0, v3.rfind("manifest_checksum "));
+  const std::string v4_without_scale = v3;
+  v3.replace(0, std::string("heiretsu-checkpoint 4").size(), "heiretsu-checkpoint 3");
+  WriteAll(dir + "/manifest.txt",
+           v3 + "manifest_checksum fnv1a64w " + Hex(ReferenceChecksum(v3)) + "\n");
+  Model b;
+  Header h;
+  h.loss_scaling = "dynamic";
+  h.loss_scale = 8;
+  ASSERT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)), "");
+  EXPECT_EQ(h.loss_scaling, "none");
+  EXPECT_EQ(h.loss_scale, 1);
+  EXPECT_EQ(h.loss_scale_overflows, 0);
+  EXPECT_EQ(h.lr, 3e-4);
+  WriteAll(dir + "/manifest.txt", v4_without_scale + "manifest_checksum fnv1a64w " +
+                                      Hex(ReferenceChecksum(v4_without_scale)) + "\n");
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
+            dir + "/manifest.txt:13: expected 'loss_scaling ...', got 'spec_file test.hr'");
+  std::string odd = manifest.substr(0, manifest.rfind("manifest_checksum "));
+  odd.replace(odd.find("loss_scale 1\n"), 13, "loss_scale 3\n");
+  WriteAll(dir + "/manifest.txt",
+           odd + "manifest_checksum fnv1a64w " + Hex(ReferenceChecksum(odd)) + "\n");
+  EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
+            dir + "/manifest.txt:14: loss_scale: 3.000000 is not a power of two in [1, 2^24]");
 }
 
 TEST_F(CheckpointTest, AnotherModelIsRefused) {
@@ -384,14 +420,14 @@ TEST_F(CheckpointTest, AnotherModelIsRefused) {
   // Tensor lines start at line 22, in plan order: wte, norm.weight, norm.bias x 3 kinds.
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
             dir +
-                "/manifest.txt:31: tensor 'lm_head.weight' (value) is not in the plan "
+                "/manifest.txt:35: tensor 'lm_head.weight' (value) is not in the plan "
                 "(model 'test')");
 
   Variant narrower;
   narrower.c = 4;
   Model c(narrower);
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", c.State(), &h)),
-            dir + "/manifest.txt:22: tensor 'wte' (value) has shape [16,8], the plan's is [16,4]");
+            dir + "/manifest.txt:26: tensor 'wte' (value) has shape [16,8], the plan's is [16,4]");
 
   Variant larger;
   larger.extra_param = true;
@@ -528,7 +564,7 @@ TEST_F(CheckpointTest, ResumeSkipsNonFiniteAndMismatchedCheckpointsAlike) {
   EXPECT_EQ(h.step, 10);
   ASSERT_EQ(skipped.size(), 2u);
   EXPECT_EQ(skipped[0], "skipping " + dir30 +
-                            "/manifest.txt:22: tensor 'wte' (value) has shape [16,4], the "
+                            "/manifest.txt:26: tensor 'wte' (value) has shape [16,4], the "
                             "plan's is [16,8]");
   EXPECT_EQ(skipped[1], "skipping " + dir20 +
                             "/tensors.bin: 1 of its values are not finite (NaN or infinity): the "
@@ -690,7 +726,7 @@ TEST_F(CheckpointTest, TwoWritersMakeOneCheckpointThatLoadsWholeAndInParts) {
   // Exactly the model's tensors: a model without the head cannot take this checkpoint,
   // even where the head is another process's.
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", Slice(sb, 0, 9), &h)),
-            dir + "/manifest.txt:32: tensor 'lm_head.weight' (value) is not in the plan "
+            dir + "/manifest.txt:36: tensor 'lm_head.weight' (value) is not in the plan "
                   "(model 'test')");
 
   // Saved again at the same step by one writer: the other layout's file goes.

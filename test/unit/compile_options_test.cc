@@ -168,7 +168,6 @@ TEST(CompileOptions, WhatIsNotBuiltIsRefusedByName) {
     std::string starts;
   };
   const Case cases[] = {
-      {{"--precision", "fp16"}, "--precision fp16 is not built yet"},
       {{"--recompute", "full"}, "--recompute full is not built yet"},
   };
   for (const Case& c : cases) {

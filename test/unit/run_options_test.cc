@@ -72,6 +72,35 @@ TEST(RunOptions, RefusalsNameTheFlagAndValue) {
   EXPECT_EQ(ParseRunOptions({"--steps", "3"}, &o), "no plan directory given");
 }
 
+// --loss-scale: auto by default; a number is a fixed scale, a power of two in
+// [1, 2^24] (exec::LossScaler), and then --loss-scale-init has nothing to set.
+TEST(RunOptions, LossScaleModesAndPowersOfTwo) {
+  RunOptions o;
+  ASSERT_EQ(ParseRunOptions({"plan"}, &o), std::nullopt);
+  EXPECT_EQ(o.loss_scale, "auto");
+  EXPECT_EQ(o.loss_scale_init, 65536);
+  EXPECT_EQ(o.loss_scale_growth_interval, 2000);
+  RunOptions fixed;
+  ASSERT_EQ(ParseRunOptions({"plan", "--loss-scale", "1024"}, &fixed), std::nullopt);
+  EXPECT_EQ(fixed.loss_scale, "fixed");
+  EXPECT_EQ(fixed.loss_scale_init, 1024);
+  RunOptions dynamic;
+  ASSERT_EQ(ParseRunOptions({"plan", "--loss-scale", "dynamic", "--loss-scale-init", "16777216",
+                             "--loss-scale-growth-interval", "50"},
+                            &dynamic),
+            std::nullopt);
+  EXPECT_EQ(dynamic.loss_scale_init, 16777216);
+  EXPECT_EQ(dynamic.loss_scale_growth_interval, 50);
+  for (const char* bad : {"3", "0.5", "33554432", "1e40"})
+    EXPECT_NE(Error({"--loss-scale-init", bad}).find("is not a power of two in [1, 2^24]"),
+              std::string::npos)
+        << bad;
+  EXPECT_EQ(Error({"--loss-scale-init", "-4"}),
+            "--loss-scale-init: expected a power of two, got '-4'");
+  EXPECT_EQ(Error({"--loss-scale", "8", "--loss-scale-init", "4"}),
+            "--loss-scale 8 is a fixed scale: --loss-scale-init is for --loss-scale dynamic");
+}
+
 TEST(RunOptions, LearningRateWarmsUpThenDecaysToMinLr) {
   RunOptions o;
   o.lr = 1e-3;
