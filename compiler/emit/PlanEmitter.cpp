@@ -163,7 +163,8 @@ LogicalResult emitPlan(plan_ir::ProgramOp program, const EmitOptions &options,
       tokens, targets, loss, &units, &schedule, optimizer,
       static_cast<uint32_t>(program.getSlots().value_or(1)),
       static_cast<uint64_t>(program.getSlotBytes().value_or(0)), options.spec.c_str(),
-      options.specFile.c_str(), options.tokenizer.c_str(), &config, position, logits);
+      options.specFile.c_str(), options.tokenizer.c_str(), &config, position, logits,
+      static_cast<uint64_t>(program.getActivationBytesF32().value_or(0)));
   fb::FinishSizePrefixedPlanBuffer(fbb, root);
   bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   plan::SealPlan(&bytes); // the checksum trailer (runtime/plan/plan.h)

@@ -679,7 +679,7 @@ struct LowerToPlanPass : impl::LowerToPlanPassBase<LowerToPlanPass> {
     auto program = plan_ir::ProgramOp::create(
         mb, fn.getLoc(), model.getAs<StringAttr>("name"), mb.getI64IntegerAttr(stage), batch,
         mb.getI64IntegerAttr(microbatches), seq, vocab, IntegerAttr(), IntegerAttr(),
-        IntegerAttr(), IntegerAttr(), IntegerAttr());
+        IntegerAttr(), IntegerAttr(), IntegerAttr(), IntegerAttr());
     Block *body = new Block();
     program.getBody().push_back(body);
     OpBuilder pb = OpBuilder::atBlockEnd(body);

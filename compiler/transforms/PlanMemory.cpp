@@ -30,6 +30,7 @@ int64_t alignUp(int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 struct Interval {
   plan_ir::BufferOp op;
   int64_t bytes;
+  int64_t bytesF32; // the same buffer's size were it float32 (16-bit ones: twice)
   int64_t first = INT64_MAX, last = -1;
   int64_t offset = -1;
   SmallVector<Operation *, 2> microbatchUnits; // the per-microbatch units touching it
@@ -98,7 +99,12 @@ struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
         p.setOffsetsAttr(b.getDenseI64ArrayAttr(offsets));
       } else if (auto buf = dyn_cast<plan_ir::BufferOp>(op)) {
         index[buf.getBuffer()] = intervals.size();
-        intervals.push_back({buf, alignUp(plan_ir::bufferBytes(buf.getBuffer()))});
+        auto type = cast<MemRefType>(buf.getBuffer().getType());
+        const int64_t bytes = alignUp(plan_ir::bufferBytes(buf.getBuffer()));
+        const int64_t f32 = type.getElementType().getIntOrFloatBitWidth() == 16
+                                ? alignUp(type.getNumElements() * 4)
+                                : bytes;
+        intervals.push_back({buf, bytes, f32});
       }
     }
     for (plan_ir::ParamOp p : scratchUsers) {
@@ -168,24 +174,37 @@ struct PlanMemoryPass : impl::PlanMemoryPassBase<PlanMemoryPass> {
           iv.microbatchUnits.size() >= 2 || (iv.sent && !iv.microbatchUnits.empty());
       (slotting && carried ? slotted : shared).push_back(&iv);
     }
-    const int64_t sharedEnd = place(shared, paramBytes);
     // Each virtual chunk's slotted buffers get a part of the slot region of their
     // own: microbatches of different chunks are in flight at once on the same slot
     // numbers.
     std::map<int64_t, SmallVector<Interval *>> byChunk;
     for (Interval *iv : slotted)
       byChunk[cast<plan_ir::UnitOp>(iv->microbatchUnits.front()).chunkIndex()].push_back(iv);
-    int64_t slotEnd = 0;
-    for (auto &[chunk, ivs] : byChunk)
-      slotEnd = alignUp(place(ivs, slotEnd));
-    const int64_t slotBytes = slotEnd;
+    int64_t sharedEnd = 0, slotBytes = 0;
+    auto layout = [&] {
+      sharedEnd = place(shared, paramBytes);
+      int64_t slotEnd = 0;
+      for (auto &[chunk, ivs] : byChunk)
+        slotEnd = alignUp(place(ivs, slotEnd));
+      slotBytes = slotEnd;
+      return sharedEnd + (slotted.empty() ? 0 : slots * slotBytes);
+    };
+    // With 16-bit buffers, first the same plan at float32 sizes (for explain's
+    // saving), then the real one.
+    if (llvm::any_of(intervals, [](const Interval &iv) { return iv.bytesF32 != iv.bytes; })) {
+      for (Interval &iv : intervals)
+        std::swap(iv.bytes, iv.bytesF32);
+      program.setActivationBytesF32Attr(b.getI64IntegerAttr(layout() - paramBytes));
+      for (Interval &iv : intervals)
+        std::swap(iv.bytes, iv.bytesF32);
+    }
+    const int64_t peak = layout();
     for (Interval *iv : shared)
       iv->op.setOffsetAttr(b.getI64IntegerAttr(iv->offset));
     for (Interval *iv : slotted) {
       iv->op.setOffsetAttr(b.getI64IntegerAttr(sharedEnd + iv->offset));
       iv->op.setSlottedAttr(b.getUnitAttr());
     }
-    const int64_t peak = sharedEnd + (slotted.empty() ? 0 : slots * slotBytes);
     program.setArenaBytesAttr(b.getI64IntegerAttr(peak));
     program.setParamBytesAttr(b.getI64IntegerAttr(paramBytes));
     program.setActivationBytesAttr(b.getI64IntegerAttr(peak - paramBytes));

@@ -89,7 +89,8 @@ def Plan_ProgramOp : Plan_Op<"program", [IsolatedFromAbove, NoTerminator,
                        OptionalAttr<I64Attr>:$param_bytes,
                        OptionalAttr<I64Attr>:$activation_bytes,
                        OptionalAttr<I64Attr>:$slots,
-                       OptionalAttr<I64Attr>:$slot_bytes);
+                       OptionalAttr<I64Attr>:$slot_bytes,
+                       OptionalAttr<I64Attr>:$activation_bytes_f32);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$model attr-dict-with-keyword $body";
   let hasVerifier = 1;

@@ -4,6 +4,7 @@
 #include "runtime/plan/explain.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cinttypes>
 #include <cstdlib>
 #include <cstdio>
@@ -26,6 +27,38 @@ std::string Bytes(uint64_t b) {
   else
     std::snprintf(buf, sizeof buf, "%" PRIu64 " (%.1f KiB)", b, b / 1024.0);
   return buf;
+}
+
+// "  by dtype          f32 ... in N buffers, bf16 ... in M" where a plan stores
+// other floats than f32: the bytes of the buffers other than parameters, gradients
+// and moments, by element type, before the memory plan lets them share addresses.
+std::string ByDtype(const fb::Plan& p) {
+  uint64_t bytes[4] = {0, 0, 0, 0};
+  int64_t count[4] = {0, 0, 0, 0};
+  std::vector<bool> state(p.buffers()->size(), false);
+  for (const fb::Param* param : *p.params())
+    for (uint32_t b : {param->value(), param->grad(), param->exp_avg(), param->exp_avg_sq()})
+      if (Has(b)) state[b] = true;
+  bool half = false;
+  for (uint32_t i = 0; i < p.buffers()->size(); ++i) {
+    const fb::Buffer& b = *p.buffers()->Get(i);
+    if (state[i] || b.dtype() > fb::DType_MAX) continue;
+    bytes[b.dtype()] += static_cast<uint64_t>(NumElements(b) * DTypeSize(b.dtype()));
+    ++count[b.dtype()];
+    half = half || IsHalf(b.dtype());
+  }
+  if (!half) return "";
+  std::string out = "  by dtype          ";
+  const char* sep = "";
+  for (fb::DType t : {fb::DType_BF16, fb::DType_F16, fb::DType_F32, fb::DType_I32}) {
+    if (count[t] == 0) continue;
+    std::string name = fb::EnumNameDType(t);
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    out += std::string(sep) + name + " " + Bytes(bytes[t]) + " in " +
+           std::to_string(count[t]) + " buffer" + (count[t] == 1 ? "" : "s");
+    sep = ", ";
+  }
+  return out + " (activations, before sharing)\n";
 }
 
 // The first rank of stage `stage`.
@@ -224,6 +257,14 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
   out += "  gradients         " + Bytes(grads) + "\n";
   out += "  optimizer state   " + Bytes(moments) + " (AdamW moments)\n";
   out += "  activations peak  " + Bytes(p.activation_bytes()) + "\n";
+  if (p.activation_bytes_f32() > 0) {  // 16-bit buffers (--precision)
+    std::snprintf(line, sizeof line, "                    (%s in fp32: %.1f%% less)\n",
+                  Bytes(p.activation_bytes_f32()).c_str(),
+                  100.0 * (1.0 - static_cast<double>(p.activation_bytes()) /
+                                     static_cast<double>(p.activation_bytes_f32())));
+    out += line;
+  }
+  out += ByDtype(p);
   if (p.slots() > 1)  // the microbatches whose activations the schedule keeps at once
     out += "  activation slots  " + std::to_string(p.slots()) + ", " + Bytes(p.slot_bytes()) +
            " apart\n";

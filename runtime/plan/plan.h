@@ -17,7 +17,7 @@
 namespace heiretsu::plan {
 
 // Bumped whenever plan.fbs changes meaning.
-inline constexpr uint32_t kPlanVersion = 7;
+inline constexpr uint32_t kPlanVersion = 8;
 
 // Most microbatches per step a plan may ask for: the bound keeps a corrupt count
 // from turning one step into an endless loop.

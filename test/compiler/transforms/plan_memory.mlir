@@ -65,9 +65,11 @@ plan.program "trained" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, 
 
 // Tests that buffers take their element type's bytes: a bf16 buffer of 96 elements
 // 192 bytes, an f16 one 64 (two bytes each), planned like f32 ones at 64-byte
-// alignment; both are live together, so they do not overlap.
+// alignment; both are live together, so they do not overlap. The same plan at float32
+// sizes (384 + 128 + 64 bytes) is recorded for explain's saving; a plan of float32
+// buffers only has none ("chain" above).
 // CHECK-LABEL: plan.program "sixteen"
-// CHECK-SAME: activation_bytes = 320 : i64
+// CHECK-SAME: activation_bytes = 320 : i64, activation_bytes_f32 = 576 : i64
 // CHECK: plan.buffer "h" {offset = 0 : i64} : memref<96xbf16>
 // CHECK: plan.buffer "g" {offset = 192 : i64} : memref<32xf16>
 // CHECK: plan.buffer "f" {offset = 256 : i64} : memref<16xf32>
