@@ -1,44 +1,80 @@
 #!/usr/bin/env bash
 # The GPU check, in one short call on a lent GPU machine (see docs/architecture.md and
 # the device tool's README): everything that needs MLIR or Debian packages is built
-# and compiled here; the GPU machine only runs.
+# and compiled here; the GPU machine only runs. Nothing of it has run on a GPU yet.
 #
 #   bench/gpu/verify.sh prepare      here: builds, compiles the plans, and gathers
 #                                    the binaries, the shared libraries the GPU
-#                                    machine lacks, the plans and a corpus into one
-#                                    .gpu/pack.tar.gz (about 30 MB, at most 60; .gpu
-#                                    is ignored by git; carry it: run(carry=[".gpu"]))
-#   bench/gpu/verify.sh run [SECS]   there: unpacks it under $TMPDIR (or /tmp), then
-#                                    within about SECS seconds (default 420),
+#                                    machine lacks, the plans, a corpus and
+#                                    torch_gpt2.py into one .gpu/pack.tar.gz (about
+#                                    30 MB, at most 60; .gpu is ignored by git;
+#                                    carry it: run(carry=[".gpu"]))
+#   bench/gpu/verify.sh run [SECS [CHECK...]]
+#                                    there: unpacks it under $TMPDIR (or /tmp), then
+#                                    within about SECS seconds (default 450),
 #                                    each check under its own timeout, writing
-#                                    $OUT/verify.jsonl (one JSON line per check) and
-#                                    $OUT/*.log, and printing a table last
+#                                    $OUT/verify.jsonl (one JSON line per check),
+#                                    $OUT/*.log, $OUT/gpt2-*.json, and printing a
+#                                    table last. CHECK...: glob patterns of the
+#                                    checks to run (e.g. 'gpt2-*' for a second
+#                                    call that only times), all when none
 #
-# Checks, cheapest first, so that a short lease still answers the first questions:
-#   gpu-info         the device is visible (heiretsu-gpu-info; a CUDA failure other
-#                    than "no device" / "no driver at all" is a FAIL naming CUDA's
-#                    error, not a skip: runtime/cuda/device_probe.h)
-#   cuda-check-gpt   every instruction of gpt-tiny's step on the GPU against the CPU
-#                    backend (outputs poisoned first; the backend in check mode, so
-#                    a fault names its instruction) and 5 training steps
-#   cuda-check-llama the same for llama-tiny (RoPE, GQA, RMSNorm, SwiGLU)
-#   cuda-check-hd64  the same, head_dim 64 with a padded vocabulary (test/e2e/inputs)
-#   cuda-check-hd128 the same, head_dim 128 with GQA 4/2
-#   cuda-check-grid  cuda-hd128 with every grid-stride launch capped at 2 blocks
-#                    (each kernel, attention's included, loops over its range)
-#   cuda-check-zero  the instructions of gpt-tiny --dp 2 --zero 1 as rank 1 (moment
-#                    shards starting mid-parameter)
-#   cuda-check-tp    the instructions of cuda-hd64 --tp 2 as rank 1 (vocabulary-
-#                    parallel embedding and loss over the padded block)
+# Checks, cheapest first, so that a short lease still answers the first questions
+# (a check whose timeout no longer fits in what is left of SECS says "out of time"):
+#   gpu-info          the device is visible (heiretsu-gpu-info; a CUDA failure other
+#                     than "no device" / "no driver at all" is a FAIL naming CUDA's
+#                     error, not a skip: runtime/cuda/device_probe.h); nvidia-smi's
+#                     name, driver, memory and clock go to $OUT/nvidia-smi.csv
+#  fp32 (heiretsu-cuda-check: every instruction of the step on the GPU against the
+#  CPU backend from random arenas, outputs poisoned first, the backend in check mode
+#  so that a fault names its instruction, within 1e-5; then 5 training steps):
+#   cuda-check-gpt    gpt-tiny
+#   cuda-check-llama  llama-tiny (RoPE, GQA, RMSNorm, SwiGLU)
+#   cuda-check-hd64   head_dim 64 with a padded vocabulary (test/e2e/inputs)
+#   cuda-check-hd128  head_dim 128 with GQA 4/2
+#   cuda-check-grid   cuda-hd128 with every grid-stride launch capped at 2 blocks
+#                     (each kernel, attention's included, loops over its range)
+#   cuda-check-zero   the instructions of gpt-tiny --dp 2 --zero 1 as rank 1 (moment
+#                     shards starting mid-parameter)
+#   cuda-check-tp     the instructions of cuda-hd64 --tp 2 as rank 1 (vocabulary-
+#                     parallel embedding and loss over the padded block)
 #   cuda-check-decode llama-tiny's decode program (KV append, cached attention,
-#                    RoPE at an offset) with every launch capped at 2 blocks, and
-#                    5 decode runs whose caches the earlier runs filled
-#   train-200        gpt-tiny, 200 steps on the default corpus, CPU and CUDA: the
-#                    largest relative loss difference over the curve
-#   tp2-one-gpu      tp = 2 with both ranks on the one GPU (collectives staged through
-#                    host memory over Gloo) against the single-rank CUDA run
-#   zero1-one-gpu    dp = 2 with ZeRO-1, both ranks on the one GPU, against the same
-#                    single-rank CUDA run
+#                     RoPE at an offset) with every launch capped at 2 blocks, and
+#                     5 decode runs whose caches the earlier runs filled
+#  Mixed precision (the same tool on --precision bf16 plans: 16-bit activations in
+#  the kernels, bf16 GEMMs on cuBLASLt; each instruction within 2^-6 of its buffers'
+#  largest magnitude, bf16, or 2^-9, fp16; 5 training steps within 1e-2):
+#   cuda-check-gpt-bf16    gpt-tiny
+#   cuda-check-llama-bf16  llama-tiny
+#   cuda-check-hd64-bf16   cuda-hd64
+#   cuda-check-hd128-bf16  cuda-hd128
+#   cuda-check-grid-bf16   cuda-hd128 bf16 with every launch capped at 2 blocks
+#   cuda-check-tp-bf16     cuda-hd64 --tp 2 as rank 1 (instructions that mix float32
+#                          partial sums with bf16 activations)
+#   cuda-check-gpt-fp16    gpt-tiny --precision fp16: SKIP "not compiled" when the
+#                          compiler refused fp16 when the pack was made
+#  Memory errors (compute-sanitizer memcheck, when /usr/local/cuda*/bin has it or it
+#  is on PATH; SKIP otherwise): one training step of gpt-tiny with --backend cuda,
+#  under the sanitizer, which must report 0 errors:
+#   sanitizer-fp32 / sanitizer-bf16
+#  GPT-2 small (examples/gpt2-small.hr, seq 1024, micro-batch 8) step time on the
+#  GPU, steps 3.. of 8 (median step_ms of the metrics), into $OUT/gpt2-heiretsu.json:
+#   gpt2-fp32 / gpt2-bf16
+#  Training and layouts on the GPU:
+#   train-200         gpt-tiny, 200 steps on the default corpus, CPU and CUDA: the
+#                     largest relative loss difference over the curve
+#   tp2-one-gpu       tp = 2 with both ranks on the one GPU (collectives staged through
+#                     host memory over Gloo) against the single-rank CUDA run
+#   zero1-one-gpu     dp = 2 with ZeRO-1, both ranks on the one GPU, against the same
+#                     single-rank CUDA run
+#  Last, the most expensive (torch.compile compiles for a minute or more):
+#   gpt2-torch        bench/gpu/torch_gpt2.py: a PyTorch GPT-2 of the same shape with
+#                     torch.compile, bf16 autocast then fp32 (TF32 off) while time
+#                     is left, into $OUT/gpt2-torch.json; its detail line gives
+#                     heiretsu's speedup (PyTorch's step time over heiretsu's) per
+#                     precision (DESIGN.md §7's goal: >= 1.25 in bf16). SKIP when
+#                     python3 has no torch or torch sees no GPU.
+# The GPT-2 figures are measurements (MEASURED), never pass/fail.
 # Without a GPU (here) `run` says `skipped: no GPU` for each check and exits 0.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -67,8 +103,25 @@ prepare() {
   $c "$root/test/e2e/inputs/cuda-hd64.hr" -o "$tree/plans/hd64" --seq 64 --micro-batch-size 2 >/dev/null &&
   $c "$root/test/e2e/inputs/cuda-hd128.hr" -o "$tree/plans/hd128" --seq 64 --micro-batch-size 2 >/dev/null &&
   $c "$root/examples/gpt-tiny" -o "$tree/plans/zero" --seq 64 --micro-batch-size 2 --dp 2 --zero 1 >/dev/null &&
-  $c "$root/test/e2e/inputs/cuda-hd64.hr" -o "$tree/plans/tp" --seq 64 --micro-batch-size 2 --tp 2 >/dev/null ||
+  $c "$root/test/e2e/inputs/cuda-hd64.hr" -o "$tree/plans/tp" --seq 64 --micro-batch-size 2 --tp 2 >/dev/null &&
+  $c "$root/examples/gpt-tiny" -o "$tree/plans/gpt-bf16" --seq 64 --micro-batch-size 2 --precision bf16 >/dev/null &&
+  $c "$root/examples/llama-tiny" -o "$tree/plans/llama-bf16" --seq 64 --micro-batch-size 2 --precision bf16 >/dev/null &&
+  $c "$root/test/e2e/inputs/cuda-hd64.hr" -o "$tree/plans/hd64-bf16" --seq 64 --micro-batch-size 2 --precision bf16 >/dev/null &&
+  $c "$root/test/e2e/inputs/cuda-hd128.hr" -o "$tree/plans/hd128-bf16" --seq 64 --micro-batch-size 2 --precision bf16 >/dev/null &&
+  $c "$root/test/e2e/inputs/cuda-hd64.hr" -o "$tree/plans/tp-bf16" --seq 64 --micro-batch-size 2 --tp 2 --precision bf16 >/dev/null &&
+  $c "$root/examples/gpt-tiny" -o "$tree/plans/train-bf16" --seq 64 --micro-batch-size 4 --precision bf16 >/dev/null &&
+  $c "$root/examples/gpt2-small.hr" -o "$tree/plans/gpt2-fp32" --seq 1024 --micro-batch-size 8 >/dev/null &&
+  $c "$root/examples/gpt2-small.hr" -o "$tree/plans/gpt2-bf16" --seq 1024 --micro-batch-size 8 --precision bf16 >/dev/null ||
     { echo "verify: compiling the plans failed"; exit 1; }
+  # fp16 only once the compiler takes it (loss scaling, #13 item 2): without the
+  # plan, `run` says "not compiled".
+  if ! $c "$root/examples/gpt-tiny" -o "$tree/plans/gpt-fp16" --seq 64 --micro-batch-size 2 --precision fp16 \
+      >/dev/null 2>"$pack/fp16.err"; then
+    rm -rf "$tree/plans/gpt-fp16"
+    echo "verify: note: --precision fp16 not compiled: $(head -1 "$pack/fp16.err")"
+  fi
+  rm -f "$pack/fp16.err"
+  cp "$here/torch_gpt2.py" "$tree/" || { echo "verify: copying torch_gpt2.py failed"; exit 1; }
   # The default corpus, prepared here (the GPU machine has no licence texts to read).
   "$bin/heiretsu" data prepare --tokenizer byte /usr/share/common-licenses/* -o "$tree/corpus" >/dev/null ||
     { echo "verify: preparing the corpus failed"; exit 1; }
@@ -85,7 +138,19 @@ prepare() {
 }
 
 run() {
-  local budget=${1:-420} start=$SECONDS
+  local budget=${1:-450} start=$SECONDS
+  [ $# -gt 0 ] && shift
+  local only=("$@")  # glob patterns of the checks to run (none: all)
+  # Whether check $1 is selected.
+  want() {
+    [ ${#only[@]} -eq 0 ] && return 0
+    local g
+    for g in "${only[@]}"; do
+      # shellcheck disable=SC2053
+      [[ $1 == $g ]] && return 0
+    done
+    return 1
+  }
   local out=${OUT:-/tmp/heiretsu-gpu-out}
   mkdir -p "$out"
   [ -f "$pack/pack.tar.gz" ] || { echo "verify: no .gpu/pack.tar.gz (run 'bench/gpu/verify.sh prepare' first and carry .gpu)"; exit 2; }
@@ -101,19 +166,21 @@ run() {
   : > "$out/verify.jsonl"
   local rows=()
   record() { # name, status, detail
-    rows+=("$(printf '%-18s %-8s %s' "$1" "$2" "$3")")
+    rows+=("$(printf '%-22s %-8s %s' "$1" "$2" "$3")")
     printf '{"check":"%s","status":"%s","detail":"%s","seconds":%d}\n' "$1" "$2" \
       "$(echo "$3" | tr -d '"\\' | tr '\n' ' ')" "$((SECONDS - start))" >> "$out/verify.jsonl"
   }
   left() { echo $((budget - (SECONDS - start))); }
-  # "N steps, max rel loss diff X" of two metrics files, step by step.
+  # "N steps, max rel loss diff X" of two metrics files, step by step; N counts the
+  # steps both have (a run that failed has none, so its N is short).
   compare() {
-    paste <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$1") <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$2") |
-      awk '{d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > m) m = r; n++}
+    paste <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$1" 2>/dev/null) <(sed -n 's/.*"loss":\([^,]*\),.*/\1/p' "$2" 2>/dev/null) |
+      awk 'NF == 2 {d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > m) m = r; n++}
            END {printf "%d steps, max rel loss diff %.3g", n, m}'
   }
   check() { # name, timeout, command...: PASS on exit 0 without FAIL lines
     local name=$1 limit=$2; shift 2
+    [ "$name" = gpu-info ] || want "$name" || return 0  # the device first, always
     if [ "$(left)" -lt "$limit" ]; then record "$name" SKIP "out of time"; return; fi
     timeout "$limit" "$@" > "$out/$name.log" 2>&1
     local rc=$?
@@ -122,24 +189,82 @@ run() {
       record "$name" PASS "$(grep -E '^(PASS|device|cuda driver)' "$out/$name.log" | tail -1)"
     else record "$name" FAIL "exit $rc: $(grep -m1 -E 'FAIL|error' "$out/$name.log")"; fi
   }
+  # The median step_ms of steps 3.. of a metrics file ("" when none).
+  median_ms() {
+    sed -n 's/.*"step":\([0-9]*\),.*"step_ms":\([0-9.e+-]*\).*/\1 \2/p' "$1" 2>/dev/null |
+      awk '$1 >= 3 {print $2}' | sort -g | awk '{v[NR] = $1} END {if (NR) printf "%.6g", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+  }
+  local cc="$bin/heiretsu-cuda-check" all=(
+    cuda-check-gpt cuda-check-llama cuda-check-hd64 cuda-check-hd128 cuda-check-grid
+    cuda-check-zero cuda-check-tp cuda-check-decode
+    cuda-check-gpt-bf16 cuda-check-llama-bf16 cuda-check-hd64-bf16 cuda-check-hd128-bf16
+    cuda-check-grid-bf16 cuda-check-tp-bf16 cuda-check-gpt-fp16
+    sanitizer-fp32 sanitizer-bf16 gpt2-fp32 gpt2-bf16 train-200 tp2-one-gpu zero1-one-gpu
+    gpt2-torch)
   check gpu-info 30 "$bin/heiretsu-gpu-info"
   if grep -q '^skipped: no GPU' "$out/gpu-info.log"; then
-    for c in cuda-check-gpt cuda-check-llama cuda-check-hd64 cuda-check-hd128 cuda-check-grid \
-      cuda-check-zero cuda-check-tp cuda-check-decode train-200 tp2-one-gpu zero1-one-gpu; do
-      record "$c" SKIP "no GPU"
-    done
+    for c in "${all[@]}"; do want "$c" && record "$c" SKIP "no GPU"; done
   else
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv > "$out/nvidia-smi.csv" 2>&1
-    check cuda-check-gpt 120 "$bin/heiretsu-cuda-check" "$plans/gpt/program-0.hplan"
-    check cuda-check-llama 120 "$bin/heiretsu-cuda-check" "$plans/llama/program-0.hplan"
-    check cuda-check-hd64 90 "$bin/heiretsu-cuda-check" "$plans/hd64/program-0.hplan"
-    check cuda-check-hd128 90 "$bin/heiretsu-cuda-check" "$plans/hd128/program-0.hplan"
-    check cuda-check-grid 90 "$bin/heiretsu-cuda-check" "$plans/hd128/program-0.hplan" --max-blocks 2
-    check cuda-check-zero 90 "$bin/heiretsu-cuda-check" "$plans/zero/program-0.hplan" --rank 1
-    check cuda-check-tp 60 "$bin/heiretsu-cuda-check" "$plans/tp/program-0.hplan" --rank 1
-    check cuda-check-decode 60 "$bin/heiretsu-cuda-check" "$plans/llama/decode.hplan" --max-blocks 2
+    # fp32
+    check cuda-check-gpt 120 "$cc" "$plans/gpt/program-0.hplan"
+    check cuda-check-llama 120 "$cc" "$plans/llama/program-0.hplan"
+    check cuda-check-hd64 90 "$cc" "$plans/hd64/program-0.hplan"
+    check cuda-check-hd128 90 "$cc" "$plans/hd128/program-0.hplan"
+    check cuda-check-grid 90 "$cc" "$plans/hd128/program-0.hplan" --max-blocks 2
+    check cuda-check-zero 90 "$cc" "$plans/zero/program-0.hplan" --rank 1
+    check cuda-check-tp 60 "$cc" "$plans/tp/program-0.hplan" --rank 1
+    check cuda-check-decode 60 "$cc" "$plans/llama/decode.hplan" --max-blocks 2
+    # Mixed precision
+    check cuda-check-gpt-bf16 120 "$cc" "$plans/gpt-bf16/program-0.hplan"
+    check cuda-check-llama-bf16 120 "$cc" "$plans/llama-bf16/program-0.hplan"
+    check cuda-check-hd64-bf16 90 "$cc" "$plans/hd64-bf16/program-0.hplan"
+    check cuda-check-hd128-bf16 90 "$cc" "$plans/hd128-bf16/program-0.hplan"
+    check cuda-check-grid-bf16 90 "$cc" "$plans/hd128-bf16/program-0.hplan" --max-blocks 2
+    check cuda-check-tp-bf16 60 "$cc" "$plans/tp-bf16/program-0.hplan" --rank 1
+    if [ -f "$plans/gpt-fp16/program-0.hplan" ]; then
+      check cuda-check-gpt-fp16 120 "$cc" "$plans/gpt-fp16/program-0.hplan"
+    elif want cuda-check-gpt-fp16; then
+      record cuda-check-gpt-fp16 SKIP "not compiled (the compiler refused --precision fp16 when the pack was made)"
+    fi
+    # compute-sanitizer: one training step, 0 errors.
+    local san
+    san=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+    local p name
+    for p in train train-bf16; do
+      name=sanitizer-fp32; [ "$p" = train-bf16 ] && name=sanitizer-bf16
+      want "$name" || continue
+      if [ -z "$san" ]; then record "$name" SKIP "no compute-sanitizer on this machine"; continue; fi
+      if [ "$(left)" -lt 120 ]; then record "$name" SKIP "out of time"; continue; fi
+      timeout 120 "$san" --tool memcheck --leak-check no --error-exitcode 9 --target-processes all \
+        "$bin/heiretsu" run "$plans/$p" --backend cuda --steps 1 --val-every 0 --data "$tree/corpus" \
+        > "$out/$name.log" 2>&1
+      local rc=$? summary
+      summary=$(grep -m1 'ERROR SUMMARY' "$out/$name.log")
+      if [ $rc -eq 0 ] && echo "$summary" | grep -q 'ERROR SUMMARY: 0 errors'; then
+        record "$name" PASS "$summary (1 step, gpt-tiny $p)"
+      else record "$name" FAIL "exit $rc: ${summary:-$(grep -m1 -E 'FAIL|rror' "$out/$name.log" || tail -1 "$out/$name.log")}; see $name.log"; fi
+    done
+    # GPT-2 small, seq 1024, micro-batch 8: heiretsu's step time on the GPU.
+    local prec ms ours_fp32="" ours_bf16=""
+    for prec in fp32 bf16; do
+      want "gpt2-$prec" || continue
+      if [ "$(left)" -lt 150 ]; then record "gpt2-$prec" SKIP "out of time"; continue; fi
+      timeout 150 "$bin/heiretsu" run "$plans/gpt2-$prec" --backend cuda --steps 8 --lr 3e-4 --val-every 0 \
+        --data "$tree/corpus" --metrics "$out/gpt2-$prec.jsonl" > "$out/gpt2-$prec.log" 2>&1
+      local rc=$?
+      ms=$(median_ms "$out/gpt2-$prec.jsonl")
+      if [ $rc -eq 0 ] && [ -n "$ms" ]; then
+        record "gpt2-$prec" MEASURED "heiretsu $prec: median step $ms ms (8 x 1024 tokens, steps 3-8)"
+        [ "$prec" = fp32 ] && ours_fp32=$ms || ours_bf16=$ms
+      else record "gpt2-$prec" FAIL "exit $rc: $(grep -m1 -E 'FAIL|rror' "$out/gpt2-$prec.log" || tail -1 "$out/gpt2-$prec.log"); see gpt2-$prec.log"; fi
+    done
+    want 'gpt2-fp32' || want 'gpt2-bf16' &&
+      printf '{"bench":"gpt2-small step time, heiretsu","batch":8,"seq":1024,"steps":"3-8 of 8","step_ms_median":{"fp32":%s,"bf16":%s}}\n' \
+      "${ours_fp32:-null}" "${ours_bf16:-null}" > "$out/gpt2-heiretsu.json"
     local flags=(--steps 200 --lr 3e-3 --warmup 10 --data "$tree/corpus" --log-every 50)
-    if [ "$(left)" -ge 150 ]; then
+    if ! want train-200; then :
+    elif [ "$(left)" -ge 150 ]; then
       timeout 70 "$bin/heiretsu" run "$plans/train" "${flags[@]}" --metrics "$out/train-cpu.jsonl" > "$out/train-cpu.log" 2>&1
       timeout 70 "$bin/heiretsu" run "$plans/train" "${flags[@]}" --backend cuda --metrics "$out/train-cuda.jsonl" > "$out/train-cuda.log" 2>&1
       local diff
@@ -150,7 +275,8 @@ run() {
       esac
     else record train-200 SKIP "out of time"; fi
     local tpflags=(--steps 20 --lr 3e-3 --data "$tree/corpus" --backend cuda) tp1=0
-    if [ "$(left)" -ge 90 ]; then
+    if ! want tp2-one-gpu; then :
+    elif [ "$(left)" -ge 90 ]; then
       tp1=1
       timeout 40 "$bin/heiretsu" run "$plans/train" "${tpflags[@]}" --metrics "$out/tp1.jsonl" > "$out/tp1.log" 2>&1
       timeout 40 "$bin/heiretsu" run "$plans/tp2" "${tpflags[@]}" --metrics "$out/tp2.jsonl" > "$out/tp2.log" 2>&1
@@ -161,7 +287,12 @@ run() {
         *) record tp2-one-gpu FAIL "$tpdiff; see tp1.log, tp2.log" ;;
       esac
     else record tp2-one-gpu SKIP "out of time"; fi
-    if [ "$(left)" -ge 50 ] && [ "$tp1" = 1 ]; then
+    if want zero1-one-gpu && [ "$tp1" = 0 ] && [ "$(left)" -ge 90 ]; then
+      tp1=1  # the single-rank baseline, when tp2-one-gpu did not run it
+      timeout 40 "$bin/heiretsu" run "$plans/train" "${tpflags[@]}" --metrics "$out/tp1.jsonl" > "$out/tp1.log" 2>&1
+    fi
+    if ! want zero1-one-gpu; then :
+    elif [ "$(left)" -ge 50 ] && [ "$tp1" = 1 ]; then
       # The zero plan (micro-batch 2 on each of 2 ranks) has tp1's global batch of 4.
       timeout 40 "$bin/heiretsu" run "$plans/zero" "${tpflags[@]}" --metrics "$out/zero1.jsonl" > "$out/zero1.log" 2>&1
       local zdiff
@@ -171,6 +302,29 @@ run() {
         *) record zero1-one-gpu FAIL "$zdiff; see tp1.log, zero1.log" ;;
       esac
     else record zero1-one-gpu SKIP "out of time or no single-rank run"; fi
+    # PyTorch + torch.compile, the same shape; last (compiling takes a minute or more).
+    if ! want gpt2-torch; then :
+    elif ! command -v python3 > /dev/null; then record gpt2-torch SKIP "no python3"
+    elif [ "$(left)" -lt 150 ]; then record gpt2-torch SKIP "out of time"
+    else
+      local tl=$(( $(left) - 10 ))
+      timeout "$tl" python3 "$tree/torch_gpt2.py" --batch 8 --seq 1024 --budget $((tl - 20)) \
+        --out "$out/gpt2-torch.json" > "$out/gpt2-torch.log" 2>&1
+      local rc=$?
+      if grep -q '"status": "skipped"' "$out/gpt2-torch.json" 2>/dev/null && ! grep -q '"modes"' "$out/gpt2-torch.json"; then
+        record gpt2-torch SKIP "$(sed -n 's/.*"why": "\(.*\)".*/\1/p' "$out/gpt2-torch.json" | head -1)"
+      elif [ -f "$out/gpt2-torch.json" ]; then
+        # The median step_ms per mode, and heiretsu's speedup (torch's time over heiretsu's).
+        local detail
+        detail=$(awk -v f="${ours_fp32:-}" -v b="${ours_bf16:-}" '
+          /"(bf16|fp32)": \{/ {mode = ($0 ~ /bf16/) ? "bf16" : "fp32"}
+          /"step_ms_median"/ {gsub(/[^0-9.]/, "", $2); t = $2 + 0; o = (mode == "bf16") ? b : f
+            printf "%storch %s %.4g ms", sep, mode, t; if (o != "") printf " (heiretsu %.4g ms: speedup %.2fx)", o, t / o
+            sep = "; "}' "$out/gpt2-torch.json")
+        if [ $rc -eq 0 ]; then record gpt2-torch MEASURED "${detail:-no mode measured}"
+        else record gpt2-torch FAIL "exit $rc: ${detail}; see gpt2-torch.log"; fi
+      else record gpt2-torch FAIL "exit $rc, no gpt2-torch.json: $(tail -1 "$out/gpt2-torch.log")"; fi
+    fi
   fi
   printf '%s\n' "${rows[@]}"
   echo "verify: $((SECONDS - start)) s; results in $out/verify.jsonl"
@@ -179,5 +333,5 @@ run() {
 case "${1:-}" in
   prepare) prepare ;;
   run) shift; run "$@" ;;
-  *) echo "usage: bench/gpu/verify.sh prepare | run [SECONDS]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu/verify.sh prepare | run [SECONDS [CHECK-GLOB...]]" >&2; exit 2 ;;
 esac
