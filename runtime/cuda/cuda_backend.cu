@@ -963,6 +963,9 @@ class CudaBackend final : public exec::Backend {
   Status Scratch(uint64_t row_bytes) {
     const uint64_t want = 4096 + row_bytes;
     if (want <= scratch_bytes_) return std::nullopt;
+    // Queued kernels may still use the old one: wait for them before freeing it.
+    if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess)
+      return SyncError("growing the scratch", e);
     if (scratch_) cudaFree(scratch_);
     scratch_ = nullptr;
     scratch_bytes_ = 0;
@@ -1005,12 +1008,14 @@ class CudaBackend final : public exec::Backend {
     return std::nullopt;
   }
 
-  // 16-bit copy `slot` (0..3: the operands of one instruction in use at once) of n
-  // float32 elements, rounded to nearest even; grown on first need (cudaFree waits
-  // for the device, so no queued GEMM still reads the old one).
+  // 16-bit copy `slot` (0..2: the operands of one instruction in use at once) of n
+  // float32 elements, rounded to nearest even; grown on first need, after the
+  // stream's queued work (which may read the old copy) is done.
   Status ToHalf(int slot, const float* src, int64_t n, fb::DType half, const void** out) {
     const uint64_t want = static_cast<uint64_t>(std::max<int64_t>(n, 1)) * 2;
     if (want > copy_bytes_[slot]) {
+      if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess)
+        return SyncError("growing a 16-bit operand copy", e);
       if (copies_[slot]) cudaFree(copies_[slot]);
       copies_[slot] = nullptr;
       copy_bytes_[slot] = 0;
@@ -1173,8 +1178,8 @@ class CudaBackend final : public exec::Backend {
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;  // cuBLASLt's, kLtWorkspace bytes once a 16-bit GEMM runs
   std::map<std::array<int64_t, 15>, LtPlan> lt_plans_;
-  std::array<void*, 4> copies_{};  // ToHalf's 16-bit copies
-  std::array<uint64_t, 4> copy_bytes_{};
+  std::array<void*, 3> copies_{};  // ToHalf's 16-bit copies
+  std::array<uint64_t, 3> copy_bytes_{};
   void* scratch_ = nullptr;
   uint64_t scratch_bytes_ = 0;
   Status error_;  // sticky: the first failure of a copy, Zero or AllocateArena
