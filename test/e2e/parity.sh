@@ -5,9 +5,21 @@
 # losses step by step (|a - b| / |b|), parameters as one vector (L2, see
 # heiretsu-ckpt-diff). Prints one line per layout and a summary; exits 1 on a FAIL.
 #   usage: parity.sh BIN_DIR WORK_DIR [CACHE_DIR]
+# PRECISION=bf16|fp16 instead trains every run in that precision (compile --precision)
+# on a few layouts and compares them with the single-rank run in the same precision,
+# losses within 1e-3 and parameters within 2e-2: a 16-bit store rounds to 2^-9 (bf16)
+# or 2^-12 (fp16) relative, and a rank that sums its part of a GEMM in another order
+# may land on the other side of a rounding boundary, so layouts agree only to 16-bit
+# rounding (measured on the project's EPYC VM, gpt-tiny, 10 steps: losses within
+# 1.5e-4 (bf16) and 2.5e-5 (fp16), parameters within 5.9e-3 and 1.6e-3).
 set -uo pipefail
 bin=$1 work=$2 cache=${3:-$2/cache}
-tol=1e-5
+precision=${PRECISION:-fp32}
+case "$precision" in
+  fp32) tol=1e-5 param_tol=1e-5 ;;
+  bf16|fp16) tol=1e-3 param_tol=2e-2 ;;
+  *) echo "parity.sh: PRECISION must be fp32, bf16 or fp16, got '$precision'" >&2; exit 2 ;;
+esac
 mkdir -p "$work"
 spec=$(dirname "$0")/../../examples/gpt-tiny.hr
 
@@ -15,7 +27,7 @@ spec=$(dirname "$0")/../../examples/gpt-tiny.hr
 # default corpus's held-out tenth), compared like the losses.
 train() { # name, compile flags... (the model: $spec)
   local name=$1; shift
-  "$bin/heiretsu" compile "$spec" --emit plan -o "$work/$name.plan" --seq 32 "$@" > /dev/null &&
+  "$bin/heiretsu" compile "$spec" --emit plan -o "$work/$name.plan" --seq 32 --precision "$precision" "$@" > /dev/null &&
   "$bin/heiretsu" run "$work/$name.plan" --steps 10 --lr 3e-3 --warmup 2 --cache-dir "$cache" \
     --val-every 5 --val-batches 2 \
     --metrics "$work/$name.jsonl" --save-dir "$work/$name.ckpt" > "$work/$name.log" 2>&1
@@ -41,12 +53,22 @@ run_layout() { # label, compile flags... (compared with the run named $base)
   param_diff=$(echo "$param_line" | sed -n 's/.*rel diff \([0-9.e+-]*\) .*/\1/p')
   local worst
   worst=$(awk -v a="$loss_diff" -v b="$param_diff" 'BEGIN {printf "%.2g", (a > b ? a : b)}')
-  if awk -v a="$loss_diff" -v b="${param_diff:-1}" -v t=$tol 'BEGIN {exit !(a <= t && b <= t)}'; then
+  if awk -v a="$loss_diff" -v b="${param_diff:-1}" -v t=$tol -v pt=$param_tol 'BEGIN {exit !(a <= t && b <= pt)}'; then
     echo "PASS $label (max rel diff $worst: losses $loss_diff, parameters $param_diff)"; pass=$((pass + 1))
   else
     echo "FAIL $label (max rel diff $worst: losses $loss_diff, parameters $param_diff)"; fail=$((fail + 1))
   fi
 }
+if [ "$precision" != fp32 ]; then  # the 16-bit layouts
+  run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0 precision=$precision" --dp 2 --micro-batch-size 2
+  run_layout "dp=2 tp=1 pp=1 ep=1 zero=1 sp=0 precision=$precision" --dp 2 --micro-batch-size 2 --zero 1
+  run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=1 precision=$precision" --tp 2 --micro-batch-size 4 --sequence-parallel
+  run_layout "dp=1 tp=1 pp=2 ep=1 zero=0 sp=0 schedule=1f1b precision=$precision" --pp 2 --micro-batch-size 1 --microbatches 4
+  run_layout "dp=2 tp=2 pp=1 ep=1 zero=0 sp=0 precision=$precision" --dp 2 --tp 2 --micro-batch-size 2
+  echo "parity: $pass passed, $fail failed (precision $precision, tolerance $tol, parameters $param_tol)"
+  [ "$fail" -eq 0 ]
+  exit
+fi
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0" --dp 2 --micro-batch-size 2
 run_layout "dp=4 tp=1 pp=1 ep=1 zero=0 sp=0" --dp 4 --micro-batch-size 1
 # Several gradient buckets (1 MiB of gpt-tiny's 3.2 MiB each), reduced in the
