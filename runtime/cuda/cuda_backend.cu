@@ -789,6 +789,13 @@ const char* DTypeText(fb::DType t) {
 }  // namespace
 
 Status CheckOperandStorage(const fb::Plan& plan, const plan::Instruction& in, fb::DType* half) {
+  if (half) *half = fb::DType_F32;
+  // Most instructions have no 16-bit operand: answer those without building the
+  // signature (Run calls this for every instruction of every step).
+  bool any = false;
+  for (uint32_t b : in.buffers)
+    any = any || (b != plan::kNoBuffer && plan::IsHalf(plan.buffers()->Get(b)->dtype()));
+  if (!any) return std::nullopt;
   const plan::Signature sig = plan::OpSignature(in.op, in.ints);
   fb::DType found = fb::DType_F32;
   for (size_t i = 0; i < in.buffers.size(); ++i) {
