@@ -83,6 +83,7 @@ struct StepResult {
   // at and the overflow steps skipped so far; NaN and 0 otherwise.
   double loss_scale = std::nan("");
   int64_t overflows = 0;
+  bool overflow = false;  // this step was skipped as an overflow (nonfinite is set too)
 };
 
 // Fills the token and target ids (micro_batch_size x seq each) of microbatch `m`;

@@ -156,6 +156,7 @@ void RunSummary::Add(const StepLine& line) {
   step_seconds += line.seconds;
   if (r.nonfinite) {
     ++skipped;
+    if (r.overflow) ++overflowed;
   } else if (std::isfinite(r.loss)) {
     if (std::isnan(first_loss)) {
       first_loss = r.loss;
@@ -202,7 +203,10 @@ std::string SummaryText(const RunSummary& s) {
   std::string steps = std::to_string(s.first_step) + "-" + std::to_string(s.last_step) + " (" +
                       Plural(s.steps, "step");
   if (!s.resumed.empty()) steps += ", resumed from " + s.resumed;
-  if (s.skipped > 0) steps += "; " + std::to_string(s.skipped) + " skipped, not finite";
+  if (s.overflowed > 0)
+    steps += "; " + std::to_string(s.overflowed) + " skipped, a gradient overflowed";
+  if (s.skipped > s.overflowed)
+    steps += "; " + std::to_string(s.skipped - s.overflowed) + " skipped, not finite";
   item("steps", steps + ")");
   if (std::isnan(s.first_loss)) {
     item("loss", "none: no step was applied");

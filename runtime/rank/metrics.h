@@ -87,6 +87,7 @@ struct RunSummary {
   std::string resumed;     // the checkpoint it resumed; empty: it started at step 0
   int64_t steps = 0;       // steps run
   int64_t skipped = 0;     // of them not applied (a loss or gradient norm not finite)
+  int64_t overflowed = 0;  // of those, the loss scaler's overflows
   double first_loss = std::nan(""), last_loss = std::nan("");  // of applied steps
   int64_t first_loss_step = 0, last_loss_step = 0;
   bool validating = false;  // the run had validation data and --val-every > 0

@@ -722,6 +722,7 @@ int Run(const cli::RunOptions& o) {
     // halves the scale; else the policy says whether to go on.
     const double scale = scaler.scale();
     if (scaler.Observe(result)) {
+      result.overflow = true;
       if (leader)
         std::printf("step %lld: a gradient overflowed at loss scale %.0f: skipped, the model "
                     "is unchanged; loss scale now %.0f (%lld overflows in all)\n",

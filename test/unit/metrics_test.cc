@@ -88,6 +88,21 @@ TEST(RunSummary, CountsTheRunsSteps) {
             "  throughput   4.1k tok/s (the mean over the steps' own time)\n"
             "  checkpoint   ck/step_00000014\n"
             "  metrics      m.jsonl\n");
+  // A loss scaler's overflow is skipped too, and named apart.
+  exec::StepOptions options;
+  options.step = 15;
+  exec::StepResult overflow;
+  overflow.loss = 3.1;
+  overflow.grad_norm = INFINITY;
+  overflow.nonfinite = overflow.overflow = true;
+  s.last_step = 15;
+  s.Add({options, overflow, 0.5, 2048});
+  EXPECT_EQ(s.skipped, 2);
+  EXPECT_EQ(s.overflowed, 1);
+  EXPECT_NE(SummaryText(s).find("(5 steps, resumed from ck/step_00000010; 1 skipped, a gradient "
+                                "overflowed; 1 skipped, not finite)"),
+            std::string::npos)
+      << SummaryText(s);
 }
 
 TEST(RunSummary, SaysWhatIsMissingAndHowToGetIt) {
