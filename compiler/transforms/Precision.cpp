@@ -1,7 +1,8 @@
 //===- Precision.cpp - activations in 16 bits (mixed precision) -----------===//
 //
 // See Passes.td. A buffer is stored in 16 bits exactly when every one of its uses is
-// an activation operand (kActivationSlots) of a kernel a backend runs.
+// an activation operand of a kernel a backend runs (plan::Takes16Bit, the one list
+// the runtime's verifier and backends use too).
 //
 //===----------------------------------------------------------------------===//
 
@@ -10,7 +11,6 @@
 
 #include "runtime/plan/ops.h"
 
-#include <set>
 
 using namespace mlir;
 
@@ -19,42 +19,6 @@ namespace heiretsu {
 #include "compiler/transforms/Passes.h.inc"
 
 namespace {
-
-// (opcode, slot) pairs that hold activations or their gradients: what 16-bit
-// storage may hold. Statistics (mean, rstd, lse), losses, ids, MoE routing and
-// every communication operand are not among them.
-const std::set<std::pair<std::string, std::string>> &activationSlots() {
-  static const std::set<std::pair<std::string, std::string>> slots = {
-      {"embedding", "out"},       {"embedding_grad", "dout"},
-      {"linear", "x"},            {"linear", "y"},
-      {"linear_grad", "dy"},      {"linear_grad", "x"},
-      {"linear_grad", "dx"},      {"layernorm", "x"},
-      {"layernorm", "y"},         {"layernorm_grad", "dy"},
-      {"layernorm_grad", "x"},    {"layernorm_grad", "dx"},
-      {"rmsnorm", "x"},           {"rmsnorm", "y"},
-      {"rmsnorm_grad", "dy"},     {"rmsnorm_grad", "x"},
-      {"rmsnorm_grad", "dx"},     {"gelu", "x"},
-      {"gelu", "y"},              {"gelu_grad", "dy"},
-      {"gelu_grad", "x"},         {"gelu_grad", "dx"},
-      {"swiglu", "gate"},         {"swiglu", "up"},
-      {"swiglu", "y"},            {"swiglu_grad", "dy"},
-      {"swiglu_grad", "gate"},    {"swiglu_grad", "up"},
-      {"swiglu_grad", "dgate"},   {"swiglu_grad", "dup"},
-      {"add", "a"},               {"add", "b"},
-      {"add", "y"},               {"rope", "x"},
-      {"rope", "y"},              {"rope_grad", "dy"},
-      {"rope_grad", "dx"},        {"attention", "q"},
-      {"attention", "k"},         {"attention", "v"},
-      {"attention", "out"},       {"attention_grad", "dout"},
-      {"attention_grad", "q"},    {"attention_grad", "k"},
-      {"attention_grad", "v"},    {"attention_grad", "out"},
-      {"attention_grad", "dq"},   {"attention_grad", "dk"},
-      {"attention_grad", "dv"},   {"cross_entropy", "logits"},
-      {"cross_entropy_grad", "logits"}, {"cross_entropy_grad", "dlogits"},
-      {"zero", "buffer"},
-  };
-  return slots;
-}
 
 struct PrecisionPass : impl::PrecisionPassBase<PrecisionPass> {
   using PrecisionPassBase::PrecisionPassBase;
@@ -82,8 +46,7 @@ struct PrecisionPass : impl::PrecisionPassBase<PrecisionPass> {
         if (!variadic && llvm::is_contained(absent, static_cast<int64_t>(slot)))
           continue;
         Value b = k.getBuffers()[operand++];
-        const bool ok = !variadic && code &&
-                        activationSlots().count({k.getName().str(), sig.buffers[slot].name});
+        const bool ok = !variadic && code && plan::Takes16Bit(*code, sig.buffers[slot].name);
         auto [it, fresh] = narrow.try_emplace(b, ok);
         if (!fresh)
           it->second = it->second && ok;

@@ -11,8 +11,8 @@
 //
 // Storage (issue #13). A float operand is float32, bfloat16 or float16 (plan.fbs
 // DType). The operands that may be 16-bit are the activations the precision pass
-// narrows (k16BitSlots below, the same (opcode, slot) pairs as
-// compiler/transforms/Precision.cpp); every other float operand (parameters and
+// (compiler/transforms/Precision.cpp) narrows, plan::Takes16Bit's (opcode, slot)
+// pairs; every other float operand (parameters and
 // their gradients, AdamW moments, norm statistics, lse, losses, KV caches) must be
 // float32, and CheckOperandStorage refuses a plan that says otherwise, naming the
 // operand. Kernels are templates on the storage of their activation operands: each
@@ -739,42 +739,10 @@ __global__ void AdamWKernel(float* param, const float* grad, float* m, float* v,
 
 // ---------------------------------------------------------------- 16-bit operands
 
-// The (opcode, slot) pairs this backend reads and writes in 16 bits: the
-// activation operands of compiler/transforms/Precision.cpp's activationSlots, all
-// of them. The kernels above take exactly these through a View; any other float
+// The operands this backend reads and writes in 16 bits are plan::Takes16Bit's, all
+// of them: the kernels above take exactly these through a View; any other float
 // operand is float32 (CheckOperandStorage).
-constexpr const char* k16BitSlots[][2] = {
-    {"zero", "buffer"},
-    {"embedding", "out"},         {"embedding_grad", "dout"},
-    {"linear", "x"},              {"linear", "y"},
-    {"linear_grad", "dy"},        {"linear_grad", "x"},         {"linear_grad", "dx"},
-    {"layernorm", "x"},           {"layernorm", "y"},
-    {"layernorm_grad", "dy"},     {"layernorm_grad", "x"},      {"layernorm_grad", "dx"},
-    {"rmsnorm", "x"},             {"rmsnorm", "y"},
-    {"rmsnorm_grad", "dy"},       {"rmsnorm_grad", "x"},        {"rmsnorm_grad", "dx"},
-    {"gelu", "x"},                {"gelu", "y"},
-    {"gelu_grad", "dy"},          {"gelu_grad", "x"},           {"gelu_grad", "dx"},
-    {"swiglu", "gate"},           {"swiglu", "up"},             {"swiglu", "y"},
-    {"swiglu_grad", "dy"},        {"swiglu_grad", "gate"},      {"swiglu_grad", "up"},
-    {"swiglu_grad", "dgate"},     {"swiglu_grad", "dup"},
-    {"add", "a"},                 {"add", "b"},                 {"add", "y"},
-    {"rope", "x"},                {"rope", "y"},
-    {"rope_grad", "dy"},          {"rope_grad", "dx"},
-    {"attention", "q"},           {"attention", "k"},           {"attention", "v"},
-    {"attention", "out"},
-    {"attention_grad", "dout"},   {"attention_grad", "q"},      {"attention_grad", "k"},
-    {"attention_grad", "v"},      {"attention_grad", "out"},    {"attention_grad", "dq"},
-    {"attention_grad", "dk"},     {"attention_grad", "dv"},
-    {"cross_entropy", "logits"},
-    {"cross_entropy_grad", "logits"}, {"cross_entropy_grad", "dlogits"},
-};
-
-bool Takes16Bit(fb::Op op, const char* slot) {
-  const char* name = plan::OpName(op);
-  for (const auto& s : k16BitSlots)
-    if (std::strcmp(s[0], name) == 0 && std::strcmp(s[1], slot) == 0) return true;
-  return false;
-}
+bool Takes16Bit(fb::Op op, const char* slot) { return plan::Takes16Bit(op, slot); }
 
 const char* DTypeText(fb::DType t) {
   switch (t) {
@@ -1197,7 +1165,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
   // After a failed copy, Zero or allocation nothing runs (the data is not there).
   if (error_) return error_->Within("not run after an earlier failure");
   const char* name = plan::OpName(in.op);
-  // 16-bit operands only where the kernels take them (k16BitSlots), one 16-bit
+  // 16-bit operands only where the kernels take them (plan::Takes16Bit), one 16-bit
   // type per instruction: `half` (F32 when it has none).
   fb::DType half = fb::DType_F32;
   if (auto err = CheckOperandStorage(plan, in, &half)) return err;

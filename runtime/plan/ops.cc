@@ -5,6 +5,8 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <set>
+#include <utility>
 
 namespace heiretsu::plan {
 namespace {
@@ -107,6 +109,43 @@ std::optional<int64_t> CommAxis(fb::Op op, const std::vector<int64_t>& ints) {
   for (size_t i = 0; i < sig.ints.size(); ++i)
     if (sig.ints[i].kind == IntKind::kAxis) return At(ints, i);
   return std::nullopt;
+}
+
+bool Takes16Bit(fb::Op op, const std::string& slot) {
+  static const std::set<std::pair<fb::Op, std::string>> slots = {
+      {fb::Op_Zero, "buffer"},
+      {fb::Op_Embedding, "out"},         {fb::Op_EmbeddingGrad, "dout"},
+      {fb::Op_Linear, "x"},              {fb::Op_Linear, "y"},
+      {fb::Op_LinearGrad, "dy"},         {fb::Op_LinearGrad, "x"},
+      {fb::Op_LinearGrad, "dx"},
+      {fb::Op_LayerNorm, "x"},           {fb::Op_LayerNorm, "y"},
+      {fb::Op_LayerNormGrad, "dy"},      {fb::Op_LayerNormGrad, "x"},
+      {fb::Op_LayerNormGrad, "dx"},
+      {fb::Op_RMSNorm, "x"},             {fb::Op_RMSNorm, "y"},
+      {fb::Op_RMSNormGrad, "dy"},        {fb::Op_RMSNormGrad, "x"},
+      {fb::Op_RMSNormGrad, "dx"},
+      {fb::Op_Gelu, "x"},                {fb::Op_Gelu, "y"},
+      {fb::Op_GeluGrad, "dy"},           {fb::Op_GeluGrad, "x"},
+      {fb::Op_GeluGrad, "dx"},
+      {fb::Op_Swiglu, "gate"},           {fb::Op_Swiglu, "up"},
+      {fb::Op_Swiglu, "y"},
+      {fb::Op_SwigluGrad, "dy"},         {fb::Op_SwigluGrad, "gate"},
+      {fb::Op_SwigluGrad, "up"},         {fb::Op_SwigluGrad, "dgate"},
+      {fb::Op_SwigluGrad, "dup"},
+      {fb::Op_Add, "a"},                 {fb::Op_Add, "b"},
+      {fb::Op_Add, "y"},
+      {fb::Op_Rope, "x"},                {fb::Op_Rope, "y"},
+      {fb::Op_RopeGrad, "dy"},           {fb::Op_RopeGrad, "dx"},
+      {fb::Op_Attention, "q"},           {fb::Op_Attention, "k"},
+      {fb::Op_Attention, "v"},           {fb::Op_Attention, "out"},
+      {fb::Op_AttentionGrad, "dout"},    {fb::Op_AttentionGrad, "q"},
+      {fb::Op_AttentionGrad, "k"},       {fb::Op_AttentionGrad, "v"},
+      {fb::Op_AttentionGrad, "out"},     {fb::Op_AttentionGrad, "dq"},
+      {fb::Op_AttentionGrad, "dk"},      {fb::Op_AttentionGrad, "dv"},
+      {fb::Op_CrossEntropy, "logits"},
+      {fb::Op_CrossEntropyGrad, "logits"}, {fb::Op_CrossEntropyGrad, "dlogits"},
+  };
+  return slots.count({op, slot}) != 0;
 }
 
 const char* OpName(fb::Op op) {

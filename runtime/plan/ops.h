@@ -89,6 +89,14 @@ Signature OpSignature(fb::Op op, const std::vector<int64_t>& ints = {});
 // table kinds it), nullopt for an instruction that communicates over none.
 std::optional<int64_t> CommAxis(fb::Op op, const std::vector<int64_t>& ints);
 
+// Whether operand `slot` (its name in the table) of `op` may be stored in 16 bits
+// (BF16, F16): the activations and their gradients, which mixed precision narrows
+// (compiler/transforms/Precision.cpp: exactly these, when all of a buffer's uses are
+// among them) and backends widen to float32 (exec/backend.h); the verifier refuses a
+// 16-bit buffer anywhere else. Statistics (mean, rstd, lse), losses, ids, MoE
+// routing, parameters and every communication operand are float32.
+bool Takes16Bit(fb::Op op, const std::string& slot);
+
 // The text name of `op` ("linear", "attention_grad"...), "?" outside the table.
 const char* OpName(fb::Op op);
 // The opcode named `name`.

@@ -427,10 +427,9 @@ class Checker {
         if ((in->buffers()->Get(slot) != kNoBuffer) != (ints[flag] == 1))
           return Fail(what + ": buffer '" + sig.buffers[slot].name + "' must be present exactly when " +
                       sig.ints[flag].name + " = 1");
-      // A float operand of an instruction a backend runs takes 16-bit storage too
-      // (BF16, F16: the backend computes in float32, backend.h); the executor's own
-      // instructions (communication) take float32 only.
-      const bool local = !CommAxis(in->op(), ints);
+      // An activation operand (Takes16Bit) takes 16-bit storage too (BF16, F16: the
+      // backend computes in float32, backend.h); every other operand, the executor's
+      // own instructions' (communication) among them, takes float32 only.
       for (size_t k = 0; k < nbuf; ++k) {
         const BufferSlot& slot = sig.buffers[k];
         uint32_t b = in->buffers()->Get(k);
@@ -439,8 +438,8 @@ class Checker {
           continue;
         }
         fb::DType dtype = slot.dtype;
-        if (local && dtype == fb::DType_F32 && b < plan_.buffers()->size() &&
-            IsHalf(plan_.buffers()->Get(b)->dtype()))
+        if (dtype == fb::DType_F32 && b < plan_.buffers()->size() &&
+            IsHalf(plan_.buffers()->Get(b)->dtype()) && Takes16Bit(in->op(), slot.name))
           dtype = plan_.buffers()->Get(b)->dtype();
         if (auto err = CheckBufferRef(b, dtype, slot.numel, what + " '" + slot.name + "'"))
           return err;

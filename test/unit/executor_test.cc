@@ -743,9 +743,9 @@ TEST(PlanVerifier, RefusesAnotherVersion) {
 }
 
 // Mixed precision's 16-bit buffers (plan.fbs DType BF16, F16) take two bytes an
-// element in the arena; a float operand of an instruction a backend runs takes them
-// (backend.h), the executor's own instructions (communication, the gradient norm)
-// do not.
+// element in the arena; an activation operand of a kernel takes them
+// (plan::Takes16Bit, backend.h), no other operand does (statistics, the executor's
+// own instructions: communication, the gradient norm).
 TEST(PlanVerifier, SixteenBitBuffersTakeTwoBytesAndOnlyTheirOperands) {
   {
     testing::PlanBuilder b;
@@ -775,6 +775,19 @@ TEST(PlanVerifier, SixteenBitBuffersTakeTwoBytesAndOnlyTheirOperands) {
     EXPECT_EQ(VerifyError(b.Finish(2, 2, 4, 1, t, y, loss)),
               "p.hplan: invalid plan: unit 0 'forward' instruction 0 (grad_norm_sq): buffer #7 "
               "'h' has dtype F16, expected F32");
+  }
+  {
+    // Of a kernel's operands only the activations (plan::Takes16Bit): the logits may
+    // be bf16, the log-sum-exp may not.
+    testing::PlanBuilder b;
+    const auto [t, y, loss] = b.AddIo(2, 2);
+    b.Param("w", {4}, fb::Init_Zeros, 0, false);
+    uint32_t logits = b.Buffer("logits", {4, 4}, fb::DType_BF16), l = b.Buffer("l", {1}),
+             lse = b.Buffer("lse", {4}, fb::DType_BF16);
+    b.RawForward(fb::Op_CrossEntropy, {logits, y, l, lse}, {4, 4, 4});
+    EXPECT_EQ(VerifyError(b.Finish(2, 2, 4, 1, t, y, loss)),
+              "p.hplan: invalid plan: unit 0 'forward' instruction 0 (cross_entropy) 'lse': "
+              "buffer #9 'lse' has dtype BF16, expected F32");
   }
 }
 
