@@ -366,6 +366,10 @@ std::optional<DataError> ReadManifest(const std::string& dir, Manifest* m) {
         return err;
       if (auto err = int_field("loss_scale_overflows", &m->header.loss_scale_overflows))
         return err;
+      if (auto err = int_field("updates", &m->header.updates)) return err;
+      if (m->header.updates > m->header.step)
+        return fail("updates " + std::to_string(m->header.updates) + " exceeds step " +
+                    std::to_string(m->header.step));
     }
     if (auto err = field("spec_file", &m->header.spec_file)) return err;
     if (m->header.spec_file == "-") m->header.spec_file.clear();
@@ -681,7 +685,8 @@ std::string CardText(const Header& header) {
          std::to_string(header.warmup) + "\ntotal_steps " + std::to_string(header.total_steps) +
          "\nloss_scaling " + header.loss_scaling + "\nloss_scale " + number(header.loss_scale) + "\nloss_scale_clean_steps " +
          std::to_string(header.loss_scale_clean_steps) + "\nloss_scale_overflows " +
-         std::to_string(header.loss_scale_overflows) +
+         std::to_string(header.loss_scale_overflows) + "\nupdates " +
+         std::to_string(header.updates < 0 ? header.step : header.updates) +
          "\nspec_file " + (header.spec_file.empty() ? std::string("-") : header.spec_file) +
          "\nspec_lines " + std::to_string(count) + "\n" + spec_lines;
 }
@@ -706,7 +711,8 @@ Status CheckSavable(const std::string& root, const Header& header,
   if ((header.loss_scaling != "none" && header.loss_scaling != "fixed" &&
        header.loss_scaling != "dynamic") ||
       !exec::LossScaler::IsPowerOfTwoScale(header.loss_scale) ||
-      header.loss_scale_clean_steps < 0 || header.loss_scale_overflows < 0)
+      header.loss_scale_clean_steps < 0 || header.loss_scale_overflows < 0 ||
+      header.updates > header.step)
     return BadInput("loss scaling '" + header.loss_scaling + "' at " +
                     std::to_string(header.loss_scale) +
                     " cannot be stored in a checkpoint (none, fixed or dynamic; a power of "

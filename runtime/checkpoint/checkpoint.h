@@ -25,6 +25,8 @@
 //        loss_scale X           dynamic; its scale (a power of two), the clean steps
 //        loss_scale_clean_steps N   since it changed and the overflows it skipped
 //        loss_scale_overflows N
+//        updates N              the AdamW updates applied (step minus the skipped
+//                               steps: AdamW's bias correction counts these)
 //        spec_file NAME         the model card's spec: its file name (- for none) and
 //        spec_lines L           its text, L lines each written as "| " + the line
 //        | ...
@@ -125,6 +127,8 @@ struct Header {
   std::string loss_scaling = "none";
   double loss_scale = 1;
   int64_t loss_scale_clean_steps = 0, loss_scale_overflows = 0;
+  // The AdamW updates applied (format 4; -1: not recorded, as many as steps).
+  int64_t updates = -1;
 };
 
 // Reads the header of the checkpoint in `dir` (its manifest, checked; no tensor file

@@ -359,8 +359,8 @@ Status Executor::Decode(const int32_t* tokens, int32_t position, const float** l
 
 Status Executor::StepRuns(const FillMicrobatch& fill, const StepOptions& options,
                           StepResult* result) {
-  scalars_ = StepScalars{options.lr, options.weight_decay, options.grad_clip, options.step,
-                         options.loss_scale};
+  scalars_ = StepScalars{options.lr, options.weight_decay, options.grad_clip,
+                         options.update > 0 ? options.update : options.step, options.loss_scale};
   if (auto err = MicrobatchRuns(fill, &result->loss)) return err;
   std::vector<float> kept;  // per expert of every layer: the slots it kept
   float moe[2] = {0.f, 0.f};  // dropped, routed

@@ -59,6 +59,10 @@ struct StepOptions {
   double weight_decay = 0;
   double grad_clip = 0;  // <= 0: no clipping
   int64_t step = 1;      // optimizer step number, from 1 (bias correction)
+  // AdamW's step count for its bias correction: the updates applied before this one
+  // plus 1, which falls behind `step` when steps are skipped (an overflow, a
+  // non-finite step); 0: `step`.
+  int64_t update = 0;
   // The loss scale of dynamic loss scaling (StepScalars::loss_scale): the backward
   // runs on loss_scale x the loss, the norm and the update see the true gradients.
   double loss_scale = 1;

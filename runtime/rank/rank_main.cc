@@ -549,6 +549,7 @@ int Run(const cli::RunOptions& o) {
   int64_t first_step = 1;
   std::string resumed;  // the checkpoint this run continues
   checkpoint::Header resumed_header;  // its header
+  int64_t updates = 0;  // AdamW updates applied (StepOptions::update)
   if (resuming) {
     // One rule (README, "Reliability"): the newest checkpoint this run can resume is
     // loaded; newer ones, damaged or mismatched alike, are skipped and named.
@@ -587,6 +588,7 @@ int Run(const cli::RunOptions& o) {
     first_step = header.step + 1;
     resumed = dir;
     resumed_header = header;
+    updates = header.updates < 0 ? header.step : header.updates;
     // Every rank must have chosen the same checkpoint (a save directory that is not
     // the same on every machine would make them differ): compared over each group,
     // which together connect every rank.
@@ -695,6 +697,7 @@ int Run(const cli::RunOptions& o) {
     options.weight_decay = o.weight_decay;
     options.grad_clip = o.grad_clip;
     options.step = step;
+    options.update = updates + 1;
     options.loss_scale = scaler.scale();
     if (step == overflow_step && me.rank == overflow_rank) options.loss_scale *= kOverflowFactor;
     // The sampler numbers steps from 0: user step s takes the global batch of sampler
@@ -721,6 +724,7 @@ int Run(const cli::RunOptions& o) {
     // Not applied when not finite (every rank alike): an overflow the loss scaler takes
     // halves the scale; else the policy says whether to go on.
     const double scale = scaler.scale();
+    if (!result.nonfinite) ++updates;
     if (scaler.Observe(result)) {
       result.overflow = true;
       if (leader)
@@ -803,6 +807,7 @@ int Run(const cli::RunOptions& o) {
       header.loss_scale = scaler.scale();
       header.loss_scale_clean_steps = scaler.state().clean_steps;
       header.loss_scale_overflows = scaler.state().overflows;
+      header.updates = updates;
       std::string dir;
       if (auto err = SaveStage(o.save_dir, header, parts, coords.coord[plan::kAxisPp], state,
                                groups.get(plan::kAxisPp), &dir))

@@ -239,7 +239,7 @@ TEST_F(CheckpointTest, RoundTripRestoresTheStateBitForBit) {
       "heiretsu-checkpoint 4\nmodel test\nstep 3\ndata_position 4\nseed 1337\nglobal_batch 4\n"
       "seq 8\ntokenizer byte\nlr 0.00029999999999999997\nmin_lr 3.0000000000000001e-05\n"
       "warmup 2\ntotal_steps 40\nloss_scaling none\nloss_scale 1\nloss_scale_clean_steps 0\n"
-      "loss_scale_overflows 0\nspec_file test.hr\nspec_lines 4\n| model \"test\" {\n| \n"
+      "loss_scale_overflows 0\nupdates 3\nspec_file test.hr\nspec_lines 4\n| model \"test\" {\n| \n"
       "|   vocab = 16\n| }\nfiles 1\nfile tensors.bin " +
       std::to_string(tensors.size()) + " fnv1a64w " + Hex(ReferenceChecksum(tensors)) +
       "\ntensors 12\n"
@@ -420,14 +420,14 @@ TEST_F(CheckpointTest, AnotherModelIsRefused) {
   // Tensor lines start at line 22, in plan order: wte, norm.weight, norm.bias x 3 kinds.
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
             dir +
-                "/manifest.txt:35: tensor 'lm_head.weight' (value) is not in the plan "
+                "/manifest.txt:36: tensor 'lm_head.weight' (value) is not in the plan "
                 "(model 'test')");
 
   Variant narrower;
   narrower.c = 4;
   Model c(narrower);
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", c.State(), &h)),
-            dir + "/manifest.txt:26: tensor 'wte' (value) has shape [16,8], the plan's is [16,4]");
+            dir + "/manifest.txt:27: tensor 'wte' (value) has shape [16,8], the plan's is [16,4]");
 
   Variant larger;
   larger.extra_param = true;
@@ -564,7 +564,7 @@ TEST_F(CheckpointTest, ResumeSkipsNonFiniteAndMismatchedCheckpointsAlike) {
   EXPECT_EQ(h.step, 10);
   ASSERT_EQ(skipped.size(), 2u);
   EXPECT_EQ(skipped[0], "skipping " + dir30 +
-                            "/manifest.txt:26: tensor 'wte' (value) has shape [16,4], the "
+                            "/manifest.txt:27: tensor 'wte' (value) has shape [16,4], the "
                             "plan's is [16,8]");
   EXPECT_EQ(skipped[1], "skipping " + dir20 +
                             "/tensors.bin: 1 of its values are not finite (NaN or infinity): the "
@@ -726,7 +726,7 @@ TEST_F(CheckpointTest, TwoWritersMakeOneCheckpointThatLoadsWholeAndInParts) {
   // Exactly the model's tensors: a model without the head cannot take this checkpoint,
   // even where the head is another process's.
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", Slice(sb, 0, 9), &h)),
-            dir + "/manifest.txt:36: tensor 'lm_head.weight' (value) is not in the plan "
+            dir + "/manifest.txt:37: tensor 'lm_head.weight' (value) is not in the plan "
                   "(model 'test')");
 
   // Saved again at the same step by one writer: the other layout's file goes.
