@@ -81,6 +81,13 @@ constexpr int64_t kGrain = 16;
 // the rows in order, reading kColumns contiguous floats of each, so every column
 // is still summed by one thread in row order.
 constexpr int64_t kColumns = 64;
+// Work (elements; multiply-adds for attention) below which a kernel runs on the
+// calling thread alone: waking a sleeping OpenMP worker (the passive wait policy,
+// threading.h) costs tens of microseconds, more than such a kernel saves (gpt-tiny's
+// AdamW, norms and gradient norm each ran about twice as long on 2 threads as on 1).
+// Results do not depend on it: every output is one thread's in a fixed order.
+constexpr int64_t kParallelMin = 1 << 17;
+inline bool Parallel(int64_t work) { return work >= kParallelMin; }
 // Fixed chunk size of ordered reductions (independent of the thread count).
 constexpr int64_t kReduceChunk = 1 << 16;
 
@@ -146,7 +153,7 @@ HEIRETSU_AVX2 void AdamW(float* param, const float* grad, float* m, float* v, in
   const __m256 scale = _mm256_set1_ps(s.scale), step_size = _mm256_set1_ps(s.step_size);
   const __m256 inv_c2 = _mm256_set1_ps(s.inv_c2), decay = _mm256_set1_ps(s.decay);
   const __m256 eps = _mm256_set1_ps(s.eps);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t i = 0; i < n; i += 8) {
     const int64_t w = n - i;
     const __m256 g = _mm256_mul_ps(Load(grad + i, w), scale);
@@ -193,7 +200,7 @@ HEIRETSU_AVX2_INLINE __m256 GeluSigmoid(__m256 v, __m256* du) {
 }
 
 HEIRETSU_AVX2 void GeluForward(const float* x, float* y, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t b = 0; b < n; b += kBlock)
     for (int64_t i = b; i < std::min(n, b + kBlock); i += 8) {
       const int64_t w = n - i;
@@ -205,7 +212,7 @@ HEIRETSU_AVX2 void GeluForward(const float* x, float* y, int64_t n) {
 HEIRETSU_AVX2 void GeluBackward(const float* dy, const float* x, float* dx, int64_t n,
                                 bool accumulate) {
   const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t b = 0; b < n; b += kBlock)
     for (int64_t i = b; i < std::min(n, b + kBlock); i += 8) {
       const int64_t w = n - i;
@@ -226,7 +233,7 @@ HEIRETSU_AVX2_INLINE __m256 Sigmoid(__m256 g) {
 }
 
 HEIRETSU_AVX2 void SwigluForward(const float* gate, const float* up, float* y, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t b = 0; b < n; b += kBlock)
     for (int64_t i = b; i < std::min(n, b + kBlock); i += 8) {
       const int64_t w = n - i;
@@ -238,7 +245,7 @@ HEIRETSU_AVX2 void SwigluForward(const float* gate, const float* up, float* y, i
 HEIRETSU_AVX2 void SwigluBackward(const float* dy, const float* gate, const float* up,
                                   float* dgate, float* dup, int64_t n, bool accumulate) {
   const __m256 one = _mm256_set1_ps(1.0f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t b = 0; b < n; b += kBlock)
     for (int64_t i = b; i < std::min(n, b + kBlock); i += 8) {
       const int64_t w = n - i;
@@ -390,7 +397,7 @@ void LinearForward(const T* x, const T* w, const T* bias, T* y, int64_t rows, in
                    int64_t out) {
   Gemm<T>(false, true, rows, out, in, T(1), x, w, T(0), y);
   if (!bias) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(rows * out))
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t o = 0; o < out; ++o) y[r * out + o] += bias[o];
 }
@@ -401,7 +408,7 @@ void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_g
   if (dx) Gemm<T>(false, false, rows, in, out, T(1), dy, w, accumulate_dx ? T(1) : T(0), dx);
   if (dw) Gemm<T>(true, false, out, in, rows, T(1), dy, x, T(1), dw);
   if (!bias_grad) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(rows * out))
   for (int64_t o0 = 0; o0 < out; o0 += kColumns) {
     const int64_t w = std::min(kColumns, out - o0);
     T sum[kColumns] = {};
@@ -418,7 +425,7 @@ int64_t EmbeddingForward(const int32_t* ids, const T* table, const T* positions,
   if (vocab_total < 0) vocab_total = vocab;
   for (int64_t r = 0; r < rows; ++r)
     if (ids[r] < 0 || ids[r] >= vocab_total) return r;
-#pragma omp parallel for schedule(static, kGrain)
+#pragma omp parallel for schedule(static, kGrain) if (Parallel(rows * c))
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t id = static_cast<int64_t>(ids[r]) - vocab_begin;
     const T* row = id >= 0 && id < vocab ? table + id * c : nullptr;
@@ -433,7 +440,7 @@ void EmbeddingBackward(const int32_t* ids, const T* dout, T* dtable, T* dpositio
                        int64_t seq, int64_t c, int64_t vocab_begin, int64_t vocab) {
   // Scatter-add: rows with equal ids hit the same table row, so columns are split
   // across threads instead and each thread walks every row in order.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(rows * c))
   for (int64_t i = 0; i < c; ++i) {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t id = static_cast<int64_t>(ids[r]) - vocab_begin;
@@ -446,7 +453,7 @@ void EmbeddingBackward(const int32_t* ids, const T* dout, T* dtable, T* dpositio
 template <typename T>
 void LayerNormForward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t rows,
                       int64_t c, double eps) {
-#pragma omp parallel for schedule(static, kGrain)
+#pragma omp parallel for schedule(static, kGrain) if (Parallel(rows * c))
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * c;
     double mu = 0;
@@ -465,7 +472,7 @@ void LayerNormForward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd
 template <typename T>
 void LayerNormBackward(const T* dy, const T* x, const T* w, const T* mean, const T* rstd, T* dx,
                        T* dw, T* db, int64_t rows, int64_t c, bool accumulate_dx) {
-#pragma omp parallel for schedule(static, kGrain)
+#pragma omp parallel for schedule(static, kGrain) if (Parallel(rows * c))
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * c;
     const T* dyr = dy + r * c;
@@ -485,7 +492,7 @@ void LayerNormBackward(const T* dy, const T* x, const T* w, const T* mean, const
             accumulate_dx);
     }
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(rows * c))
   for (int64_t i0 = 0; i0 < c; i0 += kColumns) {
     const int64_t w = std::min(kColumns, c - i0);
     T sw[kColumns] = {}, sb[kColumns] = {};
@@ -508,7 +515,7 @@ void LayerNormBackward(const T* dy, const T* x, const T* w, const T* mean, const
 
 template <typename T>
 void RMSNormForward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t c, double eps) {
-#pragma omp parallel for schedule(static, kGrain)
+#pragma omp parallel for schedule(static, kGrain) if (Parallel(rows * c))
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * c;
     double ms = 0;
@@ -522,7 +529,7 @@ void RMSNormForward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t
 template <typename T>
 void RMSNormBackward(const T* dy, const T* x, const T* w, const T* rstd, T* dx, T* dw,
                      int64_t rows, int64_t c, bool accumulate_dx) {
-#pragma omp parallel for schedule(static, kGrain)
+#pragma omp parallel for schedule(static, kGrain) if (Parallel(rows * c))
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * c;
     const T* dyr = dy + r * c;
@@ -533,7 +540,7 @@ void RMSNormBackward(const T* dy, const T* x, const T* w, const T* rstd, T* dx, 
     for (int64_t i = 0; i < c; ++i)
       Store(&dx[r * c + i], static_cast<T>(rs * dyr[i] * w[i] - xr[i] * k), accumulate_dx);
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(rows * c))
   for (int64_t i0 = 0; i0 < c; i0 += kColumns) {
     const int64_t w = std::min(kColumns, c - i0);
     T sw[kColumns] = {};
@@ -550,7 +557,7 @@ template <typename T>
 void GeluForward(const T* x, T* y, int64_t n) {
   if constexpr (std::is_same_v<T, float>)
     if (vec::HasAvx2()) return avx2::GeluForward(x, y, n);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t i = 0; i < n; ++i) {
     T v = x[i];
     T u = static_cast<T>(kGeluScale) * (v + static_cast<T>(kGeluCubic) * v * v * v);
@@ -562,7 +569,7 @@ template <typename T>
 void GeluBackward(const T* dy, const T* x, T* dx, int64_t n, bool accumulate_dx) {
   if constexpr (std::is_same_v<T, float>)
     if (vec::HasAvx2()) return avx2::GeluBackward(dy, x, dx, n, accumulate_dx);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t i = 0; i < n; ++i) {
     T v = x[i];
     T u = static_cast<T>(kGeluScale) * (v + static_cast<T>(kGeluCubic) * v * v * v);
@@ -577,7 +584,7 @@ template <typename T>
 void SwigluForward(const T* gate, const T* up, T* y, int64_t n) {
   if constexpr (std::is_same_v<T, float>)
     if (vec::HasAvx2()) return avx2::SwigluForward(gate, up, y, n);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t i = 0; i < n; ++i) {
     T g = gate[i];
     y[i] = g / (T(1) + std::exp(-g)) * up[i];
@@ -589,7 +596,7 @@ void SwigluBackward(const T* dy, const T* gate, const T* up, T* dgate, T* dup, i
                     bool accumulate_dx) {
   if constexpr (std::is_same_v<T, float>)
     if (vec::HasAvx2()) return avx2::SwigluBackward(dy, gate, up, dgate, dup, n, accumulate_dx);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t i = 0; i < n; ++i) {
     T g = gate[i];
     T sig = T(1) / (T(1) + std::exp(-g));
@@ -601,13 +608,13 @@ void SwigluBackward(const T* dy, const T* gate, const T* up, T* dgate, T* dup, i
 
 template <typename T>
 void AddForward(const T* a, const T* b, T* y, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
 }
 
 template <typename T>
 void AccumulateForward(const T* src, T* dst, int64_t n, bool accumulate) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t i = 0; i < n; ++i) Store(&dst[i], src[i], accumulate);
 }
 
@@ -617,7 +624,7 @@ template <typename T>
 void Rope(const T* x, T* y, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
           double theta, double sign, bool accumulate, int64_t position_offset = 0) {
   const int64_t width = heads * head_dim;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(batch * seq * heads * head_dim))
   for (int64_t bt = 0; bt < batch * seq; ++bt) {
     const int64_t t = position_offset + bt % seq;
     for (int64_t i = 0; i < head_dim / 2; ++i) {
@@ -688,7 +695,7 @@ void AttentionForward(const T* q, const T* k, const T* v, T* out, T* lse, int64_
   const int64_t group = heads / kv_heads;
   const int64_t qw = heads * head_dim, kw = kv_heads * head_dim;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
-#pragma omp parallel
+#pragma omp parallel if (Parallel(batch * heads * seq * seq * head_dim))
   {
     std::vector<T> p(seq);
 #pragma omp for schedule(static) collapse(2)
@@ -717,7 +724,7 @@ void CachedAttentionForward(const T* q, const T* k, const T* v, T* k_cache, T* v
       std::copy_n(v + (b * seq + t) * kw, kw, v_cache + (b * context + position + t) * kw);
     }
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
-#pragma omp parallel
+#pragma omp parallel if (Parallel(batch * heads * (position + seq) * seq * head_dim))
   {
     std::vector<T> p(position + seq);
 #pragma omp for schedule(static) collapse(2)
@@ -743,7 +750,7 @@ void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const 
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
   // One task per (batch, KV head): it owns dk and dv of that head and dq of the
   // query heads in its group, so no two threads write the same element.
-#pragma omp parallel
+#pragma omp parallel if (Parallel(batch * heads * seq * seq * head_dim))
   {
   std::vector<T> s_row(seq), dp_row(seq);
 #pragma omp for schedule(static) collapse(2)
@@ -806,7 +813,7 @@ int64_t CrossEntropyForward(const T* logits, const int32_t* targets, T* loss, T*
   const int64_t classes = valid < 0 ? vocab : valid;
   for (int64_t r = 0; r < rows; ++r)
     if (targets[r] < 0 || targets[r] >= classes) return r;
-#pragma omp parallel for schedule(static, kGrain)
+#pragma omp parallel for schedule(static, kGrain) if (Parallel(rows * vocab))
   for (int64_t r = 0; r < rows; ++r) {
     const T* lr = logits + r * vocab;
     T mx;
@@ -837,7 +844,7 @@ void CrossEntropyBackward(const T* logits, const int32_t* targets, const T* lse,
   // Columns [0, classes) of this block are classes; the rest are padding.
   const int64_t classes =
       valid < 0 ? vocab : std::max<int64_t>(0, std::min(vocab, valid - vocab_begin));
-#pragma omp parallel for schedule(static, kGrain)
+#pragma omp parallel for schedule(static, kGrain) if (Parallel(rows * vocab))
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t target = static_cast<int64_t>(targets[r]) - vocab_begin;
     if constexpr (std::is_same_v<T, float>)
@@ -866,7 +873,7 @@ template <typename T>
 void VocabMax(const T* logits, T* max, int64_t rows, int64_t vocab, int64_t vocab_begin,
               int64_t valid) {
   const int64_t classes = ClassesIn(vocab, vocab_begin, valid);
-#pragma omp parallel for schedule(static, kGrain)
+#pragma omp parallel for schedule(static, kGrain) if (Parallel(rows * vocab))
   for (int64_t r = 0; r < rows; ++r) {
     if constexpr (std::is_same_v<T, float>)
       if (vec::HasAvx2() && classes) {
@@ -886,7 +893,7 @@ int64_t VocabSumExp(const T* logits, const int32_t* targets, const T* max, T* su
   for (int64_t r = 0; r < rows; ++r)
     if (targets[r] < 0 || targets[r] >= limit) return r;
   const int64_t classes = ClassesIn(vocab, vocab_begin, valid);
-#pragma omp parallel for schedule(static, kGrain)
+#pragma omp parallel for schedule(static, kGrain) if (Parallel(rows * vocab))
   for (int64_t r = 0; r < rows; ++r) {
     const T* lr = logits + r * vocab;
     double s = 0;
@@ -1236,7 +1243,7 @@ template <typename T>
 double SumSquares(const T* x, int64_t n) {
   const int64_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
   std::vector<double> partial(chunks, 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t ch = 0; ch < chunks; ++ch) {
     // Eight independent accumulators, combined in a fixed order: the additions
     // overlap in the pipeline instead of waiting on each other, and the result
@@ -1274,7 +1281,7 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
     if (vec::HasAvx2())
       return avx2::AdamW(param, grad, m, v, n,
                          {b1, b2, one_b1, one_b2, scale, step_size, inv_c2, decay, e});
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t i = 0; i < n; ++i) {
     T g = grad[i] * scale;
     T mi = b1 * m[i] + one_b1 * g;
