@@ -2,7 +2,8 @@
 // (forward, backward, AdamW) on random tokens and reports tokens/s and achieved
 // GFLOP/s, with the model FLOPs per token 6N + 12 L H Q T (N parameters, L layers,
 // H heads, Q head dim, T sequence length), beside OpenBLAS sgemm GFLOP/s measured in
-// the same run on the model's own GEMM shapes.
+// the same run on the model's own GEMM shapes (after every timed step, so drift and
+// other load hit both).
 //
 // usage: heiretsu-bench-cpu PLAN_FILE --layers L --heads H --head-dim Q
 //                           [--steps N] [--warmup W] [--profile 1]
@@ -14,10 +15,12 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu/threading.h"
+#include "runtime/cpu/vec.h"
 #include "runtime/exec/executor.h"
 
 using namespace heiretsu;
@@ -30,18 +33,34 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Median sgemm GFLOP/s of C[m,n] = A[m,k] B[n,k]^T (the forward linear's shape).
-double SgemmGflops(int64_t m, int64_t n, int64_t k) {
-  std::vector<float> a(m * k, 0.5f), b(n * k, 0.25f), c(m * n);
-  std::vector<double> rates;
-  for (int rep = 0; rep < 7; ++rep) {
-    auto t0 = Clock::now();
-    cpu::Gemm<float>(false, true, m, n, k, 1.f, a.data(), b.data(), 0.f, c.data());
-    double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (rep > 0) rates.push_back(2.0 * m * n * k / s / 1e9);
+// One measurement of sgemm GFLOP/s on C = op(A) op(B) (row-major, as the
+// linears call it): as many calls as fill `min_s` seconds, after one untimed call.
+struct Sgemm {
+  bool ta, tb;
+  int64_t m, n, k;
+  float beta;
+  std::vector<float> a, b, c;
+  Sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float beta)
+      : ta(ta), tb(tb), m(m), n(n), k(k), beta(beta), a(m * k, 0.5f), b(n * k, 0.25f),
+        c(m * n, 0.f) {}
+  double Flops() const { return 2.0 * m * n * k; }
+  void Call() {
+    cpu::Gemm<float>(ta, tb, m, n, k, 1.f, a.data(), b.data(), beta, c.data());
   }
-  return Median(rates);
-}
+  // Seconds per call.
+  double Time(double min_s) {
+    Call();
+    int calls = 0;
+    auto t0 = Clock::now();
+    double s = 0;
+    do {
+      Call();
+      ++calls;
+      s = std::chrono::duration<double>(Clock::now() - t0).count();
+    } while (s < min_s);
+    return s / calls;
+  }
+};
 
 }  // namespace
 
@@ -91,7 +110,22 @@ int main(int argc, char** argv) {
     }
   };
   ex.set_profiling(profile);
-  std::vector<double> times;
+  // The sgemm references, measured after every timed step (so that the machine's
+  // drift, and other load, hits steps and references alike):
+  //   d_d, d_4d: the forward linear's shape [rows x d] x [d x d]^T and [d x 4d]^T;
+  //   step: every GEMM of the step once (forward y = x W^T, dx = dy W, dW += dy^T x
+  //   for QKV d->3d, the projection d->d, MLP up d->4d and down 4d->d, the head
+  //   d->vocab), the FLOP-weighted rate (total FLOPs / total time).
+  const int64_t rows = p.micro_batch_size() * seq, d = heads * head_dim;
+  Sgemm ref_dd(false, true, rows, d, d, 0.f), ref_d4d(false, true, rows, 4 * d, d, 0.f);
+  std::vector<Sgemm> step_gemms;
+  for (auto [in, out] : std::vector<std::pair<int64_t, int64_t>>{
+           {d, 3 * d}, {d, d}, {d, 4 * d}, {4 * d, d}, {d, static_cast<int64_t>(p.vocab())}}) {
+    step_gemms.emplace_back(false, true, rows, out, in, 0.f);  // y = x W^T
+    step_gemms.emplace_back(false, false, rows, in, out, 0.f);  // dx = dy W
+    step_gemms.emplace_back(true, false, out, in, rows, 1.f);   // dW += dy^T x
+  }
+  std::vector<double> times, rate_dd, rate_d4d, rate_step;
   for (int64_t s = 1; s <= warmup + steps; ++s) {
     exec::StepOptions o;
     o.lr = 1e-4;
@@ -103,25 +137,38 @@ int main(int argc, char** argv) {
       return 1;
     }
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (s > warmup) times.push_back(secs);
+    if (s <= warmup) continue;
+    times.push_back(secs);
+    rate_dd.push_back(ref_dd.Flops() / ref_dd.Time(0.05) / 1e9);
+    rate_d4d.push_back(ref_d4d.Flops() / ref_d4d.Time(0.05) / 1e9);
+    double flops = 0, t = 0;
+    for (Sgemm& g : step_gemms) {
+      flops += g.Flops();
+      t += g.Time(0.01);
+    }
+    rate_step.push_back(flops / t / 1e9);
   }
   const double step_s = Median(times);
   const double flops_per_token = 6.0 * params + 12.0 * layers * heads * head_dim * seq;
   const double tok_s = tokens_per_step / step_s;
   const double gflops = flops_per_token * tok_s / 1e9;
-  const int64_t rows = p.micro_batch_size() * seq, d = heads * head_dim;
-  const double sgemm_dd = SgemmGflops(rows, d, d);
-  const double sgemm_up = SgemmGflops(rows, 4 * d, d);
+  const double sgemm_dd = Median(rate_dd), sgemm_up = Median(rate_d4d);
+  const double sgemm_step = Median(rate_step);
   std::string advice;
   const std::string blas = cpu::DescribeBlas(&advice);
+  std::string steps_ms;
+  for (double t : times) steps_ms += (steps_ms.empty() ? "" : ", ") + std::to_string(t * 1e3);
   std::printf("{\"model\": \"%s\", \"params\": %lld, \"micro_batch_size\": %lld, \"seq\": %lld, "
               "\"step_ms\": %.2f, \"tokens_per_s\": %.1f, \"gflops\": %.2f, "
               "\"sgemm_gflops_d_d\": %.2f, \"sgemm_gflops_d_4d\": %.2f, "
-              "\"fraction_of_sgemm\": %.3f, \"blas\": \"%s\"}\n",
+              "\"fraction_of_sgemm\": %.3f, \"sgemm_gflops_step_shapes\": %.2f, "
+              "\"fraction_of_step_shapes\": %.3f, \"step_ms_each\": [%s], "
+              "\"cpu_kernels\": \"%s\", \"blas\": \"%s\"}\n",
               p.model()->c_str(), static_cast<long long>(params),
               static_cast<long long>(p.micro_batch_size()), static_cast<long long>(seq),
               step_s * 1e3, tok_s, gflops, sgemm_dd, sgemm_up,
-              gflops / std::max(sgemm_dd, sgemm_up), blas.c_str());
+              gflops / std::max(sgemm_dd, sgemm_up), sgemm_step, gflops / sgemm_step,
+              steps_ms.c_str(), cpu::vec::HasAvx2() ? "avx2" : "portable", blas.c_str());
   if (!advice.empty()) std::fprintf(stderr, "warning: %s\n", advice.c_str());
   if (profile) std::fprintf(stderr, "time by kernel:\n%s", ex.ProfileReport().c_str());
   return 0;
