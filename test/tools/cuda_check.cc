@@ -20,9 +20,13 @@
 //    vocab_loss's sums of exponentials non-negative: squares of normal floats, as a
 //    mean of squares is; a decode position the last valid one) each backend runs
 //    it, and every buffer must agree within a tolerance relative to the buffer's
-//    largest magnitude, by the 16-bit type of the instruction's operands (f32: T,
-//    default 1e-5, the fp32 bound of issue #5; bf16 2^-6, f16 2^-9: Tolerances
-//    says why), with no NaN where the CPU has a number. 16-bit buffers are filled,
+//    largest magnitude, by the buffer's own dtype (f32: T, default 1e-5, the fp32
+//    bound of issue #5; bf16 2^-6, f16 2^-9; a float32 output of a GEMM with
+//    16-bit operands half its type's bound: Tolerances says why), with no NaN
+//    where the CPU has a number (a NaN difference fails). The step scalars are
+//    those of a loss-scaled step (StepScalars: loss scale 1024, clip_adamw's
+//    factor fixed as the executor fixes it), so that the GPU's seeds of the
+//    backward and its update read the scale as the CPU's do. 16-bit buffers are filled,
 //    poisoned and compared as the values they hold. Before it runs, the
 //    instruction's operand dtypes must be ones the CUDA backend takes
 //    (cuda::CheckOperandStorage: host code, so a dry run checks it too). One line
@@ -34,7 +38,8 @@
 // 2. N training steps (default 5) from the same initialization and data on both
 //    backends: each step's loss and gradient norm, and the final parameters,
 //    within T (16-bit plans: --train-tolerance, default 1e-2, measured as
-//    Tolerances says). A plan of more than one rank has collectives that need the job's
+//    Tolerances says; and at loss scale 1024, as fp16 needs: StepOptions); a step
+//    non-finite (skipped) on one backend only fails. A plan of more than one rank has collectives that need the job's
 //    communicators (heiretsu run): its training check is skipped, saying so
 //    (bench/gpu/verify.sh trains such plans on one GPU). A decode program
 //    (decode.hplan: KV caches, no loss) is checked by N decode runs instead, at
@@ -100,8 +105,9 @@ const char* DTypeLabel(fb::DType t) {
   return t == fb::DType_BF16 ? "bf16" : t == fb::DType_F16 ? "f16" : "f32";
 }
 
-// Tolerances, per instruction by the 16-bit type of its operands (none: float32),
-// each relative to the largest magnitude of the buffer compared.
+// Tolerances, per buffer by its own dtype (and, for float32 ones, by whether the
+// instruction is a GEMM with 16-bit operands), each relative to the largest
+// magnitude of the buffer compared.
 //   f32: 1e-5, the fp32 bound of issue #5 (reordered float32 sums).
 //   bf16 2^-6 (1.6e-2), f16 2^-9 (2.0e-3): two ulps at the buffer's largest
 //   magnitude (bf16 keeps 8 significant bits, so one ulp is at most 2^-7 of a
@@ -112,9 +118,23 @@ const char* DTypeLabel(fb::DType t) {
 //   (bf16) / 2^-11 (f16) of itself and a sum of n random ones by about
 //   0.6 of that at the largest output), so an output near a rounding boundary
 //   rounds to the neighbouring 16-bit value: one ulp, plus the weight copy's
-//   share: under two. A float32 output of such an instruction (dW, the norms'
-//   statistics, lse) differs by less, and is held to the same bound. A layout or
-//   indexing mistake is off by O(1), a wrong conversion by far more.
+//   share: under two. Those bounds are for 16-bit buffers. A float32 buffer is
+//   held to f32's 1e-5 whatever the instruction's type (the norms' statistics,
+//   lse, losses, the bias gradient: float32 arithmetic on the same 16-bit inputs
+//   on both sides, differing in summation order only), except
+//   gemm: a float32 output of a linear or linear_grad with 16-bit operands (dW;
+//   y or dx where they stay float32, e.g. tp's partial sums or a residual
+//   gradient), half its type's bound: 2^-7 (bf16), 2^-10 (f16). The GPU rounds
+//   each float32 GEMM operand (the master weight, a float32 activation) to 16
+//   bits, moving a product by up to 2u (u = 2^-8 bf16, 2^-11 f16, with both
+//   operands rounded) and a sum of n random products by about 0.6u of the largest
+//   output (errors of random sign; tensor cores' float32 accumulation, which
+//   truncates as it aligns addends, adds at most about n 2^-24 of the products'
+//   magnitudes, a few 1e-5 at these plans' widths); the
+//   output is not rounded, so of the 16-bit bound's two ulps (4u) the output's
+//   own rounding drops out: 2u, 3x the estimate. --tolerance-bf16 / -f16 scale it
+//   too. A layout or indexing mistake is off by O(1), a wrong conversion by far
+//   more.
 // The training and decode checks (losses, gradient norms, parameters relative in
 // L2 after N steps; a decode run's logits), by the plan's 16-bit type:
 //   f32: the same 1e-5.
@@ -135,6 +155,16 @@ struct Tolerances {
   double train16 = 1e-2;
   double Of(fb::DType t) const {
     return t == fb::DType_BF16 ? bf16 : t == fb::DType_F16 ? f16 : f32;
+  }
+  // One buffer of an instruction whose operands' 16-bit type is `half` (F32 for
+  // none): by the buffer's own dtype; a float32 buffer of a GEMM (linear,
+  // linear_grad) with 16-bit operands gets half of that type's bound (above); an
+  // id buffer must be equal.
+  double For(fb::DType buffer, fb::DType half, bool gemm) const {
+    if (!IsFloat(buffer)) return 0;  // ids: equal byte for byte (Diff: 0 or infinity)
+    if (plan::IsHalf(buffer)) return Of(buffer);
+    if (gemm && plan::IsHalf(half)) return Of(half) / 2;
+    return f32;
   }
   double Train(fb::DType t) const { return plan::IsHalf(t) ? train16 : f32; }
 };
@@ -262,6 +292,26 @@ double Diff(const fb::Buffer& b, const uint8_t* ref, const uint8_t* got, int64_t
   return num / std::max(den, 1e-30);
 }
 
+// NaN-aware maxima: std::max(worst, d) keeps `worst` when d is NaN, which would let
+// a NaN difference pass. Here a NaN counts as worse than any number, and the first
+// one stays (a later finite value never replaces it).
+bool Worse(double d, double than) {
+  if (std::isnan(than)) return false;
+  return std::isnan(d) || d > than;
+}
+void Keep(double d, double* worst) {
+  if (Worse(d, *worst)) *worst = d;
+}
+
+// How far a difference d is past its tolerance t: d / t (a pass is <= 1); for
+// t <= 0 (a forced failure, as cuda.test's ROUTE check makes) 0 when d <= t and
+// infinity otherwise. NaN stays NaN, which fails.
+double Excess(double d, double t) {
+  if (std::isnan(d)) return d;
+  if (t > 0) return d / t;
+  return d <= t ? 0.0 : INFINITY;
+}
+
 // The backend under test: CUDA in check mode, or the CPU one for --dry-run.
 Status MakeBackend(const Options& o, std::unique_ptr<exec::Backend>* out) {
   if (o.dry_run) {
@@ -307,11 +357,23 @@ struct Device {
 
 int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
   auto cpu = exec::MakeCpuBackend();
+  // The buffer furthest past its tolerance (Excess), of one instruction or of all
+  // of one opcode and type.
   struct Worst {
-    double diff = 0;
+    double excess = 0;  // its diff over its tolerance: a pass is <= 1
+    double diff = 0, tol = 0;
+    std::string buffer;  // its name and dtype
+    std::string where;   // the instruction
     int64_t count = 0;
     int64_t uncompared = 0;  // elements the CPU's result left NaN or infinite
-    std::string where;  // of the largest difference
+    void Note(double d, double t, const std::string& what) {
+      const double e = Excess(d, t);
+      if (!buffer.empty() && !Worse(e, excess)) return;
+      excess = e;
+      diff = d;
+      tol = t;
+      buffer = what;
+    }
   };
   // By opcode and the instructions' 16-bit type ("f32" without one).
   std::map<std::pair<std::string, fb::DType>, Worst> worst;
@@ -355,11 +417,20 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
       Fill(p, &in->buffers, static_cast<uint32_t>(2 + u * 100003 + index), non_negative, decode,
            &start);
       ref = start;
+      // A loss-scaled step's scalars (backend.h): the backward's seeds
+      // (cross_entropy_grad's dloss) are taken times loss_scale, and clip_adamw
+      // multiplies each gradient by clip_scale, min(1, clip / norm) / loss_scale,
+      // which the executor (not a backend) fixes before the step's first update:
+      // set here as it would, with a clip factor of 0.37, so that both backends'
+      // use of either scalar is compared.
       exec::StepScalars sc;
       sc.lr = 1e-3;
       sc.weight_decay = 0.1;
       sc.grad_clip = 1.0;
       sc.step = 3;
+      sc.loss_scale = 1024;
+      sc.clip_scale = 0.37 / 1024;
+      sc.clip_ready = true;
       exec::StepScalars cpu_sc = sc, gpu_sc = sc;
       auto err = cpu->Run(p, *in, ref.data(), offsets.data(), cpu_sc);
       if (err) {
@@ -414,48 +485,61 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
         continue;
       }
       gpu.Save(&got, where + ": reading its arena back");
-      double d = 0;
+      // Each operand at its own dtype's tolerance (Tolerances::For).
+      const bool gemm = op == fb::Op_Linear || op == fb::Op_LinearGrad;
+      Worst d;
+      d.where = where;
       int64_t uncompared = 0;
       std::string stray;  // a buffer written that is not the instruction's
       for (uint32_t index = 0; index < p.buffers()->size(); ++index) {
         const fb::Buffer& b = *p.buffers()->Get(index);
+        const std::string what = "'" + b.name()->str() + "' " +
+                                 (IsFloat(b.dtype()) ? DTypeLabel(b.dtype()) : "i32");
         if (operands.count(index)) {
-          d = std::max(d, Diff(b, ref.data(), got.data(), &uncompared));
+          d.Note(Diff(b, ref.data(), got.data(), &uncompared), o.tol.For(b.dtype(), half, gemm),
+                 what);
         } else if (!shares_bytes(b) &&
                    std::memcmp(ref.data() + b.offset(), got.data() + b.offset(),
                                BufferBytes(b)) != 0) {
-          d = INFINITY;
+          d.Note(INFINITY, o.tol.Of(b.dtype()), what + " (not an operand)");
           if (stray.empty()) stray = b.name()->str();
         }
       }
       if (!stray.empty())
         std::printf("FAIL %s: the %s backend changed buffer '%s', which is not its operand\n",
                     where.c_str(), gpu.backend->name(), stray.c_str());
+      // The accumulated sum of squares (a step scalar): a NaN or infinite one on
+      // either side makes this NaN or infinite (std::max passes a NaN first
+      // argument on), which fails.
       if (op == fb::Op_GradNormSq)
-        d = std::max(d, std::fabs(cpu_sc.grad_norm_sq - gpu_sc.grad_norm_sq) /
-                            std::max(cpu_sc.grad_norm_sq, 1e-30));
+        d.Note(std::fabs(cpu_sc.grad_norm_sq - gpu_sc.grad_norm_sq) /
+                   std::max(cpu_sc.grad_norm_sq, 1e-30),
+               o.tol.f32, "the step scalar grad_norm_sq");
       Worst& w = worst[{name, half}];
       ++w.count;
       w.uncompared += uncompared;
-      if (d > w.diff || w.where.empty()) {
-        w.diff = std::max(w.diff, d);
-        w.where = where;
+      if (w.where.empty() || Worse(d.excess, w.excess)) {
+        w.excess = d.excess;
+        w.diff = d.diff;
+        w.tol = d.tol;
+        w.buffer = d.buffer;
+        w.where = d.where;
       }
     }
   }
   const char* pass = o.dry_run ? "DRY" : "PASS";
   for (const auto& [key, w] : worst) {
-    const double tol = o.tol.Of(key.second);
-    const bool ok = w.diff <= tol;
+    // The buffer furthest past its own tolerance; NaN compares false and fails.
+    const bool ok = w.excess <= 1;
     std::string notes;
     if (!ok) notes += " at " + w.where;
     if (w.uncompared)
       notes += ", " + std::to_string(w.uncompared) +
                " elements not compared (not finite on the CPU)";
-    std::printf("%s op %s %s (%lld instruction%s, max rel diff %.2g, tolerance %.2g%s)\n",
+    std::printf("%s op %s %s (%lld instruction%s, max rel diff %.2g (%s), tolerance %.2g%s)\n",
                 ok ? pass : "FAIL", key.first.c_str(), DTypeLabel(key.second),
-                static_cast<long long>(w.count), w.count == 1 ? "" : "s", w.diff, tol,
-                notes.c_str());
+                static_cast<long long>(w.count), w.count == 1 ? "" : "s", w.diff,
+                w.buffer.empty() ? "no buffer" : w.buffer.c_str(), w.tol, notes.c_str());
     failures += ok ? 0 : 1;
   }
   return failures;
@@ -503,11 +587,12 @@ int CheckDecode(const plan::LoadedPlan& loaded, const Options& o) {
     }
     double num = 0, den = 0;
     for (int64_t i = 0; i < n; ++i) {
-      if (!std::isfinite(b[i])) num = INFINITY;
+      // A non-finite logit on either side is infinitely bad.
+      if (!std::isfinite(b[i]) || !std::isfinite(ref[i])) num = INFINITY;
       num = std::max(num, std::fabs(static_cast<double>(ref[i]) - b[i]));
       den = std::max(den, std::fabs(static_cast<double>(ref[i])));
     }
-    worst = std::max(worst, num / std::max(den, 1e-30));
+    Keep(num / std::max(den, 1e-30), &worst);  // a NaN stays
   }
   const double tol = o.tol.Train(PlanHalf(p));
   const bool ok = worst <= tol;  // NaN compares false
@@ -536,7 +621,18 @@ int CheckTraining(const plan::LoadedPlan& loaded, const Options& o) {
   cpu.InitializeParameters(1234);
   gpu.InitializeParameters(1234);
   const int64_t rows = p.micro_batch_size() * p.seq();
+  // 16-bit plans train loss-scaled on both backends (fp16's small gradients would
+  // underflow at 1), so that the GPU's scaled seeds, norm and unscaling in the
+  // update are compared; a power of two, so bf16 results match the unscaled
+  // step's wherever nothing underflows (the tolerance's measurement holds).
+  const double loss_scale = plan::IsHalf(PlanHalf(p)) ? 1024 : 1;
   double worst_loss = 0, worst_norm = 0;
+  int64_t skipped = 0;  // steps non-finite (not applied) on both backends
+  // |a - b| / |a|, NaN when either is NaN, infinite when only one is infinite.
+  auto rel = [](double a, double b) {
+    if (std::isinf(a) != std::isinf(b)) return static_cast<double>(INFINITY);
+    return std::fabs(a - b) / std::max(std::fabs(a), 1e-30);
+  };
   for (int64_t step = 1; step <= o.steps; ++step) {
     auto fill = [&](int64_t m, int32_t* tokens, int32_t* targets) {
       for (int64_t i = 0; i < rows; ++i) {
@@ -549,6 +645,7 @@ int CheckTraining(const plan::LoadedPlan& loaded, const Options& o) {
     so.weight_decay = 0.1;
     so.grad_clip = 1.0;
     so.step = step;
+    so.loss_scale = loss_scale;
     exec::StepResult a, b;
     if (auto err = cpu.Step(fill, so, &a)) {
       std::printf("FAIL training: CPU step %lld: %s\n", static_cast<long long>(step),
@@ -560,8 +657,30 @@ int CheckTraining(const plan::LoadedPlan& loaded, const Options& o) {
                   static_cast<long long>(step), err->message.c_str());
       return 1;
     }
-    worst_loss = std::max(worst_loss, std::fabs(a.loss - b.loss) / std::fabs(a.loss));
-    worst_norm = std::max(worst_norm, std::fabs(a.grad_norm - b.grad_norm) / a.grad_norm);
+    const char* other = o.dry_run ? "CPU (dry run)" : "CUDA";
+    if (a.nonfinite != b.nonfinite) {
+      // One applied the update and the other skipped it: the runs part here.
+      std::printf("FAIL training: step %lld is non-finite on the %s backend only (CPU: loss "
+                  "%.6g, gradient norm %.6g%s; %s: loss %.6g, gradient norm %.6g%s; loss scale "
+                  "%g)\n",
+                  static_cast<long long>(step), a.nonfinite ? "CPU" : other, a.loss, a.grad_norm,
+                  a.nonfinite ? ", skipped" : "", other, b.loss, b.grad_norm,
+                  b.nonfinite ? ", skipped" : "", loss_scale);
+      return 1;
+    }
+    if (a.nonfinite) {
+      // Skipped by both, as the same overflow would be: a loss or norm finite on
+      // either side must agree with the other's; non-finite on both is no
+      // difference (the norm is NaN when the loss was already non-finite).
+      ++skipped;
+      if (std::isfinite(a.loss) || std::isfinite(b.loss)) Keep(rel(a.loss, b.loss), &worst_loss);
+      if (std::isfinite(a.grad_norm) || std::isfinite(b.grad_norm))
+        Keep(rel(a.grad_norm, b.grad_norm), &worst_norm);
+      continue;
+    }
+    // Both finite steps: a NaN difference (std::max would drop it) is kept.
+    Keep(rel(a.loss, b.loss), &worst_loss);
+    Keep(rel(a.grad_norm, b.grad_norm), &worst_norm);
   }
   if (auto err = gpu.PullState()) {
     std::printf("FAIL training: reading the parameters back: %s\n", err->message.c_str());
@@ -577,14 +696,21 @@ int CheckTraining(const plan::LoadedPlan& loaded, const Options& o) {
       den += static_cast<double>(x[i]) * x[i];
     }
   }
+  // A NaN parameter makes the sums NaN; a NaN loss or norm difference was kept as
+  // the worst (Keep). NaN compares false, so any of them fails, as does a run in
+  // which every step was skipped on both backends (nothing was trained).
   const double params = std::sqrt(num / std::max(den, 1e-30));
-  // NaN compares false: a NaN loss, norm or parameter fails.
   const double tol = o.tol.Train(PlanHalf(p));
-  const bool ok = worst_loss <= tol && worst_norm <= tol && params <= tol;
-  std::printf("%s training %lld steps %s (losses %.2g, gradient norms %.2g, parameters %.2g, "
-              "tolerance %.2g)\n",
+  const bool ok = worst_loss <= tol && worst_norm <= tol && params <= tol && skipped < o.steps;
+  std::string notes;
+  if (skipped)
+    notes = ", " + std::to_string(skipped) + " step" + (skipped == 1 ? "" : "s") +
+            " non-finite and skipped on both";
+  std::printf("%s training %lld steps %s (loss scale %g, losses %.2g, gradient norms %.2g, "
+              "parameters %.2g, tolerance %.2g%s)\n",
               ok ? (o.dry_run ? "DRY" : "PASS") : "FAIL", static_cast<long long>(o.steps),
-              DTypeLabel(PlanHalf(p)), worst_loss, worst_norm, params, tol);
+              DTypeLabel(PlanHalf(p)), loss_scale, worst_loss, worst_norm, params, tol,
+              notes.c_str());
   return ok ? 0 : 1;
 }
 
