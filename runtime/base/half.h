@@ -90,7 +90,8 @@ inline uint16_t FloatToHalf(float f) {
 // Bulk conversions of n values (the CPU backend's widening, exec/backend.h). On an
 // x86-64 CPU with F16C, float16 goes through vcvtph2ps / vcvtps2ph 8 values at a time,
 // rounding to nearest even: the same bits as the functions above for every value but
-// NaN, which stays a NaN whose payload may differ (test/unit/half_test.cc).
+// NaN, which stays a NaN whose payload may differ; with AVX2, bfloat16 8 at a time
+// with exactly the functions' bits (test/unit/half_test.cc).
 #if defined(__x86_64__)
 __attribute__((target("avx,f16c"))) inline void HalfsToFloatsF16c(const uint16_t* in, float* out,
                                                                   size_t n) {
@@ -112,10 +113,49 @@ inline bool HasF16c() {
   static const bool has = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
   return has;
 }
+// bfloat16 with AVX2, 8 values at a time: FloatToBf16's rounding and NaN rule as
+// integer arithmetic on the bit patterns (the same bits for every value).
+__attribute__((target("avx2"))) inline void Bf16sToFloatsAvx2(const uint16_t* in, float* out,
+                                                              size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i wide =
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_slli_epi32(wide, 16));
+  }
+  for (; i < n; ++i) out[i] = Bf16ToFloat(in[i]);
+}
+__attribute__((target("avx2"))) inline void FloatsToBf16sAvx2(const float* in, uint16_t* out,
+                                                              size_t n) {
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+  const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
+  const __m256i quiet = _mm256_set1_epi32(0x0040), nan_bits = _mm256_set1_epi32(0xffc0);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + i));
+    const __m256i high = _mm256_srli_epi32(u, 16);
+    const __m256i rounded = _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(high, one)), 16);
+    const __m256i nan = _mm256_and_si256(_mm256_or_si256(high, quiet), nan_bits);
+    // |u| as a signed int32 is >= 0, so a signed compare is right.
+    const __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+    const __m256i r = _mm256_blendv_epi8(rounded, nan, is_nan);  // each lane < 2^16
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+  }
+  for (; i < n; ++i) out[i] = FloatToBf16(in[i]);
+}
+inline bool HasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
 #else
 inline bool HasF16c() { return false; }
+inline bool HasAvx2() { return false; }
 inline void HalfsToFloatsF16c(const uint16_t*, float*, size_t) {}
 inline void FloatsToHalfsF16c(const float*, uint16_t*, size_t) {}
+inline void Bf16sToFloatsAvx2(const uint16_t*, float*, size_t) {}
+inline void FloatsToBf16sAvx2(const float*, uint16_t*, size_t) {}
 #endif
 
 inline void HalfsToFloats(const uint16_t* in, float* out, size_t n) {
@@ -127,9 +167,11 @@ inline void FloatsToHalfs(const float* in, uint16_t* out, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = FloatToHalf(in[i]);
 }
 inline void Bf16sToFloats(const uint16_t* in, float* out, size_t n) {
+  if (HasAvx2()) return Bf16sToFloatsAvx2(in, out, n);
   for (size_t i = 0; i < n; ++i) out[i] = Bf16ToFloat(in[i]);
 }
 inline void FloatsToBf16s(const float* in, uint16_t* out, size_t n) {
+  if (HasAvx2()) return FloatsToBf16sAvx2(in, out, n);
   for (size_t i = 0; i < n; ++i) out[i] = FloatToBf16(in[i]);
 }
 

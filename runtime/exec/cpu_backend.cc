@@ -24,30 +24,34 @@ namespace op = plan::op;
 // The float32 copies of an instruction's 16-bit operands (backend.h): made from the
 // arena when constructed, rounded back into it (to nearest even) when destroyed, so
 // whatever the kernel wrote lands in the buffer's own dtype. One copy per buffer,
-// however many operands name it.
+// however many operands name it. The copies live in `pool`, the backend's vectors,
+// which only grow: no allocation (nor clearing) once the largest instruction ran.
 class Widened {
  public:
   Widened(const fb::Plan& plan, const plan::Instruction& in, uint8_t* arena,
-          const uint64_t* offsets) {
+          const uint64_t* offsets, std::vector<std::vector<float>>* pool) {
     for (uint32_t b : in.buffers) {
       if (b == plan::kNoBuffer || Find(b)) continue;
       const fb::Buffer& buffer = *plan.buffers()->Get(b);
       if (!plan::IsHalf(buffer.dtype())) continue;
-      Copy c{b, buffer.dtype(), reinterpret_cast<uint16_t*>(arena + offsets[b]),
-             std::vector<float>(static_cast<size_t>(plan::NumElements(buffer)))};
+      const size_t n = static_cast<size_t>(plan::NumElements(buffer));
+      if (pool->size() <= copies_.size()) pool->emplace_back();
+      std::vector<float>& wide = (*pool)[copies_.size()];
+      if (wide.size() < n) wide.resize(n);
+      Copy c{b, buffer.dtype(), reinterpret_cast<uint16_t*>(arena + offsets[b]), wide.data(), n};
       if (c.dtype == fb::DType_BF16)
-        half::Bf16sToFloats(c.narrow, c.wide.data(), c.wide.size());
+        half::Bf16sToFloats(c.narrow, c.wide, n);
       else
-        half::HalfsToFloats(c.narrow, c.wide.data(), c.wide.size());
-      copies_.push_back(std::move(c));
+        half::HalfsToFloats(c.narrow, c.wide, n);
+      copies_.push_back(c);
     }
   }
   ~Widened() {
     for (Copy& c : copies_) {
       if (c.dtype == fb::DType_BF16)
-        half::FloatsToBf16s(c.wide.data(), c.narrow, c.wide.size());
+        half::FloatsToBf16s(c.wide, c.narrow, c.n);
       else
-        half::FloatsToHalfs(c.wide.data(), c.narrow, c.wide.size());
+        half::FloatsToHalfs(c.wide, c.narrow, c.n);
     }
   }
   Widened(const Widened&) = delete;
@@ -56,7 +60,7 @@ class Widened {
   // Buffer b's float32 copy, or null when it is not a 16-bit operand.
   float* Find(uint32_t b) {
     for (Copy& c : copies_)
-      if (c.buffer == b) return c.wide.data();
+      if (c.buffer == b) return c.wide;
     return nullptr;
   }
 
@@ -65,7 +69,8 @@ class Widened {
     uint32_t buffer;
     fb::DType dtype;
     uint16_t* narrow;
-    std::vector<float> wide;
+    float* wide;
+    size_t n;
   };
   std::vector<Copy> copies_;
 };
@@ -88,7 +93,7 @@ class CpuBackend final : public Backend {
              const uint64_t* offsets, StepScalars& s) override {
     // 16-bit operands (plan::IsHalf) are widened to float32 copies for the kernel
     // and rounded back after it (backend.h); an input's round trip is exact.
-    Widened widened(plan, in, arena, offsets);
+    Widened widened(plan, in, arena, offsets, &widened_);
     // A buffer's floats (at the run's slot's offset), null for an absent one.
     auto f = [&](uint32_t b) -> float* {
       if (b == plan::kNoBuffer) return nullptr;
@@ -338,6 +343,9 @@ class CpuBackend final : public Backend {
     }
     return std::nullopt;
   }
+
+ private:
+  std::vector<std::vector<float>> widened_;  // Widened's float32 copies, reused
 };
 
 }  // namespace
