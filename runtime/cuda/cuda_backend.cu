@@ -737,25 +737,13 @@ __global__ void AdamWKernel(float* param, const float* grad, float* m, float* v,
   }
 }
 
+}  // namespace
+
 // ---------------------------------------------------------------- 16-bit operands
 
 // The operands this backend reads and writes in 16 bits are plan::Takes16Bit's, all
 // of them: the kernels above take exactly these through a View; any other float
-// operand is float32 (CheckOperandStorage).
-bool Takes16Bit(fb::Op op, const char* slot) { return plan::Takes16Bit(op, slot); }
-
-const char* DTypeText(fb::DType t) {
-  switch (t) {
-    case fb::DType_F32: return "f32";
-    case fb::DType_I32: return "i32";
-    case fb::DType_BF16: return "bf16";
-    case fb::DType_F16: return "f16";
-    default: return "?";
-  }
-}
-
-}  // namespace
-
+// operand is float32.
 Status CheckOperandStorage(const fb::Plan& plan, const plan::Instruction& in, fb::DType* half) {
   if (half) *half = fb::DType_F32;
   // Most instructions have no 16-bit operand: answer those without building the
@@ -776,13 +764,13 @@ Status CheckOperandStorage(const fb::Plan& plan, const plan::Instruction& in, fb
                              (slotted ? "operand '" + std::string(sig.buffers[i].name) + "'"
                                       : "operand " + std::to_string(i)) +
                              " (buffer '" + buffer.name()->str() + "') is " +
-                             DTypeText(buffer.dtype());
-    if (!slotted || !Takes16Bit(in.op, sig.buffers[i].name))
+                             plan::DTypeName(buffer.dtype());
+    if (!slotted || !plan::Takes16Bit(in.op, sig.buffers[i].name))
       return Error::Failure(what + ", which the CUDA backend reads in float32 only (its 16-bit "
                                    "operands are the activations compiler/transforms/"
                                    "Precision.cpp narrows)");
     if (found != fb::DType_F32 && found != buffer.dtype())
-      return Error::Failure(what + " beside " + DTypeText(found) +
+      return Error::Failure(what + " beside " + plan::DTypeName(found) +
                             " operands: the CUDA backend runs one 16-bit type per instruction");
     found = buffer.dtype();
   }
@@ -1062,7 +1050,7 @@ class CudaBackend final : public exec::Backend {
         return LtGemm(ta, tb, m, n, k, a, lda, b, ldb, ab, beta, c, ct, ldc, nullptr, nullptr);
       return Error::Failure("cuBLASLt: no algorithm for a " + std::to_string(m) + " x " +
                             std::to_string(n) + " x " + std::to_string(k) + " " +
-                            DTypeText(ab) + " GEMM into " + DTypeText(ct));
+                            plan::DTypeName(ab) + " GEMM into " + plan::DTypeName(ct));
     }
     if (bias && cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                sizeof bias) != CUBLAS_STATUS_SUCCESS)

@@ -4,7 +4,6 @@
 #include "runtime/plan/explain.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cinttypes>
 #include <cstdlib>
 #include <cstdio>
@@ -52,9 +51,7 @@ std::string ByDtype(const fb::Plan& p) {
   const char* sep = "";
   for (fb::DType t : {fb::DType_BF16, fb::DType_F16, fb::DType_F32, fb::DType_I32}) {
     if (count[t] == 0) continue;
-    std::string name = fb::EnumNameDType(t);
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    out += std::string(sep) + name + " " + Bytes(bytes[t]) + " in " +
+    out += std::string(sep) + DTypeName(t) + " " + Bytes(bytes[t]) + " in " +
            std::to_string(count[t]) + " buffer" + (count[t] == 1 ? "" : "s");
     sep = ", ";
   }

@@ -521,6 +521,16 @@ std::string ProgramFileName(int stage) {
   return "program-" + std::to_string(stage) + ".hplan";
 }
 
+const char* DTypeName(fb::DType dtype) {
+  switch (dtype) {
+    case fb::DType_F32: return "f32";
+    case fb::DType_I32: return "i32";
+    case fb::DType_BF16: return "bf16";
+    case fb::DType_F16: return "f16";
+  }
+  return "?";
+}
+
 int64_t DTypeSize(fb::DType dtype) {
   switch (dtype) {
     case fb::DType_F32:

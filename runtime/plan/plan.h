@@ -112,6 +112,8 @@ int64_t WorldSize(const fb::Mesh& mesh);
 
 // Bytes per element of `dtype`.
 int64_t DTypeSize(fb::DType dtype);
+// "f32", "i32", "bf16" or "f16" (the MLIR element types' spelling), "?" otherwise.
+const char* DTypeName(fb::DType dtype);
 
 // Whether `dtype` is a 16-bit float (BF16, F16): storage a backend widens to float32
 // for the instructions it runs (backend.h).

@@ -101,9 +101,6 @@ void SetElement(fb::DType t, uint8_t* p, int64_t i, float v) {
   std::memcpy(p + 2 * i, &h, sizeof h);
 }
 bool IsFloat(fb::DType t) { return t == fb::DType_F32 || plan::IsHalf(t); }
-const char* DTypeLabel(fb::DType t) {
-  return t == fb::DType_BF16 ? "bf16" : t == fb::DType_F16 ? "f16" : "f32";
-}
 
 // Tolerances, per buffer by its own dtype (and, for float32 ones, by whether the
 // instruction is a GEMM with 16-bit operands), each relative to the largest
@@ -494,7 +491,7 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
       for (uint32_t index = 0; index < p.buffers()->size(); ++index) {
         const fb::Buffer& b = *p.buffers()->Get(index);
         const std::string what = "'" + b.name()->str() + "' " +
-                                 (IsFloat(b.dtype()) ? DTypeLabel(b.dtype()) : "i32");
+                                 plan::DTypeName(b.dtype());
         if (operands.count(index)) {
           d.Note(Diff(b, ref.data(), got.data(), &uncompared), o.tol.For(b.dtype(), half, gemm),
                  what);
@@ -537,7 +534,7 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
       notes += ", " + std::to_string(w.uncompared) +
                " elements not compared (not finite on the CPU)";
     std::printf("%s op %s %s (%lld instruction%s, max rel diff %.2g (%s), tolerance %.2g%s)\n",
-                ok ? pass : "FAIL", key.first.c_str(), DTypeLabel(key.second),
+                ok ? pass : "FAIL", key.first.c_str(), plan::DTypeName(key.second),
                 static_cast<long long>(w.count), w.count == 1 ? "" : "s", w.diff,
                 w.buffer.empty() ? "no buffer" : w.buffer.c_str(), w.tol, notes.c_str());
     failures += ok ? 0 : 1;
@@ -598,7 +595,7 @@ int CheckDecode(const plan::LoadedPlan& loaded, const Options& o) {
   const bool ok = worst <= tol;  // NaN compares false
   std::printf("%s decode %lld runs of %lld tokens %s (logits max rel diff %.2g, tolerance %.2g)\n",
               ok ? (o.dry_run ? "DRY" : "PASS") : "FAIL", static_cast<long long>(runs),
-              static_cast<long long>(shape.seq), DTypeLabel(PlanHalf(p)), worst, tol);
+              static_cast<long long>(shape.seq), plan::DTypeName(PlanHalf(p)), worst, tol);
   return ok ? 0 : 1;
 }
 
@@ -709,7 +706,7 @@ int CheckTraining(const plan::LoadedPlan& loaded, const Options& o) {
   std::printf("%s training %lld steps %s (loss scale %g, losses %.2g, gradient norms %.2g, "
               "parameters %.2g, tolerance %.2g%s)\n",
               ok ? (o.dry_run ? "DRY" : "PASS") : "FAIL", static_cast<long long>(o.steps),
-              DTypeLabel(PlanHalf(p)), loss_scale, worst_loss, worst_norm, params, tol,
+              plan::DTypeName(PlanHalf(p)), loss_scale, worst_loss, worst_norm, params, tol,
               notes.c_str());
   return ok ? 0 : 1;
 }

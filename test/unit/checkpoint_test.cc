@@ -104,6 +104,13 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
+// Writes `body` (a manifest's lines without its last) as dir's manifest, sealed with
+// its manifest_checksum line.
+void WriteManifest(const std::string& dir, const std::string& body) {
+  WriteAll(dir + "/manifest.txt",
+           body + "manifest_checksum fnv1a64w " + Hex(ReferenceChecksum(body)) + "\n");
+}
+
 std::string TensorBytes(const Tensor& t) {
   int64_t n = 1;
   for (int64_t d : t.shape) n *= d;
@@ -355,8 +362,7 @@ TEST_F(CheckpointTest, AFormat2CheckpointLoadsWithoutAModelCard) {
   v2 = v2.substr(0, v2.rfind("manifest_checksum "));
   const std::string v4_without_card = v2;
   v2.replace(0, std::string("heiretsu-checkpoint 4").size(), "heiretsu-checkpoint 2");
-  WriteAll(dir + "/manifest.txt",
-           v2 + "manifest_checksum fnv1a64w " + Hex(ReferenceChecksum(v2)) + "\n");
+  WriteManifest(dir, v2);
   Model b;
   Header h;
   ASSERT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)), "");
@@ -366,8 +372,7 @@ TEST_F(CheckpointTest, AFormat2CheckpointLoadsWithoutAModelCard) {
   EXPECT_EQ(h.lr, 0);
   const std::vector<Tensor> sa = a.State(), sb = b.State();
   for (size_t i = 0; i < sa.size(); ++i) EXPECT_EQ(TensorBytes(sa[i]), TensorBytes(sb[i]));
-  WriteAll(dir + "/manifest.txt", v4_without_card + "manifest_checksum fnv1a64w " +
-                                      Hex(ReferenceChecksum(v4_without_card)) + "\n");
+  WriteManifest(dir, v4_without_card);
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
             dir + "/manifest.txt:8: expected 'tokenizer ...', got 'files 1'");
 }
@@ -384,8 +389,7 @@ TEST_F(CheckpointTest, AFormat3CheckpointLoadsWithoutALossScale) {
   v3 = v3.substr(0, v3.rfind("manifest_checksum "));
   const std::string v4_without_scale = v3;
   v3.replace(0, std::string("heiretsu-checkpoint 4").size(), "heiretsu-checkpoint 3");
-  WriteAll(dir + "/manifest.txt",
-           v3 + "manifest_checksum fnv1a64w " + Hex(ReferenceChecksum(v3)) + "\n");
+  WriteManifest(dir, v3);
   Model b;
   Header h;
   h.loss_scaling = "dynamic";
@@ -395,14 +399,12 @@ TEST_F(CheckpointTest, AFormat3CheckpointLoadsWithoutALossScale) {
   EXPECT_EQ(h.loss_scale, 1);
   EXPECT_EQ(h.loss_scale_overflows, 0);
   EXPECT_EQ(h.lr, 3e-4);
-  WriteAll(dir + "/manifest.txt", v4_without_scale + "manifest_checksum fnv1a64w " +
-                                      Hex(ReferenceChecksum(v4_without_scale)) + "\n");
+  WriteManifest(dir, v4_without_scale);
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
             dir + "/manifest.txt:13: expected 'loss_scaling ...', got 'spec_file test.hr'");
   std::string odd = manifest.substr(0, manifest.rfind("manifest_checksum "));
   odd.replace(odd.find("loss_scale 1\n"), 13, "loss_scale 3\n");
-  WriteAll(dir + "/manifest.txt",
-           odd + "manifest_checksum fnv1a64w " + Hex(ReferenceChecksum(odd)) + "\n");
+  WriteManifest(dir, odd);
   EXPECT_EQ(Message(checkpoint::LoadCheckpoint(dir, "test", b.State(), &h)),
             dir + "/manifest.txt:14: loss_scale: 3.000000 is not a power of two in [1, 2^24]");
 }
@@ -497,9 +499,7 @@ void RewriteTensorsConsistently(const std::string& dir, const std::string& bytes
   const size_t sum = manifest.find(" fnv1a64w ", manifest.find("\nfile tensors.bin ")) + 10;
   manifest.replace(sum, 16, Hex(ReferenceChecksum(bytes)));
   const size_t last = manifest.rfind('\n', manifest.size() - 2) + 1;
-  manifest = manifest.substr(0, last) + "manifest_checksum fnv1a64w " +
-             Hex(ReferenceChecksum(manifest.substr(0, last))) + "\n";
-  WriteAll(dir + "/manifest.txt", manifest);
+  WriteManifest(dir, manifest.substr(0, last));
 }
 
 TEST_F(CheckpointTest, NonFiniteStateIsNeverSaved) {
