@@ -27,6 +27,9 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual const std::string& name() const = 0;
+  // How the group's data moves, for the run's first lines: "TCP (Gloo)", or shared
+  // memory for the collectives and TCP for the rest (shm_comm.h).
+  virtual std::string transport() const = 0;
 
   // In place over `n` floats; every rank gets the result.
   virtual Status AllReduce(float* data, size_t n, ReduceOp op) = 0;
@@ -66,7 +69,7 @@ class Communicator {
   virtual Status Barrier() = 0;
 };
 
-struct GlooOptions {
+struct GroupOptions {
   std::string store_dir;  // the job's rendezvous directory (HEIRETSU_STORE)
   std::string group;      // the group's name: a prefix unique within the job
   int rank = 0;           // this rank's index within the group
@@ -76,12 +79,18 @@ struct GlooOptions {
   // For messages: the job rank of each member, in group order (groups.h); empty
   // when unknown (a message then names the member's index in the group only).
   std::vector<int> job_ranks;
+  // When every member runs on this machine, run all_reduce, all_gather,
+  // reduce_scatter and barrier through shared memory (shm_comm.h); false: TCP for
+  // everything (HEIRETSU_COMM_SHM=0).
+  bool shared_memory = true;
+  size_t shm_slot_bytes = 0;  // the shared-memory chunk per member; 0: the default
 };
 
 // Connects the group over Gloo's TCP transport, rendezvousing through a file
-// store, into *out. Fails (kFailure) on a timeout waiting for a peer that never
+// store, then (options.shared_memory) attaches shared memory where every member
+// can, into *out. Fails (kFailure) on a timeout waiting for a peer that never
 // comes, or any other failure to connect.
-Status ConnectGloo(const GlooOptions& options, std::unique_ptr<Communicator>* out);
+Status ConnectGroup(const GroupOptions& options, std::unique_ptr<Communicator>* out);
 
 }  // namespace heiretsu::comm
 

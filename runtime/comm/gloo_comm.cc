@@ -1,4 +1,4 @@
-// Communicator over Gloo (TCP, loopback or a real network). Gloo reports failures
+// Communicator over Gloo (TCP, loopback or a real network), and ConnectGroup. Gloo reports failures
 // by throwing; every call is wrapped so the runtime sees an error message naming
 // the operation, the group and the cause.
 #include <gloo/allgather.h>
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "runtime/comm/comm.h"
+#include "runtime/comm/shm_comm.h"
 
 namespace heiretsu::comm {
 namespace {
@@ -48,6 +49,7 @@ class GlooCommunicator final : public Communicator {
   int rank() const override { return context_->rank; }
   int size() const override { return context_->size; }
   const std::string& name() const override { return name_; }
+  std::string transport() const override { return "TCP (Gloo)"; }
 
   Status AllReduce(float* data, size_t n, ReduceOp op) override {
     if (size() == 1 || n == 0) return std::nullopt;
@@ -223,13 +225,14 @@ class GlooCommunicator final : public Communicator {
 
 }  // namespace
 
-Status ConnectGloo(const GlooOptions& o, std::unique_ptr<Communicator>* out) {
+Status ConnectGroup(const GroupOptions& o, std::unique_ptr<Communicator>* out) {
   if (o.size < 1 || o.rank < 0 || o.rank >= o.size)
     return Error::Failure("group '" + o.group + "': rank " + std::to_string(o.rank) +
                           " is not in [0, " + std::to_string(o.size) + ")");
   if (!o.job_ranks.empty() && o.job_ranks.size() != static_cast<size_t>(o.size))
     return Error::Failure("group '" + o.group + "': " + std::to_string(o.job_ranks.size()) +
                           " job ranks for " + std::to_string(o.size) + " members");
+  std::unique_ptr<Communicator> tcp;
   try {
     gloo::transport::tcp::attr attr;
     attr.hostname = o.hostname;
@@ -239,13 +242,17 @@ Status ConnectGloo(const GlooOptions& o, std::unique_ptr<Communicator>* out) {
     auto context = std::make_shared<gloo::rendezvous::Context>(o.rank, o.size);
     context->setTimeout(o.timeout);
     context->connectFullMesh(store, device);
-    *out = std::make_unique<GlooCommunicator>(std::move(context), o.group, o.job_ranks);
-    return std::nullopt;
+    tcp = std::make_unique<GlooCommunicator>(std::move(context), o.group, o.job_ranks);
   } catch (const std::exception& e) {
     return Error::Failure("cannot connect group '" + o.group + "' (rank " +
                           std::to_string(o.rank) + " of " + std::to_string(o.size) +
                           ") through " + o.store_dir + ": " + e.what());
   }
+  if (!o.shared_memory || o.size == 1) {
+    *out = std::move(tcp);
+    return std::nullopt;
+  }
+  return AttachSharedMemory(std::move(tcp), o.timeout, o.job_ranks, o.shm_slot_bytes, out);
 }
 
 }  // namespace heiretsu::comm

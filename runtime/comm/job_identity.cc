@@ -120,6 +120,10 @@ Status ReadJobEnvironment(bool needs_store, JobEnvironment* out) {
                               &timeout))
     return err;
   out->timeout = std::chrono::milliseconds(timeout);
+  int64_t shm = out->shared_memory ? 1 : 0;
+  if (auto err = env::Integer("HEIRETSU_COMM_SHM", 0, 1, "1: shared memory where it can, 0: TCP only", &shm))
+    return err;
+  out->shared_memory = shm == 1;
   if (auto err = env::Host("HEIRETSU_ADDR", &out->address)) return err;
   if (auto err = env::Directory("HEIRETSU_STORE", &out->store)) return err;
   if (needs_store && out->store.empty())

@@ -28,13 +28,14 @@ struct JobEnvironment {
   std::string store;                           // HEIRETSU_STORE
   std::string address = "127.0.0.1";           // HEIRETSU_ADDR: where this rank listens
   std::chrono::milliseconds timeout{300000};   // HEIRETSU_COMM_TIMEOUT_MS
+  bool shared_memory = true;  // HEIRETSU_COMM_SHM (1 or 0): GroupOptions::shared_memory
 };
 
 // Longest HEIRETSU_COMM_TIMEOUT_MS: one day.
 inline constexpr int64_t kMaxCommTimeoutMs = 86'400'000;
 
 // Reads and validates HEIRETSU_COMM_TIMEOUT_MS (an integer in [1, one day]),
-// HEIRETSU_ADDR (a resolvable host) and HEIRETSU_STORE (an existing directory;
+// HEIRETSU_COMM_SHM (0 or 1), HEIRETSU_ADDR (a resolvable host) and HEIRETSU_STORE (an existing directory;
 // required when `needs_store`). Fails with kBadInput naming the variable and value.
 Status ReadJobEnvironment(bool needs_store, JobEnvironment* out);
 

@@ -18,7 +18,7 @@ Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, const comm::JobEnviro
     if (axis == plan::kAxisData && (coords.size[plan::kAxisDp] == 1 || coords.size[plan::kAxisEp] == 1))
       continue;
     const std::vector<int> members = plan::GroupOf(mesh, rank, axis);
-    comm::GlooOptions g;
+    comm::GroupOptions g;
     g.store_dir = env.store;
     // Named by axis and first member: unique within the job.
     g.group = std::string(plan::AxisName(axis)) + "." + std::to_string(members[0]);
@@ -28,7 +28,8 @@ Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, const comm::JobEnviro
     g.hostname = env.address;
     g.timeout = env.timeout;
     g.job_ranks = members;  // messages name a peer by its job rank too
-    if (auto err = comm::ConnectGloo(g, &out->axis[axis])) return err;
+    g.shared_memory = env.shared_memory;
+    if (auto err = comm::ConnectGroup(g, &out->axis[axis])) return err;
     executor->set_communicator(axis, out->axis[axis].get());
   }
   return std::nullopt;

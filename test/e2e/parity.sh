@@ -25,10 +25,13 @@ spec=$(dirname "$0")/../../examples/gpt-tiny.hr
 
 # Every run also measures the validation loss at steps 5 and 10 (2 batches of the
 # default corpus's held-out tenth), compared like the losses.
+# $run_env: variables for the run (e.g. HEIRETSU_COMM_SHM=0: TCP for every
+# collective instead of shared memory between the ranks of this machine).
+run_env=()
 train() { # name, compile flags... (the model: $spec)
   local name=$1; shift
   "$bin/heiretsu" compile "$spec" --emit plan -o "$work/$name.plan" --seq 32 --precision "$precision" "$@" > /dev/null &&
-  "$bin/heiretsu" run "$work/$name.plan" --steps 10 --lr 3e-3 --warmup 2 --cache-dir "$cache" \
+  env "${run_env[@]}" "$bin/heiretsu" run "$work/$name.plan" --steps 10 --lr 3e-3 --warmup 2 --cache-dir "$cache" \
     --val-every 5 --val-batches 2 \
     --metrics "$work/$name.jsonl" --save-dir "$work/$name.ckpt" > "$work/$name.log" 2>&1
 }
@@ -75,6 +78,12 @@ run_layout "dp=4 tp=1 pp=1 ep=1 zero=0 sp=0" --dp 4 --micro-batch-size 1
 # background during the last microbatch's backward pass.
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0 microbatches=2 buckets=1MiB" --dp 2 --micro-batch-size 1 --microbatches 2 --bucket-mb 1
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=1 sp=0" --dp 2 --micro-batch-size 2 --zero 1
+# The same over TCP alone (as across machines): all_reduce, reduce_scatter,
+# all_gather and barriers through Gloo instead of shared memory.
+run_env=(HEIRETSU_COMM_SHM=0)
+run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0 transport=tcp" --dp 2 --micro-batch-size 2
+run_layout "dp=2 tp=2 pp=1 ep=1 zero=1 sp=1 transport=tcp" --dp 2 --tp 2 --micro-batch-size 2 --zero 1 --sequence-parallel
+run_env=()
 run_layout "dp=4 tp=1 pp=1 ep=1 zero=1 sp=0" --dp 4 --micro-batch-size 1 --zero 1
 run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=0" --tp 2 --micro-batch-size 4
 run_layout "dp=1 tp=2 pp=1 ep=1 zero=0 sp=1" --tp 2 --micro-batch-size 4 --sequence-parallel

@@ -1,12 +1,15 @@
-// The Gloo communicator, with real processes: each test forks `world` children
-// that rendezvous through a fresh file store, run collectives and exit 0 only if
-// every result is right; a child that crashes, hangs past the test's alarm or
-// computes a wrong value fails the test.
+// The communicators (Gloo over TCP, and shared memory for the collectives), with
+// real processes: each test forks `world` children that rendezvous through a fresh
+// file store, run collectives and exit 0 only if every result is right; a child
+// that crashes, hangs past the test's alarm or computes a wrong value fails the
+// test. The collectives' tests run on both transports.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -23,28 +26,46 @@ std::string FreshDir() {
   return mkdtemp(tmpl);
 }
 
+// How a test's group moves its data: TCP only, or shared memory with a chunk of
+// `slot_bytes` per member (0: the default).
+struct Transport {
+  bool shared_memory = false;
+  size_t slot_bytes = 0;
+};
+constexpr Transport kTcp{false, 0};
+constexpr Transport kShm{true, 0};
+constexpr Transport kShmTinyChunks{true, 4096};  // 1024 floats: most calls cross chunks
+
 // Runs `body(rank, comm)` in `world` child processes; returns their exit codes.
-// `job_ranks`: the members' job ranks, for messages (GlooOptions).
+// `job_ranks`: the members' job ranks, for messages (GroupOptions). A child whose
+// group did not get the transport asked for exits 11.
 std::vector<int> RunRanks(int world, std::chrono::milliseconds timeout,
                           const std::function<int(int, Communicator&)>& body,
-                          const std::vector<int>& job_ranks = {}) {
+                          const std::vector<int>& job_ranks = {}, Transport transport = kTcp) {
   const std::string store = FreshDir();
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
     pid_t pid = fork();
     if (pid == 0) {
       alarm(60);  // a hang fails the test instead of blocking it
-      GlooOptions o;
+      GroupOptions o;
       o.store_dir = store;
       o.group = "test";
       o.rank = r;
       o.size = world;
       o.timeout = timeout;
       o.job_ranks = job_ranks;
+      o.shared_memory = transport.shared_memory;
+      o.shm_slot_bytes = transport.slot_bytes;
       std::unique_ptr<Communicator> comm;
-      if (auto err = ConnectGloo(o, &comm)) {
+      if (auto err = ConnectGroup(o, &comm)) {
         std::fprintf(stderr, "rank %d: %s\n", r, err->message.c_str());
         _exit(10);
+      }
+      const bool shm = comm->transport().find("shared memory") == 0;
+      if (world > 1 && shm != transport.shared_memory) {
+        std::fprintf(stderr, "rank %d: transport %s\n", r, comm->transport().c_str());
+        _exit(11);
       }
       _exit(body(r, *comm));
     }
@@ -60,7 +81,9 @@ std::vector<int> RunRanks(int world, std::chrono::milliseconds timeout,
   return codes;
 }
 
-TEST(GlooComm, CollectivesComputeTheRightValues) {
+class Collectives : public ::testing::TestWithParam<Transport> {};
+
+TEST_P(Collectives, ComputeTheRightValues) {
   const int world = 3;
   auto codes = RunRanks(world, std::chrono::seconds(30), [&](int r, Communicator& c) {
     if (c.rank() != r || c.size() != world) return 1;
@@ -97,11 +120,74 @@ TEST(GlooComm, CollectivesComputeTheRightValues) {
     }
     if (got[0] != prev) return 13;
     return c.Barrier() ? 14 : 0;
-  });
+  }, {}, GetParam());
   for (int r = 0; r < world; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
 }
 
-TEST(GlooComm, ASilentPeerIsATimeoutErrorNotAHang) {
+// Sizes that are not multiples of anything (several chunks and a remainder on the
+// shared-memory transport), every collective in turn, the results checked exactly
+// on every element. The all_reduce's sum is the members' values added in member
+// order, ((v0 + v1) + v2) + v3 in float, on every member: values of very
+// different magnitudes make any other order give another result.
+TEST_P(Collectives, LargeAndOddSizesAreExactAndSummedInMemberOrder) {
+  const int world = 4;
+  auto codes = RunRanks(world, std::chrono::seconds(30), [&](int r, Communicator& c) {
+    const auto value = [](int rank, size_t i) {
+      const float big[4] = {1e8f, 1.f, -1e8f, 3.f};
+      return big[(rank + i) % 4] * static_cast<float>(1 + i % 7);
+    };
+    for (size_t n : {size_t{1}, size_t{17}, size_t{1023}, size_t{5000}, size_t{70001}}) {
+      std::vector<float> v(n), m(n), a(n);
+      for (size_t i = 0; i < n; ++i) v[i] = m[i] = a[i] = value(r, i);
+      if (c.AllReduce(v.data(), n, ReduceOp::kSum) || c.AllReduce(m.data(), n, ReduceOp::kMax) ||
+          c.AllReduce(a.data(), n, ReduceOp::kAvg))
+        return 1;
+      for (size_t i = 0; i < n; ++i) {
+        float sum = value(0, i), most = value(0, i);
+        for (int k = 1; k < world; ++k) {
+          sum += value(k, i);
+          most = std::max(most, value(k, i));
+        }
+        if (!c.transport().empty() && c.transport().find("shared memory") == 0 && v[i] != sum)
+          return 2;  // the member order (a ring's order may differ)
+        if (std::abs(v[i] - sum) > 256.f || m[i] != most || std::abs(a[i] - v[i] / world) > 64.f)
+          return 3;
+      }
+      // all_gather: member k's block is value(k, i).
+      std::vector<float> in(n), out(n * world);
+      for (size_t i = 0; i < n; ++i) in[i] = value(r, i);
+      if (c.AllGather(in.data(), out.data(), n)) return 4;
+      for (int k = 0; k < world; ++k)
+        for (size_t i = 0; i < n; ++i)
+          if (out[k * n + i] != value(k, i)) return 5;
+      // reduce_scatter: block b of member k is value(k, b * n + i); member r gets
+      // the sum over k of block r.
+      std::vector<float> blocks(n * world), mine(n);
+      for (size_t i = 0; i < n * world; ++i) blocks[i] = value(r, i);
+      if (c.ReduceScatter(blocks.data(), mine.data(), n)) return 6;
+      for (size_t i = 0; i < n; ++i) {
+        float sum = value(0, r * n + i);
+        for (int k = 1; k < world; ++k) sum += value(k, r * n + i);
+        if (std::abs(mine[i] - sum) > 256.f) return 7;
+        if (c.transport().find("shared memory") == 0 && mine[i] != sum) return 8;
+      }
+    }
+    return c.Barrier() ? 9 : 0;
+  }, {}, GetParam());
+  for (int r = 0; r < world; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, Collectives,
+                         ::testing::Values(kTcp, kShm, kShmTinyChunks),
+                         [](const ::testing::TestParamInfo<Transport>& info) {
+                           return std::string(!info.param.shared_memory ? "Tcp"
+                                              : info.param.slot_bytes ? "ShmTinyChunks"
+                                                                      : "Shm");
+                         });
+
+class Failures : public ::testing::TestWithParam<Transport> {};
+
+TEST_P(Failures, ASilentPeerIsATimeoutErrorNotAHang) {
   auto start = std::chrono::steady_clock::now();
   auto codes = RunRanks(2, std::chrono::milliseconds(1500), [](int r, Communicator& c) {
     if (r == 1) {
@@ -113,11 +199,69 @@ TEST(GlooComm, ASilentPeerIsATimeoutErrorNotAHang) {
     if (!err) return 1;
     std::fprintf(stderr, "rank 0 saw: %s\n", err->message.c_str());
     return err->message.find("all_reduce in group 'test' failed") == 0 ? 42 : 2;
-  });
+  }, {}, GetParam());
   double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(codes[0], 42);
   EXPECT_LT(secs, 30.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, Failures, ::testing::Values(kTcp, kShm),
+                         [](const ::testing::TestParamInfo<Transport>& info) {
+                           return std::string(info.param.shared_memory ? "Shm" : "Tcp");
+                         });
+
+// On shared memory a member whose process is gone is named at once, not after the
+// group's timeout (here 60 s), and the communicator refuses what comes after.
+TEST(ShmComm, AMemberThatExitedIsNamedWithinASecond) {
+  const auto start = std::chrono::steady_clock::now();
+  auto codes = RunRanks(
+      3, std::chrono::seconds(60),
+      [](int r, Communicator& c) {
+        std::vector<float> v(4096, 1.f);
+        if (c.AllReduce(v.data(), v.size(), ReduceOp::kSum) || v[0] != 3.f) return 1;
+        if (r == 2) _exit(0);  // leaves without a word
+        const auto waiting = std::chrono::steady_clock::now();
+        auto err = c.AllReduce(v.data(), v.size(), ReduceOp::kSum);
+        const double waited =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - waiting).count();
+        if (!err) return 2;
+        std::fprintf(stderr, "rank %d saw after %.2f s: %s\n", r, waited, err->message.c_str());
+        if (waited > 1.0) return 3;
+        if (err->message.rfind("all_reduce in group 'test' failed: member 2 (job rank 5) (process ",
+                               0) != 0 ||
+            err->message.find(") exited") == std::string::npos)
+          return 4;
+        auto again = c.AllGather(v.data(), v.data(), 1);
+        if (!again || again->message.find("an earlier collective of the group failed") ==
+                          std::string::npos)
+          return 5;
+        return 42;
+      },
+      {3, 4, 5}, kShm);
+  EXPECT_EQ(codes[0], 42);
+  EXPECT_EQ(codes[1], 42);
+  EXPECT_EQ(codes[2], 0);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 30.0);
+}
+
+// The segment is unlinked once every member has mapped it: nothing is left in
+// /dev/shm, whatever happens to the job later.
+TEST(ShmComm, TheSegmentLeavesNothingInDevShm) {
+  const auto count = [] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
+      n += e.path().filename().string().rfind("heiretsu-", 0) == 0;
+    return n;
+  };
+  const int before = count();
+  auto codes = RunRanks(2, std::chrono::seconds(30), [&](int, Communicator& c) {
+    std::vector<float> v(8, 1.f);
+    if (c.AllReduce(v.data(), v.size(), ReduceOp::kSum) || v[0] != 2.f) return 1;
+    return count() == before ? 0 : 2;
+  }, {}, kShm);
+  EXPECT_EQ(codes[0], 0);
+  EXPECT_EQ(codes[1], 0);
 }
 
 TEST(GlooComm, StartedSendsDoNotWaitForThePeersRecv) {
@@ -190,13 +334,13 @@ TEST(GlooComm, ASendNobodyReceivesIsATimeoutErrorNamingThePeer) {
 }
 
 TEST(GlooComm, AnInvalidRankIsRefused) {
-  GlooOptions o;
+  GroupOptions o;
   o.store_dir = FreshDir();
   o.group = "g";
   o.rank = 2;
   o.size = 2;
   std::unique_ptr<Communicator> comm;
-  const Status err = ConnectGloo(o, &comm);
+  const Status err = ConnectGroup(o, &comm);
   EXPECT_EQ(comm, nullptr);
   ASSERT_TRUE(err.has_value());
   EXPECT_EQ(err->message, "group 'g': rank 2 is not in [0, 2)");

@@ -1,0 +1,411 @@
+// Shared-memory collectives; see shm_comm.h for the protocol.
+#include "runtime/comm/shm_comm.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+
+namespace heiretsu::comm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kMagic = 0x6865697265747375ull;  // "heiretsu"
+constexpr size_t kLine = 64;
+constexpr size_t kDefaultSlotBytes = size_t{4} << 20;
+constexpr size_t kDefaultSegmentDataBytes = size_t{64} << 20;
+constexpr size_t kMinSlotBytes = size_t{4} << 10;
+
+// The segment: a header, one record per member, then 2 x size slots.
+struct Header {
+  uint64_t magic;
+  uint64_t nonce;  // rank 0's random number: proves the members opened one segment
+  uint64_t size;
+  uint64_t slot_floats;
+  alignas(kLine) std::atomic<uint32_t> arrived;  // barriers x size, mod 2^32: the futex
+};
+struct alignas(kLine) Member {
+  std::atomic<uint32_t> barriers;  // how many barriers this member has reached
+  int32_t pid;
+  uint64_t pid_namespace;  // the inode of /proc/self/ns/pid: pids compare only within one
+};
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+
+size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+// Whether process `pid` has exited: gone, or a zombie its parent has not reaped.
+bool ProcessGone(int32_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  char path[32], state = 0;
+  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  if (FILE* f = std::fopen(path, "r")) {
+    // "pid (comm) S ...": the state follows the last ')'.
+    char line[512];
+    const size_t n = std::fread(line, 1, sizeof line - 1, f);
+    std::fclose(f);
+    line[n] = '\0';
+    if (const char* close = std::strrchr(line, ')'); close && close[1] == ' ') state = close[2];
+  }
+  return state == 'Z' || state == 'X';
+}
+
+uint64_t PidNamespace() {
+  struct stat st {};
+  return ::stat("/proc/self/ns/pid", &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+
+// A uint32 carried through AllGather in a float's bits (Gloo copies bytes).
+float Bits(uint32_t v) {
+  float f;
+  std::memcpy(&f, &v, sizeof f);
+  return f;
+}
+uint32_t Bits(float f) {
+  uint32_t v;
+  std::memcpy(&v, &f, sizeof v);
+  return v;
+}
+
+std::string SegmentName(uint32_t pid, uint64_t nonce) {
+  char name[64];
+  std::snprintf(name, sizeof name, "/heiretsu-%u-%016llx", pid,
+                static_cast<unsigned long long>(nonce));
+  return name;
+}
+
+class Segment {
+ public:
+  ~Segment() {
+    if (base_) ::munmap(base_, bytes_);
+  }
+  static size_t BytesFor(size_t size, size_t slot_floats) {
+    return RoundUp(sizeof(Header), kLine) + size * sizeof(Member) +
+           2 * size * slot_floats * sizeof(float) + kLine;
+  }
+  // Rank 0: creates and sizes it (reserving its pages: a full /dev/shm fails here,
+  // not as a SIGBUS later). Empty string on success, else why not.
+  std::string Create(const std::string& name, size_t size, size_t slot_floats, uint64_t nonce) {
+    bytes_ = BytesFor(size, slot_floats);
+    const int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0) return std::string("shm_open: ") + std::strerror(errno);
+    const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes_));
+    if (rc != 0) {
+      ::close(fd);
+      ::shm_unlink(name.c_str());
+      return std::string("reserving ") + std::to_string(bytes_) + " bytes: " + std::strerror(rc);
+    }
+    std::string why = Map(fd);
+    ::close(fd);
+    if (!why.empty()) {
+      ::shm_unlink(name.c_str());
+      return why;
+    }
+    Header* h = header();
+    h->nonce = nonce;
+    h->size = size;
+    h->slot_floats = slot_floats;
+    new (&h->arrived) std::atomic<uint32_t>(0);
+    for (size_t r = 0; r < size; ++r) new (&member(r)->barriers) std::atomic<uint32_t>(0);
+    std::atomic_thread_fence(std::memory_order_release);
+    h->magic = kMagic;
+    return {};
+  }
+  // The other members: opens it and checks it is rank 0's.
+  std::string Open(const std::string& name, size_t size, size_t slot_floats, uint64_t nonce) {
+    bytes_ = BytesFor(size, slot_floats);
+    const int fd = ::shm_open(name.c_str(), O_RDWR, 0600);
+    if (fd < 0) return std::string("shm_open: ") + std::strerror(errno);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != bytes_) {
+      ::close(fd);
+      return "the segment has the wrong size";
+    }
+    std::string why = Map(fd);
+    ::close(fd);
+    if (!why.empty()) return why;
+    const Header* h = header();
+    if (h->magic != kMagic || h->nonce != nonce || h->size != size ||
+        h->slot_floats != slot_floats)
+      return "the segment is not this group's";
+    return {};
+  }
+
+  Header* header() const { return static_cast<Header*>(base_); }
+  Member* member(size_t r) const {
+    return reinterpret_cast<Member*>(static_cast<char*>(base_) + RoundUp(sizeof(Header), kLine)) +
+           r;
+  }
+  float* slot(size_t set, size_t r) const {
+    const size_t size = header()->size, slot_floats = header()->slot_floats;
+    auto* data = reinterpret_cast<float*>(reinterpret_cast<char*>(member(size)));
+    return data + (set * size + r) * slot_floats;
+  }
+
+ private:
+  std::string Map(int fd) {
+    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) return std::string("mmap: ") + std::strerror(errno);
+    base_ = p;
+    return {};
+  }
+  void* base_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+long Futex(std::atomic<uint32_t>* word, int op, uint32_t value, const timespec* timeout) {
+  return ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, value, timeout, nullptr, 0);
+}
+
+// dst[i] = dst[i] (+ or max) src[i]: one member's contribution, in member order.
+void Combine(float* __restrict dst, const float* __restrict src, size_t n, ReduceOp op) {
+  if (op == ReduceOp::kMax) {
+    for (size_t i = 0; i < n; ++i) dst[i] = std::max(dst[i], src[i]);
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] += src[i];
+  }
+}
+
+class SharedMemoryCommunicator final : public Communicator {
+ public:
+  SharedMemoryCommunicator(std::unique_ptr<Communicator> tcp, std::unique_ptr<Segment> segment,
+                           std::chrono::milliseconds timeout, std::vector<int> job_ranks)
+      : tcp_(std::move(tcp)),
+        segment_(std::move(segment)),
+        timeout_(timeout),
+        job_ranks_(std::move(job_ranks)),
+        slot_floats_(segment_->header()->slot_floats),
+        pid_namespace_(PidNamespace()) {}
+
+  int rank() const override { return tcp_->rank(); }
+  int size() const override { return tcp_->size(); }
+  const std::string& name() const override { return tcp_->name(); }
+  std::string transport() const override {
+    return "shared memory (all_reduce, all_gather, reduce_scatter, barrier; " +
+           std::to_string(slot_floats_ * sizeof(float) >> 10) + " KiB chunks) and " +
+           tcp_->transport();
+  }
+
+  Status AllReduce(float* data, size_t n, ReduceOp op) override {
+    if (n == 0) return std::nullopt;
+    if (auto err = Usable("all_reduce")) return err;
+    const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
+    for (size_t off = 0; off < n; off += slot_floats_) {
+      const size_t len = std::min(slot_floats_, n - off), set = NextSet();
+      std::memcpy(segment_->slot(set, me), data + off, len * sizeof(float));
+      if (auto err = Arrive("all_reduce")) return err;
+      // Part `me` of the chunk, in 16-float (cache line) pieces.
+      const size_t lines = (len + 15) / 16;
+      const size_t lo = std::min(len, lines * me / members * 16);
+      const size_t hi = std::min(len, lines * (me + 1) / members * 16);
+      float* sum = segment_->slot(set, 0);
+      for (size_t r = 1; r < members; ++r) Combine(sum + lo, segment_->slot(set, r) + lo, hi - lo, op);
+      CopyOut(sum + lo, data + off + lo, hi - lo, op);  // this member's part, while in cache
+      if (auto err = Arrive("all_reduce")) return err;
+      CopyOut(sum, data + off, lo, op);
+      CopyOut(sum + hi, data + off + hi, len - hi, op);
+    }
+    return std::nullopt;
+  }
+
+  Status AllGather(const float* in, float* out, size_t n) override {
+    if (auto err = Usable("all_gather")) return err;
+    const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
+    for (size_t off = 0; off < n; off += slot_floats_) {
+      const size_t len = std::min(slot_floats_, n - off), set = NextSet();
+      std::memcpy(segment_->slot(set, me), in + off, len * sizeof(float));
+      if (auto err = Arrive("all_gather")) return err;
+      for (size_t r = 0; r < members; ++r)
+        std::memcpy(out + r * n + off, segment_->slot(set, r), len * sizeof(float));
+    }
+    return std::nullopt;
+  }
+
+  Status ReduceScatter(const float* in, float* out, size_t n) override {
+    if (auto err = Usable("reduce_scatter")) return err;
+    const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
+    const size_t step = std::max<size_t>(1, slot_floats_ / members);
+    for (size_t off = 0; off < n; off += step) {
+      const size_t len = std::min(step, n - off), set = NextSet();
+      float* mine = segment_->slot(set, me);
+      for (size_t b = 0; b < members; ++b)
+        std::memcpy(mine + b * len, in + b * n + off, len * sizeof(float));
+      if (auto err = Arrive("reduce_scatter")) return err;
+      std::memcpy(out + off, segment_->slot(set, 0) + me * len, len * sizeof(float));
+      for (size_t r = 1; r < members; ++r)
+        Combine(out + off, segment_->slot(set, r) + me * len, len, ReduceOp::kSum);
+    }
+    return std::nullopt;
+  }
+
+  Status AllToAll(const float* in, float* out, size_t n) override {
+    return tcp_->AllToAll(in, out, n);
+  }
+  Status AllToAllV(const float* in, const std::vector<int64_t>& in_counts, float* out,
+                   const std::vector<int64_t>& out_counts) override {
+    return tcp_->AllToAllV(in, in_counts, out, out_counts);
+  }
+  Status Send(const float* data, size_t n, int peer) override { return tcp_->Send(data, n, peer); }
+  Status Recv(float* data, size_t n, int peer) override { return tcp_->Recv(data, n, peer); }
+  Status StartSend(const float* data, size_t n, int peer, int key) override {
+    return tcp_->StartSend(data, n, peer, key);
+  }
+  Status WaitSends(int key) override { return tcp_->WaitSends(key); }
+  Status Barrier() override {
+    if (auto err = Usable("barrier")) return err;
+    return Arrive("barrier");
+  }
+
+ private:
+  // The chunk buffer for the next chunk: they alternate, so a member fills one
+  // while the others may still read the other (shm_comm.h).
+  size_t NextSet() { return chunks_++ & 1; }
+
+  Status Usable(const char* what) const {
+    if (!broken_) return std::nullopt;
+    return Error::Failure(std::string(what) + " in group '" + name() +
+                          "' refused: an earlier collective of the group failed");
+  }
+
+  std::string MemberName(size_t r) const {
+    std::string out = "member " + std::to_string(r);
+    if (r < job_ranks_.size()) out += " (job rank " + std::to_string(job_ranks_[r]) + ")";
+    return out;
+  }
+
+  // The reduced values into the caller's buffer: the sum, or for kAvg the sum
+  // times 1 / size (as the TCP communicator computes it), in the same pass.
+  void CopyOut(const float* __restrict from, float* __restrict to, size_t n, ReduceOp op) const {
+    if (op != ReduceOp::kAvg) {
+      std::memcpy(to, from, n * sizeof(float));
+      return;
+    }
+    const float inv = 1.0f / static_cast<float>(size());
+    for (size_t i = 0; i < n; ++i) to[i] = from[i] * inv;
+  }
+
+  // This member reaches the group's next barrier and waits for the others.
+  Status Arrive(const char* what) {
+    const uint32_t generation = ++barriers_;
+    const uint32_t target = generation * static_cast<uint32_t>(size());
+    Header* h = segment_->header();
+    segment_->member(static_cast<size_t>(rank()))->barriers.store(generation,
+                                                                  std::memory_order_relaxed);
+    std::atomic<uint32_t>& arrived = h->arrived;
+    const auto reached = [&](uint32_t v) { return static_cast<int32_t>(v - target) >= 0; };
+    if (reached(arrived.fetch_add(1, std::memory_order_acq_rel) + 1)) {
+      Futex(&arrived, FUTEX_WAKE, INT32_MAX, nullptr);
+      return std::nullopt;
+    }
+    for (int spin = 0; spin < 128; ++spin) {
+      if (reached(arrived.load(std::memory_order_acquire))) return std::nullopt;
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#endif
+    }
+    const auto deadline = Clock::now() + timeout_;
+    while (true) {
+      const uint32_t v = arrived.load(std::memory_order_acquire);
+      if (reached(v)) return std::nullopt;
+      const timespec slice{0, 50'000'000};  // 50 ms: then look at the clock and the peers
+      Futex(&arrived, FUTEX_WAIT, v, &slice);
+      if (reached(arrived.load(std::memory_order_acquire))) return std::nullopt;
+      std::string missing, gone;
+      for (size_t r = 0; r < static_cast<size_t>(size()); ++r) {
+        const Member* m = segment_->member(r);
+        if (static_cast<int32_t>(m->barriers.load(std::memory_order_relaxed) - generation) >= 0)
+          continue;
+        missing += (missing.empty() ? "" : ", ") + MemberName(r);
+        if (m->pid_namespace == pid_namespace_ && m->pid > 0 && ProcessGone(m->pid))
+          gone += (gone.empty() ? "" : ", ") + MemberName(r) + " (process " +
+                  std::to_string(m->pid) + ")";
+      }
+      std::string why;
+      if (!gone.empty())
+        why = gone + " exited";
+      else if (Clock::now() >= deadline)
+        why = missing + " did not arrive within " + std::to_string(timeout_.count()) + " ms";
+      if (why.empty()) continue;
+      broken_ = true;
+      return Error::Failure(std::string(what) + " in group '" + name() + "' failed: " + why +
+                            " (shared memory)");
+    }
+  }
+
+  std::unique_ptr<Communicator> tcp_;
+  std::unique_ptr<Segment> segment_;
+  std::chrono::milliseconds timeout_;
+  std::vector<int> job_ranks_;
+  size_t slot_floats_;
+  uint64_t pid_namespace_;
+  uint32_t barriers_ = 0;
+  uint64_t chunks_ = 0;
+  bool broken_ = false;
+};
+
+}  // namespace
+
+Status AttachSharedMemory(std::unique_ptr<Communicator> tcp, std::chrono::milliseconds timeout,
+                          std::vector<int> job_ranks, size_t slot_bytes,
+                          std::unique_ptr<Communicator>* out) {
+  const size_t size = static_cast<size_t>(tcp->size());
+  if (size == 1) {
+    *out = std::move(tcp);
+    return std::nullopt;
+  }
+  if (slot_bytes == 0)
+    slot_bytes = std::min(kDefaultSlotBytes, kDefaultSegmentDataBytes / (2 * size));
+  const size_t slot_floats =
+      RoundUp(std::max(slot_bytes, kMinSlotBytes), kLine) / sizeof(float);
+
+  // Rank 0 creates the segment and tells the others its name (its pid and a random
+  // number); each reports whether it could open it; all agree.
+  auto segment = std::make_unique<Segment>();
+  std::string why;
+  uint64_t nonce = 0;
+  uint32_t pid0 = static_cast<uint32_t>(::getpid());
+  if (tcp->rank() == 0) {
+    std::random_device random;
+    nonce = (static_cast<uint64_t>(random()) << 32) ^ random();
+    why = segment->Create(SegmentName(pid0, nonce), size, slot_floats, nonce);
+  }
+  float mine[4] = {Bits(pid0), Bits(static_cast<uint32_t>(nonce)),
+                   Bits(static_cast<uint32_t>(nonce >> 32)), why.empty() ? 1.f : 0.f};
+  std::vector<float> all(4 * size);
+  if (auto err = tcp->AllGather(mine, all.data(), 4)) return err->Within("shared memory setup");
+  const bool created = all[3] == 1.f;
+  pid0 = Bits(all[0]);
+  nonce = Bits(all[1]) | (static_cast<uint64_t>(Bits(all[2])) << 32);
+  const std::string name = SegmentName(pid0, nonce);
+  if (tcp->rank() != 0 && created) why = segment->Open(name, size, slot_floats, nonce);
+  if (created && why.empty()) {
+    Member* m = segment->member(static_cast<size_t>(tcp->rank()));
+    m->pid = static_cast<int32_t>(::getpid());
+    m->pid_namespace = PidNamespace();
+  }
+  float failed = (created && why.empty()) ? 0.f : 1.f;
+  Status agreed = tcp->AllReduce(&failed, 1, ReduceOp::kMax);
+  if (tcp->rank() == 0 && created) ::shm_unlink(name.c_str());
+  if (agreed) return agreed->Within("shared memory setup");
+  if (failed > 0) {
+    *out = std::move(tcp);  // TCP alone, on every member
+    return std::nullopt;
+  }
+  *out = std::make_unique<SharedMemoryCommunicator>(std::move(tcp), std::move(segment), timeout,
+                                                    std::move(job_ranks));
+  return std::nullopt;
+}
+
+}  // namespace heiretsu::comm

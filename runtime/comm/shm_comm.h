@@ -1,0 +1,49 @@
+// Collectives through shared memory for a group whose members all run on one machine
+// (issue #15: dp = 2 on one machine spent a quarter of its step in Gloo's loopback
+// TCP all-reduce). Internal to runtime/comm: ConnectGroup (comm.h) calls it.
+//
+// The members map one segment (POSIX shared memory, unlinked as soon as every
+// member has opened it, so a crash leaves nothing behind). Data moves through it in
+// chunks, two chunk buffers alternating, each holding one slot per member:
+//   all_reduce      each member copies its chunk into its slot; barrier; member r sums
+//                   part r of the chunk over the slots in member order (0, 1, 2, ...),
+//                   into slot 0; barrier; each copies slot 0 out. The sum is the same
+//                   on every run and every member (rank order, not a ring's).
+//   reduce_scatter  the members' blocks of the chunk into their slots; barrier; member
+//                   r sums block r over the slots in member order.
+//   all_gather      each member's chunk into its slot; barrier; each copies all slots.
+//   barrier         one barrier.
+// A barrier is a shared arrival counter (a futex): a member that waits longer than
+// the group's timeout, or sees a member's process gone, fails with a message naming
+// the members that did not arrive. After a failure the communicator refuses further
+// collectives (the others' state is unknown). all_to_all and point-to-point stay on
+// the TCP communicator, which also carries the setup.
+//
+// Calls follow Communicator's contract: every member makes the same collective calls
+// in the same order, one at a time.
+#ifndef HEIRETSU_RUNTIME_COMM_SHM_COMM_H_
+#define HEIRETSU_RUNTIME_COMM_SHM_COMM_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/base/error.h"
+#include "runtime/comm/comm.h"
+
+namespace heiretsu::comm {
+
+// Every member of `tcp`'s group calls this together. When every member can map one
+// segment (they share a machine and /dev/shm), *out is a communicator that runs the
+// collectives above through it and the rest through `tcp`; otherwise (the members
+// agree on the verdict) *out is `tcp` itself. `slot_bytes` (0: the default, 4 MiB
+// per member for up to 8 members, less above, 64 MiB in all) sizes a chunk; tests
+// pass small values to cross chunk boundaries. Fails only when `tcp` fails.
+Status AttachSharedMemory(std::unique_ptr<Communicator> tcp, std::chrono::milliseconds timeout,
+                          std::vector<int> job_ranks, size_t slot_bytes,
+                          std::unique_ptr<Communicator>* out);
+
+}  // namespace heiretsu::comm
+
+#endif  // HEIRETSU_RUNTIME_COMM_SHM_COMM_H_
