@@ -17,7 +17,7 @@ PKGS=(
   cmake ninja-build ccache lld g++ make
   libmlir-22-dev mlir-22-tools llvm-22-dev llvm-22-tools
   libabsl-dev libflatbuffers-dev flatbuffers-compiler
-  libgloo-dev libopenblas-dev libgtest-dev libicu-dev
+  libgloo-dev libopenblas-dev libdnnl-dev libgtest-dev libicu-dev
   gnuplot-nox
 )
 

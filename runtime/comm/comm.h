@@ -88,9 +88,11 @@ struct GroupOptions {
 
 // Connects the group over Gloo's TCP transport, rendezvousing through a file
 // store, then (options.shared_memory) attaches shared memory where every member
-// can, into *out. Fails (kFailure) on a timeout waiting for a peer that never
-// comes, or any other failure to connect.
-Status ConnectGroup(const GroupOptions& options, std::unique_ptr<Communicator>* out);
+// can, into *out; *no_shm (when not null) says why a group that asked for shared
+// memory did not get it (empty otherwise). Fails (kFailure) on a timeout waiting for
+// a peer that never comes, or any other failure to connect.
+Status ConnectGroup(const GroupOptions& options, std::unique_ptr<Communicator>* out,
+                    std::string* no_shm = nullptr);
 
 }  // namespace heiretsu::comm
 

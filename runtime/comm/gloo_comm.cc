@@ -225,7 +225,8 @@ class GlooCommunicator final : public Communicator {
 
 }  // namespace
 
-Status ConnectGroup(const GroupOptions& o, std::unique_ptr<Communicator>* out) {
+Status ConnectGroup(const GroupOptions& o, std::unique_ptr<Communicator>* out,
+                    std::string* no_shm) {
   if (o.size < 1 || o.rank < 0 || o.rank >= o.size)
     return Error::Failure("group '" + o.group + "': rank " + std::to_string(o.rank) +
                           " is not in [0, " + std::to_string(o.size) + ")");
@@ -252,7 +253,7 @@ Status ConnectGroup(const GroupOptions& o, std::unique_ptr<Communicator>* out) {
     *out = std::move(tcp);
     return std::nullopt;
   }
-  return AttachSharedMemory(std::move(tcp), o.timeout, o.job_ranks, o.shm_slot_bytes, out);
+  return AttachSharedMemory(std::move(tcp), o.timeout, o.job_ranks, o.shm_slot_bytes, out, no_shm);
 }
 
 }  // namespace heiretsu::comm

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <random>
 
 namespace heiretsu::comm {
@@ -200,7 +201,8 @@ class SharedMemoryCommunicator final : public Communicator {
 
   Status AllReduce(float* data, size_t n, ReduceOp op) override {
     if (n == 0) return std::nullopt;
-    if (auto err = Usable("all_reduce")) return err;
+    Exclusive only(busy_);
+    if (auto err = Usable("all_reduce", only)) return err;
     const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
     for (size_t off = 0; off < n; off += slot_floats_) {
       const size_t len = std::min(slot_floats_, n - off), set = NextSet();
@@ -221,7 +223,8 @@ class SharedMemoryCommunicator final : public Communicator {
   }
 
   Status AllGather(const float* in, float* out, size_t n) override {
-    if (auto err = Usable("all_gather")) return err;
+    Exclusive only(busy_);
+    if (auto err = Usable("all_gather", only)) return err;
     const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
     for (size_t off = 0; off < n; off += slot_floats_) {
       const size_t len = std::min(slot_floats_, n - off), set = NextSet();
@@ -234,7 +237,8 @@ class SharedMemoryCommunicator final : public Communicator {
   }
 
   Status ReduceScatter(const float* in, float* out, size_t n) override {
-    if (auto err = Usable("reduce_scatter")) return err;
+    Exclusive only(busy_);
+    if (auto err = Usable("reduce_scatter", only)) return err;
     const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
     const size_t step = std::max<size_t>(1, slot_floats_ / members);
     for (size_t off = 0; off < n; off += step) {
@@ -264,7 +268,8 @@ class SharedMemoryCommunicator final : public Communicator {
   }
   Status WaitSends(int key) override { return tcp_->WaitSends(key); }
   Status Barrier() override {
-    if (auto err = Usable("barrier")) return err;
+    Exclusive only(busy_);
+    if (auto err = Usable("barrier", only)) return err;
     return Arrive("barrier");
   }
 
@@ -273,7 +278,23 @@ class SharedMemoryCommunicator final : public Communicator {
   // while the others may still read the other (shm_comm.h).
   size_t NextSet() { return chunks_++ & 1; }
 
-  Status Usable(const char* what) const {
+  // Holds busy_ for one call; `entered` is false when another call held it.
+  struct Exclusive {
+    explicit Exclusive(std::atomic<bool>& flag) : flag(flag), entered(!flag.exchange(true)) {}
+    ~Exclusive() {
+      if (entered) flag.store(false);
+    }
+    std::atomic<bool>& flag;
+    bool entered;
+  };
+
+  Status Usable(const char* what, const Exclusive& only) {
+    if (!only.entered) {
+      broken_ = true;
+      return Error::Failure(std::string(what) + " in group '" + name() +
+                            "' refused: another collective of the group is running on another "
+                            "thread (calls must be one at a time)");
+    }
     if (!broken_) return std::nullopt;
     return Error::Failure(std::string(what) + " in group '" + name() +
                           "' refused: an earlier collective of the group failed");
@@ -328,7 +349,9 @@ class SharedMemoryCommunicator final : public Communicator {
         if (static_cast<int32_t>(m->barriers.load(std::memory_order_relaxed) - generation) >= 0)
           continue;
         missing += (missing.empty() ? "" : ", ") + MemberName(r);
-        if (m->pid_namespace == pid_namespace_ && m->pid > 0 && ProcessGone(m->pid))
+        // pids compare only within one namespace, and only when both are known.
+        if (pid_namespace_ != 0 && m->pid_namespace == pid_namespace_ && m->pid > 0 &&
+            ProcessGone(m->pid))
           gone += (gone.empty() ? "" : ", ") + MemberName(r) + " (process " +
                   std::to_string(m->pid) + ")";
       }
@@ -352,14 +375,15 @@ class SharedMemoryCommunicator final : public Communicator {
   uint64_t pid_namespace_;
   uint32_t barriers_ = 0;
   uint64_t chunks_ = 0;
-  bool broken_ = false;
+  std::atomic<bool> broken_{false};
+  std::atomic<bool> busy_{false};
 };
 
 }  // namespace
 
 Status AttachSharedMemory(std::unique_ptr<Communicator> tcp, std::chrono::milliseconds timeout,
                           std::vector<int> job_ranks, size_t slot_bytes,
-                          std::unique_ptr<Communicator>* out) {
+                          std::unique_ptr<Communicator>* out, std::string* why_not) {
   const size_t size = static_cast<size_t>(tcp->size());
   if (size == 1) {
     *out = std::move(tcp);
@@ -384,7 +408,10 @@ Status AttachSharedMemory(std::unique_ptr<Communicator> tcp, std::chrono::millis
   float mine[4] = {Bits(pid0), Bits(static_cast<uint32_t>(nonce)),
                    Bits(static_cast<uint32_t>(nonce >> 32)), why.empty() ? 1.f : 0.f};
   std::vector<float> all(4 * size);
-  if (auto err = tcp->AllGather(mine, all.data(), 4)) return err->Within("shared memory setup");
+  if (auto err = tcp->AllGather(mine, all.data(), 4)) {
+    if (tcp->rank() == 0 && why.empty()) ::shm_unlink(SegmentName(pid0, nonce).c_str());
+    return err->Within("shared memory setup");
+  }
   const bool created = all[3] == 1.f;
   pid0 = Bits(all[0]);
   nonce = Bits(all[1]) | (static_cast<uint64_t>(Bits(all[2])) << 32);
@@ -400,6 +427,10 @@ Status AttachSharedMemory(std::unique_ptr<Communicator> tcp, std::chrono::millis
   if (tcp->rank() == 0 && created) ::shm_unlink(name.c_str());
   if (agreed) return agreed->Within("shared memory setup");
   if (failed > 0) {
+    if (why_not)
+      *why_not = !created ? "member 0 could not create the segment" + (why.empty() ? "" : ": " + why)
+                 : !why.empty() ? "member " + std::to_string(tcp->rank()) + ": " + why
+                                : "another member could not open the segment (not on this machine?)";
     *out = std::move(tcp);  // TCP alone, on every member
     return std::nullopt;
   }

@@ -3,7 +3,8 @@
 // TCP all-reduce). Internal to runtime/comm: ConnectGroup (comm.h) calls it.
 //
 // The members map one segment (POSIX shared memory, unlinked as soon as every
-// member has opened it, so a crash leaves nothing behind). Data moves through it in
+// member has opened it, or the setup failed: only a crash during the setup itself
+// can leave it in /dev/shm). Data moves through it in
 // chunks, two chunk buffers alternating, each holding one slot per member:
 //   all_reduce      each member copies its chunk into its slot; barrier; member r sums
 //                   part r of the chunk over the slots in member order (0, 1, 2, ...),
@@ -20,7 +21,8 @@
 // the TCP communicator, which also carries the setup.
 //
 // Calls follow Communicator's contract: every member makes the same collective calls
-// in the same order, one at a time.
+// in the same order, one at a time (two calls at once on one member fail, naming
+// the group, instead of mixing their chunks).
 #ifndef HEIRETSU_RUNTIME_COMM_SHM_COMM_H_
 #define HEIRETSU_RUNTIME_COMM_SHM_COMM_H_
 
@@ -37,12 +39,13 @@ namespace heiretsu::comm {
 // Every member of `tcp`'s group calls this together. When every member can map one
 // segment (they share a machine and /dev/shm), *out is a communicator that runs the
 // collectives above through it and the rest through `tcp`; otherwise (the members
-// agree on the verdict) *out is `tcp` itself. `slot_bytes` (0: the default, 4 MiB
+// agree on the verdict) *out is `tcp` itself and *why (when not null) says why
+// not, from the first member that could not. `slot_bytes` (0: the default, 4 MiB
 // per member for up to 8 members, less above, 64 MiB in all) sizes a chunk; tests
 // pass small values to cross chunk boundaries. Fails only when `tcp` fails.
 Status AttachSharedMemory(std::unique_ptr<Communicator> tcp, std::chrono::milliseconds timeout,
                           std::vector<int> job_ranks, size_t slot_bytes,
-                          std::unique_ptr<Communicator>* out);
+                          std::unique_ptr<Communicator>* out, std::string* why = nullptr);
 
 }  // namespace heiretsu::comm
 

@@ -1,11 +1,16 @@
-// CPU kernels (see kernels.h for the conventions). GEMMs go to OpenBLAS; the rest
+// CPU kernels (see kernels.h for the conventions). GEMMs go to OpenBLAS or oneDNN
+// (kernels.h: ActiveBlas); the rest
 // are plain loops parallelized with OpenMP over independent rows or heads, so that
 // each output is produced by exactly one thread and results do not depend on the
 // thread count.
 #include "runtime/cpu/kernels.h"
 
 #include <cblas.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
 
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -52,12 +57,69 @@ bool CpuHasAvx512() {
 
 std::string OpenBlasCoreName() { return openblas_get_corename(); }
 
+bool ChooseBlas(const char* choice, bool avx512, Blas* out) {
+  if (choice == nullptr || std::strcmp(choice, "auto") == 0) {
+    *out = avx512 ? Blas::kOneDnn : Blas::kOpenBlas;
+    return true;
+  }
+  if (std::strcmp(choice, "openblas") == 0) *out = Blas::kOpenBlas;
+  else if (std::strcmp(choice, "onednn") == 0) *out = Blas::kOneDnn;
+  else return false;
+  return true;
+}
+
+namespace {
+std::atomic<int>& BlasSlot() {  // -1: not chosen yet
+  static std::atomic<int> slot{-1};
+  return slot;
+}
+
+std::string OneDnnIsa() {
+  switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "isa " + std::to_string(static_cast<int>(dnnl_get_effective_cpu_isa()));
+  }
+}
+}  // namespace
+
+Blas ActiveBlas() {
+  int v = BlasSlot().load(std::memory_order_relaxed);
+  if (v < 0) {
+    Blas chosen = Blas::kOpenBlas;
+    if (!ChooseBlas(std::getenv("HEIRETSU_BLAS"), CpuHasAvx512(), &chosen))
+      ChooseBlas(nullptr, CpuHasAvx512(), &chosen);
+    v = static_cast<int>(chosen);
+    BlasSlot().store(v, std::memory_order_relaxed);
+  }
+  return static_cast<Blas>(v);
+}
+
+void UseBlas(Blas blas) { BlasSlot().store(static_cast<int>(blas), std::memory_order_relaxed); }
+
 std::string OpenBlasCoreOverride(const std::string& detected, bool avx512, bool user_chose) {
   if (user_chose || !avx512 || IsAvx512Core(detected)) return "";
   return "SkylakeX";
 }
 
 std::string DescribeBlas(std::string* advice) {
+  advice->clear();
+  if (ActiveBlas() == Blas::kOneDnn) {
+    const dnnl_version_t* v = dnnl_version();
+    const int threads = omp_get_max_threads();
+    return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+           std::to_string(v->patch) + " sgemm, " + OneDnnIsa() + " ISA (" +
+           (std::getenv("HEIRETSU_BLAS") ? "HEIRETSU_BLAS=" + std::string(std::getenv("HEIRETSU_BLAS"))
+                                         : std::string("chosen by heiretsu on this AVX-512 CPU; "
+                                                       "HEIRETSU_BLAS=openblas for OpenBLAS")) +
+           "), " + std::to_string(threads) + (threads == 1 ? " thread" : " threads");
+  }
   const std::string config = openblas_get_config();
   const std::string core = OpenBlasCoreName();
   advice->clear();
@@ -93,6 +155,20 @@ constexpr int64_t kReduceChunk = 1 << 16;
 
 void BlasGemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
               const float* b, float beta, float* c) {
+  if (ActiveBlas() == Blas::kOneDnn) {
+    // Row-major by definition; it fails only on invalid arguments, which the
+    // callers' shapes rule out (checked like the CPU backend's other preconditions).
+    const dnnl_status_t status =
+        dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, ta ? m : k, b, tb ? k : n,
+                   beta, c, n);
+    if (status != dnnl_success) {
+      std::fprintf(stderr, "heiretsu: dnnl_sgemm(%c, %c, %lld, %lld, %lld) failed (status %d)\n",
+                   ta ? 'T' : 'N', tb ? 'T' : 'N', static_cast<long long>(m),
+                   static_cast<long long>(n), static_cast<long long>(k), static_cast<int>(status));
+      std::abort();
+    }
+    return;
+  }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
               static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
               static_cast<int>(ta ? m : k), b, static_cast<int>(tb ? k : n), beta, c,

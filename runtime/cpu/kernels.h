@@ -20,8 +20,29 @@
 
 namespace heiretsu::cpu {
 
+// The library the float GEMMs run on (double GEMMs, used by references, always go
+// to OpenBLAS). Chosen by measurement (bench/results/README.md, blas.jsonl):
+// oneDNN's sgemm on CPUs with AVX-512 (on the Xeon kind of machine it ran the
+// model's GEMMs 12 % (GPT-2 small) to 58 % (gpt-tiny) faster than OpenBLAS's
+// SkylakeX kernels at 256 rows, and tied at 4096), OpenBLAS elsewhere (on the AMD
+// EPYC, Zen 3, they tied within noise). HEIRETSU_BLAS=openblas|onednn|auto
+// overrides (auto, the default: that rule); PrepareThreads validates it.
+enum class Blas { kOpenBlas, kOneDnn };
+// The rule: `choice` is HEIRETSU_BLAS's value (null: unset, = auto); `avx512`
+// whether the CPU has AVX-512 (CpuHasAvx512). Returns false for a value that is
+// none of the three, leaving *out alone.
+bool ChooseBlas(const char* choice, bool avx512, Blas* out);
+// The library in use: the rule applied to this process's environment and CPU
+// (an invalid HEIRETSU_BLAS counts as auto here; PrepareThreads refuses it), or
+// what UseBlas set.
+Blas ActiveBlas();
+// For tests and benchmarks: run the float GEMMs on `blas` from now on.
+void UseBlas(Blas blas);
+
 // The BLAS the GEMMs run on, for the run's first lines and benchmark records:
-// "OpenBLAS 0.3.21 ... Zen, Zen kernels, 2 threads", saying so when heiretsu chose
+// "OpenBLAS 0.3.21 ... Zen, Zen kernels, 2 threads" or "oneDNN 2.6.3 sgemm,
+// avx512_core_bf16 ISA (chosen by heiretsu on this AVX-512 CPU; ...), 2 threads",
+// saying so when heiretsu chose
 // the kernels (PrepareThreads, threading.h). When the CPU has AVX-512 but
 // OpenBLAS runs kernels without it anyway (the user set OPENBLAS_CORETYPE, or the
 // re-execution failed), `*advice` says how to select the right ones; else it is
@@ -43,7 +64,8 @@ bool CpuHasAvx512();
 // OpenBLAS's name for the kernels it runs now.
 std::string OpenBlasCoreName();
 
-// C[M,N] = alpha * op(A) op(B) + beta * C, row-major, through OpenBLAS.
+// C[M,N] = alpha * op(A) op(B) + beta * C, row-major, through ActiveBlas() (float)
+// or OpenBLAS (double).
 template <typename T>
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           const T* b, T beta, T* c);

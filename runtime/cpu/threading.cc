@@ -21,6 +21,14 @@ namespace {
 // run tells its own choice from the user's.
 constexpr char kChosen[] = "HEIRETSU_THREADS_CHOSEN";
 
+// How long GNU OpenMP's idle workers spin before they sleep when oneDNN runs the
+// GEMMs (its parallel regions follow each other closely). Measured on the Xeon
+// (2 cores, 2026-12-01, heiretsu-bench-cpu B4 T64): GPT-2 small 1700 / 1014 / 1031 /
+// 1044 ms per step at 0 (PASSIVE) / 10000 / 300000 (the default) / ACTIVE (spin
+// forever), gpt-tiny 28.9 / 15.6 / 15.4 / 14.1 ms; 10000 is near the best and
+// yields a shared core soonest.
+constexpr char kOneDnnSpinCount[] = "10000";
+
 int CoresAvailable() {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
@@ -40,9 +48,18 @@ Status LocalRanks(int64_t* out) {
 }  // namespace
 
 Status PrepareThreads(char** argv) {
+  const char* blas_choice = std::getenv("HEIRETSU_BLAS");
+  Blas blas = Blas::kOpenBlas;
+  if (!ChooseBlas(blas_choice, CpuHasAvx512(), &blas))
+    return Error::BadInput(std::string("HEIRETSU_BLAS='") + blas_choice +
+                           "' is not openblas, onednn or auto (set it to one, or unset it for "
+                           "auto: oneDNN on CPUs with AVX-512, OpenBLAS elsewhere)");
   bool changed = false;
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr) {
+    if (blas == Blas::kOneDnn)
+      setenv("GOMP_SPINCOUNT", kOneDnnSpinCount, 1);
+    else
+      setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
     changed = true;
   }
   int64_t local = 1;

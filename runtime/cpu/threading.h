@@ -9,14 +9,18 @@
 // which does not know every CPU. Both libraries read their settings once, when they
 // load, so the
 // only reliable switch is the environment: PrepareThreads sets
-//   OMP_WAIT_POLICY=PASSIVE, unless the user chose a policy;
+//   OMP_WAIT_POLICY=PASSIVE when OpenBLAS runs the GEMMs (its pthreads need the
+//   cores), or GOMP_SPINCOUNT=10000 (a short spin) when oneDNN does (its OpenMP
+//   regions follow each other closely: kernels.h, ActiveBlas), unless the user set
+//   OMP_WAIT_POLICY or GOMP_SPINCOUNT;
 //   OMP_NUM_THREADS and OPENBLAS_NUM_THREADS to this rank's share of the cores it may
 //   run on (sched_getaffinity) when several ranks of the job run on this machine,
 //   max(1, cores / local ranks), unless the user set either;
 //   OPENBLAS_CORETYPE=SkylakeX on a CPU with AVX-512 that OpenBLAS detected as one
 //   without (kernels.h: OpenBlasCoreOverride), unless the user set it, with
 //   HEIRETSU_OPENBLAS_DETECTED naming what OpenBLAS detected (the "blas:" line);
-// and re-executes the program once. The local rank count comes from LOCAL_WORLD_SIZE
+// and re-executes the program once. It also refuses a HEIRETSU_BLAS that is not
+// openblas, onednn or auto (kernels.h: ActiveBlas). The local rank count comes from LOCAL_WORLD_SIZE
 // (heiretsu run, torchrun), OMPI_COMM_WORLD_LOCAL_SIZE (Open MPI) or MPI_LOCALNRANKS
 // (MPICH), validated like flags.
 #ifndef HEIRETSU_RUNTIME_CPU_THREADING_H_

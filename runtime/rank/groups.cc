@@ -29,7 +29,7 @@ Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, const comm::JobEnviro
     g.timeout = env.timeout;
     g.job_ranks = members;  // messages name a peer by its job rank too
     g.shared_memory = env.shared_memory;
-    if (auto err = comm::ConnectGroup(g, &out->axis[axis])) return err;
+    if (auto err = comm::ConnectGroup(g, &out->axis[axis], &out->no_shm[axis])) return err;
     executor->set_communicator(axis, out->axis[axis].get());
   }
   return std::nullopt;

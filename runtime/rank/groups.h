@@ -20,6 +20,8 @@ namespace heiretsu::rank {
 
 struct Groups {
   std::unique_ptr<comm::Communicator> axis[plan::kNumAxes];
+  // Why an axis's group runs without shared memory although it asked (comm.h).
+  std::string no_shm[plan::kNumAxes];
   comm::Communicator* get(int a) const { return axis[a].get(); }
 };
 

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <tuple>
 #include <vector>
 
 namespace heiretsu::cpu {
@@ -134,7 +135,65 @@ TEST(CpuKernels, OpenBlasKernelsAreChosenByTheCpusFeatures) {
   const std::string mine = OpenBlasCoreOverride(OpenBlasCoreName(), CpuHasAvx512(), false);
   EXPECT_TRUE(mine.empty() || CpuHasAvx512()) << mine;
   std::string advice;
-  EXPECT_NE(DescribeBlas(&advice).find(OpenBlasCoreName() + " kernels"), std::string::npos);
+  if (ActiveBlas() == Blas::kOpenBlas)
+    EXPECT_NE(DescribeBlas(&advice).find(OpenBlasCoreName() + " kernels"), std::string::npos);
+  else
+    EXPECT_EQ(DescribeBlas(&advice).rfind("oneDNN ", 0), 0u) << DescribeBlas(&advice);
+}
+
+// Which library runs the float GEMMs (kernels.h: ActiveBlas): oneDNN on AVX-512
+// CPUs, OpenBLAS elsewhere, unless HEIRETSU_BLAS says; anything else is refused.
+TEST(CpuKernels, BlasChoiceFollowsTheMeasuredRule) {
+  Blas b = Blas::kOpenBlas;
+  ASSERT_TRUE(ChooseBlas(nullptr, true, &b));
+  EXPECT_EQ(b, Blas::kOneDnn);
+  ASSERT_TRUE(ChooseBlas(nullptr, false, &b));
+  EXPECT_EQ(b, Blas::kOpenBlas);
+  ASSERT_TRUE(ChooseBlas("auto", true, &b));
+  EXPECT_EQ(b, Blas::kOneDnn);
+  ASSERT_TRUE(ChooseBlas("openblas", true, &b));
+  EXPECT_EQ(b, Blas::kOpenBlas);
+  ASSERT_TRUE(ChooseBlas("onednn", false, &b));
+  EXPECT_EQ(b, Blas::kOneDnn);
+  b = Blas::kOneDnn;
+  EXPECT_FALSE(ChooseBlas("mkl", false, &b));
+  EXPECT_FALSE(ChooseBlas("", false, &b));
+  EXPECT_EQ(b, Blas::kOneDnn);  // left alone
+}
+
+// Both libraries compute the same product: every transpose combination, beta 0 and
+// 1, odd shapes and the decode step's single row, against a float64 reference
+// (|c - ref| <= 1e-5 x sum_k |a_ik b_kj| + 1e-6).
+TEST(CpuKernels, FloatGemmMatchesDoubleOnBothLibraries) {
+  const Blas before = ActiveBlas();
+  for (Blas blas : {Blas::kOpenBlas, Blas::kOneDnn}) {
+    UseBlas(blas);
+    for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{37, 29, 53}, {1, 64, 96}, {128, 3, 1}})
+      for (int ta = 0; ta < 2; ++ta)
+        for (int tb = 0; tb < 2; ++tb)
+          for (float beta : {0.f, 1.f}) {
+            std::vector<float> a(m * k), bm(k * n), c(m * n);
+            for (size_t i = 0; i < a.size(); ++i) a[i] = std::sin(0.37 * i + 1);
+            for (size_t i = 0; i < bm.size(); ++i) bm[i] = std::cos(0.23 * i + 2);
+            for (size_t i = 0; i < c.size(); ++i) c[i] = 0.5f * std::sin(0.11 * i);
+            const std::vector<float> c0 = c;
+            Gemm<float>(ta, tb, m, n, k, 0.75f, a.data(), bm.data(), beta, c.data());
+            for (int64_t i = 0; i < m; ++i)
+              for (int64_t j = 0; j < n; ++j) {
+                double ref = beta * c0[i * n + j], mag = 1e-6;
+                for (int64_t l = 0; l < k; ++l) {
+                  const double x = ta ? a[l * m + i] : a[i * k + l];
+                  const double y = tb ? bm[j * k + l] : bm[l * n + j];
+                  ref += 0.75 * x * y;
+                  mag += std::abs(0.75 * x * y);
+                }
+                ASSERT_LE(std::abs(c[i * n + j] - ref), 1e-5 * (mag + std::abs(c0[i * n + j])))
+                    << (blas == Blas::kOneDnn ? "oneDNN" : "OpenBLAS") << " m " << m << " n " << n
+                    << " k " << k << " ta " << ta << " tb " << tb << " beta " << beta;
+              }
+          }
+  }
+  UseBlas(before);
 }
 
 // The split backward of zero-bubble schedules: the input gradient alone, then the
