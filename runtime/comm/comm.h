@@ -33,9 +33,11 @@ class Communicator {
 
   // In place over `n` floats; every rank gets the result.
   virtual Status AllReduce(float* data, size_t n, ReduceOp op) = 0;
-  // out[r * n .. (r + 1) * n) = rank r's in[0 .. n).
+  // out[r * n .. (r + 1) * n) = rank r's in[0 .. n). In place: `in` may be
+  // out + rank() * n (otherwise the two do not overlap).
   virtual Status AllGather(const float* in, float* out, size_t n) = 0;
-  // in holds size() blocks of n; out = the sum over ranks of block rank().
+  // in holds size() blocks of n; out = the sum over ranks of block rank(). In place:
+  // `out` may be in + rank() * n (otherwise the two do not overlap).
   virtual Status ReduceScatter(const float* in, float* out, size_t n) = 0;
   // Block r of `in` (n floats) goes to rank r; out's block r comes from rank r.
   virtual Status AllToAll(const float* in, float* out, size_t n) = 0;

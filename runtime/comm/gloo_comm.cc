@@ -76,6 +76,10 @@ class GlooCommunicator final : public Communicator {
       std::copy(in, in + n, out);
       return std::nullopt;
     }
+    if (in == out + static_cast<size_t>(rank()) * n) {  // in place: Gloo wants them apart
+      gather_in_.assign(in, in + n);
+      in = gather_in_.data();
+    }
     return Guard("all_gather", name_, [&] {
       gloo::AllgatherOptions opts(context_);
       opts.setInput(const_cast<float*>(in), n);
@@ -218,6 +222,7 @@ class GlooCommunicator final : public Communicator {
   std::vector<int> job_ranks_;
   uint32_t tag_ = 1;
   std::vector<float> scratch_;
+  std::vector<float> gather_in_;  // an in-place all_gather's own block
   // Started sends not yet waited for, in posting order (destroyed before the
   // context they use).
   std::vector<PendingSend> pending_;

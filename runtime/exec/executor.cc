@@ -541,6 +541,20 @@ Status Executor::ShardCollective(const plan::Instruction& instr, uint32_t slot,
     const int64_t n = plan::NumElements(*plan_.plan->buffers()->Get(b));
     const int64_t s = plan::ShardSize(n, parts);
     const plan::Shard mine = plan::ShardOf(n, c->rank(), parts);
+    const float scale = rs.reduce == plan::kReduceAvg ? 1.0f / static_cast<float>(parts) : 1.0f;
+    if (s * parts == n) {
+      // Equal shards: in place on the buffer, no staging (comm.h allows it).
+      if (gather) {
+        if (auto err = c->AllGather(data + mine.begin, data, static_cast<size_t>(s))) return err;
+      } else {
+        if (auto err = c->ReduceScatter(data, data + mine.begin, static_cast<size_t>(s)))
+          return err;
+        if (scale != 1.0f)
+          for (int64_t i = 0; i < mine.size; ++i) data[mine.begin + i] *= scale;
+      }
+      Push(b, slot);
+      continue;
+    }
     scratch_.assign(static_cast<size_t>(s * parts), 0.f);
     if (!gather) {
       std::copy(data, data + n, scratch_.begin());
@@ -548,7 +562,6 @@ Status Executor::ShardCollective(const plan::Instruction& instr, uint32_t slot,
       out.assign(static_cast<size_t>(s), 0.f);
       if (auto err = c->ReduceScatter(scratch_.data(), out.data(), static_cast<size_t>(s)))
         return err;
-      const float scale = rs.reduce == plan::kReduceAvg ? 1.0f / static_cast<float>(parts) : 1.0f;
       for (int64_t i = 0; i < mine.size; ++i) data[mine.begin + i] = out[i] * scale;
     } else {
       scratch_out_.assign(static_cast<size_t>(s), 0.f);

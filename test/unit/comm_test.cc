@@ -171,6 +171,15 @@ TEST_P(Collectives, LargeAndOddSizesAreExactAndSummedInMemberOrder) {
         if (std::abs(mine[i] - sum) > 256.f) return 7;
         if (c.transport().find("shared memory") == 0 && mine[i] != sum) return 8;
       }
+      // In place (comm.h): all_gather from this member's own block of the output,
+      // reduce_scatter into this member's own block of the input; the same values.
+      std::vector<float> gathered(n * world, -1.f);
+      std::copy(in.begin(), in.end(), gathered.begin() + r * n);
+      if (c.AllGather(gathered.data() + r * n, gathered.data(), n)) return 10;
+      if (gathered != out) return 11;
+      std::vector<float> scattered = blocks;
+      if (c.ReduceScatter(scattered.data(), scattered.data() + r * n, n)) return 12;
+      if (!std::equal(mine.begin(), mine.end(), scattered.begin() + r * n)) return 13;
     }
     return c.Barrier() ? 9 : 0;
   }, {}, GetParam());
