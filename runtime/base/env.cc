@@ -35,9 +35,9 @@ Status Integer(const char* name, int64_t min, int64_t max, const char* unit, int
   if (*text == '\0') return Error::BadInput(Quoted(name, text) + expected);
   int64_t v = 0;
   for (const char* p = text; *p != '\0'; ++p) {
-    // v * 10 + digit > max, without overflowing (the division alone rounds toward
-    // zero, which let a single digit above a max below 10 through).
-    if (*p < '0' || *p > '9' || v > (max - (*p - '0')) / 10 || v * 10 > max - (*p - '0'))
+    // v * 10 + digit > max, without overflowing (a digit above max is checked first:
+    // the division rounds a negative max - digit toward zero).
+    if (*p < '0' || *p > '9' || *p - '0' > max || v > (max - (*p - '0')) / 10)
       return Error::BadInput(Quoted(name, text) + expected);
     v = v * 10 + (*p - '0');
   }

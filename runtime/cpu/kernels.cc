@@ -92,9 +92,10 @@ std::string OneDnnIsa() {
 Blas ActiveBlas() {
   int v = BlasSlot().load(std::memory_order_relaxed);
   if (v < 0) {
+    const bool avx512 = CpuHasAvx512();
     Blas chosen = Blas::kOpenBlas;
-    if (!ChooseBlas(std::getenv("HEIRETSU_BLAS"), CpuHasAvx512(), &chosen))
-      ChooseBlas(nullptr, CpuHasAvx512(), &chosen);
+    if (!ChooseBlas(std::getenv("HEIRETSU_BLAS"), avx512, &chosen))
+      ChooseBlas(nullptr, avx512, &chosen);  // an invalid value counts as auto
     v = static_cast<int>(chosen);
     BlasSlot().store(v, std::memory_order_relaxed);
   }
@@ -122,7 +123,6 @@ std::string DescribeBlas(std::string* advice) {
   }
   const std::string config = openblas_get_config();
   const std::string core = OpenBlasCoreName();
-  advice->clear();
   std::string chosen;
   if (const char* detected = std::getenv("HEIRETSU_OPENBLAS_DETECTED"))
     chosen = " (chosen by heiretsu: OpenBLAS detected this AVX-512 CPU as '" +

@@ -541,12 +541,11 @@ int Run(const cli::RunOptions& o) {
   if (auto err = rank::ConnectGroups(mesh, me.rank, job_env, &executor, &groups)) return Fail(*err);
   if (leader)
     for (int axis = 0; axis < plan::kNumAxes; ++axis)
-      if (const comm::Communicator* c = groups.get(axis))
-        std::printf("comm: %s group of %d over %s%s\n", plan::AxisName(axis), c->size(),
-                    c->transport().c_str(),
-                    groups.no_shm[axis].empty()
-                        ? ""
-                        : (" (no shared memory: " + groups.no_shm[axis] + ")").c_str());
+      if (const comm::Communicator* c = groups.get(axis)) {
+        std::string line = c->transport();
+        if (!groups.no_shm[axis].empty()) line += " (no shared memory: " + groups.no_shm[axis] + ")";
+        std::printf("comm: %s group of %d over %s\n", plan::AxisName(axis), c->size(), line.c_str());
+      }
   std::vector<checkpoint::Tensor> state = checkpoint::TrainingState(&executor);
   // Split tensors (blocks over mesh axes, ZeRO-1 moment shards) are saved and loaded
   // as logical tensors through host copies, gathered from every rank before a save
