@@ -1,6 +1,8 @@
 // Collective benchmark: all_reduce (sum), reduce_scatter and all_gather between
-// --ranks processes on this machine, over each transport (TCP through Gloo, and
-// shared memory: runtime/comm/shm_comm.h), at a range of sizes. The ranks are forked
+// --ranks processes on this machine, over each transport (TCP through Gloo; shared
+// memory, runtime/comm/shm_comm.h, through the segment's chunks; and shared memory
+// with the buffers in arenas the members share, "shm-arena": direct, as heiretsu
+// run's CPU ranks do), at a range of sizes. The ranks are forked
 // children that rendezvous through a fresh file store, as heiretsu run's workers do.
 //
 // Each size runs --reps times after one warm-up, each repetition between barriers;
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include "runtime/comm/comm.h"
+#include "runtime/comm/shared_arena.h"
 
 using namespace heiretsu;
 using Clock = std::chrono::steady_clock;
@@ -46,11 +49,14 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-int Rank(int r, int ranks, int reps, size_t max_bytes, bool shm, size_t slot_bytes,
+const char* const kTransports[] = {"tcp", "shm", "shm-arena"};
+
+int Rank(int r, int ranks, int reps, size_t max_bytes, int transport, size_t slot_bytes,
          const std::string& store) {
+  const bool shm = transport > 0;
   comm::GroupOptions o;
   o.store_dir = store;
-  o.group = shm ? "shm" : "tcp";
+  o.group = kTransports[transport];
   o.rank = r;
   o.size = ranks;
   o.timeout = std::chrono::seconds(120);
@@ -61,8 +67,25 @@ int Rank(int r, int ranks, int reps, size_t max_bytes, bool shm, size_t slot_byt
     std::fprintf(stderr, "rank %d: %s\n", r, err->message.c_str());
     return 1;
   }
-  std::vector<float> data(max_bytes / sizeof(float)), out(max_bytes / sizeof(float));
-  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<float>(i % 97) * 0.01f;
+  // The two buffers: on the heap, or one after the other in a shared arena.
+  const size_t floats = max_bytes / sizeof(float);
+  std::vector<float> heap;
+  std::unique_ptr<comm::SharedArena> arena;
+  float *data, *out;
+  if (transport == 2) {
+    std::string why;
+    arena = comm::SharedArena::Create(2 * max_bytes, &why);
+    if (!arena || c->ShareArena(arena->data(), arena->bytes(), arena->fd(), &why) || !why.empty()) {
+      std::fprintf(stderr, "rank %d: no shared arena: %s\n", r, why.c_str());
+      return 1;
+    }
+    data = reinterpret_cast<float*>(arena->data());
+  } else {
+    heap.resize(2 * floats);
+    data = heap.data();
+  }
+  out = data + floats;
+  for (size_t i = 0; i < floats; ++i) data[i] = static_cast<float>(i % 97) * 0.01f;
   for (const char* what : {"all_reduce", "reduce_scatter", "all_gather"}) {
     for (size_t bytes = 4096; bytes <= max_bytes; bytes *= 8) {
       const size_t n = bytes / sizeof(float), block = n / static_cast<size_t>(ranks);
@@ -73,11 +96,11 @@ int Rank(int r, int ranks, int reps, size_t max_bytes, bool shm, size_t slot_byt
         const auto t0 = Clock::now();
         Status err;
         if (std::strcmp(what, "all_reduce") == 0)
-          err = c->AllReduce(data.data(), n, comm::ReduceOp::kSum);
+          err = c->AllReduce(data, n, comm::ReduceOp::kSum);
         else if (std::strcmp(what, "reduce_scatter") == 0)
-          err = c->ReduceScatter(data.data(), out.data(), block);
+          err = c->ReduceScatter(data, out, block);
         else
-          err = c->AllGather(data.data(), out.data(), block);
+          err = c->AllGather(data, out, block);
         const double t = std::chrono::duration<double>(Clock::now() - t0).count();
         const double ct = CpuSeconds() - c0;
         if (err) {
@@ -98,7 +121,7 @@ int Rank(int r, int ranks, int reps, size_t max_bytes, bool shm, size_t slot_byt
           "{\"transport\": \"%s\", \"collective\": \"%s\", \"ranks\": %d, \"bytes\": %zu, "
           "\"median_ms\": %.3f, \"bus_gb_per_s\": %.2f, \"cpu_ms\": %.3f, \"reps\": %d, "
           "\"described\": \"%s\"}\n",
-          shm ? "shm" : "tcp", what, ranks, bytes, t * 1e3, factor * bytes / t / 1e9,
+          kTransports[transport], what, ranks, bytes, t * 1e3, factor * bytes / t / 1e9,
           Median(cpu) * 1e3, reps, c->transport().c_str());
       std::fflush(stdout);
     }
@@ -130,14 +153,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   int failed = 0;
-  for (bool shm : {false, true}) {
+  for (int transport = 0; transport < 3; ++transport) {
     char tmpl[] = "/tmp/heiretsu-bench-comm-XXXXXX";
     const std::string store = mkdtemp(tmpl);
     std::vector<pid_t> pids;
     for (int r = 0; r < ranks; ++r) {
       const pid_t pid = fork();
       if (pid == 0)
-        _exit(Rank(r, ranks, reps, static_cast<size_t>(max_mb) << 20, shm,
+        _exit(Rank(r, ranks, reps, static_cast<size_t>(max_mb) << 20, transport,
                    static_cast<size_t>(slot_kb) << 10, store));
       pids.push_back(pid);
     }

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -69,6 +70,20 @@ class Communicator {
   static constexpr int kAllSends = -1;
   virtual Status WaitSends(int key = kAllSends) = 0;
   virtual Status Barrier() = 0;
+
+  // Lets the members use each other's arenas directly: every member calls it
+  // together, once, before the collectives, with its `bytes` at `base` and the
+  // memory file `fd` they lie in (shared_arena.h; -1, or a null base: none). When
+  // every member could map every other's, all_reduce, all_gather and
+  // reduce_scatter on buffers at the same offset of every member's arena move the
+  // data between the arenas with no copy through the segment (shm_comm.h), with
+  // the same results; otherwise (the members agree on the verdict) nothing
+  // changes and *why_not (when not null) says why. A transport that cannot share
+  // memory does nothing (the default). Fails only when the group fails.
+  virtual Status ShareArena(uint8_t* base, size_t bytes, int fd, std::string* why_not) {
+    (void)base, (void)bytes, (void)fd, (void)why_not;
+    return std::nullopt;
+  }
 };
 
 struct GroupOptions {

@@ -18,6 +18,8 @@
 #include <new>
 #include <random>
 
+#include "runtime/comm/shared_arena.h"
+
 namespace heiretsu::comm {
 namespace {
 
@@ -41,7 +43,15 @@ struct alignas(kLine) Member {
   std::atomic<uint32_t> barriers;  // how many barriers this member has reached
   int32_t pid;
   uint64_t pid_namespace;  // the inode of /proc/self/ns/pid: pids compare only within one
+  // With shared arenas: the collective this member is in, the offset of its operand
+  // in its arena (kElsewhere: not in it) and its size; written before the call's
+  // first barrier, read by the others before its next one.
+  uint64_t call, call_offset, call_n;
 };
+static_assert(sizeof(Member) == kLine);
+constexpr uint64_t kElsewhere = ~uint64_t{0};
+enum Call : uint64_t { kCallAllReduce = 1, kCallAllGather, kCallReduceScatter };
+constexpr size_t kBlockFloats = 2048;  // a direct collective's pieces: 8 KiB, in L1
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
 
@@ -195,7 +205,8 @@ class SharedMemoryCommunicator final : public Communicator {
   const std::string& name() const override { return tcp_->name(); }
   std::string transport() const override {
     return "shared memory (all_reduce, all_gather, reduce_scatter, barrier; " +
-           std::to_string(slot_floats_ * sizeof(float) >> 10) + " KiB chunks) and " +
+           std::to_string(slot_floats_ * sizeof(float) >> 10) + " KiB chunks" +
+           (arenas_.empty() ? "" : ", direct between the members' arenas") + ") and " +
            tcp_->transport();
   }
 
@@ -204,6 +215,26 @@ class SharedMemoryCommunicator final : public Communicator {
     Exclusive only(busy_);
     if (auto err = Usable("all_reduce", only)) return err;
     const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
+    uint64_t at = kElsewhere;
+    if (auto err = Agree(kCallAllReduce, data, n, n, "all_reduce", &at)) return err;
+    if (at != kElsewhere) {
+      // Part `me` (in 16-float lines) summed over the arenas in member order, then
+      // written into every member's arena.
+      const size_t lines = (n + 15) / 16;
+      const size_t lo = std::min(n, lines * me / members * 16);
+      const size_t hi = std::min(n, lines * (me + 1) / members * 16);
+      alignas(kLine) float sum[kBlockFloats];
+      for (size_t i = lo; i < hi; i += kBlockFloats) {
+        const size_t len = std::min(kBlockFloats, hi - i);
+        std::memcpy(sum, Peer(0, at) + i, len * sizeof(float));
+        for (size_t r = 1; r < members; ++r) Combine(sum, Peer(r, at) + i, len, op);
+        if (op == ReduceOp::kAvg)  // times 1 / size, as CopyOut does
+          for (size_t k = 0; k < len; ++k) sum[k] *= 1.0f / static_cast<float>(members);
+        for (size_t r = 0; r < members; ++r)
+          std::memcpy(Peer(r, at) + i, sum, len * sizeof(float));
+      }
+      return Arrive("all_reduce");
+    }
     for (size_t off = 0; off < n; off += slot_floats_) {
       const size_t len = std::min(slot_floats_, n - off), set = NextSet();
       std::memcpy(segment_->slot(set, me), data + off, len * sizeof(float));
@@ -223,9 +254,17 @@ class SharedMemoryCommunicator final : public Communicator {
   }
 
   Status AllGather(const float* in, float* out, size_t n) override {
+    if (n == 0) return std::nullopt;
     Exclusive only(busy_);
     if (auto err = Usable("all_gather", only)) return err;
     const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
+    uint64_t at = kElsewhere;
+    if (auto err = Agree(kCallAllGather, in, n, n, "all_gather", &at)) return err;
+    if (at != kElsewhere) {
+      for (size_t r = 0; r < members; ++r)
+        if (out + r * n != Peer(r, at)) std::memcpy(out + r * n, Peer(r, at), n * sizeof(float));
+      return Arrive("all_gather");
+    }
     for (size_t off = 0; off < n; off += slot_floats_) {
       const size_t len = std::min(slot_floats_, n - off), set = NextSet();
       std::memcpy(segment_->slot(set, me), in + off, len * sizeof(float));
@@ -237,9 +276,26 @@ class SharedMemoryCommunicator final : public Communicator {
   }
 
   Status ReduceScatter(const float* in, float* out, size_t n) override {
+    if (n == 0) return std::nullopt;
     Exclusive only(busy_);
     if (auto err = Usable("reduce_scatter", only)) return err;
     const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
+    uint64_t at = kElsewhere;
+    if (auto err = Agree(kCallReduceScatter, in, n * members, n, "reduce_scatter", &at))
+      return err;
+    if (at != kElsewhere) {
+      // Block `me` summed over the arenas in member order (read before written:
+      // in place, `out` is this member's own block, which only it reads).
+      alignas(kLine) float sum[kBlockFloats];
+      for (size_t i = 0; i < n; i += kBlockFloats) {
+        const size_t len = std::min(kBlockFloats, n - i);
+        std::memcpy(sum, Peer(0, at) + me * n + i, len * sizeof(float));
+        for (size_t r = 1; r < members; ++r)
+          Combine(sum, Peer(r, at) + me * n + i, len, ReduceOp::kSum);
+        std::memcpy(out + i, sum, len * sizeof(float));
+      }
+      return Arrive("reduce_scatter");
+    }
     const size_t step = std::max<size_t>(1, slot_floats_ / members);
     for (size_t off = 0; off < n; off += step) {
       const size_t len = std::min(step, n - off), set = NextSet();
@@ -267,6 +323,59 @@ class SharedMemoryCommunicator final : public Communicator {
     return tcp_->StartSend(data, n, peer, key);
   }
   Status WaitSends(int key) override { return tcp_->WaitSends(key); }
+  Status ShareArena(uint8_t* base, size_t bytes, int fd, std::string* why_not) override {
+    Exclusive only(busy_);
+    if (auto err = Usable("sharing the arenas", only)) return err;
+    const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
+    const bool have = base != nullptr && fd >= 0 && bytes > 0;
+    // Each member's pid, memory file and size (two halves), through TCP.
+    const float mine[4] = {Bits(static_cast<uint32_t>(::getpid())),
+                           Bits(have ? static_cast<uint32_t>(fd) : ~uint32_t{0}),
+                           Bits(static_cast<uint32_t>(bytes)),
+                           Bits(static_cast<uint32_t>(uint64_t{bytes} >> 32))};
+    std::vector<float> all(4 * members);
+    if (auto err = tcp_->AllGather(mine, all.data(), 4)) return err->Within("sharing the arenas");
+    std::string why;
+    std::vector<uint8_t*> maps(members, nullptr);
+    std::vector<size_t> sizes(members, 0);
+    for (size_t r = 0; r < members && why.empty(); ++r) {
+      sizes[r] = Bits(all[4 * r + 2]) | (static_cast<uint64_t>(Bits(all[4 * r + 3])) << 32);
+      if (r == me) {
+        maps[r] = base;
+        if (!have) why = "this member's arena is not in a memory file";
+        continue;
+      }
+      const uint32_t peer_fd = Bits(all[4 * r + 1]);
+      if (peer_fd == ~uint32_t{0}) {
+        why = MemberName(r) + "'s arena is not in a memory file";
+      } else if (pid_namespace_ == 0 || segment_->member(r)->pid_namespace != pid_namespace_) {
+        why = MemberName(r) + " runs in another pid namespace";
+      } else {
+        maps[r] = SharedArena::MapPeer(static_cast<int32_t>(Bits(all[4 * r])),
+                                       static_cast<int>(peer_fd), sizes[r], &why);
+        if (!why.empty()) why = MemberName(r) + ": " + why;
+      }
+    }
+    float failed = why.empty() ? 0.f : 1.f;
+    Status agreed = tcp_->AllReduce(&failed, 1, ReduceOp::kMax);
+    if (agreed || failed > 0) {
+      for (size_t r = 0; r < members; ++r)
+        if (r != me && maps[r]) SharedArena::UnmapPeer(maps[r], sizes[r]);
+      if (agreed) return agreed->Within("sharing the arenas");
+      if (why_not)
+        *why_not = !why.empty() ? why : "another member could not map the arenas (it says why)";
+      return std::nullopt;
+    }
+    arenas_ = std::move(maps);
+    arena_bytes_ = std::move(sizes);
+    return std::nullopt;
+  }
+
+  ~SharedMemoryCommunicator() override {
+    for (size_t r = 0; r < arenas_.size(); ++r)
+      if (r != static_cast<size_t>(rank())) SharedArena::UnmapPeer(arenas_[r], arena_bytes_[r]);
+  }
+
   Status Barrier() override {
     Exclusive only(busy_);
     if (auto err = Usable("barrier", only)) return err;
@@ -274,6 +383,40 @@ class SharedMemoryCommunicator final : public Communicator {
   }
 
  private:
+  // With shared arenas, whether this call goes direct: each member records where
+  // its operand (`floats` floats at `operand`) lies in its arena, the first
+  // barrier, then every member reads every record; *at is the common offset when
+  // all lie in their arenas at the same offset for the same call (the same verdict
+  // on every member), kElsewhere otherwise (the chunks through the segment follow,
+  // whose first barrier comes before any member writes its next record).
+  Status Agree(Call call, const void* operand, size_t floats, size_t n, const char* what,
+               uint64_t* at) {
+    *at = kElsewhere;
+    if (arenas_.empty()) return std::nullopt;
+    const size_t me = static_cast<size_t>(rank()), bytes = floats * sizeof(float);
+    const auto* p = static_cast<const uint8_t*>(operand);
+    Member* mine = segment_->member(me);
+    mine->call = call;
+    mine->call_offset = p >= arenas_[me] && p + bytes <= arenas_[me] + arena_bytes_[me]
+                            ? static_cast<uint64_t>(p - arenas_[me])
+                            : kElsewhere;
+    mine->call_n = n;
+    if (auto err = Arrive(what)) return err;
+    const uint64_t offset = mine->call_offset;
+    if (offset == kElsewhere) return std::nullopt;
+    for (size_t r = 0; r < arenas_.size(); ++r) {
+      const Member* m = segment_->member(r);
+      if (m->call != call || m->call_offset != offset || m->call_n != n ||
+          offset + bytes > arena_bytes_[r])
+        return std::nullopt;
+    }
+    *at = offset;
+    return std::nullopt;
+  }
+  float* Peer(size_t r, uint64_t offset) const {
+    return reinterpret_cast<float*>(arenas_[r] + offset);
+  }
+
   // The chunk buffer for the next chunk: they alternate, so a member fills one
   // while the others may still read the other (shm_comm.h).
   size_t NextSet() { return chunks_++ & 1; }
@@ -377,6 +520,10 @@ class SharedMemoryCommunicator final : public Communicator {
   uint64_t chunks_ = 0;
   std::atomic<bool> broken_{false};
   std::atomic<bool> busy_{false};
+  // After ShareArena: every member's arena as this member maps it (its own at the
+  // caller's address) and its size; empty: not shared.
+  std::vector<uint8_t*> arenas_;
+  std::vector<size_t> arena_bytes_;
 };
 
 }  // namespace

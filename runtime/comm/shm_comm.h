@@ -14,6 +14,17 @@
 //                   r sums block r over the slots in member order.
 //   all_gather      each member's chunk into its slot; barrier; each copies all slots.
 //   barrier         one barrier.
+// When the members have shared their arenas (Communicator::ShareArena: each maps
+// every other's memory file), a collective whose operand lies at the same offset of
+// every member's arena goes direct instead, with the same results: each member
+// records its operand's offset, barrier, and when all agree
+//   all_reduce      member r sums part r over the arenas in member order and writes
+//                   the sum into every member's arena; barrier.
+//   reduce_scatter  member r sums block r over the arenas in member order into its
+//                   output; barrier.
+//   all_gather      each member copies every member's block from its arena; barrier.
+// (all_reduce: 2 bytes of memory traffic per byte and member, against 5.5 through
+// the chunks.) Otherwise every member takes the chunks.
 // A barrier is a shared arrival counter (a futex): a member that waits longer than
 // the group's timeout, or sees a member's process gone, fails with a message naming
 // the members that did not arrive. After a failure the communicator refuses further

@@ -57,6 +57,13 @@ class Backend {
   // Prepare: `bytes` of zeroed arena memory, 64-byte aligned; null on failure.
   virtual uint8_t* AllocateArena(uint64_t bytes) = 0;
   virtual void FreeArena(uint8_t* arena) = 0;
+  // The memory file the arena lies in, which the other processes of this machine
+  // can map (comm/shared_arena.h: the executor shares it with its shared-memory
+  // groups, Communicator::ShareArena); -1 when there is none (the default).
+  virtual int ArenaFd(const uint8_t* arena) const {
+    (void)arena;
+    return -1;
+  }
   // Execute one instruction of a verified plan, prepared for this rank (its
   // rank-dependent operands resolved: runtime/plan/prepare.h). Buffer b lies at
   // arena + offsets[b]: the offset table of the run's activation slot

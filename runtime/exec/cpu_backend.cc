@@ -6,11 +6,14 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "runtime/cpu/kernels.h"
 #include "runtime/exec/backend.h"
 
 #include "runtime/base/half.h"
+#include "runtime/comm/shared_arena.h"
 #include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
 
@@ -80,14 +83,34 @@ class CpuBackend final : public Backend {
   const char* name() const override { return "cpu"; }
   bool host_visible() const override { return true; }
 
+  // In a memory file (zeroed, page-aligned), so that the ranks of one machine can
+  // share it; plain memory when none can be made.
   uint8_t* AllocateArena(uint64_t bytes) override {
+    if (auto shared = comm::SharedArena::Create(bytes)) {
+      uint8_t* arena = shared->data();
+      shared_.push_back(std::move(shared));
+      return arena;
+    }
     size_t size = (bytes + 63) / 64 * 64;
     auto* arena = static_cast<uint8_t*>(std::aligned_alloc(64, size ? size : 64));
     if (arena) std::memset(arena, 0, size);
     return arena;
   }
 
-  void FreeArena(uint8_t* arena) override { std::free(arena); }
+  void FreeArena(uint8_t* arena) override {
+    for (auto it = shared_.begin(); it != shared_.end(); ++it)
+      if ((*it)->data() == arena) {
+        shared_.erase(it);
+        return;
+      }
+    std::free(arena);
+  }
+
+  int ArenaFd(const uint8_t* arena) const override {
+    for (const auto& shared : shared_)
+      if (shared->data() == arena) return shared->fd();
+    return -1;
+  }
 
   Status Run(const fb::Plan& plan, const plan::Instruction& in, uint8_t* arena,
              const uint64_t* offsets, StepScalars& s) override {
@@ -346,6 +369,7 @@ class CpuBackend final : public Backend {
 
  private:
   std::vector<std::vector<float>> widened_;  // Widened's float32 copies, reused
+  std::vector<std::unique_ptr<comm::SharedArena>> shared_;  // the arenas in memory files
 };
 
 }  // namespace

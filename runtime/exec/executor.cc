@@ -56,6 +56,12 @@ Executor::Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backen
 
 Executor::~Executor() { backend_->FreeArena(arena_); }
 
+Status Executor::ShareArena(comm::Communicator& communicator, std::string* why_not) {
+  const bool host = view_ == arena_;
+  return communicator.ShareArena(host ? arena_ : nullptr, plan_.plan->arena_bytes(),
+                                 host ? backend_->ArenaFd(arena_) : -1, why_not);
+}
+
 float* Executor::F32(uint32_t buffer, uint32_t slot) {
   return reinterpret_cast<float*>(view_ + offsets_[slot][buffer]);
 }

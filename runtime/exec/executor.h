@@ -122,6 +122,10 @@ class Executor {
   // it, whose rank and size are this rank's coordinate on the axis and the axis'
   // size. Needed for every axis of size > 1 the plan's instructions use.
   void set_communicator(int axis, comm::Communicator* communicator) { comms_[axis] = communicator; }
+  // Offers the arena to `communicator`'s group (Communicator::ShareArena: a
+  // host-visible arena in a memory file lets the members' collectives work on
+  // each other's buffers directly). Every member of the group calls it together.
+  Status ShareArena(comm::Communicator& communicator, std::string* why_not);
 
   // The first half of Step: zero the gradients and run the schedule's microbatch
   // units, leaving the gradients of the mean loss in the grad buffers, and wait for

@@ -31,6 +31,7 @@ Status ConnectGroups(const plan::fb::Mesh& mesh, int rank, const comm::JobEnviro
     g.shared_memory = env.shared_memory;
     if (auto err = comm::ConnectGroup(g, &out->axis[axis], &out->no_shm[axis])) return err;
     executor->set_communicator(axis, out->axis[axis].get());
+    if (auto err = executor->ShareArena(*out->axis[axis], &out->no_direct[axis])) return err;
   }
   return std::nullopt;
 }

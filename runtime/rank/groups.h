@@ -22,6 +22,8 @@ struct Groups {
   std::unique_ptr<comm::Communicator> axis[plan::kNumAxes];
   // Why an axis's group runs without shared memory although it asked (comm.h).
   std::string no_shm[plan::kNumAxes];
+  // Why an axis's shared-memory group cannot use the members' arenas directly.
+  std::string no_direct[plan::kNumAxes];
   comm::Communicator* get(int a) const { return axis[a].get(); }
 };
 

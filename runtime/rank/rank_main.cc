@@ -544,6 +544,8 @@ int Run(const cli::RunOptions& o) {
       if (const comm::Communicator* c = groups.get(axis)) {
         std::string line = c->transport();
         if (!groups.no_shm[axis].empty()) line += " (no shared memory: " + groups.no_shm[axis] + ")";
+        if (!groups.no_direct[axis].empty())
+          line += " (not between the arenas: " + groups.no_direct[axis] + ")";
         std::printf("comm: %s group of %d over %s\n", plan::AxisName(axis), c->size(), line.c_str());
       }
   std::vector<checkpoint::Tensor> state = checkpoint::TrainingState(&executor);

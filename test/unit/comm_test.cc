@@ -2,7 +2,8 @@
 // real processes: each test forks `world` children that rendezvous through a fresh
 // file store, run collectives and exit 0 only if every result is right; a child
 // that crashes, hangs past the test's alarm or computes a wrong value fails the
-// test. The collectives' tests run on both transports.
+// test. The collectives' tests run on both transports, and on shared memory also with
+// the buffers in arenas the members share (direct, no copies through the segment).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "runtime/comm/comm.h"
+#include "runtime/comm/shared_arena.h"
 
 namespace heiretsu::comm {
 namespace {
@@ -27,14 +29,47 @@ std::string FreshDir() {
 }
 
 // How a test's group moves its data: TCP only, or shared memory with a chunk of
-// `slot_bytes` per member (0: the default).
+// `slot_bytes` per member (0: the default); `arena`: the buffers lie in an arena
+// the members share (Communicator::ShareArena).
 struct Transport {
   bool shared_memory = false;
   size_t slot_bytes = 0;
+  bool arena = false;
 };
 constexpr Transport kTcp{false, 0};
 constexpr Transport kShm{true, 0};
 constexpr Transport kShmTinyChunks{true, 4096};  // 1024 floats: most calls cross chunks
+constexpr Transport kShmArena{true, 0, true};
+
+// A child's shared arena (Transport::arena): the bodies' Floats are carved from it
+// in allocation order, never reused, so every member's lie at the same offsets and
+// the collectives go direct; without it they come from the heap.
+std::unique_ptr<SharedArena> g_arena;
+size_t g_used = 0;
+template <class T>
+struct TestAllocator {
+  using value_type = T;
+  TestAllocator() = default;
+  template <class U>
+  TestAllocator(const TestAllocator<U>&) {}
+  T* allocate(size_t n) {
+    if (!g_arena) return std::allocator<T>().allocate(n);
+    const size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    if (g_used + bytes > g_arena->bytes()) throw std::bad_alloc();
+    T* p = reinterpret_cast<T*>(g_arena->data() + g_used);
+    g_used += bytes;
+    return p;
+  }
+  void deallocate(T* p, size_t n) {
+    if (!g_arena) std::allocator<T>().deallocate(p, n);
+  }
+  bool operator==(const TestAllocator&) const { return true; }
+  bool operator!=(const TestAllocator&) const { return false; }
+};
+using Floats = std::vector<float, TestAllocator<float>>;
+bool Direct(const Communicator& c) {
+  return c.transport().find("direct between the members' arenas") != std::string::npos;
+}
 
 // Runs `body(rank, comm)` in `world` child processes; returns their exit codes.
 // `job_ranks`: the members' job ranks, for messages (GroupOptions). A child whose
@@ -62,6 +97,17 @@ std::vector<int> RunRanks(int world, std::chrono::milliseconds timeout,
         std::fprintf(stderr, "rank %d: %s\n", r, err->message.c_str());
         _exit(10);
       }
+      if (transport.arena) {
+        std::string why;
+        g_arena = SharedArena::Create(size_t{64} << 20, &why);
+        if (!g_arena) std::fprintf(stderr, "rank %d: %s\n", r, why.c_str());
+        if (!g_arena || comm->ShareArena(g_arena->data(), g_arena->bytes(), g_arena->fd(), &why))
+          _exit(10);
+        if (world > 1 && !Direct(*comm)) {
+          std::fprintf(stderr, "rank %d: not direct: %s\n", r, why.c_str());
+          _exit(12);
+        }
+      }
       const bool shm = comm->transport().find("shared memory") == 0;
       if (world > 1 && shm != transport.shared_memory) {
         std::fprintf(stderr, "rank %d: transport %s\n", r, comm->transport().c_str());
@@ -88,30 +134,30 @@ TEST_P(Collectives, ComputeTheRightValues) {
   auto codes = RunRanks(world, std::chrono::seconds(30), [&](int r, Communicator& c) {
     if (c.rank() != r || c.size() != world) return 1;
     // all_reduce sum, max, avg.
-    std::vector<float> v = {float(r), float(10 * r + 1)};
+    Floats v = {float(r), float(10 * r + 1)};
     if (c.AllReduce(v.data(), 2, ReduceOp::kSum) || v[0] != 3 || v[1] != 33) return 2;
-    std::vector<float> m = {float(r)};
+    Floats m = {float(r)};
     if (c.AllReduce(m.data(), 1, ReduceOp::kMax) || m[0] != 2) return 3;
-    std::vector<float> a = {float(3 * r)};
+    Floats a = {float(3 * r)};
     if (c.AllReduce(a.data(), 1, ReduceOp::kAvg) || a[0] != 3) return 4;
     // all_gather: rank r contributes {r, r}.
-    std::vector<float> in = {float(r), float(r)}, out(2 * world);
+    Floats in = {float(r), float(r)}, out(2 * world);
     if (c.AllGather(in.data(), out.data(), 2)) return 5;
     for (int k = 0; k < world; ++k)
       if (out[2 * k] != k || out[2 * k + 1] != k) return 6;
     // reduce_scatter: block b of rank r holds r + b; rank r gets sum over ranks.
-    std::vector<float> blocks(world), mine(1);
+    Floats blocks(world), mine(1);
     for (int b = 0; b < world; ++b) blocks[b] = float(r + 100 * b);
     if (c.ReduceScatter(blocks.data(), mine.data(), 1)) return 7;
     if (mine[0] != 0 + 1 + 2 + 300 * r) return 8;
     // all_to_all: rank r sends 10 r + b to rank b.
-    std::vector<float> send(world), recv(world);
+    Floats send(world), recv(world);
     for (int b = 0; b < world; ++b) send[b] = float(10 * r + b);
     if (c.AllToAll(send.data(), recv.data(), 1)) return 9;
     for (int b = 0; b < world; ++b)
       if (recv[b] != 10 * b + r) return 10;
     // send / recv around a ring.
-    std::vector<float> token = {float(r)}, got(1);
+    Floats token = {float(r)}, got(1);
     int next = (r + 1) % world, prev = (r + world - 1) % world;
     if (r % 2 == 0) {
       if (c.Send(token.data(), 1, next) || c.Recv(got.data(), 1, prev)) return 11;
@@ -137,7 +183,7 @@ TEST_P(Collectives, LargeAndOddSizesAreExactAndSummedInMemberOrder) {
       return big[(rank + i) % 4] * static_cast<float>(1 + i % 7);
     };
     for (size_t n : {size_t{1}, size_t{17}, size_t{1023}, size_t{5000}, size_t{70001}}) {
-      std::vector<float> v(n), m(n), a(n);
+      Floats v(n), m(n), a(n);
       for (size_t i = 0; i < n; ++i) v[i] = m[i] = a[i] = value(r, i);
       if (c.AllReduce(v.data(), n, ReduceOp::kSum) || c.AllReduce(m.data(), n, ReduceOp::kMax) ||
           c.AllReduce(a.data(), n, ReduceOp::kAvg))
@@ -154,7 +200,7 @@ TEST_P(Collectives, LargeAndOddSizesAreExactAndSummedInMemberOrder) {
           return 3;
       }
       // all_gather: member k's block is value(k, i).
-      std::vector<float> in(n), out(n * world);
+      Floats in(n), out(n * world);
       for (size_t i = 0; i < n; ++i) in[i] = value(r, i);
       if (c.AllGather(in.data(), out.data(), n)) return 4;
       for (int k = 0; k < world; ++k)
@@ -162,7 +208,7 @@ TEST_P(Collectives, LargeAndOddSizesAreExactAndSummedInMemberOrder) {
           if (out[k * n + i] != value(k, i)) return 5;
       // reduce_scatter: block b of member k is value(k, b * n + i); member r gets
       // the sum over k of block r.
-      std::vector<float> blocks(n * world), mine(n);
+      Floats blocks(n * world), mine(n);
       for (size_t i = 0; i < n * world; ++i) blocks[i] = value(r, i);
       if (c.ReduceScatter(blocks.data(), mine.data(), n)) return 6;
       for (size_t i = 0; i < n; ++i) {
@@ -173,11 +219,11 @@ TEST_P(Collectives, LargeAndOddSizesAreExactAndSummedInMemberOrder) {
       }
       // In place (comm.h): all_gather from this member's own block of the output,
       // reduce_scatter into this member's own block of the input; the same values.
-      std::vector<float> gathered(n * world, -1.f);
+      Floats gathered(n * world, -1.f);
       std::copy(in.begin(), in.end(), gathered.begin() + r * n);
       if (c.AllGather(gathered.data() + r * n, gathered.data(), n)) return 10;
       if (gathered != out) return 11;
-      std::vector<float> scattered = blocks;
+      Floats scattered = blocks;
       if (c.ReduceScatter(scattered.data(), scattered.data() + r * n, n)) return 12;
       if (!std::equal(mine.begin(), mine.end(), scattered.begin() + r * n)) return 13;
     }
@@ -187,11 +233,12 @@ TEST_P(Collectives, LargeAndOddSizesAreExactAndSummedInMemberOrder) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, Collectives,
-                         ::testing::Values(kTcp, kShm, kShmTinyChunks),
+                         ::testing::Values(kTcp, kShm, kShmTinyChunks, kShmArena),
                          [](const ::testing::TestParamInfo<Transport>& info) {
                            return std::string(!info.param.shared_memory ? "Tcp"
-                                              : info.param.slot_bytes ? "ShmTinyChunks"
-                                                                      : "Shm");
+                                              : info.param.arena       ? "ShmArena"
+                                              : info.param.slot_bytes  ? "ShmTinyChunks"
+                                                                       : "Shm");
                          });
 
 class Failures : public ::testing::TestWithParam<Transport> {};
@@ -268,6 +315,70 @@ TEST(ShmComm, TheSegmentLeavesNothingInDevShm) {
     std::vector<float> v(8, 1.f);
     if (c.AllReduce(v.data(), v.size(), ReduceOp::kSum) || v[0] != 2.f) return 1;
     return count() == before ? 0 : 2;
+  }, {}, kShm);
+  EXPECT_EQ(codes[0], 0);
+  EXPECT_EQ(codes[1], 0);
+}
+
+// With shared arenas a collective goes direct only when every member's operand lies
+// in its arena at the same offset; otherwise (another offset, or outside the arena,
+// on any one member) every member takes the chunks through the segment. Either
+// way the values are the member-order sums, exactly.
+TEST(ShmComm, DirectOnlyWhenEveryMembersBufferIsAtTheSameOffset) {
+  const int world = 3;
+  auto codes = RunRanks(world, std::chrono::seconds(30), [&](int r, Communicator& c) {
+    const size_t n = 30011;
+    const auto value = [](int rank, size_t i) {
+      const float big[3] = {1e8f, 1.f, -1e8f};
+      return big[(rank + i) % 3] * static_cast<float>(1 + i % 5);
+    };
+    // v[i] is the member-order sum of every member's value at first + i.
+    const auto check = [&](const float* v, size_t first) {
+      for (size_t i = 0; i < n; ++i) {
+        float sum = value(0, first + i);
+        for (int k = 1; k < world; ++k) sum += value(k, first + i);
+        if (v[i] != sum) return false;
+      }
+      return true;
+    };
+    for (const char* layout : {"same", "shifted", "outside"}) {
+      // "shifted": member 1's buffers start 64 bytes later; "outside": member 2's
+      // are on the heap.
+      Floats pad(std::string(layout) == "shifted" && r == 1 ? 16 : 0);
+      std::vector<float> heap(n * world);
+      Floats arena(n * world);
+      float* v = std::string(layout) == "outside" && r == 2 ? heap.data() : arena.data();
+      for (size_t i = 0; i < n; ++i) v[i] = value(r, i);
+      if (c.AllReduce(v, n, ReduceOp::kSum) || !check(v, 0)) return 1;
+      for (size_t i = 0; i < n * world; ++i) v[i] = value(r, i);
+      if (c.ReduceScatter(v, v + r * n, n) || !check(v + r * n, r * n)) return 2;
+      for (size_t i = 0; i < n; ++i) v[r * n + i] = value(r, i);
+      if (c.AllGather(v + r * n, v, n)) return 3;
+      for (int k = 0; k < world; ++k)
+        for (size_t i = 0; i < n; ++i)
+          if (v[k * n + i] != value(k, i)) return 4;
+    }
+    return c.Barrier() ? 5 : 0;
+  }, {}, kShmArena);
+  for (int r = 0; r < world; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
+}
+
+// A member without an arena in a memory file: no member goes direct, each says why,
+// and the collectives still work.
+TEST(ShmComm, ArenasAreSharedOnlyWhenEveryMemberHasOne) {
+  auto codes = RunRanks(2, std::chrono::seconds(30), [&](int r, Communicator& c) {
+    auto arena = SharedArena::Create(size_t{1} << 20);
+    if (!arena) return 1;
+    std::string why;
+    if (c.ShareArena(arena->data(), arena->bytes(), r == 1 ? -1 : arena->fd(), &why)) return 2;
+    if (Direct(c)) return 3;
+    std::fprintf(stderr, "rank %d: %s\n", r, why.c_str());
+    if (why != (r == 0 ? "member 1's arena is not in a memory file"
+                       : "this member's arena is not in a memory file"))
+      return 4;
+    auto* v = reinterpret_cast<float*>(arena->data());
+    v[0] = float(r + 1);
+    return c.AllReduce(v, 1, ReduceOp::kSum) || v[0] != 3.f ? 5 : 0;
   }, {}, kShm);
   EXPECT_EQ(codes[0], 0);
   EXPECT_EQ(codes[1], 0);
