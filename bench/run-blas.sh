@@ -36,7 +36,7 @@ $cxx -DBENCH_BLIS -isystem "$blis_inc" bench/blas_gemm.cc -o "$tmp/blis" \
   -L"$blis_dir" -Wl,-rpath,"$blis_dir" -lblis -fopenmp -lpthread
 $cxx -DBENCH_DNNL bench/blas_gemm.cc -o "$tmp/onednn" -ldnnl -fopenmp
 
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
+cpu=$(bench/cpu-name.sh)
 flags=$(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2)
 have=()
 for f in sse4_2 avx fma avx2 avx512f avx512bw avx512dq avx512vl avx512_vnni avx512_bf16 amx_tile; do

@@ -11,7 +11,7 @@
 # session). The layouts run in turn, REPS times (default 2), so drift and other load
 # hit them alike; each run's line goes to bench/results/cpu_ranks.jsonl.
 #
-# A line: {"date", "cpu" (lscpu's model name), "cores" (nproc), "result": {"model",
+# A line: {"date", "cpu" (bench/cpu-name.sh), "cores" (nproc), "result": {"model",
 # "layout", "dp", "tp", "zero", "transport" ("shm", "tcp", or "single" for one rank),
 # "global_batch", "micro_batch_size", "seq", "steps", "step_ms" (median
 # step_ms of the --metrics lines after step 2), "step_ms_each", "tokens_per_s"
@@ -32,7 +32,7 @@ sed 's/^  vocab   = 50257$/  vocab   = 50257\n  padded_vocab = 50304/' examples/
   > "$tmp/gpt2-small.hr"
 grep -q 'padded_vocab = 50304' "$tmp/gpt2-small.hr" || { echo "cannot pad gpt2-small" >&2; exit 1; }
 cp examples/gpt-tiny.hr "$tmp/gpt-tiny.hr"
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
+cpu=$("$(dirname "$0")/cpu-name.sh")
 hz=$(getconf CLK_TCK)
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 # layout name : dp : tp : extra compile flags : HEIRETSU_COMM_SHM

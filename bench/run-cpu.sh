@@ -30,6 +30,6 @@ for model in gpt-tiny gpt2-small; do
   line=$(sed "s/}\$/, \"other_cpu_cores\": $others}/" "$tmp/line")
   echo "$line"
   printf '{"date": "%s", "cpu": "%s", "cores": %s, "result": %s}\n' \
-    "$(date -u +%Y-%m-%dT%H:%MZ)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+    "$(date -u +%Y-%m-%dT%H:%MZ)" "$("$(dirname "$0")/cpu-name.sh")" \
     "$(nproc)" "$line" >> "$out"
 done

@@ -25,7 +25,7 @@ fi
 record() {
   echo "$1"
   printf '{"date": "%s", "cpu": "%s", "cores": %s, "version": "%s", "commit": "%s", "result": %s}\n' \
-    "$(date -u +%Y-%m-%dT%H:%MZ)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+    "$(date -u +%Y-%m-%dT%H:%MZ)" "$("$(dirname "$0")/cpu-name.sh")" \
     "$(nproc)" "$version" "$commit" "$1" >> "$out"
 }
 if [ -x "$build/bin/heiretsu-bench-moe" ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pipeline benchmark: gpt-tiny (examples/gpt-tiny.hr, 4 layers) compiled for pp = 2
+# Pipeline benchmark: gpt-tiny (examples/gpt-tiny.hr, 4 layers; or MODEL below) compiled for pp = 2
 # and pp = 4 with M = pp, 2pp and 4pp microbatches under each schedule (gpipe, 1f1b,
 # zb-h1; and interleaved with --virtual-stages 2 where 2 pp <= 4 layers, i.e. pp = 2,
 # M a multiple of pp), then for each layout:
@@ -15,10 +15,16 @@
 # (forward ~6 ms), and the whole script takes about 80 s on the 2-core machine. pp = 4 puts 4 ranks on fewer cores where
 # nproc < 4: such records say "oversubscribed": true and their measured bubble is
 # mostly CPU sharing, not the schedule (bench/results/README.md).
+# MODEL=gpt-wide runs gpt-tiny widened to d_model 512 (8 heads) instead: there the
+# GEMMs dominate every pass, so a microbatch's forward, input-gradient and
+# weight-gradient passes take about the same time, as the zb-h1 formula assumes
+# (gpt-tiny's weight-gradient pass is a fifth of its input-gradient pass:
+# attention's backward has no weights).
 # Appends one JSON line per layout to bench/results/pipeline.jsonl and prints a table.
 #   usage: bench/run-pipeline.sh [BUILD_DIR]
-#   env:   MBS (4), SEQ (128), STEPS (5; traced steps 2..STEPS-1), and for a quick
-#          try: PP ("2 4"), MULTS ("1 2 4": M = pp x each), OUT (the results file)
+#   env:   MODEL (gpt-tiny | gpt-wide), MBS (4), SEQ (128), STEPS (5; traced steps
+#          2..STEPS-1), and for a quick try: PP ("2 4"), MULTS ("1 2 4": M = pp x
+#          each), OUT (the results file)
 set -euo pipefail
 build=${1:-build}
 heiretsu="$build/bin/heiretsu"
@@ -29,12 +35,22 @@ steps=${STEPS:-5}
 [ "$steps" -ge 4 ] || { echo "STEPS must be >= 4" >&2; exit 1; }
 trace_steps="2:$((steps - 1))"
 cores=$(nproc)
-cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
-[ -n "$cpu" ] || cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
+cpu=$("$(dirname "$0")/cpu-name.sh")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 start_all=$(date +%s)
+model=${MODEL:-gpt-tiny}
+case "$model" in
+  gpt-tiny) cp examples/gpt-tiny.hr "$tmp/spec.hr" ;;
+  gpt-wide)
+    sed 's/^model "gpt-tiny"/model "gpt-wide"/; s/^  d_model = 128$/  d_model = 512/; s/^  heads   = 4$/  heads   = 8/' \
+      examples/gpt-tiny.hr > "$tmp/spec.hr"
+    grep -q 'd_model = 512' "$tmp/spec.hr" && grep -q 'heads   = 8' "$tmp/spec.hr" ||
+      { echo "cannot widen gpt-tiny" >&2; exit 1; } ;;
+  *) echo "MODEL must be gpt-tiny or gpt-wide, not '$model'" >&2; exit 2 ;;
+esac
+layers=$(sed -n 's/^  layers *= *\([0-9]*\)$/\1/p' "$tmp/spec.hr")
 
 # "[a, b, c]" from words.
 json_list() { local IFS=,; echo "[$*]" | sed 's/,/, /g; s/\b[-]*nan\b/null/gI'; }
@@ -53,7 +69,7 @@ for pp in ${PP:-2 4}; do
   for mult in ${MULTS:-1 2 4}; do
     m=$((pp * mult))
     layouts="gpipe:1 1f1b:1 zb-h1:1"
-    if [ $((2 * pp)) -le 4 ] && [ $((m % pp)) -eq 0 ]; then layouts="$layouts interleaved:2"; fi
+    if [ $((layers % (2 * pp))) -eq 0 ] && [ $((m % pp)) -eq 0 ]; then layouts="$layouts interleaved:2"; fi
     gpipe_peaks=""
     for layout in $layouts; do
       IFS=: read -r sched v <<< "$layout"
@@ -61,7 +77,7 @@ for pp in ${PP:-2 4}; do
       dir="$tmp/$name"
       flags=(--pp "$pp" --microbatches "$m" --schedule "$sched")
       [ "$v" -gt 1 ] && flags+=(--virtual-stages "$v")
-      "$heiretsu" compile examples/gpt-tiny.hr --emit plan -o "$dir" "${flags[@]}" \
+      "$heiretsu" compile "$tmp/spec.hr" --emit plan -o "$dir" "${flags[@]}" \
         --micro-batch-size "$mbs" --seq "$seq" > /dev/null
       "$heiretsu" explain "$dir" > "$tmp/$name.explain"
       bline=$(grep '^bubble:' "$tmp/$name.explain")
@@ -102,8 +118,8 @@ for pp in ${PP:-2 4}; do
       diff=$(awk -v a="$mean" -v b="$formula_exact" 'BEGIN { printf "%.3f", a - b }')
       sim_f=$(awk -v s="$sim" 'BEGIN { printf "%.3f", s / 100 }')
 
-      line=$(printf '{"model": "gpt-tiny", "pp": %d, "microbatches": %d, "schedule": "%s", "virtual_stages": %d, "micro_batch_size": %d, "seq": %d, "ranks": %d, "threads_per_rank": 1, "oversubscribed": %s, "simulated_bubble": %s, "formula": "%s", "formula_bubble": %s, "measured_bubble_per_stage": %s, "measured_bubble_mean": %s, "measured_minus_formula": %s, "traced_steps": "%s", "activation_peak_bytes": %s, "gpipe_activation_peak_bytes": %s, "step_ms": %s, "step_ms_per_step": %s, "tokens_per_s": %s}' \
-        "$pp" "$m" "$sched" "$v" "$mbs" "$seq" "$ranks" "$over" "$sim_f" "$formula" "$formula_exact" \
+      line=$(printf '{"model": "%s", "pp": %d, "microbatches": %d, "schedule": "%s", "virtual_stages": %d, "micro_batch_size": %d, "seq": %d, "ranks": %d, "threads_per_rank": 1, "oversubscribed": %s, "simulated_bubble": %s, "formula": "%s", "formula_bubble": %s, "measured_bubble_per_stage": %s, "measured_bubble_mean": %s, "measured_minus_formula": %s, "traced_steps": "%s", "activation_peak_bytes": %s, "gpipe_activation_peak_bytes": %s, "step_ms": %s, "step_ms_per_step": %s, "tokens_per_s": %s}' \
+        "$model" "$pp" "$m" "$sched" "$v" "$mbs" "$seq" "$ranks" "$over" "$sim_f" "$formula" "$formula_exact" \
         "$(json_list "${meas[@]}")" "$(json_num "$mean")" "$(json_num "$diff")" "$traced" "$(json_list "${act[@]}")" \
         "$(json_list "${gact[@]}")" "$step_ms" "$(json_list $step_all)" "$tok_s")
       printf '{"date": "%s", "cpu": "%s", "cores": %s, "result": %s}\n' \
@@ -122,7 +138,7 @@ done
 
 total=$(( $(date +%s) - start_all ))
 echo
-echo "gpt-tiny, micro-batch $mbs x seq $seq, $cores cores ($cpu), 1 thread per rank, traced steps $trace_steps"
+echo "$model, micro-batch $mbs x seq $seq, $cores cores ($cpu), 1 thread per rank, traced steps $trace_steps"
 printf '%-5s %-15s %3s %8s %8s %-23s %6s  %-23s %-23s %8s\n' layout schedule M simul. formula \
   "measured bubble/stage" mean "act. peak MiB/stage" "gpipe's MiB/stage" "ms/step"
 for r in "${rows[@]}"; do echo "$r"; done

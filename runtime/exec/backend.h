@@ -97,8 +97,12 @@ class Backend {
   virtual Status error() const { return std::nullopt; }
 };
 
-// OpenBLAS GEMMs and OpenMP kernels (runtime/cpu/kernels.h).
-std::unique_ptr<Backend> MakeCpuBackend();
+// OpenBLAS GEMMs and OpenMP kernels (runtime/cpu/kernels.h). `shared_arenas`: the
+// arenas lie in memory files (comm/shared_arena.h), for a rank whose collectives
+// may run directly between the arenas of the ranks of its machine; otherwise plain
+// memory (memory files cost more to set up: the kernel clears a shared page more
+// slowly).
+std::unique_ptr<Backend> MakeCpuBackend(bool shared_arenas = false);
 
 }  // namespace heiretsu::exec
 

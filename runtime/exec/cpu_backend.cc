@@ -80,13 +80,14 @@ class Widened {
 
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(bool shared_arenas) : shared_arenas_(shared_arenas) {}
   const char* name() const override { return "cpu"; }
   bool host_visible() const override { return true; }
 
-  // In a memory file (zeroed, page-aligned), so that the ranks of one machine can
-  // share it; plain memory when none can be made.
+  // With shared_arenas_ in a memory file (zeroed, page-aligned), so that the ranks
+  // of one machine can share it; plain memory otherwise or when none can be made.
   uint8_t* AllocateArena(uint64_t bytes) override {
-    if (auto shared = comm::SharedArena::Create(bytes)) {
+    if (auto shared = shared_arenas_ ? comm::SharedArena::Create(bytes) : nullptr) {
       uint8_t* arena = shared->data();
       shared_.push_back(std::move(shared));
       return arena;
@@ -369,11 +370,14 @@ class CpuBackend final : public Backend {
 
  private:
   std::vector<std::vector<float>> widened_;  // Widened's float32 copies, reused
+  const bool shared_arenas_;
   std::vector<std::unique_ptr<comm::SharedArena>> shared_;  // the arenas in memory files
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> MakeCpuBackend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> MakeCpuBackend(bool shared_arenas) {
+  return std::make_unique<CpuBackend>(shared_arenas);
+}
 
 }  // namespace heiretsu::exec

@@ -516,7 +516,10 @@ int Run(const cli::RunOptions& o) {
                   static_cast<long long>(o.val_batches), static_cast<long long>(o.val_every));
   }
 
-  std::unique_ptr<exec::Backend> backend;  // null: the CPU backend
+  // The CPU backend's arena in a memory file when the job may have other ranks on
+  // this machine to share it with (comm.h, Communicator::ShareArena).
+  std::unique_ptr<exec::Backend> backend =
+      exec::MakeCpuBackend(me.world_size > 1 && job_env.shared_memory);
 #ifdef HEIRETSU_HAVE_CUDA
   if (o.backend == "cuda") {
     // One GPU per rank on this machine by local rank (ranks beyond the GPU count
