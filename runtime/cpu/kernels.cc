@@ -128,9 +128,13 @@ std::string DescribeBlas(std::string* advice) {
     chosen = " (chosen by heiretsu: OpenBLAS detected this AVX-512 CPU as '" +
              std::string(detected) + "')";
   else if (CpuHasAvx512() && !IsAvx512Core(core))
-    *advice = "this CPU has AVX-512 but OpenBLAS runs its '" + core +
-              "' kernels; OPENBLAS_CORETYPE=SkylakeX selects AVX-512 ones (on such a Xeon, "
-              "2048^3 sgemm went from 42.7 to 238 GFLOP/s: issue #15)";
+    *advice = "this CPU has AVX-512 but OpenBLAS runs its '" + core + "' kernels" +
+              (std::getenv("OPENBLAS_CORETYPE")
+                   ? " because the environment sets OPENBLAS_CORETYPE=" +
+                         std::string(std::getenv("OPENBLAS_CORETYPE")) + "; unset it, or set"
+                   : std::string("; set")) +
+              " OPENBLAS_CORETYPE=SkylakeX for AVX-512 ones (on such a Xeon, 2048^3 sgemm "
+              "went from 42.7 to 238 GFLOP/s: issue #15)";
   return config + ", " + core + " kernels" + chosen + ", " +
          std::to_string(openblas_get_num_threads()) +
          (openblas_get_num_threads() == 1 ? " thread" : " threads");
