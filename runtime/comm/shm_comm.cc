@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <random>
 
 #include "runtime/comm/shared_arena.h"
@@ -52,6 +53,17 @@ static_assert(sizeof(Member) == kLine);
 constexpr uint64_t kElsewhere = ~uint64_t{0};
 enum Call : uint64_t { kCallAllReduce = 1, kCallAllGather, kCallReduceScatter };
 constexpr size_t kBlockFloats = 2048;  // a direct collective's pieces: 8 KiB, in L1
+
+// A mailbox for point-to-point messages from one member to another (used once the
+// arenas are shared): message k (1, 2, ...) of the pair goes in box k % kMailboxes.
+constexpr size_t kMailboxes = 16;
+struct alignas(kLine) Mailbox {
+  std::atomic<uint32_t> posted;  // the number of the last message put in it (a futex)
+  std::atomic<uint32_t> taken;   // the number of the last message taken from it (a futex)
+  uint64_t offset;               // where the data lies in the sender's arena; kElsewhere: TCP
+  uint64_t n;                    // floats
+};
+static_assert(sizeof(Mailbox) == kLine);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
 
@@ -104,7 +116,8 @@ class Segment {
   }
   static size_t BytesFor(size_t size, size_t slot_floats) {
     return RoundUp(sizeof(Header), kLine) + size * sizeof(Member) +
-           2 * size * slot_floats * sizeof(float) + kLine;
+           size * size * kMailboxes * sizeof(Mailbox) + 2 * size * slot_floats * sizeof(float) +
+           kLine;
   }
   // Rank 0: creates and sizes it (reserving its pages: a full /dev/shm fails here,
   // not as a SIGBUS later). Empty string on success, else why not.
@@ -130,6 +143,10 @@ class Segment {
     h->slot_floats = slot_floats;
     new (&h->arrived) std::atomic<uint32_t>(0);
     for (size_t r = 0; r < size; ++r) new (&member(r)->barriers) std::atomic<uint32_t>(0);
+    for (size_t k = 0; k < size * size * kMailboxes; ++k) {
+      new (&mailboxes()[k].posted) std::atomic<uint32_t>(0);
+      new (&mailboxes()[k].taken) std::atomic<uint32_t>(0);
+    }
     std::atomic_thread_fence(std::memory_order_release);
     h->magic = kMagic;
     return {};
@@ -159,9 +176,11 @@ class Segment {
     return reinterpret_cast<Member*>(static_cast<char*>(base_) + RoundUp(sizeof(Header), kLine)) +
            r;
   }
+  // The mailboxes from member f to member t: mailboxes() + (f * size + t) * kMailboxes.
+  Mailbox* mailboxes() const { return reinterpret_cast<Mailbox*>(member(header()->size)); }
   float* slot(size_t set, size_t r) const {
     const size_t size = header()->size, slot_floats = header()->slot_floats;
-    auto* data = reinterpret_cast<float*>(reinterpret_cast<char*>(member(size)));
+    auto* data = reinterpret_cast<float*>(mailboxes() + size * size * kMailboxes);
     return data + (set * size + r) * slot_floats;
   }
 
@@ -317,12 +336,66 @@ class SharedMemoryCommunicator final : public Communicator {
                    const std::vector<int64_t>& out_counts) override {
     return tcp_->AllToAllV(in, in_counts, out, out_counts);
   }
-  Status Send(const float* data, size_t n, int peer) override { return tcp_->Send(data, n, peer); }
-  Status Recv(float* data, size_t n, int peer) override { return tcp_->Recv(data, n, peer); }
-  Status StartSend(const float* data, size_t n, int peer, int key) override {
-    return tcp_->StartSend(data, n, peer, key);
+  // Point to point: over TCP until the arenas are shared; then every message is
+  // announced, in posting order, in the pair's mailboxes, and the receiver copies
+  // data that lies in the sender's arena straight out of it (the sender's send
+  // completes when the receiver has taken it); other data still goes over TCP, in
+  // the same order.
+  Status Send(const float* data, size_t n, int peer) override {
+    if (arenas_.empty()) return tcp_->Send(data, n, peer);
+    if (auto err = Post(data, n, peer, kBlockingKey)) return err;
+    return WaitSends(kBlockingKey);
   }
-  Status WaitSends(int key) override { return tcp_->WaitSends(key); }
+  Status StartSend(const float* data, size_t n, int peer, int key) override {
+    if (arenas_.empty()) return tcp_->StartSend(data, n, peer, key);
+    return Post(data, n, peer, key);
+  }
+  Status Recv(float* data, size_t n, int peer) override {
+    if (arenas_.empty()) return tcp_->Recv(data, n, peer);
+    if (auto err = CheckPeer("recv from", peer)) return err;
+    const size_t from = static_cast<size_t>(peer), me = static_cast<size_t>(rank());
+    const uint32_t number = ++received_[from];
+    Mailbox& box = Box(from, me, number);
+    if (auto err = WaitFor(box.posted, number, from, "recv from"))
+      return err;
+    const uint64_t offset = box.offset, sent = box.n;
+    if (sent != n) {
+      broken_ = true;
+      return Error::Failure("recv from " + MemberName(from) + " in group '" + name() +
+                            "' failed: it sent " + std::to_string(sent) + " floats, this member expects " +
+                            std::to_string(n));
+    }
+    if (offset == kElsewhere) {
+      if (auto err = tcp_->Recv(data, n, peer)) return err;
+    } else {
+      std::memcpy(data, arenas_[from] + offset, n * sizeof(float));
+    }
+    box.taken.store(number, std::memory_order_release);
+    Futex(&box.taken, FUTEX_WAKE, INT32_MAX, nullptr);
+    return std::nullopt;
+  }
+  Status WaitSends(int key) override {
+    if (arenas_.empty()) return tcp_->WaitSends(key);
+    Status first;
+    bool over_tcp = false;
+    const auto deadline = Clock::now() + timeout_;
+    std::vector<Pending> rest;
+    for (const Pending& p : pending_) {
+      if (key != kAllSends && p.key != key) {
+        rest.push_back(p);
+        continue;
+      }
+      over_tcp = over_tcp || p.over_tcp;
+      if (first && broken_) continue;  // forgotten: the group is broken
+      Mailbox& box = Box(static_cast<size_t>(rank()), p.peer, p.number);
+      if (auto err = WaitFor(box.taken, p.number, p.peer, "send to", deadline); err && !first)
+        first = err;
+    }
+    pending_ = std::move(rest);
+    if (over_tcp)
+      if (auto err = tcp_->WaitSends(key); err && !first) first = err;
+    return first;
+  }
   Status ShareArena(uint8_t* base, size_t bytes, int fd, std::string* why_not) override {
     Exclusive only(busy_);
     if (auto err = Usable("sharing the arenas", only)) return err;
@@ -368,6 +441,8 @@ class SharedMemoryCommunicator final : public Communicator {
     }
     arenas_ = std::move(maps);
     arena_bytes_ = std::move(sizes);
+    sent_.assign(members, 0);
+    received_.assign(members, 0);
     return std::nullopt;
   }
 
@@ -415,6 +490,82 @@ class SharedMemoryCommunicator final : public Communicator {
   }
   float* Peer(size_t r, uint64_t offset) const {
     return reinterpret_cast<float*>(arenas_[r] + offset);
+  }
+
+  // Point to point (see Send): a message to `peer` announced in its mailbox, over
+  // TCP too when `data` is not in this member's arena.
+  struct Pending {
+    size_t peer;
+    uint32_t number;
+    int key;
+    bool over_tcp;
+  };
+  static constexpr int kBlockingKey = -2;  // Send's own, never a caller's (>= 0)
+  Mailbox& Box(size_t from, size_t to, uint32_t number) const {
+    return segment_->mailboxes()[(from * static_cast<size_t>(size()) + to) * kMailboxes +
+                                 number % kMailboxes];
+  }
+  Status CheckPeer(const char* what, int peer) const {
+    if (peer >= 0 && peer < size() && peer != rank()) return std::nullopt;
+    return Error::Failure(std::string(what) + " member " + std::to_string(peer) + " in group '" +
+                          name() + "': no such peer (the group has " + std::to_string(size()) +
+                          " members; this is member " + std::to_string(rank()) + ")");
+  }
+  Status Post(const float* data, size_t n, int peer, int key) {
+    if (auto err = CheckPeer("send to", peer)) return err;
+    if (broken_)
+      return Error::Failure("send to " + MemberName(static_cast<size_t>(peer)) + " in group '" +
+                            name() + "' refused: an earlier call of the group failed");
+    const size_t to = static_cast<size_t>(peer), me = static_cast<size_t>(rank());
+    const uint32_t number = ++sent_[to];
+    Mailbox& box = Box(me, to, number);
+    // The box is free once the receiver has taken the message kMailboxes before.
+    if (number > kMailboxes)
+      if (auto err = WaitFor(box.taken, number - static_cast<uint32_t>(kMailboxes), to, "send to"))
+        return err;
+    const auto* p = reinterpret_cast<const uint8_t*>(data);
+    const size_t bytes = n * sizeof(float);
+    const bool mine = p >= arenas_[me] && p + bytes <= arenas_[me] + arena_bytes_[me];
+    box.offset = mine ? static_cast<uint64_t>(p - arenas_[me]) : kElsewhere;
+    box.n = n;
+    box.posted.store(number, std::memory_order_release);
+    Futex(&box.posted, FUTEX_WAKE, INT32_MAX, nullptr);
+    if (!mine)
+      if (auto err = tcp_->StartSend(data, n, peer, key)) return err;
+    pending_.push_back({to, number, key, !mine});
+    return std::nullopt;
+  }
+  // Waits until `word` reaches `target` (mod 2^32), written by member `peer`; fails
+  // naming the peer once it has exited or `deadline` (default: the group's timeout
+  // from now) has passed.
+  Status WaitFor(std::atomic<uint32_t>& word, uint32_t target, size_t peer, const char* what,
+                 std::optional<Clock::time_point> deadline = std::nullopt) {
+    const auto reached = [&](uint32_t v) { return static_cast<int32_t>(v - target) >= 0; };
+    for (int spin = 0; spin < 128; ++spin) {
+      if (reached(word.load(std::memory_order_acquire))) return std::nullopt;
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#endif
+    }
+    const auto until = deadline.value_or(Clock::now() + timeout_);
+    while (true) {
+      const uint32_t v = word.load(std::memory_order_acquire);
+      if (reached(v)) return std::nullopt;
+      const timespec slice{0, 50'000'000};  // 50 ms: then look at the clock and the peer
+      Futex(&word, FUTEX_WAIT, v, &slice);
+      if (reached(word.load(std::memory_order_acquire))) return std::nullopt;
+      const Member* m = segment_->member(peer);
+      std::string why;
+      if (pid_namespace_ != 0 && m->pid_namespace == pid_namespace_ && m->pid > 0 &&
+          ProcessGone(m->pid))
+        why = "it exited (process " + std::to_string(m->pid) + ")";
+      else if (Clock::now() >= until)
+        why = "no answer within " + std::to_string(timeout_.count()) + " ms";
+      if (why.empty()) continue;
+      broken_ = true;
+      return Error::Failure(std::string(what) + " " + MemberName(peer) + " in group '" + name() +
+                            "' failed: " + why + " (shared memory)");
+    }
   }
 
   // The chunk buffer for the next chunk: they alternate, so a member fills one
@@ -524,6 +675,10 @@ class SharedMemoryCommunicator final : public Communicator {
   // caller's address) and its size; empty: not shared.
   std::vector<uint8_t*> arenas_;
   std::vector<size_t> arena_bytes_;
+  // Point to point once the arenas are shared: per peer the number of the last
+  // message sent to it and received from it; the sends not yet waited for.
+  std::vector<uint32_t> sent_, received_;
+  std::vector<Pending> pending_;
 };
 
 }  // namespace

@@ -24,12 +24,19 @@
 //                   output; barrier.
 //   all_gather      each member copies every member's block from its arena; barrier.
 // (all_reduce: 2 bytes of memory traffic per byte and member, against 5.5 through
-// the chunks.) Otherwise every member takes the chunks.
+// the chunks.) Otherwise every member takes the chunks. Point to point, once the
+// arenas are shared: each ordered pair of members has 16 mailboxes in the segment;
+// message k of the pair is announced in box k % 16 (where its data lies in the
+// sender's arena, and its size), the receiver copies it straight out of the
+// sender's arena and marks it taken, and a send is complete once taken (a sender
+// waits for a box whose earlier message is not yet taken). Data outside the
+// sender's arena is announced the same way and goes over TCP, so messages still
+// match in posting order. Before the arenas are shared, point to point is TCP's.
 // A barrier is a shared arrival counter (a futex): a member that waits longer than
 // the group's timeout, or sees a member's process gone, fails with a message naming
 // the members that did not arrive. After a failure the communicator refuses further
-// collectives (the others' state is unknown). all_to_all and point-to-point stay on
-// the TCP communicator, which also carries the setup.
+// collectives (the others' state is unknown). all_to_all stays on the TCP
+// communicator, which also carries the setup.
 //
 // Calls follow Communicator's contract: every member makes the same collective calls
 // in the same order, one at a time (two calls at once on one member fail, naming

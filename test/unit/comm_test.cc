@@ -384,37 +384,61 @@ TEST(ShmComm, ArenasAreSharedOnlyWhenEveryMemberHasOne) {
   EXPECT_EQ(codes[1], 0);
 }
 
-TEST(GlooComm, StartedSendsDoNotWaitForThePeersRecv) {
+// Point to point over TCP, and with shared arenas through the pair's mailboxes
+// (shm_comm.cc: data in the sender's arena is copied straight out of it, other data
+// still goes over TCP, in posting order).
+class PointToPoint : public ::testing::TestWithParam<Transport> {};
+
+TEST_P(PointToPoint, StartedSendsDoNotWaitForThePeersRecv) {
   // Both ranks send first and receive after (1F1B's steady state: an activation
   // one way, a gradient the other): with Send, which waits for the peer's recv,
   // both would wait forever. StartSend returns at once, even while the peer is
-  // busy elsewhere; the two messages each way arrive in the order they were posted,
-  // whatever their keys; WaitSends then finds them complete.
+  // busy elsewhere; the messages each way arrive in the order they were posted,
+  // whatever their keys and wherever their data lies (`second` is on the heap, so
+  // with shared arenas it goes over TCP between two that do not); WaitSends then
+  // finds them complete.
   const size_t n = size_t{1} << 20;  // 4 MiB: more than a socket buffers
   auto codes = RunRanks(2, std::chrono::seconds(30), [&](int r, Communicator& c) {
     const int peer = 1 - r;
-    std::vector<float> first(n, float(10 * r + 1)), second(n, float(10 * r + 2));
-    std::vector<float> got_first(n), got_second(n);
+    Floats first(n, float(10 * r + 1)), third(n, float(10 * r + 3));
+    std::vector<float> second(n, float(10 * r + 2));
+    Floats got_first(n), got_second(n), got_third(n);
     if (r == 1) usleep(500 * 1000);  // rank 0's sends must not wait for this
     const auto start = std::chrono::steady_clock::now();
-    if (c.StartSend(first.data(), n, peer, 1) || c.StartSend(second.data(), n, peer, 0)) return 1;
+    if (c.StartSend(first.data(), n, peer, 1) || c.StartSend(second.data(), n, peer, 0) ||
+        c.StartSend(third.data(), n, peer, 1))
+      return 1;
     const double posting =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (r == 0 && posting > 0.25) return 2;
-    if (c.Recv(got_first.data(), n, peer) || c.Recv(got_second.data(), n, peer)) return 3;
+    if (c.Recv(got_first.data(), n, peer) || c.Recv(got_second.data(), n, peer) ||
+        c.Recv(got_third.data(), n, peer))
+      return 3;
     for (size_t i = 0; i < n; i += 4099)
-      if (got_first[i] != float(10 * peer + 1) || got_second[i] != float(10 * peer + 2)) return 4;
+      if (got_first[i] != float(10 * peer + 1) || got_second[i] != float(10 * peer + 2) ||
+          got_third[i] != float(10 * peer + 3))
+        return 4;
     if (c.WaitSends(1) || c.WaitSends()) return 5;
     // Nothing is left to wait for; the group still works.
     if (c.WaitSends()) return 6;
-    std::vector<float> v = {1.f};
-    return c.AllReduce(v.data(), 1, ReduceOp::kSum) || v[0] != 2 ? 7 : 0;
-  });
+    Floats v = {1.f};
+    if (c.AllReduce(v.data(), 1, ReduceOp::kSum) || v[0] != 2) return 7;
+    // Blocking sends around the pair, more than the mailboxes hold in a row.
+    Floats token(3, float(r)), got(3);
+    for (int k = 0; k < 40; ++k) {
+      token[0] = float(100 * r + k);
+      if (r == 0 ? c.Send(token.data(), 3, peer) || c.Recv(got.data(), 3, peer)
+                 : c.Recv(got.data(), 3, peer) || c.Send(token.data(), 3, peer))
+        return 8;
+      if (got[0] != float(100 * peer + k) || got[1] != float(peer)) return 9;
+    }
+    return 0;
+  }, {}, GetParam());
   EXPECT_EQ(codes[0], 0);
   EXPECT_EQ(codes[1], 0);
 }
 
-TEST(GlooComm, ASendNobodyReceivesIsATimeoutErrorNamingThePeer) {
+TEST_P(PointToPoint, ASendNobodyReceivesIsATimeoutErrorNamingThePeer) {
   // Rank 1 receives the first of rank 0's two sends only: waiting for key 0 (that
   // one) succeeds, waiting for key 1 fails once the group's timeout has passed,
   // naming the peer by its index and job rank, and the group.
@@ -422,7 +446,7 @@ TEST(GlooComm, ASendNobodyReceivesIsATimeoutErrorNamingThePeer) {
   auto codes = RunRanks(
       2, std::chrono::milliseconds(1500),
       [](int r, Communicator& c) {
-        std::vector<float> a(8, 1.f), b(8, 2.f);
+        Floats a(8, 1.f), b(8, 2.f);
         if (r == 1) {
           if (c.Recv(a.data(), a.size(), 0) || a[0] != 1.f) return 1;
           sleep(4);  // never receives the second, stays alive
@@ -445,13 +469,18 @@ TEST(GlooComm, ASendNobodyReceivesIsATimeoutErrorNamingThePeer) {
           return 6;
         return c.WaitSends() ? 7 : 42;  // the failed send is forgotten
       },
-      {6, 7});
+      {6, 7}, GetParam());
   double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(codes[0], 42);
   EXPECT_EQ(codes[1], 0);
   EXPECT_LT(secs, 30.0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Transports, PointToPoint, ::testing::Values(kTcp, kShmArena),
+                         [](const ::testing::TestParamInfo<Transport>& info) {
+                           return std::string(info.param.arena ? "ShmArena" : "Tcp");
+                         });
 
 TEST(GlooComm, AnInvalidRankIsRefused) {
   GroupOptions o;
