@@ -75,7 +75,7 @@ class Communicator {
   // together, once, before the collectives, with its `bytes` at `base` and the
   // memory file `fd` they lie in (shared_arena.h; -1, or a null base: none). When
   // every member could map every other's, all_reduce, all_gather and
-  // reduce_scatter on buffers at the same offset of every member's arena move the
+  // reduce_scatter on buffers in every member's arena move the
   // data between the arenas with no copy through the segment (shm_comm.h), with
   // the same results; otherwise (the members agree on the verdict) nothing
   // changes and *why_not (when not null) says why. A transport that cannot share

@@ -58,10 +58,12 @@ constexpr size_t kBlockFloats = 2048;  // a direct collective's pieces: 8 KiB, i
 // arenas are shared): message k (1, 2, ...) of the pair goes in box k % kMailboxes.
 constexpr size_t kMailboxes = 16;
 struct alignas(kLine) Mailbox {
-  std::atomic<uint32_t> posted;  // the number of the last message put in it (a futex)
-  std::atomic<uint32_t> taken;   // the number of the last message taken from it (a futex)
-  uint64_t offset;               // where the data lies in the sender's arena; kElsewhere: TCP
-  uint64_t n;                    // floats
+  std::atomic<uint32_t> posted;     // the number (mod 2^32) of the last message put in it (a futex)
+  std::atomic<uint32_t> taken;      // ... of the last message taken from it (a futex)
+  std::atomic<uint32_t> claimed;    // ... of the last message the receiver began to copy
+  std::atomic<uint32_t> withdrawn;  // ... of the last message its sender gave up
+  uint64_t offset;                  // where the data lies in the sender's arena; kElsewhere: TCP
+  uint64_t n;                       // floats
 };
 static_assert(sizeof(Mailbox) == kLine);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
@@ -146,6 +148,8 @@ class Segment {
     for (size_t k = 0; k < size * size * kMailboxes; ++k) {
       new (&mailboxes()[k].posted) std::atomic<uint32_t>(0);
       new (&mailboxes()[k].taken) std::atomic<uint32_t>(0);
+      new (&mailboxes()[k].claimed) std::atomic<uint32_t>(0);
+      new (&mailboxes()[k].withdrawn) std::atomic<uint32_t>(0);
     }
     std::atomic_thread_fence(std::memory_order_release);
     h->magic = kMagic;
@@ -234,9 +238,9 @@ class SharedMemoryCommunicator final : public Communicator {
     Exclusive only(busy_);
     if (auto err = Usable("all_reduce", only)) return err;
     const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
-    uint64_t at = kElsewhere;
-    if (auto err = Agree(kCallAllReduce, data, n, n, "all_reduce", &at)) return err;
-    if (at != kElsewhere) {
+    bool direct = false;
+    if (auto err = Agree(kCallAllReduce, data, n, n, "all_reduce", &direct)) return err;
+    if (direct) {
       // Part `me` (in 16-float lines) summed over the arenas in member order, then
       // written into every member's arena.
       const size_t lines = (n + 15) / 16;
@@ -245,12 +249,12 @@ class SharedMemoryCommunicator final : public Communicator {
       alignas(kLine) float sum[kBlockFloats];
       for (size_t i = lo; i < hi; i += kBlockFloats) {
         const size_t len = std::min(kBlockFloats, hi - i);
-        std::memcpy(sum, Peer(0, at) + i, len * sizeof(float));
-        for (size_t r = 1; r < members; ++r) Combine(sum, Peer(r, at) + i, len, op);
+        std::memcpy(sum, Operand(0) + i, len * sizeof(float));
+        for (size_t r = 1; r < members; ++r) Combine(sum, Operand(r) + i, len, op);
         if (op == ReduceOp::kAvg)  // times 1 / size, as CopyOut does
           for (size_t k = 0; k < len; ++k) sum[k] *= 1.0f / static_cast<float>(members);
         for (size_t r = 0; r < members; ++r)
-          std::memcpy(Peer(r, at) + i, sum, len * sizeof(float));
+          std::memcpy(Operand(r) + i, sum, len * sizeof(float));
       }
       return Arrive("all_reduce");
     }
@@ -277,11 +281,11 @@ class SharedMemoryCommunicator final : public Communicator {
     Exclusive only(busy_);
     if (auto err = Usable("all_gather", only)) return err;
     const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
-    uint64_t at = kElsewhere;
-    if (auto err = Agree(kCallAllGather, in, n, n, "all_gather", &at)) return err;
-    if (at != kElsewhere) {
+    bool direct = false;
+    if (auto err = Agree(kCallAllGather, in, n, n, "all_gather", &direct)) return err;
+    if (direct) {
       for (size_t r = 0; r < members; ++r)
-        if (out + r * n != Peer(r, at)) std::memcpy(out + r * n, Peer(r, at), n * sizeof(float));
+        if (out + r * n != Operand(r)) std::memcpy(out + r * n, Operand(r), n * sizeof(float));
       return Arrive("all_gather");
     }
     for (size_t off = 0; off < n; off += slot_floats_) {
@@ -299,18 +303,18 @@ class SharedMemoryCommunicator final : public Communicator {
     Exclusive only(busy_);
     if (auto err = Usable("reduce_scatter", only)) return err;
     const size_t members = static_cast<size_t>(size()), me = static_cast<size_t>(rank());
-    uint64_t at = kElsewhere;
-    if (auto err = Agree(kCallReduceScatter, in, n * members, n, "reduce_scatter", &at))
+    bool direct = false;
+    if (auto err = Agree(kCallReduceScatter, in, n * members, n, "reduce_scatter", &direct))
       return err;
-    if (at != kElsewhere) {
+    if (direct) {
       // Block `me` summed over the arenas in member order (read before written:
       // in place, `out` is this member's own block, which only it reads).
       alignas(kLine) float sum[kBlockFloats];
       for (size_t i = 0; i < n; i += kBlockFloats) {
         const size_t len = std::min(kBlockFloats, n - i);
-        std::memcpy(sum, Peer(0, at) + me * n + i, len * sizeof(float));
+        std::memcpy(sum, Operand(0) + me * n + i, len * sizeof(float));
         for (size_t r = 1; r < members; ++r)
-          Combine(sum, Peer(r, at) + me * n + i, len, ReduceOp::kSum);
+          Combine(sum, Operand(r) + me * n + i, len, ReduceOp::kSum);
         std::memcpy(out + i, sum, len * sizeof(float));
       }
       return Arrive("reduce_scatter");
@@ -337,10 +341,11 @@ class SharedMemoryCommunicator final : public Communicator {
     return tcp_->AllToAllV(in, in_counts, out, out_counts);
   }
   // Point to point: over TCP until the arenas are shared; then every message is
-  // announced, in posting order, in the pair's mailboxes, and the receiver copies
-  // data that lies in the sender's arena straight out of it (the sender's send
-  // completes when the receiver has taken it); other data still goes over TCP, in
-  // the same order.
+  // announced, in posting order, in the pair's mailboxes (shm_comm.h), and the
+  // receiver copies data that lies in the sender's arena straight out of it (the
+  // send completes when the receiver has taken it); other data still goes over
+  // TCP, in the same order. A message whose mailbox still holds an untaken one
+  // waits in this member's queue and is posted by its later calls.
   Status Send(const float* data, size_t n, int peer) override {
     if (arenas_.empty()) return tcp_->Send(data, n, peer);
     if (auto err = Post(data, n, peer, kBlockingKey)) return err;
@@ -354,43 +359,55 @@ class SharedMemoryCommunicator final : public Communicator {
     if (arenas_.empty()) return tcp_->Recv(data, n, peer);
     if (auto err = CheckPeer("recv from", peer)) return err;
     const size_t from = static_cast<size_t>(peer), me = static_cast<size_t>(rank());
-    const uint32_t number = ++received_[from];
+    if (broken_) return Refused("recv from", from);
+    if (auto err = Flush()) return err;
+    const uint64_t number = ++received_[from];
     Mailbox& box = Box(from, me, number);
-    if (auto err = WaitFor(box.posted, number, from, "recv from"))
-      return err;
+    const uint32_t word = static_cast<uint32_t>(number);
+    if (auto err = WaitFor(box.posted, word, from, "recv from")) return err;
     const uint64_t offset = box.offset, sent = box.n;
-    if (sent != n) {
-      broken_ = true;
-      return Error::Failure("recv from " + MemberName(from) + " in group '" + name() +
-                            "' failed: it sent " + std::to_string(sent) + " floats, this member expects " +
-                            std::to_string(n));
-    }
-    if (offset == kElsewhere) {
-      if (auto err = tcp_->Recv(data, n, peer)) return err;
-    } else {
+    // Claimed before the copy; a sender that withdrew the message (its wait for it
+    // failed) is seen here, or sees the claim and waits for the copy (shm_comm.h).
+    box.claimed.store(word, std::memory_order_seq_cst);
+    Status failed;
+    if (box.withdrawn.load(std::memory_order_seq_cst) == word)
+      failed = Error::Failure("recv from " + MemberName(from) + " in group '" + name() +
+                              "' failed: the sender gave the message up (its wait timed out)");
+    else if (sent != n)
+      failed = Error::Failure("recv from " + MemberName(from) + " in group '" + name() +
+                              "' failed: it sent " + std::to_string(sent) +
+                              " floats, this member expects " + std::to_string(n));
+    else if (offset == kElsewhere)
+      failed = tcp_->Recv(data, n, peer);
+    else
       std::memcpy(data, arenas_[from] + offset, n * sizeof(float));
-    }
-    box.taken.store(number, std::memory_order_release);
+    if (failed) broken_ = true;
+    box.taken.store(word, std::memory_order_release);
     Futex(&box.taken, FUTEX_WAKE, INT32_MAX, nullptr);
-    return std::nullopt;
+    return failed;
   }
   Status WaitSends(int key) override {
     if (arenas_.empty()) return tcp_->WaitSends(key);
+    const auto deadline = Clock::now() + timeout_;
     Status first;
     bool over_tcp = false;
-    const auto deadline = Clock::now() + timeout_;
-    std::vector<Pending> rest;
-    for (const Pending& p : pending_) {
-      if (key != kAllSends && p.key != key) {
-        rest.push_back(p);
-        continue;
-      }
-      over_tcp = over_tcp || p.over_tcp;
-      if (first && broken_) continue;  // forgotten: the group is broken
-      Mailbox& box = Box(static_cast<size_t>(rank()), p.peer, p.number);
-      if (auto err = WaitFor(box.taken, p.number, p.peer, "send to", deadline); err && !first)
-        first = err;
+    std::vector<bool> waited(pending_.size(), false);
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      if (key != kAllSends && pending_[i].key != key) continue;
+      waited[i] = true;
+      over_tcp = over_tcp || pending_[i].over_tcp;
+      if (!first && broken_) first = Refused("send to", pending_[i].peer);
+      if (!first) first = WaitTaken(i, deadline);
+      if (first) Withdraw(pending_[i]);  // forgotten: never read after this returns
     }
+    // The rest, as they are now (the waits may have posted some).
+    std::vector<Pending> rest;
+    unposted_ = 0;
+    for (size_t i = 0; i < pending_.size(); ++i)
+      if (!waited[i]) {
+        rest.push_back(pending_[i]);
+        unposted_ += !pending_[i].posted;
+      }
     pending_ = std::move(rest);
     if (over_tcp)
       if (auto err = tcp_->WaitSends(key); err && !first) first = err;
@@ -441,6 +458,7 @@ class SharedMemoryCommunicator final : public Communicator {
     }
     arenas_ = std::move(maps);
     arena_bytes_ = std::move(sizes);
+    operands_.assign(members, nullptr);
     sent_.assign(members, 0);
     received_.assign(members, 0);
     return std::nullopt;
@@ -460,13 +478,13 @@ class SharedMemoryCommunicator final : public Communicator {
  private:
   // With shared arenas, whether this call goes direct: each member records where
   // its operand (`floats` floats at `operand`) lies in its arena, the first
-  // barrier, then every member reads every record; *at is the common offset when
-  // all lie in their arenas at the same offset for the same call (the same verdict
-  // on every member), kElsewhere otherwise (the chunks through the segment follow,
-  // whose first barrier comes before any member writes its next record).
+  // barrier, then every member reads every record; *direct when all lie in their
+  // arenas for the same call and size (the same verdict on every member), with
+  // member r's operand at Operand(r); otherwise the chunks through the segment
+  // follow, whose first barrier comes before any member writes its next record.
   Status Agree(Call call, const void* operand, size_t floats, size_t n, const char* what,
-               uint64_t* at) {
-    *at = kElsewhere;
+               bool* direct) {
+    *direct = false;
     if (arenas_.empty()) return std::nullopt;
     const size_t me = static_cast<size_t>(rank()), bytes = floats * sizeof(float);
     const auto* p = static_cast<const uint8_t*>(operand);
@@ -477,31 +495,31 @@ class SharedMemoryCommunicator final : public Communicator {
                             : kElsewhere;
     mine->call_n = n;
     if (auto err = Arrive(what)) return err;
-    const uint64_t offset = mine->call_offset;
-    if (offset == kElsewhere) return std::nullopt;
     for (size_t r = 0; r < arenas_.size(); ++r) {
       const Member* m = segment_->member(r);
-      if (m->call != call || m->call_offset != offset || m->call_n != n ||
-          offset + bytes > arena_bytes_[r])
+      if (m->call != call || m->call_n != n || m->call_offset == kElsewhere ||
+          m->call_offset + bytes > arena_bytes_[r])
         return std::nullopt;
+      operands_[r] = reinterpret_cast<float*>(arenas_[r] + m->call_offset);
     }
-    *at = offset;
+    *direct = true;
     return std::nullopt;
   }
-  float* Peer(size_t r, uint64_t offset) const {
-    return reinterpret_cast<float*>(arenas_[r] + offset);
-  }
+  float* Operand(size_t r) const { return operands_[r]; }
 
-  // Point to point (see Send): a message to `peer` announced in its mailbox, over
-  // TCP too when `data` is not in this member's arena.
+  // Point to point (see Send): the messages this member has sent and not yet
+  // waited for, in posting order; `posted` once announced in the mailbox.
   struct Pending {
     size_t peer;
-    uint32_t number;
+    uint64_t number;  // the message's number within the pair (1, 2, ...)
     int key;
     bool over_tcp;
+    bool posted;
+    const float* data;
+    size_t n;
   };
   static constexpr int kBlockingKey = -2;  // Send's own, never a caller's (>= 0)
-  Mailbox& Box(size_t from, size_t to, uint32_t number) const {
+  Mailbox& Box(size_t from, size_t to, uint64_t number) const {
     return segment_->mailboxes()[(from * static_cast<size_t>(size()) + to) * kMailboxes +
                                  number % kMailboxes];
   }
@@ -511,33 +529,82 @@ class SharedMemoryCommunicator final : public Communicator {
                           name() + "': no such peer (the group has " + std::to_string(size()) +
                           " members; this is member " + std::to_string(rank()) + ")");
   }
+  Status Refused(const char* what, size_t peer) const {
+    return Error::Failure(std::string(what) + " " + MemberName(peer) + " in group '" + name() +
+                          "' refused: an earlier call of the group failed");
+  }
   Status Post(const float* data, size_t n, int peer, int key) {
     if (auto err = CheckPeer("send to", peer)) return err;
-    if (broken_)
-      return Error::Failure("send to " + MemberName(static_cast<size_t>(peer)) + " in group '" +
-                            name() + "' refused: an earlier call of the group failed");
     const size_t to = static_cast<size_t>(peer), me = static_cast<size_t>(rank());
-    const uint32_t number = ++sent_[to];
-    Mailbox& box = Box(me, to, number);
-    // The box is free once the receiver has taken the message kMailboxes before.
-    if (number > kMailboxes)
-      if (auto err = WaitFor(box.taken, number - static_cast<uint32_t>(kMailboxes), to, "send to"))
-        return err;
+    if (broken_) return Refused("send to", to);
     const auto* p = reinterpret_cast<const uint8_t*>(data);
-    const size_t bytes = n * sizeof(float);
-    const bool mine = p >= arenas_[me] && p + bytes <= arenas_[me] + arena_bytes_[me];
-    box.offset = mine ? static_cast<uint64_t>(p - arenas_[me]) : kElsewhere;
-    box.n = n;
-    box.posted.store(number, std::memory_order_release);
-    Futex(&box.posted, FUTEX_WAKE, INT32_MAX, nullptr);
-    if (!mine)
-      if (auto err = tcp_->StartSend(data, n, peer, key)) return err;
-    pending_.push_back({to, number, key, !mine});
+    const bool mine = p >= arenas_[me] && p + n * sizeof(float) <= arenas_[me] + arena_bytes_[me];
+    pending_.push_back({to, ++sent_[to], key, !mine, false, data, n});
+    ++unposted_;
+    return Flush();
+  }
+  // Announces the queued messages, in order, whose mailbox is free (its message of
+  // kMailboxes before has been taken); stops at a peer's first that is not.
+  Status Flush() {
+    if (unposted_ == 0) return std::nullopt;
+    const size_t me = static_cast<size_t>(rank());
+    std::vector<bool> stuck(arenas_.size(), false);
+    for (Pending& p : pending_) {
+      if (p.posted || stuck[p.peer]) continue;
+      Mailbox& box = Box(me, p.peer, p.number);
+      const uint32_t before = static_cast<uint32_t>(p.number - kMailboxes);
+      if (p.number > kMailboxes &&
+          static_cast<int32_t>(box.taken.load(std::memory_order_acquire) - before) < 0) {
+        stuck[p.peer] = true;
+        continue;
+      }
+      const auto* data = reinterpret_cast<const uint8_t*>(p.data);
+      box.offset = p.over_tcp ? kElsewhere : static_cast<uint64_t>(data - arenas_[me]);
+      box.n = p.n;
+      box.posted.store(static_cast<uint32_t>(p.number), std::memory_order_release);
+      Futex(&box.posted, FUTEX_WAKE, INT32_MAX, nullptr);
+      p.posted = true;
+      --unposted_;
+      if (p.over_tcp)
+        if (auto err = tcp_->StartSend(p.data, p.n, static_cast<int>(p.peer), p.key)) {
+          broken_ = true;  // announced but not sent: the peer would wait for it
+          return err;
+        }
+    }
     return std::nullopt;
   }
-  // Waits until `word` reaches `target` (mod 2^32), written by member `peer`; fails
-  // naming the peer once it has exited or `deadline` (default: the group's timeout
-  // from now) has passed.
+  // Waits until pending_[i] is posted and taken, or `deadline`.
+  Status WaitTaken(size_t i, Clock::time_point deadline) {
+    const size_t me = static_cast<size_t>(rank());
+    while (!pending_[i].posted) {  // its mailbox holds an earlier message: wait for that one
+      const Pending& p = pending_[i];
+      Mailbox& box = Box(me, p.peer, p.number);
+      if (auto err = WaitFor(box.taken, static_cast<uint32_t>(p.number - kMailboxes), p.peer,
+                             "send to", deadline))
+        return err;
+      if (auto err = Flush()) return err;
+    }
+    const Pending& p = pending_[i];
+    return WaitFor(Box(me, p.peer, p.number).taken, static_cast<uint32_t>(p.number), p.peer,
+                   "send to", deadline);
+  }
+  // Gives up a posted message that has not been taken: after this the receiver never
+  // reads its data (it sees the withdrawal and fails), or, when the receiver claimed
+  // it first, waits for its copy to end.
+  void Withdraw(const Pending& p) {
+    if (!p.posted) return;
+    Mailbox& box = Box(static_cast<size_t>(rank()), p.peer, p.number);
+    const uint32_t word = static_cast<uint32_t>(p.number);
+    box.withdrawn.store(word, std::memory_order_seq_cst);
+    if (box.claimed.load(std::memory_order_seq_cst) != word) return;
+    while (static_cast<int32_t>(box.taken.load(std::memory_order_acquire) - word) < 0) {
+      const timespec slice{0, 1'000'000};
+      Futex(&box.taken, FUTEX_WAIT, box.taken.load(std::memory_order_acquire), &slice);
+    }
+  }
+  // Waits until `word` reaches `target` (mod 2^32), written by member `peer`, posting
+  // queued messages meanwhile; fails naming the peer once it has exited or
+  // `deadline` (default: the group's timeout from now) has passed.
   Status WaitFor(std::atomic<uint32_t>& word, uint32_t target, size_t peer, const char* what,
                  std::optional<Clock::time_point> deadline = std::nullopt) {
     const auto reached = [&](uint32_t v) { return static_cast<int32_t>(v - target) >= 0; };
@@ -551,9 +618,12 @@ class SharedMemoryCommunicator final : public Communicator {
     while (true) {
       const uint32_t v = word.load(std::memory_order_acquire);
       if (reached(v)) return std::nullopt;
-      const timespec slice{0, 50'000'000};  // 50 ms: then look at the clock and the peer
+      // 50 ms, then look at the clock and the peer; 1 ms while messages wait to be
+      // posted (their mailboxes free up without waking this wait).
+      const timespec slice{0, unposted_ ? 1'000'000 : 50'000'000};
       Futex(&word, FUTEX_WAIT, v, &slice);
       if (reached(word.load(std::memory_order_acquire))) return std::nullopt;
+      if (auto err = Flush()) return err;
       const Member* m = segment_->member(peer);
       std::string why;
       if (pid_namespace_ != 0 && m->pid_namespace == pid_namespace_ && m->pid > 0 &&
@@ -675,10 +745,12 @@ class SharedMemoryCommunicator final : public Communicator {
   // caller's address) and its size; empty: not shared.
   std::vector<uint8_t*> arenas_;
   std::vector<size_t> arena_bytes_;
+  std::vector<float*> operands_;  // a direct call's operand of every member (Agree)
   // Point to point once the arenas are shared: per peer the number of the last
   // message sent to it and received from it; the sends not yet waited for.
-  std::vector<uint32_t> sent_, received_;
+  std::vector<uint64_t> sent_, received_;
   std::vector<Pending> pending_;
+  size_t unposted_ = 0;  // of pending_
 };
 
 }  // namespace

@@ -15,9 +15,9 @@
 //   all_gather      each member's chunk into its slot; barrier; each copies all slots.
 //   barrier         one barrier.
 // When the members have shared their arenas (Communicator::ShareArena: each maps
-// every other's memory file), a collective whose operand lies at the same offset of
-// every member's arena goes direct instead, with the same results: each member
-// records its operand's offset, barrier, and when all agree
+// every other's memory file), a collective whose operand lies in every member's
+// arena (each at its own offset) goes direct instead, with the same results: each
+// member records its operand's offset, barrier, and when all are in the arenas
 //   all_reduce      member r sums part r over the arenas in member order and writes
 //                   the sum into every member's arena; barrier.
 //   reduce_scatter  member r sums block r over the arenas in member order into its
@@ -28,8 +28,11 @@
 // arenas are shared: each ordered pair of members has 16 mailboxes in the segment;
 // message k of the pair is announced in box k % 16 (where its data lies in the
 // sender's arena, and its size), the receiver copies it straight out of the
-// sender's arena and marks it taken, and a send is complete once taken (a sender
-// waits for a box whose earlier message is not yet taken). Data outside the
+// sender's arena and marks it taken, and a send is complete once taken (a message
+// whose box still holds an untaken one waits in the sender's queue, posted by its
+// later calls; a send the sender gives up after a failed wait is withdrawn: the
+// receiver claims a message before copying it, the sender marks it withdrawn, and
+// whichever comes second sees the other). Data outside the
 // sender's arena is announced the same way and goes over TCP, so messages still
 // match in posting order. Before the arenas are shared, point to point is TCP's.
 // A barrier is a shared arrival counter (a futex): a member that waits longer than

@@ -320,11 +320,11 @@ TEST(ShmComm, TheSegmentLeavesNothingInDevShm) {
   EXPECT_EQ(codes[1], 0);
 }
 
-// With shared arenas a collective goes direct only when every member's operand lies
-// in its arena at the same offset; otherwise (another offset, or outside the arena,
-// on any one member) every member takes the chunks through the segment. Either
-// way the values are the member-order sums, exactly.
-TEST(ShmComm, DirectOnlyWhenEveryMembersBufferIsAtTheSameOffset) {
+// With shared arenas a collective goes direct when every member's operand lies in
+// its arena, at any offset; otherwise (outside the arena on any one member) every
+// member takes the chunks through the segment. Either way the values are the
+// member-order sums, exactly.
+TEST(ShmComm, DirectWhenEveryMembersBufferIsInItsArena) {
   const int world = 3;
   auto codes = RunRanks(world, std::chrono::seconds(30), [&](int r, Communicator& c) {
     const size_t n = 30011;
@@ -361,6 +361,27 @@ TEST(ShmComm, DirectOnlyWhenEveryMembersBufferIsAtTheSameOffset) {
     return c.Barrier() ? 5 : 0;
   }, {}, kShmArena);
   for (int r = 0; r < world; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
+}
+
+// A send given up after its wait failed is withdrawn: the receiver that comes for it
+// later fails instead of reading data the sender may already have reused.
+TEST(ShmComm, AWithdrawnSendIsNeverRead) {
+  auto codes = RunRanks(2, std::chrono::milliseconds(1000), [&](int r, Communicator& c) {
+    Floats v(16, float(r + 1));
+    if (r == 0) {
+      if (c.StartSend(v.data(), v.size(), 1, 0)) return 1;
+      if (!c.WaitSends(0)) return 2;  // nobody received it within the timeout
+      return 42;
+    }
+    usleep(2500 * 1000);  // comes after the sender gave up
+    auto err = c.Recv(v.data(), v.size(), 0);
+    if (!err) return 3;
+    std::fprintf(stderr, "rank 1: %s\n", err->message.c_str());
+    if (err->message.find("gave the message up") == std::string::npos) return 4;
+    return v[0] == 2.f ? 42 : 5;  // untouched
+  }, {}, kShmArena);
+  EXPECT_EQ(codes[0], 42);
+  EXPECT_EQ(codes[1], 42);
 }
 
 // A member without an arena in a memory file: no member goes direct, each says why,
@@ -475,6 +496,31 @@ TEST_P(PointToPoint, ASendNobodyReceivesIsATimeoutErrorNamingThePeer) {
   EXPECT_EQ(codes[0], 42);
   EXPECT_EQ(codes[1], 0);
   EXPECT_LT(secs, 30.0);
+}
+
+// More started sends each way than the mailboxes hold, before either member
+// receives: StartSend still returns at once (the shared-memory transport queues
+// what finds its mailbox full and posts it from its later calls), and everything
+// arrives in order.
+TEST_P(PointToPoint, ManyStartedSendsEachWayBeforeAnyRecv) {
+  auto codes = RunRanks(2, std::chrono::seconds(30), [&](int r, Communicator& c) {
+    const int peer = 1 - r, count = 40;
+    const size_t n = 64;
+    std::vector<Floats> out, in;
+    for (int k = 0; k < count; ++k) {
+      out.emplace_back(n, float(1000 * r + k));
+      in.emplace_back(n, -1.f);
+    }
+    for (int k = 0; k < count; ++k)
+      if (c.StartSend(out[k].data(), n, peer, k % 3)) return 1;
+    for (int k = 0; k < count; ++k) {
+      if (c.Recv(in[k].data(), n, peer)) return 2;
+      if (in[k][0] != float(1000 * peer + k) || in[k][n - 1] != float(1000 * peer + k)) return 3;
+    }
+    return c.WaitSends(1) || c.WaitSends() ? 4 : 0;
+  }, {}, GetParam());
+  EXPECT_EQ(codes[0], 0);
+  EXPECT_EQ(codes[1], 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, PointToPoint, ::testing::Values(kTcp, kShmArena),
