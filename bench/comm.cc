@@ -9,7 +9,9 @@
 // the figure is the median over repetitions of rank 0's time. `bus_gb_per_s` is
 // the usual bus bandwidth of the collective: all_reduce 2 (p-1)/p x bytes / time,
 // reduce_scatter and all_gather (p-1)/p x bytes / time (bytes: the whole vector,
-// p x the block for those two). `cpu_ms` is rank 0's CPU time (user + system, all its threads) per
+// p x the block for those two); for send_recv, a blocking send from member 0 to
+// member 1 and back (the others idle), the figure is half the round trip and
+// `bus_gb_per_s` bytes over it: one stage-to-stage hand-off. `cpu_ms` is rank 0's CPU time (user + system, all its threads) per
 // repetition: what the collective takes from the cores that would be computing.
 //
 // usage: heiretsu-bench-comm [--ranks 2] [--reps 5] [--max-mb 128] [--slot-kb K]
@@ -86,7 +88,7 @@ int Rank(int r, int ranks, int reps, size_t max_bytes, int transport, size_t slo
   }
   out = data + floats;
   for (size_t i = 0; i < floats; ++i) data[i] = static_cast<float>(i % 97) * 0.01f;
-  for (const char* what : {"all_reduce", "reduce_scatter", "all_gather"}) {
+  for (const char* what : {"all_reduce", "reduce_scatter", "all_gather", "send_recv"}) {
     for (size_t bytes = 4096; bytes <= max_bytes; bytes *= 8) {
       const size_t n = bytes / sizeof(float), block = n / static_cast<size_t>(ranks);
       std::vector<double> wall, cpu;
@@ -99,9 +101,17 @@ int Rank(int r, int ranks, int reps, size_t max_bytes, int transport, size_t slo
           err = c->AllReduce(data, n, comm::ReduceOp::kSum);
         else if (std::strcmp(what, "reduce_scatter") == 0)
           err = c->ReduceScatter(data, out, block);
-        else
+        else if (std::strcmp(what, "all_gather") == 0)
           err = c->AllGather(data, out, block);
-        const double t = std::chrono::duration<double>(Clock::now() - t0).count();
+        else if (r == 0) {  // send_recv: a round trip between members 0 and 1
+          err = c->Send(data, n, 1);
+          if (!err) err = c->Recv(out, n, 1);
+        } else if (r == 1) {
+          err = c->Recv(out, n, 0);
+          if (!err) err = c->Send(out, n, 0);
+        }
+        double t = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (std::strcmp(what, "send_recv") == 0) t /= 2;  // one way
         const double ct = CpuSeconds() - c0;
         if (err) {
           std::fprintf(stderr, "rank %d: %s\n", r, err->message.c_str());
@@ -116,7 +126,9 @@ int Rank(int r, int ranks, int reps, size_t max_bytes, int transport, size_t slo
       }
       if (r != 0) continue;
       const double t = Median(wall);
-      const double factor = (std::strcmp(what, "all_reduce") == 0 ? 2.0 : 1.0) * (ranks - 1) / ranks;
+      const double factor = std::strcmp(what, "send_recv") == 0  ? 1.0
+                            : std::strcmp(what, "all_reduce") == 0 ? 2.0 * (ranks - 1) / ranks
+                                                                   : 1.0 * (ranks - 1) / ranks;
       std::printf(
           "{\"transport\": \"%s\", \"collective\": \"%s\", \"ranks\": %d, \"bytes\": %zu, "
           "\"median_ms\": %.3f, \"bus_gb_per_s\": %.2f, \"cpu_ms\": %.3f, \"reps\": %d, "

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The collectives between the ranks of this machine over each transport (TCP
-# through Gloo, shared memory: runtime/comm/shm_comm.h), all_reduce, reduce_scatter
-# and all_gather from 4 KiB to 128 MiB (bench/comm.cc says what is measured), for
+# through Gloo, shared memory: runtime/comm/shm_comm.h), all_reduce, reduce_scatter,
+# all_gather and a send_recv hand-off from 4 KiB to 128 MiB (bench/comm.cc says what is measured), for
 # 2 ranks (RANKS to change). Appends one line per (transport, collective, size) to
 # bench/results/comm.jsonl: {"date", "cpu" (bench/cpu-name.sh), "cores", "result"}.
 # Run it under the shared lock so nothing else competes for the cores:
