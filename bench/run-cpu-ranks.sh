@@ -69,8 +69,26 @@ for model in $models; do
       line=$(printf '{"model": "%s", "layout": "%s", "dp": %d, "tp": %d, "zero": %d, "transport": "%s", "global_batch": %d, "micro_batch_size": %d, "seq": 64, "steps": %d, "step_ms": %s, "step_ms_each": [%s], "tokens_per_s": %s, "other_cpu_cores": %s}' \
         "$model" "$name" "$dp" "$tp" "$zero" "$transport" "$batch" "$((batch / dp))" "$steps" "$median" "$each" "$tps" "$others")
       echo "$line"
+      echo "$line" >> "$tmp/lines.jsonl"
       printf '{"date": "%s", "cpu": "%s", "cores": %s, "result": %s}\n' \
         "$(date -u +%Y-%m-%dT%H:%MZ)" "$cpu" "$(nproc)" "$line" >> "$out"
     done
   done
 done
+# The summary: per model and layout, tokens/s over the same repetition's one rank,
+# each repetition's and their median (the machine drifts: compare within a
+# repetition, read the median).
+echo
+echo "tokens/s against the same repetition's one rank ($cpu, $(nproc) cores, global batch $batch x 64):"
+jq -rs '
+  group_by(.model)[] as $m
+  | ($m | map(select(.layout == "single") | .tokens_per_s)) as $one
+  | ($m | map(.layout) | unique) as $layouts
+  | $layouts[] as $l
+  | select($l != "single")
+  | [$m | map(select(.layout == $l)) | to_entries[] | .value.tokens_per_s / $one[.key]] as $r
+  | ($r | sort) as $s
+  | "\($m[0].model) \($l): \($r | map(. * 100 | round / 100) | join(", ")); median \(
+      if ($s | length) % 2 == 1 then $s[($s | length - 1) / 2]
+      else ($s[($s | length) / 2 - 1] + $s[($s | length) / 2]) / 2 end | . * 100 | round / 100)"
+' "$tmp/lines.jsonl"
