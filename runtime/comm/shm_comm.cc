@@ -607,34 +607,58 @@ class SharedMemoryCommunicator final : public Communicator {
   // `deadline` (default: the group's timeout from now) has passed.
   Status WaitFor(std::atomic<uint32_t>& word, uint32_t target, size_t peer, const char* what,
                  std::optional<Clock::time_point> deadline = std::nullopt) {
+    const auto until = deadline.value_or(Clock::now() + timeout_);
+    Status flushed;
+    // 1 ms slices while messages wait to be posted: their mailboxes free up
+    // without waking this wait.
+    const std::string why = Await(
+        word, target, [&] { return unposted_ ? 1 : 50; },
+        [&]() -> std::string {
+          if ((flushed = Flush())) return "posting";
+          if (Gone(peer))
+            return "it exited (process " + std::to_string(segment_->member(peer)->pid) + ")";
+          if (Clock::now() >= until)
+            return "no answer within " + std::to_string(timeout_.count()) + " ms";
+          return {};
+        });
+    if (flushed) return flushed;
+    if (why.empty()) return std::nullopt;
+    return Error::Failure(std::string(what) + " " + MemberName(peer) + " in group '" + name() +
+                          "' failed: " + why + " (shared memory)");
+  }
+
+  // Whether member r's process has exited (pids compare only within one namespace,
+  // and only when both are known).
+  bool Gone(size_t r) const {
+    const Member* m = segment_->member(r);
+    return pid_namespace_ != 0 && m->pid_namespace == pid_namespace_ && m->pid > 0 &&
+           ProcessGone(m->pid);
+  }
+
+  // Waits until `word` reaches `target` (mod 2^32): a short spin, then futex sleeps
+  // of slice_ms() milliseconds, after each of which stalled() says why to give up
+  // (empty: wait on). Returns empty once reached, else that reason, and the group
+  // is broken.
+  template <class SliceMs, class Stalled>
+  std::string Await(std::atomic<uint32_t>& word, uint32_t target, SliceMs slice_ms,
+                    Stalled stalled) {
     const auto reached = [&](uint32_t v) { return static_cast<int32_t>(v - target) >= 0; };
     for (int spin = 0; spin < 128; ++spin) {
-      if (reached(word.load(std::memory_order_acquire))) return std::nullopt;
+      if (reached(word.load(std::memory_order_acquire))) return {};
 #if defined(__x86_64__)
       __builtin_ia32_pause();
 #endif
     }
-    const auto until = deadline.value_or(Clock::now() + timeout_);
     while (true) {
       const uint32_t v = word.load(std::memory_order_acquire);
-      if (reached(v)) return std::nullopt;
-      // 50 ms, then look at the clock and the peer; 1 ms while messages wait to be
-      // posted (their mailboxes free up without waking this wait).
-      const timespec slice{0, unposted_ ? 1'000'000 : 50'000'000};
+      if (reached(v)) return {};
+      const timespec slice{0, slice_ms() * 1'000'000L};
       Futex(&word, FUTEX_WAIT, v, &slice);
-      if (reached(word.load(std::memory_order_acquire))) return std::nullopt;
-      if (auto err = Flush()) return err;
-      const Member* m = segment_->member(peer);
-      std::string why;
-      if (pid_namespace_ != 0 && m->pid_namespace == pid_namespace_ && m->pid > 0 &&
-          ProcessGone(m->pid))
-        why = "it exited (process " + std::to_string(m->pid) + ")";
-      else if (Clock::now() >= until)
-        why = "no answer within " + std::to_string(timeout_.count()) + " ms";
+      if (reached(word.load(std::memory_order_acquire))) return {};
+      std::string why = stalled();
       if (why.empty()) continue;
       broken_ = true;
-      return Error::Failure(std::string(what) + " " + MemberName(peer) + " in group '" + name() +
-                            "' failed: " + why + " (shared memory)");
+      return why;
     }
   }
 
@@ -694,41 +718,28 @@ class SharedMemoryCommunicator final : public Communicator {
       Futex(&arrived, FUTEX_WAKE, INT32_MAX, nullptr);
       return std::nullopt;
     }
-    for (int spin = 0; spin < 128; ++spin) {
-      if (reached(arrived.load(std::memory_order_acquire))) return std::nullopt;
-#if defined(__x86_64__)
-      __builtin_ia32_pause();
-#endif
-    }
     const auto deadline = Clock::now() + timeout_;
-    while (true) {
-      const uint32_t v = arrived.load(std::memory_order_acquire);
-      if (reached(v)) return std::nullopt;
-      const timespec slice{0, 50'000'000};  // 50 ms: then look at the clock and the peers
-      Futex(&arrived, FUTEX_WAIT, v, &slice);
-      if (reached(arrived.load(std::memory_order_acquire))) return std::nullopt;
-      std::string missing, gone;
-      for (size_t r = 0; r < static_cast<size_t>(size()); ++r) {
-        const Member* m = segment_->member(r);
-        if (static_cast<int32_t>(m->barriers.load(std::memory_order_relaxed) - generation) >= 0)
-          continue;
-        missing += (missing.empty() ? "" : ", ") + MemberName(r);
-        // pids compare only within one namespace, and only when both are known.
-        if (pid_namespace_ != 0 && m->pid_namespace == pid_namespace_ && m->pid > 0 &&
-            ProcessGone(m->pid))
-          gone += (gone.empty() ? "" : ", ") + MemberName(r) + " (process " +
-                  std::to_string(m->pid) + ")";
-      }
-      std::string why;
-      if (!gone.empty())
-        why = gone + " exited";
-      else if (Clock::now() >= deadline)
-        why = missing + " did not arrive within " + std::to_string(timeout_.count()) + " ms";
-      if (why.empty()) continue;
-      broken_ = true;
-      return Error::Failure(std::string(what) + " in group '" + name() + "' failed: " + why +
-                            " (shared memory)");
-    }
+    const std::string why = Await(
+        arrived, target, [] { return 50; },  // then look at the clock and the peers
+        [&] {
+          std::string missing, gone;
+          for (size_t r = 0; r < static_cast<size_t>(size()); ++r) {
+            const Member* m = segment_->member(r);
+            if (static_cast<int32_t>(m->barriers.load(std::memory_order_relaxed) - generation) >= 0)
+              continue;
+            missing += (missing.empty() ? "" : ", ") + MemberName(r);
+            if (Gone(r))
+              gone += (gone.empty() ? "" : ", ") + MemberName(r) + " (process " +
+                      std::to_string(m->pid) + ")";
+          }
+          if (!gone.empty()) return gone + " exited";
+          if (Clock::now() >= deadline)
+            return missing + " did not arrive within " + std::to_string(timeout_.count()) + " ms";
+          return std::string();
+        });
+    if (why.empty()) return std::nullopt;
+    return Error::Failure(std::string(what) + " in group '" + name() + "' failed: " + why +
+                          " (shared memory)");
   }
 
   std::unique_ptr<Communicator> tcp_;
