@@ -48,6 +48,13 @@ std::string buffersOf(llvm::ArrayRef<Value> buffers) {
   return s;
 }
 
+/// A gradient bucket's collective (plan::IsBucket): once per step, in its unit's
+/// last run.
+bool isBucket(plan_ir::KernelOp k) {
+  return k.getName() == plan::op::BucketAllReduce<Value>::kName ||
+         k.getName() == plan::op::BucketReduceScatter<Value>::kName;
+}
+
 std::optional<Collective> collectiveOf(plan_ir::KernelOp k) {
   using namespace plan::op;
   auto reduced = [&](const auto &op) {
@@ -64,6 +71,8 @@ std::optional<Collective> collectiveOf(plan_ir::KernelOp k) {
   if (auto op = kernelAs<ReduceScatter<Value>>(k))
     return reduced(*op);
   if (auto op = kernelAs<BucketAllReduce<Value>>(k))
+    return reduced(*op);
+  if (auto op = kernelAs<BucketReduceScatter<Value>>(k))
     return reduced(*op);
   if (auto op = kernelAs<AllGather<Value>>(k))
     return Collective{k, op->axis, -1, std::string(AllGather<Value>::kName) + buffersOf(op->buffers)};
@@ -154,8 +163,8 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
   using CheckCollectivesPassBase::CheckCollectivesPassBase;
 
   /// Lists `program`'s collectives and sends/recvs of one step: its schedule's
-  /// runs in order, each unit's kernels per run, a bucket_all_reduce only in its
-  /// unit's last run of the step.
+  /// runs in order, each unit's kernels per run, a bucket only in its unit's
+  /// last run of the step.
   LogicalResult expand(plan_ir::ProgramOp program, const int64_t size[], Program &p) {
     auto schedules = program.getBody().front().getOps<plan_ir::ScheduleOp>();
     if (schedules.empty())
@@ -196,7 +205,7 @@ struct CheckCollectivesPass : impl::CheckCollectivesPassBase<CheckCollectivesPas
         std::optional<Collective> c = collectiveOf(k);
         if (!c)
           continue;
-        if (k.getName() == plan::op::BucketAllReduce<Value>::kName && i != lastRun[unit])
+        if (isBucket(k) && i != lastRun[unit])
           continue; // once per step, in its unit's last run
         if (c->parts >= 0 && c->parts != size[c->axis])
           return k.emitError() << k.getName() << " expects a group of " << c->parts

@@ -315,18 +315,26 @@ def Zero1Pass : Pass<"heiretsu-zero1", "::heiretsu::plan_ir::ProgramOp"> {
     ceil(n / size), and keeps AdamW moments for that shard only (optimizer memory /
     size). The group is dp, or with expert parallelism (ep > 1 in `dist.mesh
     @world`) the data ranks, dp x ep (axis `data`), for every parameter ep does not
-    split; the experts' (split over ep) shard over dp. The update unit becomes:
-    `reduce_scatter` (average over the group; over the data ranks this also
-    averages the dense gradients over ep) of every gradient, a `grad_norm_sq` over
-    the shards summed over their groups, one `clip_adamw` per parameter on its
-    shard, and an `all_gather` of every parameter so all ranks hold the updated
-    model. An expert's state stays whole when dp = 1.
+    split; the experts' (split over ep) shard over dp. The gradients are
+    reduce-scattered (averaged over the group; over the data ranks this also
+    averages the dense gradients over ep) in buckets that overlap the backward
+    pass, cut as heiretsu-dp-grad-reduce cuts them (of one group each): a
+    `bucket_reduce_scatter` in the backward unit right after the kernel that
+    finishes its last gradient. The update unit becomes: the partial gradients'
+    sum over tp (as the optimizer's), a `grad_norm_sq` over the shards summed
+    over their groups, one `clip_adamw` per parameter on its shard, and an
+    `all_gather` of every parameter so all ranks hold the updated model. An
+    expert's state and gradient stay whole when dp = 1.
 
     With dp x ep = 1 there is nothing to shard: the program is left unchanged.
 
     Preconditions: the mesh exists; the optimizer pass has filled the update unit
     (it is rebuilt); use instead of heiretsu-dp-grad-reduce.
   }];
+  let options = [
+    Option<"bucketBytes", "bucket-bytes", "int64_t", "26214400",
+           "most gradient bytes per reduce-scatter bucket (default 25 MiB)">,
+  ];
 }
 
 def PrecisionPass : Pass<"heiretsu-precision", "::heiretsu::plan_ir::ProgramOp"> {

@@ -28,7 +28,9 @@ void buildCompilePipeline(mlir::OpPassManager &pm, const CompilePipelineOptions 
   program.addPass(createAutodiffPass(autodiff));
   program.addPass(createOptimizerPass());
   if (options.zero == 1) {
-    program.addPass(createZero1Pass());
+    Zero1PassOptions zero;
+    zero.bucketBytes = options.bucketBytes;
+    program.addPass(createZero1Pass(zero));
   } else {
     DataParallelPassOptions buckets;
     buckets.bucketBytes = options.bucketBytes;

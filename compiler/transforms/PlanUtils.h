@@ -295,6 +295,20 @@ inline void createPartialGradReduce(mlir::OpBuilder &b, mlir::Location loc,
     createKernel(b, loc, average);
 }
 
+/// Gradient buckets that overlap the backward pass (heiretsu-dp-grad-reduce,
+/// heiretsu-zero1; DataParallel.cpp): the gradients of `params` that `axisOf` gives
+/// an axis (the others are left out), ordered by where the backward units finish
+/// them (the last kernel touching each), cut into buckets of at most `bucketBytes`
+/// (a larger gradient is a bucket of its own) of one unit and one axis; `emit`
+/// builds each bucket's collective over its axis right after the kernel that
+/// finishes its last gradient. Fails with an error on `program` (pass `pass`)
+/// without a backward unit or with bucketBytes < 1.
+mlir::LogicalResult insertGradientBuckets(
+    plan_ir::ProgramOp program, llvm::ArrayRef<plan_ir::ParamOp> params, int64_t bucketBytes,
+    llvm::function_ref<std::optional<int64_t>(plan_ir::ParamOp)> axisOf,
+    llvm::function_ref<void(mlir::OpBuilder &, llvm::ArrayRef<mlir::Value>, int64_t)> emit,
+    llvm::StringRef pass);
+
 /// Clipping and AdamW of parameter `p` (shard: ZeRO-1's moment shard, 0 = whole,
 /// over the group `shardAxis`).
 inline void createAdamW(mlir::OpBuilder &b, plan_ir::ParamOp p, int64_t shard,

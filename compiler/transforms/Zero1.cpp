@@ -56,25 +56,32 @@ struct Zero1Pass : impl::Zero1PassBase<Zero1Pass> {
       body.back().erase();
     for (plan_ir::ParamOp p : params)
       p.erase();
-    OpBuilder b = OpBuilder::atBlockEnd(&body);
-    // One reduce-scatter and one all-gather per group with shards.
-    plan::op::ReduceScatter<Value> scatter[2] = {
-        {.axis = plan::kAxisData, .reduce = plan::kReduceAvg},
-        {.axis = plan::kAxisDp, .reduce = plan::kReduceAvg}};
-    plan::op::AllGather<Value> gather[2] = {{.axis = plan::kAxisData}, {.axis = plan::kAxisDp}};
-    for (plan_ir::ParamOp q : sharded) {
-      if (groupSize(q) == 1)
-        continue; // an expert with dp = 1: its state stays whole
-      int g = zeroShardAxis(q, ep) == plan::kAxisData ? 0 : 1;
-      scatter[g].buffers.push_back(q.getGrad());
-      gather[g].buffers.push_back(q.getValue());
-    }
+    // The gradients' reduce-scatter: in buckets that overlap the backward pass, one
+    // group per bucket (an expert with dp = 1 keeps its state whole and its gradient).
     Location loc = program.getLoc();
-    // The reduce-scatter over the data ranks averages over ep too.
+    auto axisOf = [&](plan_ir::ParamOp q) -> std::optional<int64_t> {
+      if (groupSize(q) == 1)
+        return std::nullopt;
+      return zeroShardAxis(q, ep);
+    };
+    auto scatter = [&](OpBuilder &b, ArrayRef<Value> grads, int64_t axis) {
+      // Over the data ranks this also averages the dense gradients over ep.
+      createKernel(b, loc,
+                   plan::op::BucketReduceScatter<Value>{.buffers = {grads.begin(), grads.end()},
+                                                        .axis = axis,
+                                                        .reduce = plan::kReduceAvg});
+    };
+    if (failed(insertGradientBuckets(program, sharded, bucketBytes, axisOf, scatter,
+                                     getArgument())))
+      return signalPassFailure();
+    // The update: the partial gradients' sum over tp (on every rank's shard),
+    // the norm over the shards, AdamW on each shard, the parameters gathered.
+    OpBuilder b = OpBuilder::atBlockEnd(&body);
+    plan::op::AllGather<Value> gather[2] = {{.axis = plan::kAxisData}, {.axis = plan::kAxisDp}};
+    for (plan_ir::ParamOp q : sharded)
+      if (std::optional<int64_t> axis = axisOf(q))
+        gather[*axis == plan::kAxisData ? 0 : 1].buffers.push_back(q.getValue());
     createPartialGradReduce(b, loc, sharded, /*ep=*/1);
-    for (auto &s : scatter)
-      if (!s.buffers.empty())
-        createKernel(b, loc, s);
     createGradNorm(b, loc, sharded, /*sharded=*/true, ep);
     for (plan_ir::ParamOp q : sharded)
       createAdamW(b, q, groupSize(q) > 1 ? numElements(q.getExpAvg()) : 0, zeroShardAxis(q, ep));

@@ -178,7 +178,7 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
       tracer_->Add(Span(TraceCategory::kInstr, "fill_microbatch", start, tracer_->Now()));
   }
   for (const plan::Instruction& instr : units_[run.run->unit()]) {
-    if (instr.op == fb::Op_BucketAllReduce) {
+    if (plan::IsBucket(instr.op)) {
       if (run.last) {  // the gradients are complete only now
         const int64_t start = tracer_ ? tracer_->Now() : 0;
         StartBucket(instr, slot);
@@ -406,6 +406,7 @@ Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars&
                             "rank over " + plan::AxisName(*axis) + " was not connected)");
     switch (instr.op) {
       case fb::Op_ReduceScatter:
+      case fb::Op_BucketReduceScatter:
       case fb::Op_AllGather:
         return ShardCollective(instr, slot, *c);
       case fb::Op_AllGatherInto:
@@ -541,6 +542,10 @@ Status Executor::ShardCollective(const plan::Instruction& instr, uint32_t slot,
   const auto rs = gather ? op::ReduceScatter<uint32_t>{} : plan::Read<op::ReduceScatter<uint32_t>>(instr);
   const auto ag = gather ? plan::Read<op::AllGather<uint32_t>>(instr) : op::AllGather<uint32_t>{};
   const int parts = c->size();
+  // A bucket runs beside the unit's other instructions: its own staging.
+  Staging& staging = instr.op == fb::Op_BucketReduceScatter ? bucket_staging_ : staging_;
+  std::vector<float>& scratch = staging.whole;
+  std::vector<float>& out = staging.shard;
   for (uint32_t b : gather ? ag.buffers : rs.buffers) {
     Pull(b, slot);
     float* data = F32(b, slot);
@@ -561,20 +566,18 @@ Status Executor::ShardCollective(const plan::Instruction& instr, uint32_t slot,
       Push(b, slot);
       continue;
     }
-    scratch_.assign(static_cast<size_t>(s * parts), 0.f);
+    scratch.assign(static_cast<size_t>(s * parts), 0.f);
+    out.assign(static_cast<size_t>(s), 0.f);
     if (!gather) {
-      std::copy(data, data + n, scratch_.begin());
-      std::vector<float>& out = scratch_out_;
-      out.assign(static_cast<size_t>(s), 0.f);
-      if (auto err = c->ReduceScatter(scratch_.data(), out.data(), static_cast<size_t>(s)))
+      std::copy(data, data + n, scratch.begin());
+      if (auto err = c->ReduceScatter(scratch.data(), out.data(), static_cast<size_t>(s)))
         return err;
       for (int64_t i = 0; i < mine.size; ++i) data[mine.begin + i] = out[i] * scale;
     } else {
-      scratch_out_.assign(static_cast<size_t>(s), 0.f);
-      std::copy(data + mine.begin, data + mine.begin + mine.size, scratch_out_.begin());
-      if (auto err = c->AllGather(scratch_out_.data(), scratch_.data(), static_cast<size_t>(s)))
+      std::copy(data + mine.begin, data + mine.begin + mine.size, out.begin());
+      if (auto err = c->AllGather(out.data(), scratch.data(), static_cast<size_t>(s)))
         return err;
-      std::copy(scratch_.begin(), scratch_.begin() + n, data);
+      std::copy(scratch.begin(), scratch.begin() + n, data);
     }
     Push(b, slot);
   }
@@ -849,24 +852,26 @@ Status Executor::BlockCollective(const plan::Instruction& instr, uint32_t slot,
   float* dst = F32(bc.dst, slot);
   const int64_t outer = bc.outer, parts = bc.parts, inner = bc.inner;
   const int64_t block = outer * inner;
-  scratch_.resize(static_cast<size_t>(block * parts));
-  scratch_out_.resize(static_cast<size_t>(block));
+  std::vector<float>& scratch = staging_.whole;
+  std::vector<float>& out = staging_.shard;
+  scratch.resize(static_cast<size_t>(block * parts));
+  out.resize(static_cast<size_t>(block));
   auto store = [&](float* to, float v) { *to = accumulate ? *to + v : v; };
   if (gather) {
-    if (auto err = c->AllGather(src, scratch_.data(), static_cast<size_t>(block))) return err;
+    if (auto err = c->AllGather(src, scratch.data(), static_cast<size_t>(block))) return err;
     for (int64_t r = 0; r < parts; ++r)
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t i = 0; i < inner; ++i)
-          store(dst + (o * parts + r) * inner + i, scratch_[(r * outer + o) * inner + i]);
+          store(dst + (o * parts + r) * inner + i, scratch[(r * outer + o) * inner + i]);
     Push(bc.dst, slot);
     return std::nullopt;
   }
   for (int64_t r = 0; r < parts; ++r)
     for (int64_t o = 0; o < outer; ++o)
-      std::copy_n(src + (o * parts + r) * inner, inner, scratch_.data() + (r * outer + o) * inner);
-  if (auto err = c->ReduceScatter(scratch_.data(), scratch_out_.data(), static_cast<size_t>(block)))
+      std::copy_n(src + (o * parts + r) * inner, inner, scratch.data() + (r * outer + o) * inner);
+  if (auto err = c->ReduceScatter(scratch.data(), out.data(), static_cast<size_t>(block)))
     return err;
-  for (int64_t k = 0; k < block; ++k) store(dst + k, scratch_out_[k]);
+  for (int64_t k = 0; k < block; ++k) store(dst + k, out[k]);
   Push(bc.dst, slot);
   return std::nullopt;
 }

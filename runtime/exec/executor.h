@@ -180,8 +180,8 @@ class Executor {
   const plan::MeshCoordinates& coordinates() const { return coords_; }
 
  private:
-  // Runs the instructions of schedule entry `run` (bucket_all_reduce only in its
-  // unit's last run) on its slot, after the sends posted from that slot.
+  // Runs the instructions of schedule entry `run` (buckets, plan::IsBucket, only in
+  // its unit's last run) on its slot, after the sends posted from that slot.
   Status RunUnit(const plan::ScheduledRun& run, const FillMicrobatch* fill,
                                      double* loss_sum);
   Status RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch* fill, double* loss_sum);
@@ -209,7 +209,7 @@ class Executor {
   // The same, recorded as a "wait_sends" event when tracing and a send was pending
   // (`all`: WaitAllSends).
   Status TracedWaitSends(bool all, uint32_t key, const char* name);
-  // bucket_all_reduce: queued behind the previous bucket on a background thread.
+  // A bucket (plan::IsBucket): queued behind the previous one on a background thread.
   void StartBucket(const plan::Instruction& instr, uint32_t slot);
   Status FinishBuckets();
 
@@ -237,7 +237,12 @@ class Executor {
   std::map<const plan::Instruction*, std::vector<double>> moe_load_;
   Status SumMoeLoad(std::vector<float>* kept, float moe[2]);
   Status MoeLoadRange(const std::vector<float>& kept, const float moe[2], StepResult* result);
-  std::vector<float> scratch_, scratch_out_;  // reduce_scatter / all_gather staging
+  // reduce_scatter / all_gather staging: a whole buffer and this rank's shard (or
+  // block); the bucket thread's own for bucket_reduce_scatter.
+  struct Staging {
+    std::vector<float> whole, shard;
+  };
+  Staging staging_, bucket_staging_;
   // The step's gradient buckets in flight, each waiting for the one before it (a
   // communicator runs one collective at a time, in the same order on every rank).
   std::future<Status> buckets_;

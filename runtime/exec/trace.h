@@ -27,8 +27,8 @@
 //                             "grad_norm_all_reduce" (over pp) (cat "collective");
 //                             a send only posts (it does not block: executor.h); a
 //                             recv's duration is its blocking time;
-//   tid 3 "gradient buckets"  bucket_all_reduce as it runs in the background (cat
-//                             "collective"), from when it starts (after the bucket
+//   tid 3 "gradient buckets"  a bucket (plan::IsBucket) as it runs in the
+//                             background (cat "collective"), from when it starts (after the bucket
 //                             before it) to when it ends; the instruction track shows
 //                             where it was posted.
 // A wait that had nothing to wait for is not recorded. On a device backend (cuda)

@@ -300,7 +300,8 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
         const auto c = plan::Read<op::AllReduce<uint32_t>>(in);
         return add(c.axis, "all_reduce", 2.0, all(c.buffers));
       }
-      case fb::Op_ReduceScatter: {
+      case fb::Op_ReduceScatter:
+      case fb::Op_BucketReduceScatter: {  // the same operands
         const auto c = plan::Read<op::ReduceScatter<uint32_t>>(in);
         return add(c.axis, "reduce_scatter", 1.0, all(c.buffers));
       }
@@ -331,7 +332,7 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
   };
   for (const ScheduledRun& r : ScheduleOf(p))
     for (const fb::Instr* in : *r.unit->instrs())
-      if (in->op() != fb::Op_BucketAllReduce || r.last) count(*in);
+      if (!IsBucket(in->op()) || r.last) count(*in);
   out += "communication per step:\n";
   if (comm.empty()) out += "  none\n";
   for (const auto& [key, v] : comm) {

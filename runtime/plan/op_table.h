@@ -56,7 +56,8 @@
   X(BucketAllReduce, bucket_all_reduce)                                               \
   X(Send, send) X(Recv, recv)                                                         \
   X(AllToAll, all_to_all)                                                             \
-  X(CachedAttention, cached_attention)
+  X(CachedAttention, cached_attention)                                                \
+  X(BucketReduceScatter, bucket_reduce_scatter)
 
 // The embedding's and its gradient's integer attributes.
 #define HEIRETSU_EMBEDDING_INTS_(INT, LE)                                             \
@@ -389,6 +390,12 @@
 // the background (the rest of the backward pass goes on), and is complete before
 // the next unit that is not a microbatch's (communication or update).
 #define HEIRETSU_OP_BucketAllReduce(BUF, VAR, INT, FLT, LE, RES)                      \
+  VAR(F32) INT(axis, Axis) INT(reduce, Reduce)
+
+// ZeRO-1's bucket: reduce_scatter's operands and result, run as bucket_all_reduce
+// runs (once per step, in the unit's last run, in the background, complete before
+// the next unit that is not a microbatch's).
+#define HEIRETSU_OP_BucketReduceScatter(BUF, VAR, INT, FLT, LE, RES)                  \
   VAR(F32) INT(axis, Axis) INT(reduce, Reduce)
 
 // Point to point over `axis`: the buffer (the run's activation slot's copy) goes

@@ -37,7 +37,7 @@ inline constexpr char kDecodeFileName[] = "decode.hplan";
 std::string ProgramFileName(int stage);
 
 // One entry of a program's schedule with what it runs. `last`: this is the unit's
-// last run of the step (its bucket_all_reduce instructions run then).
+// last run of the step (its bucket instructions run then: IsBucket).
 struct ScheduledRun {
   const fb::Run* run;
   const fb::Unit* unit;
@@ -46,6 +46,13 @@ struct ScheduledRun {
 // The schedule of a verified program, in order: what the executor runs in one
 // optimizer step and what the collective check and explain count.
 std::vector<ScheduledRun> ScheduleOf(const fb::Plan& plan);
+
+// Whether `op` is a gradient bucket's collective (bucket_all_reduce,
+// bucket_reduce_scatter): it runs once per step, in its unit's last run, in the
+// background, and is complete before the next unit that is not a microbatch's.
+inline bool IsBucket(fb::Op op) {
+  return op == fb::Op_BucketAllReduce || op == fb::Op_BucketReduceScatter;
+}
 
 // Whether units of `kind` run once per microbatch (forward and backward kinds) rather
 // than once per step (comm, update).

@@ -74,10 +74,11 @@ if [ "$precision" != fp32 ]; then  # the 16-bit layouts
 fi
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0" --dp 2 --micro-batch-size 2
 run_layout "dp=4 tp=1 pp=1 ep=1 zero=0 sp=0" --dp 4 --micro-batch-size 1
-# Several gradient buckets (1 MiB of gpt-tiny's 3.2 MiB each), reduced in the
-# background during the last microbatch's backward pass.
+# Several gradient buckets (1 MiB of gpt-tiny's 3.2 MiB each), reduced (ZeRO-1:
+# reduce-scattered) in the background during the last microbatch's backward pass.
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=0 sp=0 microbatches=2 buckets=1MiB" --dp 2 --micro-batch-size 1 --microbatches 2 --bucket-mb 1
 run_layout "dp=2 tp=1 pp=1 ep=1 zero=1 sp=0" --dp 2 --micro-batch-size 2 --zero 1
+run_layout "dp=2 tp=1 pp=1 ep=1 zero=1 sp=0 microbatches=2 buckets=1MiB" --dp 2 --micro-batch-size 1 --microbatches 2 --zero 1 --bucket-mb 1
 # The same over TCP alone (as across machines): all_reduce, reduce_scatter,
 # all_gather and barriers through Gloo instead of shared memory.
 run_env=(HEIRETSU_COMM_SHM=0)
@@ -129,6 +130,7 @@ run_layout "dp=1 tp=1 pp=2 ep=1 zero=0 sp=0 stage-layers=3,1" --pp 2 --micro-bat
 run_layout "dp=2 tp=1 pp=2 ep=1 zero=0 sp=0" --dp 2 --pp 2 --micro-batch-size 1 --microbatches 2
 run_layout "dp=2 tp=1 pp=2 ep=1 zero=1 sp=0" --dp 2 --pp 2 --micro-batch-size 1 --microbatches 2 --zero 1
 run_layout "dp=2 tp=1 pp=2 ep=1 zero=0 sp=0 schedule=zb-h1 buckets=1MiB" --dp 2 --pp 2 --micro-batch-size 1 --microbatches 2 --schedule zb-h1 --bucket-mb 1
+run_layout "dp=2 tp=1 pp=2 ep=1 zero=1 sp=0 schedule=zb-h1 buckets=1MiB" --dp 2 --pp 2 --micro-batch-size 1 --microbatches 2 --schedule zb-h1 --zero 1 --bucket-mb 1
 run_layout "dp=1 tp=2 pp=2 ep=1 zero=0 sp=1" --tp 2 --pp 2 --micro-batch-size 2 --microbatches 2 --sequence-parallel
 run_layout "dp=1 tp=2 pp=2 ep=1 zero=0 sp=1 schedule=zb-h1" --tp 2 --pp 2 --micro-batch-size 2 --microbatches 2 --sequence-parallel --schedule zb-h1
 run_layout "dp=2 tp=2 pp=2 ep=1 zero=0 sp=0" --dp 2 --tp 2 --pp 2 --micro-batch-size 1 --microbatches 2

@@ -397,7 +397,7 @@ int CheckInstructions(const fb::Plan& p, Device& gpu, const Options& o) {
       const fb::Op op = in->op;
       if (op == fb::Op_AllReduce || op == fb::Op_ReduceScatter || op == fb::Op_AllGather ||
           op == fb::Op_AllGatherInto || op == fb::Op_ReduceScatterInto ||
-          op == fb::Op_BucketAllReduce || op == fb::Op_Send || op == fb::Op_Recv)
+          plan::IsBucket(op) || op == fb::Op_Send || op == fb::Op_Recv)
         continue;  // the executor's, not a backend's
       const std::string where = "unit '" + (unit->name() ? unit->name()->str() : "") +
                                 "' instruction " + std::to_string(index) + " (" + name + ")";

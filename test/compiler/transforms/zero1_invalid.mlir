@@ -1,4 +1,8 @@
 // RUN: heiretsu-opt %s --pass-pipeline='builtin.module(plan.program(heiretsu-zero1))' --split-input-file --verify-diagnostics
+// RUN: not heiretsu-opt %S/zero1.mlir --pass-pipeline='builtin.module(plan.program(heiretsu-zero1{bucket-bytes=0}))' 2>&1 | FileCheck %s --check-prefix=BYTES
+
+// Tests that ZeRO-1's reduce-scatter buckets hold at least one byte (the program of zero1.mlir).
+// BYTES: error: bucket-bytes must be >= 1, got 0
 
 // Tests that ZeRO-1 reads dp from the module's mesh, and refuses a module without one.
 // expected-error @+1 {{heiretsu-zero1 reads the mesh from the module's dist.mesh @world, and there is none}}
@@ -31,3 +35,4 @@ plan.program "z" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, microb
   plan.unit "update" update {
   }
 }
+
