@@ -28,9 +28,9 @@
 //                             a send only posts (it does not block: executor.h); a
 //                             recv's duration is its blocking time;
 //   tid 3 "gradient buckets"  a bucket (plan::IsBucket) as it runs in the
-//                             background (cat "collective"), from when it starts (after the bucket
-//                             before it) to when it ends; the instruction track shows
-//                             where it was posted.
+//                             background (cat "collective"), from when it starts
+//                             (after the bucket before it) to when it ends; the
+//                             instruction track shows where it was posted.
 // A wait that had nothing to wait for is not recorded. On a device backend (cuda)
 // kernels run asynchronously: an instruction's event is the host's time in it, and
 // the device's time shows where the host next waits for the stream (a copy to the

@@ -35,4 +35,3 @@ plan.program "z" attributes {stage = 0 : i64, micro_batch_size = 1 : i64, microb
   plan.unit "update" update {
   }
 }
-
