@@ -484,9 +484,9 @@ void LinearForward(const T* x, const T* w, const T* bias, T* y, int64_t rows, in
 
 template <typename T>
 void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_grad,
-                    int64_t rows, int64_t in, int64_t out, bool accumulate_dx) {
+                    int64_t rows, int64_t in, int64_t out, bool accumulate_dx, bool overwrite_dw) {
   if (dx) Gemm<T>(false, false, rows, in, out, T(1), dy, w, accumulate_dx ? T(1) : T(0), dx);
-  if (dw) Gemm<T>(true, false, out, in, rows, T(1), dy, x, T(1), dw);
+  if (dw) Gemm<T>(true, false, out, in, rows, T(1), dy, x, overwrite_dw ? T(0) : T(1), dw);
   if (!bias_grad) return;
 #pragma omp parallel for schedule(static) if (Parallel(rows * out))
   for (int64_t o0 = 0; o0 < out; o0 += kColumns) {
@@ -494,7 +494,7 @@ void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_g
     T sum[kColumns] = {};
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t o = 0; o < w; ++o) sum[o] += dy[r * out + o0 + o];
-    for (int64_t o = 0; o < w; ++o) bias_grad[o0 + o] += sum[o];
+    for (int64_t o = 0; o < w; ++o) Store(&bias_grad[o0 + o], sum[o], !overwrite_dw);
   }
 }
 
@@ -551,7 +551,8 @@ void LayerNormForward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd
 
 template <typename T>
 void LayerNormBackward(const T* dy, const T* x, const T* w, const T* mean, const T* rstd, T* dx,
-                       T* dw, T* db, int64_t rows, int64_t c, bool accumulate_dx) {
+                       T* dw, T* db, int64_t rows, int64_t c, bool accumulate_dx,
+                       bool overwrite_dw) {
 #pragma omp parallel for schedule(static, kGrain) if (Parallel(rows * c))
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * c;
@@ -587,8 +588,8 @@ void LayerNormBackward(const T* dy, const T* x, const T* w, const T* mean, const
       }
     }
     for (int64_t i = 0; i < w; ++i) {
-      dw[i0 + i] += sw[i];
-      db[i0 + i] += sb[i];
+      Store(&dw[i0 + i], sw[i], !overwrite_dw);
+      Store(&db[i0 + i], sb[i], !overwrite_dw);
     }
   }
 }
@@ -608,7 +609,7 @@ void RMSNormForward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t
 
 template <typename T>
 void RMSNormBackward(const T* dy, const T* x, const T* w, const T* rstd, T* dx, T* dw,
-                     int64_t rows, int64_t c, bool accumulate_dx) {
+                     int64_t rows, int64_t c, bool accumulate_dx, bool overwrite_dw) {
 #pragma omp parallel for schedule(static, kGrain) if (Parallel(rows * c))
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * c;
@@ -626,7 +627,7 @@ void RMSNormBackward(const T* dy, const T* x, const T* w, const T* rstd, T* dx, 
     T sw[kColumns] = {};
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t i = 0; i < w; ++i) sw[i] += dy[r * c + i0 + i] * x[r * c + i0 + i] * rstd[r];
-    for (int64_t i = 0; i < w; ++i) dw[i0 + i] += sw[i];
+    for (int64_t i = 0; i < w; ++i) Store(&dw[i0 + i], sw[i], !overwrite_dw);
   }
 }
 
@@ -1376,7 +1377,7 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void Gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, const T*, T, T*);  \
   template void LinearForward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t); \
   template void LinearBackward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t,  \
-                                  int64_t, bool);                                               \
+                                  int64_t, bool, bool);                                         \
   template int64_t EmbeddingForward<T>(const int32_t*, const T*, const T*, T*, int64_t,        \
                                        int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);   \
   template void EmbeddingBackward<T>(const int32_t*, const T*, T*, T*, int64_t, int64_t,       \
@@ -1388,10 +1389,10 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void LayerNormForward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t,         \
                                     int64_t, double);                                           \
   template void LayerNormBackward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, \
-                                     T*, int64_t, int64_t, bool);                               \
+                                     T*, int64_t, int64_t, bool, bool);                         \
   template void RMSNormForward<T>(const T*, const T*, T*, T*, int64_t, int64_t, double);       \
   template void RMSNormBackward<T>(const T*, const T*, const T*, const T*, T*, T*, int64_t,    \
-                                   int64_t, bool);                                              \
+                                   int64_t, bool, bool);                                        \
   template void GeluForward<T>(const T*, T*, int64_t);                                          \
   template void GeluBackward<T>(const T*, const T*, T*, int64_t, bool);                         \
   template void SwigluForward<T>(const T*, const T*, T*, int64_t);                              \

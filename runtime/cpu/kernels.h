@@ -75,9 +75,13 @@ template <typename T>
 void LinearForward(const T* x, const T* w, const T* bias, T* y, int64_t rows, int64_t in,
                    int64_t out);
 // dx = dy W; dw += dy^T x; dbias += sum_rows dy. `dx`, `dw` and `bias_grad` may be null.
+// overwrite_dw: dw = dy^T x and dbias = sum_rows dy instead (the step's first write
+// of those gradients, plan::Instruction::overwrite_weight_grads); bitwise what adding
+// to zeros gives.
 template <typename T>
 void LinearBackward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* bias_grad,
-                    int64_t rows, int64_t in, int64_t out, bool accumulate_dx);
+                    int64_t rows, int64_t in, int64_t out, bool accumulate_dx,
+                    bool overwrite_dw = false);
 
 // out[r, :] = table[ids[r], :] (+ positions[r % seq, :]). Returns -1 when every id
 // is in [0, vocab_total), else the index r of the first id that is not. The table
@@ -98,16 +102,19 @@ void EmbeddingBackward(const int32_t* ids, const T* dout, T* dtable, T* dpositio
 template <typename T>
 void LayerNormForward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t rows,
                       int64_t c, double eps);
+// dw and db are added to, or with overwrite_dw written (as LinearBackward's).
 template <typename T>
 void LayerNormBackward(const T* dy, const T* x, const T* w, const T* mean, const T* rstd, T* dx,
-                       T* dw, T* db, int64_t rows, int64_t c, bool accumulate_dx);
+                       T* dw, T* db, int64_t rows, int64_t c, bool accumulate_dx,
+                       bool overwrite_dw = false);
 
 // RMS norm over the last dimension; saves 1/rms per row.
 template <typename T>
 void RMSNormForward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t c, double eps);
+// dw is added to, or with overwrite_dw written (as LinearBackward's).
 template <typename T>
 void RMSNormBackward(const T* dy, const T* x, const T* w, const T* rstd, T* dx, T* dw,
-                     int64_t rows, int64_t c, bool accumulate_dx);
+                     int64_t rows, int64_t c, bool accumulate_dx, bool overwrite_dw = false);
 
 // GELU, tanh approximation (GPT-2).
 template <typename T>

@@ -74,6 +74,10 @@ class Backend {
   // (runtime/base/half.h); a backend that cannot fails naming the instruction.
   virtual Status Run(const plan::fb::Plan& plan, const plan::Instruction& instr, uint8_t* arena,
                      const uint64_t* offsets, StepScalars& scalars) = 0;
+  // Whether Run honours Instruction::overwrite_weight_grads (writes those
+  // gradients instead of adding to them). When it does not (the default), the
+  // executor zeroes every gradient before the step and never sets the flag.
+  virtual bool overwrites_weight_grads() const { return false; }
   // Copies between host memory and the arena, complete when they return (a
   // device backend waits for its queued work first). The defaults are for a
   // host-visible arena. They, Zero and AllocateArena return no status: a backend

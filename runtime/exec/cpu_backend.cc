@@ -83,6 +83,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(bool shared_arenas) : shared_arenas_(shared_arenas) {}
   const char* name() const override { return "cpu"; }
   bool host_visible() const override { return true; }
+  bool overwrites_weight_grads() const override { return true; }
 
   // With shared_arenas_ in a memory file (zeroed, page-aligned), so that the ranks
   // of one machine can share it; plain memory otherwise or when none can be made.
@@ -165,7 +166,7 @@ class CpuBackend final : public Backend {
       case fb::Op_LinearGrad: {
         const auto l = plan::Read<op::LinearGrad<uint32_t>>(in);
         k::LinearBackward(f(l.dy), f(l.x), f(l.w), f(l.dx), f(l.dw), f(l.dbias), l.rows, l.in,
-                          l.out, l.accumulate_dx != 0);
+                          l.out, l.accumulate_dx != 0, in.overwrite_weight_grads);
         break;
       }
       case fb::Op_LayerNorm: {
@@ -177,7 +178,8 @@ class CpuBackend final : public Backend {
       case fb::Op_LayerNormGrad: {
         const auto n = plan::Read<op::LayerNormGrad<uint32_t>>(in);
         k::LayerNormBackward(f(n.dy), f(n.x), f(n.w), f(n.mean), f(n.rstd), f(n.dx), f(n.dw),
-                             f(n.db), n.rows, n.c, n.accumulate_dx != 0);
+                             f(n.db), n.rows, n.c, n.accumulate_dx != 0,
+                            in.overwrite_weight_grads);
         break;
       }
       case fb::Op_RMSNorm: {
@@ -188,7 +190,7 @@ class CpuBackend final : public Backend {
       case fb::Op_RMSNormGrad: {
         const auto n = plan::Read<op::RMSNormGrad<uint32_t>>(in);
         k::RMSNormBackward(f(n.dy), f(n.x), f(n.w), f(n.rstd), f(n.dx), f(n.dw), n.rows, n.c,
-                           n.accumulate_dx != 0);
+                           n.accumulate_dx != 0, in.overwrite_weight_grads);
         break;
       }
       case fb::Op_Gelu: {

@@ -45,6 +45,7 @@ Executor::Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backen
     unit_io_.push_back({touches(p.tokens()), touches(p.targets()), touches(p.loss())});
   }
   sending_.resize(static_cast<size_t>(p.slots()) * chunks);
+  PlanFirstWrites();
   arena_ = backend_->AllocateArena(plan_.plan->arena_bytes());
   if (!arena_) throw std::bad_alloc();
   view_ = arena_;
@@ -88,6 +89,52 @@ TraceEvent Span(TraceCategory category, const char* name, int64_t start, int64_t
   return e;
 }
 }  // namespace
+
+// Which instruction first touches each gradient in a step: the microbatch runs in
+// schedule order, each unit's instructions in order, each unit looked at in its
+// first run (later runs repeat the same instructions). A gradient whose first
+// toucher is a weight-gradient kernel that writes it (plan::WeightGradientsOf),
+// touching no other gradient for the first time, is written there instead of being
+// zeroed and added to; the backend must say it can (overwrites_weight_grads). Every
+// other gradient, and all of them otherwise, is zeroed before the step. A gradient
+// no microbatch run touches is zeroed too (a step unit may add to it).
+void Executor::PlanFirstWrites() {
+  const fb::Plan& p = *plan_.plan;
+  first_units_.assign(units_.size(), {});
+  std::vector<bool> grad(p.buffers()->size(), false), touched(p.buffers()->size(), false);
+  for (const fb::Param* param : *p.params()) grad[param->grad()] = true;
+  const bool overwrite = backend_->overwrites_weight_grads();
+  std::vector<bool> seen(units_.size(), false);
+  for (const plan::ScheduledRun& run : schedule_) {
+    if (!overwrite) break;
+    if (!plan::PerMicrobatch(run.unit->kind())) break;
+    const uint32_t u = run.run->unit();
+    if (seen[u]) continue;
+    seen[u] = true;
+    for (size_t i = 0; i < units_[u].size(); ++i) {
+      const plan::Instruction& instr = units_[u][i];
+      std::vector<uint32_t> fresh;  // the gradients it touches first
+      for (uint32_t b : instr.buffers)
+        if (plan::Has(b) && grad[b] && !touched[b] &&
+            std::find(fresh.begin(), fresh.end(), b) == fresh.end())
+          fresh.push_back(b);
+      if (fresh.empty()) continue;
+      std::vector<uint32_t> writes = plan::WeightGradientsOf(instr);
+      std::sort(fresh.begin(), fresh.end());
+      std::sort(writes.begin(), writes.end());
+      for (uint32_t b : fresh) touched[b] = true;
+      if (fresh != writes) continue;  // left to the zeroing below
+      if (first_units_[u].empty()) first_units_[u] = units_[u];
+      first_units_[u][i].overwrite_weight_grads = true;
+      for (uint32_t b : fresh) grad[b] = false;  // not zeroed
+    }
+  }
+  zeroed_grads_.clear();
+  for (const fb::Param* param : *p.params())
+    if (grad[param->grad()])
+      zeroed_grads_.push_back(
+          {offsets_[0][param->grad()], BufferBytes(*p.buffers()->Get(param->grad()))});
+}
 
 void Executor::Pull(uint32_t buffer, uint32_t slot) {
   if (view_ == arena_) return;
@@ -177,7 +224,10 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
     if (tracer_)
       tracer_->Add(Span(TraceCategory::kInstr, "fill_microbatch", start, tracer_->Now()));
   }
-  for (const plan::Instruction& instr : units_[run.run->unit()]) {
+  const uint32_t u = run.run->unit();
+  const std::vector<plan::Instruction>& instrs =
+      run.first && !first_units_[u].empty() ? first_units_[u] : units_[u];
+  for (const plan::Instruction& instr : instrs) {
     if (plan::IsBucket(instr.op)) {
       if (run.last) {  // the gradients are complete only now
         const int64_t start = tracer_ ? tracer_->Now() : 0;
@@ -219,7 +269,7 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
       // A backend's failure (not bad data, not a collective's) names the
       // instruction: with a device backend in check mode it is the one that failed.
       if (instr.axis || err->kind != Error::Kind::kFailure) return err;
-      const auto index = &instr - units_[run.run->unit()].data();
+      const auto index = &instr - instrs.data();
       return err->Within("unit '" + (run.unit->name() ? run.unit->name()->str() : "") +
                          "' instruction " + std::to_string(index));
     }
@@ -252,10 +302,7 @@ Status Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
 Status Executor::MicrobatchRuns(const FillMicrobatch& fill, double* loss) {
   const fb::Plan& p = *plan_.plan;
   const int64_t start = tracer_ ? tracer_->Now() : 0;
-  for (const fb::Param* param : *p.params()) {
-    const fb::Buffer& g = *p.buffers()->Get(param->grad());
-    backend_->Zero(arena_, offsets_[0][param->grad()], BufferBytes(g));
-  }
+  for (const auto& [offset, bytes] : zeroed_grads_) backend_->Zero(arena_, offset, bytes);
   if (tracer_) tracer_->Add(Span(TraceCategory::kInstr, "zero_grads", start, tracer_->Now()));
   double loss_sum = 0;
   for (const plan::ScheduledRun& run : schedule_) {

@@ -5,7 +5,8 @@
 //               this rank's mesh coordinates (runtime/plan/prepare.h);
 //   initialize  fill parameters from (seed, name, logical index), zero optimizer
 //               state;
-//   execute     one optimizer step: zero gradients, then run the program's
+//   execute     one optimizer step: zero the gradients (those whose first writer
+//               in the step cannot overwrite them: PlanFirstWrites), then run the program's
 //               schedule, the ordered (unit, microbatch, chunk, slot) list of
 //               plan.fbs, exactly: every instruction of a run resolves its buffers
 //               through the table of the run's slot; each forward run takes its
@@ -218,6 +219,14 @@ class Executor {
   plan::MeshCoordinates coords_;
   std::vector<plan::ScheduledRun> schedule_;
   std::vector<std::vector<plan::Instruction>> units_;  // prepared, like plan.units()
+  // The gradients' first writes (PlanFirstWrites): first_units_[u] is unit u's
+  // instructions for its first run of the step, those that first touch gradients
+  // they can overwrite marked (empty when none is: the run uses units_[u]);
+  // zeroed_grads_ the (offset, bytes) of every other gradient, zeroed before the
+  // step.
+  void PlanFirstWrites();
+  std::vector<std::vector<plan::Instruction>> first_units_;
+  std::vector<std::pair<uint64_t, uint64_t>> zeroed_grads_;
   // Per unit: whether it reads the tokens, the targets, and writes the loss.
   struct UnitIo {
     bool tokens, targets, loss;

@@ -638,9 +638,11 @@ Status LoadPlan(const std::string& path, LoadedPlan* out) {
 std::vector<ScheduledRun> ScheduleOf(const fb::Plan& plan) {
   std::vector<ScheduledRun> out;
   std::vector<size_t> last(plan.units()->size(), 0);
+  std::vector<bool> seen(plan.units()->size(), false);
   for (const fb::Run* r : *plan.schedule()) {
     last[r->unit()] = out.size();
-    out.push_back({r, plan.units()->Get(r->unit()), false});
+    out.push_back({r, plan.units()->Get(r->unit()), !seen[r->unit()], false});
+    seen[r->unit()] = true;
   }
   for (size_t u = 0; u < last.size(); ++u)
     if (!out.empty() && out[last[u]].run->unit() == u) out[last[u]].last = true;

@@ -36,11 +36,14 @@ inline constexpr char kDecodeFileName[] = "decode.hplan";
 // File name of the program of pipeline stage `stage` inside a plan directory.
 std::string ProgramFileName(int stage);
 
-// One entry of a program's schedule with what it runs. `last`: this is the unit's
-// last run of the step (its bucket instructions run then: IsBucket).
+// One entry of a program's schedule with what it runs. `first`: this is the unit's
+// first run of the step (it may write gradients instead of adding to them:
+// Instruction::overwrite_weight_grads); `last`: its last (its bucket instructions
+// run then: IsBucket).
 struct ScheduledRun {
   const fb::Run* run;
   const fb::Unit* unit;
+  bool first;
   bool last;
 };
 // The schedule of a verified program, in order: what the executor runs in one

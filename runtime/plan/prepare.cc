@@ -81,6 +81,33 @@ Instruction Prepare(const fb::Plan& plan, const fb::Instr& instr, const MeshCoor
   return out;
 }
 
+std::vector<uint32_t> WeightGradientsOf(const Instruction& instr) {
+  std::vector<uint32_t> out;
+  auto add = [&](uint32_t b) {
+    if (Has(b)) out.push_back(b);
+  };
+  switch (instr.op) {
+    case fb::Op_LinearGrad: {
+      const auto l = Read<op::LinearGrad<uint32_t>>(instr);
+      add(l.dw);
+      add(l.dbias);
+      break;
+    }
+    case fb::Op_LayerNormGrad: {
+      const auto n = Read<op::LayerNormGrad<uint32_t>>(instr);
+      add(n.dw);
+      add(n.db);
+      break;
+    }
+    case fb::Op_RMSNormGrad:
+      add(Read<op::RMSNormGrad<uint32_t>>(instr).dw);
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
 std::vector<std::vector<Instruction>> PrepareUnits(const fb::Plan& plan,
                                                    const MeshCoordinates& coords) {
   std::vector<std::vector<Instruction>> units;

@@ -34,6 +34,11 @@ struct Instruction {
   std::vector<Shard> ranges;
   // The mesh axis whose group a collective or send / recv runs over (CommAxis).
   std::optional<int64_t> axis;
+  // Set by the executor, never in a plan: this instruction writes the weight
+  // gradients WeightGradientsOf names instead of adding to them, because it is the
+  // first to touch them in the step (Executor: the first run of its unit uses a
+  // copy of the unit with this set; the gradients are then not zeroed beforehand).
+  bool overwrite_weight_grads = false;
 
   uint32_t Buffer(size_t i) const { return buffers[i]; }
   std::vector<uint32_t> Buffers() const { return buffers; }
@@ -46,6 +51,11 @@ template <class Op>
 Op Read(const Instruction& in) {
   return Op::Read(in);
 }
+
+// The weight-gradient buffers `instr` adds to that the backends can write instead
+// (Instruction::overwrite_weight_grads): linear_grad's dw and dbias, layernorm_grad's
+// dw and db, rmsnorm_grad's dw, those present. Empty for every other opcode.
+std::vector<uint32_t> WeightGradientsOf(const Instruction& instr);
 
 // `instr` of `plan` prepared for the rank at `coords`.
 Instruction Prepare(const fb::Plan& plan, const fb::Instr& instr, const MeshCoordinates& coords);

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <tuple>
@@ -119,6 +120,55 @@ TEST(CpuKernels, LinearBackwardAccumulates) {
                  in, out, true);
   for (size_t i = 0; i < dx1.size(); ++i) EXPECT_DOUBLE_EQ(dx2[i], 2 * dx1[i]);
   for (size_t i = 0; i < dw1.size(); ++i) EXPECT_DOUBLE_EQ(dw2[i], 2 * dw1[i]);
+}
+
+// The step's first write of a weight gradient (overwrite_dw, the executor's
+// PlanFirstWrites) gives bitwise what adding to zeroed gradients gives, and ignores
+// what the buffer held (NaN here: a BLAS with beta = 0 must not read C).
+TEST(CpuKernels, WeightGradientsOverwriteBitwiseAsAddingToZeros) {
+  const int64_t rows = 64, in = 96, out = 160;
+  const std::vector<float> x = ToFloat(Random(rows * in, 40)), w = ToFloat(Random(out * in, 41)),
+                           dy = ToFloat(Random(rows * out, 42)), dx0(rows * in, 0.f);
+  const float nan = std::nanf("");
+  auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  };
+  {
+    std::vector<float> dx = dx0, dw(out * in, 0.f), db(out, 0.f);
+    LinearBackward(dy.data(), x.data(), w.data(), dx.data(), dw.data(), db.data(), rows, in, out,
+                   false);
+    std::vector<float> dx2 = dx0, dw2(out * in, nan), db2(out, nan);
+    LinearBackward(dy.data(), x.data(), w.data(), dx2.data(), dw2.data(), db2.data(), rows, in,
+                   out, false, /*overwrite_dw=*/true);
+    EXPECT_TRUE(same(dw, dw2));
+    EXPECT_TRUE(same(db, db2));
+    EXPECT_TRUE(same(dx, dx2));
+  }
+  const int64_t c = in;
+  const std::vector<float> g = ToFloat(Random(rows * c, 43)), lw = ToFloat(Random(c, 44)),
+                           lb = ToFloat(Random(c, 45));
+  std::vector<float> y(rows * c), mean(rows), rstd(rows);
+  LayerNormForward(x.data(), lw.data(), lb.data(), y.data(), mean.data(), rstd.data(), rows, c,
+                   1e-5);
+  {
+    std::vector<float> dx(rows * c), dw(c, 0.f), db(c, 0.f), dx2(rows * c), dw2(c, nan),
+        db2(c, nan);
+    LayerNormBackward(g.data(), x.data(), lw.data(), mean.data(), rstd.data(), dx.data(),
+                      dw.data(), db.data(), rows, c, false);
+    LayerNormBackward(g.data(), x.data(), lw.data(), mean.data(), rstd.data(), dx2.data(),
+                      dw2.data(), db2.data(), rows, c, false, /*overwrite_dw=*/true);
+    EXPECT_TRUE(same(dw, dw2));
+    EXPECT_TRUE(same(db, db2));
+  }
+  RMSNormForward(x.data(), lw.data(), y.data(), rstd.data(), rows, c, 1e-5);
+  {
+    std::vector<float> dx(rows * c), dw(c, 0.f), dx2(rows * c), dw2(c, nan);
+    RMSNormBackward(g.data(), x.data(), lw.data(), rstd.data(), dx.data(), dw.data(), rows, c,
+                    false);
+    RMSNormBackward(g.data(), x.data(), lw.data(), rstd.data(), dx2.data(), dw2.data(), rows, c,
+                    false, /*overwrite_dw=*/true);
+    EXPECT_TRUE(same(dw, dw2));
+  }
 }
 
 // Which OpenBLAS kernels heiretsu asks for (issue #15): SkylakeX on a CPU with

@@ -264,6 +264,77 @@ exec::StepOptions StepAt(int64_t step) {
   return o;
 }
 
+// The CPU backend saying whether it overwrites weight gradients on their first
+// write (Backend::overwrites_weight_grads) as told, counting the bytes the executor
+// zeroes.
+class ZeroCountingBackend final : public exec::Backend {
+ public:
+  explicit ZeroCountingBackend(bool overwrites) : overwrites_(overwrites) {}
+  const char* name() const override { return "zero-counting"; }
+  bool host_visible() const override { return true; }
+  bool overwrites_weight_grads() const override { return overwrites_; }
+  uint8_t* AllocateArena(uint64_t bytes) override { return cpu_->AllocateArena(bytes); }
+  void FreeArena(uint8_t* arena) override { cpu_->FreeArena(arena); }
+  Status Run(const fb::Plan& plan, const plan::Instruction& instr, uint8_t* arena,
+             const uint64_t* offsets, exec::StepScalars& scalars) override {
+    return cpu_->Run(plan, instr, arena, offsets, scalars);
+  }
+  void Zero(uint8_t* arena, uint64_t offset, uint64_t bytes) override {
+    zeroed += bytes;
+    cpu_->Zero(arena, offset, bytes);
+  }
+  uint64_t zeroed = 0;
+
+ private:
+  bool overwrites_;
+  std::unique_ptr<exec::Backend> cpu_ = exec::MakeCpuBackend();
+};
+
+// Gradients whose first writer in the step can write them (layernorm_grad's dw and
+// db, linear_grad's dw: Executor::PlanFirstWrites) are not zeroed before the step;
+// the embedding's scatter-added table gradient and a parameter nothing touches
+// still are. The gradients come out bit for bit as when all are zeroed, over steps
+// (last step's gradients left in the buffers must not leak into the next) and
+// with two microbatches (only the first run overwrites).
+TEST(Executor, FirstWritesOverwriteGradientsBitwiseAsZeroing) {
+  for (int64_t microbatches : {1, 2}) {
+    testing::BigramOptions o;
+    o.microbatches = microbatches;
+    o.extra_param = true;
+    plan::LoadedPlan p1 = Load(testing::BuildBigram(o)), p2 = Load(testing::BuildBigram(o));
+    auto zeroing = std::make_unique<ZeroCountingBackend>(false);
+    auto overwriting = std::make_unique<ZeroCountingBackend>(true);
+    ZeroCountingBackend *z = zeroing.get(), *w = overwriting.get();
+    exec::Executor a(p1, std::move(zeroing)), b(p2, std::move(overwriting));
+    a.InitializeParameters(3);
+    b.InitializeParameters(3);
+    const fb::Plan& plan = *p1.plan;
+    uint64_t all = 0, expected = 0;
+    for (const fb::Param* param : *plan.params()) {
+      const uint64_t bytes =
+          plan::NumElements(*plan.buffers()->Get(param->grad())) * sizeof(float);
+      all += bytes;
+      if (param->name()->str() == "wte" || param->name()->str() == "extra") expected += bytes;
+    }
+    for (int64_t step = 1; step <= 3; ++step) {
+      z->zeroed = w->zeroed = 0;
+      exec::StepResult ra, rb;
+      ASSERT_FALSE(a.Step(Fill, StepAt(step), &ra).has_value());
+      ASSERT_FALSE(b.Step(Fill, StepAt(step), &rb).has_value());
+      EXPECT_EQ(z->zeroed, all);
+      EXPECT_EQ(w->zeroed, expected) << "microbatches " << microbatches;
+      EXPECT_EQ(ra.loss, rb.loss);
+      EXPECT_EQ(ra.grad_norm, rb.grad_norm) << "step " << step;
+      for (const fb::Param* param : *plan.params()) {
+        const int64_t n = plan::NumElements(*plan.buffers()->Get(param->grad()));
+        for (uint32_t k : {param->grad(), param->value()})
+          EXPECT_EQ(std::memcmp(a.F32(k), b.F32(k), n * sizeof(float)), 0)
+              << param->name()->str() << " step " << step << " microbatches " << microbatches;
+      }
+    }
+  }
+}
+
 TEST(Executor, AFailedDeviceCopyIsReportedNotLost) {
   // The copies of initialization and of one step.
   int64_t init_copies = 0, step_copies = 0;
