@@ -25,6 +25,11 @@
 #   env:   MODEL (gpt-tiny | gpt-wide), MBS (4), SEQ (128), STEPS (5; traced steps
 #          2..STEPS-1), and for a quick try: PP ("2 4"), MULTS ("1 2 4": M = pp x
 #          each), OUT (the results file)
+# Compiling and running apart (pp = 4 needs >= 4 cores, which the GPU machine of
+# bench/gpu/verify.sh has but without the compiler): COMPILE_ONLY=DIR compiles every
+# layout's plan into DIR and stops; PLANS=DIR then runs from DIR's plans instead of
+# compiling (the same MODEL, MBS, SEQ, PP and MULTS; BUILD_DIR/bin/heiretsu need not
+# have the compiler).
 set -euo pipefail
 build=${1:-build}
 heiretsu="$build/bin/heiretsu"
@@ -41,6 +46,11 @@ trap 'rm -rf "$tmp"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 start_all=$(date +%s)
 model=${MODEL:-gpt-tiny}
+compile_only=${COMPILE_ONLY:-}
+plans=${PLANS:-}
+if [ -n "$plans" ]; then
+  layers=$(cat "$plans/$model.layers") || { echo "PLANS=$plans has no $model plans" >&2; exit 2; }
+else
 case "$model" in
   gpt-tiny) cp examples/gpt-tiny.hr "$tmp/spec.hr" ;;
   gpt-wide)
@@ -51,6 +61,8 @@ case "$model" in
   *) echo "MODEL must be gpt-tiny or gpt-wide, not '$model'" >&2; exit 2 ;;
 esac
 layers=$(sed -n 's/^  layers *= *\([0-9]*\)$/\1/p' "$tmp/spec.hr")
+fi
+if [ -n "$compile_only" ]; then mkdir -p "$compile_only" && echo "$layers" > "$compile_only/$model.layers"; fi
 
 # "[a, b, c]" from words.
 json_list() { local IFS=,; echo "[$*]" | sed 's/,/, /g; s/\b[-]*nan\b/null/gI'; }
@@ -77,8 +89,15 @@ for pp in ${PP:-2 4}; do
       dir="$tmp/$name"
       flags=(--pp "$pp" --microbatches "$m" --schedule "$sched")
       [ "$v" -gt 1 ] && flags+=(--virtual-stages "$v")
-      "$heiretsu" compile "$tmp/spec.hr" --emit plan -o "$dir" "${flags[@]}" \
-        --micro-batch-size "$mbs" --seq "$seq" > /dev/null
+      if [ -n "$plans" ]; then
+        dir="$plans/$model-$name"
+        [ -d "$dir" ] || { echo "PLANS=$plans has no plan $model-$name" >&2; exit 2; }
+      else
+        [ -n "$compile_only" ] && dir="$compile_only/$model-$name"
+        "$heiretsu" compile "$tmp/spec.hr" --emit plan -o "$dir" "${flags[@]}" \
+          --micro-batch-size "$mbs" --seq "$seq" > /dev/null
+        [ -n "$compile_only" ] && continue
+      fi
       "$heiretsu" explain "$dir" > "$tmp/$name.explain"
       bline=$(grep '^bubble:' "$tmp/$name.explain")
       # bubble: 20.0% of the stages' time idle (simulated); (p - 1) / (m + p - 1) = 20.0% for ...
@@ -136,6 +155,7 @@ for pp in ${PP:-2 4}; do
   done
 done
 
+if [ -n "$compile_only" ]; then echo "compiled the plans into $compile_only"; exit 0; fi
 total=$(( $(date +%s) - start_all ))
 echo
 echo "$model, micro-batch $mbs x seq $seq, $cores cores ($cpu), 1 thread per rank, traced steps $trace_steps"

@@ -87,6 +87,11 @@
 #   zero1-one-gpu     dp = 2 with ZeRO-1, both ranks on the one GPU, against the same
 #                     single-rank CUDA run: FAIL above 1e-4 too (2.3e-7 on the CPU)
 #  (each keeps its measured difference in the detail, PASS or FAIL)
+#  On the machine's CPU cores (MEASURED; SKIP with fewer than 4):
+#   cpu-pipeline-pp4  bench/run-pipeline.sh on gpt-wide at pp = 4, M = 4, 8, 16, each
+#                     schedule, from plans compiled by prepare: the measured bubble
+#                     beside the formula (issue #11; the 2-core machines can only
+#                     oversubscribe 4 ranks), into $OUT/pipeline.jsonl
 #  Last, the most expensive (torch.compile compiles for a minute or more):
 #   gpt2-torch        bench/gpu/torch_gpt2.py: a PyTorch GPT-2 of the same shape with
 #                     torch.compile, bf16 autocast then fp32 (TF32 off) while time
@@ -144,6 +149,10 @@ prepare() {
   fi
   rm -f "$pack/fp16.err"
   cp "$here/torch_gpt2.py" "$tree/" || { echo "verify: copying torch_gpt2.py failed"; exit 1; }
+  # The pp = 4 pipeline plans of bench/run-pipeline.sh (gpt-wide), and the script.
+  mkdir -p "$tree/bench" && cp "$root/bench/run-pipeline.sh" "$root/bench/cpu-name.sh" "$tree/bench/" &&
+    (cd "$root" && COMPILE_ONLY="$tree/pipeline" MODEL=gpt-wide PP=4 bench/run-pipeline.sh "$root/build" >/dev/null) ||
+    { echo "verify: compiling the pipeline plans failed"; exit 1; }
   # The default corpus, prepared here (the GPU machine has no licence texts to read).
   "$bin/heiretsu" data prepare --tokenizer byte /usr/share/common-licenses/* -o "$tree/corpus" >/dev/null ||
     { echo "verify: preparing the corpus failed"; exit 1; }
@@ -255,7 +264,7 @@ run() {
     cuda-check-gpt-bf16 cuda-check-llama-bf16 cuda-check-hd64-bf16 cuda-check-hd128-bf16
     cuda-check-grid-bf16 cuda-check-tp-bf16 cuda-check-gpt-fp16
     sanitizer-fp32 sanitizer-bf16 gpt2-fp32 gpt2-bf16 train-200 tp2-one-gpu zero1-one-gpu
-    gpt2-torch)
+    cpu-pipeline-pp4 gpt2-torch)
   # What nvidia-smi says (empty without it): the GPUs it lists and the driver.
   local smi_gpus driver gpu=0
   smi -L > "$out/nvidia-smi-L.txt" 2>&1
@@ -413,6 +422,23 @@ run() {
         *) record zero1-one-gpu FAIL "$zdiff; see tp1.log, zero1.log" ;;
       esac
     else record zero1-one-gpu SKIP "out of time or no single-rank run"; fi
+    # The pipeline's bubbles at pp = 4 on 4 real cores (bench/run-pipeline.sh from the
+    # packed plans, one thread per rank): the project's 2-core machines can only
+    # oversubscribe pp = 4 (issue #11).
+    if ! want cpu-pipeline-pp4; then :
+    elif [ "$(nproc)" -lt 4 ]; then record cpu-pipeline-pp4 SKIP "$(nproc) cores, fewer than 4"
+    elif [ "$(left)" -lt 160 ]; then record cpu-pipeline-pp4 SKIP "out of time"
+    else
+      PLANS="$tree/pipeline" MODEL=gpt-wide PP=4 OUT="$out/pipeline.jsonl" \
+        timeout 150 "$tree/bench/run-pipeline.sh" "$tree" > "$out/cpu-pipeline-pp4.log" 2>&1
+      local rc=$? bubbles
+      # "schedule M=m measured/formula" per layout.
+      bubbles=$(sed -n 's/.*"microbatches": \([0-9]*\), "schedule": "\([^"]*\)".*"formula_bubble": \([0-9.]*\).*"measured_bubble_mean": \([0-9.a-z]*\).*/\2 M=\1 \4\/\3/p' \
+        "$out/pipeline.jsonl" 2>/dev/null | tr '\n' ';' | sed 's/;$//; s/;/; /g')
+      if [ $rc -eq 0 ] && [ -n "$bubbles" ]; then
+        record cpu-pipeline-pp4 MEASURED "gpt-wide pp=4, measured/formula bubble: $bubbles"
+      else record cpu-pipeline-pp4 FAIL "exit $rc: $(grep -m1 -E 'FAIL|rror|no plan' "$out/cpu-pipeline-pp4.log" || tail -1 "$out/cpu-pipeline-pp4.log")"; fi
+    fi
     # PyTorch + torch.compile, the same shape; last (compiling takes a minute or more).
     if ! want gpt2-torch; then :
     elif ! command -v python3 > /dev/null; then record gpt2-torch SKIP "no python3"
