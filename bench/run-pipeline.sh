@@ -19,10 +19,11 @@
 # GEMMs dominate every pass, so a microbatch's forward, input-gradient and
 # weight-gradient passes take about the same time, as the zb-h1 formula assumes
 # (gpt-tiny's weight-gradient pass is a fifth of its input-gradient pass:
-# attention's backward has no weights).
+# attention's backward has no weights). MODEL=gpt-wider: d_model 1024, 16 heads,
+# where the weight-gradient pass comes closest to the input-gradient pass.
 # Appends one JSON line per layout to bench/results/pipeline.jsonl and prints a table.
 #   usage: bench/run-pipeline.sh [BUILD_DIR]
-#   env:   MODEL (gpt-tiny | gpt-wide), MBS (4), SEQ (128), STEPS (5; traced steps
+#   env:   MODEL (gpt-tiny | gpt-wide | gpt-wider), MBS (4), SEQ (128), STEPS (5; traced steps
 #          2..STEPS-1), and for a quick try: PP ("2 4"), MULTS ("1 2 4": M = pp x
 #          each), OUT (the results file)
 # Compiling and running apart (pp = 4 needs >= 4 cores, which the GPU machine of
@@ -58,7 +59,12 @@ case "$model" in
       examples/gpt-tiny.hr > "$tmp/spec.hr"
     grep -q 'd_model = 512' "$tmp/spec.hr" && grep -q 'heads   = 8' "$tmp/spec.hr" ||
       { echo "cannot widen gpt-tiny" >&2; exit 1; } ;;
-  *) echo "MODEL must be gpt-tiny or gpt-wide, not '$model'" >&2; exit 2 ;;
+  gpt-wider)
+    sed 's/^model "gpt-tiny"/model "gpt-wider"/; s/^  d_model = 128$/  d_model = 1024/; s/^  heads   = 4$/  heads   = 16/' \
+      examples/gpt-tiny.hr > "$tmp/spec.hr"
+    grep -q 'd_model = 1024' "$tmp/spec.hr" && grep -q 'heads   = 16' "$tmp/spec.hr" ||
+      { echo "cannot widen gpt-tiny" >&2; exit 1; } ;;
+  *) echo "MODEL must be gpt-tiny, gpt-wide or gpt-wider, not '$model'" >&2; exit 2 ;;
 esac
 layers=$(sed -n 's/^  layers *= *\([0-9]*\)$/\1/p' "$tmp/spec.hr")
 fi
