@@ -89,7 +89,7 @@
 #  (each keeps its measured difference in the detail, PASS or FAIL)
 #  On the machine's CPU cores (MEASURED; SKIP with fewer than 4):
 #   cpu-pipeline-pp4  bench/run-pipeline.sh on gpt-wide at pp = 4, M = 4, 8, 16, each
-#                     schedule, from plans compiled by prepare: the measured bubble
+#                     schedule (STEPS=4: traced steps 2-3), from plans compiled by prepare: the measured bubble
 #                     beside the formula (issue #11; the 2-core machines can only
 #                     oversubscribe 4 ranks), into $OUT/pipeline.jsonl
 #  Last, the most expensive (torch.compile compiles for a minute or more):
@@ -429,7 +429,7 @@ run() {
     elif [ "$(nproc)" -lt 4 ]; then record cpu-pipeline-pp4 SKIP "$(nproc) cores, fewer than 4"
     elif [ "$(left)" -lt 160 ]; then record cpu-pipeline-pp4 SKIP "out of time"
     else
-      PLANS="$tree/pipeline" MODEL=gpt-wide PP=4 OUT="$out/pipeline.jsonl" \
+      PLANS="$tree/pipeline" MODEL=gpt-wide PP=4 STEPS=4 OUT="$out/pipeline.jsonl" \
         timeout 150 "$tree/bench/run-pipeline.sh" "$tree" > "$out/cpu-pipeline-pp4.log" 2>&1
       local rc=$? bubbles
       # "schedule M=m measured/formula" per layout.
