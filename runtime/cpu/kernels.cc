@@ -157,14 +157,15 @@ inline bool Parallel(int64_t work) { return work >= kParallelMin; }
 // Fixed chunk size of ordered reductions (independent of the thread count).
 constexpr int64_t kReduceChunk = 1 << 16;
 
+// C[M,N] = alpha op(A) op(B) + beta C, row-major, with leading dimensions (the
+// row strides of A, B and C as stored).
 void BlasGemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-              const float* b, float beta, float* c) {
+              int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (ActiveBlas() == Blas::kOneDnn) {
     // Row-major by definition; it fails only on invalid arguments, which the
     // callers' shapes rule out (checked like the CPU backend's other preconditions).
     const dnnl_status_t status =
-        dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, ta ? m : k, b, tb ? k : n,
-                   beta, c, n);
+        dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     if (status != dnnl_success) {
       std::fprintf(stderr, "heiretsu: dnnl_sgemm(%c, %c, %lld, %lld, %lld) failed (status %d)\n",
                    ta ? 'T' : 'N', tb ? 'T' : 'N', static_cast<long long>(m),
@@ -175,16 +176,14 @@ void BlasGemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, co
   }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
               static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
-              static_cast<int>(ta ? m : k), b, static_cast<int>(tb ? k : n), beta, c,
-              static_cast<int>(n));
+              static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
 }
 
 void BlasGemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-              const double* b, double beta, double* c) {
+              int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
               static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
-              static_cast<int>(ta ? m : k), b, static_cast<int>(tb ? k : n), beta, c,
-              static_cast<int>(n));
+              static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
 }
 
 template <typename T>
@@ -437,18 +436,13 @@ HEIRETSU_AVX2 float AttendRow(const float* q, const float* keys, const float* va
 // One query row t of causal attention's backward, head_dim % 8 == 0: the scores
 // and dp = dout . v_j by dot products, p and ds 8 at a time, then dv_j += p_j dout,
 // dk_j += ds_j q, dq += ds_j k_j. `s` and `dp` have room for t + 1 values.
-HEIRETSU_AVX2 void AttentionGradRow(const float* qt, const float* dot, const float* ot,
-                                    const float* keys, const float* values, float* dkeys,
-                                    float* dvalues, int64_t stride, int64_t t, int64_t head_dim,
-                                    float scale, float row_lse, float* dqt, float* s,
-                                    float* dp) {
-  const float delta = vec::Dot(dot, ot, head_dim);  // sum_j p_j dp_j = dout . out
-  const int64_t n = t + 1;
-  for (int64_t j = 0; j < n; ++j) {
-    s[j] = vec::Dot(qt, keys + j * stride, head_dim);
-    dp[j] = vec::Dot(dot, values + j * stride, head_dim);
-  }
-  const __m256 vscale = _mm256_set1_ps(scale), vlse = _mm256_set1_ps(row_lse);
+// One query row of attention's backward, from its scores s_j = q . k_j and dp_j =
+// dout . v_j (j < n): s_j becomes p_j = exp(s_j scale - lse) and dp_j becomes ds_j
+// = p_j (dp_j - delta) scale, delta = dout . out (= sum_j p_j dp_j).
+HEIRETSU_AVX2 void AttentionGradScores(float* s, float* dp, int64_t n, float scale, float lse,
+                                       const float* dot, const float* ot, int64_t head_dim) {
+  const float delta = vec::Dot(dot, ot, head_dim);
+  const __m256 vscale = _mm256_set1_ps(scale), vlse = _mm256_set1_ps(lse);
   const __m256 vdelta = _mm256_set1_ps(delta);
   for (int64_t j = 0; j < n; j += 8) {
     const int64_t w = n - j;
@@ -457,6 +451,19 @@ HEIRETSU_AVX2 void AttentionGradRow(const float* qt, const float* dot, const flo
     Save(dp + j, _mm256_mul_ps(_mm256_mul_ps(p, _mm256_sub_ps(Load(dp + j, w), vdelta)), vscale),
          w);
   }
+}
+
+HEIRETSU_AVX2 void AttentionGradRow(const float* qt, const float* dot, const float* ot,
+                                    const float* keys, const float* values, float* dkeys,
+                                    float* dvalues, int64_t stride, int64_t t, int64_t head_dim,
+                                    float scale, float row_lse, float* dqt, float* s,
+                                    float* dp) {
+  const int64_t n = t + 1;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = vec::Dot(qt, keys + j * stride, head_dim);
+    dp[j] = vec::Dot(dot, values + j * stride, head_dim);
+  }
+  AttentionGradScores(s, dp, n, scale, row_lse, dot, ot, head_dim);
   for (int64_t j = 0; j < n; ++j) {
     vec::Axpy(s[j], dot, dvalues + j * stride, head_dim);
     vec::Axpy(dp[j], keys + j * stride, dqt, head_dim);
@@ -469,7 +476,7 @@ HEIRETSU_AVX2 void AttentionGradRow(const float* qt, const float* dot, const flo
 template <typename T>
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           const T* b, T beta, T* c) {
-  BlasGemm(trans_a, trans_b, m, n, k, alpha, a, b, beta, c);
+  BlasGemm(trans_a, trans_b, m, n, k, alpha, a, trans_a ? m : k, b, trans_b ? k : n, beta, c, n);
 }
 
 template <typename T>
@@ -823,9 +830,10 @@ void CachedAttentionForward(const T* q, const T* k, const T* v, T* k_cache, T* v
 }
 
 template <typename T>
-void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const T* out,
-                       const T* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,
-                       int64_t heads, int64_t kv_heads, int64_t head_dim, bool accumulate_dx) {
+void AttentionBackwardRows(const T* dout, const T* q, const T* k, const T* v, const T* out,
+                           const T* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,
+                           int64_t heads, int64_t kv_heads, int64_t head_dim,
+                           bool accumulate_dx) {
   const int64_t group = heads / kv_heads;
   const int64_t qw = heads * head_dim, kw = kv_heads * head_dim;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
@@ -886,6 +894,79 @@ void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const 
     }
   }
   }
+}
+
+template <typename T>
+void AttentionBackwardBlocked(const T* dout, const T* q, const T* k, const T* v, const T* out,
+                              const T* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,
+                              int64_t heads, int64_t kv_heads, int64_t head_dim,
+                              bool accumulate_dx) {
+  const int64_t group = heads / kv_heads;
+  const int64_t qw = heads * head_dim, kw = kv_heads * head_dim;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  if (!accumulate_dx) {
+    std::fill_n(dq, batch * seq * qw, T(0));
+    std::fill_n(dk, batch * seq * kw, T(0));
+    std::fill_n(dv, batch * seq * kw, T(0));
+  }
+  const int64_t rows = std::min(kAttentionBlockRows, seq);
+  std::vector<T> p(rows * seq), ds(rows * seq);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t kh = h / group;
+      const T* qh = q + b * seq * qw + h * head_dim;
+      const T* doh = dout + b * seq * qw + h * head_dim;
+      const T* oh = out + b * seq * qw + h * head_dim;
+      const T* kh_ = k + b * seq * kw + kh * head_dim;
+      const T* vh = v + b * seq * kw + kh * head_dim;
+      T* dqh = dq + b * seq * qw + h * head_dim;
+      T* dkh = dk + b * seq * kw + kh * head_dim;
+      T* dvh = dv + b * seq * kw + kh * head_dim;
+      const T* lseh = lse + (b * heads + h) * seq;
+      for (int64_t t0 = 0; t0 < seq; t0 += rows) {
+        const int64_t m = std::min(rows, seq - t0), n = t0 + m;  // queries t0.., keys 0..n-1
+        BlasGemm(false, true, m, n, head_dim, T(1), qh + t0 * qw, qw, kh_, kw, T(0), p.data(), n);
+        BlasGemm(false, true, m, n, head_dim, T(1), doh + t0 * qw, qw, vh, kw, T(0), ds.data(),
+                 n);
+#pragma omp parallel for schedule(static) if (Parallel(m * n * 4))
+        for (int64_t i = 0; i < m; ++i) {
+          const int64_t t = t0 + i, keys = t + 1;
+          T* pi = p.data() + i * n;
+          T* dsi = ds.data() + i * n;
+          const T* dot = doh + t * qw;
+          const T* ot = oh + t * qw;
+          bool done = false;
+          if constexpr (std::is_same_v<T, float>)
+            if (vec::HasAvx2() && head_dim % 8 == 0) {
+              avx2::AttentionGradScores(pi, dsi, keys, scale, lseh[t], dot, ot, head_dim);
+              done = true;
+            }
+          if (!done) {
+            T delta = 0;
+            for (int64_t d = 0; d < head_dim; ++d) delta += dot[d] * ot[d];
+            for (int64_t j = 0; j < keys; ++j) {
+              pi[j] = std::exp(pi[j] * scale - lseh[t]);
+              dsi[j] = pi[j] * (dsi[j] - delta) * scale;
+            }
+          }
+          std::fill(pi + keys, pi + n, T(0));  // causal: keys after the query
+          std::fill(dsi + keys, dsi + n, T(0));
+        }
+        // dv[0..n) += p^T dout, dq[t0..t0+m) += ds k, dk[0..n) += ds^T q.
+        BlasGemm(true, false, n, head_dim, m, T(1), p.data(), n, doh + t0 * qw, qw, T(1), dvh, kw);
+        BlasGemm(false, false, m, head_dim, n, T(1), ds.data(), n, kh_, kw, T(1), dqh + t0 * qw,
+                 qw);
+        BlasGemm(true, false, n, head_dim, m, T(1), ds.data(), n, qh + t0 * qw, qw, T(1), dkh, kw);
+      }
+    }
+}
+
+template <typename T>
+void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const T* out,
+                       const T* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,
+                       int64_t heads, int64_t kv_heads, int64_t head_dim, bool accumulate_dx) {
+  (seq >= kAttentionBlockedSeq ? AttentionBackwardBlocked<T> : AttentionBackwardRows<T>)(
+      dout, q, k, v, out, lse, dq, dk, dv, batch, seq, heads, kv_heads, head_dim, accumulate_dx);
 }
 
 template <typename T>
@@ -1409,6 +1490,12 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void AttentionForward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t,    \
                                     int64_t, int64_t, int64_t);                                 \
   template void AttentionBackward<T>(const T*, const T*, const T*, const T*, const T*,         \
+                                     const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
+                                     int64_t, bool);                                            \
+  template void AttentionBackwardRows<T>(    const T*, const T*, const T*, const T*, const T*,     \
+                                     const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
+                                     int64_t, bool);                                            \
+  template void AttentionBackwardBlocked<T>( const T*, const T*, const T*, const T*, const T*,     \
                                      const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
                                      int64_t, bool);                                            \
   template int64_t CrossEntropyForward<T>(const T*, const int32_t*, T*, T*, int64_t, int64_t,  \

@@ -165,6 +165,21 @@ template <typename T>
 void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const T* out,
                        const T* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,
                        int64_t heads, int64_t kv_heads, int64_t head_dim, bool accumulate_dx);
+// Its two ways, AttentionBackward choosing by seq (equal up to rounding): per query
+// row (vectorized dot products and axpys; short sequences), or in blocks of
+// kAttentionBlockRows queries through GEMMs (the scores S = Q K^T and dP = dO V^T of
+// the block against every key up to its last query, then dV += P^T dO, dQ += dS K,
+// dK += dS^T Q), from seq kAttentionBlockedSeq on.
+constexpr int64_t kAttentionBlockRows = 128, kAttentionBlockedSeq = 256;
+template <typename T>
+void AttentionBackwardRows(const T* dout, const T* q, const T* k, const T* v, const T* out,
+                           const T* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,
+                           int64_t heads, int64_t kv_heads, int64_t head_dim, bool accumulate_dx);
+template <typename T>
+void AttentionBackwardBlocked(const T* dout, const T* q, const T* k, const T* v, const T* out,
+                              const T* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,
+                              int64_t heads, int64_t kv_heads, int64_t head_dim,
+                              bool accumulate_dx);
 
 // Mean softmax cross-entropy over rows; saves lse per row. Returns -1 when every
 // target is in [0, vocab), else the first row whose target is not (loss untouched).

@@ -536,13 +536,47 @@ TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
     forward();
     return Dot(out, r);
   };
-  forward();
-  Vec dq(q.size()), dk(k.size()), dv(v.size());
-  AttentionBackward(r.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), dq.data(),
-                    dk.data(), dv.data(), s.batch, s.seq, s.heads, s.kv_heads, s.hd, false);
-  EXPECT_LE(FiniteDiffError(q, dq, loss), kGradTol);
-  EXPECT_LE(FiniteDiffError(k, dk, loss), kGradTol);
-  EXPECT_LE(FiniteDiffError(v, dv, loss), kGradTol);
+  // Both ways (AttentionBackward picks one by seq): the rows, and the blocks through
+  // GEMMs (one block of the shape's seq < kAttentionBlockRows queries here; the
+  // test below covers several). The finite differences leave out and lse at a
+  // perturbed input's: each way starts from the forward of the inputs.
+  for (auto backward : {AttentionBackwardRows<double>, AttentionBackwardBlocked<double>}) {
+    forward();
+    Vec dq(q.size()), dk(k.size()), dv(v.size());
+    backward(r.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), dq.data(),
+             dk.data(), dv.data(), s.batch, s.seq, s.heads, s.kv_heads, s.hd, false);
+    EXPECT_LE(FiniteDiffError(q, dq, loss), kGradTol);
+    EXPECT_LE(FiniteDiffError(k, dk, loss), kGradTol);
+    EXPECT_LE(FiniteDiffError(v, dv, loss), kGradTol);
+  }
+}
+
+// The blocked backward over several blocks of queries (seq 300 = 128 + 128 + 44,
+// grouped-query, head_dim 64 for the AVX2 scores and 12 for the portable ones) in
+// float against the per-row one in float64 (the reference the finite differences
+// above check), accumulating into gradients that hold values, as the rows do.
+TEST(CpuKernels, BlockedAttentionBackwardMatchesTheRowsOverSeveralBlocks) {
+  for (int64_t hd : {64, 12}) {
+    const int64_t batch = 2, seq = 300, heads = 4, kv_heads = 2;
+    ASSERT_GT(seq, 2 * kAttentionBlockRows);
+    Vec q = Random(batch * seq * heads * hd, 50), k = Random(batch * seq * kv_heads * hd, 51);
+    Vec v = Random(k.size(), 52), r = Random(q.size(), 53);
+    Vec out(q.size()), lse(batch * heads * seq);
+    AttentionForward(q.data(), k.data(), v.data(), out.data(), lse.data(), batch, seq, heads,
+                     kv_heads, hd);
+    Vec dq = Random(q.size(), 54), dk = Random(k.size(), 55), dv = Random(v.size(), 56);
+    auto dqf = ToFloat(dq), dkf = ToFloat(dk), dvf = ToFloat(dv);
+    AttentionBackwardRows(r.data(), q.data(), k.data(), v.data(), out.data(), lse.data(),
+                          dq.data(), dk.data(), dv.data(), batch, seq, heads, kv_heads, hd, true);
+    auto rf = ToFloat(r), qf = ToFloat(q), kf = ToFloat(k), vf = ToFloat(v), of = ToFloat(out),
+         lf = ToFloat(lse);
+    AttentionBackwardBlocked(rf.data(), qf.data(), kf.data(), vf.data(), of.data(), lf.data(),
+                             dqf.data(), dkf.data(), dvf.data(), batch, seq, heads, kv_heads, hd,
+                             true);
+    EXPECT_LE(RelDiff(dqf, dq), kForwardTol) << "head_dim " << hd;
+    EXPECT_LE(RelDiff(dkf, dk), kForwardTol) << "head_dim " << hd;
+    EXPECT_LE(RelDiff(dvf, dv), kForwardTol) << "head_dim " << hd;
+  }
 }
 
 // The decode step against the same float64 reference: the sequence fed through the
