@@ -436,6 +436,32 @@ HEIRETSU_AVX2 float AttendRow(const float* q, const float* keys, const float* va
 // One query row t of causal attention's backward, head_dim % 8 == 0: the scores
 // and dp = dout . v_j by dot products, p and ds 8 at a time, then dv_j += p_j dout,
 // dk_j += ds_j q, dq += ds_j k_j. `s` and `dp` have room for t + 1 values.
+// One query row of attention's blocked forward, from its scores s_j = q . k_j (j <
+// n): s_j becomes softmax_j(s scale); returns the log-sum-exp of the scaled scores.
+HEIRETSU_AVX2 float SoftmaxRow(float* s, int64_t n, float scale) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < n; j += 8) {
+    const int64_t w = n - j;
+    const __m256 x = _mm256_mul_ps(Load(s + j, w), vscale);
+    Save(s + j, x, w);
+    m = _mm256_max_ps(m, w >= 8 ? x : _mm256_blendv_ps(m, x, _mm256_castsi256_ps(vec::TailMask(w))));
+  }
+  const float mx = vec::Max(m);
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n; j += 8) {
+    const int64_t w = n - j;
+    const __m256 e = Exp(_mm256_sub_ps(Load(s + j, w), vmx));
+    Save(s + j, e, w);
+    sum = _mm256_add_ps(sum, w >= 8 ? e : _mm256_and_ps(e, _mm256_castsi256_ps(vec::TailMask(w))));
+  }
+  const float total = vec::Sum(sum);
+  const __m256 inv = _mm256_set1_ps(1.0f / total);
+  for (int64_t j = 0; j < n; j += 8) Save(s + j, _mm256_mul_ps(Load(s + j, n - j), inv), n - j);
+  return mx + std::log(total);
+}
+
 // One query row of attention's backward, from its scores s_j = q . k_j and dp_j =
 // dout . v_j (j < n): s_j becomes p_j = exp(s_j scale - lse) and dp_j becomes ds_j
 // = p_j (dp_j - delta) scale, delta = dout . out (= sum_j p_j dp_j).
@@ -778,8 +804,8 @@ T AttendRow(const T* q, const T* keys, const T* values, int64_t stride, int64_t 
 }  // namespace
 
 template <typename T>
-void AttentionForward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t batch,
-                      int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim) {
+void AttentionForwardRows(const T* q, const T* k, const T* v, T* out, T* lse, int64_t batch,
+                          int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim) {
   const int64_t group = heads / kv_heads;
   const int64_t qw = heads * head_dim, kw = kv_heads * head_dim;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
@@ -798,6 +824,57 @@ void AttentionForward(const T* q, const T* k, const T* v, T* out, T* lse, int64_
       }
     }
   }
+}
+
+template <typename T>
+void AttentionForwardBlocked(const T* q, const T* k, const T* v, T* out, T* lse, int64_t batch,
+                             int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim) {
+  const int64_t group = heads / kv_heads;
+  const int64_t qw = heads * head_dim, kw = kv_heads * head_dim;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  const int64_t rows = std::min(kAttentionBlockRows, seq);
+  std::vector<T> p(rows * seq);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t kh = h / group;
+      const T* qh = q + b * seq * qw + h * head_dim;
+      const T* kh_ = k + b * seq * kw + kh * head_dim;
+      const T* vh = v + b * seq * kw + kh * head_dim;
+      T* lseh = lse + (b * heads + h) * seq;
+      for (int64_t t0 = 0; t0 < seq; t0 += rows) {
+        const int64_t m = std::min(rows, seq - t0), n = t0 + m;  // queries t0.., keys 0..n-1
+        BlasGemm(false, true, m, n, head_dim, T(1), qh + t0 * qw, qw, kh_, kw, T(0), p.data(), n);
+#pragma omp parallel for schedule(static) if (Parallel(m * n * 4))
+        for (int64_t i = 0; i < m; ++i) {
+          const int64_t t = t0 + i, keys = t + 1;
+          T* pi = p.data() + i * n;
+          bool done = false;
+          if constexpr (std::is_same_v<T, float>)
+            if (vec::HasAvx2()) {
+              lseh[t] = avx2::SoftmaxRow(pi, keys, scale);
+              done = true;
+            }
+          if (!done) {
+            T mx = -std::numeric_limits<T>::infinity();
+            for (int64_t j = 0; j < keys; ++j) mx = std::max(mx, pi[j] *= scale);
+            T sum = 0;
+            for (int64_t j = 0; j < keys; ++j) sum += pi[j] = std::exp(pi[j] - mx);
+            for (int64_t j = 0; j < keys; ++j) pi[j] /= sum;
+            lseh[t] = mx + std::log(sum);
+          }
+          std::fill(pi + keys, pi + n, T(0));  // causal: keys after the query
+        }
+        BlasGemm(false, false, m, head_dim, n, T(1), p.data(), n, vh, kw, T(0),
+                 out + (b * seq + t0) * qw + h * head_dim, qw);
+      }
+    }
+}
+
+template <typename T>
+void AttentionForward(const T* q, const T* k, const T* v, T* out, T* lse, int64_t batch,
+                      int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim) {
+  (seq >= kAttentionBlockedSeq ? AttentionForwardBlocked<T> : AttentionForwardRows<T>)(
+      q, k, v, out, lse, batch, seq, heads, kv_heads, head_dim);
 }
 
 template <typename T>
@@ -1489,6 +1566,10 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
                                 bool);                                                          \
   template void AttentionForward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t,    \
                                     int64_t, int64_t, int64_t);                                 \
+  template void AttentionForwardRows<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t, \
+                                        int64_t, int64_t, int64_t);                             \
+  template void AttentionForwardBlocked<T>(const T*, const T*, const T*, T*, T*, int64_t,       \
+                                           int64_t, int64_t, int64_t, int64_t);                 \
   template void AttentionBackward<T>(const T*, const T*, const T*, const T*, const T*,         \
                                      const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
                                      int64_t, bool);                                            \

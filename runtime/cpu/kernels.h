@@ -165,6 +165,15 @@ template <typename T>
 void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const T* out,
                        const T* lse, T* dq, T* dk, T* dv, int64_t batch, int64_t seq,
                        int64_t heads, int64_t kv_heads, int64_t head_dim, bool accumulate_dx);
+// The forward's two ways, chosen by seq as the backward's below: per query row
+// (shared with the decode step), or in blocks through GEMMs (S = Q K^T, the softmax
+// rows, O = P V).
+template <typename T>
+void AttentionForwardRows(const T* q, const T* k, const T* v, T* out, T* lse, int64_t batch,
+                          int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim);
+template <typename T>
+void AttentionForwardBlocked(const T* q, const T* k, const T* v, T* out, T* lse, int64_t batch,
+                             int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim);
 // Its two ways, AttentionBackward choosing by seq (equal up to rounding): per query
 // row (vectorized dot products and axpys; short sequences), or in blocks of
 // kAttentionBlockRows queries through GEMMs (the scores S = Q K^T and dP = dO V^T of

@@ -515,10 +515,13 @@ TEST_P(AttentionTest, ForwardMatchesReference) {
   Vec v = Random(s.batch * s.seq * s.kv_heads * s.hd, 35);
   Vec ref = ReferenceAttention(q, k, v, s.batch, s.seq, s.heads, s.kv_heads, s.hd);
   auto qf = ToFloat(q), kf = ToFloat(k), vf = ToFloat(v);
-  std::vector<float> out(q.size(), NAN), lse(s.batch * s.heads * s.seq);
-  AttentionForward(qf.data(), kf.data(), vf.data(), out.data(), lse.data(), s.batch, s.seq,
-                   s.heads, s.kv_heads, s.hd);
-  EXPECT_LE(RelDiff(out, ref), kForwardTol);
+  // Both ways (AttentionForward picks one by seq), one block of queries here.
+  for (auto forward : {AttentionForwardRows<float>, AttentionForwardBlocked<float>}) {
+    std::vector<float> out(q.size(), NAN), lse(s.batch * s.heads * s.seq);
+    forward(qf.data(), kf.data(), vf.data(), out.data(), lse.data(), s.batch, s.seq, s.heads,
+            s.kv_heads, s.hd);
+    EXPECT_LE(RelDiff(out, ref), kForwardTol);
+  }
 }
 
 TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
@@ -551,19 +554,28 @@ TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
   }
 }
 
-// The blocked backward over several blocks of queries (seq 300 = 128 + 128 + 44,
+// The blocked forward and backward over several blocks of queries (seq 300 = 128 + 128 + 44,
 // grouped-query, head_dim 64 for the AVX2 scores and 12 for the portable ones) in
 // float against the per-row one in float64 (the reference the finite differences
 // above check), accumulating into gradients that hold values, as the rows do.
-TEST(CpuKernels, BlockedAttentionBackwardMatchesTheRowsOverSeveralBlocks) {
+TEST(CpuKernels, BlockedAttentionMatchesTheRowsOverSeveralBlocks) {
   for (int64_t hd : {64, 12}) {
     const int64_t batch = 2, seq = 300, heads = 4, kv_heads = 2;
     ASSERT_GT(seq, 2 * kAttentionBlockRows);
     Vec q = Random(batch * seq * heads * hd, 50), k = Random(batch * seq * kv_heads * hd, 51);
     Vec v = Random(k.size(), 52), r = Random(q.size(), 53);
     Vec out(q.size()), lse(batch * heads * seq);
-    AttentionForward(q.data(), k.data(), v.data(), out.data(), lse.data(), batch, seq, heads,
-                     kv_heads, hd);
+    AttentionForwardRows(q.data(), k.data(), v.data(), out.data(), lse.data(), batch, seq, heads,
+                         kv_heads, hd);
+    {  // the blocked forward, in float, against the reference and the rows' lse
+      auto qf = ToFloat(q), kf = ToFloat(k), vf = ToFloat(v);
+      std::vector<float> outf(q.size(), NAN), lsef(lse.size(), NAN);
+      AttentionForwardBlocked(qf.data(), kf.data(), vf.data(), outf.data(), lsef.data(), batch,
+                              seq, heads, kv_heads, hd);
+      EXPECT_LE(RelDiff(outf, ReferenceAttention(q, k, v, batch, seq, heads, kv_heads, hd)),
+                kForwardTol) << "head_dim " << hd;
+      EXPECT_LE(RelDiff(lsef, lse), kForwardTol) << "head_dim " << hd;
+    }
     Vec dq = Random(q.size(), 54), dk = Random(k.size(), 55), dv = Random(v.size(), 56);
     auto dqf = ToFloat(dq), dkf = ToFloat(dk), dvf = ToFloat(dv);
     AttentionBackwardRows(r.data(), q.data(), k.data(), v.data(), out.data(), lse.data(),
