@@ -433,9 +433,6 @@ HEIRETSU_AVX2 float AttendRow(const float* q, const float* keys, const float* va
   return mx + std::log(sum);
 }
 
-// One query row t of causal attention's backward, head_dim % 8 == 0: the scores
-// and dp = dout . v_j by dot products, p and ds 8 at a time, then dv_j += p_j dout,
-// dk_j += ds_j q, dq += ds_j k_j. `s` and `dp` have room for t + 1 values.
 // One query row of attention's blocked forward, from its scores s_j = q . k_j (j <
 // n): s_j becomes softmax_j(s scale); returns the log-sum-exp of the scaled scores.
 HEIRETSU_AVX2 float SoftmaxRow(float* s, int64_t n, float scale) {
@@ -445,7 +442,8 @@ HEIRETSU_AVX2 float SoftmaxRow(float* s, int64_t n, float scale) {
     const int64_t w = n - j;
     const __m256 x = _mm256_mul_ps(Load(s + j, w), vscale);
     Save(s + j, x, w);
-    m = _mm256_max_ps(m, w >= 8 ? x : _mm256_blendv_ps(m, x, _mm256_castsi256_ps(vec::TailMask(w))));
+    const __m256 lanes = w >= 8 ? x : _mm256_blendv_ps(m, x, _mm256_castsi256_ps(vec::TailMask(w)));
+    m = _mm256_max_ps(m, lanes);
   }
   const float mx = vec::Max(m);
   const __m256 vmx = _mm256_set1_ps(mx);
@@ -454,7 +452,8 @@ HEIRETSU_AVX2 float SoftmaxRow(float* s, int64_t n, float scale) {
     const int64_t w = n - j;
     const __m256 e = Exp(_mm256_sub_ps(Load(s + j, w), vmx));
     Save(s + j, e, w);
-    sum = _mm256_add_ps(sum, w >= 8 ? e : _mm256_and_ps(e, _mm256_castsi256_ps(vec::TailMask(w))));
+    sum = _mm256_add_ps(sum,
+                        w >= 8 ? e : _mm256_and_ps(e, _mm256_castsi256_ps(vec::TailMask(w))));
   }
   const float total = vec::Sum(sum);
   const __m256 inv = _mm256_set1_ps(1.0f / total);
@@ -479,6 +478,9 @@ HEIRETSU_AVX2 void AttentionGradScores(float* s, float* dp, int64_t n, float sca
   }
 }
 
+// One query row t of causal attention's backward, head_dim % 8 == 0: the scores
+// and dp = dout . v_j by dot products, p and ds 8 at a time, then dv_j += p_j dout,
+// dk_j += ds_j q, dq += ds_j k_j. `s` and `dp` have room for t + 1 values.
 HEIRETSU_AVX2 void AttentionGradRow(const float* qt, const float* dot, const float* ot,
                                     const float* keys, const float* values, float* dkeys,
                                     float* dvalues, int64_t stride, int64_t t, int64_t head_dim,
@@ -1573,12 +1575,12 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void AttentionBackward<T>(const T*, const T*, const T*, const T*, const T*,         \
                                      const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
                                      int64_t, bool);                                            \
-  template void AttentionBackwardRows<T>(    const T*, const T*, const T*, const T*, const T*,     \
-                                     const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
-                                     int64_t, bool);                                            \
-  template void AttentionBackwardBlocked<T>( const T*, const T*, const T*, const T*, const T*,     \
-                                     const T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
-                                     int64_t, bool);                                            \
+  template void AttentionBackwardRows<T>(const T*, const T*, const T*, const T*, const T*,     \
+                                         const T*, T*, T*, T*, int64_t, int64_t, int64_t,       \
+                                         int64_t, int64_t, bool);                               \
+  template void AttentionBackwardBlocked<T>(const T*, const T*, const T*, const T*, const T*,  \
+                                            const T*, T*, T*, T*, int64_t, int64_t, int64_t,    \
+                                            int64_t, int64_t, bool);                            \
   template int64_t CrossEntropyForward<T>(const T*, const int32_t*, T*, T*, int64_t, int64_t,  \
                                           int64_t);                                             \
   template void CrossEntropyBackward<T>(const T*, const int32_t*, const T*, T, T*, int64_t,    \

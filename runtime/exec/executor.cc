@@ -101,13 +101,13 @@ TraceEvent Span(TraceCategory category, const char* name, int64_t start, int64_t
 void Executor::PlanFirstWrites() {
   const fb::Plan& p = *plan_.plan;
   first_units_.assign(units_.size(), {});
-  std::vector<bool> grad(p.buffers()->size(), false), touched(p.buffers()->size(), false);
-  for (const fb::Param* param : *p.params()) grad[param->grad()] = true;
-  const bool overwrite = backend_->overwrites_weight_grads();
+  // zero[b]: buffer b is a gradient the step must zero (all of them, until a first
+  // writer that overwrites it is found).
+  std::vector<bool> zero(p.buffers()->size(), false), touched(p.buffers()->size(), false);
+  for (const fb::Param* param : *p.params()) zero[param->grad()] = true;
   std::vector<bool> seen(units_.size(), false);
   for (const plan::ScheduledRun& run : schedule_) {
-    if (!overwrite) break;
-    if (!plan::PerMicrobatch(run.unit->kind())) break;
+    if (!backend_->overwrites_weight_grads() || !plan::PerMicrobatch(run.unit->kind())) break;
     const uint32_t u = run.run->unit();
     if (seen[u]) continue;
     seen[u] = true;
@@ -115,7 +115,7 @@ void Executor::PlanFirstWrites() {
       const plan::Instruction& instr = units_[u][i];
       std::vector<uint32_t> fresh;  // the gradients it touches first
       for (uint32_t b : instr.buffers)
-        if (plan::Has(b) && grad[b] && !touched[b] &&
+        if (plan::Has(b) && zero[b] && !touched[b] &&
             std::find(fresh.begin(), fresh.end(), b) == fresh.end())
           fresh.push_back(b);
       if (fresh.empty()) continue;
@@ -126,12 +126,12 @@ void Executor::PlanFirstWrites() {
       if (fresh != writes) continue;  // left to the zeroing below
       if (first_units_[u].empty()) first_units_[u] = units_[u];
       first_units_[u][i].overwrite_weight_grads = true;
-      for (uint32_t b : fresh) grad[b] = false;  // not zeroed
+      for (uint32_t b : fresh) zero[b] = false;
     }
   }
   zeroed_grads_.clear();
   for (const fb::Param* param : *p.params())
-    if (grad[param->grad()])
+    if (zero[param->grad()])
       zeroed_grads_.push_back(
           {offsets_[0][param->grad()], BufferBytes(*p.buffers()->Get(param->grad()))});
 }
