@@ -37,9 +37,11 @@ class Communicator {
   // out[r * n .. (r + 1) * n) = rank r's in[0 .. n). In place: `in` may be
   // out + rank() * n (otherwise the two do not overlap).
   virtual Status AllGather(const float* in, float* out, size_t n) = 0;
-  // in holds size() blocks of n; out = the sum over ranks of block rank(). In place:
-  // `out` may be in + rank() * n (otherwise the two do not overlap).
-  virtual Status ReduceScatter(const float* in, float* out, size_t n) = 0;
+  // in holds size() blocks of n; out = block rank() reduced over the ranks by `op`
+  // (kAvg: the sum times 1 / size(), in float, as AllReduce's). In place: `out` may
+  // be in + rank() * n (otherwise the two do not overlap).
+  virtual Status ReduceScatter(const float* in, float* out, size_t n,
+                               ReduceOp op = ReduceOp::kSum) = 0;
   // Block r of `in` (n floats) goes to rank r; out's block r comes from rank r.
   virtual Status AllToAll(const float* in, float* out, size_t n) = 0;
   // The variable-size exchange: in holds, in rank order, in_counts[r] floats for
@@ -82,6 +84,17 @@ class Communicator {
   // memory does nothing (the default). Fails only when the group fails.
   virtual Status ShareArena(uint8_t* base, size_t bytes, int fd, std::string* why_not) {
     (void)base, (void)bytes, (void)fd, (void)why_not;
+    return std::nullopt;
+  }
+  // With the arenas shared (ShareArena): every member calls it together with its
+  // `n` floats at `mine`, and when every member's lie in its arena, (*peers)[r] is
+  // where member r's lie, mapped into this process (this member's own at r = rank())
+  // until the group closes: the caller may read and write them, ordering its
+  // accesses with the members' own by the group's collectives. Otherwise *peers
+  // is left empty, the same verdict on every member (the default: no arenas).
+  virtual Status MapOperand(const float* mine, size_t n, std::vector<float*>* peers) {
+    (void)mine, (void)n;
+    peers->clear();
     return std::nullopt;
   }
 };

@@ -92,16 +92,24 @@ class GlooCommunicator final : public Communicator {
   // Exchange blocks with all_to_all, then sum the received blocks in rank order:
   // the same traffic as a reduce-scatter, and a summation order that is the same
   // on every run.
-  Status ReduceScatter(const float* in, float* out, size_t n) override {
+  Status ReduceScatter(const float* in, float* out, size_t n,
+                       ReduceOp op = ReduceOp::kSum) override {
     if (size() == 1) {
       std::copy(in, in + n, out);
       return std::nullopt;
     }
     scratch_.resize(n * static_cast<size_t>(size()));
     if (auto err = AllToAll(in, scratch_.data(), n)) return err->Within("reduce_scatter");
-    std::fill(out, out + n, 0.f);
-    for (int r = 0; r < size(); ++r)
-      for (size_t i = 0; i < n; ++i) out[i] += scratch_[static_cast<size_t>(r) * n + i];
+    std::copy(scratch_.begin(), scratch_.begin() + static_cast<ptrdiff_t>(n), out);
+    for (int r = 1; r < size(); ++r)
+      for (size_t i = 0; i < n; ++i) {
+        const float x = scratch_[static_cast<size_t>(r) * n + i];
+        out[i] = op == ReduceOp::kMax ? std::max(out[i], x) : out[i] + x;
+      }
+    if (op == ReduceOp::kAvg) {
+      const float inv = 1.0f / static_cast<float>(size());
+      for (size_t i = 0; i < n; ++i) out[i] *= inv;
+    }
     return std::nullopt;
   }
 

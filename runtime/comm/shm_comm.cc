@@ -51,7 +51,7 @@ struct alignas(kLine) Member {
 };
 static_assert(sizeof(Member) == kLine);
 constexpr uint64_t kElsewhere = ~uint64_t{0};
-enum Call : uint64_t { kCallAllReduce = 1, kCallAllGather, kCallReduceScatter };
+enum Call : uint64_t { kCallAllReduce = 1, kCallAllGather, kCallReduceScatter, kCallMapOperand };
 constexpr size_t kBlockFloats = 2048;  // a direct collective's pieces: 8 KiB, in L1
 
 // A mailbox for point-to-point messages from one member to another (used once the
@@ -212,6 +212,29 @@ void Combine(float* __restrict dst, const float* __restrict src, size_t n, Reduc
   }
 }
 
+// kAvg's last step: the sum times 1 / members, in float.
+void Scale(float* x, size_t n, size_t members) {
+  const float inv = 1.0f / static_cast<float>(members);
+  for (size_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+// out = a op b in one pass, as Combine and Scale compute it (kAvg: the sum times
+// 1 / 2). `out` may be `a` or `b` (in place): each element is read before it is
+// written, and no other.
+void SumPair(const float* a, const float* b, float* out, size_t n, ReduceOp op) {
+  const float inv = 1.0f / 2.0f;
+  if (op == ReduceOp::kMax) {
+#pragma GCC ivdep
+    for (size_t i = 0; i < n; ++i) out[i] = std::max(a[i], b[i]);
+  } else if (op == ReduceOp::kAvg) {
+#pragma GCC ivdep
+    for (size_t i = 0; i < n; ++i) out[i] = (a[i] + b[i]) * inv;
+  } else {
+#pragma GCC ivdep
+    for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+  }
+}
+
 class SharedMemoryCommunicator final : public Communicator {
  public:
   SharedMemoryCommunicator(std::unique_ptr<Communicator> tcp, std::unique_ptr<Segment> segment,
@@ -251,8 +274,7 @@ class SharedMemoryCommunicator final : public Communicator {
         const size_t len = std::min(kBlockFloats, hi - i);
         std::memcpy(sum, Operand(0) + i, len * sizeof(float));
         for (size_t r = 1; r < members; ++r) Combine(sum, Operand(r) + i, len, op);
-        if (op == ReduceOp::kAvg)  // times 1 / size, as CopyOut does
-          for (size_t k = 0; k < len; ++k) sum[k] *= 1.0f / static_cast<float>(members);
+        if (op == ReduceOp::kAvg) Scale(sum, len, members);  // as CopyOut does
         for (size_t r = 0; r < members; ++r)
           std::memcpy(Operand(r) + i, sum, len * sizeof(float));
       }
@@ -298,7 +320,8 @@ class SharedMemoryCommunicator final : public Communicator {
     return std::nullopt;
   }
 
-  Status ReduceScatter(const float* in, float* out, size_t n) override {
+  Status ReduceScatter(const float* in, float* out, size_t n,
+                       ReduceOp op = ReduceOp::kSum) override {
     if (n == 0) return std::nullopt;
     Exclusive only(busy_);
     if (auto err = Usable("reduce_scatter", only)) return err;
@@ -306,6 +329,10 @@ class SharedMemoryCommunicator final : public Communicator {
     bool direct = false;
     if (auto err = Agree(kCallReduceScatter, in, n * members, n, "reduce_scatter", &direct))
       return err;
+    if (direct && members == 2) {
+      SumPair(Operand(0) + me * n, Operand(1) + me * n, out, n, op);
+      return Arrive("reduce_scatter");
+    }
     if (direct) {
       // Block `me` summed over the arenas in member order (read before written:
       // in place, `out` is this member's own block, which only it reads).
@@ -313,8 +340,8 @@ class SharedMemoryCommunicator final : public Communicator {
       for (size_t i = 0; i < n; i += kBlockFloats) {
         const size_t len = std::min(kBlockFloats, n - i);
         std::memcpy(sum, Operand(0) + me * n + i, len * sizeof(float));
-        for (size_t r = 1; r < members; ++r)
-          Combine(sum, Operand(r) + me * n + i, len, ReduceOp::kSum);
+        for (size_t r = 1; r < members; ++r) Combine(sum, Operand(r) + me * n + i, len, op);
+        if (op == ReduceOp::kAvg) Scale(sum, len, members);
         std::memcpy(out + i, sum, len * sizeof(float));
       }
       return Arrive("reduce_scatter");
@@ -328,7 +355,8 @@ class SharedMemoryCommunicator final : public Communicator {
       if (auto err = Arrive("reduce_scatter")) return err;
       std::memcpy(out + off, segment_->slot(set, 0) + me * len, len * sizeof(float));
       for (size_t r = 1; r < members; ++r)
-        Combine(out + off, segment_->slot(set, r) + me * len, len, ReduceOp::kSum);
+        Combine(out + off, segment_->slot(set, r) + me * len, len, op);
+      if (op == ReduceOp::kAvg) Scale(out + off, len, members);
     }
     return std::nullopt;
   }
@@ -467,6 +495,18 @@ class SharedMemoryCommunicator final : public Communicator {
   ~SharedMemoryCommunicator() override {
     for (size_t r = 0; r < arenas_.size(); ++r)
       if (r != static_cast<size_t>(rank())) SharedArena::UnmapPeer(arenas_[r], arena_bytes_[r]);
+  }
+
+  Status MapOperand(const float* mine, size_t n, std::vector<float*>* peers) override {
+    peers->clear();
+    if (arenas_.empty()) return std::nullopt;
+    Exclusive only(busy_);
+    if (auto err = Usable("map_operand", only)) return err;
+    bool direct = false;
+    if (auto err = Agree(kCallMapOperand, mine, n, n, "map_operand", &direct)) return err;
+    if (direct) *peers = operands_;
+    // Agree's records are read by every member before the next call writes them.
+    return Arrive("map_operand");
   }
 
   Status Barrier() override {

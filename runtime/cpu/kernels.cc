@@ -226,26 +226,41 @@ struct AdamScalars {
 };
 
 HEIRETSU_AVX2 void AdamW(float* param, const float* grad, float* m, float* v, int64_t n,
-                         const AdamScalars& s) {
+                         const AdamScalars& s, float* const* mirrors, int mirror_count) {
   const __m256 b1 = _mm256_set1_ps(s.b1), b2 = _mm256_set1_ps(s.b2);
   const __m256 one_b1 = _mm256_set1_ps(s.one_b1), one_b2 = _mm256_set1_ps(s.one_b2);
   const __m256 scale = _mm256_set1_ps(s.scale), step_size = _mm256_set1_ps(s.step_size);
   const __m256 inv_c2 = _mm256_set1_ps(s.inv_c2), decay = _mm256_set1_ps(s.decay);
   const __m256 eps = _mm256_set1_ps(s.eps);
-#pragma omp parallel for schedule(static) if (Parallel(n))
-  for (int64_t i = 0; i < n; i += 8) {
-    const int64_t w = n - i;
-    const __m256 g = _mm256_mul_ps(Load(grad + i, w), scale);
-    const __m256 mi = _mm256_fmadd_ps(b1, Load(m + i, w), _mm256_mul_ps(one_b1, g));
-    const __m256 vi =
-        _mm256_fmadd_ps(b2, Load(v + i, w), _mm256_mul_ps(one_b2, _mm256_mul_ps(g, g)));
-    const __m256 p = Load(param + i, w);
-    const __m256 denom = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(vi, inv_c2)), eps);
-    const __m256 update =
-        _mm256_fmadd_ps(decay, p, _mm256_div_ps(_mm256_mul_ps(step_size, mi), denom));
-    Save(m + i, mi, w);
-    Save(v + i, vi, w);
-    Save(param + i, _mm256_sub_ps(p, update), w);
+  // The mirrors are another process's memory, read next by its forward: streamed
+  // past the caches when aligned (no read for ownership), fenced before the
+  // caller's barrier publishes them.
+  bool stream = true;
+  for (int c = 0; c < mirror_count; ++c)
+    stream = stream && reinterpret_cast<uintptr_t>(mirrors[c]) % 32 == 0;
+#pragma omp parallel if (Parallel(n))
+  {
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < n; i += 8) {
+      const int64_t w = n - i;
+      const __m256 g = _mm256_mul_ps(Load(grad + i, w), scale);
+      const __m256 mi = _mm256_fmadd_ps(b1, Load(m + i, w), _mm256_mul_ps(one_b1, g));
+      const __m256 vi =
+          _mm256_fmadd_ps(b2, Load(v + i, w), _mm256_mul_ps(one_b2, _mm256_mul_ps(g, g)));
+      const __m256 p = Load(param + i, w);
+      const __m256 denom = _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(vi, inv_c2)), eps);
+      const __m256 update =
+          _mm256_fmadd_ps(decay, p, _mm256_div_ps(_mm256_mul_ps(step_size, mi), denom));
+      Save(m + i, mi, w);
+      Save(v + i, vi, w);
+      const __m256 updated = _mm256_sub_ps(p, update);
+      Save(param + i, updated, w);
+      for (int c = 0; c < mirror_count; ++c) {
+        if (stream && w >= 8) _mm256_stream_ps(mirrors[c] + i, updated);
+        else Save(mirrors[c] + i, updated, w);
+      }
+    }
+    if (mirror_count > 0) _mm_sfence();  // this thread's streamed stores
   }
 }
 
@@ -1509,7 +1524,8 @@ double SumSquares(const T* x, int64_t n) {
 
 template <typename T>
 void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2,
-           double eps, double weight_decay, int64_t step, double grad_scale) {
+           double eps, double weight_decay, int64_t step, double grad_scale, T* const* mirrors,
+           int mirror_count) {
   // Per-element math in T (float for training, as in PyTorch's AdamW), so the
   // loop vectorizes; the step-dependent scalars are computed once in double.
   const T b1 = static_cast<T>(beta1), b2 = static_cast<T>(beta2);
@@ -1521,7 +1537,8 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   if constexpr (std::is_same_v<T, float>)
     if (vec::HasAvx2())
       return avx2::AdamW(param, grad, m, v, n,
-                         {b1, b2, one_b1, one_b2, scale, step_size, inv_c2, decay, e});
+                         {b1, b2, one_b1, one_b2, scale, step_size, inv_c2, decay, e}, mirrors,
+                         mirror_count);
 #pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t i = 0; i < n; ++i) {
     T g = grad[i] * scale;
@@ -1530,6 +1547,7 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
     m[i] = mi;
     v[i] = vi;
     param[i] -= step_size * mi / (std::sqrt(vi * inv_c2) + e) + decay * param[i];
+    for (int c = 0; c < mirror_count; ++c) mirrors[c][i] = param[i];
   }
 }
 
@@ -1606,7 +1624,7 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
                                       const T*, const T*, const T*, const T*, const T*, double, \
                                       T*, T*, T*, T*, bool);                                    \
   template void AdamW<T>(T*, const T*, T*, T*, int64_t, double, double, double, double,        \
-                         double, int64_t, double);
+                         double, int64_t, double, T* const*, int);
 
 HEIRETSU_INSTANTIATE(float)
 HEIRETSU_INSTANTIATE(double)

@@ -1554,6 +1554,9 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     }
     case fb::Op_ClipAndAdamW: {
       const auto u = plan::Read<op::ClipAndAdamW<uint32_t>>(in);
+      // Mirrors come only with arenas shared between processes (host memory).
+      if (!in.mirrors.empty())
+        return Error::Failure("clip_adamw: the CUDA backend cannot write mirrored parameters");
       const fb::Optimizer* opt = plan.optimizer();
       const double b1 = opt ? opt->beta1() : 0.9, b2 = opt ? opt->beta2() : 0.95;
       const double eps = opt ? opt->eps() : 1e-8;

@@ -360,7 +360,8 @@ class CpuBackend final : public Backend {
         // [begin, begin + size): all of the parameter, or this rank's ZeRO-1 shard,
         // whose moments hold only that.
         k::AdamW(f(u.param) + u.begin, f(u.grad) + u.begin, f(u.exp_avg), f(u.exp_avg_sq), u.size,
-                 s.lr, b1, b2, eps, u.weight_decay ? s.weight_decay : 0.0, s.step, s.clip_scale);
+                 s.lr, b1, b2, eps, u.weight_decay ? s.weight_decay : 0.0, s.step, s.clip_scale,
+                 in.mirrors.data(), static_cast<int>(in.mirrors.size()));
         break;
       }
       default:

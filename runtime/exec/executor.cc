@@ -59,8 +59,88 @@ Executor::~Executor() { backend_->FreeArena(arena_); }
 
 Status Executor::ShareArena(comm::Communicator& communicator, std::string* why_not) {
   const bool host = view_ == arena_;
-  return communicator.ShareArena(host ? arena_ : nullptr, plan_.plan->arena_bytes(),
-                                 host ? backend_->ArenaFd(arena_) : -1, why_not);
+  if (auto err = communicator.ShareArena(host ? arena_ : nullptr, plan_.plan->arena_bytes(),
+                                         host ? backend_->ArenaFd(arena_) : -1, why_not))
+    return err;
+  for (int axis = 0; axis < plan::kNumAxes; ++axis)
+    if (comms_[axis] == &communicator) return PlanMirroredUpdates(axis);
+  return std::nullopt;
+}
+
+// ZeRO-1's all_gather of the updated parameters, done by the update itself. An
+// all_gather over `axis` in a unit of the step qualifies when each of its buffers is
+// the parameter of exactly one clip_adamw before it in the unit, which updates this
+// rank's shard of it in the group (plan::ShardOf), and no other instruction between
+// the first of those and the all_gather touches the buffers; every member must find
+// its all_gather so (one all_reduce), and every buffer must lie in every member's
+// arena (Communicator::MapOperand, the same verdict on every member). Then each of
+// those clip_adamw also writes its shard into the other members' copies (mirrors);
+// RunUnitBody runs a barrier of the group before the first of them in the step (every
+// member is done reading its parameters), and the all_gather becomes a barrier (no
+// member reads a parameter before every shard is in). The result is bitwise the
+// all_gather's: the same values, copied by whoever computed them.
+Status Executor::PlanMirroredUpdates(int axis) {
+  comm::Communicator* c = comms_[axis];
+  if (!c || c->size() == 1) return std::nullopt;
+  const fb::Plan& p = *plan_.plan;
+  for (size_t u = 0; u < units_.size(); ++u) {
+    if (plan::PerMicrobatch(p.units()->Get(u)->kind())) continue;
+    std::vector<plan::Instruction>& instrs = units_[u];
+    for (size_t g = 0; g < instrs.size(); ++g) {
+      plan::Instruction& gather = instrs[g];
+      if (gather.op != fb::Op_AllGather || gather.axis != axis) continue;
+      const auto ag = plan::Read<op::AllGather<uint32_t>>(gather);
+      std::vector<size_t> updates;  // per gathered buffer, its clip_adamw
+      bool ok = true;
+      for (uint32_t b : ag.buffers) {
+        size_t found = g;
+        for (size_t i = 0; i < g && ok; ++i) {
+          if (instrs[i].op != fb::Op_ClipAndAdamW) continue;
+          const auto update = plan::Read<op::ClipAndAdamW<uint32_t>>(instrs[i]);
+          if (update.param != b) continue;
+          const plan::Shard mine = plan::ShardOf(update.n, c->rank(), c->size());
+          ok = found == g && update.shard > 0 && update.begin == mine.begin &&
+               update.size == mine.size;
+          found = i;
+        }
+        if (!ok || found == g) {
+          ok = false;
+          break;
+        }
+        updates.push_back(found);
+      }
+      if (ok) {
+        const size_t first = *std::min_element(updates.begin(), updates.end());
+        for (size_t i = first; i < g && ok; ++i)
+          if (std::find(updates.begin(), updates.end(), i) == updates.end())
+            for (uint32_t b : instrs[i].buffers)
+              ok = ok && std::find(ag.buffers.begin(), ag.buffers.end(), b) == ag.buffers.end();
+      }
+      float refused = ok ? 0.f : 1.f;
+      if (auto err = c->AllReduce(&refused, 1, comm::ReduceOp::kMax)) return err;
+      if (refused > 0) continue;
+      std::vector<std::vector<float*>> peers(ag.buffers.size());
+      bool mapped = true;
+      for (size_t k = 0; k < ag.buffers.size(); ++k) {
+        const uint32_t b = ag.buffers[k];
+        const int64_t n = plan::NumElements(*p.buffers()->Get(b));
+        if (auto err = c->MapOperand(F32(b), static_cast<size_t>(n), &peers[k])) return err;
+        mapped = mapped && !peers[k].empty();
+      }
+      if (!mapped) continue;
+      for (size_t k = 0; k < ag.buffers.size(); ++k) {
+        plan::Instruction& update = instrs[updates[k]];
+        const int64_t begin = plan::Read<op::ClipAndAdamW<uint32_t>>(update).begin;
+        update.mirrors.clear();
+        for (int r = 0; r < c->size(); ++r)
+          if (r != c->rank()) update.mirrors.push_back(peers[k][static_cast<size_t>(r)] + begin);
+        update.mirror_axis = axis;
+      }
+      gather.mirrored = true;
+      mirrored_params_[axis] += static_cast<int>(ag.buffers.size());
+    }
+  }
+  return std::nullopt;
 }
 
 float* Executor::F32(uint32_t buffer, uint32_t slot) {
@@ -264,6 +344,18 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
       scalars_.clip_scale = clip / scalars_.loss_scale;
       scalars_.clip_ready = true;
     }
+    if (instr.mirror_axis >= 0 && !mirror_synced_[instr.mirror_axis]) {
+      // This update writes into the other members' parameters: they are done
+      // reading them (PlanMirroredUpdates).
+      const int64_t start = tracer_ ? tracer_->Now() : 0;
+      if (auto err = comms_[instr.mirror_axis]->Barrier()) return err;
+      mirror_synced_[instr.mirror_axis] = true;
+      if (tracer_) {
+        TraceEvent e = Span(TraceCategory::kCollective, "mirror_barrier", start, tracer_->Now());
+        e.axis = instr.mirror_axis;
+        tracer_->Add(e);
+      }
+    }
     // One pointer check per instruction when not tracing.
     if (auto err = tracer_ ? TracedRun(instr, slot) : Run(instr, slot, scalars_)) {
       // A backend's failure (not bad data, not a collective's) names the
@@ -414,6 +506,7 @@ Status Executor::StepRuns(const FillMicrobatch& fill, const StepOptions& options
                           StepResult* result) {
   scalars_ = StepScalars{options.lr, options.weight_decay, options.grad_clip,
                          options.update > 0 ? options.update : options.step, options.loss_scale};
+  std::fill(std::begin(mirror_synced_), std::end(mirror_synced_), false);
   if (auto err = MicrobatchRuns(fill, &result->loss)) return err;
   std::vector<float> kept;  // per expert of every layer: the slots it kept
   float moe[2] = {0.f, 0.f};  // dropped, routed
@@ -452,9 +545,12 @@ Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars&
                             plan::AxisName(*axis) + " has no communicator (the group of this " +
                             "rank over " + plan::AxisName(*axis) + " was not connected)");
     switch (instr.op) {
+      case fb::Op_AllGather:
+        // Mirrored: the updates wrote every member's copies (PlanMirroredUpdates).
+        if (instr.mirrored) return c->Barrier();
+        return ShardCollective(instr, slot, *c);
       case fb::Op_ReduceScatter:
       case fb::Op_BucketReduceScatter:
-      case fb::Op_AllGather:
         return ShardCollective(instr, slot, *c);
       case fb::Op_AllGatherInto:
       case fb::Op_ReduceScatterInto:
@@ -503,7 +599,9 @@ Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars&
 }
 
 Status Executor::TracedRun(const plan::Instruction& instr, uint32_t slot) {
-  TraceEvent e = Span(TraceCategory::kInstr, plan::OpName(instr.op), tracer_->Now(), 0);
+  TraceEvent e = Span(TraceCategory::kInstr, instr.mirrored ? "mirrored_all_gather"
+                                                           : plan::OpName(instr.op),
+                      tracer_->Now(), 0);
   Status err = Run(instr, slot, scalars_);
   e.end_ns = tracer_->Now();
   if (instr.axis) {
@@ -599,16 +697,14 @@ Status Executor::ShardCollective(const plan::Instruction& instr, uint32_t slot,
     const int64_t n = plan::NumElements(*plan_.plan->buffers()->Get(b));
     const int64_t s = plan::ShardSize(n, parts);
     const plan::Shard mine = plan::ShardOf(n, c->rank(), parts);
-    const float scale = rs.reduce == plan::kReduceAvg ? 1.0f / static_cast<float>(parts) : 1.0f;
+    const auto reduce = static_cast<comm::ReduceOp>(rs.reduce);
     if (s * parts == n) {
       // Equal shards: in place on the buffer, no staging (comm.h allows it).
       if (gather) {
         if (auto err = c->AllGather(data + mine.begin, data, static_cast<size_t>(s))) return err;
       } else {
-        if (auto err = c->ReduceScatter(data, data + mine.begin, static_cast<size_t>(s)))
+        if (auto err = c->ReduceScatter(data, data + mine.begin, static_cast<size_t>(s), reduce))
           return err;
-        if (scale != 1.0f)
-          for (int64_t i = 0; i < mine.size; ++i) data[mine.begin + i] *= scale;
       }
       Push(b, slot);
       continue;
@@ -617,9 +713,9 @@ Status Executor::ShardCollective(const plan::Instruction& instr, uint32_t slot,
     out.assign(static_cast<size_t>(s), 0.f);
     if (!gather) {
       std::copy(data, data + n, scratch.begin());
-      if (auto err = c->ReduceScatter(scratch.data(), out.data(), static_cast<size_t>(s)))
+      if (auto err = c->ReduceScatter(scratch.data(), out.data(), static_cast<size_t>(s), reduce))
         return err;
-      for (int64_t i = 0; i < mine.size; ++i) data[mine.begin + i] = out[i] * scale;
+      std::copy(out.begin(), out.begin() + mine.size, data + mine.begin);
     } else {
       std::copy(data + mine.begin, data + mine.begin + mine.size, out.begin());
       if (auto err = c->AllGather(out.data(), scratch.data(), static_cast<size_t>(s)))

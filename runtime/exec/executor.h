@@ -127,6 +127,9 @@ class Executor {
   // host-visible arena in a memory file lets the members' collectives work on
   // each other's buffers directly). Every member of the group calls it together.
   Status ShareArena(comm::Communicator& communicator, std::string* why_not);
+  // How many parameters' ZeRO-1 all_gather over `axis` the update does itself,
+  // writing into the other members' shared arenas (PlanMirroredUpdates; 0: none).
+  int mirrored_parameters(int axis) const { return mirrored_params_[axis]; }
 
   // The first half of Step: zero the gradients and run the schedule's microbatch
   // units, leaving the gradients of the mean loss in the grad buffers, and wait for
@@ -226,6 +229,13 @@ class Executor {
   // step.
   void PlanFirstWrites();
   std::vector<std::vector<plan::Instruction>> first_units_;
+  // ZeRO-1's all_gathers over `axis` done by the updates when the group's members
+  // share their arenas (Instruction::mirrors; the units of the step, which
+  // first_units_ never copies). mirror_synced_: this step's barrier before the
+  // first mirrored update ran.
+  Status PlanMirroredUpdates(int axis);
+  int mirrored_params_[plan::kNumAxes] = {};
+  bool mirror_synced_[plan::kNumAxes] = {};
   std::vector<std::pair<uint64_t, uint64_t>> zeroed_grads_;
   // Per unit: whether it reads the tokens, the targets, and writes the loss.
   struct UnitIo {

@@ -39,6 +39,14 @@ struct Instruction {
   // first to touch them in the step (Executor: the first run of its unit uses a
   // copy of the unit with this set; the gradients are then not zeroed beforehand).
   bool overwrite_weight_grads = false;
+  // Set by the executor, never in a plan (Executor::PlanMirroredUpdates: ZeRO-1 over
+  // a group whose members share their arenas): clip_adamw's `mirrors` are the other
+  // members' copies of its parameter's updated range, which it writes too, and
+  // `mirror_axis` that group's axis (-1: none); the all_gather of those parameters
+  // is then `mirrored`: its data is in place, only its synchronization remains.
+  std::vector<float*> mirrors;
+  int32_t mirror_axis = -1;
+  bool mirrored = false;
 
   uint32_t Buffer(size_t i) const { return buffers[i]; }
   std::vector<uint32_t> Buffers() const { return buffers; }

@@ -176,60 +176,75 @@ TEST_P(Collectives, ComputeTheRightValues) {
 // order, ((v0 + v1) + v2) + v3 in float, on every member: values of very
 // different magnitudes make any other order give another result.
 TEST_P(Collectives, LargeAndOddSizesAreExactAndSummedInMemberOrder) {
-  const int world = 4;
-  auto codes = RunRanks(world, std::chrono::seconds(30), [&](int r, Communicator& c) {
-    const auto value = [](int rank, size_t i) {
-      const float big[4] = {1e8f, 1.f, -1e8f, 3.f};
-      return big[(rank + i) % 4] * static_cast<float>(1 + i % 7);
-    };
-    for (size_t n : {size_t{1}, size_t{17}, size_t{1023}, size_t{5000}, size_t{70001}}) {
-      Floats v(n), m(n), a(n);
-      for (size_t i = 0; i < n; ++i) v[i] = m[i] = a[i] = value(r, i);
-      if (c.AllReduce(v.data(), n, ReduceOp::kSum) || c.AllReduce(m.data(), n, ReduceOp::kMax) ||
-          c.AllReduce(a.data(), n, ReduceOp::kAvg))
-        return 1;
-      for (size_t i = 0; i < n; ++i) {
-        float sum = value(0, i), most = value(0, i);
-        for (int k = 1; k < world; ++k) {
-          sum += value(k, i);
-          most = std::max(most, value(k, i));
+  for (const int world : {2, 4}) {  // two members: shm_comm.cc's one-pass pair
+    auto codes = RunRanks(world, std::chrono::seconds(30), [&](int r, Communicator& c) {
+      const auto value = [](int rank, size_t i) {
+        const float big[4] = {1e8f, 1.f, -1e8f, 3.f};
+        return big[(rank + i) % 4] * static_cast<float>(1 + i % 7);
+      };
+      for (size_t n : {size_t{1}, size_t{17}, size_t{1023}, size_t{5000}, size_t{70001}}) {
+        Floats v(n), m(n), a(n);
+        for (size_t i = 0; i < n; ++i) v[i] = m[i] = a[i] = value(r, i);
+        if (c.AllReduce(v.data(), n, ReduceOp::kSum) || c.AllReduce(m.data(), n, ReduceOp::kMax) ||
+            c.AllReduce(a.data(), n, ReduceOp::kAvg))
+          return 1;
+        for (size_t i = 0; i < n; ++i) {
+          float sum = value(0, i), most = value(0, i);
+          for (int k = 1; k < world; ++k) {
+            sum += value(k, i);
+            most = std::max(most, value(k, i));
+          }
+          if (c.transport().find("shared memory") == 0 && v[i] != sum)
+            return 2;  // the member order (a ring's order may differ)
+          if (std::abs(v[i] - sum) > 256.f || m[i] != most || std::abs(a[i] - v[i] / world) > 64.f)
+            return 3;
         }
-        if (c.transport().find("shared memory") == 0 && v[i] != sum)
-          return 2;  // the member order (a ring's order may differ)
-        if (std::abs(v[i] - sum) > 256.f || m[i] != most || std::abs(a[i] - v[i] / world) > 64.f)
-          return 3;
+        // all_gather: member k's block is value(k, i).
+        Floats in(n), out(n * world);
+        for (size_t i = 0; i < n; ++i) in[i] = value(r, i);
+        if (c.AllGather(in.data(), out.data(), n)) return 4;
+        for (int k = 0; k < world; ++k)
+          for (size_t i = 0; i < n; ++i)
+            if (out[k * n + i] != value(k, i)) return 5;
+        // reduce_scatter: block b of member k is value(k, b * n + i); member r gets
+        // the sum over k of block r.
+        Floats blocks(n * world), mine(n);
+        for (size_t i = 0; i < n * world; ++i) blocks[i] = value(r, i);
+        Floats mine_avg(n), mine_max(n);
+        if (c.ReduceScatter(blocks.data(), mine.data(), n) ||
+            c.ReduceScatter(blocks.data(), mine_avg.data(), n, ReduceOp::kAvg) ||
+            c.ReduceScatter(blocks.data(), mine_max.data(), n, ReduceOp::kMax))
+          return 6;
+        for (size_t i = 0; i < n; ++i) {
+          float sum = value(0, r * n + i), most = value(0, r * n + i);
+          for (int k = 1; k < world; ++k) {
+            sum += value(k, r * n + i);
+            most = std::max(most, value(k, r * n + i));
+          }
+          if (std::abs(mine[i] - sum) > 256.f || mine_max[i] != most) return 7;
+          if (c.transport().find("shared memory") == 0 &&
+              (mine[i] != sum || mine_avg[i] != sum * (1.0f / static_cast<float>(world))))
+            return 8;
+          if (std::abs(mine_avg[i] - mine[i] / static_cast<float>(world)) > 64.f) return 14;
+        }
+        // In place (comm.h): all_gather from this member's own block of the output,
+        // reduce_scatter into this member's own block of the input; the same values.
+        Floats gathered(n * world, -1.f);
+        std::copy(in.begin(), in.end(), gathered.begin() + r * n);
+        if (c.AllGather(gathered.data() + r * n, gathered.data(), n)) return 10;
+        if (gathered != out) return 11;
+        Floats scattered = blocks;
+        if (c.ReduceScatter(scattered.data(), scattered.data() + r * n, n)) return 12;
+        if (!std::equal(mine.begin(), mine.end(), scattered.begin() + r * n)) return 13;
+        scattered = blocks;
+        if (c.ReduceScatter(scattered.data(), scattered.data() + r * n, n, ReduceOp::kAvg))
+          return 15;
+        if (!std::equal(mine_avg.begin(), mine_avg.end(), scattered.begin() + r * n)) return 16;
       }
-      // all_gather: member k's block is value(k, i).
-      Floats in(n), out(n * world);
-      for (size_t i = 0; i < n; ++i) in[i] = value(r, i);
-      if (c.AllGather(in.data(), out.data(), n)) return 4;
-      for (int k = 0; k < world; ++k)
-        for (size_t i = 0; i < n; ++i)
-          if (out[k * n + i] != value(k, i)) return 5;
-      // reduce_scatter: block b of member k is value(k, b * n + i); member r gets
-      // the sum over k of block r.
-      Floats blocks(n * world), mine(n);
-      for (size_t i = 0; i < n * world; ++i) blocks[i] = value(r, i);
-      if (c.ReduceScatter(blocks.data(), mine.data(), n)) return 6;
-      for (size_t i = 0; i < n; ++i) {
-        float sum = value(0, r * n + i);
-        for (int k = 1; k < world; ++k) sum += value(k, r * n + i);
-        if (std::abs(mine[i] - sum) > 256.f) return 7;
-        if (c.transport().find("shared memory") == 0 && mine[i] != sum) return 8;
-      }
-      // In place (comm.h): all_gather from this member's own block of the output,
-      // reduce_scatter into this member's own block of the input; the same values.
-      Floats gathered(n * world, -1.f);
-      std::copy(in.begin(), in.end(), gathered.begin() + r * n);
-      if (c.AllGather(gathered.data() + r * n, gathered.data(), n)) return 10;
-      if (gathered != out) return 11;
-      Floats scattered = blocks;
-      if (c.ReduceScatter(scattered.data(), scattered.data() + r * n, n)) return 12;
-      if (!std::equal(mine.begin(), mine.end(), scattered.begin() + r * n)) return 13;
-    }
-    return c.Barrier() ? 9 : 0;
-  }, {}, GetParam());
-  for (int r = 0; r < world; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
+      return c.Barrier() ? 9 : 0;
+    }, {}, GetParam());
+    for (int r = 0; r < world; ++r) EXPECT_EQ(codes[r], 0) << "world " << world << " rank " << r;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, Collectives,
@@ -315,6 +330,42 @@ TEST(ShmComm, TheSegmentLeavesNothingInDevShm) {
     std::vector<float> v(8, 1.f);
     if (c.AllReduce(v.data(), v.size(), ReduceOp::kSum) || v[0] != 2.f) return 1;
     return count() == before ? 0 : 2;
+  }, {}, kShm);
+  EXPECT_EQ(codes[0], 0);
+  EXPECT_EQ(codes[1], 0);
+}
+
+// MapOperand (comm.h): with shared arenas every member gets every member's copy of
+// a buffer that lies in each one's arena, at whatever offset, and may write into
+// another's (ordered by a barrier); a buffer outside any one member's arena maps
+// nowhere, on every member; without shared arenas nothing maps.
+TEST(ShmComm, MapOperandGivesEveryMembersCopy) {
+  for (const int world : {2, 3}) {
+    auto codes = RunRanks(world, std::chrono::seconds(30), [&](int r, Communicator& c) {
+      const size_t n = 1000;
+      Floats pad(r == 1 ? 16 : 0);  // member 1's buffer lies 64 bytes further in
+      Floats mine(n, -1.f);
+      std::vector<float*> peers;
+      if (c.MapOperand(mine.data(), n, &peers) || peers.size() != static_cast<size_t>(world) ||
+          peers[static_cast<size_t>(r)] != mine.data())
+        return 1;
+      // Member r writes r + 1 into element r of every other member's copy.
+      for (int k = 0; k < world; ++k)
+        if (k != r) peers[static_cast<size_t>(k)][r] = float(r + 1);
+      if (c.Barrier()) return 2;
+      for (int k = 0; k < world; ++k)
+        if (mine[static_cast<size_t>(k)] != (k == r ? -1.f : float(k + 1))) return 3;
+      std::vector<float> heap(n);
+      if (c.MapOperand(r == world - 1 ? heap.data() : mine.data(), n, &peers) || !peers.empty())
+        return 4;
+      return c.Barrier() ? 5 : 0;
+    }, {}, kShmArena);
+    for (int r = 0; r < world; ++r) EXPECT_EQ(codes[r], 0) << "world " << world << " rank " << r;
+  }
+  auto codes = RunRanks(2, std::chrono::seconds(30), [&](int, Communicator& c) {
+    Floats mine(8);
+    std::vector<float*> peers = {nullptr};
+    return c.MapOperand(mine.data(), 8, &peers) || !peers.empty() ? 1 : 0;
   }, {}, kShm);
   EXPECT_EQ(codes[0], 0);
   EXPECT_EQ(codes[1], 0);

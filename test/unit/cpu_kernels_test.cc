@@ -835,6 +835,20 @@ TEST(CpuKernels, SumSquaresIsExactAcrossChunks) {
   EXPECT_DOUBLE_EQ(SumSquares(x.data(), n), ref);
 }
 
+// The float path (AVX2 where the CPU has it) sums the squares in the portable
+// loop's order: the double instantiation, on the same values (whose squares are
+// exact in double either way), gets the same bits.
+TEST(CpuKernels, SumSquaresOfFloatsIsThePortableOrder) {
+  const int64_t n = (1 << 16) * 2 + 1000 + 13;  // chunks, groups of 8 and a tail
+  std::mt19937 gen(64);
+  std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+  std::vector<float> x(n);
+  for (float& v : x) v = dist(gen);
+  const std::vector<double> wide(x.begin(), x.end());
+  for (int64_t len : {int64_t{7}, int64_t{32}, int64_t{45}, int64_t{1 << 16}, n})
+    EXPECT_EQ(SumSquares(x.data(), len), SumSquares(wide.data(), len)) << len;
+}
+
 TEST(CpuKernels, AdamWFirstStepIsSignedLearningRate) {
   // At step 1 the bias-corrected moments are g and g^2, so the update is
   // lr * (g / (|g| + eps) + wd * p).
@@ -848,6 +862,43 @@ TEST(CpuKernels, AdamWFirstStepIsSignedLearningRate) {
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(p[i], expect[i], 1e-6);
   EXPECT_NEAR(m[1], 0.1 * -4.0, 1e-6);
   EXPECT_NEAR(v[1], 0.05 * 16.0, 1e-5);
+}
+
+// Mirrors (ZeRO-1's all_gather done by the update): every copy gets the updated
+// parameters bit for bit, aligned (streamed) or not, tail included, on any thread
+// count, and the update itself is the one without mirrors.
+TEST(CpuKernels, AdamWMirrorsGetTheUpdatedParametersBitwise) {
+  const int64_t n = (1 << 18) + 13;  // parallel, with a tail
+  std::mt19937 gen(65);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> p0(n), g(n);
+  for (int64_t i = 0; i < n; ++i) p0[i] = dist(gen), g[i] = dist(gen);
+  std::vector<float> p = p0, m(n, 0.f), v(n, 0.f);
+  for (int step = 1; step <= 2; ++step)
+    AdamW(p.data(), g.data(), m.data(), v.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, step, 0.5);
+  const int saved = omp_get_max_threads();
+  // Two 32-byte-aligned copies (streamed), then one that is not (offset by a float).
+  std::vector<float> storage(2 * n + 64, NAN);
+  float* aligned = storage.data() + (32 - reinterpret_cast<uintptr_t>(storage.data()) % 32) / 4;
+  float* both[2] = {aligned, aligned + (n + 7) / 8 * 8};
+  float* unaligned[1] = {aligned + 1};
+  for (int threads : {1, 2})
+    for (auto [mirrors, count] : {std::pair{both, 2}, std::pair{unaligned, 1}}) {
+      omp_set_num_threads(threads);
+      std::fill(storage.begin(), storage.end(), NAN);
+      std::vector<float> pm = p0, mm(n, 0.f), vm(n, 0.f);
+      for (int step = 1; step <= 2; ++step)
+        AdamW(pm.data(), g.data(), mm.data(), vm.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, step, 0.5,
+              mirrors, count);
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(pm[i], p[i]) << threads << " threads, element " << i;
+        ASSERT_EQ(mm[i], m[i]) << i;
+        ASSERT_EQ(vm[i], v[i]) << i;
+        for (int c = 0; c < count; ++c)
+          ASSERT_EQ(mirrors[c][i], p[i]) << count << " mirrors, mirror " << c << ", element " << i;
+      }
+    }
+  omp_set_num_threads(saved);
 }
 
 TEST(CpuKernels, AdamWMatchesTwoStepReference) {
