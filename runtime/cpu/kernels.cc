@@ -282,6 +282,38 @@ HEIRETSU_AVX2 double SumSquaresChunk(const float* x, int64_t n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+// SumCopies (below) on the elements [lo, hi) of one SumSquares chunk: the sums
+// written, their squares in SumSquaresChunk's eight accumulators.
+HEIRETSU_AVX2 double SumCopiesChunk(const float* const* copies, int count, float* out,
+                                    int64_t lo, int64_t hi, bool average, bool sum_squares) {
+  const float inv = 1.0f / static_cast<float>(count);
+  __m256d acc_lo = _mm256_setzero_pd(), acc_hi = _mm256_setzero_pd();
+  int64_t i = lo;
+  for (; i + 8 <= hi; i += 8) {
+    __m256 v = _mm256_loadu_ps(copies[0] + i);
+    for (int c = 1; c < count; ++c) v = _mm256_add_ps(v, _mm256_loadu_ps(copies[c] + i));
+    if (average) v = _mm256_mul_ps(v, _mm256_set1_ps(inv));
+    _mm256_storeu_ps(out + i, v);
+    if (sum_squares) {
+      const __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+      const __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+      acc_lo = _mm256_fmadd_pd(a, a, acc_lo);
+      acc_hi = _mm256_fmadd_pd(b, b, acc_hi);
+    }
+  }
+  alignas(32) double acc[8];
+  _mm256_store_pd(acc, acc_lo);
+  _mm256_store_pd(acc + 4, acc_hi);
+  for (; i < hi; ++i) {
+    float v = copies[0][i];
+    for (int c = 1; c < count; ++c) v += copies[c][i];
+    if (average) v *= inv;
+    out[i] = v;
+    acc[0] += static_cast<double>(v) * v;
+  }
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 // GELU as in the portable loop: y = v sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3).
 HEIRETSU_AVX2_INLINE __m256 GeluSigmoid(__m256 v, __m256* du) {
   const __m256 k = _mm256_set1_ps(static_cast<float>(kGeluScale));
@@ -1520,6 +1552,31 @@ double SumSquares(const T* x, int64_t n) {
   double total = 0;
   for (double s : partial) total += s;
   return total;
+}
+
+double SumCopies(const float* const* copies, int count, float* out, int64_t n, bool average,
+                 bool sum_squares) {
+  const float inv = 1.0f / static_cast<float>(count);
+  double total = 0;  // SumSquares' chunks, summed in order
+  for (int64_t lo = 0; lo < n; lo += kReduceChunk) {
+    const int64_t hi = std::min(n, lo + kReduceChunk);
+    if (vec::HasAvx2()) {
+      total += avx2::SumCopiesChunk(copies, count, out, lo, hi, average, sum_squares);
+      continue;
+    }
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = lo; i < hi; ++i) {
+      float v = copies[0][i];
+      for (int c = 1; c < count; ++c) v += copies[c][i];
+      if (average) v *= inv;
+      out[i] = v;
+      // SumSquares' accumulators: element lo + 8 k + j in acc[j], the tail in acc[0].
+      const int64_t j = i < lo + (hi - lo) / 8 * 8 ? (i - lo) % 8 : 0;
+      acc[j] += static_cast<double>(v) * v;
+    }
+    total += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  }
+  return sum_squares ? total : 0.0;
 }
 
 template <typename T>

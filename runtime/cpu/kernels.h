@@ -304,6 +304,15 @@ void MoeExpertsBackward(const MoeExpertShape& s, const int32_t* rows, const T* d
 template <typename T>
 double SumSquares(const T* x, int64_t n);
 
+// out[i] = copies[0][i] + copies[1][i] + ... + copies[count - 1][i], added in that
+// order in float, times 1 / count when `average` (comm.h's kAvg): a reduce-scatter
+// of members that share their arenas (Executor::PlanDirectReduceScatters). `out` may be
+// one of the copies (each element is read from every copy before it is written).
+// Returns SumSquares(out, n), bit for bit, computed as the elements are written,
+// when `sum_squares` (else 0). On the calling thread alone.
+double SumCopies(const float* const* copies, int count, float* out, int64_t n, bool average,
+                 bool sum_squares);
+
 // One AdamW step (decoupled weight decay, bias-corrected moments) on n elements:
 //   g = grad * grad_scale            (grad_scale carries global-norm clipping)
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2

@@ -78,6 +78,17 @@ class Backend {
   // gradients instead of adding to them). When it does not (the default), the
   // executor zeroes every gradient before the step and never sets the flag.
   virtual bool overwrites_weight_grads() const { return false; }
+  // A reduce-scatter between members that share their arenas, run by the executor
+  // (Executor::PlanDirectReduceScatters): out = the member-order sum of the `count`
+  // copies of n floats (times 1 / count when `average`), `out` possibly one of them;
+  // *sum_squares (when not null) = the grad_norm_sq of out, bit for bit as Run would
+  // sum it. Called only for an arena in a memory file (ArenaFd >= 0); the default
+  // fails.
+  virtual Status SumCopies(const float* const* copies, int count, float* out, int64_t n,
+                           bool average, double* sum_squares) {
+    (void)copies, (void)count, (void)out, (void)n, (void)average, (void)sum_squares;
+    return Error::Failure(std::string(name()) + " cannot sum the members' copies");
+  }
   // Copies between host memory and the arena, complete when they return (a
   // device backend waits for its queued work first). The defaults are for a
   // host-visible arena. They, Zero and AllocateArena return no status: a backend

@@ -108,6 +108,13 @@ class CpuBackend final : public Backend {
     std::free(arena);
   }
 
+  Status SumCopies(const float* const* copies, int count, float* out, int64_t n, bool average,
+                   double* sum_squares) override {
+    const double sum = k::SumCopies(copies, count, out, n, average, sum_squares != nullptr);
+    if (sum_squares) *sum_squares = sum;
+    return std::nullopt;
+  }
+
   int ArenaFd(const uint8_t* arena) const override {
     for (const auto& shared : shared_)
       if (shared->data() == arena) return shared->fd();

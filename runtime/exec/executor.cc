@@ -45,6 +45,7 @@ Executor::Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backen
     unit_io_.push_back({touches(p.tokens()), touches(p.targets()), touches(p.loss())});
   }
   sending_.resize(static_cast<size_t>(p.slots()) * chunks);
+  reduced_.resize(p.buffers()->size());
   PlanFirstWrites();
   arena_ = backend_->AllocateArena(plan_.plan->arena_bytes());
   if (!arena_) throw std::bad_alloc();
@@ -63,7 +64,100 @@ Status Executor::ShareArena(comm::Communicator& communicator, std::string* why_n
                                          host ? backend_->ArenaFd(arena_) : -1, why_not))
     return err;
   for (int axis = 0; axis < plan::kNumAxes; ++axis)
-    if (comms_[axis] == &communicator) return PlanMirroredUpdates(axis);
+    if (comms_[axis] == &communicator) {
+      if (auto err = PlanMirroredUpdates(axis)) return err;
+      return PlanDirectReduceScatters(axis);
+    }
+  return std::nullopt;
+}
+
+// The reduce-scatters over `axis`, when the group's members share their arenas: each
+// buffer of a reduce_scatter or bucket_reduce_scatter that lies in every member's
+// arena (MapOperand: the same verdict on every member; an instruction goes direct
+// only if all of its buffers do) is summed by the executor itself, one barrier of
+// the group first (every member's gradients are complete), then this member's shard
+// from every member's copy, in member order, as the communicator would
+// (Backend::SumCopies), its sum of squares computed on the way. No barrier after: a
+// member reads only its own shard of the others' copies and writes only its own
+// shard of its own, and the later collectives of the step on the group (the
+// sharded norm's all_reduce, the all_gather) order those reads before the next
+// step's writes. A grad_norm_sq over buffers that nothing else in the step's units
+// touches before it may then take those sums (norm_from_reduce).
+Status Executor::PlanDirectReduceScatters(int axis) {
+  comm::Communicator* c = comms_[axis];
+  if (!c || c->size() == 1 || view_ != arena_ || backend_->ArenaFd(arena_) < 0)
+    return std::nullopt;
+  const fb::Plan& p = *plan_.plan;
+  for (size_t u = 0; u < units_.size(); ++u)
+    for (size_t i = 0; i < units_[u].size(); ++i) {
+      plan::Instruction& instr = units_[u][i];
+      if ((instr.op != fb::Op_ReduceScatter && instr.op != fb::Op_BucketReduceScatter) ||
+          instr.axis != axis)
+        continue;
+      const auto rs = plan::Read<op::ReduceScatter<uint32_t>>(instr);
+      std::vector<std::vector<float*>> copies(rs.buffers.size());
+      bool mapped = rs.reduce != plan::kReduceMax;  // the same on every member
+      for (size_t k = 0; k < rs.buffers.size() && mapped; ++k) {
+        const uint32_t b = rs.buffers[k];
+        const int64_t n = plan::NumElements(*p.buffers()->Get(b));
+        if (auto err = c->MapOperand(F32(b), static_cast<size_t>(n), &copies[k])) return err;
+        mapped = !copies[k].empty();
+        const int64_t begin = plan::ShardOf(n, c->rank(), c->size()).begin;
+        for (float*& copy : copies[k]) copy += begin;  // this member's shard of each
+      }
+      if (!mapped) continue;
+      // The unit's first run of the step may run its copy (PlanFirstWrites).
+      if (!first_units_[u].empty()) first_units_[u][i].copies = copies;
+      instr.copies = std::move(copies);
+      direct_reduced_[axis] += static_cast<int>(rs.buffers.size());
+    }
+  // The norms: in schedule order, the buffers touched so far by the step's units
+  // other than by direct reduce-scatters.
+  std::vector<bool> touched(p.buffers()->size(), false);
+  for (const plan::ScheduledRun& run : schedule_) {
+    if (plan::PerMicrobatch(run.unit->kind())) continue;
+    for (plan::Instruction& instr : units_[run.run->unit()]) {
+      if (instr.op == fb::Op_GradNormSq) {
+        const auto norm = plan::Read<op::GradNormSq<uint32_t>>(instr);
+        instr.norm_from_reduce = norm.sharded == 1 && !instr.buffers.empty();
+        for (uint32_t b : instr.buffers)
+          instr.norm_from_reduce = instr.norm_from_reduce && plan::Has(b) && !touched[b];
+        if (instr.norm_from_reduce && direct_reduced_[axis]) direct_norm_[axis] = true;
+      }
+      if (instr.copies.empty())
+        for (uint32_t b : instr.buffers)
+          if (plan::Has(b)) touched[b] = true;
+    }
+  }
+  return std::nullopt;
+}
+
+std::string Executor::DirectSummary(int axis) const {
+  std::string parts;
+  if (direct_reduced_[axis])
+    parts += "reduce_scatter of " + std::to_string(direct_reduced_[axis]) + " gradients" +
+             (direct_norm_[axis] ? " (with their norm)" : "");
+  if (mirrored_params_[axis])
+    parts += std::string(parts.empty() ? "" : ", ") + "all_gather of " +
+             std::to_string(mirrored_params_[axis]) + " parameters written by the update";
+  return parts.empty() ? parts : "ZeRO-1 between the arenas: " + parts;
+}
+
+// A direct reduce-scatter (PlanDirectReduceScatters): this member's shard of each
+// buffer, summed from every member's copy; its sum of squares kept for the norm.
+Status Executor::DirectReduceScatter(const plan::Instruction& instr, comm::Communicator& c) {
+  const auto rs = plan::Read<op::ReduceScatter<uint32_t>>(instr);
+  if (auto err = c.Barrier()) return err->Within(plan::OpName(instr.op));
+  for (size_t k = 0; k < rs.buffers.size(); ++k) {
+    const uint32_t b = rs.buffers[k];
+    const int64_t n = plan::NumElements(*plan_.plan->buffers()->Get(b));
+    const plan::Shard mine = plan::ShardOf(n, c.rank(), c.size());
+    ReducedSum& kept = reduced_[b];
+    if (auto err = backend_->SumCopies(instr.copies[k].data(), c.size(), F32(b) + mine.begin,
+                                       mine.size, rs.reduce == plan::kReduceAvg, &kept.sum))
+      return err;
+    kept.serial = step_serial_, kept.begin = mine.begin, kept.size = mine.size;
+  }
   return std::nullopt;
 }
 
@@ -391,8 +485,21 @@ Status Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
   return err;
 }
 
+// Whether this step's direct reduce-scatters summed the squares of exactly the
+// ranges of grad_norm_sq `instr`.
+bool Executor::Reduced(const plan::Instruction& instr) const {
+  for (size_t i = 0; i < instr.buffers.size(); ++i) {
+    const ReducedSum& kept = reduced_[instr.buffers[i]];
+    if (kept.serial != step_serial_ || kept.begin != instr.ranges[i].begin ||
+        kept.size != instr.ranges[i].size)
+      return false;
+  }
+  return true;
+}
+
 Status Executor::MicrobatchRuns(const FillMicrobatch& fill, double* loss) {
   const fb::Plan& p = *plan_.plan;
+  ++step_serial_;  // what the direct reduce-scatters keep is this step's from now
   const int64_t start = tracer_ ? tracer_->Now() : 0;
   for (const auto& [offset, bytes] : zeroed_grads_) backend_->Zero(arena_, offset, bytes);
   if (tracer_) tracer_->Add(Span(TraceCategory::kInstr, "zero_grads", start, tracer_->Now()));
@@ -551,6 +658,7 @@ Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars&
         return ShardCollective(instr, slot, *c);
       case fb::Op_ReduceScatter:
       case fb::Op_BucketReduceScatter:
+        if (!instr.copies.empty()) return DirectReduceScatter(instr, *c);
         return ShardCollective(instr, slot, *c);
       case fb::Op_AllGatherInto:
       case fb::Op_ReduceScatterInto:
@@ -568,7 +676,13 @@ Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars&
   const auto t0 = profiling_ ? std::chrono::steady_clock::now()
                              : std::chrono::steady_clock::time_point();
   const double norm_before = scalars.grad_norm_sq;
-  auto err = backend_->Run(*plan_.plan, instr, arena_, offsets_[slot].data(), scalars);
+  Status err;
+  if (instr.norm_from_reduce && Reduced(instr)) {
+    // The direct reduce-scatters' sums of squares: what the backend would add, in its order.
+    for (uint32_t b : instr.buffers) scalars.grad_norm_sq += reduced_[b].sum;
+  } else {
+    err = backend_->Run(*plan_.plan, instr, arena_, offsets_[slot].data(), scalars);
+  }
   if (!err && instr.op == fb::Op_MoeRoute) {  // the step's MoE metrics
     const auto route = plan::Read<op::MoeRoute<uint32_t>>(instr);
     Pull(route.load, slot);

@@ -127,9 +127,11 @@ class Executor {
   // host-visible arena in a memory file lets the members' collectives work on
   // each other's buffers directly). Every member of the group calls it together.
   Status ShareArena(comm::Communicator& communicator, std::string* why_not);
-  // How many parameters' ZeRO-1 all_gather over `axis` the update does itself,
-  // writing into the other members' shared arenas (PlanMirroredUpdates; 0: none).
-  int mirrored_parameters(int axis) const { return mirrored_params_[axis]; }
+  // What the executor does itself over `axis` between the members' shared arenas,
+  // for the run's first lines: "" (nothing), or e.g. "ZeRO-1 between the arenas:
+  // reduce_scatter of 196 gradients (with their norm), all_gather of 196
+  // parameters written by the update" (PlanDirectReduceScatters, PlanMirroredUpdates).
+  std::string DirectSummary(int axis) const;
 
   // The first half of Step: zero the gradients and run the schedule's microbatch
   // units, leaving the gradients of the mean loss in the grad buffers, and wait for
@@ -235,7 +237,23 @@ class Executor {
   // first mirrored update ran.
   Status PlanMirroredUpdates(int axis);
   int mirrored_params_[plan::kNumAxes] = {};
+  int direct_reduced_[plan::kNumAxes] = {};  // buffers of direct reduce-scatters
+  bool direct_norm_[plan::kNumAxes] = {};    // a norm takes their sums of squares
   bool mirror_synced_[plan::kNumAxes] = {};
+  // The reduce-scatters the executor runs itself between members that share their
+  // arenas (Instruction::copies), and what each kept: reduced_[buffer], the sum of
+  // squares of the shard it wrote, valid in the step numbered `serial` (step_serial_
+  // counts the steps' microbatch runs) for the norm (Instruction::norm_from_reduce).
+  Status PlanDirectReduceScatters(int axis);
+  Status DirectReduceScatter(const plan::Instruction& instr, comm::Communicator& c);
+  struct ReducedSum {
+    uint64_t serial = 0;
+    int64_t begin = 0, size = 0;
+    double sum = 0;
+  };
+  bool Reduced(const plan::Instruction& instr) const;
+  std::vector<ReducedSum> reduced_;
+  uint64_t step_serial_ = 0;
   std::vector<std::pair<uint64_t, uint64_t>> zeroed_grads_;
   // Per unit: whether it reads the tokens, the targets, and writes the loss.
   struct UnitIo {

@@ -47,6 +47,13 @@ struct Instruction {
   std::vector<float*> mirrors;
   int32_t mirror_axis = -1;
   bool mirrored = false;
+  // Set by the executor, never in a plan (Executor::PlanDirectReduceScatters):
+  // reduce_scatter's and bucket_reduce_scatter's `copies`, per buffer every member's
+  // copy of this member's shard (its own at its rank), which the executor sums; and
+  // grad_norm_sq's `norm_from_reduce`: its buffers' sums of squares may be those the
+  // direct reduce-scatters computed as they wrote them this step.
+  std::vector<std::vector<float*>> copies;
+  bool norm_from_reduce = false;
 
   uint32_t Buffer(size_t i) const { return buffers[i]; }
   std::vector<uint32_t> Buffers() const { return buffers; }

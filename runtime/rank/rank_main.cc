@@ -549,9 +549,8 @@ int Run(const cli::RunOptions& o) {
         if (!groups.no_shm[axis].empty()) line += " (no shared memory: " + groups.no_shm[axis] + ")";
         if (!groups.no_direct[axis].empty())
           line += " (not between the arenas: " + groups.no_direct[axis] + ")";
-        if (const int mirrored = executor.mirrored_parameters(axis))
-          line += "; ZeRO-1's all_gather of " + std::to_string(mirrored) +
-                  " parameters written by the update";
+        if (const std::string direct = executor.DirectSummary(axis); !direct.empty())
+          line += "; " + direct;
         std::printf("comm: %s group of %d over %s\n", plan::AxisName(axis), c->size(), line.c_str());
       }
   std::vector<checkpoint::Tensor> state = checkpoint::TrainingState(&executor);

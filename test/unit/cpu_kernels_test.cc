@@ -864,6 +864,37 @@ TEST(CpuKernels, AdamWFirstStepIsSignedLearningRate) {
   EXPECT_NEAR(v[1], 0.05 * 16.0, 1e-5);
 }
 
+// SumCopies (a reduce-scatter between members that share their arenas): the
+// member-order float sum, averaged or not, in place or not, and the sum of squares of
+// what it wrote bit for bit as SumSquares computes it (chunks, groups of 8, tails).
+TEST(CpuKernels, SumCopiesIsTheMemberOrderSumAndItsSumOfSquares) {
+  std::mt19937 gen(66);
+  std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+  for (int count : {2, 3})
+    for (int64_t n : {int64_t{5}, int64_t{8}, int64_t{1000}, int64_t{(1 << 16) * 2 + 13}})
+      for (bool average : {false, true})
+        for (bool in_place : {false, true}) {
+          std::vector<std::vector<float>> members(count, std::vector<float>(n));
+          for (auto& m : members)
+            for (float& v : m) v = dist(gen) * (&m == &members[1] ? 1e4f : 1.0f);
+          std::vector<float> expect(n);
+          for (int64_t i = 0; i < n; ++i) {
+            float v = members[0][i];
+            for (int c = 1; c < count; ++c) v += members[c][i];
+            expect[i] = average ? v * (1.0f / static_cast<float>(count)) : v;
+          }
+          std::vector<const float*> copies;
+          for (auto& m : members) copies.push_back(m.data());
+          std::vector<float> separate(n, NAN);
+          float* out = in_place ? members[count - 1].data() : separate.data();
+          const double sum = SumCopies(copies.data(), count, out, n, average, true);
+          for (int64_t i = 0; i < n; ++i)
+            ASSERT_EQ(out[i], expect[i]) << count << " members, n " << n << ", element " << i;
+          EXPECT_EQ(sum, SumSquares(expect.data(), n)) << count << " members, n " << n;
+          EXPECT_EQ(SumCopies(copies.data(), count, out, n, average, false), 0.0);
+        }
+}
+
 // Mirrors (ZeRO-1's all_gather done by the update): every copy gets the updated
 // parameters bit for bit, aligned (streamed) or not, tail included, on any thread
 // count, and the update itself is the one without mirrors.
