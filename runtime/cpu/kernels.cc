@@ -218,6 +218,12 @@ HEIRETSU_AVX2_INLINE void Put(float* p, __m256 v, int64_t n, bool accumulate) {
   Save(p, accumulate ? _mm256_add_ps(Load(p, n), v) : v, n);
 }
 
+// Save, streamed past the caches (`stream`: p is 32-byte aligned) for a full vector.
+HEIRETSU_AVX2_INLINE void SaveCopy(float* p, __m256 v, int64_t n, bool stream) {
+  if (stream && n >= 8) _mm256_stream_ps(p, v);
+  else Save(p, v, n);
+}
+
 // Elementwise kernels run in blocks of kBlock elements, one task each.
 constexpr int64_t kBlock = 4096;
 
@@ -226,7 +232,7 @@ struct AdamScalars {
 };
 
 HEIRETSU_AVX2 void AdamW(float* param, const float* grad, float* m, float* v, int64_t n,
-                         const AdamScalars& s, float* const* mirrors, int mirror_count) {
+                         const AdamScalars& s, const AdamWMirrors<float>& mirrors) {
   const __m256 b1 = _mm256_set1_ps(s.b1), b2 = _mm256_set1_ps(s.b2);
   const __m256 one_b1 = _mm256_set1_ps(s.one_b1), one_b2 = _mm256_set1_ps(s.one_b2);
   const __m256 scale = _mm256_set1_ps(s.scale), step_size = _mm256_set1_ps(s.step_size);
@@ -236,8 +242,12 @@ HEIRETSU_AVX2 void AdamW(float* param, const float* grad, float* m, float* v, in
   // past the caches when aligned (no read for ownership), fenced before the
   // caller's barrier publishes them.
   bool stream = true;
-  for (int c = 0; c < mirror_count; ++c)
-    stream = stream && reinterpret_cast<uintptr_t>(mirrors[c]) % 32 == 0;
+  const bool moments = mirrors.m != nullptr;
+  for (int c = 0; c < mirrors.count; ++c)
+    for (const float* copy : {mirrors.param[c], moments ? mirrors.m[c] : nullptr,
+                              moments ? mirrors.v[c] : nullptr})
+      stream = stream && reinterpret_cast<uintptr_t>(copy) % 32 == 0;
+
 #pragma omp parallel if (Parallel(n))
   {
 #pragma omp for schedule(static) nowait
@@ -255,12 +265,14 @@ HEIRETSU_AVX2 void AdamW(float* param, const float* grad, float* m, float* v, in
       Save(v + i, vi, w);
       const __m256 updated = _mm256_sub_ps(p, update);
       Save(param + i, updated, w);
-      for (int c = 0; c < mirror_count; ++c) {
-        if (stream && w >= 8) _mm256_stream_ps(mirrors[c] + i, updated);
-        else Save(mirrors[c] + i, updated, w);
+      for (int c = 0; c < mirrors.count; ++c) {
+        SaveCopy(mirrors.param[c] + i, updated, w, stream);
+        if (!moments) continue;
+        SaveCopy(mirrors.m[c] + i, mi, w, stream);
+        SaveCopy(mirrors.v[c] + i, vi, w, stream);
       }
     }
-    if (mirror_count > 0) _mm_sfence();  // this thread's streamed stores
+    if (mirrors.count > 0) _mm_sfence();  // this thread's streamed stores
   }
 }
 
@@ -1581,8 +1593,8 @@ double SumCopies(const float* const* copies, int count, float* out, int64_t n, b
 
 template <typename T>
 void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2,
-           double eps, double weight_decay, int64_t step, double grad_scale, T* const* mirrors,
-           int mirror_count) {
+           double eps, double weight_decay, int64_t step, double grad_scale,
+           const AdamWMirrors<T>& mirrors) {
   // Per-element math in T (float for training, as in PyTorch's AdamW), so the
   // loop vectorizes; the step-dependent scalars are computed once in double.
   const T b1 = static_cast<T>(beta1), b2 = static_cast<T>(beta2);
@@ -1594,8 +1606,7 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   if constexpr (std::is_same_v<T, float>)
     if (vec::HasAvx2())
       return avx2::AdamW(param, grad, m, v, n,
-                         {b1, b2, one_b1, one_b2, scale, step_size, inv_c2, decay, e}, mirrors,
-                         mirror_count);
+                         {b1, b2, one_b1, one_b2, scale, step_size, inv_c2, decay, e}, mirrors);
 #pragma omp parallel for schedule(static) if (Parallel(n))
   for (int64_t i = 0; i < n; ++i) {
     T g = grad[i] * scale;
@@ -1604,7 +1615,10 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
     m[i] = mi;
     v[i] = vi;
     param[i] -= step_size * mi / (std::sqrt(vi * inv_c2) + e) + decay * param[i];
-    for (int c = 0; c < mirror_count; ++c) mirrors[c][i] = param[i];
+    for (int c = 0; c < mirrors.count; ++c) {
+      mirrors.param[c][i] = param[i];
+      if (mirrors.m) mirrors.m[c][i] = mi, mirrors.v[c][i] = vi;
+    }
   }
 }
 
@@ -1681,7 +1695,7 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
                                       const T*, const T*, const T*, const T*, const T*, double, \
                                       T*, T*, T*, T*, bool);                                    \
   template void AdamW<T>(T*, const T*, T*, T*, int64_t, double, double, double, double,        \
-                         double, int64_t, double, T* const*, int);
+                         double, int64_t, double, const AdamWMirrors<T>&);
 
 HEIRETSU_INSTANTIATE(float)
 HEIRETSU_INSTANTIATE(double)

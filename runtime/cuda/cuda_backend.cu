@@ -1561,9 +1561,11 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const double b1 = opt ? opt->beta1() : 0.9, b2 = opt ? opt->beta2() : 0.95;
       const double eps = opt ? opt->eps() : 1e-8;
       const double step = static_cast<double>(s.step);
-      // [begin, begin + size): all of the parameter or this rank's ZeRO-1 shard.
+      // [begin, begin + size) of the parameter, and of the moments unless they
+      // hold just a ZeRO-1 shard (op_table.h).
       AdamWKernel<<<Grid(u.size), kThreads, 0, stream_>>>(
-          f(u.param) + u.begin, f(u.grad) + u.begin, f(u.exp_avg), f(u.exp_avg_sq), u.size,
+          f(u.param) + u.begin, f(u.grad) + u.begin, f(u.exp_avg) + (u.shard ? 0 : u.begin),
+          f(u.exp_avg_sq) + (u.shard ? 0 : u.begin), u.size,
           static_cast<float>(b1), static_cast<float>(b2), static_cast<float>(1.0 - b1),
           static_cast<float>(1.0 - b2), static_cast<float>(s.clip_scale),
           static_cast<float>(s.lr / (1.0 - std::pow(b1, step))),

@@ -66,6 +66,7 @@ Status Executor::ShareArena(comm::Communicator& communicator, std::string* why_n
   for (int axis = 0; axis < plan::kNumAxes; ++axis)
     if (comms_[axis] == &communicator) {
       if (auto err = PlanMirroredUpdates(axis)) return err;
+      if (auto err = PlanSplitUpdates(axis)) return err;
       return PlanDirectReduceScatters(axis);
     }
   return std::nullopt;
@@ -140,7 +141,11 @@ std::string Executor::DirectSummary(int axis) const {
   if (mirrored_params_[axis])
     parts += std::string(parts.empty() ? "" : ", ") + "all_gather of " +
              std::to_string(mirrored_params_[axis]) + " parameters written by the update";
-  return parts.empty() ? parts : "ZeRO-1 between the arenas: " + parts;
+  if (!parts.empty()) return "ZeRO-1 between the arenas: " + parts;
+  if (split_params_[axis])
+    return "the AdamW of " + std::to_string(split_params_[axis]) +
+           " parameters split over the group, each part written into every member's copies";
+  return parts;
 }
 
 // A direct reduce-scatter (PlanDirectReduceScatters): this member's shard of each
@@ -233,6 +238,73 @@ Status Executor::PlanMirroredUpdates(int axis) {
       gather.mirrored = true;
       mirrored_params_[axis] += static_cast<int>(ag.buffers.size());
     }
+  }
+  return std::nullopt;
+}
+
+// Plain data parallelism (no ZeRO-1) over members that share their arenas: every
+// member holds the whole parameters and moments and would apply the same AdamW to
+// all of them, from the same all-reduced gradients. Instead, in each unit of the
+// step, the clip_adamw over whole moments whose parameter and moments lie in every
+// member's arena (MapOperand) update this member's part of them only (plan::ShardOf
+// over the group: the instruction's range narrowed), writing the new parameter and
+// moments into every other member's copies too: the same bits each would have
+// computed. A barrier of the group comes before the first of them in the step
+// (every member is done reading its parameters and moments) and one after the last
+// (every part is in before anything reads them); nothing else between them may
+// touch those buffers. Only over dp, whose members hold the same parameter blocks.
+Status Executor::PlanSplitUpdates(int axis) {
+  comm::Communicator* c = comms_[axis];
+  if (axis != plan::kAxisDp || !c || c->size() == 1) return std::nullopt;
+  const fb::Plan& p = *plan_.plan;
+  for (size_t u = 0; u < units_.size(); ++u) {
+    if (plan::PerMicrobatch(p.units()->Get(u)->kind())) continue;
+    std::vector<plan::Instruction>& instrs = units_[u];
+    std::vector<size_t> updates;
+    std::vector<uint32_t> state;  // their parameters and moments
+    for (size_t i = 0; i < instrs.size(); ++i)
+      if (instrs[i].op == fb::Op_ClipAndAdamW && instrs[i].mirrors.empty()) {
+        const auto update = plan::Read<op::ClipAndAdamW<uint32_t>>(instrs[i]);
+        if (update.shard != 0) continue;
+        updates.push_back(i);
+        state.insert(state.end(), {update.param, update.exp_avg, update.exp_avg_sq});
+      }
+    if (updates.empty()) continue;  // the same on every member: the same program
+    bool ok = true;
+    for (size_t i = updates.front(); i < updates.back() && ok; ++i)
+      if (std::find(updates.begin(), updates.end(), i) == updates.end())
+        for (uint32_t b : instrs[i].buffers)
+          ok = ok && std::find(state.begin(), state.end(), b) == state.end();
+    float refused = ok ? 0.f : 1.f;
+    if (auto err = c->AllReduce(&refused, 1, comm::ReduceOp::kMax)) return err;
+    if (refused > 0) continue;
+    std::vector<std::vector<float*>> copies(state.size());
+    bool mapped = true;
+    for (size_t k = 0; k < state.size(); ++k) {
+      const int64_t n = plan::NumElements(*p.buffers()->Get(state[k]));
+      if (auto err = c->MapOperand(F32(state[k]), static_cast<size_t>(n), &copies[k])) return err;
+      mapped = mapped && !copies[k].empty();
+    }
+    if (!mapped) continue;
+    for (size_t k = 0; k < updates.size(); ++k) {
+      plan::Instruction& update = instrs[updates[k]];
+      const plan::Shard part =
+          plan::ShardOf(plan::Read<op::ClipAndAdamW<uint32_t>>(update).n, c->rank(), c->size());
+      update.resolved = {part.begin, part.size};  // op_table.h: RES(begin) RES(size)
+      update.mirrors.clear();
+      update.moment_mirrors.clear();
+      for (int r = 0; r < c->size(); ++r) {
+        if (r == c->rank()) continue;
+        update.mirrors.push_back(copies[3 * k][static_cast<size_t>(r)] + part.begin);
+        update.moment_mirrors.push_back(copies[3 * k + 1][static_cast<size_t>(r)] + part.begin);
+      }
+      for (int r = 0; r < c->size(); ++r)
+        if (r != c->rank())
+          update.moment_mirrors.push_back(copies[3 * k + 2][static_cast<size_t>(r)] + part.begin);
+      update.mirror_axis = axis;
+    }
+    instrs[updates.back()].mirror_sync_after = true;
+    split_params_[axis] += static_cast<int>(updates.size());
   }
   return std::nullopt;
 }
@@ -458,6 +530,16 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
       const auto index = &instr - instrs.data();
       return err->Within("unit '" + (run.unit->name() ? run.unit->name()->str() : "") +
                          "' instruction " + std::to_string(index));
+    }
+    if (instr.mirror_sync_after) {
+      // Every member's part of the split updates is in (PlanSplitUpdates).
+      const int64_t start = tracer_ ? tracer_->Now() : 0;
+      if (auto err = comms_[instr.mirror_axis]->Barrier()) return err;
+      if (tracer_) {
+        TraceEvent e = Span(TraceCategory::kCollective, "mirror_barrier", start, tracer_->Now());
+        e.axis = instr.mirror_axis;
+        tracer_->Add(e);
+      }
     }
   }
   // A unit of the step (a tied embedding's gradient exchange) completes its own

@@ -130,7 +130,9 @@ class Executor {
   // What the executor does itself over `axis` between the members' shared arenas,
   // for the run's first lines: "" (nothing), or e.g. "ZeRO-1 between the arenas:
   // reduce_scatter of 196 gradients (with their norm), all_gather of 196
-  // parameters written by the update" (PlanDirectReduceScatters, PlanMirroredUpdates).
+  // parameters written by the update" (PlanDirectReduceScatters, PlanMirroredUpdates),
+  // or for plain dp "the AdamW of 196 parameters split over the group, ..."
+  // (PlanSplitUpdates).
   std::string DirectSummary(int axis) const;
 
   // The first half of Step: zero the gradients and run the schedule's microbatch
@@ -237,6 +239,8 @@ class Executor {
   // first mirrored update ran.
   Status PlanMirroredUpdates(int axis);
   int mirrored_params_[plan::kNumAxes] = {};
+  Status PlanSplitUpdates(int axis);
+  int split_params_[plan::kNumAxes] = {};
   int direct_reduced_[plan::kNumAxes] = {};  // buffers of direct reduce-scatters
   bool direct_norm_[plan::kNumAxes] = {};    // a norm takes their sums of squares
   bool mirror_synced_[plan::kNumAxes] = {};

@@ -248,10 +248,12 @@
   VAR(F32) INT(sharded, Flag) INT(tp_sharded, Flag) INT(ep_sharded, Flag)             \
   INT(shard_data, Flag)
 
-// Clips by the step's global norm and applies AdamW. shard > 0 (ZeRO-1): the update
-// covers this rank's dp shard (shard_data: its shard over the data ranks, dp x ep)
-// of the parameter, [rank * shard, min(n, (rank + 1) * shard)), and the moments hold
-// just that shard.
+// Clips by the step's global norm and applies AdamW to [begin, begin + size) of the
+// parameter. shard > 0 (ZeRO-1): that is this rank's dp shard (shard_data: its shard
+// over the data ranks, dp x ep), [rank * shard, min(n, (rank + 1) * shard)), and the
+// moments hold just that shard. Otherwise the moments are whole and the same range
+// of them is updated: all of it (an executor may split it over the ranks that hold
+// the parameter, Executor::PlanMirroredUpdates).
 #define HEIRETSU_OP_ClipAndAdamW(BUF, VAR, INT, FLT, LE, RES)                         \
   INT(n, Size) INT(weight_decay, Flag) INT(shard, Size) INT(shard_data, Flag)         \
   LE(shard, n)                                                                        \

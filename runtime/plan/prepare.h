@@ -47,6 +47,13 @@ struct Instruction {
   std::vector<float*> mirrors;
   int32_t mirror_axis = -1;
   bool mirrored = false;
+  // ... and for an update split over data-parallel ranks that keep whole moments
+  // (no ZeRO-1): the executor narrows clip_adamw's range to this rank's part of the
+  // parameter, `moment_mirrors` are the other members' copies of that part of
+  // exp_avg, then of exp_avg_sq, and `mirror_sync_after` ends the split updates
+  // with a barrier of the group.
+  std::vector<float*> moment_mirrors;
+  bool mirror_sync_after = false;
   // Set by the executor, never in a plan (Executor::PlanDirectReduceScatters):
   // reduce_scatter's and bucket_reduce_scatter's `copies`, per buffer every member's
   // copy of this member's shard (its own at its rank), which the executor sums; and

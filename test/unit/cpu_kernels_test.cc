@@ -895,10 +895,11 @@ TEST(CpuKernels, SumCopiesIsTheMemberOrderSumAndItsSumOfSquares) {
         }
 }
 
-// Mirrors (ZeRO-1's all_gather done by the update): every copy gets the updated
-// parameters bit for bit, aligned (streamed) or not, tail included, on any thread
-// count, and the update itself is the one without mirrors.
-TEST(CpuKernels, AdamWMirrorsGetTheUpdatedParametersBitwise) {
+// Mirrors (ZeRO-1's all_gather done by the update; an update split over dp ranks
+// that keep whole moments): every copy gets the updated parameters (and moments)
+// bit for bit, aligned (streamed) or not, tail included, on any thread count, and
+// the update itself is the one without mirrors.
+TEST(CpuKernels, AdamWMirrorsGetTheUpdatedValuesBitwise) {
   const int64_t n = (1 << 18) + 13;  // parallel, with a tail
   std::mt19937 gen(65);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -908,25 +909,34 @@ TEST(CpuKernels, AdamWMirrorsGetTheUpdatedParametersBitwise) {
   for (int step = 1; step <= 2; ++step)
     AdamW(p.data(), g.data(), m.data(), v.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, step, 0.5);
   const int saved = omp_get_max_threads();
-  // Two 32-byte-aligned copies (streamed), then one that is not (offset by a float).
-  std::vector<float> storage(2 * n + 64, NAN);
+  // Room for three 32-byte-aligned copies (streamed); one offset by a float is not.
+  const int64_t stride = (n + 7) / 8 * 8;
+  std::vector<float> storage(3 * stride + 64, NAN);
   float* aligned = storage.data() + (32 - reinterpret_cast<uintptr_t>(storage.data()) % 32) / 4;
-  float* both[2] = {aligned, aligned + (n + 7) / 8 * 8};
+  float* two[2] = {aligned, aligned + stride};
   float* unaligned[1] = {aligned + 1};
+  float* param[1] = {aligned}, *moment1[1] = {aligned + stride}, *moment2[1] = {aligned + 2 * stride};
+  const AdamWMirrors<float> configs[] = {{two, nullptr, nullptr, 2},
+                                         {unaligned, nullptr, nullptr, 1},
+                                         {param, moment1, moment2, 1}};
   for (int threads : {1, 2})
-    for (auto [mirrors, count] : {std::pair{both, 2}, std::pair{unaligned, 1}}) {
+    for (const AdamWMirrors<float>& mirrors : configs) {
       omp_set_num_threads(threads);
       std::fill(storage.begin(), storage.end(), NAN);
       std::vector<float> pm = p0, mm(n, 0.f), vm(n, 0.f);
       for (int step = 1; step <= 2; ++step)
         AdamW(pm.data(), g.data(), mm.data(), vm.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, step, 0.5,
-              mirrors, count);
+              mirrors);
       for (int64_t i = 0; i < n; ++i) {
         ASSERT_EQ(pm[i], p[i]) << threads << " threads, element " << i;
         ASSERT_EQ(mm[i], m[i]) << i;
         ASSERT_EQ(vm[i], v[i]) << i;
-        for (int c = 0; c < count; ++c)
-          ASSERT_EQ(mirrors[c][i], p[i]) << count << " mirrors, mirror " << c << ", element " << i;
+        for (int c = 0; c < mirrors.count; ++c) {
+          ASSERT_EQ(mirrors.param[c][i], p[i]) << "mirror " << c << ", element " << i;
+          if (!mirrors.m) continue;
+          ASSERT_EQ(mirrors.m[c][i], m[i]) << "moment mirror " << c << ", element " << i;
+          ASSERT_EQ(mirrors.v[c][i], v[i]) << "moment mirror " << c << ", element " << i;
+        }
       }
     }
   omp_set_num_threads(saved);
