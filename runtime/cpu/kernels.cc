@@ -1539,31 +1539,37 @@ void MoeExpertsBackward(const MoeExpertShape& s, const int32_t* rows, const T* d
   }
 }
 
+// SumSquares' chunk `ch`: eight independent accumulators, combined in a fixed
+// order: the additions overlap in the pipeline instead of waiting on each other,
+// and the result still does not depend on the thread count.
+template <typename T>
+double ChunkSquares(const T* x, int64_t n, int64_t ch) {
+  const int64_t lo = ch * kReduceChunk, hi = std::min(n, lo + kReduceChunk);
+  if constexpr (std::is_same_v<T, float>)
+    if (vec::HasAvx2()) return avx2::SumSquaresChunk(x + lo, hi - lo);
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = lo;
+  for (; i + 8 <= hi; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += static_cast<double>(x[i + j]) * x[i + j];
+  for (; i < hi; ++i) acc[0] += static_cast<double>(x[i]) * x[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 template <typename T>
 double SumSquares(const T* x, int64_t n) {
   const int64_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
   std::vector<double> partial(chunks, 0.0);
-#pragma omp parallel for schedule(static) if (chunks > 1)
-  for (int64_t ch = 0; ch < chunks; ++ch) {
-    // Eight independent accumulators, combined in a fixed order: the additions
-    // overlap in the pipeline instead of waiting on each other, and the result
-    // still does not depend on the thread count.
-    const int64_t lo = ch * kReduceChunk, hi = std::min(n, lo + kReduceChunk);
-    if constexpr (std::is_same_v<T, float>)
-      if (vec::HasAvx2()) {
-        partial[ch] = avx2::SumSquaresChunk(x + lo, hi - lo);
-        continue;
-      }
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = lo;
-    for (; i + 8 <= hi; i += 8)
-      for (int j = 0; j < 8; ++j) acc[j] += static_cast<double>(x[i + j]) * x[i + j];
-    for (; i < hi; ++i) acc[0] += static_cast<double>(x[i]) * x[i];
-    partial[ch] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  }
+  SumSquaresChunks(x, n, 0, chunks, partial.data());
   double total = 0;
   for (double s : partial) total += s;
   return total;
+}
+
+template <typename T>
+void SumSquaresChunks(const T* x, int64_t n, int64_t first, int64_t count, double* partials) {
+  static_assert(kReduceChunk == kSumSquaresChunk);
+#pragma omp parallel for schedule(static) if (count > 1)
+  for (int64_t k = 0; k < count; ++k) partials[k] = ChunkSquares(x, n, first + k);
 }
 
 double SumCopies(const float* const* copies, int count, float* out, int64_t n, bool average,
@@ -1675,6 +1681,7 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void CrossEntropyBackward<T>(const T*, const int32_t*, const T*, T, T*, int64_t,    \
                                         int64_t, bool, int64_t, int64_t);                       \
   template double SumSquares<T>(const T*, int64_t);                                             \
+  template void SumSquaresChunks<T>(const T*, int64_t, int64_t, int64_t, double*);              \
   template void MoeRoute<T>(const MoeRouteShape&, const T*, const T*, double, double, T*, T*, \
                             int32_t*, int32_t*, T*, int32_t*, T*, T*);                         \
   template void MoeRouteBackward<T>(const MoeRouteShape&, const T*, double, double, double,    \

@@ -300,9 +300,15 @@ void MoeExpertsBackward(const MoeExpertShape& s, const int32_t* rows, const T* d
                         const T* act, double dw_scale, T* dx, T* dw_in, T* dw_gate, T* dw_out,
                         bool accumulate_dx);
 
-// Sum of squares in double, in a fixed order (global gradient norm).
+// Sum of squares in double, in a fixed order (global gradient norm): the in-order
+// sum of the partial sums of x's chunks of kSumSquaresChunk elements.
+inline constexpr int64_t kSumSquaresChunk = int64_t{1} << 16;
 template <typename T>
 double SumSquares(const T* x, int64_t n);
+// Those partial sums of chunks [first, first + count) (the norm split over ranks
+// that hold the same gradients: Executor::PlanSplitNorms).
+template <typename T>
+void SumSquaresChunks(const T* x, int64_t n, int64_t first, int64_t count, double* partials);
 
 // out[i] = copies[0][i] + copies[1][i] + ... + copies[count - 1][i], added in that
 // order in float, times 1 / count when `average` (comm.h's kAvg): a reduce-scatter

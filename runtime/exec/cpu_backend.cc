@@ -108,6 +108,12 @@ class CpuBackend final : public Backend {
     std::free(arena);
   }
 
+  int64_t square_chunk() const override { return k::kSumSquaresChunk; }
+  void SumSquareChunks(const float* x, int64_t n, int64_t first, int64_t count,
+                       double* partials) override {
+    k::SumSquaresChunks(x, n, first, count, partials);
+  }
+
   Status SumCopies(const float* const* copies, int count, float* out, int64_t n, bool average,
                    double* sum_squares) override {
     const double sum = k::SumCopies(copies, count, out, n, average, sum_squares != nullptr);

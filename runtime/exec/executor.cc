@@ -67,6 +67,7 @@ Status Executor::ShareArena(comm::Communicator& communicator, std::string* why_n
     if (comms_[axis] == &communicator) {
       if (auto err = PlanMirroredUpdates(axis)) return err;
       if (auto err = PlanSplitUpdates(axis)) return err;
+      if (auto err = PlanSplitNorms(axis)) return err;
       return PlanDirectReduceScatters(axis);
     }
   return std::nullopt;
@@ -143,8 +144,10 @@ std::string Executor::DirectSummary(int axis) const {
              std::to_string(mirrored_params_[axis]) + " parameters written by the update";
   if (!parts.empty()) return "ZeRO-1 between the arenas: " + parts;
   if (split_params_[axis])
-    return "the AdamW of " + std::to_string(split_params_[axis]) +
-           " parameters split over the group, each part written into every member's copies";
+    parts = "the AdamW of " + std::to_string(split_params_[axis]) +
+            " parameters split over the group, each part written into every member's copies";
+  if (split_norms_[axis])
+    parts += std::string(parts.empty() ? "" : "; ") + "the gradient norm split over the group";
   return parts;
 }
 
@@ -305,6 +308,74 @@ Status Executor::PlanSplitUpdates(int axis) {
     }
     instrs[updates.back()].mirror_sync_after = true;
     split_params_[axis] += static_cast<int>(updates.size());
+  }
+  return std::nullopt;
+}
+
+// Plain dp's gradient norm split over the group: after the all-reduce every
+// member holds the same gradients, so each grad_norm_sq over whole buffers in a unit
+// of the step has each member sum the squares of its share of the buffers' chunks
+// (Backend::SumSquareChunks; the chunks of all its buffers in order, cut into
+// size() contiguous shares), the members all_gather those partial sums, and every
+// member adds up each buffer's in order: the bits the backend's own sum gives. Any
+// transport; a backend that sums otherwise (square_chunk() == 0) keeps its own.
+Status Executor::PlanSplitNorms(int axis) {
+  comm::Communicator* c = comms_[axis];
+  const int64_t chunk = backend_->square_chunk();
+  if (axis != plan::kAxisDp || !c || c->size() == 1 || chunk <= 0 || view_ != arena_)
+    return std::nullopt;
+  size_t most = 0;  // the largest instruction's chunks, per member
+  for (size_t u = 0; u < units_.size(); ++u) {
+    if (plan::PerMicrobatch(plan_.plan->units()->Get(u)->kind())) continue;
+    for (plan::Instruction& instr : units_[u]) {
+      if (instr.op != fb::Op_GradNormSq || plan::Read<op::GradNormSq<uint32_t>>(instr).sharded)
+        continue;
+      int64_t chunks = 0;
+      for (const plan::Shard& range : instr.ranges) chunks += (range.size + chunk - 1) / chunk;
+      const int64_t share = (chunks + c->size() - 1) / c->size();
+      most = std::max(most, static_cast<size_t>(share));
+      instr.split_norm_axis = axis;
+      ++split_norms_[axis];
+    }
+  }
+  norm_mine_.assign(most, 0.0);
+  norm_parts_.assign(most * static_cast<size_t>(c->size()), 0.0);
+  return std::nullopt;
+}
+
+Status Executor::SplitNorm(const plan::Instruction& instr, StepScalars& scalars) {
+  comm::Communicator& c = *comms_[instr.split_norm_axis];
+  const int64_t chunk = backend_->square_chunk();
+  int64_t chunks = 0;
+  for (const plan::Shard& range : instr.ranges) chunks += (range.size + chunk - 1) / chunk;
+  const int64_t share = (chunks + c.size() - 1) / c.size();
+  const int64_t first = c.rank() * share, last = std::min(chunks, first + share);
+  // This member's chunks, buffer by buffer.
+  double* mine = norm_mine_.data();
+  int64_t at = 0;  // the global index of the buffer's first chunk
+  for (size_t i = 0; i < instr.buffers.size(); ++i) {
+    const plan::Shard& range = instr.ranges[i];
+    const int64_t count = (range.size + chunk - 1) / chunk;
+    const int64_t lo = std::max(first, at), hi = std::min(last, at + count);
+    if (lo < hi)
+      backend_->SumSquareChunks(F32(instr.buffers[i]) + range.begin, range.size, lo - at, hi - at,
+                                mine + (lo - first));
+    at += count;
+  }
+  static_assert(sizeof(double) == 2 * sizeof(float));
+  if (auto err = c.AllGather(reinterpret_cast<const float*>(norm_mine_.data()),
+                             reinterpret_cast<float*>(norm_parts_.data()),
+                             static_cast<size_t>(2 * share)))
+    return err->Within("grad_norm_sq");
+  // Member m's share is chunks [m * share, (m + 1) * share): in order.
+  const double* parts = norm_parts_.data();
+  at = 0;
+  for (const plan::Shard& range : instr.ranges) {
+    const int64_t count = (range.size + chunk - 1) / chunk;
+    double total = 0;
+    for (int64_t k = 0; k < count; ++k) total += parts[at + k];
+    scalars.grad_norm_sq += total;
+    at += count;
   }
   return std::nullopt;
 }
@@ -759,7 +830,9 @@ Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars&
                              : std::chrono::steady_clock::time_point();
   const double norm_before = scalars.grad_norm_sq;
   Status err;
-  if (instr.norm_from_reduce && Reduced(instr)) {
+  if (instr.split_norm_axis >= 0) {
+    err = SplitNorm(instr, scalars);
+  } else if (instr.norm_from_reduce && Reduced(instr)) {
     // The direct reduce-scatters' sums of squares: what the backend would add, in its order.
     for (uint32_t b : instr.buffers) scalars.grad_norm_sq += reduced_[b].sum;
   } else {

@@ -240,6 +240,13 @@ class Executor {
   Status PlanMirroredUpdates(int axis);
   int mirrored_params_[plan::kNumAxes] = {};
   Status PlanSplitUpdates(int axis);
+  // Plain dp's gradient norms split over the group (Instruction::split_norm_axis);
+  // norm_mine_: this member's partial sums; norm_parts_: every member's, gathered
+  // (all_gather moves them as pairs of floats, bytes unchanged).
+  Status PlanSplitNorms(int axis);
+  Status SplitNorm(const plan::Instruction& instr, StepScalars& scalars);
+  int split_norms_[plan::kNumAxes] = {};
+  std::vector<double> norm_mine_, norm_parts_;
   int split_params_[plan::kNumAxes] = {};
   int direct_reduced_[plan::kNumAxes] = {};  // buffers of direct reduce-scatters
   bool direct_norm_[plan::kNumAxes] = {};    // a norm takes their sums of squares

@@ -61,6 +61,9 @@ struct Instruction {
   // direct reduce-scatters computed as they wrote them this step.
   std::vector<std::vector<float*>> copies;
   bool norm_from_reduce = false;
+  // Set by the executor, never in a plan (Executor::PlanSplitNorms): grad_norm_sq's
+  // sums of squares are split over the group of this axis (-1: none).
+  int32_t split_norm_axis = -1;
 
   uint32_t Buffer(size_t i) const { return buffers[i]; }
   std::vector<uint32_t> Buffers() const { return buffers; }

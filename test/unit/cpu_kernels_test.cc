@@ -864,6 +864,23 @@ TEST(CpuKernels, AdamWFirstStepIsSignedLearningRate) {
   EXPECT_NEAR(v[1], 0.05 * 16.0, 1e-5);
 }
 
+// The norm split over ranks (SumSquaresChunks): any cut of the chunks into pieces,
+// their partial sums added in order, gives SumSquares' bits.
+TEST(CpuKernels, SumSquaresChunksAddUpToSumSquares) {
+  const int64_t n = kSumSquaresChunk * 5 + 77;
+  std::mt19937 gen(67);
+  std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+  std::vector<float> x(n);
+  for (float& v : x) v = dist(gen);
+  std::vector<double> partials(6, NAN);
+  SumSquaresChunks(x.data(), n, 0, 2, partials.data());
+  SumSquaresChunks(x.data(), n, 2, 1, partials.data() + 2);
+  SumSquaresChunks(x.data(), n, 3, 3, partials.data() + 3);
+  double total = 0;
+  for (double p : partials) total += p;
+  EXPECT_EQ(total, SumSquares(x.data(), n));
+}
+
 // SumCopies (a reduce-scatter between members that share their arenas): the
 // member-order float sum, averaged or not, in place or not, and the sum of squares of
 // what it wrote bit for bit as SumSquares computes it (chunks, groups of 8, tails).
