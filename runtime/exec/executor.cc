@@ -73,6 +73,22 @@ Status Executor::ShareArena(comm::Communicator& communicator, std::string* why_n
   return std::nullopt;
 }
 
+// Every member's copy of each of `buffers` (Communicator::MapOperand, a call of the
+// whole group): *mapped says whether all of them lie in every member's arena (the
+// same verdict on every member).
+Status Executor::MapBuffers(comm::Communicator& c, const std::vector<uint32_t>& buffers,
+                            std::vector<std::vector<float*>>* copies, bool* mapped) {
+  copies->assign(buffers.size(), {});
+  *mapped = true;
+  for (size_t k = 0; k < buffers.size(); ++k) {
+    const int64_t n = plan::NumElements(*plan_.plan->buffers()->Get(buffers[k]));
+    if (auto err = c.MapOperand(F32(buffers[k]), static_cast<size_t>(n), &(*copies)[k]))
+      return err;
+    *mapped = *mapped && !(*copies)[k].empty();
+  }
+  return std::nullopt;
+}
+
 // The reduce-scatters over `axis`, when the group's members share their arenas: each
 // buffer of a reduce_scatter or bucket_reduce_scatter that lies in every member's
 // arena (MapOperand: the same verdict on every member; an instruction goes direct
@@ -97,17 +113,16 @@ Status Executor::PlanDirectReduceScatters(int axis) {
           instr.axis != axis)
         continue;
       const auto rs = plan::Read<op::ReduceScatter<uint32_t>>(instr);
-      std::vector<std::vector<float*>> copies(rs.buffers.size());
-      bool mapped = rs.reduce != plan::kReduceMax;  // the same on every member
-      for (size_t k = 0; k < rs.buffers.size() && mapped; ++k) {
-        const uint32_t b = rs.buffers[k];
-        const int64_t n = plan::NumElements(*p.buffers()->Get(b));
-        if (auto err = c->MapOperand(F32(b), static_cast<size_t>(n), &copies[k])) return err;
-        mapped = !copies[k].empty();
+      if (rs.reduce == plan::kReduceMax) continue;  // the same on every member
+      std::vector<std::vector<float*>> copies;
+      bool mapped = false;
+      if (auto err = MapBuffers(*c, rs.buffers, &copies, &mapped)) return err;
+      if (!mapped) continue;
+      for (size_t k = 0; k < rs.buffers.size(); ++k) {
+        const int64_t n = plan::NumElements(*p.buffers()->Get(rs.buffers[k]));
         const int64_t begin = plan::ShardOf(n, c->rank(), c->size()).begin;
         for (float*& copy : copies[k]) copy += begin;  // this member's shard of each
       }
-      if (!mapped) continue;
       // The unit's first run of the step may run its copy (PlanFirstWrites).
       if (!first_units_[u].empty()) first_units_[u][i].copies = copies;
       instr.copies = std::move(copies);
@@ -221,14 +236,9 @@ Status Executor::PlanMirroredUpdates(int axis) {
       float refused = ok ? 0.f : 1.f;
       if (auto err = c->AllReduce(&refused, 1, comm::ReduceOp::kMax)) return err;
       if (refused > 0) continue;
-      std::vector<std::vector<float*>> peers(ag.buffers.size());
-      bool mapped = true;
-      for (size_t k = 0; k < ag.buffers.size(); ++k) {
-        const uint32_t b = ag.buffers[k];
-        const int64_t n = plan::NumElements(*p.buffers()->Get(b));
-        if (auto err = c->MapOperand(F32(b), static_cast<size_t>(n), &peers[k])) return err;
-        mapped = mapped && !peers[k].empty();
-      }
+      std::vector<std::vector<float*>> peers;
+      bool mapped = false;
+      if (auto err = MapBuffers(*c, ag.buffers, &peers, &mapped)) return err;
       if (!mapped) continue;
       for (size_t k = 0; k < ag.buffers.size(); ++k) {
         plan::Instruction& update = instrs[updates[k]];
@@ -281,13 +291,9 @@ Status Executor::PlanSplitUpdates(int axis) {
     float refused = ok ? 0.f : 1.f;
     if (auto err = c->AllReduce(&refused, 1, comm::ReduceOp::kMax)) return err;
     if (refused > 0) continue;
-    std::vector<std::vector<float*>> copies(state.size());
-    bool mapped = true;
-    for (size_t k = 0; k < state.size(); ++k) {
-      const int64_t n = plan::NumElements(*p.buffers()->Get(state[k]));
-      if (auto err = c->MapOperand(F32(state[k]), static_cast<size_t>(n), &copies[k])) return err;
-      mapped = mapped && !copies[k].empty();
-    }
+    std::vector<std::vector<float*>> copies;
+    bool mapped = false;
+    if (auto err = MapBuffers(*c, state, &copies, &mapped)) return err;
     if (!mapped) continue;
     for (size_t k = 0; k < updates.size(); ++k) {
       plan::Instruction& update = instrs[updates[k]];
@@ -319,6 +325,15 @@ Status Executor::PlanSplitUpdates(int axis) {
 // size() contiguous shares), the members all_gather those partial sums, and every
 // member adds up each buffer's in order: the bits the backend's own sum gives. Any
 // transport; a backend that sums otherwise (square_chunk() == 0) keeps its own.
+namespace {
+// A grad_norm_sq's chunks of `chunk` elements, all its ranges' in order.
+int64_t ChunksOf(const plan::Instruction& instr, int64_t chunk) {
+  int64_t chunks = 0;
+  for (const plan::Shard& range : instr.ranges) chunks += (range.size + chunk - 1) / chunk;
+  return chunks;
+}
+}  // namespace
+
 Status Executor::PlanSplitNorms(int axis) {
   comm::Communicator* c = comms_[axis];
   const int64_t chunk = backend_->square_chunk();
@@ -330,9 +345,7 @@ Status Executor::PlanSplitNorms(int axis) {
     for (plan::Instruction& instr : units_[u]) {
       if (instr.op != fb::Op_GradNormSq || plan::Read<op::GradNormSq<uint32_t>>(instr).sharded)
         continue;
-      int64_t chunks = 0;
-      for (const plan::Shard& range : instr.ranges) chunks += (range.size + chunk - 1) / chunk;
-      const int64_t share = (chunks + c->size() - 1) / c->size();
+      const int64_t share = (ChunksOf(instr, chunk) + c->size() - 1) / c->size();
       most = std::max(most, static_cast<size_t>(share));
       instr.split_norm_axis = axis;
       ++split_norms_[axis];
@@ -346,8 +359,7 @@ Status Executor::PlanSplitNorms(int axis) {
 Status Executor::SplitNorm(const plan::Instruction& instr, StepScalars& scalars) {
   comm::Communicator& c = *comms_[instr.split_norm_axis];
   const int64_t chunk = backend_->square_chunk();
-  int64_t chunks = 0;
-  for (const plan::Shard& range : instr.ranges) chunks += (range.size + chunk - 1) / chunk;
+  const int64_t chunks = ChunksOf(instr, chunk);
   const int64_t share = (chunks + c.size() - 1) / c.size();
   const int64_t first = c.rank() * share, last = std::min(chunks, first + share);
   // This member's chunks, buffer by buffer.
@@ -501,6 +513,19 @@ void Executor::InitializeParameters(uint64_t seed) {
   (void)PushState();  // a failed copy stays the backend's error: the next Step returns it
 }
 
+// The barrier of `axis`'s group around mirrored updates (PlanMirroredUpdates,
+// PlanSplitUpdates), traced as "mirror_barrier".
+Status Executor::MirrorBarrier(int axis) {
+  const int64_t start = tracer_ ? tracer_->Now() : 0;
+  if (auto err = comms_[axis]->Barrier()) return err;
+  if (tracer_) {
+    TraceEvent e = Span(TraceCategory::kCollective, "mirror_barrier", start, tracer_->Now());
+    e.axis = axis;
+    tracer_->Add(e);
+  }
+  return std::nullopt;
+}
+
 Status Executor::RunUnit(const plan::ScheduledRun& run, const FillMicrobatch* fill,
                          double* loss_sum) {
   if (!tracer_) return RunUnitBody(run, fill, loss_sum);
@@ -584,14 +609,8 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
     if (instr.mirror_axis >= 0 && !mirror_synced_[instr.mirror_axis]) {
       // This update writes into the other members' parameters: they are done
       // reading them (PlanMirroredUpdates).
-      const int64_t start = tracer_ ? tracer_->Now() : 0;
-      if (auto err = comms_[instr.mirror_axis]->Barrier()) return err;
+      if (auto err = MirrorBarrier(instr.mirror_axis)) return err;
       mirror_synced_[instr.mirror_axis] = true;
-      if (tracer_) {
-        TraceEvent e = Span(TraceCategory::kCollective, "mirror_barrier", start, tracer_->Now());
-        e.axis = instr.mirror_axis;
-        tracer_->Add(e);
-      }
     }
     // One pointer check per instruction when not tracing.
     if (auto err = tracer_ ? TracedRun(instr, slot) : Run(instr, slot, scalars_)) {
@@ -602,16 +621,9 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
       return err->Within("unit '" + (run.unit->name() ? run.unit->name()->str() : "") +
                          "' instruction " + std::to_string(index));
     }
-    if (instr.mirror_sync_after) {
-      // Every member's part of the split updates is in (PlanSplitUpdates).
-      const int64_t start = tracer_ ? tracer_->Now() : 0;
-      if (auto err = comms_[instr.mirror_axis]->Barrier()) return err;
-      if (tracer_) {
-        TraceEvent e = Span(TraceCategory::kCollective, "mirror_barrier", start, tracer_->Now());
-        e.axis = instr.mirror_axis;
-        tracer_->Add(e);
-      }
-    }
+    // Every member's part of the split updates is in (PlanSplitUpdates).
+    if (instr.mirror_sync_after)
+      if (auto err = MirrorBarrier(instr.mirror_axis)) return err;
   }
   // A unit of the step (a tied embedding's gradient exchange) completes its own
   // sends.

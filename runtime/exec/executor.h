@@ -238,6 +238,9 @@ class Executor {
   // first_units_ never copies). mirror_synced_: this step's barrier before the
   // first mirrored update ran.
   Status PlanMirroredUpdates(int axis);
+  Status MapBuffers(comm::Communicator& c, const std::vector<uint32_t>& buffers,
+                    std::vector<std::vector<float*>>* copies, bool* mapped);
+  Status MirrorBarrier(int axis);
   int mirrored_params_[plan::kNumAxes] = {};
   Status PlanSplitUpdates(int axis);
   // Plain dp's gradient norms split over the group (Instruction::split_norm_axis);
