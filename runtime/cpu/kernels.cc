@@ -242,11 +242,8 @@ HEIRETSU_AVX2 void AdamW(float* param, const float* grad, float* m, float* v, in
   // past the caches when aligned (no read for ownership), fenced before the
   // caller's barrier publishes them.
   bool stream = true;
-  const bool moments = mirrors.m != nullptr;
   for (int c = 0; c < mirrors.count; ++c)
-    for (const float* copy : {mirrors.param[c], moments ? mirrors.m[c] : nullptr,
-                              moments ? mirrors.v[c] : nullptr})
-      stream = stream && reinterpret_cast<uintptr_t>(copy) % 32 == 0;
+    stream = stream && reinterpret_cast<uintptr_t>(mirrors.param[c]) % 32 == 0;
 
 #pragma omp parallel if (Parallel(n))
   {
@@ -265,12 +262,7 @@ HEIRETSU_AVX2 void AdamW(float* param, const float* grad, float* m, float* v, in
       Save(v + i, vi, w);
       const __m256 updated = _mm256_sub_ps(p, update);
       Save(param + i, updated, w);
-      for (int c = 0; c < mirrors.count; ++c) {
-        SaveCopy(mirrors.param[c] + i, updated, w, stream);
-        if (!moments) continue;
-        SaveCopy(mirrors.m[c] + i, mi, w, stream);
-        SaveCopy(mirrors.v[c] + i, vi, w, stream);
-      }
+      for (int c = 0; c < mirrors.count; ++c) SaveCopy(mirrors.param[c] + i, updated, w, stream);
     }
     if (mirrors.count > 0) _mm_sfence();  // this thread's streamed stores
   }
@@ -1621,10 +1613,7 @@ void AdamW(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
     m[i] = mi;
     v[i] = vi;
     param[i] -= step_size * mi / (std::sqrt(vi * inv_c2) + e) + decay * param[i];
-    for (int c = 0; c < mirrors.count; ++c) {
-      mirrors.param[c][i] = param[i];
-      if (mirrors.m) mirrors.m[c][i] = mi, mirrors.v[c][i] = vi;
-    }
+    for (int c = 0; c < mirrors.count; ++c) mirrors.param[c][i] = param[i];
   }
 }
 

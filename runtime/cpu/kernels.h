@@ -323,16 +323,13 @@ double SumCopies(const float* const* copies, int count, float* out, int64_t n, b
 //   g = grad * grad_scale            (grad_scale carries global-norm clipping)
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p -= lr * (m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps) + weight_decay * p)
-// `step` t counts from 1. `mirrors`: other copies (n elements each, overlapping
-// none of the operands) that get the updated values too: `count` of param (ZeRO-1's
-// all_gather done by the update), and, when m and v are not null, `count` of m and
-// of v (an update split over data-parallel ranks that keep whole moments)
-// (Executor::PlanMirroredUpdates).
+// `step` t counts from 1. `mirrors`: `count` other copies of param (n elements
+// each, overlapping none of the operands) that get the updated values too
+// (ZeRO-1's all_gather done by the update, Executor::PlanMirroredUpdates; an update
+// split over data-parallel ranks, PlanSplitUpdates).
 template <typename T>
 struct AdamWMirrors {
   T* const* param = nullptr;
-  T* const* m = nullptr;
-  T* const* v = nullptr;
   int count = 0;
 };
 template <typename T>

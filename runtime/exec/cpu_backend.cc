@@ -372,14 +372,10 @@ class CpuBackend final : public Backend {
         double eps = opt ? opt->eps() : 1e-8;
         // [begin, begin + size): all of the parameter, this rank's ZeRO-1 shard,
         // whose moments hold only that, or this rank's part of an update split
-        // over the data-parallel ranks (Executor::PlanMirroredUpdates), whose
+        // over the data-parallel ranks (Executor::PlanSplitUpdates), whose
         // moments are whole.
         const int64_t moments = u.shard ? 0 : u.begin;
-        k::AdamWMirrors<float> mirrors;
-        mirrors.count = static_cast<int>(in.mirrors.size());
-        mirrors.param = in.mirrors.data();
-        if (!in.moment_mirrors.empty())
-          mirrors.m = in.moment_mirrors.data(), mirrors.v = in.moment_mirrors.data() + mirrors.count;
+        const k::AdamWMirrors<float> mirrors{in.mirrors.data(), static_cast<int>(in.mirrors.size())};
         k::AdamW(f(u.param) + u.begin, f(u.grad) + u.begin, f(u.exp_avg) + moments,
                  f(u.exp_avg_sq) + moments, u.size, s.lr, b1, b2, eps,
                  u.weight_decay ? s.weight_decay : 0.0, s.step, s.clip_scale, mirrors);

@@ -66,8 +66,9 @@ Status Executor::ShareArena(comm::Communicator& communicator, std::string* why_n
   for (int axis = 0; axis < plan::kNumAxes; ++axis)
     if (comms_[axis] == &communicator) {
       if (auto err = PlanMirroredUpdates(axis)) return err;
-      if (auto err = PlanSplitUpdates(axis)) return err;
       if (auto err = PlanSplitNorms(axis)) return err;
+      if (auto err = PlanSplitUpdates(axis)) return err;
+      if (auto err = PlanSplitReduces(axis)) return err;
       return PlanDirectReduceScatters(axis);
     }
   return std::nullopt;
@@ -158,9 +159,13 @@ std::string Executor::DirectSummary(int axis) const {
     parts += std::string(parts.empty() ? "" : ", ") + "all_gather of " +
              std::to_string(mirrored_params_[axis]) + " parameters written by the update";
   if (!parts.empty()) return "ZeRO-1 between the arenas: " + parts;
+  if (split_reduced_[axis])
+    parts = "each member's part of the all_reduce of " + std::to_string(split_reduced_[axis]) +
+            " gradients summed between the arenas (with its norm)";
   if (split_params_[axis])
-    parts = "the AdamW of " + std::to_string(split_params_[axis]) +
-            " parameters split over the group, each part written into every member's copies";
+    parts += std::string(parts.empty() ? "" : "; ") + "the AdamW of " +
+             std::to_string(split_params_[axis]) +
+             " parameters split over the group, each part written into every member's parameters";
   if (split_norms_[axis])
     parts += std::string(parts.empty() ? "" : "; ") + "the gradient norm split over the group";
   return parts;
@@ -255,17 +260,27 @@ Status Executor::PlanMirroredUpdates(int axis) {
   return std::nullopt;
 }
 
+// A split clip_adamw's part for member `member`: the part of its gradient the
+// member's split norm sums (SplitPart), else plan::ShardOf over the group.
+plan::Shard Executor::UpdatePart(const plan::Instruction& update, int member) const {
+  const auto u = plan::Read<op::ClipAndAdamW<uint32_t>>(update);
+  if (std::optional<plan::Shard> part = SplitPart(u.grad, member)) return *part;
+  return plan::ShardOf(u.n, member, comms_[plan::kAxisDp]->size());
+}
+
 // Plain data parallelism (no ZeRO-1) over members that share their arenas: every
 // member holds the whole parameters and moments and would apply the same AdamW to
 // all of them, from the same all-reduced gradients. Instead, in each unit of the
 // step, the clip_adamw over whole moments whose parameter and moments lie in every
-// member's arena (MapOperand) update this member's part of them only (plan::ShardOf
-// over the group: the instruction's range narrowed), writing the new parameter and
-// moments into every other member's copies too: the same bits each would have
-// computed. A barrier of the group comes before the first of them in the step
-// (every member is done reading its parameters and moments) and one after the last
-// (every part is in before anything reads them); nothing else between them may
-// touch those buffers. Only over dp, whose members hold the same parameter blocks.
+// member's arena (MapOperand) update this member's part of them only (UpdatePart:
+// the instruction's range narrowed), writing the new parameter into every other
+// member's copies too: the same bits each would have computed. Each member's
+// moments are then current in its own parts only; PullState copies the others'
+// parts from their arenas (moment_syncs_) when the state is read. A barrier of the
+// group comes before the first of them in the step (every member is done reading
+// its parameters) and one after the last (every part is in before anything reads
+// them, PullState included); nothing else between them may touch those buffers.
+// Only over dp, whose members hold the same parameter blocks.
 Status Executor::PlanSplitUpdates(int axis) {
   comm::Communicator* c = comms_[axis];
   if (axis != plan::kAxisDp || !c || c->size() == 1) return std::nullopt;
@@ -297,19 +312,22 @@ Status Executor::PlanSplitUpdates(int axis) {
     if (!mapped) continue;
     for (size_t k = 0; k < updates.size(); ++k) {
       plan::Instruction& update = instrs[updates[k]];
-      const plan::Shard part =
-          plan::ShardOf(plan::Read<op::ClipAndAdamW<uint32_t>>(update).n, c->rank(), c->size());
+      const plan::Shard part = UpdatePart(update, c->rank());
       update.resolved = {part.begin, part.size};  // op_table.h: RES(begin) RES(size)
       update.mirrors.clear();
-      update.moment_mirrors.clear();
       for (int r = 0; r < c->size(); ++r) {
         if (r == c->rank()) continue;
         update.mirrors.push_back(copies[3 * k][static_cast<size_t>(r)] + part.begin);
-        update.moment_mirrors.push_back(copies[3 * k + 1][static_cast<size_t>(r)] + part.begin);
+        // Member r's part of the moments, for PullState.
+        const plan::Shard theirs = UpdatePart(update, r);
+        for (size_t moment : {3 * k + 1, 3 * k + 2}) {
+          const float* from = copies[moment][static_cast<size_t>(r)];
+          if (theirs.size > 0)
+            moment_syncs_.push_back({from + theirs.begin,
+                                     copies[moment][static_cast<size_t>(c->rank())] + theirs.begin,
+                                     theirs.size});
+        }
       }
-      for (int r = 0; r < c->size(); ++r)
-        if (r != c->rank())
-          update.moment_mirrors.push_back(copies[3 * k + 2][static_cast<size_t>(r)] + part.begin);
       update.mirror_axis = axis;
     }
     instrs[updates.back()].mirror_sync_after = true;
@@ -318,19 +336,56 @@ Status Executor::PlanSplitUpdates(int axis) {
   return std::nullopt;
 }
 
-// Plain dp's gradient norm split over the group: after the all-reduce every
-// member holds the same gradients, so each grad_norm_sq over whole buffers in a unit
-// of the step has each member sum the squares of its share of the buffers' chunks
-// (Backend::SumSquareChunks; the chunks of all its buffers in order, cut into
-// size() contiguous shares), the members all_gather those partial sums, and every
-// member adds up each buffer's in order: the bits the backend's own sum gives. Any
-// transport; a backend that sums otherwise (square_chunk() == 0) keeps its own.
+// Plain dp's gradient norm split over the group: every member holds the same
+// summed gradients (or at least its part of them: PlanSplitReduces), so each
+// grad_norm_sq in a unit of the step has each member sum the squares of its runs
+// of the buffers' chunks (ChunkShares; Backend::SumSquareChunks, or the sums its
+// split reduce kept), the members all_gather those partial sums, and every member
+// adds up each buffer's in order: the bits the backend's own sum gives. Any
+// transport; a backend that sums otherwise (square_chunk() == 0) keeps its own. A
+// buffer that lies whole in exactly one such norm has its run in that norm as its
+// split part (SplitPart), which the split updates and reduces then use too.
 namespace {
-// A grad_norm_sq's chunks of `chunk` elements, all its ranges' in order.
-int64_t ChunksOf(const plan::Instruction& instr, int64_t chunk) {
-  int64_t chunks = 0;
-  for (const plan::Shard& range : instr.ranges) chunks += (range.size + chunk - 1) / chunk;
-  return chunks;
+// A split grad_norm_sq's chunks of `chunk` elements, buffer by buffer (of its
+// ranges), divided among `members`: each buffer's cut into contiguous runs in
+// member order, as even as they go, its one-chunk-longer runs going to members i,
+// i + 1, ... (mod members) for buffer i, so that every member gets about its share
+// of every bucket's elements. Member `member`'s runs: per buffer the chunks
+// [first, first + count) of its range, whose sums go to the member's partial sums
+// from index `partial` on; *length: how many partial sums the member has.
+struct ChunkShare {
+  int64_t first = 0, count = 0, partial = 0;
+};
+std::vector<ChunkShare> ChunkShares(const plan::Instruction& instr, int64_t chunk, int member,
+                                    int members, int64_t* length) {
+  std::vector<ChunkShare> shares(instr.buffers.size());
+  *length = 0;
+  for (size_t i = 0; i < instr.buffers.size(); ++i) {
+    const int64_t chunks = (instr.ranges[i].size + chunk - 1) / chunk;
+    const int rotation = static_cast<int>(i % static_cast<size_t>(members));
+    auto run = [&](int r) {
+      return chunks / members + ((r - rotation + members) % members < chunks % members ? 1 : 0);
+    };
+    ChunkShare& s = shares[i];
+    for (int r = 0; r < member; ++r) s.first += run(r);
+    s.count = run(member);
+    s.partial = *length;
+    *length += s.count;
+  }
+  return shares;
+}
+
+// Every member's runs (ChunkShares) and *most, the most partial sums of any.
+std::vector<std::vector<ChunkShare>> AllChunkShares(const plan::Instruction& instr, int64_t chunk,
+                                                    int members, int64_t* most) {
+  std::vector<std::vector<ChunkShare>> all;
+  *most = 0;
+  for (int r = 0; r < members; ++r) {
+    int64_t length = 0;
+    all.push_back(ChunkShares(instr, chunk, r, members, &length));
+    *most = std::max(*most, length);
+  }
+  return all;
 }
 }  // namespace
 
@@ -339,55 +394,179 @@ Status Executor::PlanSplitNorms(int axis) {
   const int64_t chunk = backend_->square_chunk();
   if (axis != plan::kAxisDp || !c || c->size() == 1 || chunk <= 0 || view_ != arena_)
     return std::nullopt;
-  size_t most = 0;  // the largest instruction's chunks, per member
+  const fb::Plan& p = *plan_.plan;
+  int64_t most = 0;  // the most partial sums of any member in any instruction
+  split_part_of_.assign(p.buffers()->size(), {});
+  std::vector<int> norms(p.buffers()->size(), 0);  // the split norms over each buffer
   for (size_t u = 0; u < units_.size(); ++u) {
-    if (plan::PerMicrobatch(plan_.plan->units()->Get(u)->kind())) continue;
+    if (plan::PerMicrobatch(p.units()->Get(u)->kind())) continue;
     for (plan::Instruction& instr : units_[u]) {
       if (instr.op != fb::Op_GradNormSq || plan::Read<op::GradNormSq<uint32_t>>(instr).sharded)
         continue;
-      const int64_t share = (ChunksOf(instr, chunk) + c->size() - 1) / c->size();
-      most = std::max(most, static_cast<size_t>(share));
+      int64_t share = 0;
+      (void)AllChunkShares(instr, chunk, c->size(), &share);
+      most = std::max(most, share);
       instr.split_norm_axis = axis;
       ++split_norms_[axis];
+      for (size_t i = 0; i < instr.buffers.size(); ++i) {
+        const uint32_t b = instr.buffers[i];
+        if (!plan::Has(b)) continue;
+        const bool whole = instr.ranges[i].begin == 0 &&
+                           instr.ranges[i].size == plan::NumElements(*p.buffers()->Get(b));
+        split_part_of_[b] = ++norms[b] == 1 && whole ? SplitPartOf{&instr, i} : SplitPartOf{};
+      }
     }
   }
-  norm_mine_.assign(most, 0.0);
-  norm_parts_.assign(most * static_cast<size_t>(c->size()), 0.0);
+  norm_mine_.assign(static_cast<size_t>(most), 0.0);
+  norm_parts_.assign(static_cast<size_t>(most) * static_cast<size_t>(c->size()), 0.0);
   return std::nullopt;
+}
+
+std::optional<plan::Shard> Executor::SplitPart(uint32_t buffer, int member) const {
+  if (!plan::Has(buffer) || buffer >= split_part_of_.size() || !split_part_of_[buffer].norm)
+    return std::nullopt;
+  const SplitPartOf of = split_part_of_[buffer];
+  const int64_t chunk = backend_->square_chunk();
+  int64_t length = 0;
+  const ChunkShare s = ChunkShares(*of.norm, chunk, member,
+                                   comms_[of.norm->split_norm_axis]->size(), &length)[of.index];
+  const int64_t begin = s.first * chunk;
+  return plan::Shard{begin, s.count ? std::min(of.norm->ranges[of.index].size - begin,
+                                               s.count * chunk)
+                                    : 0};
 }
 
 Status Executor::SplitNorm(const plan::Instruction& instr, StepScalars& scalars) {
   comm::Communicator& c = *comms_[instr.split_norm_axis];
   const int64_t chunk = backend_->square_chunk();
-  const int64_t chunks = ChunksOf(instr, chunk);
-  const int64_t share = (chunks + c.size() - 1) / c.size();
-  const int64_t first = c.rank() * share, last = std::min(chunks, first + share);
-  // This member's chunks, buffer by buffer.
+  int64_t share = 0;  // every member's partial sums are gathered as this many
+  const std::vector<std::vector<ChunkShare>> all = AllChunkShares(instr, chunk, c.size(), &share);
+  // This member's runs, buffer by buffer: those its split reduce summed this step,
+  // as it kept them; the others' here.
   double* mine = norm_mine_.data();
-  int64_t at = 0;  // the global index of the buffer's first chunk
   for (size_t i = 0; i < instr.buffers.size(); ++i) {
+    const ChunkShare& s = all[static_cast<size_t>(c.rank())][i];
+    if (!s.count) continue;
+    const uint32_t b = instr.buffers[i];
+    if (b < split_sums_.size() && split_sums_[b].serial == step_serial_ &&
+        split_sums_[b].sums.size() == static_cast<size_t>(s.count)) {
+      std::copy(split_sums_[b].sums.begin(), split_sums_[b].sums.end(), mine + s.partial);
+      continue;
+    }
     const plan::Shard& range = instr.ranges[i];
-    const int64_t count = (range.size + chunk - 1) / chunk;
-    const int64_t lo = std::max(first, at), hi = std::min(last, at + count);
-    if (lo < hi)
-      backend_->SumSquareChunks(F32(instr.buffers[i]) + range.begin, range.size, lo - at, hi - at,
-                                mine + (lo - first));
-    at += count;
+    backend_->SumSquareChunks(F32(b) + range.begin, range.size, s.first, s.count, mine + s.partial);
   }
   static_assert(sizeof(double) == 2 * sizeof(float));
   if (auto err = c.AllGather(reinterpret_cast<const float*>(norm_mine_.data()),
                              reinterpret_cast<float*>(norm_parts_.data()),
                              static_cast<size_t>(2 * share)))
     return err->Within("grad_norm_sq");
-  // Member m's share is chunks [m * share, (m + 1) * share): in order.
-  const double* parts = norm_parts_.data();
-  at = 0;
-  for (const plan::Shard& range : instr.ranges) {
-    const int64_t count = (range.size + chunk - 1) / chunk;
+  // Member m's partial sums from m * share on; each buffer's chunks in order are
+  // member 0's run, then member 1's, ...
+  for (size_t i = 0; i < instr.buffers.size(); ++i) {
     double total = 0;
-    for (int64_t k = 0; k < count; ++k) total += parts[at + k];
+    for (size_t r = 0; r < all.size(); ++r) {
+      const double* run = norm_parts_.data() + r * static_cast<size_t>(share) + all[r][i].partial;
+      for (int64_t k = 0; k < all[r][i].count; ++k) total += run[k];
+    }
     scalars.grad_norm_sq += total;
-    at += count;
+  }
+  return std::nullopt;
+}
+
+// Plain dp's all-reduce of the gradients when the updates and the norm are split
+// over members that share their arenas: each member reads only its part of each
+// summed gradient (SplitPart: the part its split update reads and its split norm
+// sums). So a bucket_all_reduce over the group (not a max) each of whose gradients
+// has a split part, and is read in the step's units only by its split clip_adamw
+// (over that part) and its split grad_norm_sq, and lies in every member's arena
+// (MapOperand: the same verdict on every member), is run by the executor: one
+// barrier of the group (every member's gradients are complete), then this member's
+// part of each summed from every member's copy in member order, as the
+// communicator's all_reduce sums it (Backend::SumCopies), chunk by chunk of the
+// norm, whose sums of squares are kept for it (split_sums_). The rest of the buffer
+// keeps this member's own gradient; nothing reads it. No barrier after: the loss's
+// all_reduce over the group, after the buckets join, orders every member's reads
+// of the others' copies before any member's next step writes them.
+// ComputeGradients, whose result is the gradients, runs the all_reduce itself.
+Status Executor::PlanSplitReduces(int axis) {
+  comm::Communicator* c = comms_[axis];
+  if (axis != plan::kAxisDp || !c || c->size() == 1 || view_ != arena_ ||
+      backend_->ArenaFd(arena_) < 0 || !split_params_[axis] || !split_norms_[axis])
+    return std::nullopt;
+  const fb::Plan& p = *plan_.plan;
+  // readable[b]: gradient b has a split part, and the step's units read it only
+  // through its split update and its split norm.
+  std::vector<bool> readable(p.buffers()->size(), false);
+  for (const fb::Param* param : *p.params())
+    readable[param->grad()] = SplitPart(param->grad(), c->rank()).has_value();
+  for (size_t u = 0; u < units_.size(); ++u) {
+    if (plan::PerMicrobatch(p.units()->Get(u)->kind())) continue;
+    for (const plan::Instruction& instr : units_[u])
+      for (uint32_t b : instr.buffers) {
+        if (!plan::Has(b) || !readable[b]) continue;
+        if (instr.op == fb::Op_GradNormSq && instr.split_norm_axis == axis &&
+            split_part_of_[b].norm == &instr)
+          continue;
+        if (instr.op == fb::Op_ClipAndAdamW && instr.mirror_axis == axis) {
+          const auto update = plan::Read<op::ClipAndAdamW<uint32_t>>(instr);
+          const plan::Shard part = *SplitPart(b, c->rank());
+          if (update.grad == b && update.begin == part.begin && update.size == part.size) continue;
+        }
+        readable[b] = false;
+      }
+  }
+  split_sums_.assign(p.buffers()->size(), {});
+  for (size_t u = 0; u < units_.size(); ++u)
+    for (size_t i = 0; i < units_[u].size(); ++i) {
+      plan::Instruction& instr = units_[u][i];
+      if (instr.op != fb::Op_BucketAllReduce || instr.axis != axis) continue;
+      const auto ar = plan::Read<op::AllReduce<uint32_t>>(instr);
+      bool ok = ar.reduce != plan::kReduceMax;
+      for (uint32_t b : ar.buffers) ok = ok && plan::Has(b) && readable[b];
+      float refused = ok ? 0.f : 1.f;
+      if (auto err = c->AllReduce(&refused, 1, comm::ReduceOp::kMax)) return err;
+      if (refused > 0) continue;
+      std::vector<std::vector<float*>> copies;
+      bool mapped = false;
+      if (auto err = MapBuffers(*c, ar.buffers, &copies, &mapped)) return err;
+      if (!mapped) continue;
+      for (size_t k = 0; k < ar.buffers.size(); ++k) {
+        const plan::Shard part = *SplitPart(ar.buffers[k], c->rank());
+        for (float*& copy : copies[k]) copy += part.begin;  // this member's part of each
+        split_sums_[ar.buffers[k]].sums.assign(
+            static_cast<size_t>((part.size + backend_->square_chunk() - 1) /
+                                backend_->square_chunk()),
+            0.0);
+      }
+      // The unit's first run of the step may run its copy (PlanFirstWrites).
+      if (!first_units_[u].empty()) first_units_[u][i].copies = copies;
+      instr.copies = std::move(copies);
+      split_reduced_[axis] += static_cast<int>(ar.buffers.size());
+    }
+  chunk_copies_.resize(static_cast<size_t>(c->size()));
+  return std::nullopt;
+}
+
+// A split reduce (PlanSplitReduces): this member's part of each buffer, summed
+// from every member's copy, chunk by chunk of the norm, their sums of squares kept.
+Status Executor::SplitAllReduce(const plan::Instruction& instr, comm::Communicator& c) {
+  const auto ar = plan::Read<op::AllReduce<uint32_t>>(instr);
+  if (auto err = c.Barrier()) return err->Within(plan::OpName(instr.op));
+  const int64_t chunk = backend_->square_chunk();
+  for (size_t k = 0; k < ar.buffers.size(); ++k) {
+    const uint32_t b = ar.buffers[k];
+    const plan::Shard part = *SplitPart(b, c.rank());
+    SplitSums& kept = split_sums_[b];
+    for (int64_t at = 0, j = 0; at < part.size; at += chunk, ++j) {
+      for (size_t r = 0; r < chunk_copies_.size(); ++r) chunk_copies_[r] = instr.copies[k][r] + at;
+      if (auto err = backend_->SumCopies(chunk_copies_.data(), c.size(), F32(b) + part.begin + at,
+                                         std::min(chunk, part.size - at),
+                                         ar.reduce == plan::kReduceAvg,
+                                         &kept.sums[static_cast<size_t>(j)]))
+        return err;
+    }
+    kept.serial = step_serial_;
   }
   return std::nullopt;
 }
@@ -480,6 +659,10 @@ void Executor::Push(uint32_t buffer, uint32_t slot) {
 Status Executor::PullState() {
   for (const fb::Param* p : *plan_.plan->params())
     for (uint32_t b : {p->value(), p->grad(), p->exp_avg(), p->exp_avg_sq()}) Pull(b);
+  // The other members' parts of split updates' moments (PlanSplitUpdates): final
+  // since their last update, and not written again before this member's next step.
+  for (const MomentSync& sync : moment_syncs_)
+    std::memcpy(sync.to, sync.from, static_cast<size_t>(sync.n) * sizeof(float));
   return backend_->error();
 }
 
@@ -641,7 +824,9 @@ Status Executor::RunUnitBody(const plan::ScheduledRun& run, const FillMicrobatch
 
 Status Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
   scalars_ = StepScalars{};  // the gradients of the loss itself (loss scale 1)
+  full_gradients_ = true;    // every member's whole gradients (PlanSplitReduces)
   Status err = MicrobatchRuns(fill, loss);
+  full_gradients_ = false;
   if (!err) err = backend_->error();  // a copy's or zeroing's failure (backend.h)
   if (err) {  // nothing in flight may outlive the call
     (void)WaitAllSends();
@@ -830,6 +1015,7 @@ Status Executor::Run(const plan::Instruction& instr, uint32_t slot, StepScalars&
         return BlockCollective(instr, slot, *c);
       case fb::Op_AllReduce:
       case fb::Op_BucketAllReduce:
+        if (!instr.copies.empty() && !full_gradients_) return SplitAllReduce(instr, *c);
         return AllReduce(instr, slot, *c);
       case fb::Op_AllToAll:
         return Exchange(instr, slot, *c);

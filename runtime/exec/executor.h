@@ -131,8 +131,9 @@ class Executor {
   // for the run's first lines: "" (nothing), or e.g. "ZeRO-1 between the arenas:
   // reduce_scatter of 196 gradients (with their norm), all_gather of 196
   // parameters written by the update" (PlanDirectReduceScatters, PlanMirroredUpdates),
-  // or for plain dp "the AdamW of 196 parameters split over the group, ..."
-  // (PlanSplitUpdates).
+  // or for plain dp "each member's part of the all_reduce of 196 gradients ...;
+  // the AdamW of 196 parameters split over the group, ..." (PlanSplitReduces,
+  // PlanSplitUpdates, PlanSplitNorms).
   std::string DirectSummary(int axis) const;
 
   // The first half of Step: zero the gradients and run the schedule's microbatch
@@ -181,7 +182,10 @@ class Executor {
   void Pull(uint32_t buffer, uint32_t slot = 0);
   void Push(uint32_t buffer, uint32_t slot = 0);
   // Pull / Push of every parameter's value, gradient and moments; an error when a
-  // copy of the backend failed (this one or any earlier).
+  // copy of the backend failed (this one or any earlier). After Step the
+  // gradients may hold only this rank's part of the sum (plain dp over shared
+  // arenas: PlanSplitReduces); PullState completes the moments, which such a rank
+  // updates only in its part, from the other ranks' arenas.
   Status PullState();
   Status PushState();
   const plan::fb::Plan& plan() const { return *plan_.plan; }
@@ -242,15 +246,47 @@ class Executor {
                     std::vector<std::vector<float*>>* copies, bool* mapped);
   Status MirrorBarrier(int axis);
   int mirrored_params_[plan::kNumAxes] = {};
+  // Plain dp's updates split over the group; moment_syncs_: the other members'
+  // parts of their moments, which PullState copies into this member's.
   Status PlanSplitUpdates(int axis);
+  plan::Shard UpdatePart(const plan::Instruction& update, int member) const;
+  struct MomentSync {
+    const float* from;
+    float* to;
+    int64_t n;
+  };
+  std::vector<MomentSync> moment_syncs_;
+  int split_params_[plan::kNumAxes] = {};
   // Plain dp's gradient norms split over the group (Instruction::split_norm_axis);
   // norm_mine_: this member's partial sums; norm_parts_: every member's, gathered
-  // (all_gather moves them as pairs of floats, bytes unchanged).
+  // (all_gather moves them as pairs of floats, bytes unchanged). split_part_of_[b]:
+  // the one split norm over all of buffer b and b's index in it (norm null: none),
+  // whose share of b is member m's split part of b (SplitPart; nullopt: none).
   Status PlanSplitNorms(int axis);
   Status SplitNorm(const plan::Instruction& instr, StepScalars& scalars);
+  struct SplitPartOf {
+    const plan::Instruction* norm = nullptr;
+    size_t index = 0;
+  };
+  std::vector<SplitPartOf> split_part_of_;
+  std::optional<plan::Shard> SplitPart(uint32_t buffer, int member) const;
   int split_norms_[plan::kNumAxes] = {};
   std::vector<double> norm_mine_, norm_parts_;
-  int split_params_[plan::kNumAxes] = {};
+  // Plain dp's all-reduces of gradients as each member's part (Instruction::copies
+  // of a bucket_all_reduce); split_sums_[b]: the sums of squares of the norm's
+  // chunks of b's part, written in the step numbered `serial`; chunk_copies_: the
+  // members' copies of one chunk (the buckets' thread's). full_gradients_: while
+  // ComputeGradients runs, whose result is the whole gradients.
+  Status PlanSplitReduces(int axis);
+  Status SplitAllReduce(const plan::Instruction& instr, comm::Communicator& c);
+  struct SplitSums {
+    uint64_t serial = 0;
+    std::vector<double> sums;
+  };
+  std::vector<SplitSums> split_sums_;
+  std::vector<const float*> chunk_copies_;
+  int split_reduced_[plan::kNumAxes] = {};
+  bool full_gradients_ = false;
   int direct_reduced_[plan::kNumAxes] = {};  // buffers of direct reduce-scatters
   bool direct_norm_[plan::kNumAxes] = {};    // a norm takes their sums of squares
   bool mirror_synced_[plan::kNumAxes] = {};

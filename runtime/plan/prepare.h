@@ -48,15 +48,15 @@ struct Instruction {
   int32_t mirror_axis = -1;
   bool mirrored = false;
   // ... and for an update split over data-parallel ranks that keep whole moments
-  // (no ZeRO-1): the executor narrows clip_adamw's range to this rank's part of the
-  // parameter, `moment_mirrors` are the other members' copies of that part of
-  // exp_avg, then of exp_avg_sq, and `mirror_sync_after` ends the split updates
-  // with a barrier of the group.
-  std::vector<float*> moment_mirrors;
+  // (no ZeRO-1, Executor::PlanSplitUpdates): the executor narrows clip_adamw's
+  // range to this rank's part of the parameter, `mirrors` are the other members'
+  // copies of that part, and `mirror_sync_after` ends the split updates with a
+  // barrier of the group.
   bool mirror_sync_after = false;
-  // Set by the executor, never in a plan (Executor::PlanDirectReduceScatters):
-  // reduce_scatter's and bucket_reduce_scatter's `copies`, per buffer every member's
-  // copy of this member's shard (its own at its rank), which the executor sums; and
+  // Set by the executor, never in a plan (Executor::PlanDirectReduceScatters,
+  // PlanSplitReduces): reduce_scatter's, bucket_reduce_scatter's and
+  // bucket_all_reduce's `copies`, per buffer every member's copy of this member's
+  // shard or part (its own at its rank), which the executor sums; and
   // grad_norm_sq's `norm_from_reduce`: its buffers' sums of squares may be those the
   // direct reduce-scatters computed as they wrote them this step.
   std::vector<std::vector<float*>> copies;

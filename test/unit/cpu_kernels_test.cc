@@ -912,9 +912,8 @@ TEST(CpuKernels, SumCopiesIsTheMemberOrderSumAndItsSumOfSquares) {
         }
 }
 
-// Mirrors (ZeRO-1's all_gather done by the update; an update split over dp ranks
-// that keep whole moments): every copy gets the updated parameters (and moments)
-// bit for bit, aligned (streamed) or not, tail included, on any thread count, and
+// Mirrors (ZeRO-1's all_gather done by the update; an update split over dp ranks):
+// every copy gets the updated parameters bit for bit, aligned (streamed) or not, tail included, on any thread count, and
 // the update itself is the one without mirrors.
 TEST(CpuKernels, AdamWMirrorsGetTheUpdatedValuesBitwise) {
   const int64_t n = (1 << 18) + 13;  // parallel, with a tail
@@ -932,10 +931,8 @@ TEST(CpuKernels, AdamWMirrorsGetTheUpdatedValuesBitwise) {
   float* aligned = storage.data() + (32 - reinterpret_cast<uintptr_t>(storage.data()) % 32) / 4;
   float* two[2] = {aligned, aligned + stride};
   float* unaligned[1] = {aligned + 1};
-  float* param[1] = {aligned}, *moment1[1] = {aligned + stride}, *moment2[1] = {aligned + 2 * stride};
-  const AdamWMirrors<float> configs[] = {{two, nullptr, nullptr, 2},
-                                         {unaligned, nullptr, nullptr, 1},
-                                         {param, moment1, moment2, 1}};
+  float* three[3] = {aligned, aligned + stride, aligned + 2 * stride};
+  const AdamWMirrors<float> configs[] = {{two, 2}, {unaligned, 1}, {three, 3}};
   for (int threads : {1, 2})
     for (const AdamWMirrors<float>& mirrors : configs) {
       omp_set_num_threads(threads);
@@ -948,12 +945,8 @@ TEST(CpuKernels, AdamWMirrorsGetTheUpdatedValuesBitwise) {
         ASSERT_EQ(pm[i], p[i]) << threads << " threads, element " << i;
         ASSERT_EQ(mm[i], m[i]) << i;
         ASSERT_EQ(vm[i], v[i]) << i;
-        for (int c = 0; c < mirrors.count; ++c) {
+        for (int c = 0; c < mirrors.count; ++c)
           ASSERT_EQ(mirrors.param[c][i], p[i]) << "mirror " << c << ", element " << i;
-          if (!mirrors.m) continue;
-          ASSERT_EQ(mirrors.m[c][i], m[i]) << "moment mirror " << c << ", element " << i;
-          ASSERT_EQ(mirrors.v[c][i], v[i]) << "moment mirror " << c << ", element " << i;
-        }
       }
     }
   omp_set_num_threads(saved);
