@@ -1159,7 +1159,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
   if (auto err = CheckOperandStorage(plan, in, &half)) return err;
   auto dtype = [&](uint32_t b) { return plan.buffers()->Get(b)->dtype(); };
   auto ptr = [&](uint32_t b) -> void* {
-    return b == plan::kNoBuffer ? nullptr : static_cast<void*>(arena + offsets[b]);
+    return b == plan::kNoBuffer ? nullptr : static_cast<void*>(BufferAt(arena, offsets[b]));
   };
   // A float32 operand (at the run's slot's offset), null for an absent one. Only
   // for operands CheckOperandStorage keeps float32; a 16-bit one here is this
@@ -1171,7 +1171,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     return static_cast<float*>(ptr(b));
   };
   auto ids = [&](uint32_t b) -> const int32_t* {
-    return reinterpret_cast<const int32_t*>(arena + offsets[b]);
+    return reinterpret_cast<const int32_t*>(BufferAt(arena, offsets[b]));
   };
   // The storage an instruction's activation operands share (absent ones aside).
   auto storage = [&](std::initializer_list<uint32_t> group) {

@@ -66,7 +66,7 @@ class Backend {
   }
   // Execute one instruction of a verified plan, prepared for this rank (its
   // rank-dependent operands resolved: runtime/plan/prepare.h). Buffer b lies at
-  // arena + offsets[b]: the offset table of the run's activation slot
+  // BufferAt(arena, offsets[b]): the offset table of the run's activation slot
   // (plan::SlotOffsets; the executor builds one per slot at prepare), never the
   // plan's own offsets. Returns an error for bad data (a token outside the
   // vocabulary). A float operand may be stored in 16 bits (plan::IsHalf: BF16, F16):
@@ -74,6 +74,13 @@ class Backend {
   // (runtime/base/half.h); a backend that cannot fails naming the instruction.
   virtual Status Run(const plan::fb::Plan& plan, const plan::Instruction& instr, uint8_t* arena,
                      const uint64_t* offsets, StepScalars& scalars) = 0;
+  // Where an offset of Run's table points: arena + offset, modulo 2^64, computed as
+  // integers. The offset may lead out of this arena, into another process's
+  // arena that this one maps (a host-visible arena only: the data-parallel group's
+  // one copy of the parameters, Executor::PlanSharedParameters).
+  static uint8_t* BufferAt(uint8_t* arena, uint64_t offset) {
+    return reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(arena) + offset);
+  }
   // Whether Run honours Instruction::overwrite_weight_grads (writes those
   // gradients instead of adding to them). When it does not (the default), the
   // executor zeroes every gradient before the step and never sets the flag.

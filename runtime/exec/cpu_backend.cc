@@ -41,7 +41,7 @@ class Widened {
       if (pool->size() <= copies_.size()) pool->emplace_back();
       std::vector<float>& wide = (*pool)[copies_.size()];
       if (wide.size() < n) wide.resize(n);
-      Copy c{b, buffer.dtype(), reinterpret_cast<uint16_t*>(arena + offsets[b]), wide.data(), n};
+      Copy c{b, buffer.dtype(), reinterpret_cast<uint16_t*>(Backend::BufferAt(arena, offsets[b])), wide.data(), n};
       if (c.dtype == fb::DType_BF16)
         half::Bf16sToFloats(c.narrow, c.wide, n);
       else
@@ -136,11 +136,13 @@ class CpuBackend final : public Backend {
     auto f = [&](uint32_t b) -> float* {
       if (b == plan::kNoBuffer) return nullptr;
       if (float* wide = widened.Find(b)) return wide;
-      return reinterpret_cast<float*>(arena + offsets[b]);
+      return reinterpret_cast<float*>(BufferAt(arena, offsets[b]));
     };
-    auto ids = [&](uint32_t b) { return reinterpret_cast<const int32_t*>(arena + offsets[b]); };
+    auto ids = [&](uint32_t b) {
+      return reinterpret_cast<const int32_t*>(BufferAt(arena, offsets[b]));
+    };
     // An int32 buffer an instruction writes (the route's choice and pos).
-    auto i32 = [&](uint32_t b) { return reinterpret_cast<int32_t*>(arena + offsets[b]); };
+    auto i32 = [&](uint32_t b) { return reinterpret_cast<int32_t*>(BufferAt(arena, offsets[b])); };
     auto outside = [&](const char* what, const int32_t* id, int64_t at, int64_t limit) {
       return Error::BadInput(std::string(what) + " id " + std::to_string(id[at]) + " at position " +
                              std::to_string(at) + " is outside the vocabulary [0, " +
@@ -375,7 +377,8 @@ class CpuBackend final : public Backend {
         // over the data-parallel ranks (Executor::PlanSplitUpdates), whose
         // moments are whole.
         const int64_t moments = u.shard ? 0 : u.begin;
-        const k::AdamWMirrors<float> mirrors{in.mirrors.data(), static_cast<int>(in.mirrors.size())};
+        const k::AdamWMirrors<float> mirrors{in.mirrors.data(),
+                                             static_cast<int>(in.mirrors.size())};
         k::AdamW(f(u.param) + u.begin, f(u.grad) + u.begin, f(u.exp_avg) + moments,
                  f(u.exp_avg_sq) + moments, u.size, s.lr, b1, b2, eps,
                  u.weight_decay ? s.weight_decay : 0.0, s.step, s.clip_scale, mirrors);

@@ -68,6 +68,7 @@ Status Executor::ShareArena(comm::Communicator& communicator, std::string* why_n
       if (auto err = PlanMirroredUpdates(axis)) return err;
       if (auto err = PlanSplitNorms(axis)) return err;
       if (auto err = PlanSplitUpdates(axis)) return err;
+      if (auto err = PlanSharedParameters(axis)) return err;
       if (auto err = PlanSplitReduces(axis)) return err;
       return PlanDirectReduceScatters(axis);
     }
@@ -151,23 +152,29 @@ Status Executor::PlanDirectReduceScatters(int axis) {
 }
 
 std::string Executor::DirectSummary(int axis) const {
+  auto join = [](std::string& to, const char* sep, const std::string& part) {
+    to += (to.empty() ? "" : sep) + part;
+  };
+  const std::string copies = shared_params_[axis] ? "the group's one copy of them"
+                                                  : "every member's copies";
   std::string parts;
-  if (direct_reduced_[axis])
-    parts += "reduce_scatter of " + std::to_string(direct_reduced_[axis]) + " gradients" +
-             (direct_norm_[axis] ? " (with their norm)" : "");
-  if (mirrored_params_[axis])
-    parts += std::string(parts.empty() ? "" : ", ") + "all_gather of " +
-             std::to_string(mirrored_params_[axis]) + " parameters written by the update";
-  if (!parts.empty()) return "ZeRO-1 between the arenas: " + parts;
+  if (direct_reduced_[axis] || mirrored_params_[axis]) {
+    if (direct_reduced_[axis])
+      join(parts, ", ", "reduce_scatter of " + std::to_string(direct_reduced_[axis]) +
+                            " gradients" + (direct_norm_[axis] ? " (with their norm)" : ""));
+    if (mirrored_params_[axis])
+      join(parts, ", ", "all_gather of " + std::to_string(mirrored_params_[axis]) +
+                            " parameters written by the update into " + copies);
+    return "ZeRO-1 between the arenas: " + parts;
+  }
   if (split_reduced_[axis])
-    parts = "each member's part of the all_reduce of " + std::to_string(split_reduced_[axis]) +
-            " gradients summed between the arenas (with its norm)";
+    join(parts, "; ", "each member's part of the all_reduce of " +
+                          std::to_string(split_reduced_[axis]) +
+                          " gradients summed between the arenas (with its norm)");
   if (split_params_[axis])
-    parts += std::string(parts.empty() ? "" : "; ") + "the AdamW of " +
-             std::to_string(split_params_[axis]) +
-             " parameters split over the group, each part written into every member's parameters";
-  if (split_norms_[axis])
-    parts += std::string(parts.empty() ? "" : "; ") + "the gradient norm split over the group";
+    join(parts, "; ", "the AdamW of " + std::to_string(split_params_[axis]) +
+                          " parameters split over the group, each part written into " + copies);
+  if (split_norms_[axis]) join(parts, "; ", "the gradient norm split over the group");
   return parts;
 }
 
@@ -333,6 +340,64 @@ Status Executor::PlanSplitUpdates(int axis) {
     instrs[updates.back()].mirror_sync_after = true;
     split_params_[axis] += static_cast<int>(updates.size());
   }
+  return std::nullopt;
+}
+
+// One copy of the parameters for a dp group whose members share their arenas, when
+// each member's updates write only its part of them into every member's copies
+// (PlanSplitUpdates; ZeRO-1's PlanMirroredUpdates): every member then reads and
+// updates member 0's copy (its offset tables point there: Backend::BufferAt), each
+// update writes its part once instead of into every copy, and the members' passes
+// read the same memory instead of one copy each. A parameter qualifies when every
+// instruction of the plan that writes it or moves it is such an update (mirroring
+// into every other member) or a mirrored all_gather; kernels only read parameters.
+// The barriers around the updates stay: no member writes its part before every
+// member is done reading, none reads before every part is in. Every member still
+// initializes or loads the parameters, writing the same values into the one copy,
+// before any update writes it (the updates' first barrier). The members' own copies
+// stay in their arenas, unused.
+Status Executor::PlanSharedParameters(int axis) {
+  comm::Communicator* c = comms_[axis];
+  if (axis != plan::kAxisDp || !c || c->size() == 1 || view_ != arena_) return std::nullopt;
+  const fb::Plan& p = *plan_.plan;
+  std::vector<bool> param(p.buffers()->size(), false), refused(p.buffers()->size(), false);
+  for (const fb::Param* each : *p.params()) param[each->value()] = true;
+  const size_t others = static_cast<size_t>(c->size() - 1);
+  for (const std::vector<plan::Instruction>& unit : units_)
+    for (const plan::Instruction& instr : unit) {
+      if (instr.op == fb::Op_ClipAndAdamW) {
+        const uint32_t b = plan::Read<op::ClipAndAdamW<uint32_t>>(instr).param;
+        if (instr.mirror_axis != axis || instr.mirrors.size() != others) refused[b] = true;
+        continue;
+      }
+      if (!instr.axis || (instr.op == fb::Op_AllGather && instr.mirrored && instr.axis == axis))
+        continue;
+      for (uint32_t b : instr.buffers)
+        if (plan::Has(b)) refused[b] = true;
+    }
+  std::vector<uint32_t> shared;
+  for (const fb::Param* each : *p.params())
+    if (!refused[each->value()]) shared.push_back(each->value());
+  // The same list on every member (the same program, the same planned updates).
+  float count[2] = {static_cast<float>(shared.size()), -static_cast<float>(shared.size())};
+  if (auto err = c->AllReduce(count, 2, comm::ReduceOp::kMax)) return err;
+  if (shared.empty() || count[0] != -count[1]) return std::nullopt;
+  std::vector<std::vector<float*>> copies;
+  bool mapped = false;
+  if (auto err = MapBuffers(*c, shared, &copies, &mapped)) return err;
+  if (!mapped) return std::nullopt;
+  std::vector<bool> one(p.buffers()->size(), false);
+  for (size_t k = 0; k < shared.size(); ++k) {
+    const uint64_t offset =
+        reinterpret_cast<uintptr_t>(copies[k][0]) - reinterpret_cast<uintptr_t>(arena_);
+    for (std::vector<uint64_t>& table : offsets_) table[shared[k]] = offset;
+    one[shared[k]] = true;
+  }
+  for (std::vector<plan::Instruction>& unit : units_)
+    for (plan::Instruction& instr : unit)
+      if (instr.op == fb::Op_ClipAndAdamW && one[plan::Read<op::ClipAndAdamW<uint32_t>>(instr).param])
+        instr.mirrors.clear();  // its part is written once, into the one copy
+  shared_params_[axis] = static_cast<int>(shared.size());
   return std::nullopt;
 }
 
@@ -532,12 +597,11 @@ Status Executor::PlanSplitReduces(int axis) {
       if (auto err = MapBuffers(*c, ar.buffers, &copies, &mapped)) return err;
       if (!mapped) continue;
       for (size_t k = 0; k < ar.buffers.size(); ++k) {
-        const plan::Shard part = *SplitPart(ar.buffers[k], c->rank());
-        for (float*& copy : copies[k]) copy += part.begin;  // this member's part of each
-        split_sums_[ar.buffers[k]].sums.assign(
-            static_cast<size_t>((part.size + backend_->square_chunk() - 1) /
-                                backend_->square_chunk()),
-            0.0);
+        SplitSums& kept = split_sums_[ar.buffers[k]];
+        kept.part = *SplitPart(ar.buffers[k], c->rank());
+        for (float*& copy : copies[k]) copy += kept.part.begin;  // this member's part of each
+        const int64_t chunk = backend_->square_chunk();
+        kept.sums.assign(static_cast<size_t>((kept.part.size + chunk - 1) / chunk), 0.0);
       }
       // The unit's first run of the step may run its copy (PlanFirstWrites).
       if (!first_units_[u].empty()) first_units_[u][i].copies = copies;
@@ -556,8 +620,8 @@ Status Executor::SplitAllReduce(const plan::Instruction& instr, comm::Communicat
   const int64_t chunk = backend_->square_chunk();
   for (size_t k = 0; k < ar.buffers.size(); ++k) {
     const uint32_t b = ar.buffers[k];
-    const plan::Shard part = *SplitPart(b, c.rank());
     SplitSums& kept = split_sums_[b];
+    const plan::Shard part = kept.part;
     for (int64_t at = 0, j = 0; at < part.size; at += chunk, ++j) {
       for (size_t r = 0; r < chunk_copies_.size(); ++r) chunk_copies_[r] = instr.copies[k][r] + at;
       if (auto err = backend_->SumCopies(chunk_copies_.data(), c.size(), F32(b) + part.begin + at,
@@ -572,11 +636,11 @@ Status Executor::SplitAllReduce(const plan::Instruction& instr, comm::Communicat
 }
 
 float* Executor::F32(uint32_t buffer, uint32_t slot) {
-  return reinterpret_cast<float*>(view_ + offsets_[slot][buffer]);
+  return reinterpret_cast<float*>(Backend::BufferAt(view_, offsets_[slot][buffer]));
 }
 
 int32_t* Executor::I32(uint32_t buffer, uint32_t slot) {
-  return reinterpret_cast<int32_t*>(view_ + offsets_[slot][buffer]);
+  return reinterpret_cast<int32_t*>(Backend::BufferAt(view_, offsets_[slot][buffer]));
 }
 
 namespace {

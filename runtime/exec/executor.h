@@ -257,6 +257,10 @@ class Executor {
   };
   std::vector<MomentSync> moment_syncs_;
   int split_params_[plan::kNumAxes] = {};
+  // The dp group's one copy of the parameters: member 0's, which every member's
+  // offset tables point to (the parameters' count in shared_params_).
+  Status PlanSharedParameters(int axis);
+  int shared_params_[plan::kNumAxes] = {};
   // Plain dp's gradient norms split over the group (Instruction::split_norm_axis);
   // norm_mine_: this member's partial sums; norm_parts_: every member's, gathered
   // (all_gather moves them as pairs of floats, bytes unchanged). split_part_of_[b]:
@@ -273,13 +277,15 @@ class Executor {
   int split_norms_[plan::kNumAxes] = {};
   std::vector<double> norm_mine_, norm_parts_;
   // Plain dp's all-reduces of gradients as each member's part (Instruction::copies
-  // of a bucket_all_reduce); split_sums_[b]: the sums of squares of the norm's
-  // chunks of b's part, written in the step numbered `serial`; chunk_copies_: the
-  // members' copies of one chunk (the buckets' thread's). full_gradients_: while
-  // ComputeGradients runs, whose result is the whole gradients.
+  // of a bucket_all_reduce); split_sums_[b]: this member's part of b and the sums
+  // of squares of its chunks, written in the step numbered `serial`;
+  // chunk_copies_: the members' copies of one chunk (the buckets' thread's).
+  // full_gradients_: while ComputeGradients runs, whose result is the whole
+  // gradients.
   Status PlanSplitReduces(int axis);
   Status SplitAllReduce(const plan::Instruction& instr, comm::Communicator& c);
   struct SplitSums {
+    plan::Shard part;
     uint64_t serial = 0;
     std::vector<double> sums;
   };
@@ -312,7 +318,8 @@ class Executor {
   std::vector<UnitIo> unit_io_;
   // The running run's key for its sends: chunk * slots + slot.
   uint32_t send_key_ = 0;
-  // offsets_[slot][buffer]: where a run on `slot` finds each buffer in the arena.
+  // offsets_[slot][buffer]: where a run on `slot` finds each buffer, from the arena
+  // (Backend::BufferAt; a shared parameter's leads to member 0's arena).
   std::vector<std::vector<uint64_t>> offsets_;
   // sending_[chunk * slots + slot]: the communicators holding sends posted from a
   // run on that chunk's slot (their key) that were not waited for yet.
