@@ -305,15 +305,15 @@ void MoeExpertsBackward(const MoeExpertShape& s, const int32_t* rows, const T* d
 inline constexpr int64_t kSumSquaresChunk = int64_t{1} << 16;
 template <typename T>
 double SumSquares(const T* x, int64_t n);
-// Those partial sums of chunks [first, first + count) (the norm split over ranks
-// that hold the same gradients: Executor::PlanSplitNorms).
+// Those partial sums of chunks [first, first + count) (the norm split over
+// data-parallel ranks: Executor::PlanSplitNorms).
 template <typename T>
 void SumSquaresChunks(const T* x, int64_t n, int64_t first, int64_t count, double* partials);
 
 // out[i] = copies[0][i] + copies[1][i] + ... + copies[count - 1][i], added in that
 // order in float, times 1 / count when `average` (comm.h's kAvg): a reduce-scatter
-// of members that share their arenas (Executor::PlanDirectReduceScatters). `out` may be
-// one of the copies (each element is read from every copy before it is written).
+// of members that share their arenas (Executor::PlanDirectReduceScatters; plain dp's
+// parts, PlanSplitReduces). `out` may be one of the copies (each element is read from every copy before it is written).
 // Returns SumSquares(out, n), bit for bit, computed as the elements are written,
 // when `sum_squares` (else 0). On the calling thread alone.
 double SumCopies(const float* const* copies, int count, float* out, int64_t n, bool average,

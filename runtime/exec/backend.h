@@ -89,14 +89,14 @@ class Backend {
   // (square_chunk() > 0: the CPU's): the in-order sum of the partial sums of its
   // chunks of square_chunk() elements, which SumSquareChunks computes for chunks
   // [first, first + count) of the n floats at x into partials (the norm split over
-  // ranks that hold the same gradients, Executor::PlanSplitNorms). Host memory only.
+  // data-parallel ranks, Executor::PlanSplitNorms). Host memory only.
   virtual int64_t square_chunk() const { return 0; }
   virtual void SumSquareChunks(const float* x, int64_t n, int64_t first, int64_t count,
                                double* partials) {
     (void)x, (void)n, (void)first, (void)count, (void)partials;
   }
   // A reduce-scatter between members that share their arenas, run by the executor
-  // (Executor::PlanDirectReduceScatters): out = the member-order sum of the `count`
+  // (Executor::PlanDirectReduceScatters; plain dp's parts, PlanSplitReduces): out = the member-order sum of the `count`
   // copies of n floats (times 1 / count when `average`), `out` possibly one of them;
   // *sum_squares (when not null) = the grad_norm_sq of out, bit for bit as Run would
   // sum it. Called only for an arena in a memory file (ArenaFd >= 0); the default

@@ -91,6 +91,18 @@ Status Executor::MapBuffers(comm::Communicator& c, const std::vector<uint32_t>& 
   return std::nullopt;
 }
 
+// Whether every member of `c` found `ok` (one all_reduce) and every one of
+// `buffers` lies in every member's arena (MapBuffers, *copies): *agreed, the same
+// verdict on every member.
+Status Executor::AgreeAndMap(comm::Communicator& c, bool ok, const std::vector<uint32_t>& buffers,
+                             std::vector<std::vector<float*>>* copies, bool* agreed) {
+  float refused = ok ? 0.f : 1.f;
+  if (auto err = c.AllReduce(&refused, 1, comm::ReduceOp::kMax)) return err;
+  *agreed = false;
+  if (refused > 0) return std::nullopt;
+  return MapBuffers(c, buffers, copies, agreed);
+}
+
 // The reduce-scatters over `axis`, when the group's members share their arenas: each
 // buffer of a reduce_scatter or bucket_reduce_scatter that lies in every member's
 // arena (MapOperand: the same verdict on every member; an instruction goes direct
@@ -245,13 +257,10 @@ Status Executor::PlanMirroredUpdates(int axis) {
             for (uint32_t b : instrs[i].buffers)
               ok = ok && std::find(ag.buffers.begin(), ag.buffers.end(), b) == ag.buffers.end();
       }
-      float refused = ok ? 0.f : 1.f;
-      if (auto err = c->AllReduce(&refused, 1, comm::ReduceOp::kMax)) return err;
-      if (refused > 0) continue;
       std::vector<std::vector<float*>> peers;
-      bool mapped = false;
-      if (auto err = MapBuffers(*c, ag.buffers, &peers, &mapped)) return err;
-      if (!mapped) continue;
+      bool agreed = false;
+      if (auto err = AgreeAndMap(*c, ok, ag.buffers, &peers, &agreed)) return err;
+      if (!agreed) continue;
       for (size_t k = 0; k < ag.buffers.size(); ++k) {
         plan::Instruction& update = instrs[updates[k]];
         const int64_t begin = plan::Read<op::ClipAndAdamW<uint32_t>>(update).begin;
@@ -281,7 +290,8 @@ plan::Shard Executor::UpdatePart(const plan::Instruction& update, int member) co
 // step, the clip_adamw over whole moments whose parameter and moments lie in every
 // member's arena (MapOperand) update this member's part of them only (UpdatePart:
 // the instruction's range narrowed), writing the new parameter into every other
-// member's copies too: the same bits each would have computed. Each member's
+// member's copies too (or only into the group's one copy: PlanSharedParameters):
+// the same bits each would have computed. Each member's
 // moments are then current in its own parts only; PullState copies the others'
 // parts from their arenas (moment_syncs_) when the state is read. A barrier of the
 // group comes before the first of them in the step (every member is done reading
@@ -310,13 +320,10 @@ Status Executor::PlanSplitUpdates(int axis) {
       if (std::find(updates.begin(), updates.end(), i) == updates.end())
         for (uint32_t b : instrs[i].buffers)
           ok = ok && std::find(state.begin(), state.end(), b) == state.end();
-    float refused = ok ? 0.f : 1.f;
-    if (auto err = c->AllReduce(&refused, 1, comm::ReduceOp::kMax)) return err;
-    if (refused > 0) continue;
     std::vector<std::vector<float*>> copies;
-    bool mapped = false;
-    if (auto err = MapBuffers(*c, state, &copies, &mapped)) return err;
-    if (!mapped) continue;
+    bool agreed = false;
+    if (auto err = AgreeAndMap(*c, ok, state, &copies, &agreed)) return err;
+    if (!agreed) continue;
     for (size_t k = 0; k < updates.size(); ++k) {
       plan::Instruction& update = instrs[updates[k]];
       const plan::Shard part = UpdatePart(update, c->rank());
@@ -353,15 +360,14 @@ Status Executor::PlanSplitUpdates(int axis) {
 // into every other member) or a mirrored all_gather; kernels only read parameters.
 // The barriers around the updates stay: no member writes its part before every
 // member is done reading, none reads before every part is in. Every member still
-// initializes or loads the parameters, writing the same values into the one copy,
-// before any update writes it (the updates' first barrier). The members' own copies
-// stay in their arenas, unused.
+// initializes the parameters, writing the same values into the one copy before any
+// update writes it (the updates' first barrier); a checkpoint loads them through
+// member 0 alone (Borrowed). The members' own copies stay in their arenas, unused.
 Status Executor::PlanSharedParameters(int axis) {
   comm::Communicator* c = comms_[axis];
   if (axis != plan::kAxisDp || !c || c->size() == 1 || view_ != arena_) return std::nullopt;
   const fb::Plan& p = *plan_.plan;
-  std::vector<bool> param(p.buffers()->size(), false), refused(p.buffers()->size(), false);
-  for (const fb::Param* each : *p.params()) param[each->value()] = true;
+  std::vector<bool> refused(p.buffers()->size(), false);
   const size_t others = static_cast<size_t>(c->size() - 1);
   for (const std::vector<plan::Instruction>& unit : units_)
     for (const plan::Instruction& instr : unit) {
@@ -392,6 +398,7 @@ Status Executor::PlanSharedParameters(int axis) {
         reinterpret_cast<uintptr_t>(copies[k][0]) - reinterpret_cast<uintptr_t>(arena_);
     for (std::vector<uint64_t>& table : offsets_) table[shared[k]] = offset;
     one[shared[k]] = true;
+    if (c->rank() != 0) borrowed_.push_back(copies[k][0]);
   }
   for (std::vector<plan::Instruction>& unit : units_)
     for (plan::Instruction& instr : unit)
@@ -404,55 +411,40 @@ Status Executor::PlanSharedParameters(int axis) {
 // Plain dp's gradient norm split over the group: every member holds the same
 // summed gradients (or at least its part of them: PlanSplitReduces), so each
 // grad_norm_sq in a unit of the step has each member sum the squares of its runs
-// of the buffers' chunks (ChunkShares; Backend::SumSquareChunks, or the sums its
+// of the buffers' chunks (SplitOf; Backend::SumSquareChunks, or the sums its
 // split reduce kept), the members all_gather those partial sums, and every member
 // adds up each buffer's in order: the bits the backend's own sum gives. Any
 // transport; a backend that sums otherwise (square_chunk() == 0) keeps its own. A
 // buffer that lies whole in exactly one such norm has its run in that norm as its
 // split part (SplitPart), which the split updates and reduces then use too.
-namespace {
 // A split grad_norm_sq's chunks of `chunk` elements, buffer by buffer (of its
 // ranges), divided among `members`: each buffer's cut into contiguous runs in
 // member order, as even as they go, its one-chunk-longer runs going to members i,
 // i + 1, ... (mod members) for buffer i, so that every member gets about its share
-// of every bucket's elements. Member `member`'s runs: per buffer the chunks
-// [first, first + count) of its range, whose sums go to the member's partial sums
-// from index `partial` on; *length: how many partial sums the member has.
-struct ChunkShare {
-  int64_t first = 0, count = 0, partial = 0;
-};
-std::vector<ChunkShare> ChunkShares(const plan::Instruction& instr, int64_t chunk, int member,
-                                    int members, int64_t* length) {
-  std::vector<ChunkShare> shares(instr.buffers.size());
-  *length = 0;
-  for (size_t i = 0; i < instr.buffers.size(); ++i) {
-    const int64_t chunks = (instr.ranges[i].size + chunk - 1) / chunk;
-    const int rotation = static_cast<int>(i % static_cast<size_t>(members));
-    auto run = [&](int r) {
-      return chunks / members + ((r - rotation + members) % members < chunks % members ? 1 : 0);
-    };
-    ChunkShare& s = shares[i];
-    for (int r = 0; r < member; ++r) s.first += run(r);
-    s.count = run(member);
-    s.partial = *length;
-    *length += s.count;
-  }
-  return shares;
-}
-
-// Every member's runs (ChunkShares) and *most, the most partial sums of any.
-std::vector<std::vector<ChunkShare>> AllChunkShares(const plan::Instruction& instr, int64_t chunk,
-                                                    int members, int64_t* most) {
-  std::vector<std::vector<ChunkShare>> all;
-  *most = 0;
-  for (int r = 0; r < members; ++r) {
+// of every bucket's elements.
+Executor::NormSplit Executor::SplitOf(const plan::Instruction& instr, int64_t chunk,
+                                      int members) {
+  NormSplit split{&instr, 0, std::vector<std::vector<ChunkShare>>(static_cast<size_t>(members))};
+  for (int m = 0; m < members; ++m) {
+    std::vector<ChunkShare>& shares = split.members[static_cast<size_t>(m)];
+    shares.resize(instr.buffers.size());
     int64_t length = 0;
-    all.push_back(ChunkShares(instr, chunk, r, members, &length));
-    *most = std::max(*most, length);
+    for (size_t i = 0; i < instr.buffers.size(); ++i) {
+      const int64_t chunks = (instr.ranges[i].size + chunk - 1) / chunk;
+      const int rotation = static_cast<int>(i % static_cast<size_t>(members));
+      auto run = [&](int r) {
+        return chunks / members + ((r - rotation + members) % members < chunks % members ? 1 : 0);
+      };
+      ChunkShare& s = shares[i];
+      for (int r = 0; r < m; ++r) s.first += run(r);
+      s.count = run(m);
+      s.partial = length;
+      length += s.count;
+    }
+    split.share = std::max(split.share, length);
   }
-  return all;
+  return split;
 }
-}  // namespace
 
 Status Executor::PlanSplitNorms(int axis) {
   comm::Communicator* c = comms_[axis];
@@ -468,17 +460,17 @@ Status Executor::PlanSplitNorms(int axis) {
     for (plan::Instruction& instr : units_[u]) {
       if (instr.op != fb::Op_GradNormSq || plan::Read<op::GradNormSq<uint32_t>>(instr).sharded)
         continue;
-      int64_t share = 0;
-      (void)AllChunkShares(instr, chunk, c->size(), &share);
-      most = std::max(most, share);
+      norm_splits_.push_back(SplitOf(instr, chunk, c->size()));
+      most = std::max(most, norm_splits_.back().share);
       instr.split_norm_axis = axis;
       ++split_norms_[axis];
+      const int32_t split = static_cast<int32_t>(norm_splits_.size() - 1);
       for (size_t i = 0; i < instr.buffers.size(); ++i) {
         const uint32_t b = instr.buffers[i];
         if (!plan::Has(b)) continue;
         const bool whole = instr.ranges[i].begin == 0 &&
                            instr.ranges[i].size == plan::NumElements(*p.buffers()->Get(b));
-        split_part_of_[b] = ++norms[b] == 1 && whole ? SplitPartOf{&instr, i} : SplitPartOf{};
+        split_part_of_[b] = ++norms[b] == 1 && whole ? SplitPartOf{split, i} : SplitPartOf{};
       }
     }
   }
@@ -488,29 +480,25 @@ Status Executor::PlanSplitNorms(int axis) {
 }
 
 std::optional<plan::Shard> Executor::SplitPart(uint32_t buffer, int member) const {
-  if (!plan::Has(buffer) || buffer >= split_part_of_.size() || !split_part_of_[buffer].norm)
+  if (!plan::Has(buffer) || buffer >= split_part_of_.size() || split_part_of_[buffer].split < 0)
     return std::nullopt;
   const SplitPartOf of = split_part_of_[buffer];
-  const int64_t chunk = backend_->square_chunk();
-  int64_t length = 0;
-  const ChunkShare s = ChunkShares(*of.norm, chunk, member,
-                                   comms_[of.norm->split_norm_axis]->size(), &length)[of.index];
-  const int64_t begin = s.first * chunk;
-  return plan::Shard{begin, s.count ? std::min(of.norm->ranges[of.index].size - begin,
-                                               s.count * chunk)
-                                    : 0};
+  const NormSplit& split = norm_splits_[static_cast<size_t>(of.split)];
+  const ChunkShare& s = split.members[static_cast<size_t>(member)][of.index];
+  const int64_t chunk = backend_->square_chunk(), size = split.norm->ranges[of.index].size;
+  const int64_t begin = std::min(size, s.first * chunk);
+  return plan::Shard{begin, std::min(size - begin, s.count * chunk)};
 }
 
 Status Executor::SplitNorm(const plan::Instruction& instr, StepScalars& scalars) {
   comm::Communicator& c = *comms_[instr.split_norm_axis];
-  const int64_t chunk = backend_->square_chunk();
-  int64_t share = 0;  // every member's partial sums are gathered as this many
-  const std::vector<std::vector<ChunkShare>> all = AllChunkShares(instr, chunk, c.size(), &share);
+  const NormSplit& split = *std::find_if(norm_splits_.begin(), norm_splits_.end(),
+                                         [&](const NormSplit& s) { return s.norm == &instr; });
   // This member's runs, buffer by buffer: those its split reduce summed this step,
   // as it kept them; the others' here.
   double* mine = norm_mine_.data();
   for (size_t i = 0; i < instr.buffers.size(); ++i) {
-    const ChunkShare& s = all[static_cast<size_t>(c.rank())][i];
+    const ChunkShare& s = split.members[static_cast<size_t>(c.rank())][i];
     if (!s.count) continue;
     const uint32_t b = instr.buffers[i];
     if (b < split_sums_.size() && split_sums_[b].serial == step_serial_ &&
@@ -524,15 +512,16 @@ Status Executor::SplitNorm(const plan::Instruction& instr, StepScalars& scalars)
   static_assert(sizeof(double) == 2 * sizeof(float));
   if (auto err = c.AllGather(reinterpret_cast<const float*>(norm_mine_.data()),
                              reinterpret_cast<float*>(norm_parts_.data()),
-                             static_cast<size_t>(2 * share)))
+                             static_cast<size_t>(2 * split.share)))
     return err->Within("grad_norm_sq");
   // Member m's partial sums from m * share on; each buffer's chunks in order are
   // member 0's run, then member 1's, ...
   for (size_t i = 0; i < instr.buffers.size(); ++i) {
     double total = 0;
-    for (size_t r = 0; r < all.size(); ++r) {
-      const double* run = norm_parts_.data() + r * static_cast<size_t>(share) + all[r][i].partial;
-      for (int64_t k = 0; k < all[r][i].count; ++k) total += run[k];
+    for (size_t r = 0; r < split.members.size(); ++r) {
+      const ChunkShare& s = split.members[r][i];
+      const double* run = norm_parts_.data() + r * static_cast<size_t>(split.share) + s.partial;
+      for (int64_t k = 0; k < s.count; ++k) total += run[k];
     }
     scalars.grad_norm_sq += total;
   }
@@ -571,7 +560,7 @@ Status Executor::PlanSplitReduces(int axis) {
       for (uint32_t b : instr.buffers) {
         if (!plan::Has(b) || !readable[b]) continue;
         if (instr.op == fb::Op_GradNormSq && instr.split_norm_axis == axis &&
-            split_part_of_[b].norm == &instr)
+            norm_splits_[static_cast<size_t>(split_part_of_[b].split)].norm == &instr)
           continue;
         if (instr.op == fb::Op_ClipAndAdamW && instr.mirror_axis == axis) {
           const auto update = plan::Read<op::ClipAndAdamW<uint32_t>>(instr);
@@ -589,13 +578,10 @@ Status Executor::PlanSplitReduces(int axis) {
       const auto ar = plan::Read<op::AllReduce<uint32_t>>(instr);
       bool ok = ar.reduce != plan::kReduceMax;
       for (uint32_t b : ar.buffers) ok = ok && plan::Has(b) && readable[b];
-      float refused = ok ? 0.f : 1.f;
-      if (auto err = c->AllReduce(&refused, 1, comm::ReduceOp::kMax)) return err;
-      if (refused > 0) continue;
       std::vector<std::vector<float*>> copies;
-      bool mapped = false;
-      if (auto err = MapBuffers(*c, ar.buffers, &copies, &mapped)) return err;
-      if (!mapped) continue;
+      bool agreed = false;
+      if (auto err = AgreeAndMap(*c, ok, ar.buffers, &copies, &agreed)) return err;
+      if (!agreed) continue;
       for (size_t k = 0; k < ar.buffers.size(); ++k) {
         SplitSums& kept = split_sums_[ar.buffers[k]];
         kept.part = *SplitPart(ar.buffers[k], c->rank());
@@ -890,12 +876,12 @@ Status Executor::ComputeGradients(const FillMicrobatch& fill, double* loss) {
   scalars_ = StepScalars{};  // the gradients of the loss itself (loss scale 1)
   full_gradients_ = true;    // every member's whole gradients (PlanSplitReduces)
   Status err = MicrobatchRuns(fill, loss);
-  full_gradients_ = false;
   if (!err) err = backend_->error();  // a copy's or zeroing's failure (backend.h)
   if (err) {  // nothing in flight may outlive the call
     (void)WaitAllSends();
     (void)FinishBuckets();
   }
+  full_gradients_ = false;  // after the buckets, which read it
   return err;
 }
 

@@ -37,6 +37,7 @@
 #ifndef HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_
 #define HEIRETSU_RUNTIME_EXEC_EXECUTOR_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <cmath>
 #include <functional>
@@ -172,7 +173,8 @@ class Executor {
   void set_tracer(Tracer* tracer) { tracer_ = tracer; }
 
   // A buffer's host view (tests, checkpoints): the arena itself when the backend
-  // is host-visible, else the executor's host copy, which Pull fills from the
+  // is host-visible (for a parameter the dp group keeps one copy of,
+  // PlanSharedParameters, member 0's arena: what it writes the group sees), else the executor's host copy, which Pull fills from the
   // arena and Push writes back (both no-ops for a host-visible backend). `slot`
   // (< plan().slots()) picks a slotted buffer's copy; parameters have one. A
   // failed copy is the backend's sticky error (Backend::error()): the next Step,
@@ -188,6 +190,13 @@ class Executor {
   // updates only in its part, from the other ranks' arenas.
   Status PullState();
   Status PushState();
+  // Whether `data` is a parameter this rank reads from another rank's arena (the
+  // dp group's one copy, PlanSharedParameters, on a member other than 0): that
+  // rank writes it, and a checkpoint loads it there only (this rank's load would
+  // race with that rank's reading of the same memory).
+  bool Borrowed(const float* data) const {
+    return std::find(borrowed_.begin(), borrowed_.end(), data) != borrowed_.end();
+  }
   const plan::fb::Plan& plan() const { return *plan_.plan; }
   const plan::MeshCoordinates& coordinates() const { return coords_; }
 
@@ -244,6 +253,8 @@ class Executor {
   Status PlanMirroredUpdates(int axis);
   Status MapBuffers(comm::Communicator& c, const std::vector<uint32_t>& buffers,
                     std::vector<std::vector<float*>>* copies, bool* mapped);
+  Status AgreeAndMap(comm::Communicator& c, bool ok, const std::vector<uint32_t>& buffers,
+                     std::vector<std::vector<float*>>* copies, bool* agreed);
   Status MirrorBarrier(int axis);
   int mirrored_params_[plan::kNumAxes] = {};
   // Plain dp's updates split over the group; moment_syncs_: the other members'
@@ -261,15 +272,31 @@ class Executor {
   // offset tables point to (the parameters' count in shared_params_).
   Status PlanSharedParameters(int axis);
   int shared_params_[plan::kNumAxes] = {};
+  std::vector<const float*> borrowed_;  // Borrowed
   // Plain dp's gradient norms split over the group (Instruction::split_norm_axis);
   // norm_mine_: this member's partial sums; norm_parts_: every member's, gathered
   // (all_gather moves them as pairs of floats, bytes unchanged). split_part_of_[b]:
-  // the one split norm over all of buffer b and b's index in it (norm null: none),
-  // whose share of b is member m's split part of b (SplitPart; nullopt: none).
+  // the one split norm over all of buffer b and b's index in it (split -1: none),
+  // whose run of b is member m's split part of b (SplitPart; nullopt: none).
   Status PlanSplitNorms(int axis);
   Status SplitNorm(const plan::Instruction& instr, StepScalars& scalars);
-  struct SplitPartOf {
+  // norm_splits_: every split norm's chunks of square_chunk() elements divided
+  // among the members (SplitOf): members[m][i], member m's run of buffer i, its
+  // chunks [first, first + count) whose sums go to m's partial sums from `partial`
+  // on; `share`: the most partial sums of any member, as many as the all_gather
+  // moves for each.
+  struct ChunkShare {
+    int64_t first = 0, count = 0, partial = 0;
+  };
+  struct NormSplit {
     const plan::Instruction* norm = nullptr;
+    int64_t share = 0;
+    std::vector<std::vector<ChunkShare>> members;
+  };
+  static NormSplit SplitOf(const plan::Instruction& instr, int64_t chunk, int members);
+  std::vector<NormSplit> norm_splits_;
+  struct SplitPartOf {
+    int32_t split = -1;  // in norm_splits_
     size_t index = 0;
   };
   std::vector<SplitPartOf> split_part_of_;

@@ -51,7 +51,9 @@ struct Instruction {
   // (no ZeRO-1, Executor::PlanSplitUpdates): the executor narrows clip_adamw's
   // range to this rank's part of the parameter, `mirrors` are the other members'
   // copies of that part, and `mirror_sync_after` ends the split updates with a
-  // barrier of the group.
+  // barrier of the group. When the group keeps one copy of the parameters
+  // (Executor::PlanSharedParameters) `mirrors` is empty and `mirror_axis` still
+  // names the group whose barriers surround the updates.
   bool mirror_sync_after = false;
   // Set by the executor, never in a plan (Executor::PlanDirectReduceScatters,
   // PlanSplitReduces): reduce_scatter's, bucket_reduce_scatter's and

@@ -582,8 +582,14 @@ int Run(const cli::RunOptions& o) {
     };
     // Every rank checks every file of a candidate, so all pick the same one; each
     // loads its own program's tensors from whichever files hold them.
-    Status err = checkpoint::ResumeNewest(o.resume, model, rank::ModelState(parts, state),
-                                          same_batch, &dir, &header, &skipped);
+    // A parameter this rank borrows from another's arena (Executor::Borrowed) is
+    // loaded there: checked here, not read, so that no two ranks write the same
+    // memory while one checksums it.
+    std::vector<checkpoint::Tensor> load = rank::ModelState(parts, state);
+    for (checkpoint::Tensor& t : load)
+      if (t.data && executor.Borrowed(t.data)) t.data = nullptr;
+    Status err =
+        checkpoint::ResumeNewest(o.resume, model, load, same_batch, &dir, &header, &skipped);
     for (const std::string& w : skipped)
       if (leader) std::fprintf(stderr, "heiretsu-rank: warning: %s\n", w.c_str());
     if (err) return Fail(*err);
