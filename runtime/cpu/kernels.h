@@ -313,7 +313,8 @@ void SumSquaresChunks(const T* x, int64_t n, int64_t first, int64_t count, doubl
 // out[i] = copies[0][i] + copies[1][i] + ... + copies[count - 1][i], added in that
 // order in float, times 1 / count when `average` (comm.h's kAvg): a reduce-scatter
 // of members that share their arenas (Executor::PlanDirectReduceScatters; plain dp's
-// parts, PlanSplitReduces). `out` may be one of the copies (each element is read from every copy before it is written).
+// parts, PlanSplitReduces). `out` may be one of the copies (each element is read
+// from every copy before it is written).
 // Returns SumSquares(out, n), bit for bit, computed as the elements are written,
 // when `sum_squares` (else 0). On the calling thread alone.
 double SumCopies(const float* const* copies, int count, float* out, int64_t n, bool average,

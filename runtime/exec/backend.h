@@ -96,8 +96,9 @@ class Backend {
     (void)x, (void)n, (void)first, (void)count, (void)partials;
   }
   // A reduce-scatter between members that share their arenas, run by the executor
-  // (Executor::PlanDirectReduceScatters; plain dp's parts, PlanSplitReduces): out = the member-order sum of the `count`
-  // copies of n floats (times 1 / count when `average`), `out` possibly one of them;
+  // (Executor::PlanDirectReduceScatters; plain dp's parts, PlanSplitReduces): out =
+  // the member-order sum of the `count` copies of n floats (times 1 / count when
+  // `average`), `out` possibly one of them;
   // *sum_squares (when not null) = the grad_norm_sq of out, bit for bit as Run would
   // sum it. Called only for an arena in a memory file (ArenaFd >= 0); the default
   // fails.

@@ -41,7 +41,8 @@ class Widened {
       if (pool->size() <= copies_.size()) pool->emplace_back();
       std::vector<float>& wide = (*pool)[copies_.size()];
       if (wide.size() < n) wide.resize(n);
-      Copy c{b, buffer.dtype(), reinterpret_cast<uint16_t*>(Backend::BufferAt(arena, offsets[b])), wide.data(), n};
+      Copy c{b, buffer.dtype(), reinterpret_cast<uint16_t*>(Backend::BufferAt(arena, offsets[b])),
+             wide.data(), n};
       if (c.dtype == fb::DType_BF16)
         half::Bf16sToFloats(c.narrow, c.wide, n);
       else

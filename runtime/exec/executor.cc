@@ -402,7 +402,8 @@ Status Executor::PlanSharedParameters(int axis) {
   }
   for (std::vector<plan::Instruction>& unit : units_)
     for (plan::Instruction& instr : unit)
-      if (instr.op == fb::Op_ClipAndAdamW && one[plan::Read<op::ClipAndAdamW<uint32_t>>(instr).param])
+      if (instr.op == fb::Op_ClipAndAdamW &&
+          one[plan::Read<op::ClipAndAdamW<uint32_t>>(instr).param])
         instr.mirrors.clear();  // its part is written once, into the one copy
   shared_params_[axis] = static_cast<int>(shared.size());
   return std::nullopt;

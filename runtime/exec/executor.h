@@ -174,8 +174,9 @@ class Executor {
 
   // A buffer's host view (tests, checkpoints): the arena itself when the backend
   // is host-visible (for a parameter the dp group keeps one copy of,
-  // PlanSharedParameters, member 0's arena: what it writes the group sees), else the executor's host copy, which Pull fills from the
-  // arena and Push writes back (both no-ops for a host-visible backend). `slot`
+  // PlanSharedParameters, member 0's arena: what it writes the group sees), else
+  // the executor's host copy, which Pull fills from the arena and Push writes back
+  // (both no-ops for a host-visible backend). `slot`
   // (< plan().slots()) picks a slotted buffer's copy; parameters have one. A
   // failed copy is the backend's sticky error (Backend::error()): the next Step,
   // ComputeGradients, PullState or PushState returns it.
