@@ -7,7 +7,7 @@
 #                                    the binaries, the shared libraries the GPU
 #                                    machine lacks, the plans, a corpus and
 #                                    torch_gpt2.py into one .gpu/pack.tar.gz (about
-#                                    30 MB, at most 60; .gpu is ignored by git;
+#                                    40 MB, at most 60; .gpu is ignored by git;
 #                                    carry it: run(carry=[".gpu"]))
 #   bench/gpu/verify.sh run [SECS [CHECK...]]
 #                                    there: unpacks it under $TMPDIR (or /tmp), then
@@ -65,6 +65,14 @@
 #   cuda-check-grid-bf16   cuda-hd128 bf16 with every launch capped at 2 blocks
 #   cuda-check-tp-bf16     cuda-hd64 --tp 2 as rank 1 (instructions that mix float32
 #                          partial sums with bf16 activations)
+#   (16-bit attention at head_dim 32, 64, 128 runs the tiled tensor-core kernels,
+#   runtime/cuda/flash_attention.cuh; the checks above at seq 64 are one tile)
+#   cuda-check-long-bf16   cuda-hd64 at seq 200: four query and key tiles, the last
+#                          partial
+#   cuda-check-long-gqa-bf16  cuda-hd128 (GQA 4/2) at seq 200, every launch capped at
+#                          2 blocks
+#   cuda-check-rows-bf16   cuda-hd64 at seq 200 with HEIRETSU_CUDA_ATTENTION=rows (the
+#                          per-query kernels, which 16-bit plans no longer use)
 #   cuda-check-gpt-fp16    gpt-tiny --precision fp16: SKIP "not compiled" when the
 #                          compiler refused fp16 when the pack was made
 #  Memory errors (compute-sanitizer memcheck, when /usr/local/cuda*/bin has it or it
@@ -74,6 +82,8 @@
 #  GPT-2 small (examples/gpt2-small.hr, seq 1024, micro-batch 8) step time on the
 #  GPU, steps 3.. of 8 (median step_ms of the metrics), into $OUT/gpt2-heiretsu.json:
 #   gpt2-fp32 / gpt2-bf16
+#   gpt2-bf16-rows    the same bf16 step with HEIRETSU_CUDA_ATTENTION=rows: what the
+#                     tiled attention saves
 #  Training and layouts on the GPU:
 #   train-200         gpt-tiny, 200 steps on the default corpus, CPU and CUDA: the
 #                     largest relative loss difference over the curve: FAIL above
@@ -138,7 +148,13 @@ prepare() {
   $c "$root/test/e2e/inputs/cuda-hd64.hr" -o "$tree/plans/tp-bf16" --seq 64 --micro-batch-size 2 --tp 2 --precision bf16 >/dev/null &&
   $c "$root/examples/gpt-tiny" -o "$tree/plans/train-bf16" --seq 64 --micro-batch-size 4 --precision bf16 >/dev/null &&
   $c "$root/examples/gpt2-small.hr" -o "$tree/plans/gpt2-fp32" --seq 1024 --micro-batch-size 8 >/dev/null &&
-  $c "$root/examples/gpt2-small.hr" -o "$tree/plans/gpt2-bf16" --seq 1024 --micro-batch-size 8 --precision bf16 >/dev/null ||
+  $c "$root/examples/gpt2-small.hr" -o "$tree/plans/gpt2-bf16" --seq 1024 --micro-batch-size 8 --precision bf16 >/dev/null &&
+  for m in hd64 hd128; do  # at seq 200: several attention tiles
+    sed 's/^\(  context *= \)64$/\1256/' "$root/test/e2e/inputs/cuda-$m.hr" > "$pack/long-$m.hr" &&
+      grep -q '= 256$' "$pack/long-$m.hr" &&
+      $c "$pack/long-$m.hr" -o "$tree/plans/long-$m-bf16" --seq 200 --micro-batch-size 1 --precision bf16 >/dev/null &&
+      rm "$pack/long-$m.hr" || exit 1
+  done ||
     { echo "verify: compiling the plans failed"; exit 1; }
   # fp16 only once the compiler takes it (loss scaling, #13 item 2): without the
   # plan, `run` says "not compiled".
@@ -156,7 +172,7 @@ prepare() {
   # The default corpus, prepared here (the GPU machine has no licence texts to read).
   "$bin/heiretsu" data prepare --tokenizer byte /usr/share/common-licenses/* -o "$tree/corpus" >/dev/null ||
     { echo "verify: preparing the corpus failed"; exit 1; }
-  # One gzip'd tar (about 30 MB; the tree is over 80 MB, mostly OpenBLAS and ICU's
+  # One gzip'd tar (about 40 MB; the tree is over 80 MB, mostly OpenBLAS and ICU's
   # data): the device tool carries at most 64 MiB. `run` unpacks it.
   tar -C "$tree" -czf "$pack/pack.tar.gz" . && rm -rf "$tree" ||
     { echo "verify: packing .gpu failed"; exit 1; }
@@ -262,8 +278,9 @@ run() {
     cuda-check-gpt cuda-check-llama cuda-check-hd64 cuda-check-hd128 cuda-check-grid
     cuda-check-zero cuda-check-tp cuda-check-decode
     cuda-check-gpt-bf16 cuda-check-llama-bf16 cuda-check-hd64-bf16 cuda-check-hd128-bf16
-    cuda-check-grid-bf16 cuda-check-tp-bf16 cuda-check-gpt-fp16
-    sanitizer-fp32 sanitizer-bf16 gpt2-fp32 gpt2-bf16 train-200 tp2-one-gpu zero1-one-gpu
+    cuda-check-grid-bf16 cuda-check-tp-bf16 cuda-check-long-bf16 cuda-check-long-gqa-bf16
+    cuda-check-rows-bf16 cuda-check-gpt-fp16
+    sanitizer-fp32 sanitizer-bf16 gpt2-fp32 gpt2-bf16 gpt2-bf16-rows train-200 tp2-one-gpu zero1-one-gpu
     cpu-pipeline-pp4 gpt2-torch)
   # What nvidia-smi says (empty without it): the GPUs it lists and the driver.
   local smi_gpus driver gpu=0
@@ -315,6 +332,9 @@ run() {
     check cuda-check-hd128-bf16 90 "$cc" "$plans/hd128-bf16/program-0.hplan"
     check cuda-check-grid-bf16 90 "$cc" "$plans/hd128-bf16/program-0.hplan" --max-blocks 2
     check cuda-check-tp-bf16 60 "$cc" "$plans/tp-bf16/program-0.hplan" --rank 1
+    check cuda-check-long-bf16 90 "$cc" "$plans/long-hd64-bf16/program-0.hplan"
+    check cuda-check-long-gqa-bf16 90 "$cc" "$plans/long-hd128-bf16/program-0.hplan" --max-blocks 2
+    check cuda-check-rows-bf16 90 env HEIRETSU_CUDA_ATTENTION=rows "$cc" "$plans/long-hd64-bf16/program-0.hplan"
     if [ -f "$plans/gpt-fp16/program-0.hplan" ]; then
       check cuda-check-gpt-fp16 120 "$cc" "$plans/gpt-fp16/program-0.hplan"
     elif want cuda-check-gpt-fp16; then
@@ -344,22 +364,24 @@ run() {
       else record "$name" FAIL "exit $rc, no ERROR SUMMARY: $(grep -m1 -E 'FAIL|rror' "$out/$name.log" || tail -1 "$out/$name.log"); see $name.log"; fi
     done
     # GPT-2 small, seq 1024, micro-batch 8: heiretsu's step time on the GPU.
-    local prec ms ours_fp32="" ours_bf16=""
-    for prec in fp32 bf16; do
+    local prec ms ours_fp32="" ours_bf16="" ours_rows="" attention
+    for prec in fp32 bf16 bf16-rows; do
       want "gpt2-$prec" || continue
       if [ "$(left)" -lt 150 ]; then record "gpt2-$prec" SKIP "out of time"; continue; fi
-      timeout 150 "$bin/heiretsu" run "$plans/gpt2-$prec" --backend cuda --steps 8 --lr 3e-4 --val-every 0 \
+      attention=tiles; [ "$prec" = bf16-rows ] && attention=rows
+      HEIRETSU_CUDA_ATTENTION=$attention timeout 150 "$bin/heiretsu" run "$plans/gpt2-${prec%-rows}" \
+        --backend cuda --steps 8 --lr 3e-4 --val-every 0 \
         --data "$tree/corpus" --metrics "$out/gpt2-$prec.jsonl" > "$out/gpt2-$prec.log" 2>&1
       local rc=$?
       ms=$(median_ms "$out/gpt2-$prec.jsonl")
       if [ $rc -eq 0 ] && [ -n "$ms" ]; then
         record "gpt2-$prec" MEASURED "heiretsu $prec: median step $ms ms (8 x 1024 tokens, steps 3-8)"
-        [ "$prec" = fp32 ] && ours_fp32=$ms || ours_bf16=$ms
+        case $prec in fp32) ours_fp32=$ms ;; bf16) ours_bf16=$ms ;; *) ours_rows=$ms ;; esac
       else record "gpt2-$prec" FAIL "exit $rc: $(grep -m1 -E 'FAIL|rror' "$out/gpt2-$prec.log" || tail -1 "$out/gpt2-$prec.log"); see gpt2-$prec.log"; fi
     done
-    want 'gpt2-fp32' || want 'gpt2-bf16' &&
-      printf '{"bench":"gpt2-small step time, heiretsu","batch":8,"seq":1024,"steps":"3-8 of 8","step_ms_median":{"fp32":%s,"bf16":%s}}\n' \
-      "${ours_fp32:-null}" "${ours_bf16:-null}" > "$out/gpt2-heiretsu.json"
+    want 'gpt2-fp32' || want 'gpt2-bf16' || want 'gpt2-bf16-rows' &&
+      printf '{"bench":"gpt2-small step time, heiretsu","batch":8,"seq":1024,"steps":"3-8 of 8","step_ms_median":{"fp32":%s,"bf16":%s,"bf16_attention_rows":%s}}\n' \
+      "${ours_fp32:-null}" "${ours_bf16:-null}" "${ours_rows:-null}" > "$out/gpt2-heiretsu.json"
     # The loss curves' thresholds, fp32 (relative to the CPU's / the one rank's loss):
     #  train-200, CPU vs CUDA: the same arithmetic in another order, but 200 steps at
     #  lr 3e-3 amplify any rounding chaotically. Measured on the CPU (this plan,

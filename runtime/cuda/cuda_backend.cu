@@ -61,15 +61,18 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <algorithm>
 #include <array>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <map>
 #include <string>
+#include <type_traits>
 
 #include "runtime/cuda/devices.h"
 #include "runtime/plan/ops.h"
@@ -92,21 +95,6 @@ unsigned Blocks(int64_t n, int per_block, unsigned cap) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(b, cap)));
 }
 
-#define GRID_STRIDE(i, n)                                                                 \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
-
-// The same over warps (blockDim.x a multiple of 32): warp w of the grid takes items
-// w, w + warps, ...; all 32 lanes of a warp take the same items, so the warp's
-// shuffles always see every lane.
-#define WARP_STRIDE(w, n)                                                                    \
-  for (int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; w < (n); \
-       w += static_cast<int64_t>(blockDim.x) * gridDim.x / 32)
-
-// The same over blocks: block k of the grid takes rows k, k + blocks, ... (every
-// thread of a block the same rows, so the block's reductions see every thread).
-#define BLOCK_STRIDE(r, n) for (int64_t r = blockIdx.x; r < (n); r += gridDim.x)
-
 // ---------------------------------------------------------------- storage
 
 // Conversions: exact to float32; from float32 rounded to nearest even.
@@ -128,17 +116,7 @@ __device__ inline __half FromFloat<__half>(float v) {
   return __float2half_rn(v);
 }
 
-// One activation operand of a kernel in storage S: x[i] loads element i as float32,
-// set(i, v) stores v rounded to S, put(i, v, acc) stores v or adds it to what is
-// there (in float32, then one rounding). Passed by value; null for an absent one.
-template <typename S>
-struct View {
-  S* p = nullptr;
-  __host__ __device__ explicit operator bool() const { return p != nullptr; }
-  __device__ float operator[](int64_t i) const { return ToFloat(p[i]); }
-  __device__ void set(int64_t i, float v) const { p[i] = FromFloat<S>(v); }
-  __device__ void put(int64_t i, float v, bool acc) const { set(i, acc ? (*this)[i] + v : v); }
-};
+#include "runtime/cuda/kernel_base.cuh"
 
 // Storage known only when the kernel runs: an instruction whose activation operands
 // mix float32 and one 16-bit type. kind: 0 float32, 1 bfloat16, 2 float16.
@@ -233,11 +211,6 @@ __device__ float BlockMax(float v) {
   }
   __syncthreads();
   return result;
-}
-
-__device__ inline float WarpSum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 
 // ---------------------------------------------------------------- elementwise
@@ -630,6 +603,8 @@ __global__ void AttentionBwdKV(V dout, V q, V k, V v, V out, const float* lse, V
   }
 }
 
+#include "runtime/cuda/flash_attention.cuh"
+
 // ---------------------------------------------------------------- cross-entropy
 
 // One block per row (block-stride): lse over the row's classes, and the row's loss term.
@@ -812,7 +787,8 @@ class CudaBackend final : public exec::Backend {
   CudaBackend(int device, const CudaOptions& options)
       : device_(device),
         check_(options.check),
-        max_blocks_(options.max_blocks ? options.max_blocks : kMaxBlocks) {}
+        max_blocks_(options.max_blocks ? options.max_blocks : kMaxBlocks),
+        attention_rows_(options.attention_rows) {}
   ~CudaBackend() override {
     cudaSetDevice(device_);
     for (auto& [key, g] : lt_plans_) {
@@ -1136,6 +1112,7 @@ class CudaBackend final : public exec::Backend {
   int device_;
   bool check_;           // synchronize and check after every instruction and Zero
   unsigned max_blocks_;  // the grid cap of Grid
+  bool attention_rows_;  // the per-query attention kernels only (CudaOptions)
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
@@ -1468,7 +1445,39 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
                               " is above the CUDA kernel's " + std::to_string(kMaxHeadDim));
       const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
       const int warps_per_block = kThreads / 32;
-      if (forward) {
+      // In tiles on the tensor cores where flash_attention.cuh's kernels take it.
+      const Storage st = forward ? storage({fw.q, fw.k, fw.v, fw.out})
+                                 : storage({bw.dout, bw.q, bw.k, bw.v, bw.out, bw.dq, bw.dk, bw.dv});
+      const bool tiled =
+          !attention_rows_ && (st == Storage::kBf16 || st == Storage::kF16) && FlashHeadDim(hd) &&
+          (forward ? FlashAligned({ptr(fw.q), ptr(fw.k), ptr(fw.v), ptr(fw.out)})
+                   : FlashAligned({ptr(bw.dout), ptr(bw.q), ptr(bw.k), ptr(bw.v), ptr(bw.out),
+                                   ptr(bw.dq), ptr(bw.dk), ptr(bw.dv)}));
+      if (tiled && !forward && (err = Scratch(4 * static_cast<uint64_t>(b * h * t)))) return err;
+      cudaError_t launched = cudaSuccess;
+      auto flash = [&](auto tag, auto dim) {
+        using S = typename decltype(tag)::type;
+        constexpr int D = decltype(dim)::value;
+        if constexpr (std::is_same_v<S, __nv_bfloat16> || std::is_same_v<S, __half>) {
+          auto p = [&](uint32_t buf) { return static_cast<S*>(ptr(buf)); };
+          if (forward)
+            launched = FlashForward<S, D>(stream_, max_blocks_, p(fw.q), p(fw.k), p(fw.v),
+                                          v(tag, fw.out), f(fw.lse), b, t, h, kv, scale);
+          else
+            launched = FlashBackward<S, D>(
+                stream_, max_blocks_, v(tag, bw.dout), p(bw.q), p(bw.k), p(bw.v), v(tag, bw.out),
+                f(bw.lse), Rows(), v(tag, bw.dq), v(tag, bw.dk), v(tag, bw.dv), b, t, h, kv, scale,
+                bw.accumulate_dx != 0);
+        }
+      };
+      if (tiled) {
+        WithStorage(st, [&](auto tag) {
+          if (hd == 32) flash(tag, std::integral_constant<int, 32>{});
+          if (hd == 64) flash(tag, std::integral_constant<int, 64>{});
+          if (hd == 128) flash(tag, std::integral_constant<int, 128>{});
+        });
+        if (launched != cudaSuccess) return CudaError(name, launched);
+      } else if (forward) {
         with({fw.q, fw.k, fw.v, fw.out}, [&](auto tag) {
           AttentionFwd<<<Grid(b * h * t, warps_per_block), kThreads, 0, stream_>>>(
               v(tag, fw.q), v(tag, fw.k), v(tag, fw.v), v(tag, fw.out), f(fw.lse), b, t, h, kv,
@@ -1616,7 +1625,15 @@ Status MakeCudaBackend(int device, std::unique_ptr<exec::Backend>* out,
   if (device < 0 || device >= count)
     return Error::Failure("--backend cuda: no CUDA device " + std::to_string(device) +
                           " (this process sees " + std::to_string(count) + ")");
-  auto backend = std::make_unique<CudaBackend>(device, options);
+  CudaOptions chosen = options;
+  if (const char* a = std::getenv("HEIRETSU_CUDA_ATTENTION"); a && *a) {
+    if (std::strcmp(a, "rows") == 0)
+      chosen.attention_rows = true;
+    else if (std::strcmp(a, "tiles") != 0)
+      return Error::BadInput(std::string("HEIRETSU_CUDA_ATTENTION=") + a +
+                             ": expected 'tiles' (the default) or 'rows'");
+  }
+  auto backend = std::make_unique<CudaBackend>(device, chosen);
   if (auto err = backend->Init()) return err;
   *out = std::move(backend);
   return std::nullopt;

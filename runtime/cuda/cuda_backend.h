@@ -1,8 +1,8 @@
 // The CUDA backend (docs/architecture.md §2): the arena in device memory, every opcode of
 // runtime/plan/ops.h as cuBLAS / cuBLASLt GEMMs or kernels of our own on one stream.
 // Correct and deterministic (every reduction in a fixed order, no atomics), not yet
-// fast; fused epilogues beyond the bias, flash-style tiling and CUDA graphs build on
-// it. MoE has no CUDA kernel yet (an error says so).
+// fast; 16-bit attention runs in tiles on the tensor cores (flash_attention.cuh);
+// fused epilogues beyond the bias and CUDA graphs build on it. MoE has no CUDA kernel yet (an error says so).
 //
 // Mixed precision (issue #13): the activations a bf16 or fp16 plan stores in 16
 // bits are read and written in 16 bits by every kernel that takes them (arithmetic
@@ -55,6 +55,11 @@ struct CudaOptions {
   // heiretsu-cuda-check's --max-blocks uses to check that no element depends on
   // the grid covering it.
   unsigned max_blocks = 0;
+  // Attention through the per-query kernels only, never the tiled tensor-core
+  // ones (runtime/cuda/flash_attention.cuh, for 16-bit plans at head_dim 32, 64 and
+  // 128). Also set by HEIRETSU_CUDA_ATTENTION=rows ("tiles", the default, or unset:
+  // the tiled kernels where they apply; any other value is refused).
+  bool attention_rows = false;
 };
 
 // Whether the CUDA backend runs `in`'s operand dtypes: every 16-bit (bf16, f16)
