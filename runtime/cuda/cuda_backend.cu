@@ -1,7 +1,7 @@
 // The CUDA backend; see cuda_backend.h. Each opcode's formula is the CPU kernel's
 // (runtime/cpu/kernels.h); where the CPU sums in double so does this. Reductions run
-// in a fixed order (block trees, one thread per column for column sums), so results
-// do not change from run to run. Every kernel but the single-block ones (MeanOfRows,
+// in a fixed order (block trees; column sums in chunks of rows, then the chunks in
+// order, column_sums.cuh), so results do not change from run to run. Every kernel but the single-block ones (MeanOfRows,
 // VocabLossKernel, AddPartials: one block loops over everything) and
 // SumSquaresPartial (a fixed kPartials blocks, grid-stride) is launched on a capped
 // grid (Grid) and loops over its whole range: GRID_STRIDE over elements,
@@ -284,35 +284,11 @@ __global__ void EmbeddingFwd(const int32_t* ids, const float* table, const float
   }
 }
 
-// One thread per column walks every row in order: deterministic scatter-add.
-template <class V>
-__global__ void EmbeddingBwd(const int32_t* ids, V dout, float* dtable, float* dpos,
-                             int64_t rows, int64_t seq, int64_t vocab, int64_t c,
-                             int64_t begin) {
-  GRID_STRIDE(i, c) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t id = static_cast<int64_t>(ids[r]) - begin;
-      const float g = dout[r * c + i];
-      if (id >= 0 && id < vocab) dtable[id * c + i] += g;
-      if (dpos) dpos[(r % seq) * c + i] += g;
-    }
-  }
-}
-
 // ---------------------------------------------------------------- linear
 
 template <class V>
 __global__ void BiasAdd(V y, const float* bias, int64_t rows, int64_t out) {
   GRID_STRIDE(k, rows * out) y.set(k, y[k] + bias[k % out]);
-}
-
-template <class V>
-__global__ void ColumnSum(V dy, float* db, int64_t rows, int64_t out) {
-  GRID_STRIDE(o, out) {
-    float s = 0;
-    for (int64_t r = 0; r < rows; ++r) s += dy[r * out + o];
-    db[o] += s;
-  }
 }
 
 // ---------------------------------------------------------------- norms
@@ -359,23 +335,6 @@ __global__ void NormBwdRows(V dy, V x, const float* w, const float* mean, const 
       const float xhat = (x[r * c + i] - mu) * rs, g = dy[r * c + i] * w[i];
       dx.put(r * c + i, rs * (g - m1 - xhat * m2), acc);
     }
-  }
-}
-
-// dw (and db) += column sums over rows: one thread per column.
-template <class V>
-__global__ void NormParamGrad(V dy, V x, const float* mean, const float* rstd, float* dw,
-                              float* db, int64_t rows, int64_t c) {
-  GRID_STRIDE(i, c) {
-    float sw = 0, sb = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      const float xhat = (x[r * c + i] - (mean ? mean[r] : 0.f)) * rstd[r];
-      const float g = dy[r * c + i];
-      sw += g * xhat;
-      sb += g;
-    }
-    dw[i] += sw;
-    if (db) db[i] += sb;
   }
 }
 
@@ -604,6 +563,7 @@ __global__ void AttentionBwdKV(V dout, V q, V k, V v, V out, const float* lse, V
 }
 
 #include "runtime/cuda/flash_attention.cuh"
+#include "runtime/cuda/column_sums.cuh"
 
 // ---------------------------------------------------------------- cross-entropy
 
@@ -819,6 +779,13 @@ class CudaBackend final : public exec::Backend {
       return Error::Failure("cuBLAS: cublasSetMathMode failed");
     if (cublasLtCreate(&lt_) != CUBLAS_STATUS_SUCCESS)
       return Error::Failure("cuBLASLt: cublasLtCreate failed");
+    // The tiled attention's head_dim 128 kernels take up to 121 KB: more than an
+    // sm_86 / sm_89 / sm_120 part grants a block (99 KB), which then runs rows.
+    int shared = 0;
+    if (auto e = cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_);
+        e != cudaSuccess)
+      return CudaError("cudaDeviceGetAttribute (shared memory per block)", e);
+    max_shared_ = static_cast<size_t>(shared);
     return std::nullopt;
   }
 
@@ -1113,6 +1080,7 @@ class CudaBackend final : public exec::Backend {
   bool check_;           // synchronize and check after every instruction and Zero
   unsigned max_blocks_;  // the grid cap of Grid
   bool attention_rows_;  // the per-query attention kernels only (CudaOptions)
+  size_t max_shared_ = 0;  // the device's opt-in shared memory per block
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
@@ -1234,9 +1202,11 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     case fb::Op_EmbeddingGrad: {
       const auto e = plan::Read<op::EmbeddingGrad<uint32_t>>(in);
       with({e.dout}, [&](auto t) {
-        EmbeddingBwd<<<Grid(e.c), kThreads, 0, stream_>>>(ids(e.ids), v(t, e.dout), f(e.dtable),
-                                                           f(e.dpositions), e.rows, e.seq,
-                                                           e.vocab_rows, e.c, e.vocab_begin);
+        EmbeddingTableGrad<<<Grid(kEmbeddingShards * e.c), kThreads, 0, stream_>>>(
+            ids(e.ids), v(t, e.dout), f(e.dtable), e.rows, e.vocab_rows, e.c, e.vocab_begin);
+        if (f(e.dpositions))
+          EmbeddingPositionGrad<<<Grid(e.seq * e.c), kThreads, 0, stream_>>>(
+              v(t, e.dout), f(e.dpositions), e.rows, e.seq, e.c);
       });
       break;
     }
@@ -1305,11 +1275,18 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
             return err;
         }
       }
-      // The bias gradient sums dy as stored (not its 16-bit copy).
-      if (plan::Has(l.dbias))
+      // The bias gradient sums dy as stored (not its 16-bit copy), in two passes
+      // (column_sums.cuh) through the scratch rows.
+      if (plan::Has(l.dbias)) {
+        const int64_t chunks = ColumnChunks(l.rows);
+        if ((err = Scratch(4 * static_cast<uint64_t>(chunks * l.out)))) return err;
         with({l.dy}, [&](auto t) {
-          ColumnSum<<<Grid(l.out), kThreads, 0, stream_>>>(v(t, l.dy), f(l.dbias), l.rows, l.out);
+          ColumnSumPartials<<<Grid(chunks * l.out), kThreads, 0, stream_>>>(v(t, l.dy), Rows(),
+                                                                           l.rows, l.out);
         });
+        AddColumnPartials<<<Grid(l.out), kThreads, 0, stream_>>>(Rows(), chunks, l.out,
+                                                                 f(l.dbias));
+      }
       break;
     }
     case fb::Op_LayerNorm: {
@@ -1322,14 +1299,19 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     }
     case fb::Op_LayerNormGrad: {
       const auto n = plan::Read<op::LayerNormGrad<uint32_t>>(in);
+      // dw and db in two passes (column_sums.cuh) through the scratch rows.
+      const int64_t chunks = ColumnChunks(n.rows);
+      if ((err = Scratch(8 * static_cast<uint64_t>(chunks * n.c)))) return err;
+      float *pw = Rows(), *pb = f(n.db) ? Rows() + chunks * n.c : nullptr;
       with({n.dy, n.x, n.dx}, [&](auto t) {
         NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
             v(t, n.dy), v(t, n.x), f(n.w), f(n.mean), f(n.rstd), v(t, n.dx), n.rows, n.c,
             n.accumulate_dx != 0);
-        NormParamGrad<<<Grid(n.c), kThreads, 0, stream_>>>(v(t, n.dy), v(t, n.x), f(n.mean),
-                                                           f(n.rstd), f(n.dw), f(n.db), n.rows,
-                                                           n.c);
+        NormParamPartials<<<Grid(chunks * n.c), kThreads, 0, stream_>>>(
+            v(t, n.dy), v(t, n.x), f(n.mean), f(n.rstd), pw, pb, n.rows, n.c);
       });
+      AddColumnPartials<<<Grid(n.c), kThreads, 0, stream_>>>(pw, chunks, n.c, f(n.dw));
+      if (pb) AddColumnPartials<<<Grid(n.c), kThreads, 0, stream_>>>(pb, chunks, n.c, f(n.db));
       break;
     }
     case fb::Op_RMSNorm: {
@@ -1342,14 +1324,16 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     }
     case fb::Op_RMSNormGrad: {
       const auto n = plan::Read<op::RMSNormGrad<uint32_t>>(in);
+      const int64_t chunks = ColumnChunks(n.rows);
+      if ((err = Scratch(4 * static_cast<uint64_t>(chunks * n.c)))) return err;
       with({n.dy, n.x, n.dx}, [&](auto t) {
         NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
             v(t, n.dy), v(t, n.x), f(n.w), nullptr, f(n.rstd), v(t, n.dx), n.rows, n.c,
             n.accumulate_dx != 0);
-        NormParamGrad<<<Grid(n.c), kThreads, 0, stream_>>>(v(t, n.dy), v(t, n.x), nullptr,
-                                                           f(n.rstd), f(n.dw), nullptr, n.rows,
-                                                           n.c);
+        NormParamPartials<<<Grid(chunks * n.c), kThreads, 0, stream_>>>(
+            v(t, n.dy), v(t, n.x), nullptr, f(n.rstd), Rows(), nullptr, n.rows, n.c);
       });
+      AddColumnPartials<<<Grid(n.c), kThreads, 0, stream_>>>(Rows(), chunks, n.c, f(n.dw));
       break;
     }
     case fb::Op_Gelu: {
@@ -1450,6 +1434,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
                                  : storage({bw.dout, bw.q, bw.k, bw.v, bw.out, bw.dq, bw.dk, bw.dv});
       const bool tiled =
           !attention_rows_ && (st == Storage::kBf16 || st == Storage::kF16) && FlashHeadDim(hd) &&
+          FlashSharedBytes(hd, forward) <= max_shared_ &&
           (forward ? FlashAligned({ptr(fw.q), ptr(fw.k), ptr(fw.v), ptr(fw.out)})
                    : FlashAligned({ptr(bw.dout), ptr(bw.q), ptr(bw.k), ptr(bw.v), ptr(bw.out),
                                    ptr(bw.dq), ptr(bw.dk), ptr(bw.dv)}));

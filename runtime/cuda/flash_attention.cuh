@@ -28,8 +28,9 @@
 // and leading dimensions that are multiples of 8 (16-bit) or 4 (float32), which
 // the padded strides keep. Global rows are read 16 bytes at a time: every operand
 // must be 16-byte aligned (FlashAligned). The launchers need nvcc; the kernels also
-// compile as C++ under test/unit/flash_attention_test.cc's emulation of the warps
-// and of wmma, which checks them against a float64 reference on the CPU.
+// compile as C++ under test/unit/cuda_emulation.h's emulation of the warps and of
+// wmma, where test/unit/flash_attention_test.cc checks them against a float64
+// reference on the CPU.
 #ifndef HEIRETSU_RUNTIME_CUDA_FLASH_ATTENTION_CUH_
 #define HEIRETSU_RUNTIME_CUDA_FLASH_ATTENTION_CUH_
 
@@ -274,18 +275,20 @@ __global__ void __launch_bounds__(kFlashThreads)
           dst[rr * LP + c] = FromFloat<S>(ds);
         }
         __syncwarp();
+        // Each A fragment (a 16 x 16 block of P^T or dS^T) loaded once, for every n.
+        for (int kk = 0; kk < T / 16; ++kk) {
+          FragA<S> fp, fd;
+          wmma::load_matrix_sync(fp, pt + warp * 16 * LP + kk * 16, LP);
+          wmma::load_matrix_sync(fd, dst + warp * 16 * LP + kk * 16, LP);
 #pragma unroll
-        for (int n = 0; n < D / 16; ++n)
-          for (int kk = 0; kk < T / 16; ++kk) {
-            FragA<S> fa;
+          for (int n = 0; n < D / 16; ++n) {
             FragBRow<S> fb;
-            wmma::load_matrix_sync(fa, pt + warp * 16 * LP + kk * 16, LP);
             wmma::load_matrix_sync(fb, dos + kk * 16 * LQ + n * 16, LQ);
-            wmma::mma_sync(gv[n], fa, fb, gv[n]);
-            wmma::load_matrix_sync(fa, dst + warp * 16 * LP + kk * 16, LP);
+            wmma::mma_sync(gv[n], fp, fb, gv[n]);
             wmma::load_matrix_sync(fb, qs + kk * 16 * LQ + n * 16, LQ);
-            wmma::mma_sync(gk[n], fa, fb, gk[n]);
+            wmma::mma_sync(gk[n], fd, fb, gk[n]);
           }
+        }
       }
     }
     const int64_t first = j0 + warp * 16;
@@ -362,15 +365,16 @@ __global__ void __launch_bounds__(kFlashThreads)
         dss[r * LP + c] = FromFloat<S>(ds);
       }
       __syncwarp();
+      for (int kk = 0; kk < T / 16; ++kk) {
+        FragA<S> fa;
+        wmma::load_matrix_sync(fa, dss + warp * 16 * LP + kk * 16, LP);
 #pragma unroll
-      for (int n = 0; n < D / 16; ++n)
-        for (int kk = 0; kk < T / 16; ++kk) {
-          FragA<S> fa;
+        for (int n = 0; n < D / 16; ++n) {
           FragBRow<S> fb;
-          wmma::load_matrix_sync(fa, dss + warp * 16 * LP + kk * 16, LP);
           wmma::load_matrix_sync(fb, ks + kk * 16 * LQ + n * 16, LQ);
           wmma::mma_sync(gq[n], fa, fb, gq[n]);
         }
+      }
     }
     const int64_t first = i0 + warp * 16;
     const int rows = FlashRows(seq - first);
@@ -384,6 +388,17 @@ __global__ void __launch_bounds__(kFlashThreads)
 // Whether the tiled kernels take an attention instruction: 16-bit storage (S), a
 // head_dim they are built for, every operand 16-byte aligned.
 inline bool FlashHeadDim(int64_t hd) { return hd == 32 || hd == 64 || hd == 128; }
+// The most shared memory one block of the forward (or of the backward's kernels)
+// takes at head_dim hd (FlashHeadDim).
+inline size_t FlashSharedBytes(int64_t hd, bool forward) {
+  auto most = [&](auto dim) {
+    constexpr int D = decltype(dim)::value;
+    return forward ? FlashFwdShared<D>() : std::max(FlashBwdKVShared<D>(), FlashBwdQShared<D>());
+  };
+  return hd == 32   ? most(std::integral_constant<int, 32>{})
+         : hd == 64 ? most(std::integral_constant<int, 64>{})
+                    : most(std::integral_constant<int, 128>{});
+}
 inline bool FlashAligned(std::initializer_list<const void*> ptrs) {
   for (const void* p : ptrs)
     if (p && reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
@@ -391,6 +406,16 @@ inline bool FlashAligned(std::initializer_list<const void*> ptrs) {
 }
 
 #ifdef __CUDACC__
+// Lets `kernel` take `bytes` of dynamic shared memory. On failure the runtime's
+// last error is cleared, so that no later cudaGetLastError blames another launch.
+template <class K>
+cudaError_t FlashSharedMemory(K kernel, size_t bytes) {
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(bytes));
+  if (e != cudaSuccess) (void)cudaGetLastError();
+  return e;
+}
+
 // Launches (on `stream`, at most `cap` blocks each): the forward, or the backward
 // (FlashRowDot into `dot`, B x H x T floats of scratch, then dK/dV and dQ). Returns
 // the first CUDA error of setting the kernels' shared memory or launching them.
@@ -400,10 +425,7 @@ cudaError_t FlashForward(cudaStream_t stream, unsigned cap, const S* q, const S*
                          float scale) {
   constexpr size_t bytes = FlashFwdShared<D>();
   auto kernel = FlashFwd<S, D>;
-  if (auto e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(bytes));
-      e != cudaSuccess)
-    return e;
+  if (auto e = FlashSharedMemory(kernel, bytes); e != cudaSuccess) return e;
   const int64_t items = (t + kFlashTile - 1) / kFlashTile * b * h;
   kernel<<<Blocks(items, 1, cap), kFlashThreads, bytes, stream>>>(q, k, v, out, lse, b, t, h, kv,
                                                                   scale);
@@ -422,14 +444,8 @@ cudaError_t FlashBackward(cudaStream_t stream, unsigned cap, View<S> dout, const
   constexpr size_t kv_bytes = FlashBwdKVShared<D>(), q_bytes = FlashBwdQShared<D>();
   auto kv_kernel = FlashBwdKV<S, D>;
   auto q_kernel = FlashBwdQ<S, D>;
-  if (auto e = cudaFuncSetAttribute(kv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(kv_bytes));
-      e != cudaSuccess)
-    return e;
-  if (auto e = cudaFuncSetAttribute(q_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(q_bytes));
-      e != cudaSuccess)
-    return e;
+  if (auto e = FlashSharedMemory(kv_kernel, kv_bytes); e != cudaSuccess) return e;
+  if (auto e = FlashSharedMemory(q_kernel, q_bytes); e != cudaSuccess) return e;
   kv_kernel<<<Blocks(tiles * b * kv, 1, cap), kFlashThreads, kv_bytes, stream>>>(
       q, k, v, dout.p, lse, dot, dk, dv, b, t, h, kv, scale, acc);
   if (auto e = cudaGetLastError(); e != cudaSuccess) return e;

@@ -1,9 +1,9 @@
-// What the CUDA backend's kernels and the ones that run under
-// test/unit/flash_attention_test.cc's emulation share: the grid-stride loops, the
-// View of an operand in storage S, and the warp sum. Included by cuda_backend.cu
-// and that test inside their own namespace, after ToFloat(S) and FromFloat<S>(float)
-// (exact to float32, rounded to nearest even from it) and, in the test, stand-ins
-// for threadIdx, blockIdx, blockDim, gridDim and __shfl_xor_sync.
+// What the CUDA backend's kernels share, with the CPU emulation they also run under
+// (test/unit/cuda_emulation.h): the grid-stride loops, the View of an operand in
+// storage S, and the warp sum. Included by cuda_backend.cu and by the emulated
+// tests inside their own namespace, after ToFloat(S) and FromFloat<S>(float) (exact
+// to float32, rounded to nearest even from it) and, in the tests, stand-ins for
+// threadIdx, blockIdx, blockDim, gridDim and __shfl_xor_sync.
 #ifndef HEIRETSU_RUNTIME_CUDA_KERNEL_BASE_CUH_
 #define HEIRETSU_RUNTIME_CUDA_KERNEL_BASE_CUH_
 

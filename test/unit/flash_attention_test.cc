@@ -1,189 +1,21 @@
 // The CUDA backend's tiled attention kernels (runtime/cuda/flash_attention.cuh) run
-// on the CPU, under an emulation of what they use of CUDA: every thread of a block
-// is a std::thread (threadIdx, blockIdx, blockDim, gridDim thread-local), the
-// block's and each warp's barriers are std::barriers (__syncthreads, __syncwarp, and
-// __shfl_xor_sync through a per-warp exchange), shared memory is one static array
-// (the blocks of a launch run one after another), and a wmma fragment holds its
-// whole 16 x 16 tile in lane 0, which loads, multiplies (float32 sums) and stores it
-// for the warp: the other lanes only take part in the kernel's own barriers. So the
-// kernels' indexing, masks, tiling, online softmax, barriers and 16-bit roundings are
-// checked here, on any machine, against a float64 reference of causal attention
-// (every output element, with outputs poisoned or accumulated into); what only a
-// GPU shows (wmma's real fragment layouts, timing, the launchers' shared-memory
-// sizes) is heiretsu-cuda-check's, on 16-bit plans (bench/gpu/verify.sh).
+// on the CPU under test/unit/cuda_emulation.h. So the kernels' indexing, masks,
+// tiling, online softmax, barriers and 16-bit roundings are checked here, on any
+// machine, against a float64 reference of causal attention (every output element,
+// with outputs poisoned or accumulated into); what only a GPU shows (wmma's real
+// fragment layouts, timing, the launchers' shared-memory sizes) is
+// heiretsu-cuda-check's, on 16-bit plans (bench/gpu/verify.sh).
 #include <gtest/gtest.h>
 
-#include <barrier>
 #include <cmath>
 #include <cstdint>
-#include <memory>
 #include <random>
-#include <thread>
-#include <type_traits>
+#include <string>
 #include <vector>
 
-#include "runtime/base/half.h"
+#include "test/unit/cuda_emulation.h"
 
-// ---------------------------------------------------------------- the emulation
-
-#define __global__
-#define __device__
-#define __host__
-#define __launch_bounds__(n)
-#define __shared__
-#define __align__(n)  // the one shared array below is aligned itself
-
-namespace cuda_emu {
-
-struct Dim3 {
-  unsigned x = 0;
-};
-thread_local Dim3 threadIdx, blockIdx;
-Dim3 blockDim, gridDim;
-
-// One block's barriers and the warps' shuffle exchange.
-struct BlockSync {
-  explicit BlockSync(unsigned threads) : block(threads), exchange(threads) {
-    for (unsigned w = 0; w < threads / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
-  }
-  std::barrier<> block;
-  std::vector<std::unique_ptr<std::barrier<>>> warps;
-  std::vector<float> exchange;
-};
-thread_local BlockSync* block_sync = nullptr;
-
-inline void __syncthreads() { block_sync->block.arrive_and_wait(); }
-inline void __syncwarp(unsigned = 0xffffffffu) { block_sync->warps[threadIdx.x / 32]->arrive_and_wait(); }
-inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
-  const unsigned t = threadIdx.x;
-  block_sync->exchange[t] = v;
-  __syncwarp();
-  const float other = block_sync->exchange[(t & ~31u) | ((t & 31u) ^ static_cast<unsigned>(lane_mask))];
-  __syncwarp();
-  return other;
-}
-inline bool Lane0() { return threadIdx.x % 32 == 0; }
-
-// Runs `kernel` on `blocks` blocks of `threads` threads, one block after another.
-template <class F>
-void Launch(unsigned blocks, unsigned threads, F kernel) {
-  gridDim.x = blocks;
-  blockDim.x = threads;
-  for (unsigned b = 0; b < blocks; ++b) {
-    BlockSync block(threads);
-    std::vector<std::thread> team;
-    for (unsigned t = 0; t < threads; ++t)
-      team.emplace_back([&, b, t] {
-        threadIdx.x = t;
-        blockIdx.x = b;
-        block_sync = &block;
-        kernel();
-      });
-    for (std::thread& th : team) th.join();
-  }
-}
-
-struct uint4 {
-  uint32_t x, y, z, w;
-};
-inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return {x, y, z, w}; }
-
-}  // namespace cuda_emu
-
-namespace nvcuda::wmma {
-
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-
-// The whole tile, as float32, in lane 0 (the other lanes' copies are never read).
-template <class Use, int M, int N, int K, class T, class Layout = void>
-struct fragment {
-  float x[256];
-};
-
-template <class Use, class T, class L>
-void fill_fragment(fragment<Use, 16, 16, 16, T, L>& f, float v) {
-  for (float& e : f.x) e = v;
-}
-// matrix_a: element (row r, column c); matrix_b: (k, n); row or column major in memory.
-template <class Use, class T, class L, class S>
-void load_matrix_sync(fragment<Use, 16, 16, 16, T, L>& f, const S* p, unsigned ldm) {
-  if (!cuda_emu::Lane0()) return;
-  for (int r = 0; r < 16; ++r)
-    for (int c = 0; c < 16; ++c)
-      f.x[r * 16 + c] = ToFloat(std::is_same_v<L, row_major> ? p[r * ldm + c] : p[c * ldm + r]);
-}
-inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p,
-                             unsigned ldm, layout_t layout) {
-  if (!cuda_emu::Lane0()) return;
-  for (int r = 0; r < 16; ++r)
-    for (int c = 0; c < 16; ++c)
-      f.x[r * 16 + c] = layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
-}
-inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f,
-                              unsigned ldm, layout_t layout) {
-  if (!cuda_emu::Lane0()) return;
-  for (int r = 0; r < 16; ++r)
-    for (int c = 0; c < 16; ++c)
-      (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * 16 + c];
-}
-template <class T, class LA, class LB>
-void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
-              const fragment<matrix_a, 16, 16, 16, T, LA>& a,
-              const fragment<matrix_b, 16, 16, 16, T, LB>& b,
-              const fragment<accumulator, 16, 16, 16, float>& c) {
-  if (!cuda_emu::Lane0()) return;
-  float out[256];
-  for (int r = 0; r < 16; ++r)
-    for (int n = 0; n < 16; ++n) {
-      float s = c.x[r * 16 + n];
-      for (int k = 0; k < 16; ++k) s += a.x[r * 16 + k] * b.x[k * 16 + n];
-      out[r * 16 + n] = s;
-    }
-  for (int i = 0; i < 256; ++i) d.x[i] = out[i];
-}
-
-}  // namespace nvcuda::wmma
-
-namespace heiretsu::flash_emu {
-
-using cuda_emu::__shfl_xor_sync;
-using cuda_emu::__syncthreads;
-using cuda_emu::__syncwarp;
-using cuda_emu::blockDim;
-using cuda_emu::blockIdx;
-using cuda_emu::gridDim;
-using cuda_emu::make_uint4;
-using cuda_emu::threadIdx;
-using cuda_emu::uint4;
-
-// The two 16-bit storages, as runtime/base/half.h's bit patterns.
-struct Bf16 {
-  uint16_t bits;
-};
-struct F16 {
-  uint16_t bits;
-};
-inline float ToFloat(float v) { return v; }
-inline float ToFloat(Bf16 v) { return half::Bf16ToFloat(v.bits); }
-inline float ToFloat(F16 v) { return half::HalfToFloat(v.bits); }
-template <typename S>
-S FromFloat(float v);
-template <>
-Bf16 FromFloat<Bf16>(float v) {
-  return {half::FloatToBf16(v)};
-}
-template <>
-F16 FromFloat<F16>(float v) {
-  return {half::FloatToHalf(v)};
-}
-
-// The kernels' shared memory (extern __shared__ in each kernel).
-alignas(128) unsigned char shared[192 * 1024];
+namespace heiretsu::emu {
 
 #include "runtime/cuda/kernel_base.cuh"
 #include "runtime/cuda/flash_attention.cuh"
@@ -359,4 +191,20 @@ TEST(FlashAttention, ASequenceShorterThanAWarpsRows) {
   Check<F16, 32>({1, 1, 1, 1}, 1, true, kF16Tolerance);
 }
 
-}  // namespace heiretsu::flash_emu
+}  // namespace heiretsu::emu
+
+namespace heiretsu::emu {
+
+// The tiles' shared memory fits a block on the GPUs the build targets (sm_80's
+// opt-in 163 KiB, sm_90's 227 KiB); at head_dim 32 and 64 also on sm_86 / sm_89's
+// 99 KiB (at 128 those run the per-query kernels: cuda_backend.cu asks the device).
+TEST(FlashAttention, SharedMemoryFitsTheTargetGpus) {
+  for (bool forward : {true, false}) {
+    EXPECT_LE(FlashSharedBytes(128, forward), 166912u);
+    EXPECT_LE(FlashSharedBytes(64, forward), 101376u);
+    EXPECT_LE(FlashSharedBytes(32, forward), 101376u);
+  }
+  EXPECT_GT(FlashSharedBytes(128, false), 101376u);
+}
+
+}  // namespace heiretsu::emu
