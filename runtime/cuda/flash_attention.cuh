@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(kFlashThreads)
              int64_t seq, int64_t heads, int64_t kv_heads, float scale) {
   constexpr int T = kFlashTile, LQ = D + kPad16, LP = T + kPad16, LS = T + kPad32,
                 LO = D + kPad32;
-  extern __shared__ __align__(128) unsigned char shared[];
+  unsigned char* shared = DynamicShared();
   S* qs = reinterpret_cast<S*>(shared);  // T x LQ
   S* ks = qs + T * LQ;                   // T x LQ
   S* vs = ks + T * LQ;                   // T x LQ
@@ -220,7 +220,7 @@ __global__ void __launch_bounds__(kFlashThreads)
                const float* dot, View<S> dk, View<S> dv, int64_t batch, int64_t seq,
                int64_t heads, int64_t kv_heads, float scale, bool acc) {
   constexpr int T = kFlashTile, LQ = D + kPad16, LP = T + kPad16, LS = T + kPad32;
-  extern __shared__ __align__(128) unsigned char shared[];
+  unsigned char* shared = DynamicShared();
   S* ks = reinterpret_cast<S*>(shared);  // T x LQ each
   S* vs = ks + T * LQ;
   S* qs = vs + T * LQ;
@@ -316,7 +316,7 @@ __global__ void __launch_bounds__(kFlashThreads)
               const float* dot, View<S> dq, int64_t batch, int64_t seq, int64_t heads,
               int64_t kv_heads, float scale, bool acc) {
   constexpr int T = kFlashTile, LQ = D + kPad16, LP = T + kPad16, LS = T + kPad32;
-  extern __shared__ __align__(128) unsigned char shared[];
+  unsigned char* shared = DynamicShared();
   S* qs = reinterpret_cast<S*>(shared);  // T x LQ each
   S* dos = qs + T * LQ;
   S* ks = dos + T * LQ;

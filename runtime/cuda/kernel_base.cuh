@@ -35,6 +35,14 @@ struct View {
   __device__ void put(int64_t i, float v, bool acc) const { set(i, acc ? (*this)[i] + v : v); }
 };
 
+#ifdef __CUDACC__
+// The block's dynamic shared memory (the launch's third argument), 128-byte aligned.
+__device__ inline unsigned char* DynamicShared() {
+  extern __shared__ __align__(128) unsigned char dynamic_shared[];
+  return dynamic_shared;
+}
+#endif
+
 __device__ inline float WarpSum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

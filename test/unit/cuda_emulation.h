@@ -3,10 +3,12 @@
 // cuda_kernels_emu_test.cc): every thread of a block is a std::thread (threadIdx,
 // blockIdx, blockDim, gridDim thread-local or global), the block's and each warp's
 // barriers are std::barriers (__syncthreads, __syncwarp, and __shfl_xor_sync through
-// a per-warp exchange), shared memory is one static array (the blocks of a launch
-// run one after another), and a wmma fragment holds its whole 16 x 16 tile in lane
-// 0, which loads, multiplies (float32 sums) and stores it for the warp: the other
-// lanes only take part in the kernel's own barriers. The 16-bit storages are
+// a per-warp exchange; __shfl_down_sync alike, atomicMin under a mutex), shared
+// memory is static (one array for the dynamic part, DynamicShared; a __shared__
+// variable a function static: the blocks of a launch run one after another), and
+// a wmma fragment holds its whole 16 x 16 tile in lane 0, which loads, multiplies
+// (float32 sums) and stores it for the warp: the other lanes only take part in the
+// kernel's own barriers. The 16-bit storages are
 // runtime/base/half.h's bit patterns (Bf16, F16). A test includes the kernels'
 // headers inside namespace heiretsu::emu, after this one:
 //   namespace heiretsu::emu {
@@ -22,7 +24,9 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -33,7 +37,7 @@
 #define __device__
 #define __host__
 #define __launch_bounds__(n)
-#define __shared__
+#define __shared__ static  // one copy for all threads: the blocks run one at a time
 #define __align__(n)  // the one shared array below is aligned itself
 
 namespace cuda_emu {
@@ -64,6 +68,32 @@ inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
   const float other = block_sync->exchange[(t & ~31u) | ((t & 31u) ^ static_cast<unsigned>(lane_mask))];
   __syncwarp();
   return other;
+}
+inline float __shfl_down_sync(unsigned, float v, int delta) {
+  const unsigned t = threadIdx.x, lane = t & 31u;
+  block_sync->exchange[t] = v;
+  __syncwarp();
+  const float other = lane + delta < 32 ? block_sync->exchange[t + delta] : v;
+  __syncwarp();
+  return other;
+}
+// (double through the same exchange, in two halves' worth of floats)
+inline double __shfl_down_sync(unsigned mask, double v, int delta) {
+  static_assert(sizeof(double) == 2 * sizeof(float));
+  float half_values[2];
+  std::memcpy(half_values, &v, sizeof v);
+  half_values[0] = __shfl_down_sync(mask, half_values[0], delta);
+  half_values[1] = __shfl_down_sync(mask, half_values[1], delta);
+  double out;
+  std::memcpy(&out, half_values, sizeof out);
+  return out;
+}
+inline std::mutex atomics;
+inline int atomicMin(int* address, int value) {
+  std::lock_guard<std::mutex> lock(atomics);
+  const int old = *address;
+  if (value < old) *address = value;
+  return old;
 }
 inline bool Lane0() { return threadIdx.x % 32 == 0; }
 
@@ -154,6 +184,8 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
 
 namespace heiretsu::emu {
 
+using cuda_emu::__shfl_down_sync;
+using cuda_emu::atomicMin;
 using cuda_emu::__shfl_xor_sync;
 using cuda_emu::__syncthreads;
 using cuda_emu::__syncwarp;
@@ -189,8 +221,9 @@ inline F16 FromFloat<F16>(float v) {
   return {half::FloatToHalf(v)};
 }
 
-// The kernels' shared memory (extern __shared__ in each kernel).
-alignas(128) inline unsigned char shared[192 * 1024];
+// The kernels' dynamic shared memory (kernel_base.cuh's DynamicShared on a GPU).
+alignas(128) inline unsigned char dynamic_shared[192 * 1024];
+inline unsigned char* DynamicShared() { return dynamic_shared; }
 
 }  // namespace heiretsu::emu
 

@@ -1,8 +1,10 @@
-// The CUDA backend's column reductions (runtime/cuda/column_sums.cuh: bias and norm
-// parameter gradients in two passes, the embedding's table and position gradients)
-// run on the CPU under test/unit/cuda_emulation.h, on capped grids (every kernel
-// loops), against float64 column sums and, for the embedding, bitwise against
-// float32 adds in row order (what one thread per column walking every row did).
+// The CUDA backend's kernels (runtime/cuda/kernels.cuh, column_sums.cuh) run on the
+// CPU under test/unit/cuda_emulation.h, on capped grids (every kernel loops over its
+// range), launched as cuda_backend.cu launches them: each against the CPU backend's
+// kernel (runtime/cpu/kernels.h) within heiretsu-cuda-check's float32 tolerance
+// (1e-5 of each output's largest magnitude), the column reductions against float64
+// sums, the embedding's gradients bitwise against float32 adds in row order. The
+// tiled attention has its own test (flash_attention_test.cc).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,11 +12,13 @@
 #include <random>
 #include <vector>
 
+#include "runtime/cpu/kernels.h"
 #include "test/unit/cuda_emulation.h"
 
 namespace heiretsu::emu {
 
 #include "runtime/cuda/kernel_base.cuh"
+#include "runtime/cuda/kernels.cuh"
 #include "runtime/cuda/column_sums.cuh"
 
 constexpr unsigned kBlockThreads = 128;
@@ -134,6 +138,270 @@ TEST(CudaColumnSums, EmbeddingGradientsAddTheRowsInRowOrderBitwise) {
   });
   for (size_t k = 0; k < table.size(); ++k) ASSERT_EQ(table[k], want_table[k]) << "table " << k;
   for (size_t k = 0; k < pos.size(); ++k) ASSERT_EQ(pos[k], want_pos[k]) << "position " << k;
+}
+
+
+// ---------------------------------------------------------------- against the CPU
+
+constexpr unsigned kThreads = 256;  // cuda_backend.cu's block size
+
+// The largest |got - want| over want's largest magnitude (1 when all zero); NaN
+// when any element is NaN.
+double MaxRel(const std::vector<float>& got, const std::vector<float>& want) {
+  double worst = 0, scale = 0;
+  for (float w : want) scale = std::max(scale, std::fabs(double{w}));
+  if (scale == 0) scale = 1;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (std::isnan(got[i]) || std::isnan(want[i])) return NAN;
+    worst = std::max(worst, std::fabs(double{got[i]} - want[i]));
+  }
+  return worst / scale;
+}
+constexpr double kF32 = 1e-5;
+
+View<float> V(std::vector<float>& x) { return View<float>{x.data()}; }
+
+// 37 rows of 300 columns (past one block's 256 threads), on 3 blocks.
+TEST(CudaKernels, LayerNormMatchesTheCpu) {
+  const int64_t rows = 37, c = 300;
+  std::vector<float> x = Normal(rows * c, 11), w = Normal(c, 12), b = Normal(c, 13), dy = Normal(rows * c, 14);
+  for (float& e : x) e = 3.f + 2.f * e;  // a mean and a scale to take out
+  std::vector<float> y(rows * c, NAN), mean(rows, NAN), rstd(rows, NAN);
+  cuda_emu::Launch(3, kThreads, [&] { LayerNormFwd(V(x), w.data(), b.data(), V(y), mean.data(), rstd.data(), rows, c, 1e-5); });
+  std::vector<float> cy(rows * c), cmean(rows), crstd(rows);
+  cpu::LayerNormForward(x.data(), w.data(), b.data(), cy.data(), cmean.data(), crstd.data(), rows, c, 1e-5);
+  EXPECT_LE(MaxRel(y, cy), kF32);
+  EXPECT_LE(MaxRel(mean, cmean), kF32);
+  EXPECT_LE(MaxRel(rstd, crstd), kF32);
+  for (bool acc : {false, true}) {
+    SCOPED_TRACE(acc);
+    std::vector<float> dx(rows * c, acc ? 0.5f : NAN), dw(c, 0.25f), db(c, -0.25f);
+    std::vector<float> cdx(rows * c, 0.5f), cdw = dw, cdb = db;
+    const int64_t chunks = ColumnChunks(rows);
+    std::vector<float> pw(chunks * c), pb(chunks * c);
+    cuda_emu::Launch(3, kThreads, [&] {
+      NormBwdRows(V(dy), V(x), w.data(), mean.data(), rstd.data(), V(dx), rows, c, acc);
+      NormParamPartials(V(dy), V(x), mean.data(), rstd.data(), pw.data(), pb.data(), rows, c);
+    });
+    cuda_emu::Launch(3, kThreads, [&] {
+      AddColumnPartials(pw.data(), chunks, c, dw.data());
+      AddColumnPartials(pb.data(), chunks, c, db.data());
+    });
+    cpu::LayerNormBackward(dy.data(), x.data(), w.data(), cmean.data(), crstd.data(), cdx.data(),
+                           cdw.data(), cdb.data(), rows, c, acc);
+    EXPECT_LE(MaxRel(dx, cdx), kF32) << "dx";
+    EXPECT_LE(MaxRel(dw, cdw), kF32) << "dw";
+    EXPECT_LE(MaxRel(db, cdb), kF32) << "db";
+  }
+}
+
+TEST(CudaKernels, RMSNormMatchesTheCpu) {
+  const int64_t rows = 19, c = 260;
+  std::vector<float> x = Normal(rows * c, 21), w = Normal(c, 22), dy = Normal(rows * c, 23);
+  std::vector<float> y(rows * c, NAN), rstd(rows, NAN), cy(rows * c), crstd(rows);
+  cuda_emu::Launch(2, kThreads, [&] { RMSNormFwd(V(x), w.data(), V(y), rstd.data(), rows, c, 1e-6); });
+  cpu::RMSNormForward(x.data(), w.data(), cy.data(), crstd.data(), rows, c, 1e-6);
+  EXPECT_LE(MaxRel(y, cy), kF32);
+  EXPECT_LE(MaxRel(rstd, crstd), kF32);
+  std::vector<float> dx(rows * c, NAN), dw(c, 1.f), cdx(rows * c), cdw = dw;
+  const int64_t chunks = ColumnChunks(rows);
+  std::vector<float> pw(chunks * c);
+  cuda_emu::Launch(2, kThreads, [&] {
+    NormBwdRows(V(dy), V(x), w.data(), nullptr, rstd.data(), V(dx), rows, c, false);
+    NormParamPartials(V(dy), V(x), nullptr, rstd.data(), pw.data(), nullptr, rows, c);
+  });
+  cuda_emu::Launch(2, kThreads, [&] { AddColumnPartials(pw.data(), chunks, c, dw.data()); });
+  cpu::RMSNormBackward(dy.data(), x.data(), w.data(), crstd.data(), cdx.data(), cdw.data(), rows, c, false);
+  EXPECT_LE(MaxRel(dx, cdx), kF32) << "dx";
+  EXPECT_LE(MaxRel(dw, cdw), kF32) << "dw";
+}
+
+// The loss over a padded vocabulary (valid 90 of 96 columns), its gradient
+// accumulated into, and the vocabulary-parallel three steps on a block of it.
+TEST(CudaKernels, CrossEntropyMatchesTheCpu) {
+  const int64_t rows = 21, vocab = 96, valid = 90;
+  std::vector<float> logits = Normal(rows * vocab, 31);
+  for (float& e : logits) e *= 4.f;
+  std::vector<int32_t> targets(rows);
+  for (int64_t r = 0; r < rows; ++r) targets[r] = static_cast<int32_t>((r * 37) % valid);
+  std::vector<float> lse(rows, NAN), term(rows, NAN), loss(1, NAN);
+  cuda_emu::Launch(4, kThreads, [&] {
+    CrossEntropyRows(V(logits), targets.data(), lse.data(), term.data(), rows, vocab, valid);
+  });
+  cuda_emu::Launch(1, kThreads, [&] { MeanOfRows(term.data(), loss.data(), rows); });
+  std::vector<float> closs(1), clse(rows);
+  ASSERT_EQ(cpu::CrossEntropyForward(logits.data(), targets.data(), closs.data(), clse.data(), rows, vocab, valid), -1);
+  EXPECT_LE(MaxRel(loss, closs), kF32);
+  EXPECT_LE(MaxRel(lse, clse), kF32);
+  const float dloss = 1.5f;
+  std::vector<float> dlogits(rows * vocab, 0.5f), cdlogits = dlogits;
+  cuda_emu::Launch(3, kThreads, [&] {
+    CrossEntropyBwd(V(logits), targets.data(), lse.data(), dloss / static_cast<float>(rows),
+                    V(dlogits), rows, vocab, 0, valid, true);
+  });
+  cpu::CrossEntropyBackward(logits.data(), targets.data(), clse.data(), dloss, cdlogits.data(), rows, vocab, true, 0, valid);
+  EXPECT_LE(MaxRel(dlogits, cdlogits), kF32);
+  // Columns [48, 96) of the logical logits as one rank's block: its gradient (the
+  // targets below it are another rank's), then the three steps of the loss.
+  const int64_t begin = 48, block = vocab - begin, classes = valid - begin;
+  std::vector<float> part(rows * block);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < block; ++i) part[r * block + i] = logits[r * vocab + begin + i];
+  std::vector<float> dpart(rows * block, NAN), cdpart(rows * block);
+  cuda_emu::Launch(2, kThreads, [&] {
+    CrossEntropyBwd(V(part), targets.data(), clse.data(), dloss / static_cast<float>(rows),
+                    V(dpart), rows, block, begin, classes, false);
+  });
+  cpu::CrossEntropyBackward(part.data(), targets.data(), clse.data(), dloss, cdpart.data(), rows,
+                            block, false, begin, valid);
+  EXPECT_LE(MaxRel(dpart, cdpart), kF32) << "block's gradient";
+  std::vector<float> mx(rows, NAN), sum(rows, NAN), target(rows, NAN), vloss(1, NAN), vlse(rows, NAN);
+  cuda_emu::Launch(2, kThreads, [&] {
+    VocabMaxRows(part.data(), mx.data(), rows, block, classes);
+    VocabSumExpRows(part.data(), targets.data(), mx.data(), sum.data(), target.data(), rows, block, begin, classes);
+  });
+  cuda_emu::Launch(1, kThreads, [&] { VocabLossKernel(mx.data(), sum.data(), target.data(), vloss.data(), vlse.data(), rows); });
+  std::vector<float> cmx(rows), csum(rows), ctarget(rows), cvloss(1), cvlse(rows);
+  cpu::VocabMax(part.data(), cmx.data(), rows, block, begin, valid);
+  cpu::VocabSumExp(part.data(), targets.data(), cmx.data(), csum.data(), ctarget.data(), rows, block, begin, vocab, valid);
+  cpu::VocabLoss(cmx.data(), csum.data(), ctarget.data(), cvloss.data(), cvlse.data(), rows);
+  EXPECT_LE(MaxRel(mx, cmx), kF32) << "max";
+  EXPECT_LE(MaxRel(sum, csum), kF32) << "sum";
+  EXPECT_LE(MaxRel(target, ctarget), kF32) << "target";
+  EXPECT_LE(MaxRel(vloss, cvloss), kF32) << "loss";
+  EXPECT_LE(MaxRel(vlse, cvlse), kF32) << "lse";
+}
+
+// The per-query kernels (float32 plans): GQA 4 / 2, head_dim 40 (lanes past it idle),
+// 2 blocks of 8 warps for 2 x 4 x 23 queries.
+TEST(CudaKernels, PerQueryAttentionMatchesTheCpu) {
+  const int64_t b = 2, t = 23, h = 4, kv = 2, hd = 40;
+  std::vector<float> q = Normal(b * t * h * hd, 41), k = Normal(b * t * kv * hd, 42),
+                     v = Normal(b * t * kv * hd, 43), dout = Normal(b * t * h * hd, 44);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  std::vector<float> out(q.size(), NAN), lse(b * h * t, NAN), cout(q.size()), clse(lse.size());
+  cuda_emu::Launch(2, kThreads, [&] { AttentionFwd(V(q), V(k), V(v), V(out), lse.data(), b, t, h, kv, hd, scale); });
+  cpu::AttentionForward(q.data(), k.data(), v.data(), cout.data(), clse.data(), b, t, h, kv, hd);
+  EXPECT_LE(MaxRel(out, cout), kF32) << "out";
+  EXPECT_LE(MaxRel(lse, clse), kF32) << "lse";
+  std::vector<float> dq(q.size(), 0.5f), dk(k.size(), 0.5f), dv(v.size(), 0.5f);
+  std::vector<float> cdq = dq, cdk = dk, cdv = dv;
+  cuda_emu::Launch(2, kThreads, [&] {
+    AttentionBwdQ(V(dout), V(q), V(k), V(v), V(out), lse.data(), V(dq), b, t, h, kv, hd, scale, true);
+    AttentionBwdKV(V(dout), V(q), V(k), V(v), V(out), lse.data(), V(dk), V(dv), b, t, h, kv, hd, scale, true);
+  });
+  cpu::AttentionBackward(dout.data(), q.data(), k.data(), v.data(), cout.data(), clse.data(), cdq.data(),
+                         cdk.data(), cdv.data(), b, t, h, kv, hd, true);
+  EXPECT_LE(MaxRel(dq, cdq), kF32) << "dq";
+  EXPECT_LE(MaxRel(dk, cdk), kF32) << "dk";
+  EXPECT_LE(MaxRel(dv, cdv), kF32) << "dv";
+}
+
+// A decode step of 2 tokens at position 5 of a 9-position cache, GQA 4 / 2.
+TEST(CudaKernels, DecodeAttentionMatchesTheCpu) {
+  const int64_t b = 2, t = 2, h = 4, kv = 2, hd = 12, context = 9, position = 5;
+  std::vector<float> q = Normal(b * t * h * hd, 45), k = Normal(b * t * kv * hd, 46),
+                     v = Normal(b * t * kv * hd, 47);
+  std::vector<float> kc = Normal(b * context * kv * hd, 48), vc = Normal(b * context * kv * hd, 49);
+  std::vector<float> ckc = kc, cvc = vc, out(q.size(), NAN), cout(q.size());
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  cuda_emu::Launch(2, kThreads, [&] { KvAppend(k.data(), v.data(), kc.data(), vc.data(), b, t, kv * hd, context, position); });
+  cuda_emu::Launch(2, kThreads, [&] {
+    CachedAttentionFwd(q.data(), kc.data(), vc.data(), out.data(), b, t, h, kv, hd, context, position, scale);
+  });
+  cpu::CachedAttentionForward(q.data(), k.data(), v.data(), ckc.data(), cvc.data(), cout.data(), b, t, h,
+                              kv, hd, context, position);
+  EXPECT_LE(MaxRel(kc, ckc), 0.0) << "k cache";
+  EXPECT_LE(MaxRel(vc, cvc), 0.0) << "v cache";
+  EXPECT_LE(MaxRel(out, cout), kF32) << "out";
+}
+
+TEST(CudaKernels, ElementwiseKernelsMatchTheCpu) {
+  const int64_t n = 1000;
+  std::vector<float> x = Normal(n, 51), u = Normal(n, 52), dy = Normal(n, 53);
+  for (float& e : x) e *= 3.f;
+  std::vector<float> y(n, NAN), cy(n), dx(n, 0.5f), cdx = dx, dup(n, NAN), cdup(n);
+  cuda_emu::Launch(2, kThreads, [&] { GeluFwd(V(x), V(y), n); });
+  cpu::GeluForward(x.data(), cy.data(), n);
+  EXPECT_LE(MaxRel(y, cy), kF32) << "gelu";
+  cuda_emu::Launch(2, kThreads, [&] { GeluBwd(V(dy), V(x), V(dx), n, true); });
+  cpu::GeluBackward(dy.data(), x.data(), cdx.data(), n, true);
+  EXPECT_LE(MaxRel(dx, cdx), kF32) << "gelu_grad";
+  cuda_emu::Launch(2, kThreads, [&] { SwigluFwd(V(x), V(u), V(y), n); });
+  cpu::SwigluForward(x.data(), u.data(), cy.data(), n);
+  EXPECT_LE(MaxRel(y, cy), kF32) << "swiglu";
+  std::fill(dx.begin(), dx.end(), NAN);
+  cuda_emu::Launch(2, kThreads, [&] { SwigluBwd(V(dy), V(x), V(u), V(dx), V(dup), n, false); });
+  cpu::SwigluBackward(dy.data(), x.data(), u.data(), cdx.data(), cdup.data(), n, false);
+  EXPECT_LE(MaxRel(dx, cdx), kF32) << "swiglu_grad dgate";
+  EXPECT_LE(MaxRel(dup, cdup), kF32) << "swiglu_grad dup";
+  cuda_emu::Launch(2, kThreads, [&] { AddFwd(V(x), V(u), V(y), n); });
+  cpu::AddForward(x.data(), u.data(), cy.data(), n);
+  EXPECT_LE(MaxRel(y, cy), 0.0) << "add";
+}
+
+// RoPE on 2 x 5 positions of 3 heads of 8, forward at an offset (a decode step) and
+// the backward accumulated into.
+TEST(CudaKernels, RopeMatchesTheCpu) {
+  const int64_t b = 2, t = 5, h = 3, hd = 8, n = b * t * h * hd;
+  const double theta = 10000.0;
+  std::vector<float> x = Normal(n, 61), y(n, NAN), cy(n);
+  cuda_emu::Launch(2, kThreads, [&] { Rope(V(x), V(y), b * t, t, h, hd, theta, 1.0, false, 7); });
+  cpu::RopeForward(x.data(), cy.data(), b, t, h, hd, theta, 7);
+  EXPECT_LE(MaxRel(y, cy), kF32) << "rope";
+  std::vector<float> dx(n, 0.5f), cdx = dx;
+  cuda_emu::Launch(2, kThreads, [&] { Rope(V(x), V(dx), b * t, t, h, hd, theta, -1.0, true); });
+  cpu::RopeBackward(x.data(), cdx.data(), b, t, h, hd, theta, true);
+  EXPECT_LE(MaxRel(dx, cdx), kF32) << "rope_grad";
+}
+
+// A vocabulary block [100, 250) of the table, learned positions at an offset.
+TEST(CudaKernels, EmbeddingMatchesTheCpu) {
+  const int64_t rows = 12, seq = 4, vocab = 150, begin = 100, c = 33;
+  std::vector<int32_t> ids(rows);
+  for (int64_t r = 0; r < rows; ++r) ids[r] = static_cast<int32_t>(60 + 17 * r);
+  std::vector<float> table = Normal(vocab * c, 71), pos = Normal(16 * c, 72);
+  std::vector<float> out(rows * c, NAN), cout(rows * c);
+  cuda_emu::Launch(2, kThreads, [&] {
+    EmbeddingFwd(ids.data(), table.data(), pos.data(), V(out), rows, seq, vocab, c, begin, 3);
+  });
+  cpu::EmbeddingForward(ids.data(), table.data(), pos.data(), cout.data(), rows, seq, vocab, c, begin, 400, 3);
+  EXPECT_LE(MaxRel(out, cout), 0.0);
+}
+
+TEST(CudaKernels, AdamWAndTheNormMatchTheCpu) {
+  const int64_t n = 5000;
+  std::vector<float> p = Normal(n, 81), g = Normal(n, 82), m = Normal(n, 83), v = Normal(n, 84);
+  for (float& e : v) e = e * e;
+  const double b1 = 0.9, b2 = 0.95, eps = 1e-8, lr = 3e-3, wd = 0.1, clip = 0.7;
+  const int64_t step = 3;
+  std::vector<float> cp = p, cm = m, cv = v;
+  cuda_emu::Launch(3, kThreads, [&] {
+    AdamWKernel(p.data(), g.data(), m.data(), v.data(), n, static_cast<float>(b1), static_cast<float>(b2),
+                static_cast<float>(1.0 - b1), static_cast<float>(1.0 - b2), static_cast<float>(clip),
+                static_cast<float>(lr / (1.0 - std::pow(b1, step))),
+                static_cast<float>(1.0 / (1.0 - std::pow(b2, step))), static_cast<float>(lr * wd),
+                static_cast<float>(eps));
+  });
+  cpu::AdamW(cp.data(), g.data(), cm.data(), cv.data(), n, lr, b1, b2, eps, wd, step, clip);
+  EXPECT_LE(MaxRel(p, cp), kF32) << "param";
+  EXPECT_LE(MaxRel(m, cm), kF32) << "exp_avg";
+  EXPECT_LE(MaxRel(v, cv), kF32) << "exp_avg_sq";
+  // The norm's sum of squares: 8 partial blocks, then their sum added to a total.
+  std::vector<double> partial(8, NAN), total(1, 2.0);
+  cuda_emu::Launch(8, kThreads, [&] { SumSquaresPartial(g.data(), n, partial.data()); });
+  cuda_emu::Launch(1, kThreads, [&] { AddPartials(partial.data(), 8, total.data()); });
+  EXPECT_NEAR(total[0], 2.0 + cpu::SumSquares(g.data(), n), 1e-9 * cpu::SumSquares(g.data(), n));
+}
+
+// CheckIds names the first id outside [0, limit), whichever thread sees it first.
+TEST(CudaKernels, CheckIdsFindsTheFirstBadId) {
+  std::vector<int32_t> ids(700, 3);
+  ids[650] = -1;
+  ids[333] = 50;
+  int bad = 1 << 30;
+  cuda_emu::Launch(2, kThreads, [&] { CheckIds(ids.data(), 700, 50, &bad); });
+  EXPECT_EQ(bad, 333);
 }
 
 }  // namespace heiretsu::emu
