@@ -23,7 +23,7 @@
 #ifndef HEIRETSU_RUNTIME_CUDA_COLUMN_SUMS_CUH_
 #define HEIRETSU_RUNTIME_CUDA_COLUMN_SUMS_CUH_
 
-constexpr int64_t kColumnChunk = 64;    // rows per partial sum
+constexpr int64_t kColumnChunk = 64;      // rows per partial sum
 constexpr int64_t kEmbeddingShards = 64;  // id shards of the table gradient
 
 // The partial sums a column reduction over `rows` rows keeps per column.
@@ -92,7 +92,8 @@ __global__ void EmbeddingTableGrad(const int32_t* ids, V dout, float* dtable, in
     const int64_t s = k / c, i = k % c;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t id = static_cast<int64_t>(ids[r]) - begin;
-      if (id >= 0 && id < vocab && id % kEmbeddingShards == s) dtable[id * c + i] += dout[r * c + i];
+      if (id >= 0 && id < vocab && id % kEmbeddingShards == s)
+        dtable[id * c + i] += dout[r * c + i];
     }
   }
 }

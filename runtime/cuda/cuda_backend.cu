@@ -1,13 +1,15 @@
 // The CUDA backend; see cuda_backend.h. Each opcode's formula is the CPU kernel's
 // (runtime/cpu/kernels.h); where the CPU sums in double so does this. Reductions run
 // in a fixed order (block trees; column sums in chunks of rows, then the chunks in
-// order, column_sums.cuh), so results do not change from run to run. Every kernel but the single-block ones (MeanOfRows,
-// VocabLossKernel, AddPartials: one block loops over everything) and
+// order, column_sums.cuh), so results do not change from run to run. Every kernel
+// but the single-block ones (MeanOfRows, VocabLossKernel, AddPartials: one block
+// loops over everything) and
 // SumSquaresPartial (a fixed kPartials blocks, grid-stride) is launched on a capped
-// grid (Grid) and loops over its whole range: GRID_STRIDE over elements,
+// grid (Grid, Blocks) and loops over its whole range: GRID_STRIDE over elements,
 // WARP_STRIDE over attention's queries or keys (one warp each), BLOCK_STRIDE over
-// the rows of the norms and the losses (one block each). So the cap
-// (CudaOptions::max_blocks) never leaves an element out.
+// the rows of the norms and the losses (one block each) and over the tiled
+// attention's tiles. So the cap (CudaOptions::max_blocks) never leaves an element
+// out.
 //
 // Storage (issue #13). A float operand is float32, bfloat16 or float16 (plan.fbs
 // DType). The operands that may be 16-bit are the activations the precision pass
@@ -26,7 +28,8 @@
 // pass kept wide because it is also communicated or accumulated, beside 16-bit
 // ones) it runs View<Dyn>, which switches on each operand's dtype at every access
 // (uniform across the grid, so no divergence; a few instructions more per element).
-// So each kernel has four instantiations, not one per combination of operands.
+// So each kernel has four instantiations, not one per combination of operands (the
+// tiled attention two: bf16 and fp16 only).
 //
 // GEMMs. float32 linears (every operand float32) run cublasSgemm with
 // CUBLAS_PEDANTIC_MATH (no TF32), exactly as before mixed precision: the fp32
@@ -364,8 +367,10 @@ class CudaBackend final : public exec::Backend {
     return Blocks(n, per_block, max_blocks_);
   }
 
-  // Device scratch, grown on first need: the sum-of-squares partials and total,
-  // the bad-id flag, per-row loss terms.
+  // Device scratch, grown on first need: the sum-of-squares partials and total and
+  // the bad-id flag (the first 4096 bytes), then Rows(): per-row loss terms, the
+  // column sums' partials, the tiled attention's row dots (one instruction's at a
+  // time; the stream orders them).
   Status Scratch(uint64_t row_bytes) {
     const uint64_t want = 4096 + row_bytes;
     if (want <= scratch_bytes_) return std::nullopt;
@@ -930,8 +935,9 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
       const int warps_per_block = kThreads / 32;
       // In tiles on the tensor cores where flash_attention.cuh's kernels take it.
-      const Storage st = forward ? storage({fw.q, fw.k, fw.v, fw.out})
-                                 : storage({bw.dout, bw.q, bw.k, bw.v, bw.out, bw.dq, bw.dk, bw.dv});
+      const Storage st =
+          forward ? storage({fw.q, fw.k, fw.v, fw.out})
+                  : storage({bw.dout, bw.q, bw.k, bw.v, bw.out, bw.dq, bw.dk, bw.dv});
       const bool tiled =
           !attention_rows_ && (st == Storage::kBf16 || st == Storage::kF16) && FlashHeadDim(hd) &&
           FlashSharedBytes(hd, forward) <= max_shared_ &&

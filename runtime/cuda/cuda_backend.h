@@ -2,7 +2,8 @@
 // runtime/plan/ops.h as cuBLAS / cuBLASLt GEMMs or kernels of our own on one stream.
 // Correct and deterministic (every reduction in a fixed order, no atomics), not yet
 // fast; 16-bit attention runs in tiles on the tensor cores (flash_attention.cuh);
-// fused epilogues beyond the bias and CUDA graphs build on it. MoE has no CUDA kernel yet (an error says so).
+// fused epilogues beyond the bias and CUDA graphs build on it. MoE has no CUDA
+// kernel yet (an error says so).
 //
 // Mixed precision (issue #13): the activations a bf16 or fp16 plan stores in 16
 // bits are read and written in 16 bits by every kernel that takes them (arithmetic

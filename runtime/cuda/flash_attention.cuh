@@ -1,11 +1,13 @@
 // Causal attention in tiles on the tensor cores (issue #5: "flash style: tiled,
 // online softmax, no S x S matrix in memory"), for 16-bit storage (bf16 or fp16: q,
 // k, v, out and their gradients one type; lse and the row dots float32) and head_dim
-// 32, 64 or 128. Included by cuda_backend.cu inside its namespace, after View,
-// FromFloat and BLOCK_STRIDE; cuda_backend.cu picks these kernels (FlashHeadDim, FlashAligned) and
-// keeps its per-query kernels for everything else (float32 plans, mixed storage,
-// other head dims, a misaligned operand) and for all of it under
-// HEIRETSU_CUDA_ATTENTION=rows. The formulas are the per-query kernels' (op_table.h:
+// 32, 64 or 128. Included by cuda_backend.cu inside its namespace, after
+// kernel_base.cuh (View, the grid-stride loops, WarpSum, DynamicShared), FromFloat,
+// kThreads and Blocks; cuda_backend.cu picks these kernels (FlashHeadDim,
+// FlashAligned, FlashSharedBytes) and keeps its per-query kernels for everything
+// else (float32 plans, mixed storage, other head dims, a misaligned operand, a
+// device that grants a block less shared memory than the tiles take) and for all
+// of it under HEIRETSU_CUDA_ATTENTION=rows. The formulas are the per-query kernels' (op_table.h:
 // attention, attention_grad): s = scale q.k over keys j <= t, lse = m + log l,
 // P = exp(s - lse), dP = dout.v, D = dout.out, dS = P (dP - D) scale.
 //
@@ -22,7 +24,7 @@
 // (as FlashAttention does), so results differ from the per-query kernels' by the
 // 16-bit rounding, within heiretsu-cuda-check's 16-bit tolerances.
 //
-// Every kernel loops over its items with BLOCK_STRIDE, so a capped grid
+// Every kernel loops over its items (BLOCK_STRIDE; FlashRowDot WARP_STRIDE), so a capped grid
 // (CudaOptions::max_blocks) still covers everything. Shared memory tiles are padded
 // (kPad16, kPad32) against bank conflicts; wmma needs 32-byte aligned tile pointers
 // and leading dimensions that are multiples of 8 (16-bit) or 4 (float32), which
@@ -112,13 +114,12 @@ template <typename S, int D>
 __global__ void __launch_bounds__(kFlashThreads)
     FlashFwd(const S* q, const S* k, const S* v, View<S> out, float* lse, int64_t batch,
              int64_t seq, int64_t heads, int64_t kv_heads, float scale) {
-  constexpr int T = kFlashTile, LQ = D + kPad16, LP = T + kPad16, LS = T + kPad32,
-                LO = D + kPad32;
+  constexpr int T = kFlashTile, LQ = D + kPad16, LP = T + kPad16, LS = T + kPad32, LO = D + kPad32;
   unsigned char* shared = DynamicShared();
-  S* qs = reinterpret_cast<S*>(shared);  // T x LQ
-  S* ks = qs + T * LQ;                   // T x LQ
-  S* vs = ks + T * LQ;                   // T x LQ
-  S* ps = vs + T * LQ;                   // T x LP
+  S* qs = reinterpret_cast<S*>(shared);               // T x LQ
+  S* ks = qs + T * LQ;                                // T x LQ
+  S* vs = ks + T * LQ;                                // T x LQ
+  S* ps = vs + T * LQ;                                // T x LP
   float* ss = reinterpret_cast<float*>(ps + T * LP);  // T x LS
   float* os = ss + T * LS;                            // T x LO
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -217,8 +218,8 @@ constexpr size_t FlashBwdKVShared() {
 template <typename S, int D>
 __global__ void __launch_bounds__(kFlashThreads)
     FlashBwdKV(const S* q, const S* k, const S* v, const S* dout, const float* lse,
-               const float* dot, View<S> dk, View<S> dv, int64_t batch, int64_t seq,
-               int64_t heads, int64_t kv_heads, float scale, bool acc) {
+               const float* dot, View<S> dk, View<S> dv, int64_t batch, int64_t seq, int64_t heads,
+               int64_t kv_heads, float scale, bool acc) {
   constexpr int T = kFlashTile, LQ = D + kPad16, LP = T + kPad16, LS = T + kPad32;
   unsigned char* shared = DynamicShared();
   S* ks = reinterpret_cast<S*>(shared);  // T x LQ each
@@ -312,16 +313,16 @@ constexpr size_t FlashBwdQShared() {
 // tile's last query: S, dP, dS, then dQ += dS k.
 template <typename S, int D>
 __global__ void __launch_bounds__(kFlashThreads)
-    FlashBwdQ(const S* q, const S* k, const S* v, const S* dout, const float* lse,
-              const float* dot, View<S> dq, int64_t batch, int64_t seq, int64_t heads,
-              int64_t kv_heads, float scale, bool acc) {
+    FlashBwdQ(const S* q, const S* k, const S* v, const S* dout, const float* lse, const float* dot,
+              View<S> dq, int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads, float scale,
+              bool acc) {
   constexpr int T = kFlashTile, LQ = D + kPad16, LP = T + kPad16, LS = T + kPad32;
   unsigned char* shared = DynamicShared();
   S* qs = reinterpret_cast<S*>(shared);  // T x LQ each
   S* dos = qs + T * LQ;
   S* ks = dos + T * LQ;
   S* vs = ks + T * LQ;
-  S* dss = vs + T * LQ;                               // T x LP
+  S* dss = vs + T * LQ;                                // T x LP
   float* ss = reinterpret_cast<float*>(dss + T * LP);  // T x LS each
   float* dps = ss + T * LS;
   float* lse_s = dps + T * LS;  // T each
@@ -380,8 +381,8 @@ __global__ void __launch_bounds__(kFlashThreads)
     const int rows = FlashRows(seq - first);
 #pragma unroll
     for (int n = 0; n < D / 16; ++n)
-      FlashStoreFragment(gq[n], ss + warp * 16 * LS, LS, dq, (b * seq + first) * qw + h * D + n * 16,
-                         qw, rows, acc);
+      FlashStoreFragment(gq[n], ss + warp * 16 * LS, LS, dq,
+                         (b * seq + first) * qw + h * D + n * 16, qw, rows, acc);
   }
 }
 
@@ -406,14 +407,18 @@ inline bool FlashAligned(std::initializer_list<const void*> ptrs) {
 }
 
 #ifdef __CUDACC__
-// Lets `kernel` take `bytes` of dynamic shared memory. On failure the runtime's
-// last error is cleared, so that no later cudaGetLastError blames another launch.
-template <class K>
-cudaError_t FlashSharedMemory(K kernel, size_t bytes) {
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(bytes));
-  if (e != cudaSuccess) (void)cudaGetLastError();
-  return e;
+// Lets `kernel` take `bytes` of dynamic shared memory, once per kernel (the process
+// drives one device). On failure the runtime's last error is cleared, so that no
+// later cudaGetLastError blames another launch.
+template <auto kernel>
+cudaError_t FlashSharedMemory(size_t bytes) {
+  static const cudaError_t set = [&] {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(bytes));
+    if (e != cudaSuccess) (void)cudaGetLastError();
+    return e;
+  }();
+  return set;
 }
 
 // Launches (on `stream`, at most `cap` blocks each): the forward, or the backward
@@ -425,7 +430,7 @@ cudaError_t FlashForward(cudaStream_t stream, unsigned cap, const S* q, const S*
                          float scale) {
   constexpr size_t bytes = FlashFwdShared<D>();
   auto kernel = FlashFwd<S, D>;
-  if (auto e = FlashSharedMemory(kernel, bytes); e != cudaSuccess) return e;
+  if (auto e = FlashSharedMemory<FlashFwd<S, D>>(bytes); e != cudaSuccess) return e;
   const int64_t items = (t + kFlashTile - 1) / kFlashTile * b * h;
   kernel<<<Blocks(items, 1, cap), kFlashThreads, bytes, stream>>>(q, k, v, out, lse, b, t, h, kv,
                                                                   scale);
@@ -433,19 +438,19 @@ cudaError_t FlashForward(cudaStream_t stream, unsigned cap, const S* q, const S*
 }
 
 template <typename S, int D>
-cudaError_t FlashBackward(cudaStream_t stream, unsigned cap, View<S> dout, const S* q,
-                          const S* k, const S* v, View<S> out, const float* lse, float* dot,
-                          View<S> dq, View<S> dk, View<S> dv, int64_t b, int64_t t, int64_t h,
-                          int64_t kv, float scale, bool acc) {
+cudaError_t FlashBackward(cudaStream_t stream, unsigned cap, View<S> dout, const S* q, const S* k,
+                          const S* v, View<S> out, const float* lse, float* dot, View<S> dq,
+                          View<S> dk, View<S> dv, int64_t b, int64_t t, int64_t h, int64_t kv,
+                          float scale, bool acc) {
   FlashRowDot<<<Blocks(b * h * t, kThreads / 32, cap), kThreads, 0, stream>>>(dout, out, dot, b, t,
-                                                                             h, D);
+                                                                              h, D);
   if (auto e = cudaGetLastError(); e != cudaSuccess) return e;
   const int64_t tiles = (t + kFlashTile - 1) / kFlashTile;
   constexpr size_t kv_bytes = FlashBwdKVShared<D>(), q_bytes = FlashBwdQShared<D>();
   auto kv_kernel = FlashBwdKV<S, D>;
   auto q_kernel = FlashBwdQ<S, D>;
-  if (auto e = FlashSharedMemory(kv_kernel, kv_bytes); e != cudaSuccess) return e;
-  if (auto e = FlashSharedMemory(q_kernel, q_bytes); e != cudaSuccess) return e;
+  if (auto e = FlashSharedMemory<FlashBwdKV<S, D>>(kv_bytes); e != cudaSuccess) return e;
+  if (auto e = FlashSharedMemory<FlashBwdQ<S, D>>(q_bytes); e != cudaSuccess) return e;
   kv_kernel<<<Blocks(tiles * b * kv, 1, cap), kFlashThreads, kv_bytes, stream>>>(
       q, k, v, dout.p, lse, dot, dk, dv, b, t, h, kv, scale, acc);
   if (auto e = cudaGetLastError(); e != cudaSuccess) return e;

@@ -1,21 +1,21 @@
 // What the CUDA backend's kernels share, with the CPU emulation they also run under
 // (test/unit/cuda_emulation.h): the grid-stride loops, the View of an operand in
-// storage S, and the warp sum. Included by cuda_backend.cu and by the emulated
-// tests inside their own namespace, after ToFloat(S) and FromFloat<S>(float) (exact
-// to float32, rounded to nearest even from it) and, in the tests, stand-ins for
-// threadIdx, blockIdx, blockDim, gridDim and __shfl_xor_sync.
+// storage S, the warp sum and (on a GPU) DynamicShared. Included by cuda_backend.cu and by the
+// emulated tests inside their own namespace, after ToFloat(S) and FromFloat<S>(float) (exact to
+// float32, rounded to nearest even from it) and, in the tests, stand-ins for threadIdx, blockIdx,
+// blockDim, gridDim, __shfl_xor_sync and DynamicShared.
 #ifndef HEIRETSU_RUNTIME_CUDA_KERNEL_BASE_CUH_
 #define HEIRETSU_RUNTIME_CUDA_KERNEL_BASE_CUH_
 
 // Thread i of the grid takes elements i, i + threads, ...
-#define GRID_STRIDE(i, n)                                                                 \
+#define GRID_STRIDE(i, n)                                                                \
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 // The same over warps (blockDim.x a multiple of 32): warp w of the grid takes items
 // w, w + warps, ...; all 32 lanes of a warp take the same items, so the warp's
 // shuffles always see every lane.
-#define WARP_STRIDE(w, n)                                                                    \
+#define WARP_STRIDE(w, n)                                                                       \
   for (int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; w < (n); \
        w += static_cast<int64_t>(blockDim.x) * gridDim.x / 32)
 

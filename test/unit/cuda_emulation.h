@@ -38,7 +38,7 @@
 #define __host__
 #define __launch_bounds__(n)
 #define __shared__ static  // one copy for all threads: the blocks run one at a time
-#define __align__(n)  // the one shared array below is aligned itself
+#define __align__(n)       // the one shared array below is aligned itself
 
 namespace cuda_emu {
 
@@ -51,7 +51,8 @@ inline Dim3 blockDim, gridDim;
 // One block's barriers and the warps' shuffle exchange.
 struct BlockSync {
   explicit BlockSync(unsigned threads) : block(threads), exchange(threads) {
-    for (unsigned w = 0; w < threads / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
+    for (unsigned w = 0; w < threads / 32; ++w)
+      warps.push_back(std::make_unique<std::barrier<>>(32));
   }
   std::barrier<> block;
   std::vector<std::unique_ptr<std::barrier<>>> warps;
@@ -60,12 +61,15 @@ struct BlockSync {
 inline thread_local BlockSync* block_sync = nullptr;
 
 inline void __syncthreads() { block_sync->block.arrive_and_wait(); }
-inline void __syncwarp(unsigned = 0xffffffffu) { block_sync->warps[threadIdx.x / 32]->arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) {
+  block_sync->warps[threadIdx.x / 32]->arrive_and_wait();
+}
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
   const unsigned t = threadIdx.x;
   block_sync->exchange[t] = v;
   __syncwarp();
-  const float other = block_sync->exchange[(t & ~31u) | ((t & 31u) ^ static_cast<unsigned>(lane_mask))];
+  const float other =
+      block_sync->exchange[(t & ~31u) | ((t & 31u) ^ static_cast<unsigned>(lane_mask))];
   __syncwarp();
   return other;
 }
@@ -185,10 +189,10 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
 namespace heiretsu::emu {
 
 using cuda_emu::__shfl_down_sync;
-using cuda_emu::atomicMin;
 using cuda_emu::__shfl_xor_sync;
 using cuda_emu::__syncthreads;
 using cuda_emu::__syncwarp;
+using cuda_emu::atomicMin;
 using cuda_emu::blockDim;
 using cuda_emu::blockIdx;
 using cuda_emu::gridDim;

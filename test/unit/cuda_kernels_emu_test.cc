@@ -17,9 +17,11 @@
 
 namespace heiretsu::emu {
 
+// clang-format off: kernel_base.cuh first, as cuda_backend.cu includes them
 #include "runtime/cuda/kernel_base.cuh"
 #include "runtime/cuda/kernels.cuh"
 #include "runtime/cuda/column_sums.cuh"
+// clang-format on
 
 constexpr unsigned kBlockThreads = 128;
 
@@ -37,7 +39,8 @@ template <typename S>
 std::vector<float> ColumnSums(const std::vector<S>& dy, int64_t rows, int64_t c, unsigned blocks,
                               float start) {
   const int64_t chunks = ColumnChunks(rows);
-  std::vector<float> partial(static_cast<size_t>(chunks * c), NAN), dst(static_cast<size_t>(c), start);
+  std::vector<float> partial(static_cast<size_t>(chunks * c), NAN),
+      dst(static_cast<size_t>(c), start);
   std::vector<S> in = dy;
   cuda_emu::Launch(blocks, kBlockThreads,
                    [&] { ColumnSumPartials(View<S>{in.data()}, partial.data(), rows, c); });
@@ -107,7 +110,8 @@ TEST(CudaColumnSums, NormParameterGradientsMatchFloat64Sums) {
       if (layernorm) AddColumnPartials(pb.data(), chunks, c, db.data());
     });
     ExpectColumnSums(dw, sw, mw, -1.f);
-    if (layernorm) ExpectColumnSums(db, sb, mb, 2.f);
+    if (layernorm)
+      ExpectColumnSums(db, sb, mb, 2.f);
     else
       for (float v : db) EXPECT_EQ(v, 2.f);  // no bias: untouched
   }
@@ -124,7 +128,8 @@ TEST(CudaColumnSums, EmbeddingGradientsAddTheRowsInRowOrderBitwise) {
   for (int32_t& e : ids) e = id(rng);
   ids[3] = ids[10] = ids[17] = 123;  // one id on several rows, so their order matters
   std::vector<float> dout = Normal(static_cast<size_t>(rows * c), 6);
-  std::vector<float> table = Normal(static_cast<size_t>(vocab * c), 7), pos = Normal(static_cast<size_t>(seq * c), 8);
+  std::vector<float> table = Normal(static_cast<size_t>(vocab * c), 7),
+                     pos = Normal(static_cast<size_t>(seq * c), 8);
   std::vector<float> want_table = table, want_pos = pos;
   for (int64_t i = 0; i < c; ++i)
     for (int64_t r = 0; r < rows; ++r) {
@@ -139,7 +144,6 @@ TEST(CudaColumnSums, EmbeddingGradientsAddTheRowsInRowOrderBitwise) {
   for (size_t k = 0; k < table.size(); ++k) ASSERT_EQ(table[k], want_table[k]) << "table " << k;
   for (size_t k = 0; k < pos.size(); ++k) ASSERT_EQ(pos[k], want_pos[k]) << "position " << k;
 }
-
 
 // ---------------------------------------------------------------- against the CPU
 
@@ -164,12 +168,16 @@ View<float> V(std::vector<float>& x) { return View<float>{x.data()}; }
 // 37 rows of 300 columns (past one block's 256 threads), on 3 blocks.
 TEST(CudaKernels, LayerNormMatchesTheCpu) {
   const int64_t rows = 37, c = 300;
-  std::vector<float> x = Normal(rows * c, 11), w = Normal(c, 12), b = Normal(c, 13), dy = Normal(rows * c, 14);
+  std::vector<float> x = Normal(rows * c, 11), w = Normal(c, 12), b = Normal(c, 13),
+                     dy = Normal(rows * c, 14);
   for (float& e : x) e = 3.f + 2.f * e;  // a mean and a scale to take out
   std::vector<float> y(rows * c, NAN), mean(rows, NAN), rstd(rows, NAN);
-  cuda_emu::Launch(3, kThreads, [&] { LayerNormFwd(V(x), w.data(), b.data(), V(y), mean.data(), rstd.data(), rows, c, 1e-5); });
+  cuda_emu::Launch(3, kThreads, [&] {
+    LayerNormFwd(V(x), w.data(), b.data(), V(y), mean.data(), rstd.data(), rows, c, 1e-5);
+  });
   std::vector<float> cy(rows * c), cmean(rows), crstd(rows);
-  cpu::LayerNormForward(x.data(), w.data(), b.data(), cy.data(), cmean.data(), crstd.data(), rows, c, 1e-5);
+  cpu::LayerNormForward(x.data(), w.data(), b.data(), cy.data(), cmean.data(), crstd.data(), rows,
+                        c, 1e-5);
   EXPECT_LE(MaxRel(y, cy), kF32);
   EXPECT_LE(MaxRel(mean, cmean), kF32);
   EXPECT_LE(MaxRel(rstd, crstd), kF32);
@@ -199,7 +207,8 @@ TEST(CudaKernels, RMSNormMatchesTheCpu) {
   const int64_t rows = 19, c = 260;
   std::vector<float> x = Normal(rows * c, 21), w = Normal(c, 22), dy = Normal(rows * c, 23);
   std::vector<float> y(rows * c, NAN), rstd(rows, NAN), cy(rows * c), crstd(rows);
-  cuda_emu::Launch(2, kThreads, [&] { RMSNormFwd(V(x), w.data(), V(y), rstd.data(), rows, c, 1e-6); });
+  cuda_emu::Launch(2, kThreads,
+                   [&] { RMSNormFwd(V(x), w.data(), V(y), rstd.data(), rows, c, 1e-6); });
   cpu::RMSNormForward(x.data(), w.data(), cy.data(), crstd.data(), rows, c, 1e-6);
   EXPECT_LE(MaxRel(y, cy), kF32);
   EXPECT_LE(MaxRel(rstd, crstd), kF32);
@@ -211,7 +220,8 @@ TEST(CudaKernels, RMSNormMatchesTheCpu) {
     NormParamPartials(V(dy), V(x), nullptr, rstd.data(), pw.data(), nullptr, rows, c);
   });
   cuda_emu::Launch(2, kThreads, [&] { AddColumnPartials(pw.data(), chunks, c, dw.data()); });
-  cpu::RMSNormBackward(dy.data(), x.data(), w.data(), crstd.data(), cdx.data(), cdw.data(), rows, c, false);
+  cpu::RMSNormBackward(dy.data(), x.data(), w.data(), crstd.data(), cdx.data(), cdw.data(), rows, c,
+                       false);
   EXPECT_LE(MaxRel(dx, cdx), kF32) << "dx";
   EXPECT_LE(MaxRel(dw, cdw), kF32) << "dw";
 }
@@ -230,7 +240,9 @@ TEST(CudaKernels, CrossEntropyMatchesTheCpu) {
   });
   cuda_emu::Launch(1, kThreads, [&] { MeanOfRows(term.data(), loss.data(), rows); });
   std::vector<float> closs(1), clse(rows);
-  ASSERT_EQ(cpu::CrossEntropyForward(logits.data(), targets.data(), closs.data(), clse.data(), rows, vocab, valid), -1);
+  ASSERT_EQ(cpu::CrossEntropyForward(logits.data(), targets.data(), closs.data(), clse.data(), rows,
+                                     vocab, valid),
+            -1);
   EXPECT_LE(MaxRel(loss, closs), kF32);
   EXPECT_LE(MaxRel(lse, clse), kF32);
   const float dloss = 1.5f;
@@ -239,7 +251,8 @@ TEST(CudaKernels, CrossEntropyMatchesTheCpu) {
     CrossEntropyBwd(V(logits), targets.data(), lse.data(), dloss / static_cast<float>(rows),
                     V(dlogits), rows, vocab, 0, valid, true);
   });
-  cpu::CrossEntropyBackward(logits.data(), targets.data(), clse.data(), dloss, cdlogits.data(), rows, vocab, true, 0, valid);
+  cpu::CrossEntropyBackward(logits.data(), targets.data(), clse.data(), dloss, cdlogits.data(),
+                            rows, vocab, true, 0, valid);
   EXPECT_LE(MaxRel(dlogits, cdlogits), kF32);
   // Columns [48, 96) of the logical logits as one rank's block: its gradient (the
   // targets below it are another rank's), then the three steps of the loss.
@@ -255,15 +268,20 @@ TEST(CudaKernels, CrossEntropyMatchesTheCpu) {
   cpu::CrossEntropyBackward(part.data(), targets.data(), clse.data(), dloss, cdpart.data(), rows,
                             block, false, begin, valid);
   EXPECT_LE(MaxRel(dpart, cdpart), kF32) << "block's gradient";
-  std::vector<float> mx(rows, NAN), sum(rows, NAN), target(rows, NAN), vloss(1, NAN), vlse(rows, NAN);
+  std::vector<float> mx(rows, NAN), sum(rows, NAN), target(rows, NAN), vloss(1, NAN),
+      vlse(rows, NAN);
   cuda_emu::Launch(2, kThreads, [&] {
     VocabMaxRows(part.data(), mx.data(), rows, block, classes);
-    VocabSumExpRows(part.data(), targets.data(), mx.data(), sum.data(), target.data(), rows, block, begin, classes);
+    VocabSumExpRows(part.data(), targets.data(), mx.data(), sum.data(), target.data(), rows, block,
+                    begin, classes);
   });
-  cuda_emu::Launch(1, kThreads, [&] { VocabLossKernel(mx.data(), sum.data(), target.data(), vloss.data(), vlse.data(), rows); });
+  cuda_emu::Launch(1, kThreads, [&] {
+    VocabLossKernel(mx.data(), sum.data(), target.data(), vloss.data(), vlse.data(), rows);
+  });
   std::vector<float> cmx(rows), csum(rows), ctarget(rows), cvloss(1), cvlse(rows);
   cpu::VocabMax(part.data(), cmx.data(), rows, block, begin, valid);
-  cpu::VocabSumExp(part.data(), targets.data(), cmx.data(), csum.data(), ctarget.data(), rows, block, begin, vocab, valid);
+  cpu::VocabSumExp(part.data(), targets.data(), cmx.data(), csum.data(), ctarget.data(), rows,
+                   block, begin, vocab, valid);
   cpu::VocabLoss(cmx.data(), csum.data(), ctarget.data(), cvloss.data(), cvlse.data(), rows);
   EXPECT_LE(MaxRel(mx, cmx), kF32) << "max";
   EXPECT_LE(MaxRel(sum, csum), kF32) << "sum";
@@ -280,18 +298,22 @@ TEST(CudaKernels, PerQueryAttentionMatchesTheCpu) {
                      v = Normal(b * t * kv * hd, 43), dout = Normal(b * t * h * hd, 44);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   std::vector<float> out(q.size(), NAN), lse(b * h * t, NAN), cout(q.size()), clse(lse.size());
-  cuda_emu::Launch(2, kThreads, [&] { AttentionFwd(V(q), V(k), V(v), V(out), lse.data(), b, t, h, kv, hd, scale); });
+  cuda_emu::Launch(2, kThreads, [&] {
+    AttentionFwd(V(q), V(k), V(v), V(out), lse.data(), b, t, h, kv, hd, scale);
+  });
   cpu::AttentionForward(q.data(), k.data(), v.data(), cout.data(), clse.data(), b, t, h, kv, hd);
   EXPECT_LE(MaxRel(out, cout), kF32) << "out";
   EXPECT_LE(MaxRel(lse, clse), kF32) << "lse";
   std::vector<float> dq(q.size(), 0.5f), dk(k.size(), 0.5f), dv(v.size(), 0.5f);
   std::vector<float> cdq = dq, cdk = dk, cdv = dv;
   cuda_emu::Launch(2, kThreads, [&] {
-    AttentionBwdQ(V(dout), V(q), V(k), V(v), V(out), lse.data(), V(dq), b, t, h, kv, hd, scale, true);
-    AttentionBwdKV(V(dout), V(q), V(k), V(v), V(out), lse.data(), V(dk), V(dv), b, t, h, kv, hd, scale, true);
+    AttentionBwdQ(V(dout), V(q), V(k), V(v), V(out), lse.data(), V(dq), b, t, h, kv, hd, scale,
+                  true);
+    AttentionBwdKV(V(dout), V(q), V(k), V(v), V(out), lse.data(), V(dk), V(dv), b, t, h, kv, hd,
+                   scale, true);
   });
-  cpu::AttentionBackward(dout.data(), q.data(), k.data(), v.data(), cout.data(), clse.data(), cdq.data(),
-                         cdk.data(), cdv.data(), b, t, h, kv, hd, true);
+  cpu::AttentionBackward(dout.data(), q.data(), k.data(), v.data(), cout.data(), clse.data(),
+                         cdq.data(), cdk.data(), cdv.data(), b, t, h, kv, hd, true);
   EXPECT_LE(MaxRel(dq, cdq), kF32) << "dq";
   EXPECT_LE(MaxRel(dk, cdk), kF32) << "dk";
   EXPECT_LE(MaxRel(dv, cdv), kF32) << "dv";
@@ -305,12 +327,15 @@ TEST(CudaKernels, DecodeAttentionMatchesTheCpu) {
   std::vector<float> kc = Normal(b * context * kv * hd, 48), vc = Normal(b * context * kv * hd, 49);
   std::vector<float> ckc = kc, cvc = vc, out(q.size(), NAN), cout(q.size());
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  cuda_emu::Launch(2, kThreads, [&] { KvAppend(k.data(), v.data(), kc.data(), vc.data(), b, t, kv * hd, context, position); });
   cuda_emu::Launch(2, kThreads, [&] {
-    CachedAttentionFwd(q.data(), kc.data(), vc.data(), out.data(), b, t, h, kv, hd, context, position, scale);
+    KvAppend(k.data(), v.data(), kc.data(), vc.data(), b, t, kv * hd, context, position);
   });
-  cpu::CachedAttentionForward(q.data(), k.data(), v.data(), ckc.data(), cvc.data(), cout.data(), b, t, h,
-                              kv, hd, context, position);
+  cuda_emu::Launch(2, kThreads, [&] {
+    CachedAttentionFwd(q.data(), kc.data(), vc.data(), out.data(), b, t, h, kv, hd, context,
+                       position, scale);
+  });
+  cpu::CachedAttentionForward(q.data(), k.data(), v.data(), ckc.data(), cvc.data(), cout.data(), b,
+                              t, h, kv, hd, context, position);
   EXPECT_LE(MaxRel(kc, ckc), 0.0) << "k cache";
   EXPECT_LE(MaxRel(vc, cvc), 0.0) << "v cache";
   EXPECT_LE(MaxRel(out, cout), kF32) << "out";
@@ -365,7 +390,8 @@ TEST(CudaKernels, EmbeddingMatchesTheCpu) {
   cuda_emu::Launch(2, kThreads, [&] {
     EmbeddingFwd(ids.data(), table.data(), pos.data(), V(out), rows, seq, vocab, c, begin, 3);
   });
-  cpu::EmbeddingForward(ids.data(), table.data(), pos.data(), cout.data(), rows, seq, vocab, c, begin, 400, 3);
+  cpu::EmbeddingForward(ids.data(), table.data(), pos.data(), cout.data(), rows, seq, vocab, c,
+                        begin, 400, 3);
   EXPECT_LE(MaxRel(out, cout), 0.0);
 }
 
@@ -377,9 +403,9 @@ TEST(CudaKernels, AdamWAndTheNormMatchTheCpu) {
   const int64_t step = 3;
   std::vector<float> cp = p, cm = m, cv = v;
   cuda_emu::Launch(3, kThreads, [&] {
-    AdamWKernel(p.data(), g.data(), m.data(), v.data(), n, static_cast<float>(b1), static_cast<float>(b2),
-                static_cast<float>(1.0 - b1), static_cast<float>(1.0 - b2), static_cast<float>(clip),
-                static_cast<float>(lr / (1.0 - std::pow(b1, step))),
+    AdamWKernel(p.data(), g.data(), m.data(), v.data(), n, static_cast<float>(b1),
+                static_cast<float>(b2), static_cast<float>(1.0 - b1), static_cast<float>(1.0 - b2),
+                static_cast<float>(clip), static_cast<float>(lr / (1.0 - std::pow(b1, step))),
                 static_cast<float>(1.0 / (1.0 - std::pow(b2, step))), static_cast<float>(lr * wd),
                 static_cast<float>(eps));
   });

@@ -17,8 +17,10 @@
 
 namespace heiretsu::emu {
 
+// clang-format off: kernel_base.cuh first, as cuda_backend.cu includes them
 #include "runtime/cuda/kernel_base.cuh"
 #include "runtime/cuda/flash_attention.cuh"
+// clang-format on
 
 // ---------------------------------------------------------------- the check
 
@@ -51,7 +53,8 @@ Reference Attend(const Shape& s, int64_t hd, const std::vector<float>& q,
         double mx = -INFINITY;
         for (int64_t j = 0; j <= t; ++j) {
           double dot = 0;
-          for (int64_t d = 0; d < hd; ++d) dot += double{qt[d]} * k[(b * s.seq + j) * kw + kh * hd + d];
+          for (int64_t d = 0; d < hd; ++d)
+            dot += double{qt[d]} * k[(b * s.seq + j) * kw + kh * hd + d];
           p[j] = dot * scale;
           mx = std::max(mx, p[j]);
         }
@@ -61,7 +64,8 @@ Reference Attend(const Shape& s, int64_t hd, const std::vector<float>& q,
         r.lse[(b * s.heads + h) * s.seq + t] = mx + std::log(sum);
         const int64_t at = (b * s.seq + t) * qw + h * hd;
         for (int64_t j = 0; j <= t; ++j)
-          for (int64_t d = 0; d < hd; ++d) r.out[at + d] += p[j] * v[(b * s.seq + j) * kw + kh * hd + d];
+          for (int64_t d = 0; d < hd; ++d)
+            r.out[at + d] += p[j] * v[(b * s.seq + j) * kw + kh * hd + d];
         double dd = 0;
         for (int64_t d = 0; d < hd; ++d) dd += double{dout[at + d]} * r.out[at + d];
         for (int64_t j = 0; j <= t; ++j) {
@@ -127,7 +131,8 @@ void Check(const Shape& s, unsigned cap, bool accumulate, double tolerance) {
   // mask and the online rescaling matter.
   const float sd = 1.5f / std::pow(static_cast<float>(D), 0.25f);
   std::vector<float> qf = draw(nq, sd), kf = draw(nk, sd), vf = draw(nk, 1.f), df = draw(nq, 1.f);
-  std::vector<S> q = Rounded<S>(&qf), k = Rounded<S>(&kf), v = Rounded<S>(&vf), dout = Rounded<S>(&df);
+  std::vector<S> q = Rounded<S>(&qf), k = Rounded<S>(&kf), v = Rounded<S>(&vf),
+                 dout = Rounded<S>(&df);
   const Reference want = Attend(s, D, qf, kf, vf, df);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   const S poison = FromFloat<S>(NAN), half_value = FromFloat<S>(0.5f);
@@ -143,8 +148,9 @@ void Check(const Shape& s, unsigned cap, bool accumulate, double tolerance) {
   EXPECT_LE(MaxError(out, want.out, 0.0), tolerance) << "out";
   double lse_error = 0;
   for (size_t i = 0; i < lse.size(); ++i)
-    lse_error = std::max(lse_error, std::isnan(lse[i]) ? INFINITY : std::fabs(lse[i] - want.lse[i]) /
-                                                                       std::max(1.0, std::fabs(want.lse[i])));
+    lse_error = std::max(lse_error, std::isnan(lse[i]) ? INFINITY
+                                                       : std::fabs(lse[i] - want.lse[i]) /
+                                                             std::max(1.0, std::fabs(want.lse[i])));
   EXPECT_LE(lse_error, 1e-5) << "lse";
 
   // The backward reads the forward's out and lse, as it does in a step.
@@ -152,7 +158,8 @@ void Check(const Shape& s, unsigned cap, bool accumulate, double tolerance) {
   std::vector<S> dq(nq, start), dk(nk, start), dv(nk, start);
   std::vector<float> dot(lse.size(), NAN);
   cuda_emu::Launch(blocks(s.batch * s.heads * s.seq), kFlashThreads, [&] {
-    FlashRowDot<S>(View<S>{dout.data()}, View<S>{out.data()}, dot.data(), s.batch, s.seq, s.heads, D);
+    FlashRowDot<S>(View<S>{dout.data()}, View<S>{out.data()}, dot.data(), s.batch, s.seq, s.heads,
+                   D);
   });
   cuda_emu::Launch(blocks(tiles * s.batch * s.kv_heads), kFlashThreads, [&] {
     FlashBwdKV<S, D>(q.data(), k.data(), v.data(), dout.data(), lse.data(), dot.data(),
