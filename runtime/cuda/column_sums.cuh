@@ -23,7 +23,7 @@
 #ifndef HEIRETSU_RUNTIME_CUDA_COLUMN_SUMS_CUH_
 #define HEIRETSU_RUNTIME_CUDA_COLUMN_SUMS_CUH_
 
-constexpr int64_t kColumnChunk = 64;      // rows per partial sum
+constexpr int64_t kColumnChunk = ::heiretsu::cuda::kColumnChunkRows;  // device_memory.h
 constexpr int64_t kEmbeddingShards = 64;  // id shards of the table gradient
 
 // The partial sums a column reduction over `rows` rows keeps per column.

@@ -77,6 +77,7 @@
 #include <string>
 #include <type_traits>
 
+#include "runtime/cuda/device_memory.h"
 #include "runtime/cuda/devices.h"
 #include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
@@ -243,7 +244,6 @@ uint32_t AlignmentOf(const void* p) {
   return a;
 }
 
-constexpr uint64_t kLtWorkspace = 32ull << 20;  // cuBLASLt's workspace (split-K and the like)
 
 class CudaBackend final : public exec::Backend {
  public:
@@ -312,6 +312,23 @@ class CudaBackend final : public exec::Backend {
   void FreeArena(uint8_t* arena) override {
     if (auto e = cudaFree(arena); e != cudaSuccess) Record(SyncError("freeing the arena", e));
   }
+  // Everything device_memory.h says the program takes beyond the arena, now; a
+  // later need past it is this backend's mistake (Grow).
+  void Reserve(const fb::Plan& plan, const std::vector<std::vector<plan::Instruction>>& units)
+      override {
+    if (error_) return;
+    const CudaExtras x = ProgramExtras(plan, units);
+    if (auto err = Scratch(x.scratch_rows)) return Record(*err);
+    for (int slot = 0; slot < 3; ++slot)
+      if (x.copies[slot] > 0)
+        if (auto err = Grow(&copies_[slot], &copy_bytes_[slot], x.copies[slot],
+                            "a 16-bit operand copy"))
+          return Record(*err);
+    if (x.workspace > 0)
+      if (auto err = Grow(&workspace_, &workspace_bytes_, x.workspace, "cuBLASLt's workspace"))
+        return Record(*err);
+    reserved_ = true;
+  }
 
   // The copies and Zero return nothing: a failure is recorded (error()), and once
   // one is, they do nothing and every Run returns it.
@@ -372,16 +389,27 @@ class CudaBackend final : public exec::Backend {
   // column sums' partials, the tiled attention's row dots (one instruction's at a
   // time; the stream orders them).
   Status Scratch(uint64_t row_bytes) {
-    const uint64_t want = 4096 + row_bytes;
-    if (want <= scratch_bytes_) return std::nullopt;
+    return Grow(&scratch_, &scratch_bytes_, kScratchHeader + row_bytes, "the scratch");
+  }
+  // Device buffer *p of *bytes, at least `want` bytes from now on. After Reserve it
+  // never grows (device_memory.h sized it): growing then is this file's mistake,
+  // an error in check mode (heiretsu-cuda-check), else done.
+  Status Grow(void** p, uint64_t* bytes, uint64_t want, const char* what) {
+    if (want <= *bytes) return std::nullopt;
+    if (reserved_ && check_)
+      return Error::Failure(std::string("CUDA: ") + what + " needs " + std::to_string(want) +
+                            " bytes, past the " + std::to_string(*bytes) +
+                            " reserved for the program (runtime/cuda/device_memory.cc's "
+                            "mistake)");
     // Queued kernels may still use the old one: wait for them before freeing it.
     if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess)
-      return SyncError("growing the scratch", e);
-    if (scratch_) cudaFree(scratch_);
-    scratch_ = nullptr;
-    scratch_bytes_ = 0;
-    if (auto e = cudaMalloc(&scratch_, want); e != cudaSuccess) return CudaError("cudaMalloc", e);
-    scratch_bytes_ = want;
+      return SyncError(std::string("growing ") + what, e);
+    if (*p) cudaFree(*p);
+    *p = nullptr;
+    *bytes = 0;
+    if (auto e = cudaMalloc(p, want); e != cudaSuccess)
+      return CudaError(std::string("cudaMalloc of ") + what, e);
+    *bytes = want;
     return std::nullopt;
   }
   double* Partials() { return reinterpret_cast<double*>(scratch_); }
@@ -424,16 +452,8 @@ class CudaBackend final : public exec::Backend {
   // stream's queued work (which may read the old copy) is done.
   Status ToHalf(int slot, const float* src, int64_t n, fb::DType half, const void** out) {
     const uint64_t want = static_cast<uint64_t>(std::max<int64_t>(n, 1)) * 2;
-    if (want > copy_bytes_[slot]) {
-      if (auto e = cudaStreamSynchronize(stream_); e != cudaSuccess)
-        return SyncError("growing a 16-bit operand copy", e);
-      if (copies_[slot]) cudaFree(copies_[slot]);
-      copies_[slot] = nullptr;
-      copy_bytes_[slot] = 0;
-      if (auto e = cudaMalloc(&copies_[slot], want); e != cudaSuccess)
-        return CudaError("cudaMalloc of a 16-bit operand copy", e);
-      copy_bytes_[slot] = want;
-    }
+    if (auto err = Grow(&copies_[slot], &copy_bytes_[slot], want, "a 16-bit operand copy"))
+      return err;
     if (half == fb::DType_BF16)
       FromF32<<<Grid(n), kThreads, 0, stream_>>>(src, static_cast<__nv_bfloat16*>(copies_[slot]), n);
     else
@@ -459,12 +479,8 @@ class CudaBackend final : public exec::Backend {
                 int ldb, fb::DType ab, float beta, void* c, fb::DType ct, int ldc,
                 const void* bias, bool* fused) {
     if (fused) *fused = false;
-    if (!workspace_) {
-      if (auto e = cudaMalloc(&workspace_, kLtWorkspace); e != cudaSuccess) {
-        workspace_ = nullptr;
-        return CudaError("cudaMalloc of cuBLASLt's workspace", e);
-      }
-    }
+    if (auto err = Grow(&workspace_, &workspace_bytes_, kLtWorkspace, "cuBLASLt's workspace"))
+      return err;
     const std::array<int64_t, 15> key = {ta,
                                          tb,
                                          m,
@@ -589,7 +605,9 @@ class CudaBackend final : public exec::Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
-  void* workspace_ = nullptr;  // cuBLASLt's, kLtWorkspace bytes once a 16-bit GEMM runs
+  void* workspace_ = nullptr;  // cuBLASLt's, kLtWorkspace bytes where a 16-bit GEMM runs
+  uint64_t workspace_bytes_ = 0;
+  bool reserved_ = false;  // Reserve sized the scratch, copies and workspace
   std::map<std::array<int64_t, 15>, LtPlan> lt_plans_;
   std::array<void*, 3> copies_{};  // ToHalf's 16-bit copies
   std::array<uint64_t, 3> copy_bytes_{};
@@ -607,6 +625,8 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
   // type per instruction: `half` (F32 when it has none).
   fb::DType half = fb::DType_F32;
   if (auto err = CheckOperandStorage(plan, in, &half)) return err;
+  // Its scratch rows (device_memory.h: what Reserve set aside for the program).
+  const CudaExtras needs = InstructionExtras(plan, in);
   auto dtype = [&](uint32_t b) { return plan.buffers()->Get(b)->dtype(); };
   auto ptr = [&](uint32_t b) -> void* {
     return b == plan::kNoBuffer ? nullptr : static_cast<void*>(BufferAt(arena, offsets[b]));
@@ -784,7 +804,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       // (column_sums.cuh) through the scratch rows.
       if (plan::Has(l.dbias)) {
         const int64_t chunks = ColumnChunks(l.rows);
-        if ((err = Scratch(4 * static_cast<uint64_t>(chunks * l.out)))) return err;
+        if ((err = Scratch(needs.scratch_rows))) return err;
         with({l.dy}, [&](auto t) {
           ColumnSumPartials<<<Grid(chunks * l.out), kThreads, 0, stream_>>>(v(t, l.dy), Rows(),
                                                                            l.rows, l.out);
@@ -806,7 +826,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const auto n = plan::Read<op::LayerNormGrad<uint32_t>>(in);
       // dw and db in two passes (column_sums.cuh) through the scratch rows.
       const int64_t chunks = ColumnChunks(n.rows);
-      if ((err = Scratch(8 * static_cast<uint64_t>(chunks * n.c)))) return err;
+      if ((err = Scratch(needs.scratch_rows))) return err;
       float *pw = Rows(), *pb = f(n.db) ? Rows() + chunks * n.c : nullptr;
       with({n.dy, n.x, n.dx}, [&](auto t) {
         NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
@@ -830,7 +850,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     case fb::Op_RMSNormGrad: {
       const auto n = plan::Read<op::RMSNormGrad<uint32_t>>(in);
       const int64_t chunks = ColumnChunks(n.rows);
-      if ((err = Scratch(4 * static_cast<uint64_t>(chunks * n.c)))) return err;
+      if ((err = Scratch(needs.scratch_rows))) return err;
       with({n.dy, n.x, n.dx}, [&](auto t) {
         NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
             v(t, n.dy), v(t, n.x), f(n.w), nullptr, f(n.rstd), v(t, n.dx), n.rows, n.c,
@@ -944,7 +964,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
           (forward ? FlashAligned({ptr(fw.q), ptr(fw.k), ptr(fw.v), ptr(fw.out)})
                    : FlashAligned({ptr(bw.dout), ptr(bw.q), ptr(bw.k), ptr(bw.v), ptr(bw.out),
                                    ptr(bw.dq), ptr(bw.dk), ptr(bw.dv)}));
-      if (tiled && !forward && (err = Scratch(4 * static_cast<uint64_t>(b * h * t)))) return err;
+      if (tiled && !forward && (err = Scratch(needs.scratch_rows))) return err;
       cudaError_t launched = cudaSuccess;
       auto flash = [&](auto tag, auto dim) {
         using S = typename decltype(tag)::type;
@@ -990,7 +1010,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     case fb::Op_CrossEntropy: {
       const auto ce = plan::Read<op::CrossEntropy<uint32_t>>(in);
       if ((err = check_ids("target", ids(ce.targets), ce.rows, ce.valid))) return err;
-      if ((err = Scratch(4 * static_cast<uint64_t>(ce.rows)))) return err;
+      if ((err = Scratch(needs.scratch_rows))) return err;
       with({ce.logits}, [&](auto t) {
         CrossEntropyRows<<<Grid(ce.rows, 1), kThreads, 0, stream_>>>(
             v(t, ce.logits), ids(ce.targets), f(ce.lse), Rows(), ce.rows, ce.vocab, ce.valid);

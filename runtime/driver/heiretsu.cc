@@ -23,6 +23,7 @@
 #include "runtime/base/error.h"
 #include "runtime/cli/CompileOptions.h"
 #include "runtime/cli/RunOptions.h"
+#include "runtime/cuda/device_memory.h"
 #include "runtime/launch/launcher.h"
 #include "runtime/plan/explain.h"
 #include "runtime/plan/plan.h"
@@ -363,7 +364,7 @@ int main(int argc, char** argv) {
     std::vector<heiretsu::plan::LoadedPlan> programs;
     if (auto err = heiretsu::plan::LoadPlanDirectory(rest[0], &programs)) return Fail(*err);
     const std::string report = format == "mermaid" ? heiretsu::plan::ExplainMermaid(programs)
-                                                   : heiretsu::plan::Explain(programs);
+                                                   : heiretsu::plan::Explain(programs, heiretsu::cuda::DescribeExtras);
     std::fputs(report.c_str(), stdout);
     return 0;
   }

@@ -57,6 +57,15 @@ class Backend {
   // Prepare: `bytes` of zeroed arena memory, 64-byte aligned; null on failure.
   virtual uint8_t* AllocateArena(uint64_t bytes) = 0;
   virtual void FreeArena(uint8_t* arena) = 0;
+  // Prepare, once, after AllocateArena: the program's prepared units. A backend that
+  // needs memory beyond the arena allocates all of it here, so that no step
+  // allocates (the CUDA backend: runtime/cuda/device_memory.h); a failure is
+  // recorded as AllocateArena's copies' are (error()).
+  virtual void Reserve(const plan::fb::Plan& plan,
+                       const std::vector<std::vector<plan::Instruction>>& units) {
+    (void)plan;
+    (void)units;
+  }
   // The memory file the arena lies in, which the other processes of this machine
   // can map (comm/shared_arena.h: the executor shares it with its shared-memory
   // groups, Communicator::ShareArena); -1 when there is none (the default).

@@ -49,6 +49,7 @@ Executor::Executor(const plan::LoadedPlan& plan, std::unique_ptr<Backend> backen
   PlanFirstWrites();
   arena_ = backend_->AllocateArena(plan_.plan->arena_bytes());
   if (!arena_) throw std::bad_alloc();
+  backend_->Reserve(p, units_);
   view_ = arena_;
   if (!backend_->host_visible()) {  // staged through a host copy of the arena
     host_.assign(plan_.plan->arena_bytes(), 0);

@@ -15,9 +15,8 @@
 #include "runtime/plan/timeline.h"
 
 namespace heiretsu::plan {
-namespace {
 
-std::string Bytes(uint64_t b) {
+std::string FormatBytes(uint64_t b) {
   char buf[64];
   if (b >= (uint64_t{1} << 30))
     std::snprintf(buf, sizeof buf, "%" PRIu64 " (%.2f GiB)", b, b / 1073741824.0);
@@ -27,6 +26,8 @@ std::string Bytes(uint64_t b) {
     std::snprintf(buf, sizeof buf, "%" PRIu64 " (%.1f KiB)", b, b / 1024.0);
   return buf;
 }
+
+namespace {
 
 // "  by dtype          f32 ... in N buffers, bf16 ... in M" where a plan stores
 // other floats than f32: the bytes of the buffers other than parameters, gradients
@@ -51,7 +52,7 @@ std::string ByDtype(const fb::Plan& p) {
   const char* sep = "";
   for (fb::DType t : {fb::DType_BF16, fb::DType_F16, fb::DType_F32, fb::DType_I32}) {
     if (count[t] == 0) continue;
-    out += std::string(sep) + DTypeName(t) + " " + Bytes(bytes[t]) + " in " +
+    out += std::string(sep) + DTypeName(t) + " " + FormatBytes(bytes[t]) + " in " +
            std::to_string(count[t]) + " buffer" + (count[t] == 1 ? "" : "s");
     sep = ", ";
   }
@@ -135,7 +136,7 @@ std::string ExplainPipeline(const std::vector<LoadedPlan>& programs) {
   out += line;
   out += "activations peak per stage (the microbatches each keeps at once):\n";
   for (const LoadedPlan& lp : programs)
-    out += "  stage " + std::to_string(lp.plan->stage()) + "  " + Bytes(lp.plan->activation_bytes()) +
+    out += "  stage " + std::to_string(lp.plan->stage()) + "  " + FormatBytes(lp.plan->activation_bytes()) +
            ", " + std::to_string(lp.plan->slots()) +
            (lp.plan->slots() == 1 ? " microbatch" : " microbatches") +
            (chunks > 1 ? " per chunk\n" : "\n");
@@ -190,7 +191,7 @@ std::string ExplainMoe(const fb::Plan& p, const MeshCoordinates& coords) {
       local += static_cast<uint64_t>(NumElements(*p.buffers()->Get(param->value())));
       logical += static_cast<uint64_t>(BlockOf(*param, coords).global_numel());
     }
-  out += "  expert weights    " + std::to_string(local) + " values, " + Bytes(4 * local) +
+  out += "  expert weights    " + std::to_string(local) + " values, " + FormatBytes(4 * local) +
          " (of " + std::to_string(logical) + " logical values)\n";
   const auto d0 = plan::Read<op::MoeDispatch<uint32_t>>(*dispatches.front());
   const uint64_t dispatch = 4 * static_cast<uint64_t>(d0.experts * d0.slots * d0.d);
@@ -199,13 +200,13 @@ std::string ExplainMoe(const fb::Plan& p, const MeshCoordinates& coords) {
                 "  capacity buffers  per layer and microbatch: dispatch [%" PRId64 ", %" PRId64
                 ", %" PRId64 "] %s, experts' input [%" PRId64 ", %" PRId64 ", %" PRId64
                 "] %s\n",
-                d0.experts, d0.slots, d0.d, Bytes(dispatch).c_str(), x0.experts, x0.tokens, x0.d,
-                Bytes(input).c_str());
+                d0.experts, d0.slots, d0.d, FormatBytes(dispatch).c_str(), x0.experts, x0.tokens, x0.d,
+                FormatBytes(input).c_str());
   out += line;
   return out;
 }
 
-std::string ExplainProgram(const LoadedPlan& loaded) {
+std::string ExplainProgram(const LoadedPlan& loaded, const BackendMemory& backend_memory) {
   const fb::Plan& p = *loaded.plan;
   const fb::Mesh& mesh = *p.mesh();
   uint64_t params = 0, values = 0, grads = 0, moments = 0, logical = 0;
@@ -246,26 +247,27 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
   out += line + ScheduleLine(p) + "\n";
   std::snprintf(line, sizeof line, "memory per rank (the arena, known before launch):\n");
   out += line;
-  out += "  parameters        " + std::to_string(params) + " values, " + Bytes(values) + "\n";
+  out += "  parameters        " + std::to_string(params) + " values, " + FormatBytes(values) + "\n";
   if (split > 0)
     out += "                    (of " + std::to_string(logical) + " logical values: " +
            std::to_string(split) + " of " + std::to_string(p.params()->size()) +
            " tensors split over mesh axes)\n";
-  out += "  gradients         " + Bytes(grads) + "\n";
-  out += "  optimizer state   " + Bytes(moments) + " (AdamW moments)\n";
-  out += "  activations peak  " + Bytes(p.activation_bytes()) + "\n";
+  out += "  gradients         " + FormatBytes(grads) + "\n";
+  out += "  optimizer state   " + FormatBytes(moments) + " (AdamW moments)\n";
+  out += "  activations peak  " + FormatBytes(p.activation_bytes()) + "\n";
   if (p.activation_bytes_f32() > 0) {  // 16-bit buffers (--precision)
     std::snprintf(line, sizeof line, "                    (%s in fp32: %.1f%% less)\n",
-                  Bytes(p.activation_bytes_f32()).c_str(),
+                  FormatBytes(p.activation_bytes_f32()).c_str(),
                   100.0 * (1.0 - static_cast<double>(p.activation_bytes()) /
                                      static_cast<double>(p.activation_bytes_f32())));
     out += line;
   }
   out += ByDtype(p);
   if (p.slots() > 1)  // the microbatches whose activations the schedule keeps at once
-    out += "  activation slots  " + std::to_string(p.slots()) + ", " + Bytes(p.slot_bytes()) +
+    out += "  activation slots  " + std::to_string(p.slots()) + ", " + FormatBytes(p.slot_bytes()) +
            " apart\n";
-  out += "  arena             " + Bytes(p.arena_bytes()) + "\n";
+  out += "  arena             " + FormatBytes(p.arena_bytes()) + "\n";
+  if (backend_memory) out += backend_memory(p, coords);
   out += ExplainMoe(p, coords);
 
   // Communication per step by (group, collective): bytes, bytes sent per rank,
@@ -336,7 +338,7 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
   out += "communication per step:\n";
   if (comm.empty()) out += "  none\n";
   for (const auto& [key, v] : comm) {
-    const std::string bytes = Bytes(v.first), sent = Bytes(static_cast<uint64_t>(v.second));
+    const std::string bytes = FormatBytes(v.first), sent = FormatBytes(static_cast<uint64_t>(v.second));
     if (key.second == "all_to_all rows")  // the MoE exchange: its buffers bound it
       std::snprintf(line, sizeof line,
                     "  %s group of %d: all_to_all of at most %s, at most %s sent per rank (the "
@@ -354,7 +356,8 @@ std::string ExplainProgram(const LoadedPlan& loaded) {
 
 }  // namespace
 
-std::string Explain(const std::vector<LoadedPlan>& programs) {
+std::string Explain(const std::vector<LoadedPlan>& programs,
+                    const BackendMemory& backend_memory) {
   const fb::Plan& first = *programs.front().plan;
   const fb::Mesh& mesh = *first.mesh();
   char line[512];
@@ -374,7 +377,7 @@ std::string Explain(const std::vector<LoadedPlan>& programs) {
                 first.spec_file() && first.spec_file()->size() ? first.spec_file()->c_str() : "none",
                 spec_lines, first.config() ? first.config()->size() : 0u);
   out += line;
-  for (const LoadedPlan& lp : programs) out += ExplainProgram(lp);
+  for (const LoadedPlan& lp : programs) out += ExplainProgram(lp, backend_memory);
   if (programs.size() > 1) out += ExplainPipeline(programs);
   return out;
 }

@@ -5,6 +5,7 @@
 #ifndef HEIRETSU_RUNTIME_PLAN_EXPLAIN_H_
 #define HEIRETSU_RUNTIME_PLAN_EXPLAIN_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,15 @@ namespace heiretsu::plan {
 // stage x time grid (runtime/plan/timeline.h: a forward takes 1 unit, a backward
 // 2), the bubble that implies beside (p - 1) / (m + p - 1), and each stage's
 // activation peak.
-std::string Explain(const std::vector<LoadedPlan>& programs);
+// `backend_memory` (when set) adds lines to each program's memory section: what a
+// backend takes beyond the arena (the driver passes the CUDA backend's,
+// runtime/cuda/device_memory.h).
+using BackendMemory = std::function<std::string(const fb::Plan&, const MeshCoordinates&)>;
+std::string Explain(const std::vector<LoadedPlan>& programs,
+                    const BackendMemory& backend_memory = {});
+
+// "N (x.xx MiB)": bytes as explain prints them.
+std::string FormatBytes(uint64_t bytes);
 
 // The same timeline as a Mermaid gantt chart (`heiretsu explain --format mermaid`).
 std::string ExplainMermaid(const std::vector<LoadedPlan>& programs);
