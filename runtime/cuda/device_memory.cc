@@ -107,7 +107,14 @@ CudaExtras ProgramExtras(const fb::Plan& plan,
 }
 
 std::string DescribeExtras(const fb::Plan& plan, const plan::MeshCoordinates& coords) {
-  const CudaExtras x = ProgramExtras(plan, plan::PrepareUnits(plan, coords));
+  const auto units = plan::PrepareUnits(plan, coords);
+  for (const std::vector<plan::Instruction>& unit : units)
+    for (const plan::Instruction& in : unit)
+      if (in.op == fb::Op_MoeRoute || in.op == fb::Op_MoeDispatch || in.op == fb::Op_MoeExperts ||
+          in.op == fb::Op_MoeCombine)
+        return "  with --backend cuda: not runnable (" + std::string(plan::OpName(in.op)) +
+               ": the CUDA backend has no MoE kernels yet)\n";
+  const CudaExtras x = ProgramExtras(plan, units);
   std::string out = "  with --backend cuda, device memory beyond the arena:\n";
   out += "    scratch           " + plan::FormatBytes(x.scratch()) + "\n";
   const uint64_t copies = x.copies[0] + x.copies[1] + x.copies[2];
