@@ -104,6 +104,17 @@ __device__ inline int FlashRows(int64_t left) {
   return left < 0 ? 0 : left > 16 ? 16 : static_cast<int>(left);
 }
 
+// Item `item` of the kernels over query tiles (FlashFwd, FlashBwdQ), the tiles with
+// the most keys first: batch b, head h, its KV head kh, the tile's first query i0.
+struct FlashQueryTile {
+  int64_t b, h, kh, i0;
+};
+__device__ inline FlashQueryTile FlashQueryTileOf(int64_t item, int64_t tiles, int64_t heads,
+                                                  int64_t kv_heads) {
+  const int64_t tile = tiles - 1 - item % tiles, bh = item / tiles, h = bh % heads;
+  return {bh / heads, h, h / (heads / kv_heads), tile * kFlashTile};
+}
+
 template <int D>
 constexpr size_t FlashFwdShared() {
   return 3 * kFlashTile * (D + kPad16) * 2 + kFlashTile * (kFlashTile + kPad16) * 2 +
@@ -127,9 +138,8 @@ __global__ void __launch_bounds__(kFlashThreads)
   const int r = warp * 16 + lane / 2, half = lane % 2;
   const int64_t tiles = (seq + T - 1) / T, qw = heads * D, kw = kv_heads * D;
   BLOCK_STRIDE(item, tiles * batch * heads) {
-    const int64_t tile = tiles - 1 - item % tiles;  // the longest rows first
-    const int64_t bh = item / tiles, h = bh % heads, b = bh / heads;
-    const int64_t kh = h / (heads / kv_heads), i0 = tile * T, t = i0 + r;
+    const FlashQueryTile at = FlashQueryTileOf(item, tiles, heads, kv_heads);
+    const int64_t b = at.b, h = at.h, kh = at.kh, i0 = at.i0, t = i0 + r;
     const S* kb = k + b * seq * kw + kh * D;
     const S* vb = v + b * seq * kw + kh * D;
     __syncthreads();  // the previous item is done with shared memory
@@ -331,9 +341,8 @@ __global__ void __launch_bounds__(kFlashThreads)
   const int r = warp * 16 + lane / 2, half = lane % 2;
   const int64_t tiles = (seq + T - 1) / T, qw = heads * D, kw = kv_heads * D;
   BLOCK_STRIDE(item, tiles * batch * heads) {
-    const int64_t tile = tiles - 1 - item % tiles;  // the longest rows first
-    const int64_t bh = item / tiles, h = bh % heads, b = bh / heads;
-    const int64_t kh = h / (heads / kv_heads), i0 = tile * T, t = i0 + r;
+    const FlashQueryTile at = FlashQueryTileOf(item, tiles, heads, kv_heads);
+    const int64_t b = at.b, h = at.h, kh = at.kh, i0 = at.i0, t = i0 + r;
     const S* kb = k + b * seq * kw + kh * D;
     const S* vb = v + b * seq * kw + kh * D;
     __syncthreads();
