@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/cpu/kernels.h"
+#include "runtime/cuda/device_memory.h"
 #include "test/unit/cuda_emulation.h"
 
 namespace heiretsu::emu {
