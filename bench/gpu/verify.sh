@@ -84,6 +84,10 @@
 #   gpt2-fp32 / gpt2-bf16
 #   gpt2-bf16-rows    the same bf16 step with HEIRETSU_CUDA_ATTENTION=rows: what the
 #                     tiled attention saves
+#   gpt2-bf16-kernels the bf16 step by opcode: one step traced with HEIRETSU_CUDA_CHECK=1
+#                     (every instruction waited for, so its trace event is its GPU
+#                     time), summed by bench/gpu/kernel-times.sh into
+#                     $OUT/gpt2-bf16-kernels.jsonl; the detail names the top opcodes
 #  Training and layouts on the GPU:
 #   train-200         gpt-tiny, 200 steps on the default corpus, CPU and CUDA: the
 #                     largest relative loss difference over the curve: FAIL above
@@ -166,7 +170,8 @@ prepare() {
   rm -f "$pack/fp16.err"
   cp "$here/torch_gpt2.py" "$tree/" || { echo "verify: copying torch_gpt2.py failed"; exit 1; }
   # The pp = 4 pipeline plans of bench/run-pipeline.sh (gpt-wide), and the script.
-  mkdir -p "$tree/bench" && cp "$root/bench/run-pipeline.sh" "$root/bench/cpu-name.sh" "$tree/bench/" &&
+  mkdir -p "$tree/bench" && cp "$root/bench/run-pipeline.sh" "$root/bench/cpu-name.sh" \
+    "$root/bench/gpu/kernel-times.sh" "$tree/bench/" &&
     (cd "$root" && COMPILE_ONLY="$tree/pipeline" MODEL=gpt-wide PP=4 bench/run-pipeline.sh "$root/build" >/dev/null) ||
     { echo "verify: compiling the pipeline plans failed"; exit 1; }
   # The default corpus, prepared here (the GPU machine has no licence texts to read).
@@ -280,7 +285,7 @@ run() {
     cuda-check-gpt-bf16 cuda-check-llama-bf16 cuda-check-hd64-bf16 cuda-check-hd128-bf16
     cuda-check-grid-bf16 cuda-check-tp-bf16 cuda-check-long-bf16 cuda-check-long-gqa-bf16
     cuda-check-rows-bf16 cuda-check-gpt-fp16
-    sanitizer-fp32 sanitizer-bf16 gpt2-fp32 gpt2-bf16 gpt2-bf16-rows train-200 tp2-one-gpu zero1-one-gpu
+    sanitizer-fp32 sanitizer-bf16 gpt2-fp32 gpt2-bf16 gpt2-bf16-rows gpt2-bf16-kernels train-200 tp2-one-gpu zero1-one-gpu
     cpu-pipeline-pp4 gpt2-torch)
   # What nvidia-smi says (empty without it): the GPUs it lists and the driver.
   local smi_gpus driver gpu=0
@@ -379,6 +384,18 @@ run() {
         case $prec in fp32) ours_fp32=$ms ;; bf16) ours_bf16=$ms ;; *) ours_rows=$ms ;; esac
       else record "gpt2-$prec" FAIL "exit $rc: $(grep -m1 -E 'FAIL|rror' "$out/gpt2-$prec.log" || tail -1 "$out/gpt2-$prec.log"); see gpt2-$prec.log"; fi
     done
+    if ! want gpt2-bf16-kernels; then :
+    elif [ "$(left)" -ge 120 ]; then
+      HEIRETSU_CUDA_CHECK=1 timeout 120 "$bin/heiretsu" run "$plans/gpt2-bf16" --backend cuda --steps 3 \
+        --lr 3e-4 --val-every 0 --data "$tree/corpus" --trace "$out/gpt2-bf16-trace.json" --trace-steps 3 \
+        > "$out/gpt2-bf16-kernels.log" 2>&1
+      local rc=$?
+      if [ $rc -eq 0 ] && "$tree/bench/kernel-times.sh" "$out/gpt2-bf16-trace.json" > "$out/gpt2-bf16-kernels.jsonl" \
+          2>> "$out/gpt2-bf16-kernels.log"; then
+        record gpt2-bf16-kernels MEASURED "step 3 by opcode (ms, share): $(head -5 "$out/gpt2-bf16-kernels.jsonl" |
+          sed 's/.*"op": "\([^"]*\)".*"ms": \([0-9.]*\), "share": \([0-9.]*\).*/\1 \2 \3/' | tr '\n' ';' | sed 's/;$//')"
+      else record gpt2-bf16-kernels FAIL "exit $rc: $(grep -m1 -E 'FAIL|rror' "$out/gpt2-bf16-kernels.log" || tail -1 "$out/gpt2-bf16-kernels.log"); see gpt2-bf16-kernels.log"; fi
+    else record gpt2-bf16-kernels SKIP "out of time"; fi
     want 'gpt2-fp32' || want 'gpt2-bf16' || want 'gpt2-bf16-rows' &&
       printf '{"bench":"gpt2-small step time, heiretsu","batch":8,"seq":1024,"steps":"3-8 of 8","step_ms_median":{"fp32":%s,"bf16":%s,"bf16_attention_rows":%s}}\n' \
       "${ours_fp32:-null}" "${ours_bf16:-null}" "${ours_rows:-null}" > "$out/gpt2-heiretsu.json"

@@ -1137,6 +1137,13 @@ Status MakeCudaBackend(int device, std::unique_ptr<exec::Backend>* out,
     return Error::Failure("--backend cuda: no CUDA device " + std::to_string(device) +
                           " (this process sees " + std::to_string(count) + ")");
   CudaOptions chosen = options;
+  if (const char* c = std::getenv("HEIRETSU_CUDA_CHECK"); c && *c) {
+    if (std::strcmp(c, "1") == 0)
+      chosen.check = true;
+    else if (std::strcmp(c, "0") != 0)
+      return Error::BadInput(std::string("HEIRETSU_CUDA_CHECK=") + c +
+                             ": expected 1 (check mode) or 0");
+  }
   if (const char* a = std::getenv("HEIRETSU_CUDA_ATTENTION"); a && *a) {
     if (std::strcmp(a, "rows") == 0)
       chosen.attention_rows = true;

@@ -47,7 +47,9 @@ Status DeviceCount(int* count);
 
 struct CudaOptions {
   // Check mode: wait for the stream and check for errors after every instruction
-  // and Zero (slower: nothing queues), so a fault is named by its instruction.
+  // and Zero (slower: nothing queues), so a fault is named by its instruction, and
+  // `heiretsu run --trace` shows each instruction's GPU time. Also set by
+  // HEIRETSU_CUDA_CHECK=1 (0 or unset: as here; any other value is refused).
   bool check = false;
   // The most blocks of a grid-stride launch (0: 65535 x 16). Every kernel launched
   // on a capped grid loops over its whole range (attention's one warp per query or

@@ -34,7 +34,9 @@
 // A wait that had nothing to wait for is not recorded. On a device backend (cuda)
 // kernels run asynchronously: an instruction's event is the host's time in it, and
 // the device's time shows where the host next waits for the stream (a copy to the
-// host: a send, a recv, a collective, the loss).
+// host: a send, a recv, a collective, the loss); with HEIRETSU_CUDA_CHECK=1 the
+// backend waits after every instruction, so its event is its device time
+// (bench/gpu/kernel-times.sh sums them by opcode).
 //
 // Clocks: std::chrono::steady_clock (CLOCK_MONOTONIC), which all ranks on one machine
 // share. Each rank's ts counts from the moment it left a barrier of the whole job,
