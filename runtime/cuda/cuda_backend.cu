@@ -317,6 +317,8 @@ class CudaBackend final : public exec::Backend {
   void Reserve(const fb::Plan& plan, const std::vector<std::vector<plan::Instruction>>& units)
       override {
     if (error_) return;
+    if (auto e = cudaSetDevice(device_); e != cudaSuccess)
+      return Record(CudaError("cudaSetDevice", e));
     const CudaExtras x = ProgramExtras(plan, units);
     if (auto err = Scratch(x.scratch_rows)) return Record(*err);
     for (int slot = 0; slot < 3; ++slot)
