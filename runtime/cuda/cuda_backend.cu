@@ -79,6 +79,7 @@
 
 #include "runtime/cuda/device_memory.h"
 #include "runtime/cuda/devices.h"
+#include "runtime/plan/explain.h"
 #include "runtime/plan/ops.h"
 #include "runtime/plan/plan.h"
 
@@ -1128,6 +1129,32 @@ Status DeviceCount(int* count) {
   const DeviceProbe probe = ProbeDevices();
   *count = probe.count;
   if (probe.failed) return Error::Failure("CUDA: " + probe.message);
+  return std::nullopt;
+}
+
+Status CheckDeviceMemory(int device, uint64_t arena, uint64_t beyond, std::string* summary) {
+  size_t free = 0, total = 0;
+  cudaDeviceProp prop;
+  cudaError_t e = cudaSetDevice(device);
+  if (e == cudaSuccess) e = cudaMemGetInfo(&free, &total);
+  if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, device);
+  if (e != cudaSuccess) return CudaError("device " + std::to_string(device) + " memory", e);
+  const uint64_t need = arena + beyond;
+  const std::string device_name = "device " + std::to_string(device) + " (" + prop.name +
+                                  ", sm_" + std::to_string(prop.major) +
+                                  std::to_string(prop.minor) + ")";
+  const std::string takes = plan::FormatBytes(need) + " (the arena " + plan::FormatBytes(arena) +
+                            " and " + plan::FormatBytes(beyond) + " beyond it)";
+  if (need > free)
+    return Error::Failure("--backend cuda: this rank's program takes " + takes + " on " +
+                          device_name + ", which has " + plan::FormatBytes(free) + " free of " +
+                          plan::FormatBytes(total) +
+                          " (heiretsu explain PLAN_DIR shows the split); use a smaller "
+                          "--micro-batch-size or more microbatches, or split the model over "
+                          "more GPUs (--tp, --pp)");
+  if (summary)
+    *summary = device_name + ": " + plan::FormatBytes(free) + " free of " +
+               plan::FormatBytes(total) + "; this program takes " + takes;
   return std::nullopt;
 }
 

@@ -74,6 +74,14 @@ struct CudaOptions {
 Status CheckOperandStorage(const plan::fb::Plan& plan, const plan::Instruction& in,
                            plan::fb::DType* half = nullptr);
 
+// Whether device `device` has room for a program: `arena` bytes and `beyond` more
+// (runtime/cuda/device_memory.h's total), against cudaMemGetInfo's free bytes. Fails
+// (kFailure) naming the need, the device and what it has, with what to change; else
+// *summary (when not null) is a line "device D (NAME, sm_XY): F free of T; this
+// program takes N (the arena A and B beyond it)". A check at start, not a promise:
+// ranks that share a device check before any of them allocates.
+Status CheckDeviceMemory(int device, uint64_t arena, uint64_t beyond, std::string* summary);
+
 // A backend on device `device` into *out. Fails (kFailure) when there is no such
 // device or it cannot be initialized; *out is set exactly when it succeeds.
 Status MakeCudaBackend(int device, std::unique_ptr<exec::Backend>* out,

@@ -42,6 +42,7 @@
 #include "runtime/cpu/threading.h"
 #ifdef HEIRETSU_HAVE_CUDA
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/device_memory.h"
 #endif
 #include "runtime/data/prepare.h"
 #include "runtime/data/shards.h"
@@ -528,7 +529,15 @@ int Run(const cli::RunOptions& o) {
     if (auto err = cuda::DeviceCount(&devices)) return Fail(*err);
     if (devices == 0)
       return Fail(Error::Failure("--backend cuda: this process sees no CUDA device"));
-    if (auto err = cuda::MakeCudaBackend(me.local_rank % devices, &backend)) return Fail(*err);
+    const int device = me.local_rank % devices;
+    // The device has room for the arena and what the backend takes beyond it, or a
+    // clear error before anything is allocated.
+    const cuda::CudaExtras beyond = cuda::ProgramExtras(p, plan::PrepareUnits(p, coords));
+    std::string summary;
+    if (auto err = cuda::CheckDeviceMemory(device, p.arena_bytes(), beyond.total(), &summary))
+      return Fail(*err);
+    if (me.local_rank == 0) std::printf("cuda: %s\n", summary.c_str());
+    if (auto err = cuda::MakeCudaBackend(device, &backend)) return Fail(*err);
   }
 #endif
   exec::Executor executor(loaded, std::move(backend), me.rank);
