@@ -20,7 +20,13 @@
 #                                    call that only times), all when none
 #
 # Checks, cheapest first, so that a short lease still answers the first questions
-# (a check whose timeout no longer fits in what is left of SECS says "out of time"):
+# (a check whose timeout no longer fits in what is left of SECS says "out of time").
+# All of them take more than one call's 450 s (estimated: the cuda-checks ~200 s,
+# the sanitizer ~90, the GPT-2 timings ~150, train / tp / ZeRO ~60, pp = 4 150,
+# torch.compile ~120): on a 15-minute lease, run once with the default and then
+# again with the checks that said "out of time", e.g.
+#   bench/gpu/verify.sh run 400 gpt2-torch cpu-pipeline-pp4 'train-*' '*-one-gpu'
+# (each call writes its own $OUT/verify.jsonl: keep both):
 #   gpu-info          the device is visible (heiretsu-gpu-info; a CUDA failure other
 #                     than "no device" / "no driver at all" is a FAIL naming CUDA's
 #                     error, not a skip: runtime/cuda/device_probe.h). "No GPU" while
