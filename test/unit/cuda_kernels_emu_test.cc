@@ -18,7 +18,8 @@
 
 namespace heiretsu::emu {
 
-// clang-format off: kernel_base.cuh first, as cuda_backend.cu includes them
+// kernel_base.cuh first, as cuda_backend.cu includes them.
+// clang-format off
 #include "runtime/cuda/kernel_base.cuh"
 #include "runtime/cuda/kernels.cuh"
 #include "runtime/cuda/column_sums.cuh"
@@ -419,6 +420,74 @@ TEST(CudaKernels, AdamWAndTheNormMatchTheCpu) {
   cuda_emu::Launch(8, kThreads, [&] { SumSquaresPartial(g.data(), n, partial.data()); });
   cuda_emu::Launch(1, kThreads, [&] { AddPartials(partial.data(), 8, total.data()); });
   EXPECT_NEAR(total[0], 2.0 + cpu::SumSquares(g.data(), n), 1e-9 * cpu::SumSquares(g.data(), n));
+}
+
+// The 16-bit storage path (View<Bf16>): loads widened, arithmetic in float32, one
+// rounding per store, an accumulated output read, added to and rounded once; against
+// the CPU kernels on the widened values, rounded as the CPU backend rounds its
+// widened copies (each output within 2^-7 of its largest magnitude: one bf16 ulp
+// where the two float32 results round apart).
+std::vector<Bf16> ToBf16(std::vector<float>* x) {
+  std::vector<Bf16> out;
+  for (float& e : *x) {
+    out.push_back(FromFloat<Bf16>(e));
+    e = ToFloat(out.back());
+  }
+  return out;
+}
+std::vector<float> Widen(const std::vector<Bf16>& x) {
+  std::vector<float> out;
+  for (Bf16 e : x) out.push_back(ToFloat(e));
+  return out;
+}
+std::vector<float> RoundBf16(std::vector<float> x) {
+  for (float& e : x) e = ToFloat(FromFloat<Bf16>(e));
+  return x;
+}
+constexpr double kBf16 = 1.0 / 128;
+
+TEST(CudaKernels, Bf16StorageMatchesTheCpuOnWidenedValues) {
+  const int64_t rows = 9, c = 96, n = rows * c;
+  std::vector<float> xf = Normal(n, 91), w = Normal(c, 92), b = Normal(c, 93), dyf = Normal(n, 94);
+  std::vector<Bf16> x = ToBf16(&xf), dy = ToBf16(&dyf);
+  // LayerNorm: y in bf16, mean and rstd in float32.
+  std::vector<Bf16> y(n, FromFloat<Bf16>(NAN));
+  std::vector<float> mean(rows, NAN), rstd(rows, NAN), cy(n), cmean(rows), crstd(rows);
+  cuda_emu::Launch(2, kThreads, [&] {
+    LayerNormFwd(View<Bf16>{x.data()}, w.data(), b.data(), View<Bf16>{y.data()}, mean.data(),
+                 rstd.data(), rows, c, 1e-5);
+  });
+  cpu::LayerNormForward(xf.data(), w.data(), b.data(), cy.data(), cmean.data(), crstd.data(), rows,
+                        c, 1e-5);
+  EXPECT_LE(MaxRel(Widen(y), RoundBf16(cy)), kBf16) << "layernorm y";
+  EXPECT_LE(MaxRel(mean, cmean), kF32) << "layernorm mean";
+  EXPECT_LE(MaxRel(rstd, crstd), kF32) << "layernorm rstd";
+  // GELU's gradient accumulated into a bf16 dx.
+  std::vector<float> dx0f = Normal(n, 95);
+  std::vector<Bf16> dx = ToBf16(&dx0f);
+  std::vector<float> cdx = dx0f;
+  cuda_emu::Launch(2, kThreads, [&] {
+    GeluBwd(View<Bf16>{dy.data()}, View<Bf16>{x.data()}, View<Bf16>{dx.data()}, n, true);
+  });
+  cpu::GeluBackward(dyf.data(), xf.data(), cdx.data(), n, true);
+  EXPECT_LE(MaxRel(Widen(dx), RoundBf16(cdx)), kBf16) << "gelu_grad, accumulated";
+  // Cross-entropy over bf16 logits: lse and the loss in float32.
+  const int64_t vocab = 40;
+  std::vector<float> lf = Normal(rows * vocab, 96);
+  std::vector<Bf16> logits = ToBf16(&lf);
+  std::vector<int32_t> targets(rows);
+  for (int64_t r = 0; r < rows; ++r) targets[r] = static_cast<int32_t>(r * 7 % vocab);
+  std::vector<float> lse(rows, NAN), term(rows, NAN), loss(1, NAN), clse(rows), closs(1);
+  cuda_emu::Launch(2, kThreads, [&] {
+    CrossEntropyRows(View<Bf16>{logits.data()}, targets.data(), lse.data(), term.data(), rows,
+                     vocab, vocab);
+  });
+  cuda_emu::Launch(1, kThreads, [&] { MeanOfRows(term.data(), loss.data(), rows); });
+  ASSERT_EQ(
+      cpu::CrossEntropyForward(lf.data(), targets.data(), closs.data(), clse.data(), rows, vocab),
+      -1);
+  EXPECT_LE(MaxRel(lse, clse), kF32) << "cross_entropy lse";
+  EXPECT_LE(MaxRel(loss, closs), kF32) << "cross_entropy loss";
 }
 
 // CheckIds names the first id outside [0, limit), whichever thread sees it first.

@@ -17,7 +17,8 @@
 
 namespace heiretsu::emu {
 
-// clang-format off: kernel_base.cuh first, as cuda_backend.cu includes them
+// kernel_base.cuh first, as cuda_backend.cu includes them.
+// clang-format off
 #include "runtime/cuda/kernel_base.cuh"
 #include "runtime/cuda/flash_attention.cuh"
 // clang-format on
