@@ -313,8 +313,9 @@ class CudaBackend final : public exec::Backend {
   void FreeArena(uint8_t* arena) override {
     if (auto e = cudaFree(arena); e != cudaSuccess) Record(SyncError("freeing the arena", e));
   }
-  // Everything device_memory.h says the program takes beyond the arena, now; a
-  // later need past it is this backend's mistake (Grow).
+  // Everything device_memory.h says the program takes beyond the arena, now. Run
+  // asks for each instruction's own sizes, so a need device_memory.cc misjudged is
+  // an error in check mode (Grow), not an overrun.
   void Reserve(const fb::Plan& plan, const std::vector<std::vector<plan::Instruction>>& units)
       override {
     if (error_) return;
@@ -628,8 +629,6 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
   // type per instruction: `half` (F32 when it has none).
   fb::DType half = fb::DType_F32;
   if (auto err = CheckOperandStorage(plan, in, &half)) return err;
-  // Its scratch rows (device_memory.h: what Reserve set aside for the program).
-  const CudaExtras needs = InstructionExtras(plan, in);
   auto dtype = [&](uint32_t b) { return plan.buffers()->Get(b)->dtype(); };
   auto ptr = [&](uint32_t b) -> void* {
     return b == plan::kNoBuffer ? nullptr : static_cast<void*>(BufferAt(arena, offsets[b]));
@@ -807,7 +806,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       // (column_sums.cuh) through the scratch rows.
       if (plan::Has(l.dbias)) {
         const int64_t chunks = ColumnChunks(l.rows);
-        if ((err = Scratch(needs.scratch_rows))) return err;
+        if ((err = Scratch(4 * static_cast<uint64_t>(chunks * l.out)))) return err;
         with({l.dy}, [&](auto t) {
           ColumnSumPartials<<<Grid(chunks * l.out), kThreads, 0, stream_>>>(v(t, l.dy), Rows(),
                                                                            l.rows, l.out);
@@ -829,7 +828,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
       const auto n = plan::Read<op::LayerNormGrad<uint32_t>>(in);
       // dw and db in two passes (column_sums.cuh) through the scratch rows.
       const int64_t chunks = ColumnChunks(n.rows);
-      if ((err = Scratch(needs.scratch_rows))) return err;
+      if ((err = Scratch(8 * static_cast<uint64_t>(chunks * n.c)))) return err;
       float *pw = Rows(), *pb = f(n.db) ? Rows() + chunks * n.c : nullptr;
       with({n.dy, n.x, n.dx}, [&](auto t) {
         NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
@@ -853,7 +852,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     case fb::Op_RMSNormGrad: {
       const auto n = plan::Read<op::RMSNormGrad<uint32_t>>(in);
       const int64_t chunks = ColumnChunks(n.rows);
-      if ((err = Scratch(needs.scratch_rows))) return err;
+      if ((err = Scratch(4 * static_cast<uint64_t>(chunks * n.c)))) return err;
       with({n.dy, n.x, n.dx}, [&](auto t) {
         NormBwdRows<<<Grid(n.rows, 1), kThreads, 0, stream_>>>(
             v(t, n.dy), v(t, n.x), f(n.w), nullptr, f(n.rstd), v(t, n.dx), n.rows, n.c,
@@ -967,7 +966,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
           (forward ? FlashAligned({ptr(fw.q), ptr(fw.k), ptr(fw.v), ptr(fw.out)})
                    : FlashAligned({ptr(bw.dout), ptr(bw.q), ptr(bw.k), ptr(bw.v), ptr(bw.out),
                                    ptr(bw.dq), ptr(bw.dk), ptr(bw.dv)}));
-      if (tiled && !forward && (err = Scratch(needs.scratch_rows))) return err;
+      if (tiled && !forward && (err = Scratch(4 * static_cast<uint64_t>(b * h * t)))) return err;
       cudaError_t launched = cudaSuccess;
       auto flash = [&](auto tag, auto dim) {
         using S = typename decltype(tag)::type;
@@ -1013,7 +1012,7 @@ Status CudaBackend::Run(const fb::Plan& plan, const plan::Instruction& in, uint8
     case fb::Op_CrossEntropy: {
       const auto ce = plan::Read<op::CrossEntropy<uint32_t>>(in);
       if ((err = check_ids("target", ids(ce.targets), ce.rows, ce.valid))) return err;
-      if ((err = Scratch(needs.scratch_rows))) return err;
+      if ((err = Scratch(4 * static_cast<uint64_t>(ce.rows)))) return err;
       with({ce.logits}, [&](auto t) {
         CrossEntropyRows<<<Grid(ce.rows, 1), kThreads, 0, stream_>>>(
             v(t, ce.logits), ids(ce.targets), f(ce.lse), Rows(), ce.rows, ce.vocab, ce.valid);
@@ -1139,17 +1138,21 @@ Status CheckDeviceMemory(int device, uint64_t arena, uint64_t beyond, std::strin
   if (e == cudaSuccess) e = cudaMemGetInfo(&free, &total);
   if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, device);
   if (e != cudaSuccess) return CudaError("device " + std::to_string(device) + " memory", e);
+  // CUDA's and cuBLAS's own (the context, the handles, cuBLAS's workspace for fp32
+  // GEMMs, module code) come on top: a margin for them.
+  constexpr uint64_t kMargin = 256ull << 20;
   const uint64_t need = arena + beyond;
   const std::string device_name = "device " + std::to_string(device) + " (" + prop.name +
                                   ", sm_" + std::to_string(prop.major) +
                                   std::to_string(prop.minor) + ")";
   const std::string takes = plan::FormatBytes(need) + " (the arena " + plan::FormatBytes(arena) +
                             " and " + plan::FormatBytes(beyond) + " beyond it)";
-  if (need > free)
+  if (need + kMargin > free)
     return Error::Failure("--backend cuda: this rank's program takes " + takes + " on " +
                           device_name + ", which has " + plan::FormatBytes(free) + " free of " +
-                          plan::FormatBytes(total) +
-                          " (heiretsu explain PLAN_DIR shows the split); use a smaller "
+                          plan::FormatBytes(total) + ", and CUDA's own need some " +
+                          plan::FormatBytes(kMargin) +
+                          " more (heiretsu explain PLAN_DIR shows the split); use a smaller "
                           "--micro-batch-size or more microbatches, or split the model over "
                           "more GPUs (--tp, --pp)");
   if (summary)

@@ -75,7 +75,8 @@ Status CheckOperandStorage(const plan::fb::Plan& plan, const plan::Instruction& 
                            plan::fb::DType* half = nullptr);
 
 // Whether device `device` has room for a program: `arena` bytes and `beyond` more
-// (runtime/cuda/device_memory.h's total), against cudaMemGetInfo's free bytes. Fails
+// (runtime/cuda/device_memory.h's total) and a 256 MiB margin for CUDA's and
+// cuBLAS's own, against cudaMemGetInfo's free bytes. Fails
 // (kFailure) naming the need, the device and what it has, with what to change; else
 // *summary (when not null) is a line "device D (NAME, sm_XY): F free of T; this
 // program takes N (the arena A and B beyond it)". A check at start, not a promise:

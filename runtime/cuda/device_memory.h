@@ -1,7 +1,8 @@
 // The device memory the CUDA backend takes for a program beyond its arena, from the
 // plan alone (plain C++: no CUDA, no GPU): `heiretsu explain` prints it, and the
 // backend allocates exactly this before the first step (Backend::Reserve), so that
-// no step allocates device memory. Three parts:
+// no step allocates device memory of its own (cuBLAS may size its own workspace on
+// the first fp32 GEMM; CUDA's context and handles are outside both). Three parts:
 //   - the scratch: kScratchHeader bytes (the gradient norm's partials and total,
 //     the bad-id flag) and then the rows of the instruction that needs the most: a
 //     loss's per-row terms, a bias or norm gradient's column partials
@@ -10,8 +11,9 @@
 //     rounded to the instruction's 16-bit type: the master weight, and an
 //     activation kept in float32), each as large as its largest use;
 //   - cuBLASLt's workspace, kLtWorkspace, when a 16-bit GEMM runs.
-// cuda_backend.cu sizes each instruction's scratch with InstructionExtras and
-// treats a need past the reservation as its own mistake (an error in check mode).
+// cuda_backend.cu asks for each instruction's own sizes as it runs it and treats a
+// need past the reservation as this file's mistake (an error in check mode:
+// heiretsu-cuda-check's training steps, HEIRETSU_CUDA_CHECK=1).
 #ifndef HEIRETSU_RUNTIME_CUDA_DEVICE_MEMORY_H_
 #define HEIRETSU_RUNTIME_CUDA_DEVICE_MEMORY_H_
 
