@@ -1131,6 +1131,23 @@ Status DeviceCount(int* count) {
   return std::nullopt;
 }
 
+namespace {
+
+// Environment variable `name`: `on` sets *flag, `off` or unset leaves it; any other
+// value is refused, naming both.
+Status EnvSwitch(const char* name, const char* on, const char* off, bool* flag) {
+  const char* v = std::getenv(name);
+  if (!v || !*v || std::strcmp(v, off) == 0) return std::nullopt;
+  if (std::strcmp(v, on) == 0) {
+    *flag = true;
+    return std::nullopt;
+  }
+  return Error::BadInput(std::string(name) + "=" + v + ": expected '" + on + "' or '" + off +
+                         "' (the default)");
+}
+
+}  // namespace
+
 Status CheckDeviceMemory(int device, uint64_t arena, uint64_t beyond, std::string* summary) {
   size_t free = 0, total = 0;
   cudaDeviceProp prop;
@@ -1169,20 +1186,9 @@ Status MakeCudaBackend(int device, std::unique_ptr<exec::Backend>* out,
     return Error::Failure("--backend cuda: no CUDA device " + std::to_string(device) +
                           " (this process sees " + std::to_string(count) + ")");
   CudaOptions chosen = options;
-  if (const char* c = std::getenv("HEIRETSU_CUDA_CHECK"); c && *c) {
-    if (std::strcmp(c, "1") == 0)
-      chosen.check = true;
-    else if (std::strcmp(c, "0") != 0)
-      return Error::BadInput(std::string("HEIRETSU_CUDA_CHECK=") + c +
-                             ": expected 1 (check mode) or 0");
-  }
-  if (const char* a = std::getenv("HEIRETSU_CUDA_ATTENTION"); a && *a) {
-    if (std::strcmp(a, "rows") == 0)
-      chosen.attention_rows = true;
-    else if (std::strcmp(a, "tiles") != 0)
-      return Error::BadInput(std::string("HEIRETSU_CUDA_ATTENTION=") + a +
-                             ": expected 'tiles' (the default) or 'rows'");
-  }
+  if (auto err = EnvSwitch("HEIRETSU_CUDA_CHECK", "1", "0", &chosen.check)) return err;
+  if (auto err = EnvSwitch("HEIRETSU_CUDA_ATTENTION", "rows", "tiles", &chosen.attention_rows))
+    return err;
   auto backend = std::make_unique<CudaBackend>(device, chosen);
   if (auto err = backend->Init()) return err;
   *out = std::move(backend);

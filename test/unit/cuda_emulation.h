@@ -225,6 +225,18 @@ inline F16 FromFloat<F16>(float v) {
   return {half::FloatToHalf(v)};
 }
 
+// The values rounded into storage S, and *values set to what S holds (the same
+// values in both, for a reference computed on the floats).
+template <typename S>
+std::vector<S> ToStorage(std::vector<float>* values) {
+  std::vector<S> out;
+  for (float& x : *values) {
+    out.push_back(FromFloat<S>(x));
+    x = ToFloat(out.back());
+  }
+  return out;
+}
+
 // The kernels' dynamic shared memory (kernel_base.cuh's DynamicShared on a GPU).
 alignas(128) inline unsigned char dynamic_shared[192 * 1024];
 inline unsigned char* DynamicShared() { return dynamic_shared; }

@@ -63,11 +63,7 @@ void ExpectColumnSums(const std::vector<float>& got, const std::vector<double>& 
 TEST(CudaColumnSums, BiasGradientMatchesFloat64Sums) {
   const int64_t rows = 300, c = 37;
   std::vector<float> dy = Normal(static_cast<size_t>(rows * c), 1);
-  std::vector<Bf16> dy16;
-  for (float& x : dy) {
-    dy16.push_back(FromFloat<Bf16>(x));
-    x = ToFloat(dy16.back());  // the same values in both storages
-  }
+  std::vector<Bf16> dy16 = ToStorage<Bf16>(&dy);  // the same values in both storages
   std::vector<double> sum(c, 0.0), magnitude(c, 0.0);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < c; ++i) {
@@ -427,14 +423,6 @@ TEST(CudaKernels, AdamWAndTheNormMatchTheCpu) {
 // the CPU kernels on the widened values, rounded as the CPU backend rounds its
 // widened copies (each output within 2^-7 of its largest magnitude: one bf16 ulp
 // where the two float32 results round apart).
-std::vector<Bf16> ToBf16(std::vector<float>* x) {
-  std::vector<Bf16> out;
-  for (float& e : *x) {
-    out.push_back(FromFloat<Bf16>(e));
-    e = ToFloat(out.back());
-  }
-  return out;
-}
 std::vector<float> Widen(const std::vector<Bf16>& x) {
   std::vector<float> out;
   for (Bf16 e : x) out.push_back(ToFloat(e));
@@ -449,7 +437,7 @@ constexpr double kBf16 = 1.0 / 128;
 TEST(CudaKernels, Bf16StorageMatchesTheCpuOnWidenedValues) {
   const int64_t rows = 9, c = 96, n = rows * c;
   std::vector<float> xf = Normal(n, 91), w = Normal(c, 92), b = Normal(c, 93), dyf = Normal(n, 94);
-  std::vector<Bf16> x = ToBf16(&xf), dy = ToBf16(&dyf);
+  std::vector<Bf16> x = ToStorage<Bf16>(&xf), dy = ToStorage<Bf16>(&dyf);
   // LayerNorm: y in bf16, mean and rstd in float32.
   std::vector<Bf16> y(n, FromFloat<Bf16>(NAN));
   std::vector<float> mean(rows, NAN), rstd(rows, NAN), cy(n), cmean(rows), crstd(rows);
@@ -464,7 +452,7 @@ TEST(CudaKernels, Bf16StorageMatchesTheCpuOnWidenedValues) {
   EXPECT_LE(MaxRel(rstd, crstd), kF32) << "layernorm rstd";
   // GELU's gradient accumulated into a bf16 dx.
   std::vector<float> dx0f = Normal(n, 95);
-  std::vector<Bf16> dx = ToBf16(&dx0f);
+  std::vector<Bf16> dx = ToStorage<Bf16>(&dx0f);
   std::vector<float> cdx = dx0f;
   cuda_emu::Launch(2, kThreads, [&] {
     GeluBwd(View<Bf16>{dy.data()}, View<Bf16>{x.data()}, View<Bf16>{dx.data()}, n, true);
@@ -474,7 +462,7 @@ TEST(CudaKernels, Bf16StorageMatchesTheCpuOnWidenedValues) {
   // Cross-entropy over bf16 logits: lse and the loss in float32.
   const int64_t vocab = 40;
   std::vector<float> lf = Normal(rows * vocab, 96);
-  std::vector<Bf16> logits = ToBf16(&lf);
+  std::vector<Bf16> logits = ToStorage<Bf16>(&lf);
   std::vector<int32_t> targets(rows);
   for (int64_t r = 0; r < rows; ++r) targets[r] = static_cast<int32_t>(r * 7 % vocab);
   std::vector<float> lse(rows, NAN), term(rows, NAN), loss(1, NAN), clse(rows), closs(1);

@@ -85,16 +85,6 @@ Reference Attend(const Shape& s, int64_t hd, const std::vector<float>& q,
   return r;
 }
 
-template <typename S>
-std::vector<S> Rounded(std::vector<float>* values) {
-  std::vector<S> out;
-  for (float& x : *values) {
-    out.push_back(FromFloat<S>(x));
-    x = ToFloat(out.back());
-  }
-  return out;
-}
-
 // The largest |got - want| over `want`'s largest magnitude (or 1 where want is all
 // zero), with `base` added to every expected element (an accumulated output); NaN
 // when any element is NaN.
@@ -132,8 +122,8 @@ void Check(const Shape& s, unsigned cap, bool accumulate, double tolerance) {
   // mask and the online rescaling matter.
   const float sd = 1.5f / std::pow(static_cast<float>(D), 0.25f);
   std::vector<float> qf = draw(nq, sd), kf = draw(nk, sd), vf = draw(nk, 1.f), df = draw(nq, 1.f);
-  std::vector<S> q = Rounded<S>(&qf), k = Rounded<S>(&kf), v = Rounded<S>(&vf),
-                 dout = Rounded<S>(&df);
+  std::vector<S> q = ToStorage<S>(&qf), k = ToStorage<S>(&kf), v = ToStorage<S>(&vf),
+                 dout = ToStorage<S>(&df);
   const Reference want = Attend(s, D, qf, kf, vf, df);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   const S poison = FromFloat<S>(NAN), half_value = FromFloat<S>(0.5f);
